@@ -1,0 +1,121 @@
+"""Writing store files: atomic segment writes and merging segments into one file.
+
+Every file is written under a hidden temporary name, fsynced and renamed into
+place, so readers only ever see complete files.
+"""
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+from pathlib import Path
+
+from rldk.core.naming import temp_name
+
+
+def write_segment(table, directory: Path, name: str, covers=None) -> None:
+    """Write ``table`` as ``directory/name`` atomically: temp file, fsync, rename."""
+    import pyarrow.parquet as pq
+
+    from rldk.schemas import META_COVERS, META_VERSION, META_WRITER, PARQUET_OPTIONS, SCHEMA_VERSION
+    from rldk import __version__
+
+    meta = {META_VERSION: str(SCHEMA_VERSION).encode(), META_WRITER: f"rldk {__version__}".encode()}
+    if covers:
+        meta[META_COVERS] = json.dumps(list(covers)).encode()
+    table = table.replace_schema_metadata(meta)
+    tmp = directory / temp_name(name)
+    try:
+        with open(tmp, "wb") as f:
+            pq.write_table(table, f, row_group_size=1 << 20, **PARQUET_OPTIONS)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, directory / name)
+    except BaseException:
+        with contextlib.suppress(OSError):
+            os.unlink(tmp)
+        raise
+
+
+def merge_segments(directory: Path, names: list[str], out_name: str, rows_per_group: int = 1 << 20) -> None:
+    """Merge segment files into ``out_name`` (streaming, bounded memory), then delete them.
+
+    The merged file lists the names it replaces in its metadata, so a reader that
+    finds both (a crash between the rename and the deletes) counts each event once.
+    """
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    from rldk.schemas import META_COVERS, META_VERSION, META_WRITER, PARQUET_OPTIONS, SCHEMA_VERSION, arrow_schema
+    from rldk.schemas import conform, file_version
+    from rldk import __version__
+
+    schema = arrow_schema().with_metadata({
+        META_VERSION: str(SCHEMA_VERSION).encode(), META_WRITER: f"rldk {__version__}".encode(),
+        META_COVERS: json.dumps(sorted(names)).encode()})
+    tmp = directory / temp_name(out_name)
+    try:
+        with open(tmp, "wb") as f:
+            with pq.ParquetWriter(f, schema, **PARQUET_OPTIONS) as out:
+                buf, rows = [], 0
+                for name in names:
+                    pf = pq.ParquetFile(directory / name)
+                    version = file_version(pf.schema_arrow.metadata)
+                    for i in range(pf.num_row_groups):
+                        part = conform(pf.read_row_group(i), version)
+                        buf.append(part)
+                        rows += part.num_rows
+                        if rows >= rows_per_group:
+                            out.write_table(pa.concat_tables(buf), row_group_size=rows_per_group)
+                            buf, rows = [], 0
+                if buf:
+                    out.write_table(pa.concat_tables(buf), row_group_size=rows_per_group)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, directory / out_name)
+    except BaseException:
+        with contextlib.suppress(OSError):
+            os.unlink(tmp)
+        raise
+    for name in names:
+        if name != out_name:
+            with contextlib.suppress(FileNotFoundError):
+                os.unlink(directory / name)
+
+
+def compact(paths, force: bool = False) -> list[dict]:
+    """Merge each run's files (per directory) into one ``<run_id>.compact-<token>.parquet``.
+
+    Runs without an ``end`` event may still be writing and are skipped unless
+    ``force``. Returns one dict per run: run_id, directory, files merged, output
+    file (None when skipped or already a single file) and a note.
+    """
+    import pyarrow.compute as pc
+    import pyarrow.parquet as pq
+
+    from rldk.core.naming import new_session
+    from rldk.core.store import open_store
+
+    store = open_store(paths)
+    status = {r[0]: r[1] for r in store.sql("SELECT run_id, status FROM runs").rows()}
+    groups: dict[tuple[str, str], list[str]] = {}
+    report = []
+    for path in store.files:
+        ids = pc.unique(pq.read_table(path, columns=["run_id"]).column("run_id")).to_pylist()
+        if len(ids) != 1:
+            report.append({"run_id": ",".join(ids), "directory": os.path.dirname(path), "files": 1,
+                           "output": None, "note": f"{os.path.basename(path)} holds several runs; left as is"})
+            continue
+        groups.setdefault((os.path.dirname(path), ids[0]), []).append(os.path.basename(path))
+    for (directory, run_id), names in sorted(groups.items()):
+        row = {"run_id": run_id, "directory": directory, "files": len(names), "output": None}
+        if len(names) == 1:
+            row["note"] = "already one file"
+        elif status.get(run_id) == "incomplete" and not force:
+            row["note"] = "no end event (still running or crashed); pass --force to merge anyway"
+        else:
+            out = f"{run_id}.compact-{new_session()}.parquet"
+            merge_segments(Path(directory), sorted(names), out)
+            row.update(output=out, note="merged")
+        report.append(row)
+    return report

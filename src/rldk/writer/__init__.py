@@ -1,0 +1,88 @@
+"""The event writer: ``import rldk.writer as w; w.init(...); w.log(step, kl=...)``.
+
+Module-level functions act on one default writer (``init`` creates it; a first
+``log`` without ``init`` creates one from ``RLDK_DIR``/``RLDK_RUN_ID`` or defaults,
+with a warning saying where). Use :class:`EventWriter` directly for several runs
+at once. Nothing here imports torch, polars or duckdb.
+"""
+from __future__ import annotations
+
+import warnings
+
+from rldk.writer._writer import EventWriter, RldkWarning, close_all
+
+__all__ = ["EventWriter", "RldkWarning", "init", "log", "log_rng", "log_tensors", "log_memory",
+           "span", "log_samples", "log_event", "flush", "close", "current", "close_all"]
+
+_current: EventWriter | None = None
+
+
+def init(dir=None, run_id=None, **options) -> EventWriter:
+    """Start the default writer (closing a previous one); options as :class:`EventWriter`."""
+    global _current
+    if _current is not None:
+        _current.close()
+    _current = EventWriter(dir, run_id, **options)
+    return _current
+
+
+def current() -> EventWriter | None:
+    """The default writer, or None before ``init``."""
+    return _current
+
+
+def _writer() -> EventWriter:
+    global _current
+    if _current is None or _current._closed:
+        _current = EventWriter()
+        warnings.warn(f"rldk.writer.init() was not called: writing run {_current.run_id!r} "
+                      f"to {_current.dir}", RldkWarning, stacklevel=3)
+    return _current
+
+
+def log(step, mapping=None, /, **scalars) -> None:
+    """Record scalars for ``step`` (see :meth:`EventWriter.log`)."""
+    (_current if _current is not None and not _current._closed else _writer()).log(step, mapping, **scalars)
+
+
+def log_rng(step, generators=None) -> None:
+    """Record RNG state digests (see :meth:`EventWriter.log_rng`)."""
+    _writer().log_rng(step, generators)
+
+
+def log_tensors(step, source, kind: str = "param") -> None:
+    """Record tensor checksums (see :meth:`EventWriter.log_tensors`)."""
+    _writer().log_tensors(step, source, kind)
+
+
+def log_memory(step) -> None:
+    """Record memory readings (see :meth:`EventWriter.log_memory`)."""
+    _writer().log_memory(step)
+
+
+def span(name: str, step=None):
+    """Time a section (see :meth:`EventWriter.span`)."""
+    return _writer().span(name, step)
+
+
+def log_samples(step, prompts, responses, rewards=None, **extra) -> None:
+    """Record text samples (see :meth:`EventWriter.log_samples`)."""
+    _writer().log_samples(step, prompts, responses, rewards, **extra)
+
+
+def log_event(kind: str, name: str, step=None, **payload) -> None:
+    """Record one event of any kind (see :meth:`EventWriter.log_event`)."""
+    _writer().log_event(kind, name, step, **payload)
+
+
+def flush(timeout: float = 60.0) -> bool:
+    """Write everything logged so far; True once it is on disk."""
+    return _current.flush(timeout) if _current is not None else True
+
+
+def close(status: str = "complete") -> None:
+    """Close the default writer: last segment, ``run/end`` event, merged file."""
+    global _current
+    if _current is not None:
+        _current.close(status)
+        _current = None

@@ -1,0 +1,243 @@
+"""Turning queued writer calls into Arrow tables, off the training loop's thread.
+
+Each ``log`` call is queued as ``(seq, step, wall_time, {name: value})``. Calls
+with the same names in the same order (the usual case: the same dict every step)
+are encoded together, one Arrow conversion per name, and laid out step-major
+(the arrival order) so that step, seq and wall_time delta-encode to almost nothing.
+Values Arrow cannot take as numbers go through :func:`scalar_fields`, which never
+raises: whatever comes in is stored, as a number or as text, and counted.
+"""
+from __future__ import annotations
+
+import json
+import math
+from dataclasses import dataclass, field
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.compute as pc
+
+from rldk.schemas import arrow_schema
+
+_INT64_MIN, _INT64_MAX = -(2**63), 2**63 - 1
+_TEXT_LIMIT = 1000
+
+
+@dataclass
+class Counters:
+    """What the writer had to fix up, by name; reported in the run's end event."""
+
+    nonfinite: dict = field(default_factory=dict)    # name -> NaN/inf values stored
+    malformed: dict = field(default_factory=dict)    # name -> values stored as text/null
+    bad_steps: int = 0                               # calls whose step was not an integer
+    backward_steps: int = 0                          # calls whose step went below the previous one
+    negative_steps: int = 0
+
+    def to_dict(self) -> dict:
+        return {"nonfinite": dict(self.nonfinite), "malformed": dict(self.malformed),
+                "bad_steps": self.bad_steps, "backward_steps": self.backward_steps,
+                "negative_steps": self.negative_steps}
+
+
+def scalar_fields(value) -> tuple[float | None, int | None, str | None, str | None]:
+    """``(value, ivalue, text, problem)`` for one logged value; never raises.
+
+    ``problem`` is None for a number, else a short reason ("not a number: str",
+    "integer beyond int64", ...) and the value is kept as ``text``.
+    """
+    if isinstance(value, bool):
+        return float(value), int(value), None, None
+    if isinstance(value, int):
+        if _INT64_MIN <= value <= _INT64_MAX:
+            return float(value), value, None, None
+        return _big_float(value), None, _clip(str(value)), "integer beyond int64"
+    if isinstance(value, float):
+        return value, None, None, None
+    if value is None:
+        return None, None, None, "None"
+    item = _item(value)
+    if item is not None:
+        return scalar_fields(item)
+    kind = type(value).__name__
+    shape = getattr(value, "shape", None)
+    if shape is not None:
+        return None, None, _clip(f"<{kind} shape={tuple(shape)}>"), f"not a scalar: {kind} shape {tuple(shape)}"
+    if isinstance(value, str):
+        return None, None, _clip(value), "not a number: str"
+    return None, None, _clip(repr(value)), f"not a number: {kind}"
+
+
+def _item(value):
+    """The Python scalar inside a numpy/torch scalar or one-element array, else None."""
+    size = getattr(value, "size", None)
+    numel = getattr(value, "numel", None)
+    try:
+        if callable(numel) and numel() == 1:
+            return value.item()
+        if size == 1 and hasattr(value, "item"):
+            return value.item()
+        if isinstance(value, (np.floating, np.integer, np.bool_)):
+            return value.item()
+    except Exception:  # a value that cannot even be read is stored as text by the caller
+        return None
+    return None
+
+
+def _big_float(value: int) -> float:
+    try:
+        return float(value)
+    except OverflowError:
+        return math.inf if value > 0 else -math.inf
+
+
+def _clip(text: str) -> str:
+    return text if len(text) <= _TEXT_LIMIT else text[:_TEXT_LIMIT] + "...[truncated]"
+
+
+def _column(values: tuple, name: str, counters: Counters, problems: list):
+    """Arrow ``(value, ivalue, text)`` arrays for one metric across a group of calls."""
+    try:
+        arr = pa.array(values)
+    except (pa.ArrowException, OverflowError, TypeError, ValueError):
+        arr = None
+    if arr is not None:
+        if pa.types.is_floating(arr.type):
+            arr = arr.cast(pa.float64())
+            return arr, pa.nulls(len(arr), pa.int64()), pa.nulls(len(arr), pa.string())
+        if pa.types.is_integer(arr.type) or pa.types.is_boolean(arr.type):
+            ints = arr.cast(pa.int64())
+            return ints.cast(pa.float64()), ints, pa.nulls(len(arr), pa.string())
+    fields = [scalar_fields(v) for v in values]
+    for v, _, _, problem in fields:
+        if problem is not None:
+            counters.malformed[name] = counters.malformed.get(name, 0) + 1
+            problems.append((name, problem))
+    return (pa.array([f[0] for f in fields], pa.float64()),
+            pa.array([f[1] for f in fields], pa.int64()),
+            pa.array([f[2] for f in fields], pa.string()))
+
+
+def clean_step(step, last_step, counters: Counters):
+    """The int64 step to store for a call's ``step`` argument (None when unusable)."""
+    if type(step) is not int:
+        if step is None:
+            return None
+        try:
+            as_int = int(step)
+            ok = as_int == step and not isinstance(step, (bool, str, bytes))
+        except (TypeError, ValueError, OverflowError):
+            ok = False
+        if not ok or not (_INT64_MIN <= as_int <= _INT64_MAX):
+            counters.bad_steps += 1
+            return None
+        step = as_int
+    elif not (_INT64_MIN <= step <= _INT64_MAX):
+        counters.bad_steps += 1
+        return None
+    if step < 0:
+        counters.negative_steps += 1
+    if last_step is not None and step < last_step:
+        counters.backward_steps += 1
+    return step
+
+
+def encode_metrics(run_id: str, rank: int, calls: list, counters: Counters, state: dict,
+                   problems: list) -> pa.Table:
+    """Encode queued ``log`` calls ``(seq, step, wall_time_s, mapping)`` into one table.
+
+    ``state`` carries the last step seen across batches (for backward-step counts);
+    ``problems`` collects ``(name, reason)`` for values stored as text or null.
+    """
+    tables = []
+    start = 0
+    while start < len(calls):
+        keys = tuple(calls[start][3])
+        end = start + 1
+        while end < len(calls) and tuple(calls[end][3]) == keys:
+            end += 1
+        tables.append(_encode_group(run_id, rank, calls[start:end], keys, counters, state, problems))
+        start = end
+    return pa.concat_tables(tables) if len(tables) != 1 else tables[0]
+
+
+def _encode_group(run_id, rank, calls, keys, counters, state, problems) -> pa.Table:
+    n, k = len(calls), len(keys)
+    steps = []
+    last = state.get("last_step")
+    for call in calls:
+        step = clean_step(call[1], last, counters)
+        if step is not None:
+            last = step
+        steps.append(step)
+    state["last_step"] = last
+    names = [k_ if isinstance(k_, str) else str(k_) for k_ in keys]
+    columns = list(zip(*[tuple(c[3].values()) for c in calls])) if k else []
+    values, ivalues, texts = [], [], []
+    for name, col in zip(names, columns):
+        v, iv, t = _column(col, name, counters, problems)
+        values.append(v), ivalues.append(iv), texts.append(t)
+    if k == 0:
+        return arrow_schema().empty_table()
+    value = pa.concat_arrays(values)
+    _count_nonfinite(value, names, n, counters)
+    # key-major arrays, then one take() into arrival (step-major) order
+    order = (np.arange(k, dtype=np.int64)[None, :] * n + np.arange(n, dtype=np.int64)[:, None]).ravel()
+    seq = np.fromiter((c[0] for c in calls), np.int64, n)
+    wall = (np.fromiter((c[2] for c in calls), np.float64, n) * 1000.0).astype(np.int64)
+    step_arr = pa.array(steps, pa.int64())
+    table = pa.Table.from_arrays([
+        _const_string(run_id, n * k),
+        pa.array(np.full(n * k, rank, np.int32)),
+        pa.array(np.tile(seq, k)),
+        pa.concat_arrays([step_arr] * k),
+        pa.array(np.tile(wall, k)).cast(pa.timestamp("ms")),
+        _const_string("metric", n * k),
+        pa.array(names, pa.string()).take(pa.array(np.repeat(np.arange(k), n))),
+        value,
+        pa.concat_arrays(ivalues),
+        pa.nulls(n * k, pa.string()),
+        pa.concat_arrays(texts),
+        pa.nulls(n * k, pa.string()),
+    ], schema=arrow_schema())
+    return table.take(pa.array(order))
+
+
+def _const_string(text: str, n: int) -> pa.Array:
+    return pa.array([text], pa.string()).take(pa.array(np.zeros(n, np.int32)))
+
+
+def _count_nonfinite(value: pa.Array, names: list, n: int, counters: Counters) -> None:
+    finite = pc.is_finite(value)
+    if pc.all(pc.or_kleene(finite, pc.is_null(value))).as_py() is not False:
+        return
+    bad = ~np.asarray(finite.fill_null(True), dtype=bool)
+    per_name = bad.reshape(len(names), n).sum(axis=1)
+    for name, count in zip(names, per_name):
+        if count:
+            counters.nonfinite[name] = counters.nonfinite.get(name, 0) + int(count)
+
+
+def encode_rows(run_id: str, rank: int, kind: str, rows: list) -> pa.Table:
+    """Encode prepared event rows ``(seq, step, wall_time_s, name, value, ivalue, digest, text, attrs)``.
+
+    Used by every kind except metrics (rng, tensor, memory, span, sample, run, ...);
+    ``attrs`` may be a dict, serialised here as JSON.
+    """
+    n = len(rows)
+    cols = list(zip(*rows)) if rows else [()] * 9
+    attrs = [a if a is None or isinstance(a, str) else json.dumps(a, default=str, allow_nan=True)
+             for a in cols[8]]
+    return pa.Table.from_arrays([
+        _const_string(run_id, n),
+        pa.array(np.full(n, rank, np.int32)),
+        pa.array(cols[0], pa.int64()),
+        pa.array(cols[1], pa.int64()),
+        pa.array((np.asarray(cols[2], np.float64) * 1000.0).astype(np.int64)).cast(pa.timestamp("ms")),
+        _const_string(kind, n),
+        pa.array(cols[3], pa.string()),
+        pa.array(cols[4], pa.float64()),
+        pa.array(cols[5], pa.int64()),
+        pa.array(cols[6], pa.string()),
+        pa.array(cols[7], pa.string()),
+        pa.array(attrs, pa.string()),
+    ], schema=arrow_schema())

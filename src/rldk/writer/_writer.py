@@ -1,0 +1,518 @@
+"""The event writer: cheap appends on the training thread, Parquet off it.
+
+The caller's thread only appends ``(seq, step, time, values)`` to a deque. A
+background thread encodes the queue into Arrow tables a few times a second and
+writes an immutable Parquet segment every ``flush_secs`` (or every
+``segment_rows`` events): written to a hidden temporary file, fsynced, renamed
+into place. A process killed at any instant leaves only complete files and loses
+at most the events since the last segment. ``close`` (also run at exit and on
+SIGTERM) writes the last segment, a ``run/end`` event, and merges the session's
+segments into one file.
+"""
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import sys
+import threading
+import time
+import warnings
+from collections import deque
+from pathlib import Path
+
+from rldk.core.errors import StoreError
+from rldk.core.naming import check_run_id, new_session, segment_name, temp_name
+from rldk.core.segments import merge_segments, write_segment
+
+_PLAIN = frozenset((float, int, bool))
+_WAKE_EVERY = 0x1FFF          # wake the encoder every 8192 calls so the queue stays short
+_ENCODE_SECS = 0.25           # the encoder drains the queue at least this often
+
+
+class RldkWarning(RuntimeWarning):
+    """A problem the writer fixed up or worked around without stopping training."""
+
+
+class EventWriter:
+    """Writes one run's events (for one rank) into an event store directory.
+
+    Parameters
+    ----------
+    dir : store directory (created if missing). ``RLDK_DIR`` overrides it, so a
+        harness such as ``rldk check-determinism`` can redirect a script unchanged.
+    run_id : the run's id (``RLDK_RUN_ID`` overrides); default ``<script>-<time>``.
+    rank : process rank; default ``RLDK_RANK``, else ``RANK`` (torch.distributed), else 0.
+    config, seed : recorded in the run's ``start`` event.
+    flush_secs : at most this many seconds of events are lost if the process dies.
+    segment_rows : a segment is also written once this many events are buffered
+        (bounds memory whatever the logging rate).
+    strict : raise ``ValueError`` in ``log`` for values or steps that are not numbers
+        instead of recording them with a warning (``RLDK_STRICT=1`` also sets it).
+    max_buffer_bytes : while segments cannot be written (disk full), events are kept
+        up to this size, then the oldest are dropped and counted.
+    compact_on_close : merge this session's segments into one file at ``close``.
+    """
+
+    def __init__(self, dir=None, run_id=None, *, rank=None, config=None, seed=None,
+                 flush_secs: float = 5.0, segment_rows: int = 250_000, strict: bool | None = None,
+                 max_buffer_bytes: int = 256 << 20, compact_on_close: bool = True,
+                 capture_env: bool = True):
+        from rldk.writer._env import run_metadata
+
+        self.dir = Path(os.environ.get("RLDK_DIR") or dir or "rldk_runs")
+        self.run_id = check_run_id(os.environ.get("RLDK_RUN_ID") or run_id or _default_run_id())
+        self.rank = int(rank if rank is not None else
+                        os.environ.get("RLDK_RANK", os.environ.get("RANK", 0)))
+        self.strict = bool(strict) if strict is not None else os.environ.get("RLDK_STRICT") == "1"
+        self.flush_secs = float(flush_secs)
+        self.segment_rows = int(segment_rows)
+        self.max_buffer_bytes = int(max_buffer_bytes)
+        self.compact_on_close = compact_on_close
+        self.session = new_session()
+        self.segments: list[str] = []        # file names of this session's written segments
+        self.stats = {"events": 0, "segments": 0, "write_errors": 0, "dropped_events": 0,
+                      "calls_after_close": 0}
+        self._prepare_dir()
+        self._queue: deque = deque()
+        self._seq = 0
+        self._step = None
+        self._pid = os.getpid()
+        self._closed = False
+        self._status = "complete"
+        self._warned: set = set()
+        self._cond = threading.Condition()
+        self._wake = threading.Event()
+        self._flush_wanted = 0
+        self._flush_done = 0
+        self._stop = False
+        self._init_encoder_state()
+        meta = run_metadata(config, seed) if capture_env else {"config": config or {}, "seed": seed}
+        meta["session"] = self.session
+        self._emit("run", [("start", None, None, None, None, meta)], step=None)
+        self._thread = threading.Thread(target=self._loop, name=f"rldk-writer-{self.run_id}",
+                                        daemon=True)
+        self._thread.start()
+        _register(self)
+
+    # ------------------------------------------------------------------ hot path
+    def log(self, step, mapping=None, /, **scalars) -> None:
+        """Record scalars for ``step``: ``log(10, loss=0.3)`` or ``log(10, {"objective/kl": 0.1})``.
+
+        Values may be Python/numpy/torch scalars. NaN and inf are stored as such and
+        counted. Anything else (strings, None, arrays, huge ints) is stored as text
+        with a one-time warning per name; strict mode raises instead.
+        """
+        if mapping is not None:
+            values = dict(mapping)
+            if scalars:
+                values.update(scalars)
+        else:
+            values = scalars
+        for v in values.values():
+            if type(v) not in _PLAIN:
+                values = self._snapshot(values)
+                break
+        if self._closed:
+            return self._after_close()
+        self._seq = seq = self._seq + 1
+        self._step = step
+        self._queue.append((seq, step, time.time(), values))
+        if not seq & _WAKE_EVERY:
+            self._wake.set()
+
+    def _snapshot(self, values: dict) -> dict:
+        """Read tensors and arrays now (they may change in place before encoding)."""
+        if self.strict:
+            _check_strict(values)
+        out = {}
+        for name, v in values.items():
+            if type(v) not in _PLAIN and hasattr(v, "item") and _numel(v) == 1:
+                try:
+                    v = v.item()
+                except Exception:  # stored as text by the encoder, never raised
+                    v = repr(v)
+            elif type(v) not in _PLAIN and hasattr(v, "copy") and hasattr(v, "shape"):
+                v = f"<{type(v).__name__} shape={tuple(v.shape)}>"
+            out[name] = v
+        return out
+
+    # ------------------------------------------------------------- other events
+    def log_rng(self, step, generators=None) -> None:
+        """Digests of the python, numpy, torch and CUDA RNG states (and of ``generators``)."""
+        from rldk.writer.probes import rng_digests
+
+        rows = [(source, None, None, dig, None, None) for source, dig in rng_digests(generators)]
+        self._emit("rng", rows, step)
+
+    def log_tensors(self, step, source, kind: str = "param") -> None:
+        """Bit-exact checksums and stats of a module's params/grads/buffers, an
+        optimizer's state, or a mapping of named tensors; ``kind`` names the group."""
+        from rldk.writer.probes import named_tensors, tensor_stats
+
+        rows = []
+        for st in tensor_stats(named_tensors(source, kind)):
+            attrs = {k: st[k] for k in ("dtype", "shape", "numel", "min", "max", "nan", "inf", "device")}
+            rows.append((f"{kind}/{st['name']}", st["norm"], st["checksum"],
+                         f"{st['checksum'] & 0xFFFFFFFFFFFFFFFF:016x}", None, attrs))
+        self._emit("tensor", rows, step)
+
+    def log_memory(self, step) -> None:
+        """Host RSS and, where CUDA is in use, allocated/reserved/peak bytes and retries."""
+        from rldk.writer.probes import memory_readings
+
+        self._emit("memory", [(name, v, iv, None, None, None) for name, v, iv in memory_readings()], step)
+
+    def span(self, name: str, step=None) -> "_Span":
+        """Context manager / decorator timing a section; recorded as a ``span`` event
+        whose value is the duration in seconds (step: ``step`` or the last logged step)."""
+        return _Span(self, name, step)
+
+    def log_samples(self, step, prompts, responses, rewards=None, **extra) -> None:
+        """Text samples: one ``sample`` event per (prompt, response[, reward, extra...])."""
+        prompts, responses = list(prompts), list(responses)
+        if len(prompts) != len(responses):
+            self._warn_once(("samples", "len"), f"log_samples at step {step}: {len(prompts)} prompts "
+                            f"but {len(responses)} responses; the shorter length is used")
+        rewards = list(rewards) if rewards is not None else None
+        extra = {k: list(v) for k, v in extra.items()}
+        rows = []
+        for i, (prompt, response) in enumerate(zip(prompts, responses)):
+            reward = None
+            if rewards is not None and i < len(rewards):
+                reward, _, _, problem = _scalar(rewards[i])
+                if problem:
+                    self._warn_once(("samples", "reward"), f"log_samples: reward {i} at step {step} "
+                                    f"is not a number ({problem}); stored as null")
+            attrs = {"prompt": _text(prompt), "index": i}
+            for key, vals in extra.items():
+                if i < len(vals):
+                    attrs[key] = vals[i]
+            rows.append(("sample", reward, None, None, _text(response), attrs))
+        self._emit("sample", rows, step)
+
+    def log_event(self, kind: str, name: str, step=None, *, value=None, ivalue=None,
+                  digest=None, text=None, attrs=None) -> None:
+        """Record one event of any kind in ``rldk.schemas.KINDS`` (checkpoint, dataset, ...)."""
+        from rldk.schemas import KINDS
+
+        if kind not in KINDS:
+            raise ValueError(f"unknown event kind {kind!r}: one of {', '.join(KINDS)}")
+        self._emit(kind, [(name, value, ivalue, digest, text, attrs)], step)
+
+    def append_table(self, table) -> None:
+        """Queue an Arrow table of events (converters use this); run_id, rank, seq and
+        missing payload columns are filled in, the rest must follow the event schema."""
+        if self._closed:
+            return self._after_close()
+        start = self._seq + 1
+        self._seq += table.num_rows
+        self._queue.append(("table", table, start))
+        self._wake.set()
+
+    def _emit(self, kind, rows, step) -> None:
+        if self._closed and kind != "run":
+            return self._after_close()
+        self._seq = seq = self._seq + 1
+        if step is None:
+            step = self._step if kind in ("span", "memory") else None
+        self._queue.append(("rows", kind, seq, step, time.time(), rows))
+
+    # ---------------------------------------------------------- flush and close
+    def flush(self, timeout: float = 60.0) -> bool:
+        """Write everything logged so far to a segment; True once it is on disk."""
+        with self._cond:
+            self._flush_wanted += 1
+            target = self._flush_wanted
+            self._wake.set()
+            return self._cond.wait_for(lambda: self._flush_done >= target or not self._thread.is_alive(),
+                                       timeout)
+
+    def close(self, status: str = "complete", timeout: float = 120.0) -> None:
+        """Flush, record the ``run/end`` event and merge this session's segments."""
+        if self._closed or os.getpid() != self._pid:
+            return
+        self._status = status
+        self._closed = True
+        with self._cond:
+            self._stop = True
+            self._wake.set()
+        self._thread.join(timeout)
+        if self._thread.is_alive():
+            self._warn_once(("close",), f"rldk writer for run {self.run_id!r} did not finish writing "
+                            f"within {timeout:.0f}s; segments written so far are complete")
+        _unregister(self)
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, exc_type, *_):
+        self.close("complete" if exc_type is None else "failed")
+
+    # --------------------------------------------------------- background thread
+    def _init_encoder_state(self):
+        from rldk.writer._encode import Counters
+
+        self.counters = Counters()
+        self._encode_state: dict = {}
+        self._pending: list = []           # encoded Arrow tables not yet in a segment
+        self._pending_rows = 0
+        self._last_write = time.monotonic()
+
+    def _loop(self) -> None:
+        while True:
+            self._wake.wait(min(_ENCODE_SECS, self.flush_secs))
+            self._wake.clear()
+            with self._cond:
+                stop, wanted = self._stop, self._flush_wanted
+            try:
+                self._drain()
+                due = (stop or wanted > self._flush_done or self._pending_rows >= self.segment_rows
+                       or time.monotonic() - self._last_write >= self.flush_secs)
+                if stop:
+                    self._finish()
+                elif due and self._pending_rows:
+                    self._write_segment()
+                elif due:
+                    self._last_write = time.monotonic()
+            except Exception as exc:  # the writer must never take the training loop down
+                self._warn_once(("loop", type(exc).__name__), f"rldk writer error (events kept in "
+                                f"memory, will retry): {type(exc).__name__}: {exc}")
+            with self._cond:
+                self._flush_done = max(self._flush_done, wanted)
+                self._cond.notify_all()
+            if stop:
+                return
+
+    def _drain(self) -> None:
+        from rldk.writer._encode import encode_metrics, encode_rows
+
+        calls, problems = [], []
+        queue = self._queue
+        for _ in range(len(queue)):
+            item = queue.popleft()
+            if len(item) == 4:
+                calls.append(item)
+                continue
+            if calls:
+                self._add(encode_metrics(self.run_id, self.rank, calls, self.counters,
+                                         self._encode_state, problems))
+                calls = []
+            if item[0] == "rows":
+                _, kind, seq, step, wall, rows = item
+                self._add(encode_rows(self.run_id, self.rank, kind,
+                                      [(seq, step, wall, *r) for r in rows]))
+            else:
+                self._add(self._conform_table(item[1], item[2]))
+        if calls:
+            self._add(encode_metrics(self.run_id, self.rank, calls, self.counters,
+                                     self._encode_state, problems))
+        for name, problem in problems:
+            self._warn_once(("value", name), f"rldk: metric {name!r}: {problem}; stored as text "
+                            "(value null). Log a number, or pass strict=True to raise.")
+        if self.counters.bad_steps and ("steps",) not in self._warned:
+            self._warn_once(("steps",), "rldk: a step that is not an integer was stored as null")
+
+    def _add(self, table) -> None:
+        if table.num_rows:
+            self._pending.append(table)
+            self._pending_rows += table.num_rows
+            self.stats["events"] += table.num_rows
+
+    def _conform_table(self, table, first_seq: int):
+        import pyarrow as pa
+        import pyarrow.compute as pc
+
+        from rldk.schemas import arrow_schema
+
+        n = table.num_rows
+        fill = {"run_id": pa.array([self.run_id] * n, pa.string()),
+                "rank": pa.array([self.rank] * n, pa.int32())}
+        if "seq" not in table.column_names:  # rows keep the order they came in
+            fill["seq"] = pa.array(range(first_seq, first_seq + n), pa.int64())
+        cols = []
+        for field in arrow_schema():
+            if field.name in fill:
+                cols.append(fill[field.name])
+            elif field.name not in table.column_names:
+                cols.append(pa.nulls(n, field.type))
+            elif field.name == "wall_time" and pa.types.is_floating(table.column("wall_time").type):
+                ms = pc.round(pc.multiply(table.column("wall_time"), 1000.0))
+                ms = pc.if_else(pc.is_finite(ms), ms, pa.scalar(None, pa.float64()))
+                cols.append(ms.cast(pa.int64()).cast(pa.timestamp("ms")))
+            else:
+                cols.append(table.column(field.name).cast(field.type))
+        return pa.Table.from_arrays(cols, schema=arrow_schema())
+
+    def _write_segment(self) -> None:
+        import pyarrow as pa
+
+        table = pa.concat_tables(self._pending) if len(self._pending) > 1 else self._pending[0]
+        name = segment_name(self.run_id, self.rank, self.session, len(self.segments))
+        try:
+            write_segment(table, self.dir, name)
+        except OSError as exc:
+            self.stats["write_errors"] += 1
+            self._warn_once(("write",), f"rldk: cannot write to {self.dir} ({exc}); events are kept "
+                            f"in memory (up to {self.max_buffer_bytes >> 20} MiB) and retried")
+            self._shed()
+            return
+        finally:
+            self._last_write = time.monotonic()
+        self.segments.append(name)
+        self.stats["segments"] += 1
+        self._pending, self._pending_rows = [], 0
+
+    def _shed(self) -> None:
+        size = sum(t.nbytes for t in self._pending)
+        while self._pending and size > self.max_buffer_bytes:
+            oldest = self._pending.pop(0)
+            size -= oldest.nbytes
+            self._pending_rows -= oldest.num_rows
+            self.stats["dropped_events"] += oldest.num_rows
+            self._warn_once(("dropped",), f"rldk: dropped the oldest buffered events of run "
+                            f"{self.run_id!r}: the store has been unwritable too long")
+
+    def _finish(self) -> None:
+        from rldk.writer._encode import encode_rows
+
+        end = {"status": self._status, "session": self.session, "stats": dict(self.stats),
+               "counters": self.counters.to_dict()}
+        end["stats"]["events"] += 1
+        self._seq += 1
+        self._add(encode_rows(self.run_id, self.rank, "run",
+                              [(self._seq, None, time.time(), "end", None, None, None, None, end)]))
+        for _ in range(3):
+            if not self._pending_rows:
+                break
+            self._write_segment()
+        if self.compact_on_close and len(self.segments) > 1 and not self._pending_rows:
+            try:
+                merge_segments(self.dir, self.segments,
+                               segment_name(self.run_id, self.rank, self.session))
+            except OSError as exc:
+                self._warn_once(("compact",), f"rldk: could not merge segments in {self.dir} ({exc}); "
+                                "they stay as they are (run `rldk compact` later)")
+
+    # ------------------------------------------------------------------ helpers
+    def _prepare_dir(self) -> None:
+        try:
+            self.dir.mkdir(parents=True, exist_ok=True)
+            probe = self.dir / temp_name(f"probe-{self.session}")
+            probe.write_bytes(b"")
+            probe.unlink()
+        except OSError as exc:
+            raise StoreError(f"cannot write the event store at {self.dir}: {exc.strerror or exc}; "
+                             "pass a writable directory (or set RLDK_DIR)") from None
+
+    def _after_close(self) -> None:
+        self.stats["calls_after_close"] += 1
+        self._warn_once(("closed",), f"rldk: run {self.run_id!r} is closed; events logged after "
+                        "close() are not recorded (call rldk.writer.init again)")
+
+    def _warn_once(self, key, message: str) -> None:
+        if key not in self._warned:
+            self._warned.add(key)
+            # the encoder thread has no useful caller frame: name the writer instead
+            warnings.warn_explicit(message, RldkWarning, "rldk.writer", 0, module="rldk.writer")
+
+
+class _Span(contextlib.ContextDecorator):
+    def __init__(self, writer: EventWriter, name: str, step):
+        self.writer, self.name, self.step = writer, name, step
+
+    def __enter__(self):
+        self._wall = time.time()
+        self._t0 = time.perf_counter()
+        return self
+
+    def __exit__(self, exc_type, *_):
+        seconds = time.perf_counter() - self._t0
+        attrs = {"error": exc_type.__name__} if exc_type is not None else None
+        w = self.writer
+        if w._closed:
+            return False
+        w._seq = seq = w._seq + 1
+        step = self.step if self.step is not None else w._step
+        w._queue.append(("rows", "span", seq, step, self._wall, [(self.name, seconds, None, None, None, attrs)]))
+        return False
+
+
+# --------------------------------------------------------------- value helpers
+def _numel(v) -> int:
+    numel = getattr(v, "numel", None)
+    if callable(numel):
+        return numel()
+    size = getattr(v, "size", None)
+    return size if isinstance(size, int) else (1 if not hasattr(v, "shape") else -1)
+
+
+def _scalar(v):
+    from rldk.writer._encode import scalar_fields
+
+    return scalar_fields(v)
+
+
+def _text(v) -> str:
+    if isinstance(v, str):
+        return v
+    if isinstance(v, bytes):
+        return v.decode("utf-8", errors="replace")
+    return str(v)
+
+
+def _check_strict(values: dict) -> None:
+    from rldk.writer._encode import scalar_fields
+
+    for name, v in values.items():
+        problem = scalar_fields(v)[3]
+        if problem is not None:
+            raise ValueError(f"rldk strict mode: metric {name!r}: {problem}")
+
+
+def _default_run_id() -> str:
+    script = Path(sys.argv[0]).stem if sys.argv and sys.argv[0] not in ("", "-c") else "run"
+    safe = "".join(c if c.isalnum() or c in "._-" else "-" for c in script).strip(".-") or "run"
+    return f"{safe}-{time.strftime('%Y%m%d-%H%M%S')}"
+
+
+# ------------------------------------------------------- exit and signal safety
+_LIVE: list = []
+_HOOKS = {"installed": False}
+
+
+def _register(writer: EventWriter) -> None:
+    _LIVE.append(writer)
+    if not _HOOKS["installed"]:
+        import atexit
+
+        _HOOKS["installed"] = True
+        atexit.register(close_all)
+        _install_sigterm()
+
+
+def _unregister(writer: EventWriter) -> None:
+    with contextlib.suppress(ValueError):
+        _LIVE.remove(writer)
+
+
+def close_all(status: str = "complete") -> None:
+    """Close every open writer of this process (registered with ``atexit``)."""
+    for writer in list(_LIVE):
+        writer.close(status)
+
+
+def _install_sigterm() -> None:
+    import signal
+
+    if threading.current_thread() is not threading.main_thread():
+        return
+    if signal.getsignal(signal.SIGTERM) is not signal.SIG_DFL:
+        return    # the program handles SIGTERM itself; atexit still closes writers
+
+    def on_sigterm(signum, frame):
+        close_all("terminated")
+        signal.signal(signal.SIGTERM, signal.SIG_DFL)
+        os.kill(os.getpid(), signal.SIGTERM)
+
+    signal.signal(signal.SIGTERM, on_sigterm)
