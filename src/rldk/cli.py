@@ -24,6 +24,15 @@ COMMANDS = {
     "import": "rldk.commands.convert:import_cmd",
     "analyze": "rldk.commands.analyze:analyze",
     "diff": "rldk.commands.analyze:diff",
+    "check-determinism": "rldk.commands.determinism:check_determinism",
+    "checkpoint": "rldk.commands.determinism:checkpoint",
+    "reward-health": "rldk.commands.evaluation:reward_health",
+    "eval": "rldk.commands.evaluation:eval_group",
+    "safety": "rldk.commands.evaluation:safety",
+    "profile": "rldk.commands.profiling:profile",
+    "bisect": "rldk.commands.profiling:bisect",
+    "lineage": "rldk.commands.lineage:lineage",
+    "report": "rldk.commands.report:report",
 }
 
 

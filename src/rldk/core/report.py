@@ -1,0 +1,156 @@
+"""The report model every analyzer produces, and its renderers.
+
+An analyzer returns its own frozen result dataclass (with ``to_dict()``) and turns
+it into a :class:`Report` for display. A Report is plain data: findings, named
+tables and details. JSON is the source of truth (sorted keys, ``schema_version``);
+Markdown and the rich terminal view are rendered from the same object, with
+everything that came from logs escaped.
+"""
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from rldk.core.render import REPORT_SCHEMA_VERSION, escape_markdown, markdown_table, to_json
+
+SEVERITIES = ("info", "warning", "error")       # ascending
+STATUSES = ("ok", "problems", "skipped")
+
+
+@dataclass(frozen=True)
+class Finding:
+    """One thing an analyzer found.
+
+    code: stable machine name ("nan_onset", "kl_spike", ...).
+    severity: "info" | "warning" | "error" ("warning" and "error" count as problems).
+    title: one line a person reads first.
+    run_id, metric: where (None when not tied to one).
+    steps: the step range ``(first, last)`` it covers, or None.
+    evidence: the numbers that back it (JSON-ready).
+    fix: what to do about it.
+    """
+
+    code: str
+    severity: str
+    title: str
+    run_id: str | None = None
+    metric: str | None = None
+    steps: tuple[int, int] | None = None
+    evidence: dict = field(default_factory=dict)
+    fix: str = ""
+
+    def __post_init__(self):
+        if self.severity not in SEVERITIES:
+            raise ValueError(f"severity must be one of {SEVERITIES}, not {self.severity!r}")
+
+    @property
+    def is_problem(self) -> bool:
+        return self.severity != "info"
+
+    def to_dict(self) -> dict:
+        return {"code": self.code, "severity": self.severity, "title": self.title,
+                "run_id": self.run_id, "metric": self.metric,
+                "steps": list(self.steps) if self.steps is not None else None,
+                "evidence": self.evidence, "fix": self.fix}
+
+
+@dataclass(frozen=True)
+class ReportTable:
+    """A named table in a report: column names and rows of JSON-ready cells."""
+
+    name: str
+    columns: tuple[str, ...]
+    rows: tuple[tuple, ...]
+
+    def to_dict(self) -> dict:
+        return {"name": self.name, "columns": list(self.columns), "rows": [list(r) for r in self.rows]}
+
+
+@dataclass(frozen=True)
+class Report:
+    """What one analyzer says about a store.
+
+    analyzer: the analyzer's name (file stem of its outputs).
+    title: heading of its card.
+    status: "ok" (ran, nothing wrong), "problems" (ran, found warnings/errors),
+        "skipped" (the events it needs are absent: ``summary`` says which).
+    summary: one or two sentences, the verdict in words.
+    findings, tables: as above. details: analyzer-specific JSON.
+    """
+
+    analyzer: str
+    title: str
+    status: str
+    summary: str
+    findings: tuple[Finding, ...] = ()
+    tables: tuple[ReportTable, ...] = ()
+    details: dict = field(default_factory=dict)
+
+    def __post_init__(self):
+        if self.status not in STATUSES:
+            raise ValueError(f"status must be one of {STATUSES}, not {self.status!r}")
+
+    @property
+    def problems(self) -> list[Finding]:
+        return [f for f in self.findings if f.is_problem]
+
+    def to_dict(self) -> dict:
+        findings = sorted(self.findings, key=lambda f: -SEVERITIES.index(f.severity))
+        return {"schema_version": REPORT_SCHEMA_VERSION, "analyzer": self.analyzer,
+                "title": self.title, "status": self.status, "summary": self.summary,
+                "findings": [f.to_dict() for f in findings],
+                "tables": [t.to_dict() for t in self.tables], "details": self.details}
+
+
+def to_markdown(report: Report | dict, images: dict[str, str] | None = None) -> str:
+    """The Markdown card of a report (``images``: caption -> relative PNG path)."""
+    d = report.to_dict() if isinstance(report, Report) else report
+    out = [f"# {escape_markdown(d['title'])}", "",
+           f"**Status:** {d['status']}  ", escape_markdown(d["summary"]), ""]
+    if d["findings"]:
+        out += ["## Findings", ""]
+        rows = [[f["severity"], f["code"], f["title"], f["run_id"] or "", f["metric"] or "",
+                 "" if f["steps"] is None else f"{f['steps'][0]}-{f['steps'][1]}", f["fix"]]
+                for f in d["findings"]]
+        out.append(markdown_table(["severity", "code", "finding", "run", "metric", "steps", "fix"], rows))
+    for table in d["tables"]:
+        out += [f"## {escape_markdown(table['name'])}", "", markdown_table(table["columns"], table["rows"])]
+    for caption, path in (images or {}).items():
+        out += [f"![{escape_markdown(caption)}]({path})", ""]
+    return "\n".join(out) + "\n"
+
+
+def write_report(report: Report, out_dir, plots: dict[str, str] | None = None) -> dict[str, str]:
+    """Write ``<analyzer>.json`` and ``<analyzer>.md`` into ``out_dir``; returns their paths.
+
+    ``plots`` maps captions to PNG paths already written (linked from the card).
+    """
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    paths = {"json": str(out / f"{report.analyzer}.json"), "markdown": str(out / f"{report.analyzer}.md")}
+    Path(paths["json"]).write_text(to_json(report.to_dict()) + "\n", encoding="utf-8")
+    images = {c: os.path.relpath(p, out) for c, p in (plots or {}).items()}
+    Path(paths["markdown"]).write_text(to_markdown(report, images), encoding="utf-8")
+    return paths
+
+
+def rich_view(report: Report):
+    """A rich renderable (panel with the findings table) for terminal output."""
+    from rich.console import Group
+    from rich.panel import Panel
+    from rich.table import Table
+    from rich.text import Text
+
+    colour = {"ok": "green", "problems": "red", "skipped": "yellow"}[report.status]
+    parts = [Text(report.summary)]
+    if report.findings:
+        table = Table(show_header=True, header_style="bold", expand=True)
+        for col in ("severity", "finding", "steps", "fix"):
+            table.add_column(col, overflow="fold")
+        for f in sorted(report.findings, key=lambda f: -SEVERITIES.index(f.severity)):
+            steps = "" if f.steps is None else f"{f.steps[0]}-{f.steps[1]}"
+            table.add_row(Text(f.severity, style={"error": "red", "warning": "yellow"}.get(f.severity, "")),
+                          Text(f.title), Text(steps), Text(f.fix))
+        parts.append(table)
+    return Panel(Group(*parts), title=Text(f"{report.title} [{report.status}]"), border_style=colour)
