@@ -72,14 +72,13 @@ def resolve_files(paths) -> list[str]:
 
 def _live_files(files: list[str]) -> list[str]:
     """Drop files that a compacted file in the same directory lists as covered."""
-    import pyarrow.parquet as pq
-
+    from rldk.core.segments import file_metadata
     from rldk.schemas import META_COVERS, SCHEMA_VERSION, file_version
 
     covered: set[str] = set()
     for path in files:
         try:
-            meta = pq.read_schema(path).metadata or {}
+            meta = file_metadata(path)
         except Exception as exc:
             raise StoreError(f"{path}: not a readable Parquet file ({type(exc).__name__}: {exc}); "
                              "move it out of the store") from None
@@ -192,6 +191,11 @@ class Run:
                          & pl.col("step").is_not_null())
                  .select("rank", "step", "value", "wall_time", "seq").collect())
         if frame.is_empty():
+            from rldk.converters.names import resolve   # canonical name -> this run's own name
+
+            own = resolve(name, self.metric_names())
+            if own is not None and own != name:
+                return self.metric(own, rank)
             raise UsageError(f"run {self.id!r} has no metric {name!r}; metrics: "
                              f"{', '.join(self.metric_names()) or 'none'}")
         chosen = rank if rank is not None else frame["rank"].min()

@@ -11,11 +11,12 @@ from rldk.schemas.events import (
     SCHEMA_VERSION,
     KindSpec,
     arrow_schema,
+    memory_schema,
 )
 
 __all__ = [
     "COLUMNS", "KINDS", "META_COVERS", "META_VERSION", "META_WRITER", "PARQUET_OPTIONS",
-    "SCHEMA_VERSION", "KindSpec", "arrow_schema", "conform", "file_version", "validate",
+    "SCHEMA_VERSION", "KindSpec", "arrow_schema", "memory_schema", "conform", "file_version", "validate",
 ]
 
 _PAYLOAD = ("value", "ivalue", "digest", "text", "attrs")

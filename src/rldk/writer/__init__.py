@@ -12,7 +12,7 @@ import warnings
 from rldk.writer._writer import EventWriter, RldkWarning, close_all
 
 __all__ = ["EventWriter", "RldkWarning", "init", "log", "log_rng", "log_tensors", "log_memory",
-           "span", "log_samples", "log_event", "flush", "close", "current", "close_all"]
+           "span", "log_samples", "log_event", "log_checkpoint", "flush", "close", "current", "close_all"]
 
 _current: EventWriter | None = None
 
@@ -21,9 +21,17 @@ def init(dir=None, run_id=None, **options) -> EventWriter:
     """Start the default writer (closing a previous one); options as :class:`EventWriter`."""
     global _current
     if _current is not None:
-        _current.close()
+        close()
     _current = EventWriter(dir, run_id, **options)
+    _bind_fast_log(_current)
     return _current
+
+
+def _bind_fast_log(writer) -> None:
+    # ``w.log`` is looked up on the module at each call: pointing it at the bound
+    # method skips one Python call on the hot path. ``from rldk.writer import log``
+    # keeps the forwarding function below, which behaves the same.
+    globals()["log"] = writer.log
 
 
 def current() -> EventWriter | None:
@@ -31,7 +39,7 @@ def current() -> EventWriter | None:
     return _current
 
 
-def _writer() -> EventWriter:
+def _default_writer() -> EventWriter:
     global _current
     if _current is None or _current._closed:
         _current = EventWriter()
@@ -40,39 +48,48 @@ def _writer() -> EventWriter:
     return _current
 
 
-def log(step, mapping=None, /, **scalars) -> None:
+def _forward_log(step, mapping=None, /, **scalars) -> None:
     """Record scalars for ``step`` (see :meth:`EventWriter.log`)."""
-    (_current if _current is not None and not _current._closed else _writer()).log(step, mapping, **scalars)
+    (_current if _current is not None and not _current._closed else _default_writer()).log(step, mapping, **scalars)
+
+
+log = _forward_log
 
 
 def log_rng(step, generators=None) -> None:
     """Record RNG state digests (see :meth:`EventWriter.log_rng`)."""
-    _writer().log_rng(step, generators)
+    _default_writer().log_rng(step, generators)
 
 
 def log_tensors(step, source, kind: str = "param") -> None:
     """Record tensor checksums (see :meth:`EventWriter.log_tensors`)."""
-    _writer().log_tensors(step, source, kind)
+    _default_writer().log_tensors(step, source, kind)
 
 
 def log_memory(step) -> None:
     """Record memory readings (see :meth:`EventWriter.log_memory`)."""
-    _writer().log_memory(step)
+    _default_writer().log_memory(step)
 
 
 def span(name: str, step=None):
     """Time a section (see :meth:`EventWriter.span`)."""
-    return _writer().span(name, step)
+    return _default_writer().span(name, step)
 
 
 def log_samples(step, prompts, responses, rewards=None, **extra) -> None:
     """Record text samples (see :meth:`EventWriter.log_samples`)."""
-    _writer().log_samples(step, prompts, responses, rewards, **extra)
+    _default_writer().log_samples(step, prompts, responses, rewards, **extra)
 
 
 def log_event(kind: str, name: str, step=None, **payload) -> None:
     """Record one event of any kind (see :meth:`EventWriter.log_event`)."""
-    _writer().log_event(kind, name, step, **payload)
+    _default_writer().log_event(kind, name, step, **payload)
+
+
+def log_checkpoint(step, path, model=None, optimizer=None, scheduler=None, rng=True,
+                   dataloader_state=None, action: str = "save") -> dict:
+    """Record a checkpoint's per-part digests (see :meth:`EventWriter.log_checkpoint`)."""
+    return _default_writer().log_checkpoint(step, path, model, optimizer, scheduler, rng, dataloader_state, action)
 
 
 def flush(timeout: float = 60.0) -> bool:
@@ -86,3 +103,4 @@ def close(status: str = "complete") -> None:
     if _current is not None:
         _current.close(status)
         _current = None
+    globals()["log"] = _forward_log

@@ -11,13 +11,14 @@ from __future__ import annotations
 
 import json
 import math
+import operator
 from dataclasses import dataclass, field
 
 import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from rldk.schemas import arrow_schema
+from rldk.schemas import memory_schema
 
 _INT64_MIN, _INT64_MAX = -(2**63), 2**63 - 1
 _TEXT_LIMIT = 1000
@@ -106,7 +107,7 @@ def _column(values: tuple, name: str, counters: Counters, problems: list):
             return arr, pa.nulls(len(arr), pa.int64()), pa.nulls(len(arr), pa.string())
         if pa.types.is_integer(arr.type) or pa.types.is_boolean(arr.type):
             ints = arr.cast(pa.int64())
-            return ints.cast(pa.float64()), ints, pa.nulls(len(arr), pa.string())
+            return ints.cast(pa.float64(), safe=False), ints, pa.nulls(len(arr), pa.string())
     fields = [scalar_fields(v) for v in values]
     for v, _, _, problem in fields:
         if problem is not None:
@@ -151,59 +152,122 @@ def encode_metrics(run_id: str, rank: int, calls: list, counters: Counters, stat
     tables = []
     start = 0
     while start < len(calls):
-        keys = tuple(calls[start][3])
+        keys = calls[start][3].keys()
         end = start + 1
-        while end < len(calls) and tuple(calls[end][3]) == keys:
+        while end < len(calls) and calls[end][3].keys() == keys:
             end += 1
-        tables.append(_encode_group(run_id, rank, calls[start:end], keys, counters, state, problems))
+        tables.append(_encode_group(run_id, rank, calls[start:end], tuple(keys), counters, state, problems))
         start = end
     return pa.concat_tables(tables) if len(tables) != 1 else tables[0]
 
 
+def encode_float_group(run_id: str, rank: int, keys: tuple, flat: list, rows: list,
+                       counters: Counters, state: dict) -> pa.Table:
+    """Encode a run of calls whose values were all Python floats under the same names.
+
+    ``flat`` holds their values step-major (``len(rows) * len(keys)``); ``rows``
+    their ``(seq, step, wall_time_s)``. This is the hot path's encoder: a handful
+    of C-level conversions, nothing per value in Python.
+    """
+    n, k = len(rows), len(keys)
+    seqs, steps, walls = zip(*rows)
+    value = np.array(flat, dtype=np.float64)
+    names = [key if isinstance(key, str) else str(key) for key in keys]
+    _count_nonfinite_np(value.reshape(n, k), names, counters)
+    return _metric_table(run_id, rank, names, n, seqs, _steps(steps, counters, state), walls,
+                         pa.array(value), pa.nulls(n * k, pa.int64()), pa.nulls(n * k, pa.string()))
+
+
+def _metric_table(run_id, rank, names, n, seqs, steps, walls, value, ivalue, text) -> pa.Table:
+    """The event table of ``n`` calls x ``len(names)`` metrics, step-major.
+
+    Built from numpy buffers without Arrow compute kernels: those release the GIL,
+    and in a tight training loop every release costs the encoder a switch interval.
+    """
+    k = len(names)
+    step_values, step_nulls = steps
+    wall = (np.asarray(walls, np.float64) * 1000.0).astype(np.int64)
+    step_col = np.repeat(step_values, k)
+    return pa.Table.from_arrays([
+        _const_string(run_id, n * k),
+        pa.array(np.full(n * k, rank, np.int32)),
+        pa.array(np.repeat(np.asarray(seqs, np.int64), k)),
+        pa.array(step_col) if step_nulls is None else pa.array(step_col, mask=np.repeat(step_nulls, k)),
+        pa.array(np.repeat(wall, k), pa.timestamp("ms")),
+        _const_string("metric", n * k),
+        pa.DictionaryArray.from_arrays(pa.array(np.tile(np.arange(k, dtype=np.int32), n)),
+                                       pa.array(names, pa.string())),
+        value,
+        ivalue,
+        pa.nulls(n * k, pa.string()),
+        text,
+        pa.nulls(n * k, pa.string()),
+    ], schema=memory_schema())
+
+
+def _steps(steps: tuple, counters: Counters, state: dict) -> tuple[np.ndarray, np.ndarray | None]:
+    """int64 steps of a group of calls and their null mask (None when all valid),
+    counting bad, negative and backward steps."""
+    values = None
+    if all(type(s) is int for s in steps):
+        try:
+            values = np.fromiter(steps, np.int64, len(steps))
+        except OverflowError:
+            values = None
+    if values is None:
+        last = state.get("last_step")
+        cleaned = []
+        for s in steps:
+            c = clean_step(s, last, counters)
+            cleaned.append(c)
+            last = c if c is not None else last
+        state["last_step"] = last
+        mask = np.fromiter((c is None for c in cleaned), bool, len(cleaned))
+        return np.fromiter((0 if c is None else c for c in cleaned), np.int64, len(cleaned)), mask
+    last = state.get("last_step")
+    counters.negative_steps += int((values < 0).sum())
+    prev = np.concatenate([[last if last is not None else values[0]], values[:-1]])
+    counters.backward_steps += int((values < prev).sum())
+    state["last_step"] = int(values[-1])
+    return values, None
+
+
 def _encode_group(run_id, rank, calls, keys, counters, state, problems) -> pa.Table:
     n, k = len(calls), len(keys)
-    steps = []
-    last = state.get("last_step")
-    for call in calls:
-        step = clean_step(call[1], last, counters)
-        if step is not None:
-            last = step
-        steps.append(step)
-    state["last_step"] = last
-    names = [k_ if isinstance(k_, str) else str(k_) for k_ in keys]
-    columns = list(zip(*[tuple(c[3].values()) for c in calls])) if k else []
+    if k == 0:
+        return memory_schema().empty_table()
+    seqs, steps, walls, dicts = zip(*calls)
+    getter = operator.itemgetter(*keys) if k > 1 else (lambda d, _key=keys[0]: (d[_key],))
+    columns = list(zip(*map(getter, dicts)))
+    names = [key if isinstance(key, str) else str(key) for key in keys]
+    value, ivalue, text = _mixed_columns(columns, names, n, k, counters, problems)
+    return _metric_table(run_id, rank, names, n, seqs, _steps(steps, counters, state), walls,
+                         value, ivalue, text)
+
+
+def _mixed_columns(columns, names, n, k, counters, problems):
+    """value/ivalue/text arrays in step-major order when some column is not all floats."""
     values, ivalues, texts = [], [], []
     for name, col in zip(names, columns):
         v, iv, t = _column(col, name, counters, problems)
         values.append(v), ivalues.append(iv), texts.append(t)
-    if k == 0:
-        return arrow_schema().empty_table()
     value = pa.concat_arrays(values)
     _count_nonfinite(value, names, n, counters)
-    # key-major arrays, then one take() into arrival (step-major) order
-    order = (np.arange(k, dtype=np.int64)[None, :] * n + np.arange(n, dtype=np.int64)[:, None]).ravel()
-    seq = np.fromiter((c[0] for c in calls), np.int64, n)
-    wall = (np.fromiter((c[2] for c in calls), np.float64, n) * 1000.0).astype(np.int64)
-    step_arr = pa.array(steps, pa.int64())
-    table = pa.Table.from_arrays([
-        _const_string(run_id, n * k),
-        pa.array(np.full(n * k, rank, np.int32)),
-        pa.array(np.tile(seq, k)),
-        pa.concat_arrays([step_arr] * k),
-        pa.array(np.tile(wall, k)).cast(pa.timestamp("ms")),
-        _const_string("metric", n * k),
-        pa.array(names, pa.string()).take(pa.array(np.repeat(np.arange(k), n))),
-        value,
-        pa.concat_arrays(ivalues),
-        pa.nulls(n * k, pa.string()),
-        pa.concat_arrays(texts),
-        pa.nulls(n * k, pa.string()),
-    ], schema=arrow_schema())
-    return table.take(pa.array(order))
+    order = pa.array((np.arange(k, dtype=np.int64)[None, :] * n + np.arange(n, dtype=np.int64)[:, None]).ravel())
+    return value.take(order), pa.concat_arrays(ivalues).take(order), pa.concat_arrays(texts).take(order)
+
+
+def _count_nonfinite_np(matrix: np.ndarray, names: list, counters: Counters) -> None:
+    bad = ~np.isfinite(matrix)
+    if bad.any():
+        for name, count in zip(names, bad.sum(axis=0)):
+            if count:
+                counters.nonfinite[name] = counters.nonfinite.get(name, 0) + int(count)
 
 
 def _const_string(text: str, n: int) -> pa.Array:
-    return pa.array([text], pa.string()).take(pa.array(np.zeros(n, np.int32)))
+    """``n`` copies of ``text`` as a dictionary array (one string, n int32 indices)."""
+    return pa.DictionaryArray.from_arrays(pa.array(np.zeros(n, np.int32)), pa.array([text], pa.string()))
 
 
 def _count_nonfinite(value: pa.Array, names: list, n: int, counters: Counters) -> None:
@@ -215,6 +279,22 @@ def _count_nonfinite(value: pa.Array, names: list, n: int, counters: Counters) -
     for name, count in zip(names, per_name):
         if count:
             counters.nonfinite[name] = counters.nonfinite.get(name, 0) + int(count)
+
+
+def encode_calls_one_by_one(run_id: str, rank: int, calls: list, counters: Counters,
+                            problems: list) -> pa.Table:
+    """The slowest, simplest encoding of ``log`` calls: every value through
+    :func:`scalar_fields`. Used if the vectorized encoders fail, so that an
+    encoder bug can never lose what was logged."""
+    rows = []
+    for seq, step, wall, values in calls:
+        step = clean_step(step, None, counters)
+        for name, v in values.items():
+            value, ivalue, text, problem = scalar_fields(v)
+            if problem is not None:
+                problems.append((str(name), problem))
+            rows.append((seq, step, wall, str(name), value, ivalue, None, text, None))
+    return encode_rows(run_id, rank, "metric", rows)
 
 
 def encode_rows(run_id: str, rank: int, kind: str, rows: list) -> pa.Table:
@@ -234,10 +314,10 @@ def encode_rows(run_id: str, rank: int, kind: str, rows: list) -> pa.Table:
         pa.array(cols[1], pa.int64()),
         pa.array((np.asarray(cols[2], np.float64) * 1000.0).astype(np.int64)).cast(pa.timestamp("ms")),
         _const_string(kind, n),
-        pa.array(cols[3], pa.string()),
+        pa.array(cols[3], pa.string()).dictionary_encode(),
         pa.array(cols[4], pa.float64()),
         pa.array(cols[5], pa.int64()),
         pa.array(cols[6], pa.string()),
         pa.array(cols[7], pa.string()),
         pa.array(attrs, pa.string()),
-    ], schema=arrow_schema())
+    ], schema=memory_schema())

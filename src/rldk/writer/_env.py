@@ -31,7 +31,14 @@ def run_metadata(config=None, seed=None) -> dict:
         "argv": list(sys.argv),
         "env": {k: os.environ[k] for k in _ENV_VARS if k in os.environ},
         "torch": torch_audit(),
+        "seeding": _seeding_record(),
     }
+
+
+def _seeding_record():
+    """What ``rldk.seed_everything`` set, if the process called it (dataloader seeding too)."""
+    seeding = sys.modules.get("rldk.seeding")
+    return seeding.current_record() if seeding is not None else None
 
 
 def _config_seed(config):
@@ -76,6 +83,7 @@ def torch_audit() -> dict | None:
     audit = {
         "version": torch.__version__,
         "deterministic_algorithms": torch.are_deterministic_algorithms_enabled(),
+        "deterministic_warn_only": torch.is_deterministic_algorithms_warn_only_enabled(),
         "num_threads": torch.get_num_threads(),
         "float32_matmul_precision": torch.get_float32_matmul_precision(),
         "cuda_available": torch.cuda.is_available(),

@@ -28,6 +28,8 @@ from rldk.core.segments import merge_segments, write_segment
 _PLAIN = frozenset((float, int, bool))
 _WAKE_EVERY = 0x1FFF          # wake the encoder every 8192 calls so the queue stays short
 _ENCODE_SECS = 0.25           # the encoder drains the queue at least this often
+_MAX_BACKLOG = 1 << 18        # values waiting for the encoder before log() waits for it
+_COMPACT_MIN = 8              # close() merges a session's segments when it wrote more
 
 
 class RldkWarning(RuntimeWarning):
@@ -55,9 +57,12 @@ class EventWriter:
     """
 
     def __init__(self, dir=None, run_id=None, *, rank=None, config=None, seed=None,
-                 flush_secs: float = 5.0, segment_rows: int = 250_000, strict: bool | None = None,
+                 flush_secs: float = 5.0, segment_rows: int = 100_000, strict: bool | None = None,
                  max_buffer_bytes: int = 256 << 20, compact_on_close: bool = True,
                  capture_env: bool = True):
+        import pyarrow.compute  # noqa: F401  (loaded now, not in the first flush mid-training)
+        import pyarrow.parquet  # noqa: F401
+
         from rldk.writer._env import run_metadata
 
         self.dir = Path(os.environ.get("RLDK_DIR") or dir or "rldk_runs")
@@ -71,10 +76,16 @@ class EventWriter:
         self.compact_on_close = compact_on_close
         self.session = new_session()
         self.segments: list[str] = []        # file names of this session's written segments
+        self._segment_rows: list[int] = []
         self.stats = {"events": 0, "segments": 0, "write_errors": 0, "dropped_events": 0,
-                      "calls_after_close": 0}
+                      "calls_after_close": 0, "backpressure_waits": 0}
         self._prepare_dir()
-        self._queue: deque = deque()
+        self._queue: deque = deque()     # general-path calls and non-metric events
+        self._lock = threading.Lock()    # guards the float fast path's buffers and seq
+        self._keys: tuple | None = None  # names of the current run of all-float calls
+        self._flat: list = []            # their values, step-major
+        self._rows: list = []            # their (seq, step, wall_time)
+        self._groups: list = []          # finished runs of calls: (keys, flat, rows)
         self._seq = 0
         self._step = None
         self._pid = os.getpid()
@@ -90,6 +101,10 @@ class EventWriter:
         meta = run_metadata(config, seed) if capture_env else {"config": config or {}, "seed": seed}
         meta["session"] = self.session
         self._emit("run", [("start", None, None, None, None, meta)], step=None)
+        # the start event is on disk before init returns: a run that dies before its
+        # first flush still shows up (as incomplete), and the encoder is warm
+        self._drain()
+        self._write_segment()
         self._thread = threading.Thread(target=self._loop, name=f"rldk-writer-{self.run_id}",
                                         daemon=True)
         self._thread.start()
@@ -103,23 +118,61 @@ class EventWriter:
         counted. Anything else (strings, None, arrays, huge ints) is stored as text
         with a one-time warning per name; strict mode raises instead.
         """
-        if mapping is not None:
-            values = dict(mapping)
-            if scalars:
-                values.update(scalars)
-        else:
+        if mapping is None:
             values = scalars
+        elif scalars:
+            values = {**mapping, **scalars}
+        else:
+            values = mapping
         for v in values.values():
-            if type(v) not in _PLAIN:
-                values = self._snapshot(values)
-                break
+            if type(v) is not float:
+                return self._log_mixed(step, values)
         if self._closed:
             return self._after_close()
-        self._seq = seq = self._seq + 1
+        if self.strict and type(step) is not int:
+            _check_strict_step(step)
+        keys = tuple(values)
+        now = time.time()
+        # floats are copied out of the mapping right now, under the lock the encoder
+        # takes to swap buffers: the caller may reuse or mutate its dict afterwards
+        with self._lock:
+            self._seq = seq = self._seq + 1
+            if keys != self._keys:
+                self._new_group(keys)
+            self._flat.extend(values.values())
+            self._rows.append((seq, step, now))
         self._step = step
-        self._queue.append((seq, step, time.time(), values))
         if not seq & _WAKE_EVERY:
             self._wake.set()
+            if len(self._flat) + len(self._queue) > _MAX_BACKLOG:
+                self._backpressure()
+
+    def _backpressure(self) -> None:
+        """Logging faster than the encoder keeps up (a tight loop with no real work):
+        wait for it briefly so memory stays bounded. Never happens in real training."""
+        self.stats["backpressure_waits"] += 1
+        with self._cond:
+            self._cond.wait_for(lambda: len(self._flat) < _MAX_BACKLOG // 2 or not self._thread.is_alive(),
+                                timeout=1.0)
+
+    def _new_group(self, keys: tuple) -> None:
+        """Start a run of calls with the same float names (caller holds the lock)."""
+        if self._rows:
+            self._groups.append((self._keys, self._flat, self._rows))
+            self._flat, self._rows = [], []
+        self._keys = keys
+
+    def _log_mixed(self, step, values) -> None:
+        """The general path: ints, tensors, numpy scalars, text, None, ..."""
+        values = self._snapshot(values)
+        if self._closed:
+            return self._after_close()
+        if self.strict and type(step) is not int:
+            _check_strict_step(step)
+        with self._lock:
+            self._seq = seq = self._seq + 1
+        self._step = step
+        self._queue.append((seq, step, time.time(), values))
 
     def _snapshot(self, values: dict) -> dict:
         """Read tensors and arrays now (they may change in place before encoding)."""
@@ -200,20 +253,30 @@ class EventWriter:
             raise ValueError(f"unknown event kind {kind!r}: one of {', '.join(KINDS)}")
         self._emit(kind, [(name, value, ivalue, digest, text, attrs)], step)
 
+    def log_checkpoint(self, step, path, model=None, optimizer=None, scheduler=None, rng=True,
+                       dataloader_state=None, action: str = "save") -> dict:
+        """A ``checkpoint`` event with digests of the model, optimizer, scheduler, RNG and
+        data position saved at ``path`` (see :func:`rldk.checkpoint.log_checkpoint`)."""
+        from rldk.checkpoint import log_checkpoint
+
+        return log_checkpoint(self, step, path, model, optimizer, scheduler, rng, dataloader_state, action)
+
     def append_table(self, table) -> None:
         """Queue an Arrow table of events (converters use this); run_id, rank, seq and
         missing payload columns are filled in, the rest must follow the event schema."""
         if self._closed:
             return self._after_close()
-        start = self._seq + 1
-        self._seq += table.num_rows
+        with self._lock:
+            start = self._seq + 1
+            self._seq += table.num_rows
         self._queue.append(("table", table, start))
         self._wake.set()
 
     def _emit(self, kind, rows, step) -> None:
         if self._closed and kind != "run":
             return self._after_close()
-        self._seq = seq = self._seq + 1
+        with self._lock:
+            self._seq = seq = self._seq + 1
         if step is None:
             step = self._step if kind in ("span", "memory") else None
         self._queue.append(("rows", kind, seq, step, time.time(), rows))
@@ -285,53 +348,101 @@ class EventWriter:
                 return
 
     def _drain(self) -> None:
-        from rldk.writer._encode import encode_metrics, encode_rows
+        """Encode everything queued so far into pending Arrow tables."""
+        from rldk.writer._encode import encode_float_group, encode_rows
 
-        calls, problems = [], []
+        with self._lock:
+            groups = self._groups
+            if self._rows:
+                groups.append((self._keys, self._flat, self._rows))
+            self._groups, self._flat, self._rows = [], [], []
+        problems: list = []
+        for keys, flat, rows in groups:
+            chunk = max(1, self.segment_rows // max(1, len(keys)))
+            for start in range(0, len(rows), chunk):      # bounded memory per segment
+                part = rows[start:start + chunk]
+                values = flat[start * len(keys):(start + len(part)) * len(keys)]
+                self._encode_guarded(lambda: encode_float_group(
+                    self.run_id, self.rank, keys, values, part, self.counters, self._encode_state),
+                    lambda: [(seq, step, wall, dict(zip(keys, values[i * len(keys):(i + 1) * len(keys)])))
+                             for i, (seq, step, wall) in enumerate(part)], problems)
+            with self._cond:
+                self._cond.notify_all()                   # release a waiting log() (backpressure)
+        calls = []
         queue = self._queue
         for _ in range(len(queue)):
             item = queue.popleft()
             if len(item) == 4:
                 calls.append(item)
                 continue
-            if calls:
-                self._add(encode_metrics(self.run_id, self.rank, calls, self.counters,
-                                         self._encode_state, problems))
-                calls = []
+            self._encode_calls(calls, problems)
+            calls = []
             if item[0] == "rows":
                 _, kind, seq, step, wall, rows = item
-                self._add(encode_rows(self.run_id, self.rank, kind,
-                                      [(seq, step, wall, *r) for r in rows]))
+                self._encode_guarded(lambda: encode_rows(self.run_id, self.rank, kind,
+                                                         [(seq, step, wall, *r) for r in rows]),
+                                     None, problems, what=kind)
             else:
-                self._add(self._conform_table(item[1], item[2]))
-        if calls:
-            self._add(encode_metrics(self.run_id, self.rank, calls, self.counters,
-                                     self._encode_state, problems))
+                self._encode_guarded(lambda: self._conform_table(item[1], item[2]), None, problems,
+                                     what="table")
+        self._encode_calls(calls, problems)
         for name, problem in problems:
             self._warn_once(("value", name), f"rldk: metric {name!r}: {problem}; stored as text "
                             "(value null). Log a number, or pass strict=True to raise.")
-        if self.counters.bad_steps and ("steps",) not in self._warned:
+        if self.counters.bad_steps:
             self._warn_once(("steps",), "rldk: a step that is not an integer was stored as null")
+
+    def _encode_calls(self, calls, problems) -> None:
+        from rldk.writer._encode import encode_metrics
+
+        if calls:
+            self._encode_guarded(lambda: encode_metrics(self.run_id, self.rank, calls, self.counters,
+                                                        self._encode_state, problems),
+                                 lambda: calls, problems)
+
+    def _encode_guarded(self, encode, calls_for_fallback, problems, what="metric") -> None:
+        """Run an encoder; if it fails, encode the same calls one value at a time so
+        nothing is lost. Only if that fails too are the events dropped, and counted."""
+        from rldk.writer._encode import encode_calls_one_by_one
+
+        try:
+            self._add(encode())
+            return
+        except Exception as exc:  # an encoder bug must never take the training loop down
+            error = f"{type(exc).__name__}: {exc}"
+        try:
+            if calls_for_fallback is None:
+                raise RuntimeError(error)
+            self._add(encode_calls_one_by_one(self.run_id, self.rank, calls_for_fallback(),
+                                              self.counters, problems))
+            self._warn_once(("encoder", error[:80]), f"rldk: the fast encoder failed ({error}); "
+                            "the values were stored one by one (please report this)")
+        except Exception as exc2:
+            self.stats["dropped_events"] += 1
+            self._warn_once(("encoder-drop", what), f"rldk: could not encode {what} events "
+                            f"({error}; {type(exc2).__name__}: {exc2}); dropped and counted")
 
     def _add(self, table) -> None:
         if table.num_rows:
             self._pending.append(table)
             self._pending_rows += table.num_rows
             self.stats["events"] += table.num_rows
+            if self._pending_rows >= self.segment_rows:
+                self._write_segment()
 
     def _conform_table(self, table, first_seq: int):
         import pyarrow as pa
         import pyarrow.compute as pc
 
-        from rldk.schemas import arrow_schema
+        from rldk.schemas import memory_schema
 
         n = table.num_rows
-        fill = {"run_id": pa.array([self.run_id] * n, pa.string()),
+        fill = {"run_id": pa.array([self.run_id] * n, pa.string()).dictionary_encode(),
                 "rank": pa.array([self.rank] * n, pa.int32())}
         if "seq" not in table.column_names:  # rows keep the order they came in
             fill["seq"] = pa.array(range(first_seq, first_seq + n), pa.int64())
         cols = []
-        for field in arrow_schema():
+        for field in memory_schema():
             if field.name in fill:
                 cols.append(fill[field.name])
             elif field.name not in table.column_names:
@@ -342,7 +453,7 @@ class EventWriter:
                 cols.append(ms.cast(pa.int64()).cast(pa.timestamp("ms")))
             else:
                 cols.append(table.column(field.name).cast(field.type))
-        return pa.Table.from_arrays(cols, schema=arrow_schema())
+        return pa.Table.from_arrays(cols, schema=memory_schema())
 
     def _write_segment(self) -> None:
         import pyarrow as pa
@@ -360,6 +471,7 @@ class EventWriter:
         finally:
             self._last_write = time.monotonic()
         self.segments.append(name)
+        self._segment_rows.append(table.num_rows)
         self.stats["segments"] += 1
         self._pending, self._pending_rows = [], 0
 
@@ -386,10 +498,11 @@ class EventWriter:
             if not self._pending_rows:
                 break
             self._write_segment()
-        if self.compact_on_close and len(self.segments) > 1 and not self._pending_rows:
+        small = [name for name, rows in zip(self.segments, self._segment_rows)
+                 if rows < self.segment_rows // 4]
+        if self.compact_on_close and len(small) > _COMPACT_MIN and not self._pending_rows:
             try:
-                merge_segments(self.dir, self.segments,
-                               segment_name(self.run_id, self.rank, self.session))
+                merge_segments(self.dir, small, segment_name(self.run_id, self.rank, self.session))
             except OSError as exc:
                 self._warn_once(("compact",), f"rldk: could not merge segments in {self.dir} ({exc}); "
                                 "they stay as they are (run `rldk compact` later)")
@@ -432,7 +545,8 @@ class _Span(contextlib.ContextDecorator):
         w = self.writer
         if w._closed:
             return False
-        w._seq = seq = w._seq + 1
+        with w._lock:
+            w._seq = seq = w._seq + 1
         step = self.step if self.step is not None else w._step
         w._queue.append(("rows", "span", seq, step, self._wall, [(self.name, seconds, None, None, None, attrs)]))
         return False
@@ -459,6 +573,11 @@ def _text(v) -> str:
     if isinstance(v, bytes):
         return v.decode("utf-8", errors="replace")
     return str(v)
+
+
+def _check_strict_step(step) -> None:
+    if not isinstance(step, int) or isinstance(step, bool):
+        raise ValueError(f"rldk strict mode: step {step!r} is not an integer")
 
 
 def _check_strict(values: dict) -> None:

@@ -1,0 +1,214 @@
+"""Writer overhead: rldk.writer.log against the loggers people use today.
+
+Each measurement runs in a fresh subprocess (clean peak-RSS accounting). For each
+logger it logs ``steps`` x ``k`` float scalars (float32-born values shaped like
+training curves, so compression sees realistic bits) and reports, per value:
+
+  caller   time spent in the training loop itself (what the training thread pays)
+  total    loop + close/flush (everything the logger costs)
+  bytes    bytes on disk
+  rss      peak RSS growth of the process over its state after imports (MB)
+
+Contenders: an empty loop that builds the same dicts (the floor), rldk, orjson
+JSONL (one line per step), TensorBoard SummaryWriter.add_scalar, wandb offline
+wandb.log. TensorBoard and wandb cost ~30 us per value, so they log fewer steps
+(``--slow-steps``); costs are per value, so the comparison holds.
+
+    python benchmarks/writer_overhead.py                 # the README table
+    python benchmarks/writer_overhead.py --reps 5 --long 1000000
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import resource
+import shutil
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+
+
+def make_values(steps: int, k: int):
+    """``steps`` rows of ``k`` Python floats: noisy decaying curves computed in float32."""
+    import numpy as np
+
+    rng = np.random.default_rng(0)
+    t = np.arange(steps, dtype=np.float32)[:, None]
+    scale = np.arange(1, k + 1, dtype=np.float32)[None, :]
+    curves = scale * np.exp(-t / np.float32(steps / 3)) + rng.normal(0, 0.05, (steps, k)).astype(np.float32)
+    return curves.astype(np.float32).tolist()
+
+
+def _rss_mb() -> float:
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0
+
+
+def _current_rss_mb() -> float:
+    with open("/proc/self/statm") as f:
+        return int(f.read().split()[1]) * os.sysconf("SC_PAGE_SIZE") / 2**20
+
+
+def _dir_bytes(path: str) -> int:
+    return sum(os.path.getsize(os.path.join(d, f)) for d, _, fs in os.walk(path) for f in fs)
+
+
+def child(logger: str, steps: int, k: int) -> dict:
+    """Run one measurement in this process and return its figures."""
+    names = [f"train/metric_{j}" for j in range(k)]
+    out = tempfile.mkdtemp(prefix=f"bench-{logger}-")
+    setup, log, close = LOGGERS[logger](out, names)
+    # values are produced per step inside the loop's budget only as a list lookup
+    values = make_values(min(steps, 100_000), k)
+    period = len(values)
+    import gc
+
+    setup()
+    gc.collect()
+    base_rss = _current_rss_mb()   # growth caused by logging, after each logger's own init
+    t0 = time.perf_counter()
+    for step in range(steps):
+        row = values[step % period]
+        log(step, {names[j]: row[j] for j in range(k)})
+    t1 = time.perf_counter()
+    close()
+    t2 = time.perf_counter()
+    n = steps * k
+    result = {"logger": logger, "steps": steps, "k": k,
+              "caller_us": (t1 - t0) / n * 1e6, "total_us": (t2 - t0) / n * 1e6,
+              "bytes_per_value": _dir_bytes(out) / n, "rss_growth_mb": _rss_mb() - base_rss}
+    shutil.rmtree(out, ignore_errors=True)
+    return result
+
+
+def _empty(out, names):
+    return (lambda: None), (lambda step, d: None), (lambda: None)
+
+
+def _rldk(out, names):
+    import pyarrow  # noqa: F401  (imported before the baseline RSS, like torch would be in training)
+    import pyarrow.parquet  # noqa: F401
+
+    import rldk.writer as w
+
+    state = {}
+
+    def setup():
+        state["w"] = w.init(out, run_id="bench", capture_env=False)
+
+    return setup, w.log, w.close
+
+
+def _jsonl(out, names):
+    import orjson
+
+    f = open(os.path.join(out, "log.jsonl"), "wb", buffering=1 << 20)
+    dumps = orjson.dumps
+
+    def log(step, d):
+        d["step"] = step
+        f.write(dumps(d) + b"\n")
+
+    return (lambda: None), log, f.close
+
+
+def _tensorboard(out, names):
+    from torch.utils.tensorboard import SummaryWriter
+
+    state = {}
+
+    def setup():
+        state["w"] = SummaryWriter(out)
+
+    def log(step, d):
+        add = state["w"].add_scalar
+        for name, v in d.items():
+            add(name, v, step)
+
+    return setup, log, lambda: state["w"].close()
+
+
+def _wandb(out, names):
+    os.environ.update(WANDB_MODE="offline", WANDB_DIR=out, WANDB_SILENT="true",
+                      WANDB_DISABLE_GIT="true", WANDB_CONSOLE="off")
+    import wandb
+
+    state = {}
+
+    def setup():
+        state["run"] = wandb.init(project="bench", dir=out, settings=wandb.Settings(
+            x_disable_stats=True, console="off", save_code=False))
+
+    def log(step, d):
+        state["run"].log(d, step=step)
+
+    return setup, log, lambda: state["run"].finish()
+
+
+LOGGERS = {"empty": _empty, "rldk": _rldk, "jsonl": _jsonl, "tensorboard": _tensorboard, "wandb": _wandb}
+
+
+def run_child(logger: str, steps: int, k: int) -> dict | None:
+    proc = subprocess.run([sys.executable, __file__, "--child", logger, str(steps), str(k)],
+                          capture_output=True, text=True)
+    if proc.returncode != 0:
+        print(f"  {logger}: failed ({proc.stderr.strip().splitlines()[-1:]})", file=sys.stderr)
+        return None
+    return json.loads(proc.stdout.strip().splitlines()[-1])
+
+
+def median_of(results: list[dict]) -> dict:
+    keys = ("caller_us", "total_us", "bytes_per_value", "rss_growth_mb")
+    out = dict(results[0])
+    out.update({key: statistics.median(r[key] for r in results) for key in keys})
+    return out
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--steps", type=int, default=100_000)
+    parser.add_argument("--slow-steps", type=int, default=10_000, help="steps for TensorBoard and wandb")
+    parser.add_argument("--reps", type=int, default=3)
+    parser.add_argument("--long", type=int, default=1_000_000, help="steps of the RSS-flatness run (0: skip)")
+    parser.add_argument("--loggers", default="empty,rldk,jsonl,tensorboard,wandb")
+    args = parser.parse_args()
+    print(f"# writer overhead, {time.strftime('%Y-%m-%d')}, {os.cpu_count()} CPUs, Python {sys.version.split()[0]}")
+    rows = []
+    for k in (10, 20):
+        for logger in args.loggers.split(","):
+            steps = args.slow_steps if logger in ("tensorboard", "wandb") else args.steps
+            results = [r for r in (run_child(logger, steps, k) for _ in range(args.reps)) if r]
+            if results:
+                rows.append(median_of(results))
+    print(f"\n{'logger':<12}{'k':>4}{'steps':>9}{'caller us/v':>13}{'total us/v':>12}{'bytes/v':>9}"
+          f"{'peak RSS +MB':>14}{'TB/rldk':>9}")
+    for r in rows:
+        tb = next((x for x in rows if x["logger"] == "tensorboard" and x["k"] == r["k"]), None)
+        ratio = f"{tb['caller_us'] / r['caller_us']:.0f}x" if tb and r["caller_us"] > 0 else ""
+        print(f"{r['logger']:<12}{r['k']:>4}{r['steps']:>9}{r['caller_us']:>13.3f}{r['total_us']:>12.3f}"
+              f"{r['bytes_per_value']:>9.2f}{r['rss_growth_mb']:>14.1f}{ratio:>9}")
+    for k in (10, 20):
+        by = {r["logger"]: r for r in rows if r["k"] == k}
+        if "rldk" in by:
+            rl = by["rldk"]
+            parts = [f"{name} {by[name]['caller_us'] / rl['caller_us']:.1f}x" for name in
+                     ("jsonl", "tensorboard", "wandb") if name in by]
+            print(f"k={k}: rldk caller cost vs " + ", ".join(parts)
+                  + (f"; above the empty loop: {rl['caller_us'] - by['empty']['caller_us']:.3f} us/value"
+                     if "empty" in by else ""))
+    if args.long:
+        short = run_child("rldk", args.steps, 10)
+        long = run_child("rldk", args.long, 10)
+        if short and long:
+            print(f"\nRSS flatness (k=10): {args.steps} steps +{short['rss_growth_mb']:.1f} MB, "
+                  f"{args.long} steps +{long['rss_growth_mb']:.1f} MB; "
+                  f"caller {long['caller_us']:.3f} us/value, {long['bytes_per_value']:.2f} bytes/value")
+
+
+if __name__ == "__main__":
+    if len(sys.argv) == 5 and sys.argv[1] == "--child":
+        print(json.dumps(child(sys.argv[2], int(sys.argv[3]), int(sys.argv[4]))))
+    else:
+        main()
