@@ -102,7 +102,7 @@ def _column(values: tuple, name: str, counters: Counters, problems: list):
     except (pa.ArrowException, OverflowError, TypeError, ValueError):
         arr = None
     if arr is not None:
-        if pa.types.is_floating(arr.type):
+        if pa.types.is_floating(arr.type) and all(type(v) is float for v in values):
             arr = arr.cast(pa.float64())
             return arr, pa.nulls(len(arr), pa.int64()), pa.nulls(len(arr), pa.string())
         if pa.types.is_integer(arr.type) or pa.types.is_boolean(arr.type):

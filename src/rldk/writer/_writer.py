@@ -500,7 +500,10 @@ class EventWriter:
             self._write_segment()
         small = [name for name, rows in zip(self.segments, self._segment_rows)
                  if rows < self.segment_rows // 4]
-        if self.compact_on_close and len(small) > _COMPACT_MIN and not self._pending_rows:
+        # merge small segments: always when they are many, and when they add up to less
+        # than one segment (a short run ends as one file); big segments stay as they are
+        worth_it = len(small) > _COMPACT_MIN or (len(small) > 1 and len(small) == len(self.segments))
+        if self.compact_on_close and worth_it and not self._pending_rows:
             try:
                 merge_segments(self.dir, small, segment_name(self.run_id, self.rank, self.session))
             except OSError as exc:
