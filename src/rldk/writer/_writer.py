@@ -175,19 +175,30 @@ class EventWriter:
         self._queue.append((seq, step, time.time(), values))
 
     def _snapshot(self, values: dict) -> dict:
-        """Read tensors and arrays now (they may change in place before encoding)."""
+        """Read tensors and arrays now (they may change in place before encoding).
+
+        One-element tensors on an accelerator are fetched together: one
+        device-to-host copy per call and device, not one sync per value.
+        """
         if self.strict:
             _check_strict(values)
-        out = {}
+        out = dict(values)
+        on_device: dict = {}
         for name, v in values.items():
-            if type(v) not in _PLAIN and hasattr(v, "item") and _numel(v) == 1:
+            if type(v) in _PLAIN or not hasattr(v, "item"):
+                continue
+            device = getattr(v, "device", None)
+            if device is not None and getattr(device, "type", "cpu") != "cpu" and _numel(v) == 1:
+                on_device.setdefault(device, []).append(name)
+            elif _numel(v) == 1:
                 try:
-                    v = v.item()
+                    out[name] = v.item()
                 except Exception:  # stored as text by the encoder, never raised
-                    v = repr(v)
-            elif type(v) not in _PLAIN and hasattr(v, "copy") and hasattr(v, "shape"):
-                v = f"<{type(v).__name__} shape={tuple(v.shape)}>"
-            out[name] = v
+                    out[name] = repr(v)
+            elif hasattr(v, "shape"):
+                out[name] = f"<{type(v).__name__} shape={tuple(v.shape)}>"
+        for names in on_device.values():
+            _fetch_together(values, names, out)
         return out
 
     # ------------------------------------------------------------- other events
@@ -562,6 +573,22 @@ def _numel(v) -> int:
         return numel()
     size = getattr(v, "size", None)
     return size if isinstance(size, int) else (1 if not hasattr(v, "shape") else -1)
+
+
+def _fetch_together(values: dict, names: list, out: dict) -> None:
+    """Copy one-element accelerator tensors to the host in a single transfer."""
+    import torch
+
+    try:
+        stacked = torch.stack([values[n].detach().reshape(()).to(torch.float64) for n in names])
+        for name, v in zip(names, stacked.cpu().tolist()):
+            out[name] = v
+    except Exception:  # mixed dtypes that cannot stack: one by one, still never raising
+        for name in names:
+            try:
+                out[name] = values[name].item()
+            except Exception:
+                out[name] = repr(values[name])
 
 
 def _scalar(v):

@@ -122,20 +122,21 @@ def _stats_row(t):
         chunk = bits[start:start + _CHUNK].to(torch.int64)
         idx = torch.arange(start + 1, start + 1 + chunk.numel(), device=t.device, dtype=torch.int64)
         checksum = checksum + (chunk * (idx * _WEIGHT_MUL)).sum()
+    zero = torch.zeros((), dtype=torch.int64, device=t.device)
     if flat.is_floating_point():
-        f = flat.double()
-        nan = torch.isnan(f).sum()
-        inf = torch.isinf(f).sum()
-        finite = f[torch.isfinite(f)]
-        norm = torch.linalg.vector_norm(f) if f.numel() else torch.zeros((), dtype=torch.float64, device=t.device)
-        lo = finite.min() if finite.numel() else torch.tensor(float("nan"), dtype=torch.float64, device=t.device)
-        hi = finite.max() if finite.numel() else torch.tensor(float("nan"), dtype=torch.float64, device=t.device)
+        # no boolean indexing: it would sync with the host to learn the result's size
+        finite = torch.isfinite(flat)
+        nan = torch.isnan(flat).sum()
+        inf = flat.numel() - finite.sum() - nan
+        lo = torch.where(finite, flat, torch.inf).min().double() if flat.numel() else zero.double()
+        hi = torch.where(finite, flat, -torch.inf).max().double() if flat.numel() else zero.double()
+        norm = torch.linalg.vector_norm(flat, dtype=torch.float64)
     else:
-        f = flat.double()
-        nan = inf = torch.zeros((), dtype=torch.int64, device=t.device)
-        norm = torch.linalg.vector_norm(f) if f.numel() else torch.zeros((), dtype=torch.float64, device=t.device)
-        lo = f.min() if f.numel() else torch.tensor(float("nan"), dtype=torch.float64, device=t.device)
-        hi = f.max() if f.numel() else torch.tensor(float("nan"), dtype=torch.float64, device=t.device)
+        nan = inf = zero
+        as_double = flat.double()
+        lo = as_double.min() if flat.numel() else zero.double()
+        hi = as_double.max() if flat.numel() else zero.double()
+        norm = torch.linalg.vector_norm(as_double)
     floats = torch.stack([norm, lo, hi]).to(torch.float64).view(torch.int64)
     ints = torch.stack([checksum, nan.to(torch.int64), inf.to(torch.int64)])
     return torch.cat([ints, floats])
@@ -146,6 +147,8 @@ def _unpack(name, t, row) -> dict:
 
     checksum, nan, inf = row[0], row[1], row[2]
     norm, lo, hi = struct.unpack("<3d", struct.pack("<3q", *row[3:6]))
+    if nan + inf == t.numel():             # no finite value: no min or max either
+        lo = hi = float("nan")
     return {"name": name, "checksum": checksum, "norm": norm, "min": lo, "max": hi,
             "nan": nan, "inf": inf, "dtype": str(t.dtype).replace("torch.", ""),
             "shape": list(t.shape), "numel": t.numel(), "device": str(t.device)}
