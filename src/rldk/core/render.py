@@ -59,6 +59,8 @@ def _cell(value) -> str:
         return f"{value:.6g}"
     if isinstance(value, (list, tuple)):
         return ", ".join(_cell(v) for v in value)
+    if hasattr(value, "strftime"):
+        return value.strftime("%Y-%m-%d %H:%M:%S")
     return str(value)
 
 

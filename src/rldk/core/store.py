@@ -31,8 +31,10 @@ SELECT run_id,
        max(step) AS last_step,
        list_sort(list_distinct(list(kind))) AS kinds,
        count(DISTINCT name) FILTER (WHERE kind = 'metric') AS metrics,
+       list_sort(list_distinct(list(name) FILTER (WHERE kind = 'metric'))) AS metric_names,
        min(wall_time) AS started,
        max(wall_time) AS last_event,
+       round(epoch(max(wall_time)) - epoch(min(wall_time)), 3) AS wall_seconds,
        count(*) AS events,
        coalesce(max(CASE WHEN kind = 'run' AND name = 'end'
                          THEN json_extract_string(attrs, '$.status') END), 'incomplete') AS status
@@ -148,7 +150,10 @@ class Store:
         return Run(self, run_id)
 
     def summary(self):
-        """One row per run: id, ranks, steps, kinds, metric count, times, status (Polars)."""
+        """One row per run (Polars): id, ranks, steps, first/last step, kinds, metric count
+        and names, start, last event, wall seconds, event count, and status: complete,
+        terminated or failed (from the run's end event), or incomplete (no end event:
+        the process crashed or is still running)."""
         return self.sql(RUNS_SQL)
 
 
