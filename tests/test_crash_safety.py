@@ -20,6 +20,7 @@ CHILD = r"""
 import sys, rldk.writer as w
 store, run_id, mode = sys.argv[1], sys.argv[2], sys.argv[3]
 w.init(store, run_id=run_id, flush_secs=3600, capture_env=False)
+print("ready", flush=True)
 step = 0
 for batch in range(10**6):
     for _ in range(50):
@@ -37,6 +38,7 @@ for batch in range(10**6):
 def _run_and_kill(store, run_id, mode, delay):
     proc = subprocess.Popen([sys.executable, "-c", CHILD, str(store), run_id, mode],
                             stdout=subprocess.PIPE, text=True)
+    assert proc.stdout.readline().strip() == "ready"      # imports done, however loaded the machine
     time.sleep(delay)
     proc.send_signal(signal.SIGKILL)
     out, _ = proc.communicate()
@@ -61,8 +63,9 @@ def test_sigkill_at_random_points_loses_nothing_flushed(tmp_path, mode):
     expected = {}
     for i in range(kills):
         run_id = f"crash-{i}"
-        # children need ~0.5 s to import; kills land before, during and after flushes
-        last, closed = _run_and_kill(tmp_path, run_id, mode, rng.uniform(0.3, 1.6))
+        # after init: kills land before the first flush, between flushes, during writes and,
+        # in "close" mode, during the final merge
+        last, closed = _run_and_kill(tmp_path, run_id, mode, rng.uniform(0.0, 0.5))
         expected[run_id] = last
     files = _check_every_file_reads(tmp_path)
     assert files

@@ -30,6 +30,18 @@ def build_model(torch, millions: float, device):
     return torch.nn.Sequential(*blocks).to(device)
 
 
+def read_events(store: str) -> list[dict]:
+    import glob
+    import os
+
+    import pyarrow.parquet as pq
+
+    rows = []
+    for path in sorted(glob.glob(os.path.join(store, "*.parquet"))):
+        rows.extend(pq.read_table(path, columns=["kind", "name", "value"]).to_pylist())
+    return rows
+
+
 def count_dtoh(torch, fn) -> int:
     from torch.profiler import ProfilerActivity, profile
 
@@ -48,7 +60,6 @@ def main() -> int:
     if not torch.cuda.is_available():
         print("refusing: this check needs a CUDA device (torch.cuda.is_available() is False)", file=sys.stderr)
         return 2
-    from rldk.core.store import open_store
     from rldk.writer import EventWriter
     from rldk.writer.probes import tensor_stats
 
@@ -79,11 +90,13 @@ def main() -> int:
         w.log_tensors(0, model, kind="param")
         w.log_rng(0)
         w.log_memory(0)
-    s = open_store(store)
-    kinds = dict(s.sql("SELECT kind, count(*) FROM events GROUP BY 1").rows())
-    rng_names = sorted(s.sql("SELECT name FROM rng")["name"].to_list())
-    mem_names = sorted(s.sql("SELECT name FROM memory")["name"].to_list())
-    logged_loss = s.sql("SELECT value FROM metrics WHERE name = 'loss'")[0, 0]
+    events = read_events(store)           # pyarrow only: GPU images may lack polars/duckdb
+    kinds = {}
+    for e in events:
+        kinds[e["kind"]] = kinds.get(e["kind"], 0) + 1
+    rng_names = sorted(e["name"] for e in events if e["kind"] == "rng")
+    mem_names = sorted(e["name"] for e in events if e["kind"] == "memory")
+    logged_loss = next(e["value"] for e in events if e["kind"] == "metric" and e["name"] == "loss")
     summary = {
         "device": torch.cuda.get_device_name(0), "torch": torch.__version__,
         "params": sum(p.numel() for _, p in named), "tensors": len(named),
