@@ -71,6 +71,13 @@ def log_memory(step) -> None:
     _default_writer().log_memory(step)
 
 
+def profile(step=None, steps=None, top: int = 25):
+    """Profile a block with torch.profiler at ``steps`` (see :mod:`rldk.writer.profiler`)."""
+    from rldk.writer.profiler import ProfileWindow
+
+    return ProfileWindow(_default_writer(), step, steps, top)
+
+
 def span(name: str, step=None):
     """Time a section (see :meth:`EventWriter.span`)."""
     return _default_writer().span(name, step)
