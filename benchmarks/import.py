@@ -1,0 +1,190 @@
+"""Import speed: rldk's converters against the incumbent readers, measured in the same run.
+
+    python benchmarks/import.py [--steps 100000] [--tags 10] [--repeats 3] [--workdir DIR]
+
+1. TensorBoard: a file of STEPS x TAGS scalars written with
+   ``torch.utils.tensorboard.SummaryWriter``, loaded by
+   - rldk: ``rldk.converters.convert_path(dir, "tensorboard", store)`` (read, CRC32C check,
+     decode, and write the Parquet store), and the read+decode alone;
+   - tensorboard's ``EventAccumulator`` (``size_guidance`` 0: keep every point);
+   - ``tbparse.SummaryReader(dir).scalars``.
+2. trainer_state.json: STEPS log rows x TAGS metrics, imported by rldk, against
+   ``pandas.DataFrame(json.load(f)["log_history"])`` (parse only, no store).
+
+Every measurement runs in a fresh subprocess (so peak RSS is that tool's own);
+the table shows medians over ``--repeats`` runs and each tool's time as a
+multiple of rldk's. CPU seconds (all threads of the process) are shown beside
+wall seconds: on a shared machine they show the work done, whatever else runs.
+Results also go to benchmarks/results/import.json.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import resource
+import shutil
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+# ------------------------------------------------------------------ children
+def child(tool: str, path: str, scratch: str) -> dict:
+    """Load ``path`` with ``tool``; return seconds (imports excluded) and peak RSS (bytes)."""
+    load = _loader(tool)
+    t0, c0 = time.perf_counter(), time.process_time()
+    points = load(path, scratch)
+    return {"seconds": time.perf_counter() - t0, "cpu_seconds": time.process_time() - c0,
+            "peak_rss": _peak_rss(), "points": points}
+
+
+def _loader(tool: str):
+    """Import what ``tool`` needs now (not timed: no tool's import time is) and return its load function."""
+    if tool.startswith("rldk"):
+        import pyarrow.parquet  # noqa: F401  (rldk imports these lazily; load them before the clock)
+        import rldk.writer  # noqa: F401
+    if tool == "rldk-tensorboard":
+        from rldk.converters import convert_path
+        return lambda path, scratch: convert_path(path, "tensorboard", scratch).rows
+    if tool == "rldk-tensorboard-read":
+        from rldk.converters import tensorboard
+        return lambda path, _: sum(t.num_rows for r in tensorboard.read(path) for t in r.tables)
+    if tool == "event_accumulator":
+        from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+        def load(path, _):
+            acc = EventAccumulator(path, size_guidance={"scalars": 0, "tensors": 0})
+            acc.Reload()
+            return sum(len(acc.Scalars(t)) for t in acc.Tags()["scalars"])
+        return load
+    if tool == "tbparse":
+        from tbparse import SummaryReader
+        return lambda path, _: len(SummaryReader(path).scalars)
+    if tool == "rldk-trainer-state":
+        from rldk.converters import convert_path
+        return lambda path, scratch: convert_path(path, "trl", scratch).rows
+    if tool == "pandas-trainer-state":
+        import pandas as pd
+
+        def load(path, _):
+            with open(Path(path) / "trainer_state.json") as f:
+                frame = pd.DataFrame(json.load(f)["log_history"])
+            return int(frame.drop(columns="step").notna().sum().sum())
+        return load
+    raise SystemExit(f"unknown tool {tool}")
+
+
+def _peak_rss() -> int:
+    """VmHWM: this process's own peak (ru_maxrss would include the parent's, inherited at fork)."""
+    try:
+        for line in Path("/proc/self/status").read_text().splitlines():
+            if line.startswith("VmHWM:"):
+                return int(line.split()[1]) * 1024
+    except OSError:
+        pass
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
+
+
+def measure(tool: str, path: Path, repeats: int) -> dict:
+    runs = []
+    for _ in range(repeats):
+        scratch = tempfile.mkdtemp(prefix="rldk-bench-store-")
+        try:
+            out = subprocess.run([sys.executable, __file__, "--child", tool, str(path), scratch],
+                                 capture_output=True, text=True, check=True, cwd=ROOT)
+        finally:
+            shutil.rmtree(scratch, ignore_errors=True)
+        runs.append(json.loads(out.stdout.strip().splitlines()[-1]))
+    return {"tool": tool, "median_s": statistics.median(r["seconds"] for r in runs),
+            "runs_s": [round(r["seconds"], 3) for r in runs],
+            "median_cpu_s": statistics.median(r["cpu_seconds"] for r in runs),
+            "peak_rss_mb": round(statistics.median(r["peak_rss"] for r in runs) / 1e6, 1),
+            "points": runs[0]["points"]}
+
+
+# ------------------------------------------------------------------ inputs
+def write_tensorboard(folder: Path, steps: int, tags: int) -> Path:
+    from torch.utils.tensorboard import SummaryWriter
+
+    if any(folder.glob("*tfevents*")):
+        return folder
+    folder.mkdir(parents=True, exist_ok=True)
+    writer = SummaryWriter(str(folder), max_queue=10000, flush_secs=600)
+    names = [f"train/metric_{j}" for j in range(tags)]
+    for step in range(steps):
+        for j, name in enumerate(names):
+            writer.add_scalar(name, (step % 1000) * 0.001 + j, step)
+    writer.close()
+    return folder
+
+
+def write_trainer_state(folder: Path, steps: int, tags: int) -> Path:
+    import math
+    import random
+
+    file = folder / "trainer_state.json"
+    if file.exists():
+        return folder
+    folder.mkdir(parents=True, exist_ok=True)
+    rng = random.Random(0)
+    names = ["loss", "grad_norm", "learning_rate", "kl", "reward", "reward_std", "entropy",
+             "completions/mean_length", "clip_ratio/region_mean", "epoch"][:tags]
+    names += [f"extra/metric_{j}" for j in range(tags - len(names))]
+    history = [{**{n: rng.random() for n in names}, "step": s} for s in range(1, steps + 1)]
+    history[10]["grad_norm"] = math.nan
+    state = {"global_step": steps, "max_steps": steps, "log_history": history}
+    file.write_text(json.dumps(state, indent=2))
+    return folder
+
+
+# ------------------------------------------------------------------ main
+def main(argv=None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--steps", type=int, default=100_000)
+    parser.add_argument("--tags", type=int, default=10)
+    parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument("--workdir", default=None, help="keep the generated inputs here (reused)")
+    parser.add_argument("--skip-incumbents", action="store_true")
+    parser.add_argument("--child", nargs=3, metavar=("TOOL", "PATH", "SCRATCH"), help=argparse.SUPPRESS)
+    args = parser.parse_args(argv)
+    if args.child:
+        print(json.dumps(child(*args.child)))
+        return
+    work = Path(args.workdir or tempfile.mkdtemp(prefix="rldk-bench-"))
+    t = time.perf_counter()
+    tb = write_tensorboard(work / f"tb_{args.steps}x{args.tags}", args.steps, args.tags)
+    ts = write_trainer_state(work / f"trl_{args.steps}x{args.tags}", args.steps, args.tags)
+    print(f"inputs in {work} ({time.perf_counter() - t:.0f} s to write); "
+          f"event file {sum(f.stat().st_size for f in tb.iterdir()) / 1e6:.1f} MB, "
+          f"trainer_state.json {(ts / 'trainer_state.json').stat().st_size / 1e6:.1f} MB; "
+          f"{os.cpu_count()} CPUs", flush=True)
+    groups = {"tensorboard": (tb, ["rldk-tensorboard", "rldk-tensorboard-read", "event_accumulator", "tbparse"]),
+              "trainer_state": (ts, ["rldk-trainer-state", "pandas-trainer-state"])}
+    results = {}
+    for group, (path, tools) in groups.items():
+        if args.skip_incumbents:
+            tools = [x for x in tools if x.startswith("rldk")]
+        rows = [measure(tool, path, args.repeats) for tool in tools]
+        base, base_cpu = rows[0]["median_s"], rows[0]["median_cpu_s"]
+        for row in rows:
+            row["x_rldk"] = round(row["median_s"] / base, 2)
+            row["x_rldk_cpu"] = round(row["median_cpu_s"] / base_cpu, 2)
+            print(f"{group:14s} {row['tool']:24s} median {row['median_s']:6.2f} s wall "
+                  f"{row['median_cpu_s']:6.2f} s CPU  runs {row['runs_s']}  peak RSS {row['peak_rss_mb']:6.1f} MB  "
+                  f"points {row['points']:>8}  {row['x_rldk']:5.2f}x rldk (CPU {row['x_rldk_cpu']:5.2f}x)",
+                  flush=True)
+        results[group] = rows
+    out = ROOT / "benchmarks" / "results"
+    out.mkdir(parents=True, exist_ok=True)
+    (out / "import.json").write_text(json.dumps({"steps": args.steps, "tags": args.tags, "repeats": args.repeats,
+                                                 "cpus": os.cpu_count(), "results": results}, indent=2))
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,257 @@
+"""What every converter shares: the parsed-run container, skips, errors and the writing step.
+
+A format module reads its files into :class:`RunData` objects (Arrow tables of
+events, in the order they were logged, plus the lines it had to skip and why);
+:func:`write_runs` hands each one to an :class:`~rldk.writer.EventWriter` with
+``append_table`` (one vectorized append, no per-value calls) and returns a
+:class:`ConvertSummary`.
+"""
+from __future__ import annotations
+
+import json
+import re
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from rldk.core.errors import RldkError
+
+#: Bumped when a converter's output for the same input changes (invalidates import caches).
+CONVERTER_VERSION = 1
+
+
+class ConvertError(RldkError):
+    """An input a converter cannot read; the message names the file and line/record."""
+
+
+@dataclass(frozen=True)
+class Skip:
+    """One input unit a converter skipped: ``where`` is a line ("line 12"), record or row."""
+
+    file: str
+    where: str
+    reason: str
+
+    def __str__(self) -> str:
+        return f"{self.file}:{self.where}: {self.reason}"
+
+
+@dataclass
+class RunData:
+    """One run read from a source: event tables (``append_table`` columns) and what was skipped.
+
+    ``key`` is the run's path relative to the input (the run id is derived from it);
+    ``meta`` goes into the run's ``import`` event (framework config, state).
+    """
+
+    key: str
+    source: str
+    tables: list = field(default_factory=list)
+    skipped: list = field(default_factory=list)
+    meta: dict = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class RunSummary:
+    """What one converted run holds: ``rows`` events, distinct ``metrics`` names,
+    ``steps`` distinct metric steps (``first_step``..``last_step``), ``samples`` events."""
+
+    run_id: str
+    source: str
+    rows: int
+    metrics: tuple
+    steps: int
+    first_step: int | None
+    last_step: int | None
+    samples: int
+    skipped: tuple
+
+    def to_dict(self) -> dict:
+        return {"run_id": self.run_id, "source": self.source, "rows": self.rows,
+                "metrics": list(self.metrics), "steps": self.steps, "first_step": self.first_step,
+                "last_step": self.last_step, "samples": self.samples,
+                "skipped": [{"file": s.file, "where": s.where, "reason": s.reason} for s in self.skipped]}
+
+
+@dataclass(frozen=True)
+class ConvertSummary:
+    """The result of one conversion: the ``format`` used, the ``store`` directory and each run."""
+
+    format: str
+    source: str
+    store: str | None
+    runs: tuple
+
+    @property
+    def rows(self) -> int:
+        return sum(r.rows for r in self.runs)
+
+    @property
+    def skipped(self) -> tuple:
+        return tuple(s for r in self.runs for s in r.skipped)
+
+    @property
+    def metrics(self) -> tuple:
+        return tuple(sorted({m for r in self.runs for m in r.metrics}))
+
+    def to_dict(self) -> dict:
+        return {"schema_version": 1, "format": self.format, "source": self.source, "store": self.store,
+                "rows": self.rows, "runs": [r.to_dict() for r in self.runs]}
+
+
+# ------------------------------------------------------------------ tables
+def metric_table(steps, names, values, wall_times=None):
+    """An Arrow table of ``metric`` events from parallel lists/arrays (wall_time in seconds)."""
+    import pyarrow as pa
+
+    n = len(names)
+    cols = {
+        "step": pa.array(steps, pa.int64()),
+        "kind": pa.array(["metric"], pa.string()).take(pa.array([0] * n, pa.int32())) if n else pa.array([], pa.string()),
+        "name": pa.array(names, pa.string()),
+        "value": pa.array(values, pa.float64()),
+    }
+    if wall_times is not None:
+        cols["wall_time"] = pa.array(wall_times, pa.float64())
+    return pa.table(cols)
+
+
+# ------------------------------------------------------------------ run ids
+_BAD = re.compile(r"[^A-Za-z0-9._+=@-]+")
+_SEGMENT = re.compile(r"\.(r\d+\.|compact-)")      # what follows the run id in a segment file name
+
+
+def run_id_for(key: str, given: str | None, single: bool) -> str:
+    """The run id of a source: ``given`` for a single run, ``given.key`` for several,
+    else ``key`` with path separators and other characters a run id cannot hold as '-'."""
+    from rldk.core.naming import check_run_id
+
+    if given is not None and single:
+        return check_run_id(given)
+    stem = _BAD.sub("-", key.replace("/", "-").replace("\\", "-")).replace("..", ".")
+    stem = stem.lstrip("._+=@-")[:150] or "run"
+    return check_run_id(f"{given}.{stem}" if given is not None else stem)
+
+
+# ------------------------------------------------------------------ writing
+def write_runs(runs: list[RunData], target, run_id: str | None, fmt: str,
+               source: str | None = None, strict: bool = False, progress=None) -> ConvertSummary:
+    """Write ``runs`` into ``target`` (a store directory, or an open EventWriter for one run).
+
+    With ``strict`` any skipped input is an error (nothing is written). Runs are
+    written sorted by key; ids must be distinct.
+    """
+    runs = sorted(runs, key=lambda r: r.key)
+    if strict:
+        _raise_on_skips(runs)
+    _raise_if_empty(runs, source)
+    single = len(runs) == 1
+    ids = [run_id_for(r.key, run_id, single) for r in runs]
+    _check_distinct(runs, ids)
+    from rldk.writer import EventWriter
+
+    if not isinstance(target, EventWriter):
+        _check_new(Path(target), ids)
+
+    summaries = []
+    for run, rid in zip(runs, ids):
+        if isinstance(target, EventWriter):
+            if not single:
+                raise ConvertError(f"{source or run.source}: holds {len(runs)} runs but one writer was "
+                                   "given; pass a store directory instead")
+            _append(target, run, fmt)
+            summaries.append(summarize(rid, run))
+            continue
+        # the tables are in memory already: write them as one segment at close (a segment
+        # this large is not one the writer merges, so a big import is written once)
+        rows = sum(t.num_rows for t in run.tables)
+        with EventWriter(target, rid, capture_env=False, config=run.meta.get("config"),
+                         flush_secs=3600, segment_rows=rows + 1024) as writer:
+            _append(writer, run, fmt)
+        summaries.append(summarize(rid, run))
+        if progress is not None:
+            progress(run)
+    store = None if isinstance(target, EventWriter) else str(target)
+    return ConvertSummary(fmt, str(source or (runs[0].source if runs else "")), store, tuple(summaries))
+
+
+def _append(writer, run: RunData, fmt: str) -> None:
+    writer.log_event("run", "import", attrs={"format": fmt, "source": run.source, "key": run.key,
+                                             "meta": run.meta, "skipped": [str(s) for s in run.skipped[:100]],
+                                             "skipped_count": len(run.skipped)})
+    for table in run.tables:
+        if table.num_rows:
+            writer.append_table(table)
+
+
+def _raise_if_empty(runs, source) -> None:
+    """Nothing to import is an error, not an empty run that analyzers would find clean."""
+    if any(t.num_rows for r in runs for t in r.tables) or any(r.skipped for r in runs):
+        return
+    ignored = {k: v for r in runs for k, v in (r.meta.get("ignored") or {}).items()}
+    what = f" (ignored: {', '.join(f'{v} {k}' for k, v in sorted(ignored.items()))})" if ignored else ""
+    where = source or (runs[0].source if runs else "input")
+    raise ConvertError(f"{where}: nothing to import: no metrics, samples or text in the logs{what}")
+
+
+def _raise_on_skips(runs) -> None:
+    skipped = [s for r in runs for s in r.skipped]
+    if skipped:
+        more = f" (and {len(skipped) - 1} more)" if len(skipped) > 1 else ""
+        raise ConvertError(f"{skipped[0]}{more}; --strict refuses to skip input: fix the file or drop --strict")
+
+
+def _check_distinct(runs, ids) -> None:
+    seen: dict = {}
+    for run, rid in zip(runs, ids):
+        if rid in seen:
+            raise ConvertError(f"{run.source} and {seen[rid]} both map to run id {rid!r}; "
+                               "convert them separately with --run-id")
+        seen[rid] = run.source
+
+
+def _check_new(store: Path, ids) -> None:
+    """Refuse to import a run id the store already holds (its events would be doubled)."""
+    if not store.is_dir():
+        return
+    names = [p.name for p in store.glob("*.parquet")]
+    clash = sorted(rid for rid in set(ids) if any(_SEGMENT.match(n[len(rid):]) for n in names if n.startswith(rid)))
+    if clash:
+        raise ConvertError(f"{store}: already holds run {clash[0]!r}; importing again would duplicate "
+                           "its events: pass --run-id NEW_ID or another --out directory")
+
+
+def summarize(run_id: str, run: RunData) -> RunSummary:
+    """Counts of a converted run, computed from its tables (no store read)."""
+    import pyarrow as pa
+    import pyarrow.compute as pc
+
+    rows, samples, names, steps = 0, 0, set(), []
+    for t in run.tables:
+        rows += t.num_rows
+        if not t.num_rows:
+            continue
+        kinds = t.column("kind")
+        is_metric = pc.equal(kinds, "metric")
+        samples += int(pc.sum(pc.equal(kinds, "sample")).as_py() or 0)
+        metrics = t.filter(is_metric)
+        names.update(pc.unique(metrics.column("name")).to_pylist())
+        steps.append(pc.unique(metrics.column("step").drop_null()))
+    uniq = pc.unique(pa.chunked_array(steps, pa.int64())) if steps else pa.array([], pa.int64())
+    lo_hi = pc.min_max(uniq).as_py() if len(uniq) else {"min": None, "max": None}
+    return RunSummary(run_id, run.source, rows, tuple(sorted(names)), len(uniq), lo_hi["min"],
+                      lo_hi["max"], samples, tuple(run.skipped))
+
+
+def to_json(summary: ConvertSummary) -> str:
+    return json.dumps(summary.to_dict(), sort_keys=True)
+
+
+def relative_key(path: Path, base: Path) -> str:
+    """``path`` relative to ``base`` (posix), or its name when it is ``base`` itself."""
+    path, base = Path(path), Path(base)
+    if path == base:
+        return path.name or "run"
+    try:
+        return path.relative_to(base).as_posix()
+    except ValueError:
+        return path.name

@@ -1,0 +1,93 @@
+"""Generic JSON Lines logs: one JSON object a line, mapped with a field map.
+
+See :mod:`rldk.converters.tabular` for how fields become steps, metrics and
+samples. A line that is not valid JSON, or not an object, is skipped and
+reported with its line number (``--strict``: an error); the rest is imported.
+"""
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+from rldk.converters.base import ConvertError, RunData, Skip, write_runs
+from rldk.converters.tabular import RowCollector, parse_field_map
+
+NAME = "jsonl"
+SUFFIXES = (".jsonl", ".ndjson")
+
+
+def detect(path) -> bool:
+    """True for a ``.jsonl``/``.ndjson`` file (or a directory with one) whose first line is an object."""
+    return bool(files(path, limit=1))
+
+
+def files(path, limit: int | None = None) -> list[Path]:
+    path = Path(path)
+    found = [path] if path.is_file() else sorted(p for p in path.glob("*") if p.is_file())
+    out = [p for p in found if p.suffix in SUFFIXES and _first_is_object(p)]
+    return out[:limit] if limit else out
+
+
+def _first_is_object(path: Path) -> bool:
+    try:
+        with open(path, "rb") as f:
+            for raw in f:
+                if raw.strip():
+                    return isinstance(json.loads(raw), dict)
+    except (OSError, ValueError):
+        return False
+    return False
+
+
+def read(path, field_map=None, **_options) -> list[RunData]:
+    path = Path(path)
+    targets = [path] if path.is_file() else files(path)
+    if not targets:
+        raise ConvertError(f"{path}: no JSON Lines file (*.jsonl, *.ndjson) found")
+    mapping = parse_field_map(field_map)
+    return [read_file(f, mapping) for f in targets]
+
+
+def read_file(file: Path, mapping: dict) -> RunData:
+    rows, skipped = RowCollector(mapping), []
+    try:
+        handle = open(file, "rb")
+    except OSError as exc:
+        raise ConvertError(f"{file}: cannot read ({exc.strerror})") from None
+    with handle:
+        if b"\0" in handle.read(4096):
+            raise ConvertError(f"{file}: binary file (NUL bytes), not JSON Lines")
+        handle.seek(0)
+        for lineno, raw in enumerate(handle, 1):
+            if not raw.strip():
+                continue
+            try:
+                row = json.loads(raw.decode("utf-8").strip())
+            except (ValueError, UnicodeDecodeError) as exc:
+                skipped.append(Skip(str(file), f"line {lineno}", f"invalid JSON ({_short(exc)}); line skipped"))
+                continue
+            if not isinstance(row, dict):
+                skipped.append(Skip(str(file), f"line {lineno}", f"a JSON {type(row).__name__}, not an object"))
+                continue
+            rows.add(row, rows.rows)
+    check_rows(file, rows.rows, skipped)
+    return RunData(key=file.stem, source=str(file), tables=rows.tables(), skipped=skipped, meta=rows.meta())
+
+
+def check_rows(file: Path, count: int, skipped: list) -> None:
+    """A file with nothing importable is an error naming why (empty, or its first bad line)."""
+    if count:
+        return
+    if skipped:
+        more = f" (and {len(skipped) - 1} more)" if len(skipped) > 1 else ""
+        raise ConvertError(f"{skipped[0]}{more}; no valid rows in the file")
+    raise ConvertError(f"{file}: empty file: no rows to import")
+
+
+def _short(exc: Exception) -> str:
+    return str(exc).splitlines()[0][:80]
+
+
+def convert(path, target, run_id=None, strict: bool = False, **options):
+    """Convert JSON Lines at ``path`` into ``target`` (store directory or EventWriter)."""
+    return write_runs(read(path, **options), target, run_id, NAME, source=str(path), strict=strict)

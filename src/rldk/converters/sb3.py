@@ -1,0 +1,101 @@
+"""Stable-Baselines3 logs: ``progress.csv`` (the CSV logger) and ``monitor.csv`` (Monitor wrapper).
+
+- ``progress.csv``: one row per ``logger.dump``; columns ``rollout/ep_rew_mean``,
+  ``train/entropy_loss``, ``time/total_timesteps``... The step is
+  ``time/total_timesteps`` (the x-axis SB3 itself uses for TensorBoard). SB3
+  rewrites the whole file with a wider header when new keys appear, leaving older
+  rows' new cells empty: empty cells are missing values, not zeros (the first
+  row's ``train/*`` cells are empty because no update has run yet).
+- ``monitor.csv``: a ``#{"t_start": ..., "env_id": ...}`` line, then ``r,l,t`` per
+  finished episode. Stored as metrics ``episode/reward`` and ``episode/length`` at
+  step = the cumulative environment steps at the end of the episode, wall time =
+  ``t_start + t``.
+"""
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+from rldk.converters import csvlog
+from rldk.converters.base import ConvertError, RunData, Skip, metric_table, relative_key, write_runs
+from rldk.converters.jsonl import check_rows
+
+NAME = "sb3"
+_SB3_PREFIXES = ("time/", "rollout/", "train/", "eval/")
+
+
+def detect(path) -> bool:
+    """True for an SB3 progress.csv / monitor.csv, or a directory with one (2 levels down)."""
+    return bool(files(path, limit=1))
+
+
+def files(path, limit: int | None = None) -> list[Path]:
+    path = Path(path)
+    found = [path] if path.is_file() else sorted(
+        p for pattern in ("progress.csv", "*monitor.csv", "*/progress.csv", "*/*monitor.csv",
+                          "*/*/progress.csv", "*/*/*monitor.csv") for p in path.glob(pattern))
+    out = [p for p in dict.fromkeys(found) if _kind(p)]
+    return out[:limit] if limit else out
+
+
+def _kind(path: Path) -> str | None:
+    try:
+        with open(path, "rb") as f:
+            first = f.readline(65536).decode("utf-8", errors="replace").strip()
+    except OSError:
+        return None
+    if path.name.endswith("monitor.csv") and first.startswith("#{"):
+        return "monitor"
+    if path.name == "progress.csv" and any(c.startswith(_SB3_PREFIXES) for c in first.split(",")):
+        return "progress"
+    return None
+
+
+def read(path, **_options) -> list[RunData]:
+    path = Path(path)
+    targets = files(path)
+    if not targets:
+        raise ConvertError(f"{path}: no Stable-Baselines3 progress.csv or monitor.csv found")
+    base = path if path.is_dir() else path.parent
+    runs = []
+    for f in targets:
+        run = csvlog.read_file(f, {}) if _kind(f) == "progress" else _read_monitor(f)
+        run.key = relative_key(f.parent, base) if f.name == "progress.csv" else relative_key(f, base)
+        run.key = run.key.removesuffix(".csv") if run.key.endswith(".csv") else run.key
+        runs.append(run)
+    return runs
+
+
+def _read_monitor(file: Path) -> RunData:
+    lines = csvlog.csv_lines(file)
+    with open(file, "rb") as f:
+        header_json = f.readline().decode("utf-8", errors="replace")[1:]
+    try:
+        info = json.loads(header_json)
+    except ValueError:
+        raise ConvertError(f"{file}:line 1: the '#{{...}}' header is not valid JSON") from None
+    t_start = float(info.get("t_start", 0.0))
+    steps, names, values, walls, skipped, header, total = [], [], [], [], [], None, 0
+    for lineno, cells in lines:
+        if cells[0].startswith("#"):
+            continue
+        if header is None:
+            header = cells
+            continue
+        row = dict(zip(header, cells))
+        try:
+            reward, length, t = float(row["r"]), int(float(row["l"])), float(row["t"])
+        except (KeyError, ValueError):
+            skipped.append(Skip(str(file), f"line {lineno}", f"not an r,l,t episode row: {cells[:3]}"))
+            continue
+        total += length
+        for name, value in (("episode/reward", reward), ("episode/length", float(length))):
+            steps.append(total), names.append(name), values.append(value), walls.append(t_start + t)
+    check_rows(file, len(steps), skipped)
+    return RunData(key=file.stem, source=str(file), tables=[metric_table(steps, names, values, walls)],
+                   skipped=skipped, meta={"monitor": info})
+
+
+def convert(path, target, run_id=None, strict: bool = False, **options):
+    """Convert SB3 logs at ``path`` into ``target`` (store directory or EventWriter)."""
+    return write_runs(read(path, **options), target, run_id, NAME, source=str(path), strict=strict)

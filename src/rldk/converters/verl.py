@@ -1,0 +1,158 @@
+"""verl logs: the file logger's JSONL and the console log.
+
+- File logger (``trainer.logger=['file']``): one JSON object a line,
+  ``{"step": N, "data": {"actor/pg_loss": 0.1, ...}}``; NaN is written as ``null``
+  and read back as NaN.
+- Console log (``trainer.logger=['console']``, usually captured from Ray's output):
+  lines such as ``(TaskRunner pid=4242) step:12 - actor/pg_loss:0.031 - critic/score/mean:np.float64(0.5)``
+  with ANSI colour codes. Ray prefixes and colours are removed; ``np.float64(x)``,
+  ``np.int64(x)``, ``tensor(x)``, ``nan``, ``inf`` are read as numbers. Lines without
+  ``step:N - `` are ordinary console output and ignored; a ``key:value`` pair whose
+  value is not a number is skipped and reported with its line number.
+"""
+from __future__ import annotations
+
+import json
+import math
+import re
+from pathlib import Path
+
+from rldk.converters.base import ConvertError, RunData, Skip, metric_table, relative_key, write_runs
+
+NAME = "verl"
+_ANSI = re.compile(r"\x1b\[[0-9;?]*[A-Za-z]")
+_PREFIX = re.compile(r"^\s*\([A-Za-z_][\w.]* pid=\d+[^)]*\)\s*")
+_STEP = re.compile(r"(?:^|\s)step:(-?\d+)\s+-\s+(.*)$")
+_WRAPPED = re.compile(r"^(?:np\.(?:float|int|uint)\d*|numpy\.\w+|tensor|torch\.tensor)\((.*?)(?:,\s*\w+=.*)?\)$")
+_TEXT_SUFFIXES = (".log", ".txt", ".out", ".err")
+
+
+def detect(path) -> bool:
+    """True for a verl JSONL or console log, or a directory with one (2 levels down)."""
+    return bool(log_files(path, limit=1))
+
+
+def log_files(path, limit: int | None = None) -> list[Path]:
+    path = Path(path)
+    candidates = [path] if path.is_file() else sorted(_walk(path, 2))
+    out = [p for p in candidates if _kind(p) is not None]
+    return out[:limit] if limit else out
+
+
+def _walk(root: Path, depth: int):
+    try:
+        entries = sorted(root.iterdir())
+    except OSError:
+        return
+    for entry in entries:
+        if entry.is_file():
+            yield entry
+        elif entry.is_dir() and depth > 0 and not entry.name.startswith("."):
+            yield from _walk(entry, depth - 1)
+
+
+def _kind(path: Path) -> str | None:
+    """'jsonl', 'console' or None, from the first 64 KiB of the file."""
+    try:
+        with open(path, "rb") as f:
+            head = f.read(65536).decode("utf-8", errors="replace")
+    except OSError:
+        return None
+    lines = [ln for ln in head.splitlines() if ln.strip()]
+    if path.suffix in (".jsonl", ".json") and lines:
+        try:
+            first = json.loads(lines[0])
+        except ValueError:
+            return None
+        return "jsonl" if isinstance(first, dict) and "step" in first and isinstance(first.get("data"), dict) else None
+    if path.suffix in _TEXT_SUFFIXES or not path.suffix:
+        clean = _ANSI.sub("", head)
+        return "console" if re.search(r"(?:^|\s)step:\d+\s+-\s+\S+:", clean, re.M) else None
+    return None
+
+
+def read(path, **_options) -> list[RunData]:
+    path = Path(path)
+    files = log_files(path)
+    if not files:
+        raise ConvertError(f"{path}: no verl log found (JSONL lines {{\"step\": N, \"data\": {{...}}}} "
+                           "or console lines 'step:N - key:value - ...')")
+    base = path if path.is_dir() else path.parent
+    return [_read_file(f, relative_key(f, base)) for f in files]
+
+
+def _read_file(file: Path, key: str) -> RunData:
+    steps, names, values, skipped = [], [], [], []
+    reader = _jsonl_rows if _kind(file) == "jsonl" else _console_rows
+    for lineno, step, items in reader(file, skipped):
+        for name, raw in items:
+            value = _number(raw)
+            if value is None:
+                skipped.append(Skip(str(file), f"line {lineno}", f"{name}: not a number: {str(raw)[:60]!r}"))
+                continue
+            steps.append(step), names.append(name), values.append(value)
+    stem = key.rsplit(".", 1)[0] if "." in Path(key).name else key
+    return RunData(key=stem, source=str(file), tables=[metric_table(steps, names, values)],
+                   skipped=skipped, meta={"log": "jsonl" if reader is _jsonl_rows else "console"})
+
+
+def _lines(file: Path):
+    with open(file, "rb") as f:
+        for lineno, raw in enumerate(f, 1):
+            yield lineno, raw.decode("utf-8", errors="replace")
+
+
+def _jsonl_rows(file: Path, skipped: list):
+    for lineno, line in _lines(file):
+        if not line.strip():
+            continue
+        try:
+            row = json.loads(line.strip())
+        except ValueError as exc:
+            skipped.append(Skip(str(file), f"line {lineno}", f"invalid JSON ({exc}); line skipped"))
+            continue
+        step = row.get("step") if isinstance(row, dict) else None
+        data = row.get("data") if isinstance(row, dict) else None
+        if not isinstance(step, int) or isinstance(step, bool) or not isinstance(data, dict):
+            skipped.append(Skip(str(file), f"line {lineno}", "not {\"step\": int, \"data\": {...}}"))
+            continue
+        yield lineno, step, [(k, math.nan if v is None else v) for k, v in data.items()]
+
+
+def _console_rows(file: Path, skipped: list):
+    for lineno, line in _lines(file):
+        if "step:" not in line:
+            continue
+        text = _PREFIX.sub("", _ANSI.sub("", line.rstrip("\r\n")))
+        m = _STEP.search(text)
+        if m is None:
+            continue
+        items = []
+        for part in m.group(2).split(" - "):
+            name, sep, raw = part.strip().partition(":")
+            if not sep or not name:
+                skipped.append(Skip(str(file), f"line {lineno}", f"not key:value: {part.strip()[:60]!r}"))
+                continue
+            items.append((name, raw.strip()))
+        yield lineno, int(m.group(1)), items
+
+
+def _number(raw):
+    if isinstance(raw, bool):
+        return float(raw)
+    if isinstance(raw, (int, float)):
+        return float(raw)
+    if not isinstance(raw, str):
+        return None
+    m = _WRAPPED.match(raw)
+    if m:
+        raw = m.group(1)
+    try:
+        return float(raw)
+    except ValueError:
+        return None
+
+
+def convert(path, target, run_id=None, strict: bool = False, **options):
+    """Convert verl logs at ``path`` into ``target`` (store directory or EventWriter)."""
+    return write_runs(read(path, **options), target, run_id, NAME, source=str(path), strict=strict)

@@ -1,0 +1,427 @@
+"""Converters on files written by the real libraries, and on broken input."""
+from __future__ import annotations
+
+import json
+import math
+import shutil
+import sqlite3
+
+import numpy as np
+import polars as pl
+import pytest
+from click.testing import CliRunner
+
+from rldk.cli import main
+from rldk.converters import ConvertError, convert_path, detect_format, ingest
+from rldk.core.store import open_store
+
+
+def _metrics(store, run_id=None):
+    """{(step, name): value} of a store's stepped metric events."""
+    rows = store.sql("SELECT step, name, value FROM metrics WHERE step IS NOT NULL AND text IS NULL"
+                     + (" AND run_id = $r" if run_id else ""), {"r": run_id} if run_id else None)
+    return {(s, n): v for s, n, v in rows.iter_rows()}
+
+
+def _same(a: dict, b: dict, rel=0.0) -> bool:
+    if a.keys() != b.keys():
+        return False
+    return all((math.isnan(a[k]) and math.isnan(b[k])) or a[k] == pytest.approx(b[k], rel=rel) for k in a)
+
+
+# ------------------------------------------------------------------ TRL
+def test_trl_output_dir_equals_what_the_callback_recorded(tiny_grpo, tmp_path):
+    summary = convert_path(tiny_grpo.out, "auto", tmp_path / "s")
+    assert summary.format == "trl" and [r.run_id for r in summary.runs] == ["out"]
+    converted, live = open_store(tmp_path / "s"), open_store(tiny_grpo.store)
+    assert _same(_metrics(converted), _metrics(live))
+    stepless = "SELECT name, value FROM metrics WHERE step IS NULL AND name <> 'train_runtime' ORDER BY name"
+    assert converted.sql(stepless).equals(live.sql(stepless))
+    samples = "SELECT step, text, value FROM samples ORDER BY step, text"
+    assert converted.sql(samples).height == 32 and converted.sql(samples).equals(live.sql(samples))
+
+
+def test_trl_newest_checkpoint_is_read(tiny_grpo, tmp_path):
+    for n in (4, 8):
+        (tmp_path / "run" / f"checkpoint-{n}").mkdir(parents=True)
+        shutil.copy(tiny_grpo.out / f"checkpoint-{n}" / "trainer_state.json", tmp_path / "run" / f"checkpoint-{n}")
+    runs = ingest(tmp_path / "run", "trl", store_dir=tmp_path / "s").runs()
+    assert [r.id for r in runs] == ["run"]
+    assert runs[0].metric("loss")["step"].to_list() == list(range(1, 9))
+    only4 = ingest(tmp_path / "run" / "checkpoint-4", "trl", store_dir=tmp_path / "s4").runs()[0]
+    assert only4.metric("loss")["step"].to_list() == [1, 2, 3, 4]
+
+
+def test_trl_duplicate_steps_keep_the_last_value(tmp_path):
+    history = [{"loss": 1.0, "step": 1}, {"loss": 2.0, "step": 2}, {"loss": 5.0, "step": 2},
+               {"eval_loss": 3.0, "step": 2}]
+    (tmp_path / "trainer_state.json").write_text(json.dumps({"log_history": history, "global_step": 2}))
+    run = ingest(tmp_path, "trl", store_dir=tmp_path / "s").runs()[0]
+    assert run.metric("loss").rows() == [(1, 1.0), (2, 5.0)]
+    assert run.metric("eval_loss").rows() == [(2, 3.0)]
+
+
+# ------------------------------------------------------------------ TensorBoard
+def _accumulator_scalars(folder):
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    acc = EventAccumulator(str(folder), size_guidance={"scalars": 0, "tensors": 0})
+    acc.Reload()
+    return {(e.step, tag): e.value for tag in acc.Tags()["scalars"] for e in acc.Scalars(tag)}
+
+
+def test_tensorboard_from_the_trl_run_matches_event_accumulator(tiny_grpo, tmp_path):
+    (tb_dir,) = {p.parent for p in (tiny_grpo.out / "runs").rglob("*tfevents*")}
+    summary = convert_path(tiny_grpo.out / "runs", "tensorboard", tmp_path / "s")
+    assert summary.skipped == () and len(summary.runs) == 1
+    got = _metrics(open_store(tmp_path / "s"))
+    assert _same(got, _accumulator_scalars(tb_dir))
+    live = _metrics(open_store(tiny_grpo.store))
+    assert got[(3, "train/kl")] == pytest.approx(live[(3, "kl")], rel=1e-6)   # float32 in TensorBoard
+
+
+@pytest.fixture(scope="module")
+def summary_writer_dir(tmp_path_factory):
+    """A SummaryWriter file: 50 steps x 3 scalars, a new-style scalar, text, a histogram."""
+    from torch.utils.tensorboard import SummaryWriter
+
+    d = tmp_path_factory.mktemp("tb")
+    w = SummaryWriter(str(d))
+    for step in range(50):
+        for j in range(3):
+            w.add_scalar(f"train/m{j}", step * 0.5 + j, step)
+    w.add_scalar("eval/new", 2.25, 7, new_style=True)
+    w.add_text("notes", "hello <b>world</b>", 3)
+    w.add_histogram("weights", np.arange(10.0), 1)
+    w.close()
+    return d
+
+
+def test_summary_writer_file(summary_writer_dir, tmp_path):
+    summary = convert_path(summary_writer_dir, "auto", tmp_path / "s")
+    assert summary.format == "tensorboard"
+    store = open_store(tmp_path / "s")
+    got = _metrics(store)
+    assert len(got) == 151 and got[(49, "train/m2")] == 26.5 and got[(7, "eval/new")] == 2.25
+    # EventAccumulator files new-style scalars under tensors, not scalars
+    assert _same({k: v for k, v in got.items() if k[1] != "eval/new"}, _accumulator_scalars(summary_writer_dir))
+    text = store.sql("SELECT step, name, text FROM metrics WHERE text IS NOT NULL").rows()
+    assert text == [(3, "notes/text_summary", "hello <b>world</b>")]
+    meta = json.loads(store.sql("SELECT attrs FROM run_events WHERE name = 'import'")["attrs"][0])["meta"]
+    assert meta["ignored"] == {"histogram summaries": 1}
+
+
+def _event_file(folder):
+    return next(folder.glob("*tfevents*"))
+
+
+def _record_offsets(buf):
+    import struct
+
+    pos, out = 0, []
+    while pos < len(buf):
+        out.append(pos)
+        pos += 16 + struct.unpack_from("<Q", buf, pos)[0]
+    return out
+
+
+def test_tensorboard_file_cut_mid_record(summary_writer_dir, tmp_path):
+    buf = _event_file(summary_writer_dir).read_bytes()
+    offsets = _record_offsets(buf)
+    cut = tmp_path / "cut" / "events.out.tfevents.1.host"
+    cut.parent.mkdir()
+    cut.write_bytes(buf[:offsets[31] + 20])           # record 31: its 12-byte header and 8 data bytes
+    summary = convert_path(cut.parent, "tensorboard", tmp_path / "s")
+    (skip,) = summary.skipped
+    assert skip.where == "record 31"
+    assert str(skip) == (f"{cut}:record 31: data cut: record says {offsets[32] - offsets[31] - 16} bytes, "
+                         f"8 present (file ends at byte {offsets[31] + 20}) at byte {offsets[31]}; "
+                         "the 31 records before it were imported")
+    assert len(_metrics(open_store(tmp_path / "s"))) == 30    # record 0 is the file-version record
+    with pytest.raises(ConvertError, match=r"record 31: data cut.*--strict refuses to skip input"):
+        convert_path(cut.parent, "tensorboard", tmp_path / "s2", strict=True)
+    assert not (tmp_path / "s2").exists()
+
+
+def test_tensorboard_corrupt_length_is_not_called_a_cut(summary_writer_dir, tmp_path):
+    buf = bytearray(_event_file(summary_writer_dir).read_bytes())
+    offsets = _record_offsets(bytes(buf))
+    buf[offsets[40] + 5] = 0x7F                       # a huge length; its header CRC no longer holds
+    bad = tmp_path / "bad" / "events.out.tfevents.1.host"
+    bad.parent.mkdir()
+    bad.write_bytes(bytes(buf))
+    (skip,) = convert_path(bad.parent, "tensorboard", tmp_path / "s").skipped
+    assert str(skip) == (f"{bad}:record 40: length checksum mismatch (corrupt header); records after it "
+                         f"cannot be located at byte {offsets[40]}; the 40 records before it were imported")
+
+
+def test_tensorboard_bad_checksum_skips_that_record(summary_writer_dir, tmp_path):
+    buf = bytearray(_event_file(summary_writer_dir).read_bytes())
+    offsets = _record_offsets(bytes(buf))
+    buf[offsets[5] + 14] ^= 0xFF                       # a byte of record 5's wall time
+    bad = tmp_path / "bad" / "events.out.tfevents.1.host"
+    bad.parent.mkdir()
+    bad.write_bytes(bytes(buf))
+    summary = convert_path(bad.parent, "tensorboard", tmp_path / "s")
+    assert [str(s) for s in summary.skipped] == [f"{bad}:record 5: data checksum (CRC32C) mismatch: record skipped"]
+    assert len(_metrics(open_store(tmp_path / "s"))) == 150
+
+
+def test_crc32c_known_values():
+    from rldk.converters.tfrecord import crc32c
+
+    assert crc32c(b"123456789") == 0xE3069283       # the CRC-32C check value
+    assert crc32c(b"") == 0 and crc32c(b"\0" * 32) == 0x8A9136AA
+
+
+# ------------------------------------------------------------------ OpenRLHF
+def test_openrlhf_tensorboard_is_detected_and_names_resolve(tmp_path):
+    from torch.utils.tensorboard import SummaryWriter
+
+    w = SummaryWriter(str(tmp_path / "logs" / "ppo_run"))
+    for step in range(1, 6):
+        w.add_scalar("train/policy_loss", 0.1 * step, step)
+        w.add_scalar("train/kl", 0.01 * step, step)
+        w.add_scalar("train/reward", 1.0 + step, step)
+        w.add_scalar("train/actor_lr", 1e-6, step)
+    w.add_scalar("eval/reward", 4.5, 5)
+    w.close()
+    assert detect_format(tmp_path / "logs") == "openrlhf"
+    (run,) = ingest(tmp_path / "logs", store_dir=tmp_path / "s").runs()
+    assert run.id == "ppo_run"
+    assert run.metric("kl")["value"].to_list() == pytest.approx([0.01, 0.02, 0.03, 0.04, 0.05])
+    assert run.metric("reward_mean")["value"].to_list() == [2.0, 3.0, 4.0, 5.0, 6.0]
+    assert run.metric("eval/reward").rows() == [(5, 4.5)]
+
+
+# ------------------------------------------------------------------ wandb offline
+def test_wandb_offline_run(tmp_path, monkeypatch, wait_for_wandb_exit):
+    wandb = pytest.importorskip("wandb")
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setenv("WANDB_SILENT", "true")
+    run = wandb.init(project="p", mode="offline", dir=str(tmp_path), config={"actor_learning_rate": 5e-7})
+    for step in range(1, 4):
+        run.log({"train/policy_loss": 0.5 / step, "train/kl": 0.01 * step}, step=step)
+    run.finish()
+    wait_for_wandb_exit(next(tmp_path.glob("wandb/offline-run-*/*.wandb")))
+    assert detect_format(tmp_path / "wandb") == "wandb"
+    (imported,) = ingest(tmp_path / "wandb", store_dir=tmp_path / "s").runs()   # latest-run link not doubled
+    assert imported.id.startswith("offline-run-")
+    assert imported.metric("kl").rows() == [(1, 0.01), (2, 0.02), (3, 0.03)]
+    assert imported.metric("loss")["value"].to_list() == [0.5, 0.25, 0.5 / 3]
+    assert imported.meta["config"]["actor_learning_rate"] == 5e-7
+
+
+def test_wandb_file_with_a_bad_record(tmp_path):
+    from rldk.converters.wandb_offline import records
+
+    good = b"\x08\x01"
+    import struct
+    import zlib
+
+    def frame(kind, data, crc=None):
+        crc = zlib.crc32(data, zlib.crc32(bytes([kind]))) if crc is None else crc
+        return struct.pack("<IHB", crc, len(data), kind) + data
+
+    buf = b":W&B" + struct.pack("<HB", 0xBEE1, 0) + frame(1, good) + frame(1, good, crc=7) + frame(2, b"ab") \
+        + frame(4, b"cd") + frame(1, b"xyz")[:9]
+    skipped = []
+    assert list(records(buf, tmp_path / "r.wandb", skipped)) == [(0, good), (3, b"abcd")]
+    assert [str(s) for s in skipped] == [f"{tmp_path / 'r.wandb'}:record 1: CRC32 mismatch: record skipped",
+                                         f"{tmp_path / 'r.wandb'}:record 4: cut: 2 of 3 bytes present"]
+
+
+# ------------------------------------------------------------------ verl
+def test_verl_jsonl_with_null_as_nan_and_a_corrupt_line(tmp_path):
+    lines = [json.dumps({"step": s, "data": {"actor/pg_loss": 0.5 / s, "critic/score/mean": None if s == 2 else s}})
+             for s in (1, 2, 3)]
+    lines.insert(2, '{"step": 9, "data": {"actor/pg_')          # a line cut by a crash, mid-file
+    f = tmp_path / "verl.jsonl"
+    f.write_text("\n".join(lines) + "\n")
+    summary = convert_path(f, "auto", tmp_path / "s")
+    assert summary.format == "verl"
+    assert [str(s) for s in summary.skipped] == [
+        f"{f}:line 3: invalid JSON (Unterminated string starting at: line 1 column 22 (char 21)); line skipped"]
+    (run,) = open_store(tmp_path / "s").runs()
+    score = run.metric("reward_mean")                           # critic/score/mean
+    assert score["step"].to_list() == [1, 2, 3] and math.isnan(score["value"][1])
+    assert run.metric("loss")["value"].to_list() == [0.5, 0.25, 0.5 / 3]
+
+
+def test_verl_console_log(tmp_path):
+    f = tmp_path / "train.log"
+    f.write_text(
+        "(TaskRunner pid=4242) Training from scratch\n"
+        "(TaskRunner pid=4242) \x1b[36mstep:1 - actor/pg_loss:np.float64(0.25) - critic/score/mean:0.5"
+        " - actor/entropy:nan - timing_s/step:12.5\x1b[0m\n"
+        "(TaskRunner pid=4242, ip=10.0.0.2) step:2 - actor/pg_loss:0.125 - critic/score/mean:np.float64(0.75)"
+        " - note:hello\n"
+        "some other line with step:3 but no pairs\n")
+    summary = convert_path(f, "auto", tmp_path / "s")
+    assert summary.format == "verl"
+    assert [str(s) for s in summary.skipped] == [f"{f}:line 3: note: not a number: 'hello'"]
+    (run,) = open_store(tmp_path / "s").runs()
+    assert run.metric("actor/pg_loss").rows() == [(1, 0.25), (2, 0.125)]
+    assert run.metric("reward_mean").rows() == [(1, 0.5), (2, 0.75)]
+    assert math.isnan(run.metric("entropy")["value"][0]) and run.metric("step_time").rows() == [(1, 12.5)]
+
+
+# ------------------------------------------------------------------ SB3 monitor, MLflow sqlite
+def test_sb3_monitor_csv(tmp_path):
+    f = tmp_path / "0.monitor.csv"
+    f.write_text('#{"t_start": 1700000000.0, "env_id": "CartPole-v1"}\nr,l,t\n10.0,10,0.5\n25.0,25,1.25\n')
+    (run,) = ingest(f, store_dir=tmp_path / "s").runs()
+    assert run.metric("episode/reward").rows() == [(10, 10.0), (35, 25.0)]
+    assert run.metric("episode/length").rows() == [(10, 10.0), (35, 25.0)]
+
+
+def test_mlflow_sqlite_backend(tmp_path):
+    db = tmp_path / "mlflow.db"
+    con = sqlite3.connect(db)
+    con.executescript("""
+        CREATE TABLE experiments (experiment_id INTEGER, name TEXT);
+        CREATE TABLE runs (run_uuid TEXT, name TEXT, experiment_id INTEGER, status TEXT);
+        CREATE TABLE metrics (key TEXT, value FLOAT, timestamp BIGINT, run_uuid TEXT, step BIGINT, is_nan BOOLEAN);
+        CREATE TABLE params (key TEXT, value TEXT, run_uuid TEXT);
+        CREATE TABLE tags (key TEXT, value TEXT, run_uuid TEXT);
+        INSERT INTO experiments VALUES (1, 'ppo');
+        INSERT INTO runs VALUES ('abc', 'quiet-fox', 1, 'FINISHED');
+        INSERT INTO metrics VALUES ('reward', 1.5, 1700000000000, 'abc', 0, 0), ('reward', 0, 1700000001000, 'abc', 1, 1);
+        INSERT INTO params VALUES ('lr', '0.001', 'abc');
+    """)
+    con.commit()
+    con.close()
+    assert detect_format(db) == "mlflow"
+    (run,) = ingest(db, store_dir=tmp_path / "s").runs()
+    assert run.id == "1-abc" and run.meta["config"] == {"lr": "0.001"}
+    rows = run.metric("reward").rows()
+    assert rows[0] == (0, 1.5) and rows[1][0] == 1 and math.isnan(rows[1][1])
+
+
+# ------------------------------------------------------------------ generic JSONL / CSV
+def test_jsonl_field_map_and_samples(tmp_path):
+    f = tmp_path / "logs.jsonl"
+    f.write_text("\n".join(json.dumps(r) for r in [
+        {"global_step": 10, "reward_scalar": 0.5, "prompt": "2+2?", "response": "4", "tag": "a"},
+        {"global_step": 20, "reward_scalar": "nan", "prompt": "3+3?", "response": "7", "tag": "b"},
+    ]) + "\n")
+    summary = convert_path(f, "jsonl", tmp_path / "s", field_map="step=global_step,reward=reward_scalar")
+    (run,) = open_store(tmp_path / "s").runs()
+    rows = run.metric("reward").rows()
+    assert rows[0] == (10, 0.5) and rows[1][0] == 20 and math.isnan(rows[1][1])
+    samples = run.events("sample").select("step", "text", "value").rows()
+    assert samples[0] == (10, "4", 0.5) and samples[1][:2] == (20, "7")
+    assert summary.runs[0].samples == 2
+    meta = json.loads(run.events("run").filter(pl.col("name") == "import")["attrs"][0])["meta"]
+    assert meta["ignored_fields"] == {"tag": 2} and meta["step_field"] == "step"
+
+
+def test_csv_ragged_rows_are_skipped_and_reported(tmp_path):
+    f = tmp_path / "log.csv"
+    f.write_text("step,loss,kl\n1,0.5,0.1\n2,0.4\n3,0.3,0.2,9\n4,,0.3\n")
+    summary = convert_path(f, "csv", tmp_path / "s")
+    assert [str(s) for s in summary.skipped] == [
+        f"{f}:line 3: row has 2 cells, the header has 3; row skipped",
+        f"{f}:line 4: row has 4 cells, the header has 3; row skipped"]
+    (run,) = open_store(tmp_path / "s").runs()
+    assert run.metric("loss").rows() == [(1, 0.5)]                      # the empty cell stays missing
+    assert run.metric("kl").rows() == [(1, 0.1), (4, 0.3)]
+
+
+# ------------------------------------------------------------------ bad input: one line each
+@pytest.mark.parametrize("name, content, fmt, message", [
+    ("trainer_state.json", '{"log_history": [{"loss": 1.0, "step": 1}', "trl",
+     "{f}:1:42: invalid JSON (Expecting ',' delimiter); the file is truncated or corrupt: use an earlier "
+     "checkpoint's copy"),
+    ("empty.jsonl", "", "jsonl", "{f}: empty file: no rows to import"),
+    ("blob.csv", "\x00\x01\x02garbage", "csv", "{f}: binary file (NUL bytes), not CSV"),
+    ("blob.jsonl", "\x00\x01\x02garbage\n", "jsonl", "{f}: binary file (NUL bytes), not JSON Lines"),
+    ("bad.jsonl", "not json\n[1, 2]\n", "jsonl",
+     "{f}:line 1: invalid JSON (Expecting value: line 1 column 1 (char 0)); line skipped (and 1 more); "
+     "no valid rows in the file"),
+])
+def test_bad_files_give_one_line(tmp_path, name, content, fmt, message):
+    f = tmp_path / name
+    f.write_text(content)
+    with pytest.raises(ConvertError) as info:
+        convert_path(f, fmt, tmp_path / "s")
+    assert str(info.value) == message.format(f=f)
+
+
+def test_directory_with_no_logs(tmp_path):
+    (tmp_path / "notes.txt").write_text("nothing to see\n")
+    with pytest.raises(ConvertError) as info:
+        detect_format(tmp_path)
+    assert str(info.value) == (f"{tmp_path}: no known logs in this directory (looked for trl, mlflow, sb3, verl, "
+                               "wandb, openrlhf, tensorboard, jsonl, csv); name the format: rldk import FORMAT PATH")
+
+
+# ------------------------------------------------------------------ CLI
+def test_cli_import_prints_a_summary(tmp_path):
+    f = tmp_path / "log.csv"
+    f.write_text("step,loss\n1,0.5\n2,0.4,9\n")
+    result = CliRunner().invoke(main, ["import", "auto", str(f), "--out", str(tmp_path / "s")])
+    assert result.exit_code == 0, result.output
+    assert result.output.splitlines()[0] == (f"imported {f} (detected as csv) into {tmp_path / 's'}: "
+                                             "1 run, 1 event, 1 skipped")
+    assert f"skipped {f}:line 3: row has 3 cells, the header has 2; row skipped" in result.output
+    result = CliRunner().invoke(main, ["import", "csv", str(f), "--out", str(tmp_path / "s"), "--format", "json"])
+    assert result.exit_code == 1
+    assert result.output.strip().splitlines()[-1] == (
+        f"Error: {tmp_path / 's'}: already holds run 'log'; importing again would duplicate its events: "
+        "pass --run-id NEW_ID or another --out directory")
+    result = CliRunner().invoke(main, ["import", "csv", str(f), "--out", str(tmp_path / "s"), "--run-id", "log2",
+                                       "--format", "json"])
+    assert result.exit_code == 0 and json.loads(result.output)["runs"][0]["run_id"] == "log2"
+
+
+def test_cli_strict_and_usage_errors(tmp_path):
+    f = tmp_path / "log.csv"
+    f.write_text("step,loss\n1,0.5\n2,0.4,9\n")
+    result = CliRunner().invoke(main, ["import", "csv", str(f), "--out", str(tmp_path / "s"), "--strict"])
+    assert result.exit_code == 1
+    assert result.output.strip() == (f"Error: {f}:line 3: row has 3 cells, the header has 2; row skipped; "
+                                     "--strict refuses to skip input: fix the file or drop --strict")
+    result = CliRunner().invoke(main, ["import", "comet", str(f)])
+    assert result.exit_code == 2
+    assert result.output.strip() == ("Error: unknown format 'comet': one of auto, trl, mlflow, sb3, verl, "
+                                     "wandb, openrlhf, tensorboard, jsonl, csv")
+    result = CliRunner().invoke(main, ["import", "jsonl", str(f), "--field-map", "step"])
+    assert result.exit_code == 2
+    assert result.output.strip() == ("Error: bad --field-map entry 'step': use target=source, "
+                                     "e.g. step=global_step,reward=reward_scalar")
+
+
+def test_convert_into_an_open_writer(tmp_path):
+    from rldk.converters import csvlog
+    from rldk.writer import EventWriter
+
+    f = tmp_path / "log.csv"
+    f.write_text("step,loss\n1,0.5\n2,0.25\n")
+    with EventWriter(tmp_path / "s", "live", capture_env=False) as writer:
+        writer.log(0, loss=1.0)
+        summary = csvlog.convert(f, writer)
+    assert summary.store is None and summary.runs[0].rows == 2
+    assert open_store(tmp_path / "s").run("live").metric("loss").rows() == [(0, 1.0), (1, 0.5), (2, 0.25)]
+    (tmp_path / "two").mkdir()
+    for name in ("a.csv", "b.csv"):
+        (tmp_path / "two" / name).write_text("step,loss\n1,0.5\n")
+    with EventWriter(tmp_path / "s2", "one", capture_env=False) as writer, pytest.raises(ConvertError) as info:
+        csvlog.convert(tmp_path / "two", writer)
+    assert str(info.value) == f"{tmp_path / 'two'}: holds 2 runs but one writer was given; pass a store directory instead"
+
+
+def test_logs_with_nothing_to_import_are_an_error(tmp_path):
+    from torch.utils.tensorboard import SummaryWriter
+
+    w = SummaryWriter(str(tmp_path / "tb"))
+    w.add_histogram("weights", np.arange(4.0), 1)
+    w.close()
+    with pytest.raises(ConvertError) as info:
+        convert_path(tmp_path / "tb", "tensorboard", tmp_path / "s")
+    assert str(info.value) == (f"{tmp_path / 'tb'}: nothing to import: no metrics, samples or text in the logs "
+                               "(ignored: 1 histogram summaries)")
+    (tmp_path / "trl").mkdir()
+    (tmp_path / "trl" / "trainer_state.json").write_text('{"log_history": [], "global_step": 0}')
+    with pytest.raises(ConvertError, match="nothing to import"):
+        convert_path(tmp_path / "trl", "trl", tmp_path / "s")
