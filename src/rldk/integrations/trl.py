@@ -19,7 +19,8 @@ What is written (all through :class:`rldk.writer.EventWriter`, so ``RLDK_DIR`` a
   ``total_flos``...) is not a training step: its values are ``metric`` events with
   a null step and ``attrs = {"summary": true, "global_step": N}``, so per-step
   analyses never mistake ``train_loss`` (an average) for a step's value.
-- ``rng_every=N``: RNG digests at ``on_train_begin`` and after every N-th step.
+- ``rng_every=N``: RNG digests at ``on_train_begin`` (fresh runs only: a resumed run has not
+  restored its RNG state yet at that point) and after every N-th step.
 - ``tensors_every=N``: parameter checksums at ``on_train_begin`` (the initial
   weights) and after every N-th optimizer step, and gradient checksums of that
   step taken just before the optimizer uses them (``on_pre_optimizer_step``;
@@ -88,7 +89,9 @@ class RldkCallback(TrainerCallback):
                                       seed=args.seed, **self.writer_options)
         self.writer.log_event("run", "trl", attrs=_trainer_attrs(state, model))
         step = state.global_step
-        if self.rng_every:
+        # a resumed run calls this before the Trainer restores the checkpoint's RNG state:
+        # a digest now would be of a state the run never trains with
+        if self.rng_every and step == 0:
             self.writer.log_rng(step)
         if self.tensors_every and model is not None:
             self.writer.log_tensors(step, model, "param")
