@@ -78,7 +78,7 @@ def child(logger: str, steps: int, k: int) -> dict:
     n = steps * k
     result = {"logger": logger, "steps": steps, "k": k,
               "caller_us": (t1 - t0) / n * 1e6, "total_us": (t2 - t0) / n * 1e6,
-              "bytes_per_value": _dir_bytes(out) / n, "rss_growth_mb": _rss_mb() - base_rss}
+              "bytes_per_value": _dir_bytes(out) / n, "rss_growth_mb": max(0.0, _rss_mb() - base_rss)}
     shutil.rmtree(out, ignore_errors=True)
     return result
 
@@ -183,19 +183,20 @@ def main() -> None:
             if results:
                 rows.append(median_of(results))
     print(f"\n{'logger':<12}{'k':>4}{'steps':>9}{'caller us/v':>13}{'total us/v':>12}{'bytes/v':>9}"
-          f"{'peak RSS +MB':>14}{'TB/rldk':>9}")
+          f"{'peak RSS +MB':>14}{'TB cost/this':>14}")
     for r in rows:
         tb = next((x for x in rows if x["logger"] == "tensorboard" and x["k"] == r["k"]), None)
         ratio = f"{tb['caller_us'] / r['caller_us']:.0f}x" if tb and r["caller_us"] > 0 else ""
         print(f"{r['logger']:<12}{r['k']:>4}{r['steps']:>9}{r['caller_us']:>13.3f}{r['total_us']:>12.3f}"
-              f"{r['bytes_per_value']:>9.2f}{r['rss_growth_mb']:>14.1f}{ratio:>9}")
+              f"{r['bytes_per_value']:>9.2f}{r['rss_growth_mb']:>14.1f}{ratio:>14}")
     for k in (10, 20):
         by = {r["logger"]: r for r in rows if r["k"] == k}
         if "rldk" in by:
             rl = by["rldk"]
-            parts = [f"{name} {by[name]['caller_us'] / rl['caller_us']:.1f}x" for name in
+            parts = [f"{name} {by[name]['caller_us'] / rl['caller_us']:.2f}x" for name in
                      ("jsonl", "tensorboard", "wandb") if name in by]
-            print(f"k={k}: rldk caller cost vs " + ", ".join(parts)
+            print(f"k={k}: caller-thread cost of each logger relative to rldk (>1: rldk is cheaper): "
+                  + ", ".join(parts)
                   + (f"; above the empty loop: {rl['caller_us'] - by['empty']['caller_us']:.3f} us/value"
                      if "empty" in by else ""))
     if args.long:

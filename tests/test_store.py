@@ -165,9 +165,11 @@ def test_compact_leaves_incomplete_runs_alone(tmp_path):
 
 
 def test_demo(tmp_path):
-    result = invoke("demo", tmp_path / "demo", "--steps", "60")
+    invoke("demo", tmp_path / "demo", "--steps", "60")
+    result = invoke("demo", tmp_path / "demo", "--steps", "60")      # a rerun starts afresh
     assert result.exit_code == 0, result.output
     assert "bandit-clean" in result.output and "bandit-lr-spike" in result.output
+    assert "Injected: learning rate x50 from step 30. Found: divergence at step 30." in result.output
     runs = ingest_runs(tmp_path / "demo")
     clean, spiked = (r.metric("lr") for r in sorted(runs, key=lambda r: r.id != "bandit-clean"))
     assert clean["value"].to_list() == [0.1] * 60

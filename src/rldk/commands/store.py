@@ -1,6 +1,8 @@
 """Store commands: demo, runs, sql, compact."""
 from __future__ import annotations
 
+import sys
+
 import click
 
 from rldk.cli import handle_errors, open_output, output_options
@@ -11,21 +13,42 @@ from rldk.cli import handle_errors, open_output, output_options
 @click.option("--steps", default=300, show_default=True, help="Training steps per run.")
 @handle_errors
 def demo(directory, steps):
-    """Train two tiny bandit policies (one with an LR bug) into DIRECTORY and list them."""
+    """Train two tiny bandit policies into DIRECTORY, one with a learning-rate bug
+    injected half-way, list them, and find the bug with the drift card.
+
+    Exits 0 when rldk finds the divergence at the injected step (the demo worked).
+    """
+    from rich.console import Console
+
+    from rldk.analyzers.divergence import first_divergence
+    from rldk.core.errors import RldkError
+    from rldk.core.render import render_rows
+    from rldk.core.report import rich_view
     from rldk.core.store import open_store
     from rldk.examples.bandit import train_bandit
     from rldk.writer import EventWriter
 
-    for run_id, spike in (("bandit-clean", None), ("bandit-lr-spike", steps // 2)):
+    import glob
+    import os
+
+    spike_at = steps // 2
+    for old in glob.glob(os.path.join(glob.escape(directory), "bandit-*.r0.*.parquet")):
+        os.unlink(old)                      # a previous demo's runs: start them afresh
+    for run_id, spike in (("bandit-clean", None), ("bandit-lr-spike", spike_at)):
         with EventWriter(directory, run_id, config={"seed": 0, "lr_spike_at": spike},
                          capture_env=False) as writer:
             train_bandit(writer, steps=steps, seed=0, lr_spike_at=spike)
-    from rldk.core.render import render_rows
-
-    render_rows(open_store(directory).summary().select(
-        "run_id", "steps", "metrics", "events", "status"), "table", title=f"runs in {directory}")
-    click.echo(f"Next: rldk diff {directory} --a bandit-clean --b bandit-lr-spike   |   "
+    store = open_store(directory)
+    render_rows(store.summary().select("run_id", "steps", "metrics", "events", "status"), "table",
+                title=f"runs in {directory}")
+    found = first_divergence("bandit-clean", "bandit-lr-spike", store=store)
+    Console(width=None if sys.stdout.isatty() else 120).print(rich_view(found.report()))
+    click.echo(f"Injected: learning rate x50 from step {spike_at}. Found: "
+               f"{'divergence at step ' + str(found.step) if found.diverged else 'no divergence'}.")
+    click.echo(f"Next: rldk report {directory} -o report.html   |   "
                f"rldk sql \"SELECT name, avg(value) FROM metrics GROUP BY 1\" {directory}")
+    if not (found.diverged and found.step == spike_at):
+        raise RldkError(f"the demo's injected bug at step {spike_at} was not found where expected")
 
 
 @click.command()
