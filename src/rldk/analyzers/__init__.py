@@ -10,6 +10,11 @@ Each analyzer module defines
                                               dataclass with to_dict() and report()
                                               (an ``rldk.core.report.Report``)
 
+Optionally ``def plots(result, out_dir) -> {caption: png_path}`` writes PNG plots
+(through ``rldk.core.plots``) that the card links. ``rldk analyze`` (see
+``rldk.analyzers.suite``) sets a Params field from its own options of the same
+name (``baseline``); every other field keeps its documented default.
+
 An analyzer that lacks the events it needs raises
 ``rldk.core.errors.MissingEvents`` naming what to log (``run``), or returns False
 from ``applies`` (so ``rldk analyze`` skips it and says so).
@@ -22,6 +27,15 @@ from __future__ import annotations
 import importlib
 
 BUILTIN: tuple[str, ...] = (
+    "rldk.analyzers.summary",
+    "rldk.analyzers.nan_onset",
+    "rldk.analyzers.spikes",
+    "rldk.analyzers.health",
+    "rldk.analyzers.divergence",
+    "rldk.analyzers.profile",
+    "rldk.analyzers.memory_leak",
+    "rldk.analyzers.reward_health",
+    "rldk.analyzers.safety",
 )
 
 

@@ -1,0 +1,579 @@
+"""Metric series of one run, loaded column-wise for the analyzers (not an analyzer).
+
+A *series* is one metric of one run as two NumPy arrays: ``steps`` (int64, sorted,
+unique) and ``values`` (float64, NaN/inf kept as logged). The rules match
+:meth:`rldk.core.store.Run.metric`, so an analyzer and ``run.metric(name)`` see
+the same numbers:
+
+* rows with a null step are not part of any series;
+* a run with several ranks uses, per metric, the lowest rank that logged it;
+* a step logged more than once (a duplicate, or a resumed run replaying steps)
+  keeps its last value in ``(wall_time, seq)`` order; the dropped rows are counted;
+* a non-numeric value (stored by the writer as text, value null) is left out of
+  the series and counted, with the first such step kept for messages.
+
+Loading reads only the columns it needs with Polars and never sorts the whole
+table: rows are grouped by metric with a stable radix sort of small integer codes,
+and each metric's steps are sorted only when they are not already increasing.
+"""
+from __future__ import annotations
+
+import os
+import threading
+from dataclasses import dataclass
+
+import numpy as np
+
+from rldk.core.errors import UsageError
+
+#: Rows loaded per batch of metrics (per run); bounds memory on long runs: while
+#: loading, 16M rows x (8 B step + 8 B value + 1 B code + 4 B rank) is about 340 MB;
+#: kept, the series take 16 B a row.
+BATCH_ROWS = 16_000_000
+
+
+@dataclass(frozen=True)
+class Series:
+    """One metric of one run: ``steps`` int64 (sorted, unique), ``values`` float64.
+
+    duplicates: rows dropped because their step was logged again later.
+    non_numeric: values left out because they were not numbers (stored as text);
+    first_non_numeric: the step of the first of them, or None.
+    """
+
+    name: str
+    steps: np.ndarray
+    values: np.ndarray
+    duplicates: int = 0
+    non_numeric: int = 0
+    first_non_numeric: int | None = None
+
+    def __len__(self) -> int:
+        return len(self.steps)
+
+
+@dataclass(frozen=True)
+class Source:
+    """Where one run's events are: a :class:`rldk.core.store.Store` and a run id."""
+
+    store: object
+    run_id: str
+
+    @property
+    def label(self) -> str:
+        return self.run_id
+
+
+def source_of(obj, store=None) -> Source:
+    """A :class:`Source` from a Run, a run id in ``store``, or a path holding one run.
+
+    Raises :class:`UsageError` for an unknown id, a path with no runs or with
+    several (naming them), or anything else.
+    """
+    from rldk.core.store import Run, Store, open_store
+
+    if isinstance(obj, Run):
+        return Source(obj.store, obj.id)
+    if isinstance(obj, Source):
+        return obj
+    if not isinstance(obj, (str, os.PathLike)):
+        raise UsageError(f"cannot compare {type(obj).__name__!s}: pass a Run, a run id with "
+                         "store=, or a path to a run's event files")
+    text = str(obj)
+    if isinstance(store, Store) and text in store.run_ids:
+        return Source(store, text)
+    if os.path.exists(text) or any(ch in text for ch in "*?["):
+        opened = open_store(text)
+        ids = opened.run_ids
+        if len(ids) != 1:
+            raise UsageError(f"{text} holds {len(ids)} runs ({', '.join(ids) or 'none'}): "
+                             "name one run id and pass the store with store= (CLI: --a/--b)")
+        return Source(opened, ids[0])
+    if isinstance(store, Store):
+        raise UsageError(f"no run {text!r} in the store; runs: {', '.join(store.run_ids) or 'none'}")
+    raise UsageError(f"no run or path {text!r}: pass a path to its event files, or its run id "
+                     "with store=")
+
+
+# --------------------------------------------------------------------- index
+#: Per metric of one run: rows logged with a step, first step, first numeric step.
+#: Cheap aggregates only (no arg_min over values): one scan of name and step.
+INDEX_SQL = """
+SELECT name, count(*) AS rows, min(step) AS first_step,
+       min(step) FILTER (WHERE value IS NOT NULL) AS first_numeric_step
+FROM read_parquet($files, union_by_name = true)
+WHERE kind = 'metric' AND run_id = $run_id AND step IS NOT NULL
+GROUP BY name
+ORDER BY name
+"""
+
+#: Metric values up to a step, in logging order (row groups past ``$upto`` are
+#: skipped through the Parquet step statistics).
+FIRST_SQL = """
+SELECT name, step, value
+FROM read_parquet($files, union_by_name = true)
+WHERE kind = 'metric' AND run_id = $run_id AND step <= $upto AND value IS NOT NULL
+ORDER BY wall_time, seq
+"""
+
+#: Event kinds other than metric, with the ranks that wrote them (row groups holding
+#: only metrics are skipped).
+KINDS_SQL = """
+SELECT DISTINCT kind, rank FROM read_parquet($files, union_by_name = true)
+WHERE run_id = $run_id AND kind <> 'metric'
+"""
+
+#: The run's first start event.
+START_SQL = """
+SELECT attrs FROM read_parquet($files, union_by_name = true)
+WHERE run_id = $run_id AND kind = 'run' AND name = 'start'
+ORDER BY wall_time, seq
+LIMIT 1
+"""
+
+
+@dataclass(frozen=True)
+class NameInfo:
+    """One metric of a run: rows logged (with a step), first step, first numeric step."""
+
+    rows: int
+    first_step: int
+    first_numeric_step: int | None
+
+
+@dataclass(frozen=True)
+class RunFacts:
+    """kinds: the event kinds the run has; meta: attrs of its start event ({} if none);
+    single_rank: True when run events exist and all come from one rank (every writer
+    records a start event, so its metrics then have that rank too)."""
+
+    kinds: frozenset
+    meta: dict
+    single_rank: bool = False
+
+
+def _query(source: Source, sql: str, **params) -> list[tuple]:
+    import duckdb
+
+    return duckdb.connect().execute(sql, {"files": list(source.store.files),
+                                          "run_id": source.run_id, **params}).fetchall()
+
+
+def _cached(kind: str, source: Source, compute):
+    key = (kind, _key(source))
+    if key not in _CACHE:
+        _remember(key, compute(), 0)
+    return _CACHE[key][0]
+
+
+def run_index(source: Source) -> dict[str, NameInfo]:
+    """Every metric of the run, by name (one aggregate scan; cached with the store's files)."""
+    return _cached("index", source, lambda: {r[0]: NameInfo(*r[1:])
+                                             for r in _query(source, INDEX_SQL)})
+
+
+def first_values(source: Source) -> dict[str, float]:
+    """Each metric's first numeric value (at its first numeric step; the last one logged there)."""
+    def compute():
+        firsts = {n: i.first_numeric_step for n, i in run_index(source).items()
+                  if i.first_numeric_step is not None}
+        if not firsts:
+            return {}
+        rows = _query(source, FIRST_SQL, upto=max(firsts.values()))
+        return {name: value for name, step, value in rows if firsts.get(name) == step}
+    return _cached("first", source, compute)
+
+
+def run_facts(source: Source) -> RunFacts:
+    """Kinds and start-event attrs of the run (two queries that skip metric row groups)."""
+    import json
+
+    def compute():
+        rows = _query(source, KINDS_SQL)
+        kinds = {r[0] for r in rows} | ({"metric"} if run_index(source) else set())
+        start = _query(source, START_SQL)
+        return RunFacts(frozenset(kinds), json.loads(start[0][0]) if start and start[0][0] else {},
+                        "run" in kinds and len({r[1] for r in rows}) == 1)
+    return _cached("facts", source, compute)
+
+
+def metric_counts(source: Source) -> dict[str, int]:
+    """Rows per metric name of the run (rows with a step only)."""
+    return {name: info.rows for name, info in run_index(source).items()}
+
+
+def _metric_rows(source: Source):
+    import polars as pl
+
+    return source.store.scan("metric").filter(
+        (pl.col("run_id") == source.run_id) & pl.col("step").is_not_null())
+
+
+def batches(names: list[str], counts: dict[str, int], budget: int = BATCH_ROWS) -> list[list[str]]:
+    """Split ``names`` into consecutive groups of at most ``budget`` rows (one name may exceed it)."""
+    out: list[list[str]] = []
+    rows = 0
+    for name in names:
+        n = counts.get(name, 0)
+        if out and rows + n <= budget:
+            out[-1].append(name)
+            rows += n
+        else:
+            out.append([name])
+            rows = n
+    return out
+
+
+# ---------------------------------------------------------------------- cache
+#: Loaded series are kept (least recently used first out) up to this many bytes, or
+#: a third of the available memory when that is more, so that the analyzers of one
+#: ``rldk analyze`` read each run once. Keys hold the store's files with their sizes
+#: and modification times: a file that changes (a run still being written) is read
+#: again. ``clear_cache()`` empties it.
+CACHE_BYTES = 640 << 20
+_CACHE: dict = {}
+
+
+def _cache_budget() -> int:
+    try:
+        import psutil
+
+        return max(CACHE_BYTES, psutil.virtual_memory().available // 3)
+    except Exception:                     # no psutil or no /proc: the fixed budget
+        return CACHE_BYTES
+
+
+def _key(source: Source):
+    files = tuple(source.store.files)
+    stats = []
+    for f in files:
+        try:
+            st = os.stat(f)
+            stats.append((st.st_size, st.st_mtime_ns))
+        except OSError:
+            stats.append(None)
+    return files, tuple(stats), source.run_id
+
+
+def _remember(key, value, nbytes: int) -> None:
+    _CACHE.pop(key, None)
+    _CACHE[key] = (value, nbytes)
+    budget = _cache_budget()
+    while sum(v[1] for v in _CACHE.values()) > budget and len(_CACHE) > 1:
+        _CACHE.pop(next(iter(_CACHE)))
+
+
+def clear_cache() -> None:
+    _CACHE.clear()
+
+
+# -------------------------------------------------------------------- loading
+def load_series(source: Source, names: list[str]) -> dict[str, Series]:
+    """The series of each of ``names`` (absent names are left out of the result).
+
+    A run whose metric rows fit the memory budget (``whole_run_rows``) is read
+    whole, once, in chunks of ``CHUNK_ROWS``, and cached; a larger one is read for
+    the asked names only (callers batch them: ``iter_series``).
+    """
+    index = run_index(source)
+    names = [n for n in names if n in index]
+    if not names:
+        return {}
+    if sum(i.rows for i in index.values()) <= whole_run_rows():
+        key = ("series", _key(source))
+        if key not in _CACHE:
+            loaded = _read_whole(source, sorted(index))
+            arrays = {id(a): a.nbytes for s in loaded.values() for a in (s.steps, s.values)}
+            _remember(key, loaded, sum(arrays.values()))
+        cached = _CACHE[key][0]
+        return {n: cached[n] for n in names if n in cached}
+    return _finish_all(source, names, [_read_chunk(_metric_rows(source), names, source, True)])
+
+
+def prefetch(sources) -> None:
+    """Read the runs that fit the memory budget into the cache, two at a time (Polars and
+    DuckDB release the GIL, so the reads overlap); the analyzers then find them there."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    def warm(source):
+        names = list(run_index(source))
+        if names and sum(metric_counts(source).values()) <= whole_run_rows():
+            load_series(source, names[:1])
+
+    with ThreadPoolExecutor(max_workers=2) as pool:
+        list(pool.map(warm, sources))
+
+
+def iter_series(source: Source, names=None):
+    """Yield ``{name: Series}`` dicts covering ``names`` (None: every metric of the run):
+    one dict (from the cache) when the run fits the memory budget, else batches of
+    at most ``BATCH_ROWS`` rows."""
+    counts = metric_counts(source)
+    names = sorted(counts) if names is None else [n for n in names if n in counts]
+    budget = BATCH_ROWS if sum(counts.values()) > whole_run_rows() else max(1, sum(counts.values()))
+    for batch in batches(names, counts, budget):
+        yield load_series(source, batch)
+
+
+#: Rows read per Polars query when a run is read whole (bounds the transient memory).
+CHUNK_ROWS = 8_000_000
+#: Reads of two runs overlap (``prefetch``) but their Polars queries do not: each
+#: already uses every core, and two at once would double the transient memory.
+_COLLECT = threading.Lock()
+
+
+def whole_run_rows() -> int:
+    """How many metric rows a run may have to be read whole and cached: a quarter of
+    the available memory at 24 bytes a row (16 kept, 8 transient), at least BATCH_ROWS."""
+    try:
+        import psutil
+
+        available = psutil.virtual_memory().available
+    except Exception:                     # no psutil or no /proc: the fixed budget
+        return BATCH_ROWS
+    return max(BATCH_ROWS, available // 4 // 24)
+
+
+def _read_whole(source: Source, names: list[str]) -> dict[str, Series]:
+    """Every metric of the run, reading its files in order, ``CHUNK_ROWS`` rows at a time."""
+    import polars as pl
+
+    pieces = []
+    for path, offset, length in _chunks(source.store.files, source.run_id):
+        # a plain scan of the columns read (every schema version has them): the store's
+        # schema-conforming scan costs more memory per chunk
+        frame = pl.scan_parquet(path)
+        if offset or length is not None:
+            frame = frame.slice(offset, length)
+        frame = frame.filter((pl.col("kind") == "metric") & _run_filter(source))
+        pieces.append(_read_chunk(frame, names, source, False))
+    return _finish_all(source, names, pieces)
+
+
+def _chunks(files, run_id: str):
+    """``(file, offset, length)`` row ranges of at most CHUNK_ROWS (length None: to the
+    end) of the files that may hold ``run_id`` (by their row groups' statistics)."""
+    import pyarrow.parquet as pq
+
+    for path in files:
+        meta = pq.ParquetFile(path).metadata
+        if not _may_hold(meta, run_id):
+            continue
+        rows = meta.num_rows
+        if rows <= CHUNK_ROWS:
+            yield path, 0, None
+            continue
+        for offset in range(0, rows, CHUNK_ROWS):
+            yield path, offset, CHUNK_ROWS
+
+
+def _may_hold(meta, run_id: str) -> bool:
+    """False only when every row group's run_id statistics exclude ``run_id``."""
+    names = meta.schema.names
+    if "run_id" not in names:
+        return True
+    column = names.index("run_id")
+    for i in range(meta.num_row_groups):
+        stats = meta.row_group(i).column(column).statistics
+        if stats is None or not stats.has_min_max or stats.min <= run_id <= stats.max:
+            return True
+    return False
+
+
+def _run_filter(source):
+    import polars as pl
+
+    return (pl.col("run_id") == source.run_id) & pl.col("step").is_not_null()
+
+
+def _read_chunk(frame, names: list[str], source: Source, select: bool) -> dict:
+    """``{name: (rank, step, value, numeric)}`` pieces of one ordered read (rank and
+    numeric None when trivially constant / all numeric)."""
+    import polars as pl
+
+    if select:
+        frame = frame.filter(pl.col("name").is_in(names))
+    one_rank = run_facts(source).single_rank            # then the rank column is not read
+    code = pl.col("name").cast(pl.Enum(names)).to_physical().alias("code")
+    with _COLLECT:                               # one Polars read at a time (bounds memory)
+        frame = frame.select(code, "step", "value", *([] if one_rank else ["rank"])).collect()
+    value = frame.drop_in_place("value")       # columns leave the frame one at a time,
+    arrays = {"numeric": value.is_not_null().to_numpy() if value.null_count() else None,
+              "value": value.fill_null(np.nan).to_numpy()}   # each freed once copied
+    del value
+    for column in frame.columns:
+        arrays[column] = frame.drop_in_place(column).to_numpy()
+    arrays.setdefault("rank", None)
+    wide = _wide(arrays, len(names))
+    if wide is not None:
+        return {names[c]: (None, steps, values, None) for c, (steps, values) in wide.items()}
+    return _grouped(names, arrays)
+
+
+def _wide(arrays, m: int):
+    """``{code: (steps, values)}`` when the rows are step-major, every step logs the
+    same names in the same order (what the writer produces for ``log(step, {...})``
+    every step), all numeric and from one rank; else None. Checking costs a few
+    vectorized comparisons; grouping is then one cache-blocked transpose."""
+    code, step, rank = arrays["code"], arrays["step"], arrays["rank"]
+    n = len(code)
+    if arrays["numeric"] is not None or n == 0 or n % m or (rank is not None and rank[0] != rank[-1]):
+        return None
+    per_step = code[:m]
+    if len(np.unique(per_step)) != m:
+        return None
+    codes, steps = code.reshape(-1, m), step.reshape(-1, m)
+    if not ((codes == per_step).all() and (steps == steps[:, :1]).all()
+            and (rank is None or (rank == rank[0]).all())):
+        return None
+    first = steps[:, 0].copy()
+    del codes, steps, code, step
+    arrays.pop("code"), arrays.pop("step")              # freed before the transposing copy
+    columns = _transpose(arrays.pop("value").reshape(-1, m))
+    return {int(c): (first, columns[j]) for j, c in enumerate(per_step)}
+
+
+def _transpose(matrix: np.ndarray, block: int = 1024) -> np.ndarray:
+    """``matrix.T`` as a C-contiguous copy, a block of rows at a time (blocks fit in the
+    CPU cache: several times faster than one strided copy)."""
+    out = np.empty(matrix.shape[::-1], dtype=matrix.dtype)
+    for i in range(0, len(matrix), block):
+        out[:, i:i + block] = matrix[i:i + block].T
+    return out
+
+
+def _grouped(names, arrays) -> dict:
+    """General layout: rows grouped by name (a radix sort of the small codes)."""
+    code = arrays["code"]
+    order = np.argsort(code, kind="stable")
+    bounds = np.searchsorted(code[order], np.arange(len(names) + 1))
+    out = {}
+    for i, name in enumerate(names):
+        rows = order[bounds[i]:bounds[i + 1]]
+        if len(rows):
+            out[name] = tuple(None if arrays[k] is None else arrays[k][rows]
+                              for k in ("rank", "step", "value", "numeric"))
+    return out
+
+
+def _finish_all(source, names, pieces: list[dict]) -> dict[str, Series]:
+    """Join each name's pieces (chunks in file order) into its Series."""
+    out, joined_steps = {}, {}
+    for name in names:
+        parts = [p[name] for p in pieces if name in p]
+        if not parts:
+            continue
+        key = tuple(id(p[1]) for p in parts)      # names of wide chunks share step arrays
+        if key not in joined_steps:
+            joined_steps[key] = _concat([p[1] for p in parts])
+        step = joined_steps[key]
+        value = _concat([p[2] for p in parts])
+        rank = None if all(p[0] is None for p in parts) else _concat(
+            [p[0] if p[0] is not None else np.zeros(len(p[1]), np.int32) for p in parts])
+        numeric = None if all(p[3] is None for p in parts) else _concat(
+            [p[3] if p[3] is not None else np.ones(len(p[1]), bool) for p in parts])
+        out[name] = _series(source, name, rank, step, value, numeric)
+    return out
+
+
+def _concat(arrays):
+    return arrays[0] if len(arrays) == 1 else np.concatenate(arrays)
+
+
+def _series(source, name, rank, step, value, numeric) -> Series:
+    """One name's rows (in file order) as a Series: lowest rank, sorted, last value wins."""
+    if rank is not None and (rank != rank[0]).any():
+        keep = rank == rank.min()
+        step, value = step[keep], value[keep]
+        numeric = numeric[keep] if numeric is not None else None
+    if step.size > 1 and not (step[1:] > step[:-1]).all():
+        return _exact_series(source, name, int(rank.min()) if rank is not None else None)
+    if numeric is None:
+        return Series(name, step, value)
+    return _finish(name, step, value, numeric, duplicates=0)
+
+
+def _exact_series(source, name, rank) -> Series:
+    """Steps out of order or repeated: order by (step, wall_time, seq), keep each step's last row."""
+    import polars as pl
+
+    frame = _metric_rows(source).filter(pl.col("name") == name)
+    if rank is not None:
+        frame = frame.filter(pl.col("rank") == rank)
+    frame = frame.select("step", "wall_time", "seq", "value").collect()
+    step = frame["step"].to_numpy()
+    order = np.lexsort((frame["seq"].to_numpy(), frame["wall_time"].to_physical().to_numpy(), step))
+    step = step[order]
+    last = np.ones(len(step), dtype=bool)
+    last[:-1] = step[1:] != step[:-1]
+    rows = order[last]
+    value = frame["value"]
+    numeric = value.is_not_null().to_numpy()[rows]
+    return _finish(name, step[last], value.fill_null(np.nan).to_numpy()[rows], numeric,
+                   duplicates=int(len(step) - last.sum()))
+
+
+def _finish(name, step, value, numeric, duplicates) -> Series:
+    if numeric.all():
+        return Series(name, np.ascontiguousarray(step, dtype=np.int64),
+                      np.ascontiguousarray(value, dtype=np.float64), duplicates)
+    bad = ~numeric
+    return Series(name, np.ascontiguousarray(step[numeric], dtype=np.int64),
+                  np.ascontiguousarray(value[numeric], dtype=np.float64), duplicates,
+                  int(bad.sum()), int(step[bad][0]))
+
+
+def first_text(source: Source, name: str, step: int) -> str | None:
+    """The text stored for a non-numeric value of ``name`` at ``step`` (for messages)."""
+    import polars as pl
+
+    frame = (_metric_rows(source).filter((pl.col("name") == name) & (pl.col("step") == step))
+             .select("text").collect())
+    texts = [t for t in frame["text"].to_list() if t is not None]
+    return texts[-1] if texts else None
+
+
+# ------------------------------------------------------------------ alignment
+def align(a: Series, b: Series) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Steps both series logged, and each one's values there: ``(steps, a, b)``.
+
+    Steps are matched by number: steps logged by one run only (another logging
+    interval, gaps, a shorter run) are left out, never filled in.
+    """
+    if len(a.steps) == len(b.steps) and np.array_equal(a.steps, b.steps):
+        return a.steps, a.values, b.values
+    steps, ia, ib = np.intersect1d(a.steps, b.steps, assume_unique=True, return_indices=True)
+    return steps, a.values[ia], b.values[ib]
+
+
+def step_range(series: Series) -> str:
+    """``"0-99"`` (or ``"none"``) for messages."""
+    if not len(series):
+        return "none"
+    return f"{int(series.steps[0])}-{int(series.steps[-1])}"
+
+
+# ---------------------------------------------------------------------- names
+#: Canonical names the analyzers read that the converters' table
+#: (``rldk.converters.names.CANONICAL``) does not list, with their framework names.
+EXTRA_NAMES: dict[str, tuple[str, ...]] = {
+    "kl_coef": ("kl_coef", "objective/kl_coef", "actor/kl_coef", "critic/kl_coef", "ppo/kl_coef",
+                "train/kl_coef"),
+    "frac_reward_zero_std": ("frac_reward_zero_std",),
+}
+
+
+def candidates(signal: str) -> tuple[str, ...]:
+    """Names ``signal`` may be logged under: itself, then the framework names that the
+    converters' table (or ``EXTRA_NAMES``) lists for it, in order."""
+    from rldk.converters.names import CANONICAL
+
+    names = [signal, *CANONICAL.get(signal, ()), *EXTRA_NAMES.get(signal, ())]
+    return tuple(dict.fromkeys(names))
+
+
+def resolve(signal: str, available) -> str | None:
+    """The name under which a run with metrics ``available`` logs ``signal``, or None.
+    A metric logged under the name itself always wins."""
+    available = set(available)
+    return next((n for n in candidates(signal) if n in available), None)

@@ -1,0 +1,141 @@
+"""NaN/inf onset: which metric went non-finite first, and what followed.
+
+Consumes ``metric`` events. For each run, every metric with a NaN or +-inf value
+(in its series: one value per step, the last logged) is listed with its first and
+last non-finite step, ordered by first step (ties by name), so the card reads like
+"old_log_prob NaN at 812, then kl_loss (812), pg_loss (813), grad_norm (813)":
+the first metric is closest to the cause.
+
+A metric that is non-finite to its last logged value is *persistent* (the weights
+or optimizer state are likely NaN: error). One that recovers is *intermittent*
+(typically fp16 loss-scale overflow, where the scaler skips the step and the
+reported grad norm is NaN/inf: warning).
+"""
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import numpy as np
+
+from rldk.analyzers import _series
+from rldk.core.report import Finding, Report, ReportTable
+
+NAME = "nan_onset"
+CONSUMES = ("metric",)
+
+
+@dataclass(frozen=True)
+class Params:
+    """sample: how many non-finite steps each metric lists."""
+
+    sample: int = 10
+
+
+@dataclass(frozen=True)
+class Onset:
+    """One metric's non-finite values: kind of the first ("NaN", "inf", "-inf"),
+    first/last non-finite step, counts, the first ``sample`` steps, and whether the
+    metric is still non-finite at its last logged step (``persistent``)."""
+
+    run_id: str
+    metric: str
+    first_kind: str
+    first_step: int
+    last_bad_step: int
+    nan: int
+    inf: int
+    rows: int
+    steps: tuple[int, ...]
+    persistent: bool
+
+    def to_dict(self) -> dict:
+        return {k: list(v) if isinstance(v := getattr(self, k), tuple) else v
+                for k in self.__dataclass_fields__}
+
+
+@dataclass(frozen=True)
+class Result:
+    """onsets: every metric with a non-finite value, by run, then first step."""
+
+    onsets: tuple[Onset, ...]
+    runs: tuple[str, ...]
+
+    def to_dict(self) -> dict:
+        return {"runs": list(self.runs), "onsets": [o.to_dict() for o in self.onsets]}
+
+    def by_run(self) -> dict[str, list[Onset]]:
+        out: dict[str, list[Onset]] = {}
+        for o in self.onsets:
+            out.setdefault(o.run_id, []).append(o)
+        return out
+
+    def report(self) -> Report:
+        groups = self.by_run()
+        findings = tuple(_finding(run_id, onsets) for run_id, onsets in groups.items())
+        summary = ("; ".join(f"{f.run_id}: {f.title}" for f in findings) if findings
+                   else f"no NaN or inf in any metric of {len(self.runs)} run(s)")
+        cols = ("run", "metric", "first", "first_step", "nan", "inf", "rows", "persistent", "steps")
+        rows = tuple((o.run_id, o.metric, o.first_kind, o.first_step, o.nan, o.inf, o.rows,
+                      o.persistent, list(o.steps)) for o in self.onsets)
+        return Report(analyzer=NAME, title="NaN/inf onset", status="problems" if findings else "ok",
+                      summary=summary, findings=findings,
+                      tables=(ReportTable("Non-finite metrics (ordered by onset)", cols, rows),),
+                      details=self.to_dict())
+
+
+def applies(store) -> bool:
+    return not store.sql("SELECT 1 FROM metrics LIMIT 1").is_empty()
+
+
+def run(store, params: Params | None = None) -> Result:
+    """Every metric with NaN/inf values, per run, ordered by first non-finite step."""
+    params = params or Params()
+    onsets = []
+    for run_id in store.run_ids:
+        found = [o for batch in _series.iter_series(_series.Source(store, run_id))
+                 for s in batch.values() if (o := onset(run_id, s, params.sample)) is not None]
+        onsets += sorted(found, key=lambda o: (o.first_step, o.metric))
+    return Result(tuple(onsets), tuple(store.run_ids))
+
+
+def onset(run_id: str, series, sample: int = 10) -> Onset | None:
+    """The non-finite values of one series (NumPy), or None when all are finite."""
+    bad = ~np.isfinite(series.values)
+    if not bad.any():
+        return None
+    steps, values = series.steps[bad], series.values[bad]
+    nan = int(np.isnan(values).sum())
+    return Onset(run_id=run_id, metric=series.name, first_kind=_kind(values[0]),
+                 first_step=int(steps[0]), last_bad_step=int(steps[-1]), nan=nan,
+                 inf=int(len(values) - nan), rows=len(series),
+                 steps=tuple(int(x) for x in steps[:sample]), persistent=bool(bad[-1]))
+
+
+def _kind(value: float) -> str:
+    return "NaN" if math.isnan(value) else ("inf" if value > 0 else "-inf")
+
+
+def _finding(run_id: str, onsets: list[Onset]) -> Finding:
+    first = onsets[0]
+    n_bad = first.nan + first.inf
+    shown = ", ".join(str(s) for s in first.steps) + (", ..." if n_bad > len(first.steps) else "")
+    title = (f"{first.metric} {first.first_kind} at step {first.first_step} "
+             f"({n_bad} of {first.rows} values: {shown})")
+    if len(onsets) > 1:
+        title += ", then " + ", ".join(f"{o.metric} ({o.first_step})" for o in onsets[1:6])
+        title += f" and {len(onsets) - 6} more" if len(onsets) > 6 else ""
+    persistent = [o.metric for o in onsets if o.persistent]
+    fix = ("Weights or optimizer state are likely non-finite from here on: restart from the last "
+           "checkpoint before that step with a lower learning rate, gradient clipping or bf16, and "
+           "find the operation with torch.autograd.set_detect_anomaly(True)."
+           if persistent else
+           "The metric recovers after each non-finite value: typical of fp16 dynamic loss scaling "
+           "skipping overflowing steps (harmless if rare; frequent skips mean too high a learning "
+           "rate or loss scale). Otherwise look at the first metric listed: it is nearest the cause.")
+    return Finding(code="nan_onset", severity="error" if persistent else "warning", title=title,
+                   run_id=run_id, metric=first.metric,
+                   steps=(first.first_step, max(o.last_bad_step for o in onsets)),
+                   evidence={"order": [o.metric for o in onsets], "persistent": persistent,
+                             "first": first.to_dict()},
+                   fix=fix)

@@ -1,0 +1,195 @@
+"""Spikes in loss, gradient norm and KL: a value far above its recent level.
+
+Consumes ``metric`` events named like a loss, a gradient norm or a KL (``loss``,
+``train/loss``, ``actor/pg_loss``, ``grad_norm``, ``objective/kl``, ``kl``, ...:
+see ``SPIKY``). A logged value is a spike when it exceeds ``factor`` (5) times the
+median of the ``window`` (25) values logged before it, once at least
+``min_history`` (10) of them exist, that median is positive, and it is at least
+``level_share`` (20%) of the window's 90th percentile. The last condition skips
+windows with no level to spike from: a series that crosses zero (a GRPO or
+policy-gradient loss) or one that mixes near-zero and normal values (the grad norm
+of GRPO steps whose groups all had equal rewards). Windows count logged values,
+not steps, so a run that logs every 5th step looks back 125 steps. Non-finite
+values are left to ``nan_onset``. Consecutive spikes form one episode.
+
+In a GRPO run where most groups have equal rewards (``frac_reward_zero_std``
+averaging 0.5 or more), the loss and grad norm are near zero at the steps without
+a learning signal and normal at the others; spikes that all fall on steps with
+``frac_reward_zero_std < 1`` are reported as info, explained by that (the health
+card's ``zero_std`` finding is the problem to fix).
+"""
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+
+import numpy as np
+
+from rldk.analyzers import _series
+from rldk.core.errors import MissingEvents
+from rldk.core.report import Finding, Report, ReportTable
+
+NAME = "spikes"
+CONSUMES = ("metric",)
+#: Metric names watched for spikes: a loss, a gradient norm or a KL estimate.
+SPIKY = re.compile(r"(^|[/_.])(loss|grad_norm|gradient_norm|kl|approx_kl|ppo_kl|mean_kl)$")
+
+
+@dataclass(frozen=True)
+class Params:
+    """factor: spike when value > factor x the rolling median (5: loss-spike practice).
+    window: logged values in the rolling median; min_history: fewest before judging;
+    level_share: the median must be at least this share of the window's 90th percentile.
+    """
+
+    factor: float = 5.0
+    window: int = 25
+    min_history: int = 10
+    level_share: float = 0.2
+
+
+@dataclass(frozen=True)
+class Spikes:
+    """One metric's spikes: steps, values and the rolling medians they exceeded
+    (first ``20``), total count, episodes (runs of consecutive spiking rows), the
+    worst ratio value / median with its step, and why they are expected (or "")."""
+
+    run_id: str
+    metric: str
+    count: int
+    episodes: int
+    steps: tuple[int, ...]
+    values: tuple[float, ...]
+    medians: tuple[float, ...]
+    worst_step: int
+    worst_ratio: float
+    rows: int
+    explained: str = ""
+
+    def to_dict(self) -> dict:
+        return {k: list(v) if isinstance(v := getattr(self, k), tuple) else v
+                for k in self.__dataclass_fields__}
+
+
+@dataclass(frozen=True)
+class Result:
+    spikes: tuple[Spikes, ...]
+    watched: tuple[tuple[str, str], ...]       # (run_id, metric) examined
+
+    def to_dict(self) -> dict:
+        return {"spikes": [s.to_dict() for s in self.spikes],
+                "watched": [list(w) for w in self.watched]}
+
+    def report(self) -> Report:
+        findings = tuple(_finding(s) for s in self.spikes)
+        problems = [f for f in findings if f.is_problem]
+        summary = ("; ".join(f"{f.run_id}: {f.title}" for f in problems) if problems else
+                   f"no unexplained spikes in {len(self.watched)} loss/grad-norm/KL series")
+        cols = ("run", "metric", "spikes", "episodes", "worst_step", "worst_ratio", "steps")
+        rows = tuple((s.run_id, s.metric, s.count, s.episodes, s.worst_step, s.worst_ratio,
+                      list(s.steps)) for s in self.spikes)
+        return Report(analyzer=NAME, title="Loss / grad-norm / KL spikes",
+                      status="problems" if problems else "ok", summary=summary,
+                      findings=findings, tables=(ReportTable("Spikes", cols, rows),),
+                      details=self.to_dict())
+
+
+def watched_metrics(store) -> list[tuple[str, str]]:
+    """(run_id, metric) pairs whose names look like a loss, grad norm or KL."""
+    return [(run_id, name) for run_id in store.run_ids
+            for name in _series.run_index(_series.Source(store, run_id)) if SPIKY.search(name)]
+
+
+def applies(store) -> bool:
+    return not store.sql("SELECT 1 FROM metrics LIMIT 1").is_empty()
+
+
+def run(store, params: Params | None = None) -> Result:
+    params = params or Params()
+    watched = watched_metrics(store)
+    if not watched:
+        raise MissingEvents("no loss, grad-norm or KL metric (names ending in loss, grad_norm, "
+                            "kl, approx_kl, ...) in any run")
+    found = []
+    for run_id in dict.fromkeys(r for r, _ in watched):
+        source = _series.Source(store, run_id)
+        names = [n for r, n in watched if r == run_id]
+        gate = _zero_std(source)
+        for name, series in _series.load_series(source, names).items():
+            spikes = find_spikes(series, params)
+            if spikes is not None:
+                found.append(_spikes(run_id, name, series, *spikes, gate))
+    return Result(tuple(found), tuple(watched))
+
+
+def rolling_prior(values: np.ndarray, window: int, min_history: int, quantile: float = 0.5):
+    """The ``quantile`` of the ``window`` finite values before each position (NaN until
+    ``min_history`` exist; NaN at non-finite positions). Polars' rolling quantile
+    with linear interpolation (0.5: the median)."""
+    import polars as pl
+
+    finite = np.isfinite(values)
+    out = np.full(len(values), np.nan)
+    series = pl.Series(values[finite])
+    prior = series.rolling_quantile(quantile, "linear", window_size=window,
+                                    min_samples=min_history).shift(1)
+    out[finite] = prior.fill_null(np.nan).to_numpy()
+    return out
+
+
+def find_spikes(series, params: Params):
+    """``(index array, medians)`` of the spikes in ``series``, or None."""
+    med = rolling_prior(series.values, params.window, params.min_history)
+    p90 = rolling_prior(series.values, params.window, params.min_history, 0.9)
+    with np.errstate(invalid="ignore"):
+        hit = ((med > 0) & (med >= params.level_share * p90)
+               & (series.values > params.factor * med))
+    idx = np.flatnonzero(hit)
+    return (idx, med[idx]) if len(idx) else None
+
+
+def _zero_std(source):
+    """Steps with a learning signal (frac_reward_zero_std < 1) when most groups have
+    none (mean >= 0.5); else None."""
+    name = _series.resolve("frac_reward_zero_std", _series.metric_counts(source))
+    if name is None:
+        return None
+    s = _series.load_series(source, [name])[name]
+    finite = np.isfinite(s.values)
+    if not finite.any() or s.values[finite].mean() < 0.5:
+        return None
+    return set(s.steps[finite & (s.values < 1.0)].tolist())
+
+
+def _spikes(run_id, name, series, idx, medians, gate) -> Spikes:
+    values = series.values[idx]
+    ratios = values / medians
+    worst = int(np.argmax(ratios))
+    episodes = 1 + int(np.count_nonzero(np.diff(idx) > 1))
+    steps = series.steps[idx]
+    explained = ("every spike is at a step where some GRPO group had reward variance "
+                 "(frac_reward_zero_std < 1) in a run where most have none"
+                 if gate is not None and set(steps.tolist()) <= gate else "")
+    return Spikes(run_id=run_id, metric=name, count=len(idx), episodes=episodes,
+                  steps=tuple(int(s) for s in steps[:20]),
+                  values=tuple(float(v) for v in values[:20]),
+                  medians=tuple(float(m) for m in medians[:20]),
+                  worst_step=int(steps[worst]), worst_ratio=float(ratios[worst]),
+                  rows=len(series), explained=explained)
+
+
+def _finding(s: Spikes) -> Finding:
+    title = (f"{s.metric} spikes {s.count} time(s) in {s.episodes} episode(s); first at step "
+             f"{s.steps[0]}: {s.values[0]:.4g} = {s.values[0] / s.medians[0]:.1f}x its rolling "
+             f"median {s.medians[0]:.4g}")
+    if s.explained:
+        return Finding(code="spike_explained", severity="info", title=f"{title} ({s.explained})",
+                       run_id=s.run_id, metric=s.metric, steps=(s.steps[0], s.steps[-1]),
+                       evidence=s.to_dict(),
+                       fix="These are the only steps with a learning signal: fix the reward "
+                           "variance (health card, zero_std), not the spikes.")
+    return Finding(code="spike", severity="warning", title=title, run_id=s.run_id, metric=s.metric,
+                   steps=(s.steps[0], s.steps[-1]), evidence=s.to_dict(),
+                   fix="Check the batches at those steps (outlier rewards or very long sequences), "
+                       "lower the learning rate or clip gradients (max_grad_norm); for KL spikes "
+                       "reduce the step size or raise the KL coefficient.")

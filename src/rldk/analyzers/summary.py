@@ -1,0 +1,211 @@
+"""Run summary: what each run holds, how it ended, and every metric's range.
+
+Consumes all event kinds (``metric`` for the per-metric table, ``run`` for status
+and the writer's counters). Per-metric figures are over each metric's series
+(``rldk.analyzers._series``: one value per step, the last logged; non-numeric
+values counted apart), computed with NumPy from the series the other analyzers
+share; run-level figures come from one aggregate query. Findings: a run that ended ``failed`` or
+``terminated`` (warning), a writer that dropped events or could not write
+(warning), values the writer stored as text (info), a run with no end event (info:
+still running, killed hard, or imported from logs that do not record an end).
+"""
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+
+import numpy as np
+
+from rldk.analyzers import _series
+from rldk.core.report import Finding, Report, ReportTable
+
+NAME = "summary"
+CONSUMES = ("metric", "run", "writer")
+
+#: Per run, rank and event kind other than metric: events and wall-clock span. Row
+#: groups holding only metrics are skipped (Parquet statistics); metric counts come
+#: from the metric series.
+RUNS_SQL = """
+SELECT run_id, rank, kind, count(*) AS events, min(wall_time) AS started,
+       max(wall_time) AS last_event
+FROM events
+WHERE kind <> 'metric'
+GROUP BY run_id, rank, kind
+ORDER BY run_id, rank, kind
+"""
+
+#: Metric events per run and rank with their wall-clock span: only for runs that
+#: have no run events to date them (imported logs without start/end records).
+METRIC_SPAN_SQL = """
+SELECT rank, 'metric' AS kind, count(*) AS events, min(wall_time) AS started,
+       max(wall_time) AS last_event
+FROM metrics WHERE run_id = $run_id GROUP BY rank
+"""
+
+#: The run ``end`` events (row groups without run events are skipped).
+ENDS_SQL = """
+SELECT run_id, attrs FROM events WHERE kind = 'run' AND name = 'end' ORDER BY wall_time, seq
+"""
+
+
+@dataclass(frozen=True)
+class Params:
+    """No parameters: the summary reports what is there."""
+
+
+@dataclass(frozen=True)
+class RunSummary:
+    """One run: status ("complete", "failed", "terminated", "incomplete"), ranks,
+    events, event kinds, metric count, step range, wall-clock seconds between its
+    first and last event, and the writer's counters from its end events."""
+
+    run_id: str
+    status: str
+    ranks: tuple[int, ...]
+    events: int
+    kinds: tuple[str, ...]
+    metrics: int
+    first_step: int | None
+    last_step: int | None
+    seconds: float | None
+    dropped_events: int
+    write_errors: int
+    malformed: dict
+
+    def to_dict(self) -> dict:
+        return {k: list(v) if isinstance(v := getattr(self, k), tuple) else v
+                for k in self.__dataclass_fields__}
+
+
+@dataclass(frozen=True)
+class Result:
+    """runs: one RunSummary per run; metrics: one ``metric_stats`` dict per (run, metric)."""
+
+    runs: tuple[RunSummary, ...]
+    metrics: tuple[dict, ...]
+
+    def to_dict(self) -> dict:
+        return {"runs": [r.to_dict() for r in self.runs], "metrics": list(self.metrics)}
+
+    def report(self) -> Report:
+        findings = tuple(f for r in self.runs for f in _findings(r))
+        problems = [f for f in findings if f.is_problem]
+        steps = ", ".join(f"{r.run_id} ({r.status}, steps {r.first_step}-{r.last_step}, "
+                          f"{r.metrics} metrics)" for r in self.runs)
+        return Report(analyzer=NAME, title="Run summary", status="problems" if problems else "ok",
+                      summary=f"{len(self.runs)} run(s): {steps}", findings=findings,
+                      tables=(_runs_table(self.runs), _metrics_table(self.metrics)),
+                      details=self.to_dict())
+
+
+def applies(store) -> bool:
+    return bool(store.run_ids)
+
+
+def run(store, params: Params | None = None) -> Result:
+    """Summarize every run of ``store``."""
+    runs = store.sql(RUNS_SQL)
+    ends: dict[str, list] = {}
+    for run_id, attrs in store.sql(ENDS_SQL).iter_rows():
+        ends.setdefault(run_id, []).append(json.loads(attrs) if attrs else {})
+    summaries, metrics = [], []
+    for run_id in store.run_ids:
+        source = _series.Source(store, run_id)
+        rows = [metric_stats(run_id, s) for batch in _series.iter_series(source)
+                for s in batch.values()]
+        metrics += sorted(rows, key=lambda m: m["name"])
+        summaries.append(_run_summary(run_id, _event_rows(store, runs, source), ends.get(run_id, []),
+                                      rows))
+    return Result(tuple(summaries), tuple(metrics))
+
+
+def _event_rows(store, runs, source):
+    """Rows of (rank, kind, events, started, last_event) for one run, metrics included."""
+    import polars as pl
+
+    own = runs.filter(pl.col("run_id") == source.run_id).drop("run_id")
+    if own.filter(pl.col("kind") == "run").is_empty():
+        metric = store.sql(METRIC_SPAN_SQL, {"run_id": source.run_id})
+    else:
+        counts = _series.metric_counts(source)
+        metric = pl.DataFrame({"rank": [own["rank"].min()], "kind": ["metric"],
+                               "events": [sum(counts.values())], "started": [None],
+                               "last_event": [None]}, schema=own.schema) if counts else own.clear()
+    return pl.concat([own, metric.select(own.columns).cast(own.schema)])
+
+
+def metric_stats(run_id: str, s) -> dict:
+    """One metric's row of the table: rows logged, step range, last/min/max/mean of the
+    finite values, non-finite and non-numeric counts."""
+    finite = np.isfinite(s.values)
+    values = s.values[finite]
+    some = bool(len(values))
+    return {"run_id": run_id, "name": s.name, "rows": len(s) + s.duplicates + s.non_numeric,
+            "first_step": int(s.steps[0]) if len(s) else s.first_non_numeric,
+            "last_step": int(s.steps[-1]) if len(s) else s.first_non_numeric,
+            "last": float(values[-1]) if some else None,
+            "min": float(values.min()) if some else None, "max": float(values.max()) if some else None,
+            "mean": float(values.mean()) if some else None,
+            "non_finite": int(len(s) - finite.sum()), "non_numeric": s.non_numeric}
+
+
+def _run_summary(run_id: str, rows, ends: list[dict], metrics: list[dict]) -> RunSummary:
+    status = ends[-1].get("status", "complete") if ends else "incomplete"
+    stats = [e.get("stats", {}) for e in ends]
+    malformed: dict = {}
+    for e in ends:
+        for name, n in e.get("counters", {}).get("malformed", {}).items():
+            malformed[name] = malformed.get(name, 0) + n
+    started, last = rows["started"].min(), rows["last_event"].max()
+    steps = [m["first_step"] for m in metrics] + [m["last_step"] for m in metrics]
+    steps = [x for x in steps if x is not None]
+    return RunSummary(
+        run_id=run_id, status=status, ranks=tuple(sorted(set(rows["rank"].to_list()))),
+        events=int(rows["events"].sum()), kinds=tuple(sorted(set(rows["kind"].to_list()))),
+        metrics=len(metrics), first_step=min(steps) if steps else None,
+        last_step=max(steps) if steps else None,
+        seconds=(last - started).total_seconds() if started is not None and last is not None else None,
+        dropped_events=sum(s.get("dropped_events", 0) for s in stats),
+        write_errors=sum(s.get("write_errors", 0) for s in stats), malformed=malformed)
+
+
+def _findings(r: RunSummary):
+    if r.status in ("failed", "terminated"):
+        yield Finding("run_status", "warning", f"run {r.run_id} ended {r.status}", r.run_id,
+                      steps=(r.last_step, r.last_step) if r.last_step is not None else None,
+                      evidence={"status": r.status},
+                      fix="Read the program's output around its last step; its events up to "
+                          "the end are complete and the other analyses cover them.")
+    elif r.status == "incomplete":
+        yield Finding("run_incomplete", "info", f"run {r.run_id} has no end event", r.run_id,
+                      evidence={"status": r.status},
+                      fix="Still running, killed hard (SIGKILL/OOM) or imported from logs "
+                          "without an end record; the events written so far are complete.")
+    if r.dropped_events or r.write_errors:
+        yield Finding("writer_dropped", "warning",
+                      f"writer of run {r.run_id} dropped {r.dropped_events} event(s) after "
+                      f"{r.write_errors} write error(s)", r.run_id,
+                      evidence={"dropped_events": r.dropped_events, "write_errors": r.write_errors},
+                      fix="The store directory was unwritable (disk full?): free space or point "
+                          "RLDK_DIR at a writable disk.")
+    if r.malformed:
+        yield Finding("non_numeric_values", "info",
+                      f"run {r.run_id} logged {sum(r.malformed.values())} non-numeric value(s) "
+                      f"for {len(r.malformed)} metric(s)", r.run_id, evidence=dict(r.malformed),
+                      fix="They are stored as text; log numbers (or pass strict=True to the "
+                          "writer to raise at the call).")
+
+
+def _runs_table(runs) -> ReportTable:
+    cols = ("run", "status", "ranks", "events", "metrics", "first_step", "last_step", "seconds")
+    rows = tuple((r.run_id, r.status, list(r.ranks), r.events, r.metrics, r.first_step,
+                  r.last_step, r.seconds) for r in runs)
+    return ReportTable("Runs", cols, rows)
+
+
+def _metrics_table(metrics) -> ReportTable:
+    cols = ("run", "metric", "rows", "first_step", "last_step", "last", "min", "max", "mean",
+            "non_finite", "non_numeric")
+    rows = tuple((m["run_id"], m["name"], m["rows"], m["first_step"], m["last_step"], m["last"],
+                  m["min"], m["max"], m["mean"], m["non_finite"], m["non_numeric"]) for m in metrics)
+    return ReportTable("Metrics", cols, rows)

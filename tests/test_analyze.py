@@ -1,0 +1,187 @@
+"""``rldk analyze`` and ``rldk diff``: cards written, exit codes, exact error lines."""
+from __future__ import annotations
+
+import json
+import math
+
+import pytest
+from click.testing import CliRunner
+
+from rldk.analyzers import suite
+from rldk.cli import main
+from rldk.core.errors import EXIT_PROBLEMS
+from rldk.writer import EventWriter
+
+CORE = ["summary", "nan_onset", "spikes", "health", "divergence"]
+
+
+def write(directory, run_id, steps=40, **series):
+    """A run with metrics ``series`` (name -> function of step); defaults: a clean one."""
+    series = series or {"loss": lambda s: 1.0 / (1 + s), "kl": lambda s: 0.01}
+    with EventWriter(directory, run_id, capture_env=False) as w:
+        for step in range(steps):
+            w.log(step, {k: f(step) for k, f in series.items()})
+    return directory
+
+
+def invoke(*args):
+    return CliRunner().invoke(main, [str(a) for a in args])
+
+
+@pytest.fixture
+def clean(tmp_path):
+    return write(tmp_path / "clean", "a")
+
+
+@pytest.fixture
+def sick(tmp_path):
+    return write(tmp_path / "sick", "a", loss=lambda s: math.nan if s >= 30 else 1.0,
+                 grad_norm=lambda s: 50.0 if s == 20 else 1.0 + 0.01 * (s % 3))
+
+
+# -------------------------------------------------------------------- analyze
+def test_analyze_clean_store_exits_0_and_writes_cards(clean, tmp_path):
+    out = tmp_path / "reports"
+    result = invoke("analyze", clean, "--out", out, "--no-plots")
+    assert result.exit_code == 0, result.output
+    for name in ("summary", "nan_onset", "spikes", "health"):
+        card = json.loads((out / f"{name}.json").read_text())
+        assert card["status"] == "ok" and card["schema_version"] == 1
+        assert (out / f"{name}.md").read_text().startswith("# ")
+    index = json.loads((out / "index.json").read_text())
+    assert index["problems"] == 0 and index["runs"] == ["a"]
+    outcomes = {o["analyzer"]: o["status"] for o in index["outcomes"]}
+    assert outcomes["divergence"] == "skipped"
+    assert "summary" in result.output and "ok" in result.output
+
+
+def test_analyze_problems_exit_3_with_findings(sick, tmp_path):
+    out = tmp_path / "reports"
+    result = invoke("analyze", sick, "--out", out, "--format", "json", "--no-plots")
+    assert result.exit_code == EXIT_PROBLEMS, result.output
+    data = json.loads(result.output)
+    status = {o["analyzer"]: o["status"] for o in data["outcomes"]}
+    assert (status["nan_onset"], status["spikes"]) == ("problems", "problems")
+    onset = json.loads((out / "nan_onset.json").read_text())
+    assert onset["findings"][0]["title"] == "loss NaN at step 30 (10 of 40 values: 30, 31, 32, 33, " \
+                                            "34, 35, 36, 37, 38, 39)"
+    assert onset["findings"][0]["severity"] == "error"
+
+
+def test_analyze_with_baseline_writes_a_drift_card(tmp_path):
+    store = tmp_path / "s"
+    write(store, "base", steps=60)
+    write(store, "lr-bug", steps=60, loss=lambda s: 1.0 / (1 + s) + (0.5 if s >= 37 else 0.0),
+          kl=lambda s: 0.01)
+    out = tmp_path / "reports"
+    result = invoke("analyze", store, "--baseline", "base", "--out", out)
+    assert result.exit_code == EXIT_PROBLEMS, result.output
+    card = json.loads((out / "divergence.json").read_text())
+    comparison = card["details"]["comparisons"][0]
+    assert (comparison["run_b"], comparison["step"], comparison["signal"]) == ("lr-bug", 37, "loss")
+    pytest.importorskip("matplotlib")
+    assert (out / "divergence-lr-bug.png").is_file()
+    assert "![loss: lr-bug vs base](divergence-lr-bug.png)" in (out / "divergence.md").read_text()
+
+
+def test_analyze_errors(tmp_path):
+    with EventWriter(tmp_path / "empty", "a", capture_env=False):
+        pass
+    result = invoke("analyze", tmp_path / "empty")
+    assert result.exit_code == 1
+    assert result.output == (f"Error: no metric events in {tmp_path / 'empty'}: log scalars with "
+                             "rldk.writer.log or import logs with `rldk import`\n")
+    missing = invoke("analyze", tmp_path / "nope")
+    assert missing.exit_code == 1
+    assert missing.output.startswith(f"Error: {tmp_path / 'nope'}: no such file or directory")
+
+
+def test_unknown_baseline_is_an_error_outcome_not_a_crash(clean, tmp_path):
+    result = suite.analyze(clean, baseline="zz", out_dir=tmp_path / "r", plots=False)
+    outcome = {o.analyzer: o for o in result.outcomes}["divergence"]
+    assert (outcome.status, outcome.summary) == ("error", "no run 'zz' in the store; runs: a")
+    assert invoke("analyze", clean, "--baseline", "zz", "--out", tmp_path / "r2").exit_code == 1
+
+
+def test_params_come_from_options_by_field_name():
+    from rldk.analyzers import divergence, nan_onset
+
+    assert suite.params_for(divergence, {"baseline": "x"}).baseline == "x"
+    assert suite.params_for(nan_onset, {"baseline": "x"}) == nan_onset.Params()
+
+
+# ----------------------------------------------------------------------- diff
+@pytest.fixture
+def pair(tmp_path):
+    store = tmp_path / "pair"
+    write(store, "a")
+    write(store, "b", loss=lambda s: 1.0 / (1 + s) + (1e-9 if s >= 25 else 0.0), kl=lambda s: 0.01)
+    return store
+
+
+def test_diff_reports_first_step_and_exits_3(pair, tmp_path):
+    result = invoke("diff", pair, "--format", "json")
+    assert result.exit_code == EXIT_PROBLEMS, result.output
+    card = json.loads(result.output)
+    assert card["details"]["comparisons"][0]["step"] == 25
+    assert card["summary"].startswith("runs diverge at step 25: loss = ")
+    table = invoke("diff", pair, "--signals", "kl")
+    assert table.exit_code == 0 and "runs are identical" in table.output
+    csv = invoke("diff", pair, "--format", "csv")
+    assert csv.output.splitlines()[0].startswith("signal,common_steps,exact_step,change_start")
+
+
+@pytest.mark.parametrize("setup, args, code, line", [
+    ("no_common", [], 1, "Error: runs 'a' and 'b' share no step (loss: 'a' logs steps 0-39, "
+                         "'b' 100-139); steps are aligned by number: log both runs with the same "
+                         "step counter"),
+    ("pair", ["--signals", "reward"], 2, "Error: signal 'reward' is not logged by run 'a'; its "
+                                         "metrics: kl, loss"),
+    ("empty_b", [], 1, "Error: run 'b' has no metric events: log scalars with "
+                       "rldk.writer.log(step, ...) or import its logs with `rldk import`"),
+    ("text", ["--signals", "loss"], 1, "Error: metric 'loss' of run 'b' has no numeric values "
+                                       "(40 non-numeric, e.g. 'n/a' at step 0): log numbers"),
+    ("single", [], 1, "Error: runs 'a' and 'b' differ from their first common step and share "
+                      "only 1 step(s): the statistical level needs at least 10; compare values "
+                      "exactly with mode='exact' (CLI: --mode exact)"),
+    ("three", [], 2, "Error: 3 runs in {store} (a, b, c): name the two to compare with --a RUN --b RUN"),
+    ("pair", ["--a", "a"], 2, "Error: pass both --a and --b, or neither"),
+    ("pair", ["--a", "a", "--b", "zz"], 2, "Error: no run 'zz' in the store; runs: a, b"),
+])
+def test_diff_bad_input(tmp_path, pair, setup, args, code, line):
+    store = tmp_path / setup
+    if setup == "pair":
+        store = pair
+    elif setup == "no_common":
+        write(store, "a")
+        with EventWriter(store, "b", capture_env=False) as w:
+            for step in range(100, 140):
+                w.log(step, loss=1.0)
+    elif setup == "empty_b":
+        write(store, "a")
+        with EventWriter(store, "b", capture_env=False):
+            pass
+    elif setup == "text":
+        write(store, "a")
+        with pytest.warns(Warning):
+            write(store, "b", loss=lambda s: "n/a", kl=lambda s: 0.01)
+    elif setup == "single":
+        write(store, "a", steps=1)
+        write(store, "b", steps=1, loss=lambda s: 2.0, kl=lambda s: 0.01)
+    elif setup == "three":
+        for run_id in "abc":
+            write(store, run_id)
+    result = invoke("diff", store, *args)
+    assert result.exit_code == code, result.output
+    assert result.output == line.format(store=store) + "\n"
+
+
+def test_diff_mode_exact_and_out_dir(tmp_path):
+    store = tmp_path / "single"
+    write(store, "a", steps=1)
+    write(store, "b", steps=1, loss=lambda s: 2.0, kl=lambda s: 0.01)
+    out = tmp_path / "card"
+    result = invoke("diff", store, "--mode", "exact", "--out", out, "--format", "markdown")
+    assert result.exit_code == EXIT_PROBLEMS
+    assert result.output.startswith("# Drift card: b vs a")
+    assert json.loads((out / "divergence.json").read_text())["status"] == "problems"

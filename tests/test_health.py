@@ -1,0 +1,197 @@
+"""Training-health analyzers: NaN onset, spikes and the health rules, on synthetic
+runs written through the real writer (exact expected steps) and on real logs."""
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pytest
+
+from rldk.analyzers import health, nan_onset, spikes
+from rldk.analyzers._series import Series
+from rldk.core.store import open_store
+from rldk.writer import EventWriter
+
+
+def write(directory, run_id, metrics: dict, config=None):
+    """``metrics``: name -> list of values, one per step from 0 (None: not logged)."""
+    n = max(len(v) for v in metrics.values())
+    with EventWriter(directory, run_id, capture_env=False, config=config) as w:
+        for step in range(n):
+            row = {k: v[step] for k, v in metrics.items() if step < len(v) and v[step] is not None}
+            w.log(step, row)
+    return open_store(directory)
+
+
+def findings(result, code=None):
+    return [f for f in result.report().findings if code is None or f.code == code]
+
+
+# ------------------------------------------------------------------ NaN onset
+def test_nan_onset_orders_metrics_and_tells_persistent_from_intermittent(tmp_path):
+    nan, inf = math.nan, math.inf
+    store = write(tmp_path, "r", {
+        "reward": [1.0] * 20,
+        "old_log_prob": [0.0] * 12 + [nan, nan] + [0.0] * 6,        # recovers
+        "kl_loss": [0.1] * 12 + [inf] * 8,                           # stays non-finite
+        "grad_norm": [1.0] * 14 + [nan] * 6,
+    })
+    result = nan_onset.run(store, nan_onset.Params())
+    assert [(o.metric, o.first_step, o.first_kind, o.nan, o.inf, o.persistent) for o in result.onsets] == [
+        ("kl_loss", 12, "inf", 0, 8, True), ("old_log_prob", 12, "NaN", 2, 0, False),
+        ("grad_norm", 14, "NaN", 6, 0, True)]
+    (f,) = findings(result)
+    assert f.severity == "error" and f.steps == (12, 19)
+    assert f.title == ("kl_loss inf at step 12 (8 of 20 values: 12, 13, 14, 15, 16, 17, 18, 19), "
+                       "then old_log_prob (12), grad_norm (14)")
+    assert f.evidence["order"] == ["kl_loss", "old_log_prob", "grad_norm"]
+
+
+def test_nan_onset_intermittent_is_a_warning_and_clean_runs_pass(tmp_path):
+    store = write(tmp_path / "x", "r", {"grad_norm": [1.0, math.nan, 1.0, 1.0]})
+    (f,) = findings(nan_onset.run(store))
+    assert (f.severity, f.title) == ("warning", "grad_norm NaN at step 1 (1 of 4 values: 1)")
+    assert "loss scaling" in f.fix
+    clean = nan_onset.run(write(tmp_path / "y", "r", {"loss": [1.0, 2.0]})).report()
+    assert (clean.status, clean.summary) == ("ok", "no NaN or inf in any metric of 1 run(s)")
+
+
+# --------------------------------------------------------------------- spikes
+def prior_median_reference(values, window=25, min_history=10, q=0.5):
+    """The quantile of the up-to-``window`` finite values before each position (NumPy)."""
+    finite = values[np.isfinite(values)]
+    out_finite = np.full(len(finite), np.nan)
+    for i in range(len(finite)):
+        history = finite[max(0, i - window):i]
+        if len(history) >= min_history:
+            out_finite[i] = np.quantile(history, q)
+    out = np.full(len(values), np.nan)
+    out[np.isfinite(values)] = out_finite
+    return out
+
+
+@pytest.mark.parametrize("seed", range(5))
+@pytest.mark.parametrize("q", [0.5, 0.9])
+def test_rolling_prior_agrees_with_numpy_reference(seed, q):
+    rng = np.random.default_rng(seed)
+    values = np.abs(rng.normal(1.0, 0.3, size=300))
+    values[rng.integers(0, 300, size=5)] = np.nan
+    got = spikes.rolling_prior(values, 25, 10, q)
+    want = prior_median_reference(values, 25, 10, q)
+    assert np.array_equal(np.isnan(got), np.isnan(want))
+    np.testing.assert_allclose(got[~np.isnan(got)], want[~np.isnan(want)], rtol=1e-12)
+
+
+def test_spikes_found_at_their_steps(tmp_path):
+    grad = [1.0 + 0.01 * (i % 3) for i in range(100)]
+    grad[40], grad[41], grad[70] = 10.0, 8.0, 6.0
+    loss = [0.01 * (-1) ** i for i in range(100)]          # crosses zero: no level to spike from
+    loss[50] = 1.0
+    store = write(tmp_path, "r", {"grad_norm": grad, "loss": loss, "reward": [1.0] * 100})
+    result = spikes.run(store)
+    (s,) = result.spikes
+    assert (s.metric, s.steps, s.count, s.episodes, s.worst_step) == ("grad_norm", (40, 41, 70), 3, 2, 40)
+    assert s.worst_ratio == pytest.approx(10.0 / 1.01)
+    assert result.watched == (("r", "grad_norm"), ("r", "loss"))
+    (f,) = findings(result)
+    assert f.severity == "warning" and f.steps == (40, 70)
+
+
+def test_spikes_at_the_only_steps_with_reward_variance_are_explained(tmp_path):
+    zero_std = [1.0] * 60
+    grad = [0.001] * 60
+    for step in (30, 45):
+        zero_std[step], grad[step] = 0.75, 0.08
+    store = write(tmp_path, "r", {"grad_norm": grad, "frac_reward_zero_std": zero_std})
+    (f,) = findings(spikes.run(store))
+    assert (f.code, f.severity, f.steps) == ("spike_explained", "info", (30, 45))
+
+
+def test_spikes_skipped_without_watched_metrics(tmp_path):
+    from rldk.core.errors import MissingEvents
+
+    with pytest.raises(MissingEvents, match="^no loss, grad-norm or KL metric"):
+        spikes.run(write(tmp_path, "r", {"reward": [1.0, 2.0]}))
+
+
+# --------------------------------------------------------------- health rules
+def rule_findings(store, code, params=None):
+    result = health.run(store, params or health.Params())
+    return [f for f in result.findings if f.code == code], result
+
+
+def test_negative_kl(tmp_path):
+    kl = [0.01] * 10
+    kl[3], kl[4] = -0.01, -0.02
+    (f,), _ = rule_findings(write(tmp_path, "r", {"kl": kl}), "negative_kl")
+    assert (f.severity, f.steps, f.evidence["count"], f.evidence["min"]) == ("error", (3, 4), 2, -0.02)
+    assert f.title == "mean KL negative at 2 of 10 steps (first 3, min -0.02)"
+
+
+def test_kl_above_target_needs_a_target(tmp_path):
+    kl = [0.05] * 20 + [0.2] * 10
+    (f,), _ = rule_findings(write(tmp_path / "a", "r", {"kl": kl}, config={"target_kl": 0.1}),
+                            "kl_above_target")
+    assert f.evidence["late_median"] == 0.2 and f.evidence["limit"] == pytest.approx(0.12)
+    assert f.steps == (20, 29)
+    none, result = rule_findings(write(tmp_path / "b", "r", {"kl": kl}), "kl_above_target")
+    assert not none and ("r", "kl_above_target", "no KL target: pass kl_target or record "
+                         "target_kl in the run's config") in result.not_applicable
+
+
+@pytest.mark.parametrize("name, sign", [("entropy", 1.0), ("train/entropy_loss", -1.0)])
+def test_entropy_collapse(tmp_path, name, sign):
+    # early level: median of the first 5 = 2 - 2 x 1.8/49 = 1.927; 20% of it 0.385,
+    # first passed at step 44 (2 - 44 x 1.8/49 = 0.384)
+    entropy = list(np.linspace(2.0, 0.2, 50))
+    (f,), _ = rule_findings(write(tmp_path / "a", "r", {name: [sign * e for e in entropy]}),
+                            "entropy_collapse")
+    first_below = next(i for i, e in enumerate(entropy) if e < 0.2 * np.median(entropy[:5]))
+    assert f.evidence["first_step_below"] == first_below == 44 and f.metric == name
+    healthy = np.linspace(2.0, 1.0, 50).tolist()
+    assert not rule_findings(write(tmp_path / "b", "r", {name: [sign * e for e in healthy]}),
+                             "entropy_collapse")[0]
+
+
+def test_length_collapse_and_truncation(tmp_path):
+    length = [100.0] * 10 + [20.0] * 10
+    clipped = [0.0] * 10 + [0.5] * 8 + [1.0] * 2
+    store = write(tmp_path, "r", {"completions/mean_length": length,
+                                  "completions/clipped_ratio": clipped})
+    (lc,), _ = rule_findings(store, "length_collapse")
+    assert (lc.steps, lc.evidence["late"], lc.evidence["early"]) == ((10, 19), 20.0, 100.0)
+    (tr,), _ = rule_findings(store, "truncation")
+    assert tr.evidence["steps_all_truncated"] == [18, 19] and tr.steps == (10, 19)
+    assert tr.title == ("50% of completions truncated at the length limit over the last third, "
+                        "up from 0%; all of them at 2 step(s) (first 18)")
+
+
+def test_zero_std(tmp_path):
+    frac = [1.0, 0.75] * 2 + [1.0] * 6
+    (f,), _ = rule_findings(write(tmp_path, "r", {"frac_reward_zero_std": frac}), "zero_std")
+    assert (f.severity, f.evidence["rows_all_zero_std"], f.evidence["first_all_zero_std"]) == ("error", 8, 0)
+
+
+def test_kl_controller_stuck(tmp_path):
+    coef = [0.2 - 0.01 * i for i in range(10)] + [0.11] * 30      # adapts, then frozen
+    kl = [1.0] * 10 + [1.0 + 0.2 * i for i in range(30)]          # while KL runs away
+    (f,), _ = rule_findings(write(tmp_path / "a", "r", {"objective/kl_coef": coef, "kl": kl}),
+                            "kl_controller_stuck")
+    assert f.steps == (10, 39) and f.title.startswith("adaptive KL coefficient frozen at 0.11 for the last 30 rows")
+    fixed, result = rule_findings(write(tmp_path / "b", "r", {"kl_coef": [0.1] * 20, "kl": kl[:20]}),
+                                  "kl_controller_stuck")
+    assert not fixed and ("r", "kl_controller_stuck",
+                          "the KL coefficient never changes: fixed, not adaptive") in result.not_applicable
+
+
+def test_rules_without_their_metrics_are_listed_not_passed(tmp_path):
+    result = health.run(write(tmp_path, "r", {"reward": [1.0, 2.0]}))
+    assert result.checked == ()
+    assert ("r", "entropy_collapse", "not logged: entropy") in result.not_applicable
+    assert result.report().summary == "0 rule check(s) passed, 7 not applicable"
+
+
+def test_onset_of_a_series_matches_numpy():
+    s = Series("x", np.arange(6), np.array([1.0, np.nan, 2.0, -np.inf, np.inf, np.nan]))
+    o = nan_onset.onset("r", s)
+    assert (o.first_step, o.last_bad_step, o.nan, o.inf, o.steps, o.persistent) == (1, 5, 2, 2, (1, 3, 4, 5), True)
