@@ -33,6 +33,7 @@ NAME = "spikes"
 CONSUMES = ("metric",)
 #: Metric names watched for spikes: a loss, a gradient norm or a KL estimate.
 SPIKY = re.compile(r"(^|[/_.])(loss|grad_norm|gradient_norm|kl|approx_kl|ppo_kl|mean_kl)$")
+KL_NAME = re.compile(r"(^|[/_.])(kl|approx_kl|ppo_kl|mean_kl)$")
 
 
 @dataclass(frozen=True)
@@ -40,12 +41,16 @@ class Params:
     """factor: spike when value > factor x the rolling median (5: loss-spike practice).
     window: logged values in the rolling median; min_history: fewest before judging;
     level_share: the median must be at least this share of the window's 90th percentile.
+    kl_floor: a KL value (nats) at or below this is never a spike. Training starts with
+    the policy equal to its reference, so early KL is near zero and ordinary growth to a
+    few hundredths of a nat is a large ratio; KL trouble is well above 0.1.
     """
 
     factor: float = 5.0
     window: int = 25
     min_history: int = 10
     level_share: float = 0.2
+    kl_floor: float = 0.1
 
 
 @dataclass(frozen=True)
@@ -116,7 +121,8 @@ def run(store, params: Params | None = None) -> Result:
         names = [n for r, n in watched if r == run_id]
         gate = _zero_std(source)
         for name, series in _series.load_series(source, names).items():
-            spikes = find_spikes(series, params)
+            floor = params.kl_floor if KL_NAME.search(name) else None
+            spikes = find_spikes(series, params, floor)
             if spikes is not None:
                 found.append(_spikes(run_id, name, series, *spikes, gate))
     return Result(tuple(found), tuple(watched))
@@ -137,13 +143,16 @@ def rolling_prior(values: np.ndarray, window: int, min_history: int, quantile: f
     return out
 
 
-def find_spikes(series, params: Params):
-    """``(index array, medians)`` of the spikes in ``series``, or None."""
+def find_spikes(series, params: Params, floor: float | None = None):
+    """``(index array, medians)`` of the spikes in ``series`` (values above ``floor``
+    only, when given), or None."""
     med = rolling_prior(series.values, params.window, params.min_history)
     p90 = rolling_prior(series.values, params.window, params.min_history, 0.9)
     with np.errstate(invalid="ignore"):
         hit = ((med > 0) & (med >= params.level_share * p90)
                & (series.values > params.factor * med))
+        if floor is not None:
+            hit &= series.values > floor
     idx = np.flatnonzero(hit)
     return (idx, med[idx]) if len(idx) else None
 
