@@ -89,3 +89,12 @@ def test_report_renders_in_a_real_browser_without_errors(store_dir, tmp_path):
     for section in ('id="overview"', 'id="findings"', 'id="curves"', 'id="cards"'):
         assert section in html_after_js
     assert shot.exists() and shot.stat().st_size > 10_000
+
+
+def test_analyze_writes_the_same_html_report(store_dir, tmp_path):
+    out = tmp_path / "analyze.html"
+    result = CliRunner().invoke(main, ["analyze", str(store_dir), "--out", str(tmp_path / "cards"),
+                                       "--no-plots", "--html", str(out)])
+    assert result.exit_code in (0, 3), result.output
+    page = out.read_text()
+    assert 'id="rldk-data"' in page and "rldk report: clean, spiky" in page

@@ -84,10 +84,12 @@ def _render(report, result, fmt, stream):
 @click.option("--out", "out_dir", type=click.Path(file_okay=False), default="rldk_reports",
               show_default=True, help="Directory for the cards (JSON, Markdown, PNG).")
 @click.option("--no-plots", is_flag=True, help="Write no PNG plots.")
+@click.option("--html", "html_path", type=click.Path(dir_okay=False), default=None,
+              help="Also write one self-contained HTML report (as `rldk report`).")
 @click.option("--format", "fmt", type=click.Choice(["table", "json"]), default="table",
               show_default=True, help="Terminal summary as a rich table or as JSON.")
 @handle_errors
-def analyze(paths, baseline, out_dir, no_plots, fmt):
+def analyze(paths, baseline, out_dir, no_plots, html_path, fmt):
     """Run every analyzer whose events are present; write cards into --out.
 
     PATHS: event stores, or logs of another tool (imported first, as `rldk import`).
@@ -97,6 +99,12 @@ def analyze(paths, baseline, out_dir, no_plots, fmt):
     from rldk.analyzers.suite import analyze as run_all
 
     result = run_all(paths, baseline=baseline, out_dir=out_dir, plots=not no_plots)
+    if html_path:
+        from rldk.analyzers.suite import open_paths
+        from rldk.core.html import write_html
+
+        write_html(open_paths(paths), result.reports, html_path,
+                   title=f"rldk report: {', '.join(result.runs)}")
     if fmt == "json":
         from rldk.core.render import to_json
 
