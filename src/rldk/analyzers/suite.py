@@ -81,8 +81,11 @@ def _short(text: str, limit: int = 300) -> str:
 
 
 def analyze(paths, baseline: str | None = None, out_dir="rldk_reports", plots: bool = True,
-            modules=None) -> Analysis:
+            modules=None, on_analyzer=None) -> Analysis:
     """Open ``paths`` as one store, run each analyzer, write cards into ``out_dir``.
+
+    ``on_analyzer(name, index, total)``, when given, is called before each analyzer
+    runs (the CLI draws its progress bar with it).
 
     Paths are event stores (files, directories, globs) or foreign logs, which are
     imported through the converters first (``rldk.ingest_runs``). Raises
@@ -97,7 +100,10 @@ def analyze(paths, baseline: str | None = None, out_dir="rldk_reports", plots: b
     _series.prefetch([_series.Source(store, run_id) for run_id in store.run_ids])
     options = {"baseline": baseline}
     outcomes, reports = [], []
-    for module in (modules if modules is not None else builtin()):
+    chosen = list(modules if modules is not None else builtin())
+    for index, module in enumerate(chosen):
+        if on_analyzer is not None:
+            on_analyzer(module.NAME, index, len(chosen))
         outcome, report = _run_one(module, store, options, out_dir, plots)
         outcomes.append(outcome)
         if report is not None:

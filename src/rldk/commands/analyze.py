@@ -98,7 +98,16 @@ def analyze(paths, baseline, out_dir, no_plots, html_path, fmt):
     """
     from rldk.analyzers.suite import analyze as run_all
 
-    result = run_all(paths, baseline=baseline, out_dir=out_dir, plots=not no_plots)
+    from rich.progress import Progress
+
+    with Progress(transient=True, disable=not sys.stderr.isatty(), console=None) as bar:
+        task = bar.add_task("analyzing", total=None)
+
+        def on_analyzer(name, index, total):
+            bar.update(task, description=f"analyzer {name}", completed=index, total=total)
+
+        result = run_all(paths, baseline=baseline, out_dir=out_dir, plots=not no_plots,
+                         on_analyzer=on_analyzer)
     if html_path:
         from rldk.analyzers.suite import open_paths
         from rldk.core.html import write_html
