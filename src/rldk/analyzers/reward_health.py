@@ -804,7 +804,9 @@ def calibration(r_pref, r_other, len_pref, len_other, bins: int = 10) -> dict:
 
 def plot_reliability(cal: dict, path: Path, title: str) -> str:
     """Reliability diagram PNG: observed preference rate per confidence bin."""
-    plt = _pyplot()
+    from rldk.core.plots import pyplot
+
+    plt = pyplot()
     path.parent.mkdir(parents=True, exist_ok=True)
     fig, ax = plt.subplots(figsize=(4.5, 4.5))
     ax.plot([0, 1], [0, 1], "--", color="grey", label="perfect calibration")
@@ -1179,22 +1181,11 @@ def plot_label(text: str) -> str:
     return str(text).replace("$", r"\$")
 
 
-def _pyplot():
-    try:
-        import matplotlib
-    except ImportError:
-        from rldk.core.plots import MissingPlotting
-
-        raise MissingPlotting("plots need matplotlib: pip install 'rldk[plots]'") from None
-    matplotlib.use("Agg", force=True)
-    import matplotlib.pyplot as plt
-
-    return plt
-
-
 def plot_windows(result: RewardHealth, path: Path) -> str:
     """Per-window mean reward and Spearman(length, reward), one line per run."""
-    plt = _pyplot()
+    from rldk.core.plots import pyplot
+
+    plt = pyplot()
     path.parent.mkdir(parents=True, exist_ok=True)
     fig, (top, bottom) = plt.subplots(2, 1, figsize=(6, 5), sharex=True)
     for run_id in result.run_ids:

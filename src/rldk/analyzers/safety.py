@@ -486,9 +486,9 @@ def write_card(result: SafetyResult, out_dir) -> dict:
 
 def plot_curve(result: RunSafety, path: Path) -> str:
     """Refusal rate per step with its Wilson band and the change point."""
-    from rldk.analyzers.reward_health import _pyplot
+    from rldk.core.plots import pyplot
 
-    plt = _pyplot()
+    plt = pyplot()
 
     path.parent.mkdir(parents=True, exist_ok=True)
     steps = [r["step"] for r in result.curve]

@@ -255,3 +255,16 @@ def relative_key(path: Path, base: Path) -> str:
         return path.relative_to(base).as_posix()
     except ValueError:
         return path.name
+
+
+def walk_files(root: Path, depth: int):
+    """Files under ``root`` in sorted order, ``depth`` folders down, hidden folders skipped."""
+    try:
+        entries = sorted(root.iterdir())
+    except OSError:
+        return
+    for entry in entries:
+        if entry.is_file():
+            yield entry
+        elif entry.is_dir() and depth > 0 and not entry.name.startswith("."):
+            yield from walk_files(entry, depth - 1)

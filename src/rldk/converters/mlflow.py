@@ -126,23 +126,31 @@ def _is_mlflow_db(path: Path) -> bool:
         with open(path, "rb") as f:
             if f.read(16) != b"SQLite format 3\0":
                 return False
-        con = sqlite3.connect(f"file:{path}?mode=ro", uri=True)
+        con = _connect(path)
         try:
             tables = {r[0] for r in con.execute("SELECT name FROM sqlite_master WHERE type='table'")}
         finally:
             con.close()
-    except (OSError, sqlite3.Error):
+    except (OSError, sqlite3.Error, UnicodeDecodeError):    # damaged schema text counts as not ours
         return False
     return {"runs", "metrics", "experiments"} <= tables
+
+
+def _connect(path: Path):
+    """Read-only connection; text that is not valid UTF-8 (a damaged file) is read with
+    replacement characters instead of raising mid-query."""
+    con = sqlite3.connect(f"file:{path}?mode=ro", uri=True)
+    con.text_factory = lambda raw: raw.decode("utf-8", errors="replace")
+    return con
 
 
 def _read_sqlite(db: Path) -> list[RunData]:
     if not _is_mlflow_db(db):
         raise ConvertError(f"{db}: not an MLflow SQLite database (needs tables runs, metrics, experiments)")
-    con = sqlite3.connect(f"file:{db}?mode=ro", uri=True)
+    con = _connect(db)
     try:
         return [_sqlite_run(con, db, *row) for row in con.execute(RUNS_SQL).fetchall()]
-    except sqlite3.Error as exc:
+    except (sqlite3.Error, UnicodeDecodeError) as exc:
         raise ConvertError(f"{db}: cannot read the MLflow tables ({exc})") from None
     finally:
         con.close()

@@ -17,7 +17,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from rldk.converters import tfrecord
-from rldk.converters.base import ConvertError, RunData, Skip, relative_key, write_runs
+from rldk.converters.base import ConvertError, RunData, Skip, relative_key, walk_files, write_runs
 
 NAME = "tensorboard"
 MARKER = "tfevents"
@@ -33,24 +33,12 @@ def event_files(path, limit: int | None = None) -> list[Path]:
     if path.is_file():
         return [path] if MARKER in path.name else []
     out = []
-    for p in _walk(path, 4):
+    for p in walk_files(path, 4):
         if MARKER in p.name:
             out.append(p)
             if limit and len(out) >= limit:
                 break
     return sorted(out)
-
-
-def _walk(root: Path, depth: int):
-    try:
-        entries = sorted(root.iterdir())
-    except OSError:
-        return
-    for entry in entries:
-        if entry.is_file():
-            yield entry
-        elif entry.is_dir() and depth > 0 and not entry.name.startswith("."):
-            yield from _walk(entry, depth - 1)
 
 
 def read(path, verify_crc: bool = True, **_options) -> list[RunData]:

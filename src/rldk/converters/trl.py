@@ -25,7 +25,7 @@ import math
 import re
 from pathlib import Path
 
-from rldk.converters.base import ConvertError, RunData, Skip, write_runs
+from rldk.converters.base import ConvertError, RunData, Skip, walk_files, write_runs
 
 NAME = "trl"
 STATE_FILE = "trainer_state.json"
@@ -50,24 +50,12 @@ def state_files(root: Path) -> list[Path]:
     root = Path(root)
     if root.is_file():
         return [root]
-    found = sorted(p for p in _walk(root, depth=3) if p.name == STATE_FILE)
+    found = sorted(p for p in walk_files(root, depth=3) if p.name == STATE_FILE)
     by_output: dict[Path, list[Path]] = {}
     for p in found:
         output = p.parent.parent if _CHECKPOINT.search(p.parent.name) else p.parent
         by_output.setdefault(output, []).append(p)
     return [_newest(files) for _, files in sorted(by_output.items())]
-
-
-def _walk(root: Path, depth: int):
-    try:
-        entries = sorted(root.iterdir())
-    except OSError:
-        return
-    for entry in entries:
-        if entry.is_file():
-            yield entry
-        elif entry.is_dir() and depth > 0 and not entry.name.startswith("."):
-            yield from _walk(entry, depth - 1)
 
 
 def _newest(files: list[Path]) -> Path:

@@ -17,7 +17,8 @@ import math
 import re
 from pathlib import Path
 
-from rldk.converters.base import ConvertError, RunData, Skip, metric_table, relative_key, write_runs
+from rldk.converters.base import (ConvertError, RunData, Skip, metric_table, relative_key,
+                                  walk_files, write_runs)
 
 NAME = "verl"
 _ANSI = re.compile(r"\x1b\[[0-9;?]*[A-Za-z]")
@@ -34,21 +35,9 @@ def detect(path) -> bool:
 
 def log_files(path, limit: int | None = None) -> list[Path]:
     path = Path(path)
-    candidates = [path] if path.is_file() else sorted(_walk(path, 2))
+    candidates = [path] if path.is_file() else sorted(walk_files(path, 2))
     out = [p for p in candidates if _kind(p) is not None]
     return out[:limit] if limit else out
-
-
-def _walk(root: Path, depth: int):
-    try:
-        entries = sorted(root.iterdir())
-    except OSError:
-        return
-    for entry in entries:
-        if entry.is_file():
-            yield entry
-        elif entry.is_dir() and depth > 0 and not entry.name.startswith("."):
-            yield from _walk(entry, depth - 1)
 
 
 def _kind(path: Path) -> str | None:

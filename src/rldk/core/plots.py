@@ -19,7 +19,8 @@ class MissingPlotting(RldkError):
     """matplotlib is not installed."""
 
 
-def _pyplot():
+def pyplot():
+    """matplotlib.pyplot on the headless Agg backend; MissingPlotting without matplotlib."""
     try:
         import matplotlib
     except ImportError:
@@ -50,7 +51,7 @@ def divergence_plot(curve: dict, path, title: str, labels=("A", "B"), step=None)
 
     curve: ``{"steps": [...], "a": [...], "b": [...], "band_low"?: [...], "band_high"?: [...]}``.
     """
-    plt = _pyplot()
+    plt = pyplot()
     fig, ax = plt.subplots(figsize=_SIZE)
     steps = curve["steps"]
     if "band_low" in curve:
@@ -69,7 +70,7 @@ def divergence_plot(curve: dict, path, title: str, labels=("A", "B"), step=None)
 def metric_plot(steps, values, path, title: str, marks=(), hline=None) -> str:
     """One metric's curve with marked steps (``marks``: ``[(step, label), ...]``) and an
     optional horizontal reference line (``hline``: ``(value, label)``)."""
-    plt = _pyplot()
+    plt = pyplot()
     fig, ax = plt.subplots(figsize=_SIZE)
     ax.plot(steps, _nan(values), color="tab:blue", linewidth=1.2)
     for i, (step, label) in enumerate(marks):
