@@ -17,7 +17,9 @@ from rldk.core.store import open_store
 from rldk.writer import EventWriter
 
 REPO = Path(__file__).resolve().parents[1]
-FIXTURES = Path("/work/shared/fixtures/real")
+FIXTURES = Path(__file__).resolve().parents[2] / "shared" / "fixtures" / "real"   # beside the checkout
+if not FIXTURES.is_dir():
+    FIXTURES = Path("/work/shared/fixtures/real")
 
 
 def spans_store(tmp_path, steps=range(120), step_time=lambda s: 1.0, checkpoints=(), config=None,

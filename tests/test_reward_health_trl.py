@@ -19,7 +19,9 @@ import pytest
 
 from rldk import reward_health
 
-FIXTURES = Path("/work/shared/fixtures/real")
+FIXTURES = Path(__file__).resolve().parents[2] / "shared" / "fixtures" / "real"   # beside the checkout
+if not FIXTURES.is_dir():
+    FIXTURES = Path("/work/shared/fixtures/real")
 pytestmark = pytest.mark.slow
 
 
