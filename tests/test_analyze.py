@@ -104,10 +104,10 @@ def test_unknown_baseline_is_an_error_outcome_not_a_crash(clean, tmp_path):
 
 
 def test_params_come_from_options_by_field_name():
-    from rldk.analyzers import divergence, nan_onset
+    from rldk.analyzers import get
 
-    assert suite.params_for(divergence, {"baseline": "x"}).baseline == "x"
-    assert suite.params_for(nan_onset, {"baseline": "x"}) == nan_onset.Params()
+    assert get("divergence").params(baseline="x").baseline == "x"
+    assert get("nan_onset").params(baseline="x") == get("nan_onset").Params()
 
 
 # ----------------------------------------------------------------------- diff

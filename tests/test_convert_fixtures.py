@@ -9,6 +9,7 @@ import polars as pl
 import pytest
 
 from rldk.converters import detect_format, ingest
+from rldk.core.errors import UsageError
 
 REAL = Path(__file__).resolve().parents[1].parent / "shared" / "fixtures" / "real"
 if not REAL.is_dir():                               # a checkout beside shared/ (CI) or under /work
@@ -100,7 +101,9 @@ def test_orpo_old_format_and_summary_row(runs):
 ])
 def test_sb3_progress(runs, name, rows, first, last, reward):
     _, (run,) = runs[name]
-    ep_rew = _series(run, "reward_mean")                              # rollout/ep_rew_mean
+    ep_rew = _series(run, "episode_return")                           # rollout/ep_rew_mean
+    with pytest.raises(UsageError):                                   # an episode return is no reward
+        run.metric("reward")
     assert len(ep_rew) == rows and min(ep_rew) == first and max(ep_rew) == last
     assert ep_rew[first] == pytest.approx(reward[0], abs=1e-3) and ep_rew[last] == pytest.approx(reward[1], abs=1e-3)
     entropy_loss = _series(run, "train/entropy_loss")

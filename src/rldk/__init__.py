@@ -8,7 +8,8 @@ from __future__ import annotations
 __version__ = "0.1.0"
 
 _LAZY = {
-    "ingest_runs": "rldk.core.store",
+    "ingest_runs": "rldk.data",
+    "open_input": "rldk.data",
     "open_store": "rldk.core.store",
     "Store": "rldk.core.store",
     "Run": "rldk.core.store",

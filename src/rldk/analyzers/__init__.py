@@ -1,49 +1,48 @@
-"""Analyzers: one module per analysis, one interface, no state.
+"""Analyzers: every analysis is one :class:`~rldk.analyzers.base.Analyzer` subclass.
 
-Each analyzer module defines
-
-    NAME: str                       the analyzer's name (its output file stem)
-    CONSUMES: tuple[str, ...]       event kinds it reads (``rldk.schemas.KINDS``)
-    Params                          a frozen dataclass of documented parameters
-    def applies(store) -> bool      whether the store holds what it needs
-    def run(store, params) -> Result          reads only; Result is a frozen
-                                              dataclass with to_dict() and report()
-                                              (an ``rldk.core.report.Report``)
-
-Optionally ``def plots(result, out_dir) -> {caption: png_path}`` writes PNG plots
-(through ``rldk.core.plots``) that the card links. ``rldk analyze`` (see
-``rldk.analyzers.suite``) sets a Params field from its own options of the same
-name (``baseline``); every other field keeps its documented default.
-
-An analyzer that lacks the events it needs raises
-``rldk.core.errors.MissingEvents`` naming what to log (``run``), or returns False
-from ``applies`` (so ``rldk analyze`` skips it and says so).
-
-``BUILTIN`` lists the analyzers ``rldk analyze`` runs, in order; nothing is
-discovered by magic. Entries are module paths, imported on use.
+``REGISTRY`` is the one explicit list of analyses (name -> ``module:Class``,
+imported on use; nothing is discovered by magic). ``DEFAULT`` names those that
+``rldk analyze`` runs on any store, in order; the others need an input of their
+own (replica commands, evaluation scores, checkpoints, a git range) and run
+through their commands.
 """
 from __future__ import annotations
 
 import importlib
 
-BUILTIN: tuple[str, ...] = (
-    "rldk.analyzers.summary",
-    "rldk.analyzers.nan_onset",
-    "rldk.analyzers.spikes",
-    "rldk.analyzers.health",
-    "rldk.analyzers.divergence",
-    "rldk.analyzers.profile",
-    "rldk.analyzers.memory_leak",
-    "rldk.analyzers.reward_health",
-    "rldk.analyzers.safety",
-)
+from rldk.core.errors import UsageError
+
+REGISTRY: dict[str, str] = {
+    "summary": "rldk.analyzers.summary:SummaryAnalyzer",
+    "nan_onset": "rldk.analyzers.nan_onset:NanOnsetAnalyzer",
+    "spikes": "rldk.analyzers.spikes:SpikesAnalyzer",
+    "health": "rldk.analyzers.health:HealthAnalyzer",
+    "divergence": "rldk.analyzers.divergence:DivergenceAnalyzer",
+    "profile": "rldk.analyzers.profile:ProfileAnalyzer",
+    "memory_leak": "rldk.analyzers.memory_leak:MemoryLeakAnalyzer",
+    "reward_health": "rldk.analyzers.reward_health:RewardHealthAnalyzer",
+    "safety": "rldk.analyzers.safety:SafetyAnalyzer",
+    "determinism": "rldk.analyzers.determinism:DeterminismAnalyzer",
+    "eval_compare": "rldk.analyzers.eval_compare:EvalCompareAnalyzer",
+    "checkpoint": "rldk.analyzers.checkpoint:CheckpointAnalyzer",
+    "lineage": "rldk.analyzers.lineage:LineageAnalyzer",
+    "bisect": "rldk.analyzers.bisect:BisectAnalyzer",
+}
+
+#: What ``rldk analyze`` runs, in order.
+DEFAULT: tuple[str, ...] = ("summary", "nan_onset", "spikes", "health", "divergence", "profile",
+                            "memory_leak", "reward_health", "safety")
 
 
-def load(module_path: str):
-    """Import one analyzer module."""
-    return importlib.import_module(module_path)
+def get(name: str):
+    """The analyzer registered as ``name`` (an instance)."""
+    target = REGISTRY.get(name)
+    if target is None:
+        raise UsageError(f"no analyzer {name!r}; analyzers: {', '.join(REGISTRY)}")
+    module, cls = target.split(":")
+    return getattr(importlib.import_module(module), cls)()
 
 
-def builtin():
-    """The built-in analyzer modules, imported, in order."""
-    return [load(m) for m in BUILTIN]
+def default():
+    """The analyzers ``rldk analyze`` runs, as instances, in order."""
+    return [get(name) for name in DEFAULT]

@@ -551,29 +551,3 @@ def step_range(series: Series) -> str:
     if not len(series):
         return "none"
     return f"{int(series.steps[0])}-{int(series.steps[-1])}"
-
-
-# ---------------------------------------------------------------------- names
-#: Canonical names the analyzers read that the converters' table
-#: (``rldk.converters.names.CANONICAL``) does not list, with their framework names.
-EXTRA_NAMES: dict[str, tuple[str, ...]] = {
-    "kl_coef": ("kl_coef", "objective/kl_coef", "actor/kl_coef", "critic/kl_coef", "ppo/kl_coef",
-                "train/kl_coef"),
-    "frac_reward_zero_std": ("frac_reward_zero_std",),
-}
-
-
-def candidates(signal: str) -> tuple[str, ...]:
-    """Names ``signal`` may be logged under: itself, then the framework names that the
-    converters' table (or ``EXTRA_NAMES``) lists for it, in order."""
-    from rldk.converters.names import CANONICAL
-
-    names = [signal, *CANONICAL.get(signal, ()), *EXTRA_NAMES.get(signal, ())]
-    return tuple(dict.fromkeys(names))
-
-
-def resolve(signal: str, available) -> str | None:
-    """The name under which a run with metrics ``available`` logs ``signal``, or None.
-    A metric logged under the name itself always wins."""
-    available = set(available)
-    return next((n for n in candidates(signal) if n in available), None)

@@ -33,9 +33,11 @@ from dataclasses import dataclass, field, replace
 
 import numpy as np
 
+from rldk import semantics
 from rldk.analyzers import _series
 from rldk.analyzers._cusum import (Alarm, Band, auto_threshold, cusum, floor_sigma, replica_band,
                                    standardize, warmup_band)
+from rldk.analyzers.base import Analyzer
 from rldk.core.errors import MissingEvents, RldkError, UsageError
 
 NAME = "divergence"
@@ -319,8 +321,8 @@ def _signal_pairs(a, b, signals, replicas) -> list[tuple[str, str, str, list[str
             raise MissingEvents(f"run {src.label!r} has no metric events: log scalars with "
                                 "rldk.writer.log(step, ...) or import its logs with `rldk import`")
     if signals is None:
-        common = sorted(set(counts[a]) & set(counts[b]))
-        common = [n for n in common if not TIMING.search(n)]
+        common = sorted(n for n in counts[a]
+                        if not TIMING.search(n) and semantics.resolve_name(n, counts[b]) is not None)
         if not common:
             raise MissingEvents(f"runs {a.label!r} and {b.label!r} share no metric name: "
                                 f"{a.label!r} logs {_listing(counts[a])}; {b.label!r} logs "
@@ -328,7 +330,7 @@ def _signal_pairs(a, b, signals, replicas) -> list[tuple[str, str, str, list[str
         signals = common
     out = []
     for signal in signals:
-        names = [_series.resolve(signal, counts[src]) for src in (a, b, *replicas)]
+        names = [semantics.resolve_name(signal, counts[src]) for src in (a, b, *replicas)]
         for src, name in zip((a, b, *replicas), names):
             if name is None:
                 raise UsageError(f"signal {signal!r} is not logged by run {src.label!r}; "
@@ -431,15 +433,17 @@ def _seed(src):
 
 
 def _first_values_differ(a, b) -> bool:
-    """Whether a metric both runs log differs at the first step both log it."""
+    """Whether a quantity both runs log differs at the first step both log it (names
+    matched through :mod:`rldk.semantics`, so ``kl`` and ``train/kl`` are one quantity)."""
     index_a, index_b = _series.run_index(a), _series.run_index(b)
     first_a, first_b = _series.first_values(a), _series.first_values(b)
-    for name in index_a.keys() & index_b.keys():
-        if TIMING.search(name) or name not in first_a or name not in first_b:
+    for name_a in index_a:
+        name_b = semantics.resolve_name(name_a, index_b)
+        if name_b is None or TIMING.search(name_a) or name_a not in first_a or name_b not in first_b:
             continue
-        if index_a[name].first_numeric_step != index_b[name].first_numeric_step:
+        if index_a[name_a].first_numeric_step != index_b[name_b].first_numeric_step:
             continue
-        va, vb = first_a[name], first_b[name]
+        va, vb = first_a[name_a], first_b[name_b]
         if va != vb and not (math.isnan(va) and math.isnan(vb)):
             return True
     return False
@@ -797,3 +801,22 @@ def plots(result, out_dir) -> dict[str, str]:
         out[f"{signal}: {c.run_b} vs {c.run_a}"] = divergence_plot(
             c.curve, path, title=f"{signal}: {c.run_b} vs {c.run_a}", labels=labels, step=c.step)
     return out
+
+
+class DivergenceAnalyzer(Analyzer):
+    """The ``divergence`` analysis (this module's ``run``) behind the one analyzer interface."""
+
+    name = NAME
+    title = "First divergence"
+    consumes = CONSUMES
+    Params = Params
+    defines_verdict = True
+
+    def applies(self, store) -> bool:
+        return applies(store)
+
+    def run(self, store, params=None):
+        return run(store, params if params is not None else Params())
+
+    def plots(self, result, out_dir) -> dict[str, str]:
+        return plots(result, out_dir)

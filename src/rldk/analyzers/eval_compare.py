@@ -151,12 +151,13 @@ def store_scores(source, params: Params) -> list[tuple]:
 
 
 def _auto_metric(run) -> str:
-    from rldk.analyzers.reward_health import REWARD_NAMES
+    from rldk import semantics
 
     names = run.metric_names()
-    found = next((n for n in REWARD_NAMES if n in names), None)
+    found = semantics.resolve_name("reward", names)
     if found is None:
-        raise UsageError(f"run {run.id!r}: pass --metric; none of {', '.join(REWARD_NAMES)} is logged; "
+        raise UsageError(f"run {run.id!r}: pass --metric; it logs no reward "
+                         f"({', '.join(semantics.quantity('reward').names)}); "
                          f"metrics: {', '.join(names) or 'none'}")
     return found
 

@@ -38,7 +38,9 @@ from typing import Callable
 
 import numpy as np
 
+from rldk import semantics
 from rldk.analyzers import _series
+from rldk.analyzers.base import Analyzer
 from rldk.core.report import Finding, Report, ReportTable
 
 NAME = "health"
@@ -69,6 +71,7 @@ class RunData:
     series: dict
     names: dict          # canonical -> metric name as logged
     config: dict
+    signs: dict = field(default_factory=dict)    # canonical -> -1 where logged negated
 
     def get(self, canonical):
         return self.series.get(canonical)
@@ -170,7 +173,7 @@ def _find_key(obj, keys, depth=0):
 
 # ------------------------------------------------------------------- rules
 def negative_kl(run: RunData, params: Params):
-    steps, values = _finite(run.get("kl"))
+    steps, values = _finite(run.get("kl_to_ref"))
     _at_least(values, 1)
     bad = values < -params.negative_kl_tol
     if bad.any():
@@ -189,7 +192,7 @@ def kl_above_target(run: RunData, params: Params):
     target = _kl_target(run, params)
     if target is None:
         raise NotApplicable("no KL target: pass kl_target or record target_kl in the run's config")
-    steps, values = _finite(run.get("kl"))
+    steps, values = _finite(run.get("kl_to_ref"))
     n = max(3, len(values) // 3)
     late = float(np.median(values[-n:]))
     limit = (1 + params.kl_band) * float(target)
@@ -263,7 +266,7 @@ def truncation(run: RunData, params: Params):
 
 
 def zero_std(run: RunData, params: Params):
-    steps, values = _finite(run.get("frac_reward_zero_std"))
+    steps, values = _finite(run.get("zero_std_frac"))
     _at_least(values, 1)
     if values.mean() < params.zero_std_high:
         return
@@ -293,7 +296,7 @@ def kl_controller_stuck(run: RunData, params: Params):
     tail = len(coef) - frozen_from
     if tail < max(10, params.stuck_fraction * len(coef)):
         return
-    kl = run.get("kl")
+    kl = run.get("kl_to_ref")
     target = _kl_target(run, params)
     reason = _kl_outside(kl, steps[frozen_from], target, params)
     if reason:
@@ -323,22 +326,19 @@ def _stuck(run, steps, coef, what):
 
 
 RULES: tuple[Rule, ...] = (
-    Rule("negative_kl", ("kl",), negative_kl, "mean KL below 0 (error)"),
-    Rule("kl_above_target", ("kl",), kl_above_target, "KL over the last third above target +20%"),
+    Rule("negative_kl", ("kl_to_ref",), negative_kl, "mean KL below 0 (error)"),
+    Rule("kl_above_target", ("kl_to_ref",), kl_above_target, "KL over the last third above target +20%"),
     Rule("entropy_collapse", ("entropy",), entropy_collapse, "entropy below 20% of its early level"),
     Rule("length_collapse", ("response_length",), length_collapse,
          "response length below 30% of its early level"),
     Rule("truncation", ("truncation_ratio",), truncation,
          "truncated share >= 0.2 late, or up by 0.1"),
-    Rule("zero_std", ("frac_reward_zero_std",), zero_std, "frac_reward_zero_std mean >= 0.5"),
-    Rule("kl_controller_stuck", ("kl_coef", "kl"), kl_controller_stuck,
+    Rule("zero_std", ("zero_std_frac",), zero_std, "frac_reward_zero_std mean >= 0.5"),
+    Rule("kl_controller_stuck", ("kl_coef", "kl_to_ref"), kl_controller_stuck,
          "adaptive KL coefficient frozen while KL drifts, or at 0"),
 )
 
 #: Metrics read negated when the canonical one is absent (SB3 logs -entropy as a loss).
-NEGATED = {"entropy": ("train/entropy_loss", "entropy_loss")}
-
-
 # ---------------------------------------------------------------- analyzer
 def applies(store) -> bool:
     return not store.sql("SELECT 1 FROM metrics LIMIT 1").is_empty()
@@ -363,7 +363,7 @@ def run(store, params: Params | None = None) -> Result:
             for f in found:
                 findings.append(f)
                 canonical = rule.reads[0]
-                label = f"-{f.metric}" if f.metric in NEGATED.get(canonical, ()) else f.metric
+                label = f"-{f.metric}" if data.signs.get(canonical, 1) == -1 else f.metric
                 curves[f"{data.run_id}/{rule.code}"] = _curve(data.series[canonical], label)
     return Result(tuple(findings), tuple(checked), tuple(not_applicable), curves)
 
@@ -372,17 +372,17 @@ def load_run(source) -> RunData:
     """Resolve and load the metrics the rules read for one run (a ``_series.Source``)."""
     available = _series.metric_counts(source)
     wanted = {c for rule in RULES for c in rule.reads}
-    names = {c: n for c in wanted if (n := _series.resolve(c, available)) is not None}
-    negated = {c: n for c, cands in NEGATED.items() if c not in names
-               for n in cands if n in available}
-    loaded = _series.load_series(source, sorted(set(names.values()) | set(negated.values())))
-    series = {c: loaded[n] for c, n in names.items() if n in loaded}
-    for c, n in negated.items():
-        s = loaded[n]
-        series[c] = _series.Series(s.name, s.steps, -s.values, s.duplicates, s.non_numeric,
-                                   s.first_non_numeric)
-    names.update(negated)
-    return RunData(source.run_id, series, names, _series.run_facts(source).meta.get("config") or {})
+    found = {c: r for c in wanted if (r := semantics.resolve(c, available)) is not None}
+    loaded = _series.load_series(source, sorted({r.metric for r in found.values()}))
+    series = {}
+    for c, r in found.items():
+        s = loaded[r.metric]
+        series[c] = s if r.sign == 1 else _series.Series(s.name, s.steps, -s.values, s.duplicates,
+                                                          s.non_numeric, s.first_non_numeric)
+    names = {c: r.metric for c, r in found.items()}
+    signs = {c: r.sign for c, r in found.items()}
+    return RunData(source.run_id, series, names, _series.run_facts(source).meta.get("config") or {},
+                   signs)
 
 
 def _curve(series, metric, points: int = 400) -> dict:
@@ -410,3 +410,22 @@ def plots(result: Result, out_dir) -> dict[str, str]:
             curve["steps"], curve["values"], path, title=f"{f.run_id}: {curve['metric']}",
             marks=marks, hline=(line, "threshold") if line is not None else None)
     return out
+
+
+class HealthAnalyzer(Analyzer):
+    """The ``health`` analysis (this module's ``run``) behind the one analyzer interface."""
+
+    name = NAME
+    title = "Training health"
+    consumes = CONSUMES
+    Params = Params
+    defines_verdict = True
+
+    def applies(self, store) -> bool:
+        return applies(store)
+
+    def run(self, store, params=None):
+        return run(store, params if params is not None else Params())
+
+    def plots(self, result, out_dir) -> dict[str, str]:
+        return plots(result, out_dir)

@@ -22,6 +22,7 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass, field
 
+from rldk.analyzers.base import Analyzer
 from rldk.core.errors import MissingEvents
 from rldk.core.report import Finding, Report, ReportTable
 
@@ -349,3 +350,22 @@ def _trend_table(result: Result) -> ReportTable:
                   t.oom_step, "leak" if t.leak else "") for t in result.trends)
     return ReportTable("Memory trends after warm-up", ("run", "series", "steps", "growth from step",
                        "MiB/step", "CI", "start MiB", "end MiB", "growth", "OOM step", "verdict"), rows)
+
+
+class MemoryLeakAnalyzer(Analyzer):
+    """The ``memory_leak`` analysis (this module's ``run``) behind the one analyzer interface."""
+
+    name = NAME
+    title = "Memory leaks"
+    consumes = CONSUMES
+    Params = Params
+    defines_verdict = True
+
+    def applies(self, store) -> bool:
+        return applies(store)
+
+    def run(self, store, params=None):
+        return run(store, params if params is not None else Params())
+
+    def plots(self, result, out_dir) -> dict[str, str]:
+        return plots(result, out_dir)

@@ -19,6 +19,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from rldk.analyzers import _series
+from rldk.analyzers.base import Analyzer
 from rldk.core.report import Finding, Report, ReportTable
 
 NAME = "nan_onset"
@@ -139,3 +140,19 @@ def _finding(run_id: str, onsets: list[Onset]) -> Finding:
                    evidence={"order": [o.metric for o in onsets], "persistent": persistent,
                              "first": first.to_dict()},
                    fix=fix)
+
+
+class NanOnsetAnalyzer(Analyzer):
+    """The ``nan_onset`` analysis (this module's ``run``) behind the one analyzer interface."""
+
+    name = NAME
+    title = "NaN/inf onset"
+    consumes = CONSUMES
+    Params = Params
+    defines_verdict = False
+
+    def applies(self, store) -> bool:
+        return applies(store)
+
+    def run(self, store, params=None):
+        return run(store, params if params is not None else Params())

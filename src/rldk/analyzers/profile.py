@@ -25,6 +25,7 @@ import json
 import math
 from dataclasses import dataclass, field
 
+from rldk.analyzers.base import Analyzer
 from rldk.core.errors import MissingEvents
 from rldk.core.report import Finding, Report, ReportTable
 
@@ -624,3 +625,22 @@ def compute_profile(store, params: Params = Params(), memory_params=None) -> Com
     if timing is None and memory is None:
         raise MissingEvents("; ".join(m.split(": ", 1)[1] for m in missing))
     return ComputeProfile(timing, memory, tuple(missing))
+
+
+class ProfileAnalyzer(Analyzer):
+    """The ``profile`` analysis (this module's ``run``) behind the one analyzer interface."""
+
+    name = NAME
+    title = "Compute and memory profile"
+    consumes = CONSUMES
+    Params = Params
+    defines_verdict = True
+
+    def applies(self, store) -> bool:
+        return applies(store)
+
+    def run(self, store, params=None):
+        return run(store, params if params is not None else Params())
+
+    def plots(self, result, out_dir) -> dict[str, str]:
+        return plots(result, out_dir)

@@ -43,23 +43,24 @@ from pathlib import Path
 
 import numpy as np
 
+from rldk import semantics
+from rldk.analyzers.base import Analyzer
 from rldk.core.errors import MissingEvents, UsageError
 from rldk.core.report import Finding, Report, ReportTable
 
 NAME = "reward_health"
 CONSUMES = ("metric", "sample")
 
-#: Per-step reward metric names tried in order when ``reward_col`` is None (the
-#: converters' canonical ``reward_mean`` names, SB3's episode return excepted).
-REWARD_NAMES = ("reward", "reward_mean", "rewards/mean", "env/reward_mean", "objective/scores",
-                "train/reward", "critic/score/mean", "critic/rewards/mean")
-#: KL to the reference policy only: old-vs-new policy KLs (actor/ppo_kl, approxkl) are not it.
-KL_NAMES = ("kl", "objective/kl", "train/kl", "kl_mean", "actor/kl_loss", "critic/kl")
-LENGTH_NAMES = ("completions/mean_length", "completion_length", "train/response_length",
-                "response_length/mean", "tokens/responses_len_mean")
-GOLD_NAMES = ("gold_reward", "reward_gold", "gold/reward", "eval/gold_reward", "heldout_reward")
-VAL_REWARD_NAMES = ("eval_reward", "eval/reward", "val/reward", "eval_reward_mean", "val_reward")
-ZERO_STD_NAMES = ("frac_reward_zero_std",)
+#: Quantities (``rldk.semantics``) read, as (canonical name, splits tried in order).
+#: The reward is the reward-model / verifier score only: an SB3 episode return or a
+#: DPO margin is another quantity. The KL is the KL to the reference policy only.
+REWARD = ("reward", ("train",))
+KL = ("kl_to_ref", ("train",))
+LENGTH = ("response_length", ("train",))
+GOLD = ("gold_reward", ("train", "eval"))
+VAL_REWARD = ("reward", ("eval",))
+ZERO_STD = ("zero_std_frac", ("train",))
+REWARD_STD = ("reward_std", ("train",))
 COMPONENT = re.compile(r"^rewards/(.+)/mean$")
 VAL_SPLITS = frozenset(("val", "valid", "validation", "eval", "test", "heldout"))
 
@@ -79,7 +80,7 @@ ORDER BY rank, step, seq
 class Params:
     """Reward-health parameters (defaults in brackets).
 
-    reward_col: per-step reward metric [None: the first of ``REWARD_NAMES`` logged].
+    reward_col: per-step reward metric [None: the run's ``reward`` quantity, ``rldk.semantics``].
     kl_col, length_col, gold_col, val_reward_col: likewise [None: auto from the name lists].
     windows: windows a run is cut into for windowed statistics [8].
     min_window: fewest values a window needs to be scored [5].
@@ -267,21 +268,15 @@ def load_samples(run) -> Samples:
                    frame["preferred"].to_list())
 
 
-def pick_name(names: list[str], wanted: str | None, candidates) -> str | None:
-    """The metric of ``names`` to use: ``wanted`` itself or, for a canonical name
-    (``reward_mean``, ``kl``...), the framework name the converters' table maps it
-    to; with ``wanted=None`` the first of ``candidates`` present. None if absent."""
+def pick_name(names: list[str], wanted: str | None, quantity) -> str | None:
+    """The metric of ``names`` to use: ``wanted`` (a run's name or a canonical one,
+    resolved through ``rldk.semantics``) or, with ``wanted=None``, the metric that
+    logs ``quantity`` = (canonical name, splits tried in order). None if absent."""
     if wanted is not None:
-        return resolve_name(wanted, names)
-    return next((c for c in candidates if c in names), None)
-
-
-def resolve_name(wanted: str, names) -> str | None:
-    try:
-        from rldk.converters.names import resolve
-    except ImportError:           # a build without converters: exact names only
-        return wanted if wanted in names else None
-    return resolve(wanted, names)
+        return semantics.resolve_name(wanted, names)
+    canonical, splits = quantity
+    return next((n for split in splits
+                 if (n := semantics.resolve_name(canonical, names, split)) is not None), None)
 
 
 # ================================================================== statistics
@@ -451,7 +446,7 @@ def _window_group_std(ctx: Context) -> None:
         steps = np.array(sorted(per_step))
         stds = np.array([np.mean(per_step[k]) for k in steps])
     else:
-        metric = ctx.series(None, ("reward_std",))
+        metric = ctx.series(None, REWARD_STD)
         if metric is None:
             return
         steps, stds = metric.finite().steps, metric.finite().values
@@ -470,7 +465,7 @@ def _groups(s: Samples) -> dict:
 
 
 def _zero_std_per_step(ctx: Context):
-    metric = ctx.series(None, ZERO_STD_NAMES)
+    metric = ctx.series(None, ZERO_STD)
     if metric is not None and metric.finite().steps.size:
         m = metric.finite()
         return m.steps, m.values, metric.name
@@ -492,7 +487,7 @@ def check_length(ctx: Context) -> None:
     s = ctx.samples.select(np.isfinite(ctx.samples.reward)) if len(ctx.samples) else ctx.samples
     if len(s) >= ctx.params.min_window * 2:
         return _length_from_samples(ctx, s)
-    length = ctx.series(ctx.params.length_col, LENGTH_NAMES)
+    length = ctx.series(ctx.params.length_col, LENGTH)
     if length is None or ctx.reward is None:
         return ctx.skipped("length_hacking", "needs sample events with rewards, or a reward and a "
                            "mean-length metric (completions/mean_length)")
@@ -617,7 +612,7 @@ def _trend(s: Series, p: Params) -> dict:
 def check_kl(ctx: Context) -> None:
     """Reward rising while KL to the reference sits above ``kl_band``."""
     p = ctx.params
-    kl = ctx.series(p.kl_col, KL_NAMES)
+    kl = ctx.series(p.kl_col, KL)
     if kl is None or ctx.reward is None:
         return ctx.skipped("kl_band", "needs a reward metric and a KL metric (kl, objective/kl)")
     kl, reward = kl.finite(), ctx.reward.finite()
@@ -659,7 +654,7 @@ def _mean(x: np.ndarray) -> float | None:
 def check_overoptimization(ctx: Context) -> None:
     """Gold / held-out reward falling after its peak while the proxy reward rises."""
     p = ctx.params
-    gold = ctx.series(p.gold_col, GOLD_NAMES)
+    gold = ctx.series(p.gold_col, GOLD)
     if gold is None or ctx.reward is None:
         return ctx.skipped("overoptimization", "needs a gold or held-out reward metric "
                            "(gold_reward, heldout_reward) beside the proxy reward")
@@ -706,7 +701,7 @@ def _gold_peak(g: np.ndarray, r: np.ndarray, steps: np.ndarray, p: Params) -> di
 
 def _gao_fit(ctx: Context, steps: np.ndarray, gold: np.ndarray) -> dict | None:
     """Least-squares fit of gold = r0 + a d - b d ln d, d = sqrt(KL) (Gao et al. 2022, RL form)."""
-    kl = ctx.series(ctx.params.kl_col, KL_NAMES)
+    kl = ctx.series(ctx.params.kl_col, KL)
     if kl is None:
         return None
     kl = kl.finite()
@@ -950,7 +945,7 @@ def _lockstep(ctx: Context, train: Samples, val: Samples) -> dict | None:
     tr = _per_step_mean(train) if len(train) else None
     va = _per_step_mean(val) if len(val) else None
     if va is None:
-        metric = ctx.series(p.val_reward_col, VAL_REWARD_NAMES)
+        metric = ctx.series(p.val_reward_col, VAL_REWARD)
         va = (metric.finite().steps, metric.finite().values) if metric is not None else None
     if ctx.reward is not None:
         tr = (ctx.reward.finite().steps, ctx.reward.finite().values)
@@ -1008,16 +1003,16 @@ DETECTORS = (check_values, check_saturation, check_zero_std, check_length, check
 def analyze_run(run, params: Params, store=None, out_dir=None) -> tuple[Context, dict]:
     """Run every detector on one run; returns its context and the per-run details."""
     names = run.metric_names()
-    reward_name = pick_name(names, params.reward_col, REWARD_NAMES)
+    reward_name = pick_name(names, params.reward_col, REWARD)
     samples = load_samples(run)
     for what, wanted in (("reward", params.reward_col), ("KL", params.kl_col), ("length", params.length_col),
                          ("gold reward", params.gold_col), ("validation reward", params.val_reward_col)):
-        if wanted is not None and resolve_name(wanted, names) is None:
+        if wanted is not None and semantics.resolve_name(wanted, names) is None:
             raise UsageError(f"run {run.id!r} has no {what} metric {wanted!r}; metrics: "
                              f"{', '.join(names) or 'none'}")
     if reward_name is None and not np.isfinite(samples.reward).any():
         raise MissingEvents(f"run {run.id!r} has no reward: log a per-step reward metric (one of "
-                            f"{', '.join(REWARD_NAMES)}) or samples with rewards "
+                            f"{', '.join(semantics.quantity('reward').names)}) or samples with rewards "
                             f"(writer.log_samples); metrics: {', '.join(names) or 'none'}")
     ctx = Context(run, params, load_series(run, reward_name), samples, names)
     ctx.windows = _windows(ctx)
@@ -1054,7 +1049,7 @@ def _other(store, run_id, run):
 def applies(store) -> bool:
     """True when some run logs a known reward metric or samples with rewards."""
     names = set(store.sql("SELECT DISTINCT name FROM metrics")["name"].to_list())
-    if names & set(REWARD_NAMES):
+    if pick_name(sorted(names), None, REWARD) is not None:
         return True
     return bool(store.sql("SELECT count(*) AS n FROM samples WHERE value IS NOT NULL")["n"][0])
 
@@ -1114,7 +1109,7 @@ def reward_health(source, reward_col: str | None = None, *, out_dir=None, adapte
     """Reward health of a run, a store, a store path, or a JSONL/CSV training log.
 
     ``reward_col`` names the per-step reward metric (None: the first of
-    ``REWARD_NAMES`` logged; a name that is not logged raises UsageError listing the
+    ``reward`` quantity (``rldk.semantics``) logged; a name that is not logged raises UsageError listing the
     metrics that are). Other keyword arguments set :class:`Params` fields.
     ``out_dir`` receives the plots (reliability diagram). Returns a
     :class:`RewardHealth` with ``passed``, ``findings`` and ``to_dict()``.
@@ -1132,17 +1127,10 @@ def reward_health(source, reward_col: str | None = None, *, out_dir=None, adapte
 
 
 def open_source(path, adapter=None):
-    """A Store from an event-store path, or from foreign logs through the converters."""
-    from rldk.core.store import _looks_like_store, open_store
+    """A Store from an event-store path, or from foreign logs (``rldk.data.open_input``)."""
+    from rldk.data import open_input
 
-    if adapter is None and _looks_like_store(path):
-        return open_store(path)
-    try:
-        from rldk.converters import ingest
-    except ImportError:
-        raise UsageError(f"{path}: not an rldk event store, and this build has no converters "
-                         "to import it; convert it with `rldk import`") from None
-    return ingest(path, adapter=adapter)
+    return open_input(path, adapter)
 
 
 def plots(result: RewardHealth, out_dir) -> dict:
@@ -1217,3 +1205,22 @@ def _jsonable(obj):
     if isinstance(obj, np.bool_):
         return bool(obj)
     return obj
+
+
+class RewardHealthAnalyzer(Analyzer):
+    """The ``reward_health`` analysis (this module's ``run``) behind the one analyzer interface."""
+
+    name = NAME
+    title = "Reward health"
+    consumes = CONSUMES
+    Params = Params
+    defines_verdict = True
+
+    def applies(self, store) -> bool:
+        return applies(store)
+
+    def run(self, store, params=None):
+        return run(store, params if params is not None else Params())
+
+    def plots(self, result, out_dir) -> dict[str, str]:
+        return plots(result, out_dir)

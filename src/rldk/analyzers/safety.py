@@ -24,6 +24,7 @@ from pathlib import Path
 import numpy as np
 
 from rldk.analyzers import safety_lexicon as lex
+from rldk.analyzers.base import Analyzer
 from rldk.core.errors import MissingEvents, UsageError
 from rldk.core.report import Finding, Report, ReportTable
 
@@ -506,3 +507,22 @@ def plot_curve(result: RunSafety, path: Path) -> str:
     fig.savefig(path, dpi=110)
     plt.close(fig)
     return str(path)
+
+
+class SafetyAnalyzer(Analyzer):
+    """The ``safety`` analysis (this module's ``run``) behind the one analyzer interface."""
+
+    name = NAME
+    title = "Safety evaluation"
+    consumes = CONSUMES
+    Params = Params
+    defines_verdict = True
+
+    def applies(self, store) -> bool:
+        return applies(store)
+
+    def run(self, store, params=None):
+        return run(store, params if params is not None else Params())
+
+    def plots(self, result, out_dir) -> dict[str, str]:
+        return plots(result, out_dir)

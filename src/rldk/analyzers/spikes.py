@@ -1,8 +1,8 @@
 """Spikes in loss, gradient norm and KL: a value far above its recent level.
 
-Consumes ``metric`` events named like a loss, a gradient norm or a KL (``loss``,
-``train/loss``, ``actor/pg_loss``, ``grad_norm``, ``objective/kl``, ``kl``, ...:
-see ``SPIKY``). A logged value is a spike when it exceeds ``factor`` (5) times the
+Consumes the ``metric`` events that :mod:`rldk.semantics` says are a loss, a value
+loss, a gradient norm or a KL (``loss``, ``train/loss``, ``actor/pg_loss``,
+``grad_norm``, ``objective/kl``, ``actor/ppo_kl``, ...: see ``SPIKY``). A logged value is a spike when it exceeds ``factor`` (5) times the
 median of the ``window`` (25) values logged before it, once at least
 ``min_history`` (10) of them exist, that median is positive, and it is at least
 ``level_share`` (20%) of the window's 90th percentile. The last condition skips
@@ -25,15 +25,23 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from rldk import semantics
 from rldk.analyzers import _series
+from rldk.analyzers.base import Analyzer
 from rldk.core.errors import MissingEvents
 from rldk.core.report import Finding, Report, ReportTable
 
 NAME = "spikes"
 CONSUMES = ("metric",)
-#: Metric names watched for spikes: a loss, a gradient norm or a KL estimate.
-SPIKY = re.compile(r"(^|[/_.])(loss|grad_norm|gradient_norm|kl|approx_kl|ppo_kl|mean_kl)$")
-KL_NAME = re.compile(r"(^|[/_.])(kl|approx_kl|ppo_kl|mean_kl)$")
+#: Quantities (``rldk.semantics``) watched for spikes: losses, the gradient norm, KLs.
+SPIKY = ("loss", "value_loss", "grad_norm", "kl_to_ref", "ppo_approx_kl")
+#: Quantities that start near zero and grow: never a spike below ``Params.kl_floor``.
+KL_QUANTITIES = ("kl_to_ref", "ppo_approx_kl")
+
+
+def _quantity(name: str) -> str | None:
+    q, split, sign = semantics.classify(name)
+    return q.name if q is not None and split == "train" and sign == 1 else None
 
 
 @dataclass(frozen=True)
@@ -102,7 +110,7 @@ class Result:
 def watched_metrics(store) -> list[tuple[str, str]]:
     """(run_id, metric) pairs whose names look like a loss, grad norm or KL."""
     return [(run_id, name) for run_id in store.run_ids
-            for name in _series.run_index(_series.Source(store, run_id)) if SPIKY.search(name)]
+            for name in _series.run_index(_series.Source(store, run_id)) if _quantity(name) in SPIKY]
 
 
 def applies(store) -> bool:
@@ -113,15 +121,15 @@ def run(store, params: Params | None = None) -> Result:
     params = params or Params()
     watched = watched_metrics(store)
     if not watched:
-        raise MissingEvents("no loss, grad-norm or KL metric (names ending in loss, grad_norm, "
-                            "kl, approx_kl, ...) in any run")
+        raise MissingEvents("no loss, grad-norm or KL metric in any run (quantities "
+                            f"{', '.join(SPIKY)} of rldk.semantics)")
     found = []
     for run_id in dict.fromkeys(r for r, _ in watched):
         source = _series.Source(store, run_id)
         names = [n for r, n in watched if r == run_id]
         gate = _zero_std(source)
         for name, series in _series.load_series(source, names).items():
-            floor = params.kl_floor if KL_NAME.search(name) else None
+            floor = params.kl_floor if _quantity(name) in KL_QUANTITIES else None
             spikes = find_spikes(series, params, floor)
             if spikes is not None:
                 found.append(_spikes(run_id, name, series, *spikes, gate))
@@ -160,7 +168,7 @@ def find_spikes(series, params: Params, floor: float | None = None):
 def _zero_std(source):
     """Steps with a learning signal (frac_reward_zero_std < 1) when most groups have
     none (mean >= 0.5); else None."""
-    name = _series.resolve("frac_reward_zero_std", _series.metric_counts(source))
+    name = semantics.resolve_name("zero_std_frac", _series.metric_counts(source))
     if name is None:
         return None
     s = _series.load_series(source, [name])[name]
@@ -202,3 +210,19 @@ def _finding(s: Spikes) -> Finding:
                    fix="Check the batches at those steps (outlier rewards or very long sequences), "
                        "lower the learning rate or clip gradients (max_grad_norm); for KL spikes "
                        "reduce the step size or raise the KL coefficient.")
+
+
+class SpikesAnalyzer(Analyzer):
+    """The ``spikes`` analysis (this module's ``run``) behind the one analyzer interface."""
+
+    name = NAME
+    title = "Loss / grad-norm / KL spikes"
+    consumes = CONSUMES
+    Params = Params
+    defines_verdict = True
+
+    def applies(self, store) -> bool:
+        return applies(store)
+
+    def run(self, store, params=None):
+        return run(store, params if params is not None else Params())

@@ -1,15 +1,17 @@
 """``rldk analyze``: run every applicable analyzer over a store and write the cards.
 
-Not an analyzer itself: it opens the store once, runs the modules listed in
-``rldk.analyzers.BUILTIN`` in order, and writes ``<analyzer>.json`` / ``.md`` (and
+Not an analyzer itself: it opens the input once (``rldk.data.open_input``), runs
+the analyzers named in ``rldk.analyzers.DEFAULT`` in order, and writes ``<analyzer>.json`` / ``.md`` (and
 PNG plots) for each into the output directory, plus ``index.json`` / ``index.md``.
 
 Options reach analyzers through their ``Params``: an option whose name is a field
 of an analyzer's Params (``baseline``, ...) is set there; the other fields keep
 their documented defaults. An analyzer is *skipped* (and says why) when
 ``applies(store)`` is False or it raises ``MissingEvents``; *error* when it raises
-another ``RldkError``. Exit codes of the command: 0 clean, 3 problems, 1 errors or
-nothing analyzable.
+another ``RldkError``. The whole analysis is *inconclusive* when no analyzer that
+``defines_verdict`` reached a verdict (ok or problems): the store was read but not
+checked for anything rldk looks for. Exit codes of the command: 0 clean, 3
+problems, 4 inconclusive, 1 errors or nothing analyzable.
 """
 from __future__ import annotations
 
@@ -18,15 +20,17 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
-from rldk.analyzers import builtin
+from rldk.analyzers import default
 from rldk.core.errors import MissingEvents, RldkError
-from rldk.core.report import Report, write_report
+from rldk.core.report import STATUS_COLOURS, Report, write_report
+from rldk.data import open_input
 
 
 @dataclass(frozen=True)
 class Outcome:
-    """One analyzer's run: status "ok" | "problems" | "skipped" | "error", its summary,
-    problem count, written files (json, markdown, plots) and seconds taken."""
+    """One analyzer's run: status "ok" | "problems" | "inconclusive" | "skipped" | "error",
+    its summary, problem count, written files (json, markdown, plots), seconds taken, and
+    whether its verdict counts for the whole analysis (``Analyzer.defines_verdict``)."""
 
     analyzer: str
     status: str
@@ -34,6 +38,7 @@ class Outcome:
     problems: int
     files: dict
     seconds: float
+    defines_verdict: bool = True
 
     def to_dict(self) -> dict:
         return {k: getattr(self, k) for k in self.__dataclass_fields__}
@@ -57,20 +62,31 @@ class Analysis:
     def errors(self) -> list[Outcome]:
         return [o for o in self.outcomes if o.status == "error"]
 
+    @property
+    def status(self) -> str:
+        """"error", "problems", "inconclusive" (no verdict-defining analyzer concluded) or "ok"."""
+        if self.errors:
+            return "error"
+        if self.problems:
+            return "problems"
+        concluded = [o for o in self.outcomes if o.defines_verdict and o.status in ("ok", "problems")]
+        return "ok" if concluded else "inconclusive"
+
     def to_dict(self) -> dict:
         return {"paths": list(self.paths), "out_dir": self.out_dir, "runs": list(self.runs),
-                "problems": len(self.problems), "outcomes": [o.to_dict() for o in self.outcomes]}
+                "status": self.status, "problems": len(self.problems),
+                "outcomes": [o.to_dict() for o in self.outcomes]}
 
     def rich_summary(self):
         """A rich table: one row per analyzer with its status and verdict."""
         from rich.table import Table
         from rich.text import Text
 
-        table = Table(title=f"rldk analyze: {len(self.runs)} run(s) -> {self.out_dir}",
-                      show_lines=False, expand=False)
+        table = Table(title=f"rldk analyze: {len(self.runs)} run(s) -> {self.out_dir}: "
+                            f"{self.status.upper()}", show_lines=False, expand=False)
         for col in ("analyzer", "status", "summary"):
             table.add_column(col, overflow="fold")
-        colour = {"ok": "green", "problems": "red", "skipped": "yellow", "error": "red"}
+        colour = STATUS_COLOURS
         for o in self.outcomes:
             table.add_row(o.analyzer, Text(o.status, style=colour[o.status]), Text(_short(o.summary)))
         return table
@@ -81,7 +97,7 @@ def _short(text: str, limit: int = 300) -> str:
 
 
 def analyze(paths, baseline: str | None = None, out_dir="rldk_reports", plots: bool = True,
-            modules=None, on_analyzer=None) -> Analysis:
+            analyzers=None, on_analyzer=None) -> Analysis:
     """Open ``paths`` as one store, run each analyzer, write cards into ``out_dir``.
 
     ``on_analyzer(name, index, total)``, when given, is called before each analyzer
@@ -91,7 +107,7 @@ def analyze(paths, baseline: str | None = None, out_dir="rldk_reports", plots: b
     imported through the converters first (``rldk.ingest_runs``). Raises
     ``MissingEvents`` when there are no metric events at all (nothing to check).
     """
-    store = open_paths(paths)
+    store = open_input(paths)
     if store.sql("SELECT 1 FROM metrics LIMIT 1").is_empty():
         raise MissingEvents(f"no metric events in {' '.join(map(str, _as_list(paths)))}: log "
                             "scalars with rldk.writer.log or import logs with `rldk import`")
@@ -100,11 +116,11 @@ def analyze(paths, baseline: str | None = None, out_dir="rldk_reports", plots: b
     _series.prefetch([_series.Source(store, run_id) for run_id in store.run_ids])
     options = {"baseline": baseline}
     outcomes, reports = [], []
-    chosen = list(modules if modules is not None else builtin())
-    for index, module in enumerate(chosen):
+    chosen = list(analyzers if analyzers is not None else default())
+    for index, analyzer in enumerate(chosen):
         if on_analyzer is not None:
-            on_analyzer(module.NAME, index, len(chosen))
-        outcome, report = _run_one(module, store, options, out_dir, plots)
+            on_analyzer(analyzer.name, index, len(chosen))
+        outcome, report = _run_one(analyzer, store, options, out_dir, plots)
         outcomes.append(outcome)
         if report is not None:
             reports.append(report)
@@ -114,72 +130,41 @@ def analyze(paths, baseline: str | None = None, out_dir="rldk_reports", plots: b
     return analysis
 
 
-def open_paths(paths):
-    """One Store over ``paths``: event stores as they are, other logs converted."""
-    from rldk.core.store import Store, ingest_runs, open_store
-
-    paths = _as_list(paths)
-    try:
-        return open_store(paths)
-    except RldkError:
-        pass
-    files: set[str] = set()
-    for path in paths:
-        runs = ingest_runs(str(path))
-        if not runs:
-            raise MissingEvents(f"no runs in {path}")
-        files.update(runs[0].store.files)
-    return Store(sorted(files))
-
-
 def _as_list(paths):
     return [paths] if isinstance(paths, (str, Path)) else list(paths)
 
 
-def params_for(module, options: dict):
-    """The module's default Params with the matching ``options`` that are not None set."""
-    fields = {f.name for f in dataclasses.fields(module.Params)}
-    return module.Params(**{k: v for k, v in options.items() if k in fields and v is not None})
-
-
-def _run_one(module, store, options, out_dir, plots):
+def _run_one(analyzer, store, options, out_dir, plots):
     start = time.perf_counter()
-    name = module.NAME
+    name, counts = analyzer.name, analyzer.defines_verdict
     try:
-        params = params_for(module, options)
-        if not module.applies(store):
-            kinds = ", ".join(module.CONSUMES)
+        params = analyzer.params(**options)
+        if not analyzer.applies(store):
+            kinds = ", ".join(analyzer.consumes)
             return _skipped(name, f"not applicable: the store lacks the events it reads ({kinds})",
-                            start), None
-        result = module.run(store, params)
+                            start, counts), None
+        result = analyzer.run(store, params)
     except MissingEvents as exc:
-        return _skipped(name, str(exc), start), None
+        return _skipped(name, str(exc), start, counts), None
     except RldkError as exc:
-        return Outcome(name, "error", str(exc), 0, {}, time.perf_counter() - start), None
+        return Outcome(name, "error", str(exc), 0, {}, time.perf_counter() - start, counts), None
     report = result.report()
-    pngs = plots_or_note(result, out_dir, module) if plots else {}
+    pngs = plots_or_note(analyzer, result, out_dir) if plots else {}
     files = dict(write_report(report, out_dir, pngs), plots=list(pngs.values()))
     return Outcome(name, report.status, report.summary, len(report.problems), files,
-                   time.perf_counter() - start), report
+                   time.perf_counter() - start, counts), report
 
 
-def _skipped(name, why, start):
-    return Outcome(name, "skipped", why, 0, {}, time.perf_counter() - start)
+def _skipped(name, why, start, counts):
+    return Outcome(name, "skipped", why, 0, {}, time.perf_counter() - start, counts)
 
 
-def plots_or_note(result, out_dir, module=None) -> dict[str, str]:
-    """The module's PNG plots for ``result`` ({caption: path}); none without matplotlib."""
+def plots_or_note(analyzer, result, out_dir) -> dict[str, str]:
+    """The analyzer's PNG plots for ``result`` ({caption: path}); none without matplotlib."""
     from rldk.core.plots import MissingPlotting
 
-    if module is None:
-        import importlib
-
-        module = importlib.import_module(type(result).__module__)
-    make = getattr(module, "plots", None)
-    if make is None:
-        return {}
     try:
-        return make(result, out_dir)
+        return analyzer.plots(result, out_dir)
     except MissingPlotting:
         return {}
 
@@ -195,7 +180,7 @@ def write_index(analysis: Analysis) -> dict[str, str]:
              f"[card]({o.analyzer}.md)" if o.files else "", _short(o.summary)]
             for o in analysis.outcomes]
     text = (f"# rldk analyze\n\nRuns: {escape_markdown(', '.join(analysis.runs))}  \n"
-            f"Problems found: {len(analysis.problems)}\n\n"
+            f"Status: {analysis.status}  \nProblems found: {len(analysis.problems)}\n\n"
             + markdown_table(["analyzer", "status", "problems", "card", "summary"], rows))
     # the card links are ours, not from logs: undo the escaping of their brackets
     text = text.replace("\\[card\\]\\(", "[card](").replace(".md\\)", ".md)")

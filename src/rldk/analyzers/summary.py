@@ -17,6 +17,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from rldk.analyzers import _series
+from rldk.analyzers.base import Analyzer
 from rldk.core.report import Finding, Report, ReportTable
 
 NAME = "summary"
@@ -209,3 +210,19 @@ def _metrics_table(metrics) -> ReportTable:
     rows = tuple((m["run_id"], m["name"], m["rows"], m["first_step"], m["last_step"], m["last"],
                   m["min"], m["max"], m["mean"], m["non_finite"], m["non_numeric"]) for m in metrics)
     return ReportTable("Metrics", cols, rows)
+
+
+class SummaryAnalyzer(Analyzer):
+    """The ``summary`` analysis (this module's ``run``) behind the one analyzer interface."""
+
+    name = NAME
+    title = "Run summary"
+    consumes = CONSUMES
+    Params = Params
+    defines_verdict = False
+
+    def applies(self, store) -> bool:
+        return applies(store)
+
+    def run(self, store, params=None):
+        return run(store, params if params is not None else Params())

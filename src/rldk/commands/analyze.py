@@ -54,7 +54,9 @@ def _write_card(result, report, out_dir):
     from rldk.analyzers.suite import plots_or_note
     from rldk.core.report import write_report
 
-    write_report(report, out_dir, plots_or_note(result, out_dir))
+    from rldk.analyzers import get
+
+    write_report(report, out_dir, plots_or_note(get("divergence"), result, out_dir))
 
 
 def _render(report, result, fmt, stream):
@@ -109,10 +111,10 @@ def analyze(paths, baseline, out_dir, no_plots, html_path, fmt):
         result = run_all(paths, baseline=baseline, out_dir=out_dir, plots=not no_plots,
                          on_analyzer=on_analyzer)
     if html_path:
-        from rldk.analyzers.suite import open_paths
+        from rldk.data import open_input
         from rldk.core.html import write_html
 
-        write_html(open_paths(paths), result.reports, html_path,
+        write_html(open_input(paths), result.reports, html_path,
                    title=f"rldk report: {', '.join(result.runs)}")
     if fmt == "json":
         from rldk.core.render import to_json

@@ -52,9 +52,9 @@ def profile(paths, run_id, warmup_steps, min_ratio, model_params, peak_flops, nu
     found, 1 when the runs have neither timings nor memory readings."""
     from rldk.analyzers import memory_leak
     from rldk.analyzers import profile as prof
-    from rldk.analyzers.suite import open_paths
+    from rldk.data import open_input
 
-    store = open_paths(paths)
+    store = open_input(paths)
     params = prof.Params(run_id=run_id, warmup_steps=warmup_steps, min_ratio=min_ratio,
                          model_params=model_params, peak_flops=peak_flops, num_devices=num_devices,
                          tokens_per_step=tokens_per_step, samples_per_step=samples_per_step)

@@ -28,12 +28,13 @@ def report(paths, out_path, baseline, cards_dir, max_points):
     """
     import tempfile
 
-    from rldk.analyzers.suite import analyze, open_paths
+    from rldk.analyzers.suite import analyze
+    from rldk.data import open_input
     from rldk.core.html import write_html
 
     with tempfile.TemporaryDirectory(prefix="rldk-cards-") as scratch:
         analysis = analyze(paths, baseline=baseline, out_dir=cards_dir or scratch, plots=False)
-        write_html(open_paths(paths), analysis.reports, out_path, max_points=max_points,
+        write_html(open_input(paths), analysis.reports, out_path, max_points=max_points,
                    title=f"rldk report: {', '.join(analysis.runs)}")
     click.echo(f"wrote {out_path}: {len(analysis.runs)} run(s), {len(analysis.reports)} card(s), "
                f"{len(analysis.problems)} problem(s)")

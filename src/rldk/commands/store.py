@@ -58,9 +58,9 @@ def demo(directory, steps):
 def runs(paths, fmt, output):
     """List the runs in PATHS: id, steps, kinds, metrics, wall time, status."""
     from rldk.core.render import render_rows
-    from rldk.core.store import open_store
+    from rldk.data import open_input
 
-    summary = open_store(paths).summary()
+    summary = open_input(paths).summary()
     with open_output(output) as stream:
         render_rows(summary, fmt, title="runs", stream=stream)
 
@@ -80,9 +80,9 @@ def sql(query, paths, fmt, output):
 
     from rldk.core.errors import UsageError
     from rldk.core.render import render_rows
-    from rldk.core.store import open_store
+    from rldk.data import open_input
 
-    store = open_store(paths)
+    store = open_input(paths)
     try:
         result = store.sql(query)
     except duckdb.Error as exc:
@@ -99,7 +99,7 @@ def sql(query, paths, fmt, output):
 def compact(paths, force, fmt, output):
     """Merge each finished run's segment files into one file."""
     from rldk.core.render import render_rows
-    from rldk.core.segments import compact as compact_runs
+    from rldk.core.compaction import compact as compact_runs
 
     report = compact_runs(paths, force=force)
     with open_output(output) as stream:

@@ -4,8 +4,8 @@ OpenRLHF's trainers log ``train/<key>`` (``train/policy_loss``, ``train/kl``,
 ``train/reward``, ``train/response_length``, ``train/actor_lr``...) at the global
 step and ``eval/<key>`` at evaluation steps, through ``SummaryWriter.add_scalar``.
 They are read by :mod:`rldk.converters.tensorboard` and keep their names (the
-canonical names ``kl``, ``reward_mean``, ``lr`` resolve to them through
-:mod:`rldk.converters.names`). Auto-detection chooses this converter over plain
+canonical quantities ``kl_to_ref``, ``reward``, ``lr`` resolve to them through
+:mod:`rldk.semantics`). Auto-detection chooses this converter over plain
 TensorBoard when the first event file's tags are OpenRLHF's.
 
 OpenRLHF's wandb logging, when run offline (``wandb/offline-run-*/run-*.wandb``),

@@ -1,7 +1,8 @@
 """Typed library errors. Each message says what went wrong and what to do next.
 
 The CLI maps them once (see ``rldk.cli``): usage errors exit 2, failures exit 1,
-and analyses that ran and found problems exit 3 so CI can gate on them.
+analyses that ran and found problems exit 3 so CI can gate on them, and analyses
+whose defining checks could not run (nothing was verified) exit 4.
 """
 from __future__ import annotations
 
@@ -9,6 +10,7 @@ EXIT_OK = 0
 EXIT_FAILURE = 1
 EXIT_USAGE = 2
 EXIT_PROBLEMS = 3
+EXIT_INCONCLUSIVE = 4
 
 
 class RldkError(Exception):

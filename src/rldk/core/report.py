@@ -15,7 +15,49 @@ from pathlib import Path
 from rldk.core.render import REPORT_SCHEMA_VERSION, escape_markdown, markdown_table, to_json
 
 SEVERITIES = ("info", "warning", "error")       # ascending
-STATUSES = ("ok", "problems", "skipped")
+#: ok: checks ran, nothing wrong; problems: warnings/errors found; inconclusive: the
+#: checks that define the analysis could not run (nothing was verified); skipped:
+#: the analyzer lacked its events entirely and did not run.
+STATUSES = ("ok", "problems", "inconclusive", "skipped")
+CHECK_STATUSES = ("ran", "skipped")
+
+
+@dataclass(frozen=True)
+class Check:
+    """One check an analysis made or could not make.
+
+    name: the check (a detector or rule code). status: "ran" or "skipped".
+    detail: key numbers when it ran; when skipped, why and what to log to enable it.
+    run_id: the run it concerns (None: the whole store).
+    """
+
+    name: str
+    status: str
+    detail: str = ""
+    run_id: str | None = None
+
+    def __post_init__(self):
+        if self.status not in CHECK_STATUSES:
+            raise ValueError(f"check status must be one of {CHECK_STATUSES}, not {self.status!r}")
+
+    @property
+    def ran(self) -> bool:
+        return self.status == "ran"
+
+    def to_dict(self) -> dict:
+        return {"name": self.name, "status": self.status, "detail": self.detail, "run_id": self.run_id}
+
+
+def verdict(findings, checks, required=()) -> str:
+    """The status that ``findings`` and ``checks`` earn: "problems" when any finding
+    is a warning or error (a found problem is conclusive); "inconclusive" when no
+    check ran, or a ``required`` check name never ran; else "ok"."""
+    if any(f.is_problem for f in findings):
+        return "problems"
+    ran = {c.name for c in checks if c.ran}
+    if not ran or any(name not in ran for name in required):
+        return "inconclusive"
+    return "ok"
 
 
 @dataclass(frozen=True)
@@ -73,10 +115,10 @@ class Report:
 
     analyzer: the analyzer's name (file stem of its outputs).
     title: heading of its card.
-    status: "ok" (ran, nothing wrong), "problems" (ran, found warnings/errors),
-        "skipped" (the events it needs are absent: ``summary`` says which).
+    status: one of ``STATUSES`` (``verdict`` computes it from findings and checks).
     summary: one or two sentences, the verdict in words.
     findings, tables: as above. details: analyzer-specific JSON.
+    checks: what was checked and what could not be (with what to log).
     """
 
     analyzer: str
@@ -86,6 +128,7 @@ class Report:
     findings: tuple[Finding, ...] = ()
     tables: tuple[ReportTable, ...] = ()
     details: dict = field(default_factory=dict)
+    checks: tuple[Check, ...] = ()
 
     def __post_init__(self):
         if self.status not in STATUSES:
@@ -95,12 +138,26 @@ class Report:
     def problems(self) -> list[Finding]:
         return [f for f in self.findings if f.is_problem]
 
+    @property
+    def skipped_checks(self) -> list[Check]:
+        return [c for c in self.checks if not c.ran]
+
     def to_dict(self) -> dict:
         findings = sorted(self.findings, key=lambda f: -SEVERITIES.index(f.severity))
         return {"schema_version": REPORT_SCHEMA_VERSION, "analyzer": self.analyzer,
                 "title": self.title, "status": self.status, "summary": self.summary,
                 "findings": [f.to_dict() for f in findings],
+                "checks": [c.to_dict() for c in self.checks],
                 "tables": [t.to_dict() for t in self.tables], "details": self.details}
+
+    def __str__(self) -> str:
+        return f"{self.title}: {self.status.upper()}: {self.summary}"
+
+    def __rich__(self):
+        return rich_view(self)
+
+    def to_markdown(self, images: dict[str, str] | None = None) -> str:
+        return to_markdown(self, images)
 
 
 def to_markdown(report: Report | dict, images: dict[str, str] | None = None) -> str:
@@ -114,6 +171,13 @@ def to_markdown(report: Report | dict, images: dict[str, str] | None = None) -> 
                  "" if f["steps"] is None else f"{f['steps'][0]}-{f['steps'][1]}", f["fix"]]
                 for f in d["findings"]]
         out.append(markdown_table(["severity", "code", "finding", "run", "metric", "steps", "fix"], rows))
+    skipped = [c for c in d.get("checks", []) if c["status"] != "ran"]
+    if d.get("checks"):
+        ran = len(d["checks"]) - len(skipped)
+        out += ["## Checks", "", f"{ran} ran, {len(skipped)} could not run.", ""]
+        if skipped:
+            rows = [[c["name"], c["run_id"] or "", c["detail"]] for c in skipped]
+            out.append(markdown_table(["could not run", "run", "why / what to log"], rows))
     for table in d["tables"]:
         out += [f"## {escape_markdown(table['name'])}", "", markdown_table(table["columns"], table["rows"])]
     for caption, path in (images or {}).items():
@@ -135,6 +199,10 @@ def write_report(report: Report, out_dir, plots: dict[str, str] | None = None) -
     return paths
 
 
+STATUS_COLOURS = {"ok": "green", "problems": "red", "inconclusive": "yellow", "skipped": "yellow",
+                  "error": "red"}
+
+
 def rich_view(report: Report):
     """A rich renderable (panel with the findings table) for terminal output."""
     from rich.console import Group
@@ -142,8 +210,14 @@ def rich_view(report: Report):
     from rich.table import Table
     from rich.text import Text
 
-    colour = {"ok": "green", "problems": "red", "skipped": "yellow"}[report.status]
+    colour = STATUS_COLOURS[report.status]
     parts = [Text(report.summary)]
+    if report.status == "inconclusive":
+        parts.append(Text("Inconclusive: the checks that define this analysis could not run.",
+                          style="bold yellow"))
+    if report.skipped_checks:
+        names = ", ".join(dict.fromkeys(c.name for c in report.skipped_checks))
+        parts.append(Text(f"Could not run: {names}", style="yellow"))
     if report.findings:
         table = Table(show_header=True, header_style="bold", expand=True)
         for col in ("severity", "finding", "steps", "fix"):

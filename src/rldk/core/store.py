@@ -15,6 +15,7 @@ from dataclasses import dataclass
 from functools import cached_property
 from pathlib import Path
 
+from rldk import semantics
 from rldk.core.errors import StoreError, UsageError
 from rldk.core.sql import quote_literal
 
@@ -62,7 +63,7 @@ def resolve_files(paths) -> list[str]:
         elif os.path.isfile(path):
             matches = [path]
         else:
-            raise StoreError(f"no such file or directory: {path}")
+            raise StoreError(f"{path}: no such file or directory")
         found.update(os.path.abspath(m) for m in matches
                      if os.path.isfile(m) and not os.path.basename(m).startswith("."))
     if not found:
@@ -184,6 +185,10 @@ class Run:
     def metric(self, name: str, rank: int | None = None):
         """Values of metric ``name`` by step: columns ``step`` (int64) and ``value`` (float64).
 
+        ``name`` is the run's own name or a canonical quantity (``kl_to_ref``,
+        ``reward``...) resolved through :mod:`rldk.semantics`; a quantity the run
+        logs negated (SB3's ``entropy_loss``) comes back with its sign restored.
+
         One row per step, sorted. A step logged more than once (a duplicate, or a
         resumed run replaying steps) keeps its last value. Multi-rank runs use the
         lowest rank that logged the metric unless ``rank`` is given. Raises
@@ -196,11 +201,10 @@ class Run:
                          & pl.col("step").is_not_null())
                  .select("rank", "step", "value", "wall_time", "seq").collect())
         if frame.is_empty():
-            from rldk.converters.names import resolve   # canonical name -> this run's own name
-
-            own = resolve(name, self.metric_names())
-            if own is not None and own != name:
-                return self.metric(own, rank)
+            found = semantics.resolve(name, self.metric_names())   # canonical -> this run's name
+            if found is not None and found.metric != name:
+                own = self.metric(found.metric, rank)
+                return own if found.sign == 1 else own.with_columns(-own["value"])
             raise UsageError(f"run {self.id!r} has no metric {name!r}; metrics: "
                              f"{', '.join(self.metric_names()) or 'none'}")
         chosen = rank if rank is not None else frame["rank"].min()
@@ -238,34 +242,3 @@ class Run:
 def open_store(paths) -> Store:
     """Open the events in ``paths`` (files, directories or globs) as a :class:`Store`."""
     return Store(_live_files(resolve_files(paths)))
-
-
-def ingest_runs(path, adapter: str | None = None) -> list[Run]:
-    """Runs from a store path/glob, or from foreign logs through a converter.
-
-    With ``adapter=None`` a path holding event Parquet files is opened as a store;
-    anything else is handed to the converters, which detect the format. Runs are
-    returned sorted by run id.
-    """
-    if adapter is None and _looks_like_store(path):
-        return open_store(path).runs()
-    from rldk.converters import ingest
-
-    return ingest(path, adapter=adapter).runs()
-
-
-def _looks_like_store(path) -> bool:
-    paths = [path] if isinstance(path, (str, os.PathLike)) else list(path)
-    try:
-        files = resolve_files(paths)
-    except StoreError:
-        return False
-    import pyarrow.parquet as pq
-
-    from rldk.schemas import COLUMNS
-
-    try:
-        names = set(pq.read_schema(files[0]).names)
-    except Exception:
-        return False
-    return {"run_id", "kind", "name", "step"} <= names and names <= set(COLUMNS) | names

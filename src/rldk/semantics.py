@@ -1,0 +1,352 @@
+"""What each metric means: the one table every entry point resolves names through.
+
+A *quantity* is a thing a training run measures (the reward, the KL to the
+reference policy, the policy entropy...). Frameworks log it under their own
+names: TRL's GRPO logs ``reward`` (``train/reward`` in its TensorBoard files),
+verl ``critic/score/mean``, OpenRLHF ``train/reward``. This module says, for
+every quantity: its canonical name, the names it has in each framework, its
+*kind* (what values it can take, which scale its noise lives on), which
+direction is bad, and which rules apply to it. Stored events always keep the
+framework's own name; this table only answers "which metric of this run is the
+KL to the reference?".
+
+Resolution rules (``resolve``):
+
+* a metric logged under exactly the asked name wins;
+* names are compared after one normalisation (``split_name``): a leading
+  ``train/`` is dropped, and ``eval/``, ``eval_``, ``val/`` and ``test/`` put the
+  metric in the ``eval`` split (``train/reward`` is the train reward,
+  ``eval/reward`` and HF Trainer's ``eval_reward`` the evaluation reward);
+* candidates are tried in the order the table lists them; a name the table
+  marks with a leading ``-`` is the quantity negated (SB3's ``entropy_loss`` is
+  minus the entropy), and ``Resolved.sign`` says so;
+* quantities that are related but not the same are kept apart on purpose:
+  verl's ``actor/ppo_kl`` and SB3's ``approx_kl`` estimate the old-to-new policy
+  KL of one PPO update (``ppo_approx_kl``), not the KL to the reference
+  (``kl_to_ref``); SB3's ``rollout/ep_rew_mean`` is an ``episode_return``, DPO's
+  ``rewards/margins`` a ``dpo_margin``; neither is a reward-model ``reward``.
+
+Users add names with a metric map (``--metric-map FILE`` on every command, or
+``RLDK_METRIC_MAP``): a JSON object ``{"kl_to_ref": ["my/kl"], ...}`` whose names
+are tried before the built-in ones (``use_metric_map``).
+
+The table is printed in ``docs/semantics.md`` (``python -m rldk.semantics``).
+This module imports nothing else of rldk: every layer may use it.
+"""
+from __future__ import annotations
+
+import json
+import os
+from dataclasses import dataclass, field, replace
+
+#: What values a quantity takes and the scale its noise lives on.
+KINDS = {
+    "ratio": "a fraction in [0, 1]",
+    "nonneg": "non-negative, noise on a linear scale",
+    "logscale": "non-negative, noise multiplicative (compare on a log scale)",
+    "signed": "any sign, noise on a linear scale",
+}
+#: Which direction of change is bad.
+BAD = {"up": "rising is bad", "down": "falling is bad", "both": "moves either way are bad",
+       "none": "no direction is bad in itself"}
+SPLITS = ("train", "eval")
+_EVAL_PREFIXES = ("eval/", "eval_", "val/", "val-core/", "test/")
+_TRAIN_PREFIXES = ("train/",)
+
+
+@dataclass(frozen=True)
+class Quantity:
+    """One thing a run measures.
+
+    name: canonical name. kind: a key of ``KINDS``. bad: a key of ``BAD``.
+    names: framework names after ``split_name`` normalisation, tried in order; a
+        leading ``-`` marks a name that logs the quantity negated.
+    aliases: other canonical names accepted for it (``reward_mean`` for ``reward``).
+    rules: codes of the detectors that read it. doc: one line: what it is, where from.
+    """
+
+    name: str
+    kind: str
+    bad: str
+    names: tuple[str, ...]
+    doc: str
+    aliases: tuple[str, ...] = ()
+    rules: tuple[str, ...] = ()
+
+    def __post_init__(self):
+        if self.kind not in KINDS or self.bad not in BAD:
+            raise ValueError(f"quantity {self.name}: kind {self.kind!r} / bad {self.bad!r} unknown")
+
+    @property
+    def log_scale(self) -> bool:
+        return self.kind == "logscale"
+
+
+def _q(name, kind, bad, names, doc, aliases=(), rules=()) -> Quantity:
+    return Quantity(name, kind, bad, tuple(names), doc, tuple(aliases), tuple(rules))
+
+
+#: The built-in table, in documentation order.
+QUANTITIES: tuple[Quantity, ...] = (
+    _q("reward", "signed", "down",
+       ["reward", "reward_mean", "rewards/mean", "env/reward_mean", "objective/scores", "ppo/mean_scores",
+        "critic/score/mean", "critic/rewards/mean", "score"],
+       "mean reward-model / verifier score of a batch (TRL GRPO/PPO, OpenRLHF, verl, LLaMA-Factory)",
+       aliases=["reward_mean"], rules=["reward_collapse", "reward_plateau", "reward_saturation"]),
+    _q("reward_std", "nonneg", "down",
+       ["reward_std", "rewards/std", "env/reward_std", "objective/scores_std", "critic/score/std"],
+       "spread of the reward within a batch"),
+    _q("kl_to_ref", "logscale", "up",
+       ["kl", "objective/kl", "actor/reward_kl_penalty", "actor/kl_loss", "critic/kl", "kl_mean",
+        "ppo/mean_non_score_reward_kl"],
+       "KL divergence of the policy from the reference model (TRL kl / objective/kl, OpenRLHF "
+       "train/kl, verl actor/kl_loss or actor/reward_kl_penalty)",
+       aliases=["kl"], rules=["negative_kl", "kl_above_target", "kl_spike", "kl_controller_stuck"]),
+    _q("ppo_approx_kl", "logscale", "up",
+       ["approx_kl", "actor/ppo_kl", "policy/approxkl_avg", "ppo/policy/approxkl", "losses/approx_kl",
+        "ppo_kl"],
+       "old-to-new policy KL estimate of one PPO update (verl actor/ppo_kl, SB3/CleanRL approx_kl): "
+       "tiny and of either sign by construction; not the KL to the reference"),
+    _q("kl_coef", "nonneg", "none",
+       ["kl_coef", "objective/kl_coef", "actor/kl_coef", "critic/kl_coeff", "critic/kl_coef",
+        "actor/reward_kl_penalty_coeff", "ppo/kl_coef"],
+       "coefficient of the KL penalty (adaptive controllers move it)", rules=["kl_controller_stuck"]),
+    _q("entropy", "nonneg", "down",
+       ["entropy", "objective/entropy", "policy/entropy_avg", "actor/entropy", "ppo/policy/entropy",
+        "losses/entropy", "-entropy_loss"],
+       "mean token / action entropy of the policy (SB3 logs minus it as entropy_loss)",
+       rules=["entropy_collapse"]),
+    _q("loss", "signed", "none",
+       ["loss", "policy_loss", "actor/pg_loss", "loss/policy_avg", "ppo/loss/policy", "losses/policy_loss",
+        "policy_gradient_loss"],
+       "the (policy) training loss", rules=["loss_spike"]),
+    _q("value_loss", "logscale", "up",
+       ["value_loss", "critic_loss", "critic/vf_loss", "loss/value_avg", "ppo/loss/value",
+        "losses/value_loss"],
+       "critic / value-function loss"),
+    _q("grad_norm", "logscale", "up",
+       ["grad_norm", "actor/grad_norm", "policy/grad_norm", "gradient_norm"],
+       "gradient norm before clipping", rules=["grad_norm_spike"]),
+    _q("lr", "nonneg", "none",
+       ["learning_rate", "lr", "actor/lr", "actor_lr", "charts/learning_rate"],
+       "learning rate of the policy optimizer"),
+    _q("response_length", "nonneg", "both",
+       ["completions/mean_length", "completion_length", "response_length", "response_length/mean",
+        "tokens/responses_len_mean"],
+       "mean generated response length in tokens", rules=["length_growth", "length_hacking"]),
+    _q("truncation_ratio", "ratio", "up",
+       ["completions/clipped_ratio", "response_length/clip_ratio"],
+       "fraction of responses cut at the maximum length", rules=["truncation"]),
+    _q("clip_ratio", "ratio", "up",
+       ["clip_ratio/region_mean", "clip_ratio", "policy/clipfrac_avg", "actor/pg_clipfrac", "clip_fraction",
+        "losses/clipfrac", "ppo/policy/clipfrac", "policy_clip_frac"],
+       "fraction of tokens whose PPO ratio was clipped", rules=["clip_ratio_high"]),
+    _q("zero_std_frac", "ratio", "up",
+       ["frac_reward_zero_std"],
+       "fraction of GRPO groups whose rewards all tie (no learning signal)",
+       aliases=["frac_reward_zero_std"], rules=["zero_std_groups"]),
+    _q("advantage", "signed", "none",
+       ["critic/advantages/mean", "advantages_mean", "advantages", "advantage"],
+       "mean advantage", aliases=["advantage_mean"]),
+    _q("value", "signed", "none",
+       ["critic/values/mean", "values", "value_mean"],
+       "mean value-function estimate", aliases=["value_mean"]),
+    _q("explained_var", "signed", "down",
+       ["explained_variance", "critic/vf_explained_var", "losses/explained_variance"],
+       "explained variance of the value function (1 is perfect)"),
+    _q("step_time", "logscale", "up",
+       ["step_time", "timing_s/step", "time/step"],
+       "wall-clock seconds per training step", rules=["step_time"]),
+    _q("episode_return", "signed", "down",
+       ["rollout/ep_rew_mean", "charts/episodic_return", "r", "ep_rew_mean", "episode_reward",
+        "mean_reward", "episode_return"],
+       "mean undiscounted return of finished episodes (SB3 rollout/ep_rew_mean, monitor.csv r, "
+       "CleanRL charts/episodic_return): an environment return, not a reward-model score"),
+    _q("episode_length", "nonneg", "none",
+       ["rollout/ep_len_mean", "charts/episodic_length", "l", "ep_len_mean", "episode_length"],
+       "mean length of finished episodes"),
+    _q("dpo_margin", "signed", "none",
+       ["rewards/margins"], "DPO: mean implicit-reward margin of chosen over rejected"),
+    _q("dpo_accuracy", "ratio", "down",
+       ["rewards/accuracies"], "DPO: fraction of pairs whose chosen answer out-scores the rejected"),
+    _q("gold_reward", "signed", "down",
+       ["gold_reward", "reward_gold", "gold/reward", "heldout_reward"],
+       "reward from a held-out (gold) reward model, for over-optimisation checks"),
+)
+
+
+@dataclass(frozen=True)
+class Resolved:
+    """A quantity found in a run: ``metric`` is the run's own name, ``sign`` -1 when
+    the run logs the quantity negated, ``quantity`` the table entry (None when the
+    asked name is not in the table and was found literally)."""
+
+    metric: str
+    sign: int = 1
+    quantity: Quantity | None = None
+
+
+@dataclass
+class _Table:
+    quantities: dict[str, Quantity] = field(default_factory=dict)
+    by_alias: dict[str, str] = field(default_factory=dict)
+    by_name: dict[tuple[str, str], tuple[str, int]] = field(default_factory=dict)
+
+    @classmethod
+    def build(cls, quantities) -> "_Table":
+        table = cls()
+        for q in quantities:
+            table.quantities[q.name] = q
+            for alias in (q.name, *q.aliases):
+                table.by_alias.setdefault(alias, q.name)
+            for raw in q.names:
+                sign, name = (-1, raw[1:]) if raw.startswith("-") else (1, raw)
+                table.by_name.setdefault(("train", name), (q.name, sign))
+        return table
+
+
+_BUILTIN = _Table.build(QUANTITIES)
+_active = _BUILTIN
+
+
+def split_name(raw: str) -> tuple[str, str]:
+    """``(split, name)``: ``train/reward`` -> ("train", "reward"); ``eval_loss`` -> ("eval", "loss")."""
+    for prefix in _EVAL_PREFIXES:
+        if raw.startswith(prefix) and len(raw) > len(prefix):
+            return "eval", raw[len(prefix):]
+    for prefix in _TRAIN_PREFIXES:
+        if raw.startswith(prefix) and len(raw) > len(prefix):
+            return "train", raw[len(prefix):]
+    return "train", raw
+
+
+def quantity(name: str) -> Quantity | None:
+    """The table entry of a canonical name or alias (``kl`` -> kl_to_ref), or None."""
+    canonical = _active.by_alias.get(name)
+    return _active.quantities[canonical] if canonical else None
+
+
+def quantities() -> tuple[Quantity, ...]:
+    """Every quantity of the active table (built-in, plus a user metric map)."""
+    return tuple(_active.quantities.values())
+
+
+def classify(raw: str) -> tuple[Quantity | None, str, int]:
+    """What a framework metric name measures: ``(quantity or None, split, sign)``.
+
+    ``objective/kl`` -> (kl_to_ref, "train", 1); ``train/entropy_loss`` -> (entropy,
+    "train", -1); ``eval/reward`` -> (reward, "eval", 1); ``foo`` -> (None, "train", 1).
+    """
+    split, name = split_name(raw)
+    hit = _active.by_name.get(("train", name))
+    if hit is None:
+        return None, split, 1
+    return _active.quantities[hit[0]], split, hit[1]
+
+
+def canonical(raw: str) -> str | None:
+    """The canonical name of a train-split metric name (``objective/kl`` -> ``kl_to_ref``), or None."""
+    q, split, sign = classify(raw)
+    return q.name if q is not None and split == "train" and sign == 1 else None
+
+
+def resolve(name: str, available, split: str = "train") -> Resolved | None:
+    """The metric of ``available`` (names a run logged) that ``name`` means, or None.
+
+    ``name`` is a canonical name, an alias, or any framework name (which then
+    stands for its quantity). A metric logged literally as ``name`` wins (for the
+    train split); otherwise the quantity's names are tried in table order within
+    ``split``, the unprefixed form of a name before its prefixed forms.
+    """
+    available = list(available)
+    if split == "train" and name in available:
+        return Resolved(name, 1, quantity(name) or classify(name)[0])
+    q = quantity(name) or classify(name)[0]
+    if q is None:
+        return None
+    best = None
+    for raw in available:
+        hit_q, hit_split, sign = classify(raw)
+        if hit_q is None or hit_q.name != q.name or hit_split != split:
+            continue
+        rank = (_position(q, split_name(raw)[1], sign), raw != split_name(raw)[1], raw)
+        if best is None or rank < best[0]:
+            best = (rank, Resolved(raw, sign, q))
+    return best[1] if best else None
+
+
+def _position(q: Quantity, name: str, sign: int) -> int:
+    token = name if sign == 1 else "-" + name
+    return q.names.index(token) if token in q.names else len(q.names)
+
+
+def resolve_name(name: str, available, split: str = "train") -> str | None:
+    """Like :func:`resolve` but only names logged with the quantity's own sign: the run's metric name."""
+    found = resolve(name, available, split)
+    return found.metric if found is not None and found.sign == 1 else None
+
+
+# ------------------------------------------------------------------ user metric maps
+def load_metric_map(path) -> dict[str, list[str]]:
+    """Read a metric map file: a JSON object canonical name -> list of the run's names."""
+    try:
+        with open(path, encoding="utf-8") as fh:
+            data = json.load(fh)
+    except OSError as exc:
+        raise ValueError(f"{path}: cannot read the metric map ({exc.strerror})") from None
+    except json.JSONDecodeError as exc:
+        raise ValueError(f"{path}: line {exc.lineno}: not JSON ({exc.msg}); a metric map is "
+                         '{"kl_to_ref": ["my/kl"], ...}') from None
+    if not isinstance(data, dict) or not all(
+            isinstance(v, list) and all(isinstance(n, str) for n in v) for v in data.values()):
+        raise ValueError(f'{path}: a metric map is a JSON object of lists of names, e.g. '
+                         '{"kl_to_ref": ["my/kl"]}')
+    return data
+
+
+def use_metric_map(mapping: dict[str, list[str]] | str | os.PathLike | None) -> None:
+    """Make ``mapping`` (or the map file it names) part of the active table; None resets.
+
+    Names of a known quantity are tried before its built-in names; an unknown
+    canonical name becomes a new signed quantity with no rules.
+    """
+    global _active
+    if mapping is None:
+        _active = _BUILTIN
+        return
+    if not isinstance(mapping, dict):
+        mapping = load_metric_map(mapping)
+    merged = {q.name: q for q in QUANTITIES}
+    for name, names in mapping.items():
+        base = merged.get(_BUILTIN.by_alias.get(name, name))
+        if base is None:
+            merged[name] = _q(name, "signed", "none", names, "from the user's metric map")
+        else:
+            merged[base.name] = replace(base, names=tuple(dict.fromkeys([*names, *base.names])))
+    _active = _Table.build(merged.values())
+
+
+def _from_environment() -> None:
+    path = os.environ.get("RLDK_METRIC_MAP")
+    if path:
+        use_metric_map(path)
+
+
+_from_environment()
+
+
+# ------------------------------------------------------------------------- docs
+def markdown_table() -> str:
+    """The table as Markdown (``docs/semantics.md``)."""
+    lines = ["| quantity | kind | bad | names (after `train/` is dropped; `-` = negated) | rules | what |",
+             "|---|---|---|---|---|---|"]
+    for q in QUANTITIES:
+        names = ", ".join(f"`{n}`" for n in q.names)
+        aliases = f" (also `{'`, `'.join(q.aliases)}`)" if q.aliases else ""
+        lines.append(f"| `{q.name}`{aliases} | {q.kind} | {q.bad} | {names} | "
+                     f"{', '.join(q.rules)} | {q.doc} |")
+    return "\n".join(lines) + "\n"
+
+
+if __name__ == "__main__":
+    print(markdown_table(), end="")
