@@ -1,8 +1,10 @@
 """The ``rldk`` command line: parse, call one library function, render, map errors.
 
 Commands live in ``rldk.commands.*`` and are imported only when invoked, so
-``rldk --help`` starts fast. Exit codes: 0 clean, 1 failure, 2 usage error,
-3 the analysis ran and found problems (for CI gates).
+``rldk --help`` starts fast. Every command prints through ``emit`` with the
+options of ``output_options``. Exit codes: 0 clean, 1 failure, 2 usage error,
+3 the analysis ran and found problems (for CI gates), 4 inconclusive (the checks
+that define the analysis could not run).
 """
 from __future__ import annotations
 
@@ -23,14 +25,14 @@ COMMANDS = {
     "compact": "rldk.commands.store:compact",
     "import": "rldk.commands.convert:import_cmd",
     "analyze": "rldk.commands.analyze:analyze",
-    "diff": "rldk.commands.analyze:diff",
+    "diff": "rldk.commands.diff:diff",
     "check-determinism": "rldk.commands.determinism:check_determinism",
-    "checkpoint": "rldk.commands.determinism:checkpoint",
+    "checkpoint": "rldk.commands.checkpoint:checkpoint",
     "reward-health": "rldk.commands.evaluation:reward_health",
     "eval": "rldk.commands.evaluation:eval_group",
     "safety": "rldk.commands.evaluation:safety",
     "profile": "rldk.commands.profiling:profile",
-    "bisect": "rldk.commands.profiling:bisect",
+    "bisect": "rldk.commands.bisect:bisect",
     "lineage": "rldk.commands.lineage:lineage",
     "report": "rldk.commands.report:report",
 }
@@ -59,19 +61,54 @@ class LazyGroup(click.Group):
             raise
 
 
-def output_options(func):
-    """``--format table|json|csv|markdown`` and ``--output PATH`` for a command."""
+def output_options(func=None, *, out_dir: bool = False, formats=None):
+    """The one set of output options every command uses.
+
+    ``--format table|json|csv|markdown`` (how to print), ``-o/--output FILE`` (print
+    into a file instead of stdout) and, with ``out_dir=True``, ``--out-dir DIR``
+    (write the cards: ``<analyzer>.json`` / ``.md`` and PNG plots). The command
+    receives ``fmt``, ``output`` and ``out_dir``.
+    """
     from rldk.core.render import FORMATS
 
-    @click.option("--format", "fmt", type=click.Choice(FORMATS), default="table", show_default=True,
-                  help="How to print the result.")
-    @click.option("--output", "-o", type=click.Path(dir_okay=False, writable=True), default=None,
-                  help="Write the result to this file instead of stdout.")
-    @functools.wraps(func)
-    def wrapper(*args, **kwargs):
-        return func(*args, **kwargs)
+    def decorate(f):
+        if out_dir:
+            f = click.option("--out-dir", "out_dir", type=click.Path(file_okay=False), default=None,
+                             help="Also write the cards (JSON, Markdown, PNG plots) into this directory.")(f)
+        f = click.option("--output", "-o", type=click.Path(dir_okay=False, writable=True), default=None,
+                         help="Write the result to this file instead of stdout.")(f)
+        return click.option("--format", "fmt", type=click.Choice(formats or FORMATS), default="table",
+                            show_default=True, help="How to print the result.")(f)
 
-    return wrapper
+    return decorate(func) if func is not None else decorate
+
+
+def emit(report, fmt: str, output=None, out_dir=None, analyzer=None, result=None) -> None:
+    """Print ``report`` (an ``rldk.core.report.Report``) in ``fmt`` to ``output`` (stdout
+    when None) and, with ``out_dir``, write its cards there (with ``analyzer.plots(result)``
+    when both are given). The one renderer behind every command."""
+    from rldk.core.report import render_report, write_report
+
+    if out_dir:
+        pngs = {}
+        if analyzer is not None and result is not None:
+            from rldk.analyzers.suite import plots_or_note
+
+            pngs = plots_or_note(analyzer, result, out_dir)
+        written = write_report(report, out_dir, pngs)
+        click.echo(f"card: {written['markdown']}  json: {written['json']}", err=True)
+    with open_output(output) as stream:
+        render_report(report, fmt, stream)
+
+
+def exit_for(report) -> None:
+    """Exit 3 when ``report`` found problems, 4 when it is inconclusive (else return)."""
+    from rldk.core.errors import EXIT_INCONCLUSIVE, EXIT_PROBLEMS
+
+    if report.status == "problems":
+        sys.exit(EXIT_PROBLEMS)
+    if report.status == "inconclusive":
+        sys.exit(EXIT_INCONCLUSIVE)
 
 
 def handle_errors(func):
@@ -95,8 +132,10 @@ def handle_errors(func):
 
 
 def open_output(path):
-    """A text stream for ``--output`` (stdout when None)."""
-    return open(path, "w", encoding="utf-8") if path else sys.stdout
+    """A text stream for ``--output`` (stdout when None; not closed on exit)."""
+    import contextlib
+
+    return open(path, "w", encoding="utf-8") if path else contextlib.nullcontext(sys.stdout)
 
 
 @click.group(cls=LazyGroup, context_settings={"help_option_names": ["-h", "--help"]})

@@ -35,8 +35,16 @@ import numpy as np
 
 from rldk import semantics
 from rldk.analyzers import _series
-from rldk.analyzers._cusum import (Alarm, Band, auto_threshold, cusum, floor_sigma, replica_band,
-                                   standardize, warmup_band)
+from rldk.analyzers._cusum import (
+    Alarm,
+    Band,
+    auto_threshold,
+    cusum,
+    floor_sigma,
+    replica_band,
+    standardize,
+    warmup_band,
+)
 from rldk.analyzers.base import Analyzer
 from rldk.core.errors import MissingEvents, RldkError, UsageError
 

@@ -20,7 +20,6 @@ card's ``zero_std`` finding is the problem to fix).
 """
 from __future__ import annotations
 
-import re
 from dataclasses import dataclass
 
 import numpy as np

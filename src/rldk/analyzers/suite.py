@@ -15,7 +15,6 @@ problems, 4 inconclusive, 1 errors or nothing analyzable.
 """
 from __future__ import annotations
 
-import dataclasses
 import time
 from dataclasses import dataclass
 from pathlib import Path

@@ -112,7 +112,8 @@ def _detail(detail: dict) -> str:
 def overlap(train, val, columns, normalize, max_fraction, fmt, output):
     """Count the rows of VAL (a data file or directory) whose content also occurs in TRAIN."""
     from rldk.core.render import render_rows, to_json
-    from rldk.lineage import load_table, overlap as find_overlap
+    from rldk.lineage import load_table
+    from rldk.lineage import overlap as find_overlap
 
     cols = [c.strip() for c in columns.split(",") if c.strip()] if columns else None
     result = find_overlap(load_table(train), load_table(val), cols, normalize=normalize)

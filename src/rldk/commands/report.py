@@ -29,8 +29,8 @@ def report(paths, out_path, baseline, cards_dir, max_points):
     import tempfile
 
     from rldk.analyzers.suite import analyze
-    from rldk.data import open_input
     from rldk.core.html import write_html
+    from rldk.data import open_input
 
     with tempfile.TemporaryDirectory(prefix="rldk-cards-") as scratch:
         analysis = analyze(paths, baseline=baseline, out_dir=cards_dir or scratch, plots=False)

@@ -18,6 +18,9 @@ def demo(directory, steps):
 
     Exits 0 when rldk finds the divergence at the injected step (the demo worked).
     """
+    import glob
+    import os
+
     from rich.console import Console
 
     from rldk.analyzers.divergence import first_divergence
@@ -27,9 +30,6 @@ def demo(directory, steps):
     from rldk.core.store import open_store
     from rldk.examples.bandit import train_bandit
     from rldk.writer import EventWriter
-
-    import glob
-    import os
 
     spike_at = steps // 2
     for old in glob.glob(os.path.join(glob.escape(directory), "bandit-*.r0.*.parquet")):
@@ -98,8 +98,8 @@ def sql(query, paths, fmt, output):
 @handle_errors
 def compact(paths, force, fmt, output):
     """Merge each finished run's segment files into one file."""
-    from rldk.core.render import render_rows
     from rldk.core.compaction import compact as compact_runs
+    from rldk.core.render import render_rows
 
     report = compact_runs(paths, force=force)
     with open_output(output) as stream:

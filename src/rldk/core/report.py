@@ -12,7 +12,12 @@ import os
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from rldk.core.render import REPORT_SCHEMA_VERSION, escape_markdown, markdown_table, to_json
+from rldk.core.render import (
+    REPORT_SCHEMA_VERSION,
+    escape_markdown,
+    markdown_table,
+    to_json,
+)
 
 SEVERITIES = ("info", "warning", "error")       # ascending
 #: ok: checks ran, nothing wrong; problems: warnings/errors found; inconclusive: the
@@ -228,3 +233,33 @@ def rich_view(report: Report):
                           Text(f.title), Text(steps), Text(f.fix))
         parts.append(table)
     return Panel(Group(*parts), title=Text(f"{report.title} [{report.status}]"), border_style=colour)
+
+
+def render_report(report: Report, fmt: str, stream) -> None:
+    """Write ``report`` to ``stream`` as ``fmt``: "json" (the source of truth), "markdown",
+    "csv" (its findings, or its first table when it has no findings) or "table" (a rich
+    panel and its tables)."""
+    from rldk.core.render import render_rows, to_json
+
+    if fmt == "json":
+        stream.write(to_json(report.to_dict()) + "\n")
+    elif fmt == "markdown":
+        stream.write(to_markdown(report))
+    elif fmt == "csv":
+        render_rows(_csv_rows(report), "csv", stream=stream)
+    else:
+        from rich.console import Console
+
+        console = Console(file=stream, width=None if stream.isatty() else 160)
+        console.print(rich_view(report))
+        for table in report.tables:
+            render_rows([dict(zip(table.columns, row)) for row in table.rows], "table",
+                        title=table.name, stream=stream)
+
+
+def _csv_rows(report: Report) -> list[dict]:
+    if report.findings or not report.tables:
+        rows = [f.to_dict() for f in report.findings]
+        return rows or [{"code": "", "severity": "", "title": ""}]
+    table = report.tables[0]
+    return [dict(zip(table.columns, row)) for row in table.rows]

@@ -13,7 +13,6 @@ import json
 import os
 from dataclasses import dataclass
 from functools import cached_property
-from pathlib import Path
 
 from rldk import semantics
 from rldk.core.errors import StoreError, UsageError

@@ -12,7 +12,6 @@ segments into one file.
 from __future__ import annotations
 
 import contextlib
-import json
 import os
 import sys
 import threading
