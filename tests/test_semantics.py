@@ -1,0 +1,257 @@
+"""One table says what each metric means: every name form answers the same through
+every entry point (Run.metric, first_divergence, check_determinism, reward_health,
+the health rules, spikes, `rldk diff`, `rldk analyze`)."""
+from __future__ import annotations
+
+import json
+import math
+import sys
+import textwrap
+
+import numpy as np
+import pytest
+from click.testing import CliRunner
+
+from rldk import semantics
+from rldk.cli import main
+from rldk.core.store import open_store
+from rldk.writer import EventWriter
+
+
+# ------------------------------------------------------------------ the table itself
+@pytest.mark.parametrize("raw, quantity, split, sign", [
+    ("reward", "reward", "train", 1),
+    ("train/reward", "reward", "train", 1),                     # TRL TensorBoard / OpenRLHF
+    ("objective/scores", "reward", "train", 1),                 # TRL PPO
+    ("critic/score/mean", "reward", "train", 1),                # verl
+    ("eval/reward", "reward", "eval", 1),
+    ("eval_reward", "reward", "eval", 1),                       # HF Trainer eval prefix
+    ("kl", "kl_to_ref", "train", 1),                            # TRL GRPO
+    ("objective/kl", "kl_to_ref", "train", 1),                  # TRL PPO
+    ("actor/reward_kl_penalty", "kl_to_ref", "train", 1),       # verl in-reward KL
+    ("actor/kl_loss", "kl_to_ref", "train", 1),                 # verl use_kl_loss
+    ("actor/ppo_kl", "ppo_approx_kl", "train", 1),              # verl PPO estimator: not kl_to_ref
+    ("train/approx_kl", "ppo_approx_kl", "train", 1),           # SB3
+    ("losses/approx_kl", "ppo_approx_kl", "train", 1),          # CleanRL
+    ("train/entropy_loss", "entropy", "train", -1),             # SB3 logs minus the entropy
+    ("actor/entropy", "entropy", "train", 1),                   # verl
+    ("rollout/ep_rew_mean", "episode_return", "train", 1),      # SB3: not a reward-model reward
+    ("charts/episodic_return", "episode_return", "train", 1),   # CleanRL
+    ("rewards/margins", "dpo_margin", "train", 1),              # DPO: not a reward
+    ("rewards/accuracies", "dpo_accuracy", "train", 1),
+    ("train/completions/mean_length", "response_length", "train", 1),
+    ("response_length/mean", "response_length", "train", 1),    # verl
+    ("response_length/clip_ratio", "truncation_ratio", "train", 1),
+    ("train/frac_reward_zero_std", "zero_std_frac", "train", 1),
+    ("train/clip_fraction", "clip_ratio", "train", 1),          # SB3
+    ("timing_s/step", "step_time", "train", 1),                 # verl
+    ("my_custom_metric", None, "train", 1),
+])
+def test_classify(raw, quantity, split, sign):
+    q, got_split, got_sign = semantics.classify(raw)
+    assert (q.name if q else None, got_split, got_sign) == (quantity, split, sign)
+
+
+def test_not_the_same_quantity_on_purpose():
+    assert semantics.resolve("kl_to_ref", ["actor/ppo_kl", "actor/pg_loss"]) is None
+    assert semantics.resolve("reward", ["rollout/ep_rew_mean"]) is None
+    assert semantics.resolve("reward", ["rewards/margins", "rewards/chosen"]) is None
+    assert semantics.resolve("clip_ratio", ["train/clip_range"]) is None      # SB3's hyperparameter
+    assert semantics.resolve("response_length", ["eps"]) is None              # TRL PPO: episodes/s
+
+
+def test_resolve_prefers_the_literal_name_then_table_order():
+    assert semantics.resolve("kl", ["kl", "objective/kl"]).metric == "kl"
+    assert semantics.resolve("kl_to_ref", ["objective/kl", "train/kl"]).metric == "train/kl"
+    assert semantics.resolve("reward_mean", ["critic/score/mean", "critic/rewards/mean"]).metric \
+        == "critic/score/mean"
+    assert semantics.resolve("reward", ["eval/reward"]) is None
+    assert semantics.resolve("reward", ["eval/reward"], split="eval").metric == "eval/reward"
+    found = semantics.resolve("entropy", ["train/entropy_loss"])
+    assert (found.metric, found.sign) == ("train/entropy_loss", -1)
+    assert semantics.resolve_name("entropy", ["train/entropy_loss"]) is None   # negated: not as is
+
+
+def test_a_framework_name_stands_for_its_quantity():
+    assert semantics.resolve_name("train/kl", ["kl"]) == "kl"
+    assert semantics.resolve_name("objective/kl", ["actor/kl_loss"]) == "actor/kl_loss"
+
+
+def test_metric_map_extends_the_table(tmp_path):
+    path = tmp_path / "map.json"
+    path.write_text(json.dumps({"kl_to_ref": ["my/kl"], "tokens_per_sec": ["perf/tps"]}))
+    try:
+        semantics.use_metric_map(path)
+        assert semantics.resolve("kl", ["my/kl"]).metric == "my/kl"
+        assert semantics.resolve("tokens_per_sec", ["perf/tps"]).metric == "perf/tps"
+    finally:
+        semantics.use_metric_map(None)
+    assert semantics.resolve("kl", ["my/kl"]) is None
+
+
+@pytest.mark.parametrize("text, message", [
+    ("{", "map.json: line 1: not JSON"),
+    ('{"kl_to_ref": "my/kl"}', "map.json: a metric map is a JSON object of lists of names"),
+])
+def test_bad_metric_map_is_one_clear_line(tmp_path, text, message):
+    path = tmp_path / "map.json"
+    path.write_text(text)
+    with pytest.raises(ValueError) as err:
+        semantics.load_metric_map(path)
+    assert message in str(err.value) and "\n" not in str(err.value)
+
+
+def test_every_quantity_is_documented():
+    table = semantics.markdown_table()
+    for q in semantics.QUANTITIES:
+        assert f"`{q.name}`" in table and q.doc and q.kind in semantics.KINDS and q.bad in semantics.BAD
+
+
+# ------------------------------------------------- frameworks x entry points
+#: (framework, name it logs) for each quantity the matrix exercises.
+FORMS = {
+    "reward": [("trl", "reward"), ("trl_tensorboard", "train/reward"), ("trl_ppo", "objective/scores"),
+               ("verl", "critic/score/mean"), ("openrlhf", "train/reward")],
+    "kl_to_ref": [("trl", "kl"), ("trl_tensorboard", "train/kl"), ("trl_ppo", "objective/kl"),
+                  ("verl", "actor/reward_kl_penalty"), ("openrlhf", "train/kl")],
+    "response_length": [("trl", "completions/mean_length"),
+                        ("trl_tensorboard", "train/completions/mean_length"),
+                        ("verl", "response_length/mean"), ("openrlhf", "train/response_length")],
+    "entropy": [("trl", "entropy"), ("verl", "actor/entropy"), ("cleanrl", "losses/entropy")],
+}
+CASES = [(q, fw, name) for q, forms in FORMS.items() for fw, name in forms]
+#: Canonical names and aliases users type.
+ASKED = {"reward": ["reward", "reward_mean"], "kl_to_ref": ["kl_to_ref", "kl"],
+         "response_length": ["response_length"], "entropy": ["entropy"]}
+
+rng = np.random.default_rng(0)
+STEPS = 60
+CURVE = {"reward": np.linspace(0.1, 0.8, STEPS) + rng.normal(0, 0.02, STEPS),
+         "kl_to_ref": np.linspace(0.0, 0.05, STEPS) + np.abs(rng.normal(0, 0.002, STEPS)),
+         "response_length": 200 + rng.normal(0, 5, STEPS),
+         "entropy": 1.5 - np.linspace(0, 0.2, STEPS) + rng.normal(0, 0.01, STEPS)}
+
+
+def write_run(directory, run_id, metrics: dict):
+    with EventWriter(directory, run_id, capture_env=False) as w:
+        for step in range(STEPS):
+            w.log(step, {name: float(values[step]) for name, values in metrics.items()})
+    return directory
+
+
+@pytest.mark.parametrize("quantity, framework, name", CASES)
+def test_run_metric_resolves_every_form(tmp_path, quantity, framework, name):
+    run = open_store(write_run(tmp_path, framework, {name: CURVE[quantity]})).run(framework)
+    for asked in ASKED[quantity]:
+        assert np.allclose(run.metric(asked)["value"].to_numpy(), CURVE[quantity]), asked
+
+
+def test_negated_form_comes_back_with_its_sign(tmp_path):
+    run = open_store(write_run(tmp_path, "sb3", {"train/entropy_loss": -CURVE["entropy"]})).run("sb3")
+    assert np.allclose(run.metric("entropy")["value"].to_numpy(), CURVE["entropy"])
+
+
+@pytest.mark.parametrize("quantity, framework, name", CASES)
+def test_first_divergence_matches_forms_across_frameworks(tmp_path, quantity, framework, name):
+    """The same numbers under two frameworks' names agree; a change is found at its step."""
+    from rldk import first_divergence
+
+    other = "trl" if framework != "trl" else "verl"
+    other_name = dict(FORMS[quantity]).get(other, FORMS[quantity][-1][1])
+    a = write_run(tmp_path / "a", "a", {name: CURVE[quantity]})
+    b = write_run(tmp_path / "b", "b", {other_name: CURVE[quantity]})
+    changed = CURVE[quantity].copy()
+    changed[40:] *= 3
+    c = write_run(tmp_path / "c", "c", {other_name: changed})
+    for asked in ASKED[quantity]:
+        same = first_divergence(a, b, [asked])
+        assert not same.diverged, (asked, same.to_dict())
+        moved = first_divergence(a, c, [asked])
+        assert (moved.diverged, moved.step) == (True, 40), (asked, moved.to_dict())
+
+
+@pytest.mark.parametrize("framework, name", FORMS["kl_to_ref"])
+def test_diff_cli_takes_canonical_signals(tmp_path, framework, name):
+    a = write_run(tmp_path / "a", "a", {name: CURVE["kl_to_ref"]})
+    b = write_run(tmp_path / "b", "b", {"kl": CURVE["kl_to_ref"]})
+    result = CliRunner().invoke(main, ["diff", str(a), str(b), "--signals", "kl_to_ref",
+                                       "--format", "json"])
+    assert result.exit_code == 0, result.output
+
+
+@pytest.mark.parametrize("framework, name", FORMS["reward"])
+def test_reward_health_finds_the_reward_under_every_name(tmp_path, framework, name):
+    from rldk import reward_health
+
+    flat = np.full(STEPS, 0.5)                       # a constant reward: not a signal at all
+    store = write_run(tmp_path, framework, {name: flat})
+    for asked in (None, "reward", "reward_mean"):
+        health = reward_health(str(store), reward_col=asked)
+        assert any(f.metric == name for f in health.findings), (asked, health.to_dict())
+
+
+@pytest.mark.parametrize("framework, name",
+                         FORMS["entropy"] + [("sb3", "train/entropy_loss")])
+def test_entropy_collapse_rule_reads_every_form(tmp_path, framework, name):
+    from rldk.analyzers import get
+
+    collapse = np.concatenate([np.full(20, 1.2), np.full(STEPS - 20, 0.01)])
+    values = -collapse if name.endswith("entropy_loss") else collapse
+    store = open_store(write_run(tmp_path, framework, {name: values}))
+    report = get("health").run(store).report()
+    assert [f.code for f in report.findings if f.metric == name] == ["entropy_collapse"]
+
+
+@pytest.mark.parametrize("name, watched", [("actor/pg_loss", True), ("train/loss", True),
+                                           ("actor/ppo_kl", True), ("objective/kl", True),
+                                           ("rewards/chosen", False), ("nll_loss_custom", False)])
+def test_spikes_watch_the_quantities_not_name_endings(tmp_path, name, watched):
+    from rldk.analyzers import spikes
+
+    store = open_store(write_run(tmp_path, "r", {name: np.ones(STEPS), "reward": np.ones(STEPS)}))
+    assert ((store.run_ids[0], name) in spikes.watched_metrics(store)) is watched
+
+
+SCRIPT = textwrap.dedent("""
+    import sys
+    import rldk.writer as w
+    w.init("unused", run_id="unused")
+    for step in range(6):
+        w.log(step, {sys.argv[1]: 0.1 * step})
+    w.close()
+""")
+
+
+@pytest.mark.parametrize("name, asked", [("reward", "reward_mean"), ("train/reward", "reward"),
+                                         ("objective/kl", "kl"), ("actor/reward_kl_penalty", "kl_to_ref")])
+def test_check_determinism_takes_canonical_signals(tmp_path, name, asked):
+    from rldk import check_determinism
+
+    script = tmp_path / "train.py"
+    script.write_text(SCRIPT)
+    report = check_determinism([sys.executable, str(script), name], [asked], replicas=2)
+    assert report.passed, report.to_dict()
+
+
+def test_analyze_applies_rules_to_tensorboard_prefixed_names(tmp_path):
+    """TRL's TensorBoard tags keep `train/`: the zero-std and truncation rules still apply."""
+    from rldk.analyzers import get
+
+    ones = np.ones(STEPS)
+    store = open_store(write_run(tmp_path, "tb", {"train/frac_reward_zero_std": ones * 0.9,
+                                                  "train/completions/clipped_ratio": ones * 0.8,
+                                                  "train/reward": ones * 0.1}))
+    codes = {f.code for f in get("health").run(store).report().findings}
+    assert {"zero_std", "truncation"} <= codes
+
+
+def test_ppo_estimator_is_not_reported_as_negative_kl(tmp_path):
+    from rldk.analyzers import get
+
+    wiggle = 7e-4 * np.sin(np.arange(STEPS))         # verl actor/ppo_kl: tiny, either sign
+    store = open_store(write_run(tmp_path, "verl", {"actor/ppo_kl": wiggle,
+                                                    "critic/score/mean": np.ones(STEPS)}))
+    assert "negative_kl" not in {f.code for f in get("health").run(store).report().findings}
+    store = open_store(write_run(tmp_path / "b", "verl", {"actor/reward_kl_penalty": -0.5 + wiggle}))
+    assert "negative_kl" in {f.code for f in get("health").run(store).report().findings}
+    assert not math.isnan(wiggle[1])
