@@ -1,0 +1,14 @@
+"""The onset-aware detector core every rule is built on.
+
+* :mod:`.scale` puts a series on the scale its quantity's noise lives on
+  (``rldk.semantics`` kinds: log for log-scale and positive quantities, arcsine-root
+  for ratios) and measures that noise robustly from the series itself;
+* :mod:`.changepoint` cuts the series into regimes of constant mean (exact PELT),
+  with a penalty taken from that noise;
+* :mod:`.regimes` describes the regimes (level, spread, steps) so that a rule asks
+  questions such as "from which step does the series stay collapsed?"; the answer's
+  first step is the onset.
+
+Nothing here assumes the start of a run is healthy; nothing imports above
+``rldk.semantics``.
+"""
