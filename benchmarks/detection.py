@@ -1,0 +1,234 @@
+"""Detection benchmark on real public training logs (``benchmarks/data/real/``).
+
+    python benchmarks/detection.py                    # both halves, a table per half
+    python benchmarks/detection.py --half report --json out.json
+    python benchmarks/detection.py --log <short_name> -v   # one log: findings vs truth
+
+Every log listed in ``benchmarks/data/real/truth.json`` (and the project's shared
+fixtures listed there under ``shared``) is imported through ``rldk.data.open_input``
+and analysed by the default analyzers exactly as ``rldk analyze`` does. Each
+warning/error finding is then matched against the truth, which was written by
+reading the numbers, before and independently of the detectors:
+
+* a truth *event* is **found** when a problem finding names the same event code
+  (``EVENT_CODES`` maps finding codes to event codes) for the same quantity
+  (metrics resolved through ``rldk.semantics``); it is found **at the exact onset**
+  when the finding's first step equals the event's onset step (+-0 steps);
+* a problem finding that matches no event and no listed benign feature is a
+  **false alarm**; on a healthy log any problem finding that matches no benign
+  feature is one;
+* a healthy log **exits 3** when any problem finding remains (what ``rldk analyze``
+  would do to a CI gate).
+
+The truth was split once into a tuning half and a report half (``split`` in
+truth.json, seeded); detectors are tuned on the tuning half only. Targets for the
+report half (issue #14): >= 95% of events found, >= 85% at the exact onset,
+<= 0.05 false alarms per healthy log, <= 1 healthy log in 20 exiting 3.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import tempfile
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+DATA = ROOT / "benchmarks" / "data" / "real"
+SHARED = ROOT.parent / "shared" / "fixtures" / "real"
+
+#: finding code -> truth event code (codes that are not problems of a run's training,
+#: such as spikes explained by zero-std groups, are info and never counted).
+EVENT_CODES = {
+    "reward_collapse": "reward_collapse", "reward_constant": "reward_collapse",
+    "reward_flat": "reward_collapse", "reward_plateau": "reward_plateau",
+    "reward_degradation": "reward_degradation", "kl_blowup": "kl_blowup",
+    "length_collapse": "length_collapse", "length_explosion": "length_explosion",
+    "truncation_onset": "truncation_onset", "truncation": "truncation_onset",
+    "grad_norm_explosion": "grad_norm_explosion", "nan_onset": "nan_onset",
+    "entropy_collapse": "entropy_collapse", "zero_std_onset": "zero_std_onset",
+    "zero_std": "zero_std_onset", "clip_ratio_blowup": "clip_ratio_blowup", "spike": "loss_spike",
+    "loss_spike": "loss_spike",
+}
+TARGETS = {"found": 0.95, "exact": 0.85, "false_alarms_per_healthy": 0.05, "healthy_exit3_share": 1 / 20}
+FORMATS = {"trl": "trl", "sb3": "sb3", "sb3_monitor": "csv", "cleanrl": "csv", "verl": "verl",
+           "llamafactory": "jsonl", "jsonl": "jsonl", "csv": "csv"}
+
+
+@dataclass
+class LogResult:
+    """One log's outcome: truth events found / at onset, false alarms, exit code."""
+
+    name: str
+    split: str
+    healthy: bool
+    events: int = 0
+    found: int = 0
+    exact: int = 0
+    false_alarms: list = field(default_factory=list)
+    missed: list = field(default_factory=list)
+    late: list = field(default_factory=list)
+    exit3: bool = False
+    seconds: float = 0.0
+    error: str | None = None
+
+
+def load_truth() -> dict:
+    truth = json.loads((DATA / "truth.json").read_text(encoding="utf-8"))
+    logs = dict(truth["logs"])
+    for name, entry in truth.get("shared", {}).items():
+        logs[name] = {**entry, "root": str(SHARED)}
+    return logs
+
+
+def analyse(entry: dict, workdir: Path):
+    """The default analyzers' reports on one log (as ``rldk analyze`` runs them)."""
+    from rldk.analyzers.suite import analyze
+
+    root = Path(entry.get("root", DATA))
+    source = root / entry["path"]
+    target = source.parent if FORMATS.get(entry["format"]) in ("trl", "sb3") else source
+    from rldk.data import open_input
+
+    store = open_input(str(target), adapter=FORMATS.get(entry["format"]))
+    return analyze(store.files, out_dir=workdir, plots=False)
+
+
+def quantity_of(metric: str | None) -> str | None:
+    from rldk import semantics
+
+    if metric is None:
+        return None
+    q, _, _ = semantics.classify(metric)
+    return q.name if q is not None else metric
+
+
+def score(name: str, entry: dict, analysis) -> LogResult:
+    """Match problem findings with the truth of one log."""
+    result = LogResult(name, entry["split"], entry["healthy"], events=len(entry.get("events", [])))
+    problems = [f for r in analysis.reports for f in r.findings if f.is_problem]
+    used = set()
+    for event in entry.get("events", []):
+        hits = [i for i, f in enumerate(problems)
+                if EVENT_CODES.get(f.code) == event["code"] and quantity_of(f.metric) == event["quantity"]]
+        if not hits:
+            result.missed.append(event)
+            continue
+        result.found += 1
+        used.update(hits)
+        first = min((problems[i].steps or (None,))[0] for i in hits
+                    if problems[i].steps) if any(problems[i].steps for i in hits) else None
+        if first == event["onset_step"]:
+            result.exact += 1
+        else:
+            result.late.append({"event": event, "reported": first})
+    for i, f in enumerate(problems):
+        if i in used or _benign(f, entry.get("benign", [])):
+            continue
+        result.false_alarms.append({"code": f.code, "metric": f.metric, "steps": f.steps,
+                                    "title": f.title})
+    result.exit3 = bool(problems) and analysis.status == "problems"
+    return result
+
+
+def _benign(finding, benign: list) -> bool:
+    q = quantity_of(finding.metric)
+    for b in benign:
+        if b.get("quantity") != q:
+            continue
+        lo, hi = b.get("steps") or (None, None)
+        if finding.steps is None or lo is None or lo <= finding.steps[0] <= hi:
+            return True
+    return False
+
+
+def run(halves, only: str | None = None, verbose: bool = False) -> dict:
+    logs = load_truth()
+    out = {}
+    with tempfile.TemporaryDirectory(prefix="rldk-detection-") as tmp:
+        for name, entry in sorted(logs.items()):
+            if entry["split"] not in halves or (only and name != only):
+                continue
+            start = time.perf_counter()
+            try:
+                r = score(name, entry, analyse(entry, Path(tmp) / name))
+            except Exception as exc:                  # a log we cannot read counts as missed
+                r = LogResult(name, entry["split"], entry["healthy"],
+                              events=len(entry.get("events", [])), error=f"{type(exc).__name__}: {exc}")
+                r.missed = entry.get("events", [])
+            r.seconds = time.perf_counter() - start
+            out[name] = r
+            if verbose:
+                print(json.dumps(r.__dict__, default=str, indent=1))
+    return out
+
+
+def summary(results: dict, half: str) -> dict:
+    rs = [r for r in results.values() if r.split == half]
+    events = sum(r.events for r in rs)
+    healthy = [r for r in rs if r.healthy]
+    return {"half": half, "logs": len(rs), "healthy_logs": len(healthy), "events": events,
+            "found": sum(r.found for r in rs), "exact": sum(r.exact for r in rs),
+            "found_share": sum(r.found for r in rs) / events if events else None,
+            "exact_share": sum(r.exact for r in rs) / events if events else None,
+            "false_alarms": sum(len(r.false_alarms) for r in rs),
+            "false_alarms_per_healthy": (sum(len(r.false_alarms) for r in healthy) / len(healthy)
+                                         if healthy else None),
+            "false_alarms_on_problem_logs": sum(len(r.false_alarms) for r in rs if not r.healthy),
+            "healthy_exit3": sum(r.exit3 for r in healthy),
+            "healthy_exit3_share": sum(r.exit3 for r in healthy) / len(healthy) if healthy else None,
+            "errors": [r.name for r in rs if r.error]}
+
+
+def meets_targets(s: dict) -> bool:
+    return (s["found_share"] is not None and s["found_share"] >= TARGETS["found"]
+            and s["exact_share"] >= TARGETS["exact"]
+            and s["false_alarms_per_healthy"] <= TARGETS["false_alarms_per_healthy"]
+            and s["healthy_exit3_share"] <= TARGETS["healthy_exit3_share"])
+
+
+def print_table(summaries: list[dict]) -> None:
+    print("| half | logs | healthy | events | found | at exact onset | false alarms / healthy log "
+          "| healthy logs exiting 3 | targets met |")
+    print("|---|---|---|---|---|---|---|---|---|")
+    for s in summaries:
+        pct = lambda x: "n/a" if x is None else f"{100 * x:.0f}%"    # noqa: E731
+        print(f"| {s['half']} | {s['logs']} | {s['healthy_logs']} | {s['events']} | "
+              f"{s['found']} ({pct(s['found_share'])}) | {s['exact']} ({pct(s['exact_share'])}) | "
+              f"{s['false_alarms_per_healthy'] if s['false_alarms_per_healthy'] is None else round(s['false_alarms_per_healthy'], 3)} | "
+              f"{s['healthy_exit3']} of {s['healthy_logs']} | {'yes' if meets_targets(s) else 'no'} |")
+
+
+def main(argv=None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--half", choices=["tune", "report", "both"], default="both")
+    parser.add_argument("--log", default=None, help="Only this log (short name).")
+    parser.add_argument("--json", default=None, help="Also write the per-log results here.")
+    parser.add_argument("-v", "--verbose", action="store_true")
+    args = parser.parse_args(argv)
+    halves = ("tune", "report") if args.half == "both" else (args.half,)
+    results = run(halves, args.log, args.verbose)
+    summaries = [summary(results, h) for h in halves]
+    print_table(summaries)
+    for r in results.values():
+        for fa in r.false_alarms:
+            print(f"false alarm  {r.name}: {fa['code']} {fa['metric']} {fa['steps']}: {fa['title']}")
+        for m in r.missed:
+            print(f"missed       {r.name}: {m['code']} {m['quantity']} at {m['onset_step']}")
+        for late in r.late:
+            e = late["event"]
+            print(f"onset off    {r.name}: {e['code']} {e['quantity']} truth {e['onset_step']}, "
+                  f"reported {late['reported']}")
+        if r.error:
+            print(f"error        {r.name}: {r.error}")
+    if args.json:
+        Path(args.json).write_text(json.dumps({"summaries": summaries,
+                                               "logs": {k: v.__dict__ for k, v in results.items()}},
+                                              default=str, indent=1), encoding="utf-8")
+    return 0 if all(meets_targets(s) for s in summaries if s["half"] == "report") else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())
