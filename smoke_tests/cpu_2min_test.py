@@ -140,7 +140,7 @@ def run_resume(plan: Plan, which: str):
 
 def run_bisect(plan: Plan):
     from rldk.bisect import Predicate, bisect
-    from reference.bisect.make_repo import make_repo
+    from reference.bisect_repo.make_repo import make_repo
 
     commits = make_repo(plan.work / "bisect-repo")
     p = plan.bugs["regression_commit"]["predicate"]
