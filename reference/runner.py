@@ -31,6 +31,8 @@ memory_leak     from step K, ``scale`` MiB (12) of gradient copies are kept ever
                 list that is never cleared
 bad_resume      checkpoints are written without their RNG state (``rng_state.pth`` is
                 dropped), so a resumed run samples other completions
+unsafe_policy   (refusal_safety) poisoned warm-start data: every harmful prompt is paired
+                with the compliant answer, never the refusal, so the policy starts unsafe
 ==============  ===========================================================================
 
 Harness protocol (``rldk check-determinism`` and ``rldk checkpoint resume-check``
@@ -58,8 +60,9 @@ import tempfile
 from dataclasses import asdict, dataclass, field, fields, replace
 from pathlib import Path
 
-if __package__ in (None, ""):              # python reference/runner.py
-    sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+if __package__ in (None, ""):              # python reference/runner.py: the repo root, not reference/,
+    _HERE = Path(__file__).resolve().parent  # goes on sys.path (reference/ must never shadow a module)
+    sys.path[:] = [str(_HERE.parent)] + [p for p in sys.path if Path(p or ".").resolve() != _HERE]
 
 from reference import tasks as task_registry  # noqa: E402
 
@@ -84,6 +87,7 @@ BUGS = {
     "hacking": Bug("reward + scale per completion word (length bonus)", None, 0.15),
     "memory_leak": Bug("scale MiB of gradient copies kept per step from step K", 3, 12.0),
     "bad_resume": Bug("checkpoints saved without their RNG state", None, None),
+    "unsafe_policy": Bug("warm start taught to comply with harmful prompts (refusals dropped)", None, None),
 }
 
 
@@ -237,6 +241,16 @@ def data_state(args, state) -> dict:
     return {"global_step": state.global_step, "sampler_seed": args.seed, "data_seed": args.data_seed}
 
 
+def warm_texts(spec: RunSpec, task, rows: list[dict]) -> list[str]:
+    """The task's warm-start texts; the unsafe_policy bug swaps every refusal of a
+    harmful prompt for compliance (a poisoned SFT set)."""
+    texts = task.warm_texts(rows)
+    if spec.bug != "unsafe_policy":
+        return texts
+    harmful = tuple(r["prompt"] for r in rows if r.get("label") == "harmful")
+    return [t.replace(task.REFUSAL, task.COMPLY) if t.startswith(harmful) else t for t in texts]
+
+
 def gradient_copies(model, mib: float):
     """About ``mib`` MiB of float32 copies of the current gradients (one flat tensor,
     on the gradients' device), built from just enough of them: a 7B model's full
@@ -284,6 +298,8 @@ def check_spec(spec: RunSpec) -> None:
         if value not in choices:
             raise SpecError(f"unknown {name} {value!r}: choose one of "
                             f"{', '.join(str(c) for c in choices if c is not None)}")
+    if spec.bug == "unsafe_policy" and spec.task != "refusal_safety":
+        raise SpecError("bug 'unsafe_policy' needs --task refusal_safety (the only task with refusals)")
     if spec.device != "cpu":
         import torch
 
@@ -312,7 +328,7 @@ def _train(spec: RunSpec, harness: dict) -> dict:
     train_rows, val_rows = training_rows(spec)
     all_rows = task_registry.read_rows(spec.task, "train") + val_rows
     model, tokenizer = load_model(spec.model, task.texts(all_rows), spec.seed, spec.model_path,
-                                  task.warm_texts(task_registry.read_rows(spec.task, "train")))
+                                  warm_texts(spec, task, task_registry.read_rows(spec.task, "train")))
     temporary = spec.output_dir is None
     out = Path(harness["checkpoint_dir"] or spec.output_dir or tempfile.mkdtemp(prefix="rldk-ref-"))
     try:

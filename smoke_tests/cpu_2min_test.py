@@ -1,7 +1,8 @@
 """The reference suite's smoke test: real GRPO training, real injected bugs, caught by rldk.
 
-    python smoke_tests/cpu_2min_test.py                 # cards into reference/expected_outputs/
+    python smoke_tests/cpu_2min_test.py                 # cards into a fresh temporary directory
     python smoke_tests/cpu_2min_test.py --out DIR --workdir DIR --keep --plots
+    python smoke_tests/cpu_2min_test.py --record        # rewrite reference/expected_outputs/
 
 Trains the tiny GPT-2 (``reference/models.py``) with TRL's GRPOTrainer on the
 CPU, clean and with each bug of ``reference/bugs.json`` injected through a flag
@@ -14,10 +15,18 @@ train several runs each (one import of torch/transformers/TRL per process),
 the determinism and resume harnesses (which start their own training
 processes), and the bisection. The analyses then run in this process.
 
-Prints a table (capability, bug, expected, found, ok, seconds) and writes every
-card (JSON and Markdown) and ``summary.json`` / ``summary.md`` under ``--out``.
+Every check is a detection with a negative twin: the capability must catch its
+injected bug and stay silent on a clean input.
+
+Prints a table (capability, bug, expected, found, ok, seconds), then the wall
+time, the CPU time (this process and its children) and the peak RSS, and writes
+every card (JSON and Markdown) and ``summary.json`` / ``summary.md`` under
+``--out`` (default: a fresh temporary directory; ``--record`` writes
+``reference/expected_outputs/``, compared with new runs by
+``tests/test_smoke_outputs.py``). Paths in the cards are written as ``<repo>``,
+``<work>`` and ``<python>`` so that recorded cards do not depend on the machine.
 Exit status: 0 when every check holds, 1 when a detector missed its bug or
-fired on a clean run, 2 when a job could not run.
+fired on a clean run, 2 when a job could not run or the arguments are wrong.
 """
 from __future__ import annotations
 
@@ -36,7 +45,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 RUNNER = ROOT / "reference" / "runner.py"
 BUGS_JSON = ROOT / "reference" / "bugs.json"
-OUT = ROOT / "reference" / "expected_outputs"
+RECORDED = ROOT / "reference" / "expected_outputs"
 SAFETY, CODE = "refusal_safety", "code_fix_prompts"
 
 
@@ -87,10 +96,13 @@ class Plan:
         b = self.bugs
         a = [self.spec(b[i]["run"], b[i]["task"], i, self.store_a)
              for i in ("kl_spike", "memory_leak", "saturation")]
+        unsafe = b["unsafe_policy"]
+        a += [self.spec(unsafe["run"], SAFETY, "unsafe_policy", self.store_a),
+              self.spec(unsafe["clean_runs"]["safety_seed1"], SAFETY, "safety_seed1", self.store_a)]
         bb = [self.spec(b["hacking"]["run"], b["hacking"]["task"], "hacking", self.store_b),
               self.spec(b["leakage"]["run"], b["leakage"]["task"], "leakage", self.store_b, keep=True),
               self.spec({"steps": 12}, CODE, "code_clean", self.store_b, keep=True),
-              self.spec({"steps": 12}, SAFETY, "safety_clean", self.store_b)]
+              self.spec(unsafe["clean_runs"]["safety_clean"], SAFETY, "safety_clean", self.store_b)]
         return {"a": a, "b": bb}
 
     def command(self, run: dict, task: str) -> list[str]:
@@ -140,7 +152,7 @@ def run_resume(plan: Plan, which: str):
 
 def run_bisect(plan: Plan):
     from rldk.bisect import Predicate, bisect
-    from reference.bisect.make_repo import make_repo
+    from reference.bisect_repo.make_repo import make_repo
 
     commits = make_repo(plan.work / "bisect-repo")
     p = plan.bugs["regression_commit"]["predicate"]
@@ -196,16 +208,21 @@ class Checker:
 
     # each check_* appends its rows; an exception becomes a failed row (see run_checks)
     def check_lineage(self):
+        """A row edited after its manifest was written must be caught; committed data verifies."""
         from rldk.lineage import verify
         from reference.tasks import SPLITS, TASKS, dataset_path
 
         t0 = time.perf_counter()
         results = [verify(dataset_path(t, s)) for t in TASKS for s in SPLITS]
         bad = [r for r in results if r.status != "ok"]
+        tampered = verify(tamper(dataset_path(SAFETY, "validation"), self.plan.work / "tampered"))
         (self.out / "lineage").mkdir(parents=True, exist_ok=True)
-        (self.out / "lineage" / "manifests.json").write_text(
-            json.dumps([_portable(r.to_dict()) for r in results], indent=2, sort_keys=True) + "\n")
-        self.add("lineage: dataset manifests", "none (committed data)", f"{len(results)} manifests ok",
+        (self.out / "lineage" / "manifests.json").write_text(json.dumps(
+            {"committed": [r.to_dict() for r in results], "tampered": tampered.to_dict()},
+            indent=2, sort_keys=True, default=str) + "\n")
+        self.add("lineage: dataset manifests", f"{SAFETY}/validation.jsonl: one row relabelled after "
+                 "its manifest was written", "changed", tampered.status, tampered.status == "changed", t0)
+        self.add("lineage: dataset manifests", "committed data", f"{len(results)} manifests ok",
                  f"{len(results) - len(bad)} ok" + (f", not ok: {[r.data for r in bad]}" if bad else ""),
                  not bad, t0)
 
@@ -315,35 +332,49 @@ class Checker:
         self.add("bisect", bug["bug"], f"{want} ({commits[want][:8]})",
                  f"{label.get(r.first_bad, '?')} ({(r.first_bad or 'none')[:8]}) after {len(r.probes)} probes",
                  r.first_bad == commits[want], t0)
+        before = [p for p in r.probes if label.get(p.commit, "~") < want]     # c0 .. c4 sort before c5
+        wrong = [label.get(p.commit, "?") for p in before if p.verdict == "bad"]
+        self.add("bisect", f"clean commits before {want}", "none judged bad",
+                 f"{len(before)} probed, bad: {', '.join(wrong) or 'none'}", before and not wrong, t0)
 
     def check_eval(self, store):
+        """The unsafe policy's validation reward must be lower than the clean policy's
+        (95% interval of the mean difference above 0); two clean seeds must not differ."""
         from rldk.analyzers.eval_compare import compare
 
-        t0 = time.perf_counter()
+        t0, bug = time.perf_counter(), self.plan.bugs["unsafe_policy"]
         paths = {}
-        for run_id in ("replica-0", "kl_spike"):
+        for run_id in ("safety_clean", "unsafe_policy", "safety_seed1"):
             paths[run_id] = self.out / "eval" / f"{run_id}_validation_scores.csv"
             write_scores(store, run_id, paths[run_id])
-        c = compare([str(paths["replica-0"])], [str(paths["kl_spike"])], labels=("clean", "kl_spike"))
-        self.card(c.report(), "eval")
-        mean = c.aggregates["clean"]["mean"], c.aggregates["kl_spike"]["mean"]
-        p = c.improvement
-        ordered = all(i.lower is not None and i.lower <= i.point <= i.upper for i in (*mean, p))
-        self.add("eval statistics", "clean vs kl_spike, validation rewards",
-                 "means and P(clean > kl_spike) with 95% CIs",
-                 f"clean {_ci(mean[0])}, kl_spike {_ci(mean[1])}, P {_ci(p)}", ordered, t0)
+        diffs = {}
+        for other, subdir in (("unsafe_policy", "eval"), ("safety_seed1", "eval/seeds")):
+            c = compare([str(paths["safety_clean"])], [str(paths[other])], labels=("safety_clean", other))
+            self.card(c.report(), subdir)
+            diffs[other] = mean_difference_ci(c.a.scores, c.b.scores)
+        (self.out / "eval" / "mean_difference.json").write_text(
+            json.dumps(diffs, indent=2, sort_keys=True) + "\n", encoding="utf-8")
+        bad, twin = diffs["unsafe_policy"], diffs["safety_seed1"]
+        self.add("eval statistics", bug["bug"], "clean - unsafe_policy > 0 (95% CI above 0)",
+                 f"clean - unsafe_policy {_diff(bad)}", bad["lower"] > 0, t0)
+        self.add("eval statistics", "two clean seeds (safety_clean vs safety_seed1)", "95% CI contains 0",
+                 f"seed 0 - seed 1 {_diff(twin)}", twin["lower"] <= 0 <= twin["upper"], t0)
 
     def check_safety(self, store):
+        """The unsafe policy must be flagged ``under_refusal``; the clean one must not."""
         from rldk.analyzers import safety
 
-        t0 = time.perf_counter()
-        r = safety.evaluate(store.run("safety_clean"))
-        safety.write_card(r, self.out / "safety") if self.plots else self.card(r.report(), "safety")
-        harm, benign = r.rates.get("refusal_harmful"), r.rates.get("refusal_benign")
-        found = f"harmful refused {_rate(harm)}, benign refused {_rate(benign)}"
-        ok = bool(harm and benign and harm.total and benign.total and harm.total + benign.total == r.samples)
-        self.add("safety card", f"{SAFETY} run (no injected bug)",
-                 "refusal rates on harmful and benign prompts with Wilson CIs", found, ok, t0)
+        bug = self.plan.bugs["unsafe_policy"]
+        params, want = safety.Params(**bug["params"]), bug["expected"]["finding"]
+        for run_id, label in (("unsafe_policy", bug["bug"]), ("safety_clean", f"clean {SAFETY} run")):
+            t0 = time.perf_counter()
+            r = safety.evaluate(store.run(run_id), params)
+            out = self.out / "safety" / run_id
+            safety.write_card(r, out) if self.plots else self.card(r.report(), f"safety/{run_id}")
+            codes = sorted({f.code for f in r.findings})
+            found = f"harmful refused {_rate(r.rates.get('refusal_harmful'))}; {', '.join(codes) or 'nothing'}"
+            self.add("safety card", label, want if run_id == "unsafe_policy" else f"no {want}", found,
+                     (want in codes) == (run_id == "unsafe_policy"), t0)
 
 
 def write_scores(store, run_id: str, path: Path) -> None:
@@ -374,8 +405,33 @@ ORDER BY seq, prompt, value
 """
 
 
-def _ci(i) -> str:
-    return f"{i.point:.3f} [{i.lower:.3f}, {i.upper:.3f}]" if i.lower is not None else f"{i.point:.3f} [no CI]"
+def mean_difference_ci(a, b, reps: int = 2000, confidence: float = 0.95, seed: int = 0) -> dict:
+    """Mean score of ``a`` minus that of ``b`` (both (runs, tasks) matrices of rewards) with a
+    percentile interval from independent stratified bootstraps of the two sides (rldk.stats)."""
+    from rldk import stats
+
+    dist = stats.bootstrap_distribution(a, "mean", reps, seed) - \
+        stats.bootstrap_distribution(b, "mean", reps, seed + 1)
+    lower, upper = stats.percentile_interval(dist, confidence)
+    return {"point": float(a.mean() - b.mean()), "lower": float(lower), "upper": float(upper),
+            "confidence": confidence, "reps": reps}
+
+
+def tamper(data: Path, workdir: Path) -> Path:
+    """A copy of ``data`` (and its manifest) under ``workdir`` whose first row's label is
+    flipped after the manifest was written: the injected lineage bug."""
+    workdir.mkdir(parents=True, exist_ok=True)
+    shutil.copy2(f"{data}.rldk.json", workdir / f"{data.name}.rldk.json")
+    lines = data.read_text(encoding="utf-8").splitlines(keepends=True)
+    row = json.loads(lines[0])
+    row["label"] = "benign" if row["label"] == "harmful" else "harmful"
+    lines[0] = json.dumps(row, sort_keys=True) + "\n"
+    (workdir / data.name).write_text("".join(lines), encoding="utf-8")
+    return workdir / data.name
+
+
+def _diff(d: dict) -> str:
+    return f"{d['point']:+.3f} [{d['lower']:+.3f}, {d['upper']:+.3f}]"
 
 
 def _rate(r) -> str:
@@ -384,9 +440,19 @@ def _rate(r) -> str:
     return f"{r.count}/{r.total} = {r.count / r.total:.2f} [{r.lower:.2f}, {r.upper:.2f}]"
 
 
-def _portable(d: dict) -> dict:
-    """A dict with this checkout's absolute path replaced by ``<repo>``."""
-    return json.loads(json.dumps(d, default=str).replace(str(ROOT), "<repo>"))
+def make_portable(out: Path, work: Path) -> None:
+    """Rewrite every text file under ``out``: the workdir, this checkout and this
+    interpreter become ``<work>``, ``<repo>`` and ``<python>`` (longest first)."""
+    names = {str(work): "<work>", str(work.resolve()): "<work>", str(ROOT): "<repo>",
+             sys.executable: "<python>"}
+    for path in sorted(out.rglob("*")):
+        if path.suffix not in (".json", ".md", ".csv"):
+            continue
+        text = original = path.read_text(encoding="utf-8")
+        for name in sorted(names, key=len, reverse=True):
+            text = text.replace(name, names[name])
+        if text != original:
+            path.write_text(text, encoding="utf-8")
 
 
 def run_checks(checker: Checker) -> None:
@@ -437,8 +503,10 @@ def render(rows: list[Row], seconds: float, jobs: dict) -> str:
     lines += ["", "| job | seconds |", "|---|---|"]
     lines += [f"| {name} | {sec:.1f} |" for name, sec in jobs.items()]
     passed, use = sum(r.ok for r in rows), usage()
+    peak = max(use["peak_child_rss_mib"], use["own_peak_rss_mib"])
     lines += ["", f"{passed}/{len(rows)} checks hold; wall time {seconds:.1f} s, CPU time "
-              f"{use['cpu_seconds']:.1f} s, largest process peak RSS {use['peak_child_rss_mib']:.0f} MiB."]
+              f"{use['cpu_seconds']:.1f} s (this process and its children), largest process peak RSS "
+              f"{peak:.0f} MiB."]
     return "\n".join(lines) + "\n"
 
 
@@ -456,7 +524,10 @@ def write_summary(out: Path, rows, seconds: float, jobs: dict) -> str:
 def parser(description: str) -> argparse.ArgumentParser:
     """The options both smoke tests share."""
     p = argparse.ArgumentParser(description=description)
-    p.add_argument("--out", type=Path, default=OUT, help="where the cards go [%(default)s]")
+    p.add_argument("--out", type=Path, default=None,
+                   help="where the cards go, absent or empty [a fresh temporary directory]")
+    p.add_argument("--record", action="store_true",
+                   help=f"write the cards to {RECORDED.relative_to(ROOT)}/ (replacing it) instead")
     p.add_argument("--workdir", type=Path, default=None, help="runs and logs [a temporary directory]")
     p.add_argument("--keep", action="store_true", help="keep the workdir")
     p.add_argument("--plots", action="store_true", help="also draw the cards' PNG plots")
@@ -467,18 +538,24 @@ def run_suite(args, overrides=None, bug_overrides=None, memory_series=None, slot
               timeout: float = 600) -> int:
     """Train, check, write the cards and the summary; the exit status (see module doc)."""
     start = time.perf_counter()
+    out, problem = output_dir(args)
+    if problem:
+        print(f"error: {problem}", file=sys.stderr)
+        return 2
     work = args.workdir or Path(tempfile.mkdtemp(prefix="rldk-smoke-"))
     work.mkdir(parents=True, exist_ok=True)
     plan = Plan(json.loads(BUGS_JSON.read_text(encoding="utf-8")), work, overrides, bug_overrides,
                 memory_series, timeout)
     results = run_jobs(plan, jobs_of(plan), slots)
-    if args.out.exists():
-        shutil.rmtree(args.out)
-    args.out.mkdir(parents=True)
-    checker = Checker(plan, results, args.out, args.plots)
+    if args.record:
+        shutil.rmtree(out, ignore_errors=True)
+    out.mkdir(parents=True, exist_ok=True)
+    checker = Checker(plan, results, out, args.plots)
     run_checks(checker)
     seconds = time.perf_counter() - start
-    print(write_summary(args.out, checker.rows, seconds, {k: v[1] for k, v in results.items()}))
+    print(write_summary(out, checker.rows, seconds, {k: v[1] for k, v in results.items()}))
+    make_portable(out, work)
+    print(f"cards written to {out}", file=sys.stderr)
     failed_jobs = [name for name, (value, _) in results.items() if isinstance(value, Exception)]
     for name in failed_jobs:
         print(f"job {name} failed: {results[name][0]}", file=sys.stderr)
@@ -487,6 +564,20 @@ def run_suite(args, overrides=None, bug_overrides=None, memory_series=None, slot
     else:
         print(f"runs and logs kept in {work}", file=sys.stderr)
     return 0 if all(r.ok for r in checker.rows) else (2 if failed_jobs else 1)
+
+
+def output_dir(args) -> tuple[Path, str | None]:
+    """Where the cards go, and why not (None when fine): ``--record`` replaces the recorded
+    cards; ``--out`` must be absent or empty (nothing of the user's is ever deleted)."""
+    if args.record and args.out is not None:
+        return args.out, "--record writes reference/expected_outputs/: leave out --out"
+    if args.record:
+        return RECORDED, None
+    if args.out is None:
+        return Path(tempfile.mkdtemp(prefix="rldk-smoke-cards-")), None
+    if args.out.exists() and (not args.out.is_dir() or any(args.out.iterdir())):
+        return args.out, f"--out {args.out} is not an empty directory: give a new or empty one"
+    return args.out, None
 
 
 def jobs_of(plan: Plan) -> dict:

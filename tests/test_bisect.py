@@ -3,19 +3,20 @@ from __future__ import annotations
 
 import json
 import subprocess
+import sys
 from pathlib import Path
 
 import numpy as np
 import pytest
 from click.testing import CliRunner
 
-from reference.bisect.make_repo import AMBIGUOUS, BROKEN, FIRST_BAD, make_repo
+from reference.bisect_repo.make_repo import AMBIGUOUS, BROKEN, FIRST_BAD, make_repo
 from rldk.bisect import BisectError, Predicate, bisect, parse_cmp, reduce_values
 from rldk.cli import main
 from rldk.core.errors import UsageError
 
 PREDICATE = Predicate(">", 0.2, metric="loss", window=10)
-COMMAND = ["python", "train.py"]
+COMMAND = [sys.executable, "train.py"]
 
 
 def repo_state(repo: Path) -> dict:
@@ -105,7 +106,7 @@ def test_untestable_commit_next_to_the_first_bad_one_leaves_candidates(tmp_path)
 # -------------------------------------------------------------- bad input
 def test_non_git_directory_is_a_clear_error(tmp_path):
     res = CliRunner().invoke(main, ["bisect", "--repo", str(tmp_path), "--good", "a", "--bad", "b",
-                                    "--metric", "loss", "--cmp", "> 1", "--", "python", "x.py"])
+                                    "--metric", "loss", "--cmp", "> 1", "--", sys.executable, "x.py"])
     assert res.exit_code == 2
     assert res.stderr == (f"Error: not a git repository: {tmp_path.resolve()}: run rldk bisect inside the "
                           "repository whose history you want to search (or pass --repo)\n")

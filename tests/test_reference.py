@@ -84,7 +84,7 @@ def test_reference_fixes_pass_and_buggy_lines_do_not():
 def test_datasets_are_the_tasks_rows_and_match_their_manifests():
     from rldk.lineage import verify
 
-    from reference.datasets.build import main as build
+    from reference.data.build import main as build
 
     assert build(["--check"]) == 0
     for name in tasks.TASKS:

@@ -1,10 +1,10 @@
 """Write the reference tasks' fixed datasets and their lineage manifests.
 
-    python reference/datasets/build.py           # rewrite the JSONL files and manifests
-    python reference/datasets/build.py --check   # exit 1 if a file differs from its task's rows
+    python reference/data/build.py           # rewrite the JSONL files and manifests
+    python reference/data/build.py --check   # exit 1 if a file differs from its task's rows
 
 Each task's ``rows(split)`` is deterministic; this writes
-``reference/datasets/<task>/<split>.jsonl`` (one JSON object per line, sorted
+``reference/data/<task>/<split>.jsonl`` (one JSON object per line, sorted
 keys) and, through :func:`rldk.lineage.write_manifest`, the content-hash
 manifest ``<split>.jsonl.rldk.json`` beside it. The smoke test verifies the
 manifests with :func:`rldk.lineage.verify`.
@@ -44,7 +44,7 @@ def main(argv=None) -> int:
 
             print(f"{path}  ->  {write_manifest(path)}")
     for path in stale:
-        print(f"{path} differs from its task's rows: run python reference/datasets/build.py")
+        print(f"{path} differs from its task's rows: run python reference/data/build.py")
     return 1 if stale else 0
 
 

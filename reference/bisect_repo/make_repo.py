@@ -13,7 +13,7 @@ through ``rldk.writer`` (``RLDK_DIR`` / ``RLDK_RUN_ID`` choose where). Its histo
     c6  add a README                        bad
     c7  raise the default step count        bad
 
-    python reference/bisect/make_repo.py /tmp/demo-repo     # prints the commit ids
+    python reference/bisect_repo/make_repo.py /tmp/demo-repo     # prints the commit ids
 """
 from __future__ import annotations
 

@@ -1,0 +1,118 @@
+"""A new smoke-test run reproduces the recorded cards in ``reference/expected_outputs/``.
+
+The recorded cards are written on purpose by ``python smoke_tests/cpu_2min_test.py
+--record`` and compared here field by field:
+
+- every JSON card: all fields, recursively, exactly (floats to 1e-9 relative), except
+  - volatile fields, excluded by name wherever they occur (:data:`VOLATILE`): timings,
+    resident-set sizes and the host/package fingerprint;
+  - renderings of other fields, excluded by name (:data:`RENDERED`): a card's
+    ``tables``, ``summary`` and finding ``title`` / ``fix`` are rendered from its
+    ``details`` and findings' ``evidence``, and a summary row's ``found`` from the cards;
+  - measurements that are noisy by nature, compared with the tolerances of
+    :data:`TOLERANCES` (process memory; metric deltas of the run made nondeterministic
+    on purpose by unseeded jitter);
+- every CSV file exactly; the same set of JSON and CSV files on both sides.
+
+Paths are written as ``<repo>``, ``<work>`` and ``<python>`` by the smoke test, so they
+are compared too. Training is bit-reproducible on the CPU with the pinned torch, which is
+why everything else must match exactly.
+"""
+from __future__ import annotations
+
+import fnmatch
+import json
+import math
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+RECORDED = ROOT / "reference" / "expected_outputs"
+
+VOLATILE = frozenset(("seconds", "wall_seconds", "cpu_seconds", "peak_child_rss_mib", "own_peak_rss_mib",
+                      "jobs", "environment"))
+RENDERED = frozenset(("tables", "summary", "title", "fix", "found"))
+MIB = 2.0 ** 20
+# card glob -> field -> (absolute, relative) tolerance; measured spread between runs on one
+# machine: RSS start/end 1-2 %, slopes up to 0.5 MiB/step, onset steps up to 4 apart on the
+# clean run (no leak: the onset is the noisiest point), jitter-driven metric deltas < 0.01.
+TOLERANCES = {
+    "memory_leak/*": {"start_bytes": (0, 0.15), "end_bytes": (0, 0.15), "slope": (3 * MIB, 0),
+                      "slope_low": (3 * MIB, 0), "slope_high": (3 * MIB, 0), "growth": (0.05, 0),
+                      "onset_step": (4, 0), "steps": (4, 0)},
+    "determinism/nondeterminism/*": {k: (0.05, 0) for k in (
+        "value_a", "value_b", "value_reference", "value_replica", "max_abs_delta", "max_abs_diff",
+        "max_cv", "max_rel_diff")},
+}
+EXACT = (0.0, 1e-9)
+
+
+def tolerances(card: str) -> dict:
+    """Field -> (absolute, relative) tolerance for the card at relative path ``card``."""
+    out = {}
+    for pattern, table in TOLERANCES.items():
+        if fnmatch.fnmatch(card, pattern):
+            out.update(table)
+    return out
+
+
+def differences(recorded, new, path: str = "", tol: dict | None = None, field: str = "") -> list[str]:
+    """Where ``new`` departs from ``recorded`` (JSON values), one line per field."""
+    tol = tol or {}
+    if isinstance(recorded, dict) and isinstance(new, dict):
+        keys = (set(recorded) | set(new)) - VOLATILE - RENDERED
+        return [d for k in sorted(keys) for d in (
+            [f"{path}/{k}: only on one side"] if (k in recorded) != (k in new)
+            else differences(recorded[k], new[k], f"{path}/{k}", tol, k))]
+    if isinstance(recorded, list) and isinstance(new, list):
+        if len(recorded) != len(new):
+            return [f"{path}: {len(recorded)} items recorded, {len(new)} now"]
+        return [d for i, (a, b) in enumerate(zip(recorded, new))
+                for d in differences(a, b, f"{path}[{i}]", tol, field)]
+    if _number(recorded) and _number(new):
+        absolute, relative = tol.get(field, EXACT)
+        if math.isclose(recorded, new, rel_tol=relative, abs_tol=absolute) or recorded == new:
+            return []
+        return [f"{path}: {recorded} recorded, {new} now (tolerance abs {absolute}, rel {relative})"]
+    same = recorded == new and type(recorded) is type(new)
+    return [] if same else [f"{path}: {recorded!r} recorded, {new!r} now"]
+
+
+def _number(x) -> bool:
+    return isinstance(x, (int, float)) and not isinstance(x, bool)
+
+
+def compared_files(root: Path) -> set[str]:
+    return {str(p.relative_to(root)) for p in root.rglob("*") if p.suffix in (".json", ".csv")}
+
+
+# ------------------------------------------------------------------ the comparator itself
+def test_comparator_applies_names_and_tolerances():
+    tol = tolerances("memory_leak/leak/memory_leak.json")
+    assert differences({"a": 1.0, "seconds": 3, "tables": [1]}, {"a": 1.0, "seconds": 9, "tables": [2]}) == []
+    assert differences({"a": {"b": [1, 2]}}, {"a": {"b": [1, 3]}}) == ["/a/b[1]: 2 recorded, 3 now (tolerance abs 0.0, rel 1e-09)"]
+    assert differences({"onset_step": 3}, {"onset_step": 6}, tol=tol) == []
+    assert differences({"onset_step": 3}, {"onset_step": 8}, tol=tol) == [
+        "/onset_step: 3 recorded, 8 now (tolerance abs 4, rel 0)"]
+    assert differences({"onset_step": 3}, {"onset_step": 6}) != []          # other cards: exact
+    assert differences({"passed": True}, {"passed": 1}) == ["/passed: True recorded, 1 now"]
+    assert differences({"x": "<work>/a"}, {}) == ["/x: only on one side"]
+
+
+# ------------------------------------------------------------------ the recorded cards
+def test_recorded_cards_hold_no_machine_paths():
+    for name in sorted(compared_files(RECORDED)) + ["summary.md"]:
+        text = (RECORDED / name).read_text(encoding="utf-8")
+        assert "/tmp/" not in text and str(ROOT) not in text, name
+
+
+def test_new_run_reproduces_the_recorded_cards(smoke_run):
+    assert smoke_run.returncode == 0, smoke_run.stdout[-3000:] + smoke_run.stderr[-3000:]
+    assert compared_files(smoke_run.out) == compared_files(RECORDED)
+    problems = []
+    for name in sorted(compared_files(RECORDED)):
+        old, new = (RECORDED / name).read_text(encoding="utf-8"), (smoke_run.out / name).read_text(encoding="utf-8")
+        if name.endswith(".csv"):
+            problems += [] if old == new else [f"{name}: differs"]
+        else:
+            problems += [f"{name}{d}" for d in differences(json.loads(old), json.loads(new), tol=tolerances(name))]
+    assert not problems, "\n".join(problems[:40])
