@@ -10,7 +10,13 @@ import pytest
 from click.testing import CliRunner
 
 from reference.bisect.make_repo import AMBIGUOUS, BROKEN, FIRST_BAD, make_repo
-from rldk.bisect import BisectError, Predicate, bisect, parse_cmp, reduce_values
+from rldk.analyzers.bisect import (
+    BisectError,
+    Predicate,
+    bisect,
+    parse_cmp,
+    reduce_values,
+)
 from rldk.cli import main
 from rldk.core.errors import UsageError
 
