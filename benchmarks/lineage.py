@@ -5,8 +5,8 @@ and response strings, reward float64, token ids list<int32>, a nullable score),
 then times, median of ``--reps`` runs each:
 
     read          pyarrow.parquet.read_table(path)                (the incumbent)
-    hash file     rldk.lineage.hash_path(path)   (streams the file: read + hash)
-    hash table    rldk.lineage.hash_table(table) (already in memory)
+    hash file     rldk.core.hashing.hash_path(path)   (streams the file: read + hash)
+    hash table    rldk.core.hashing.hash_table(table) (already in memory)
 
 and prints the ratios to the read. Target: hashing a file within 2x of reading it.
 
@@ -51,7 +51,7 @@ def median_seconds(fn, reps: int) -> float:
 def main(argv=None) -> None:
     import pyarrow.parquet as pq
 
-    from rldk.lineage import hash_path, hash_table
+    from rldk.core.hashing import hash_path, hash_table
 
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--rows", type=int, default=500_000)

@@ -11,7 +11,7 @@ Every number is real: the model (``reference.models``) is trained by
 reward, and :class:`rldk.integrations.trl.RldkCallback` records the metrics,
 GRPO completions (``sample`` events), and as asked RNG digests, tensor checksums
 and memory. The runner adds: ``dataset`` events (content hashes of the training
-and validation rows it used, :func:`rldk.lineage.record`), ``checkpoint``
+and validation rows it used, :func:`rldk.writer.lineage.record`), ``checkpoint``
 save/load events for resume checks, and after training ``sample`` events of the
 trained policy on the validation split (``attrs.split = "val"``).
 
@@ -187,7 +187,7 @@ def callbacks(spec: RunSpec, harness: dict, task, train_rows, val_rows, tokenize
             self.resumed = harness["resume_from"]
 
         def on_train_begin(self, args, state, control, **kw):
-            from rldk.lineage import record
+            from rldk.writer.lineage import record
 
             if rldk_cb.writer is not None:
                 record(rldk_cb.writer, "train", train_rows, step=state.global_step)

@@ -142,7 +142,7 @@ def run_determinism(plan: Plan, which: str):
 
 
 def run_resume(plan: Plan, which: str):
-    from rldk.checkpoint import resume_check
+    from rldk.analyzers.checkpoint import resume_check
 
     bug = plan.bugs["bad_resume"]
     run = bug["run"] if which == "bug" else {k: v for k, v in bug["run"].items() if k != "bug"}
@@ -151,7 +151,7 @@ def run_resume(plan: Plan, which: str):
 
 
 def run_bisect(plan: Plan):
-    from rldk.bisect import Predicate, bisect
+    from rldk.analyzers.bisect import Predicate, bisect
     from reference.bisect_repo.make_repo import make_repo
 
     commits = make_repo(plan.work / "bisect-repo")
@@ -209,7 +209,7 @@ class Checker:
     # each check_* appends its rows; an exception becomes a failed row (see run_checks)
     def check_lineage(self):
         """A row edited after its manifest was written must be caught; committed data verifies."""
-        from rldk.lineage import verify
+        from rldk.analyzers.lineage import verify
         from reference.tasks import SPLITS, TASKS, dataset_path
 
         t0 = time.perf_counter()
@@ -273,7 +273,7 @@ class Checker:
                      ", ".join(sorted(codes[clean_id])) or "nothing", want not in codes[clean_id], t0)
 
     def check_overlap(self):
-        from rldk.lineage import load_table, overlap
+        from rldk.analyzers.lineage import load_table, overlap
         from reference.tasks import dataset_path
 
         bug, t0 = self.plan.bugs["leakage"], time.perf_counter()

@@ -10,10 +10,11 @@ import pytest
 import torch
 from click.testing import CliRunner
 
-from rldk import checkpoint as ck
+from rldk.analyzers import checkpoint as ck
 from rldk.cli import main
-from rldk.core.errors import MissingEvents, UsageError
+from rldk.core.errors import UsageError
 from rldk.writer import EventWriter
+from rldk.writer import checkpoint as wck
 
 ROOT = Path(__file__).resolve().parents[1]
 TRAIN = ROOT / "reference" / "determinism" / "train_tiny.py"
@@ -33,27 +34,27 @@ def _cli(*args):
 def test_digests_are_stable_and_name_missing_parts():
     model, model2 = _model(), _model()
     opt = torch.optim.SGD(model.parameters(), lr=0.1, momentum=0.9)
-    a = ck.state_digests(model, opt, None, rng=False, dataloader_state={"epoch": 0, "batch": 3})
-    b = ck.state_digests(model2, opt, None, rng=False, dataloader_state={"epoch": 0, "batch": 3})
+    a = wck.state_digests(model, opt, None, rng=False, dataloader_state={"epoch": 0, "batch": 3})
+    b = wck.state_digests(model2, opt, None, rng=False, dataloader_state={"epoch": 0, "batch": 3})
     assert a == b
     assert a["missing"] == ["scheduler", "rng"]
     assert a["parts"]["model"]["tensors"] == 2 and a["parts"]["model"]["numel"] == 8
     assert sorted(a["tensors"]) == ["bias", "weight"]
-    assert ck.combined_digest(a["parts"]) == ck.combined_digest(b["parts"])
+    assert wck.combined_digest(a["parts"]) == wck.combined_digest(b["parts"])
 
 
 def test_each_part_digest_moves_only_with_its_part():
     model = _model()
     opt = torch.optim.SGD(model.parameters(), lr=0.1, momentum=0.9)
-    before = ck.state_digests(model, opt, None, rng=True, dataloader_state={"batch": 3})
+    before = wck.state_digests(model, opt, None, rng=True, dataloader_state={"batch": 3})
     with torch.no_grad():
         model.weight[0, 0] = torch.nextafter(model.weight[0, 0], torch.tensor(2.0))   # one ulp
-    after = ck.state_digests(model, opt, None, rng=True, dataloader_state={"batch": 3})
+    after = wck.state_digests(model, opt, None, rng=True, dataloader_state={"batch": 3})
     changed = [p for p in ck.PARTS if before["parts"][p] != after["parts"][p]]
     assert changed == ["model"]
     assert [n for n in before["tensors"] if before["tensors"][n] != after["tensors"][n]] == ["weight"]
     torch.rand(1)                                         # draws from the global torch RNG
-    moved = ck.state_digests(model, opt, None, rng=True, dataloader_state={"batch": 4})
+    moved = wck.state_digests(model, opt, None, rng=True, dataloader_state={"batch": 4})
     assert [p for p in ck.PARTS if after["parts"][p] != moved["parts"][p]] == ["rng", "data"]
     assert [k for k, v in moved["parts"]["rng"]["sources"].items()
             if after["parts"]["rng"]["sources"][k] != v] == ["torch"]
@@ -62,10 +63,10 @@ def test_each_part_digest_moves_only_with_its_part():
 def test_optimizer_digest_follows_its_state():
     model = _model()
     opt = torch.optim.Adam(model.parameters(), lr=0.1)
-    empty = ck.state_digests(optimizer=opt, rng=False)["parts"]["optimizer"]
+    empty = wck.state_digests(optimizer=opt, rng=False)["parts"]["optimizer"]
     model(torch.ones(1, 3)).sum().backward()
     opt.step()
-    stepped = ck.state_digests(optimizer=opt, rng=False)["parts"]["optimizer"]
+    stepped = wck.state_digests(optimizer=opt, rng=False)["parts"]["optimizer"]
     assert empty["tensors"] == 0 and stepped["tensors"] == 6      # step, exp_avg, exp_avg_sq x 2
     assert empty["digest"] != stepped["digest"]
 
@@ -90,14 +91,15 @@ def _save_run(store, run_id, ckpt_dir, rng=True, data=True, steps=(2, 4)):
 def test_verify_complete_checkpoints(tmp_path):
     _save_run(tmp_path / "store", "run", tmp_path)
     result = ck.verify_checkpoints(tmp_path / "store")
-    assert result.passed and [c.step for c in result.checks] == [2, 4]
-    assert result.checks[0].present == ("model", "optimizer", "rng", "data")
-    assert result.checks[0].optional_missing == ("scheduler",)
+    assert result.passed and [c.step for c in result.checkpoints] == [2, 4]
+    assert result.checkpoints[0].present == ("model", "optimizer", "rng", "data")
+    assert result.checkpoints[0].optional_missing == ("scheduler",)
     report = result.report()
     assert report.status == "ok"
     assert report.summary == "2 checkpoint(s) of run run: all hold what an exact resume needs."
     assert [f.code for f in report.findings] == ["scheduler_not_saved", "scheduler_not_saved"]
-    out = _cli("checkpoint", "verify", tmp_path / "store", "--out", tmp_path / "cards")
+    assert [(c.name, c.status) for c in report.checks] == [("checkpoint_complete", "ran")] * 2
+    out = _cli("checkpoint", "verify", tmp_path / "store", "--out-dir", tmp_path / "cards")
     assert out.exit_code == 0, out.output
     assert json.loads((tmp_path / "cards" / "checkpoint_verify.json").read_text())["status"] == "ok"
 
@@ -105,7 +107,7 @@ def test_verify_complete_checkpoints(tmp_path):
 def test_verify_names_what_is_missing(tmp_path):
     _save_run(tmp_path / "store", "run", tmp_path, rng=False, data=False, steps=(5,))
     result = ck.verify_checkpoints(tmp_path / "store", "run")
-    assert not result.passed and result.checks[0].missing == ("rng", "data")
+    assert not result.passed and result.checkpoints[0].missing == ("rng", "data")
     finding = result.report().findings[0]
     assert finding.code == "checkpoint_incomplete" and finding.steps == (5, 5)
     assert finding.title == "checkpoint at step 5 lacks rng, data"
@@ -113,20 +115,23 @@ def test_verify_names_what_is_missing(tmp_path):
                            "different numbers after the resume; data: the resumed run sees other "
                            "batches (the data position restarts)); log it with log_checkpoint(..., "
                            "rng=True, dataloader_state=...)")
-    out = _cli("checkpoint", "verify", tmp_path / "store", "--out", tmp_path / "cards")
+    out = _cli("checkpoint", "verify", tmp_path / "store", "--format", "json")
     assert out.exit_code == 3
+    assert json.loads(out.stdout)["findings"][0]["code"] == "checkpoint_incomplete"
 
 
 def test_verify_deep_compares_the_file(tmp_path):
     model, paths = _save_run(tmp_path / "store", "run", tmp_path, steps=(1,))
-    assert ck.verify_checkpoints(tmp_path / "store", deep=True).checks[0].file_check == "match (2 tensors)"
+    deep = ck.verify_checkpoints(tmp_path / "store", deep=True)
+    assert deep.checkpoints[0].file_check == "match (2 tensors)"
+    assert [c.name for c in deep.report().checks] == ["checkpoint_complete", "checkpoint_file_matches"]
     state = torch.load(paths[0], weights_only=True)
     state["model"]["bias"] = state["model"]["bias"] + 1.0             # overwritten later
     torch.save(state, paths[0])
-    check = ck.verify_checkpoints(tmp_path / "store", deep=True).checks[0]
+    check = ck.verify_checkpoints(tmp_path / "store", deep=True).checkpoints[0]
     assert check.file_check == "mismatch: 1 tensor(s) differ (first bias)" and not check.ok
     paths[0].unlink()
-    check = ck.verify_checkpoints(tmp_path / "store", deep=True).checks[0]
+    check = ck.verify_checkpoints(tmp_path / "store", deep=True).checkpoints[0]
     assert check.exists is False and check.file_check == "skipped: no file"
     assert ck.verify_checkpoints(tmp_path / "store").report().findings[0].code == "checkpoint_file_missing"
 
@@ -134,19 +139,27 @@ def test_verify_deep_compares_the_file(tmp_path):
 def test_verify_errors(tmp_path):
     with EventWriter(tmp_path / "s1", "plain", capture_env=False) as w:
         w.log(0, loss=1.0)
-    with pytest.raises(MissingEvents):
-        ck.verify_checkpoints(tmp_path / "s1")
-    out = _cli("checkpoint", "verify", tmp_path / "s1")
-    assert out.exit_code == 1
-    assert out.stderr == ("Error: run 'plain' has no checkpoint events: log each save with "
-                          "rldk.writer.log_checkpoint(step, path, model, optimizer, scheduler, "
-                          "rng=True, dataloader_state=...)\n")
+    result = ck.verify_checkpoints(tmp_path / "s1")           # nothing verified: never "ok"
+    assert not result.passed and result.without == ("plain",)
+    report = result.report()
+    assert report.status == "inconclusive"
+    assert report.summary == ("no checkpoint events in run plain: log each save with "
+                              "rldk.writer.log_checkpoint(step, path, model, optimizer, scheduler, "
+                              "rng=True, dataloader_state=...).")
+    out = _cli("checkpoint", "verify", tmp_path / "s1", "--format", "json")
+    assert out.exit_code == 4
+    assert json.loads(out.stdout)["checks"] == [{
+        "name": "checkpoint_events", "status": "skipped", "run_id": "plain",
+        "detail": "no checkpoint events: log each save with rldk.writer.log_checkpoint(step, path, model, "
+                  "optimizer, scheduler, rng=True, dataloader_state=...)"}]
     _save_run(tmp_path / "s2", "a", tmp_path, steps=(1,))
     _save_run(tmp_path / "s2", "b", tmp_path, steps=(1,))
-    out = _cli("checkpoint", "verify", tmp_path / "s2")
+    both = ck.verify_checkpoints(tmp_path / "s2")                 # every run by default
+    assert [(c.run_id, c.step) for c in both.checkpoints] == [("a", 1), ("b", 1)] and both.passed
+    out = _cli("checkpoint", "verify", tmp_path / "s2", "--run", "c")
     assert out.exit_code == 2
-    assert out.stderr == "Error: the store holds 2 runs (a, b): pick one with --run ID\n"
-    assert _cli("checkpoint", "verify", tmp_path / "s2", "--run", "b", "--out", tmp_path / "c").exit_code == 0
+    assert out.stderr == "Error: no run 'c' in the store; runs: a, b\n"
+    assert _cli("checkpoint", "verify", tmp_path / "s2", "--run", "b", "--out-dir", tmp_path / "c").exit_code == 0
 
 
 def test_verify_reads_trainer_checkpoints_from_the_trl_callback(tmp_path):
@@ -169,8 +182,8 @@ def test_verify_reads_trainer_checkpoints_from_the_trl_callback(tmp_path):
                          SimpleNamespace(global_step=step, is_world_process_zero=True), None)
     callback.writer.close()
     result = ck.verify_checkpoints(tmp_path / "store")
-    assert [(c.step, c.ok, c.missing) for c in result.checks] == [(2, True, ()), (4, False, ("optimizer", "rng"))]
-    assert result.checks[1].optional_missing == ("scheduler",)
+    assert [(c.step, c.ok, c.missing) for c in result.checkpoints] == [(2, True, ()), (4, False, ("optimizer", "rng"))]
+    assert result.checkpoints[1].optional_missing == ("scheduler",)
 
 
 # ------------------------------------------------------------------ diff
@@ -202,15 +215,22 @@ def test_diff_exact_values(pair):
 
 def test_diff_cli(pair, tmp_path):
     out = _cli("checkpoint", "diff", *pair, "--format", "json")
-    assert out.exit_code == 0, out.output
-    data = json.loads(out.stdout)
+    assert out.exit_code == 3, out.output                        # names and shapes differ
+    card = json.loads(out.stdout)
+    data = card["details"]
     assert data["compared"] == 2 and data["identical"] == 1
     assert [t["tensor"] for t in data["top_movers"]] == ["w"]
+    assert [t["tensor"] for t in data["tensors"]] == ["b", "w"]
+    assert [f["code"] for f in card["findings"]] == ["only_in_a", "only_in_b", "shape_mismatch"]
     out = _cli("checkpoint", "diff", *pair)
-    assert out.exit_code == 0
-    assert ("2 tensors compared, 1 bit-identical; relative change of the floating-point tensors 0.277. "
-            "1 tensor(s) only in A: only_a. 1 tensor(s) only in B: only_b. "
-            "1 tensor(s) shape differs: s.") in " ".join(out.stdout.split())
+    assert out.exit_code == 3
+    assert ("2 tensors compared, 1 bit-identical; relative change of the floating-point tensors "
+            "0.277.") in " ".join(out.stdout.split())
+    out = _cli("checkpoint", "diff", *pair, "--format", "csv")
+    assert out.stdout.splitlines()[0] == "tensor,shape,l2_a,l2_b,l2_diff,rel_change,cosine,max_abs_diff"
+    assert [line.split(",")[0] for line in out.stdout.splitlines()[1:]] == ["b", "w"]
+    same = _cli("checkpoint", "diff", pair[0], pair[0], "--format", "json")
+    assert same.exit_code == 0 and json.loads(same.stdout)["status"] == "ok"
 
 
 def test_diff_prefix(pair):
@@ -260,6 +280,8 @@ def _resume(tmp_path, *flags):
 def test_full_state_resumes_exactly(tmp_path):
     result = _resume(tmp_path)
     assert result.exact and result.departs_at is None and result.missing == ()
+    assert result.passed and [(c.name, c.status) for c in result.report().checks] == [
+        ("resume_matches", "ran"), ("state_restored", "ran")]
     assert result.loaded is not None and result.saved.step == AT
     assert {d.level for d in result.divergences} == {"tensor", "rng", "metric", "steps"}
     assert result.report().summary == (f"Exact resume: stopped after step {AT} and resumed, the run "
@@ -276,11 +298,12 @@ def test_rng_not_saved_is_named(tmp_path):
                                        "missing state: rng (not saved).")
 
 
-def test_rng_saved_but_not_restored_is_named(tmp_path):
+def test_rng_saved_but_not_restored_is_named(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
     out = _cli("checkpoint", "resume-check", "--at", AT, "--to", TO, "--workdir", tmp_path / "w",
-               "--out", tmp_path / "cards", "--", PY, TRAIN, "--skip-restore", "rng")
+               "--format", "json", "--", PY, TRAIN, "--skip-restore", "rng")
     assert out.exit_code == 3, out.output
-    card = json.loads((tmp_path / "cards" / "resume_check.json").read_text())["details"]
+    card = json.loads(out.stdout)["details"]
     assert card["departs_at"] == AT + 1
     assert card["missing_state"] == [{"part": "rng", "how": "not restored",
                                       "detail": "RNG sources that differ after loading: data, torch"}]

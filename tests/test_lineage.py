@@ -13,11 +13,13 @@ from click.testing import CliRunner
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from rldk import lineage as L
+from rldk.analyzers import lineage as L
 from rldk.cli import main
+from rldk.core import hashing as H
 from rldk.core.errors import MissingEvents, UsageError
 from rldk.core.store import open_store
 from rldk.writer import EventWriter
+from rldk.writer import lineage as W
 
 
 def sample_table(n: int = 20_000) -> pa.Table:
@@ -42,16 +44,16 @@ def table():
 
 @pytest.fixture(scope="module")
 def digest(table):
-    return L.hash_table(table).digest
+    return H.hash_table(table).digest
 
 
 # ----------------------------------------------------------------- invariance
 def test_digest_is_32_hex_and_counts_rows(table):
-    h = L.hash_table(table)
+    h = H.hash_table(table)
     assert len(h.digest) == 32 and int(h.digest, 16) >= 0
     assert h.rows == 20_000
     assert [name for name, _ in h.schema] == sorted(table.column_names)
-    assert len(h.blocks) == math.ceil(20_000 / L.BLOCK_ROWS)
+    assert len(h.blocks) == math.ceil(20_000 / H.BLOCK_ROWS)
 
 
 @pytest.mark.parametrize("relayout", [
@@ -78,7 +80,7 @@ def test_hash_ignores_layout(table, digest, relayout):
         t = pa.Table.from_batches(t.to_batches(max_chunksize=333))
     elif relayout == "large_list":
         t = t.set_column(4, "tokens", t["tokens"].cast(pa.large_list(pa.int32())))
-    assert L.hash_table(t).digest == digest
+    assert H.hash_table(t).digest == digest
 
 
 def test_hash_ignores_bytes_under_nulls_and_nan_payloads():
@@ -88,14 +90,14 @@ def test_hash_ignores_bytes_under_nulls_and_nan_payloads():
     weird_nan = np.array([0x7FF8_0000_0000_0001], dtype=np.uint64).view(np.float64)[0]
     b = pa.Array.from_buffers(pa.float64(), 3, [pa.py_buffer(np.packbits([1, 0, 1], bitorder="little")),
                                                 pa.py_buffer(np.array([1.5, -3.0, weird_nan]).tobytes())])
-    assert L.hash_table(pa.table({"x": a})).digest == L.hash_table(pa.table({"x": b})).digest
+    assert H.hash_table(pa.table({"x": a})).digest == H.hash_table(pa.table({"x": b})).digest
 
 
 def test_parquet_file_hash_ignores_row_groups_and_compression(table, digest, tmp_path):
     for i, (rg, codec) in enumerate([(1000, "zstd"), (7777, "snappy"), (50_000, "none")]):
         path = tmp_path / f"t{i}.parquet"
         pq.write_table(table, path, row_group_size=rg, compression=codec)
-        assert L.hash_path(path).digest == digest
+        assert H.hash_path(path).digest == digest
 
 
 def test_same_content_from_every_container(table, digest, tmp_path):
@@ -103,18 +105,18 @@ def test_same_content_from_every_container(table, digest, tmp_path):
 
     datasets = pytest.importorskip("datasets")          # the [trl] extra
 
-    assert L.hash_data(pl.from_arrow(table)).digest == digest
+    assert H.hash_data(pl.from_arrow(table)).digest == digest
     records = [{"a": i, "b": f"x{i}"} for i in range(100)]
-    from_records = L.hash_data(records).digest
-    assert L.hash_data(pa.Table.from_pylist(records)).digest == from_records
+    from_records = H.hash_data(records).digest
+    assert H.hash_data(pa.Table.from_pylist(records)).digest == from_records
     path = tmp_path / "r.jsonl"
     path.write_text("\n".join(json.dumps(r) for r in records) + "\n", encoding="utf-8")
-    assert L.hash_path(path).digest == from_records
+    assert H.hash_path(path).digest == from_records
     ds = datasets.Dataset.from_list(records)
-    assert L.hash_data(ds).digest == from_records
+    assert H.hash_data(ds).digest == from_records
     # a selection (indices mapping) hashes as the rows it selects
     picked = ds.select([5, 3, 9])
-    assert L.hash_data(picked).digest == L.hash_data([records[5], records[3], records[9]]).digest
+    assert H.hash_data(picked).digest == H.hash_data([records[5], records[3], records[9]]).digest
 
 
 # ----------------------------------------------------------------- sensitivity
@@ -169,7 +171,7 @@ def test_any_change_changes_hash(table, digest, change):
         f = t["flag"].to_pylist()
         f[1] = not f[1]
         t = t.set_column(col["flag"], "flag", pa.array(f))
-    assert L.hash_table(t).digest != digest
+    assert H.hash_table(t).digest != digest
 
 
 @settings(max_examples=40, deadline=None)
@@ -180,19 +182,19 @@ def test_property_chunking_never_matters_and_any_edit_does(values, where, new, c
     base = pa.table({"s": pa.array(values, pa.string())})
     k = cut % (len(values) + 1)
     rechunked = pa.concat_tables([base.slice(0, k), base.slice(k)])
-    assert L.hash_table(rechunked).digest == L.hash_table(base).digest
+    assert H.hash_table(rechunked).digest == H.hash_table(base).digest
     edited = list(values)
     i = where % len(values)
     edited[i] = new
     same = edited == values
-    assert (L.hash_table(pa.table({"s": pa.array(edited, pa.string())})).digest
-            == L.hash_table(base).digest) == same
+    assert (H.hash_table(pa.table({"s": pa.array(edited, pa.string())})).digest
+            == H.hash_table(base).digest) == same
 
 
 def test_duplicate_column_names_are_refused():
     t = pa.Table.from_arrays([pa.array([1]), pa.array([2])], names=["a", "a"])
     with pytest.raises(UsageError, match="duplicate column names: a"):
-        L.hash_table(t)
+        H.hash_table(t)
 
 
 # ------------------------------------------------------------ events and graph
@@ -204,20 +206,20 @@ def lineage_store(tmp_path_factory):
                              "answer": [str(2 * i) for i in range(200)]}), raw)
 
     with EventWriter(root / "runs", "sft", capture_env=False) as w:
-        @L.transform(w)
+        @W.transform(w)
         def keep_long(table, min_len=15):
             return table.filter(pc.greater_equal(pc.utf8_length(table["prompt"]), min_len))
 
-        @L.transform(w)
+        @W.transform(w)
         def split(table, val_fraction=0.1):
             n = int(table.num_rows * (1 - val_fraction))
             return table.slice(0, n), table.slice(n)
 
-        raw_hash = L.record(w, "raw_prompts", str(raw))
+        raw_hash = W.record(w, "raw_prompts", str(raw))
         long = keep_long(pq.read_table(raw), min_len=16)
         train, val = split(long)
-        L.record(w, "train", train)
-        L.record(w, "val", val)
+        W.record(w, "train", train)
+        W.record(w, "val", val)
     return {"root": root, "store": root / "runs", "raw": raw, "raw_hash": raw_hash,
             "long": long, "train": train, "val": val}
 
@@ -227,12 +229,12 @@ def test_dataset_events_carry_digest_rows_schema(lineage_store):
     rows = store.sql("SELECT name, digest, ivalue, text, attrs FROM datasets ORDER BY seq")
     first = rows.row(0, named=True)
     assert first["name"] == "raw_prompts"
-    assert first["digest"] == lineage_store["raw_hash"].digest == L.hash_path(lineage_store["raw"]).digest
+    assert first["digest"] == lineage_store["raw_hash"].digest == H.hash_path(lineage_store["raw"]).digest
     assert first["ivalue"] == 200
     assert first["text"] == str(lineage_store["raw"])
     attrs = json.loads(first["attrs"])
     assert attrs["schema"] == [["answer", "string"], ["prompt", "string"]]
-    assert attrs["hash"] == L.HASH_NAME
+    assert attrs["hash"] == H.HASH_NAME
 
 
 def test_transform_edges_record_inputs_function_params_outputs(lineage_store):
@@ -245,7 +247,7 @@ def test_transform_edges_record_inputs_function_params_outputs(lineage_store):
     assert keep["inputs"][0]["digest"] == lineage_store["raw_hash"].digest
     long_rows = lineage_store["long"].num_rows
     assert 0 < long_rows < 200          # "What is 9 + 9?" is 14 characters: filtered out
-    assert keep["outputs"][0] == {"name": "keep_long", "digest": L.hash_table(lineage_store["long"]).digest,
+    assert keep["outputs"][0] == {"name": "keep_long", "digest": H.hash_table(lineage_store["long"]).digest,
                                   "rows": long_rows}
     assert len(keep["source_hash"]) == 32
     assert [o["rows"] for o in split["outputs"]] == [int(long_rows * 0.9), long_rows - int(long_rows * 0.9)]
@@ -267,7 +269,7 @@ def test_graph_without_dataset_events_says_what_to_record(tmp_path):
     with EventWriter(tmp_path, "plain", capture_env=False) as w:
         w.log(0, loss=1.0)
     with pytest.raises(MissingEvents, match=r"run 'plain' has no dataset events: record datasets with "
-                                            r"rldk.lineage.record"):
+                                            r"rldk.writer.lineage.record"):
         L.lineage_graph(open_store(tmp_path))
 
 
@@ -278,25 +280,92 @@ def test_cli_show(lineage_store, tmp_path):
     assert "lineage of run sft: 4 datasets, 2 transforms" in res.stdout
     assert png.exists()
     res = CliRunner().invoke(main, ["lineage", "show", str(lineage_store["store"]), "--format", "json"])
-    assert {n["name"] for n in json.loads(res.stdout)["nodes"]} == {"raw_prompts", "keep_long", "train", "val"}
+    assert res.exit_code == 0, res.output
+    card = json.loads(res.stdout)
+    assert card["status"] == "ok"
+    assert {n["name"] for n in card["details"]["graphs"][0]["nodes"]} == {"raw_prompts", "keep_long", "train", "val"}
+    assert [(c["name"], c["status"]) for c in card["checks"]] == [("dataset_events", "ran"),
+                                                                  ("recorded_data_unchanged", "ran")]
+
+
+# ------------------------------------------------------------------ analyzer
+def _recorded(tmp_path):
+    raw = tmp_path / "raw.parquet"
+    pq.write_table(pa.table({"q": ["a", "b", "c"]}), raw)
+    with EventWriter(tmp_path / "runs", "r", capture_env=False) as w:
+        W.record(w, "raw", str(raw))
+        W.record(w, "in_memory", [{"q": "x"}])
+    return raw
+
+
+def test_analyzer_is_registered_and_applies_only_with_dataset_events(tmp_path):
+    from rldk import analyzers
+
+    analyzer = analyzers.get("lineage")
+    assert isinstance(analyzer, L.LineageAnalyzer)
+    raw = _recorded(tmp_path)
+    assert analyzer.applies(open_store(tmp_path / "runs"))
+    with EventWriter(tmp_path / "plain", "p", capture_env=False) as w:
+        w.log(0, loss=1.0)
+    assert not analyzer.applies(open_store(tmp_path / "plain"))
+    result = analyzer.run(open_store(tmp_path / "runs"))
+    assert result.passed and [(d.name, d.status) for d in result.data] == [("raw", "unchanged")]
+    assert result.data[0].path == str(raw)
+
+
+def test_changed_recorded_data_is_a_problem(tmp_path):
+    raw = _recorded(tmp_path)
+    pq.write_table(pa.table({"q": ["a", "B", "c"]}), raw)
+    result = L.LineageAnalyzer().run(open_store(tmp_path / "runs"))
+    report = result.report()
+    assert report.status == "problems" and not result.passed
+    assert [f.code for f in report.findings] == ["dataset_changed"]
+    assert report.findings[0].title == f"dataset raw at {raw} changed since run r recorded it"
+    res = CliRunner().invoke(main, ["lineage", "show", str(tmp_path / "runs"), "--out-dir", str(tmp_path / "cards")])
+    assert res.exit_code == 3, res.output
+    assert json.loads((tmp_path / "cards" / "lineage.json").read_text())["status"] == "problems"
+    assert (tmp_path / "cards" / "lineage-r.png").exists()
+    res = CliRunner().invoke(main, ["lineage", "show", str(tmp_path / "runs"), "--no-verify-data"])
+    assert res.exit_code == 0, res.output
+    raw.unlink()                                   # gone: cannot be checked, not a problem
+    report = L.LineageAnalyzer().run(open_store(tmp_path / "runs")).report()
+    assert report.status == "ok" and report.findings == ()
+    assert [c.status for c in report.checks if c.name == "recorded_data_unchanged"] == ["skipped"]
+
+
+def test_store_without_dataset_events_is_inconclusive(tmp_path):
+    with EventWriter(tmp_path, "plain", capture_env=False) as w:
+        w.log(0, loss=1.0)
+    report = L.LineageAnalyzer().run(open_store(tmp_path)).report()
+    assert report.status == "inconclusive"
+    assert report.checks[0].detail == ("no dataset events: record datasets with "
+                                       "rldk.writer.lineage.record(writer, name, data) and transforms with "
+                                       "@rldk.writer.lineage.transform(writer)")
+    res = CliRunner().invoke(main, ["lineage", "show", str(tmp_path), "--format", "json"])
+    assert res.exit_code == 4
+    assert json.loads(res.stdout)["status"] == "inconclusive"
+    res = CliRunner().invoke(main, ["lineage", "show", str(tmp_path), "--png", str(tmp_path / "g.png")])
+    assert res.exit_code == 2
+    assert res.stderr == ("Error: --png draws one run's graph; runs with dataset events: none: "
+                          "pick one with --run\n")
 
 
 # -------------------------------------------------------------- manifests
 def test_manifest_roundtrip_unchanged_then_changed_rows_and_column(tmp_path):
     path = tmp_path / "data.parquet"
-    n = 3 * L.BLOCK_ROWS
+    n = 3 * H.BLOCK_ROWS
     pq.write_table(pa.table({"x": np.arange(n), "y": np.zeros(n)}), path)
-    manifest = L.write_manifest(path)
+    manifest = W.write_manifest(path)
     assert manifest.name == "data.parquet.rldk.json"
     assert L.verify(path).status == "ok"
     y = np.zeros(n)
-    y[L.BLOCK_ROWS + 5] = 1.0                        # one value in the second block
+    y[H.BLOCK_ROWS + 5] = 1.0                        # one value in the second block
     pq.write_table(pa.table({"x": np.arange(n), "y": y}), path, row_group_size=1000)
     result = L.verify(manifest)
     assert result.status == "changed"
     assert [(c.what, c.detail) for c in result.changes] == [
         ("column", {"column": "y"}),
-        ("blocks", {"row_ranges": [[L.BLOCK_ROWS, 2 * L.BLOCK_ROWS - 1]]})]
+        ("blocks", {"row_ranges": [[H.BLOCK_ROWS, 2 * H.BLOCK_ROWS - 1]]})]
 
 
 def test_manifest_of_directory_reports_missing_added_and_changed_files(tmp_path):
@@ -305,7 +374,7 @@ def test_manifest_of_directory_reports_missing_added_and_changed_files(tmp_path)
     pq.write_table(pa.table({"a": [1, 2]}), data / "train.parquet")
     pq.write_table(pa.table({"a": [3]}), data / "val.parquet")
     (data / "README.txt").write_text("v1", encoding="utf-8")
-    L.write_manifest(data)
+    W.write_manifest(data)
     (data / "val.parquet").unlink()
     (data / "README.txt").write_text("v2", encoding="utf-8")
     (data / "extra.parquet").write_bytes(b"")
@@ -320,7 +389,7 @@ def test_manifest_of_directory_reports_missing_added_and_changed_files(tmp_path)
 def test_verify_errors_name_the_file(tmp_path):
     path = tmp_path / "gone.parquet"
     pq.write_table(pa.table({"a": [1]}), path)
-    L.write_manifest(path)
+    W.write_manifest(path)
     path.unlink()
     with pytest.raises(L.MissingData, match=r"^data missing: .*gone.parquet \(recorded in .*gone.parquet.rldk.json\)"):
         L.verify(path)
@@ -353,7 +422,7 @@ def test_cli_verify_missing_file_in_directory_is_an_error(tmp_path):
     data.mkdir()
     for name in ("a.parquet", "b.parquet"):
         pq.write_table(pa.table({"a": [1]}), data / name)
-    L.write_manifest(data)
+    W.write_manifest(data)
     (data / "b.parquet").unlink()
     res = CliRunner().invoke(main, ["lineage", "verify", str(data)])
     assert res.exit_code == 1

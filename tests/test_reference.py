@@ -82,9 +82,8 @@ def test_reference_fixes_pass_and_buggy_lines_do_not():
 
 # ------------------------------------------------------------------------ datasets
 def test_datasets_are_the_tasks_rows_and_match_their_manifests():
-    from rldk.lineage import verify
-
     from reference.data.build import main as build
+    from rldk.analyzers.lineage import verify
 
     assert build(["--check"]) == 0
     for name in tasks.TASKS:
@@ -250,8 +249,8 @@ def test_metrics_and_checksums_come_from_the_optimizer_steps(two_runs):
 
 
 def test_runs_record_their_datasets(two_runs):
+    from rldk.core.hashing import hash_data
     from rldk.core.store import open_store
-    from rldk.lineage import hash_data
 
     store = open_store(str(two_runs.root / "store"))
     got = store.sql("SELECT name, digest, ivalue FROM datasets WHERE run_id = 'b' ORDER BY name")

@@ -5,9 +5,9 @@
 
 Each task's ``rows(split)`` is deterministic; this writes
 ``reference/data/<task>/<split>.jsonl`` (one JSON object per line, sorted
-keys) and, through :func:`rldk.lineage.write_manifest`, the content-hash
+keys) and, through :func:`rldk.writer.lineage.write_manifest`, the content-hash
 manifest ``<split>.jsonl.rldk.json`` beside it. The smoke test verifies the
-manifests with :func:`rldk.lineage.verify`.
+manifests with :func:`rldk.analyzers.lineage.verify`.
 """
 from __future__ import annotations
 
@@ -40,7 +40,7 @@ def main(argv=None) -> int:
                 continue
             path.parent.mkdir(parents=True, exist_ok=True)
             path.write_text(text, encoding="utf-8")
-            from rldk.lineage import write_manifest
+            from rldk.writer.lineage import write_manifest
 
             print(f"{path}  ->  {write_manifest(path)}")
     for path in stale:

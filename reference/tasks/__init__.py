@@ -12,7 +12,7 @@ Each task is a package with the same module attributes:
 
 The datasets are read from the committed JSONL files, never regenerated at
 training time: their manifests (``*.rldk.json``, content hashes from
-:mod:`rldk.lineage`) say they are the data the expected outputs came from.
+:mod:`rldk.analyzers.lineage`) say they are the data the expected outputs came from.
 """
 from __future__ import annotations
 

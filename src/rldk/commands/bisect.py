@@ -1,12 +1,12 @@
 """``rldk bisect``: find the first commit where a metric goes bad."""
 from __future__ import annotations
 
-import sys
-
 import click
 
-from rldk.cli import handle_errors, open_output, output_options
-from rldk.core.errors import EXIT_FAILURE
+from rldk.analyzers.bisect import BisectAnalyzer, Predicate, parse_cmp
+from rldk.cli import emit, exit_for, handle_errors, open_output, output_options
+from rldk.core.render import render_rows
+from rldk.core.report import write_report
 
 
 @click.command(context_settings={"ignore_unknown_options": True, "allow_interspersed_args": False})
@@ -26,47 +26,33 @@ from rldk.core.errors import EXIT_FAILURE
 @click.option("--allow-dirty", is_flag=True, help="Bisect although the working tree has uncommitted changes.")
 @click.option("--no-check-ends", is_flag=True, help="Do not test --good and --bad first.")
 @click.argument("command", nargs=-1, required=True, type=click.UNPROCESSED)
-@output_options
+@output_options(out_dir=True)
 @handle_errors
 def bisect(good, bad, metric, cmp_text, how, window, sql, nan, repo, timeout, allow_dirty, no_check_ends,
-           command, fmt, output):
+           command, fmt, output, out_dir):
     """Find the first commit between --good and --bad where a metric goes bad.
 
     Runs COMMAND (after --, no shell) at each commit git bisect picks, with RLDK_DIR and
     RLDK_RUN_ID set so the run it writes is judged by --metric/--reduce/--window (or --sql)
     and --cmp. Commits whose command fails are skipped. Bisection happens in a temporary
-    git worktree: your checkout is left as it was.
+    git worktree: your checkout is left as it was, also when rldk is interrupted.
+    Exit 0 with the first bad commit, 4 when untestable commits leave it ambiguous.
 
     Example: rldk bisect --good v1.0 --bad HEAD --metric loss --window 10 --cmp '> 0.2' -- python train.py
     """
-    from rldk.bisect import Predicate, parse_cmp
-    from rldk.bisect import bisect as run_bisect
-
     op, threshold = parse_cmp(cmp_text)
     predicate = Predicate(op, threshold, metric=metric, reduce=how, window=window, sql=sql, nan=nan)
-    result = run_bisect(repo, good, bad, list(command), predicate, allow_dirty=allow_dirty, timeout=timeout,
-                        check_ends=not no_check_ends)
-    _emit_bisect(result, fmt, output)
-    if result.first_bad is None:
-        sys.exit(EXIT_FAILURE)
-
-
-def _emit_bisect(result, fmt: str, output) -> None:
-    from rldk.core.render import render_rows, to_json
-
-    rows = [{"commit": p.commit[:12], "subject": p.subject, "verdict": p.verdict, "value": p.value,
-             "note": p.reason, "seconds": round(p.seconds, 2)} for p in result.probes]
-    with open_output(output) as stream:
-        if fmt == "json":
-            stream.write(to_json(result.to_dict()) + "\n")
-            return
-        render_rows(rows, fmt, title=f"tested commits ({result.predicate.describe()} is bad)", stream=stream)
-        if fmt in ("table", "markdown"):
-            stream.write("\n" + _verdict_line(result) + "\n")
-
-
-def _verdict_line(result) -> str:
-    if result.first_bad:
-        return f"first bad commit: {result.first_bad} {result.subject}"
-    listed = ", ".join(c[:12] for c in result.candidates)
-    return f"the first bad commit is one of {listed} (commits in between could not be tested)"
+    analyzer = BisectAnalyzer()
+    result = analyzer.run(None, analyzer.params(good=good, bad=bad, command=tuple(command), predicate=predicate,
+                                                repo=repo, allow_dirty=allow_dirty, timeout=timeout,
+                                                check_ends=not no_check_ends))
+    report = result.report()
+    if fmt == "csv":                  # the tested commits are a table
+        table = report.tables[0]
+        with open_output(output) as stream:
+            render_rows([dict(zip(table.columns, row)) for row in table.rows], "csv", stream=stream)
+        if out_dir:
+            write_report(report, out_dir)
+    else:
+        emit(report, fmt, output, out_dir, analyzer, result)
+    exit_for(report)

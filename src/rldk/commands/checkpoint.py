@@ -3,8 +3,12 @@ from __future__ import annotations
 
 import click
 
-from rldk.cli import handle_errors, open_output
-from rldk.commands._options import _FORMATS, command_args, emit_card, split_signals
+from rldk.analyzers.checkpoint import CheckpointAnalyzer, diff_checkpoints, resume_check
+from rldk.cli import emit, exit_for, handle_errors, open_output, output_options
+from rldk.commands._options import command_args, split_signals
+from rldk.core.render import render_rows
+from rldk.core.report import write_report
+from rldk.data import open_input
 
 
 @click.group()
@@ -14,22 +18,23 @@ def checkpoint():
 
 @checkpoint.command()
 @click.argument("paths", nargs=-1, required=True)
-@click.option("--run", "run_id", default=None, help="The run to check when the store has several.")
+@click.option("--run", "run_id", default=None, help="The run to check [every run in the store].")
 @click.option("--deep", is_flag=True, help="Also load each checkpoint file and compare its model "
                                            "tensors with the checksums logged at save.")
-@click.option("--out", "out_dir", type=click.Path(file_okay=False), default="rldk_reports",
-              show_default=True, help="Directory for the JSON and Markdown card.")
-@click.option("--format", "fmt", type=click.Choice(_FORMATS), default="table", show_default=True)
+@output_options(out_dir=True)
 @handle_errors
-def verify(paths, run_id, deep, out_dir, fmt):
+def verify(paths, run_id, deep, fmt, output, out_dir):
     """Check that a run's checkpoints hold what an exact resume needs.
 
     PATHS: the run's event store. Needed parts: model, optimizer, RNG, data
-    position (scheduler is reported when absent). Exit 3 when one lacks a part.
+    position (scheduler is reported when absent). Exit 3 when one lacks a part,
+    4 when no run logged a checkpoint event (nothing was verified).
     """
-    from rldk.checkpoint import verify_checkpoints
-
-    emit_card(verify_checkpoints(paths, run_id, deep), fmt, out_dir)
+    analyzer = CheckpointAnalyzer()
+    result = analyzer.run(open_input(paths), analyzer.params(run_id=run_id, deep=deep))
+    report = result.report()
+    emit(report, fmt, output, out_dir, analyzer, result)
+    exit_for(report)
 
 
 @checkpoint.command("resume-check", context_settings={"ignore_unknown_options": True})
@@ -39,7 +44,7 @@ def verify(paths, run_id, deep, out_dir, fmt):
               help="Compare the runs up to this step (inclusive).")
 @command_args
 @handle_errors
-def resume_check(at_step, to_step, command, shell, timeout, signals, workdir, out_dir, fmt):
+def resume_check_cmd(at_step, to_step, command, shell, timeout, signals, workdir, fmt, out_dir, output=None):
     """Check that COMMAND resumed from a checkpoint continues exactly.
 
     Runs COMMAND to --to uninterrupted; then to --at, where it must save a
@@ -47,12 +52,12 @@ def resume_check(at_step, to_step, command, shell, timeout, signals, workdir, ou
     RLDK_STOP_AT, RLDK_CHECKPOINT_DIR and RLDK_RESUME_FROM (see docs/determinism.md).
     Exit 0 exact resume, 3 the resumed run departs, 1 a run failed.
     """
-    from rldk.checkpoint import resume_check as check
-
     at = at_step if at_step is not None else to_step // 2
-    result = check(list(command), at=at, to=to_step, signals=split_signals(signals), timeout=timeout,
-                   shell=shell, workdir=workdir)
-    emit_card(result, fmt, out_dir)
+    result = resume_check(list(command), at=at, to=to_step, signals=split_signals(signals), timeout=timeout,
+                          shell=shell, workdir=workdir)
+    report = result.report()
+    emit(report, fmt, output, out_dir)
+    exit_for(report)
 
 
 @checkpoint.command()
@@ -62,37 +67,23 @@ def resume_check(at_step, to_step, command, shell, timeout, signals, workdir, ou
               help="How many top movers to list.")
 @click.option("--prefix", default=None, help="Only tensors whose dotted name starts with this "
                                             "(e.g. model. or optimizer.state).")
-@click.option("--format", "fmt", type=click.Choice(("table", "json", "csv", "markdown")), default="table",
-              show_default=True)
-@click.option("--output", "-o", type=click.Path(dir_okay=False, writable=True), default=None,
-              help="Write the result to this file instead of stdout.")
+@output_options(out_dir=True)
 @handle_errors
-def diff(a, b, top, prefix, fmt, output):
+def diff(a, b, top, prefix, fmt, output, out_dir):
     """Compare checkpoints A and B tensor by tensor: L2, cosine, top movers.
 
     A and B: torch.save files (loaded with weights_only=True), .safetensors files,
     or checkpoint directories (model.safetensors, pytorch_model.bin, shards).
-    Tables list the top movers (largest ||B - A|| / ||A||); json has every tensor.
+    The card lists the top movers (largest ||B - A|| / ||A||); json has every tensor
+    under details, csv is one row per tensor. Exit 3 when tensor names or shapes differ.
     """
-    from rldk.checkpoint import DIFF_COLUMNS, diff_checkpoints
-    from rldk.core.render import render_rows, to_json
-
     result = diff_checkpoints(a, b, top, prefix)
-    with open_output(output) as stream:
-        if fmt == "json":
-            stream.write(to_json(result.to_dict()) + "\n")
-            return
-        rows = [dict(zip(DIFF_COLUMNS, t.row())) for t in result.top]
-        if rows:
-            render_rows(rows, fmt, title="top movers", stream=stream)
-        if fmt == "table":
-            stream.write(result.report().summary + _only(result) + "\n")
-
-
-def _only(result) -> str:
-    out = ""
-    for label, names in (("only in A", result.only_a), ("only in B", result.only_b),
-                         ("shape differs", result.shape_mismatch)):
-        if names:
-            out += f" {len(names)} tensor(s) {label}: {', '.join(names[:5])}."
-    return out
+    report = result.report()
+    if fmt == "csv":                  # a table of tensors, not a list of findings
+        with open_output(output) as stream:
+            render_rows([t.to_dict() for t in result.tensors], "csv", stream=stream)
+        if out_dir:
+            write_report(report, out_dir)
+    else:
+        emit(report, fmt, output, out_dir)
+    exit_for(report)

@@ -5,8 +5,14 @@ import sys
 
 import click
 
-from rldk.cli import handle_errors, open_output, output_options
-from rldk.core.errors import EXIT_FAILURE, EXIT_PROBLEMS
+from rldk.analyzers.lineage import LineageAnalyzer, load_table, render_png
+from rldk.analyzers.lineage import overlap as find_overlap
+from rldk.analyzers.lineage import verify as verify_manifest
+from rldk.cli import emit, exit_for, handle_errors, open_output, output_options
+from rldk.core.errors import EXIT_FAILURE, EXIT_PROBLEMS, UsageError
+from rldk.core.render import render_rows, to_json
+from rldk.data import open_input
+from rldk.writer.lineage import write_manifest
 
 
 @click.group("lineage")
@@ -17,26 +23,35 @@ def lineage():
 
 @lineage.command("show")
 @click.argument("paths", nargs=-1, required=True)
-@click.option("--run", "run_id", default=None, help="The run whose lineage to show [the only run].")
-@click.option("--png", type=click.Path(dir_okay=False), default=None, help="Also draw the graph into this PNG.")
-@output_options
+@click.option("--run", "run_id", default=None, help="The run whose lineage to show [every run].")
+@click.option("--png", type=click.Path(dir_okay=False), default=None,
+              help="Also draw the graph into this PNG (one run: pick it with --run).")
+@click.option("--no-verify-data", is_flag=True,
+              help="Do not hash the data the runs recorded by path again.")
+@output_options(out_dir=True)
 @handle_errors
-def show(paths, run_id, png, fmt, output):
-    """Show the datasets and transforms a run recorded (its dataset events) as a graph."""
-    from rldk.core.render import render_rows, to_json
-    from rldk.core.store import open_store
-    from rldk.lineage import lineage_graph, render_png
+def show(paths, run_id, png, no_verify_data, fmt, output, out_dir):
+    """Show the datasets and transforms each run recorded (its dataset events) as a graph,
+    and check that data recorded by path still has its recorded content hash.
 
-    graph = lineage_graph(open_store(paths), run_id)
+    Exits 0 when unchanged, 3 when recorded data changed, 4 when no run recorded
+    dataset events."""
+    analyzer = LineageAnalyzer()
+    result = analyzer.run(open_input(paths), analyzer.params(run_id=run_id, verify_data=not no_verify_data))
     if png:
-        click.echo(f"picture: {render_png(graph, png)}", err=True)
-    with open_output(output) as stream:
-        if fmt == "json":
-            stream.write(to_json(graph.to_dict()) + "\n")
-        elif fmt in ("csv", "markdown"):
-            render_rows([n.to_dict() for n in graph.nodes], fmt, stream=stream)
-        else:
-            stream.write(graph.to_text() + "\n")
+        click.echo(f"picture: {render_png(_one_graph(result), png)}", err=True)
+    if fmt == "table" and output is None:         # the tree reads best above the card
+        click.echo("".join(g.to_text() + "\n\n" for g in result.graphs), nl=False)
+    report = result.report()
+    emit(report, fmt, output, out_dir, analyzer, result)
+    exit_for(report)
+
+
+def _one_graph(result):
+    if len(result.graphs) != 1:
+        runs = ", ".join(g.run_id for g in result.graphs) or "none"
+        raise UsageError(f"--png draws one run's graph; runs with dataset events: {runs}: pick one with --run")
+    return result.graphs[0]
 
 
 @lineage.command("record")
@@ -45,13 +60,10 @@ def show(paths, run_id, png, fmt, output):
 @handle_errors
 def record(data, fmt, output):
     """Hash each DATA file or directory and write its manifest beside it (DATA.rldk.json)."""
-    from rldk.core.render import render_rows
-    from rldk.lineage import verify, write_manifest
-
     rows = []
     for path in data:
         manifest = write_manifest(path)
-        result = verify(manifest)
+        result = verify_manifest(manifest)
         rows.append({"data": path, "digest": result.current, "manifest": str(manifest)})
     with open_output(output) as stream:
         render_rows(rows, fmt, title="manifests written", stream=stream)
@@ -66,10 +78,7 @@ def verify(paths, fmt, output):
     and report what changed: files, rows, schema, columns, row ranges.
 
     Exits 0 when unchanged, 3 when something changed, 1 when data is missing."""
-    from rldk.core.render import render_rows, to_json
-    from rldk.lineage import verify as verify_one
-
-    results = [verify_one(p) for p in paths]
+    results = [verify_manifest(p) for p in paths]
     rows = [{"data": r.data, "status": r.status, "path": c.path, "what": c.what, "detail": _detail(c.detail)}
             for r in results for c in r.changes] or []
     summary = [{"data": r.data, "status": r.status, "recorded": r.recorded[:16],
@@ -111,10 +120,6 @@ def _detail(detail: dict) -> str:
 @handle_errors
 def overlap(train, val, columns, normalize, max_fraction, fmt, output):
     """Count the rows of VAL (a data file or directory) whose content also occurs in TRAIN."""
-    from rldk.core.render import render_rows, to_json
-    from rldk.lineage import load_table
-    from rldk.lineage import overlap as find_overlap
-
     cols = [c.strip() for c in columns.split(",") if c.strip()] if columns else None
     result = find_overlap(load_table(train), load_table(val), cols, normalize=normalize)
     with open_output(output) as stream:

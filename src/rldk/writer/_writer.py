@@ -266,8 +266,8 @@ class EventWriter:
     def log_checkpoint(self, step, path, model=None, optimizer=None, scheduler=None, rng=True,
                        dataloader_state=None, action: str = "save") -> dict:
         """A ``checkpoint`` event with digests of the model, optimizer, scheduler, RNG and
-        data position saved at ``path`` (see :func:`rldk.checkpoint.log_checkpoint`)."""
-        from rldk.checkpoint import log_checkpoint
+        data position saved at ``path`` (see :func:`rldk.writer.checkpoint.log_checkpoint`)."""
+        from rldk.writer.checkpoint import log_checkpoint
 
         return log_checkpoint(self, step, path, model, optimizer, scheduler, rng, dataloader_state, action)
 
