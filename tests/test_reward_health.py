@@ -17,6 +17,7 @@ from rldk import reward_health
 from rldk.analyzers import reward_health as rh
 from rldk.cli import main
 from rldk.core.errors import MissingEvents, UsageError
+from rldk.data import open_input
 from rldk.writer import EventWriter
 
 
@@ -68,7 +69,7 @@ def test_steadily_rising_reward_raises_no_alarm(tmp_path):
                        samples=healthy_samples(n))
     result = reward_health(store)
     assert result.passed, [f.title for f in result.findings]
-    ran = {c.detector for c in result.checks if c.status == "ran"}
+    ran = {c.name for c in result.checks if c.status == "ran"}
     assert {"saturation", "zero_std_groups", "length_hacking", "component_divergence", "kl_band",
             "leakage"} <= ran
 
@@ -200,7 +201,7 @@ def test_gao_fit_recovers_exact_curve_and_flags_overoptimization(tmp_path):
 def test_gold_rising_with_proxy_is_quiet(tmp_path):
     result = reward_health(make_store(tmp_path, metrics={"reward": rising(40), "gold_reward": rising(40, seed=9)}))
     assert "overoptimization" not in codes(result)
-    assert any(c.detector == "overoptimization" and c.status == "ran" for c in result.checks)
+    assert any(c.name == "overoptimization" and c.status == "ran" for c in result.checks)
 
 
 # -------------------------------------------------------------- calibration
@@ -247,11 +248,12 @@ def test_drift_between_runs(tmp_path):
     make_store(tmp_path, "rm_a", samples=items)
     make_store(tmp_path, "rm_b", samples=[(s, p, r, -v, e) for s, p, r, v, e in items])
     make_store(tmp_path, "rm_c", samples=[(s, p, r, 2 * v + 1, e) for s, p, r, v, e in items])
-    loud = rh.run(rh.open_source(str(tmp_path)), rh.Params(against="rm_b"), run_ids=["rm_a"])
+    loud = rh.run(open_input(str(tmp_path)), rh.Params(against="rm_b"), run_ids=["rm_a"])
     f = next(f for f in loud.findings if f.code == "reward_drift")
     assert f.evidence["spearman"] == pytest.approx(-1.0) and f.evidence["sign_flip_rate"] == 1.0
-    quiet = rh.run(rh.open_source(str(tmp_path)), rh.Params(against="rm_c"), run_ids=["rm_a"])
-    assert quiet.drift["rm_a"]["spearman"] == pytest.approx(1.0) and quiet.passed
+    quiet = rh.run(open_input(str(tmp_path)), rh.Params(against="rm_c"), run_ids=["rm_a"])
+    assert quiet.drift["rm_a"]["spearman"] == pytest.approx(1.0) and codes(quiet) == []
+    assert quiet.status == "inconclusive"        # one step of samples: no reward-gaming check can run
 
 
 # ------------------------------------------------------------------ leakage
@@ -277,7 +279,7 @@ def test_lockstep_rewards_fire_but_shared_progress_does_not(tmp_path):
     assert f.evidence["change_rho"] == pytest.approx(1.0)
     quiet = reward_health(make_store(tmp_path / "q", metrics={"reward": train.tolist(), "eval_reward": own_noise}))
     lock = quiet.leakage["run"]["lockstep"]
-    assert lock["level_rho"] > 0.8 and lock["change_rho"] < 0.5 and quiet.passed
+    assert lock["level_rho"] > 0.8 and lock["change_rho"] < 0.5 and codes(quiet) == []
 
 
 # -------------------------------------------------------------------- texts
@@ -285,7 +287,7 @@ def test_empty_and_undecodable_texts(tmp_path):
     samples = [(0, "p", "", 0.0, {}), (0, "p", b"caf\xe9 ok", 1.0, {}), (0, "p", "fine", 1.0, {})]
     result = reward_health(make_store(tmp_path, samples=samples))
     assert codes(result, problems_only=False) == ["empty_responses", "undecodable_text"]
-    assert result.passed         # info only: one of three
+    assert result.status == "inconclusive"      # info only: one of three; too few samples to judge
 
 
 # ---------------------------------------------------------------- bad input
@@ -305,7 +307,7 @@ def test_no_reward_at_all(tmp_path):
         reward_health(store)
     out = CliRunner().invoke(main, ["reward-health", store])
     assert out.exit_code == 1 and out.output.startswith("Error: run 'run' has no reward")
-    assert not rh.applies(rh.open_source(store))
+    assert not rh.RewardHealthAnalyzer().applies(open_input(store))
 
 
 def test_canonical_reward_name_resolves(tmp_path):
@@ -351,16 +353,20 @@ def test_cli_exit_codes_and_card(tmp_path):
     data = json.loads(out.output[out.output.index("{"):])
     assert data["status"] == "problems" and data["findings"][0]["code"] == "zero_std_groups"
     assert (tmp_path / "card" / "reward_health.md").is_file()
-    quiet = make_store(tmp_path / "quiet", metrics={"reward": rising(20)})
+    quiet = make_store(tmp_path / "quiet", metrics={"reward": rising(20), "kl": [0.1] * 20})
     out = CliRunner().invoke(main, ["reward-health", quiet])
     assert out.exit_code == 0 and "Reward health [ok]" in out.output
 
 
 def test_analyzer_interface(tmp_path):
-    store = rh.open_source(make_store(tmp_path, metrics={"reward": rising(20)}))
-    assert rh.applies(store)
-    result = rh.run(store, rh.Params())
+    from rldk.analyzers import get
+
+    store = open_input(make_store(tmp_path, metrics={"reward": rising(20), "kl": [0.1] * 20}))
+    analyzer = get("reward_health")
+    assert isinstance(analyzer, rh.RewardHealthAnalyzer) and analyzer.applies(store)
+    result = analyzer.run(store, analyzer.params())
     assert result.report().status == "ok" and result.to_dict()["analyzer"] == "reward_health"
+    assert result.to_dict()["status"] == "ok" and result.to_dict()["passed"] is True
 
 
 def test_runs_without_reward_are_skipped_not_fatal(tmp_path):

@@ -76,7 +76,7 @@ def test_length_reward_is_flagged(health):
 
 def test_healthy_reward_raises_no_alarm(health):
     assert problems(health, "healthy") == []
-    ran = {c.detector for c in health.checks if c.run_id == "healthy" and c.status == "ran"}
+    ran = {c.name for c in health.checks if c.run_id == "healthy" and c.status == "ran"}
     assert {"saturation", "zero_std_groups", "length_hacking"} <= ran
 
 
@@ -109,5 +109,5 @@ def test_real_trl_log_with_five_reward_functions(tmp_path):
 
     store = ingest(FIXTURES / "trl_grpo_truncation", adapter="trl", store_dir=tmp_path / "store")
     result = reward_health(store)
-    check = next(c for c in result.checks if c.detector == "component_divergence")
+    check = next(c for c in result.checks if c.name == "component_divergence")
     assert check.status == "ran" and check.detail.startswith("5 components")

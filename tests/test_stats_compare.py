@@ -75,7 +75,9 @@ def test_cli_json(bandit_sides):
     assert out.exit_code == 0, out.output
     data = json.loads(out.output)
     assert data["analyzer"] == "eval_compare"
-    assert data["details"]["probability_of_improvement"]["point"] == 1.0
+    assert data["status"] == "ok" and data["details"]["improvement"]["point"] == 1.0
+    assert [c["name"] for c in data["checks"] if c["status"] == "ran"] == [
+        "confidence_intervals", "effect_sizes", "power"]
 
 
 def test_cli_plot(bandit_sides, tmp_path):
@@ -93,7 +95,13 @@ def test_one_seed_says_no_interval(tmp_path):
     result = compare([a], [b], reps=100)
     assert result.improvement.lower is None
     assert any("one run per task: no confidence interval is possible" in n for n in result.notes)
-    assert [f.code for f in result.report().findings] == ["no_interval"]
+    assert result.report().findings == () and result.status == "inconclusive" and not result.passed
+    check = next(c for c in result.checks if c.name == "confidence_intervals")
+    assert check.status == "skipped"
+    assert check.detail == "side A has one run per task: run more seeds (two or more per task)"
+    out = CliRunner().invoke(main, ["eval", "compare", a, "--vs", b, "--reps", "100", "--format", "json"])
+    assert out.exit_code == 4
+    assert json.loads(out.output)["summary"] == "P(A > B) = 1.00 (no interval: one run per task) on reward."
 
 
 def test_underpowered_note(tmp_path):
@@ -103,6 +111,25 @@ def test_underpowered_note(tmp_path):
     assert result.per_task[0]["seeds_needed"] == 64
     assert any(n.startswith("underpowered on task all") and "needs 64 runs per side; there are 3" in n
                for n in result.notes)
+    assert [f.code for f in result.findings] == ["underpowered"] and result.status == "problems"
+    out = CliRunner().invoke(main, ["eval", "compare", a, "--vs", b, "--reps", "100"])
+    assert out.exit_code == 3
+
+
+def test_analyzer_needs_both_sides(tmp_path):
+    from rldk.analyzers import get
+    from rldk.analyzers.eval_compare import EvalCompareAnalyzer, Params
+    from rldk.core.errors import UsageError
+
+    analyzer = get("eval_compare")
+    assert isinstance(analyzer, EvalCompareAnalyzer)
+    assert not analyzer.applies(None) and not analyzer.applies(None, Params(a_sources=("x",)))
+    assert analyzer.applies(None, Params(a_sources=("x",), b_sources=("y",)))
+    with pytest.raises(UsageError, match="eval compare needs both sides"):
+        analyzer.run(None, Params())
+    a = make_runs(tmp_path / "a", "a", [3.0, 4.0])
+    result = analyzer.run(None, Params(a_sources=(a,), b_sources=(a,), metric="reward_mean", reps=50))
+    assert result.metric == "reward" and result.improvement.point == 0.5
 
 
 @pytest.mark.parametrize("args, message", [
@@ -128,9 +155,9 @@ def test_cli_unequal_runs_per_task(tmp_path):
 
 def test_cli_missing_metric_lists_names(tmp_path):
     a = make_runs(tmp_path / "a", "a", [1.0])
-    out = CliRunner().invoke(main, ["eval", "compare", a, "--vs", a, "--metric", "score"])
+    out = CliRunner().invoke(main, ["eval", "compare", a, "--vs", a, "--metric", "accuracy"])
     assert out.exit_code == 2
-    assert out.output.strip() == "Error: run 'a0' has no metric 'score'; metrics: reward"
+    assert out.output.strip() == "Error: run 'a0' has no metric 'accuracy'; metrics: reward"
 
 
 def test_csv_errors(tmp_path):

@@ -10,30 +10,40 @@ same number of runs on a side (a stratified bootstrap resamples runs per task).
 Reported: mean, median and IQM of each side with stratified-bootstrap percentile
 intervals, P(A > B) with its interval, per task Cohen's d, Hedges' g, Cliff's
 delta, Welch's t-test and the seeds per side needed to detect the observed
-effect with 80% power.
+effect with 80% power. Without two runs per task on each side no interval is
+possible: the comparison is then "inconclusive" (its checks say so); an
+underpowered task is a warning.
 """
 from __future__ import annotations
 
 import csv
 import math
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 import numpy as np
 
-from rldk import stats
+from rldk import semantics, stats
+from rldk.analyzers.base import Analyzer
 from rldk.core.errors import MissingEvents, UsageError
-from rldk.core.report import Finding, Report, ReportTable
+from rldk.core.report import Check, Finding, Report, ReportTable, verdict
+from rldk.core.result import Result
+from rldk.data import open_input
 
 NAME = "eval_compare"
-CONSUMES = ("metric", "run")
+#: The check that defines a comparison: intervals need two or more runs per task on each side.
+DEFINING = ("confidence_intervals",)
 
 
 @dataclass(frozen=True)
 class Params:
     """Comparison parameters (defaults in brackets).
 
-    metric: the score metric [None: the first of rldk's reward names every run logs].
+    a_sources, b_sources: the two sides: event stores, globs, foreign logs (every run
+        is one seed) or CSV score tables [(): the analysis does not apply].
+    labels: names of the two sides [("A", "B")].
+    metric: the score metric, a run's own name or a canonical one (``rldk.semantics``)
+        [None: the ``reward`` quantity every run logs].
     last: final logged values averaged into a run's score [10].
     task_key: config key naming a run's task ["task"].
     reps: bootstrap resamples [2000]. confidence: interval coverage [0.95].
@@ -41,6 +51,9 @@ class Params:
     alpha: two-sided significance level of the t-test and power analysis [0.05].
     """
 
+    a_sources: tuple = ()
+    b_sources: tuple = ()
+    labels: tuple = ("A", "B")
     metric: str | None = None
     last: int = 10
     task_key: str = "task"
@@ -62,18 +75,15 @@ class Side:
     scores: np.ndarray
     metrics: tuple = ()
 
-    def to_dict(self) -> dict:
-        return {"label": self.label, "tasks": list(self.tasks), "runs": [list(r) for r in self.runs],
-                "scores": self.scores.tolist(), "metrics": list(self.metrics)}
-
 
 @dataclass(frozen=True)
-class Comparison:
+class Comparison(Result):
     """The comparison of side A against side B.
 
     a, b: the sides. metric: the score metric. aggregates: side label -> statistic
     -> Interval. improvement: P(A > B) as an Interval. per_task: one dict per task
-    (effect sizes, Welch test, seeds needed). notes: caveats in words.
+    (effect sizes, Welch test, seeds needed). notes: caveats in words. checks: what
+    could be computed (intervals need two runs per task on each side).
     """
 
     a: Side
@@ -84,13 +94,26 @@ class Comparison:
     per_task: tuple
     notes: tuple
     params: Params = field(default_factory=Params)
+    checks: tuple = ()
+
+    @property
+    def findings(self) -> tuple[Finding, ...]:
+        return tuple(Finding("underpowered", "warning", note, metric=self.metric) for note in self.notes
+                     if note.startswith("underpowered"))
+
+    @property
+    def status(self) -> str:
+        """"inconclusive" without confidence intervals (one run per task on a side),
+        "problems" when underpowered, else "ok"."""
+        return verdict(self.findings, self.checks, required=DEFINING)
+
+    @property
+    def passed(self) -> bool:
+        return self.status == "ok"
 
     def to_dict(self) -> dict:
-        return {"analyzer": NAME, "metric": self.metric, "a": self.a.to_dict(), "b": self.b.to_dict(),
-                "aggregates": {side: {k: v.to_dict() for k, v in d.items()}
-                               for side, d in self.aggregates.items()},
-                "probability_of_improvement": self.improvement.to_dict(),
-                "per_task": list(self.per_task), "notes": list(self.notes), "params": asdict(self.params)}
+        # status is derived, but CI gates read it from the JSON.
+        return {"analyzer": NAME, "status": self.status, **super().to_dict()}
 
     def rows(self) -> list[dict]:
         """The headline table: one row per side and statistic, then P(A > B)."""
@@ -106,18 +129,15 @@ class Comparison:
         i = self.improvement
         ci = f" [{i.lower:.2f}, {i.upper:.2f}]" if i.lower is not None else " (no interval: one run per task)"
         summary = f"P({self.a.label} > {self.b.label}) = {i.point:.2f}{ci} on {self.metric}."
-        findings = [Finding("underpowered", "warning", note, metric=self.metric) for note in self.notes
-                    if note.startswith("underpowered")]
-        findings += [Finding("no_interval", "warning", note, metric=self.metric) for note in self.notes
-                     if "no confidence interval" in note]
         head = ("side", "statistic", "point", "lower", "upper", "runs", "tasks")
         task_cols = ("task", "mean_a", "mean_b", "cohens_d", "hedges_g", "cliffs_delta", "t", "df",
                      "p_value", "seeds_needed")
         tables = (ReportTable("Aggregates", head, tuple(tuple(r[c] for c in head) for r in self.rows())),
                   ReportTable("Per task", task_cols, tuple(tuple(t.get(c) for c in task_cols)
                                                           for t in self.per_task)))
-        return Report(NAME, f"{self.a.label} vs {self.b.label}", "ok", summary, tuple(findings), tables,
-                      {k: v for k, v in self.to_dict().items() if k not in ("per_task",)})
+        details = {k: v for k, v in self.to_dict().items() if k not in ("per_task", "checks")}
+        return Report(NAME, f"{self.a.label} vs {self.b.label}", self.status, summary, self.findings, tables,
+                      details, tuple(self.checks))
 
 
 # ====================================================================== scores
@@ -135,12 +155,11 @@ def side_scores(sources, label: str, params: Params) -> Side:
 
 
 def store_scores(source, params: Params) -> list[tuple]:
-    """``(task, run_id, score, metric)`` of every run in an event store."""
-    from rldk.core.store import open_store
-
+    """``(task, run_id, score, metric)`` of every run of ``source`` (opened with
+    ``rldk.data.open_input``)."""
     out = []
-    for run in open_store(source).runs():
-        metric = params.metric or _auto_metric(run)
+    for run in open_input(source).runs():
+        metric = _metric_of(run, params.metric)
         values = run.metric(metric)["value"].to_numpy()
         values = values[np.isfinite(values)]
         if values.size == 0:
@@ -150,16 +169,18 @@ def store_scores(source, params: Params) -> list[tuple]:
     return out
 
 
-def _auto_metric(run) -> str:
-    from rldk import semantics
-
+def _metric_of(run, wanted: str | None) -> str:
+    """The run's own name of the score metric: ``wanted`` (resolved through
+    ``rldk.semantics``) or the run's ``reward`` quantity."""
     names = run.metric_names()
-    found = semantics.resolve_name("reward", names)
-    if found is None:
-        raise UsageError(f"run {run.id!r}: pass --metric; it logs no reward "
-                         f"({', '.join(semantics.quantity('reward').names)}); "
-                         f"metrics: {', '.join(names) or 'none'}")
-    return found
+    found = semantics.resolve_name(wanted or "reward", names)
+    if found is not None:
+        return found
+    if wanted is not None:
+        raise UsageError(f"run {run.id!r} has no metric {wanted!r}; metrics: {', '.join(names) or 'none'}")
+    raise UsageError(f"run {run.id!r}: pass --metric; it logs no reward "
+                     f"({', '.join(semantics.quantity('reward').names)}); "
+                     f"metrics: {', '.join(names) or 'none'}")
 
 
 def read_score_csv(path) -> list[tuple]:
@@ -209,7 +230,24 @@ def compare_sides(a: Side, b: Side, params: Params = Params(), metric: str = "sc
     improvement = stats.probability_of_improvement_ci(a.scores, b.scores, params.reps,
                                                       params.confidence, params.seed)
     per_task = tuple(_task_row(t, a.scores[:, j], b.scores[:, j], params) for j, t in enumerate(a.tasks))
-    return Comparison(a, b, metric, aggregates, improvement, per_task, tuple(_notes(a, b, per_task)), params)
+    return Comparison(a, b, metric, aggregates, improvement, per_task, tuple(_notes(a, b, per_task)), params,
+                      _checks(a, b, per_task))
+
+
+def _checks(a: Side, b: Side, per_task) -> tuple[Check, ...]:
+    """Intervals and effect sizes need two runs per task on each side; power needs an effect."""
+    few = [side.label for side in (a, b) if side.scores.shape[0] < 2]
+    shape = f"{a.scores.shape[0]} vs {b.scores.shape[0]} runs per task, {len(a.tasks)} task(s)"
+    if few:
+        why = f"side {' and '.join(few)} has one run per task: run more seeds (two or more per task)"
+        return (Check("confidence_intervals", "skipped", why), Check("effect_sizes", "skipped", why),
+                Check("power", "skipped", why))
+    powered = [row["task"] for row in per_task if row["seeds_needed"] is not None]
+    power = (Check("power", "ran", f"seeds needed computed for {len(powered)} task(s)") if powered else
+             Check("power", "skipped", "no task shows an effect (d = 0 or undefined): nothing to size"))
+    return (Check("confidence_intervals", "ran", f"stratified bootstrap, {shape}"),
+            Check("effect_sizes", "ran", f"Cohen's d, Hedges' g, Cliff's delta, Welch t on {len(per_task)} "
+                  "task(s)"), power)
 
 
 def _task_row(task: str, x: np.ndarray, y: np.ndarray, p: Params) -> dict:
@@ -240,16 +278,41 @@ def _notes(a: Side, b: Side, per_task) -> list[str]:
     return notes
 
 
+class EvalCompareAnalyzer(Analyzer):
+    """Trusted comparison of two groups of runs (seeds). It reads its own inputs, the
+    two sides in ``Params.a_sources`` / ``b_sources``, not the store it is given, so
+    ``rldk analyze`` skips it; ``rldk eval compare A... --vs B...`` runs it."""
+
+    name = NAME
+    title = "Evaluation comparison"
+    consumes = ("metric", "run")
+    Params = Params
+    defines_verdict = True
+
+    def applies(self, store=None, params: Params | None = None) -> bool:
+        """True only when both sides are given in ``params``."""
+        return params is not None and bool(params.a_sources) and bool(params.b_sources)
+
+    def run(self, store=None, params: Params | None = None) -> Comparison:
+        """Compare side A with side B of ``params``; ``store`` is not read."""
+        p = params if params is not None else Params()
+        if not self.applies(store, p):
+            raise UsageError("eval compare needs both sides: Params(a_sources=..., b_sources=...) "
+                             "or rldk eval compare A... --vs B...")
+        if p.last < 1 or p.reps < 1:
+            raise UsageError("--last and --reps must be positive")
+        a, b = side_scores(p.a_sources, p.labels[0], p), side_scores(p.b_sources, p.labels[1], p)
+        return compare_sides(a, b, p, ", ".join(sorted(set(a.metrics) | set(b.metrics))))
+
+
 def compare(a_sources, b_sources, labels=("A", "B"), **params) -> Comparison:
     """Compare the runs of ``a_sources`` with those of ``b_sources`` (paths; see module doc)."""
     unknown = set(params) - set(Params.__dataclass_fields__)
     if unknown:
         raise UsageError(f"unknown compare parameter(s): {', '.join(sorted(unknown))}")
-    p = Params(**params)
-    if p.last < 1 or p.reps < 1:
-        raise UsageError("--last and --reps must be positive")
-    a, b = side_scores(a_sources, labels[0], p), side_scores(b_sources, labels[1], p)
-    return compare_sides(a, b, p, ", ".join(sorted(set(a.metrics) | set(b.metrics))))
+    p = replace(Params(), a_sources=tuple(a_sources), b_sources=tuple(b_sources), labels=tuple(labels),
+                **params)
+    return EvalCompareAnalyzer().run(None, p)
 
 
 def plot_profiles(result: Comparison, path) -> str:

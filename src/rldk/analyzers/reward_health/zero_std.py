@@ -1,0 +1,91 @@
+"""Zero-std groups: GRPO groups (same prompt, same step) whose rewards all tie give no gradient."""
+from __future__ import annotations
+
+import numpy as np
+
+from rldk.analyzers.reward_health.context import Context
+from rldk.analyzers.reward_health.data import REWARD_STD, ZERO_STD, Samples
+from rldk.analyzers.reward_health.stats import in_window
+
+
+def check_zero_std(ctx: Context) -> None:
+    """Share of GRPO groups whose rewards are all equal, per step and window."""
+    p = ctx.params
+    steps, shares, source = _zero_std_per_step(ctx)
+    if steps is None:
+        return ctx.skipped("zero_std_groups", "needs frac_reward_zero_std (TRL GRPO) or grouped sample "
+                           "events (several completions per prompt and step, with rewards)")
+    flagged = []
+    for w in ctx.windows:
+        m = in_window(steps, (w["first_step"], w["last_step"]))
+        if m.any():
+            w["zero_std_share"] = float(shares[m].mean())
+            if w["zero_std_share"] >= p.zero_std_share:
+                flagged.append(w)
+    _window_group_std(ctx)
+    overall = float(shares.mean())
+    ctx.ran("zero_std_groups", f"mean share {overall:.2f} over {steps.size} steps ({source})")
+    if flagged or overall >= p.zero_std_share:
+        _zero_std_finding(ctx, steps, shares, source, flagged, overall)
+
+
+def _zero_std_finding(ctx: Context, steps, shares, source, flagged, overall) -> None:
+    p = ctx.params
+    at_or_above = shares >= p.zero_std_share
+    bad = steps[at_or_above]
+    first = flagged[0]["first_step"] if flagged else int(bad[0])
+    last = flagged[-1]["last_step"] if flagged else int(bad[-1])
+    ctx.find("zero_std_groups", "error" if overall >= 0.9 else "warning",
+             f"{overall:.0%} of GRPO groups have identical rewards on average ({source}); "
+             f"{int(at_or_above.sum())} of {steps.size} steps at or above {p.zero_std_share:.0%}",
+             source, (first, last),
+             {"mean_share": overall, "steps_at_or_above": int(at_or_above.sum()),
+              "steps": int(steps.size), "threshold": p.zero_std_share},
+             "Groups with one reward value give zero advantage and no gradient: make the "
+             "reward graded (partial credit), raise num_generations or the sampling "
+             "temperature, or filter prompts that are always solved or never solved.")
+
+
+def groups(s: Samples) -> dict:
+    """(step, prompt) -> the finite rewards of that GRPO group."""
+    out: dict = {}
+    for i in np.flatnonzero(np.isfinite(s.reward)):
+        out.setdefault((int(s.step[i]), s.prompt[i]), []).append(float(s.reward[i]))
+    return out
+
+
+def _per_step_over_groups(s: Samples, statistic):
+    """Steps and the mean of ``statistic(rewards)`` over that step's groups of >= 2 samples."""
+    per_step: dict = {}
+    for (step, _), rewards in groups(s).items():
+        if len(rewards) >= 2:
+            per_step.setdefault(step, []).append(float(statistic(rewards)))
+    if not per_step:
+        return None, None
+    steps = np.array(sorted(per_step))
+    return steps, np.array([np.mean(per_step[k]) for k in steps])
+
+
+def _zero_std_per_step(ctx: Context):
+    metric = ctx.series(None, ZERO_STD)
+    if metric is not None and metric.finite().steps.size:
+        m = metric.finite()
+        return m.steps, m.values, metric.name
+    if not len(ctx.samples):
+        return None, None, None
+    steps, shares = _per_step_over_groups(ctx.samples, lambda r: np.ptp(r) == 0)
+    return (None, None, None) if steps is None else (steps, shares, "sample groups")
+
+
+def _window_group_std(ctx: Context) -> None:
+    """Mean within-group reward std per window: from sample groups, else TRL's ``reward_std``."""
+    steps, stds = _per_step_over_groups(ctx.samples, np.std)
+    if steps is None:
+        metric = ctx.series(None, REWARD_STD)
+        if metric is None:
+            return
+        steps, stds = metric.finite().steps, metric.finite().values
+    for w in ctx.windows:
+        m = in_window(steps, (w["first_step"], w["last_step"]))
+        if m.any():
+            w["group_std"] = float(stds[m].mean())
