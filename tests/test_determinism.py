@@ -81,7 +81,7 @@ def test_injected_nondeterminism_is_found_at_its_step(inject, tmp_path):
 
 def test_cli_card_for_nondeterministic_run(tmp_path):
     out = tmp_path / "cards"
-    result = CliRunner().invoke(main, ["check-determinism", "--out", str(out), "--format", "json",
+    result = CliRunner().invoke(main, ["check-determinism", "--out-dir", str(out), "--format", "json",
                                        "--workdir", str(tmp_path / "w"), "--",
                                        *train_cmd("--inject", "dropout", "--inject-at", INJECT_AT)])
     assert result.exit_code == 3, result.output
@@ -102,7 +102,7 @@ def test_cli_card_for_nondeterministic_run(tmp_path):
 
 def test_steps_option_limits_the_run(tmp_path):
     result = CliRunner().invoke(main, ["check-determinism", "--steps", "3", "--workdir",
-                                       str(tmp_path / "w"), "--out", str(tmp_path / "c"), "--",
+                                       str(tmp_path / "w"), "--out-dir", str(tmp_path / "c"), "--",
                                        *train_cmd("--inject", "shuffle", "--inject-at", INJECT_AT)])
     # RLDK_MAX_STEPS=3 makes the loop stop before the injection at step 4
     assert result.exit_code == 0, result.output
@@ -152,7 +152,7 @@ def _write(store, run_id, series: dict, argv=("train.py",), extra=None):
 def test_metric_spread_exact_values(tmp_path):
     _write(tmp_path, "a", {"loss": [1.0, 2.0, 3.0], "acc": [0.5, 0.5, 0.5], "time/step": [0.1, 0.2, 0.3]})
     _write(tmp_path, "b", {"loss": [1.0, 2.0, 3.5], "acc": [0.5, 0.5, 0.5], "time/step": [0.3, 0.1, 0.2]})
-    result = det.run(open_store(tmp_path), Params())
+    result = det.DeterminismAnalyzer().run(open_store(tmp_path), Params())
     spread = {s.metric: s for s in result.spread}
     assert set(spread) == {"acc", "loss"}                  # time/step is clock: left out
     loss = spread["loss"]
@@ -171,7 +171,7 @@ def test_metric_spread_exact_values(tmp_path):
 def test_missing_step_in_one_replica_is_a_difference(tmp_path):
     _write(tmp_path, "a", {"loss": [1.0, 2.0, 3.0]})
     _write(tmp_path, "b", {"loss": [1.0, 2.0]})
-    result = det.run(open_store(tmp_path), Params())
+    result = det.DeterminismAnalyzer().run(open_store(tmp_path), Params())
     assert not result.passed
     steps = next(d for d in result.divergences if d.level == "steps")
     assert (steps.step, steps.name) == (2, "step missing in replica")
@@ -180,22 +180,22 @@ def test_missing_step_in_one_replica_is_a_difference(tmp_path):
 def test_steps_beyond_what_the_replicas_share_is_refused(tmp_path):
     _write(tmp_path, "a", {"loss": [1.0, 2.0, 3.0]})
     _write(tmp_path, "b", {"loss": [1.0, 2.0]})
-    assert det.run(open_store(tmp_path), Params(steps=2)).passed     # the first 2 steps agree
+    assert det.DeterminismAnalyzer().run(open_store(tmp_path), Params(steps=2)).passed     # the first 2 steps agree
     from rldk.core.errors import MissingEvents
 
     with pytest.raises(MissingEvents) as err:
-        det.run(open_store(tmp_path), Params(steps=3))
+        det.DeterminismAnalyzer().run(open_store(tmp_path), Params(steps=3))
     assert str(err.value) == "runs a, b share 2 steps, fewer than the 3 asked (--steps)"
 
 
 def test_signals_select_metrics_and_unknown_signal_is_refused(tmp_path):
     _write(tmp_path, "a", {"loss": [1.0, 2.0], "kl": [0.1, 0.2]})
     _write(tmp_path, "b", {"loss": [1.0, 2.0], "kl": [0.1, 0.3]})
-    assert det.run(open_store(tmp_path), Params(signals=("loss",))).passed
+    assert det.DeterminismAnalyzer().run(open_store(tmp_path), Params(signals=("loss",))).passed
     from rldk.core.errors import UsageError
 
     with pytest.raises(UsageError) as err:
-        det.run(open_store(tmp_path), Params(signals=("reward",)))
+        det.DeterminismAnalyzer().run(open_store(tmp_path), Params(signals=("reward",)))
     assert str(err.value) == "signal(s) reward not logged by every replica; shared metrics: kl, loss"
 
 
@@ -204,15 +204,15 @@ def test_one_run_is_not_enough(tmp_path):
     from rldk.core.errors import UsageError
 
     with pytest.raises(UsageError) as err:
-        det.run(open_store(tmp_path), Params())
+        det.DeterminismAnalyzer().run(open_store(tmp_path), Params())
     assert str(err.value) == "a determinism check needs at least 2 replica runs; the store has 1: a"
 
 
 def test_applies_needs_two_runs_of_the_same_command(tmp_path):
     _write(tmp_path, "a", {"loss": [1.0]})
-    assert not det.applies(open_store(tmp_path))
+    assert not det.DeterminismAnalyzer().applies(open_store(tmp_path))
     _write(tmp_path, "b", {"loss": [1.0]})
-    assert det.applies(open_store(tmp_path))
+    assert det.DeterminismAnalyzer().applies(open_store(tmp_path))
 
 
 # ------------------------------------------------------------------ fixes ranked by evidence
@@ -235,7 +235,7 @@ def _cuda_run(store, run_id, checksum, threads=8):
 def test_cuda_divergence_ranks_observed_then_settings(tmp_path):
     _cuda_run(tmp_path, "a", 11)
     _cuda_run(tmp_path, "b", 12, threads=4)
-    result = det.run(open_store(tmp_path), Params())
+    result = det.DeterminismAnalyzer().run(open_store(tmp_path), Params())
     assert result.first_divergent_step == 1 and result.first_tensor == "grad/wte.weight"
     actions = [(f.evidence, f.action.split(" (")[0]) for f in result.fixes]
     assert actions[:3] == [
@@ -258,7 +258,7 @@ def test_rng_differing_at_first_step_means_unseeded(tmp_path):
     for run_id in ("a", "b"):
         _write(tmp_path, run_id, {"loss": [1.0, 1.0]},
                extra=lambda w, r=run_id: [w.log_event("rng", "torch", s, digest=f"{r}{s}") for s in range(2)])
-    result = det.run(open_store(tmp_path), Params())
+    result = det.DeterminismAnalyzer().run(open_store(tmp_path), Params())
     assert result.first_divergent_step == 0 and result.first_rng_source == "torch"
     assert result.fixes[0].action.startswith("seed every generator from one fixed seed")
     assert result.fixes[0].reason == ("RNG source 'torch' already differs at the first step compared (0): "

@@ -91,7 +91,8 @@ def test_no_change_and_short_blips_do_not_alarm(tmp_path, change):
     d = first_divergence("a", "b", "reward_mean", store=store_pair(tmp_path, change))
     assert (d.diverged, d.step, d.signal) == (False, None, None)
     assert d.signals[0].change_start is None
-    assert d.verdict == "no divergence: no signal leaves its noise band over 200 common steps (1 signal(s))"
+    assert d.verdict == ("runs a and b do not diverge: no signal leaves its noise band over 200 "
+                         "common steps (1 signal(s))")
 
 
 # ---------------------------------------------------------- NumPy reference
@@ -177,7 +178,7 @@ def test_identical_runs_are_reported_identical(tmp_path):
     write_run(tmp_path, "b", {"loss": values, "kl": values * 0.1})
     d = first_divergence("a", "b", store=open_store(tmp_path))
     assert (d.diverged, d.step, d.signal, d.mode) == (False, None, None, "exact")
-    assert d.verdict == "runs are identical: 2 signal(s) identical on all common steps (up to 200)"
+    assert d.verdict == "runs a and b are identical: 2 signal(s) identical on all common steps (up to 200)"
     assert d.to_dict()["diverged"] is False
 
 
@@ -193,7 +194,8 @@ def test_exact_first_difference_names_the_earliest_signal(tmp_path):
     by_name = {s.signal: s for s in d.signals}
     assert by_name["kl"].exact_step == 95
     assert by_name["loss"].value_a == values[80] and by_name["loss"].value_b == loss_b[80]
-    assert d.verdict.startswith("runs diverge at step 80: loss = ")
+    assert d.verdict == (f"runs a and b diverge at step 80: loss = {float(values[80])!r} in a vs "
+                         f"{float(loss_b[80])!r} in b (identical before)")
 
 
 def test_same_seed_but_different_first_values_means_statistical(tmp_path):
@@ -248,7 +250,8 @@ def test_bitwise_names_first_tensor_and_rng_still_equal(tmp_path):
     assert (d.diverged, d.step, d.signal, d.level) == (True, 6, "tensor/param/1.weight", "bitwise")
     assert d.tensors.names == ("param/1.weight",) and d.tensors.differing == 1
     assert d.rng.first_step is None and d.rng.steps == 10
-    assert d.verdict == "tensors diverged at step 6 in param/1.weight; RNG streams still equal"
+    assert d.verdict == ("runs a and b diverge at step 6: tensor param/1.weight differs; "
+                         "RNG streams still equal")
 
 
 # ----------------------------------------------------------------- bad input
@@ -299,7 +302,7 @@ def test_single_step(tmp_path):
     write_run(tmp_path, "c", {"loss": [2.0]})
     store = open_store(tmp_path)
     assert first_divergence("a", "b", store=store).verdict == (
-        "runs are identical: 1 signal(s) identical on all common steps (up to 1)")
+        "runs a and b are identical: 1 signal(s) identical on all common steps (up to 1)")
     with pytest.raises(RldkError, match=r"^runs 'a' and 'c' differ from their first common step "
                                         r"and share only 1 step\(s\): the statistical level needs "
                                         r"at least 10; compare values exactly with mode='exact'"):

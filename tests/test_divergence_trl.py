@@ -58,8 +58,9 @@ def test_lr_bug_found_at_its_step_in_params_then_metrics(trl_stores):
     assert d.signal == f"tensor/{params[0]}" == "tensor/param/transformer.wte.weight"
     assert d.tensors.differing == len(params) and d.tensors.names == tuple(params[:20])
     assert d.rng.first_step is None                        # sampling is unchanged: RNG equal
-    assert d.verdict.startswith(f"tensors diverged at step {BUG_AT} in param/transformer.wte.weight "
-                                f"(first of {len(params)}); RNG streams still equal")
+    assert d.verdict.startswith(f"runs grpo and bug diverge at step {BUG_AT}: tensor "
+                                f"param/transformer.wte.weight differs (first of {len(params)}); "
+                                "RNG streams still equal")
     metrics_only = first_divergence(clean, bug, ["loss", "reward"], bitwise=False)
     assert (metrics_only.step, metrics_only.level) == (BUG_AT + 1, "exact")
     assert first_divergence(clean, bug, "learning_rate", bitwise=False).step is None
@@ -69,12 +70,12 @@ def test_rldk_diff_cli_reports_the_step(trl_stores, tmp_path):
     runner = CliRunner()
     same = runner.invoke(main, ["diff", trl_stores["clean"], trl_stores["clean-again"]])
     assert same.exit_code == 0, same.output
-    assert "runs are identical" in same.output
+    assert "runs grpo and clean-again are identical" in same.output
     out = tmp_path / "card"
     bug = runner.invoke(main, ["diff", trl_stores["clean"], trl_stores["bug"],
-                               "--format", "json", "--out", str(out)])
+                               "--format", "json", "--out-dir", str(out)])
     assert bug.exit_code == EXIT_PROBLEMS, bug.output
-    card = json.loads(bug.output)
+    card = json.loads(bug.stdout)
     comparison = card["details"]["comparisons"][0]
     assert (comparison["step"], comparison["level"]) == (BUG_AT, "bitwise")
     assert card["findings"][0]["steps"] == [BUG_AT, BUG_AT]

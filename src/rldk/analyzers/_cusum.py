@@ -32,10 +32,6 @@ class Band:
     steps: int
     note: str = ""
 
-    def to_dict(self) -> dict:
-        return {"source": self.source, "center": self.center, "sigma": self.sigma,
-                "steps": self.steps, "note": self.note}
-
 
 def warmup_band(d: np.ndarray) -> Band:
     """Robust sigma of the early differences ``d`` (finite values only), centred on 0.

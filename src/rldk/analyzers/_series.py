@@ -25,6 +25,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from rldk.core.errors import UsageError
+from rldk.core.store import Run, Store, open_store
 
 #: Rows loaded per batch of metrics (per run); bounds memory on long runs: while
 #: loading, 16M rows x (8 B step + 8 B value + 1 B code + 4 B rank) is about 340 MB;
@@ -70,8 +71,6 @@ def source_of(obj, store=None) -> Source:
     Raises :class:`UsageError` for an unknown id, a path with no runs or with
     several (naming them), or anything else.
     """
-    from rldk.core.store import Run, Store, open_store
-
     if isinstance(obj, Run):
         return Source(obj.store, obj.id)
     if isinstance(obj, Source):

@@ -3,8 +3,8 @@ from __future__ import annotations
 
 import click
 
-from rldk.cli import handle_errors
-from rldk.commands._options import command_args, emit_card, split_signals
+from rldk.cli import emit, exit_for, handle_errors, output_options
+from rldk.commands._options import run_options, split_signals
 
 
 @click.command(context_settings={"ignore_unknown_options": True})
@@ -13,19 +13,30 @@ from rldk.commands._options import command_args, emit_card, split_signals
 @click.option("--steps", type=click.IntRange(min=1), default=None,
               help="Each run must log at least this many steps (RLDK_MAX_STEPS tells it); "
                    "only those are compared.")
-@command_args
+@click.option("--keep", is_flag=True,
+              help="Keep the temporary directory of the runs' stores and logs (without "
+                   "--workdir it is removed after the check).")
+@run_options
+@output_options(out_dir=True)
 @handle_errors
-def check_determinism(replicas, steps, command, shell, timeout, signals, workdir, out_dir, fmt):
+def check_determinism(replicas, steps, keep, command, shell, timeout, signals, workdir, fmt, output,
+                      out_dir):
     """Run COMMAND N times and show whether, where and why the runs differ.
 
     Each run writes its own store (RLDK_DIR, RLDK_RUN_ID are set for it); the
     runs are compared at three levels: tensor checksums, RNG digests, metrics.
-    Exit 0 deterministic, 3 nondeterministic, 1 a run failed, 2 usage error.
+    Exit 0 deterministic, 3 nondeterministic, 4 inconclusive (nothing comparable
+    was logged), 1 a run failed, 2 usage error.
 
     Example: rldk check-determinism --replicas 3 -- python train.py --seed 1
     """
+    from rldk.analyzers import get
     from rldk.analyzers.determinism import check_determinism as check
 
     result = check(list(command), split_signals(signals), replicas, steps, timeout=timeout, shell=shell,
-                   workdir=workdir)
-    emit_card(result, fmt, out_dir)
+                   workdir=workdir, keep=keep)
+    if keep and workdir is None:
+        click.echo(f"runs kept in {result.store}", err=True)
+    report = result.report()
+    emit(report, fmt, output, out_dir, get("determinism"), result)
+    exit_for(report)
