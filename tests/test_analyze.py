@@ -81,7 +81,7 @@ def test_analyze_with_baseline_writes_a_drift_card(tmp_path):
     assert (comparison["run_b"], comparison["step"], comparison["signal"]) == ("lr-bug", 37, "loss")
     pytest.importorskip("matplotlib")
     assert (out / "divergence-lr-bug.png").is_file()
-    assert "![loss: lr-bug vs base](divergence-lr-bug.png)" in (out / "divergence.md").read_text()
+    assert "![loss: base vs lr-bug](divergence-lr-bug.png)" in (out / "divergence.md").read_text()
 
 
 def test_analyze_errors(tmp_path):
@@ -124,11 +124,11 @@ def test_diff_reports_first_step_and_exits_3(pair, tmp_path):
     assert result.exit_code == EXIT_PROBLEMS, result.output
     card = json.loads(result.output)
     assert card["details"]["comparisons"][0]["step"] == 25
-    assert card["summary"].startswith("runs diverge at step 25: loss = ")
+    assert card["summary"].startswith("runs a and b diverge at step 25: loss = ")
     table = invoke("diff", pair, "--signals", "kl")
-    assert table.exit_code == 0 and "runs are identical" in table.output
-    csv = invoke("diff", pair, "--format", "csv")
-    assert csv.output.splitlines()[0].startswith("signal,common_steps,exact_step,change_start")
+    assert table.exit_code == 0 and "runs a and b are identical" in table.output
+    csv = invoke("diff", pair, "--format", "csv")           # diverged: the findings, as every command
+    assert csv.output.splitlines()[0].startswith("code,")
 
 
 @pytest.mark.parametrize("setup, args, code, line", [
@@ -181,7 +181,7 @@ def test_diff_mode_exact_and_out_dir(tmp_path):
     write(store, "a", steps=1)
     write(store, "b", steps=1, loss=lambda s: 2.0, kl=lambda s: 0.01)
     out = tmp_path / "card"
-    result = invoke("diff", store, "--mode", "exact", "--out", out, "--format", "markdown")
+    result = invoke("diff", store, "--mode", "exact", "--out-dir", out, "--format", "markdown")
     assert result.exit_code == EXIT_PROBLEMS
-    assert result.output.startswith("# Drift card: b vs a")
+    assert result.stdout.startswith("# Drift card: a vs b")
     assert json.loads((out / "divergence.json").read_text())["status"] == "problems"

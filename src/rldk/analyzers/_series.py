@@ -25,7 +25,8 @@ from dataclasses import dataclass
 import numpy as np
 
 from rldk.core.errors import UsageError
-from rldk.core.store import Run, Store, open_store
+from rldk.core.store import Run, Store
+from rldk.data import open_input
 
 #: Rows loaded per batch of metrics (per run); bounds memory on long runs: while
 #: loading, 16M rows x (8 B step + 8 B value + 1 B code + 4 B rank) is about 340 MB;
@@ -82,7 +83,7 @@ def source_of(obj, store=None) -> Source:
     if isinstance(store, Store) and text in store.run_ids:
         return Source(store, text)
     if os.path.exists(text) or any(ch in text for ch in "*?["):
-        opened = open_store(text)
+        opened = open_input(text)
         ids = opened.run_ids
         if len(ids) != 1:
             raise UsageError(f"{text} holds {len(ids)} runs ({', '.join(ids) or 'none'}): "

@@ -27,7 +27,7 @@ from rldk.analyzers.divergence.statistical import (
     with_replicas,
 )
 from rldk.core.errors import RldkError, UsageError
-from rldk.core.store import open_store
+from rldk.data import open_input
 
 
 def first_divergence(run_a, run_b, signals=None, *, store=None, replicas_a=(), replicas_b=(),
@@ -68,7 +68,7 @@ def diff(paths, run_a: str | None = None, run_b: str | None = None, signals=None
     if (run_a is None) != (run_b is None):
         raise UsageError("pass both --a and --b, or neither")
     if run_a is not None:
-        store = open_store(paths)
+        store = open_input(paths)
         sides = [_series.source_of(store.run(r), store) for r in (run_a, run_b)]
     else:
         store, sides = _two_sides(paths)
@@ -78,15 +78,15 @@ def diff(paths, run_a: str | None = None, run_b: str | None = None, signals=None
 
 def _two_sides(paths):
     if len(paths) == 2:
-        stores = [open_store(p) for p in paths]
+        stores = [open_input(p) for p in paths]
         if all(len(s.run_ids) == 1 for s in stores):
-            return open_store(paths), [_series.Source(s, s.run_ids[0]) for s in stores]
-    store = open_store(paths)
+            return open_input(paths), [_series.Source(s, s.run_ids[0]) for s in stores]
+    store = open_input(paths)
     ids = store.run_ids
     if len(ids) != 2:
         raise UsageError(f"{len(ids)} runs in {' '.join(paths)} ({', '.join(ids) or 'none'}): "
                          "name the two to compare with --a RUN --b RUN")
-    first = open_store(paths[0]).run_ids
+    first = open_input(paths[0]).run_ids
     run_a = first[0] if len(first) == 1 else ids[0]
     return store, [_series.Source(store, run_a), _series.Source(store, next(i for i in ids if i != run_a))]
 
