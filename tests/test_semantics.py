@@ -255,3 +255,10 @@ def test_ppo_estimator_is_not_reported_as_negative_kl(tmp_path):
     store = open_store(write_run(tmp_path / "b", "verl", {"actor/reward_kl_penalty": -0.5 + wiggle}))
     assert "negative_kl" in {f.code for f in get("health").run(store).report().findings}
     assert not math.isnan(wiggle[1])
+
+
+def test_docs_print_the_table():
+    from pathlib import Path
+
+    doc = (Path(__file__).resolve().parents[1] / "docs" / "semantics.md").read_text(encoding="utf-8")
+    assert doc.endswith(semantics.markdown_table()), "regenerate: python -m rldk.semantics"
