@@ -93,7 +93,7 @@ def test_report_renders_in_a_real_browser_without_errors(store_dir, tmp_path):
 
 def test_analyze_writes_the_same_html_report(store_dir, tmp_path):
     out = tmp_path / "analyze.html"
-    result = CliRunner().invoke(main, ["analyze", str(store_dir), "--out", str(tmp_path / "cards"),
+    result = CliRunner().invoke(main, ["analyze", str(store_dir), "--out-dir", str(tmp_path / "cards"),
                                        "--no-plots", "--html", str(out)])
     assert result.exit_code in (0, 3), result.output
     page = out.read_text()
