@@ -3,13 +3,14 @@ from __future__ import annotations
 
 import json
 import math
+from pathlib import Path
 
 import pytest
 from click.testing import CliRunner
 
 from rldk.analyzers import suite
 from rldk.cli import main
-from rldk.core.errors import EXIT_PROBLEMS
+from rldk.core.errors import EXIT_INCONCLUSIVE, EXIT_PROBLEMS
 from rldk.writer import EventWriter
 
 CORE = ["summary", "nan_onset", "spikes", "health", "divergence"]
@@ -42,7 +43,7 @@ def sick(tmp_path):
 # -------------------------------------------------------------------- analyze
 def test_analyze_clean_store_exits_0_and_writes_cards(clean, tmp_path):
     out = tmp_path / "reports"
-    result = invoke("analyze", clean, "--out", out, "--no-plots")
+    result = invoke("analyze", clean, "--out-dir", out, "--no-plots")
     assert result.exit_code == 0, result.output
     for name in ("summary", "nan_onset", "spikes", "health"):
         card = json.loads((out / f"{name}.json").read_text())
@@ -57,10 +58,10 @@ def test_analyze_clean_store_exits_0_and_writes_cards(clean, tmp_path):
 
 def test_analyze_problems_exit_3_with_findings(sick, tmp_path):
     out = tmp_path / "reports"
-    result = invoke("analyze", sick, "--out", out, "--format", "json", "--no-plots")
+    result = invoke("analyze", sick, "--out-dir", out, "--format", "json", "--no-plots")
     assert result.exit_code == EXIT_PROBLEMS, result.output
-    data = json.loads(result.output)
-    status = {o["analyzer"]: o["status"] for o in data["outcomes"]}
+    data = json.loads(result.stdout)
+    status = {o["analyzer"]: o["status"] for o in data["details"]["outcomes"]}
     assert (status["nan_onset"], status["spikes"]) == ("problems", "problems")
     onset = json.loads((out / "nan_onset.json").read_text())
     assert onset["findings"][0]["title"] == "loss NaN at step 30 (10 of 40 values: 30, 31, 32, 33, " \
@@ -74,7 +75,7 @@ def test_analyze_with_baseline_writes_a_drift_card(tmp_path):
     write(store, "lr-bug", steps=60, loss=lambda s: 1.0 / (1 + s) + (0.5 if s >= 37 else 0.0),
           kl=lambda s: 0.01)
     out = tmp_path / "reports"
-    result = invoke("analyze", store, "--baseline", "base", "--out", out)
+    result = invoke("analyze", store, "--baseline", "base", "--out-dir", out)
     assert result.exit_code == EXIT_PROBLEMS, result.output
     card = json.loads((out / "divergence.json").read_text())
     comparison = card["details"]["comparisons"][0]
@@ -100,7 +101,7 @@ def test_unknown_baseline_is_an_error_outcome_not_a_crash(clean, tmp_path):
     result = suite.analyze(clean, baseline="zz", out_dir=tmp_path / "r", plots=False)
     outcome = {o.analyzer: o for o in result.outcomes}["divergence"]
     assert (outcome.status, outcome.summary) == ("error", "no run 'zz' in the store; runs: a")
-    assert invoke("analyze", clean, "--baseline", "zz", "--out", tmp_path / "r2").exit_code == 1
+    assert invoke("analyze", clean, "--baseline", "zz", "--out-dir", tmp_path / "r2").exit_code == 1
 
 
 def test_params_come_from_options_by_field_name():
@@ -185,3 +186,67 @@ def test_diff_mode_exact_and_out_dir(tmp_path):
     assert result.exit_code == EXIT_PROBLEMS
     assert result.stdout.startswith("# Drift card: a vs b")
     assert json.loads((out / "divergence.json").read_text())["status"] == "problems"
+
+
+# ------------------------------------------------------------ inconclusive verdicts
+def test_analyze_a_store_of_only_an_unknown_metric_is_inconclusive_exit_4(tmp_path):
+    store = write(tmp_path / "s", "a", foo=lambda s: float(s))
+    out = tmp_path / "reports"
+    result = invoke("analyze", store, "--out-dir", out, "--no-plots")
+    assert result.exit_code == EXIT_INCONCLUSIVE, result.output
+    assert "rldk analyze: 1 run(s) [inconclusive]" in result.stdout
+    assert ("INCONCLUSIVE: the checks that define this analysis could not run, so nothing was "
+            "verified:") in result.stdout
+    assert "  - negative_kl (a): not logged: kl_to_ref (log it as kl, objective/kl or " in result.stdout
+    index = json.loads((out / "index.json").read_text())
+    assert index["status"] == "inconclusive"
+    assert json.loads((out / "health.json").read_text())["status"] == "inconclusive"
+    assert "**INCONCLUSIVE: no check that finds training problems could run" in (out / "index.md").read_text()
+    md = invoke("analyze", store, "--out-dir", out, "--no-plots", "--format", "markdown")
+    assert md.exit_code == EXIT_INCONCLUSIVE
+    assert md.stdout.splitlines()[:5] == [
+        "# rldk analyze: 1 run\\(s\\)", "", "**Status:** inconclusive  ",
+        "nothing verified in a: no check that finds training problems could run \\(see the checks "
+        "that could not run\\)", ""]
+
+
+def test_terminal_summary_is_never_truncated(tmp_path):
+    for run in "abcd":
+        store = write(tmp_path / "s", run, loss=lambda s: 1.0, **{
+            f"{run}{i}": (lambda s: math.nan if s >= 30 else 1.0) for i in range(12)})
+    analysis = suite.analyze(store, out_dir=tmp_path / "r", plots=False)
+    summary = {o.analyzer: o.summary for o in analysis.outcomes}["nan_onset"]
+    assert len(summary) > 300                               # used to be cut at 300 with "..."
+    result = invoke("analyze", store, "--out-dir", tmp_path / "r", "--no-plots", "--format", "json")
+    rows = json.loads(result.stdout)["tables"][0]["rows"]
+    assert {r[0]: r[3] for r in rows}["nan_onset"] == summary
+    table = invoke("analyze", store, "--out-dir", tmp_path / "r", "--no-plots")
+    assert "..." not in table.stdout and "…" not in table.stdout
+    cells = "".join(ch for ch in table.stdout if not ch.isspace() and not "\u2500" <= ch <= "\u257f")
+    assert "".join(summary.split()) in cells                # wrapped over lines, every word there
+
+
+# ------------------------------------------------------------ foreign logs through every door
+REAL = Path(__file__).resolve().parents[1].parent / "shared" / "fixtures" / "real"
+if not REAL.is_dir():                               # a checkout beside shared/ (CI) or under /work
+    REAL = Path("/work/shared/fixtures/real")
+
+
+@pytest.mark.skipif(not (REAL / "trl_grpo_zero_std").is_dir(), reason="real fixtures not present")
+def test_a_trl_output_dir_gives_the_same_runs_through_every_command(tmp_path, monkeypatch):
+    monkeypatch.setenv("RLDK_CACHE_DIR", str(tmp_path / "cache"))
+    trl = REAL / "trl_grpo_zero_std"
+    runs = invoke("runs", trl, "--format", "json")
+    assert runs.exit_code == 0, runs.output
+    ids = sorted(r["run_id"] for r in json.loads(runs.stdout))
+    assert ids
+    sql = invoke("sql", "SELECT DISTINCT run_id FROM metrics ORDER BY 1", trl, "--format", "json")
+    assert sql.exit_code == 0, sql.output
+    assert [r["run_id"] for r in json.loads(sql.stdout)] == ids
+    analyzed = invoke("analyze", trl, "--out-dir", tmp_path / "a", "--no-plots", "--format", "json")
+    assert analyzed.exit_code in (0, 3), analyzed.output
+    assert json.loads(analyzed.stdout)["details"]["runs"] == ids
+    report = invoke("report", trl, "-o", tmp_path / "r.html", "--out-dir", tmp_path / "cards")
+    assert report.exit_code in (0, 3), report.output
+    assert json.loads((tmp_path / "cards" / "index.json").read_text())["runs"] == ids
+    assert f"rldk report: {', '.join(ids)}" in (tmp_path / "r.html").read_text()

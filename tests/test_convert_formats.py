@@ -360,17 +360,17 @@ def test_directory_with_no_logs(tmp_path):
 def test_cli_import_prints_a_summary(tmp_path):
     f = tmp_path / "log.csv"
     f.write_text("step,loss\n1,0.5\n2,0.4,9\n")
-    result = CliRunner().invoke(main, ["import", "auto", str(f), "--out", str(tmp_path / "s")])
+    result = CliRunner().invoke(main, ["import", "auto", str(f), "--out-dir", str(tmp_path / "s")])
     assert result.exit_code == 0, result.output
     assert result.output.splitlines()[0] == (f"imported {f} (detected as csv) into {tmp_path / 's'}: "
                                              "1 run, 1 event, 1 skipped")
     assert f"skipped {f}:line 3: row has 3 cells, the header has 2; row skipped" in result.output
-    result = CliRunner().invoke(main, ["import", "csv", str(f), "--out", str(tmp_path / "s"), "--format", "json"])
+    result = CliRunner().invoke(main, ["import", "csv", str(f), "--out-dir", str(tmp_path / "s"), "--format", "json"])
     assert result.exit_code == 1
     assert result.output.strip().splitlines()[-1] == (
         f"Error: {tmp_path / 's'}: already holds run 'log'; importing again would duplicate its events: "
         "pass --run-id NEW_ID or another --out directory")
-    result = CliRunner().invoke(main, ["import", "csv", str(f), "--out", str(tmp_path / "s"), "--run-id", "log2",
+    result = CliRunner().invoke(main, ["import", "csv", str(f), "--out-dir", str(tmp_path / "s"), "--run-id", "log2",
                                        "--format", "json"])
     assert result.exit_code == 0 and json.loads(result.output)["runs"][0]["run_id"] == "log2"
 
@@ -378,7 +378,7 @@ def test_cli_import_prints_a_summary(tmp_path):
 def test_cli_strict_and_usage_errors(tmp_path):
     f = tmp_path / "log.csv"
     f.write_text("step,loss\n1,0.5\n2,0.4,9\n")
-    result = CliRunner().invoke(main, ["import", "csv", str(f), "--out", str(tmp_path / "s"), "--strict"])
+    result = CliRunner().invoke(main, ["import", "csv", str(f), "--out-dir", str(tmp_path / "s"), "--strict"])
     assert result.exit_code == 1
     assert result.output.strip() == (f"Error: {f}:line 3: row has 3 cells, the header has 2; row skipped; "
                                      "--strict refuses to skip input: fix the file or drop --strict")

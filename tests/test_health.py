@@ -12,6 +12,8 @@ from rldk.analyzers._series import Series
 from rldk.core.store import open_store
 from rldk.writer import EventWriter
 
+HEALTH, SPIKES, NAN_ONSET = health.HealthAnalyzer(), spikes.SpikesAnalyzer(), nan_onset.NanOnsetAnalyzer()
+
 
 def write(directory, run_id, metrics: dict, config=None):
     """``metrics``: name -> list of values, one per step from 0 (None: not logged)."""
@@ -36,7 +38,7 @@ def test_nan_onset_orders_metrics_and_tells_persistent_from_intermittent(tmp_pat
         "kl_loss": [0.1] * 12 + [inf] * 8,                           # stays non-finite
         "grad_norm": [1.0] * 14 + [nan] * 6,
     })
-    result = nan_onset.run(store, nan_onset.Params())
+    result = NAN_ONSET.run(store, nan_onset.Params())
     assert [(o.metric, o.first_step, o.first_kind, o.nan, o.inf, o.persistent) for o in result.onsets] == [
         ("kl_loss", 12, "inf", 0, 8, True), ("old_log_prob", 12, "NaN", 2, 0, False),
         ("grad_norm", 14, "NaN", 6, 0, True)]
@@ -49,10 +51,10 @@ def test_nan_onset_orders_metrics_and_tells_persistent_from_intermittent(tmp_pat
 
 def test_nan_onset_intermittent_is_a_warning_and_clean_runs_pass(tmp_path):
     store = write(tmp_path / "x", "r", {"grad_norm": [1.0, math.nan, 1.0, 1.0]})
-    (f,) = findings(nan_onset.run(store))
+    (f,) = findings(NAN_ONSET.run(store))
     assert (f.severity, f.title) == ("warning", "grad_norm NaN at step 1 (1 of 4 values: 1)")
     assert "loss scaling" in f.fix
-    clean = nan_onset.run(write(tmp_path / "y", "r", {"loss": [1.0, 2.0]})).report()
+    clean = NAN_ONSET.run(write(tmp_path / "y", "r", {"loss": [1.0, 2.0]})).report()
     assert (clean.status, clean.summary) == ("ok", "no NaN or inf in any metric of 1 run(s)")
 
 
@@ -88,7 +90,7 @@ def test_spikes_found_at_their_steps(tmp_path):
     loss = [0.01 * (-1) ** i for i in range(100)]          # crosses zero: no level to spike from
     loss[50] = 1.0
     store = write(tmp_path, "r", {"grad_norm": grad, "loss": loss, "reward": [1.0] * 100})
-    result = spikes.run(store)
+    result = SPIKES.run(store)
     (s,) = result.spikes
     assert (s.metric, s.steps, s.count, s.episodes, s.worst_step) == ("grad_norm", (40, 41, 70), 3, 2, 40)
     assert s.worst_ratio == pytest.approx(10.0 / 1.01)
@@ -103,7 +105,7 @@ def test_spikes_at_the_only_steps_with_reward_variance_are_explained(tmp_path):
     for step in (30, 45):
         zero_std[step], grad[step] = 0.75, 0.08
     store = write(tmp_path, "r", {"grad_norm": grad, "frac_reward_zero_std": zero_std})
-    (f,) = findings(spikes.run(store))
+    (f,) = findings(SPIKES.run(store))
     assert (f.code, f.severity, f.steps) == ("spike_explained", "info", (30, 45))
 
 
@@ -111,12 +113,12 @@ def test_spikes_skipped_without_watched_metrics(tmp_path):
     from rldk.core.errors import MissingEvents
 
     with pytest.raises(MissingEvents, match="^no loss, grad-norm or KL metric"):
-        spikes.run(write(tmp_path, "r", {"reward": [1.0, 2.0]}))
+        SPIKES.run(write(tmp_path, "r", {"reward": [1.0, 2.0]}))
 
 
 # --------------------------------------------------------------- health rules
 def rule_findings(store, code, params=None):
-    result = health.run(store, params or health.Params())
+    result = HEALTH.run(store, params or health.Params())
     return [f for f in result.findings if f.code == code], result
 
 
@@ -185,13 +187,48 @@ def test_kl_controller_stuck(tmp_path):
 
 
 def test_rules_without_their_metrics_are_listed_not_passed(tmp_path):
-    result = health.run(write(tmp_path, "r", {"reward": [1.0, 2.0]}))
+    result = HEALTH.run(write(tmp_path, "r", {"reward": [1.0, 2.0]}))
     assert result.checked == ()
-    assert ("r", "entropy_collapse", "not logged: entropy") in result.not_applicable
-    assert result.report().summary == "0 rule check(s) passed, 7 not applicable"
+    assert ("r", "entropy_collapse", "not logged: entropy (log it as entropy, objective/entropy "
+            "or policy/entropy_avg)") in result.not_applicable
+    report = result.report()
+    assert report.summary == "0 rule check(s) passed, 7 not applicable"
+    assert report.status == "inconclusive" and not any(c.ran for c in report.checks)
+    assert [(c.name, c.status, c.run_id) for c in report.checks][:2] == [
+        ("negative_kl", "skipped", "r"), ("kl_above_target", "skipped", "r")]
 
 
 def test_onset_of_a_series_matches_numpy():
     s = Series("x", np.arange(6), np.array([1.0, np.nan, 2.0, -np.inf, np.inf, np.nan]))
     o = nan_onset.onset("r", s)
     assert (o.first_step, o.last_bad_step, o.nan, o.inf, o.steps, o.persistent) == (1, 5, 2, 2, (1, 3, 4, 5), True)
+
+
+# ------------------------------------------------------- names through rldk.semantics
+def test_trl_tensorboard_train_prefix_tags_get_the_grpo_rules(tmp_path):
+    n = 30
+    store = write(tmp_path, "tb", {
+        "train/frac_reward_zero_std": [1.0] * n,
+        "train/completions/clipped_ratio": [0.0] * 10 + [0.5] * 20,
+        "train/completions/mean_length": [200.0] * 10 + [20.0] * 20,
+    })
+    result = HEALTH.run(store)
+    assert {code for _, code in result.checked} == {"zero_std", "truncation", "length_collapse"}
+    got = {f.code: f.metric for f in result.findings}
+    assert got == {"zero_std": "train/frac_reward_zero_std",
+                   "truncation": "train/completions/clipped_ratio",
+                   "length_collapse": "train/completions/mean_length"}
+    assert result.report().status == "problems"
+
+
+def test_verl_ppo_kl_is_not_the_kl_to_the_reference(tmp_path):
+    ppo_kl = [0.001, -0.002, 0.0005, -0.003, 0.001] * 4          # old-to-new policy estimate: any sign
+    quiet = HEALTH.run(write(tmp_path / "a", "verl", {"actor/ppo_kl": ppo_kl}))
+    assert not [f for f in quiet.findings if f.code == "negative_kl"]
+    assert ("verl", "negative_kl") not in quiet.checked
+    penalty = [0.01] * 20
+    penalty[5] = -0.05
+    (f,), result = rule_findings(write(tmp_path / "b", "verl", {"actor/ppo_kl": ppo_kl,
+                                                                "actor/reward_kl_penalty": penalty}),
+                                 "negative_kl")
+    assert (f.severity, f.metric, f.steps) == ("error", "actor/reward_kl_penalty", (5, 5))

@@ -93,8 +93,29 @@ def test_report_renders_in_a_real_browser_without_errors(store_dir, tmp_path):
 
 def test_analyze_writes_the_same_html_report(store_dir, tmp_path):
     out = tmp_path / "analyze.html"
-    result = CliRunner().invoke(main, ["analyze", str(store_dir), "--out", str(tmp_path / "cards"),
+    result = CliRunner().invoke(main, ["analyze", str(store_dir), "--out-dir", str(tmp_path / "cards"),
                                        "--no-plots", "--html", str(out)])
     assert result.exit_code in (0, 3), result.output
     page = out.read_text()
     assert 'id="rldk-data"' in page and "rldk report: clean, spiky" in page
+
+
+def test_an_inconclusive_store_is_shown_as_such_in_the_page_and_cards(tmp_path):
+    import json
+
+    with EventWriter(tmp_path / "s", "only-foo", capture_env=False) as w:
+        for step in range(20):
+            w.log(step, foo=float(step))
+    out = tmp_path / "r.html"
+    result = CliRunner().invoke(main, ["report", str(tmp_path / "s"), "-o", str(out),
+                                       "--out-dir", str(tmp_path / "cards")])
+    assert result.exit_code == 4, result.output
+    assert result.stdout == f"wrote {out}: 1 run(s), 3 card(s), 0 problem(s); inconclusive\n"
+    page = out.read_text()
+    assert ".status-inconclusive{" in page and "Checks that could not run" in page
+    data = json.loads(re.search(r'id="rldk-data">(.*?)</script>', page, re.S).group(1))
+    health = {c["analyzer"]: c for c in data["cards"]}["health"]
+    assert health["status"] == "inconclusive" and not any(c["status"] == "ran" for c in health["checks"])
+    card = (tmp_path / "cards" / "health.md").read_text()
+    assert "> **INCONCLUSIVE:** the checks that define this analysis could not run" in card
+    assert "| negative\\_kl | only-foo | not logged: kl\\_to\\_ref \\(log it as kl" in card

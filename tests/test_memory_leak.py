@@ -1,6 +1,7 @@
 """Memory-leak detection: exact cases, statistics checks, a real leaking training loop, CLI."""
 from __future__ import annotations
 
+import json
 import subprocess
 import sys
 from pathlib import Path
@@ -36,7 +37,7 @@ def leak_from_50(step):
 # --------------------------------------------------------------- exact cases
 def test_exact_leak_slope_onset_growth_and_oom(tmp_path):
     store = write_memory(tmp_path, "r", {"cuda:0/allocated": leak_from_50})
-    result = ml.run(store, ml.Params(device_limit_bytes=400 * MIB))
+    result = ml.MemoryLeakAnalyzer().run(store, ml.Params(device_limit_bytes=400 * MIB))
     (t,) = result.trends
     assert (t.first_step, t.last_step, t.points) == (20, 199, 180)      # warm-up: first 10% of 199 steps
     assert t.slope == MIB and t.slope_low == MIB and t.slope_high == MIB
@@ -56,7 +57,7 @@ def test_flat_noisy_memory_is_not_a_leak(tmp_path):
     rng = np.random.default_rng(0)
     noise = rng.normal(0, 4 * MIB, 200)
     store = write_memory(tmp_path, "r", {"host/rss": lambda s: 400 * MIB + noise[s]})
-    result = ml.run(store)
+    result = ml.MemoryLeakAnalyzer().run(store)
     assert not result.leaks
     assert result.report().status == "ok"
     assert result.report().summary == "no memory leak in 1 series after warm-up"
@@ -65,13 +66,13 @@ def test_flat_noisy_memory_is_not_a_leak(tmp_path):
 def test_one_off_jump_is_not_a_leak(tmp_path):
     # a cache allocated once at step 100 (+300 MiB) and flat afterwards: no growth at the end
     store = write_memory(tmp_path, "r", {"host/rss": lambda s: 400 * MIB + (300 * MIB if s >= 100 else 0)})
-    (t,) = ml.run(store).trends
+    (t,) = ml.MemoryLeakAnalyzer().run(store).trends
     assert not t.leak
 
 
 def test_small_growth_below_thresholds_is_info_not_problem(tmp_path):
     store = write_memory(tmp_path, "r", {"host/rss": lambda s: 4000 * MIB + s * 0.1 * MIB})
-    result = ml.run(store)
+    result = ml.MemoryLeakAnalyzer().run(store)
     (t,) = result.trends
     assert t.slope == pytest.approx(0.1 * MIB) and not t.leak      # 18 MiB < 32 MiB and < 10%
     assert [(f.code, f.severity) for f in result.report().findings] == [("memory_growth", "info")]
@@ -81,8 +82,8 @@ def test_small_growth_below_thresholds_is_info_not_problem(tmp_path):
 def test_alloc_retries_rising_is_a_warning(tmp_path):
     store = write_memory(tmp_path, "r", {"cuda:0/allocated": lambda s: 100 * MIB,
                                          "cuda:0/alloc_retries": lambda s: max(0, s - 150)})
-    result = ml.run(store)
-    assert [r.to_dict() for r in result.retries] == [
+    result = ml.MemoryLeakAnalyzer().run(store)
+    assert result.to_dict()["retries"] == [
         {"run_id": "r", "series": "cuda:0/alloc_retries", "first_step": 20, "last_step": 199, "count": 49}]
     finding = [f for f in result.report().findings if f.code == "alloc_retries"][0]
     assert finding.title == ("cuda:0/alloc_retries: the CUDA caching allocator retried 49 allocations "
@@ -91,20 +92,23 @@ def test_alloc_retries_rising_is_a_warning(tmp_path):
 
 def test_too_few_readings_are_reported_not_judged(tmp_path):
     store = write_memory(tmp_path, "r", {"host/rss": leak_from_50}, steps=range(10))
-    result = ml.run(store)
+    result = ml.MemoryLeakAnalyzer().run(store)
     assert result.trends == () and result.short == (("r", "host/rss", 10),)
     report = result.report()
-    assert report.status == "skipped"
+    assert report.status == "inconclusive"
     assert report.summary.startswith("too few memory readings to judge (12 after warm-up needed)")
+    assert [(c.name, c.status, c.detail) for c in report.checks] == [
+        ("memory_trend", "skipped", "host/rss: 10 reading(s), 12 after warm-up needed: "
+                                    "call rldk.writer.log_memory(step) every step")]
 
 
 def test_run_without_memory_events_says_what_to_log(tmp_path):
     with EventWriter(tmp_path, "r", capture_env=False) as w:
         w.log(0, loss=1.0)
     store = open_store(tmp_path)
-    assert not ml.applies(store)
+    assert not ml.MemoryLeakAnalyzer().applies(store)
     with pytest.raises(MissingEvents, match=r"^no memory events in the store: call rldk.writer.log_memory\(step\)"):
-        ml.run(store)
+        ml.MemoryLeakAnalyzer().run(store)
 
 
 # ------------------------------------------------------------- statistics
@@ -154,7 +158,7 @@ def leak_runs(tmp_path_factory):
 
 @pytest.mark.slow
 def test_real_leak_is_flagged_with_rate_and_onset(leak_runs):
-    result = ml.run(open_store(leak_runs), ml.Params(run_id="leaky"))
+    result = ml.MemoryLeakAnalyzer().run(open_store(leak_runs), ml.Params(run_id="leaky"))
     (t,) = [t for t in result.trends if t.series == "host/rss"]
     assert t.leak
     assert abs(t.onset_step - 50) <= 5                     # the list starts growing at step 50
@@ -165,7 +169,7 @@ def test_real_leak_is_flagged_with_rate_and_onset(leak_runs):
 
 @pytest.mark.slow
 def test_same_loop_without_leak_is_not_flagged(leak_runs):
-    result = ml.run(open_store(leak_runs), ml.Params(run_id="clean"))
+    result = ml.MemoryLeakAnalyzer().run(open_store(leak_runs), ml.Params(run_id="clean"))
     assert not result.leaks
     assert result.report().status == "ok"
 
@@ -175,11 +179,15 @@ def test_cli_profile_flags_the_leak_and_exits_3(leak_runs, tmp_path):
     res = CliRunner().invoke(main, ["profile", str(leak_runs), "--run", "leaky", "--host-memory", "4GiB",
                                     "--out-dir", str(tmp_path)])
     assert res.exit_code == 3, res.output
-    assert "bottleneck: leaky: " in res.stdout and "memory leak: host/rss grew" in res.stdout
+    assert "Compute and memory profile [problems]" in res.stdout and "Bottlenecks" in res.stdout
     assert (tmp_path / "memory_leak.md").exists() and (tmp_path / "memory-leaky-host_rss.png").exists()
     assert (tmp_path / "profile-leaky.png").exists()
+    res = CliRunner().invoke(main, ["profile", str(leak_runs), "--run", "leaky", "--format", "json"])
+    (line,) = json.loads(res.stdout)["details"]["bottleneck"]
+    assert line.startswith("leaky: ") and "; memory leak: host/rss grew" in line
     res = CliRunner().invoke(main, ["profile", str(leak_runs), "--run", "clean", "--format", "json"])
-    assert '"leaks": 0' in res.stdout
+    trends = json.loads(res.stdout)["details"]["memory_leak"]["trends"]
+    assert trends and not any(t["leak"] for t in trends)
 
 
 def test_cli_bad_memory_size_is_a_usage_error(tmp_path):

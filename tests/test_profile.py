@@ -39,7 +39,7 @@ def spans_store(tmp_path, steps=range(120), step_time=lambda s: 1.0, checkpoints
 # --------------------------------------------------------------- breakdown
 def test_phase_shares_and_unaccounted_time(tmp_path):
     store = spans_store(tmp_path, rollout=0.6, reward=0.1, train=0.2)
-    (p,) = prof.run(store).profiles
+    (p,) = prof.ProfileAnalyzer().run(store).profiles
     assert p.step_source == "span:step"
     assert p.steps == 120 and p.step_seconds == pytest.approx(120.0) and p.median_step == 1.0
     shares = {ph.name: (ph.phase, round(ph.share, 9)) for ph in p.phases}
@@ -56,7 +56,7 @@ def test_shares_agree_with_numpy_on_seeded_random_spans(tmp_path):
     step = rollout + train + extra + rng.uniform(0, 0.2, 80)
     store = spans_store(tmp_path, steps=range(80), step_time=lambda s: step[s],
                         rollout=lambda s: rollout[s], train=lambda s: train[s], tokenize=lambda s: extra[s])
-    (p,) = prof.run(store).profiles
+    (p,) = prof.ProfileAnalyzer().run(store).profiles
     total = step.sum()
     assert p.step_seconds == pytest.approx(total)
     assert p.by_phase["rollout"] == pytest.approx(rollout.sum() / total, abs=1e-6)
@@ -80,7 +80,7 @@ def test_verl_timing_metrics_without_spans(tmp_path):
         for step in range(1, 31):
             w.log(step, {"timing_s/gen": 6.0, "timing_s/ref": 1.0, "timing_s/update_actor": 2.0,
                          "timing_s/step": 10.0, "perf/total_num_tokens": 40_000.0, "perf/throughput": 4000.0})
-    (p,) = prof.run(open_store(tmp_path), prof.Params(model_params=1e9, peak_flops=1e15)).profiles
+    (p,) = prof.ProfileAnalyzer().run(open_store(tmp_path), prof.Params(model_params=1e9, peak_flops=1e15)).profiles
     assert p.step_source == "metric:timing_s/step"
     assert p.by_phase["rollout"] == 0.6 and p.by_phase["reference"] == 0.1 and p.by_phase["train"] == 0.2
     assert p.tokens_per_second == 4000.0
@@ -92,11 +92,11 @@ def test_verl_timing_metrics_without_spans(tmp_path):
 def test_step_time_regression_found_at_the_step(tmp_path):
     jitter = [1.0, 1.02, 0.98, 1.01, 0.99]
     store = spans_store(tmp_path, step_time=lambda s: jitter[s % 5] * (2.0 if s >= 60 else 1.0))
-    (p,) = prof.run(store).profiles
+    (p,) = prof.ProfileAnalyzer().run(store).profiles
     (c,) = p.change_points
     assert (c.step, c.before, c.after, c.ratio) == (60, 1.0, 2.0, 2.0)
     assert c.regression and c.p_value < 1e-10
-    finding = [f for f in prof.run(store).report().findings if f.code == "step_time_regression"][0]
+    finding = [f for f in prof.ProfileAnalyzer().run(store).report().findings if f.code == "step_time_regression"][0]
     assert finding.title == "step time rose 2.00x at step 60 (1 s -> 2 s median)"
     assert finding.steps == (60, 60) and finding.severity == "warning"
 
@@ -105,7 +105,7 @@ def test_checkpoint_and_eval_steps_are_left_out(tmp_path):
     slow = {30, 60, 90}          # checkpoint saves and an eval: 10x slower steps
     store = spans_store(tmp_path, step_time=lambda s: 10.0 if s in slow else 1.0 + 0.01 * (s % 3),
                         checkpoints=(30, 60), eval=lambda s: 9.0 if s == 90 else 0.0)
-    (p,) = prof.run(store).profiles
+    (p,) = prof.ProfileAnalyzer().run(store).profiles
     assert p.excluded_steps == (30, 60, 90)
     assert p.change_points == ()
 
@@ -132,7 +132,7 @@ def test_trl_grpo_step_time_and_tokens_from_a_real_trainer_state(tmp_path):
     with EventWriter(tmp_path, "grpo", capture_env=False) as w:
         for row in history:
             w.log(row["step"], step_time=row["step_time"], num_tokens=row["num_tokens"])
-    (p,) = prof.run(open_store(tmp_path)).profiles
+    (p,) = prof.ProfileAnalyzer().run(open_store(tmp_path)).profiles
     assert p.step_source == "metric:step_time" and p.steps == 100
     times = np.array([r["step_time"] for r in history])
     tokens = np.array([r["num_tokens"] for r in history])
@@ -155,7 +155,7 @@ def slowed_run(tmp_path_factory):
 
 @pytest.mark.slow
 def test_real_run_slowdown_is_found_where_it_began(slowed_run):
-    (p,) = prof.run(open_store(slowed_run)).profiles
+    (p,) = prof.ProfileAnalyzer().run(open_store(slowed_run)).profiles
     assert p.step_source == "span:step"
     # other jobs on a shared CPU stretch a few steps either side: the split is good to a few steps
     near = [c for c in p.regressions if abs(c.step - 50) <= 5]
@@ -178,14 +178,14 @@ def test_cli_without_spans_or_memory_says_what_to_log(tmp_path):
         "whole step), or log step_time / timing_s/<phase> metrics; no memory events in the store: call "
         "rldk.writer.log_memory(step) every step\n")
     with pytest.raises(MissingEvents):
-        prof.run(open_store(tmp_path))
+        prof.ProfileAnalyzer().run(open_store(tmp_path))
 
 
 def test_cli_profile_ok_exit_0_and_json(tmp_path):
     spans_store(tmp_path, rollout=0.5, train=0.4)
     res = CliRunner().invoke(main, ["profile", str(tmp_path), "--format", "json"])
     assert res.exit_code == 0, res.output
-    out = json.loads(res.stdout)
+    out = json.loads(res.stdout)["details"]
     assert out["bottleneck"] == ["r: rollout dominates: 50% of step time (0.5 s of 1 s per step)"]
     assert out["missing"] == ["memory analysis skipped: no memory events in the store: call "
                               "rldk.writer.log_memory(step) every step"]
@@ -211,7 +211,7 @@ def test_cli_unknown_run_is_a_usage_error(tmp_path):
 def test_real_tiny_trl_grpo_run(tiny_grpo):
     """The shared real TRL GRPOTrainer run (rldk callback): step_time and num_tokens per step."""
     store = open_store(tiny_grpo.store)
-    (p,) = prof.run(store, prof.Params(model_params=1e5, peak_flops=1e12)).profiles
+    (p,) = prof.ProfileAnalyzer().run(store, prof.Params(model_params=1e5, peak_flops=1e12)).profiles
     assert p.step_source == "metric:step_time" and p.steps == tiny_grpo.steps
     run = store.run(tiny_grpo.run_id)
     times = run.metric("step_time")["value"].to_numpy()
@@ -246,11 +246,11 @@ def test_writer_profile_window_stores_operator_summary(tmp_path):
     store = open_store(tmp_path)
     op_steps = store.sql("SELECT DISTINCT step FROM spans WHERE starts_with(name, 'torch_op/') ORDER BY 1")
     assert op_steps["step"].to_list() == [3, 4]                    # only inside the window
-    (p,) = prof.run(store).profiles
+    (p,) = prof.ProfileAnalyzer().run(store).profiles
     assert {ph.name for ph in p.phases} == {"train"}               # operators stay out of the phases
     names = {o["operator"] for o in p.operators}
     assert "aten::addmm" in names or "aten::linear" in names
     assert sum(o["share"] for o in p.operators) == pytest.approx(1.0)
     assert all(o["steps"] == 2 for o in p.operators if o["operator"] == "aten::addmm")
-    tables = {t.name for t in prof.run(store).report().tables}
+    tables = {t.name for t in prof.ProfileAnalyzer().run(store).report().tables}
     assert "Top operators (torch.profiler windows)" in tables

@@ -19,10 +19,10 @@ def test_early_kl_growth_from_zero_is_not_a_spike(tmp_path):
     # the shape of a healthy run's KL: ~0 while the policy equals its reference, then a few
     # hundredths of a nat (a 7.9x jump over the median, as a real tiny GRPO run showed)
     values = [0.004 + 0.001 * math.sin(s) for s in range(12)] + [0.0395] + [0.03] * 20
-    assert spikes.run(kl_store(tmp_path, values)).spikes == ()
+    assert spikes.SpikesAnalyzer().run(kl_store(tmp_path, values)).spikes == ()
 
 
 def test_a_kl_jump_above_the_floor_is_a_spike(tmp_path):
     values = [0.02 + 0.002 * math.sin(s) for s in range(30)] + [0.9] + [0.02] * 10
-    (found,) = spikes.run(kl_store(tmp_path, values)).spikes
+    (found,) = spikes.SpikesAnalyzer().run(kl_store(tmp_path, values)).spikes
     assert (found.metric, found.steps) == ("kl", (30,))

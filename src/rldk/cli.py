@@ -14,7 +14,7 @@ import sys
 
 import click
 
-from rldk import __version__
+from rldk import __version__, semantics
 from rldk.core.errors import EXIT_FAILURE, EXIT_USAGE, RldkError
 
 #: command name -> "module:attribute"; the one explicit registry of commands.
@@ -61,20 +61,23 @@ class LazyGroup(click.Group):
             raise
 
 
-def output_options(func=None, *, out_dir: bool = False, formats=None):
+def output_options(func=None, *, out_dir: bool | str = False, formats=None,
+                   out_dir_help: str = "Also write the cards (JSON, Markdown, PNG plots) into this directory."):
     """The one set of output options every command uses.
 
     ``--format table|json|csv|markdown`` (how to print), ``-o/--output FILE`` (print
-    into a file instead of stdout) and, with ``out_dir=True``, ``--out-dir DIR``
-    (write the cards: ``<analyzer>.json`` / ``.md`` and PNG plots). The command
-    receives ``fmt``, ``output`` and ``out_dir``.
+    into a file instead of stdout) and, with ``out_dir``, ``--out-dir DIR`` (write
+    the cards: ``<analyzer>.json`` / ``.md`` and PNG plots; a string ``out_dir`` is
+    its default directory). Every directory option is ``--out-dir``; ``--output`` is
+    always a file. The command receives ``fmt``, ``output`` and ``out_dir``.
     """
     from rldk.core.render import FORMATS
 
     def decorate(f):
         if out_dir:
-            f = click.option("--out-dir", "out_dir", type=click.Path(file_okay=False), default=None,
-                             help="Also write the cards (JSON, Markdown, PNG plots) into this directory.")(f)
+            default = out_dir if isinstance(out_dir, str) else None
+            f = click.option("--out-dir", "out_dir", type=click.Path(file_okay=False), default=default,
+                             show_default=default is not None, help=out_dir_help)(f)
         f = click.option("--output", "-o", type=click.Path(dir_okay=False, writable=True), default=None,
                          help="Write the result to this file instead of stdout.")(f)
         return click.option("--format", "fmt", type=click.Choice(formats or FORMATS), default="table",
@@ -138,13 +141,29 @@ def open_output(path):
     return open(path, "w", encoding="utf-8") if path else contextlib.nullcontext(sys.stdout)
 
 
+def _use_metric_map(ctx, param, path):
+    """Make the map at ``path`` part of the metric table before any command runs."""
+    if path is not None:
+        try:
+            semantics.use_metric_map(path)
+        except ValueError as exc:
+            raise click.BadParameter(str(exc), ctx=ctx, param=param) from None
+    return path
+
+
 @click.group(cls=LazyGroup, context_settings={"help_option_names": ["-h", "--help"]})
 @click.version_option(__version__, prog_name="rldk")
+@click.option("--metric-map", type=click.Path(dir_okay=False), default=None, expose_value=False,
+              callback=_use_metric_map, is_eager=True, envvar="RLDK_METRIC_MAP",
+              help='JSON file naming your metrics\' meanings, e.g. {"kl_to_ref": ["my/kl"]}; '
+                   "tried before the built-in names (also read from RLDK_METRIC_MAP).")
 def main():
     """rldk: find where and why an RL training run went wrong.
 
     Runs write typed events with rldk.writer (or are imported with `rldk import`);
-    every command here reads that event store offline.
+    every command here reads that event store offline. Metric names resolve through
+    one table (docs/semantics.md); add your own names with --metric-map FILE or the
+    RLDK_METRIC_MAP environment variable.
     """
 
 

@@ -34,6 +34,7 @@ kl_controller_stuck  an adaptive KL coefficient (one that changed at least once)
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Callable
 
 import numpy as np
@@ -41,10 +42,8 @@ import numpy as np
 from rldk import semantics
 from rldk.analyzers import _series
 from rldk.analyzers.base import Analyzer
-from rldk.core.report import Finding, Report, ReportTable
-
-NAME = "health"
-CONSUMES = ("metric", "run")
+from rldk.core.report import Check, Finding, Report, ReportTable, verdict
+from rldk.core.result import Result
 
 
 @dataclass(frozen=True)
@@ -93,21 +92,23 @@ class NotApplicable(Exception):
 
 
 @dataclass(frozen=True)
-class Result:
+class HealthResult(Result):
     """findings: all rules' findings; checked: (run, rule) pairs judged;
-    not_applicable: (run, rule, why) triples; curves: downsampled series of the
-    metrics with findings (for plots)."""
+    not_applicable: (run, rule, why) triples (why: what to log or pass to enable
+    it); curves: downsampled series of the metrics with findings (for plots)."""
 
     findings: tuple[Finding, ...]
     checked: tuple[tuple[str, str], ...]
     not_applicable: tuple[tuple[str, str, str], ...]
     curves: dict = field(default_factory=dict)
 
-    def to_dict(self) -> dict:
-        return {"findings": [f.to_dict() for f in self.findings],
-                "checked": [list(c) for c in self.checked],
-                "not_applicable": [list(c) for c in self.not_applicable],
-                "curves": self.curves}
+    @property
+    def checks(self) -> tuple[Check, ...]:
+        """One Check per (run, rule): ran, or could not run and why."""
+        docs = {r.code: r.doc for r in RULES}
+        return (tuple(Check(code, "ran", docs[code], run_id) for run_id, code in self.checked)
+                + tuple(Check(code, "skipped", why, run_id)
+                        for run_id, code, why in self.not_applicable))
 
     def report(self) -> Report:
         problems = [f for f in self.findings if f.is_problem]
@@ -120,10 +121,10 @@ class Result:
                       rules[code].doc) for run_id, code in self.checked)
         rows += tuple((run_id, code, f"not applicable: {why}", rules[code].doc)
                       for run_id, code, why in self.not_applicable)
-        return Report(analyzer=NAME, title="Training health", summary=summary,
-                      status="problems" if problems else "ok", findings=self.findings,
+        return Report(analyzer=HealthAnalyzer.name, title=HealthAnalyzer.title, summary=summary,
+                      status=verdict(self.findings, self.checks), findings=self.findings,
                       tables=(ReportTable("Rules", ("run", "rule", "result", "checks"), rows),),
-                      details=self.to_dict())
+                      details=self.to_dict(), checks=self.checks)
 
 
 # ---------------------------------------------------------------- helpers
@@ -180,7 +181,7 @@ def negative_kl(run: RunData, params: Params):
         at = steps[bad]
         yield _finding("negative_kl", "error",
                        f"mean KL negative at {int(bad.sum())} of {len(values)} steps "
-                       f"(first {int(at[0])}, min {values.min():.4g})", run, "kl", at,
+                       f"(first {int(at[0])}, min {values.min():.4g})", run, "kl_to_ref", at,
                        {"count": int(bad.sum()), "rows": len(values), "first_step": int(at[0]),
                         "min": float(values.min()), "steps": at[:20].tolist()},
                        "The policy's samples do not come from the distribution the KL assumes: "
@@ -200,7 +201,7 @@ def kl_above_target(run: RunData, params: Params):
         above = steps[values > limit]
         yield _finding("kl_above_target", "warning",
                        f"KL {late:.4g} over the last third, above the target band "
-                       f"(target {target}, +{params.kl_band:.0%})", run, "kl", above,
+                       f"(target {target}, +{params.kl_band:.0%})", run, "kl_to_ref", above,
                        {"late_median": late, "target": float(target), "limit": limit,
                         "rows_above": int(len(above)), "rows": len(values)},
                        "Raise the KL coefficient (or the adaptive controller's horizon), lower "
@@ -275,7 +276,7 @@ def zero_std(run: RunData, params: Params):
     yield _finding("zero_std", severity,
                    f"frac_reward_zero_std averages {values.mean():.2f}; 1.0 (no group with any "
                    f"reward difference) in {int(full.sum())} of {len(values)} rows", run,
-                   "frac_reward_zero_std", steps[values >= params.zero_std_high],
+                   "zero_std_frac", steps[values >= params.zero_std_high],
                    {"mean": float(values.mean()), "rows_all_zero_std": int(full.sum()),
                     "rows": len(values), "first_all_zero_std": int(steps[full][0]) if full.any() else None},
                    "GRPO gets no advantage when every completion of a prompt scores the same: "
@@ -338,34 +339,78 @@ RULES: tuple[Rule, ...] = (
          "adaptive KL coefficient frozen while KL drifts, or at 0"),
 )
 
-#: Metrics read negated when the canonical one is absent (SB3 logs -entropy as a loss).
 # ---------------------------------------------------------------- analyzer
-def applies(store) -> bool:
-    return not store.sql("SELECT 1 FROM metrics LIMIT 1").is_empty()
+class HealthAnalyzer(Analyzer):
+    """The training-health rules (``RULES``, see the module docstring) over every run.
+    A rule whose metrics a run lacks is a check that could not run (with what to log);
+    a store where no rule could run is inconclusive."""
+
+    name = "health"
+    title = "Training health"
+    consumes = ("metric", "run")
+    Params = Params
+
+    def applies(self, store) -> bool:
+        return not store.sql("SELECT 1 FROM metrics LIMIT 1").is_empty()
+
+    def run(self, store, params: Params | None = None) -> HealthResult:
+        params = params or Params()
+        findings, checked, not_applicable, curves = [], [], [], {}
+        for run_id in store.run_ids:
+            data = load_run(_series.Source(store, run_id))
+            for rule in RULES:
+                try:
+                    found = check_rule(rule, data, params)
+                except NotApplicable as exc:
+                    not_applicable.append((data.run_id, rule.code, str(exc)))
+                    continue
+                checked.append((data.run_id, rule.code))
+                findings += found
+                for f in found:
+                    curves[f"{data.run_id}/{rule.code}"] = _curve_of(data, rule, f)
+        return HealthResult(tuple(findings), tuple(checked), tuple(not_applicable), curves)
+
+    def plots(self, result: HealthResult, out_dir) -> dict[str, str]:
+        """One PNG per finding (at most 12): the metric with the finding's steps marked."""
+        from rldk.core.plots import metric_plot
+
+        out = {}
+        for f in result.findings[:12]:
+            curve = result.curves.get(f"{f.run_id}/{f.code}")
+            if not curve or not curve["steps"]:
+                continue
+            path = Path(out_dir) / f"health-{f.run_id}-{f.code}.png"
+            marks = [(f.steps[0], f"{f.code}: step {f.steps[0]}")] if f.steps else []
+            line = f.evidence.get("threshold")           # in the plotted (negated if so) units
+            out[f"{f.run_id}: {f.title}"] = metric_plot(
+                curve["steps"], curve["values"], path, title=f"{f.run_id}: {curve['metric']}",
+                marks=marks, hline=(line, "threshold") if line is not None else None)
+        return out
 
 
-def run(store, params: Params | None = None) -> Result:
-    params = params or Params()
-    findings, checked, not_applicable, curves = [], [], [], {}
-    for run_id in store.run_ids:
-        data = load_run(_series.Source(store, run_id))
-        for rule in RULES:
-            missing = [c for c in rule.reads if c not in data.series]
-            if missing:
-                not_applicable.append((data.run_id, rule.code, f"not logged: {', '.join(missing)}"))
-                continue
-            try:
-                found = list(rule.check(data, params))
-            except NotApplicable as exc:
-                not_applicable.append((data.run_id, rule.code, str(exc)))
-                continue
-            checked.append((data.run_id, rule.code))
-            for f in found:
-                findings.append(f)
-                canonical = rule.reads[0]
-                label = f"-{f.metric}" if data.signs.get(canonical, 1) == -1 else f.metric
-                curves[f"{data.run_id}/{rule.code}"] = _curve(data.series[canonical], label)
-    return Result(tuple(findings), tuple(checked), tuple(not_applicable), curves)
+def check_rule(rule: Rule, data: RunData, params: Params) -> list[Finding]:
+    """The findings of ``rule`` on one run; NotApplicable (saying what to log) when the run
+    lacks a metric the rule reads or the rule cannot judge it."""
+    missing = [c for c in rule.reads if c not in data.series]
+    if missing:
+        raise NotApplicable("not logged: " + "; ".join(how_to_log(c) for c in missing))
+    return list(rule.check(data, params))
+
+
+def how_to_log(canonical: str) -> str:
+    """``entropy (log it as entropy, objective/entropy or actor/entropy)``: what enables a rule."""
+    q = semantics.quantity(canonical)
+    names = [n for n in (q.names if q else ()) if not n.startswith("-")][:3]
+    if not names:
+        return canonical
+    listed = names[0] if len(names) == 1 else f"{', '.join(names[:-1])} or {names[-1]}"
+    return f"{canonical} (log it as {listed})"
+
+
+def _curve_of(data: RunData, rule: Rule, f: Finding) -> dict:
+    canonical = rule.reads[0]
+    label = f"-{f.metric}" if data.signs.get(canonical, 1) == -1 else f.metric
+    return _curve(data.series[canonical], label)
 
 
 def load_run(source) -> RunData:
@@ -390,42 +435,3 @@ def _curve(series, metric, points: int = 400) -> dict:
     idx = np.unique(np.linspace(0, n - 1, min(n, points)).astype(int)) if n else np.array([], int)
     return {"metric": metric, "steps": series.steps[idx].tolist(),
             "values": [float(v) if np.isfinite(v) else None for v in series.values[idx]]}
-
-
-def plots(result: Result, out_dir) -> dict[str, str]:
-    """One PNG per finding (at most 12): the metric with the finding's steps marked."""
-    from pathlib import Path
-
-    from rldk.core.plots import metric_plot
-
-    out = {}
-    for f in result.findings[:12]:
-        curve = result.curves.get(f"{f.run_id}/{f.code}")
-        if not curve or not curve["steps"]:
-            continue
-        path = Path(out_dir) / f"health-{f.run_id}-{f.code}.png"
-        marks = [(f.steps[0], f"{f.code}: step {f.steps[0]}")] if f.steps else []
-        line = f.evidence.get("threshold")           # in the plotted (negated if so) units
-        out[f"{f.run_id}: {f.title}"] = metric_plot(
-            curve["steps"], curve["values"], path, title=f"{f.run_id}: {curve['metric']}",
-            marks=marks, hline=(line, "threshold") if line is not None else None)
-    return out
-
-
-class HealthAnalyzer(Analyzer):
-    """The ``health`` analysis (this module's ``run``) behind the one analyzer interface."""
-
-    name = NAME
-    title = "Training health"
-    consumes = CONSUMES
-    Params = Params
-    defines_verdict = True
-
-    def applies(self, store) -> bool:
-        return applies(store)
-
-    def run(self, store, params=None):
-        return run(store, params if params is not None else Params())
-
-    def plots(self, result, out_dir) -> dict[str, str]:
-        return plots(result, out_dir)

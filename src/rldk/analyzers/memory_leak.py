@@ -21,13 +21,13 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass, field
+from pathlib import Path
 
 from rldk.analyzers.base import Analyzer
 from rldk.core.errors import MissingEvents
-from rldk.core.report import Finding, Report, ReportTable
+from rldk.core.report import Check, Finding, Report, ReportTable, verdict
+from rldk.core.result import Result, as_dict
 
-NAME = "memory_leak"
-CONSUMES = ("memory",)
 MIB = 1 << 20
 
 MEMORY_SQL = """
@@ -106,9 +106,6 @@ class Trend:
     oom_step: int | None = None
     curve: dict = field(default_factory=dict, repr=False, compare=False)
 
-    def to_dict(self) -> dict:
-        return {k: v for k, v in self.__dict__.items() if k != "curve"}
-
     def describe(self) -> str:
         steps = self.last_step - self.onset_step
         text = (f"{self.series} grew {self.growth:.2f}x over {steps:,} steps from step {self.onset_step} "
@@ -129,64 +126,90 @@ class Retries:
     last_step: int
     count: int
 
-    def to_dict(self) -> dict:
-        return dict(self.__dict__)
+
+HOW_TO_LOG = "call rldk.writer.log_memory(step) every step"
 
 
 @dataclass(frozen=True)
-class Result:
-    """Trends of every memory series, allocator retries, and runs without enough readings."""
+class MemoryLeakResult(Result):
+    """Trends of every memory series, allocator retries, and the series with too few
+    readings after warm-up to judge: ``short`` holds (run, series, readings)."""
 
     params: Params
     trends: tuple[Trend, ...]
     retries: tuple[Retries, ...]
-    short: tuple[tuple[str, str, int], ...]      # (run, series, readings) too few to judge
+    short: tuple[tuple[str, str, int], ...]
 
     @property
     def leaks(self) -> list[Trend]:
         return [t for t in self.trends if t.leak]
 
-    def to_dict(self) -> dict:
-        return {"analyzer": NAME, "params": dict(self.params.__dict__),
-                "trends": [t.to_dict() for t in self.trends],
-                "retries": [r.to_dict() for r in self.retries],
-                "short": [list(s) for s in self.short], "leaks": len(self.leaks)}
+    @property
+    def checks(self) -> tuple[Check, ...]:
+        """One per memory series: its trend judged, or too few readings (and what to log)."""
+        need = self.params.min_points
+        return (tuple(Check("memory_trend", "ran", t.series, t.run_id) for t in self.trends)
+                + tuple(Check("memory_trend", "skipped",
+                              f"{series}: {n} reading(s), {need} after warm-up needed: {HOW_TO_LOG}",
+                              run_id) for run_id, series, n in self.short))
 
     def report(self) -> Report:
         return _report(self)
 
 
-def applies(store) -> bool:
-    """True when the store holds memory events."""
-    return bool(store.sql(RUNS_WITH_MEMORY_SQL).height)
+class MemoryLeakAnalyzer(Analyzer):
+    """Memory growth per series from ``memory`` events (see the module docstring)."""
 
+    name = "memory_leak"
+    title = "Memory leaks"
+    consumes = ("memory",)
+    Params = Params
 
-def run(store, params: Params = Params()) -> Result:
-    """Analyse the memory series of ``params.run_id`` (or of every run with memory events)."""
-    if params.run_id:
-        store.run(params.run_id)                  # unknown run id: a UsageError naming the runs
-    run_ids = [params.run_id] if params.run_id else store.sql(RUNS_WITH_MEMORY_SQL)["run_id"].to_list()
-    if not run_ids:
-        raise MissingEvents("no memory events in the store: call rldk.writer.log_memory(step) every step")
-    trends, retries, short = [], [], []
-    for run_id in run_ids:
-        frame = store.sql(MEMORY_SQL, [run_id])
-        if frame.is_empty():
-            raise MissingEvents(f"run {run_id!r} has no memory events: call rldk.writer.log_memory(step) "
-                                "every step (host RSS, and CUDA allocated/reserved/retries when CUDA is used)")
-        for (rank, name), part in frame.group_by(["rank", "name"], maintain_order=True):
-            series = name if rank == 0 else f"rank{rank}/{name}"
-            steps, values = part["step"].to_numpy(), part["value"].to_numpy()
-            if name.endswith("/alloc_retries"):
-                rise = _retries(run_id, series, steps, values, params)
-                retries.extend([rise] if rise else [])
-            elif not name.endswith(_NOT_LEVELS):
-                trend = analyse_series(run_id, series, steps, values, params)
-                if trend is None:
-                    short.append((run_id, series, int(len(steps))))
-                else:
-                    trends.append(trend)
-    return Result(params, tuple(trends), tuple(retries), tuple(short))
+    def applies(self, store) -> bool:
+        return bool(store.sql(RUNS_WITH_MEMORY_SQL).height)
+
+    def run(self, store, params: Params | None = None) -> MemoryLeakResult:
+        """Analyse the memory series of ``params.run_id`` (or of every run with memory events)."""
+        params = params or Params()
+        if params.run_id:
+            store.run(params.run_id)              # unknown run id: a UsageError naming the runs
+        run_ids = [params.run_id] if params.run_id else store.sql(RUNS_WITH_MEMORY_SQL)["run_id"].to_list()
+        if not run_ids:
+            raise MissingEvents(f"no memory events in the store: {HOW_TO_LOG}")
+        trends, retries, short = [], [], []
+        for run_id in run_ids:
+            frame = store.sql(MEMORY_SQL, [run_id])
+            if frame.is_empty():
+                raise MissingEvents(f"run {run_id!r} has no memory events: {HOW_TO_LOG} (host RSS, and "
+                                    "CUDA allocated/reserved/retries when CUDA is used)")
+            for (rank, name), part in frame.group_by(["rank", "name"], maintain_order=True):
+                series = name if rank == 0 else f"rank{rank}/{name}"
+                steps, values = part["step"].to_numpy(), part["value"].to_numpy()
+                if name.endswith("/alloc_retries"):
+                    rise = _retries(run_id, series, steps, values, params)
+                    retries.extend([rise] if rise else [])
+                elif not name.endswith(_NOT_LEVELS):
+                    trend = analyse_series(run_id, series, steps, values, params)
+                    if trend is None:
+                        short.append((run_id, series, int(len(steps))))
+                    else:
+                        trends.append(trend)
+        return MemoryLeakResult(params, tuple(trends), tuple(retries), tuple(short))
+
+    def plots(self, result: MemoryLeakResult, out_dir) -> dict[str, str]:
+        """One PNG per memory series (leaks first, at most 12): MiB per step, onset marked."""
+        from rldk.core.plots import metric_plot
+
+        out = {}
+        for t in sorted(result.trends, key=lambda t: not t.leak)[:12]:
+            marks = [(t.onset_step, f"growth from step {t.onset_step}")] if t.leak else []
+            hline = (t.limit_bytes / MIB, "limit") if t.limit_bytes else None
+            safe = re.sub(r"[^A-Za-z0-9._-]+", "_", t.series)
+            title = f"{t.run_id}: {t.series} (MiB)".replace("$", r"\$")
+            out[f"{t.run_id}: {t.series}"] = metric_plot(
+                t.curve["steps"], [b / MIB for b in t.curve["bytes"]],
+                Path(out_dir) / f"memory-{t.run_id}-{safe}.png", title=title, marks=marks, hline=hline)
+        return out
 
 
 def _after_warmup(steps, params: Params):
@@ -288,34 +311,16 @@ def _retries(run_id, series, steps, values, params: Params) -> Retries | None:
     return Retries(run_id, series, int(steps[keep][0]), int(steps[keep][-1]), rise)
 
 
-def plots(result: Result, out_dir) -> dict[str, str]:
-    """One PNG per memory series (leaks first, at most 12): MiB per step, onset marked."""
-    from pathlib import Path
-
-    from rldk.core.plots import metric_plot
-
-    out = {}
-    for t in sorted(result.trends, key=lambda t: not t.leak)[:12]:
-        marks = [(t.onset_step, f"growth from step {t.onset_step}")] if t.leak else []
-        hline = (t.limit_bytes / MIB, "limit") if t.limit_bytes else None
-        safe = re.sub(r"[^A-Za-z0-9._-]+", "_", t.series)
-        title = f"{t.run_id}: {t.series} (MiB)".replace("$", r"\$")
-        out[f"{t.run_id}: {t.series}"] = metric_plot(
-            t.curve["steps"], [b / MIB for b in t.curve["bytes"]], Path(out_dir) / f"memory-{t.run_id}-{safe}.png",
-            title=title, marks=marks, hline=hline)
-    return out
-
-
 # ------------------------------------------------------------------------- report
-def _report(result: Result) -> Report:
+def _report(result: MemoryLeakResult) -> Report:
     findings = [_leak_finding(t) for t in result.leaks]
     findings += [Finding("memory_growth", "info", t.describe(), t.run_id, t.series,
-                         (t.onset_step, t.last_step), t.to_dict())
+                         (t.onset_step, t.last_step), as_dict(t))
                  for t in result.trends if not t.leak and t.slope_low > 0]
     findings += [Finding("alloc_retries", "warning",
                          f"{r.series}: the CUDA caching allocator retried {r.count:,} allocations "
                          f"between steps {r.first_step} and {r.last_step}", r.run_id, r.series,
-                         (r.first_step, r.last_step), r.to_dict(),
+                         (r.first_step, r.last_step), as_dict(r),
                          "memory is near the limit or fragmented: lower the batch or sequence length, or "
                          "set PYTORCH_CUDA_ALLOC_CONF=expandable_segments:True")
                  for r in result.retries]
@@ -327,23 +332,23 @@ def _report(result: Result) -> Report:
         summary = f"no memory leak in {judged} series after warm-up"
     if result.short:
         summary += f"; {len(result.short)} series had too few readings after warm-up to judge"
-    status = "problems" if problems else ("ok" if judged else "skipped")
     if not judged and not problems:
-        summary = (f"too few memory readings to judge ({result.params.min_points} after warm-up needed): "
-                   "call rldk.writer.log_memory(step) every step")
-    return Report(NAME, "Memory leaks", status, summary, tuple(findings), (_trend_table(result),),
-                  result.to_dict())
+        summary = (f"too few memory readings to judge ({result.params.min_points} after warm-up "
+                   f"needed): {HOW_TO_LOG}")
+    return Report(MemoryLeakAnalyzer.name, MemoryLeakAnalyzer.title,
+                  verdict(findings, result.checks), summary, tuple(findings),
+                  (_trend_table(result),), result.to_dict(), result.checks)
 
 
 def _leak_finding(t: Trend) -> Finding:
     return Finding("memory_leak", "error" if t.oom_step is not None else "warning", t.describe(),
-                   t.run_id, t.series, (t.onset_step, t.last_step), t.to_dict(),
+                   t.run_id, t.series, (t.onset_step, t.last_step), as_dict(t),
                    f"something retains memory every step from step {t.onset_step}: look for tensors or "
                    "outputs appended to a list, dict or buffer that is never cleared (and keep "
                    "loss.item(), not loss, for logging)")
 
 
-def _trend_table(result: Result) -> ReportTable:
+def _trend_table(result: MemoryLeakResult) -> ReportTable:
     rows = tuple((t.run_id, t.series, f"{t.first_step}-{t.last_step}", t.onset_step,
                   round(t.slope / MIB, 4), f"[{t.slope_low / MIB:.4f}, {t.slope_high / MIB:.4f}]",
                   round(t.start_bytes / MIB, 1), round(t.end_bytes / MIB, 1), round(t.growth, 3),
@@ -351,21 +356,3 @@ def _trend_table(result: Result) -> ReportTable:
     return ReportTable("Memory trends after warm-up", ("run", "series", "steps", "growth from step",
                        "MiB/step", "CI", "start MiB", "end MiB", "growth", "OOM step", "verdict"), rows)
 
-
-class MemoryLeakAnalyzer(Analyzer):
-    """The ``memory_leak`` analysis (this module's ``run``) behind the one analyzer interface."""
-
-    name = NAME
-    title = "Memory leaks"
-    consumes = CONSUMES
-    Params = Params
-    defines_verdict = True
-
-    def applies(self, store) -> bool:
-        return applies(store)
-
-    def run(self, store, params=None):
-        return run(store, params if params is not None else Params())
-
-    def plots(self, result, out_dir) -> dict[str, str]:
-        return plots(result, out_dir)

@@ -20,10 +20,8 @@ import numpy as np
 
 from rldk.analyzers import _series
 from rldk.analyzers.base import Analyzer
-from rldk.core.report import Finding, Report, ReportTable
-
-NAME = "nan_onset"
-CONSUMES = ("metric",)
+from rldk.core.report import Check, Finding, Report, ReportTable, verdict
+from rldk.core.result import Result, as_dict
 
 
 @dataclass(frozen=True)
@@ -50,20 +48,15 @@ class Onset:
     steps: tuple[int, ...]
     persistent: bool
 
-    def to_dict(self) -> dict:
-        return {k: list(v) if isinstance(v := getattr(self, k), tuple) else v
-                for k in self.__dataclass_fields__}
-
 
 @dataclass(frozen=True)
-class Result:
-    """onsets: every metric with a non-finite value, by run, then first step."""
+class NanOnsetResult(Result):
+    """onsets: every metric with a non-finite value, by run, then first step;
+    runs: the runs scanned; scanned: metrics scanned per run (same order)."""
 
     onsets: tuple[Onset, ...]
     runs: tuple[str, ...]
-
-    def to_dict(self) -> dict:
-        return {"runs": list(self.runs), "onsets": [o.to_dict() for o in self.onsets]}
+    scanned: tuple[int, ...] = ()
 
     def by_run(self) -> dict[str, list[Onset]]:
         out: dict[str, list[Onset]] = {}
@@ -79,25 +72,40 @@ class Result:
         cols = ("run", "metric", "first", "first_step", "nan", "inf", "rows", "persistent", "steps")
         rows = tuple((o.run_id, o.metric, o.first_kind, o.first_step, o.nan, o.inf, o.rows,
                       o.persistent, list(o.steps)) for o in self.onsets)
-        return Report(analyzer=NAME, title="NaN/inf onset", status="problems" if findings else "ok",
-                      summary=summary, findings=findings,
+        checks = tuple(Check("non_finite", "ran", f"{n} metric(s) scanned", run_id)
+                       for run_id, n in zip(self.runs, self.scanned))
+        return Report(analyzer=NanOnsetAnalyzer.name, title=NanOnsetAnalyzer.title,
+                      status=verdict(findings, checks), summary=summary, findings=findings,
                       tables=(ReportTable("Non-finite metrics (ordered by onset)", cols, rows),),
-                      details=self.to_dict())
+                      details=self.to_dict(), checks=checks)
 
 
-def applies(store) -> bool:
-    return not store.sql("SELECT 1 FROM metrics LIMIT 1").is_empty()
+class NanOnsetAnalyzer(Analyzer):
+    """Which metric went non-finite first in each run (see the module docstring). It
+    scans every metric but checks no training rule: its verdict alone does not make
+    ``rldk analyze`` conclusive."""
 
+    name = "nan_onset"
+    title = "NaN/inf onset"
+    consumes = ("metric",)
+    Params = Params
+    defines_verdict = False
 
-def run(store, params: Params | None = None) -> Result:
-    """Every metric with NaN/inf values, per run, ordered by first non-finite step."""
-    params = params or Params()
-    onsets = []
-    for run_id in store.run_ids:
-        found = [o for batch in _series.iter_series(_series.Source(store, run_id))
-                 for s in batch.values() if (o := onset(run_id, s, params.sample)) is not None]
-        onsets += sorted(found, key=lambda o: (o.first_step, o.metric))
-    return Result(tuple(onsets), tuple(store.run_ids))
+    def applies(self, store) -> bool:
+        return not store.sql("SELECT 1 FROM metrics LIMIT 1").is_empty()
+
+    def run(self, store, params: Params | None = None) -> NanOnsetResult:
+        """Every metric with NaN/inf values, per run, ordered by first non-finite step."""
+        params = params or Params()
+        onsets, scanned = [], []
+        for run_id in store.run_ids:
+            found, n = [], 0
+            for batch in _series.iter_series(_series.Source(store, run_id)):
+                n += len(batch)
+                found += [o for s in batch.values() if (o := onset(run_id, s, params.sample))]
+            onsets += sorted(found, key=lambda o: (o.first_step, o.metric))
+            scanned.append(n)
+        return NanOnsetResult(tuple(onsets), tuple(store.run_ids), tuple(scanned))
 
 
 def onset(run_id: str, series, sample: int = 10) -> Onset | None:
@@ -138,21 +146,6 @@ def _finding(run_id: str, onsets: list[Onset]) -> Finding:
                    run_id=run_id, metric=first.metric,
                    steps=(first.first_step, max(o.last_bad_step for o in onsets)),
                    evidence={"order": [o.metric for o in onsets], "persistent": persistent,
-                             "first": first.to_dict()},
+                             "first": as_dict(first)},
                    fix=fix)
 
-
-class NanOnsetAnalyzer(Analyzer):
-    """The ``nan_onset`` analysis (this module's ``run``) behind the one analyzer interface."""
-
-    name = NAME
-    title = "NaN/inf onset"
-    consumes = CONSUMES
-    Params = Params
-    defines_verdict = False
-
-    def applies(self, store) -> bool:
-        return applies(store)
-
-    def run(self, store, params=None):
-        return run(store, params if params is not None else Params())

@@ -28,10 +28,9 @@ from rldk import semantics
 from rldk.analyzers import _series
 from rldk.analyzers.base import Analyzer
 from rldk.core.errors import MissingEvents
-from rldk.core.report import Finding, Report, ReportTable
+from rldk.core.report import Check, Finding, Report, ReportTable, verdict
+from rldk.core.result import Result, as_dict
 
-NAME = "spikes"
-CONSUMES = ("metric",)
 #: Quantities (``rldk.semantics``) watched for spikes: losses, the gradient norm, KLs.
 SPIKY = ("loss", "value_loss", "grad_norm", "kl_to_ref", "ppo_approx_kl")
 #: Quantities that start near zero and grow: never a spike below ``Params.kl_floor``.
@@ -78,19 +77,19 @@ class Spikes:
     rows: int
     explained: str = ""
 
-    def to_dict(self) -> dict:
-        return {k: list(v) if isinstance(v := getattr(self, k), tuple) else v
-                for k in self.__dataclass_fields__}
+
+#: What a run without any watched series should log (the check's "could not run" text).
+HOW_TO_WATCH = f"log a loss, grad norm or KL (quantities {', '.join(SPIKY)} of rldk.semantics)"
 
 
 @dataclass(frozen=True)
-class Result:
-    spikes: tuple[Spikes, ...]
-    watched: tuple[tuple[str, str], ...]       # (run_id, metric) examined
+class SpikesResult(Result):
+    """spikes: the series with spikes; watched: (run_id, metric) examined;
+    unwatched: runs of the store with no series to examine."""
 
-    def to_dict(self) -> dict:
-        return {"spikes": [s.to_dict() for s in self.spikes],
-                "watched": [list(w) for w in self.watched]}
+    spikes: tuple[Spikes, ...]
+    watched: tuple[tuple[str, str], ...]
+    unwatched: tuple[str, ...] = ()
 
     def report(self) -> Report:
         findings = tuple(_finding(s) for s in self.spikes)
@@ -100,39 +99,53 @@ class Result:
         cols = ("run", "metric", "spikes", "episodes", "worst_step", "worst_ratio", "steps")
         rows = tuple((s.run_id, s.metric, s.count, s.episodes, s.worst_step, s.worst_ratio,
                       list(s.steps)) for s in self.spikes)
-        return Report(analyzer=NAME, title="Loss / grad-norm / KL spikes",
-                      status="problems" if problems else "ok", summary=summary,
-                      findings=findings, tables=(ReportTable("Spikes", cols, rows),),
-                      details=self.to_dict())
+        checks = tuple(Check("spikes", "ran", metric, run_id) for run_id, metric in self.watched)
+        checks += tuple(Check("spikes", "skipped", HOW_TO_WATCH, run_id) for run_id in self.unwatched)
+        return Report(analyzer=SpikesAnalyzer.name, title=SpikesAnalyzer.title,
+                      status=verdict(findings, checks), summary=summary, findings=findings,
+                      tables=(ReportTable("Spikes", cols, rows),), details=self.to_dict(),
+                      checks=checks)
+
+
+class SpikesAnalyzer(Analyzer):
+    """Spikes in loss, grad-norm and KL series (see the module docstring)."""
+
+    name = "spikes"
+    title = "Loss / grad-norm / KL spikes"
+    consumes = ("metric",)
+    Params = Params
+
+    def applies(self, store) -> bool:
+        return not store.sql("SELECT 1 FROM metrics LIMIT 1").is_empty()
+
+    def run(self, store, params: Params | None = None) -> SpikesResult:
+        params = params or Params()
+        watched = watched_metrics(store)
+        if not watched:
+            raise MissingEvents(f"no loss, grad-norm or KL metric in any run: {HOW_TO_WATCH}")
+        found = []
+        for run_id in dict.fromkeys(r for r, _ in watched):
+            found += self._run_spikes(_series.Source(store, run_id),
+                                      [n for r, n in watched if r == run_id], params)
+        unwatched = tuple(r for r in store.run_ids if r not in {r for r, _ in watched})
+        return SpikesResult(tuple(found), tuple(watched), unwatched)
+
+    @staticmethod
+    def _run_spikes(source, names, params: Params) -> list[Spikes]:
+        gate = _zero_std(source)
+        found = []
+        for name, series in _series.load_series(source, names).items():
+            floor = params.kl_floor if _quantity(name) in KL_QUANTITIES else None
+            spikes = find_spikes(series, params, floor)
+            if spikes is not None:
+                found.append(_spikes(source.run_id, name, series, *spikes, gate))
+        return found
 
 
 def watched_metrics(store) -> list[tuple[str, str]]:
     """(run_id, metric) pairs whose names look like a loss, grad norm or KL."""
     return [(run_id, name) for run_id in store.run_ids
             for name in _series.run_index(_series.Source(store, run_id)) if _quantity(name) in SPIKY]
-
-
-def applies(store) -> bool:
-    return not store.sql("SELECT 1 FROM metrics LIMIT 1").is_empty()
-
-
-def run(store, params: Params | None = None) -> Result:
-    params = params or Params()
-    watched = watched_metrics(store)
-    if not watched:
-        raise MissingEvents("no loss, grad-norm or KL metric in any run (quantities "
-                            f"{', '.join(SPIKY)} of rldk.semantics)")
-    found = []
-    for run_id in dict.fromkeys(r for r, _ in watched):
-        source = _series.Source(store, run_id)
-        names = [n for r, n in watched if r == run_id]
-        gate = _zero_std(source)
-        for name, series in _series.load_series(source, names).items():
-            floor = params.kl_floor if _quantity(name) in KL_QUANTITIES else None
-            spikes = find_spikes(series, params, floor)
-            if spikes is not None:
-                found.append(_spikes(run_id, name, series, *spikes, gate))
-    return Result(tuple(found), tuple(watched))
 
 
 def rolling_prior(values: np.ndarray, window: int, min_history: int, quantile: float = 0.5):
@@ -201,27 +214,12 @@ def _finding(s: Spikes) -> Finding:
     if s.explained:
         return Finding(code="spike_explained", severity="info", title=f"{title} ({s.explained})",
                        run_id=s.run_id, metric=s.metric, steps=(s.steps[0], s.steps[-1]),
-                       evidence=s.to_dict(),
+                       evidence=as_dict(s),
                        fix="These are the only steps with a learning signal: fix the reward "
                            "variance (health card, zero_std), not the spikes.")
     return Finding(code="spike", severity="warning", title=title, run_id=s.run_id, metric=s.metric,
-                   steps=(s.steps[0], s.steps[-1]), evidence=s.to_dict(),
+                   steps=(s.steps[0], s.steps[-1]), evidence=as_dict(s),
                    fix="Check the batches at those steps (outlier rewards or very long sequences), "
                        "lower the learning rate or clip gradients (max_grad_norm); for KL spikes "
                        "reduce the step size or raise the KL coefficient.")
 
-
-class SpikesAnalyzer(Analyzer):
-    """The ``spikes`` analysis (this module's ``run``) behind the one analyzer interface."""
-
-    name = NAME
-    title = "Loss / grad-norm / KL spikes"
-    consumes = CONSUMES
-    Params = Params
-    defines_verdict = True
-
-    def applies(self, store) -> bool:
-        return applies(store)
-
-    def run(self, store, params=None):
-        return run(store, params if params is not None else Params())

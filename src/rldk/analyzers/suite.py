@@ -21,7 +21,8 @@ from pathlib import Path
 
 from rldk.analyzers import default
 from rldk.core.errors import MissingEvents, RldkError
-from rldk.core.report import STATUS_COLOURS, Report, write_report
+from rldk.core.report import STATUS_COLOURS, Check, Report, ReportTable, write_report
+from rldk.core.result import as_dict
 from rldk.data import open_input
 
 
@@ -40,7 +41,7 @@ class Outcome:
     defines_verdict: bool = True
 
     def to_dict(self) -> dict:
-        return {k: getattr(self, k) for k in self.__dataclass_fields__}
+        return as_dict(self)
 
 
 @dataclass(frozen=True)
@@ -72,12 +73,40 @@ class Analysis:
         return "ok" if concluded else "inconclusive"
 
     def to_dict(self) -> dict:
+        # not the generic shape: the reports have cards of their own; status and the
+        # problem count are what index.json readers (CI gates) look at first
         return {"paths": list(self.paths), "out_dir": self.out_dir, "runs": list(self.runs),
                 "status": self.status, "problems": len(self.problems),
                 "outcomes": [o.to_dict() for o in self.outcomes]}
 
+    def report(self) -> Report:
+        """The whole analysis as one Report (what ``rldk analyze`` prints): every problem,
+        every check (an applicable analyzer that lacked its events is a check that could
+        not run), one row per analyzer. Errors are not in it: the CLI prints them apart."""
+        findings = tuple(f for r in self.reports for f in r.problems)
+        checks = tuple(c for r in self.reports for c in r.checks)
+        checks += tuple(Check(o.analyzer, "skipped", o.summary) for o in self.outcomes
+                        if o.status == "skipped" and o.defines_verdict)
+        status = "problems" if findings else ("inconclusive" if self.status == "inconclusive" else "ok")
+        rows = tuple((o.analyzer, o.status, o.problems, o.summary) for o in self.outcomes)
+        return Report("index", f"rldk analyze: {len(self.runs)} run(s)", status, self._summary(status),
+                      findings, (ReportTable("Analyzers", ("analyzer", "status", "problems", "summary"),
+                                             rows),), self.to_dict(), checks)
+
+    def _summary(self, status: str) -> str:
+        runs = ", ".join(self.runs)
+        if status == "problems":
+            by = [f"{o.analyzer} ({o.problems})" for o in self.outcomes if o.problems]
+            return f"{len(self.problems)} problem(s) in {runs}: {', '.join(by)}"
+        if status == "inconclusive":
+            return (f"nothing verified in {runs}: no check that finds training problems could run "
+                    "(see the checks that could not run)")
+        concluded = [o.analyzer for o in self.outcomes if o.status == "ok" and o.defines_verdict]
+        return f"no problems in {runs}; checked by {', '.join(concluded)}"
+
     def rich_summary(self):
-        """A rich table: one row per analyzer with its status and verdict."""
+        """A rich table: one row per analyzer with its status and whole verdict (long
+        verdicts wrap), then, when inconclusive, the checks that could not run."""
         from rich.table import Table
         from rich.text import Text
 
@@ -87,12 +116,21 @@ class Analysis:
             table.add_column(col, overflow="fold")
         colour = STATUS_COLOURS
         for o in self.outcomes:
-            table.add_row(o.analyzer, Text(o.status, style=colour[o.status]), Text(_short(o.summary)))
-        return table
+            table.add_row(o.analyzer, Text(o.status, style=colour[o.status]), Text(o.summary))
+        if self.status != "inconclusive":
+            return table
+        from rich.console import Group
 
+        return Group(table, Text(self.inconclusive_reason(), style="yellow"))
 
-def _short(text: str, limit: int = 300) -> str:
-    return text if len(text) <= limit else text[:limit - 3] + "..."
+    def inconclusive_reason(self) -> str:
+        """Why nothing was verified: the checks that could not run, with what to log."""
+        skipped = [f"{o.analyzer}: {o.summary}" for o in self.outcomes
+                   if o.defines_verdict and o.status == "skipped"]
+        skipped += [f"{r.analyzer}/{c.name}{f' ({c.run_id})' if c.run_id else ''}: {c.detail}"
+                    for r in self.reports for c in dict.fromkeys(r.skipped_checks)]
+        return ("INCONCLUSIVE: no check that finds training problems could run. Could not run:\n  "
+                + "\n  ".join(skipped or ["(no analyzer applied)"]))
 
 
 def analyze(paths, baseline: str | None = None, out_dir="rldk_reports", plots: bool = True,
@@ -176,12 +214,16 @@ def write_index(analysis: Analysis) -> dict[str, str]:
     out.mkdir(parents=True, exist_ok=True)
     (out / "index.json").write_text(to_json(analysis.to_dict()) + "\n", encoding="utf-8")
     rows = [[o.analyzer, o.status, o.problems,
-             f"[card]({o.analyzer}.md)" if o.files else "", _short(o.summary)]
+             f"[card]({o.analyzer}.md)" if o.files else "", o.summary]
             for o in analysis.outcomes]
     text = (f"# rldk analyze\n\nRuns: {escape_markdown(', '.join(analysis.runs))}  \n"
             f"Status: {analysis.status}  \nProblems found: {len(analysis.problems)}\n\n"
             + markdown_table(["analyzer", "status", "problems", "card", "summary"], rows))
     # the card links are ours, not from logs: undo the escaping of their brackets
     text = text.replace("\\[card\\]\\(", "[card](").replace(".md\\)", ".md)")
+    if analysis.status == "inconclusive":
+        lines = analysis.inconclusive_reason().split("\n")
+        text += "\n" + "\n".join(["**" + escape_markdown(lines[0]) + "**", ""]
+                                  + [f"- {escape_markdown(line.strip())}" for line in lines[1:]]) + "\n"
     (out / "index.md").write_text(text, encoding="utf-8")
     return {"json": str(out / "index.json"), "markdown": str(out / "index.md")}

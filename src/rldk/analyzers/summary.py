@@ -18,10 +18,8 @@ import numpy as np
 
 from rldk.analyzers import _series
 from rldk.analyzers.base import Analyzer
-from rldk.core.report import Finding, Report, ReportTable
-
-NAME = "summary"
-CONSUMES = ("metric", "run", "writer")
+from rldk.core.report import Check, Finding, Report, ReportTable, verdict
+from rldk.core.result import Result
 
 #: Per run, rank and event kind other than metric: events and wall-clock span. Row
 #: groups holding only metrics are skipped (Parquet statistics); metric counts come
@@ -73,51 +71,56 @@ class RunSummary:
     write_errors: int
     malformed: dict
 
-    def to_dict(self) -> dict:
-        return {k: list(v) if isinstance(v := getattr(self, k), tuple) else v
-                for k in self.__dataclass_fields__}
-
 
 @dataclass(frozen=True)
-class Result:
+class SummaryResult(Result):
     """runs: one RunSummary per run; metrics: one ``metric_stats`` dict per (run, metric)."""
 
     runs: tuple[RunSummary, ...]
     metrics: tuple[dict, ...]
 
-    def to_dict(self) -> dict:
-        return {"runs": [r.to_dict() for r in self.runs], "metrics": list(self.metrics)}
-
     def report(self) -> Report:
         findings = tuple(f for r in self.runs for f in _findings(r))
-        problems = [f for f in findings if f.is_problem]
+        checks = tuple(Check("run_status", "ran", f"{r.status}, {r.metrics} metric(s)", r.run_id)
+                       for r in self.runs)
         steps = ", ".join(f"{r.run_id} ({r.status}, steps {r.first_step}-{r.last_step}, "
                           f"{r.metrics} metrics)" for r in self.runs)
-        return Report(analyzer=NAME, title="Run summary", status="problems" if problems else "ok",
+        return Report(analyzer=SummaryAnalyzer.name, title=SummaryAnalyzer.title,
+                      status=verdict(findings, checks),
                       summary=f"{len(self.runs)} run(s): {steps}", findings=findings,
                       tables=(_runs_table(self.runs), _metrics_table(self.metrics)),
-                      details=self.to_dict())
+                      details=self.to_dict(), checks=checks)
 
 
-def applies(store) -> bool:
-    return bool(store.run_ids)
+class SummaryAnalyzer(Analyzer):
+    """What each run holds and how it ended (see the module docstring). It describes,
+    it does not check for training problems: its verdict does not make ``rldk analyze``
+    conclusive."""
 
+    name = "summary"
+    title = "Run summary"
+    consumes = ("metric", "run", "writer")
+    Params = Params
+    defines_verdict = False
 
-def run(store, params: Params | None = None) -> Result:
-    """Summarize every run of ``store``."""
-    runs = store.sql(RUNS_SQL)
-    ends: dict[str, list] = {}
-    for run_id, attrs in store.sql(ENDS_SQL).iter_rows():
-        ends.setdefault(run_id, []).append(json.loads(attrs) if attrs else {})
-    summaries, metrics = [], []
-    for run_id in store.run_ids:
-        source = _series.Source(store, run_id)
-        rows = [metric_stats(run_id, s) for batch in _series.iter_series(source)
-                for s in batch.values()]
-        metrics += sorted(rows, key=lambda m: m["name"])
-        summaries.append(_run_summary(run_id, _event_rows(store, runs, source), ends.get(run_id, []),
-                                      rows))
-    return Result(tuple(summaries), tuple(metrics))
+    def applies(self, store) -> bool:
+        return bool(store.run_ids)
+
+    def run(self, store, params: Params | None = None) -> SummaryResult:
+        """Summarize every run of ``store``."""
+        runs = store.sql(RUNS_SQL)
+        ends: dict[str, list] = {}
+        for run_id, attrs in store.sql(ENDS_SQL).iter_rows():
+            ends.setdefault(run_id, []).append(json.loads(attrs) if attrs else {})
+        summaries, metrics = [], []
+        for run_id in store.run_ids:
+            source = _series.Source(store, run_id)
+            rows = [metric_stats(run_id, s) for batch in _series.iter_series(source)
+                    for s in batch.values()]
+            metrics += sorted(rows, key=lambda m: m["name"])
+            summaries.append(_run_summary(run_id, _event_rows(store, runs, source),
+                                          ends.get(run_id, []), rows))
+        return SummaryResult(tuple(summaries), tuple(metrics))
 
 
 def _event_rows(store, runs, source):
@@ -211,18 +214,3 @@ def _metrics_table(metrics) -> ReportTable:
                   m["min"], m["max"], m["mean"], m["non_finite"], m["non_numeric"]) for m in metrics)
     return ReportTable("Metrics", cols, rows)
 
-
-class SummaryAnalyzer(Analyzer):
-    """The ``summary`` analysis (this module's ``run``) behind the one analyzer interface."""
-
-    name = NAME
-    title = "Run summary"
-    consumes = CONSUMES
-    Params = Params
-    defines_verdict = False
-
-    def applies(self, store) -> bool:
-        return applies(store)
-
-    def run(self, store, params=None):
-        return run(store, params if params is not None else Params())

@@ -1,7 +1,8 @@
-"""Analysis commands: ``rldk analyze`` (every applicable analyzer) and ``rldk diff``.
+"""``rldk analyze``: every applicable analyzer over a store, one card each.
 
-Exit codes: 0 clean, 1 failure (unreadable store, no events to analyze), 2 usage
-error, 3 (``EXIT_PROBLEMS``) the analysis ran and found problems / a divergence.
+Exit codes: 0 clean, 1 failure (unreadable store, no events to analyze, an analyzer
+failed), 2 usage error, 3 problems found, 4 inconclusive (no check that finds
+training problems could run: the summary lists what to log).
 """
 from __future__ import annotations
 
@@ -9,31 +10,26 @@ import sys
 
 import click
 
-from rldk.cli import handle_errors
-from rldk.core.errors import EXIT_FAILURE, EXIT_PROBLEMS
-
-
-def _split(text):
-    return tuple(s.strip() for s in text.split(",") if s.strip()) if text else None
+from rldk.cli import emit, exit_for, handle_errors, output_options
+from rldk.core.errors import EXIT_FAILURE
 
 
 @click.command()
 @click.argument("paths", nargs=-1, required=True)
 @click.option("--baseline", metavar="RUN", help="Compare every other run with this one (drift card).")
-@click.option("--out", "out_dir", type=click.Path(file_okay=False), default="rldk_reports",
-              show_default=True, help="Directory for the cards (JSON, Markdown, PNG).")
 @click.option("--no-plots", is_flag=True, help="Write no PNG plots.")
 @click.option("--html", "html_path", type=click.Path(dir_okay=False), default=None,
               help="Also write one self-contained HTML report (as `rldk report`).")
-@click.option("--format", "fmt", type=click.Choice(["table", "json"]), default="table",
-              show_default=True, help="Terminal summary as a rich table or as JSON.")
+@output_options(out_dir="rldk_reports",
+                out_dir_help="Write the cards (JSON, Markdown, PNG plots) and index.json/index.md here.")
 @handle_errors
-def analyze(paths, baseline, out_dir, no_plots, html_path, fmt):
-    """Run every analyzer whose events are present; write cards into --out.
+def analyze(paths, baseline, no_plots, html_path, fmt, output, out_dir):
+    """Run every analyzer whose events are present; write their cards into --out-dir
+    (default rldk_reports) with index.json / index.md.
 
     PATHS: event stores, or logs of another tool (imported first, as `rldk import`).
-    Exits 0 when nothing is wrong, 3 when problems were found, 1 when an analyzer
-    failed or there was nothing to analyze.
+    Exits 0 when nothing is wrong, 3 when problems were found, 4 when nothing could
+    be checked (inconclusive), 1 when an analyzer failed or there was nothing to analyze.
     """
     from rich.progress import Progress
 
@@ -53,17 +49,11 @@ def analyze(paths, baseline, out_dir, no_plots, html_path, fmt):
 
         write_html(open_input(paths), result.reports, html_path,
                    title=f"rldk report: {', '.join(result.runs)}")
-    if fmt == "json":
-        from rldk.core.render import to_json
-
-        click.echo(to_json(result.to_dict()))
-    else:
-        from rich.console import Console
-
-        Console(width=None if sys.stdout.isatty() else 160).print(result.rich_summary())
+    report = result.report()
+    emit(report, fmt, output)
+    click.echo(f"cards: {out_dir}/index.md  json: {out_dir}/index.json", err=True)
     for outcome in result.errors:
         click.echo(f"Error: {outcome.analyzer}: {outcome.summary}", err=True)
     if result.errors:
         sys.exit(EXIT_FAILURE)
-    if result.problems:
-        sys.exit(EXIT_PROBLEMS)
+    exit_for(report)

@@ -11,16 +11,14 @@ _LARGE_BYTES = 16 << 20        # show a progress display above this much input
 @click.command("import")
 @click.argument("format_name", metavar="FORMAT")
 @click.argument("path", type=click.Path(exists=True))
-@click.option("--out", "out", type=click.Path(file_okay=False), default="rldk_runs", show_default=True,
-              help="Event store directory to write the runs into.")
 @click.option("--run-id", default=None, help="Run id (a prefix when PATH holds several runs).")
 @click.option("--strict", is_flag=True, help="Fail on any skipped line or record instead of reporting it.")
 @click.option("--field-map", default=None, help="jsonl/csv: rename fields, e.g. step=global_step,reward=reward_scalar")
 @click.option("--no-crc", is_flag=True, help="tensorboard/openrlhf: skip CRC32C verification.")
-@output_options
+@output_options(out_dir="rldk_runs", out_dir_help="Event store directory to write the runs into.")
 @handle_errors
-def import_cmd(format_name, path, out, run_id, strict, field_map, no_crc, fmt, output):
-    """Import the logs at PATH into the store --out.
+def import_cmd(format_name, path, run_id, strict, field_map, no_crc, fmt, output, out_dir):
+    """Import the logs at PATH into the event store --out-dir.
 
     FORMAT: auto, trl, mlflow, sb3, verl, wandb, openrlhf, tensorboard, jsonl, csv.
     Skipped lines or records are reported (file and line/record); --strict makes
@@ -36,7 +34,7 @@ def import_cmd(format_name, path, out, run_id, strict, field_map, no_crc, fmt, o
     if no_crc:
         options["verify_crc"] = False
     with _progress(path, chosen) as progress:
-        summary = convert_path(path, chosen, out, run_id, strict=strict, progress=progress, **options)
+        summary = convert_path(path, chosen, out_dir, run_id, strict=strict, progress=progress, **options)
     with open_output(output) as stream:
         _render(summary, fmt, stream, detected=format_name == "auto")
 

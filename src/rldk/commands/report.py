@@ -5,26 +5,27 @@ import sys
 
 import click
 
-from rldk.cli import handle_errors
-from rldk.core.errors import EXIT_PROBLEMS
+from rldk.cli import exit_for, handle_errors
+from rldk.core.errors import EXIT_FAILURE
 
 
 @click.command()
 @click.argument("paths", nargs=-1, required=True)
-@click.option("--out", "-o", "out_path", type=click.Path(dir_okay=False), default="rldk_report.html",
+@click.option("--output", "-o", "output", type=click.Path(dir_okay=False), default="rldk_report.html",
               show_default=True, help="The HTML file to write.")
-@click.option("--baseline", metavar="RUN", help="Compare every other run with this one.")
-@click.option("--cards", "cards_dir", type=click.Path(file_okay=False), default=None,
+@click.option("--out-dir", "out_dir", type=click.Path(file_okay=False), default=None,
               help="Also keep the JSON/Markdown cards in this directory.")
+@click.option("--baseline", metavar="RUN", help="Compare every other run with this one.")
 @click.option("--max-points", default=1000, show_default=True,
               help="Curves longer than twice this are downsampled (min/max per step bucket).")
 @handle_errors
-def report(paths, out_path, baseline, cards_dir, max_points):
+def report(paths, output, out_dir, baseline, max_points):
     """Write one self-contained HTML report for the runs in PATHS.
 
     Opens offline in any browser: run overview, findings by severity with evidence
     and fixes, interactive curves of the runs side by side, and every card.
-    Exits 3 when problems were found, like `rldk analyze`.
+    Exits like `rldk analyze`: 3 when problems were found, 4 when nothing could be
+    checked (inconclusive).
     """
     import tempfile
 
@@ -33,10 +34,14 @@ def report(paths, out_path, baseline, cards_dir, max_points):
     from rldk.data import open_input
 
     with tempfile.TemporaryDirectory(prefix="rldk-cards-") as scratch:
-        analysis = analyze(paths, baseline=baseline, out_dir=cards_dir or scratch, plots=False)
-        write_html(open_input(paths), analysis.reports, out_path, max_points=max_points,
+        analysis = analyze(paths, baseline=baseline, out_dir=out_dir or scratch, plots=False)
+        write_html(open_input(paths), analysis.reports, output, max_points=max_points,
                    title=f"rldk report: {', '.join(analysis.runs)}")
-    click.echo(f"wrote {out_path}: {len(analysis.runs)} run(s), {len(analysis.reports)} card(s), "
-               f"{len(analysis.problems)} problem(s)")
-    if analysis.problems:
-        sys.exit(EXIT_PROBLEMS)
+    summary = analysis.report()
+    click.echo(f"wrote {output}: {len(analysis.runs)} run(s), {len(analysis.reports)} card(s), "
+               f"{len(analysis.problems)} problem(s); {summary.status}")
+    for outcome in analysis.errors:
+        click.echo(f"Error: {outcome.analyzer}: {outcome.summary}", err=True)
+    if analysis.errors:
+        sys.exit(EXIT_FAILURE)
+    exit_for(summary)

@@ -15,12 +15,11 @@ import math
 import time
 from dataclasses import dataclass
 
-from rldk import __version__
+from rldk import __version__, semantics
 from rldk.core.report import SEVERITIES, Report
 
-#: metrics shown first when present (their canonical or framework names)
-PREFERRED = ("reward_mean", "reward", "kl", "objective/kl", "loss", "grad_norm", "entropy",
-             "response_length", "completions/mean_length", "lr", "learning_rate")
+#: quantities (``rldk.semantics``) whose curves are shown first, under each run's own names
+PREFERRED = ("reward", "kl_to_ref", "loss", "grad_norm", "entropy", "response_length", "lr")
 
 CURVE_SQL = """
 WITH m AS (
@@ -77,7 +76,8 @@ def choose_metrics(store, reports, limit: int = 24) -> list[str]:
     """Metrics named by findings first, then the usual RL signals, then the rest, alphabetically."""
     names = [r[0] for r in store.sql("SELECT DISTINCT name FROM metrics ORDER BY 1").rows()]
     flagged = [f.metric for rep in reports for f in rep.findings if f.metric in names]
-    ordered = list(dict.fromkeys(flagged + [n for n in PREFERRED if n in names] + names))
+    usual = [n for q in PREFERRED if (n := semantics.resolve_name(q, names)) is not None]
+    ordered = list(dict.fromkeys(flagged + usual + names))
     return ordered[:limit]
 
 
@@ -186,6 +186,8 @@ th{background:#eef1f6}.sev-error{color:#c62828;font-weight:700}.sev-warning{colo
 .zoom{font-size:12px;margin:2px 6px 0 0}.tip{position:fixed;pointer-events:none;background:#1d2330;color:#fff;padding:3px 7px;border-radius:3px;font-size:12px;display:none;z-index:5}
 .card{background:#fff;border:1px solid #dde1e8;border-radius:4px;padding:10px 14px;margin:12px 0}
 .card h3{margin:0 0 4px}.status-ok{color:#2e7d32}.status-problems{color:#c62828}.status-skipped{color:#8a6d00}
+.status-inconclusive{color:#8a6d00;font-weight:bold}.card.inconclusive{border-color:#e0b400;background:#fffbe6}
+.skipped-checks{color:#6b5500}
 .hint{color:#666;font-size:12px;margin:0 0 8px}
 """
 
@@ -239,11 +241,21 @@ function renderFindings() {
 function renderCards() {
   const box = document.getElementById("card-list");
   DATA.cards.forEach(c => {
-    const d = el("div", {class: "card", id: "card-" + c.analyzer});
+    const d = el("div", {class: "card" + (c.status === "inconclusive" ? " inconclusive" : ""),
+                         id: "card-" + c.analyzer});
     const h = el("h3", {}, c.title + " ");
     h.appendChild(el("span", {class: "status-" + c.status}, "[" + c.status + "]"));
     d.appendChild(h);
     d.appendChild(el("p", {}, c.summary));
+    const skipped = (c.checks || []).filter(k => k.status !== "ran");
+    if (c.status === "inconclusive")
+      d.appendChild(el("p", {class: "status-inconclusive"},
+                       "Inconclusive: the checks that define this analysis could not run."));
+    if (skipped.length) {
+      d.appendChild(el("h4", {}, "Checks that could not run"));
+      d.appendChild(table(["check", "run", "why / what to log"],
+                          skipped.slice(0, 200).map(k => [k.name, k.run_id || "", k.detail])));
+    }
     c.findings.forEach(f => d.appendChild(findingNode(Object.assign({analyzer: c.analyzer}, f))));
     c.tables.forEach(t => { d.appendChild(el("h4", {}, t.name)); d.appendChild(table(t.columns, t.rows.slice(0, 200))); });
     box.appendChild(d);

@@ -25,6 +25,7 @@ SEVERITIES = ("info", "warning", "error")       # ascending
 #: the analyzer lacked its events entirely and did not run.
 STATUSES = ("ok", "problems", "inconclusive", "skipped")
 CHECK_STATUSES = ("ran", "skipped")
+INCONCLUSIVE_NOTE = "the checks that define this analysis could not run, so nothing was verified"
 
 
 @dataclass(frozen=True)
@@ -170,6 +171,8 @@ def to_markdown(report: Report | dict, images: dict[str, str] | None = None) -> 
     d = report.to_dict() if isinstance(report, Report) else report
     out = [f"# {escape_markdown(d['title'])}", "",
            f"**Status:** {d['status']}  ", escape_markdown(d["summary"]), ""]
+    if d["status"] == "inconclusive":
+        out += [f"> **INCONCLUSIVE:** {INCONCLUSIVE_NOTE} (listed under Checks).", ""]
     if d["findings"]:
         out += ["## Findings", ""]
         rows = [[f["severity"], f["code"], f["title"], f["run_id"] or "", f["metric"] or "",
@@ -218,9 +221,10 @@ def rich_view(report: Report):
     colour = STATUS_COLOURS[report.status]
     parts = [Text(report.summary)]
     if report.status == "inconclusive":
-        parts.append(Text("Inconclusive: the checks that define this analysis could not run.",
-                          style="bold yellow"))
-    if report.skipped_checks:
+        parts.append(Text(f"INCONCLUSIVE: {INCONCLUSIVE_NOTE}:", style="bold yellow"))
+        for line in dict.fromkeys(_skipped_line(c) for c in report.skipped_checks):
+            parts.append(Text(f"  - {line}", style="yellow"))
+    elif report.skipped_checks:
         names = ", ".join(dict.fromkeys(c.name for c in report.skipped_checks))
         parts.append(Text(f"Could not run: {names}", style="yellow"))
     if report.findings:
@@ -233,6 +237,10 @@ def rich_view(report: Report):
                           Text(f.title), Text(steps), Text(f.fix))
         parts.append(table)
     return Panel(Group(*parts), title=Text(f"{report.title} [{report.status}]"), border_style=colour)
+
+
+def _skipped_line(check: Check) -> str:
+    return f"{check.name}{f' ({check.run_id})' if check.run_id else ''}: {check.detail}"
 
 
 def render_report(report: Report, fmt: str, stream) -> None:

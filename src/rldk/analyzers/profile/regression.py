@@ -1,0 +1,77 @@
+"""Step-time regressions: change points of log step time (binary segmentation of a
+mean shift; a split is kept when a two-sided Mann-Whitney U test gives p < ``alpha``
+and the medians differ by ``min_ratio`` either way)."""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from rldk.analyzers.profile.params import Params
+
+
+@dataclass(frozen=True)
+class ChangePoint:
+    """Step time changed at ``step``: medians before/after (seconds), their ratio, p-value."""
+
+    step: int
+    before: float
+    after: float
+    ratio: float
+    p_value: float
+
+    @property
+    def regression(self) -> bool:
+        return self.ratio > 1
+
+    def to_dict(self) -> dict:
+        # the generic fields plus the derived ``regression`` flag, which readers of the JSON use
+        return {**self.__dict__, "regression": self.regression}
+
+
+def change_points(steps, seconds, params: Params = Params()) -> list[ChangePoint]:
+    """Step-time change points by binary segmentation on log seconds.
+
+    A split is kept when both sides have ``min_segment`` steps, a two-sided
+    Mann-Whitney U test gives p < ``alpha`` and the medians differ by at least
+    ``min_ratio`` either way. Returns them sorted by step.
+    """
+    import numpy as np
+
+    y = np.log(np.asarray(seconds, dtype=float))
+    found: list[ChangePoint] = []
+    stack = [(0, len(y))]
+    while stack and len(found) < params.max_change_points:
+        lo, hi = stack.pop()
+        k = best_split(y[lo:hi], params.min_segment)
+        if k is None:
+            continue
+        cp = _test_split(np.asarray(steps), np.asarray(seconds, dtype=float), lo, lo + k, hi, params)
+        if cp is not None:
+            found.append(cp)
+            stack += [(lo, lo + k), (lo + k, hi)]
+    return sorted(found, key=lambda c: c.step)
+
+
+def best_split(y, min_segment: int) -> int | None:
+    """Index k that best splits ``y`` into two constant means (least squares), or None."""
+    import numpy as np
+
+    n = len(y)
+    if n < 2 * min_segment:
+        return None
+    csum, csq = np.cumsum(y), np.cumsum(y * y)
+    k = np.arange(min_segment, n - min_segment + 1)
+    left = csq[k - 1] - csum[k - 1] ** 2 / k
+    right = (csq[-1] - csq[k - 1]) - (csum[-1] - csum[k - 1]) ** 2 / (n - k)
+    return int(k[np.argmin(left + right)])
+
+
+def _test_split(steps, seconds, lo: int, k: int, hi: int, params: Params) -> ChangePoint | None:
+    import numpy as np
+    from scipy.stats import mannwhitneyu
+
+    before, after = seconds[lo:k], seconds[k:hi]
+    p = float(mannwhitneyu(before, after, alternative="two-sided").pvalue)
+    ratio = float(np.median(after) / np.median(before))
+    if p >= params.alpha or max(ratio, 1 / ratio) < params.min_ratio:
+        return None
+    return ChangePoint(int(steps[k]), float(np.median(before)), float(np.median(after)), ratio, p)
