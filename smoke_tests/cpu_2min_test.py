@@ -295,7 +295,7 @@ class Checker:
 
         bug, t0 = self.plan.bugs["memory_leak"], time.perf_counter()
         for run_id, label in (("memory_leak", bug["bug"]), ("replica-0", "clean run")):
-            r = memory_leak.run(store, memory_leak.Params(run_id=run_id))
+            r = memory_leak.MemoryLeakAnalyzer().run(store, memory_leak.Params(run_id=run_id))
             self.card(r.report(), f"memory_leak/{'leak' if run_id == 'memory_leak' else 'clean'}")
             rss = [t for t in r.trends if t.series == self.plan.memory_series]
             found = ", ".join(f"{t.series}: {'leak' if t.leak else 'no leak'} (onset step {t.onset_step}, "

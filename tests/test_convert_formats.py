@@ -369,7 +369,7 @@ def test_cli_import_prints_a_summary(tmp_path):
     assert result.exit_code == 1
     assert result.output.strip().splitlines()[-1] == (
         f"Error: {tmp_path / 's'}: already holds run 'log'; importing again would duplicate its events: "
-        "pass --run-id NEW_ID or another --out directory")
+        "pass --run-id NEW_ID or another --out-dir directory")
     result = CliRunner().invoke(main, ["import", "csv", str(f), "--out-dir", str(tmp_path / "s"), "--run-id", "log2",
                                        "--format", "json"])
     assert result.exit_code == 0 and json.loads(result.output)["runs"][0]["run_id"] == "log2"

@@ -5,7 +5,7 @@ import click
 
 from rldk.analyzers.checkpoint import CheckpointAnalyzer, diff_checkpoints, resume_check
 from rldk.cli import emit, exit_for, handle_errors, open_output, output_options
-from rldk.commands._options import command_args, split_signals
+from rldk.commands._options import run_options, split_signals
 from rldk.core.render import render_rows
 from rldk.core.report import write_report
 from rldk.data import open_input
@@ -42,9 +42,10 @@ def verify(paths, run_id, deep, fmt, output, out_dir):
               help="Stop and checkpoint after this step (default: the middle of --to).")
 @click.option("--to", "to_step", type=click.IntRange(min=1), default=10, show_default=True,
               help="Compare the runs up to this step (inclusive).")
-@command_args
+@run_options
+@output_options(out_dir=True)
 @handle_errors
-def resume_check_cmd(at_step, to_step, command, shell, timeout, signals, workdir, fmt, out_dir, output=None):
+def resume_check_cmd(at_step, to_step, command, shell, timeout, signals, workdir, fmt, output, out_dir):
     """Check that COMMAND resumed from a checkpoint continues exactly.
 
     Runs COMMAND to --to uninterrupted; then to --at, where it must save a

@@ -217,7 +217,7 @@ def _check_new(store: Path, ids) -> None:
     clash = sorted(rid for rid in set(ids) if any(_SEGMENT.match(n[len(rid):]) for n in names if n.startswith(rid)))
     if clash:
         raise ConvertError(f"{store}: already holds run {clash[0]!r}; importing again would duplicate "
-                           "its events: pass --run-id NEW_ID or another --out directory")
+                           "its events: pass --run-id NEW_ID or another --out-dir directory")
 
 
 def summarize(run_id: str, run: RunData) -> RunSummary:
