@@ -10,6 +10,10 @@ and analysed by the default analyzers exactly as ``rldk analyze`` does. Each
 warning/error finding is then matched against the truth, which was written by
 reading the numbers, before and independently of the detectors:
 
+A log whose metric names no framework table knows (a custom CSV logger) carries a
+``metric_map`` in truth.json, exactly what its user would pass with ``--metric-map``,
+and a ``field_map`` naming its step column, as ``rldk import --field-map`` takes it.
+
 * a truth *event* is **found** when a problem finding names the same event code
   (``EVENT_CODES`` maps finding codes to event codes) for the same quantity
   (metrics resolved through ``rldk.semantics``); it is found **at the exact onset**
@@ -79,21 +83,28 @@ def load_truth() -> dict:
     truth = json.loads((DATA / "truth.json").read_text(encoding="utf-8"))
     logs = dict(truth["logs"])
     for name, entry in truth.get("shared", {}).items():
-        logs[name] = {**entry, "root": str(SHARED)}
+        if "split" in entry:                       # labelled (an unlabelled one is not scored)
+            logs[name] = {**entry, "root": str(ROOT)}
     return logs
 
 
-def analyse(entry: dict, workdir: Path):
-    """The default analyzers' reports on one log (as ``rldk analyze`` runs them)."""
+def analyse(entry: dict, workdir: Path, name: str) -> LogResult:
+    """Score the default analyzers' findings on one log (as ``rldk analyze`` runs them),
+    with the log's metric map active while it is read and scored."""
     from rldk.analyzers.suite import analyze
 
-    root = Path(entry.get("root", DATA))
-    source = root / entry["path"]
-    target = source.parent if FORMATS.get(entry["format"]) in ("trl", "sb3") else source
-    from rldk.data import open_input
+    from rldk import semantics
+    from rldk.converters import ingest
 
-    store = open_input(str(target), adapter=FORMATS.get(entry["format"]))
-    return analyze(store.files, out_dir=workdir, plots=False)
+    source = Path(entry.get("root", DATA)) / entry["path"]
+    target = source.parent if FORMATS.get(entry["format"]) in ("trl", "sb3") else source
+    options = {"field_map": entry["field_map"]} if entry.get("field_map") else {}
+    semantics.use_metric_map(entry.get("metric_map"))      # a log's own names, as a user would map them
+    try:
+        store = ingest(str(target), adapter=FORMATS.get(entry["format"]), **options)
+        return score(name, entry, analyze(store.files, out_dir=workdir, plots=False))
+    finally:
+        semantics.use_metric_map(None)
 
 
 def quantity_of(metric: str | None) -> str | None:
@@ -153,7 +164,7 @@ def run(halves, only: str | None = None, verbose: bool = False) -> dict:
                 continue
             start = time.perf_counter()
             try:
-                r = score(name, entry, analyse(entry, Path(tmp) / name))
+                r = analyse(entry, Path(tmp) / name, name)
             except Exception as exc:                  # a log we cannot read counts as missed
                 r = LogResult(name, entry["split"], entry["healthy"],
                               events=len(entry.get("events", [])), error=f"{type(exc).__name__}: {exc}")

@@ -242,7 +242,7 @@ def test_analyze_applies_rules_to_tensorboard_prefixed_names(tmp_path):
                                                   "train/completions/clipped_ratio": ones * 0.8,
                                                   "train/reward": ones * 0.1}))
     codes = {f.code for f in get("health").run(store).report().findings}
-    assert {"zero_std", "truncation"} <= codes
+    assert {"zero_std_onset", "truncation_onset"} <= codes
 
 
 def test_ppo_estimator_is_not_reported_as_negative_kl(tmp_path):

@@ -309,8 +309,10 @@ def load_metric_map(path) -> dict[str, list[str]]:
 def use_metric_map(mapping: dict[str, list[str]] | str | os.PathLike | None) -> None:
     """Make ``mapping`` (or the map file it names) part of the active table; None resets.
 
-    Names of a known quantity are tried before its built-in names; an unknown
-    canonical name becomes a new signed quantity with no rules.
+    Names of a known quantity are tried before its built-in names, and a name the map
+    gives to one quantity is no longer a name of any other (a custom logger's ``kl``
+    mapped to ``ppo_approx_kl`` is not the KL to the reference); an unknown canonical
+    name becomes a new signed quantity with no rules.
     """
     global _active
     if mapping is None:
@@ -318,7 +320,9 @@ def use_metric_map(mapping: dict[str, list[str]] | str | os.PathLike | None) -> 
         return
     if not isinstance(mapping, dict):
         mapping = load_metric_map(mapping)
-    merged = {q.name: q for q in QUANTITIES}
+    claimed = {n.lstrip("-") for names in mapping.values() for n in names}
+    merged = {q.name: replace(q, names=tuple(n for n in q.names if n.lstrip("-") not in claimed))
+              for q in QUANTITIES}
     for name, names in mapping.items():
         base = merged.get(_BUILTIN.by_alias.get(name, name))
         if base is None:

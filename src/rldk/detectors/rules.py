@@ -24,6 +24,10 @@ from rldk.detectors.regimes import Regime, Regimes, regimes
 #: Shortest regime (logged points) that can serve as the reference level of a fall or
 #: a rise: a single outlier point is not a level the run held.
 MIN_REFERENCE = 3
+#: A bad state that does not last to the end of the run still counts when it holds this
+#: share of the run's points (and at least MIN_REFERENCE): an entropy collapse that the
+#: run later crashes out of is still a collapse, from its first step.
+MIN_STRETCH = 0.1
 #: Entropy collapse: the entropy stays below this share of the highest level it held.
 #: A fifth: healthy LLM/PPO runs lose up to ~60% of their entropy as they learn (the
 #: real healthy logs in benchmarks/data/real: meal planner 3.36 -> 0.84 nats is a 75%
@@ -35,6 +39,8 @@ LENGTH_FACTOR = 3.0
 #: Reward degradation: the reward falls back by at least this share of what the run
 #: had gained (peak minus the lowest level before it) and stays there.
 DEGRADATION_SHARE = 0.5
+#: Reward collapse: share of the values from the onset on that sit exactly at the floor.
+FLOOR_SHARE = 0.8
 #: Ratios (zero-std groups, truncation, clip fraction): a regime at or above this level
 #: is a problem when the run entered it (or started in it) and stayed.
 ZERO_STD_HIGH = 0.5
@@ -74,6 +80,27 @@ def _trough_before(parts, j: int) -> Regime | None:
     return min(held, key=lambda p: p.level) if held else None
 
 
+def _first_stretch(r: Regimes, inside, start: int = 0) -> tuple[int, int] | None:
+    """``(i, j)``: the first run of consecutive regimes ``parts[i:j]`` (from ``start``)
+    that all satisfy ``inside`` and either reach the end of the series or hold at least
+    MIN_STRETCH of its points (a bad state the run stayed in for a while, even if it
+    later recovered or crashed out of it)."""
+    n = len(r.values)
+    need = max(MIN_REFERENCE, int(np.ceil(MIN_STRETCH * n)))
+    i = start
+    while i < len(r.parts):
+        if not inside(r.parts[i]):
+            i += 1
+            continue
+        j = i
+        while j < len(r.parts) and inside(r.parts[j]):
+            j += 1
+        if j == len(r.parts) or r.parts[j - 1].end - r.parts[i].start >= need:
+            return i, j
+        i = j
+    return None
+
+
 def _staying(r: Regimes, inside) -> int | None:
     """Index of the first regime from which every later regime satisfies ``inside``."""
     j = None
@@ -85,8 +112,9 @@ def _staying(r: Regimes, inside) -> int | None:
 
 
 def entropy_collapse(metric: str, steps, values) -> Event | None:
-    """Entropy (positive, discrete policies) stays below ENTROPY_COLLAPSE x a level it held.
-    A differential entropy (negative values: Gaussian policies) has no collapse to zero."""
+    """Entropy (positive, discrete policies) falls below ENTROPY_COLLAPSE x a level it held
+    and stays there (to the end, or for MIN_STRETCH of the run). A differential entropy
+    (negative values: Gaussian policies) has no collapse to zero."""
     values = np.asarray(values, float)
     if np.nanmin(values) <= 0:
         return None
@@ -96,13 +124,16 @@ def entropy_collapse(metric: str, steps, values) -> Event | None:
         if peak is None:
             continue
         limit = peak.level + np.log(ENTROPY_COLLAPSE)
-        if all(p.level < limit for p in r.parts[j:]) and r.parts[j - 1].level >= limit:
-            low = r.parts[-1]
-            return Event("entropy_collapse", metric, r.parts[j].first, int(r.steps[-1]),
-                         "error" if low.raw < ENTROPY_COLLAPSE ** 2 * peak.raw else "warning",
-                         f"{metric} collapsed from {peak.raw:.3g} to {low.raw:.3g} from step {r.parts[j].first}",
-                         {"held": peak.raw, "held_steps": [peak.first, peak.last], "now": low.raw,
-                          "threshold_share": ENTROPY_COLLAPSE})
+        found = _first_stretch(r, lambda p: p.level < limit, j)
+        if found is None or found[0] != j:
+            continue
+        low = min(r.parts[found[0]:found[1]], key=lambda p: p.level)
+        last = r.parts[found[1] - 1].last
+        return Event("entropy_collapse", metric, r.parts[j].first, last,
+                     "error" if low.raw < ENTROPY_COLLAPSE ** 2 * peak.raw else "warning",
+                     f"{metric} collapsed from {peak.raw:.3g} to {low.raw:.3g} from step {r.parts[j].first}",
+                     {"held": peak.raw, "held_steps": [peak.first, peak.last], "low": low.raw,
+                      "threshold_share": ENTROPY_COLLAPSE})
     return None
 
 
@@ -168,27 +199,36 @@ def reward_degradation(metric: str, steps, values) -> Event | None:
 
 
 def reward_collapse(metric: str, steps, values) -> Event | None:
-    """The reward sits at one value (its floor) from some step on: no signal left.
-    Found when the last regimes hold at least 80% of their points exactly at the run's
-    minimum after the run held a higher level, or when the reward is exactly constant
-    for the whole run."""
-    values = np.asarray(values, float)
-    r = regimes(steps, values, "signed")
-    if len(r.values) < 2 * MIN_REFERENCE:
+    """The reward sits at one value, its floor, from some step on: no signal left.
+
+    Onset: the first step at the floor from which at least FLOOR_SHARE of the values
+    to the end are at the floor, over at least MIN_STRETCH of the run, after a higher
+    level (a reward at its floor for the whole run is constant: reported from its first
+    step). "At the floor" is exact up to 1e-9 relative: rewards that collapse sit on a
+    value (0, a format penalty), not near one.
+    """
+    v = np.asarray(values, float)
+    steps = np.asarray(steps)
+    n = len(v)
+    if n < 2 * MIN_REFERENCE:
         return None
-    floor = float(np.min(r.values))
-    tol = 1e-9 * max(1.0, abs(floor))
-    j = _staying(r, lambda p: np.mean(np.abs(r.values[p.start:p.end] - floor) <= tol) >= 0.8)
-    if j is None:
+    floor = float(np.min(v))
+    at = np.abs(v - floor) <= 1e-9 * max(1.0, abs(floor))
+    share = np.cumsum(at[::-1])[::-1] / np.arange(n, 0, -1)          # share at floor in v[k:]
+    need = max(MIN_REFERENCE, int(np.ceil(MIN_STRETCH * n)))
+    ok = at & (share >= FLOOR_SHARE) & (np.arange(n) <= n - need)
+    if not ok.any():
         return None
-    if j == 0 and np.ptp(r.values) > tol:
-        return None                        # at the floor most of the time, from the start: no fall
-    before = r.parts[j - 1].raw if j > 0 else None
-    title = (f"{metric} collapsed to {floor:.4g} from step {r.parts[j].first}"
+    k = int(np.argmax(ok))
+    if k > 0 and not (v[:k].mean() > floor):
+        return None
+    before = float(np.median(v[:k])) if k else None
+    if k == 0 and np.ptp(v) > 0:
+        return None                        # at the floor from the start with a few values above: no fall
+    title = (f"{metric} collapsed to {floor:.4g} from step {int(steps[k])}"
              + (f" (was {before:.4g})" if before is not None else ": constant for the whole run"))
-    return Event("reward_collapse", metric, r.parts[j].first, int(r.steps[-1]), "error", title,
-                 {"floor": floor, "before": before,
-                  "share_at_floor": float(np.mean(np.abs(r.values[r.parts[j].start:] - floor) <= tol))})
+    return Event("reward_collapse", metric, int(steps[k]), int(steps[-1]), "error", title,
+                 {"floor": floor, "before": before, "share_at_floor": float(share[k])})
 
 
 def kl_blowup(metric: str, steps, values) -> Event | None:
@@ -206,17 +246,23 @@ def kl_blowup(metric: str, steps, values) -> Event | None:
 
 
 def grad_norm_explosion(metric: str, steps, values) -> Event | None:
-    """Gradient norm enters a regime GRAD_JUMP x the run's typical (median) level."""
+    """Gradient norm rises to a regime GRAD_JUMP x every level the run was at before it.
+    A run that starts high and settles (warm-up) is not an explosion, nor is a return to
+    a level the run already had (GRPO's near-zero norms at steps without reward variance
+    are removed before this rule sees the series: ``rldk.analyzers.health.onset``)."""
     values = np.asarray(values, float)
     if np.nanmax(values) <= 0:
         return None
-    r = regimes(steps, values, "logscale")
-    typical = float(np.median(r.values))
-    for p in r.parts:
-        if p.size >= 2 and p.raw >= GRAD_JUMP * typical > 0:
+    r = regimes(steps, np.maximum(values, 0), "logscale")
+    for j in range(1, len(r.parts)):
+        top = max(p.level for p in r.parts[:j])
+        p = r.parts[j]
+        if p.size >= 2 and p.level - top >= np.log(GRAD_JUMP):
+            before = max(r.parts[:j], key=lambda q: q.level)
             return Event("grad_norm_explosion", metric, p.first, p.last, "warning",
-                         f"{metric} at {p.raw:.3g} from step {p.first}, {p.raw / typical:.0f}x its median",
-                         {"typical": typical, "level": p.raw, "factor": GRAD_JUMP})
+                         f"{metric} rose to {p.raw:.3g} at step {p.first}, {p.raw / before.raw:.0f}x "
+                         f"anything before (at most {before.raw:.3g})",
+                         {"before_max": before.raw, "level": p.raw, "factor": GRAD_JUMP})
     return None
 
 

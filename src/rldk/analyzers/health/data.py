@@ -1,0 +1,63 @@
+"""What the health rules see of one run: its series by quantity, resolved through
+``rldk.semantics`` (a negated form such as SB3's ``entropy_loss`` comes back with its
+sign restored), its own metric names, and its config."""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from rldk import semantics
+from rldk.analyzers import _series
+
+
+@dataclass(frozen=True)
+class RunData:
+    """One run as the rules see it: series and names by canonical quantity, config."""
+
+    run_id: str
+    series: dict
+    names: dict          # canonical -> metric name as logged
+    config: dict
+    signs: dict = field(default_factory=dict)    # canonical -> -1 where logged negated
+
+    def get(self, canonical):
+        return self.series.get(canonical)
+
+
+def how_to_log(canonical: str) -> str:
+    """``entropy (log it as entropy, objective/entropy or actor/entropy)``: what enables a rule."""
+    q = semantics.quantity(canonical)
+    names = [n for n in (q.names if q else ()) if not n.startswith("-")][:3]
+    if not names:
+        return canonical
+    listed = names[0] if len(names) == 1 else f"{', '.join(names[:-1])} or {names[-1]}"
+    return f"{canonical} (log it as {listed})"
+
+
+def curve_of(data: RunData, canonical: str, f) -> dict:
+    label = f"-{f.metric}" if data.signs.get(canonical, 1) == -1 else f.metric
+    return curve(data.series[canonical], label)
+
+
+def load_run(source, wanted) -> RunData:
+    """Resolve and load the quantities ``wanted`` for one run (a ``_series.Source``)."""
+    available = _series.metric_counts(source)
+    found = {c: r for c in wanted if (r := semantics.resolve(c, available)) is not None}
+    loaded = _series.load_series(source, sorted({r.metric for r in found.values()}))
+    series = {}
+    for c, r in found.items():
+        s = loaded[r.metric]
+        series[c] = s if r.sign == 1 else _series.Series(s.name, s.steps, -s.values, s.duplicates,
+                                                          s.non_numeric, s.first_non_numeric)
+    names = {c: r.metric for c, r in found.items()}
+    signs = {c: r.sign for c, r in found.items()}
+    return RunData(source.run_id, series, names, _series.run_facts(source).meta.get("config") or {},
+                   signs)
+
+
+def curve(series, metric, points: int = 400) -> dict:
+    n = len(series)
+    idx = np.unique(np.linspace(0, n - 1, min(n, points)).astype(int)) if n else np.array([], int)
+    return {"metric": metric, "steps": series.steps[idx].tolist(),
+            "values": [float(v) if np.isfinite(v) else None for v in series.values[idx]]}

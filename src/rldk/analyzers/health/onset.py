@@ -1,0 +1,98 @@
+"""The onset-aware rules: a quantity entered a bad regime and stayed, from step N.
+
+Each rule is a function of ``rldk.detectors.rules`` (the regime maths, thresholds
+and their justification live there, shared with ``rldk watch`` and the in-process
+guards); this module turns its events into findings with a fix.
+
+=====================  ===================  ==========================================
+code                   quantity             what
+=====================  ===================  ==========================================
+entropy_collapse       entropy              stays below 20% of a level it held
+length_collapse        response_length      stays below 1/3 of a level it held
+length_explosion       response_length      stays above 3x a level it held
+truncation_onset       truncation_ratio     enters and stays at >= 50% truncated
+zero_std_onset         zero_std_frac        enters and stays at >= 50% zero-std groups
+reward_collapse        reward               sits at its floor from some step on
+reward_degradation     reward, episode_     falls back by half its gain and stays
+                       return
+kl_blowup              kl_to_ref            jumps above 1 nat, 10x the level before
+grad_norm_explosion    grad_norm            a regime 10x the run's median
+clip_ratio_blowup      clip_ratio           enters and stays at >= 30% clipped
+=====================  ===================  ==========================================
+"""
+from __future__ import annotations
+
+import numpy as np
+
+from rldk.analyzers.health.data import RunData
+from rldk.analyzers.health.params import NotApplicable, Params, at_least
+from rldk.core.report import Finding
+from rldk.detectors import rules
+
+#: Fewest finite values an onset rule judges (a regime needs a few points to exist).
+MIN_POINTS = 6
+
+FIXES = {
+    "entropy_collapse": "The policy became nearly deterministic and stopped exploring: raise the "
+                        "entropy bonus or the KL coefficient, lower the learning rate, or look for "
+                        "a narrow behaviour the reward over-pays.",
+    "length_collapse": "Short answers are being rewarded: check the reward for a length bias or an "
+                       "exploit (empty or truncated answers scoring well) and the EOS handling.",
+    "length_explosion": "Long answers are being rewarded: add a length penalty or normalise the "
+                        "reward by length, and check that truncated answers are not reinforced.",
+    "truncation_onset": "Raise max_completion_length, reward concise answers, or mask truncated "
+                        "completions from the loss (TRL: mask_truncated_completions=True).",
+    "zero_std_onset": "GRPO gets no advantage when every completion of a prompt scores the same: "
+                      "make the reward less sparse (partial credit), raise num_generations or "
+                      "temperature, or drop prompts that are always solved or always failed.",
+    "reward_collapse": "The reward no longer varies: check the reward function (an exception "
+                       "caught as 0, a parser that no longer matches), and the policy's outputs "
+                       "at the onset step.",
+    "reward_degradation": "The run unlearned what it had learned: lower the learning rate, raise "
+                          "the KL/entropy regularisation, and compare the policy before and after "
+                          "the onset step (keep the checkpoint from before it).",
+    "kl_blowup": "The policy ran away from the reference: lower the learning rate, raise the KL "
+                 "coefficient, and check the onset step's batch for degenerate samples.",
+    "grad_norm_explosion": "Gradients exploded: clip the gradient norm, lower the learning rate, "
+                           "and check the onset step's batch and loss for overflow.",
+    "clip_ratio_blowup": "Most PPO ratios are clipped: updates are too large; lower the learning "
+                         "rate or the number of PPO epochs per batch.",
+}
+
+
+#: Quantities that are trivially ~0 at GRPO steps where every group's rewards tie (no
+#: advantage, no gradient): those steps are not the run's level for them.
+NEEDS_SIGNAL = ("grad_norm", "loss", "clip_ratio")
+
+
+def _with_signal(run: RunData, quantity: str, steps, values):
+    """``steps, values`` without the steps where ``zero_std_frac`` is 1 (no reward
+    variance in any group), for quantities in NEEDS_SIGNAL."""
+    zero = run.get("zero_std_frac")
+    if quantity not in NEEDS_SIGNAL or zero is None:
+        return steps, values
+    silent = set(zero.steps[zero.values >= 1.0].tolist())
+    keep = np.array([s not in silent for s in steps.tolist()], dtype=bool)
+    return steps[keep], values[keep]
+
+
+def onset_rule(quantity: str, run: RunData, params: Params) -> list[Finding]:
+    """Every onset rule of ``quantity`` on one run."""
+    series = run.get(quantity)
+    finite = np.isfinite(series.values)
+    at_least(series.values[finite], MIN_POINTS)
+    if quantity == "entropy" and np.min(series.values[finite]) <= 0:
+        raise NotApplicable("the entropy takes values <= 0 (a differential entropy of continuous "
+                            "actions): a collapse to zero is not defined")
+    metric = run.names.get(quantity, quantity)
+    steps, values = _with_signal(run, quantity, series.steps[finite], series.values[finite])
+    out = []
+    for rule in rules.RULES[quantity]:
+        event = rule(metric, steps, values)
+        if event is not None and not (event.code == "reward_degradation"
+                                      and any(f.code == "reward_collapse" for f in out)):
+            out.append(Finding(code=event.code, severity=event.severity, title=event.title,
+                               run_id=run.run_id, metric=metric, steps=(event.onset, event.last),
+                               evidence={"onset": event.onset, **event.evidence},
+                               fix=FIXES[event.code]))
+    return out
