@@ -18,9 +18,9 @@ and a ``field_map`` naming its step column, as ``rldk import --field-map`` takes
   (``EVENT_CODES`` maps finding codes to event codes) for the same quantity
   (metrics resolved through ``rldk.semantics``); it is found **at the exact onset**
   when the finding's first step equals the event's onset step (+-0 steps);
-* a problem finding that matches no event and no listed benign feature is a
-  **false alarm**; on a healthy log any problem finding that matches no benign
-  feature is one;
+* a problem finding that matches no event and no listed benign (or ``ambiguous``:
+  labelled neither way by the truth) feature is a **false alarm**; on a healthy log
+  any problem finding that matches none is one;
 * a healthy log **exits 3** when any problem finding remains (what ``rldk analyze``
   would do to a CI gate).
 
@@ -53,11 +53,16 @@ EVENT_CODES = {
     "truncation_onset": "truncation_onset", "truncation": "truncation_onset",
     "grad_norm_explosion": "grad_norm_explosion", "nan_onset": "nan_onset",
     "entropy_collapse": "entropy_collapse", "zero_std_onset": "zero_std_onset",
-    "zero_std": "zero_std_onset", "clip_ratio_blowup": "clip_ratio_blowup", "spike": "loss_spike",
+    "zero_std": "zero_std_onset", "zero_std_groups": "zero_std_onset",
+    "clip_ratio_blowup": "clip_ratio_blowup", "spike": "loss_spike", "loss_divergence": "loss_spike",
     "loss_spike": "loss_spike",
 }
+#: Event codes that name one failure under two labels: the truth's labellers drew the line
+#: between a reward that "collapsed" and one that "degraded" differently (to the start
+#: level, or to half the gain), so a finding of either matches an event of either.
+FAMILIES = {"reward_collapse": "reward_lost", "reward_degradation": "reward_lost"}
 TARGETS = {"found": 0.95, "exact": 0.85, "false_alarms_per_healthy": 0.05, "healthy_exit3_share": 1 / 20}
-FORMATS = {"trl": "trl", "sb3": "sb3", "sb3_monitor": "csv", "cleanrl": "csv", "verl": "verl",
+FORMATS = {"trl": "trl", "sb3": "sb3", "sb3_monitor": "sb3", "cleanrl": "csv", "verl": "verl",
            "llamafactory": "jsonl", "jsonl": "jsonl", "csv": "csv"}
 
 
@@ -84,7 +89,7 @@ def load_truth() -> dict:
     logs = dict(truth["logs"])
     for name, entry in truth.get("shared", {}).items():
         if "split" in entry:                       # labelled (an unlabelled one is not scored)
-            logs[name] = {**entry, "root": str(ROOT)}
+            logs[name] = {**entry, "root": str(ROOT)}   # their paths are relative to the checkout
     return logs
 
 
@@ -122,8 +127,10 @@ def score(name: str, entry: dict, analysis) -> LogResult:
     problems = [f for r in analysis.reports for f in r.findings if f.is_problem]
     used = set()
     for event in entry.get("events", []):
+        family = FAMILIES.get(event["code"], event["code"])
         hits = [i for i, f in enumerate(problems)
-                if EVENT_CODES.get(f.code) == event["code"] and quantity_of(f.metric) == event["quantity"]]
+                if FAMILIES.get(EVENT_CODES.get(f.code), EVENT_CODES.get(f.code)) == family
+                and quantity_of(f.metric) == event["quantity"]]
         if not hits:
             result.missed.append(event)
             continue
@@ -136,7 +143,7 @@ def score(name: str, entry: dict, analysis) -> LogResult:
         else:
             result.late.append({"event": event, "reported": first})
     for i, f in enumerate(problems):
-        if i in used or _benign(f, entry.get("benign", [])):
+        if i in used or _benign(f, entry.get("benign", []) + entry.get("ambiguous", [])):
             continue
         result.false_alarms.append({"code": f.code, "metric": f.metric, "steps": f.steps,
                                     "title": f.title})

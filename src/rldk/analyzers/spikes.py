@@ -44,6 +44,14 @@ KL_QUANTITIES = ("kl_to_ref", "ppo_approx_kl")
 MIN_AFTER = 3
 
 
+def _ratio_scale(name: str) -> bool:
+    """Whether a spike of ``name`` can be judged by its ratio to its level: only for
+    log-scale quantities (grad norm, KLs; rldk.semantics kinds). A signed loss crosses
+    zero and its ratios are meaningless; the value loss follows the returns (INFO_ONLY)."""
+    q = semantics.quantity(_quantity(name) or "")
+    return q is not None and q.log_scale and q.name not in INFO_ONLY
+
+
 def _quantity(name: str) -> str | None:
     q, split, sign = semantics.classify(name)
     return q.name if q is not None and split == "train" and sign == 1 else None
@@ -230,7 +238,7 @@ def _spikes(run_id, name, series, idx, medians, recovered, gate, params) -> Spik
                   worst_step=int(steps[worst]), worst_ratio=float(ratios[worst]),
                   rows=len(series), explained=explained,
                   recovered=recovered, severe=(float(ratios[worst]) >= params.severe
-                                               and _quantity(name) not in INFO_ONLY))
+                                               and _ratio_scale(name)))
 
 
 def _finding(s: Spikes) -> Finding:

@@ -19,10 +19,13 @@ import numpy as np
 
 #: Consistency constant of the MAD for a normal distribution.
 MAD_TO_SIGMA = 1.4826
-#: Relative floor of the log transform: values below this share of the series'
-#: typical positive value are clipped (log 0 is not a number; a collapse to zero
-#: reads as a fall of log(1/LOG_FLOOR) = 9.2 nats).
-LOG_FLOOR = 1e-4
+#: Relative floor of the log transform: values below this share of the series' high
+#: level (95th percentile of its positive values) are clipped. log 0 is not a number,
+#: and below a thousandth of where a quantity ran, its relative noise is meaningless (an
+#: entropy of 1e-16 vs 1e-12 nats is the same collapsed policy): a collapse to zero reads
+#: as a fall of log(1/LOG_FLOOR) = 6.9 nats, with the noise of the collapsed stretch
+#: bounded instead of exploding.
+LOG_FLOOR = 1e-3
 
 
 def transform(values: np.ndarray, kind: str) -> np.ndarray:
@@ -33,7 +36,7 @@ def transform(values: np.ndarray, kind: str) -> np.ndarray:
         positive = values[values > 0]
         if positive.size == 0:
             return values.copy()
-        floor = LOG_FLOOR * float(np.median(positive))
+        floor = LOG_FLOOR * float(np.quantile(positive, 0.95))
         return np.log(np.maximum(values, floor))
     if kind == "ratio":
         return np.arcsin(np.sqrt(np.clip(values, 0.0, 1.0)))

@@ -58,6 +58,10 @@ RULES: tuple[Rule, ...] = (
         ("kl_blowup", "kl_to_ref", "KL above 1 nat, 10x the level before"),
         ("grad_norm_explosion", "grad_norm", "grad norm 10x a level it held"),
         ("clip_ratio_blowup", "clip_ratio", "clip fraction entering >= 30% and staying"),
+        ("approx_kl_blowup", "ppo_approx_kl", "PPO approx KL at >= 0.1 nats per update, staying"),
+        ("loss_divergence", "loss", "a positive loss 100x a level it held, staying"),
+        ("value_loss_divergence", "value_loss", "value loss 100x a level it held, staying"),
+        ("dpo_accuracy_collapse", "dpo_accuracy", "preference accuracy stuck at one value"),
     ) if q in onset_rules.RULES),
 )
 #: Every quantity some rule reads (loaded once per run).

@@ -51,10 +51,13 @@ FIXES = {
     "reward_degradation": "The run unlearned what it had learned: lower the learning rate, raise "
                           "the KL/entropy regularisation, and compare the policy before and after "
                           "the onset step (keep the checkpoint from before it).",
-    "kl_blowup": "The policy ran away from the reference: lower the learning rate, raise the KL "
-                 "coefficient, and check the onset step's batch for degenerate samples.",
+    "kl_blowup": "The policy moves too far per update (or from the reference): lower the learning "
+                 "rate, raise the KL coefficient or set target_kl, and check the onset step's "
+                 "batch for degenerate samples.",
     "grad_norm_explosion": "Gradients exploded: clip the gradient norm, lower the learning rate, "
                            "and check the onset step's batch and loss for overflow.",
+    "loss_divergence": "The loss diverged and did not come back: lower the learning rate, clip "
+                       "gradients, and (DQN) check the target-network update and reward scale.",
     "clip_ratio_blowup": "Most PPO ratios are clipped: updates are too large; lower the learning "
                          "rate or the number of PPO epochs per batch.",
 }

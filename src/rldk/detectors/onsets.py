@@ -1,0 +1,137 @@
+"""Where a bad state starts: the first logged step in the state from which the series stays.
+
+A rule says what the state is, pointwise (``values < 0.2 x the level the entropy
+held``); ``state_run`` finds the first run of points in it that lasts (to the end of
+the log, or for MIN_STRETCH of it), tolerating brief excursions out of it; its first
+point is the onset a person reads off the numbers. ``level_of`` is the robust level
+a series held around each point (a centred rolling median), which rules use as their
+reference: the highest level held, wherever it lies, never "the first tenth".
+``stretch``/``first_staying`` do the same over regimes (``rldk.detectors.regimes``).
+"""
+from __future__ import annotations
+
+import numpy as np
+
+from rldk.detectors.regimes import Regime, Regimes
+
+#: Shortest regime (logged points) that can serve as the reference level of a fall or
+#: a rise: a single outlier point is not a level the run held.
+MIN_REFERENCE = 3
+#: A bad state that does not last to the end of the run still counts when it holds this
+#: share of the run's points (and at least MIN_REFERENCE): an entropy collapse that the
+#: run later crashes out of is still a collapse, from its first step.
+MIN_STRETCH = 0.1
+#: Inside a bad state, this share of the points may stray back out (noise, brief bumps)
+#: without ending the state, in excursions of at most MAX_EXCURSION consecutive points; a
+#: longer excursion is a recovery and the state starts again after it. The labelled real
+#: logs show such bumps in 1-3% of points, one or two values long.
+STRAY = 0.05
+MAX_EXCURSION = 2
+
+
+def held_peak(parts, j: int) -> Regime | None:
+    """The highest regime before index ``j`` that lasted MIN_REFERENCE points."""
+    held = [p for p in parts[:j] if p.size >= MIN_REFERENCE]
+    return max(held, key=lambda p: p.level) if held else None
+
+
+def held_trough(parts, j: int) -> Regime | None:
+    """The lowest regime before index ``j`` that lasted MIN_REFERENCE points."""
+    held = [p for p in parts[:j] if p.size >= MIN_REFERENCE]
+    return min(held, key=lambda p: p.level) if held else None
+
+
+def stretch(r: Regimes, inside, start: int = 0) -> tuple[int, int] | None:
+    """``(i, j)``: the first run of consecutive regimes ``parts[i:j]`` (from ``start``)
+    that all satisfy ``inside`` and either reach the end of the series or hold at least
+    MIN_STRETCH of its points."""
+    need = max(MIN_REFERENCE, int(np.ceil(MIN_STRETCH * len(r.values))))
+    i = start
+    while i < len(r.parts):
+        if not inside(r.parts[i]):
+            i += 1
+            continue
+        j = i
+        while j < len(r.parts) and inside(r.parts[j]):
+            j += 1
+        if j == len(r.parts) or r.parts[j - 1].end - r.parts[i].start >= need:
+            return i, j
+        i = j
+    return None
+
+
+def first_staying(bad: np.ndarray, lo: int, hi: int) -> int | None:
+    """The first index ``k`` in ``[lo, hi)`` with ``bad[k]`` true from which the series
+    stays in the state to ``hi``: no excursion out of it longer than MAX_EXCURSION points,
+    and at most STRAY of the points out of it."""
+    part = np.asarray(bad[lo:hi], dtype=bool)
+    if not part.any():
+        return None
+    start = _after_last_long_excursion(part)
+    share = np.cumsum(part[::-1])[::-1] / np.arange(len(part), 0, -1)
+    ok = part & (share >= 1 - STRAY)
+    ok[:start] = False
+    return lo + int(np.argmax(ok)) if ok.any() else None
+
+
+def _after_last_long_excursion(part: np.ndarray) -> int:
+    """Index just after the last run of False longer than MAX_EXCURSION (0 if none)."""
+    out = ~part
+    if not out.any():
+        return 0
+    edges = np.flatnonzero(np.diff(np.concatenate([[0], out.astype(np.int8), [0]])))
+    starts, ends = edges[::2], edges[1::2]
+    long = np.flatnonzero(ends - starts > MAX_EXCURSION)
+    return int(ends[long[-1]]) if len(long) else 0
+
+
+def onset_in(r: Regimes, found: tuple[int, int], bad: np.ndarray) -> int:
+    """The onset index of a stretch ``found`` of regimes: its first point in the state
+    (``bad``) from which it stays there; the stretch's first point when none is."""
+    lo, hi = r.parts[found[0]].start, r.parts[found[1] - 1].end
+    k = first_staying(bad, lo, hi)
+    return lo if k is None else k
+
+
+#: Points in the centred rolling median that gives the level a series held around a
+#: point: robust to a lone outlier on either side, short enough to see a collapse that
+#: takes 5-10 logged values (the fast entropy collapses of the real logs).
+LEVEL_WINDOW = 5
+
+
+def level_of(values: np.ndarray) -> np.ndarray:
+    """The level each point's neighbourhood held: a centred rolling median of
+    LEVEL_WINDOW points."""
+    import polars as pl
+
+    n = len(values)
+    window = LEVEL_WINDOW
+    if n < window:
+        return np.full(n, float(np.median(values))) if n else np.asarray(values, float)
+    return (pl.Series(np.asarray(values, float))
+            .rolling_median(window_size=window, center=True, min_samples=1).to_numpy())
+
+
+def state_run(bad: np.ndarray, lo: int = 0, final: bool = False) -> tuple[int, int] | None:
+    """``(k, end)``: the first run of points from ``lo`` in the state (``bad``) that lasts
+    to the end of the series or, unless ``final``, for MIN_STRETCH of it; excursions out
+    of the state of at most MAX_EXCURSION points stay inside the run, and at most STRAY
+    of its points may be out. ``k`` is a point in the state (the onset)."""
+    bad = np.asarray(bad, dtype=bool)
+    n = len(bad)
+    need = max(MIN_REFERENCE, int(np.ceil(MIN_STRETCH * n)))
+    for k, end in _runs(bad, lo):
+        if (end == n or (not final and end - k >= need)) and np.mean(~bad[k:end]) <= STRAY:
+            return k, end
+    return None
+
+
+def _runs(bad: np.ndarray, lo: int):
+    """Maximal runs of ``bad`` from ``lo``, merging runs separated by short excursions."""
+    idx = np.flatnonzero(bad[lo:]) + lo
+    if not len(idx):
+        return
+    breaks = np.flatnonzero(np.diff(idx) > MAX_EXCURSION + 1)
+    starts = np.concatenate([[idx[0]], idx[breaks + 1]])
+    ends = np.concatenate([idx[breaks] + 1, [idx[-1] + 1]])
+    yield from zip(starts.tolist(), ends.tolist())
