@@ -1,43 +1,33 @@
-"""Analysis speed: ``first_divergence`` and ``rldk analyze`` against pandas and Polars.
+"""Analysis speed: ``rldk analyze`` against the engines it runs on, as ratios.
 
-    python benchmarks/analyze.py [--steps 200000] [--metrics 50] [--repeats 3] [--workdir DIR]
-    python benchmarks/analyze.py --steps 1000000 --only rldk --repeats 1     # the 100M-event case
+    python benchmarks/analyze.py                       # 1M and 10M events, scaling, rldk runs
+    python benchmarks/analyze.py --events 1e6 --skip-scaling --skip-runs   # one quick ratio
+    python benchmarks/analyze.py --large               # also 50M events (minutes)
 
-Data (generated first, never timed): two runs of STEPS steps x METRICS metrics,
-written through the real writer (``EventWriter.append_table``) into one event
-store, and the same numbers as JSONL logs (one JSON object per step, as TRL's and
-verl's file loggers write them). Run B has another seed, a level shift in
-``reward`` from 60% of the run, NaN grad norms at three steps and loss spikes.
+Every figure is a whole process (``python -m rldk.cli ...`` or ``python -c ...``)
+timed from outside (wall; CPU and peak RSS through ``/usr/bin/time``), the commands of a
+comparison alternating A B A B so that drift of a shared machine hits both; the
+ratios are medians of the pair-by-pair ratios.
 
-Tools, each in a fresh subprocess (so peak RSS is its own; library imports happen
-before the clock):
-
-- ``rldk-divergence``: ``first_divergence(a, b)`` over every metric (exact and
-  statistical levels);
-- ``rldk-analyze``: ``rldk.analyzers.suite.analyze(store, baseline="a")`` with the
-  summary, NaN-onset, spike, health and divergence analyzers, cards written
-  (``rldk-analyze-plots`` adds the PNGs; ``rldk-analyze-all`` runs every analyzer
-  in ``BUILTIN``, as the ``rldk analyze`` command does);
-- ``pandas-jsonl``: ``pandas.read_json(lines=True)`` of both logs, then the same
-  computation (summary, NaN onset, rolling-median spikes, health rules, exact
-  first difference and warm-up-band CUSUM per metric) with pandas/NumPy;
-- ``pandas-parquet`` / ``polars-parquet``: the same from the event store's Parquet
-  files, pivoted to one column per metric with pandas / Polars.
-
-- ``pandas-jsonl-long``: the same from one JSONL line per event (run_id, step, name,
-  value), the long format of the issue's baseline, read in chunks of 2M lines.
-
-Medians over ``--repeats`` of wall-clock and CPU (user + system) seconds; each
-tool's figures are also shown as multiples of ``rldk-analyze``'s. On a shared
-machine the CPU seconds are the steadier comparison. Results go to
-benchmarks/results/analyze-<steps>x<metrics>.json.
+1. ``rldk analyze --no-plots`` (every default analyzer) on two runs x N events
+   (50 metrics; run b has a reward shift, NaNs and loss spikes) against
+   hand-written DuckDB and Polars queries that compute the same first divergence
+   per metric (first step where a and b differ) and per-metric summaries
+   (rows, min, max, mean, last). Targets: <= 2x the engine, <= 1.5 GB peak. Each
+   analyzer's share of the analysis comes from ``index.json``.
+2. Scaling: ``rldk analyze`` over events (1 run pair, 0.1M to 1M+), runs (1 to
+   1,000 small runs) and metrics (10 to 400 ``rewards/*/mean`` metrics); the fitted
+   exponent of (time - startup) against size, startup being the same command on the
+   smallest input's import-only cost. Target <= 1.1.
+3. ``rldk runs`` on 10,000 files against one DuckDB ``GROUP BY run_id`` over them
+   (target <= 1.5x).
 """
 from __future__ import annotations
 
 import argparse
 import json
+import math
 import os
-import resource
 import shutil
 import statistics
 import subprocess
@@ -49,340 +39,277 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 NAMED = ["loss", "grad_norm", "kl", "entropy", "reward", "reward_std", "learning_rate",
          "completions/mean_length", "completions/clipped_ratio", "frac_reward_zero_std"]
-SPIKY = ("loss", "grad_norm", "kl")
 #: (level, scale of the variation) of each NAMED metric
 LEVELS = [(1.0, 1.0), (1.0, 1.0), (0.05, 0.05), (2.0, 1.0), (0.5, 1.0), (0.3, 0.3), (1e-5, 0.0),
           (200.0, 100.0), (0.02, 0.02), (0.05, 0.05)]
-TOOLS = ("rldk-divergence", "rldk-analyze", "rldk-analyze-plots", "rldk-analyze-all",
-         "pandas-jsonl", "pandas-jsonl-long", "pandas-parquet", "polars-parquet")
-#: The analyzers of the drift / training-health card (``rldk-analyze``); ``rldk-analyze-all``
-#: runs every analyzer in ``rldk.analyzers.BUILTIN``, as the ``rldk analyze`` command does.
-CORE = ("summary", "nan_onset", "spikes", "health", "divergence")
+ENV = dict(os.environ, PYTHONPATH=os.pathsep.join([str(ROOT / "src"), os.environ.get("PYTHONPATH", "")]))
+ENV.pop("PYTHONDONTWRITEBYTECODE", None)      # time what an installed rldk does: bytecode cached
 
 
 # ---------------------------------------------------------------------- data
 def metric_names(m: int) -> list[str]:
-    return NAMED[:m] + [f"rewards/fn{i:02d}/mean" for i in range(max(0, m - len(NAMED)))]
+    return NAMED[:m] + [f"rewards/fn{i:03d}/mean" for i in range(max(0, m - len(NAMED)))]
 
 
 def run_values(steps: int, m: int, seed: int, bug: bool):
-    """(steps,) int64 and (steps, m) float64: a curve shared by both runs (a random
-    walk drawn with a fixed seed) plus noise drawn with the run's ``seed``."""
+    """(steps,) int64 and (steps, m) float64: a shared random walk plus the run's noise."""
     import numpy as np
 
     t = np.arange(steps)
     walk = np.cumsum(np.random.default_rng(0).normal(scale=0.01, size=(steps, m)), axis=0)
     noise = np.random.default_rng(seed).normal(scale=0.05, size=(steps, m))
     values = 1.0 + 0.1 * np.sin(t / 500.0)[:, None] + walk * 0.1 + noise
-    for j, (offset, scale) in enumerate(LEVELS[:m]):     # the named metrics' usual ranges
+    for j, (offset, scale) in enumerate(LEVELS[:m]):
         values[:, j] = np.abs(offset + scale * (values[:, j] - 1.0))
-    if bug:
+    if bug and m > 4:
         values[int(steps * 0.6):, 4] += 1.0              # reward: level shift
         values[[steps // 5, steps // 3, steps // 2], 1] = np.nan
         values[[steps // 4, steps // 4 + 1], 0] *= 20.0  # loss spikes
     return t.astype(np.int64), values
 
 
-def generate(workdir: Path, steps: int, m: int, jsonl: bool) -> dict:
-    """Write the store (real writer) and the JSONL logs; returns their paths."""
+def write_run(store: Path, run_id: str, steps: int, m: int, seed: int, bug: bool) -> None:
+    """One run through the real writer (``EventWriter.append_table``)."""
     import numpy as np
     import pyarrow as pa
 
     from rldk.writer import EventWriter
 
-    store = workdir / "store"
     names = metric_names(m)
-    paths = {"store": str(store), "jsonl": {}}
-    for run_id, seed, bug in (("a", 1, False), ("b", 2, True)):
-        t, values = run_values(steps, m, seed, bug)
-        with EventWriter(store, run_id, seed=seed, capture_env=False, segment_rows=5_000_000) as w:
-            chunk = max(1, 2_000_000 // m)
-            for lo in range(0, steps, chunk):
-                hi = min(steps, lo + chunk)
-                n = (hi - lo) * m
-                w.append_table(pa.table({
-                    "step": np.repeat(t[lo:hi], m), "wall_time": np.repeat(t[lo:hi] * 0.5 + 1.7e9, m),
-                    "kind": pa.array(["metric"] * n),
-                    "name": pa.DictionaryArray.from_arrays(np.tile(np.arange(m, dtype=np.int32), hi - lo),
-                                                           names).cast(pa.string()),
-                    "value": values[lo:hi].reshape(-1)}))
-        if jsonl:
-            paths["jsonl"][run_id] = str(workdir / f"{run_id}.jsonl")
-            _write_jsonl(paths["jsonl"][run_id], t, values, names)
-    if jsonl:
-        paths["long_jsonl"] = str(workdir / "events.jsonl")
-        _write_long_jsonl(paths["long_jsonl"], steps, m, names)
-    return paths
+    t, values = run_values(steps, m, seed, bug)
+    with EventWriter(store, run_id, seed=seed, capture_env=False, segment_rows=5_000_000) as w:
+        chunk = max(1, 2_000_000 // m)
+        for lo in range(0, steps, chunk):
+            hi = min(steps, lo + chunk)
+            n = (hi - lo) * m
+            w.append_table(pa.table({
+                "step": np.repeat(t[lo:hi], m), "wall_time": np.repeat(t[lo:hi] * 0.5 + 1.7e9, m),
+                "kind": pa.array(["metric"] * n),
+                "name": pa.DictionaryArray.from_arrays(np.tile(np.arange(m, dtype=np.int32), hi - lo),
+                                                       names).cast(pa.string()),
+                "value": values[lo:hi].reshape(-1)}))
 
 
-def _write_long_jsonl(path, steps, m, names):
-    """Both runs as one event per line: {"run_id", "step", "name", "value"} (NaN as null)."""
-    import orjson
-
-    with open(path, "wb") as f:
+def pair_store(workdir: Path, events: int, m: int = 50) -> Path:
+    """Two runs (a, b) of ``events / 2 / m`` steps x ``m`` metrics (cached by size)."""
+    store = workdir / f"pair-{events}x{m}" / "store"
+    if not store.is_dir():
+        steps = max(1, events // 2 // m)
         for run_id, seed, bug in (("a", 1, False), ("b", 2, True)):
-            t, values = run_values(steps, m, seed, bug)
-            for i in range(len(t)):
-                step = int(t[i])
-                f.write(b"".join(orjson.dumps({"run_id": run_id, "step": step, "name": n,
-                                               "value": None if v != v else v}) + b"\n"
-                                 for n, v in zip(names, values[i].tolist())))
+            write_run(store, run_id, steps, m, seed, bug)
+    return store
 
 
-def _write_jsonl(path, t, values, names):
-    import orjson
-
-    with open(path, "wb") as f:
-        for i in range(len(t)):
-            row = {"step": int(t[i])}
-            row.update(zip(names, values[i].tolist()))
-            f.write(orjson.dumps(row, option=orjson.OPT_SERIALIZE_NUMPY) + b"\n")
+def runs_store(workdir: Path, runs: int, steps: int = 200, m: int = 10) -> Path:
+    store = workdir / f"runs-{runs}x{steps}x{m}" / "store"
+    if not store.is_dir():
+        for i in range(runs):
+            write_run(store, f"run{i:04d}", steps, m, seed=i, bug=i % 2 == 1)
+    return store
 
 
-# --------------------------------------------------------------- incumbents
-def reference_analysis(frames: dict) -> dict:
-    """The computation of ``rldk analyze --baseline a`` + ``first_divergence`` on wide
-    pandas frames (index step, one column per metric), with pandas and NumPy."""
+def many_files(workdir: Path, files: int = 10_000, per_run: int = 20) -> Path:
+    """``files`` event files: ``files / per_run`` runs, each in ``per_run`` segments of
+    250 metric events (written with pyarrow and the writer's file metadata)."""
     import numpy as np
+    import pyarrow as pa
+    import pyarrow.parquet as pq
 
-    out = {"summary": {}, "nan": {}, "spikes": {}, "health": {}}
-    for run_id, df in frames.items():
-        finite = df.where(np.isfinite(df))
-        out["summary"][run_id] = {"rows": df.count().to_dict(), "mean": finite.mean().to_dict(),
-                                  "min": finite.min().to_dict(), "max": finite.max().to_dict(),
-                                  "last": finite.ffill().iloc[-1].to_dict()}
-        bad = ~np.isfinite(df)
-        out["nan"][run_id] = {c: int(df.index[bad[c]].min()) for c in df.columns if bad[c].any()}
-        out["spikes"][run_id] = {}
-        for name in SPIKY:
-            s = finite[name].dropna()
-            prior = s.rolling(25, min_periods=10).median().shift(1)
-            p90 = s.rolling(25, min_periods=10).quantile(0.9).shift(1)
-            hit = (prior > 0) & (prior >= 0.2 * p90) & (s > 5 * prior)
-            out["spikes"][run_id][name] = s.index[hit].tolist()[:20]
-        ent = finite["entropy"].dropna()
-        n = max(3, len(ent) // 10)
-        out["health"][run_id] = {"entropy_collapse": bool(ent.iloc[-n:].median() < 0.2 * ent.iloc[:n].median())}
-    out["divergence"] = _divergence(frames["a"], frames["b"])
+    from rldk.schemas import SCHEMA_VERSION, arrow_schema
+
+    out = workdir / f"files-{files}"
+    if out.is_dir():
+        return out
+    out.mkdir(parents=True)
+    schema = arrow_schema().with_metadata({"rldk.schema_version": str(SCHEMA_VERSION)})
+    names = pa.array(np.tile(np.array(NAMED[:5]), 50))
+    for r in range(files // per_run):
+        for seg in range(per_run):
+            steps = np.repeat(np.arange(seg * 50, seg * 50 + 50), 5)
+            n = len(steps)
+            null = lambda t: pa.nulls(n, t)             # noqa: E731
+            pq.write_table(pa.table({
+                "run_id": pa.array(np.full(n, f"run{r:04d}")), "rank": pa.array(np.zeros(n, np.int32)),
+                "seq": pa.array(np.arange(n, dtype=np.int64) + seg * n), "step": pa.array(steps),
+                "wall_time": pa.array((1.7e12 + steps * 1000).astype("int64")).cast(pa.timestamp("ms")),
+                "kind": pa.array(np.full(n, "metric")), "name": names,
+                "value": pa.array(np.random.default_rng(r).normal(size=n)),
+                "ivalue": null(pa.int64()), "digest": null(pa.string()), "text": null(pa.string()),
+                "attrs": null(pa.string())}, schema=schema), out / f"run{r:04d}.r0.{seg:06d}.parquet")
     return out
 
 
-def _divergence(a, b) -> dict:
-    """Per metric: first exactly differing step, and the start of the warm-up-band CUSUM
-    excursion (rldk's rules: sigma from the MAD, mean |dev| or a floor; equal values 0;
-    one-sided NaN +clip; threshold split over the metrics)."""
-    import numpy as np
+# ------------------------------------------------------------------- engines
+DUCKDB_SCRIPT = r"""
+import sys, duckdb
+files = sys.argv[1]
+con = duckdb.connect()
+con.execute(f"CREATE VIEW m AS SELECT run_id, step, name, value FROM read_parquet('{files}/**/*.parquet') "
+            "WHERE kind = 'metric' AND step IS NOT NULL")
+summary = con.execute("SELECT run_id, name, count(*), min(value), max(value), avg(value), "
+                      "arg_max(value, step) FROM m GROUP BY ALL").fetchall()
+first = con.execute("SELECT a.name, min(a.step) FILTER (WHERE a.value IS DISTINCT FROM b.value) "
+                    "FROM (FROM m WHERE run_id = 'a') a JOIN (FROM m WHERE run_id = 'b') b "
+                    "USING (name, step) GROUP BY a.name").fetchall()
+print(len(summary), len(first))
+"""
 
-    joined = a.join(b, how="inner", lsuffix="_a", rsuffix="_b")
-    steps = joined.index.to_numpy()
-    h = max(5.0, np.log(len(steps) * len(a.columns) / 0.01) - 1.166)
-    result = {}
-    for name in a.columns:
-        va, vb = joined[f"{name}_a"].to_numpy(), joined[f"{name}_b"].to_numpy()
-        same = (va == vb) | (np.isnan(va) & np.isnan(vb))
-        first = steps[np.argmax(~same)] if (~same).any() else None
-        d = vb - va
-        w = min(max(len(d) // 10, 10), 500)
-        early = d[:w][np.isfinite(d[:w])]
-        dev = np.abs(early - np.median(early))
-        sigma = 1.4826 * np.median(dev) or 1.2533 * dev.mean() or max(np.abs(early).max(), 1.0) * 1e-12
-        with np.errstate(invalid="ignore", divide="ignore"):
-            z = d / sigma
-        bad = ~np.isfinite(z)
-        start = None
-        for side in (z, -z):
-            x = np.where(bad, np.where(same, 0.0, 2.5), np.clip(side, -2.5, 2.5)) - 0.5
-            c = np.cumsum(x)
-            s = c - np.minimum.accumulate(np.minimum(c, 0))
-            over = np.flatnonzero(s > h)
-            if len(over):
-                zeros = np.flatnonzero(s[:over[0]] == 0)
-                cand = steps[zeros[-1] + 1 if len(zeros) else 0]
-                start = cand if start is None else min(start, cand)
-        result[name] = {"exact": None if first is None else int(first),
-                        "start": None if start is None else int(start)}
+POLARS_SCRIPT = r"""
+import sys, polars as pl
+files = sys.argv[1]
+m = (pl.scan_parquet(f"{files}/**/*.parquet").filter((pl.col("kind") == "metric") & pl.col("step").is_not_null())
+     .select("run_id", "step", "name", "value"))
+v = pl.col("value")
+summary = m.group_by("run_id", "name").agg(pl.len(), v.min().alias("min"), v.max().alias("max"),
+                                            v.mean().alias("mean"), v.sort_by("step").last().alias("last"))
+a, b = m.filter(pl.col("run_id") == "a"), m.filter(pl.col("run_id") == "b")
+first = (a.join(b, on=["name", "step"]).filter(pl.col("value").ne_missing(pl.col("value_right")))
+         .group_by("name").agg(pl.col("step").min()))
+s, f = pl.collect_all([summary, first])
+print(s.height, f.height)
+"""
+
+
+def rldk(*args) -> list[str]:
+    return [sys.executable, "-m", "rldk.cli", *map(str, args)]
+
+
+def py(script: str, *args) -> list[str]:
+    return [sys.executable, "-c", script, *map(str, args)]
+
+
+# ------------------------------------------------------------------ measuring
+def timed(cmd: list[str]) -> dict:
+    """One whole process: wall and CPU seconds, peak RSS (MB), exit code. Memory and CPU
+    come from /usr/bin/time: a child forked from this (larger) process would report
+    this process's peak as its own."""
+    with tempfile.NamedTemporaryFile("r", suffix=".time") as out:
+        start = time.perf_counter()
+        proc = subprocess.run(["/usr/bin/time", "-f", "%U %S %M", "-o", out.name, *cmd],
+                              stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, env=ENV, cwd=ROOT)
+        wall = time.perf_counter() - start
+        user, system, peak_kb = out.read().split()[-3:]
+    return {"wall": wall, "cpu": float(user) + float(system), "rss_mb": int(peak_kb) / 1024,
+            "code": proc.returncode, "stderr": proc.stderr.decode(errors="replace")}
+
+
+def checked(cmd: list[str]) -> dict:
+    r = timed(cmd)
+    if r["code"] not in (0, 3, 4):           # 3 / 4: problems found / inconclusive
+        raise SystemExit(f"{' '.join(cmd[:6])}... exited {r['code']}:\n{r['stderr'][-2000:]}")
+    return r
+
+
+def compare(commands: dict[str, list[str]], repeats: int) -> dict:
+    """Each command ``repeats`` times, interleaved; medians, and ratios to the first one
+    (median of the pair-by-pair ratios of wall time)."""
+    runs = {name: [] for name in commands}
+    for _ in range(repeats):
+        for name, cmd in commands.items():
+            runs[name].append(checked(cmd))
+    base = next(iter(commands))
+    out = {}
+    for name, rs in runs.items():
+        out[name] = {k: statistics.median(r[k] for r in rs) for k in ("wall", "cpu", "rss_mb")}
+        out[name]["vs"] = {other: statistics.median(a["wall"] / b["wall"] for a, b in zip(rs, runs[other]))
+                           for other in commands if other != name}
+    out["_base"] = base
+    return out
+
+
+def fit_exponent(sizes, seconds) -> float:
+    """Least-squares slope of log(seconds) on log(size)."""
+    xs, ys = [math.log(s) for s in sizes], [math.log(max(t, 1e-3)) for t in seconds]
+    mx, my = statistics.fmean(xs), statistics.fmean(ys)
+    return sum((x - mx) * (y - my) for x, y in zip(xs, ys)) / sum((x - mx) ** 2 for x in xs)
+
+
+# ------------------------------------------------------------------ sections
+def engine_ratio(workdir: Path, events: int, repeats: int) -> dict:
+    store = pair_store(workdir, events)
+    out = workdir / "cards"
+    commands = {"rldk analyze": rldk("analyze", store, "--no-plots", "--baseline", "a", "--out-dir", out,
+                                     "--format", "json", "-o", os.devnull),
+                "duckdb": py(DUCKDB_SCRIPT, store), "polars": py(POLARS_SCRIPT, store)}
+    result = compare(commands, repeats)
+    index = json.loads((out / "index.json").read_text())
+    total = sum(o["seconds"] for o in index["outcomes"]) or 1.0
+    result["shares"] = {o["analyzer"]: (round(o["seconds"], 3), round(o["seconds"] / total, 3))
+                        for o in index["outcomes"]}
+    r = result["rldk analyze"]
+    print(f"\n{events:,} events (2 runs x 50 metrics), median of {repeats}:")
+    for name in commands:
+        x = result[name]
+        print(f"  {name:<13} wall {x['wall']:7.2f} s  cpu {x['cpu']:7.2f} s  peak {x['rss_mb']:6.0f} MB")
+    print(f"  ratio rldk analyze / duckdb {r['vs']['duckdb']:.2f}x, / polars {r['vs']['polars']:.2f}x "
+          f"(target <= 2x); peak {r['rss_mb']:.0f} MB (target <= 1536)")
+    print("  analyzer shares: " + ", ".join(f"{a} {s:.2f} s ({p:.0%})" for a, (s, p) in result["shares"].items()))
     return result
 
 
-def _pandas_jsonl(paths, _scratch):
-    import pandas as pd
-
-    frames = {r: pd.read_json(p, lines=True).set_index("step") for r, p in paths["jsonl"].items()}
-    return reference_analysis(frames)
-
-
-def _pandas_jsonl_long(paths, _scratch):
-    import numpy as np
-    import pandas as pd
-
-    chunks = []
-    for chunk in pd.read_json(paths["long_jsonl"], lines=True, chunksize=2_000_000,
-                              dtype={"step": "int64", "value": "float64"}):
-        chunk["run_id"] = chunk["run_id"].astype("category")
-        chunk["name"] = chunk["name"].astype("category")
-        chunks.append(chunk)
-    events = pd.concat(chunks, ignore_index=True)
-    events["value"] = events["value"].astype(float).fillna(np.nan)
-    frames = {r: g.drop_duplicates(["step", "name"], keep="last")
-              .set_index(["step", "name"])["value"].unstack().sort_index()
-              for r, g in events.groupby("run_id", observed=True)}
-    return reference_analysis(frames)
+def scaling(workdir: Path, axis: str, sizes: list[int], repeats: int) -> dict:
+    """Median wall of ``rldk analyze`` at each size; exponent of (wall - startup)."""
+    make = {"events": lambda n: pair_store(workdir, n, 10),
+            "runs": lambda n: runs_store(workdir, n),
+            "metrics": lambda n: pair_store(workdir, 40_000 * n, n)}[axis]
+    startup = statistics.median(checked(py("import rldk.analyzers.suite, rldk.cli, polars, duckdb, numpy"))["wall"]
+                                for _ in range(repeats))
+    walls = []
+    for n in sizes:
+        store = make(n)
+        cmd = rldk("analyze", store, "--no-plots", "--out-dir", workdir / "cards-scale", "--format", "json",
+                   "-o", os.devnull)
+        walls.append(statistics.median(checked(cmd)["wall"] for _ in range(repeats)))
+    work = [max(w - startup, 1e-3) for w in walls]
+    exponent = fit_exponent(sizes, work)
+    print(f"\nscaling in {axis}: " + ", ".join(f"{n:,}: {w:.2f} s" for n, w in zip(sizes, walls))
+          + f"  (startup {startup:.2f} s)\n  fitted exponent of (time - startup) {exponent:.2f} (target <= 1.1)")
+    return {"sizes": sizes, "walls": walls, "startup": startup, "exponent": exponent}
 
 
-def _pandas_parquet(paths, _scratch):
-    import pandas as pd
-
-    from rldk.core.store import resolve_files
-
-    events = pd.read_parquet(resolve_files(paths["store"]), columns=["run_id", "kind", "name", "step", "value"])
-    events = events[events["kind"] == "metric"]
-    frames = {r: g.pivot_table(index="step", columns="name", values="value", aggfunc="last", dropna=False)
-              for r, g in events.groupby("run_id")}
-    return reference_analysis(frames)
-
-
-def _polars_parquet(paths, _scratch):
-    import polars as pl
-
-    from rldk.core.store import resolve_files
-
-    frames = {}
-    lf = pl.scan_parquet(resolve_files(paths["store"])).filter(pl.col("kind") == "metric")
-    for run_id in ("a", "b"):
-        wide = (lf.filter(pl.col("run_id") == run_id).select("step", "name", "value").collect()
-                .pivot(on="name", index="step", values="value", aggregate_function="last").sort("step"))
-        frames[run_id] = wide.to_pandas().set_index("step")
-    return reference_analysis(frames)
-
-
-# ----------------------------------------------------------------------- rldk
-def _rldk_divergence(paths, _scratch):
-    from rldk.analyzers.divergence import first_divergence
-    from rldk.core.store import open_store
-
-    d = first_divergence("a", "b", store=open_store(paths["store"]))
-    return {"step": d.step, "signal": d.signal, "mode": d.mode}
-
-
-def _rldk_analyze(paths, scratch, plots=False, every=False):
-    from rldk.analyzers import builtin
-    from rldk.analyzers.suite import analyze
-
-    modules = builtin() if every else [m for m in builtin() if m.NAME in CORE]
-    result = analyze(paths["store"], baseline="a", out_dir=scratch, plots=plots, modules=modules)
-    return {"outcomes": {o.analyzer: o.status for o in result.outcomes}, "problems": len(result.problems)}
-
-
-def _loader(tool: str):
-    """Import what ``tool`` needs now (not timed) and return its function."""
-    import duckdb  # noqa: F401
-    import numpy  # noqa: F401
-    import polars  # noqa: F401
-    import pyarrow.parquet  # noqa: F401
-
-    import rldk.analyzers.suite
-    for module in rldk.analyzers.builtin():      # analyzer modules imported before the clock
-        module.NAME
-    if tool.startswith("pandas"):
-        import pandas  # noqa: F401
-    if tool == "rldk-analyze-plots":
-        import matplotlib
-
-        matplotlib.use("Agg")
-        import matplotlib.pyplot  # noqa: F401
-        return lambda p, s: _rldk_analyze(p, s, plots=True)
-    if tool == "rldk-analyze-all":
-        return lambda p, s: _rldk_analyze(p, s, every=True)
-    return {"rldk-divergence": _rldk_divergence, "rldk-analyze": _rldk_analyze,
-            "pandas-jsonl": _pandas_jsonl, "pandas-jsonl-long": _pandas_jsonl_long,
-            "pandas-parquet": _pandas_parquet,
-            "polars-parquet": _polars_parquet}[tool]
-
-
-def child(tool: str, paths: dict, scratch: str) -> dict:
-    run = _loader(tool)
-    usage = resource.getrusage(resource.RUSAGE_SELF)
-    cpu0 = usage.ru_utime + usage.ru_stime
-    t0 = time.perf_counter()
-    out = run(paths, scratch)
-    seconds = time.perf_counter() - t0
-    usage = resource.getrusage(resource.RUSAGE_SELF)
-    return {"seconds": seconds, "cpu": usage.ru_utime + usage.ru_stime - cpu0,
-            "peak_rss": usage.ru_maxrss * 1024,
-            "result": json.loads(json.dumps(out, default=str))}
-
-
-def measure(tool: str, paths: dict, repeats: int, workdir: Path) -> dict:
-    runs = []
-    for i in range(repeats):
-        scratch = workdir / f"out-{tool}-{i}"
-        shutil.rmtree(scratch, ignore_errors=True)
-        proc = subprocess.run([sys.executable, __file__, "--child", tool, json.dumps(paths), str(scratch)],
-                              capture_output=True, text=True, cwd=ROOT)
-        if proc.returncode:
-            raise SystemExit(f"{tool} failed:\n{proc.stderr[-3000:]}")
-        runs.append(json.loads(proc.stdout.strip().splitlines()[-1]))
-    return {"seconds": statistics.median(r["seconds"] for r in runs),
-            "cpu_seconds": statistics.median(r["cpu"] for r in runs),
-            "all_seconds": [round(r["seconds"], 3) for r in runs],
-            "peak_rss_mb": statistics.median(r["peak_rss"] for r in runs) / 2**20,
-            "result": runs[0]["result"]}
+def runs_ratio(workdir: Path, repeats: int) -> dict:
+    files = many_files(workdir)
+    group_by = ("import sys, duckdb; duckdb.sql(\"SELECT run_id, count(*) FROM "
+                "read_parquet('\" + sys.argv[1] + \"/*.parquet') GROUP BY run_id\").fetchall()")
+    result = compare({"rldk runs": rldk("runs", files, "--format", "csv", "-o", os.devnull),
+                      "duckdb group by": py(group_by, files)}, repeats)
+    r = result["rldk runs"]
+    print(f"\nrldk runs on 10,000 files: {r['wall']:.2f} s, {r['rss_mb']:.0f} MB; duckdb GROUP BY run_id "
+          f"{result['duckdb group by']['wall']:.2f} s, {result['duckdb group by']['rss_mb']:.0f} MB; "
+          f"ratio {r['vs']['duckdb group by']:.2f}x (target <= 1.5x)")
+    return result
 
 
 def main():
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("--steps", type=int, default=200_000)
-    parser.add_argument("--metrics", type=int, default=50)
+    parser.add_argument("--events", type=float, nargs="*", default=[1e6, 1e7],
+                        help="event counts of the engine comparison (default 1e6 1e7)")
+    parser.add_argument("--large", action="store_true", help="also 5e7 events (minutes)")
     parser.add_argument("--repeats", type=int, default=3)
-    parser.add_argument("--workdir", default=None)
-    parser.add_argument("--only", choices=("all", "rldk"), default="all",
-                        help="rldk: only rldk's own tools (no JSONL logs, no incumbents)")
-    parser.add_argument("--all-analyzers", action="store_true",
-                        help="also time rldk-analyze-all (every BUILTIN analyzer, as the command)")
-    parser.add_argument("--child", nargs=3, metavar=("TOOL", "PATHS", "SCRATCH"))
+    parser.add_argument("--workdir", default=None, help="keeps generated data between calls")
+    parser.add_argument("--skip-scaling", action="store_true")
+    parser.add_argument("--skip-runs", action="store_true")
     args = parser.parse_args()
-    if args.child:
-        tool, paths, scratch = args.child
-        print(json.dumps(child(tool, json.loads(paths), scratch)))
-        return
     workdir = Path(args.workdir or tempfile.mkdtemp(prefix="rldk-bench-analyze-"))
-    tag = f"{args.steps}x{args.metrics}"
-    data = workdir / tag
-    marker = data / "paths.json"
-    if marker.is_file() and (args.only == "rldk" or "long_jsonl" in json.loads(marker.read_text())):
-        paths = json.loads(marker.read_text())
-    else:
-        shutil.rmtree(data, ignore_errors=True)
-        data.mkdir(parents=True)
-        t0 = time.perf_counter()
-        paths = generate(data, args.steps, args.metrics, jsonl=args.only == "all")
-        marker.write_text(json.dumps(paths))
-        print(f"generated {2 * args.steps * args.metrics:,} events in {time.perf_counter() - t0:.1f} s "
-              f"(not timed below)")
-    tools = [t for t in TOOLS if (args.only == "all" or t.startswith("rldk"))
-             and (args.all_analyzers or t != "rldk-analyze-all")]
-    results = {t: measure(t, paths, args.repeats, workdir) for t in tools}
-    base = results["rldk-analyze"]["seconds"]
-    print(f"\n{2 * args.steps * args.metrics:,} events ({tag} per run, 2 runs), "
-          f"median of {args.repeats}, {os.cpu_count()} CPUs")
-    base_cpu = results["rldk-analyze"]["cpu_seconds"]
-    print(f"{'tool':<20} {'seconds':>9} {'x rldk-analyze':>15} {'CPU s':>8} {'x (CPU)':>8} "
-          f"{'peak RSS MB':>12}  runs (s)")
-    for tool, r in results.items():
-        print(f"{tool:<20} {r['seconds']:>9.3f} {r['seconds'] / base:>15.1f} {r['cpu_seconds']:>8.2f} "
-              f"{r['cpu_seconds'] / base_cpu:>8.1f} {r['peak_rss_mb']:>12.0f}  {r['all_seconds']}")
-    div = results["rldk-divergence"]["result"]
-    print(f"\nrldk first divergence: step {div['step']} in {div['signal']} ({div['mode']} level)")
-    for tool in ("pandas-jsonl", "pandas-jsonl-long", "pandas-parquet", "polars-parquet"):
-        if tool in results:
-            starts = {n: v["start"] for n, v in results[tool]["result"]["divergence"].items()
-                      if v["start"] is not None}
-            print(f"{tool} reference: change starts {starts}")
-    out = ROOT / "benchmarks" / "results" / f"analyze-{tag}.json"
+    workdir.mkdir(parents=True, exist_ok=True)
+    sys.path.insert(0, str(ROOT / "src"))
+    print(f"{os.cpu_count()} CPUs, load {os.getloadavg()[0]:.1f}; data in {workdir}")
+    results: dict = {"engine": {}}
+    for events in [*map(int, args.events), *([50_000_000] if args.large else [])]:
+        results["engine"][events] = engine_ratio(workdir, events, args.repeats)
+    if not args.skip_scaling:
+        results["scaling"] = {
+            "events": scaling(workdir, "events", [100_000, 300_000, 1_000_000, 3_000_000], args.repeats),
+            "runs": scaling(workdir, "runs", [10, 100, 300, 1000], args.repeats),
+            "metrics": scaling(workdir, "metrics", [10, 50, 100, 400], args.repeats)}
+    if not args.skip_runs:
+        results["runs"] = runs_ratio(workdir, args.repeats)
+    out = ROOT / "benchmarks" / "results" / "analyze.json"
     out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(json.dumps({"events": 2 * args.steps * args.metrics, "repeats": args.repeats,
-                               "cpus": os.cpu_count(), "results": results}, indent=2, default=str))
-    print(f"results: {out}")
+    out.write_text(json.dumps(results, indent=2, default=str))
+    print(f"\nresults: {out}")
+    if not args.workdir:
+        shutil.rmtree(workdir, ignore_errors=True)
 
 
 if __name__ == "__main__":

@@ -38,11 +38,59 @@ COMMANDS = {
 }
 
 
+#: command name -> its help's first sentence, for ``rldk --help`` without importing every
+#: command (and numpy, polars... with them); a test checks each against the command's own.
+SUMMARIES = {
+    "demo": "Train two tiny bandit policies into DIRECTORY, one with a learning-rate bug injected "
+            "half-way, list them, and find the bug with the drift card.",
+    "runs": "List the runs in PATHS: id, steps, kinds, metrics, wall time, status.",
+    "sql": "Run QUERY (DuckDB SQL) over the event store in PATHS.",
+    "compact": "Merge each finished run's segment files into one file.",
+    "import": "Import the logs at PATH into the event store --out-dir.",
+    "analyze": "Run every analyzer whose events are present; write their cards into --out-dir "
+               "(default rldk_reports) with index.json / index.md.",
+    "diff": "Find the first step where two runs stop agreeing.",
+    "check-determinism": "Run COMMAND N times and show whether, where and why the runs differ.",
+    "checkpoint": "Checkpoint policy: verify saved state, check exact resume, diff checkpoints.",
+    "reward-health": "Check the reward signal of the runs in PATHS: saturation, zero-std groups, "
+                     "length hacking, component divergence, KL band, overoptimization, calibration, "
+                     "drift, leakage.",
+    "eval": "Trusted evaluation statistics across seeds.",
+    "safety": 'Refusal, over-refusal, harmful-content and jailbreak rates of the samples in PATHS '
+              '(event stores, or one JSONL of {"prompt", "response"} records), with the refusal '
+              "curve by step.",
+    "profile": "Where the step time of the runs in PATHS goes, when steps got slower, throughput "
+               "and MFU, and whether memory leaks.",
+    "bisect": "Find the first commit between --good and --bad where a metric goes bad.",
+    "lineage": "Content hashes of datasets: the graph a run recorded, manifests beside data on "
+               "disk, train/validation overlap.",
+    "report": "Write one self-contained HTML report for the runs in PATHS.",
+}
+
+
 class LazyGroup(click.Group):
-    """A group whose commands are imported on first use."""
+    """A group whose commands are imported on first use (``--help`` imports none)."""
 
     def list_commands(self, ctx):
-        return sorted(name for name in COMMANDS if self._load(name) is not None)
+        return sorted(name for name in COMMANDS if self._present(name))
+
+    def format_commands(self, ctx, formatter):
+        """The command list from ``SUMMARIES``, laid out as click lays out loaded commands."""
+        names = self.list_commands(ctx)
+        if not names:
+            return
+        limit = formatter.width - 6 - max(len(n) for n in names)
+        rows = [(n, click.Command(n, help=SUMMARIES.get(n, "")).get_short_help_str(limit))
+                for n in names]
+        with formatter.section("Commands"):
+            formatter.write_dl(rows)
+
+    @staticmethod
+    def _present(name) -> bool:
+        """Whether the command's module is part of this build (found, not imported)."""
+        from importlib.util import find_spec
+
+        return find_spec(COMMANDS[name].split(":")[0]) is not None
 
     def get_command(self, ctx, name):
         return self._load(name)

@@ -152,11 +152,24 @@ class RunFacts:
     single_rank: bool = False
 
 
-def _query(source: Source, sql: str, **params) -> list[tuple]:
-    import duckdb
+def _part(source: Source):
+    """The store over the run's own files (per-run reads open no other run's files)."""
+    store = source.store
+    return store.for_run(source.run_id) if hasattr(store, "for_run") else store
 
-    return duckdb.connect().execute(sql, {"files": list(source.store.files),
-                                          "run_id": source.run_id, **params}).fetchall()
+
+_DUCK = threading.local()
+
+
+def _query(source: Source, sql: str, **params) -> list[tuple]:
+    con = getattr(_DUCK, "con", None)
+    if con is None:                      # one connection per thread, reused by every query
+        import duckdb
+
+        con = _DUCK.con = duckdb.connect()
+        con.execute("SET enable_progress_bar = false")
+    return con.execute(sql, {"files": list(_part(source).files),
+                             "run_id": source.run_id, **params}).fetchall()
 
 
 def _cached(kind: str, source: Source, compute):
@@ -205,7 +218,7 @@ def metric_counts(source: Source) -> dict[str, int]:
 def _metric_rows(source: Source):
     import polars as pl
 
-    return source.store.scan("metric").filter(
+    return _part(source).scan("metric").filter(
         (pl.col("run_id") == source.run_id) & pl.col("step").is_not_null())
 
 
@@ -244,27 +257,29 @@ def _cache_budget() -> int:
 
 
 def _key(source: Source):
-    files = tuple(source.store.files)
-    stats = []
-    for f in files:
-        try:
-            st = os.stat(f)
-            stats.append((st.st_size, st.st_mtime_ns))
-        except OSError:
-            stats.append(None)
-    return files, tuple(stats), source.run_id
+    """The run's files with their sizes and modification times (taken once per opened
+    store, over the run's own files only) and the run id."""
+    part = _part(source)
+    stamp = getattr(part, "stamp", None) or tuple(part.files)
+    return stamp, source.run_id
+
+
+_BYTES = [0]                            # bytes held by _CACHE
 
 
 def _remember(key, value, nbytes: int) -> None:
-    _CACHE.pop(key, None)
+    old = _CACHE.pop(key, None)
+    _BYTES[0] += nbytes - (old[1] if old else 0)
     _CACHE[key] = (value, nbytes)
-    budget = _cache_budget()
-    while sum(v[1] for v in _CACHE.values()) > budget and len(_CACHE) > 1:
-        _CACHE.pop(next(iter(_CACHE)))
+    if nbytes:
+        budget = _cache_budget()
+        while _BYTES[0] > budget and len(_CACHE) > 1:
+            _BYTES[0] -= _CACHE.pop(next(iter(_CACHE)))[1]
 
 
 def clear_cache() -> None:
     _CACHE.clear()
+    _BYTES[0] = 0
 
 
 # -------------------------------------------------------------------- loading
@@ -339,7 +354,7 @@ def _read_whole(source: Source, names: list[str]) -> dict[str, Series]:
     import polars as pl
 
     pieces = []
-    for path, offset, length in _chunks(source.store.files, source.run_id):
+    for path, offset, length in _chunks(_part(source), source.run_id):
         # a plain scan of the columns read (every schema version has them): the store's
         # schema-conforming scan costs more memory per chunk
         frame = pl.scan_parquet(path)
@@ -350,34 +365,19 @@ def _read_whole(source: Source, names: list[str]) -> dict[str, Series]:
     return _finish_all(source, names, pieces)
 
 
-def _chunks(files, run_id: str):
+def _chunks(store, run_id: str):
     """``(file, offset, length)`` row ranges of at most CHUNK_ROWS (length None: to the
-    end) of the files that may hold ``run_id`` (by their row groups' statistics)."""
-    import pyarrow.parquet as pq
-
-    for path in files:
-        meta = pq.ParquetFile(path).metadata
-        if not _may_hold(meta, run_id):
+    end) of the files that may hold ``run_id`` (by their footers' run_id statistics)."""
+    for path in store.files:
+        footer = store.footers[path]
+        if not footer.may_hold(run_id):
             continue
-        rows = meta.num_rows
+        rows = footer.rows
         if rows <= CHUNK_ROWS:
             yield path, 0, None
             continue
         for offset in range(0, rows, CHUNK_ROWS):
             yield path, offset, CHUNK_ROWS
-
-
-def _may_hold(meta, run_id: str) -> bool:
-    """False only when every row group's run_id statistics exclude ``run_id``."""
-    names = meta.schema.names
-    if "run_id" not in names:
-        return True
-    column = names.index("run_id")
-    for i in range(meta.num_row_groups):
-        stats = meta.row_group(i).column(column).statistics
-        if stats is None or not stats.has_min_max or stats.min <= run_id <= stats.max:
-            return True
-    return False
 
 
 def _run_filter(source):

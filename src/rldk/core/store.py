@@ -12,7 +12,7 @@ import glob
 import json
 import os
 from dataclasses import dataclass
-from functools import cached_property
+from functools import cached_property, lru_cache
 
 from rldk import semantics
 from rldk.core.errors import StoreError, UsageError
@@ -25,13 +25,13 @@ KIND_VIEWS = {"metric": "metrics", "rng": "rng", "tensor": "tensors", "memory": 
 
 RUNS_SQL = """
 SELECT run_id,
-       list_sort(list_distinct(list(rank))) AS ranks,
+       list(DISTINCT rank ORDER BY rank) AS ranks,
        count(DISTINCT step) FILTER (WHERE kind = 'metric') AS steps,
        min(step) AS first_step,
        max(step) AS last_step,
-       list_sort(list_distinct(list(kind))) AS kinds,
+       list(DISTINCT kind ORDER BY kind) AS kinds,
        count(DISTINCT name) FILTER (WHERE kind = 'metric') AS metrics,
-       list_sort(list_distinct(list(name) FILTER (WHERE kind = 'metric'))) AS metric_names,
+       coalesce(list(DISTINCT name ORDER BY name) FILTER (WHERE kind = 'metric'), []) AS metric_names,
        min(wall_time) AS started,
        max(wall_time) AS last_event,
        round(epoch(max(wall_time)) - epoch(min(wall_time)), 3) AS wall_seconds,
@@ -93,11 +93,107 @@ def _live_files(files: list[str]) -> list[str]:
     return [f for f in files if f not in covered]
 
 
-class Store:
-    """A read-only view of the events in a set of files."""
+@dataclass(frozen=True)
+class Footer:
+    """What a file's Parquet footer says, read once per store.
 
-    def __init__(self, files: list[str]):
+    columns: the file's column names; rows: its row count; runs: per row group, the
+    (min, max) of its run_id statistics, or None when a row group has none (then any
+    run may be there).
+    """
+
+    columns: tuple[str, ...]
+    rows: int
+    runs: tuple[tuple[str, str], ...] | None
+
+    def may_hold(self, run_id: str) -> bool:
+        return self.runs is None or any(lo <= run_id <= hi for lo, hi in self.runs)
+
+    @property
+    def exact_runs(self) -> set[str] | None:
+        """The run ids in the file when every row group holds one run, else None."""
+        if self.runs is None or any(lo != hi for lo, hi in self.runs):
+            return None
+        return {lo for lo, _ in self.runs}
+
+
+def read_footer(path: str) -> Footer:
+    """The :class:`Footer` of one event file (its metadata only; no data is read)."""
+    import pyarrow.parquet as pq
+
+    meta = pq.read_metadata(path)
+    columns = _interned(tuple(meta.schema.names))
+    if "run_id" not in columns:
+        return Footer(columns, meta.num_rows, None)
+    index, ranges = columns.index("run_id"), []
+    for i in range(meta.num_row_groups):
+        stats = meta.row_group(i).column(index).statistics
+        if stats is None or not stats.has_min_max:
+            return Footer(columns, meta.num_rows, None)
+        ranges.append((stats.min, stats.max))
+    return Footer(columns, meta.num_rows, tuple(ranges))
+
+
+@lru_cache(maxsize=64)
+def _interned(columns: tuple[str, ...]) -> tuple[str, ...]:
+    return columns                     # one tuple per schema, however many files share it
+
+
+def read_footers(files: list[str]) -> dict[str, Footer]:
+    """Footers of ``files``, read on two threads (pyarrow releases the GIL while reading)."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    if len(files) < 64:
+        return {f: read_footer(f) for f in files}
+    with ThreadPoolExecutor(max_workers=min(4, os.cpu_count() or 1)) as pool:
+        return dict(zip(files, pool.map(read_footer, files, chunksize=64)))
+
+
+class Store:
+    """A read-only view of the events in a set of files.
+
+    The files' footers are read once (``footers``); a run's own files
+    (``run_files``) come from their run_id statistics, so reading one run of many
+    (``for_run``, ``Run.metric``...) opens only that run's files.
+    """
+
+    def __init__(self, files: list[str], footers: dict[str, Footer] | None = None):
         self.files = files
+        if footers is not None:
+            self.__dict__["footers"] = {f: footers[f] for f in files}
+        self._parts: dict[str, Store] = {}
+
+    @cached_property
+    def footers(self) -> dict[str, Footer]:
+        """Each file's :class:`Footer` (column names and run_id ranges per row group)."""
+        return read_footers(self.files)
+
+    def run_files(self, run_id: str) -> list[str]:
+        """The files that may hold events of ``run_id`` (by their run_id statistics)."""
+        return [f for f in self.files if self.footers[f].may_hold(run_id)]
+
+    def for_run(self, run_id: str) -> "Store":
+        """A Store over the files of ``run_id`` only (cached): per-run reads and SQL
+        through it touch none of the other runs' files."""
+        part = self._parts.get(run_id)
+        if part is None:
+            files = self.run_files(run_id)
+            part = self if not files or len(files) == len(self.files) else Store(files, self.footers)
+            self._parts[run_id] = part
+        return part
+
+    @cached_property
+    def stamp(self) -> tuple:
+        """``(file, size, mtime_ns)`` of each file, taken once: a cache key that changes
+        when a file is rewritten (a run still being written) in a newly opened store."""
+        out = []
+        for f in self.files:
+            try:
+                st = os.stat(f)
+                out.append((f, st.st_size, st.st_mtime_ns))
+            except OSError:
+                out.append((f, None, None))
+        return tuple(out)
 
     @cached_property
     def con(self):
@@ -105,9 +201,22 @@ class Store:
         import duckdb
 
         con = duckdb.connect()
-        for statement in view_statements(self.files):
+        con.execute("SET enable_progress_bar = false")
+        groups = self._schema_groups()
+        for i, group in enumerate(groups):
+            con.execute(f"SET VARIABLE {FILES_VARIABLE}{i} = $files", {"files": group})
+        for statement in view_statements(len(groups)):
             con.execute(statement)
         return con
+
+    def _schema_groups(self) -> list[list[str]]:
+        """The files grouped by column set (one group unless schema versions are mixed)."""
+        if len({self.footers[f].columns for f in self.files}) == 1:
+            return [list(self.files)]
+        groups: dict[tuple, list[str]] = {}
+        for f in self.files:
+            groups.setdefault(self.footers[f].columns, []).append(f)
+        return list(groups.values())
 
     def sql(self, query: str, params=None):
         """Run SQL over the views with bound ``params``; returns a Polars DataFrame."""
@@ -129,14 +238,17 @@ class Store:
         """A Polars LazyFrame of all events, or of one kind."""
         import polars as pl
 
-        from rldk.schemas import arrow_schema
-
-        frame = pl.scan_parquet(self.files, schema=pl.Schema(pl.from_arrow(arrow_schema().empty_table()).schema),
+        frame = pl.scan_parquet(self.files, schema=polars_schema(),
                                 missing_columns="insert", extra_columns="ignore")
         return frame if kind is None else frame.filter(pl.col("kind") == kind)
 
     @cached_property
     def run_ids(self) -> list[str]:
+        """The run ids, sorted: from the footers when each row group holds one run,
+        else one DuckDB scan of the run_id column."""
+        known = [self.footers[f].exact_runs for f in self.files]
+        if all(k is not None for k in known):
+            return sorted(set().union(*known))
         rows = self.con.execute("SELECT DISTINCT run_id FROM events ORDER BY run_id").fetchall()
         return [r[0] for r in rows]
 
@@ -157,10 +269,35 @@ class Store:
         return self.sql(RUNS_SQL)
 
 
-def view_statements(files: list[str]) -> list[str]:
-    """``CREATE VIEW`` statements for a list of files (paths go through quote_literal)."""
-    listing = ", ".join(quote_literal(f) for f in files)
-    out = [f"CREATE OR REPLACE VIEW events AS SELECT * FROM read_parquet([{listing}], union_by_name = true)"]
+@lru_cache(maxsize=1)
+def polars_schema():
+    """The event schema as a Polars schema (built without pandas: ``pa.nulls``, not ``pa.array``)."""
+    import polars as pl
+    import pyarrow as pa
+
+    from rldk.schemas import arrow_schema
+
+    schema = arrow_schema()
+    empty = pa.RecordBatch.from_arrays([pa.nulls(0, f.type) for f in schema], schema=schema)
+    return pl.Schema(pl.from_arrow(empty).schema)
+
+
+#: The connection variables holding the file lists, one per schema group (bound
+#: once: a list of 10,000 paths spelled out in every view costs seconds to bind).
+FILES_VARIABLE = "rldk_files_"
+
+
+def view_statements(groups: int = 1) -> list[str]:
+    """``CREATE VIEW`` statements over ``groups`` file lists, held in the connection
+    variables ``rldk_files_0``... (files grouped by schema version).
+
+    Each group is read plainly and the groups are joined by name, so binding a view
+    reads one footer per group (``union_by_name`` over every file would read them
+    all, for every view).
+    """
+    source = " UNION ALL BY NAME ".join(
+        f"SELECT * FROM read_parquet(getvariable('{FILES_VARIABLE}{i}'))" for i in range(groups))
+    out = [f"CREATE OR REPLACE VIEW events AS {source}"]
     for kind, view in KIND_VIEWS.items():
         out.append(f"CREATE OR REPLACE VIEW {view} AS SELECT * FROM events WHERE kind = {quote_literal(kind)}")
     out.append(f"CREATE OR REPLACE VIEW runs AS {RUNS_SQL}")
@@ -178,7 +315,7 @@ class Run:
         """This run's events (Polars DataFrame), optionally of one kind, in logging order."""
         import polars as pl
 
-        return (self.store.scan(kind).filter(pl.col("run_id") == self.id)
+        return (self.store.for_run(self.id).scan(kind).filter(pl.col("run_id") == self.id)
                 .sort(["rank", "wall_time", "seq"]).collect())
 
     def metric(self, name: str, rank: int | None = None):
@@ -195,7 +332,7 @@ class Run:
         """
         import polars as pl
 
-        frame = (self.store.scan("metric")
+        frame = (self.store.for_run(self.id).scan("metric")
                  .filter((pl.col("run_id") == self.id) & (pl.col("name") == name)
                          & pl.col("step").is_not_null())
                  .select("rank", "step", "value", "wall_time", "seq").collect())
@@ -214,7 +351,7 @@ class Run:
     def metric_names(self) -> list[str]:
         import polars as pl
 
-        names = (self.store.scan("metric").filter(pl.col("run_id") == self.id)
+        names = (self.store.for_run(self.id).scan("metric").filter(pl.col("run_id") == self.id)
                  .select(pl.col("name").unique()).collect())
         return sorted(names["name"].to_list())
 

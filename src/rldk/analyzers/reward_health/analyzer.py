@@ -14,6 +14,7 @@ from rldk.analyzers.reward_health.data import (
     REWARD,
     load_samples,
     load_series,
+    metric_names,
     pick_name,
 )
 from rldk.analyzers.reward_health.drift import check_drift
@@ -55,7 +56,7 @@ class RewardHealthAnalyzer(Analyzer):
 
     def applies(self, store) -> bool:
         """True when some run logs a reward metric or samples with rewards."""
-        names = sorted(set(store.sql("SELECT DISTINCT name FROM metrics")["name"].to_list()))
+        names = sorted({n for r in store.runs() for n in metric_names(r)})
         if pick_name(names, None, REWARD) is not None:
             return True
         return bool(store.sql("SELECT count(*) AS n FROM samples WHERE value IS NOT NULL")["n"][0])
@@ -90,7 +91,7 @@ class RewardHealthAnalyzer(Analyzer):
 def analyze_run(run, params: Params, store=None, out_dir=None) -> tuple[Context, dict]:
     """Every detector on one run; returns its context and the per-run details
     (calibration, drift, leakage)."""
-    names = run.metric_names()
+    names = metric_names(run)
     _check_named_metrics(run, names, params)
     reward_name = pick_name(names, params.reward_col, REWARD)
     samples = load_samples(run)

@@ -6,7 +6,7 @@ import re
 import numpy as np
 
 from rldk.analyzers.reward_health.context import Context
-from rldk.analyzers.reward_health.data import Series, load_series
+from rldk.analyzers.reward_health.data import Series, load_many
 from rldk.analyzers.reward_health.params import Params
 from rldk.analyzers.reward_health.stats import spearman
 
@@ -21,12 +21,13 @@ def check_components(ctx: Context) -> None:
     if len(names) < 2:
         return ctx.skipped("component_divergence", "needs two or more per-function reward metrics "
                            "rewards/<fn>/mean (TRL logs them with several reward_funcs)")
-    trends = {n: trend(load_series(ctx.run, n).finite(), p) for n in names}
+    loaded = load_many(ctx.run, names)
+    trends = {n: trend(loaded[n].finite(), p) for n in names}
     rising = [n for n, t in trends.items() if t["direction"] == "up"]
     falling = [n for n, t in trends.items() if t["direction"] == "down"]
     ctx.ran("component_divergence", f"{len(names)} components: {len(rising)} rising, {len(falling)} falling")
     if rising and falling:
-        s = load_series(ctx.run, rising[0]).finite()
+        s = loaded[rising[0]].finite()
         ctx.find("component_divergence", "warning",
                  f"{', '.join(rising)} rising while {', '.join(falling)} falling", rising[0],
                  (s.steps[0], s.steps[-1]), {"trends": trends},

@@ -13,6 +13,7 @@ from functools import cached_property
 import numpy as np
 
 from rldk import semantics
+from rldk.analyzers import _series
 
 #: Quantities read, as (canonical name, splits tried in order).
 REWARD = ("reward", ("train",))
@@ -85,18 +86,28 @@ class Samples:
         return words
 
 
+def metric_names(run) -> list[str]:
+    """The metrics ``run`` logs with a step, sorted (from the shared series index)."""
+    return sorted(_series.run_index(_series.Source(run.store, run.id)))
+
+
+def load_many(run, names) -> dict[str, Series]:
+    """The metrics ``names`` of ``run`` that are logged, by name: read through the shared
+    series loader, so every detector (and every other analyzer) reads the run once."""
+    loaded = _series.load_series(_series.Source(run.store, run.id), list(names))
+    return {n: Series(n, s.steps, s.values) for n, s in loaded.items()}
+
+
 def load_series(run, name: str | None) -> Series | None:
     """The metric ``name`` of ``run`` as a Series, or None when it is not logged."""
-    if name is None or name not in run.metric_names():
-        return None
-    frame = run.metric(name)
-    return Series(name, frame["step"].to_numpy().astype(np.int64),
-                  frame["value"].to_numpy().astype(float))
+    return None if name is None else load_many(run, [name]).get(name)
 
 
 def load_samples(run) -> Samples:
-    """The sample events of ``run`` (possibly none)."""
-    frame = run.store.sql(SAMPLES_SQL, {"run": run.id})
+    """The sample events of ``run`` (possibly none; no query when the run has none)."""
+    if "sample" not in _series.run_facts(_series.Source(run.store, run.id)).kinds:
+        return Samples(np.empty(0, np.int64), np.empty(0), [], [], [], [], [])
+    frame = run.store.for_run(run.id).sql(SAMPLES_SQL, {"run": run.id})
     if not frame.height:
         return Samples(np.empty(0, np.int64), np.empty(0), [], [], [], [], [])
     col = lambda c: [v if v is not None else "" for v in frame[c].to_list()]    # noqa: E731

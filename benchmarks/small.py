@@ -1,0 +1,98 @@
+"""Small is instant: ``rldk analyze`` / ``rldk report`` on <= 10k events and ``rldk --help``.
+
+    python benchmarks/small.py [--repeats 7] [--workdir DIR]
+
+Data: 7 runs x 100 steps x ~9 metrics (6,300 events, plus start/end events) through
+the real writer. Each command is a whole process, timed from outside (median wall,
+CPU and peak RSS of ``--repeats`` runs after one warm-up), printed beside
+``python -c "import polars, duckdb"`` (the engines' own import) as a ratio.
+Targets: analyze and report <= 1 s wall, --help <= 0.3 s.
+"""
+from __future__ import annotations
+
+import argparse
+import os
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+ENV = dict(os.environ, PYTHONPATH=os.pathsep.join([str(ROOT / "src"), os.environ.get("PYTHONPATH", "")]))
+ENV.pop("PYTHONDONTWRITEBYTECODE", None)      # time what an installed rldk does: bytecode cached
+TARGETS = {"rldk --help": 0.3, "rldk analyze": 1.0, "rldk report": 1.0}
+
+
+def make_store(path: Path, runs: int = 7, steps: int = 100) -> Path:
+    import numpy as np
+
+    from rldk.writer import EventWriter
+
+    rng = np.random.default_rng(0)
+    for r in range(runs):
+        with EventWriter(path, f"run{r}", capture_env=False, seed=r) as w:
+            for s in range(steps):
+                w.log(s, {"loss": 1.0 / (s + 1) + rng.normal(0, 0.01), "reward": 0.01 * s + rng.normal(0, 0.1),
+                          "kl": 0.001 * s, "entropy": 2.0 - 0.005 * s, "grad_norm": abs(rng.normal(1, 0.1)),
+                          "learning_rate": 1e-5, "response_length": 100 + s, "reward_std": 0.3,
+                          "rewards/fn0/mean": 0.01 * s})
+    return path
+
+
+def timed(cmd: list[str]) -> dict:
+    """One whole process: wall and CPU seconds, peak RSS (MB), exit code. Memory and CPU
+    come from /usr/bin/time: a child forked from this (larger) process would report
+    this process's peak as its own."""
+    with tempfile.NamedTemporaryFile("r", suffix=".time") as out:
+        start = time.perf_counter()
+        proc = subprocess.run(["/usr/bin/time", "-f", "%U %S %M", "-o", out.name, *cmd],
+                              stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, env=ENV, cwd=ROOT)
+        wall = time.perf_counter() - start
+        user, system, peak_kb = out.read().split()[-3:]
+    return {"wall": wall, "cpu": float(user) + float(system), "rss_mb": int(peak_kb) / 1024,
+            "code": proc.returncode, "stderr": proc.stderr.decode(errors="replace")}
+
+
+def main():
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--repeats", type=int, default=7)
+    parser.add_argument("--workdir", default=None)
+    args = parser.parse_args()
+    sys.path.insert(0, str(ROOT / "src"))
+    work = Path(args.workdir or tempfile.mkdtemp(prefix="rldk-bench-small-"))
+    store = work / "store"
+    if not store.is_dir():
+        make_store(store)
+    rldk = [sys.executable, "-m", "rldk.cli"]
+    commands = {
+        'python -c "import polars, duckdb"': [sys.executable, "-c", "import polars, duckdb"],
+        "rldk --help": [*rldk, "--help"],
+        "rldk analyze": [*rldk, "analyze", str(store), "--no-plots", "--out-dir", str(work / "cards"),
+                         "--format", "json", "-o", os.devnull],
+        "rldk report": [*rldk, "report", str(store), "-o", str(work / "report.html")],
+    }
+    runs = {name: [] for name in commands}
+    for i in range(args.repeats + 1):               # the first round is a warm-up
+        for name, cmd in commands.items():
+            r = timed(cmd)
+            if i:
+                runs[name].append(r)
+    base = next(iter(commands))
+    print(f"{os.cpu_count()} CPUs, load {os.getloadavg()[0]:.1f}; 7 runs x 100 steps (~6,300 events); "
+          f"median of {args.repeats}")
+    print(f"{'command':<34} {'wall s':>7} {'cpu s':>6} {'MB':>5} {'x engines':>9}  target")
+    for name, rs in runs.items():
+        wall = statistics.median(r["wall"] for r in rs)
+        ratio = statistics.median(a["wall"] / b["wall"] for a, b in zip(rs, runs[base]))
+        target = TARGETS.get(name)
+        verdict = "" if target is None else f"<= {target} s: {'met' if wall <= target else 'MISSED'}"
+        codes = sorted({r['code'] for r in rs})
+        print(f"{name:<34} {wall:7.3f} {statistics.median(r['cpu'] for r in rs):6.2f} "
+              f"{statistics.median(r['rss_mb'] for r in rs):5.0f} {ratio:9.2f}  {verdict}"
+              + (f" (exit {codes})" if codes != [0] and name != "rldk analyze" else ""))
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,141 @@
+"""How the data layer reads a store: once per run, a run's own files only, nothing heavy at start-up.
+
+Speed itself is measured by benchmarks/analyze.py and benchmarks/small.py; these
+tests pin the behaviours that make it fast (and must not change the numbers).
+"""
+from __future__ import annotations
+
+import subprocess
+import sys
+
+import click
+import numpy as np
+import pyarrow as pa
+import pyarrow.parquet as pq
+import pytest
+from click.testing import CliRunner
+
+from rldk.analyzers import _series
+from rldk.analyzers.suite import analyze
+from rldk.cli import COMMANDS, SUMMARIES, main
+from rldk.core import store as store_module
+from rldk.core.store import open_store, view_statements
+from rldk.writer import EventWriter
+
+
+def make_store(path, runs: dict[str, list[tuple[int, dict]]]):
+    """Write ``{run_id: [(step, {name: value})]}`` through the real writer."""
+    for run_id, calls in runs.items():
+        with EventWriter(path, run_id, capture_env=False) as w:
+            for step, values in calls:
+                w.log(step, values)
+    return path
+
+
+@pytest.fixture
+def three_runs(tmp_path):
+    def calls(scale):
+        return [(s, {"reward": scale * s, "kl": 0.01 * s, "loss": 1.0 / (s + 1),
+                     **{f"rewards/fn{i}/mean": scale * s * (i + 1) for i in range(3)}})
+                for s in range(40)]
+    return make_store(tmp_path / "store", {"a": calls(1.0), "b": calls(2.0), "c": calls(3.0)})
+
+
+def test_a_run_reads_only_its_own_files(three_runs):
+    store = open_store(three_runs)
+    assert store.run_ids == ["a", "b", "c"]
+    for run_id in store.run_ids:
+        own = store.run_files(run_id)
+        assert own and all(pq.read_table(f, columns=["run_id"])["run_id"].to_pylist()
+                           == [run_id] * pq.read_metadata(f).num_rows for f in own)
+        assert store.for_run(run_id).files == own
+        assert store.for_run(run_id) is store.for_run(run_id)     # cached
+    assert sorted(f for r in store.run_ids for f in store.run_files(r)) == sorted(store.files)
+
+
+def test_run_ids_from_footers_match_a_scan(three_runs):
+    store = open_store(three_runs)
+    scanned = [r[0] for r in store.con.execute("SELECT DISTINCT run_id FROM events ORDER BY 1").fetchall()]
+    assert store.run_ids == scanned
+
+
+def test_file_holding_several_runs_is_read_for_each(tmp_path):
+    rows = {"run_id": ["x", "y"], "rank": pa.array([0, 0], pa.int32()), "seq": [0, 0], "step": [0, 0],
+            "wall_time": pa.array([0, 0], pa.timestamp("ms")), "kind": ["metric"] * 2,
+            "name": ["loss"] * 2, "value": [1.0, 2.0], "attrs": pa.nulls(2, pa.string())}
+    pq.write_table(pa.table(rows), tmp_path / "both.parquet")
+    store = open_store(tmp_path)
+    assert store.run_ids == ["x", "y"]
+    assert store.run_files("x") == store.run_files("y") == store.files
+    assert store.run("y").metric("loss").rows() == [(0, 2.0)]
+
+
+def test_mixed_schema_versions_join_by_name(tmp_path):
+    base = {"run_id": ["x"], "rank": pa.array([0], pa.int32()), "seq": [0], "step": [0],
+            "wall_time": pa.array([0], pa.timestamp("ms")), "kind": ["metric"], "name": ["loss"],
+            "value": [1.0], "attrs": pa.nulls(1, pa.string())}
+    pq.write_table(pa.table(base), tmp_path / "old.parquet")
+    pq.write_table(pa.table({**base, "run_id": ["y"], "text": ["t"]}), tmp_path / "new.parquet")
+    store = open_store(tmp_path)
+    assert store.sql("SELECT run_id, text FROM events ORDER BY run_id").rows() == [("x", None), ("y", "t")]
+    assert view_statements(2)[0].count("UNION ALL BY NAME") == 1
+
+
+def test_analyze_reads_each_run_once_and_never_per_metric(three_runs, tmp_path, monkeypatch):
+    _series.clear_cache()
+    reads = []
+    whole = _series._read_whole
+    monkeypatch.setattr(_series, "_read_whole", lambda source, names: reads.append(source.run_id)
+                        or whole(source, names))
+
+    def per_metric_scan(self, *args, **kwargs):
+        raise AssertionError("an analyzer scanned the store for one metric (Run.metric)")
+    monkeypatch.setattr(store_module.Run, "metric", per_metric_scan)
+    monkeypatch.setattr(store_module.Run, "metric_names", per_metric_scan)
+    result = analyze(three_runs, baseline="a", out_dir=tmp_path / "cards", plots=False)
+    assert sorted(reads) == ["a", "b", "c"]
+    assert {o.analyzer: o.status for o in result.outcomes}["reward_health"] in ("ok", "problems")
+
+
+def test_reward_health_numbers_match_run_metric(three_runs):
+    from rldk.analyzers.reward_health.data import load_many, metric_names
+
+    run = open_store(three_runs).run("b")
+    assert metric_names(run) == run.metric_names()
+    loaded = load_many(run, ["reward", "rewards/fn1/mean", "absent"])
+    assert sorted(loaded) == ["reward", "rewards/fn1/mean"]
+    for name, series in loaded.items():
+        frame = run.metric(name)
+        np.testing.assert_array_equal(series.steps, frame["step"].to_numpy())
+        np.testing.assert_array_equal(series.values, frame["value"].to_numpy())
+
+
+def test_cache_key_is_taken_once_per_opened_store(three_runs, monkeypatch):
+    store = open_store(three_runs)
+    source = _series.Source(store, "a")
+    first = _series._key(source)
+    monkeypatch.setattr(store_module.os, "stat", lambda *a, **k: pytest.fail("stat on a cached key"))
+    assert _series._key(source) == first
+    assert {f for f, _, _ in first[0]} == set(store.run_files("a"))
+
+
+def test_help_lists_every_command_with_its_own_summary():
+    ctx = click.Context(main)
+    for name in COMMANDS:
+        command = main.get_command(ctx, name)
+        assert click.Command(name, help=SUMMARIES[name]).get_short_help_str(1000) == \
+            command.get_short_help_str(1000), name
+    out = CliRunner().invoke(main, ["--help"])
+    assert out.exit_code == 0
+    assert all(name in out.output for name in COMMANDS)
+
+
+def test_help_and_store_schema_import_nothing_heavy():
+    code = ("import sys\nfrom rldk.cli import main\n"
+            "try:\n    main(['--help'])\nexcept SystemExit:\n    pass\n"
+            "heavy = sorted(m for m in ('numpy', 'polars', 'duckdb', 'pyarrow', 'pandas', 'scipy', "
+            "'matplotlib') if m in sys.modules)\n"
+            "from rldk.core.store import polars_schema\npolars_schema()\n"
+            "print(heavy, 'pandas' in sys.modules, 'scipy' in sys.modules)")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.strip().splitlines()[-1] == "[] False False"
