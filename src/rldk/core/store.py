@@ -43,7 +43,10 @@ SELECT run_id,
             ELSE round(epoch(max(wall_time)) - epoch(min(wall_time)), 3) END AS wall_seconds,
        count(*) AS events,
        coalesce(max(CASE WHEN kind = 'run' AND name = 'import'
-                         THEN coalesce(json_extract_string(attrs, '$.meta.rldk_status'), 'unknown') END),
+                         THEN CASE WHEN json_extract_string(attrs, '$.meta.rldk_status')
+                                        IN ('complete', 'incomplete', 'failed', 'terminated')
+                                   THEN json_extract_string(attrs, '$.meta.rldk_status')
+                                   ELSE 'unknown' END END),
                 max(CASE WHEN kind = 'run' AND name = 'end'
                          THEN json_extract_string(attrs, '$.status') END), 'incomplete') AS status,
        max(CASE WHEN kind = 'run' AND name = 'import'
