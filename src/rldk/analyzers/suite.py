@@ -10,18 +10,33 @@ their documented defaults. An analyzer is *skipped* (and says why) when
 ``applies(store)`` is False or it raises ``MissingEvents``; *error* when it raises
 another ``RldkError``. The whole analysis is *inconclusive* when no analyzer that
 ``defines_verdict`` reached a verdict (ok or problems): the store was read but not
-checked for anything rldk looks for. Exit codes of the command: 0 clean, 3
+checked for anything rldk looks for.
+
+Defaults that find things: a store of exactly two runs is compared without
+``baseline``: the first run by id is the baseline (pass ``baseline`` to choose).
+A problem that two analyzers report (same run, same problem, overlapping steps:
+``rldk.core.report.merge_duplicates``) is one finding in the analysis, listing both
+in ``evidence["sources"]``; each analyzer's own card keeps its finding. Exit codes of the command: 0 clean, 3
 problems, 4 inconclusive, 1 errors or nothing analyzable.
 """
 from __future__ import annotations
 
 import time
 from dataclasses import dataclass
+from functools import cached_property
 from pathlib import Path
 
 from rldk.analyzers import default
 from rldk.core.errors import MissingEvents, RldkError
-from rldk.core.report import STATUS_COLOURS, Check, Report, ReportTable, write_report
+from rldk.core.report import (
+    STATUS_COLOURS,
+    Check,
+    Finding,
+    Report,
+    ReportTable,
+    merge_duplicates,
+    write_report,
+)
 from rldk.core.result import as_dict
 from rldk.data import open_input
 
@@ -53,10 +68,22 @@ class Analysis:
     runs: tuple[str, ...]
     outcomes: tuple[Outcome, ...]
     reports: tuple[Report, ...]
+    baseline: str | None = None
+
+    @cached_property
+    def findings(self) -> list[tuple[tuple[str, ...], Finding]]:
+        """``(analyzers, finding)`` for every finding of every report, a problem that
+        several analyzers found merged into one (``merge_duplicates``)."""
+        return merge_duplicates((r.analyzer, f) for r in self.reports for f in r.findings)
 
     @property
     def problems(self) -> list:
-        return [f for r in self.reports for f in r.problems]
+        return [f for _, f in self.findings if f.is_problem]
+
+    @property
+    def merged(self) -> int:
+        """Findings that were reported by more than one analyzer (and merged)."""
+        return sum(len(analyzers) > 1 for analyzers, _ in self.findings)
 
     @property
     def errors(self) -> list[Outcome]:
@@ -76,14 +103,14 @@ class Analysis:
         # not the generic shape: the reports have cards of their own; status and the
         # problem count are what index.json readers (CI gates) look at first
         return {"paths": list(self.paths), "out_dir": self.out_dir, "runs": list(self.runs),
-                "status": self.status, "problems": len(self.problems),
+                "baseline": self.baseline, "status": self.status, "problems": len(self.problems),
                 "outcomes": [o.to_dict() for o in self.outcomes]}
 
     def report(self) -> Report:
         """The whole analysis as one Report (what ``rldk analyze`` prints): every problem,
         every check (an applicable analyzer that lacked its events is a check that could
         not run), one row per analyzer. Errors are not in it: the CLI prints them apart."""
-        findings = tuple(f for r in self.reports for f in r.problems)
+        findings = tuple(self.problems)
         checks = tuple(c for r in self.reports for c in r.checks)
         checks += tuple(Check(o.analyzer, "skipped", o.summary) for o in self.outcomes
                         if o.status == "skipped" and o.defines_verdict)
@@ -97,7 +124,8 @@ class Analysis:
         runs = ", ".join(self.runs)
         if status == "problems":
             by = [f"{o.analyzer} ({o.problems})" for o in self.outcomes if o.problems]
-            return f"{len(self.problems)} problem(s) in {runs}: {', '.join(by)}"
+            merged = f"; {self.merged} found by more than one analyzer, counted once" if self.merged else ""
+            return f"{len(self.problems)} problem(s) in {runs}: {', '.join(by)}{merged}"
         if status == "inconclusive":
             return (f"nothing verified in {runs}: no check that finds training problems could run "
                     "(see the checks that could not run)")
@@ -141,7 +169,8 @@ def analyze(paths, baseline: str | None = None, out_dir="rldk_reports", plots: b
     runs (the CLI draws its progress bar with it).
 
     Paths are event stores (files, directories, globs) or foreign logs, which are
-    imported through the converters first (``rldk.ingest_runs``). Raises
+    imported through the converters first (``rldk.ingest_runs``). Without ``baseline``,
+    a store of exactly two runs uses the first by id (``default_baseline``). Raises
     ``MissingEvents`` when there are no metric events at all (nothing to check).
     """
     store = open_input(paths)
@@ -151,6 +180,7 @@ def analyze(paths, baseline: str | None = None, out_dir="rldk_reports", plots: b
     from rldk.analyzers import _series
 
     _series.prefetch([_series.Source(store, run_id) for run_id in store.run_ids])
+    baseline = baseline if baseline is not None else default_baseline(store.run_ids)
     options = {"baseline": baseline}
     outcomes, reports = [], []
     chosen = list(analyzers if analyzers is not None else default())
@@ -162,9 +192,16 @@ def analyze(paths, baseline: str | None = None, out_dir="rldk_reports", plots: b
         if report is not None:
             reports.append(report)
     analysis = Analysis(tuple(map(str, _as_list(paths))), str(out_dir), tuple(store.run_ids),
-                        tuple(outcomes), tuple(reports))
+                        tuple(outcomes), tuple(reports), baseline)
     write_index(analysis)
     return analysis
+
+
+def default_baseline(run_ids) -> str | None:
+    """The baseline when none is given: with exactly two runs, the first by id (the
+    other is compared with it); with more, None (which one is the reference is the
+    user's call: ``--baseline RUN``)."""
+    return sorted(run_ids)[0] if len(run_ids) == 2 else None
 
 
 def _as_list(paths):

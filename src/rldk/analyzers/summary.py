@@ -1,23 +1,26 @@
 """Run summary: what each run holds, how it ended, and every metric's range.
 
 Consumes all event kinds (``metric`` for the per-metric table, ``run`` for status
-and the writer's counters). Per-metric figures are over each metric's series
+and the writer's counters). A run imported from logs takes its status and wall time
+from its import event (``rldk.core.run_facts``), never from the import's clock. Per-metric figures are over each metric's series
 (``rldk.analyzers._series``: one value per step, the last logged; non-numeric
 values counted apart), computed with NumPy from the series the other analyzers
 share; run-level figures come from one aggregate query. Findings: a run that ended ``failed`` or
 ``terminated`` (warning), a writer that dropped events or could not write
 (warning), values the writer stored as text (info), a run with no end event (info:
-still running, killed hard, or imported from logs that do not record an end).
+still running, killed hard), an imported run whose logs stop before their planned
+end (info, with the logs' evidence).
 """
 from __future__ import annotations
 
 import json
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import numpy as np
 
 from rldk.analyzers import _series
 from rldk.analyzers.base import Analyzer
+from rldk.core import run_facts
 from rldk.core.report import Check, Finding, Report, ReportTable, verdict
 from rldk.core.result import Result
 
@@ -41,9 +44,10 @@ SELECT rank, 'metric' AS kind, count(*) AS events, min(wall_time) AS started,
 FROM metrics WHERE run_id = $run_id GROUP BY rank
 """
 
-#: The run ``end`` events (row groups without run events are skipped).
+#: The run ``end`` and ``import`` events (row groups without run events are skipped).
 ENDS_SQL = """
-SELECT run_id, attrs FROM events WHERE kind = 'run' AND name = 'end' ORDER BY wall_time, seq
+SELECT run_id, name, attrs FROM events WHERE kind = 'run' AND name IN ('end', 'import')
+ORDER BY wall_time, seq
 """
 
 
@@ -54,9 +58,11 @@ class Params:
 
 @dataclass(frozen=True)
 class RunSummary:
-    """One run: status ("complete", "failed", "terminated", "incomplete"), ranks,
-    events, event kinds, metric count, step range, wall-clock seconds between its
-    first and last event, and the writer's counters from its end events."""
+    """One run: status ("complete", "failed", "terminated", "incomplete"; imported runs
+    "complete", "incomplete" or "unknown") and the evidence for it (imported runs), ranks,
+    events, event kinds, metric count, step range, wall-clock seconds between its first
+    and last event (imported runs: from the logs' timestamps, None without them), and the
+    writer's counters from its end events."""
 
     run_id: str
     status: str
@@ -70,6 +76,8 @@ class RunSummary:
     dropped_events: int
     write_errors: int
     malformed: dict
+    imported: bool = False
+    status_evidence: str | None = None
 
 
 @dataclass(frozen=True)
@@ -81,8 +89,8 @@ class SummaryResult(Result):
 
     def report(self) -> Report:
         findings = tuple(f for r in self.runs for f in _findings(r))
-        checks = tuple(Check("run_status", "ran", f"{r.status}, {r.metrics} metric(s)", r.run_id)
-                       for r in self.runs)
+        checks = tuple(Check("run_status", "ran", f"{_status_text(r)}, {r.metrics} metric(s)",
+                             r.run_id) for r in self.runs)
         steps = ", ".join(f"{r.run_id} ({r.status}, steps {r.first_step}-{r.last_step}, "
                           f"{r.metrics} metrics)" for r in self.runs)
         return Report(analyzer=SummaryAnalyzer.name, title=SummaryAnalyzer.title,
@@ -110,16 +118,24 @@ class SummaryAnalyzer(Analyzer):
         """Summarize every run of ``store``."""
         runs = store.sql(RUNS_SQL)
         ends: dict[str, list] = {}
-        for run_id, attrs in store.sql(ENDS_SQL).iter_rows():
-            ends.setdefault(run_id, []).append(json.loads(attrs) if attrs else {})
+        imports: dict[str, dict] = {}
+        for run_id, name, attrs in store.sql(ENDS_SQL).iter_rows():
+            attrs = json.loads(attrs) if attrs else {}
+            if name == "import":
+                imports[run_id] = attrs
+            else:
+                ends.setdefault(run_id, []).append(attrs)
         summaries, metrics = [], []
         for run_id in store.run_ids:
             source = _series.Source(store, run_id)
             rows = [metric_stats(run_id, s) for batch in _series.iter_series(source)
                     for s in batch.values()]
             metrics += sorted(rows, key=lambda m: m["name"])
-            summaries.append(_run_summary(run_id, _event_rows(store, runs, source),
-                                          ends.get(run_id, []), rows))
+            summary = _run_summary(run_id, _event_rows(store, runs, source),
+                                   ends.get(run_id, []), rows)
+            if run_id in imports:
+                summary = _as_imported(summary, imports[run_id])
+            summaries.append(summary)
         return SummaryResult(tuple(summaries), tuple(metrics))
 
 
@@ -173,8 +189,25 @@ def _run_summary(run_id: str, rows, ends: list[dict], metrics: list[dict]) -> Ru
         write_errors=sum(s.get("write_errors", 0) for s in stats), malformed=malformed)
 
 
+def _status_text(r: RunSummary) -> str:
+    if r.status_evidence:
+        return f"{r.status} ({r.status_evidence})"
+    if r.imported and r.status == "unknown":
+        return "unknown (imported: the logs do not show whether it reached its planned end)"
+    return r.status
+
+
+def _as_imported(r: RunSummary, attrs: dict) -> RunSummary:
+    """``r`` with the status and wall time its logs show (the writer's end event and
+    clock only date the import)."""
+    status, evidence, seconds = run_facts.imported(attrs)
+    return replace(r, status=status, status_evidence=evidence, seconds=seconds, imported=True)
+
+
 def _findings(r: RunSummary):
-    if r.status in ("failed", "terminated"):
+    if r.imported and r.status == "incomplete":
+        yield _stopped_early(r)
+    elif r.status in ("failed", "terminated"):
         yield Finding("run_status", "warning", f"run {r.run_id} ended {r.status}", r.run_id,
                       steps=(r.last_step, r.last_step) if r.last_step is not None else None,
                       evidence={"status": r.status},
@@ -183,8 +216,23 @@ def _findings(r: RunSummary):
     elif r.status == "incomplete":
         yield Finding("run_incomplete", "info", f"run {r.run_id} has no end event", r.run_id,
                       evidence={"status": r.status},
-                      fix="Still running, killed hard (SIGKILL/OOM) or imported from logs "
-                          "without an end record; the events written so far are complete.")
+                      fix="Still running or killed hard (SIGKILL/OOM); the events written so far "
+                          "are complete.")
+    yield from _writer_findings(r)
+
+
+def _stopped_early(r: RunSummary) -> Finding:
+    """An imported run whose logs end before the planned length (the converter's evidence)."""
+    return Finding("run_incomplete", "info",
+                  f"run {r.run_id} stopped before its planned end"
+                  + (f": {r.status_evidence}" if r.status_evidence else ""), r.run_id,
+                  steps=(r.last_step, r.last_step) if r.last_step is not None else None,
+                  evidence={"status": r.status, "evidence": r.status_evidence},
+                  fix="The logs end early (stopped, crashed or copied mid-run): the analyses "
+                      "cover the steps they hold; import the final logs for the whole run.")
+
+
+def _writer_findings(r: RunSummary):
     if r.dropped_events or r.write_errors:
         yield Finding("writer_dropped", "warning",
                       f"writer of run {r.run_id} dropped {r.dropped_events} event(s) after "
@@ -201,9 +249,10 @@ def _findings(r: RunSummary):
 
 
 def _runs_table(runs) -> ReportTable:
-    cols = ("run", "status", "ranks", "events", "metrics", "first_step", "last_step", "seconds")
+    cols = ("run", "status", "ranks", "events", "metrics", "first_step", "last_step", "seconds",
+            "status_evidence")
     rows = tuple((r.run_id, r.status, list(r.ranks), r.events, r.metrics, r.first_step,
-                  r.last_step, r.seconds) for r in runs)
+                  r.last_step, r.seconds, r.status_evidence) for r in runs)
     return ReportTable("Runs", cols, rows)
 
 

@@ -6,6 +6,16 @@ import sys
 import click
 
 from rldk.cli import handle_errors, open_output, output_options
+from rldk.core.render import (
+    RUN_COLUMNS,
+    console,
+    markdown_table,
+    record_tables,
+    render_rows,
+    rich_table,
+    rows_of,
+    run_rows,
+)
 
 
 @click.command()
@@ -21,11 +31,8 @@ def demo(directory, steps):
     import glob
     import os
 
-    from rich.console import Console
-
     from rldk.analyzers.divergence import first_divergence
     from rldk.core.errors import RldkError
-    from rldk.core.render import render_rows
     from rldk.core.report import rich_view
     from rldk.core.store import open_store
     from rldk.examples.bandit import train_bandit
@@ -39,10 +46,10 @@ def demo(directory, steps):
                          capture_env=False) as writer:
             train_bandit(writer, steps=steps, seed=0, lr_spike_at=spike)
     store = open_store(directory)
-    render_rows(store.summary().select("run_id", "steps", "metrics", "events", "status"), "table",
-                title=f"runs in {directory}")
+    console(sys.stdout).print(rich_table(RUN_COLUMNS, run_rows(store.summary()),
+                                         title=f"runs in {directory}"))
     found = first_divergence("bandit-clean", "bandit-lr-spike", store=store)
-    Console(width=None if sys.stdout.isatty() else 120).print(rich_view(found.report()))
+    console(sys.stdout).print(rich_view(found.report()))
     click.echo(f"Injected: learning rate x50 from step {spike_at}. Found: "
                f"{'divergence at step ' + str(found.step) if found.diverged else 'no divergence'}.")
     click.echo(f"Next: rldk report {directory} -o report.html   |   "
@@ -53,16 +60,29 @@ def demo(directory, steps):
 
 @click.command()
 @click.argument("paths", nargs=-1, required=True)
+@click.option("--wide", is_flag=True,
+              help="Every column in the table and markdown views (as json and csv always have).")
 @output_options
 @handle_errors
-def runs(paths, fmt, output):
-    """List the runs in PATHS: id, steps, kinds, metrics, wall time, status."""
-    from rldk.core.render import render_rows
+def runs(paths, wide, fmt, output):
+    """List the runs in PATHS: id, status, step range, metric count, wall time.
+
+    --wide, --format json and --format csv add ranks, step count, event kinds, metric
+    names, start, last event, events and the evidence for the status.
+    """
     from rldk.data import open_input
 
     summary = open_input(paths).summary()
     with open_output(output) as stream:
-        render_rows(summary, fmt, title="runs", stream=stream)
+        if fmt == "table" and wide:
+            console(stream).print(record_tables(*rows_of(summary)))
+        elif wide or fmt not in ("table", "markdown"):
+            render_rows(summary, fmt, title="runs", stream=stream, wide=True)
+        elif fmt == "markdown":
+            stream.write(markdown_table(RUN_COLUMNS, run_rows(summary)))
+        else:
+            console(stream).print(rich_table(RUN_COLUMNS, run_rows(summary), title=f"{len(summary)} run(s)",
+                                             caption="every column: --wide or --format json|csv"))
 
 
 @click.command()
@@ -79,7 +99,6 @@ def sql(query, paths, fmt, output):
     import duckdb
 
     from rldk.core.errors import UsageError
-    from rldk.core.render import render_rows
     from rldk.data import open_input
 
     store = open_input(paths)
@@ -99,7 +118,6 @@ def sql(query, paths, fmt, output):
 def compact(paths, force, fmt, output):
     """Merge each finished run's segment files into one file."""
     from rldk.core.compaction import compact as compact_runs
-    from rldk.core.render import render_rows
 
     report = compact_runs(paths, force=force)
     with open_output(output) as stream:

@@ -16,7 +16,8 @@ import time
 from dataclasses import dataclass
 
 from rldk import __version__, semantics
-from rldk.core.report import SEVERITIES, Report
+from rldk.core.render import RUN_COLUMNS, run_rows
+from rldk.core.report import SEVERITIES, Report, merge_duplicates
 
 #: quantities (``rldk.semantics``) whose curves are shown first, under each run's own names
 PREFERRED = ("reward", "kl_to_ref", "loss", "grad_norm", "entropy", "response_length", "lr")
@@ -92,16 +93,19 @@ def markers_for(reports, metric: str) -> list[tuple[int, str]]:
 
 
 def report_data(store, reports: list[Report], max_points: int = 1000, title: str | None = None) -> dict:
-    """Everything the page shows, as JSON-ready data."""
-    overview = store.summary()
-    findings = [dict(f.to_dict(), analyzer=r.analyzer) for r in reports for f in r.findings]
+    """Everything the page shows, as JSON-ready data: the runs (``RUN_COLUMNS``), the
+    findings (a problem several analyzers found once: ``merge_duplicates``), every card,
+    the curves."""
+    sourced = merge_duplicates((r.analyzer, f) for r in reports for f in r.findings)
+    findings = [dict(f.to_dict(), analyzer=" + ".join(a)) for a, f in sourced]
     findings.sort(key=lambda f: (-SEVERITIES.index(f["severity"]), f["analyzer"], f["code"]))
     metrics = choose_metrics(store, reports)
     return {
         "title": title or "rldk report",
         "generated": time.strftime("%Y-%m-%d %H:%M:%S UTC", time.gmtime()),
         "version": __version__,
-        "runs": {"columns": overview.columns, "rows": [[_plain(v) for v in row] for row in overview.rows()]},
+        "runs": {"columns": list(RUN_COLUMNS), "rows": [[_plain(v) for v in row]
+                                                         for row in run_rows(store.summary())]},
         "findings": findings,
         "cards": [r.to_dict() for r in reports],
         "curves": [curve(store, m, max_points, markers_for(reports, m)).to_dict() for m in metrics],
@@ -174,14 +178,15 @@ header{background:#1d2330;color:#fff;padding:18px 28px}header h1{margin:0 0 4px;
 nav a{margin-right:18px;color:#2f5fd0;text-decoration:none;font-weight:600}
 section{padding:8px 28px 20px}h2{font-size:18px;border-bottom:2px solid #dde1e8;padding-bottom:4px}
 table{border-collapse:collapse;background:#fff;font-size:13px;margin:6px 0 14px}
-th,td{border:1px solid #dde1e8;padding:4px 8px;text-align:left;vertical-align:top;max-width:520px;overflow-wrap:anywhere}
+th,td{border:1px solid #dde1e8;padding:4px 8px;text-align:left;vertical-align:top;max-width:520px;overflow-wrap:break-word}
+th{white-space:nowrap}td.id{white-space:nowrap}.scroll{overflow-x:auto;max-width:100%}
 th{background:#eef1f6}.sev-error{color:#c62828;font-weight:700}.sev-warning{color:#b26a00;font-weight:700}.sev-info{color:#2f5fd0}
 .finding{background:#fff;border-left:4px solid #999;padding:8px 12px;margin:8px 0;border-radius:3px}
 .finding.error{border-color:#c62828}.finding.warning{border-color:#e09000}.finding.info{border-color:#2f5fd0}
 .finding .title{font-weight:600}.finding .fix{color:#2e6b2e}.finding pre{background:#f3f4f7;padding:6px;overflow:auto;max-height:160px;margin:6px 0 0}
 #curve-grid{display:grid;grid-template-columns:repeat(auto-fill,minmax(460px,1fr));gap:14px}
 .plot{background:#fff;border:1px solid #dde1e8;border-radius:4px;padding:8px}
-.plot h3{margin:0 0 4px;font-size:14px;overflow-wrap:anywhere}.plot canvas{width:100%;height:240px;cursor:crosshair}
+.plot h3{margin:0 0 4px;font-size:14px;overflow-wrap:break-word}.plot canvas{width:100%;height:240px;cursor:crosshair}
 .plot .note{font-size:12px;color:#666}.legend span{margin-right:12px;font-size:12px}
 .zoom{font-size:12px;margin:2px 6px 0 0}.tip{position:fixed;pointer-events:none;background:#1d2330;color:#fff;padding:3px 7px;border-radius:3px;font-size:12px;display:none;z-index:5}
 .card{background:#fff;border:1px solid #dde1e8;border-radius:4px;padding:10px 14px;margin:12px 0}
@@ -208,12 +213,22 @@ function fmt(v) {
   if (typeof v === "object") return JSON.stringify(v);
   return String(v);
 }
+const LIST_SHOWN = 3;
+function cell(v, first) {
+  // the first column is the row's id: never wrapped; a long list shows its count (all on hover)
+  const long = Array.isArray(v) && v.length > LIST_SHOWN;
+  const td = el("td", first ? {class: "id"} : {}, long ? v.length + " items" : fmt(v));
+  if (long) td.setAttribute("title", fmt(v));
+  return td;
+}
 function table(columns, rows) {
   const t = el("table"), head = el("tr");
-  columns.forEach(c => head.appendChild(el("th", {}, c)));
+  columns.forEach(c => head.appendChild(el("th", {}, String(c).replace(/_/g, " "))));
   t.appendChild(head);
-  rows.forEach(r => { const tr = el("tr"); r.forEach(c => tr.appendChild(el("td", {}, fmt(c)))); t.appendChild(tr); });
-  return t;
+  rows.forEach(r => { const tr = el("tr"); r.forEach((c, i) => tr.appendChild(cell(c, i === 0))); t.appendChild(tr); });
+  const box = el("div", {class: "scroll"});
+  box.appendChild(t);
+  return box;
 }
 function renderRuns() {
   const box = document.getElementById("runs-table");

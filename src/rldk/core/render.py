@@ -10,6 +10,7 @@ import csv
 import io
 import json
 import math
+import os
 import sys
 
 FORMATS = ("table", "json", "csv", "markdown")
@@ -64,8 +65,9 @@ def _cell(value) -> str:
     return str(value)
 
 
-def render_rows(frame, fmt: str, title: str | None = None, stream=None) -> None:
-    """Write tabular rows in ``fmt`` to ``stream`` (stdout by default)."""
+def render_rows(frame, fmt: str, title: str | None = None, stream=None, wide: bool = False) -> None:
+    """Write tabular rows in ``fmt`` to ``stream`` (stdout by default). JSON and CSV hold
+    every cell; the terminal table is for people (:func:`rich_table`; ``wide``: lists in full)."""
     stream = stream or sys.stdout
     columns, rows = rows_of(frame)
     if fmt == "json":
@@ -77,16 +79,92 @@ def render_rows(frame, fmt: str, title: str | None = None, stream=None) -> None:
     elif fmt == "markdown":
         stream.write(markdown_table(columns, rows))
     else:
-        from rich.console import Console
-        from rich.table import Table
-        from rich.text import Text
+        console(stream).print(rich_table(columns, rows, title, wide=wide))
 
-        table = Table(title=title, show_lines=False)
-        for c in columns:
-            table.add_column(c, overflow="fold")
-        for r in rows:
-            table.add_row(*[Text(_cell(v)) for v in r])     # Text: no markup from log contents
-        Console(file=stream, width=200 if not stream.isatty() else None).print(table)
+
+#: the width of terminal output written to a file or pipe without ``COLUMNS`` set
+FILE_WIDTH = 120
+#: lists longer than this are shown as their length in terminal tables (all with ``wide``)
+LIST_SHOWN = 3
+
+
+def console(stream):
+    """A rich Console on ``stream`` as wide as the terminal (``COLUMNS`` when set; files
+    and pipes without it: ``FILE_WIDTH``)."""
+    from rich.console import Console
+
+    tty = hasattr(stream, "isatty") and stream.isatty()
+    return Console(file=stream, width=None if tty or "COLUMNS" in os.environ else FILE_WIDTH)
+
+
+def rich_table(columns, rows, title: str | None = None, wide: bool = False, caption=None):
+    """A table that fits the console: the first column (the id) never wraps unless it
+    alone is wider than the screen, the others wrap at spaces, long lists become their
+    count (``LIST_SHOWN``; all of them with ``wide``). Cells are plain text: no markup
+    from log contents."""
+    from rich import box
+    from rich.table import Table
+    from rich.text import Text
+
+    table = Table(title=title, caption=caption, box=box.SIMPLE_HEAD, pad_edge=False,
+                  title_justify="left", caption_justify="left")
+    for i, c in enumerate(columns):
+        table.add_column(c, overflow="fold", no_wrap=i == 0, min_width=len(str(c)))
+    for r in rows:
+        table.add_row(*[Text(_cell(v) if wide else _short_cell(v)) for v in r])
+    return table
+
+
+def record_tables(columns, rows):
+    """One two-column table (field, value) per row, titled by its first cell: every
+    value in full at any width."""
+    from rich import box
+    from rich.console import Group
+    from rich.table import Table
+    from rich.text import Text
+
+    tables = []
+    for r in rows:
+        table = Table(title=_cell(r[0]), box=box.SIMPLE, show_header=False, pad_edge=False,
+                      title_justify="left")
+        table.add_column("field", no_wrap=True, style="bold")
+        table.add_column("value", overflow="fold")
+        for c, v in zip(columns[1:], r[1:]):
+            table.add_row(Text(str(c)), Text(_cell(v)))
+        tables.append(table)
+    return Group(*tables)
+
+
+def _short_cell(value) -> str:
+    if isinstance(value, (list, tuple)) and len(value) > LIST_SHOWN:
+        return f"{len(value)} items"
+    return _cell(value)
+
+
+def duration(seconds) -> str:
+    """``seconds`` for people: "42.0s", "12m03s", "3h02m" ("" when unknown)."""
+    if seconds is None or (isinstance(seconds, float) and not math.isfinite(seconds)):
+        return ""
+    if seconds < 60:
+        return f"{seconds:.1f}s"
+    minutes, secs = divmod(int(round(seconds)), 60)
+    if minutes < 60:
+        return f"{minutes}m{secs:02d}s"
+    return f"{minutes // 60}h{minutes % 60:02d}m"
+
+
+#: the columns of a run overview for people (``Store.summary`` has every column)
+RUN_COLUMNS = ("run", "status", "steps", "metrics", "wall")
+
+
+def run_rows(summary) -> list[list]:
+    """Rows of ``RUN_COLUMNS`` from ``Store.summary()``: the step range, the metric count
+    and the wall time in words."""
+    out = []
+    for r in summary.iter_rows(named=True):
+        steps = "" if r["first_step"] is None else f"{r['first_step']}-{r['last_step']}"
+        out.append([r["run_id"], r["status"], steps, r["metrics"], duration(r["wall_seconds"])])
+    return out
 
 
 def markdown_table(columns, rows) -> str:

@@ -9,13 +9,17 @@ everything that came from logs escaped.
 from __future__ import annotations
 
 import os
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
+from rldk import semantics
 from rldk.core.render import (
     REPORT_SCHEMA_VERSION,
+    console,
     escape_markdown,
     markdown_table,
+    render_rows,
+    rich_table,
     to_json,
 )
 
@@ -101,6 +105,59 @@ class Finding:
                 "run_id": self.run_id, "metric": self.metric,
                 "steps": list(self.steps) if self.steps is not None else None,
                 "evidence": self.evidence, "fix": self.fix}
+
+
+#: Finding codes that name the same problem as another analyzer's code (the key). Two
+#: findings are one problem when they share the run, the problem (this table, else the
+#: code itself), the quantity of their metric (``rldk.semantics``) and overlapping steps.
+SAME_PROBLEM = {"zero_std_onset": "zero_std", "zero_std_groups": "zero_std",
+                "truncation_onset": "truncation", "kl_band_exceeded": "kl_above_target",
+                "reward_nan": "nan_onset"}
+
+
+def merge_duplicates(sourced) -> list[tuple[tuple[str, ...], Finding]]:
+    """``(analyzers, finding)`` for each problem in ``sourced`` ((analyzer, Finding) pairs,
+    in order): a problem that several analyzers found is one finding, the first one's,
+    with the highest severity, the union of the steps and ``evidence["sources"]`` listing
+    every analyzer's finding (analyzer, code, severity, title, steps)."""
+    groups: dict[tuple, list[list[tuple[str, Finding]]]] = {}
+    order: list[list[tuple[str, Finding]]] = []
+    for analyzer, finding in sourced:
+        bucket = groups.setdefault(_problem_key(finding), [])
+        group = next((g for g in bucket if analyzer not in {a for a, _ in g}
+                      and any(_overlap(finding.steps, f.steps) for _, f in g)), None)
+        if group is None:
+            group = []
+            bucket.append(group)
+            order.append(group)
+        group.append((analyzer, finding))
+    return [_merged(g) for g in order]
+
+
+def _problem_key(f: Finding) -> tuple:
+    quantity = semantics.classify(f.metric)[0] if f.metric else None
+    metric = quantity.name if quantity is not None else f.metric
+    return f.run_id, SAME_PROBLEM.get(f.code, f.code), metric
+
+
+def _overlap(a, b) -> bool:
+    if a is None or b is None:
+        return a is None and b is None
+    return a[0] <= b[1] and b[0] <= a[1]
+
+
+def _merged(group) -> tuple[tuple[str, ...], Finding]:
+    analyzers = tuple(a for a, _ in group)
+    if len(group) == 1:
+        return analyzers, group[0][1]
+    first = group[0][1]
+    worst = max((f for _, f in group), key=lambda f: SEVERITIES.index(f.severity))
+    spans = [f.steps for _, f in group if f.steps is not None]
+    steps = (min(s[0] for s in spans), max(s[1] for s in spans)) if spans else None
+    sources = [{"analyzer": a, "code": f.code, "severity": f.severity, "title": f.title,
+                "steps": list(f.steps) if f.steps is not None else None} for a, f in group]
+    return analyzers, replace(first, severity=worst.severity, title=worst.title, steps=steps,
+                              evidence=dict(first.evidence, sources=sources))
 
 
 @dataclass(frozen=True)
@@ -214,29 +271,82 @@ STATUS_COLOURS = {"ok": "green", "problems": "red", "inconclusive": "yellow", "s
 def rich_view(report: Report):
     """A rich renderable (panel with the findings table) for terminal output."""
     from rich.console import Group
-    from rich.panel import Panel
-    from rich.table import Table
     from rich.text import Text
 
     colour = STATUS_COLOURS[report.status]
     parts = [Text(report.summary)]
     if report.status == "inconclusive":
         parts.append(Text(f"INCONCLUSIVE: {INCONCLUSIVE_NOTE}:", style="bold yellow"))
-        for line in dict.fromkeys(_skipped_line(c) for c in report.skipped_checks):
-            parts.append(Text(f"  - {line}", style="yellow"))
+        parts.append(_bullets(dict.fromkeys(_skipped_line(c) for c in report.skipped_checks)))
     elif report.skipped_checks:
         names = ", ".join(dict.fromkeys(c.name for c in report.skipped_checks))
         parts.append(Text(f"Could not run: {names}", style="yellow"))
     if report.findings:
-        table = Table(show_header=True, header_style="bold", expand=True)
-        for col in ("severity", "finding", "steps", "fix"):
-            table.add_column(col, overflow="fold")
-        for f in sorted(report.findings, key=lambda f: -SEVERITIES.index(f.severity)):
-            steps = "" if f.steps is None else f"{f.steps[0]}-{f.steps[1]}"
-            table.add_row(Text(f.severity, style={"error": "red", "warning": "yellow"}.get(f.severity, "")),
-                          Text(f.title), Text(steps), Text(f.fix))
-        parts.append(table)
-    return Panel(Group(*parts), title=Text(f"{report.title} [{report.status}]"), border_style=colour)
+        parts.append(_findings_grid(report.findings))
+    return _Card(Text(f"{report.title} [{report.status}]"), Group(*parts), colour)
+
+
+def _findings_grid(findings):
+    """Findings most severe first: the severity, then the title, where (run, metric,
+    steps) and the fix, each wrapping at spaces in the width there is."""
+    from rich.console import Group
+    from rich.table import Table
+    from rich.text import Text
+
+    grid = Table.grid(padding=(0, 1))
+    grid.add_column(no_wrap=True)
+    grid.add_column(overflow="fold", ratio=1)
+    for f in sorted(findings, key=lambda f: -SEVERITIES.index(f.severity)):
+        where = " · ".join(x for x in (f.run_id and f"run {f.run_id}", f.metric and f"metric {f.metric}",
+                                       f.steps is not None and f"steps {f.steps[0]}-{f.steps[1]}",
+                                       _found_by(f)) if x)
+        lines = [Text(f.title, style="bold")]
+        lines += [Text(where, style="dim")] if where else []
+        lines += [Text(f"Fix: {f.fix}")] if f.fix else []
+        grid.add_row(Text(f.severity.upper(), style=SEVERITY_COLOURS.get(f.severity, "")), Group(*lines))
+    return grid
+
+
+def _bullets(lines):
+    """``  - line`` per line, wrapped lines indented under the text."""
+    from rich.table import Table
+    from rich.text import Text
+
+    grid = Table.grid(padding=(0, 1))
+    grid.add_column(no_wrap=True)
+    grid.add_column(overflow="fold", ratio=1)
+    for line in lines:
+        grid.add_row(Text("  -", style="yellow"), Text(line, style="yellow"))
+    return grid
+
+
+def _found_by(f: Finding) -> str:
+    sources = f.evidence.get("sources") if isinstance(f.evidence, dict) else None
+    if not isinstance(sources, list) or len(sources) < 2:
+        return ""
+    return "found by " + " and ".join(str(s.get("analyzer")) for s in sources if isinstance(s, dict))
+
+
+SEVERITY_COLOURS = {"error": "red", "warning": "yellow"}
+
+
+class _Card:
+    """A panel whose title is never cut: a title wider than the screen becomes the
+    first line inside the panel (rich would shorten it with an ellipsis)."""
+
+    def __init__(self, title, body, colour: str):
+        self.title, self.body, self.colour = title, body, colour
+
+    def __rich_console__(self, console, options):
+        from rich.console import Group
+        from rich.panel import Panel
+
+        if self.title.cell_len + 6 <= options.max_width:
+            yield Panel(self.body, title=self.title, border_style=self.colour)
+        else:
+            heading = self.title.copy()
+            heading.stylize("bold")
+            yield Panel(Group(heading, self.body), border_style=self.colour)
 
 
 def _skipped_line(check: Check) -> str:
@@ -247,8 +357,6 @@ def render_report(report: Report, fmt: str, stream) -> None:
     """Write ``report`` to ``stream`` as ``fmt``: "json" (the source of truth), "markdown",
     "csv" (its findings, or its first table when it has no findings) or "table" (a rich
     panel and its tables)."""
-    from rldk.core.render import render_rows, to_json
-
     if fmt == "json":
         stream.write(to_json(report.to_dict()) + "\n")
     elif fmt == "markdown":
@@ -256,13 +364,10 @@ def render_report(report: Report, fmt: str, stream) -> None:
     elif fmt == "csv":
         render_rows(_csv_rows(report), "csv", stream=stream)
     else:
-        from rich.console import Console
-
-        console = Console(file=stream, width=None if stream.isatty() else 160)
-        console.print(rich_view(report))
+        out = console(stream)
+        out.print(rich_view(report))
         for table in report.tables:
-            render_rows([dict(zip(table.columns, row)) for row in table.rows], "table",
-                        title=table.name, stream=stream)
+            out.print(rich_table(table.columns, table.rows, title=table.name))
 
 
 def _csv_rows(report: Report) -> list[dict]:

@@ -15,6 +15,7 @@ from dataclasses import dataclass
 from functools import cached_property, lru_cache
 
 from rldk import semantics
+from rldk.core import run_facts
 from rldk.core.errors import StoreError, UsageError
 from rldk.core.sql import quote_literal
 
@@ -34,10 +35,22 @@ SELECT run_id,
        coalesce(list(DISTINCT name ORDER BY name) FILTER (WHERE kind = 'metric'), []) AS metric_names,
        min(wall_time) AS started,
        max(wall_time) AS last_event,
-       round(epoch(max(wall_time)) - epoch(min(wall_time)), 3) AS wall_seconds,
+       -- imported runs: the facts their converter read from the logs (the writer's own
+       -- clock and end event only date the import); see rldk.core.run_facts
+       CASE WHEN bool_or(kind = 'run' AND name = 'import')
+            THEN max(CASE WHEN kind = 'run' AND name = 'import'
+                          THEN TRY_CAST(json_extract(attrs, '$.meta.rldk_wall_seconds') AS DOUBLE) END)
+            ELSE round(epoch(max(wall_time)) - epoch(min(wall_time)), 3) END AS wall_seconds,
        count(*) AS events,
-       coalesce(max(CASE WHEN kind = 'run' AND name = 'end'
-                         THEN json_extract_string(attrs, '$.status') END), 'incomplete') AS status
+       coalesce(max(CASE WHEN kind = 'run' AND name = 'import'
+                         THEN CASE WHEN json_extract_string(attrs, '$.meta.rldk_status')
+                                        IN ('complete', 'incomplete', 'failed', 'terminated')
+                                   THEN json_extract_string(attrs, '$.meta.rldk_status')
+                                   ELSE 'unknown' END END),
+                max(CASE WHEN kind = 'run' AND name = 'end'
+                         THEN json_extract_string(attrs, '$.status') END), 'incomplete') AS status,
+       max(CASE WHEN kind = 'run' AND name = 'import'
+                THEN json_extract_string(attrs, '$.meta.rldk_status_evidence') END) AS status_evidence
 FROM events
 GROUP BY run_id
 ORDER BY run_id
@@ -263,9 +276,11 @@ class Store:
 
     def summary(self):
         """One row per run (Polars): id, ranks, steps, first/last step, kinds, metric count
-        and names, start, last event, wall seconds, event count, and status: complete,
+        and names, start, last event, wall seconds, event count, status: complete,
         terminated or failed (from the run's end event), or incomplete (no end event:
-        the process crashed or is still running)."""
+        the process crashed or is still running), and status_evidence. A run imported
+        from logs takes status, evidence and wall seconds from its import event
+        (``rldk.core.run_facts``): "unknown" and no wall time when the logs lack them."""
         return self.sql(RUNS_SQL)
 
 
@@ -362,7 +377,12 @@ class Run:
 
     @property
     def status(self) -> str:
-        """'complete', 'terminated', 'failed' (from the ``end`` event) or 'incomplete'."""
+        """'complete', 'terminated', 'failed' (from the ``end`` event) or 'incomplete'; for
+        a run imported from logs, what they show (``rldk.core.run_facts``): 'complete',
+        'incomplete' or 'unknown'."""
+        imported = self._run_event("import", last=True)
+        if imported is not None:
+            return run_facts.imported(imported)[0]
         end = self._run_event("end", last=True)
         return end.get("status", "complete") if end else "incomplete"
 

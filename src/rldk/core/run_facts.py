@@ -1,0 +1,42 @@
+"""How an imported run ended and how long it trained: facts read from its own logs.
+
+The writer dates events by its own clock and closes every import with an ``end``
+event, so for a run imported from logs neither says anything about the training:
+the last event is the import, and every import "completes". A converter records
+what the logs themselves show in the ``meta`` of the run's ``run/import`` event:
+
+- ``rldk_status``: "complete" (the logs reach the planned end: TRL ``global_step``
+  = ``max_steps``, SB3 ``total_timesteps`` reached, verl ``total_training_steps``
+  reached, MLflow FINISHED), "incomplete" (they stop before it), "failed" or
+  "terminated" (the tool recorded so: MLflow FAILED, KILLED) or "unknown" (no
+  planned length, no end record).
+- ``rldk_status_evidence``: the log's own words for it, e.g.
+  "trainer_state.json: global_step 75 of max_steps 100".
+- ``rldk_wall_seconds``: seconds of training from the log's own timestamps
+  (absent when the logs carry none).
+
+Readers (``Store.summary`` and its ``runs`` view, ``Run.status``, the summary
+analyzer) take these for every run with an import event; without them such a run
+is "unknown" with no wall time, never "complete" nor import-clock seconds.
+"""
+from __future__ import annotations
+
+import math
+
+STATUS = "rldk_status"
+EVIDENCE = "rldk_status_evidence"
+WALL_SECONDS = "rldk_wall_seconds"
+#: what a converter may record under ``STATUS``
+IMPORTED_STATUSES = ("complete", "incomplete", "failed", "terminated", "unknown")
+
+
+def imported(attrs: dict) -> tuple[str, str | None, float | None]:
+    """``(status, evidence, wall_seconds)`` of an imported run from its import event's attrs."""
+    meta = attrs.get("meta") or {}
+    status = meta.get(STATUS)
+    seconds = meta.get(WALL_SECONDS)
+    if not isinstance(seconds, (int, float)) or isinstance(seconds, bool) or not math.isfinite(seconds):
+        seconds = None
+    evidence = meta.get(EVIDENCE)
+    return (status if status in IMPORTED_STATUSES else "unknown",
+            str(evidence) if evidence is not None else None, seconds)
