@@ -147,7 +147,32 @@ def _wandb(out, names):
     return setup, log, lambda: state["run"].finish()
 
 
-LOGGERS = {"empty": _empty, "rldk": _rldk, "jsonl": _jsonl, "tensorboard": _tensorboard, "wandb": _wandb}
+def _rldk_guards(out, names):
+    """rldk with ``guards="default"``: the live analyzers run in a background thread."""
+    import pyarrow  # noqa: F401
+    import pyarrow.parquet  # noqa: F401
+
+    import rldk.live.guards  # noqa: F401  (its imports are part of init, not of the loop)
+    import rldk.writer as w
+
+    def setup():
+        w.init(out, run_id="bench", capture_env=False, guards="default")
+
+    return setup, w.log, w.close
+
+
+LOGGERS = {"empty": _empty, "rldk": _rldk, "jsonl": _jsonl, "tensorboard": _tensorboard, "wandb": _wandb,
+           "rldk_guards": _rldk_guards}
+
+
+def guards_column(steps: int, reps: int, k: int = 10) -> None:
+    """The caller-thread cost that guards add to rldk (the bound: 5%), median of ``reps``."""
+    plain = [r for r in (run_child("rldk", steps, k) for _ in range(reps)) if r]
+    guarded = [r for r in (run_child("rldk_guards", steps, k) for _ in range(reps)) if r]
+    if plain and guarded:
+        a, b = median_of(plain)["caller_us"], median_of(guarded)["caller_us"]
+        print(f"\nguards (k={k}, {steps} steps): caller {a:.3f} -> {b:.3f} us/value "
+              f"({(b / a - 1) * 100:+.1f}%; bound +5%)")
 
 
 def run_child(logger: str, steps: int, k: int) -> dict | None:
@@ -173,8 +198,11 @@ def main() -> None:
     parser.add_argument("--reps", type=int, default=3)
     parser.add_argument("--long", type=int, default=1_000_000, help="steps of the RSS-flatness run (0: skip)")
     parser.add_argument("--loggers", default="empty,rldk,jsonl,tensorboard,wandb")
+    parser.add_argument("--guards", action="store_true", help="only the guards column")
     args = parser.parse_args()
     print(f"# writer overhead, {time.strftime('%Y-%m-%d')}, {os.cpu_count()} CPUs, Python {sys.version.split()[0]}")
+    if args.guards:
+        return guards_column(args.steps, args.reps)
     rows = []
     for k in (10, 20):
         for logger in args.loggers.split(","):

@@ -17,6 +17,7 @@ _LAZY = {
     "check_determinism": "rldk.analyzers.determinism",
     "reward_health": "rldk.analyzers.reward_health",
     "seed_everything": "rldk.seeding",
+    "Stop": "rldk.live.guards",
 }
 
 __all__ = ["__version__", *_LAZY]

@@ -35,6 +35,7 @@ COMMANDS = {
     "bisect": "rldk.commands.bisect:bisect",
     "lineage": "rldk.commands.lineage:lineage",
     "report": "rldk.commands.report:report",
+    "watch": "rldk.commands.watch:watch",
 }
 
 

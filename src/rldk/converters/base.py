@@ -147,7 +147,7 @@ def write_runs(runs: list[RunData], target, run_id: str | None, fmt: str,
     single = len(runs) == 1
     ids = [run_id_for(r.key, run_id, single) for r in runs]
     _check_distinct(runs, ids)
-    from rldk.writer import EventWriter
+    from rldk.writer._writer import EventWriter  # not the package: it imports rldk.live
 
     if not isinstance(target, EventWriter):
         _check_new(Path(target), ids)

@@ -30,6 +30,11 @@ What is written (all through :class:`rldk.writer.EventWriter`, so ``RLDK_DIR`` a
 - ``checkpoint`` on ``on_save``: text = the checkpoint directory, attrs = the file
   sizes; with ``hash_checkpoints=True`` also a BLAKE2b digest of each file and one
   digest of them all (reads every byte of the checkpoint: off by default).
+- ``guards="default"`` (or a ``rldk.live.Guards`` / dict): the live analyzers run on the
+  run in a background thread (:mod:`rldk.live.guards`); each finding is a ``run``
+  event named ``finding``, and one at the guards' ``stop_on`` severity sets
+  ``control.should_training_stop`` (the Trainer then ends as it does at max_steps).
+  The guard keeps within ``Guards.max_lag`` logged steps of training.
 - GRPO completions (``GRPOConfig(log_completions=True)``): TRL dumps them to
   ``<output_dir>/completions/completions_<step>.parquet`` right after each log; the
   callback turns every dump into ``sample`` events once it is complete (at the
@@ -64,11 +69,13 @@ class RldkCallback(TrainerCallback):
     hash_checkpoints : digest every checkpoint file on save.
     writer_options : extra keyword arguments for the EventWriter (``flush_secs``,
         ``capture_env``, ``strict``...).
+    guards : run the live analyzers and stop training on a finding (see above);
+        ``self.guard`` is the running :class:`rldk.live.guards.Guard`.
     """
 
     def __init__(self, dir=None, run_id=None, *, rng_every: int = 0, tensors_every: int = 0,
                  memory_every: int = 0, samples: bool = True, hash_checkpoints: bool = False,
-                 writer_options: dict | None = None):
+                 writer_options: dict | None = None, guards=None):
         self.dir, self.run_id = dir, run_id
         self.rng_every, self.tensors_every, self.memory_every = rng_every, tensors_every, memory_every
         self.samples, self.hash_checkpoints = samples, hash_checkpoints
@@ -77,6 +84,7 @@ class RldkCallback(TrainerCallback):
         self._seen_step, self._seen = None, {}
         self._none_values: dict[str, int] = {}
         self._completions_read: set[str] = set()
+        self.guards, self.guard = guards, None
 
     # ------------------------------------------------------------------ events
     def on_train_begin(self, args, state, control, model=None, **kwargs):
@@ -87,6 +95,10 @@ class RldkCallback(TrainerCallback):
 
             self.writer = EventWriter(self.dir, self.run_id, config=_jsonable(args.to_dict()),
                                       seed=args.seed, **self.writer_options)
+        if self.guards and self.guard is None:
+            from rldk.live.guards import start
+
+            self.guard = start(self.writer, self.guards)
         self.writer.log_event("run", "trl", attrs=_trainer_attrs(state, model))
         step = state.global_step
         # a resumed run calls this before the Trainer restores the checkpoint's RNG state:
@@ -111,6 +123,8 @@ class RldkCallback(TrainerCallback):
             self.writer.log_rng(step)
         if _due(self.memory_every, step):
             self.writer.log_memory(step)
+        if self.guard is not None and self.guard.stopped:
+            control.should_training_stop = True
 
     def on_log(self, args, state, control, logs=None, **kwargs):
         if not self._active(state) or not logs:
@@ -122,6 +136,10 @@ class RldkCallback(TrainerCallback):
             values = self._new_values(step, logs)
             if values:
                 self.writer.log(step, values)
+                if self.guard is not None:
+                    self.guard.logged(step)
+                    if self.guard.stopped:
+                        control.should_training_stop = True
         if self.samples and getattr(args, "log_completions", False):
             self._read_completions(args.output_dir, before_step=step)
 
@@ -138,6 +156,9 @@ class RldkCallback(TrainerCallback):
             return
         if self.samples and getattr(args, "log_completions", False):
             self._read_completions(args.output_dir, before_step=None)
+        if self.guard is not None:
+            self.guard.close()
+            self.guard = None
         if self._none_values:
             self.writer.log_event("writer", "trl/none_values", ivalue=sum(self._none_values.values()),
                                   attrs={"by_name": self._none_values})

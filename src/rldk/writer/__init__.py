@@ -12,19 +12,37 @@ import warnings
 from rldk.writer._writer import EventWriter, RldkWarning, close_all
 
 __all__ = ["EventWriter", "RldkWarning", "init", "log", "log_rng", "log_tensors", "log_memory",
-           "span", "log_samples", "log_event", "log_checkpoint", "flush", "close", "current", "close_all"]
+           "span", "log_samples", "log_event", "log_checkpoint", "flush", "close", "current", "close_all",
+           "should_stop"]
 
 _current: EventWriter | None = None
+_guard = None          # the default writer's rldk.live.guards.Guard, when init(guards=...)
 
 
-def init(dir=None, run_id=None, **options) -> EventWriter:
-    """Start the default writer (closing a previous one); options as :class:`EventWriter`."""
-    global _current
+def init(dir=None, run_id=None, guards=None, **options) -> EventWriter:
+    """Start the default writer (closing a previous one); options as :class:`EventWriter`.
+
+    ``guards="default"`` (or a :class:`rldk.live.Guards`, or a dict of its fields) runs
+    the live analyzers on this run in a background thread; see :func:`should_stop`.
+    """
+    global _current, _guard
     if _current is not None:
         close()
     _current = EventWriter(dir, run_id, **options)
     _bind_fast_log(_current)
+    if guards:
+        from rldk.live.guards import start
+
+        _guard = start(_current, guards)
     return _current
+
+
+def should_stop() -> bool:
+    """True once a guard (``init(..., guards=...)``) found a problem at its ``stop_on``
+    severity: leave the training loop (after saving what you want to keep). Raises
+    ``rldk.Stop`` instead when the guards were configured with ``raise_stop=True``.
+    Always False without guards. Cheap: call it every step."""
+    return _guard.should_stop() if _guard is not None else False
 
 
 def _bind_fast_log(writer) -> None:
@@ -106,7 +124,10 @@ def flush(timeout: float = 60.0) -> bool:
 
 def close(status: str = "complete") -> None:
     """Close the default writer: last segment, ``run/end`` event, merged file."""
-    global _current
+    global _current, _guard
+    if _guard is not None:
+        _guard.close()
+        _guard = None
     if _current is not None:
         _current.close(status)
         _current = None
