@@ -96,7 +96,8 @@ class HealthAnalyzer(Analyzer):
                 findings += found
                 for f in found:
                     curves[f"{data.run_id}/{f.code}"] = curve_of(data, rule.reads[0], f)
-        return HealthResult(tuple(findings), tuple(checked), tuple(not_applicable), curves)
+        return HealthResult(tuple(findings), tuple(checked), tuple(not_applicable), curves,
+                            {r.code: r.doc for r in RULES})
 
     def plots(self, result: HealthResult, out_dir) -> dict[str, str]:
         """One PNG per finding (at most 12): the metric with the finding's steps marked."""

@@ -8,14 +8,6 @@ from rldk.core.report import Check, Finding, Report, ReportTable, verdict
 from rldk.core.result import Result
 
 
-def rule_list():
-    from rldk.analyzers.health.analyzer import (
-        RULES,  # the table lives with the analyzer
-    )
-
-    return RULES
-
-
 @dataclass(frozen=True)
 class HealthResult(Result):
     """findings: all rules' findings; checked: (run, rule) pairs judged;
@@ -26,12 +18,13 @@ class HealthResult(Result):
     checked: tuple[tuple[str, str], ...]
     not_applicable: tuple[tuple[str, str, str], ...]
     curves: dict = field(default_factory=dict)
+    rule_docs: dict = field(default_factory=dict, repr=False)     # rule code -> what it checks
 
     @property
     def checks(self) -> tuple[Check, ...]:
         """One Check per (run, rule): ran, or could not run and why."""
-        docs = {r.code: r.doc for r in rule_list()}
-        return (tuple(Check(code, "ran", docs[code], run_id) for run_id, code in self.checked)
+        docs = self.rule_docs
+        return (tuple(Check(code, "ran", docs.get(code, ""), run_id) for run_id, code in self.checked)
                 + tuple(Check(code, "skipped", why, run_id)
                         for run_id, code, why in self.not_applicable))
 
@@ -40,11 +33,11 @@ class HealthResult(Result):
         summary = ("; ".join(f"{f.run_id}: {f.title}" for f in problems) if problems else
                    f"{len(self.checked)} rule check(s) passed, {len(self.not_applicable)} not "
                    "applicable")
-        rules = {r.code: r for r in rule_list()}
+        docs = self.rule_docs
         rows = tuple((run_id, code, "finding" if any(f.code == code and f.run_id == run_id
                                                      for f in self.findings) else "ok",
-                      rules[code].doc) for run_id, code in self.checked)
-        rows += tuple((run_id, code, f"not applicable: {why}", rules[code].doc)
+                      docs.get(code, "")) for run_id, code in self.checked)
+        rows += tuple((run_id, code, f"not applicable: {why}", docs.get(code, ""))
                       for run_id, code, why in self.not_applicable)
         return Report(analyzer="health", title="Training health", summary=summary,
                       status=verdict(self.findings, self.checks), findings=self.findings,
