@@ -90,9 +90,10 @@ def _cell(d, weak=False) -> str:
     return f"diverges at {d.step} ({d.signal})" if d.diverged else "no"
 
 
-def _alarms(n: int, ids) -> None:
+def _alarms(counts, ids) -> None:
     pairs = len(list(itertools.combinations(ids, 2)))
-    print(f"alarms on clean pairs: {n} of {3 * pairs} comparisons ({pairs} pairs x 3 ways)")
+    print("clean pairs diverging: " + ", ".join(
+        f"{name}: {n} of {pairs}" for name, n in zip(_PAIR_HEADER[1:], counts)))
 
 
 def bug_table(store, clean, bug, signals):
@@ -104,13 +105,14 @@ def bug_table(store, clean, bug, signals):
     return rows
 
 
-def show(title, header, rows) -> int:
+def show(title, header, rows) -> list[int]:
+    """Print the table; return, per column after the first, how many rows diverge."""
     print(f"\n{title}")
     print("-" * len(title))
     print(" | ".join(header))
     for row in rows:
         print(" | ".join(str(c) for c in row))
-    return sum(1 for row in rows for c in row[1:] if str(c).startswith("diverges"))
+    return [sum(str(row[i]).startswith("diverges") for row in rows) for i in range(1, len(header))]
 
 
 def main(argv=None) -> int:
@@ -138,7 +140,7 @@ def main(argv=None) -> int:
         hits = show(f"LR bug (x{args.lr_factor} from update {args.lr_change_at}; metrics can differ "
                     f"from step {args.lr_change_at + 1})", ("comparison", "with replicas"),
                     bug_table(store, ids, "lr-bug", signals))
-        print(f"bug detected in {hits} of {len(ids)} comparisons")
+        print(f"bug detected in {hits[0]} of {len(ids)} comparisons")
     if "sb3" not in args.skip:
         folders = train_sb3(root / "sb3", args.sb3_timesteps)
         store = open_input([str(f) for f in folders], adapter="sb3")
