@@ -316,6 +316,29 @@ def test_jsonl_field_map_and_samples(tmp_path):
     assert meta["ignored_fields"] == {"tag": 2} and meta["step_field"] == "step"
 
 
+def test_llama_factory_trainer_log_steps_from_current_steps(tmp_path):
+    """LLaMA-Factory's LogCallback writes trainer_log.jsonl: one row per logging step
+    (logging_steps=5 here) and one per evaluation, at the Trainer's global step."""
+    rows = [{"current_steps": 5, "total_steps": 20, "loss": 2.3011, "lr": 4.8e-05, "epoch": 0.25,
+             "percentage": 25.0, "elapsed_time": "0:00:07", "remaining_time": "0:00:21"},
+            {"current_steps": 10, "total_steps": 20, "loss": 1.9874, "lr": 3.5e-05, "epoch": 0.5,
+             "percentage": 50.0, "elapsed_time": "0:00:14", "remaining_time": "0:00:14"},
+            {"current_steps": 10, "total_steps": 20, "eval_loss": 2.0412, "epoch": 0.5,
+             "percentage": 50.0, "elapsed_time": "0:00:16", "remaining_time": "0:00:16"},
+            {"current_steps": 15, "total_steps": 20, "loss": 1.7602, "lr": 1.5e-05, "epoch": 0.75,
+             "percentage": 75.0, "elapsed_time": "0:00:21", "remaining_time": "0:00:07"}]
+    f = tmp_path / "trainer_log.jsonl"
+    f.write_text("".join(json.dumps(r, ensure_ascii=False) + "\n" for r in rows))
+    convert_path(f, "jsonl", tmp_path / "s")
+    (run,) = open_store(tmp_path / "s").runs()
+    assert run.metric("loss").rows() == [(5, 2.3011), (10, 1.9874), (15, 1.7602)]
+    assert run.metric("lr").rows() == [(5, 4.8e-05), (10, 3.5e-05), (15, 1.5e-05)]
+    assert run.metric("eval_loss").rows() == [(10, 2.0412)]
+    meta = json.loads(run.events("run").filter(pl.col("name") == "import")["attrs"][0])["meta"]
+    assert meta["step_field"] == "current_steps"
+    assert meta["ignored_fields"] == {"elapsed_time": 4, "remaining_time": 4}
+
+
 def test_csv_ragged_rows_are_skipped_and_reported(tmp_path):
     f = tmp_path / "log.csv"
     f.write_text("step,loss,kl\n1,0.5,0.1\n2,0.4\n3,0.3,0.2,9\n4,,0.3\n")

@@ -255,15 +255,96 @@ def test_cuda_divergence_ranks_observed_then_settings(tmp_path):
 
 
 def test_rng_differing_at_first_step_means_unseeded(tmp_path):
-    for run_id in ("a", "b"):
-        _write(tmp_path, run_id, {"loss": [1.0, 1.0]},
+    for run_id, loss in (("a", 1.0), ("b", 1.5)):
+        _write(tmp_path, run_id, {"loss": [loss, loss]},
                extra=lambda w, r=run_id: [w.log_event("rng", "torch", s, digest=f"{r}{s}") for s in range(2)])
     result = det.DeterminismAnalyzer().run(open_store(tmp_path), Params())
     assert result.first_divergent_step == 0 and result.first_rng_source == "torch"
     assert result.fixes[0].action.startswith("seed every generator from one fixed seed")
     assert result.fixes[0].reason == ("RNG source 'torch' already differs at the first step compared (0): "
                                       "it is seeded differently on each run (unseeded, or seeded from "
-                                      "time/pid)")
+                                      "time/pid); the outcomes differ from step 0")
+
+
+@pytest.mark.parametrize("rng_step, loss_b, role, status", [
+    (0, [1.0, 1.0, 1.0], "unused", "ok"),            # outcomes equal: harmless
+    (1, [1.0, 1.0, 2.0], "cause", "problems"),       # RNG first, outcome later: likely cause
+    (2, [1.0, 2.0, 2.0], "after", "problems"),       # outcome first: a consequence
+])
+def test_rng_role_decided_by_outcomes(tmp_path, rng_step, loss_b, role, status):
+    for run_id, loss in (("a", [1.0] * 3), ("b", loss_b)):
+        _write(tmp_path, run_id, {"loss": loss}, extra=lambda w, r=run_id: [
+            w.log_event("rng", "numpy", s, digest=f"{r if s >= rng_step else ''}{s}") for s in range(3)])
+    result = det.DeterminismAnalyzer().run(open_store(tmp_path), Params())
+    assert result.status == status and result.first_rng_source == "numpy"
+    assert [(x.source, x.step, x.role) for x in result.rng_roles] == [("numpy", rng_step, role)]
+    code = {"unused": "rng_unused", "cause": "rng_cause", "after": "rng_after"}[role]
+    finding = next(f for f in result.report().findings if f.code == code)
+    assert finding.severity == ("warning" if role == "cause" else "info")
+    observed = [f.action for f in result.fixes if f.evidence == "observed"]
+    if role == "cause":
+        assert observed[0].startswith("find what draws from 'numpy' a varying number of times")
+    else:
+        assert not any("numpy" in a for a in observed)
+
+
+# ------------------------------------------------------------------ real scripts, unseeded numpy
+RNG_SCRIPT = """
+import random
+import sys
+
+import numpy as np
+
+from rldk.writer import EventWriter
+
+random.seed(0)                       # python's RNG seeded; numpy's global RNG is not
+use_from = int(sys.argv[1])          # the step from which numpy draws change the loss (-1: never)
+with EventWriter(capture_env=False) as w:
+    for step in range(6):
+        noise = np.random.rand() if 0 <= use_from <= step else 0.0
+        w.log(step, {"loss": 1.0 / (step + 1) + noise, "lr": 0.1})
+        w.log_rng(step)
+"""
+
+
+@pytest.fixture(scope="module")
+def rng_script(tmp_path_factory):
+    path = tmp_path_factory.mktemp("rng") / "train_rng.py"
+    path.write_text(RNG_SCRIPT)
+    return path
+
+
+def test_unseeded_unused_numpy_passes_with_a_note(rng_script, tmp_path):
+    result = check_determinism([PY, str(rng_script), "-1"], replicas=2, workdir=tmp_path / "w")
+    assert result.passed and result.status == "ok" and result.first_divergent_step is None
+    assert result.first_rng_source == "numpy"
+    assert [(x.source, x.step, x.role) for x in result.rng_roles] == [("numpy", 0, "unused")]
+    note = next(f for f in result.report().findings if f.code == "rng_unused")
+    assert note.severity == "info"
+    assert note.title == ("RNG source 'numpy' differs from step 0, but every metric and tensor is "
+                          "equal: an unused RNG, harmless")
+    assert result.report().summary == (
+        "Deterministic: 2 replicas give identical outcomes over 6 steps (metric compared); RNG "
+        "source(s) numpy differ but were not used: harmless.")
+    assert not [f for f in result.fixes if f.evidence == "observed"]
+
+
+def test_unseeded_used_numpy_is_the_cause(rng_script, tmp_path):
+    result = check_determinism([PY, str(rng_script), "3"], replicas=2, workdir=tmp_path / "w")
+    assert not result.passed and result.verdict == "nondeterministic"
+    assert result.first_divergent_step == 3 and result.first_metric == "loss"
+    assert [(x.source, x.step, x.role, x.outcome_step) for x in result.rng_roles] == [
+        ("numpy", 0, "cause", 3)]
+    assert result.fixes[0].action.startswith("seed every generator from one fixed seed")
+    assert "RNG source 'numpy' already differs at the first step compared (0)" in result.fixes[0].reason
+    summary = result.report().summary
+    assert summary.startswith("Nondeterministic: 2 replicas differ from step 3 (metric loss). "
+                              "Likely cause: RNG source 'numpy', which differs from step 0.")
+    done = CliRunner().invoke(main, ["check-determinism", "--workdir", str(tmp_path / "cli"),
+                                     "--format", "json", "--", PY, str(rng_script), "3"])
+    assert done.exit_code == 3, done.output
+    codes = {f["code"] for f in json.loads(done.output)["findings"]}
+    assert {"metric_diverged", "rng_cause"} <= codes
 
 
 # ------------------------------------------------------------------ a tiny real TRL run

@@ -92,7 +92,10 @@ def test_no_change_and_short_blips_do_not_alarm(tmp_path, change):
     assert (d.diverged, d.step, d.signal) == (False, None, None)
     assert d.signals[0].change_start is None
     assert d.verdict == ("runs a and b do not diverge: no signal leaves its noise band over 200 "
-                         "common steps (1 signal(s))")
+                         "common steps (1 signal(s)) (weak verdict: no replicas, so the band does "
+                         "not cover seed-to-seed variation)")
+    assert d.weak and str(d) == ("runs a and b do not diverge over 200 common steps (1 signal(s)); "
+                                 "weak verdict: no replicas")
 
 
 # ---------------------------------------------------------- NumPy reference
@@ -151,24 +154,55 @@ def test_lindley_closed_form_matches_recursion():
 
 
 # ------------------------------------------------------------------ replicas
-def test_replicas_band_finds_shift_and_replicas_do_not_alarm(tmp_path):
+def replica_store(tmp_path, offset):
     rng = np.random.default_rng(3)
     t = np.arange(300)
-    runs = {}
-    for side, offset in (("a", 0.0), ("b", 1.0)):
+    for side, shift_b in (("a", 0.0), ("b", offset)):
         for i in range(3):
             # noise that grows over training: a warm-up band would be too narrow later
             noise = rng.normal(scale=0.05 + 0.002 * t)
-            runs[f"{side}{i}"] = np.log1p(t) + noise + np.where(t >= 200, offset, 0.0)
-    for run_id, values in runs.items():
-        write_run(tmp_path, run_id, {"reward_mean": values})
+            write_run(tmp_path, f"{side}{i}",
+                      {"reward_mean": np.log1p(t) + noise + np.where(t >= 200, shift_b, 0.0)})
+    return open_store(tmp_path)
+
+
+def test_replicas_band_finds_shift_and_replicas_do_not_alarm(tmp_path):
+    # run sd 0.45 at step 200: the means of 3 runs differ by sd 0.37 and the band is
+    # +-t(4 dof, alpha 0.01) = +-4.60 of those; a shift of 3.0 leaves it at once
+    store = replica_store(tmp_path, 3.0)
+    d = first_divergence("a0", "b0", "reward_mean", store=store, replicas_a=["a1", "a2"],
+                         replicas_b=["b1", "b2"])
+    band = d.signals[0].band
+    assert d.mode == "statistical" and band.source == "replicas" and not d.weak
+    assert (band.dof, round(band.width, 2)) == (4, 4.6)
+    assert d.diverged and d.step == 200 and d.signals[0].direction == "up"
+    assert "band from the replicas' seed spread, +-4.6 sigma" in d.verdict
+    null = first_divergence("a0", "a1", "reward_mean", store=store, replicas_a=["a2"])
+    assert not null.diverged and not null.weak
+
+
+def test_shift_inside_the_seed_band_is_not_a_divergence(tmp_path):
+    """A lasting shift of 1.0 (2.7 sd of the means' difference) stays inside the band:
+    with 3 runs a side it cannot be told from a seed's own lasting offset."""
+    store = replica_store(tmp_path, 1.0)
+    d = first_divergence("a0", "b0", "reward_mean", store=store, replicas_a=["a1", "a2"],
+                         replicas_b=["b1", "b2"])
+    assert not d.diverged and d.signals[0].change_start is None
+
+
+def test_persistent_seed_offsets_inside_the_band_do_not_alarm(tmp_path):
+    """Each run sits at its own offset for the whole run (as seeds do: a different
+    initialisation); a k = 0.5 CUSUM would add the offsets up step after step."""
+    offsets = {"a0": 0.0, "a1": 0.9, "a2": -0.7, "b0": 1.1, "b1": 0.4, "b2": 1.6}
+    t = np.arange(100)
+    for run_id, offset in offsets.items():
+        write_run(tmp_path, run_id, {"reward_mean": np.log1p(t) + offset + 0.01 * np.sin(t + offset)})
     store = open_store(tmp_path)
     d = first_divergence("a0", "b0", "reward_mean", store=store, replicas_a=["a1", "a2"],
                          replicas_b=["b1", "b2"])
-    assert d.mode == "statistical" and d.signals[0].band.source == "replicas"
-    assert d.diverged and 195 <= d.step <= 200 and d.signals[0].direction == "up"
-    null = first_divergence("a0", "a1", "reward_mean", store=store, replicas_a=["a2"])
-    assert not null.diverged
+    assert not d.diverged
+    alone = first_divergence("a0", "b0", "reward_mean", store=store)
+    assert alone.diverged and alone.weak and alone.step == 0   # without replicas: weak, and wrong
 
 
 # ---------------------------------------------------------------- exact level

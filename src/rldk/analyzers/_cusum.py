@@ -10,6 +10,7 @@ statistics are in the same units (the threshold ``h`` too).
 from __future__ import annotations
 
 import math
+import warnings
 from dataclasses import dataclass
 
 import numpy as np
@@ -20,10 +21,14 @@ _MEAN_ABS_TO_SIGMA = 1.2533       # mean |x - center| of a normal sample x this 
 
 @dataclass(frozen=True)
 class Band:
-    """The noise band of one signal: the difference b - a is noise within center +- 3 sigma.
+    """The noise band of one signal: the difference b - a is noise within center +- width x sigma.
 
-    source: "replicas" (per step, from K runs per side) or "warmup" (first ``steps`` steps).
-    sigma: standard deviation of the single-run difference (median over steps for replicas).
+    source: "replicas" (per step, from the runs of both sides) or "warmup" (first ``steps`` steps).
+    sigma: standard deviation of the difference b - a (with replicas: of the difference of
+        the two sides' means, median over steps).
+    width: the band's half-width in sigmas (3 for the warm-up band; with replicas a
+        Student-t quantile for ``dof`` degrees of freedom, see :func:`t_width`).
+    dof: degrees of freedom of the replicas' spread (None for the warm-up band).
     """
 
     source: str
@@ -31,6 +36,8 @@ class Band:
     sigma: float
     steps: int
     note: str = ""
+    width: float = 3.0
+    dof: int | None = None
 
 
 def warmup_band(d: np.ndarray) -> Band:
@@ -115,23 +122,52 @@ def cusum(z_up: np.ndarray, z_down: np.ndarray, k: float, h: float) -> Alarm:
     return Alarm(t, int(zeros[-1]) + 1 if len(zeros) else 0, side, peak)
 
 
-def replica_band(side_a: np.ndarray, side_b: np.ndarray, smooth: int) -> np.ndarray:
-    """Per-step sigma of one run from the spread of replicas around their side's median.
+def pooled_sd(sides, smooth: int) -> tuple[np.ndarray, int]:
+    """``(sd, dof)``: per step, the standard deviation of one run from the spread of the
+    runs of each side around their side's mean, pooled over both sides (sides with one
+    run add nothing) and over a centred window of ``smooth`` steps.
 
-    side_*: arrays (runs, steps). Sides with one run add nothing. The per-step MAD
-    (x 1.4826) is smoothed with a centred rolling median of ``smooth`` steps.
+    sides: arrays (runs, steps). The pooled within-side variance is the classical
+    one-way ANOVA estimate: a real difference between the sides does not widen it,
+    and with ``dof = sum(runs - 1)`` degrees of freedom the standardized difference
+    of the sides' means is Student-t under "same configuration" (:func:`t_width`).
+    Averaging over steps is not counted as extra degrees of freedom: a seed's
+    offset usually persists for many steps, so neighbouring steps are not
+    independent evidence. Not a MAD: with 2-3 runs a side it has no usable
+    small-sample law and is 0 whenever most runs tie (a GRPO loss of exactly 0).
     """
-    resid = [np.abs(s - np.median(s, axis=0)) for s in (side_a, side_b) if len(s) >= 2]
-    raw = _MAD_TO_SIGMA * np.nanmedian(np.concatenate(resid), axis=0)
-    return rolling_median(raw, smooth)
+    squares, counts = [], []
+    for side in sides:
+        if len(side) < 2:
+            continue
+        with np.errstate(invalid="ignore"):
+            resid = side - np.nanmean(side, axis=0)
+        finite = np.isfinite(resid)
+        squares.append(np.where(finite, resid, 0.0) ** 2)
+        counts.append(np.maximum(finite.sum(axis=0) - 1, 0) * np.ones(side.shape[1]))
+    dof = sum(len(side) - 1 for side in sides if len(side) >= 2)
+    total = np.sum([q.sum(axis=0) for q in squares], axis=0)
+    n = np.sum(counts, axis=0)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        var = np.where(n > 0, total / np.where(n > 0, n, 1), np.nan)
+    return np.sqrt(rolling_mean(var, smooth)), dof
 
 
-def rolling_median(x: np.ndarray, width: int) -> np.ndarray:
-    """Centred rolling median (window shrinks at the ends), NaN ignored."""
+def t_width(dof: int, alpha: float) -> float:
+    """Two-sided Student-t quantile: ``|t_dof| > width`` with probability ``alpha``."""
+    from scipy.stats import t
+
+    return float(t.ppf(1.0 - alpha / 2.0, max(dof, 1)))
+
+
+def rolling_mean(x: np.ndarray, width: int) -> np.ndarray:
+    """Centred rolling mean (window shrinks at the ends), NaN ignored."""
     if width <= 1 or len(x) < 2:
         return x.copy()
     from numpy.lib.stride_tricks import sliding_window_view
 
     half = width // 2
     padded = np.concatenate([np.full(half, np.nan), x, np.full(half, np.nan)])
-    return np.nanmedian(sliding_window_view(padded, 2 * half + 1), axis=1)
+    with np.errstate(invalid="ignore"), warnings.catch_warnings():
+        warnings.simplefilter("ignore", RuntimeWarning)          # all-NaN windows stay NaN
+        return np.nanmean(sliding_window_view(padded, 2 * half + 1), axis=1)

@@ -18,7 +18,7 @@ import math
 
 from rldk.converters.base import metric_table
 
-STEP_FIELDS = ("step", "global_step", "iteration", "_step", "timestep", "time/total_timesteps")
+STEP_FIELDS = ("step", "global_step", "iteration", "_step", "timestep", "time/total_timesteps", "current_steps")
 TIME_FIELDS = ("wall_time", "timestamp", "_timestamp")
 TEXT_FIELDS = ("response", "completion")
 

@@ -1,10 +1,17 @@
-"""The determinism card: verdict, checks per replica and level, tables, findings."""
+"""The determinism card: verdict, checks per replica and level, tables, findings.
+
+The verdict comes from outcomes (tensors, metrics, logged steps); each differing
+RNG source is a finding that explains (likely cause), follows (consequence) or
+does not matter (unused, harmless; info) — see :mod:`.rng`.
+"""
 from __future__ import annotations
 
+from rldk.analyzers.determinism.rng import OUTCOMES, likely_cause, rng_roles
 from rldk.core.report import Check, Finding, Report, ReportTable, verdict
 
-#: The levels whose comparison makes the check conclusive (the "steps" level alone does not).
-DEFINING = ("tensor", "rng", "metric")
+#: The levels whose comparison makes the check conclusive (RNG states and the "steps"
+#: level alone do not: they say nothing of the run's outcome values).
+DEFINING = ("tensor", "metric")
 
 
 def checks(r) -> list[Check]:
@@ -22,12 +29,14 @@ def _ran_detail(d) -> str:
 
 
 def findings(r) -> list[Finding]:
-    """A finding per replica and level that differs; notes on levels not logged; risky settings."""
+    """A finding per replica and outcome level that differs, one per differing RNG source
+    (cause, consequence or unused); notes on levels not logged; risky settings."""
     top = r.fixes[0].action if r.fixes else ""
     out = [Finding(f"{d.level}_diverged", "error", f"{d.level} '{d.name}' differs from step {d.step}",
                    d.replica, d.name if d.level == "metric" else None, (d.step, d.step),
                    _level_dict(d), top)
-           for d in r.divergences if d.step is not None]
+           for d in r.divergences if d.step is not None and d.level in OUTCOMES]
+    out += [_rng_finding(role, top) for role in rng_roles(r.divergences)]
     if "tensor" not in r.levels_compared:
         out.append(Finding("no_tensor_events", "info", "no tensor checksums logged: tensors were not "
                            "compared", fix="log them with rldk.writer.log_tensors(step, model, 'grad')"))
@@ -37,6 +46,30 @@ def findings(r) -> list[Finding]:
     out += [Finding("risky_setting", "warning" if r.differs else "info", f.reason, fix=f.action)
             for f in r.fixes if f.evidence == "setting"]
     return out
+
+
+_SEED_IT = ("seed it (rldk.seed_everything(seed) seeds python, numpy and torch) so that it stays "
+            "harmless if the code starts drawing from it")
+
+
+def _rng_finding(role, top: str) -> Finding:
+    where = f"RNG source '{role.source}' differs from step {role.step}"
+    if role.role == "unused":
+        return Finding("rng_unused", "info", f"{where}, but every metric and tensor is equal: an "
+                       "unused RNG, harmless", role.replica, steps=(role.step, role.step),
+                       evidence=_role_dict(role), fix=_SEED_IT)
+    if role.role == "cause":
+        return Finding("rng_cause", "warning", f"{where}, and the outcomes differ from step "
+                       f"{role.outcome_step}: the likely cause", role.replica,
+                       steps=(role.step, role.outcome_step), evidence=_role_dict(role), fix=top)
+    return Finding("rng_after", "info", f"{where}, after the outcomes differ (step "
+                   f"{role.outcome_step}): a consequence, not the cause", role.replica,
+                   steps=(role.step, role.step), evidence=_role_dict(role))
+
+
+def _role_dict(role) -> dict:
+    return {"replica": role.replica, "source": role.source, "step": role.step, "role": role.role,
+            "outcome_step": role.outcome_step}
 
 
 def _level_dict(d) -> dict:
@@ -60,17 +93,24 @@ def summary(r, status: str) -> str:
         why = "; ".join(dict.fromkeys(d.skipped for d in r.divergences if d.skipped)) or "nothing compared"
         return f"Inconclusive: {n} replicas could not be compared at any level ({why})."
     if status == "ok":
-        return (f"Deterministic: {n} replicas are bit-identical over {r.steps_compared} steps "
-                f"({', '.join(r.levels_compared)} compared).")
+        unused = sorted({x.source for x in rng_roles(r.divergences)})
+        if not unused:
+            return (f"Deterministic: {n} replicas are bit-identical over {r.steps_compared} steps "
+                    f"({', '.join(r.levels_compared)} compared).")
+        compared = ", ".join(lv for lv in r.levels_compared if lv != "rng")
+        return (f"Deterministic: {n} replicas give identical outcomes over {r.steps_compared} steps "
+                f"({compared} compared); RNG source(s) {', '.join(unused)} differ but were not used: "
+                "harmless.")
     parts = [f"step {r.first_divergent_step}"]
     if r.first_tensor:
         parts.append(f"first tensor {r.first_tensor}")
-    if r.first_rng_source:
-        parts.append(f"RNG source {r.first_rng_source}")
     if r.first_metric:
         parts.append(f"metric {r.first_metric}")
-    return (f"Nondeterministic: {n} replicas differ from {parts[0]} ({'; '.join(parts[1:]) or 'no detail'}). "
-            f"Top fix: {r.fixes[0].action if r.fixes else 'none found'}.")
+    cause = likely_cause(r.divergences)
+    why = (f" Likely cause: RNG source '{cause.source}', which differs from step {cause.step}."
+           if cause else "")
+    return (f"Nondeterministic: {n} replicas differ from {parts[0]} ({'; '.join(parts[1:]) or 'no detail'})."
+            f"{why} Top fix: {r.fixes[0].action if r.fixes else 'none found'}.")
 
 
 def tables(r) -> tuple[ReportTable, ...]:

@@ -1,9 +1,12 @@
-"""The ranked fix list: what the first divergence points at, then risky settings, then
-things rldk cannot see from inside the run (``EVIDENCE`` order)."""
+"""The ranked fix list: what actually differed first (an RNG that explains it, then the
+outcome that differs), then risky settings, then things rldk cannot see from inside
+the run (``EVIDENCE`` order). An RNG whose state differs while every outcome is equal
+asks for no fix (the card notes it as harmless)."""
 from __future__ import annotations
 
 from rldk.analyzers.determinism.environment import UNSET, cuda_used
 from rldk.analyzers.determinism.result import ORDER, Fix, LevelDivergence
+from rldk.analyzers.determinism.rng import OUTCOMES, RngRole, likely_cause
 
 _DETERMINISTIC = ("call rldk.seed_everything(seed, deterministic=True) before building the model "
                   "(torch.use_deterministic_algorithms(True), cudnn.deterministic=True, "
@@ -68,40 +71,39 @@ def unverified_fixes(audit: list[dict]) -> list[Fix]:
     return out
 
 
-def observed_fixes(first: LevelDivergence | None, at_step: list[LevelDivergence], audit,
-                   levels, first_step: int | None) -> list[Fix]:
-    """Fixes that the first divergence itself points at."""
+def observed_fixes(first: LevelDivergence | None, at_step: list[LevelDivergence], cause: RngRole | None,
+                   audit, levels, first_step: int | None) -> list[Fix]:
+    """Fixes that the first outcome divergence, and the RNG that explains it, point at."""
     if first is None:
         return []
+    out = [_rng_fix(cause, first_step)] if cause is not None else []
     by_level = {d.level: d for d in at_step}
-    if "rng" in by_level:
-        return [_rng_fix(by_level["rng"], first_step)]
     if "tensor" in by_level:
-        return _tensor_fixes(by_level["tensor"], audit, levels, first_step)
+        return out + _tensor_fixes(by_level["tensor"], audit, levels, first_step, cause)
     if "metric" in by_level:
-        return [_metric_fix(by_level["metric"], levels)]
-    return [Fix("make the command log the same steps on every run",
-                f"replicas logged different steps from step {first.step}: {first.name}", "observed")]
+        return out + [_metric_fix(by_level["metric"], levels, cause)]
+    return out + [Fix("make the command log the same steps on every run",
+                      f"replicas logged different steps from step {first.step}: {first.name}", "observed")]
 
 
-def _rng_fix(d: LevelDivergence, first_step) -> Fix:
-    if d.step == first_step:
+def _rng_fix(cause: RngRole, first_step) -> Fix:
+    outcome = f"; the outcomes differ from step {cause.outcome_step}"
+    if cause.step == first_step:
         return Fix("seed every generator from one fixed seed: rldk.seed_everything(seed) before "
                    "building data and model, and seed each torch/numpy Generator you create",
-                   f"RNG source '{d.name}' already differs at the first step compared ({d.step}): "
-                   "it is seeded differently on each run (unseeded, or seeded from time/pid)",
-                   "observed")
-    return Fix(f"find what draws from '{d.name}' a varying number of times, or give that "
+                   f"RNG source '{cause.source}' already differs at the first step compared "
+                   f"({cause.step}): it is seeded differently on each run (unseeded, or seeded "
+                   f"from time/pid){outcome}", "observed")
+    return Fix(f"find what draws from '{cause.source}' a varying number of times, or give that "
                "consumer its own seeded generator",
-               f"RNG source '{d.name}' was in the same state until step {d.step} and then differs: "
-               "something consumed a different number of random numbers at that step "
-               "(a data-dependent loop, retries, a timing-dependent branch)", "observed")
+               f"RNG source '{cause.source}' was in the same state until step {cause.step} and then "
+               "differs: something consumed a different number of random numbers at that step "
+               f"(a data-dependent loop, retries, a timing-dependent branch){outcome}", "observed")
 
 
-def _tensor_fixes(d: LevelDivergence, audit, levels, first_step) -> list[Fix]:
+def _tensor_fixes(d: LevelDivergence, audit, levels, first_step, cause=None) -> list[Fix]:
     group = (d.name or "").split("/", 1)[0]
-    rng_note = ("all logged RNG states still agree at that step" if "rng" in levels
-                else "no RNG digests were logged (rldk.writer.log_rng) to rule RNG out")
+    rng_note = _rng_note(levels, cause)
     where = {"grad": "in the forward or backward pass", "param": "in the parameter update",
              "optimizer": "in the optimizer state", "buffer": "in a buffer update"}.get(group, "")
     reason = f"tensor '{d.name}' differs first, at step {d.step} ({where}); {rng_note}"
@@ -125,12 +127,22 @@ def _tensor_fixes(d: LevelDivergence, audit, levels, first_step) -> list[Fix]:
     return fixes
 
 
-def _metric_fix(d: LevelDivergence, levels) -> Fix:
+def _rng_note(levels, cause) -> str:
+    if cause is not None:
+        return f"RNG source '{cause.source}' differs from step {cause.step}"
+    if "rng" in levels:
+        return "all logged RNG states still agree at that step"
+    return "no RNG digests were logged (rldk.writer.log_rng) to rule RNG out"
+
+
+def _metric_fix(d: LevelDivergence, levels, cause=None) -> Fix:
     if "tensor" in levels:
+        agree = "every logged tensor agrees" + (f" ({_rng_note(levels, cause)})" if cause else
+                                                " and every RNG state agrees")
         return Fix(f"check how '{d.name}' is computed, or leave it out with --signals",
-                   f"metric '{d.name}' differs at step {d.step} while every logged tensor and RNG "
-                   "state agrees: the metric itself is computed nondeterministically (unordered "
-                   "reduction, timing, host state)", "observed")
+                   f"metric '{d.name}' differs at step {d.step} while {agree}: the metric itself "
+                   "is computed nondeterministically (unordered reduction, timing, host state, "
+                   "a random draw)", "observed")
     return Fix("log tensors and RNG states every step (rldk.writer.log_tensors(step, model, "
                "'grad'), log_rng(step)) and rerun, to see which tensor or generator differs first",
                f"metric '{d.name}' differs at step {d.step}; only metrics were logged, so the "
@@ -138,13 +150,14 @@ def _metric_fix(d: LevelDivergence, levels) -> Fix:
 
 
 def rank_fixes(divergences, audit, levels) -> list[Fix]:
-    """Observed fixes first, then settings, then unverified checks; duplicates dropped."""
-    found = [d for d in divergences if d.step is not None]
+    """Observed fixes first (ranked by what differed), then settings, then unverified
+    checks; duplicates dropped."""
+    found = [d for d in divergences if d.step is not None and d.level in OUTCOMES]
     first = min(found, key=lambda d: (d.step, ORDER.index(d.level)), default=None)
     at_step = sorted((d for d in found if d.step == first.step), key=lambda d: ORDER.index(d.level)) \
         if first is not None else []
     first_step = _first_compared_step(divergences)
-    fixes = observed_fixes(first, at_step, audit, levels, first_step)
+    fixes = observed_fixes(first, at_step, likely_cause(divergences), audit, levels, first_step)
     fixes += [f for _, f in setting_fixes(audit)] + unverified_fixes(audit)
     seen, out = set(), []
     for f in fixes:

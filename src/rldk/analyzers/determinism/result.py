@@ -1,19 +1,23 @@
 """What a determinism check returns: per replica and level, the spread, the fixes.
 
-``DeterminismResult.status`` is the card's status: "problems" when a replica
-differs, "inconclusive" when no level that defines determinism (tensor, RNG,
-metric) could be compared, else "ok"; ``passed`` is True only for "ok".
+``DeterminismResult.status`` is the card's status: "problems" when a replica's
+outcomes differ (a tensor checksum, a metric, a logged step), "inconclusive" when
+neither tensors nor metrics could be compared, else "ok"; ``passed`` is True only
+for "ok". RNG digests are evidence that explains a difference, never the verdict
+(:mod:`.rng`).
 """
 from __future__ import annotations
 
 from dataclasses import dataclass, field
 
 from rldk.analyzers.determinism.card import report, status_of
+from rldk.analyzers.determinism.rng import OUTCOMES, RngRole, first_outcome, rng_roles
 from rldk.core.result import Result, as_dict
 
 NAME = "determinism"
 CONSUMES = ("tensor", "rng", "metric", "run")
-#: The levels that define determinism, strongest first.
+#: The levels compared, strongest first (the verdict comes from ``OUTCOMES``: tensor,
+#: metric and steps; RNG digests explain a difference, see :mod:`.rng`).
 LEVELS = ("tensor", "rng", "metric")
 #: Tie order when several levels differ first at the same step.
 ORDER = (*LEVELS, "steps")
@@ -104,6 +108,10 @@ class DeterminismResult(Result):
     harness's runs (empty when the replicas were already in a store). store: the
     replicas' work directory (None when it was removed after the check).
     comparisons: each replica's comparison with the reference (divergence JSON).
+
+    Derived: ``differs`` (an outcome differs), ``first_divergent_step`` (the first
+    step an outcome differs), ``rng_roles`` (each differing RNG source as cause,
+    consequence or unused, :class:`RngRole`).
     """
 
     replicas: tuple[str, ...]
@@ -119,7 +127,12 @@ class DeterminismResult(Result):
 
     @property
     def differs(self) -> bool:
-        return any(d.step is not None for d in self.divergences)
+        """Whether an outcome (tensor, metric, logged steps) differs; RNG states alone do not count."""
+        return first_outcome(self.divergences) is not None
+
+    @property
+    def rng_roles(self) -> tuple[RngRole, ...]:
+        return tuple(rng_roles(self.divergences))
 
     @property
     def status(self) -> str:
@@ -134,8 +147,9 @@ class DeterminismResult(Result):
         return {"ok": "deterministic", "problems": "nondeterministic"}.get(self.status, self.status)
 
     def first(self, level=None) -> LevelDivergence | None:
-        """The earliest difference (at ``level``, or any), ties in ``ORDER``."""
-        found = [d for d in self.divergences if d.step is not None and (level is None or d.level == level)]
+        """The earliest difference at ``level`` (None: at any outcome level), ties in ``ORDER``."""
+        found = [d for d in self.divergences if d.step is not None
+                 and (d.level == level if level is not None else d.level in OUTCOMES)]
         return min(found, key=lambda d: (d.step, ORDER.index(d.level))) if found else None
 
     @property
@@ -162,7 +176,8 @@ class DeterminismResult(Result):
         out["metric_spread"] = out.pop("spread")
         return {**out, "verdict": self.verdict, "passed": self.passed, "status": self.status,
                 "first_divergent_step": self.first_divergent_step, "first_tensor": self.first_tensor,
-                "first_rng_source": self.first_rng_source, "first_metric": self.first_metric}
+                "first_rng_source": self.first_rng_source, "first_metric": self.first_metric,
+                "rng_roles": [as_dict(r) for r in self.rng_roles]}
 
     def report(self):
         return report(self)

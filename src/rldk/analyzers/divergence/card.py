@@ -36,8 +36,23 @@ def _floats(x) -> list:
 
 
 # ------------------------------------------------------------------- verdict
-def verdict_text(a: str, b: str, mode, headline, compared, tensors, rng) -> str:
+#: A statistical verdict without replicas is weak: the verdict's suffix, and the finding's reason.
+WEAK_NOTE = "weak verdict: no replicas, so the band does not cover seed-to-seed variation"
+WEAK_REASON = ("weak verdict: without replicas the noise band is the early spread of one "
+               "difference, which does not measure how far runs of one configuration drift "
+               "apart by seed (a seed's offset lasts the whole run and reads as a divergence)")
+WEAK_FIX = ("Pass other seeds of each configuration as replicas (rldk diff --replicas-a RUN "
+            "--replicas-b RUN; first_divergence(..., replicas_a=[...], replicas_b=[...])): the "
+            "band then covers seed-to-seed variation.")
+
+
+def verdict_text(a: str, b: str, mode, headline, compared, tensors, rng, weak=False) -> str:
     """The comparison's finding in one sentence, naming runs ``a`` and ``b``."""
+    text = _verdict_text(a, b, mode, headline, compared, tensors, rng)
+    return f"{text} ({WEAK_NOTE})" if weak else text
+
+
+def _verdict_text(a: str, b: str, mode, headline, compared, tensors, rng) -> str:
     step, signal, level = headline
     runs = f"runs {a} and {b}"
     n = max((s.common_steps for s in compared), default=0)
@@ -59,7 +74,13 @@ def verdict_text(a: str, b: str, mode, headline, compared, tensors, rng) -> str:
                 f"{s.value_b!r} in {b} ({before}{precision})")
     return (f"{runs} diverge from step {step}: {signal} in {b} drifts {s.direction} from {a} "
             f"(CUSUM alarm at {s.alarm_step}, shift {_num(s.magnitude)} = {_num(s.z)} sigma, "
-            f"band from {s.band.source})")
+            f"band from {_band_words(s.band)})")
+
+
+def _band_words(band) -> str:
+    if band.source != "replicas":
+        return band.source
+    return f"the replicas' seed spread, +-{band.width:.3g} sigma"
 
 
 def first_shared_step(compared, tensors=None, rng=None) -> int | None:
@@ -102,6 +123,8 @@ def card(comparisons, baseline: str | None = None, errors=()) -> Report:
                    + ", ".join(f"{c.run_b} at step {c.step}" for c in diverged) if diverged
                    else f"no run diverges from {baseline}")
     findings = tuple(_finding(c) for c in diverged) + tuple(
+        Finding("weak_verdict", "info", f"{c.run_a} vs {c.run_b}: {WEAK_REASON}", run_id=c.run_b,
+                fix=WEAK_FIX) for c in comparisons if c.weak) + tuple(
         Finding("not_compared", "warning", f"{run_id} not compared with {baseline}: {message}",
                 run_id=run_id, fix="See the message; compare the runs with `rldk diff`.")
         for run_id, message in errors)
@@ -142,7 +165,7 @@ def _finding(c) -> Finding:
     else:
         fix = ("The runs were identical before this step: diff their configs and code, then "
                "rerun with `rldk check-determinism` to tell a bug from nondeterminism.")
-    evidence = {"level": c.level, "mode": c.mode, "run_a": c.run_a, "run_b": c.run_b}
+    evidence = {"level": c.level, "mode": c.mode, "run_a": c.run_a, "run_b": c.run_b, "weak": c.weak}
     s = next((x for x in c.signals if x.signal == c.signal), None)
     if s is not None:
         evidence.update({k: v for k, v in as_dict(s).items()

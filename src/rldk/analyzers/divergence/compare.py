@@ -114,13 +114,15 @@ def compare(a, b, reps_a, reps_b, params: Params) -> Divergence:
     headline = headline_exact(compared, tensors, rng) if mode == "exact" else headline_stat(compared)
     step, signal, level = headline
     plotted = _plotted(compared, signal)
+    weak = mode == "statistical" and not (reps_a or reps_b)
     return Divergence(
         run_a=a.label, run_b=b.label, diverged=step is not None, step=step, signal=signal,
         level=level, mode=mode,
-        verdict=verdict_text(a.label, b.label, mode, headline, compared, tensors, rng),
+        verdict=verdict_text(a.label, b.label, mode, headline, compared, tensors, rng, weak),
         signals=tuple(compared), tensors=tensors, rng=rng,
         replicas_a=tuple(r.label for r in reps_a), replicas_b=tuple(r.label for r in reps_b),
-        curve=dict(curves.get(plotted.signal, {}), signal=plotted.signal) if plotted else {})
+        curve=dict(curves.get(plotted.signal, {}), signal=plotted.signal) if plotted else {},
+        weak=weak)
 
 
 def compare_signals(a, b, pairs, params, warmup: bool):

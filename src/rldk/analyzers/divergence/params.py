@@ -21,13 +21,18 @@ class Params:
     signals: metric names (canonical, e.g. ``reward_mean``/``kl``, or as logged);
         None: every quantity both runs log except wall-clock timings (``TIMING``).
     mode: "auto", "exact" or "statistical" (see :mod:`rldk.analyzers.divergence`).
-    k: CUSUM allowance in noise standard deviations (0.5: tuned to a 1-sigma shift).
+    k: CUSUM allowance in noise standard deviations without replicas (0.5: tuned to
+        a 1-sigma shift). With replicas the allowance is the seed band's half-width
+        (a Student-t quantile at ``alpha``; see ``statistical.replica_signal``).
     h: CUSUM threshold; None: ``max(5, ln(n m / alpha) - 1.166)`` for n compared
         steps and m signals (Siegmund's approximation: about ``alpha`` false alarms
         per comparison of two runs, split evenly over the signals), raised to
         ``margin`` x the largest CUSUM the replicas reach against each other.
-    alpha: tolerated false-alarm rate per comparison when ``h`` is None.
-    clip: standardized differences are clipped to +-clip (a 2-step blip cannot alarm).
+    alpha: tolerated false-alarm rate per comparison (split over the signals): sets
+        ``h`` when it is None and, with replicas, the seed band's width.
+    clip: the most one step adds to a CUSUM beyond its allowance: standardized
+        differences are clipped to +-(k + clip), or +-(band width + clip) with
+        replicas (a 2-step blip cannot alarm).
     warmup: early common steps that estimate the band without replicas;
         None: n // 10, at least ``min_warmup``, at most 500.
     min_warmup: fewest common steps the statistical level accepts.

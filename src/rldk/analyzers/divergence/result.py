@@ -101,7 +101,9 @@ class Divergence(Result):
     verdict: the finding in words. signals: per-signal comparison; tensors, rng:
     bitwise evidence (None when a run logs none); replicas_a / replicas_b: extra
     runs used for the band. curve: the plotted signal, downsampled (steps, a, b,
-    band_low, band_high).
+    band_low, band_high). weak: the verdict came from the statistical level without
+    replicas, whose band (the early spread of one difference) does not measure how
+    far runs of one configuration drift apart by seed (``card.WEAK_REASON``).
     """
 
     run_a: str
@@ -118,6 +120,7 @@ class Divergence(Result):
     replicas_a: tuple[str, ...] = ()
     replicas_b: tuple[str, ...] = ()
     curve: dict = field(default_factory=dict)
+    weak: bool = False
 
     def report(self):
         """The drift card (an ``rldk.core.report.Report``)."""
@@ -125,15 +128,19 @@ class Divergence(Result):
 
     def __str__(self) -> str:
         runs = f"runs {self.run_a} and {self.run_b}"
-        if self.diverged:
-            return f"{runs} diverge at step {self.step} on {self.signal} ({self.level})"
         n = max((s.common_steps for s in self.signals), default=0)
+        if self.diverged:
+            return f"{runs} diverge at step {self.step} on {self.signal} ({self.level}){_weak(self)}"
         if self.mode == "exact":
             return f"{runs} are identical over {n} common steps ({len(self.signals)} signal(s))"
-        return f"{runs} do not diverge over {n} common steps ({len(self.signals)} signal(s))"
+        return f"{runs} do not diverge over {n} common steps ({len(self.signals)} signal(s)){_weak(self)}"
 
     def __repr__(self) -> str:
         return f"<Divergence: {self}>"
+
+
+def _weak(d) -> str:
+    return "; weak verdict: no replicas" if d.weak else ""
 
 
 @dataclass(frozen=True)

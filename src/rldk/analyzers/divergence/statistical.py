@@ -1,11 +1,17 @@
 """The statistical level: for runs that differ by seed or by nondeterministic kernels.
 
 The difference ``d = b - a`` per common step is standardized by a noise band
-(from replicas when given, else from the early "warm-up" steps), clipped to
-``+-clip`` so that one outlier cannot alarm alone, and fed to a two-sided CUSUM
-(allowance ``k``, threshold ``h``; :mod:`rldk.analyzers._cusum`). The reported
+(from replicas when given, else from the early "warm-up" steps), clipped so
+that one outlier cannot alarm alone, and fed to a two-sided CUSUM (allowance
+``k``, threshold ``h``; :mod:`rldk.analyzers._cusum`). The reported
 step is the change *start*: the first step of the CUSUM excursion that crossed
 ``h`` (the step after the last step where that CUSUM was zero), not the alarm step.
+
+Without replicas the verdict is *weak*: the band is the early spread of one
+difference, which says nothing of how far runs of one configuration drift apart
+by seed (a seed's offset persists for the whole run and reads as a divergence).
+With replicas (other seeds of each side's configuration) the band is the seed
+band of :func:`replica_signal`.
 """
 from __future__ import annotations
 
@@ -21,8 +27,9 @@ from rldk.analyzers._cusum import (
     auto_threshold,
     cusum,
     floor_sigma,
-    replica_band,
+    pooled_sd,
     standardize,
+    t_width,
     warmup_band,
 )
 from rldk.analyzers.divergence.card import curve
@@ -100,35 +107,55 @@ def load_replicas(a, b, reps_a, reps_b, pairs):
 
 
 def replica_signal(base, sides, params):
-    """``(signal, curve)``: per-step band from the replicas' spread, CUSUM of the medians."""
+    """``(signal, curve)``: the sides' means compared with a per-step seed band.
+
+    The band is ``mean_a +- width x sd x sqrt(1/m + 1/n)`` for m and n runs a side:
+    ``sd`` the pooled within-side spread (:func:`rldk.analyzers._cusum.pooled_sd`),
+    ``width`` the Student-t quantile for its degrees of freedom at ``alpha``. The
+    CUSUM's allowance is the band's half-width itself, so only the part of a
+    difference that leaves the band accumulates: a seed's offset that persists
+    inside the band never alarms (a k = 0.5 allowance, right for independent noise,
+    would add it up step after step). ``h`` is raised to ``margin`` x the largest
+    CUSUM two runs of one side reach against each other (heavier tails than t).
+    """
     side_a, side_b, steps = sides
     n = len(steps)
     if max(len(side_a), len(side_b)) < 2:
         raise UsageError("replicas need at least 2 runs on one side")
     if n < params.min_warmup:
         return replace(base, note=few_steps(n, params)), {}
-    sigma = replica_band(side_a, side_b, params.smooth)
-    sigma = np.where(np.isfinite(sigma) & (sigma > 0), sigma, np.nan)
-    fill = np.nanmedian(sigma) if np.isfinite(sigma).any() else floor_sigma(side_a.ravel())
-    sigma = np.where(np.isnan(sigma), fill, sigma) * math.sqrt(2.0)   # scale of a difference
-    center_a, center_b = np.median(side_a, axis=0), np.median(side_b, axis=0)
-    null_peak = max((_null_peak(side, sigma, params) for side in (side_a, side_b)), default=0.0)
+    sd, dof = pooled_sd((side_a, side_b), params.smooth)
+    sd = _filled(sd, side_a)
+    width = t_width(dof, params.alpha)
+    scale = sd * math.sqrt(1.0 / len(side_a) + 1.0 / len(side_b))   # sd of the means' difference
+    with np.errstate(invalid="ignore"):
+        center_a, center_b = np.nanmean(side_a, axis=0), np.nanmean(side_b, axis=0)
+    null_peak = max(_null_peak(side, sd * math.sqrt(2.0), width, params) for side in (side_a, side_b))
     h = params.h if params.h is not None else max(auto_threshold(n, params.alpha),
                                                   params.margin * null_peak)
-    z_up, z_down = standardize(center_a, center_b, 0.0, sigma, params.clip)
-    alarm = cusum(z_up, z_down, params.k, h)
-    band = Band("replicas", 0.0, float(np.median(sigma)), n,
-                f"{len(side_a)} run(s) A, {len(side_b)} run(s) B; replicas' own CUSUM peak "
-                f"{null_peak:.3g}")
+    z_up, z_down = standardize(center_a, center_b, 0.0, scale, width + params.clip)
+    alarm = cusum(z_up, z_down, width, h)
+    band = Band("replicas", 0.0, float(np.median(scale)), n,
+                f"{len(side_a)} run(s) A, {len(side_b)} run(s) B, {dof} degrees of freedom; "
+                f"runs of one side reach a CUSUM of {null_peak:.3g} against each other", width, dof)
     result = with_alarm(base, steps, center_b - center_a, band, h, alarm)
-    return result, curve(steps, center_a, center_b, (center_a - 3 * sigma, center_a + 3 * sigma))
+    return result, curve(steps, center_a, center_b,
+                         (center_a - width * scale, center_a + width * scale))
 
 
-def _null_peak(side: np.ndarray, sigma, params) -> float:
-    """Largest CUSUM statistic any two replicas of one side reach against each other."""
+def _filled(sd: np.ndarray, values: np.ndarray) -> np.ndarray:
+    """``sd`` with steps of no spread (every run equal, or too few finite) set to the
+    median spread, or a floor when no step has any."""
+    sd = np.where(np.isfinite(sd) & (sd > 0), sd, np.nan)
+    fill = np.nanmedian(sd) if np.isfinite(sd).any() else floor_sigma(values[np.isfinite(values)])
+    return np.where(np.isnan(sd), fill, sd)
+
+
+def _null_peak(side: np.ndarray, sigma, width: float, params) -> float:
+    """Largest CUSUM statistic any two runs of one side reach against each other."""
     peak = 0.0
     for i in range(len(side)):
         for j in range(i + 1, len(side)):
-            z_up, z_down = standardize(side[i], side[j], 0.0, sigma, params.clip)
-            peak = max(peak, cusum(z_up, z_down, params.k, math.inf).peak)
+            z_up, z_down = standardize(side[i], side[j], 0.0, sigma, width + params.clip)
+            peak = max(peak, cusum(z_up, z_down, width, math.inf).peak)
     return peak
