@@ -147,9 +147,9 @@ def grpo_store(root):
 def test_zero_std_found_by_two_analyzers_is_one_finding(tmp_path):
     analysis = suite.analyze(grpo_store(tmp_path), out_dir=tmp_path / "out", plots=False)
     assert [(a, f.code, f.severity, f.steps) for a, f in analysis.findings] == [
-        (("health", "reward_health"), "zero_std", "error", (0, 59))]
+        (("health", "reward_health"), "zero_std_onset", "error", (0, 59))]
     sources = analysis.problems[0].evidence["sources"]
-    assert [(s["analyzer"], s["code"]) for s in sources] == [("health", "zero_std"),
+    assert [(s["analyzer"], s["code"]) for s in sources] == [("health", "zero_std_onset"),
                                                              ("reward_health", "zero_std_groups")]
     assert analysis.report().summary == ("1 problem(s) in grpo: health (1), reward_health (1); "
                                          "1 found by more than one analyzer, counted once")
@@ -157,10 +157,12 @@ def test_zero_std_found_by_two_analyzers_is_one_finding(tmp_path):
     assert json.loads((tmp_path / "out" / "reward_health.json").read_text())["findings"][0]["code"] == \
         "zero_std_groups"
     data = html.report_data(open_store(tmp_path), analysis.reports)
-    assert [(f["analyzer"], f["code"]) for f in data["findings"]] == [("health + reward_health", "zero_std")]
+    assert [(f["analyzer"], f["code"]) for f in data["findings"]] == [("health + reward_health",
+                                                                       "zero_std_onset")]
     out = invoke("analyze", tmp_path, "--no-plots", "--out-dir", tmp_path / "o2")
     assert out.exit_code == EXIT_PROBLEMS
-    assert out.stdout.count("frac_reward_zero_std averages") == 1 and "found by health and reward_health" in out.stdout
+    assert out.stdout.count("share of zero-std reward groups") == 1
+    assert "found by health and reward_health" in out.stdout
 
 
 def F(code, run="r", metric="frac_reward_zero_std", steps=(0, 10), severity="warning"):

@@ -44,7 +44,7 @@ COMMANDS = {
 SUMMARIES = {
     "demo": "Train two tiny bandit policies into DIRECTORY, one with a learning-rate bug injected "
             "half-way, list them, and find the bug with the drift card.",
-    "runs": "List the runs in PATHS: id, steps, kinds, metrics, wall time, status.",
+    "runs": "List the runs in PATHS: id, status, step range, metric count, wall time.",
     "sql": "Run QUERY (DuckDB SQL) over the event store in PATHS.",
     "compact": "Merge each finished run's segment files into one file.",
     "import": "Import the logs at PATH into the event store --out-dir.",
@@ -66,6 +66,7 @@ SUMMARIES = {
     "lineage": "Content hashes of datasets: the graph a run recorded, manifests beside data on "
                "disk, train/validation overlap.",
     "report": "Write one self-contained HTML report for the runs in PATHS.",
+    "watch": "Follow the stores (or growing logs of another tool) in PATHS while jobs write them.",
 }
 
 

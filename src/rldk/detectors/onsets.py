@@ -112,16 +112,19 @@ def level_of(values: np.ndarray) -> np.ndarray:
             .rolling_median(window_size=window, center=True, min_samples=1).to_numpy())
 
 
-def state_run(bad: np.ndarray, lo: int = 0, final: bool = False) -> tuple[int, int] | None:
+def state_run(bad: np.ndarray, lo: int = 0, final: bool = False,
+              min_final: int = MIN_REFERENCE) -> tuple[int, int] | None:
     """``(k, end)``: the first run of points from ``lo`` in the state (``bad``) that lasts
-    to the end of the series or, unless ``final``, for MIN_STRETCH of it; excursions out
-    of the state of at most MAX_EXCURSION points stay inside the run, and at most STRAY
-    of its points may be out. ``k`` is a point in the state (the onset)."""
+    to the end of the series (at least ``min_final`` points: a state seen at one or two
+    points is not yet a state) or, unless ``final``, for MIN_STRETCH of it; excursions
+    out of the state of at most MAX_EXCURSION points stay inside the run, and at most
+    STRAY of its points may be out. ``k`` is a point in the state (the onset)."""
     bad = np.asarray(bad, dtype=bool)
     n = len(bad)
     need = max(MIN_REFERENCE, int(np.ceil(MIN_STRETCH * n)))
     for k, end in _runs(bad, lo):
-        if (end == n or (not final and end - k >= need)) and np.mean(~bad[k:end]) <= STRAY:
+        lasts = (end == n and end - k >= min_final) or (not final and end - k >= need)
+        if lasts and np.mean(~bad[k:end]) <= STRAY:
             return k, end
     return None
 

@@ -23,6 +23,7 @@ import numpy as np
 from rldk.detectors.onsets import (
     LEVEL_WINDOW,
     MIN_REFERENCE,
+    MIN_STRETCH,
     level_of,
     onset_in,
     state_run,
@@ -188,7 +189,9 @@ def reward_degradation(metric: str, steps, values) -> Event | None:
     if gain < 3 * 1.2533 * r.sigma / np.sqrt(LEVEL_WINDOW):
         return None
     line = peak - DEGRADATION_SHARE * gain
-    found = state_run(v < line, peak_at + 1, final=True)
+    # sustained: at least a stretch of the run (a warning, not a stop: no need to be early)
+    found = state_run(v < line, peak_at + 1, final=True,
+                      min_final=max(MIN_REFERENCE, int(np.ceil(MIN_STRETCH * len(v)))))
     if found is None:
         return None
     k = found[0]

@@ -63,6 +63,9 @@ class Guards:
     duty: largest share of the time the guard spends evaluating.
     max_lag, wait_secs: for framework callbacks, how many logged steps the guard
         may be behind before the training thread waits for it, and how long at most.
+        0 (the default): the callback waits until the step just logged is checked, so
+        a state that the rules confirm after 3 logged points (the onset and two more)
+        stops the run at the onset + 2; 1 lets training run one step ahead of it.
     analyzers: the analyzers run (names in ``rldk.analyzers.REGISTRY``).
     """
 
@@ -72,7 +75,7 @@ class Guards:
     raise_stop: bool = False
     interval: float = 1.0
     duty: float = 0.05
-    max_lag: int = 1
+    max_lag: int = 0
     wait_secs: float = 30.0
     analyzers: tuple = field(default=LIVE_ANALYZERS)
 
