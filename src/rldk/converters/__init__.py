@@ -38,7 +38,9 @@ __all__ = ["FORMATS", "ConvertError", "ConvertSummary", "detect_format", "conver
 #: format name -> module, in auto-detection order.
 FORMATS = {
     "trl": "rldk.converters.trl",
+    "trl_completions": "rldk.converters.trl_completions",
     "mlflow": "rldk.converters.mlflow",
+    "trackio": "rldk.converters.trackio",
     "sb3": "rldk.converters.sb3",
     "verl": "rldk.converters.verl",
     "wandb": "rldk.converters.wandb_offline",
