@@ -375,8 +375,9 @@ def test_directory_with_no_logs(tmp_path):
     (tmp_path / "notes.txt").write_text("nothing to see\n")
     with pytest.raises(ConvertError) as info:
         detect_format(tmp_path)
-    assert str(info.value) == (f"{tmp_path}: no known logs in this directory (looked for trl, mlflow, sb3, verl, "
-                               "wandb, openrlhf, tensorboard, jsonl, csv); name the format: rldk import FORMAT PATH")
+    assert str(info.value) == (f"{tmp_path}: no known logs in this directory (looked for trl, trl_completions, "
+                               "mlflow, trackio, sb3, verl, wandb, openrlhf, tensorboard, jsonl, csv); name the "
+                               "format: rldk import FORMAT PATH")
 
 
 # ------------------------------------------------------------------ CLI
