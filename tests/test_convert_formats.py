@@ -408,8 +408,8 @@ def test_cli_strict_and_usage_errors(tmp_path):
                                      "--strict refuses to skip input: fix the file or drop --strict")
     result = CliRunner().invoke(main, ["import", "comet", str(f)])
     assert result.exit_code == 2
-    assert result.output.strip() == ("Error: unknown format 'comet': one of auto, trl, mlflow, sb3, verl, "
-                                     "wandb, openrlhf, tensorboard, jsonl, csv")
+    assert result.output.strip() == ("Error: unknown format 'comet': one of auto, trl, trl_completions, "
+                                     "mlflow, trackio, sb3, verl, wandb, openrlhf, tensorboard, jsonl, csv")
     result = CliRunner().invoke(main, ["import", "jsonl", str(f), "--field-map", "step"])
     assert result.exit_code == 2
     assert result.output.strip() == ("Error: bad --field-map entry 'step': use target=source, "
