@@ -15,6 +15,11 @@ the same numbers:
 Loading reads only the columns it needs with Polars and never sorts the whole
 table: rows are grouped by metric with a stable radix sort of small integer codes,
 and each metric's steps are sorted only when they are not already increasing.
+
+This module is over 500 lines on purpose: it is one concept, the single path by
+which every analyzer turns a run's metric rows into arrays; its per-run index, its
+cache and its chunked, layout-aware reading share one key and one memory budget,
+and splitting them would put that contract in three places.
 """
 from __future__ import annotations
 
