@@ -200,8 +200,8 @@ def _write_run(store: Path, run: RunData, rid: str, fmt: str) -> "RunSummary":
     if not writer.ok:
         _remove_session(store, writer)
         lost = writer.stats["unwritten_events"] + writer.stats["dropped_events"]
-        raise ConvertError(f"{store}: could not write run {rid!r} ({lost} of {summary.rows + 1} events "
-                           f"not written, {writer.stats['write_errors']} failed writes): disk full or "
+        raise ConvertError(f"{store}: could not write run {rid!r} ({lost} events not written, "
+                           f"{writer.stats['write_errors']} failed writes): disk full or "
                            "not writable? Nothing of this run was kept; free space and import again")
     return summary
 

@@ -372,7 +372,8 @@ class Run:
             raise UsageError(f"run {self.id!r} has no metric {name!r}; metrics: "
                              f"{', '.join(self.metric_names()) or 'none'}")
         chosen = rank if rank is not None else frame["rank"].min()
-        return (frame.filter(pl.col("rank") == chosen).sort(["wall_time", "seq"])
+        same_rank = pl.col("rank").is_null() if chosen is None else pl.col("rank") == chosen   # no rank column
+        return (frame.filter(same_rank).sort(["wall_time", "seq"])
                 .unique(subset="step", keep="last", maintain_order=True)
                 .sort("step").select("step", "value"))
 
