@@ -33,7 +33,10 @@ def _first_is_object(path: Path) -> bool:
         with open(path, "rb") as f:
             for raw in f:
                 if raw.strip():
-                    return isinstance(json.loads(raw), dict)
+                    try:
+                        return isinstance(json.loads(raw), dict)
+                    except RecursionError:          # too deep to parse: an object if it starts as one
+                        return raw.lstrip().startswith(b"{")
     except (OSError, ValueError):
         return False
     return False

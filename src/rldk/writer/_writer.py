@@ -162,17 +162,25 @@ class EventWriter:
             self._rows.append((seq, step, now))
         self._step = step
         if not seq & _WAKE_EVERY:
-            self._wake.set()
-            if len(self._flat) + len(self._queue) > _MAX_BACKLOG:
-                self._backpressure()
+            self._check_backlog()
+
+    def _check_backlog(self) -> None:
+        """Every 8192 calls: wake the encoder, and wait for it when it is behind, by
+        count (memory) or by time (a kill would lose more than ``flush_secs``)."""
+        self._wake.set()
+        behind = time.monotonic() - self._encoded_until > self._max_lag
+        if behind or len(self._flat) + len(self._queue) > _MAX_BACKLOG:
+            self._backpressure()
 
     def _backpressure(self) -> None:
-        """Logging faster than the encoder keeps up (a tight loop with no real work):
-        wait for it briefly so memory stays bounded. Never happens in real training."""
+        """Logging faster than the encoder keeps up (a tight loop with no real work, which
+        starves the encoder thread of the GIL): wait for it so memory stays bounded and
+        what a kill can lose stays within ``flush_secs``. Rare in real training."""
         self.stats["backpressure_waits"] += 1
         with self._cond:
-            self._cond.wait_for(lambda: len(self._flat) < _MAX_BACKLOG // 2 or not self._thread.is_alive(),
-                                timeout=1.0)
+            self._cond.wait_for(lambda: (len(self._flat) < _MAX_BACKLOG // 2
+                                         and time.monotonic() - self._encoded_until <= self._max_lag)
+                                or not self._thread.is_alive(), timeout=self.flush_secs)
 
     def _new_group(self, keys: tuple) -> None:
         """Start a run of calls with the same float names (caller holds the lock)."""
@@ -192,6 +200,8 @@ class EventWriter:
             self._seq = seq = self._seq + 1
         self._step = step
         self._queue.append((seq, step, time.time(), values))
+        if not seq & _WAKE_EVERY:
+            self._check_backlog()
 
     def _snapshot(self, values: dict) -> dict:
         """Read tensors and arrays now (they may change in place before encoding).
@@ -316,6 +326,8 @@ class EventWriter:
         if step is None:
             step = self._step if kind in ("span", "memory") else None
         self._queue.append(("rows", kind, seq, step, time.time(), rows))
+        if not seq & _WAKE_EVERY:
+            self._check_backlog()
 
     # ---------------------------------------------------------- flush and close
     def flush(self, timeout: float = 60.0) -> bool:
@@ -381,12 +393,16 @@ class EventWriter:
         self._pending: list = []           # encoded Arrow tables not yet in a segment
         self._pending_rows = 0
         self._last_write = time.monotonic()
-        self._write_every = max(self.flush_secs / 2, self.flush_secs - 2 * _ENCODE_SECS)
+        # the loss at a kill is at most: encoder lag + time between writes + one write
+        self._period = min(_ENCODE_SECS, self.flush_secs / 4)
+        self._write_every = self.flush_secs / 2
+        self._max_lag = max(self.flush_secs / 4, 1.5 * self._period)
+        self._encoded_until = time.monotonic()
         self._end_detail: dict = {}
 
     def _loop(self) -> None:
         while True:
-            self._wake.wait(min(_ENCODE_SECS, self.flush_secs))
+            self._wake.wait(self._period)
             self._wake.clear()
             with self._cond:
                 stop, wanted = self._stop, self._flush_wanted
@@ -394,6 +410,7 @@ class EventWriter:
             ok = False
             try:
                 self._drain()
+                self._encoded_until = started
                 # a segment holds what was queued when the drain started: writing every
                 # flush_secs - encode period keeps the loss at a kill within flush_secs
                 due = (stop or wanted > self._flush_done or self._pending_rows >= self.segment_rows
@@ -438,24 +455,18 @@ class EventWriter:
                     count=len(part) * len(keys))
             with self._cond:
                 self._cond.notify_all()                   # release a waiting log() (backpressure)
-        calls, rows, kind = [], [], None
+        calls, by_kind = [], {}
         queue = self._queue
         for _ in range(len(queue)):
             item = queue.popleft()
             if len(item) == 4:
                 calls.append(item)
-                continue
-            if item[0] == "rows" and item[1] == kind:
-                rows.extend((item[2], item[3], item[4], *r) for r in item[5])
-                continue
-            # consecutive events of one kind (a span every few steps) are encoded as one
-            # table: one Arrow conversion per drain, not one per event
-            self._encode_calls(calls, problems)
-            self._encode_rows(kind, rows, problems)
-            calls, rows, kind = [], [], None
-            if item[0] == "rows":
-                kind = item[1]
-                rows = [(item[2], item[3], item[4], *r) for r in item[5]]
+            elif item[0] == "rows":
+                # all events of one kind in a drain (a span and a sample every few steps)
+                # become one table: one Arrow conversion per kind, not one per event;
+                # each row keeps its seq, which is what orders events
+                _, kind, seq, step, wall, rows = item
+                by_kind.setdefault(kind, []).extend((seq, step, wall, *r) for r in rows)
             else:
                 table, first = item[1], item[2]
                 self._encode_guarded(lambda: self._conform_table(table, first), None, problems,
@@ -465,7 +476,8 @@ class EventWriter:
                 with self._cond:
                     self._cond.notify_all()               # release a waiting append_table
         self._encode_calls(calls, problems)
-        self._encode_rows(kind, rows, problems)
+        for kind, rows in by_kind.items():
+            self._encode_rows(kind, rows, problems)
         for name, problem in problems:
             self._warn_once(("value", name), f"rldk: metric {name!r}: {problem}; stored as text "
                             "(value null). Log a number, or pass strict=True to raise.")
@@ -681,6 +693,8 @@ class _Span(contextlib.ContextDecorator):
             w._seq = seq = w._seq + 1
         step = self.step if self.step is not None else w._step
         w._queue.append(("rows", "span", seq, step, self._wall, [(self.name, seconds, None, None, None, attrs)]))
+        if not seq & _WAKE_EVERY:
+            w._check_backlog()
         return False
 
 
