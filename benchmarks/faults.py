@@ -162,7 +162,8 @@ def run_fuzz(per_format: int) -> tuple[int, str]:
     out = subprocess.run([sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider",
                           "tests/test_convert_fuzz.py", "-k", "mutated"], env=env, capture_output=True,
                          text=True, cwd=Path(__file__).resolve().parent.parent)
-    return out.returncode, out.stdout.strip().splitlines()[-1] if out.stdout.strip() else out.stderr[-300:]
+    counts = [line for line in out.stdout.splitlines() if " passed" in line or " failed" in line]
+    return out.returncode, counts[-1].strip("= ") if counts else out.stderr[-300:]
 
 
 MEASURE = r"""

@@ -187,7 +187,7 @@ def _write_run(store: Path, run: RunData, rid: str, fmt: str) -> "RunSummary":
 
     try:
         writer = EventWriter(store, rid, capture_env=False, config=run.meta.get("config"),
-                             flush_secs=3600, segment_rows=1 << 20)
+                             flush_secs=3600, segment_rows=1 << 19)
     except StoreError as exc:
         raise ConvertError(str(exc)) from None
     try:
@@ -293,10 +293,14 @@ def summarize(run_id: str, run: RunData) -> RunSummary:
 
 
 class _Tally:
-    """Counts of a run's tables, added one table at a time (a streamed import)."""
+    """Counts of a run's tables, added one table at a time (a streamed import).
+
+    Distinct steps are kept as a bitmap over the steps seen (1 bit a step: 1.2 MB for
+    ten million steps), not as a set or hash table, so a huge import stays small."""
 
     def __init__(self):
-        self.rows, self.samples, self.names, self.steps = 0, 0, set(), []
+        self.rows, self.samples, self.names = 0, 0, set()
+        self.steps = _StepSet()
 
     def add(self, t) -> None:
         import pyarrow.compute as pc
@@ -308,23 +312,67 @@ class _Tally:
         self.samples += int(pc.sum(pc.equal(kinds, "sample")).as_py() or 0)
         metrics = t.filter(pc.equal(kinds, "metric"))
         self.names.update(pc.unique(metrics.column("name")).to_pylist())
-        self.steps.append(pc.unique(metrics.column("step").drop_null()))
-        if len(self.steps) > 64:            # keep the distinct steps compact while streaming
-            self.steps = [self._unique()]
-
-    def _unique(self):
-        import pyarrow as pa
-        import pyarrow.compute as pc
-
-        return pc.unique(pa.chunked_array(self.steps, pa.int64())) if self.steps else pa.array([], pa.int64())
+        self.steps.add(metrics.column("step").drop_null())
 
     def summary(self, run_id: str, run: RunData) -> RunSummary:
-        import pyarrow.compute as pc
+        lo, hi = self.steps.bounds()
+        return RunSummary(run_id, run.source, self.rows, tuple(sorted(self.names)), self.steps.count(),
+                          lo, hi, self.samples, tuple(run.skipped))
 
-        uniq = self._unique()
-        lo_hi = pc.min_max(uniq).as_py() if len(uniq) else {"min": None, "max": None}
-        return RunSummary(run_id, run.source, self.rows, tuple(sorted(self.names)), len(uniq),
-                          lo_hi["min"], lo_hi["max"], self.samples, tuple(run.skipped))
+
+class _StepSet:
+    """Distinct int64 steps: a bitmap from the first step seen while the steps span less
+    than 2**30 values, else a sorted array of the distinct steps."""
+
+    _SPAN = 1 << 30
+
+    def __init__(self):
+        self.base = None
+        self.bits = None              # numpy bool array, index = step - base
+        self.loose = None             # sorted distinct steps (numpy int64) when the span is too wide
+
+    def add(self, column) -> None:
+        import numpy as np
+
+        steps = column.to_numpy(zero_copy_only=False).astype(np.int64, copy=False) if len(column) else None
+        if steps is None:
+            return
+        if self.loose is None:
+            lo, hi = int(steps.min()), int(steps.max())
+            base = lo if self.base is None else min(self.base, lo)
+            top = hi if self.bits is None else max(hi, self.base + len(self.bits) - 1)
+            if top - base < self._SPAN:
+                self._grow(base, top)
+                self.bits[steps - self.base] = True
+                return
+            self.loose = self._values()
+        self.loose = np.union1d(self.loose, steps)
+
+    def _grow(self, base: int, top: int) -> None:
+        import numpy as np
+
+        if self.bits is not None and base == self.base and top < self.base + len(self.bits):
+            return
+        size = max(top - base + 1, 2 * len(self.bits) if self.bits is not None else 0)
+        size = min(size, self._SPAN)
+        bits = np.zeros(max(size, top - base + 1), dtype=bool)
+        if self.bits is not None:
+            bits[self.base - base:self.base - base + len(self.bits)] = self.bits
+        self.base, self.bits = base, bits
+
+    def _values(self):
+        import numpy as np
+
+        if self.bits is None:
+            return np.array([], dtype=np.int64)
+        return np.flatnonzero(self.bits).astype(np.int64) + self.base
+
+    def count(self) -> int:
+        return len(self.loose) if self.loose is not None else int(self.bits.sum()) if self.bits is not None else 0
+
+    def bounds(self) -> tuple:
+        values = self.loose if self.loose is not None else self._values()
+        return (int(values[0]), int(values[-1])) if len(values) else (None, None)
 
 
 def to_json(summary: ConvertSummary) -> str:

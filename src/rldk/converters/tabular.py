@@ -31,7 +31,7 @@ class FieldMapError(UsageError, ValueError):
 STEP_FIELDS = ("step", "global_step", "iteration", "_step", "timestep", "time/total_timesteps")
 TIME_FIELDS = ("wall_time", "timestamp", "_timestamp")
 TEXT_FIELDS = ("response", "completion")
-CHUNK_ROWS = 50_000
+CHUNK_ROWS = 16_384
 MAX_DEPTH = 32
 _INT64 = 2 ** 63
 

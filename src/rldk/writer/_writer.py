@@ -39,7 +39,7 @@ _WAKE_EVERY = 0x1FFF          # wake the encoder every 8192 calls so the queue s
 _ENCODE_SECS = 0.25           # the encoder drains the queue at least this often
 _MAX_BACKLOG = 1 << 18        # values waiting for the encoder before log() waits for it
 _COMPACT_MIN = 8              # close() merges a session's segments when it wrote more
-_TABLE_BACKLOG = 1 << 20      # rows of queued tables (converters) before append_table waits
+_TABLE_BACKLOG = 1 << 18      # rows of queued tables (converters) before append_table waits
 _FINISH_TRIES = 3             # close() tries the last segment this often before giving up
 
 
