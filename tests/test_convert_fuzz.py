@@ -7,6 +7,7 @@ valid (and its event tables must be writable) or raise ConvertError.
 from __future__ import annotations
 
 import json
+import os
 import sqlite3
 import tempfile
 from pathlib import Path
@@ -116,12 +117,20 @@ def _mutate(data: bytes, ops) -> bytes:
     return bytes(buf)
 
 
-MUTATIONS = st.lists(st.tuples(st.sampled_from(["truncate", "flip", "insert", "delete"]),
-                               st.integers(0, 1 << 16), st.binary(max_size=12)), min_size=1, max_size=3)
+#: byte runs that broke converters before (issue #15): integers beyond int64, deep nesting
+NASTY = [b"99999999999999999999999", b"-9223372036854775809", b"1e400", b"[" * 5000, b'{"a":' * 5000,
+         b"\x00", b'"step": 18446744073709551616,', b"\xff\xfe", b"NaN", b"\r\n\r"]
+MUTATIONS = st.lists(st.one_of(
+    st.tuples(st.sampled_from(["truncate", "flip", "insert", "delete"]), st.integers(0, 1 << 16),
+              st.binary(max_size=12)),
+    st.tuples(st.just("insert"), st.integers(0, 1 << 16), st.sampled_from(NASTY))), min_size=1, max_size=3)
+#: examples per format: 40 in the test suite (11 formats, ~440 inputs, well under 60 s);
+#: benchmarks/faults.py sets RLDK_FUZZ_EXAMPLES=200 for over 2,000
+EXAMPLES = int(os.environ.get("RLDK_FUZZ_EXAMPLES", "40"))
 
 
 @pytest.mark.parametrize("case", sorted(SEEDS))
-@settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@settings(max_examples=EXAMPLES, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
 @given(ops=MUTATIONS)
 def test_mutated_input_raises_only_convert_error(seeds, case, ops):
     name, data = seeds[case]

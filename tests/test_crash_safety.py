@@ -110,17 +110,49 @@ def test_kill_between_merge_and_delete_counts_each_event_once(tmp_path):
     assert store.sql("SELECT count(*) FROM metrics")[0, 0] == 30
 
 
-def test_sigterm_closes_the_run(tmp_path):
+@pytest.mark.parametrize("signame", ["SIGTERM", "SIGHUP"])
+def test_sigterm_and_sighup_close_the_run_as_killed(tmp_path, signame):
     code = ("import rldk.writer as w, time, sys\n"
             f"w.init({str(tmp_path)!r}, run_id='term', flush_secs=3600, capture_env=False)\n"
-            "for s in range(100): w.log(s, x=float(s))\n"
+            "for s in range(5000): w.log(s, x=float(s))\n"
             "print('ready', flush=True)\n"
             "time.sleep(60)\n")
     proc = subprocess.Popen([sys.executable, "-c", code], stdout=subprocess.PIPE, text=True)
     assert proc.stdout.readline().strip() == "ready"
-    proc.send_signal(signal.SIGTERM)
+    number = getattr(signal, signame)
+    proc.send_signal(number)
     proc.wait(30)
-    assert proc.returncode == -signal.SIGTERM            # still dies of SIGTERM, as it would have
+    assert proc.returncode == -number                    # still dies of the signal, as it would have
     run = open_store(tmp_path).run("term")
-    assert run.status == "terminated"
-    assert run.metric("x")["step"].to_list() == list(range(100))
+    assert run.status == "killed"
+    assert run._run_event("end", last=True)["signal"] == signame
+    assert run.metric("x")["step"].to_list() == list(range(5000))     # nothing lost (5,000 of 5,000)
+
+
+@pytest.mark.parametrize(("body", "status", "detail"), [
+    ("pass", "complete", None),
+    ("sys.exit(0)", "complete", None),
+    ("raise ValueError('boom')", "failed", "ValueError: boom"),
+    ("raise KeyboardInterrupt", "killed", "SIGINT"),
+])
+def test_final_status_says_how_the_process_ended(tmp_path, body, status, detail):
+    code = ("import rldk.writer as w, sys\n"
+            f"w.init({str(tmp_path)!r}, run_id='end', capture_env=False)\n"
+            "w.log(0, x=1.0)\n" + body + "\n")
+    subprocess.run([sys.executable, "-c", code], capture_output=True, timeout=60)
+    run = open_store(tmp_path).run("end")
+    assert run.status == status
+    end = run._run_event("end", last=True)
+    assert detail is None or detail in (end.get("error"), end.get("signal"))
+    assert run.metric("x")["step"].to_list() == [0]
+
+
+def test_context_manager_records_the_exception(tmp_path):
+    from rldk.writer import EventWriter
+
+    with pytest.raises(RuntimeError), EventWriter(tmp_path, "cm", capture_env=False) as w:
+        w.log(0, x=1.0)
+        raise RuntimeError("diverged")
+    run = open_store(tmp_path).run("cm")
+    assert run.status == "failed"
+    assert run._run_event("end", last=True)["error"] == "RuntimeError: diverged"

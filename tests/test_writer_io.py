@@ -74,11 +74,12 @@ def test_disk_full_warns_keeps_events_and_recovers(tmp_path, monkeypatch):
     with pytest.warns(RldkWarning, match="cannot write to .*No space left on device.*kept in memory"):
         for step in range(10):
             w.log(step, x=float(step))
-        assert w.flush(timeout=10)             # does not hang
+        assert w.flush(timeout=10) is False    # does not hang, and does not claim success
         w.log(10, x=10.0)
-        w.flush(timeout=10)
+        assert w.flush(timeout=10) is False
         w.log(11, x=11.0)
-        w.close()
+        assert w.flush(timeout=10) is True     # the disk has room again: everything is written
+        assert w.close() is True
     assert calls["n"] >= 3 and w.stats["write_errors"] == 2 and w.stats["dropped_events"] == 0
     assert open_store(tmp_path).run("full").metric("x")["step"].to_list() == list(range(12))
 

@@ -185,10 +185,36 @@ def handle_errors(func):
 
 
 def open_output(path):
-    """A text stream for ``--output`` (stdout when None; not closed on exit)."""
+    """A text stream for ``--output`` (stdout when None; not closed on exit). The file is
+    written whole or not at all: a full disk or an unwritable path is a one-line error
+    (exit 1), never a traceback or a half-written file."""
     import contextlib
 
-    return open(path, "w", encoding="utf-8") if path else contextlib.nullcontext(sys.stdout)
+    return _atomic_text(path) if path else contextlib.nullcontext(sys.stdout)
+
+
+class _atomic_text:
+    """Collect the text, then write it with ``rldk.core.segments.write_file_atomic``."""
+
+    def __init__(self, path):
+        import io
+
+        self.path, self.buffer = path, io.StringIO()
+
+    def __enter__(self):
+        return self.buffer
+
+    def __exit__(self, kind, value, tb):
+        if kind is not None:
+            return False
+        from rldk.core.errors import StoreError
+        from rldk.core.segments import write_file_atomic
+
+        try:
+            write_file_atomic(self.path, self.buffer.getvalue().encode("utf-8"))
+        except OSError as exc:
+            raise StoreError(f"{self.path}: cannot write the output ({exc.strerror or exc})") from None
+        return False
 
 
 def _use_metric_map(ctx, param, path):

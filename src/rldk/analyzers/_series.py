@@ -173,7 +173,7 @@ def _query(source: Source, sql: str, **params) -> list[tuple]:
 
         con = _DUCK.con = duckdb.connect()
         con.execute("SET enable_progress_bar = false")
-    return con.execute(sql, {"files": list(_part(source).files),
+    return con.execute(sql, {"files": list(_part(source).sql_files),
                              "run_id": source.run_id, **params}).fetchall()
 
 

@@ -25,6 +25,7 @@ from pathlib import Path
 
 from rldk.analyzers.base import Analyzer
 from rldk.core.errors import MissingEvents
+from rldk.core.naming import safe_file_stem
 from rldk.core.report import Check, Finding, Report, ReportTable, verdict
 from rldk.core.result import Result, as_dict
 
@@ -208,7 +209,7 @@ class MemoryLeakAnalyzer(Analyzer):
             title = f"{t.run_id}: {t.series} (MiB)".replace("$", r"\$")
             out[f"{t.run_id}: {t.series}"] = metric_plot(
                 t.curve["steps"], [b / MIB for b in t.curve["bytes"]],
-                Path(out_dir) / f"memory-{t.run_id}-{safe}.png", title=title, marks=marks, hline=hline)
+                Path(out_dir) / f"memory-{safe_file_stem(t.run_id)}-{safe}.png", title=title, marks=marks, hline=hline)
         return out
 
 

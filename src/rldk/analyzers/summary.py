@@ -6,7 +6,7 @@ from its import event (``rldk.core.run_facts``), never from the import's clock. 
 (``rldk.analyzers._series``: one value per step, the last logged; non-numeric
 values counted apart), computed with NumPy from the series the other analyzers
 share; run-level figures come from one aggregate query. Findings: a run that ended ``failed`` or
-``terminated`` (warning), a writer that dropped events or could not write
+``killed`` (warning), a writer that dropped events or could not write
 (warning), values the writer stored as text (info), a run with no end event (info:
 still running, killed hard), an imported run whose logs stop before their planned
 end (info, with the logs' evidence).
@@ -58,7 +58,7 @@ class Params:
 
 @dataclass(frozen=True)
 class RunSummary:
-    """One run: status ("complete", "failed", "terminated", "incomplete"; imported runs
+    """One run: status ("complete", "failed", "killed", "incomplete"; imported runs
     "complete", "incomplete" or "unknown") and the evidence for it (imported runs), ranks,
     events, event kinds, metric count, step range, wall-clock seconds between its first
     and last event (imported runs: from the logs' timestamps, None without them), and the
@@ -207,7 +207,7 @@ def _as_imported(r: RunSummary, attrs: dict) -> RunSummary:
 def _findings(r: RunSummary):
     if r.imported and r.status == "incomplete":
         yield _stopped_early(r)
-    elif r.status in ("failed", "terminated"):
+    elif r.status in ("failed", "killed", "terminated"):
         yield Finding("run_status", "warning", f"run {r.run_id} ended {r.status}", r.run_id,
                       steps=(r.last_step, r.last_step) if r.last_step is not None else None,
                       evidence={"status": r.status},

@@ -31,7 +31,13 @@ import os
 import shutil
 from pathlib import Path
 
-from rldk.converters.base import CONVERTER_VERSION, ConvertError, ConvertSummary, write_runs
+from rldk.converters.base import (
+    CONVERTER_VERSION,
+    ConvertError,
+    ConvertSummary,
+    write_runs,
+)
+from rldk.core.errors import RldkError
 
 __all__ = ["FORMATS", "ConvertError", "ConvertSummary", "detect_format", "convert_path", "ingest", "module"]
 
@@ -87,10 +93,30 @@ def convert_path(path, fmt: str | None, target, run_id: str | None = None, *, st
     mod = module(fmt)
     if not path.exists():
         raise ConvertError(f"{path}: no such file or directory")
-    runs = mod.read(path, **options)
-    summary = write_runs(runs, target, run_id, fmt, source=str(path), strict=strict, progress=progress)
+    try:
+        runs = mod.read(path, **options)
+        summary = write_runs(runs, target, run_id, fmt, source=str(path), strict=strict, progress=progress)
+    except (RldkError, MemoryError):
+        raise
+    except (ValueError, TypeError, KeyError, IndexError, OverflowError, RecursionError, UnicodeError,
+            ArithmeticError, AttributeError, LookupError) as exc:
+        # input no reader check anticipated (a value beyond int64 deep in a framework's
+        # log, nesting past the recursion limit): one line naming the file, not a traceback
+        raise ConvertError(f"{path}: cannot convert as {fmt}: {_describe(exc)}; the input is malformed "
+                           "or unusual (please report it if the file is valid)") from None
+    except OSError as exc:
+        raise ConvertError(f"{path}: {exc.strerror or exc} while converting as {fmt}") from None
     log.info("converted %s as %s: %d runs, %d events", path, fmt, len(summary.runs), summary.rows)
     return summary
+
+
+def _describe(exc: BaseException) -> str:
+    text = str(exc).splitlines()[0][:160] if str(exc) else ""
+    if isinstance(exc, RecursionError):
+        return "values nested too deeply"
+    if isinstance(exc, OverflowError) or "out of bounds" in text or "too large" in text.lower():
+        return f"a number does not fit a 64-bit integer ({text})"
+    return f"{type(exc).__name__}: {text}"
 
 
 def ingest(path, adapter: str | None = None, *, store_dir=None, strict: bool = False, **options):

@@ -5,10 +5,17 @@ events, in the order they were logged, plus the lines it had to skip and why);
 :func:`write_runs` hands each one to an :class:`~rldk.writer.EventWriter` with
 ``append_table`` (one vectorized append, no per-value calls) and returns a
 :class:`ConvertSummary`.
+
+A format may give ``tables`` as an iterator that reads its file as it goes (JSONL
+and CSV do): the import then streams, in memory bounded by the writer's queue
+whatever the file's size, and the run's skips and meta are complete once the
+iterator is exhausted. Writing is checked: a run whose events did not all reach
+disk raises :class:`ConvertError` (and its files are removed), never a summary.
 """
 from __future__ import annotations
 
 import json
+import os
 import re
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -16,7 +23,7 @@ from pathlib import Path
 from rldk.core.errors import RldkError
 
 #: Bumped when a converter's output for the same input changes (invalidates import caches).
-CONVERTER_VERSION = 1
+CONVERTER_VERSION = 2
 
 
 class ConvertError(RldkError):
@@ -45,7 +52,7 @@ class RunData:
 
     key: str
     source: str
-    tables: list = field(default_factory=list)
+    tables: object = field(default_factory=list)     # a list, or an iterator of tables
     skipped: list = field(default_factory=list)
     meta: dict = field(default_factory=dict)
 
@@ -117,6 +124,7 @@ def metric_table(steps, names, values, wall_times=None):
 
 # ------------------------------------------------------------------ run ids
 _BAD = re.compile(r"[^A-Za-z0-9._+=@-]+")
+_DOTS = re.compile(r"\.{2,}")
 _SEGMENT = re.compile(r"\.(r\d+\.|compact-)")      # what follows the run id in a segment file name
 
 
@@ -127,7 +135,7 @@ def run_id_for(key: str, given: str | None, single: bool) -> str:
 
     if given is not None and single:
         return check_run_id(given)
-    stem = _BAD.sub("-", key.replace("/", "-").replace("\\", "-")).replace("..", ".")
+    stem = _DOTS.sub(".", _BAD.sub("-", key.replace("/", "-").replace("\\", "-")))
     stem = stem.lstrip("._+=@-")[:150] or "run"
     return check_run_id(f"{given}.{stem}" if given is not None else stem)
 
@@ -138,11 +146,16 @@ def write_runs(runs: list[RunData], target, run_id: str | None, fmt: str,
     """Write ``runs`` into ``target`` (a store directory, or an open EventWriter for one run).
 
     With ``strict`` any skipped input is an error (nothing is written). Runs are
-    written sorted by key; ids must be distinct.
+    written sorted by key; ids must be distinct. Raises :class:`ConvertError` when
+    the store cannot take the events (disk full): no summary claims success then.
     """
     runs = sorted(runs, key=lambda r: r.key)
     if strict:
+        for run in runs:
+            run.tables = list(run.tables)     # every skip must be known before writing
         _raise_on_skips(runs)
+    for run in runs:
+        run.tables = _peeked(run.tables)
     _raise_if_empty(runs, source)
     single = len(runs) == 1
     ids = [run_id_for(r.key, run_id, single) for r in runs]
@@ -158,33 +171,84 @@ def write_runs(runs: list[RunData], target, run_id: str | None, fmt: str,
             if not single:
                 raise ConvertError(f"{source or run.source}: holds {len(runs)} runs but one writer was "
                                    "given; pass a store directory instead")
-            _append(target, run, fmt)
-            summaries.append(summarize(rid, run))
+            summaries.append(_append(target, run, fmt, rid))
             continue
-        # the tables are in memory already: write them as one segment at close (a segment
-        # this large is not one the writer merges, so a big import is written once)
-        rows = sum(t.num_rows for t in run.tables)
-        with EventWriter(target, rid, capture_env=False, config=run.meta.get("config"),
-                         flush_secs=3600, segment_rows=rows + 1024) as writer:
-            _append(writer, run, fmt)
-        summaries.append(summarize(rid, run))
+        summaries.append(_write_run(Path(target), run, rid, fmt))
         if progress is not None:
             progress(run)
     store = None if isinstance(target, EventWriter) else str(target)
     return ConvertSummary(fmt, str(source or (runs[0].source if runs else "")), store, tuple(summaries))
 
 
-def _append(writer, run: RunData, fmt: str) -> None:
+def _write_run(store: Path, run: RunData, rid: str, fmt: str) -> "RunSummary":
+    """One run into its own writer; on any failure its files are removed and the error raised."""
+    from rldk.core.errors import StoreError
+    from rldk.writer import EventWriter
+
+    try:
+        writer = EventWriter(store, rid, capture_env=False, config=run.meta.get("config"),
+                             flush_secs=3600, segment_rows=1 << 19)
+    except StoreError as exc:
+        raise ConvertError(str(exc)) from None
+    try:
+        summary = _append(writer, run, fmt, rid)
+    except BaseException:
+        writer.close("failed")
+        _remove_session(store, writer)
+        raise
+    writer.close()
+    if not writer.ok:
+        _remove_session(store, writer)
+        lost = writer.stats["unwritten_events"] + writer.stats["dropped_events"]
+        raise ConvertError(f"{store}: could not write run {rid!r} ({lost} events not written, "
+                           f"{writer.stats['write_errors']} failed writes): disk full or "
+                           "not writable? Nothing of this run was kept; free space and import again")
+    return summary
+
+
+def _remove_session(store: Path, writer) -> None:
+    """Delete the files one writer session wrote (a failed import leaves no partial run)."""
+    import contextlib
+    import os
+
+    prefix = f"{writer.run_id}.r{writer.rank}.{writer.session}"
+    for name in os.listdir(store):
+        if name.startswith(prefix) and name.endswith(".parquet"):
+            with contextlib.suppress(OSError):
+                os.unlink(store / name)
+
+
+def _peeked(tables):
+    """``tables`` as a list or as an iterator whose first table was read already, so that
+    an input that fails at once (empty, not this format) fails before anything is written."""
+    if isinstance(tables, list):
+        return tables
+    import itertools
+
+    iterator = iter(tables)
+    for first in iterator:
+        return itertools.chain([first], iterator)
+    return []
+
+
+def _append(writer, run: RunData, fmt: str, rid: str) -> "RunSummary":
+    """Append a run's tables, then its ``run/import`` event (skips and meta are complete
+    only once a streamed input is read); returns the run's summary."""
+    tally = _Tally()
+    for table in run.tables:
+        if table.num_rows:
+            tally.add(table)
+            writer.append_table(table)
     writer.log_event("run", "import", attrs={"format": fmt, "source": run.source, "key": run.key,
                                              "meta": run.meta, "skipped": [str(s) for s in run.skipped[:100]],
                                              "skipped_count": len(run.skipped)})
-    for table in run.tables:
-        if table.num_rows:
-            writer.append_table(table)
+    return tally.summary(rid, run)
 
 
 def _raise_if_empty(runs, source) -> None:
     """Nothing to import is an error, not an empty run that analyzers would find clean."""
+    if any(not isinstance(r.tables, list) for r in runs):     # streamed: a first table was read
+        return
     if any(t.num_rows for r in runs for t in r.tables) or any(r.skipped for r in runs):
         return
     ignored = {k: v for r in runs for k, v in (r.meta.get("ignored") or {}).items()}
@@ -222,24 +286,93 @@ def _check_new(store: Path, ids) -> None:
 
 def summarize(run_id: str, run: RunData) -> RunSummary:
     """Counts of a converted run, computed from its tables (no store read)."""
-    import pyarrow as pa
-    import pyarrow.compute as pc
-
-    rows, samples, names, steps = 0, 0, set(), []
+    tally = _Tally()
     for t in run.tables:
-        rows += t.num_rows
+        tally.add(t)
+    return tally.summary(run_id, run)
+
+
+class _Tally:
+    """Counts of a run's tables, added one table at a time (a streamed import).
+
+    Distinct steps are kept as a bitmap over the steps seen (1 bit a step: 1.2 MB for
+    ten million steps), not as a set or hash table, so a huge import stays small."""
+
+    def __init__(self):
+        self.rows, self.samples, self.names = 0, 0, set()
+        self.steps = _StepSet()
+
+    def add(self, t) -> None:
+        import pyarrow.compute as pc
+
+        self.rows += t.num_rows
         if not t.num_rows:
-            continue
+            return
         kinds = t.column("kind")
-        is_metric = pc.equal(kinds, "metric")
-        samples += int(pc.sum(pc.equal(kinds, "sample")).as_py() or 0)
-        metrics = t.filter(is_metric)
-        names.update(pc.unique(metrics.column("name")).to_pylist())
-        steps.append(pc.unique(metrics.column("step").drop_null()))
-    uniq = pc.unique(pa.chunked_array(steps, pa.int64())) if steps else pa.array([], pa.int64())
-    lo_hi = pc.min_max(uniq).as_py() if len(uniq) else {"min": None, "max": None}
-    return RunSummary(run_id, run.source, rows, tuple(sorted(names)), len(uniq), lo_hi["min"],
-                      lo_hi["max"], samples, tuple(run.skipped))
+        self.samples += int(pc.sum(pc.equal(kinds, "sample")).as_py() or 0)
+        metrics = t.filter(pc.equal(kinds, "metric"))
+        self.names.update(pc.unique(metrics.column("name")).to_pylist())
+        self.steps.add(metrics.column("step").drop_null())
+
+    def summary(self, run_id: str, run: RunData) -> RunSummary:
+        lo, hi = self.steps.bounds()
+        return RunSummary(run_id, run.source, self.rows, tuple(sorted(self.names)), self.steps.count(),
+                          lo, hi, self.samples, tuple(run.skipped))
+
+
+class _StepSet:
+    """Distinct int64 steps: a bitmap from the first step seen while the steps span less
+    than 2**30 values, else a sorted array of the distinct steps."""
+
+    _SPAN = 1 << 30
+
+    def __init__(self):
+        self.base = None
+        self.bits = None              # numpy bool array, index = step - base
+        self.loose = None             # sorted distinct steps (numpy int64) when the span is too wide
+
+    def add(self, column) -> None:
+        import numpy as np
+
+        steps = column.to_numpy(zero_copy_only=False).astype(np.int64, copy=False) if len(column) else None
+        if steps is None:
+            return
+        if self.loose is None:
+            lo, hi = int(steps.min()), int(steps.max())
+            base = lo if self.base is None else min(self.base, lo)
+            top = hi if self.bits is None else max(hi, self.base + len(self.bits) - 1)
+            if top - base < self._SPAN:
+                self._grow(base, top)
+                self.bits[steps - self.base] = True
+                return
+            self.loose = self._values()
+        self.loose = np.union1d(self.loose, steps)
+
+    def _grow(self, base: int, top: int) -> None:
+        import numpy as np
+
+        if self.bits is not None and base == self.base and top < self.base + len(self.bits):
+            return
+        size = max(top - base + 1, 2 * len(self.bits) if self.bits is not None else 0)
+        size = min(size, self._SPAN)
+        bits = np.zeros(max(size, top - base + 1), dtype=bool)
+        if self.bits is not None:
+            bits[self.base - base:self.base - base + len(self.bits)] = self.bits
+        self.base, self.bits = base, bits
+
+    def _values(self):
+        import numpy as np
+
+        if self.bits is None:
+            return np.array([], dtype=np.int64)
+        return np.flatnonzero(self.bits).astype(np.int64) + self.base
+
+    def count(self) -> int:
+        return len(self.loose) if self.loose is not None else int(self.bits.sum()) if self.bits is not None else 0
+
+    def bounds(self) -> tuple:
+        values = self.loose if self.loose is not None else self._values()
+        return (int(values[0]), int(values[-1])) if len(values) else (None, None)
 
 
 def to_json(summary: ConvertSummary) -> str:
@@ -257,8 +390,14 @@ def relative_key(path: Path, base: Path) -> str:
         return path.name
 
 
-def walk_files(root: Path, depth: int):
-    """Files under ``root`` in sorted order, ``depth`` folders down, hidden folders skipped."""
+def walk_files(root: Path, depth: int, _seen: set | None = None):
+    """Files under ``root`` in sorted order, ``depth`` folders down, hidden folders skipped;
+    a folder reached twice through symlinks (a loop, or two links to it) is read once."""
+    seen = _seen if _seen is not None else set()
+    real = os.path.realpath(root)
+    if real in seen:
+        return
+    seen.add(real)
     try:
         entries = sorted(root.iterdir())
     except OSError:
@@ -267,4 +406,4 @@ def walk_files(root: Path, depth: int):
         if entry.is_file():
             yield entry
         elif entry.is_dir() and depth > 0 and not entry.name.startswith("."):
-            yield from walk_files(entry, depth - 1)
+            yield from walk_files(entry, depth - 1, seen)

@@ -41,42 +41,54 @@ def read(path, field_map=None, **_options) -> list[RunData]:
 
 
 def read_file(file: Path, mapping: dict, comment: str | None = None) -> RunData:
-    rows, skipped = RowCollector(mapping), []
-    header = None
+    """The run in one CSV file; its tables are read as they are consumed (streaming)."""
+    run = RunData(key=file.stem, source=str(file))
+    run.tables = _tables(file, mapping, comment, run)
+    return run
+
+
+def _tables(file: Path, mapping: dict, comment: str | None, run: RunData):
+    rows, header = RowCollector(mapping), None
     for lineno, cells in csv_lines(file, comment):
         if header is None or _is_header(cells, header):
             header = cells
             continue
         if len(cells) != len(header):
-            skipped.append(Skip(str(file), f"line {lineno}",
-                                f"row has {len(cells)} cells, the header has {len(header)}; row skipped"))
-            continue
-        rows.add(dict(zip(header, cells)), rows.rows)
-    check_rows(file, rows.rows, skipped)
-    return RunData(key=file.stem, source=str(file), tables=rows.tables(), skipped=skipped,
-                   meta={**rows.meta(), "columns": header})
+            reason = f"row has {len(cells)} cells, the header has {len(header)}; row skipped"
+        else:
+            reason = rows.add(dict(zip(header, cells)), rows.rows)
+        if reason is not None:
+            run.skipped.append(Skip(str(file), f"line {lineno}", reason))
+        yield from rows.take()
+    check_rows(file, rows.rows, run.skipped)
+    yield from rows.take(0)
+    run.meta.update({**rows.meta(), "columns": header})
 
 
 def csv_lines(file: Path, comment: str | None = None):
-    """``(line number, cells)`` of each non-empty row; one error line for binary or non-UTF-8."""
+    """``(line number, cells)`` of each non-empty row, read as a stream; one error line
+    for binary or non-UTF-8 input."""
     try:
-        text = file.read_bytes()
+        with open(file, "rb") as probe:
+            head = probe.read(4096)
+        handle = open(file, encoding="utf-8-sig", newline="")
     except OSError as exc:
         raise ConvertError(f"{file}: cannot read ({exc.strerror})") from None
-    if b"\0" in text[:4096]:
+    if b"\0" in head:
+        handle.close()
         raise ConvertError(f"{file}: binary file (NUL bytes), not CSV")
-    try:
-        decoded = text.decode("utf-8-sig")
-    except UnicodeDecodeError as exc:
-        line = text[:exc.start].count(b"\n") + 1
-        raise ConvertError(f"{file}:line {line}: not UTF-8 text; is this a CSV file?") from None
-    reader = csv.reader(decoded.splitlines())
-    try:
-        for cells in reader:
-            if cells and not (comment and cells[0].startswith(comment)):
-                yield reader.line_num, cells
-    except csv.Error as exc:
-        raise ConvertError(f"{file}:line {reader.line_num}: malformed CSV ({exc})") from None
+    csv.field_size_limit(1 << 24)
+    with handle:
+        reader = csv.reader(handle)
+        try:
+            for cells in reader:
+                if cells and not (comment and cells[0].startswith(comment)):
+                    yield reader.line_num, cells
+        except UnicodeDecodeError:
+            raise ConvertError(f"{file}:line {reader.line_num + 1}: not UTF-8 text; is this a CSV "
+                               "file?") from None
+        except csv.Error as exc:
+            raise ConvertError(f"{file}:line {reader.line_num}: malformed CSV ({exc})") from None
 
 
 def _is_header(cells: list, header: list) -> bool:

@@ -33,7 +33,10 @@ def _first_is_object(path: Path) -> bool:
         with open(path, "rb") as f:
             for raw in f:
                 if raw.strip():
-                    return isinstance(json.loads(raw), dict)
+                    try:
+                        return isinstance(json.loads(raw), dict)
+                    except RecursionError:          # too deep to parse: an object if it starts as one
+                        return raw.lstrip().startswith(b"{")
     except (OSError, ValueError):
         return False
     return False
@@ -49,7 +52,14 @@ def read(path, field_map=None, **_options) -> list[RunData]:
 
 
 def read_file(file: Path, mapping: dict) -> RunData:
-    rows, skipped = RowCollector(mapping), []
+    """The run in one JSON Lines file; its tables are read as they are consumed (streaming)."""
+    run = RunData(key=file.stem, source=str(file))
+    run.tables = _tables(file, mapping, run)
+    return run
+
+
+def _tables(file: Path, mapping: dict, run: RunData):
+    rows = RowCollector(mapping)
     try:
         handle = open(file, "rb")
     except OSError as exc:
@@ -59,19 +69,28 @@ def read_file(file: Path, mapping: dict) -> RunData:
             raise ConvertError(f"{file}: binary file (NUL bytes), not JSON Lines")
         handle.seek(0)
         for lineno, raw in enumerate(handle, 1):
-            if not raw.strip():
-                continue
-            try:
-                row = json.loads(raw.decode("utf-8").strip())
-            except (ValueError, UnicodeDecodeError) as exc:
-                skipped.append(Skip(str(file), f"line {lineno}", f"invalid JSON ({_short(exc)}); line skipped"))
-                continue
-            if not isinstance(row, dict):
-                skipped.append(Skip(str(file), f"line {lineno}", f"a JSON {type(row).__name__}, not an object"))
-                continue
-            rows.add(row, rows.rows)
-    check_rows(file, rows.rows, skipped)
-    return RunData(key=file.stem, source=str(file), tables=rows.tables(), skipped=skipped, meta=rows.meta())
+            reason = _add_line(rows, raw)
+            if reason is not None:
+                run.skipped.append(Skip(str(file), f"line {lineno}", reason))
+            yield from rows.take()
+    check_rows(file, rows.rows, run.skipped)
+    yield from rows.take(0)
+    run.meta.update(rows.meta())
+
+
+def _add_line(rows: RowCollector, raw: bytes) -> str | None:
+    """Add one line's object; returns why the line was skipped, or None."""
+    if not raw.strip():
+        return None
+    try:
+        row = json.loads(raw.decode("utf-8").strip())
+    except (ValueError, UnicodeDecodeError) as exc:
+        return f"invalid JSON ({_short(exc)}); line skipped"
+    except RecursionError:
+        return "JSON nested too deeply to read; line skipped"
+    if not isinstance(row, dict):
+        return f"a JSON {type(row).__name__}, not an object"
+    return rows.add(row, rows.rows)
 
 
 def check_rows(file: Path, count: int, skipped: list) -> None:

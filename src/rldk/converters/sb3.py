@@ -17,7 +17,14 @@ import json
 from pathlib import Path
 
 from rldk.converters import csvlog
-from rldk.converters.base import ConvertError, RunData, Skip, metric_table, relative_key, write_runs
+from rldk.converters.base import (
+    ConvertError,
+    RunData,
+    Skip,
+    metric_table,
+    relative_key,
+    write_runs,
+)
 from rldk.converters.jsonl import check_rows
 
 NAME = "sb3"

@@ -10,6 +10,11 @@ Then, per row: the step is the ``step`` field (else ``global_step``, ``iteration
 numeric field is a ``metric``; ``response``/``completion`` text makes a ``sample``
 event (``prompt`` and ``reward`` go with it). Other non-numeric fields are not
 metrics: they are counted per field in the run's import event.
+
+Rows are turned into Arrow tables every :data:`CHUNK_ROWS` rows
+(:meth:`RowCollector.take`), so a converter can stream a file of any size. A row
+whose step does not fit int64 is skipped with its reason; objects nested deeper
+than :data:`MAX_DEPTH` are not flattened further (counted as ignored).
 """
 from __future__ import annotations
 
@@ -17,10 +22,18 @@ import json
 import math
 
 from rldk.converters.base import metric_table
+from rldk.core.errors import UsageError
+
+
+class FieldMapError(UsageError, ValueError):
+    """A malformed ``--field-map`` (a usage error; a ValueError for older callers)."""
 
 STEP_FIELDS = ("step", "global_step", "iteration", "_step", "timestep", "time/total_timesteps", "current_steps")
 TIME_FIELDS = ("wall_time", "timestamp", "_timestamp")
 TEXT_FIELDS = ("response", "completion")
+CHUNK_ROWS = 16_384
+MAX_DEPTH = 32
+_INT64 = 2 ** 63
 
 
 def parse_field_map(spec) -> dict[str, str]:
@@ -33,7 +46,7 @@ def parse_field_map(spec) -> dict[str, str]:
     for pair in str(spec).split(","):
         target, sep, source = pair.strip().partition("=")
         if not sep or not target.strip() or not source.strip():
-            raise ValueError(f"bad --field-map entry {pair.strip()!r}: use target=source, "
+            raise FieldMapError(f"bad --field-map entry {pair.strip()!r}: use target=source, "
                              "e.g. step=global_step,reward=reward_scalar")
         out[source.strip()] = target.strip()
     return out
@@ -67,9 +80,12 @@ class RowCollector:
         self.step_field = None
         self.rows = 0
 
-    def add(self, row: dict, rownum: int) -> None:
+    def add(self, row: dict, rownum: int) -> str | None:
+        """Collect one row; returns why it was skipped, or None."""
         row = {self.field_map.get(k, k): v for k, v in _flatten(row).items()}
         step = self._step(row, rownum)
+        if not -_INT64 <= step < _INT64:
+            return f"step {step} does not fit a 64-bit integer; row skipped"
         wall = next((number(row[f]) for f in TIME_FIELDS if f in row), None)
         self.rows += 1
         for name, raw in row.items():
@@ -85,6 +101,16 @@ class RowCollector:
         if text_field is not None:
             attrs = {"prompt": str(row.get("prompt", "")), "index": rownum}
             self.samples.append((step, wall, row[text_field], number(row.get("reward")), json.dumps(attrs)))
+        return None
+
+    def take(self, at_least: int = CHUNK_ROWS) -> list:
+        """The tables of the rows collected since the last take, once there are
+        ``at_least`` values or samples (0: whatever there is); else []."""
+        if len(self.names) + len(self.samples) < max(at_least, 1):
+            return []
+        out = self.tables()
+        self.steps, self.names, self.values, self.walls, self.samples = [], [], [], [], []
+        return out
 
     def _step(self, row: dict, rownum: int):
         if self.step_field is None:
@@ -98,7 +124,7 @@ class RowCollector:
         import pyarrow as pa
 
         walls = self.walls if any(w is not None for w in self.walls) else None
-        out = [metric_table(self.steps, self.names, self.values, walls)]
+        out = [metric_table(self.steps, self.names, self.values, walls)] if self.names else []
         if self.samples:
             step, wall, text, value, attrs = zip(*self.samples)
             out.append(pa.table({"step": pa.array(step, pa.int64()), "wall_time": pa.array(wall, pa.float64()),
@@ -112,13 +138,13 @@ class RowCollector:
                 "ignored_fields": self.ignored, "field_map": {v: k for k, v in self.field_map.items()}}
 
 
-def _flatten(row: dict, prefix: str = "") -> dict:
+def _flatten(row: dict, prefix: str = "", depth: int = 0) -> dict:
     """Nested objects become ``parent/child`` names (verl-style ``{"data": {...}}`` too)."""
     out = {}
     for key, value in row.items():
         name = f"{prefix}{key}"
-        if isinstance(value, dict):
-            out.update(_flatten(value, f"{name}/"))
+        if isinstance(value, dict) and depth < MAX_DEPTH:
+            out.update(_flatten(value, f"{name}/", depth + 1))
         else:
             out[name] = value
     return out

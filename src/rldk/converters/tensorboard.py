@@ -17,7 +17,14 @@ from __future__ import annotations
 from pathlib import Path
 
 from rldk.converters import tfrecord
-from rldk.converters.base import ConvertError, RunData, Skip, relative_key, walk_files, write_runs
+from rldk.converters.base import (
+    ConvertError,
+    RunData,
+    Skip,
+    relative_key,
+    walk_files,
+    write_runs,
+)
 
 NAME = "tensorboard"
 MARKER = "tfevents"

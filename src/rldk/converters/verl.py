@@ -17,8 +17,15 @@ import math
 import re
 from pathlib import Path
 
-from rldk.converters.base import (ConvertError, RunData, Skip, metric_table, relative_key,
-                                  walk_files, write_runs)
+from rldk.converters.base import (
+    ConvertError,
+    RunData,
+    Skip,
+    metric_table,
+    relative_key,
+    walk_files,
+    write_runs,
+)
 
 NAME = "verl"
 _ANSI = re.compile(r"\x1b\[[0-9;?]*[A-Za-z]")

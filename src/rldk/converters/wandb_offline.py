@@ -17,7 +17,14 @@ import struct
 import zlib
 from pathlib import Path
 
-from rldk.converters.base import ConvertError, RunData, Skip, metric_table, relative_key, write_runs
+from rldk.converters.base import (
+    ConvertError,
+    RunData,
+    Skip,
+    metric_table,
+    relative_key,
+    write_runs,
+)
 
 NAME = "wandb"
 _HEADER = struct.Struct("<4sHB")

@@ -13,6 +13,8 @@ import math
 import os
 import sys
 
+from rldk.core.naming import csv_cell
+
 FORMATS = ("table", "json", "csv", "markdown")
 REPORT_SCHEMA_VERSION = 1
 
@@ -74,8 +76,8 @@ def render_rows(frame, fmt: str, title: str | None = None, stream=None, wide: bo
         stream.write(to_json([dict(zip(columns, r)) for r in rows]) + "\n")
     elif fmt == "csv":
         writer = csv.writer(stream, lineterminator="\n")
-        writer.writerow(columns)
-        writer.writerows([[_cell(v) for v in r] for r in rows])
+        writer.writerow([csv_cell(c) for c in columns])
+        writer.writerows([[csv_cell(_cell(v)) for v in r] for r in rows])
     elif fmt == "markdown":
         stream.write(markdown_table(columns, rows))
     else:

@@ -5,24 +5,45 @@ A store is any set of event Parquet files: a directory, a glob, a list of files.
 covers, and exposes the events as DuckDB views (``events``, ``metrics``, ``rng``,
 ``tensors``, ``memory``, ``spans``, ``samples``, ``checkpoints``, ``datasets``,
 ``run_events``, ``runs``) and as Polars LazyFrames. Runs come back sorted by id.
+
+Paths are literal: a folder named ``exp[1]`` is that folder, never a pattern
+(only a path that does not exist and has glob characters is a glob); files reach
+DuckDB escaped and Polars with ``glob=False``. A merge in progress (a hidden
+``.merging`` file, see :mod:`rldk.core.segments`) is read in place of the inputs
+it covers, and a query that finds a listed file deleted by a merge re-lists the
+files and runs again. SQL through :meth:`Store.sql` may only read the store.
+Every file's footer is read once per store (``Store.footers``): its metadata, its
+columns and the run_id range of each row group, so reading one run of many opens
+only that run's files.
 """
 from __future__ import annotations
 
-import glob
 import json
 import os
+import time
 from dataclasses import dataclass
 from functools import cached_property, lru_cache
 
 from rldk import semantics
 from rldk.core import run_facts
 from rldk.core.errors import StoreError, UsageError
+from rldk.core.files import (
+    Footer,
+    live_files,
+    read_footers,
+    repaired,
+    resolve_files,
+)
+from rldk.core.naming import literal_pattern
+from rldk.core.segments import repair_quietly
 from rldk.core.sql import quote_literal
 
 #: kind -> view name, for the per-kind DuckDB views
 KIND_VIEWS = {"metric": "metrics", "rng": "rng", "tensor": "tensors", "memory": "memory",
               "span": "spans", "sample": "samples", "checkpoint": "checkpoints",
               "dataset": "datasets", "run": "run_events", "writer": "writer_events"}
+#: how often a query is rerun when a merge deleted a file it was about to read
+READ_RETRIES = 5
 
 RUNS_SQL = """
 SELECT run_id,
@@ -44,11 +65,12 @@ SELECT run_id,
        count(*) AS events,
        coalesce(max(CASE WHEN kind = 'run' AND name = 'import'
                          THEN CASE WHEN json_extract_string(attrs, '$.meta.rldk_status')
-                                        IN ('complete', 'incomplete', 'failed', 'terminated')
+                                        IN ('complete', 'incomplete', 'failed', 'killed', 'terminated')
                                    THEN json_extract_string(attrs, '$.meta.rldk_status')
                                    ELSE 'unknown' END END),
-                max(CASE WHEN kind = 'run' AND name = 'end'
-                         THEN json_extract_string(attrs, '$.status') END), 'incomplete') AS status,
+                replace(arg_max(json_extract_string(attrs, '$.status'), wall_time)
+                        FILTER (WHERE kind = 'run' AND name = 'end'), 'terminated', 'killed'),
+                'incomplete') AS status,
        max(CASE WHEN kind = 'run' AND name = 'import'
                 THEN json_extract_string(attrs, '$.meta.rldk_status_evidence') END) AS status_evidence
 FROM events
@@ -57,133 +79,42 @@ ORDER BY run_id
 """
 
 
-def resolve_files(paths) -> list[str]:
-    """Event files named by ``paths`` (files, directories, globs), sorted, deduplicated.
-
-    Directories are searched recursively for ``*.parquet``; hidden files (writers'
-    temporaries) are skipped. Raises :class:`StoreError` when nothing matches.
-    """
-    if isinstance(paths, (str, os.PathLike)):
-        paths = [paths]
-    found: set[str] = set()
-    for raw in paths:
-        path = str(raw)
-        if os.path.isdir(path):
-            matches = glob.glob(os.path.join(path, "**", "*.parquet"), recursive=True)
-        elif glob.has_magic(path):
-            matches = glob.glob(path, recursive=True)
-        elif os.path.isfile(path):
-            matches = [path]
-        else:
-            raise StoreError(f"{path}: no such file or directory")
-        found.update(os.path.abspath(m) for m in matches
-                     if os.path.isfile(m) and not os.path.basename(m).startswith("."))
-    if not found:
-        shown = ", ".join(str(p) for p in paths)
-        raise StoreError(f"no event files (*.parquet) in {shown}: write some with rldk.writer "
-                         "or import logs with `rldk import`")
-    return sorted(found)
-
-
-def _live_files(files: list[str]) -> list[str]:
-    """Drop files that a compacted file in the same directory lists as covered."""
-    from rldk.core.segments import file_metadata
-    from rldk.schemas import META_COVERS, SCHEMA_VERSION, file_version
-
-    covered: set[str] = set()
-    for path in files:
-        try:
-            meta = file_metadata(path)
-        except Exception as exc:
-            raise StoreError(f"{path}: not a readable Parquet file ({type(exc).__name__}: {exc}); "
-                             "move it out of the store") from None
-        if file_version(meta) > SCHEMA_VERSION:
-            raise StoreError(f"{path}: schema version {file_version(meta)} is newer than this rldk "
-                             f"reads ({SCHEMA_VERSION}): upgrade rldk")
-        if META_COVERS in meta:
-            folder = os.path.dirname(path)
-            covered.update(os.path.join(folder, n) for n in json.loads(meta[META_COVERS]))
-    return [f for f in files if f not in covered]
-
-
-@dataclass(frozen=True)
-class Footer:
-    """What a file's Parquet footer says, read once per store.
-
-    columns: the file's column names; rows: its row count; runs: per row group, the
-    (min, max) of its run_id statistics, or None when a row group has none (then any
-    run may be there).
-    """
-
-    columns: tuple[str, ...]
-    rows: int
-    runs: tuple[tuple[str, str], ...] | None
-
-    def may_hold(self, run_id: str) -> bool:
-        return self.runs is None or any(lo <= run_id <= hi for lo, hi in self.runs)
-
-    @property
-    def exact_runs(self) -> set[str] | None:
-        """The run ids in the file when every row group holds one run, else None."""
-        if self.runs is None or any(lo != hi for lo, hi in self.runs):
-            return None
-        return {lo for lo, _ in self.runs}
-
-
-def read_footer(path: str) -> Footer:
-    """The :class:`Footer` of one event file (its metadata only; no data is read)."""
-    import pyarrow.parquet as pq
-
-    meta = pq.read_metadata(path)
-    columns = _interned(tuple(meta.schema.names))
-    if "run_id" not in columns:
-        return Footer(columns, meta.num_rows, None)
-    index, ranges = columns.index("run_id"), []
-    for i in range(meta.num_row_groups):
-        stats = meta.row_group(i).column(index).statistics
-        if stats is None or not stats.has_min_max:
-            return Footer(columns, meta.num_rows, None)
-        ranges.append((stats.min, stats.max))
-    return Footer(columns, meta.num_rows, tuple(ranges))
-
-
-@lru_cache(maxsize=64)
-def _interned(columns: tuple[str, ...]) -> tuple[str, ...]:
-    return columns                     # one tuple per schema, however many files share it
-
-
-def read_footers(files: list[str]) -> dict[str, Footer]:
-    """Footers of ``files``, read on two threads (pyarrow releases the GIL while reading)."""
-    from concurrent.futures import ThreadPoolExecutor
-
-    if len(files) < 64:
-        return {f: read_footer(f) for f in files}
-    with ThreadPoolExecutor(max_workers=min(4, os.cpu_count() or 1)) as pool:
-        return dict(zip(files, pool.map(read_footer, files, chunksize=64)))
-
-
 class Store:
     """A read-only view of the events in a set of files.
 
     The files' footers are read once (``footers``); a run's own files
     (``run_files``) come from their run_id statistics, so reading one run of many
-    (``for_run``, ``Run.metric``...) opens only that run's files.
+    (``for_run``, ``Run.metric``...) opens only that run's files. ``sources`` (the
+    paths the store was opened from) let a query that finds a file deleted by a
+    concurrent merge list the files again and rerun.
     """
 
-    def __init__(self, files: list[str], footers: dict[str, Footer] | None = None):
+    def __init__(self, files: list[str], footers: dict[str, Footer] | None = None, sources=None):
         self.files = files
         if footers is not None:
             self.__dict__["footers"] = {f: footers[f] for f in files}
+        self.sources = sources
         self._parts: dict[str, Store] = {}
+
+    @property
+    def sql_files(self) -> list[str]:
+        """The files as DuckDB ``read_parquet`` patterns that match exactly themselves
+        (bind these, not ``files``: DuckDB reads every path as a glob)."""
+        return [literal_pattern(f) for f in self.files]
+
+    @property
+    def columns(self) -> set[str]:
+        """The union of the files' column names."""
+        return {c for f in self.files if self.footers[f] is not None for c in self.footers[f].columns}
 
     @cached_property
     def footers(self) -> dict[str, Footer]:
         """Each file's :class:`Footer` (column names and run_id ranges per row group)."""
-        return read_footers(self.files)
+        return {f: footer for f, footer in read_footers(self.files).items() if footer is not None}
 
     def run_files(self, run_id: str) -> list[str]:
         """The files that may hold events of ``run_id`` (by their run_id statistics)."""
-        return [f for f in self.files if self.footers[f].may_hold(run_id)]
+        return [f for f in self.files if f not in self.footers or self.footers[f].may_hold(run_id)]
 
     def for_run(self, run_id: str) -> "Store":
         """A Store over the files of ``run_id`` only (cached): per-run reads and SQL
@@ -191,7 +122,8 @@ class Store:
         part = self._parts.get(run_id)
         if part is None:
             files = self.run_files(run_id)
-            part = self if not files or len(files) == len(self.files) else Store(files, self.footers)
+            part = (self if not files or len(files) == len(self.files)
+                    else Store(files, self.footers, self.sources))
             self._parts[run_id] = part
         return part
 
@@ -210,35 +142,63 @@ class Store:
 
     @cached_property
     def con(self):
-        """A DuckDB connection with the store's views registered."""
+        """A DuckDB connection with the store's views registered; it can read the
+        store's files and nothing else (no other file, no writes, no ATTACH)."""
         import duckdb
 
         con = duckdb.connect()
         con.execute("SET enable_progress_bar = false")
         groups = self._schema_groups()
         for i, group in enumerate(groups):
-            con.execute(f"SET VARIABLE {FILES_VARIABLE}{i} = $files", {"files": group})
-        for statement in view_statements(len(groups)):
+            con.execute(f"SET VARIABLE {FILES_VARIABLE}{i} = $files",
+                        {"files": [literal_pattern(f) for f in group]})
+        for statement in view_statements(len(groups), self.columns):
             con.execute(statement)
+        allowed = sorted({*self.files, *self.sql_files})
+        con.execute(f"SET allowed_paths = [{', '.join(quote_literal(f) for f in allowed)}]")
+        con.execute("SET enable_external_access = false")
+        con.execute("SET lock_configuration = true")
         return con
 
     def _schema_groups(self) -> list[list[str]]:
         """The files grouped by column set (one group unless schema versions are mixed)."""
-        if len({self.footers[f].columns for f in self.files}) == 1:
+        if len({self.footers[f].columns for f in self.files if f in self.footers}) <= 1:
             return [list(self.files)]
         groups: dict[tuple, list[str]] = {}
         for f in self.files:
-            groups.setdefault(self.footers[f].columns, []).append(f)
+            groups.setdefault(self.footers[f].columns if f in self.footers else (), []).append(f)
         return list(groups.values())
 
     def sql(self, query: str, params=None):
-        """Run SQL over the views with bound ``params``; returns a Polars DataFrame."""
+        """Run one read-only statement (SELECT, WITH, DESCRIBE, ...) over the views with
+        bound ``params``; returns a Polars DataFrame. Other statements (COPY, ATTACH,
+        INSTALL, SET, several statements) raise :class:`UsageError`."""
         import polars as pl
 
         return pl.from_arrow(self.arrow(query, params))
 
     def arrow(self, query: str, params=None):
-        """Run SQL over the views with bound ``params``; returns a pyarrow Table."""
+        """Run one read-only statement over the views with bound ``params``; a pyarrow Table."""
+        check_read_only(query)
+        for attempt in range(READ_RETRIES + 1):
+            try:
+                return self._fetch(query, params)
+            except Exception as exc:
+                if attempt == READ_RETRIES or not _vanished(exc) or not self.sources:
+                    raise
+                self._reopen()
+
+    def _reopen(self) -> None:
+        """List the files again (a merge replaced some) and rebuild the views."""
+        time.sleep(0.05)
+        files, footers = live_files(repaired(resolve_files(self.sources), self.sources))
+        self.files = files
+        self.__dict__["footers"] = footers
+        for cached in ("con", "run_ids", "stamp"):
+            self.__dict__.pop(cached, None)
+        self._parts.clear()
+
+    def _fetch(self, query: str, params):
         relation = self.con.sql(query, params=params or None)
         if relation is None:                   # a statement that returns no rows
             import pyarrow as pa
@@ -251,7 +211,7 @@ class Store:
         """A Polars LazyFrame of all events, or of one kind."""
         import polars as pl
 
-        frame = pl.scan_parquet(self.files, schema=polars_schema(),
+        frame = pl.scan_parquet(self.files, schema=polars_schema(), glob=False,
                                 missing_columns="insert", extra_columns="ignore")
         return frame if kind is None else frame.filter(pl.col("kind") == kind)
 
@@ -259,11 +219,11 @@ class Store:
     def run_ids(self) -> list[str]:
         """The run ids, sorted: from the footers when each row group holds one run,
         else one DuckDB scan of the run_id column."""
-        known = [self.footers[f].exact_runs for f in self.files]
-        if all(k is not None for k in known):
+        known = [self.footers[f].exact_runs if f in self.footers else None for f in self.files]
+        if known and all(k is not None for k in known):
             return sorted(set().union(*known))
-        rows = self.con.execute("SELECT DISTINCT run_id FROM events ORDER BY run_id").fetchall()
-        return [r[0] for r in rows]
+        rows = self.arrow("SELECT DISTINCT run_id FROM events ORDER BY run_id")
+        return rows.column("run_id").to_pylist() if rows.num_rows else []
 
     def runs(self) -> list["Run"]:
         """The runs in the store, sorted by run id."""
@@ -277,8 +237,9 @@ class Store:
     def summary(self):
         """One row per run (Polars): id, ranks, steps, first/last step, kinds, metric count
         and names, start, last event, wall seconds, event count, status: complete,
-        terminated or failed (from the run's end event), or incomplete (no end event:
-        the process crashed or is still running), and status_evidence. A run imported
+        failed (an exception) or killed (a signal) from the run's last end event, or
+        incomplete (no end event: the process was SIGKILLed, crashed or is still
+        running), and status_evidence. A run imported
         from logs takes status, evidence and wall seconds from its import event
         (``rldk.core.run_facts``): "unknown" and no wall time when the logs lack them."""
         return self.sql(RUNS_SQL)
@@ -302,21 +263,67 @@ def polars_schema():
 FILES_VARIABLE = "rldk_files_"
 
 
-def view_statements(groups: int = 1) -> list[str]:
+def view_statements(groups: int = 1, columns=None) -> list[str]:
     """``CREATE VIEW`` statements over ``groups`` file lists, held in the connection
-    variables ``rldk_files_0``... (files grouped by schema version).
+    variables ``rldk_files_0``... (files grouped by schema version, as literal patterns).
 
     Each group is read plainly and the groups are joined by name, so binding a view
     reads one footer per group (``union_by_name`` over every file would read them
-    all, for every view).
+    all, for every view). Event columns that no file has (``columns``: the union of
+    the files' columns) are added as typed nulls, as documented for old or foreign files.
     """
+    from rldk.core.sql import quote_identifier
+    from rldk.schemas import arrow_schema
+
     source = " UNION ALL BY NAME ".join(
         f"SELECT * FROM read_parquet(getvariable('{FILES_VARIABLE}{i}'))" for i in range(groups))
-    out = [f"CREATE OR REPLACE VIEW events AS {source}"]
+    missing = [f for f in arrow_schema() if columns is not None and f.name not in columns]
+    extra = "".join(f", CAST(NULL AS {_duck_type(f.type)}) AS {quote_identifier(f.name)}" for f in missing)
+    out = [f"CREATE OR REPLACE VIEW events AS SELECT *{extra} FROM ({source})"]
     for kind, view in KIND_VIEWS.items():
         out.append(f"CREATE OR REPLACE VIEW {view} AS SELECT * FROM events WHERE kind = {quote_literal(kind)}")
     out.append(f"CREATE OR REPLACE VIEW runs AS {RUNS_SQL}")
     return out
+
+
+def _duck_type(arrow_type) -> str:
+    import pyarrow as pa
+
+    if pa.types.is_dictionary(arrow_type):
+        arrow_type = arrow_type.value_type
+    for test, name in ((pa.types.is_boolean, "BOOLEAN"), (pa.types.is_integer, "BIGINT"),
+                       (pa.types.is_floating, "DOUBLE"), (pa.types.is_timestamp, "TIMESTAMP"),
+                       (pa.types.is_binary, "BLOB")):
+        if test(arrow_type):
+            return name
+    return "VARCHAR"
+
+
+#: statement types :meth:`Store.sql` runs; everything else could write or reach outside
+READ_ONLY_STATEMENTS = ("SELECT", "EXPLAIN")
+
+
+def check_read_only(query: str) -> None:
+    """Raise :class:`UsageError` unless ``query`` is one read-only statement (DuckDB's parser decides)."""
+    import duckdb
+
+    try:
+        statements = duckdb.extract_statements(query)
+    except duckdb.Error as exc:
+        raise UsageError(f"SQL does not parse: {str(exc).splitlines()[0]}") from None
+    if len(statements) != 1:
+        raise UsageError(f"give one SQL statement, not {len(statements)}")
+    kind = statements[0].type.name
+    if kind not in READ_ONLY_STATEMENTS:
+        raise UsageError(f"only SELECT queries (and WITH, DESCRIBE, EXPLAIN) run over a store; "
+                         f"this is a {kind} statement")
+
+
+def _vanished(exc: Exception) -> bool:
+    """A read error because a listed file was deleted or renamed (by a merge) meanwhile."""
+    text = str(exc)
+    return isinstance(exc, FileNotFoundError) or any(
+        s in text for s in ("No such file", "No files found", "not found", "does not exist"))
 
 
 @dataclass(frozen=True)
@@ -359,7 +366,8 @@ class Run:
             raise UsageError(f"run {self.id!r} has no metric {name!r}; metrics: "
                              f"{', '.join(self.metric_names()) or 'none'}")
         chosen = rank if rank is not None else frame["rank"].min()
-        return (frame.filter(pl.col("rank") == chosen).sort(["wall_time", "seq"])
+        same_rank = pl.col("rank").is_null() if chosen is None else pl.col("rank") == chosen   # no rank column
+        return (frame.filter(same_rank).sort(["wall_time", "seq"])
                 .unique(subset="step", keep="last", maintain_order=True)
                 .sort("step").select("step", "value"))
 
@@ -377,14 +385,15 @@ class Run:
 
     @property
     def status(self) -> str:
-        """'complete', 'terminated', 'failed' (from the ``end`` event) or 'incomplete'; for
+        """'complete', 'failed', 'killed' (from the last ``end`` event) or 'incomplete'; for
         a run imported from logs, what they show (``rldk.core.run_facts``): 'complete',
         'incomplete' or 'unknown'."""
         imported = self._run_event("import", last=True)
         if imported is not None:
             return run_facts.imported(imported)[0]
         end = self._run_event("end", last=True)
-        return end.get("status", "complete") if end else "incomplete"
+        status = end.get("status", "complete") if end else "incomplete"
+        return "killed" if status == "terminated" else status    # the name before 0.x
 
     def _run_event(self, name: str, last: bool = False) -> dict | None:
         import polars as pl
@@ -397,4 +406,11 @@ class Run:
 
 def open_store(paths) -> Store:
     """Open the events in ``paths`` (files, directories or globs) as a :class:`Store`."""
-    return Store(_live_files(resolve_files(paths)))
+    listed = repaired(resolve_files(paths), paths)
+    files, footers = live_files(listed)
+    for folder in sorted({os.path.dirname(f) for f in set(listed) - set(files)}):
+        repair_quietly(folder)        # inputs a merged file covers, left by a killed merge
+    if not files:
+        raise StoreError(f"no event files in {paths}: they were merged or deleted while opening; "
+                         "try again")
+    return Store(files, footers, sources=paths)

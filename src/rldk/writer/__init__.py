@@ -118,17 +118,20 @@ def log_checkpoint(step, path, model=None, optimizer=None, scheduler=None, rng=T
 
 
 def flush(timeout: float = 60.0) -> bool:
-    """Write everything logged so far; True once it is on disk."""
+    """Write everything logged so far; True once it is on disk, False if a write failed."""
     return _current.flush(timeout) if _current is not None else True
 
 
-def close(status: str = "complete") -> None:
-    """Close the default writer: last segment, ``run/end`` event, merged file."""
+def close(status: str = "complete") -> bool:
+    """Close the default writer: last segment, ``run/end`` event, merged file.
+    False when some events could not be written (see :meth:`EventWriter.close`)."""
     global _current, _guard
     if _guard is not None:
         _guard.close()
         _guard = None
+    ok = True
     if _current is not None:
-        _current.close(status)
+        ok = _current.close(status)
         _current = None
     globals()["log"] = _forward_log
+    return ok

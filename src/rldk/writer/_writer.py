@@ -5,9 +5,13 @@ background thread encodes the queue into Arrow tables a few times a second and
 writes an immutable Parquet segment every ``flush_secs`` (or every
 ``segment_rows`` events): written to a hidden temporary file, fsynced, renamed
 into place. A process killed at any instant leaves only complete files and loses
-at most the events since the last segment. ``close`` (also run at exit and on
-SIGTERM) writes the last segment, a ``run/end`` event, and merges the session's
-segments into one file.
+at most the events of the last ``flush_secs``. ``close`` (also run at exit and on
+SIGTERM/SIGHUP) writes the last segment, a ``run/end`` event whose status says how
+the process ended, and merges the session's segments into one file under the
+store's lock. A failed write is never reported as success: ``flush`` returns
+False and ``close`` returns False (and warns with the count) while events are not
+on disk. A forked child gets its own session and encoder thread. The fault model
+is in docs/reliability.md.
 """
 from __future__ import annotations
 
@@ -21,14 +25,22 @@ from collections import deque
 from pathlib import Path
 
 from rldk.core.errors import StoreError
-from rldk.core.naming import check_run_id, new_session, segment_name, temp_name
-from rldk.core.segments import merge_segments, write_segment
+from rldk.core.naming import (
+    check_run_id,
+    new_session,
+    safe_file_stem,
+    segment_name,
+    temp_name,
+)
+from rldk.core.segments import merge_segments, repair, store_lock, write_segment
 
 _PLAIN = frozenset((float, int, bool))
 _WAKE_EVERY = 0x1FFF          # wake the encoder every 8192 calls so the queue stays short
 _ENCODE_SECS = 0.25           # the encoder drains the queue at least this often
 _MAX_BACKLOG = 1 << 18        # values waiting for the encoder before log() waits for it
 _COMPACT_MIN = 8              # close() merges a session's segments when it wrote more
+_TABLE_BACKLOG = 1 << 18      # rows of queued tables (converters) before append_table waits
+_FINISH_TRIES = 3             # close() tries the last segment this often before giving up
 
 
 class RldkWarning(RuntimeWarning):
@@ -77,8 +89,9 @@ class EventWriter:
         self.segments: list[str] = []        # file names of this session's written segments
         self._segment_rows: list[int] = []
         self.stats = {"events": 0, "segments": 0, "write_errors": 0, "dropped_events": 0,
-                      "calls_after_close": 0, "backpressure_waits": 0}
+                      "unwritten_events": 0, "calls_after_close": 0, "backpressure_waits": 0}
         self._prepare_dir()
+        self._owner = _claim(self.dir, self.run_id, self.rank)
         self._queue: deque = deque()     # general-path calls and non-metric events
         self._lock = threading.Lock()    # guards the float fast path's buffers and seq
         self._keys: tuple | None = None  # names of the current run of all-float calls
@@ -95,19 +108,26 @@ class EventWriter:
         self._wake = threading.Event()
         self._flush_wanted = 0
         self._flush_done = 0
+        self._flush_ok = True
         self._stop = False
+        self._table_rows = 0
         self._init_encoder_state()
         meta = run_metadata(config, seed) if capture_env else {"config": config or {}, "seed": seed}
         meta["session"] = self.session
+        if self._owner is None:
+            meta["shared_run"] = True
         self._emit("run", [("start", None, None, None, None, meta)], step=None)
         # the start event is on disk before init returns: a run that dies before its
         # first flush still shows up (as incomplete), and the encoder is warm
         self._drain()
         self._write_segment()
+        self._start_thread()
+        _register(self)
+
+    def _start_thread(self) -> None:
         self._thread = threading.Thread(target=self._loop, name=f"rldk-writer-{self.run_id}",
                                         daemon=True)
         self._thread.start()
-        _register(self)
 
     # ------------------------------------------------------------------ hot path
     def log(self, step, mapping=None, /, **scalars) -> None:
@@ -142,17 +162,25 @@ class EventWriter:
             self._rows.append((seq, step, now))
         self._step = step
         if not seq & _WAKE_EVERY:
-            self._wake.set()
-            if len(self._flat) + len(self._queue) > _MAX_BACKLOG:
-                self._backpressure()
+            self._check_backlog()
+
+    def _check_backlog(self) -> None:
+        """Every 8192 calls: wake the encoder, and wait for it when it is behind, by
+        count (memory) or by time (a kill would lose more than ``flush_secs``)."""
+        self._wake.set()
+        behind = time.monotonic() - self._encoded_until > self._max_lag
+        if behind or len(self._flat) + len(self._queue) > _MAX_BACKLOG:
+            self._backpressure()
 
     def _backpressure(self) -> None:
-        """Logging faster than the encoder keeps up (a tight loop with no real work):
-        wait for it briefly so memory stays bounded. Never happens in real training."""
+        """Logging faster than the encoder keeps up (a tight loop with no real work, which
+        starves the encoder thread of the GIL): wait for it so memory stays bounded and
+        what a kill can lose stays within ``flush_secs``. Rare in real training."""
         self.stats["backpressure_waits"] += 1
         with self._cond:
-            self._cond.wait_for(lambda: len(self._flat) < _MAX_BACKLOG // 2 or not self._thread.is_alive(),
-                                timeout=1.0)
+            self._cond.wait_for(lambda: (len(self._flat) < _MAX_BACKLOG // 2
+                                         and time.monotonic() - self._encoded_until <= self._max_lag)
+                                or not self._thread.is_alive(), timeout=self.flush_secs)
 
     def _new_group(self, keys: tuple) -> None:
         """Start a run of calls with the same float names (caller holds the lock)."""
@@ -172,6 +200,8 @@ class EventWriter:
             self._seq = seq = self._seq + 1
         self._step = step
         self._queue.append((seq, step, time.time(), values))
+        if not seq & _WAKE_EVERY:
+            self._check_backlog()
 
     def _snapshot(self, values: dict) -> dict:
         """Read tensors and arrays now (they may change in place before encoding).
@@ -273,14 +303,20 @@ class EventWriter:
 
     def append_table(self, table) -> None:
         """Queue an Arrow table of events (converters use this); run_id, rank, seq and
-        missing payload columns are filled in, the rest must follow the event schema."""
+        missing payload columns are filled in, the rest must follow the event schema.
+        Waits while more than ~1M rows are queued, so a streaming import stays bounded."""
         if self._closed:
             return self._after_close()
         with self._lock:
             start = self._seq + 1
             self._seq += table.num_rows
+            self._table_rows += table.num_rows
         self._queue.append(("table", table, start))
         self._wake.set()
+        if self._table_rows > _TABLE_BACKLOG:
+            with self._cond:
+                self._cond.wait_for(lambda: self._table_rows <= _TABLE_BACKLOG // 2
+                                    or not self._thread.is_alive(), timeout=60.0)
 
     def _emit(self, kind, rows, step) -> None:
         if self._closed and kind != "run":
@@ -290,22 +326,36 @@ class EventWriter:
         if step is None:
             step = self._step if kind in ("span", "memory") else None
         self._queue.append(("rows", kind, seq, step, time.time(), rows))
+        if not seq & _WAKE_EVERY:
+            self._check_backlog()
 
     # ---------------------------------------------------------- flush and close
     def flush(self, timeout: float = 60.0) -> bool:
-        """Write everything logged so far to a segment; True once it is on disk."""
+        """Write everything logged so far to a segment. True once it is on disk; False
+        when the write failed (disk full, permissions: the events stay buffered and are
+        retried), the writer is closed or its thread is gone, or ``timeout`` passed."""
+        if self._closed:
+            return not self.stats["unwritten_events"]
         with self._cond:
             self._flush_wanted += 1
             target = self._flush_wanted
             self._wake.set()
-            return self._cond.wait_for(lambda: self._flush_done >= target or not self._thread.is_alive(),
+            done = self._cond.wait_for(lambda: self._flush_done >= target or not self._thread.is_alive(),
                                        timeout)
+            return bool(done and self._flush_done >= target and self._flush_ok)
 
-    def close(self, status: str = "complete", timeout: float = 120.0) -> None:
-        """Flush, record the ``run/end`` event and merge this session's segments."""
+    def close(self, status: str = "complete", timeout: float = 120.0, *, detail: dict | None = None) -> bool:
+        """Flush, record the ``run/end`` event and merge this session's segments.
+
+        ``status``: complete, failed (an exception ended the run) or killed (a
+        signal); ``detail`` goes into the end event (the exception type, the signal).
+        Returns True when every event reached disk; False (with a warning giving the
+        count, also in ``stats["unwritten_events"]``) when some could not be written.
+        """
         if self._closed or os.getpid() != self._pid:
-            return
+            return not self.stats["unwritten_events"]
         self._status = status
+        self._end_detail = detail or {}
         self._closed = True
         with self._cond:
             self._stop = True
@@ -314,13 +364,25 @@ class EventWriter:
         if self._thread.is_alive():
             self._warn_once(("close",), f"rldk writer for run {self.run_id!r} did not finish writing "
                             f"within {timeout:.0f}s; segments written so far are complete")
+            self.stats["unwritten_events"] = max(1, self.stats["unwritten_events"])
         _unregister(self)
+        _release(self._owner, self.dir / _owner_name(self.run_id, self.rank))
+        return not self.stats["unwritten_events"]
+
+    @property
+    def ok(self) -> bool:
+        """True while no event was dropped or left unwritten (converters check it after close)."""
+        return not (self.stats["unwritten_events"] or self.stats["dropped_events"])
 
     def __enter__(self):
         return self
 
-    def __exit__(self, exc_type, *_):
-        self.close("complete" if exc_type is None else "failed")
+    def __exit__(self, exc_type, exc, _tb):
+        if exc_type is None:
+            self.close("complete")
+        else:
+            status, detail = _ending(exc)
+            self.close(status, detail=detail)
 
     # --------------------------------------------------------- background thread
     def _init_encoder_state(self):
@@ -331,27 +393,41 @@ class EventWriter:
         self._pending: list = []           # encoded Arrow tables not yet in a segment
         self._pending_rows = 0
         self._last_write = time.monotonic()
+        # the loss at a kill is at most: encoder lag + time between writes + one write
+        self._period = min(_ENCODE_SECS, self.flush_secs / 4)
+        self._write_every = self.flush_secs / 2
+        self._max_lag = max(self.flush_secs / 4, 1.5 * self._period)
+        self._encoded_until = time.monotonic()
+        self._end_detail: dict = {}
 
     def _loop(self) -> None:
         while True:
-            self._wake.wait(min(_ENCODE_SECS, self.flush_secs))
+            self._wake.wait(self._period)
             self._wake.clear()
             with self._cond:
                 stop, wanted = self._stop, self._flush_wanted
+            started = time.monotonic()
+            ok = False
             try:
                 self._drain()
+                self._encoded_until = started
+                # a segment holds what was queued when the drain started: writing every
+                # flush_secs - encode period keeps the loss at a kill within flush_secs
                 due = (stop or wanted > self._flush_done or self._pending_rows >= self.segment_rows
-                       or time.monotonic() - self._last_write >= self.flush_secs)
+                       or started - self._last_write >= self._write_every)
                 if stop:
                     self._finish()
                 elif due and self._pending_rows:
-                    self._write_segment()
+                    self._write_segment(started)
                 elif due:
-                    self._last_write = time.monotonic()
+                    self._last_write = started
+                ok = not self._pending_rows
             except Exception as exc:  # the writer must never take the training loop down
                 self._warn_once(("loop", type(exc).__name__), f"rldk writer error (events kept in "
                                 f"memory, will retry): {type(exc).__name__}: {exc}")
             with self._cond:
+                if wanted > self._flush_done:
+                    self._flush_ok = ok
                 self._flush_done = max(self._flush_done, wanted)
                 self._cond.notify_all()
             if stop:
@@ -359,7 +435,7 @@ class EventWriter:
 
     def _drain(self) -> None:
         """Encode everything queued so far into pending Arrow tables."""
-        from rldk.writer._encode import encode_float_group, encode_rows
+        from rldk.writer._encode import encode_float_group
 
         with self._lock:
             groups = self._groups
@@ -375,32 +451,45 @@ class EventWriter:
                 self._encode_guarded(lambda: encode_float_group(
                     self.run_id, self.rank, keys, values, part, self.counters, self._encode_state),
                     lambda: [(seq, step, wall, dict(zip(keys, values[i * len(keys):(i + 1) * len(keys)])))
-                             for i, (seq, step, wall) in enumerate(part)], problems)
+                             for i, (seq, step, wall) in enumerate(part)], problems,
+                    count=len(part) * len(keys))
             with self._cond:
                 self._cond.notify_all()                   # release a waiting log() (backpressure)
-        calls = []
+        calls, by_kind = [], {}
         queue = self._queue
         for _ in range(len(queue)):
             item = queue.popleft()
             if len(item) == 4:
                 calls.append(item)
-                continue
-            self._encode_calls(calls, problems)
-            calls = []
-            if item[0] == "rows":
+            elif item[0] == "rows":
+                # all events of one kind in a drain (a span and a sample every few steps)
+                # become one table: one Arrow conversion per kind, not one per event;
+                # each row keeps its seq, which is what orders events
                 _, kind, seq, step, wall, rows = item
-                self._encode_guarded(lambda: encode_rows(self.run_id, self.rank, kind,
-                                                         [(seq, step, wall, *r) for r in rows]),
-                                     None, problems, what=kind)
+                by_kind.setdefault(kind, []).extend((seq, step, wall, *r) for r in rows)
             else:
-                self._encode_guarded(lambda: self._conform_table(item[1], item[2]), None, problems,
-                                     what="table")
+                table, first = item[1], item[2]
+                self._encode_guarded(lambda: self._conform_table(table, first), None, problems,
+                                     what="table", count=table.num_rows)
+                with self._lock:
+                    self._table_rows -= table.num_rows
+                with self._cond:
+                    self._cond.notify_all()               # release a waiting append_table
         self._encode_calls(calls, problems)
+        for kind, rows in by_kind.items():
+            self._encode_rows(kind, rows, problems)
         for name, problem in problems:
             self._warn_once(("value", name), f"rldk: metric {name!r}: {problem}; stored as text "
                             "(value null). Log a number, or pass strict=True to raise.")
         if self.counters.bad_steps:
             self._warn_once(("steps",), "rldk: a step that is not an integer was stored as null")
+
+    def _encode_rows(self, kind, rows, problems) -> None:
+        from rldk.writer._encode import encode_rows
+
+        if rows:
+            self._encode_guarded(lambda: encode_rows(self.run_id, self.rank, kind, rows), None,
+                                 problems, what=kind, count=len(rows))
 
     def _encode_calls(self, calls, problems) -> None:
         from rldk.writer._encode import encode_metrics
@@ -408,9 +497,9 @@ class EventWriter:
         if calls:
             self._encode_guarded(lambda: encode_metrics(self.run_id, self.rank, calls, self.counters,
                                                         self._encode_state, problems),
-                                 lambda: calls, problems)
+                                 lambda: calls, problems, count=sum(len(c[3]) for c in calls))
 
-    def _encode_guarded(self, encode, calls_for_fallback, problems, what="metric") -> None:
+    def _encode_guarded(self, encode, calls_for_fallback, problems, what="metric", count=1) -> None:
         """Run an encoder; if it fails, encode the same calls one value at a time so
         nothing is lost. Only if that fails too are the events dropped, and counted."""
         from rldk.writer._encode import encode_calls_one_by_one
@@ -428,7 +517,7 @@ class EventWriter:
             self._warn_once(("encoder", error[:80]), f"rldk: the fast encoder failed ({error}); "
                             "the values were stored one by one (please report this)")
         except Exception as exc2:
-            self.stats["dropped_events"] += 1
+            self.stats["dropped_events"] += count
             self._warn_once(("encoder-drop", what), f"rldk: could not encode {what} events "
                             f"({error}; {type(exc2).__name__}: {exc2}); dropped and counted")
 
@@ -465,7 +554,7 @@ class EventWriter:
                 cols.append(table.column(field.name).cast(field.type))
         return pa.Table.from_arrays(cols, schema=memory_schema())
 
-    def _write_segment(self) -> None:
+    def _write_segment(self, started: float | None = None) -> bool:
         import pyarrow as pa
 
         table = pa.concat_tables(self._pending) if len(self._pending) > 1 else self._pending[0]
@@ -477,13 +566,14 @@ class EventWriter:
             self._warn_once(("write",), f"rldk: cannot write to {self.dir} ({exc}); events are kept "
                             f"in memory (up to {self.max_buffer_bytes >> 20} MiB) and retried")
             self._shed()
-            return
+            return False
         finally:
-            self._last_write = time.monotonic()
+            self._last_write = started if started is not None else time.monotonic()
         self.segments.append(name)
         self._segment_rows.append(table.num_rows)
         self.stats["segments"] += 1
         self._pending, self._pending_rows = [], 0
+        return True
 
     def _shed(self) -> None:
         size = sum(t.nbytes for t in self._pending)
@@ -498,30 +588,45 @@ class EventWriter:
     def _finish(self) -> None:
         from rldk.writer._encode import encode_rows
 
-        end = {"status": self._status, "session": self.session, "stats": dict(self.stats),
-               "counters": self.counters.to_dict()}
+        end = {"status": self._status, **self._end_detail, "session": self.session,
+               "stats": dict(self.stats), "counters": self.counters.to_dict()}
         end["stats"]["events"] += 1
         self._seq += 1
         self._add(encode_rows(self.run_id, self.rank, "run",
                               [(self._seq, None, time.time(), "end", None, None, None, None, end)]))
-        for _ in range(3):
-            if not self._pending_rows:
+        for attempt in range(_FINISH_TRIES):
+            if not self._pending_rows or self._write_segment():
                 break
-            self._write_segment()
+            time.sleep(0.1 * (attempt + 1))
+        if self._pending_rows:
+            self.stats["unwritten_events"] += self._pending_rows
+            warnings.warn_explicit(
+                f"rldk: {self._pending_rows} events of run {self.run_id!r} could not be written to "
+                f"{self.dir} and are lost ({self.stats['write_errors']} failed writes: disk full or "
+                "not writable?)", RldkWarning, "rldk.writer", 0, module="rldk.writer")
+            self._pending, self._pending_rows = [], 0
+            return
+        self._merge_small()
+
+    def _merge_small(self) -> None:
+        """Merge small segments (under the store lock): always when they are many, and
+        when they add up to less than one segment (a short run ends as one file); big
+        segments stay as they are."""
         small = [name for name, rows in zip(self.segments, self._segment_rows)
                  if rows < self.segment_rows // 4]
-        # merge small segments: always when they are many, and when they add up to less
-        # than one segment (a short run ends as one file); big segments stay as they are
         worth_it = len(small) > _COMPACT_MIN or (len(small) > 1 and len(small) == len(self.segments))
-        if self.compact_on_close and worth_it and not self._pending_rows:
-            try:
+        if not (self.compact_on_close and worth_it):
+            return
+        try:
+            with store_lock(self.dir):
                 merge_segments(self.dir, small, segment_name(self.run_id, self.rank, self.session))
-            except OSError as exc:
-                self._warn_once(("compact",), f"rldk: could not merge segments in {self.dir} ({exc}); "
-                                "they stay as they are (run `rldk compact` later)")
+        except OSError as exc:
+            self._warn_once(("compact",), f"rldk: could not merge segments in {self.dir} ({exc}); "
+                            "they stay as they are (run `rldk compact` later)")
 
     # ------------------------------------------------------------------ helpers
     def _prepare_dir(self) -> None:
+        """Check the directory is writable, and finish merges a killed process left."""
         try:
             self.dir.mkdir(parents=True, exist_ok=True)
             probe = self.dir / temp_name(f"probe-{self.session}")
@@ -530,6 +635,32 @@ class EventWriter:
         except OSError as exc:
             raise StoreError(f"cannot write the event store at {self.dir}: {exc.strerror or exc}; "
                              "pass a writable directory (or set RLDK_DIR)") from None
+        with contextlib.suppress(OSError), store_lock(self.dir, blocking=False) as held:
+            if held:
+                repair(self.dir)
+
+    def _after_fork_in_child(self) -> None:
+        """The child of a fork: the parent's thread is gone and its locks may be held.
+        Start over with fresh locks, an empty buffer (the parent writes what it logged),
+        a new session (its own segment files) and a new encoder thread."""
+        self._lock = threading.Lock()
+        self._cond = threading.Condition()
+        self._wake = threading.Event()
+        self._queue = deque()
+        self._keys, self._flat, self._rows, self._groups = None, [], [], []
+        self._flush_wanted = self._flush_done = 0
+        self._flush_ok, self._stop, self._table_rows = True, False, 0
+        parent = self.session
+        self.session = new_session()
+        self.segments, self._segment_rows = [], []
+        self.stats = {k: 0 for k in self.stats}
+        self._pid = os.getpid()
+        self._owner = None
+        self._warned = set()
+        self._init_encoder_state()
+        self._emit("run", [("start", None, None, None, None,
+                            {"session": self.session, "forked_from": parent, "pid": self._pid})], step=None)
+        self._start_thread()
 
     def _after_close(self) -> None:
         self.stats["calls_after_close"] += 1
@@ -562,6 +693,8 @@ class _Span(contextlib.ContextDecorator):
             w._seq = seq = w._seq + 1
         step = self.step if self.step is not None else w._step
         w._queue.append(("rows", "span", seq, step, self._wall, [(self.name, seconds, None, None, None, attrs)]))
+        if not seq & _WAKE_EVERY:
+            w._check_backlog()
         return False
 
 
@@ -620,13 +753,14 @@ def _check_strict(values: dict) -> None:
 
 def _default_run_id() -> str:
     script = Path(sys.argv[0]).stem if sys.argv and sys.argv[0] not in ("", "-c") else "run"
-    safe = "".join(c if c.isalnum() or c in "._-" else "-" for c in script).strip(".-") or "run"
+    safe = "".join(c if c.isalnum() or c in "._-" else "-" for c in script).strip("._-") or "run"
     return f"{safe}-{time.strftime('%Y%m%d-%H%M%S')}"
 
 
 # ------------------------------------------------------- exit and signal safety
 _LIVE: list = []
 _HOOKS = {"installed": False}
+_SIGNALS = ("SIGTERM", "SIGHUP")
 
 
 def _register(writer: EventWriter) -> None:
@@ -635,8 +769,9 @@ def _register(writer: EventWriter) -> None:
         import atexit
 
         _HOOKS["installed"] = True
-        atexit.register(close_all)
-        _install_sigterm()
+        atexit.register(_close_at_exit)
+        os.register_at_fork(after_in_child=_after_fork)
+        _install_signal_handlers()
 
 
 def _unregister(writer: EventWriter) -> None:
@@ -644,23 +779,93 @@ def _unregister(writer: EventWriter) -> None:
         _LIVE.remove(writer)
 
 
-def close_all(status: str = "complete") -> None:
-    """Close every open writer of this process (registered with ``atexit``)."""
+def close_all(status: str = "complete", detail: dict | None = None) -> None:
+    """Close every open writer of this process."""
     for writer in list(_LIVE):
-        writer.close(status)
+        writer.close(status, detail=detail)
 
 
-def _install_sigterm() -> None:
+def _close_at_exit() -> None:
+    """At interpreter exit: the status says how the process ended. An uncaught
+    exception (Python keeps it in ``sys.last_value`` for the exit) is ``failed``,
+    Ctrl-C is ``killed``, a normal end or ``sys.exit`` is ``complete``."""
+    exc = getattr(sys, "last_exc", None) or getattr(sys, "last_value", None)
+    close_all(*(_ending(exc) if exc is not None else ("complete",)))
+
+
+def _ending(exc: BaseException) -> tuple[str, dict]:
+    """The end status and detail for a run ended by ``exc``."""
+    if isinstance(exc, KeyboardInterrupt):
+        return "killed", {"signal": "SIGINT"}
+    if isinstance(exc, SystemExit) and exc.code in (None, 0):
+        return "complete", {}
+    return "failed", {"error": f"{type(exc).__name__}: {str(exc)[:200]}"}
+
+
+def _after_fork() -> None:
+    for writer in list(_LIVE):
+        if not writer._closed:
+            writer._after_fork_in_child()
+    mp_util = sys.modules.get("multiprocessing.util")
+    if mp_util is not None and _LIVE:
+        # multiprocessing children leave through os._exit, skipping atexit; its own
+        # exit hook runs registered finalizers, so a Pool worker's events are written
+        mp_util.Finalize(None, _close_at_exit, exitpriority=10)
+
+
+def _install_signal_handlers() -> None:
+    """SIGTERM and SIGHUP close the writers (status killed) and then end the process
+    as the signal would have. A program that handles a signal itself keeps its
+    handler (atexit still closes the writers if it exits)."""
     import signal
 
     if threading.current_thread() is not threading.main_thread():
         return
-    if signal.getsignal(signal.SIGTERM) is not signal.SIG_DFL:
-        return    # the program handles SIGTERM itself; atexit still closes writers
+    for name in _SIGNALS:
+        number = getattr(signal, name, None)
+        if number is None or signal.getsignal(number) is not signal.SIG_DFL:
+            continue
 
-    def on_sigterm(signum, frame):
-        close_all("terminated")
-        signal.signal(signal.SIGTERM, signal.SIG_DFL)
-        os.kill(os.getpid(), signal.SIGTERM)
+        def on_signal(signum, frame, name=name):
+            close_all("killed", {"signal": name})
+            signal.signal(signum, signal.SIG_DFL)
+            os.kill(os.getpid(), signum)
 
-    signal.signal(signal.SIGTERM, on_sigterm)
+        signal.signal(number, on_signal)
+
+
+# ------------------------------------------------- one live writer per run and rank
+def _claim(directory: Path, run_id: str, rank: int):
+    """Hold ``.<run_id>.r<rank>.lock`` for the writer's life. Another live process
+    writing the same run and rank would mix two streams into one run: warn (once)
+    and carry on, marking the start event. Returns the descriptor, or None."""
+    try:
+        import fcntl
+    except ImportError:      # pragma: no cover - not POSIX
+        return None
+    try:
+        fd = os.open(directory / _owner_name(run_id, rank), os.O_RDWR | os.O_CREAT, 0o644)
+    except OSError:
+        return None
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        return fd
+    except OSError:
+        os.close(fd)
+    warnings.warn(f"rldk: another live process is writing run {run_id!r} rank {rank} in {directory}; "
+                  "both streams go into one run: pass a distinct run_id (or rank)", RldkWarning, stacklevel=4)
+    return None
+
+
+def _owner_name(run_id: str, rank: int) -> str:
+    return f".{safe_file_stem(run_id)}.r{rank}.lock"
+
+
+def _release(fd, path: Path) -> None:
+    """Remove the run's lock file and let it go (a writer opening it meanwhile may miss
+    the warning; it never blocks or loses data)."""
+    if fd is not None:
+        with contextlib.suppress(OSError):
+            os.unlink(path)
+        with contextlib.suppress(OSError):
+            os.close(fd)

@@ -49,7 +49,7 @@ def compare_digests(a, b, kind: str) -> BitwiseEvidence | None:
     import duckdb
 
     con = duckdb.connect()
-    row = con.execute(BITWISE_SQL, {"files_a": a.store.files, "files_b": b.store.files,
+    row = con.execute(BITWISE_SQL, {"files_a": a.store.sql_files, "files_b": b.store.sql_files,
                                     "run_a": a.run_id, "run_b": b.run_id, "kind": kind}).fetchone()
     compared, steps, first_common, only_a, only_b, first, differing, names = row
     return BitwiseEvidence(kind, int(compared), int(steps), first_common, first, tuple(names or ()),

@@ -12,6 +12,7 @@ from pathlib import Path
 import numpy as np
 
 from rldk.analyzers.divergence.params import NAME
+from rldk.core.naming import safe_file_stem
 from rldk.core.report import Check, Finding, Report, ReportTable, verdict
 from rldk.core.result import as_dict
 
@@ -196,7 +197,7 @@ def plots(result, out_dir) -> dict[str, str]:
     for c in getattr(result, "comparisons", (result,)):
         if not c.curve.get("steps"):
             continue
-        path = Path(out_dir) / f"divergence-{c.run_b}.png"
+        path = Path(out_dir) / f"divergence-{safe_file_stem(c.run_b)}.png"
         signal = c.curve["signal"]
         labels = [run if not reps else f"{run} + {len(reps)} replica(s): median"
                   for run, reps in ((c.run_a, c.replicas_a), (c.run_b, c.replicas_b))]

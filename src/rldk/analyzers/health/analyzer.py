@@ -22,6 +22,7 @@ from rldk.analyzers.health.kl import kl_above_target, kl_controller_stuck, negat
 from rldk.analyzers.health.onset import onset_rule
 from rldk.analyzers.health.params import NotApplicable, Params
 from rldk.analyzers.health.result import HealthResult
+from rldk.core.naming import safe_file_stem
 from rldk.core.report import Finding
 from rldk.detectors import rules as onset_rules
 
@@ -108,7 +109,7 @@ class HealthAnalyzer(Analyzer):
             curve = result.curves.get(f"{f.run_id}/{f.code}")
             if not curve or not curve["steps"]:
                 continue
-            path = Path(out_dir) / f"health-{f.run_id}-{f.code}.png"
+            path = Path(out_dir) / f"health-{safe_file_stem(f.run_id)}-{safe_file_stem(f.code)}.png"
             marks = [(f.steps[0], f"{f.code}: step {f.steps[0]}")] if f.steps else []
             line = f.evidence.get("threshold")           # in the plotted (negated if so) units
             out[f"{f.run_id}: {f.title}"] = metric_plot(

@@ -10,6 +10,7 @@ from rldk.analyzers.lineage.plot import render_png
 from rldk.analyzers.lineage.result import NAME, TITLE, LineageResult, RecordedData
 from rldk.core.errors import RldkError
 from rldk.core.hashing import hash_path
+from rldk.core.naming import safe_file_stem
 
 
 @dataclass(frozen=True)
@@ -47,7 +48,7 @@ class LineageAnalyzer(Analyzer):
     def plots(self, result: LineageResult, out_dir) -> dict[str, str]:
         out = Path(out_dir)
         out.mkdir(parents=True, exist_ok=True)
-        return {f"lineage of run {g.run_id}": render_png(g, out / f"lineage-{_stem(g.run_id)}.png")
+        return {f"lineage of run {g.run_id}": render_png(g, out / f"lineage-{safe_file_stem(g.run_id)}.png")
                 for g in result.graphs if g.nodes}
 
 
@@ -70,5 +71,3 @@ def _rehash(run_id: str, node) -> RecordedData:
     return RecordedData(run_id, node.name, node.path, node.digest, status, now.digest)
 
 
-def _stem(run_id: str) -> str:
-    return "".join(c if c.isalnum() or c in "-_." else "_" for c in run_id)

@@ -21,6 +21,7 @@ from rldk.analyzers.profile.regression import change_points
 from rldk.analyzers.profile.result import ProfileResult, RunProfile
 from rldk.analyzers.profile.throughput import throughput
 from rldk.core.errors import MissingEvents
+from rldk.core.naming import safe_file_stem
 
 
 class ProfileAnalyzer(Analyzer):
@@ -54,7 +55,7 @@ class ProfileAnalyzer(Analyzer):
         out = {}
         for p in result.profiles:
             marks = [(c.step, f"{c.ratio:.2f}x at step {c.step}") for c in p.change_points]
-            path = Path(out_dir) / f"profile-{p.run_id}.png"
+            path = Path(out_dir) / f"profile-{safe_file_stem(p.run_id)}.png"
             out[f"{p.run_id}: step time (s)"] = metric_plot(
                 p.curve["steps"], p.curve["seconds"], path, title=f"{p.run_id}: step time (s)",
                 marks=marks)

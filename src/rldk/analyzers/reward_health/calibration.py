@@ -9,7 +9,8 @@ import numpy as np
 
 from rldk.analyzers.reward_health.context import Context
 from rldk.analyzers.reward_health.data import Samples
-from rldk.analyzers.reward_health.plots import plot_reliability, safe_stem
+from rldk.analyzers.reward_health.plots import plot_reliability
+from rldk.core.naming import safe_file_stem
 
 PREFERRED = frozenset(("1", "true", "yes", "chosen"))
 
@@ -26,7 +27,7 @@ def check_calibration(ctx: Context, out_dir=None) -> dict | None:
             f"length-only {cal['length_accuracy']:.2f}")
     _judge(ctx, cal)
     if out_dir is not None:
-        cal["plot"] = plot_reliability(cal, Path(out_dir) / f"reliability-{safe_stem(ctx.run.id)}.png",
+        cal["plot"] = plot_reliability(cal, Path(out_dir) / f"reliability-{safe_file_stem(ctx.run.id)}.png",
                                        ctx.run.id)
     return cal
 

@@ -5,10 +5,11 @@ matplotlib is optional (``rldk[plots]``): it is imported on use, and without it
 """
 from __future__ import annotations
 
-import re
 from pathlib import Path
 
 import numpy as np
+
+from rldk.core.naming import safe_file_stem
 
 
 def plots(result, out_dir) -> dict:
@@ -16,17 +17,11 @@ def plots(result, out_dir) -> dict:
     out = {}
     for run_id, cal in result.calibration.items():
         out[f"reliability diagram ({run_id})"] = cal.get("plot") or plot_reliability(
-            cal, Path(out_dir) / f"reliability-{safe_stem(run_id)}.png", run_id)
+            cal, Path(out_dir) / f"reliability-{safe_file_stem(run_id)}.png", run_id)
     if result.windows:
         out["reward and length-reward correlation by window"] = plot_windows(
             result, Path(out_dir) / "reward_health_windows.png")
     return out
-
-
-def safe_stem(text: str) -> str:
-    """``text`` usable in a file name inside the card directory (run ids come from logs)."""
-    stem = re.sub(r"[^A-Za-z0-9._+=@-]", "-", str(text)).lstrip(".")
-    return stem[:120] or "run"
 
 
 def plot_label(text: str) -> str:

@@ -3,13 +3,13 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from rldk.analyzers.reward_health.plots import safe_stem
+from rldk.core.naming import safe_file_stem
 
 
 def plots(result, out_dir) -> dict:
     """The refusal-curve PNGs of a SafetyResult ({caption: path}); MissingPlotting without matplotlib."""
     return {f"refusal rate by step ({r.run_id})":
-            plot_curve(r, Path(out_dir) / f"safety_refusal_{safe_stem(r.run_id)}.png")
+            plot_curve(r, Path(out_dir) / f"safety_refusal_{safe_file_stem(r.run_id)}.png")
             for r in result.runs if r.curve}
 
 

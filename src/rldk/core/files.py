@@ -1,0 +1,175 @@
+"""Which files a store is: literal paths, pending merges, covered segments, footers.
+
+``resolve_files`` turns the paths a user names into event files (an existing path
+is literal, a folder is searched recursively, each real folder once); ``_live_files``
+drops the segments a merged file covers, reading every footer once
+(:class:`Footer`: metadata, columns, the run_id range of each row group), which
+the store keeps for per-run file selection.
+"""
+from __future__ import annotations
+
+import glob
+import json
+import os
+from dataclasses import dataclass, field
+from functools import lru_cache
+
+from rldk.core.errors import StoreError
+from rldk.core.naming import PENDING_SUFFIX, is_pending
+from rldk.core.segments import repair_quietly
+
+
+def resolve_files(paths) -> list[str]:
+    """Event files named by ``paths`` (files, directories, globs), sorted, deduplicated.
+
+    An existing path is literal; directories are searched recursively for
+    ``*.parquet`` (symlinked folders once: files are deduplicated by their real
+    path). Hidden files are skipped, except pending merges (``.*.parquet.merging``)
+    in the directories searched, which readers must see. Raises :class:`StoreError`
+    when nothing matches.
+    """
+    if isinstance(paths, (str, os.PathLike)):
+        paths = [paths]
+    found: dict[str, str] = {}                    # real path -> path as found
+    for raw in paths:
+        for match in _matches(str(raw)):
+            name = os.path.basename(match)
+            if os.path.isfile(match) and (not name.startswith(".") or is_pending(name)):
+                found.setdefault(os.path.realpath(match), os.path.abspath(match))
+    if not found:
+        shown = ", ".join(str(p) for p in paths)
+        raise StoreError(f"no event files (*.parquet) in {shown}: write some with rldk.writer "
+                         "or import logs with `rldk import`")
+    return sorted(found.values())
+
+
+def _matches(path: str) -> list[str]:
+    if os.path.isdir(path):
+        return _walk(path)
+    if os.path.isfile(path):
+        return [path]
+    if glob.has_magic(path):
+        matches = glob.glob(path, recursive=True)
+        folders = {os.path.dirname(m) for m in matches if os.path.isfile(m)}
+        return matches + [p for folder in folders for p in _pending_in(folder)]
+    raise StoreError(f"{path}: no such file or directory")
+
+
+def _walk(root: str) -> list[str]:
+    """``*.parquet`` and pending merges under ``root``; each real folder once (no symlink loops)."""
+    out, seen = [], set()
+    for folder, dirs, names in os.walk(root, followlinks=True):
+        real = os.path.realpath(folder)
+        if real in seen:
+            dirs[:] = []
+            continue
+        seen.add(real)
+        dirs[:] = sorted(d for d in dirs if not d.startswith("."))
+        out.extend(os.path.join(folder, n) for n in names
+                   if n.endswith(".parquet") or n.endswith(PENDING_SUFFIX))
+    return out
+
+
+def _pending_in(folder: str) -> list[str]:
+    try:
+        return [os.path.join(folder, n) for n in os.listdir(folder or ".") if is_pending(n)]
+    except OSError:
+        return []
+
+
+def live_files(files: list[str]) -> tuple[list[str], dict]:
+    """Drop files that a merged file in the same directory lists as covered (and files a
+    merge deleted since they were listed). Returns the live files and all their footers."""
+    from rldk.schemas import META_COVERS, SCHEMA_VERSION, file_version
+
+    footers = read_footers(files)
+    covered: set[str] = set()
+    live = []
+    for path in files:
+        footer = footers[path]
+        if footer is None:                 # published or deleted by a merge since we listed it
+            continue
+        meta = footer.meta
+        if file_version(meta) > SCHEMA_VERSION:
+            raise StoreError(f"{path}: schema version {file_version(meta)} is newer than this rldk "
+                             f"reads ({SCHEMA_VERSION}): upgrade rldk")
+        if META_COVERS in meta:
+            folder = os.path.dirname(path)
+            covered.update(os.path.join(folder, n) for n in json.loads(meta[META_COVERS]))
+        live.append(path)
+    kept = [f for f in live if f not in covered]
+    return kept, {f: footers[f] for f in kept}
+
+
+def repaired(files: list[str], paths) -> list[str]:
+    """``files`` again after finishing merges that killed processes left pending (when
+    the folder is writable and its lock free; else the pending files are read as they are)."""
+    folders = sorted({os.path.dirname(f) for f in files if is_pending(os.path.basename(f))})
+    for folder in folders:
+        repair_quietly(folder)
+    return resolve_files(paths) if folders else files
+
+
+@dataclass(frozen=True)
+class Footer:
+    """What a file's Parquet footer says, read once per store.
+
+    columns: the file's column names; rows: its row count; runs: per row group, the
+    (min, max) of its run_id statistics, or None when a row group has none (then any
+    run may be there); meta: its key-value metadata (``rldk.*`` keys among them).
+    """
+
+    columns: tuple[str, ...]
+    rows: int
+    runs: tuple[tuple[str, str], ...] | None
+    meta: dict = field(default_factory=dict, compare=False)
+
+    def may_hold(self, run_id: str) -> bool:
+        return self.runs is None or any(lo <= run_id <= hi for lo, hi in self.runs)
+
+    @property
+    def exact_runs(self) -> set[str] | None:
+        """The run ids in the file when every row group holds one run, else None."""
+        if self.runs is None or any(lo != hi for lo, hi in self.runs):
+            return None
+        return {lo for lo, _ in self.runs}
+
+
+def read_footer(path: str) -> Footer | None:
+    """The :class:`Footer` of one event file (its metadata only; no data is read), or
+    None when the file is gone (a merge published or deleted it since it was listed)."""
+    import pyarrow.parquet as pq
+
+    try:
+        meta = pq.read_metadata(path)
+    except FileNotFoundError:
+        return None
+    except Exception as exc:
+        raise StoreError(f"{path}: not a readable Parquet file ({type(exc).__name__}: {exc}); "
+                         "move it out of the store") from None
+    kv = meta.metadata or {}
+    columns = _interned(tuple(meta.schema.names))
+    if "run_id" not in columns:
+        return Footer(columns, meta.num_rows, None, kv)
+    index, ranges = columns.index("run_id"), []
+    for i in range(meta.num_row_groups):
+        stats = meta.row_group(i).column(index).statistics
+        if stats is None or not stats.has_min_max:
+            return Footer(columns, meta.num_rows, None, kv)
+        ranges.append((stats.min, stats.max))
+    return Footer(columns, meta.num_rows, tuple(ranges), kv)
+
+
+@lru_cache(maxsize=64)
+def _interned(columns: tuple[str, ...]) -> tuple[str, ...]:
+    return columns                     # one tuple per schema, however many files share it
+
+
+def read_footers(files: list[str]) -> dict[str, Footer | None]:
+    """Footers of ``files``, read on two threads (pyarrow releases the GIL while reading)."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    if len(files) < 64:
+        return {f: read_footer(f) for f in files}
+    with ThreadPoolExecutor(max_workers=min(4, os.cpu_count() or 1)) as pool:
+        return dict(zip(files, pool.map(read_footer, files, chunksize=64)))
