@@ -135,7 +135,7 @@ def test_bad_rows_are_skipped_and_named(tmp_path):
     assert [str(s) for s in summary.skipped] == [
         f"{db}#run-a:metrics row 1: metrics column is not valid JSON; row skipped",
         f"{db}#run-a:metrics row 2: metrics is a JSON list, not an object"]
-    result = CliRunner().invoke(main, ["import", "trackio", str(db), "--out", str(tmp_path / "s2"), "--strict"])
+    result = CliRunner().invoke(main, ["import", "trackio", str(db), "--out-dir", str(tmp_path / "s2"), "--strict"])
     assert result.exit_code == 1
     assert result.output.strip() == (f"Error: {db}#run-a:metrics row 1: metrics column is not valid JSON; "
                                      "row skipped (and 1 more); --strict refuses to skip input: fix the file "
@@ -150,7 +150,7 @@ def test_other_sqlite_files_are_not_trackio(tmp_path):
     (tmp_path / "fake.db").write_text("not sqlite")
     with pytest.raises(ConvertError, match=r"other.db: not a trackio database \(needs tables metrics and configs\)$"):
         convert_path(other, "trackio", tmp_path / "s")
-    result = CliRunner().invoke(main, ["import", "trackio", str(tmp_path), "--out", str(tmp_path / "s")])
+    result = CliRunner().invoke(main, ["import", "trackio", str(tmp_path), "--out-dir", str(tmp_path / "s")])
     assert result.exit_code == 1
     assert result.output.strip() == (f"Error: {tmp_path}: no trackio database (<project>.db) found; "
                                      "pass $TRACKIO_DIR or a <project>.db file")
@@ -158,7 +158,7 @@ def test_other_sqlite_files_are_not_trackio(tmp_path):
 
 def test_cli_import_auto_summary(tmp_path):
     db = make_db(tmp_path / "proj.db", {("id-a", "run-a"): [(0, {"x": 1.0}), (1, {"x": 2.0})]})
-    result = CliRunner().invoke(main, ["import", "auto", str(db), "--out", str(tmp_path / "s")])
+    result = CliRunner().invoke(main, ["import", "auto", str(db), "--out-dir", str(tmp_path / "s")])
     assert result.exit_code == 0, result.output
     assert result.output.splitlines()[0] == (f"imported {db} (detected as trackio) into {tmp_path / 's'}: "
                                              "1 run, 2 events, 0 skipped")

@@ -80,7 +80,7 @@ def test_a_damaged_dump_is_skipped_and_strict_refuses_it(tiny_grpo, tmp_path):
     assert summary.runs[0].samples == 32
     assert [(s.file, s.where) for s in summary.skipped] == [(str(bad), "file")]
     assert summary.skipped[0].reason.startswith("cannot read the completions parquet")
-    result = CliRunner().invoke(main, ["import", "trl_completions", str(folder), "--out", str(tmp_path / "s2"),
+    result = CliRunner().invoke(main, ["import", "trl_completions", str(folder), "--out-dir", str(tmp_path / "s2"),
                                        "--strict"])
     assert result.exit_code == 1
     line = result.output.strip().splitlines()[-1]
@@ -92,7 +92,7 @@ def test_no_dumps_is_a_one_line_error(tmp_path):
     (tmp_path / "empty").mkdir()
     with pytest.raises(ConvertError, match=r"empty: no TRL completion dumps .*log_completions=True\)$"):
         convert_path(tmp_path / "empty", "trl_completions", tmp_path / "s")
-    result = CliRunner().invoke(main, ["import", "trl_completions", str(tmp_path / "empty"), "--out",
+    result = CliRunner().invoke(main, ["import", "trl_completions", str(tmp_path / "empty"), "--out-dir",
                                        str(tmp_path / "s")])
     assert result.exit_code == 1
     assert result.output.strip() == (f"Error: {tmp_path / 'empty'}: no TRL completion dumps "

@@ -36,7 +36,7 @@ def test_hand_made_inputs_give_a_summary_or_one_line(tmp_path, fmt, name, conten
     src = tmp_path / "src"
     src.mkdir()
     (src / name).write_text(content)
-    result = CliRunner().invoke(main, ["import", fmt, str(src), "--out", str(tmp_path / "out")])
+    result = CliRunner().invoke(main, ["import", fmt, str(src), "--out-dir", str(tmp_path / "out")])
     assert "Traceback" not in result.output and not isinstance(result.exception, (RecursionError, OverflowError))
     assert result.exit_code in (0, 1), result.output
     if result.exit_code == 1:

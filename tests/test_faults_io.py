@@ -60,7 +60,7 @@ def test_import_on_a_full_disk_fails_and_leaves_nothing(tmp_path, monkeypatch):
         with pytest.raises(ConvertError, match=r"could not write run 'a' \(5 events not written"):
             convert_path(src, "jsonl", out)
         assert not [f for f in os.listdir(out) if f.endswith(".parquet")]
-        result = CliRunner().invoke(main, ["import", "jsonl", str(src), "--out", str(out)])
+        result = CliRunner().invoke(main, ["import", "jsonl", str(src), "--out-dir", str(out)])
     assert result.exit_code == 1
     assert "could not write run 'a'" in result.output and "Traceback" not in result.output
 

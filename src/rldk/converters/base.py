@@ -183,7 +183,7 @@ def write_runs(runs: list[RunData], target, run_id: str | None, fmt: str,
 def _write_run(store: Path, run: RunData, rid: str, fmt: str) -> "RunSummary":
     """One run into its own writer; on any failure its files are removed and the error raised."""
     from rldk.core.errors import StoreError
-    from rldk.writer import EventWriter
+    from rldk.writer._writer import EventWriter
 
     try:
         writer = EventWriter(store, rid, capture_env=False, config=run.meta.get("config"),

@@ -77,7 +77,8 @@ class EventWriter:
         from rldk.writer._env import run_metadata
 
         self.dir = Path(os.environ.get("RLDK_DIR") or dir or "rldk_runs")
-        self.run_id = check_run_id(os.environ.get("RLDK_RUN_ID") or run_id or _default_run_id())
+        chosen = os.environ.get("RLDK_RUN_ID") or (run_id if run_id is not None else _default_run_id())
+        self.run_id = check_run_id(chosen)
         self.rank = int(rank if rank is not None else
                         os.environ.get("RLDK_RANK", os.environ.get("RANK", 0)))
         self.strict = bool(strict) if strict is not None else os.environ.get("RLDK_STRICT") == "1"
