@@ -25,6 +25,7 @@ COMMANDS = {
     "compact": "rldk.commands.store:compact",
     "import": "rldk.commands.convert:import_cmd",
     "analyze": "rldk.commands.analyze:analyze",
+    "fleet": "rldk.commands.fleet:fleet",
     "diff": "rldk.commands.diff:diff",
     "check-determinism": "rldk.commands.determinism:check_determinism",
     "checkpoint": "rldk.commands.checkpoint:checkpoint",
@@ -50,6 +51,8 @@ SUMMARIES = {
     "import": "Import the logs at PATH into the event store --out-dir.",
     "analyze": "Run every analyzer whose events are present; write their cards into --out-dir "
                "(default rldk_reports) with index.json / index.md.",
+    "fleet": "One table of all runs in PATHS: status, last step, reward, KL, entropy, loss and each "
+             "run's worst finding, every run analysed on its own by the default analyzers.",
     "diff": "Find the first step where two runs stop agreeing.",
     "check-determinism": "Run COMMAND N times and show whether, where and why the runs differ.",
     "checkpoint": "Checkpoint policy: verify saved state, check exact resume, diff checkpoints.",

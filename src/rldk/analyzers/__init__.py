@@ -22,6 +22,7 @@ REGISTRY: dict[str, str] = {
     "memory_leak": "rldk.analyzers.memory_leak:MemoryLeakAnalyzer",
     "reward_health": "rldk.analyzers.reward_health:RewardHealthAnalyzer",
     "safety": "rldk.analyzers.safety:SafetyAnalyzer",
+    "rank_desync": "rldk.analyzers.rank_desync:RankDesyncAnalyzer",
     "determinism": "rldk.analyzers.determinism:DeterminismAnalyzer",
     "eval_compare": "rldk.analyzers.eval_compare:EvalCompareAnalyzer",
     "checkpoint": "rldk.analyzers.checkpoint:CheckpointAnalyzer",
@@ -31,7 +32,7 @@ REGISTRY: dict[str, str] = {
 
 #: What ``rldk analyze`` runs, in order.
 DEFAULT: tuple[str, ...] = ("summary", "nan_onset", "spikes", "health", "divergence", "profile",
-                            "memory_leak", "reward_health", "safety")
+                            "memory_leak", "reward_health", "safety", "rank_desync")
 
 
 def get(name: str):

@@ -162,11 +162,14 @@ class Analysis:
 
 
 def analyze(paths, baseline: str | None = None, out_dir="rldk_reports", plots: bool = True,
-            analyzers=None, on_analyzer=None) -> Analysis:
+            analyzers=None, on_analyzer=None, engine=None) -> Analysis:
     """Open ``paths`` as one store, run each analyzer, write cards into ``out_dir``.
 
     ``on_analyzer(name, index, total)``, when given, is called before each analyzer
-    runs (the CLI draws its progress bar with it).
+    runs (the CLI draws its progress bar with it). ``engine(store, analyzers, options)``,
+    when given, computes the results instead (``rldk.fleet``: one task per run) and
+    returns ``{name: callable}``: each callable returns that analyzer's Result or
+    raises as :func:`compute` would.
 
     Paths are event stores (files, directories, globs) or foreign logs, which are
     imported through the converters first (``rldk.ingest_runs``). Without ``baseline``,
@@ -179,15 +182,17 @@ def analyze(paths, baseline: str | None = None, out_dir="rldk_reports", plots: b
                             "scalars with rldk.writer.log or import logs with `rldk import`")
     from rldk.analyzers import _series
 
-    _series.prefetch([_series.Source(store, run_id) for run_id in store.run_ids])
+    if engine is None:
+        _series.prefetch([_series.Source(store, run_id) for run_id in store.run_ids])
     baseline = baseline if baseline is not None else default_baseline(store.run_ids)
     options = {"baseline": baseline}
     outcomes, reports = [], []
     chosen = list(analyzers if analyzers is not None else default())
+    computed = engine(store, chosen, options) if engine is not None else {}
     for index, analyzer in enumerate(chosen):
         if on_analyzer is not None:
             on_analyzer(analyzer.name, index, len(chosen))
-        outcome, report = _run_one(analyzer, store, options, out_dir, plots)
+        outcome, report = _run_one(analyzer, store, options, out_dir, plots, computed.get(analyzer.name))
         outcomes.append(outcome)
         if report is not None:
             reports.append(report)
@@ -208,16 +213,25 @@ def _as_list(paths):
     return [paths] if isinstance(paths, (str, Path)) else list(paths)
 
 
-def _run_one(analyzer, store, options, out_dir, plots):
+class NotApplicable(MissingEvents):
+    """``applies(store)`` is False: the store lacks every kind of event the analyzer reads."""
+
+
+def compute(analyzer, store, params):
+    """``analyzer``'s Result over ``store``; raises :class:`NotApplicable` when it does not
+    apply, ``MissingEvents`` or another ``RldkError`` as its ``run`` does."""
+    if not analyzer.applies(store):
+        kinds = ", ".join(analyzer.consumes)
+        raise NotApplicable(f"not applicable: the store lacks the events it reads ({kinds})")
+    return analyzer.run(store, params)
+
+
+def _run_one(analyzer, store, options, out_dir, plots, computed=None):
     start = time.perf_counter()
     name, counts = analyzer.name, analyzer.defines_verdict
     try:
         params = analyzer.params(**options)
-        if not analyzer.applies(store):
-            kinds = ", ".join(analyzer.consumes)
-            return _skipped(name, f"not applicable: the store lacks the events it reads ({kinds})",
-                            start, counts), None
-        result = analyzer.run(store, params)
+        result = computed() if computed is not None else compute(analyzer, store, params)
     except MissingEvents as exc:
         return _skipped(name, str(exc), start, counts), None
     except RldkError as exc:

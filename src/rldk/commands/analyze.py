@@ -18,12 +18,16 @@ from rldk.core.errors import EXIT_FAILURE
 @click.argument("paths", nargs=-1, required=True)
 @click.option("--baseline", metavar="RUN", help="Compare every other run with this one (drift card).")
 @click.option("--no-plots", is_flag=True, help="Write no PNG plots.")
+@click.option("--engine", type=click.Choice(["local", "ray"]), default="local", show_default=True,
+              help="ray: analyze each run as a Ray task (pip install 'rldk[ray]'); same cards.")
+@click.option("--workers", type=click.IntRange(min=1), default=None,
+              help="CPUs of the Ray instance started for --engine ray (default: all).")
 @click.option("--html", "html_path", type=click.Path(dir_okay=False), default=None,
               help="Also write one self-contained HTML report (as `rldk report`).")
 @output_options(out_dir="rldk_reports",
                 out_dir_help="Write the cards (JSON, Markdown, PNG plots) and index.json/index.md here.")
 @handle_errors
-def analyze(paths, baseline, no_plots, html_path, fmt, output, out_dir):
+def analyze(paths, baseline, no_plots, engine, workers, html_path, fmt, output, out_dir):
     """Run every analyzer whose events are present; write their cards into --out-dir
     (default rldk_reports) with index.json / index.md.
 
@@ -35,6 +39,14 @@ def analyze(paths, baseline, no_plots, html_path, fmt, output, out_dir):
 
     from rldk.analyzers.suite import analyze as run_all
 
+    fan_out = None
+    if engine == "ray":
+        from rldk.fleet import Engine
+        from rldk.fleet.engines import import_ray
+
+        import_ray()                             # before any work: a clear error without Ray
+        fan_out = Engine("ray", workers)
+
     with Progress(transient=True, disable=not sys.stderr.isatty(), console=None) as bar:
         task = bar.add_task("analyzing", total=None)
 
@@ -42,7 +54,7 @@ def analyze(paths, baseline, no_plots, html_path, fmt, output, out_dir):
             bar.update(task, description=f"analyzer {name}", completed=index, total=total)
 
         result = run_all(paths, baseline=baseline, out_dir=out_dir, plots=not no_plots,
-                         on_analyzer=on_analyzer)
+                         on_analyzer=on_analyzer, engine=fan_out)
     if html_path:
         from rldk.core.html import write_html
         from rldk.data import open_input
