@@ -9,7 +9,9 @@ through every door:
 * foreign logs (a TRL output directory, TensorBoard files, a verl console log,
   JSONL/CSV...): converted once through ``rldk.converters`` into a cached store
   (``$RLDK_CACHE_DIR``) that is reused while the source is unchanged;
-* a mix of the two: each path is opened its own way and the files are joined.
+* a mix of the two: each path is opened its own way and the files are joined;
+* an event store on object storage (``s3://bucket/prefix``, see
+  :mod:`rldk.core.fs`); foreign logs there are not converted (copy them down first).
 
 Metric names are resolved through :mod:`rldk.semantics`; ``Store`` and ``Run``
 come from :mod:`rldk.core.store`, which knows nothing of converters.
@@ -20,6 +22,8 @@ import os
 from pathlib import Path
 
 from rldk.core.errors import RldkError, StoreError, UsageError
+from rldk.core.files import read_footer
+from rldk.core.fs import is_remote
 from rldk.core.store import Run, Store, open_store, resolve_files
 
 
@@ -50,6 +54,10 @@ def open_input(paths, adapter: str | None = None) -> Store:
 def _open_one(path, adapter: str | None) -> Store:
     if adapter is None and is_store(path):
         return open_store(path)
+    if is_remote(path):
+        open_store(path)               # raises "no event files" when there are none
+        raise StoreError(f"{path}: holds Parquet files that are not rldk events; logs of other "
+                         "tools are converted from local copies only: download them, `rldk import`")
     from rldk.converters import ingest
 
     text = str(path)
@@ -76,15 +84,15 @@ def is_store(path) -> bool:
     """Whether ``path`` (a file, directory or glob) holds rldk event files."""
     try:
         files = resolve_files([path])
+    except StoreError as exc:
+        if is_remote(path) and "cannot list" in str(exc):
+            raise                      # credentials or endpoint: say so, not "not a store"
+        return False
+    try:
+        footer = read_footer(files[0])
     except StoreError:
         return False
-    import pyarrow.parquet as pq
-
-    try:
-        names = set(pq.read_schema(files[0]).names)
-    except Exception:
-        return False
-    return {"run_id", "kind", "name"} <= names
+    return footer is not None and {"run_id", "kind", "name"} <= set(footer.columns)
 
 
 def _has_parquet(path: str) -> bool:
@@ -103,4 +111,4 @@ def as_list(paths) -> list:
 
 def display(paths) -> str:
     """The input paths for messages."""
-    return " ".join(str(Path(p)) for p in as_list(paths))
+    return " ".join(str(p) if is_remote(p) else str(Path(p)) for p in as_list(paths))

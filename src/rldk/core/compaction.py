@@ -11,9 +11,9 @@ one racing a writer's close, merge each file once. Running it again changes noth
 from __future__ import annotations
 
 import os
-from pathlib import Path
 
 from rldk.core.errors import StoreError
+from rldk.core.fs import is_remote, location, open_binary
 from rldk.core.naming import new_session, safe_file_stem
 from rldk.core.segments import merge_segments, repair, store_lock
 from rldk.core.store import open_store, resolve_files
@@ -32,26 +32,26 @@ def compact(paths, force: bool = False) -> list[dict]:
     report = []
     for folder in folders:
         try:
-            with store_lock(Path(folder)):
+            with store_lock(location(folder)):
                 report.extend(_compact_folder(folder, paths, force))
-        except OSError as exc:
-            raise StoreError(f"cannot compact {folder}: {exc.strerror or exc}; free some space "
+        except Exception as exc:             # OSError, or an object storage client's error
+            if isinstance(exc, StoreError) or not (isinstance(exc, OSError) or is_remote(folder)):
+                raise
+            reason = getattr(exc, "strerror", None) or exc
+            raise StoreError(f"cannot compact {folder}: {reason}; free some space "
                              "(or fix permissions) and run `rldk compact` again") from None
     return report
 
 
 def _compact_folder(folder: str, paths, force: bool) -> list[dict]:
-    import pyarrow.compute as pc
-    import pyarrow.parquet as pq
-
-    repaired = repair(Path(folder))
+    repaired = repair(location(folder))
     store = open_store(paths)              # listed again, inside the lock
     files = [f for f in store.files if os.path.dirname(f) == folder]
     status = {r[0]: r[1] for r in store.sql("SELECT run_id, status FROM runs").rows()}
     groups: dict[str, list[str]] = {}
     report = []
     for path in files:
-        ids = pc.unique(pq.read_table(path, columns=["run_id"]).column("run_id")).to_pylist()
+        ids = _run_ids(store, path)
         if len(ids) != 1:
             report.append({"run_id": ",".join(ids), "directory": folder, "files": 1, "output": None,
                            "note": f"{os.path.basename(path)} holds several runs; left as is"})
@@ -74,6 +74,19 @@ def _compact_run(folder: str, run_id: str, names: list[str], status, force: bool
         row["note"] = "no end event (still running or crashed); pass --force to merge anyway"
     else:
         out = f"{safe_file_stem(run_id)}.compact-{new_session()}.parquet"   # ids from files are untrusted
-        merge_segments(Path(folder), sorted(names), out)
+        merge_segments(location(folder), sorted(names), out)
         row.update(output=out, note="merged")
     return row
+
+
+def _run_ids(store, path: str) -> list[str]:
+    """The run ids in one file: from its footer when each row group holds one run, else
+    read from its run_id column."""
+    import pyarrow.compute as pc
+    import pyarrow.parquet as pq
+
+    footer = store.footers.get(path)
+    if footer is not None and footer.exact_runs is not None:
+        return sorted(footer.exact_runs)
+    with open_binary(path) as f:
+        return pc.unique(pq.read_table(f, columns=["run_id"]).column("run_id")).to_pylist()

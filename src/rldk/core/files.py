@@ -15,6 +15,7 @@ from dataclasses import dataclass, field
 from functools import lru_cache
 
 from rldk.core.errors import StoreError
+from rldk.core.fs import filesystem, is_remote, open_binary, protocol, strip, url_of
 from rldk.core.naming import PENDING_SUFFIX, is_pending
 from rldk.core.segments import repair_quietly
 
@@ -25,13 +26,17 @@ def resolve_files(paths) -> list[str]:
     An existing path is literal; directories are searched recursively for
     ``*.parquet`` (symlinked folders once: files are deduplicated by their real
     path). Hidden files are skipped, except pending merges (``.*.parquet.merging``)
-    in the directories searched, which readers must see. Raises :class:`StoreError`
-    when nothing matches.
+    in the directories searched, which readers must see. Object storage URLs
+    (``s3://bucket/prefix``) are listed the same way (:func:`_remote_matches`).
+    Raises :class:`StoreError` when nothing matches.
     """
     if isinstance(paths, (str, os.PathLike)):
         paths = [paths]
     found: dict[str, str] = {}                    # real path -> path as found
     for raw in paths:
+        if is_remote(raw):
+            found.update((m, m) for m in _remote_matches(str(raw)))
+            continue
         for match in _matches(str(raw)):
             name = os.path.basename(match)
             if os.path.isfile(match) and (not name.startswith(".") or is_pending(name)):
@@ -53,6 +58,30 @@ def _matches(path: str) -> list[str]:
         folders = {os.path.dirname(m) for m in matches if os.path.isfile(m)}
         return matches + [p for folder in folders for p in _pending_in(folder)]
     raise StoreError(f"{path}: no such file or directory")
+
+
+def _remote_matches(url: str) -> list[str]:
+    """Visible ``*.parquet`` objects named by ``url``: an object, a glob, or a prefix
+    searched recursively (hive folders included). Listings are fresh (no cache)."""
+    import glob as _glob
+
+    proto, key = protocol(url), strip(url).rstrip("/")
+    fs = filesystem(proto)
+    fs.invalidate_cache()
+    try:
+        if _glob.has_magic(key) and not fs.exists(key):
+            keys = fs.glob(key)
+        elif key.endswith(".parquet") and fs.isfile(key):
+            return [url_of(proto, key)]
+        else:
+            keys = fs.find(key)
+    except FileNotFoundError:
+        keys = []
+    except Exception as exc:
+        raise StoreError(f"{url}: cannot list ({type(exc).__name__}: {exc}); check the "
+                         "credentials (AWS_* variables) and the endpoint") from None
+    return [url_of(proto, k) for k in keys
+            if k.endswith(".parquet") and not k.rsplit("/", 1)[-1].startswith(".")]
 
 
 def _walk(root: str) -> list[str]:
@@ -84,6 +113,7 @@ def live_files(files: list[str]) -> tuple[list[str], dict]:
 
     footers = read_footers(files)
     covered: set[str] = set()
+    merged: dict[str, set[str]] = {}
     live = []
     for path in files:
         footer = footers[path]
@@ -95,16 +125,37 @@ def live_files(files: list[str]) -> tuple[list[str], dict]:
                              f"reads ({SCHEMA_VERSION}): upgrade rldk")
         if META_COVERS in meta:
             folder = os.path.dirname(path)
-            covered.update(os.path.join(folder, n) for n in json.loads(meta[META_COVERS]))
+            merged[path] = {os.path.join(folder, n) for n in json.loads(meta[META_COVERS])}
+            covered.update(merged[path])
         live.append(path)
+    covered.update(_redundant(merged))
     kept = [f for f in live if f not in covered]
     return kept, {f: footers[f] for f in kept}
+
+
+def _redundant(merged: dict[str, set[str]]) -> set[str]:
+    """Merged files whose inputs another merged file covers too (two unlocked merges of the
+    same files on object storage): the first by name is read, the others are redundant."""
+    holders: dict[str, list[str]] = {}
+    for path, inputs in merged.items():
+        for name in inputs:
+            holders.setdefault(name, []).append(path)
+    out = set()
+    for path, inputs in merged.items():
+        # a file covering all of ``inputs`` holds any one of them: look only at those
+        for other in holders[next(iter(inputs))] if inputs else ():
+            theirs = merged[other]
+            if other != path and inputs <= theirs and (inputs != theirs or other < path):
+                out.add(path)
+                break
+    return out
 
 
 def repaired(files: list[str], paths) -> list[str]:
     """``files`` again after finishing merges that killed processes left pending (when
     the folder is writable and its lock free; else the pending files are read as they are)."""
-    folders = sorted({os.path.dirname(f) for f in files if is_pending(os.path.basename(f))})
+    folders = sorted({os.path.dirname(f) for f in files
+                      if is_pending(os.path.basename(f)) and not is_remote(f)})
     for folder in folders:
         repair_quietly(folder)
     return resolve_files(paths) if folders else files
@@ -141,7 +192,11 @@ def read_footer(path: str) -> Footer | None:
     import pyarrow.parquet as pq
 
     try:
-        meta = pq.read_metadata(path)
+        if is_remote(path):
+            with open_binary(path) as f:
+                meta = pq.read_metadata(f)
+        else:
+            meta = pq.read_metadata(path)
     except FileNotFoundError:
         return None
     except Exception as exc:
@@ -166,10 +221,13 @@ def _interned(columns: tuple[str, ...]) -> tuple[str, ...]:
 
 
 def read_footers(files: list[str]) -> dict[str, Footer | None]:
-    """Footers of ``files``, read on two threads (pyarrow releases the GIL while reading)."""
+    """Footers of ``files``, read on two threads (pyarrow releases the GIL while reading);
+    objects on remote storage on 16 (each read is a round trip)."""
     from concurrent.futures import ThreadPoolExecutor
 
-    if len(files) < 64:
+    remote = any(is_remote(f) for f in files)
+    if len(files) < (2 if remote else 64):
         return {f: read_footer(f) for f in files}
-    with ThreadPoolExecutor(max_workers=min(4, os.cpu_count() or 1)) as pool:
+    workers = 16 if remote else min(4, os.cpu_count() or 1)
+    with ThreadPoolExecutor(max_workers=workers) as pool:
         return dict(zip(files, pool.map(read_footer, files, chunksize=64)))

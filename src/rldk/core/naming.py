@@ -1,11 +1,14 @@
 """Names inside an event store: run ids and segment files.
 
-A store is a directory of Parquet segments, flat, so that ``runs/*.parquet`` is
-always a valid input. Each file is named
+A store is a directory of Parquet segments, flat by default, so that
+``runs/*.parquet`` is always a valid input. Each file is named
 
     <run_id>.r<rank>.<session>.<index>.parquet   one flush of one writer session
     <run_id>.r<rank>.<session>.parquet           that session compacted at close
     <run_id>.compact-<token>.parquet             a whole run merged by ``rldk compact``
+
+The hive layout (``init(..., layout="hive")``) puts them in
+``project=<project>/run_id=<run_id>/`` folders, so one run is one prefix.
 
 Files are written under a hidden temporary name and renamed into place, so a
 reader never sees a partial file. Names carry no information readers need (every
@@ -45,6 +48,15 @@ def check_run_id(run_id: object) -> str:
             f"invalid run id {run_id!r}: use 1-200 letters, digits or ._+=@- "
             "starting with a letter or digit (no '/' or '..')")
     return run_id
+
+
+def check_project(project: object) -> str:
+    """Return ``project`` (a hive layout folder, ``project=<project>``) if it is a safe
+    name (the rules of :func:`check_run_id`), else raise :class:`InvalidRunId`."""
+    if not isinstance(project, str) or not _RUN_ID.fullmatch(project) or ".." in project:
+        raise InvalidRunId(f"invalid project {project!r}: use 1-200 letters, digits or ._+=@- "
+                           "starting with a letter or digit (no '/' or '..')")
+    return project
 
 
 def new_session() -> str:

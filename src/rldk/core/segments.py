@@ -22,6 +22,16 @@ next rldk open of the store (a writer's init, ``rldk compact``, any reader with
 write access) rolls the merge forward (:func:`repair`). That window is the time
 it takes to unlink the inputs (microseconds) and is the one thing not closable
 without a directory rename.
+
+On object storage (an :class:`~rldk.core.fs.ObjectDir`, e.g. ``s3://bucket/runs``)
+there is no rename and no lock. A segment is committed by one PUT of the complete
+object under its final name (multipart above 100 MB; an unfinished upload is not
+an object, so no listing shows it). A merge writes the merged object under its
+final name with ``rldk.covers`` listing its inputs, then deletes the inputs:
+rldk readers skip covered files, so they count right at every instant; a plain
+glob counts the covered inputs twice between the merged PUT and the delete (one
+request), or until the next ``rldk compact`` if the merging process died there.
+See docs/object_storage.md.
 """
 from __future__ import annotations
 
@@ -32,6 +42,7 @@ import time
 from pathlib import Path
 
 from rldk.core.errors import StoreError
+from rldk.core.fs import ObjectDir, is_remote, open_binary
 from rldk.core.naming import (
     LOCK_NAME,
     final_of_pending,
@@ -49,6 +60,9 @@ def file_metadata(path) -> dict:
     """The key-value metadata of a Parquet file's footer (``rldk.*`` keys among them)."""
     import pyarrow.parquet as pq
 
+    if isinstance(path, str) and is_remote(path):
+        with open_binary(path) as f:
+            return pq.read_metadata(f).metadata or {}
     return pq.read_metadata(path).metadata or {}
 
 
@@ -86,10 +100,40 @@ def _atomic_writer(directory: Path, name: str, schema, covers=None):
         raise
 
 
-def write_segment(table, directory: Path, name: str) -> None:
-    """Write ``table`` as ``directory/name`` atomically: temp file, fsync, rename."""
+def write_segment(table, directory: Path | ObjectDir, name: str) -> None:
+    """Write ``table`` as ``directory/name`` atomically: temp file, fsync, rename (on
+    object storage: one PUT of the complete object)."""
+    if isinstance(directory, ObjectDir):
+        directory.fs.pipe_file(f"{directory.key}/{name}", parquet_bytes(table))
+        return
     with _atomic_writer(Path(directory), name, table.schema) as out:
         out.write_table(table, row_group_size=1 << 20)
+
+
+def parquet_bytes(table) -> bytes:
+    """``table`` as the bytes of a store file (footer metadata included)."""
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    from rldk.schemas import PARQUET_OPTIONS
+
+    sink = pa.BufferOutputStream()
+    with pq.ParquetWriter(sink, table.schema.remove_metadata(), **PARQUET_OPTIONS) as out:
+        out.write_table(table, row_group_size=1 << 20)
+        out.add_key_value_metadata(_rldk_metadata())
+    return sink.getvalue().to_pybytes()
+
+
+def list_names(directory: Path | ObjectDir) -> list[str]:
+    """File names directly in ``directory`` (fresh: no cached listing), sorted."""
+    if isinstance(directory, ObjectDir):
+        fs = directory.fs
+        fs.invalidate_cache(directory.key)
+        try:
+            return sorted(p.rsplit("/", 1)[-1] for p in fs.ls(directory.key, detail=False))
+        except FileNotFoundError:
+            return []
+    return sorted(os.listdir(directory))
 
 
 def merge_segments(directory: Path, names: list[str], out_name: str, rows_per_group: int = 1 << 18) -> bool:
@@ -100,6 +144,8 @@ def merge_segments(directory: Path, names: list[str], out_name: str, rows_per_gr
     process) are left out; returns False when fewer than two inputs remain and
     nothing was done.
     """
+    if isinstance(directory, ObjectDir):
+        return _merge_remote(directory, names, out_name, rows_per_group)
     directory = Path(directory)
     names = [n for n in names if n != out_name and (directory / n).is_file()]
     if len(names) < 2:
@@ -112,25 +158,69 @@ def merge_segments(directory: Path, names: list[str], out_name: str, rows_per_gr
 
 
 def _write_merged(directory: Path, names: list[str], out_name: str, rows_per_group: int) -> None:
+    from rldk.schemas import arrow_schema
+
+    with _atomic_writer(directory, out_name, arrow_schema(), covers=names) as out:
+        _copy_rows([directory / n for n in names], out, rows_per_group)
+
+
+def _copy_rows(sources, out, rows_per_group: int) -> None:
+    """Stream the row groups of ``sources`` (paths or open files) into the writer ``out``."""
     import pyarrow as pa
     import pyarrow.parquet as pq
 
-    from rldk.schemas import arrow_schema, conform, file_version
+    from rldk.schemas import conform, file_version
 
-    with _atomic_writer(directory, out_name, arrow_schema(), covers=names) as out:
-        buf, rows = [], 0
-        for name in names:
-            pf = pq.ParquetFile(directory / name)
-            version = file_version(pf.metadata.metadata)
-            for i in range(pf.num_row_groups):
-                part = conform(pf.read_row_group(i), version)
-                buf.append(part)
-                rows += part.num_rows
-                if rows >= rows_per_group:
-                    out.write_table(pa.concat_tables(buf), row_group_size=rows_per_group)
-                    buf, rows = [], 0
-        if buf:
-            out.write_table(pa.concat_tables(buf), row_group_size=rows_per_group)
+    buf, rows = [], 0
+    for source in sources:
+        pf = pq.ParquetFile(source)
+        version = file_version(pf.metadata.metadata)
+        for i in range(pf.num_row_groups):
+            part = conform(pf.read_row_group(i), version)
+            buf.append(part)
+            rows += part.num_rows
+            if rows >= rows_per_group:
+                out.write_table(pa.concat_tables(buf), row_group_size=rows_per_group)
+                buf, rows = [], 0
+    if buf:
+        out.write_table(pa.concat_tables(buf), row_group_size=rows_per_group)
+
+
+def _merge_remote(directory: ObjectDir, names: list[str], out_name: str, rows_per_group: int) -> bool:
+    """Merge on object storage: the merged object is written (through a local temporary
+    file, so memory stays bounded; one PUT, multipart when big) under its final name with
+    ``rldk.covers``, then the inputs are deleted. No lock: see the module docstring."""
+    import tempfile
+
+    import pyarrow.parquet as pq
+
+    from rldk.schemas import PARQUET_OPTIONS, arrow_schema
+
+    present = set(list_names(directory))
+    names = [n for n in names if n != out_name and n in present]
+    if len(names) < 2:
+        return False
+    fs = directory.fs
+    with tempfile.TemporaryDirectory(prefix="rldk-merge-") as tmp:
+        local = os.path.join(tmp, out_name)
+        with pq.ParquetWriter(local, arrow_schema().remove_metadata(), **PARQUET_OPTIONS) as out:
+            opened = [fs.open(f"{directory.key}/{n}", "rb") for n in names]
+            try:
+                _copy_rows(opened, out, rows_per_group)
+            finally:
+                for f in opened:
+                    f.close()
+            out.add_key_value_metadata(_rldk_metadata(names))
+        fs.put_file(local, f"{directory.key}/{out_name}")
+    _delete_remote(directory, names)
+    return True
+
+
+def _delete_remote(directory: ObjectDir, names) -> None:
+    keys = [f"{directory.key}/{n}" for n in names]
+    if keys:
+        directory.fs.rm(keys)
+        directory.fs.invalidate_cache(directory.key)
 
 
 def _publish(directory: Path, pending: str, covered) -> None:
@@ -174,6 +264,9 @@ def store_lock(directory: Path, blocking: bool = True):
     merge never blocks the store. Where ``fcntl`` is missing (Windows) merges run
     unlocked and that is documented.
     """
+    if isinstance(directory, ObjectDir):          # no locks on object storage
+        yield True
+        return
     try:
         import fcntl
     except ImportError:      # pragma: no cover - not POSIX
@@ -200,8 +293,11 @@ def repair(directory: Path) -> dict:
     * orphan temporaries (``.*.tmp``) of processes that are gone, older than
       :data:`ORPHAN_SECS`: delete them.
 
+    On object storage only the second applies (nothing is pending or temporary there).
     Returns counts: ``published``, ``deleted`` (covered inputs), ``orphans``.
     """
+    if isinstance(directory, ObjectDir):
+        return _repair_remote(directory)
     directory = Path(directory)
     done = {"published": 0, "deleted": 0, "orphans": 0}
     try:
@@ -220,6 +316,17 @@ def repair(directory: Path) -> dict:
                 os.unlink(directory / name)
                 done["orphans"] += 1
     return done
+
+
+def _repair_remote(directory: ObjectDir) -> dict:
+    names = [n for n in list_names(directory) if n.endswith(".parquet") and not n.startswith(".")]
+    present, stale = set(names), set()
+    for name in names:
+        with contextlib.suppress(Exception):     # unreadable: readers report it
+            stale.update(n for n in covered_names(directory / name) if n != name and n in present)
+    if stale:
+        _delete_remote(directory, sorted(stale))
+    return {"published": 0, "deleted": len(stale), "orphans": 0}
 
 
 def _delete_covered(directory: Path, name: str) -> int:
@@ -260,7 +367,11 @@ def _alive(pid: int) -> bool:
 
 def repair_quietly(directory: Path) -> None:
     """:func:`repair` when the lock is free and the directory writable; else nothing
-    (readers call this: they must never fail or wait because of it)."""
+    (readers call this: they must never fail or wait because of it). Object storage is
+    left alone: readers there may hold read-only credentials, and they skip covered
+    files anyway; ``rldk compact`` cleans up."""
+    if is_remote(directory):
+        return
     directory = Path(directory)
     if not os.access(directory, os.W_OK):
         return

@@ -34,6 +34,7 @@ from rldk.core.files import (
     repaired,
     resolve_files,
 )
+from rldk.core.fs import filesystem, is_remote, protocol, register_filesystems, strip
 from rldk.core.naming import literal_pattern
 from rldk.core.segments import repair_quietly
 from rldk.core.sql import quote_literal
@@ -133,6 +134,9 @@ class Store:
         when a file is rewritten (a run still being written) in a newly opened store."""
         out = []
         for f in self.files:
+            if is_remote(f):
+                out.append(_object_stamp(f))
+                continue
             try:
                 st = os.stat(f)
                 out.append((f, st.st_size, st.st_mtime_ns))
@@ -148,6 +152,7 @@ class Store:
 
         con = duckdb.connect()
         con.execute("SET enable_progress_bar = false")
+        register_filesystems(con, self.files)      # DuckDB reads objects through fsspec
         groups = self._schema_groups()
         for i, group in enumerate(groups):
             con.execute(f"SET VARIABLE {FILES_VARIABLE}{i} = $files",
@@ -211,6 +216,12 @@ class Store:
         """A Polars LazyFrame of all events, or of one kind."""
         import polars as pl
 
+        if any(is_remote(f) for f in self.files):
+            # objects are read by DuckDB through fsspec (the one client configured
+            # from the AWS_* environment), then handed to Polars as Arrow
+            where = "" if kind is None else f" WHERE kind = {quote_literal(kind)}"
+            table = self.arrow(f"SELECT * FROM events{where}")
+            return pl.from_arrow(table).lazy().cast(dict(polars_schema()), strict=False)
         frame = pl.scan_parquet(self.files, schema=polars_schema(), glob=False,
                                 missing_columns="insert", extra_columns="ignore")
         return frame if kind is None else frame.filter(pl.col("kind") == kind)
@@ -276,7 +287,8 @@ def view_statements(groups: int = 1, columns=None) -> list[str]:
     from rldk.schemas import arrow_schema
 
     source = " UNION ALL BY NAME ".join(
-        f"SELECT * FROM read_parquet(getvariable('{FILES_VARIABLE}{i}'))" for i in range(groups))
+        f"SELECT * FROM read_parquet(getvariable('{FILES_VARIABLE}{i}'), hive_partitioning = false)"
+        for i in range(groups))
     missing = [f for f in arrow_schema() if columns is not None and f.name not in columns]
     extra = "".join(f", CAST(NULL AS {_duck_type(f.type)}) AS {quote_identifier(f.name)}" for f in missing)
     out = [f"CREATE OR REPLACE VIEW events AS SELECT *{extra} FROM ({source})"]
@@ -317,6 +329,15 @@ def check_read_only(query: str) -> None:
     if kind not in READ_ONLY_STATEMENTS:
         raise UsageError(f"only SELECT queries (and WITH, DESCRIBE, EXPLAIN) run over a store; "
                          f"this is a {kind} statement")
+
+
+def _object_stamp(url: str) -> tuple:
+    """``(url, size, etag)`` of an object: the cache key :attr:`Store.stamp` keeps."""
+    try:
+        info = filesystem(protocol(url)).info(strip(url))
+    except OSError:
+        return (url, None, None)
+    return (url, info.get("size"), info.get("ETag") or info.get("LastModified"))
 
 
 def _vanished(exc: Exception) -> bool:

@@ -24,8 +24,10 @@ import warnings
 from collections import deque
 from pathlib import Path
 
-from rldk.core.errors import StoreError
+from rldk.core.errors import StoreError, UsageError
+from rldk.core.fs import ObjectDir, location
 from rldk.core.naming import (
+    check_project,
     check_run_id,
     new_session,
     safe_file_stem,
@@ -33,6 +35,7 @@ from rldk.core.naming import (
     temp_name,
 )
 from rldk.core.segments import merge_segments, repair, store_lock, write_segment
+from rldk.writer._upload import Uploader
 
 _PLAIN = frozenset((float, int, bool))
 _WAKE_EVERY = 0x1FFF          # wake the encoder every 8192 calls so the queue stays short
@@ -41,6 +44,7 @@ _MAX_BACKLOG = 1 << 18        # values waiting for the encoder before log() wait
 _COMPACT_MIN = 8              # close() merges a session's segments when it wrote more
 _TABLE_BACKLOG = 1 << 18      # rows of queued tables (converters) before append_table waits
 _FINISH_TRIES = 3             # close() tries the last segment this often before giving up
+_FLUSH_UPLOAD_SECS = 60.0     # flush() waits this long for an upload to object storage
 
 
 class RldkWarning(RuntimeWarning):
@@ -52,8 +56,10 @@ class EventWriter:
 
     Parameters
     ----------
-    dir : store directory (created if missing). ``RLDK_DIR`` overrides it, so a
-        harness such as ``rldk check-determinism`` can redirect a script unchanged.
+    dir : store directory (created if missing), or an object storage prefix
+        (``s3://bucket/runs``; ``pip install rldk[s3]``; see docs/object_storage.md).
+        ``RLDK_DIR`` overrides it, so a harness such as ``rldk check-determinism`` can
+        redirect a script unchanged.
     run_id : the run's id (``RLDK_RUN_ID`` overrides); default ``<script>-<time>``.
     rank : process rank; default ``RLDK_RANK``, else ``RANK`` (torch.distributed), else 0.
     config, seed : recorded in the run's ``start`` event.
@@ -65,20 +71,27 @@ class EventWriter:
     max_buffer_bytes : while segments cannot be written (disk full), events are kept
         up to this size, then the oldest are dropped and counted.
     compact_on_close : merge this session's segments into one file at ``close``.
+    layout : ``"flat"`` (default: every file in ``dir``) or ``"hive"``: the run's files go
+        to ``dir/project=<project>/run_id=<run_id>/``, so one run is one prefix (and
+        ``rldk compact`` merges per run folder). ``RLDK_LAYOUT`` overrides it.
+    project : the project folder of the hive layout (``RLDK_PROJECT`` overrides it;
+        default ``default``); giving one chooses the hive layout.
     """
 
     def __init__(self, dir=None, run_id=None, *, rank=None, config=None, seed=None,
                  flush_secs: float = 5.0, segment_rows: int = 100_000, strict: bool | None = None,
                  max_buffer_bytes: int = 256 << 20, compact_on_close: bool = True,
-                 capture_env: bool = True):
+                 capture_env: bool = True, layout: str | None = None, project: str | None = None):
         import pyarrow.compute  # noqa: F401  (loaded now, not in the first flush mid-training)
         import pyarrow.parquet  # noqa: F401
 
         from rldk.writer._env import run_metadata
 
-        self.dir = Path(os.environ.get("RLDK_DIR") or dir or "rldk_runs")
         chosen = os.environ.get("RLDK_RUN_ID") or (run_id if run_id is not None else _default_run_id())
         self.run_id = check_run_id(chosen)
+        self.dir = _run_dir(os.environ.get("RLDK_DIR") or dir or "rldk_runs", self.run_id,
+                            os.environ.get("RLDK_LAYOUT") or layout,
+                            os.environ.get("RLDK_PROJECT") or project)
         self.rank = int(rank if rank is not None else
                         os.environ.get("RLDK_RANK", os.environ.get("RANK", 0)))
         self.strict = bool(strict) if strict is not None else os.environ.get("RLDK_STRICT") == "1"
@@ -558,6 +571,8 @@ class EventWriter:
     def _write_segment(self, started: float | None = None) -> bool:
         import pyarrow as pa
 
+        if isinstance(self.dir, ObjectDir):
+            return self._commit_remote(started)
         table = pa.concat_tables(self._pending) if len(self._pending) > 1 else self._pending[0]
         name = segment_name(self.run_id, self.rank, self.session, len(self.segments))
         try:
@@ -576,10 +591,50 @@ class EventWriter:
         self._pending, self._pending_rows = [], 0
         return True
 
-    def _shed(self) -> None:
+    def _commit_remote(self, started: float | None) -> bool:
+        """Object storage: hand the pending tables to the uploader (one PUT at a time, on
+        its thread) and return at once, so a stalled network never holds the encoder;
+        they leave ``_pending`` when their upload returns. Waits for it only in
+        ``init``, ``flush`` (up to 60 s) and ``close``. True once nothing is pending."""
+        up = self._uploader
+        wait = (None if self._stop or getattr(self, "_thread", None) is None
+                else _FLUSH_UPLOAD_SECS if self._flush_wanted > self._flush_done else 0.0)
+        self._last_write = started if started is not None else time.monotonic()
+        for _ in range(2):                  # take the upload in flight, then start the next
+            if not up.wait(wait):
+                self._shed(keep=up.tables)
+                return False
+            done = up.take()
+            if done is not None and not self._uploaded(*done):
+                self._shed()
+                return False
+            if not self._pending:
+                return True
+            up.start(self._pending, segment_name(self.run_id, self.rank, self.session,
+                                                 len(self.segments)))
+        return not self._pending
+
+    def _uploaded(self, name: str, rows: int, tables: int, error) -> bool:
+        """Account for a finished upload: its tables leave ``_pending``, or stay (an error)."""
+        if error is not None:
+            self.stats["write_errors"] += 1
+            self._warn_once(("write",), f"rldk: cannot upload to {self.dir} ({type(error).__name__}: "
+                            f"{error}); events are kept in memory (up to {self.max_buffer_bytes >> 20} "
+                            "MiB) and retried")
+            return False
+        del self._pending[:tables]
+        self._pending_rows -= rows
+        self.segments.append(name)
+        self._segment_rows.append(rows)
+        self.stats["segments"] += 1
+        return True
+
+    def _shed(self, keep: int = 0) -> None:
+        """Drop the oldest buffered tables beyond ``max_buffer_bytes`` (never the first
+        ``keep``: an upload in flight holds them)."""
         size = sum(t.nbytes for t in self._pending)
-        while self._pending and size > self.max_buffer_bytes:
-            oldest = self._pending.pop(0)
+        while len(self._pending) > keep and size > self.max_buffer_bytes:
+            oldest = self._pending.pop(keep)
             size -= oldest.nbytes
             self._pending_rows -= oldest.num_rows
             self.stats["dropped_events"] += oldest.num_rows
@@ -621,13 +676,16 @@ class EventWriter:
         try:
             with store_lock(self.dir):
                 merge_segments(self.dir, small, segment_name(self.run_id, self.rank, self.session))
-        except OSError as exc:
+        except Exception as exc:      # OSError, or any error of an object storage client
             self._warn_once(("compact",), f"rldk: could not merge segments in {self.dir} ({exc}); "
                             "they stay as they are (run `rldk compact` later)")
 
     # ------------------------------------------------------------------ helpers
     def _prepare_dir(self) -> None:
         """Check the directory is writable, and finish merges a killed process left."""
+        self._uploader = Uploader(self.dir)
+        if isinstance(self.dir, ObjectDir):
+            return self._probe_remote()
         try:
             self.dir.mkdir(parents=True, exist_ok=True)
             probe = self.dir / temp_name(f"probe-{self.session}")
@@ -639,6 +697,21 @@ class EventWriter:
         with contextlib.suppress(OSError), store_lock(self.dir, blocking=False) as held:
             if held:
                 repair(self.dir)
+
+    def _probe_remote(self) -> None:
+        """One small PUT and DELETE, so that bad credentials, a missing bucket or an
+        unreachable endpoint fail ``init`` with one line, not the first flush."""
+        probe = self.dir / temp_name(f"probe-{self.session}")
+        try:
+            fs = self.dir.fs
+            fs.pipe_file(probe.split("://", 1)[1], b"")
+            fs.rm_file(probe.split("://", 1)[1])
+        except StoreError:
+            raise
+        except Exception as exc:
+            raise StoreError(f"cannot write the event store at {self.dir}: {type(exc).__name__}: "
+                             f"{exc}; check the credentials (AWS_* variables), the bucket and the "
+                             "endpoint (AWS_ENDPOINT_URL)") from None
 
     def _after_fork_in_child(self) -> None:
         """The child of a fork: the parent's thread is gone and its locks may be held.
@@ -659,6 +732,7 @@ class EventWriter:
         self._owner = None
         self._warned = set()
         self._init_encoder_state()
+        self._uploader = Uploader(self.dir)
         self._emit("run", [("start", None, None, None, None,
                             {"session": self.session, "forked_from": parent, "pid": self._pid})], step=None)
         self._start_thread()
@@ -752,6 +826,24 @@ def _check_strict(values: dict) -> None:
             raise ValueError(f"rldk strict mode: metric {name!r}: {problem}")
 
 
+LAYOUTS = ("flat", "hive")
+
+
+def _run_dir(base, run_id: str, layout: str | None, project: str | None):
+    """The folder a run's files go to: ``base`` (flat), or
+    ``base/project=<project>/run_id=<run_id>`` (hive); local or on object storage."""
+    where = location(base)
+    layout = layout or ("hive" if project else "flat")
+    if layout not in LAYOUTS:
+        raise UsageError(f"layout {layout!r}: use 'flat' or 'hive' (RLDK_LAYOUT)")
+    if layout == "flat":
+        if project is not None:
+            raise UsageError("project is a folder of the hive layout: pass layout='hive' too")
+        return where
+    parts = (f"project={check_project(project or 'default')}", f"run_id={run_id}")
+    return where.sub(*parts) if isinstance(where, ObjectDir) else where.joinpath(*parts)
+
+
 def _default_run_id() -> str:
     script = Path(sys.argv[0]).stem if sys.argv and sys.argv[0] not in ("", "-c") else "run"
     safe = "".join(c if c.isalnum() or c in "._-" else "-" for c in script).strip("._-") or "run"
@@ -840,6 +932,8 @@ def _claim(directory: Path, run_id: str, rank: int):
     """Hold ``.<run_id>.r<rank>.lock`` for the writer's life. Another live process
     writing the same run and rank would mix two streams into one run: warn (once)
     and carry on, marking the start event. Returns the descriptor, or None."""
+    if isinstance(directory, ObjectDir):
+        return _NO_LOCK      # object storage has no locks: two writers of one run are not detected
     try:
         import fcntl
     except ImportError:      # pragma: no cover - not POSIX
@@ -858,6 +952,9 @@ def _claim(directory: Path, run_id: str, rank: int):
     return None
 
 
+_NO_LOCK = -1
+
+
 def _owner_name(run_id: str, rank: int) -> str:
     return f".{safe_file_stem(run_id)}.r{rank}.lock"
 
@@ -865,7 +962,7 @@ def _owner_name(run_id: str, rank: int) -> str:
 def _release(fd, path: Path) -> None:
     """Remove the run's lock file and let it go (a writer opening it meanwhile may miss
     the warning; it never blocks or loses data)."""
-    if fd is not None:
+    if fd is not None and fd != _NO_LOCK:
         with contextlib.suppress(OSError):
             os.unlink(path)
         with contextlib.suppress(OSError):
