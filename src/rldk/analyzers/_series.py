@@ -30,6 +30,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from rldk.core.errors import UsageError
+from rldk.core.fs import register_filesystems
 from rldk.core.store import Run, Store
 from rldk.data import open_input
 
@@ -173,7 +174,9 @@ def _query(source: Source, sql: str, **params) -> list[tuple]:
 
         con = _DUCK.con = duckdb.connect()
         con.execute("SET enable_progress_bar = false")
-    return con.execute(sql, {"files": list(_part(source).sql_files),
+    files = list(_part(source).sql_files)
+    register_filesystems(con, files)          # s3:// and other object stores, through fsspec
+    return con.execute(sql, {"files": files,
                              "run_id": source.run_id, **params}).fetchall()
 
 

@@ -21,6 +21,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from rldk.core.errors import RldkError
+from rldk.core.fs import location
 
 #: Bumped when a converter's output for the same input changes (invalidates import caches).
 CONVERTER_VERSION = 2
@@ -163,7 +164,8 @@ def write_runs(runs: list[RunData], target, run_id: str | None, fmt: str,
     from rldk.writer._writer import EventWriter  # not the package: it imports rldk.live
 
     if not isinstance(target, EventWriter):
-        _check_new(Path(target), ids)
+        target = location(target)           # a local Path, or an object-store folder (s3://...)
+        _check_new(target, ids)
 
     summaries = []
     for run, rid in zip(runs, ids):
@@ -173,7 +175,7 @@ def write_runs(runs: list[RunData], target, run_id: str | None, fmt: str,
                                    "given; pass a store directory instead")
             summaries.append(_append(target, run, fmt, rid))
             continue
-        summaries.append(_write_run(Path(target), run, rid, fmt))
+        summaries.append(_write_run(target, run, rid, fmt))
         if progress is not None:
             progress(run)
     store = None if isinstance(target, EventWriter) else str(target)
@@ -212,10 +214,25 @@ def _remove_session(store: Path, writer) -> None:
     import os
 
     prefix = f"{writer.run_id}.r{writer.rank}.{writer.session}"
-    for name in os.listdir(store):
+    for name in _names(store):
         if name.startswith(prefix) and name.endswith(".parquet"):
             with contextlib.suppress(OSError):
-                os.unlink(store / name)
+                if isinstance(store, Path):
+                    os.unlink(store / name)
+                else:
+                    store.fs.rm(store / name)
+
+
+def _names(store) -> list[str]:
+    """File names directly in a store folder, local or on object storage ([] if absent)."""
+    import os
+
+    try:
+        if isinstance(store, Path):
+            return os.listdir(store) if store.is_dir() else []
+        return [p.rsplit("/", 1)[-1] for p in store.fs.ls(store.key, detail=False)]
+    except (FileNotFoundError, OSError):
+        return []
 
 
 def _peeked(tables):
@@ -275,9 +292,7 @@ def _check_distinct(runs, ids) -> None:
 
 def _check_new(store: Path, ids) -> None:
     """Refuse to import a run id the store already holds (its events would be doubled)."""
-    if not store.is_dir():
-        return
-    names = [p.name for p in store.glob("*.parquet")]
+    names = [n for n in _names(store) if n.endswith(".parquet")]
     clash = sorted(rid for rid in set(ids) if any(_SEGMENT.match(n[len(rid):]) for n in names if n.startswith(rid)))
     if clash:
         raise ConvertError(f"{store}: already holds run {clash[0]!r}; importing again would duplicate "

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from rldk.analyzers import _series
 from rldk.analyzers.divergence.result import BitwiseEvidence
+from rldk.core.fs import register_filesystems
 
 BITWISE_SQL = """
 WITH a AS (
@@ -49,6 +50,7 @@ def compare_digests(a, b, kind: str) -> BitwiseEvidence | None:
     import duckdb
 
     con = duckdb.connect()
+    register_filesystems(con, [*a.store.sql_files, *b.store.sql_files])
     row = con.execute(BITWISE_SQL, {"files_a": a.store.sql_files, "files_b": b.store.sql_files,
                                     "run_a": a.run_id, "run_b": b.run_id, "kind": kind}).fetchone()
     compared, steps, first_common, only_a, only_b, first, differing, names = row
