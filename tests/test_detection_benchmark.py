@@ -1,0 +1,68 @@
+"""The detection benchmark on real public logs (benchmarks/detection.py): the corpus is
+well-formed, and detection does not regress below what was measured when the
+detectors were last changed (README "Detection on real public logs").
+
+The issue's targets for the report half (>= 95% found, >= 85% at the exact onset,
+<= 0.05 false alarms per healthy log, <= 1 in 20 healthy logs exiting 3) are not all
+met yet; these floors are the measured levels, so a change that loses detections or
+adds false alarms fails here."""
+from __future__ import annotations
+
+import importlib.util
+import json
+import sys
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+CODES = {"reward_collapse", "reward_plateau", "reward_degradation", "kl_blowup", "length_collapse",
+         "length_explosion", "truncation_onset", "grad_norm_explosion", "nan_onset",
+         "entropy_collapse", "zero_std_onset", "clip_ratio_blowup", "loss_spike"}
+
+
+def load_benchmark():
+    spec = importlib.util.spec_from_file_location("detection", ROOT / "benchmarks" / "detection.py")
+    module = importlib.util.module_from_spec(spec)
+    sys.modules["detection"] = module          # dataclasses look their module up there
+    spec.loader.exec_module(module)
+    return module
+
+
+@pytest.fixture(scope="module")
+def results(tmp_path_factory):
+    mp = pytest.MonkeyPatch()
+    mp.setenv("RLDK_CACHE_DIR", str(tmp_path_factory.mktemp("cache")))
+    bench = load_benchmark()
+    yield bench, bench.run(("tune", "report"))
+    mp.undo()
+
+
+def test_the_corpus_is_well_formed():
+    bench = load_benchmark()
+    logs = bench.load_truth()
+    assert len(logs) >= 30
+    for name, entry in logs.items():
+        root = Path(entry.get("root", bench.DATA))
+        assert (root / entry["path"]).exists(), name
+        assert entry["split"] in ("tune", "report") and entry["format"] in bench.FORMATS, name
+        assert entry["healthy"] == (not entry["events"]), name
+        assert {e["code"] for e in entry["events"]} <= CODES, name
+    healthy = sum(e["healthy"] for e in logs.values())
+    assert healthy >= 12 and len(logs) - healthy >= 12
+    sources = (bench.DATA / "SOURCES.md").read_text(encoding="utf-8")
+    assert all(name in sources for name, e in logs.items() if "root" not in e)
+    json.loads((bench.DATA / "truth.json").read_text(encoding="utf-8"))
+
+
+def test_no_log_fails_to_import_or_analyze(results):
+    _, res = results
+    assert [r.name for r in res.values() if r.error] == []
+
+
+@pytest.mark.parametrize("half, found, exact, exit3", [("tune", 1.0, 0.56, 0), ("report", 0.66, 0.40, 1)])
+def test_detection_does_not_regress(results, half, found, exact, exit3):
+    bench, res = results
+    s = bench.summary(res, half)
+    assert s["found_share"] >= found and s["exact_share"] >= exact, s
+    assert s["false_alarms_per_healthy"] <= 0.05 and s["healthy_exit3"] <= exit3, s
