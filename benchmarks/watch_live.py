@@ -4,10 +4,15 @@ latency  a writer process logs 100k values/s (10 metrics x 10k steps/s, flush
          every second); its loss turns NaN after ``--nan-after`` seconds. The
          watcher (this process, polling every ``--interval`` s) reports the time
          from the commit of the segment holding the first NaN (the file's mtime)
-         to the finding. Bound: 2 s.
-idle     a store of ``--runs`` finished runs, polled every second for ``--idle``
-         seconds: CPU share of one core and peak RSS of the watcher. Bounds: 10%
-         of one core, 200 MB.
+         to the finding. Bound: 2 s. The monitor evaluates in a child process,
+         as ``rldk watch`` does.
+idle     ``rldk watch STORE --json`` (the CLI, in its own process) on a store of
+         ``--runs`` finished runs, polling every second: its first read and
+         evaluation of every run (in the evaluation child), then ``--idle``
+         seconds of idle polling once the child has ended. Reported: the
+         watcher's RSS while idle-polling and its peak, the child's peak, and the
+         watcher's CPU share of one core while idle. Bounds (idle-polling): 10% of
+         one core, 200 MB.
 
     python benchmarks/watch_live.py
 """
@@ -15,7 +20,6 @@ from __future__ import annotations
 
 import argparse
 import os
-import resource
 import subprocess
 import sys
 import tempfile
@@ -57,7 +61,7 @@ def latency(args) -> None:
     steps_per_s = args.rate / 10
     proc = subprocess.Popen([sys.executable, "-c", WRITER, store, str(steps_per_s), str(args.nan_after),
                              str(args.nan_after + 8)])
-    monitor = Monitor(store, min_interval=args.interval)
+    monitor = Monitor(store, min_interval=args.interval, isolate=True)
     found = None
     while proc.poll() is None and found is None:
         for f in monitor.poll().findings:
@@ -65,6 +69,7 @@ def latency(args) -> None:
                 found = (time.time(), f)
         time.sleep(args.interval)
     proc.wait()
+    monitor.close()
     if found is None:
         print("latency: no finding (the writer ended first)")
         return
@@ -89,21 +94,42 @@ def _commit_time(monitor, step) -> float:
 def idle(args) -> None:
     import psutil
 
-    from rldk.live import Monitor
-
     store = tempfile.mkdtemp(prefix="watch-idle-")
     subprocess.run([sys.executable, "-c", STORE, store, str(args.runs)], check=True)
-    monitor = Monitor(store)
-    monitor.poll(force=True)                      # the first read and evaluation of every run
-    me = psutil.Process()
-    cpu0, t0 = sum(me.cpu_times()[:2]), time.monotonic()
-    while time.monotonic() - t0 < args.idle:
-        monitor.poll()
-        time.sleep(1.0)
-    share = (sum(me.cpu_times()[:2]) - cpu0) / (time.monotonic() - t0)
-    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
-    print(f"idle: {args.runs} runs polled every 1 s for {args.idle:.0f} s: {share * 100:.1f}% of one core "
-          f"(bound 10%), RSS {me.memory_info().rss / 2**20:.0f} MB, peak {peak:.0f} MB (bound 200 MB)")
+    start = time.monotonic()
+    proc = subprocess.Popen([sys.executable, "-c", "from rldk.cli import main; main()", "watch", store,
+                             "--json", "--interval", "1", "--duration", str(args.idle + 60)],
+                            stdout=subprocess.DEVNULL)
+    watcher = psutil.Process(proc.pid)
+    parent_peak = child_peak = 0
+    child_gone = idle_rss = cpu0 = t0 = None
+    while proc.poll() is None:
+        try:
+            rss = watcher.memory_info().rss
+            children = watcher.children()
+            child_rss = sum(c.memory_info().rss for c in children)
+        except psutil.NoSuchProcess:
+            break
+        parent_peak, child_peak = max(parent_peak, rss), max(child_peak, child_rss)
+        if children or child_gone is None and time.monotonic() - start < 5:
+            time.sleep(0.2)
+            continue
+        if child_gone is None:                     # the evaluation child has ended: idle from now
+            child_gone = time.monotonic() - start
+            cpu0, t0 = sum(watcher.cpu_times()[:2]), time.monotonic()
+        idle_rss = max(idle_rss or 0, rss)
+        if time.monotonic() - t0 >= args.idle:
+            share = (sum(watcher.cpu_times()[:2]) - cpu0) / (time.monotonic() - t0)
+            break
+        time.sleep(0.2)
+    proc.terminate()
+    proc.wait()
+    mb = 2 ** 20
+    print(f"idle: rldk watch on {args.runs} finished runs, polling every 1 s: first read and evaluation "
+          f"done, evaluation child ended {child_gone:.0f} s after start (peak RSS {child_peak / mb:.0f} MB); "
+          f"then {args.idle:.0f} s idle-polling: watcher RSS {idle_rss / mb:.0f} MB (bound 200 MB), "
+          f"{share * 100:.1f}% of one core (bound 10%); watcher peak RSS {parent_peak / mb:.0f} MB "
+          "(during the first read)")
 
 
 def main() -> None:
@@ -117,7 +143,7 @@ def main() -> None:
     args = parser.parse_args()
     print(f"# rldk watch, {time.strftime('%Y-%m-%d')}, {os.cpu_count()} CPUs")
     if args.part in ("all", "idle"):
-        idle(args)                  # first: the peak RSS is this process's, the watcher's only
+        idle(args)
     if args.part in ("all", "latency"):
         latency(args)
 

@@ -45,15 +45,18 @@ def watch(paths, once, fail_on, webhook, as_json, interval, stall_after, inotify
 
     if webhook and not webhook.startswith(("http://", "https://")):
         raise UsageError(f"--webhook {webhook}: give an http:// or https:// URL")
-    monitor = Monitor(paths, adapter=adapter, min_interval=interval, stall_after=stall_after)
-    sink = _Sink(monitor, webhook, as_json, fail_on)
-    if once:
-        sink.handle(monitor.poll(force=True), announce=as_json)
-        if not as_json:
-            emit(_report(monitor), fmt, output)
-        sink.finish()
-        return
-    _follow(monitor, sink, interval, inotify, duration)
+    # Following, the analyzers run in a child process that ends when runs go quiet,
+    # so the watcher stays small; --once is short-lived and evaluates in-process.
+    with Monitor(paths, adapter=adapter, min_interval=interval, stall_after=stall_after,
+                 isolate=not once) as monitor:
+        sink = _Sink(monitor, webhook, as_json, fail_on)
+        if once:
+            sink.handle(monitor.poll(force=True), announce=as_json)
+            if not as_json:
+                emit(_report(monitor), fmt, output)
+            sink.finish()
+            return
+        _follow(monitor, sink, interval, inotify, duration)
 
 
 def _follow(monitor, sink, interval, inotify, duration) -> None:

@@ -7,6 +7,8 @@
 * :mod:`.monitor` evaluates changed runs, throttled, with the same registered
   analyzers ``rldk analyze`` runs: a live finding has the code and onset step
   the finished store's analysis reports;
+* :mod:`.worker` runs those analyzers in the process or, for ``rldk watch``, in a
+  child process that ends when runs go quiet, so the watcher stays small;
 * :mod:`.guards` runs a monitor on its own run inside the training process and
   warns, calls a hook or asks the run to stop;
 * :mod:`.render`, :mod:`.follow`, :mod:`.notify` serve ``rldk watch``.

@@ -6,9 +6,12 @@ implementation: a run that received rows is evaluated by the same registered
 analyzers ``rldk analyze`` runs (``LIVE_ANALYZERS``, through
 ``rldk.analyzers.get``), on a store of that run's committed files, so a live
 finding has the code and onset step that ``rldk analyze`` reports for the same
-events. Evaluations are throttled per run: at most one per ``min_interval``
+events. With ``isolate=True`` (``rldk watch``) the analyzers run in a child process
+(:mod:`rldk.live.worker`), so the watcher holds no DuckDB or Polars memory while
+it polls. Evaluations are throttled per run: at most one per ``min_interval``
 seconds, and never more than ``duty`` of the time (an evaluation that took 0.1 s
-waits ``0.1 / duty`` s before the next), so a long run cannot make the watcher
+starts the next ``0.1 / duty`` s after it started; an evaluator's first evaluation,
+which pays for imports once, does not count), so a long run cannot make the watcher
 busy; a run that ends is evaluated at once.
 """
 from __future__ import annotations
@@ -16,11 +19,9 @@ from __future__ import annotations
 import time
 from dataclasses import dataclass, field
 
-from rldk.analyzers import _series, get
-from rldk.core.errors import MissingEvents
-from rldk.core.store import Store
 from rldk.live.state import LiveFinding, RunState
 from rldk.live.tail import Tailer
+from rldk.live.worker import Child, InProcess
 
 #: The analyzers run on each live run: the per-run analyses of ``rldk analyze``
 #: (``rldk.analyzers.DEFAULT`` minus the store summary, cross-run drift, profiling
@@ -48,14 +49,16 @@ class Monitor:
     adapter: converter format for foreign logs. run_id: follow one run only.
     analyzers: names in ``rldk.analyzers.REGISTRY``. min_interval, duty: the
     evaluation throttle per run. stall_after: seconds without events after which a
-    run with no end event is shown as stalled.
+    run with no end event is shown as stalled. isolate: evaluate in a child
+    process, ended after ``worker_idle`` seconds without work (call :meth:`close`
+    when done, or use the monitor as a context manager).
     """
 
     def __init__(self, paths, *, adapter: str | None = None, run_id: str | None = None,
                  analyzers=LIVE_ANALYZERS, min_interval: float = 1.0, duty: float = 0.25,
-                 stall_after: float = 120.0):
+                 stall_after: float = 120.0, isolate: bool = False, worker_idle: float = 10.0):
         self.tailer = Tailer(paths, adapter, run_id)
-        self.analyzers = [get(name) for name in analyzers]
+        self.evaluator = Child(analyzers, worker_idle) if isolate else InProcess(analyzers)
         self.min_interval, self.duty, self.stall_after = min_interval, duty, stall_after
         self.runs: dict[str, RunState] = {}
         self.emitted: set = set()          # keys of findings already reported
@@ -84,57 +87,55 @@ class Monitor:
         for state in list(self.runs.values()):
             if state.dirty and (force or now >= state.next_eval):
                 out.findings += self.evaluate(state, out.warnings)
+        self.evaluator.tidy()
         return out
+
+    def close(self) -> None:
+        """End the evaluation child process, if any."""
+        self.evaluator.close()
+
+    def __enter__(self) -> "Monitor":
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
 
     def evaluate(self, state: RunState, warnings: list | None = None) -> list[LiveFinding]:
         """Run the analyzers on ``state``'s run; its new problem findings."""
         start = time.monotonic()
         state.dirty = False
-        store = Store(self.tailer.run_files(state.run_id))
-        found: dict = {}
+        at_step = state.step
         try:
-            for analyzer in self.analyzers:
-                for f in _problems(analyzer, store, state.run_id):
-                    live = LiveFinding.of(f, analyzer.name, state.step, time.time())
-                    found.setdefault(live.key, live)
+            found = self.evaluator(state.run_id, self.tailer.run_files(state.run_id))
         except Exception as exc:      # a file compacted away mid-read: try again next poll
             self._failed(state, exc, warnings)
             return []
         finally:
-            _series.clear_cache()     # series of a run still growing are stale at once
-            state.eval_secs = time.monotonic() - start
-            state.next_eval = time.monotonic() + max(self.min_interval, state.eval_secs / self.duty)
+            wall = time.monotonic() - start
+            state.eval_secs = wall
+            state.next_eval = start + max(self.min_interval, min(wall, self.evaluator.secs) / self.duty)
         self._failures.pop(state.run_id, None)
-        state.findings = found
-        new = [f for key, f in found.items() if key not in self.emitted]
+        now = time.time()
+        state.findings = {live.key: live for live in
+                          (LiveFinding(**f, at_step=at_step, found_at=now) for f in found)}
+        new = [f for key, f in state.findings.items() if key not in self.emitted]
         self.emitted.update(f.key for f in new)
         return new
 
     def _failed(self, state: RunState, exc: Exception, warnings) -> None:
         state.dirty = True
         n = self._failures[state.run_id] = self._failures.get(state.run_id, 0) + 1
-        key = (state.run_id, type(exc).__name__)
+        kind = getattr(exc, "kind", type(exc).__name__)
+        key = (state.run_id, kind)
         if n >= FAILURES_BEFORE_WARNING and warnings is not None and key not in self._warned:
             self._warned.add(key)
             warnings.append(f"run {state.run_id}: analysis failed {n} times in a row "
-                            f"({type(exc).__name__}: {str(exc).splitlines()[0][:160]}); still trying")
+                            f"({kind}: {(str(exc).splitlines() or [''])[0][:160]}); still trying")
 
     def findings(self) -> list[LiveFinding]:
         """Every run's current findings, by run, then onset."""
         out = [f for s in self.runs.values() for f in s.findings.values()]
         return sorted(out, key=lambda f: (f.run_id, f.onset if f.onset is not None else -1, f.code))
-
-
-def _problems(analyzer, store: Store, run_id: str) -> list:
-    """The warning and error findings of ``analyzer`` on ``run_id`` (none when the
-    analyzer does not apply or lacks its events)."""
-    try:
-        if not analyzer.applies(store):
-            return []
-        report = analyzer.run(store, analyzer.params()).report()
-    except MissingEvents:
-        return []
-    return [f for f in report.findings if f.is_problem and f.run_id == run_id]
 
 
 def _by_run(table):

@@ -57,28 +57,82 @@ def run_rows(monitor, now: float | None = None) -> list[tuple]:
     return rows
 
 
-def rich_view(monitor, recent: list[LiveFinding], now: float | None = None):
-    """The live terminal view: one line per run, then the latest findings."""
-    from rich.console import Group
-    from rich.table import Table
+def rich_view(monitor, recent: list[LiveFinding], now: float | None = None) -> "LiveView":
+    """The live terminal view: one row per run, then the latest findings."""
+    return LiveView(monitor, recent, now)
+
+
+class LiveView:
+    """A rich renderable laid out for the console's width when drawn: run ids are
+    not broken while they fit beside a readable metrics column, one line per shown
+    metric with a sparkline as long as the width allows, and each recent finding
+    with its onset step."""
+
+    def __init__(self, monitor, recent: list[LiveFinding], now: float | None = None):
+        self.rows = run_rows(monitor, now)
+        self.runs = len(monitor.runs)
+        self.recent = recent[-RECENT_FINDINGS:]
+
+    def __rich_console__(self, console, options):
+        yield self.table(options.max_width)
+        yield from self.finding_lines()
+
+    def table(self, width: int):
+        from rich.table import Table
+        from rich.text import Text
+
+        metrics = [m for row in self.rows for m in row[6]]
+        label = max([len(q) for q, *_ in metrics] + [0])
+        value = max([len(_number(v)) for _q, _m, v, _s in metrics] + [0])
+        run_width = min(max([len(r[0]) for r in self.rows] + [3]), max(width - 45, 12))
+        step_width = max([len(str(r[2])) for r in self.rows] + [4])
+        spare = width - run_width - STATE_WIDTH - step_width - 13    # 4 columns: 5 borders, 8 padding
+        spark = min(SPARK_WIDTH, spare - label - value - 2)
+        table = Table(title=f"rldk watch: {self.runs} run(s)", expand=False)
+        table.add_column("run", overflow="fold", min_width=run_width)
+        table.add_column("state", no_wrap=True, min_width=STATE_WIDTH)
+        table.add_column("step", justify="right", no_wrap=True, min_width=step_width)
+        table.add_column("metrics", overflow="fold")
+        for run_id, state, step, _rows, errors, warns, shown in self.rows:
+            status = Text(state, style=STATE_STYLES.get(state, ""))
+            table.add_row(Text(run_id), Text("\n").join([status, *_counts(errors, warns)]),
+                          "" if step is None else str(step), _metric_lines(shown, label, value, spark))
+        return table
+
+    def finding_lines(self):
+        from rich.text import Text
+
+        for f in self.recent:
+            yield Text.assemble((f"{f.severity:<7} ", "red" if f.severity == "error" else "yellow"),
+                                (f"{f.run_id} ", "bold"), f"step {f.onset}: ", f.title,
+                                (f"  [{f.code}]", "dim"))
+
+
+#: Width of the state column ("terminated", "2 warnings").
+STATE_WIDTH = 10
+#: Longest sparkline drawn (values kept per metric: rldk.live.state.SPARK_POINTS).
+SPARK_WIDTH = 40
+
+
+def _metric_lines(metrics, label: int, value: int, spark: int):
     from rich.text import Text
 
-    table = Table(title=f"rldk watch: {len(monitor.runs)} run(s)", expand=False)
-    for column in ("run", "state", "step", "metrics", "findings"):
-        table.add_column(column, overflow="fold")
-    for run_id, state, step, _rows, errors, warns, metrics in run_rows(monitor, now):
-        shown = Text()
-        for q, _m, v, spark in metrics:
-            shown.append(f"{q} ", style="bold").append(f"{_number(v)} ").append(spark, style="blue")
-            shown.append("  ")
-        count = Text(f"{errors} error(s) ", style="red" if errors else "dim")
-        count.append(f"{warns} warning(s)", style="yellow" if warns else "dim")
-        table.add_row(Text(run_id), Text(state, style=STATE_STYLES.get(state, "")),
-                      "" if step is None else str(step), shown, count)
-    lines = [Text.assemble((f"{f.severity:<7} ", "red" if f.severity == "error" else "yellow"),
-                           (f"{f.run_id} ", "bold"), f"step {f.onset}: ", f.title, (f"  [{f.code}]", "dim"))
-             for f in recent[-RECENT_FINDINGS:]]
-    return Group(table, *lines)
+    out = Text()
+    for i, (q, _m, v, line) in enumerate(metrics):
+        if i:
+            out.append("\n")
+        out.append(f"{q:<{label}} ", style="bold").append(f"{_number(v):>{value}}")
+        if spark >= 5:
+            out.append(" ").append(line[-spark:], style="blue")
+    return out
+
+
+def _counts(errors: int, warns: int) -> list:
+    """The state column's finding counts, one line each."""
+    from rich.text import Text
+
+    out = [Text(f"{errors} error" + "s" * (errors > 1), style="red")] if errors else []
+    return out + ([Text(f"{warns} warning" + "s" * (warns > 1), style="yellow")] if warns else [])
 
 
 def as_finding(f: LiveFinding) -> Finding:

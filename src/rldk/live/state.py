@@ -57,16 +57,6 @@ class LiveFinding:
                 "title": self.title, "fix": self.fix, "at_step": self.at_step,
                 "found_at": round(self.found_at, 3)}
 
-    @classmethod
-    def of(cls, finding, analyzer: str, at_step, now: float) -> "LiveFinding":
-        """From a :class:`rldk.core.report.Finding` of ``analyzer``."""
-        onset = getattr(finding, "onset", None)
-        if onset is None and finding.steps:
-            onset = finding.steps[0]
-        return cls(finding.run_id, analyzer, finding.code, finding.severity, finding.metric,
-                   None if onset is None else int(onset), finding.title, finding.fix,
-                   at_step, now)
-
 
 @dataclass
 class RunState:
