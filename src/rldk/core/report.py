@@ -111,7 +111,7 @@ class Finding:
 #: findings are one problem when they share the run, the problem (this table, else the
 #: code itself), the quantity of their metric (``rldk.semantics``) and overlapping steps.
 SAME_PROBLEM = {"zero_std_onset": "zero_std", "zero_std_groups": "zero_std",
-                "truncation_onset": "truncation", "kl_band_exceeded": "kl_above_target",
+                "kl_band_exceeded": "kl_above_target",
                 "reward_nan": "nan_onset"}
 
 

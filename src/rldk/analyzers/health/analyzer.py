@@ -84,7 +84,7 @@ class HealthAnalyzer(Analyzer):
 
     def run(self, store, params: Params | None = None) -> HealthResult:
         params = params or Params()
-        findings, checked, not_applicable, curves = [], [], [], {}
+        findings, checked, not_applicable, curves, fired = [], [], [], {}, []
         for run_id in store.run_ids:
             data = load_run(_series.Source(store, run_id), WANTED)
             for rule in RULES:
@@ -95,9 +95,11 @@ class HealthAnalyzer(Analyzer):
                     continue
                 checked.append((data.run_id, rule.code))
                 findings += found
+                fired += [(data.run_id, rule.code)] if found else []
                 for f in found:
                     curves[f"{data.run_id}/{f.code}"] = curve_of(data, rule.reads[0], f)
         return HealthResult(tuple(findings), tuple(checked), tuple(not_applicable), curves,
+                            tuple(fired),
                             {r.code: r.doc for r in RULES})
 
     def plots(self, result: HealthResult, out_dir) -> dict[str, str]:

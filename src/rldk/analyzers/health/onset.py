@@ -16,7 +16,7 @@ reward_collapse        reward               sits at its floor from some step on
 reward_degradation     reward, episode_     falls back by half its gain and stays
                        return
 kl_blowup              kl_to_ref            jumps above 1 nat, 10x the level before
-grad_norm_explosion    grad_norm            a regime 10x the run's median
+grad_norm_explosion    grad_norm            a regime 10x every level held before
 clip_ratio_blowup      clip_ratio           enters and stays at >= 30% clipped
 =====================  ===================  ==========================================
 """

@@ -18,6 +18,7 @@ class HealthResult(Result):
     checked: tuple[tuple[str, str], ...]
     not_applicable: tuple[tuple[str, str, str], ...]
     curves: dict = field(default_factory=dict)
+    fired: tuple[tuple[str, str], ...] = ()                       # (run, rule) pairs with findings
     rule_docs: dict = field(default_factory=dict, repr=False)     # rule code -> what it checks
 
     @property
@@ -34,8 +35,7 @@ class HealthResult(Result):
                    f"{len(self.checked)} rule check(s) passed, {len(self.not_applicable)} not "
                    "applicable")
         docs = self.rule_docs
-        rows = tuple((run_id, code, "finding" if any(f.code == code and f.run_id == run_id
-                                                     for f in self.findings) else "ok",
+        rows = tuple((run_id, code, "finding" if (run_id, code) in self.fired else "ok",
                       docs.get(code, "")) for run_id, code in self.checked)
         rows += tuple((run_id, code, f"not applicable: {why}", docs.get(code, ""))
                       for run_id, code, why in self.not_applicable)
