@@ -26,7 +26,7 @@ from dataclasses import dataclass
 from functools import cached_property
 from pathlib import Path
 
-from rldk.analyzers import default
+from rldk.analyzers import _series, default
 from rldk.core.errors import MissingEvents, RldkError
 from rldk.core.report import (
     STATUS_COLOURS,
@@ -39,6 +39,11 @@ from rldk.core.report import (
 )
 from rldk.core.result import as_dict
 from rldk.data import open_input
+
+#: Stores of more events are read two runs at a time before the analyzers run
+#: (``_series.prefetch``); a smaller one is read run by run as the analyzers ask,
+#: which costs less than starting the threads.
+PREFETCH_ROWS = 1_000_000
 
 
 @dataclass(frozen=True)
@@ -162,24 +167,25 @@ class Analysis:
 
 
 def analyze(paths, baseline: str | None = None, out_dir="rldk_reports", plots: bool = True,
-            analyzers=None, on_analyzer=None) -> Analysis:
+            analyzers=None, on_analyzer=None, store=None) -> Analysis:
     """Open ``paths`` as one store, run each analyzer, write cards into ``out_dir``.
 
     ``on_analyzer(name, index, total)``, when given, is called before each analyzer
-    runs (the CLI draws its progress bar with it).
+    runs (the CLI draws its progress bar with it). ``store``: ``paths`` already opened
+    (``rldk.data.open_input``), so that a caller that reads them again (the HTML
+    report) opens them once.
 
     Paths are event stores (files, directories, globs) or foreign logs, which are
     imported through the converters first (``rldk.ingest_runs``). Without ``baseline``,
     a store of exactly two runs uses the first by id (``default_baseline``). Raises
     ``MissingEvents`` when there are no metric events at all (nothing to check).
     """
-    store = open_input(paths)
+    store = open_input(paths) if store is None else store
     if store.sql("SELECT 1 FROM metrics LIMIT 1").is_empty():
         raise MissingEvents(f"no metric events in {' '.join(map(str, _as_list(paths)))}: log "
                             "scalars with rldk.writer.log or import logs with `rldk import`")
-    from rldk.analyzers import _series
-
-    _series.prefetch([_series.Source(store, run_id) for run_id in store.run_ids])
+    if sum(f.rows for f in store.footers.values()) > PREFETCH_ROWS:
+        _series.prefetch([_series.Source(store, run_id) for run_id in store.run_ids])
     baseline = baseline if baseline is not None else default_baseline(store.run_ids)
     options = {"baseline": baseline}
     outcomes, reports = [], []
