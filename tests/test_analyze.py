@@ -80,9 +80,12 @@ def test_analyze_with_baseline_writes_a_drift_card(tmp_path):
     card = json.loads((out / "divergence.json").read_text())
     comparison = card["details"]["comparisons"][0]
     assert (comparison["run_b"], comparison["step"], comparison["signal"]) == ("lr-bug", 37, "loss")
+    assert not list(out.glob("*.png")) and "](divergence-lr-bug.png)" not in (out / "divergence.md").read_text()
     pytest.importorskip("matplotlib")
-    assert (out / "divergence-lr-bug.png").is_file()
-    assert "![loss: base vs lr-bug](divergence-lr-bug.png)" in (out / "divergence.md").read_text()
+    plotted = tmp_path / "plotted"                  # plots are opt-in: they import matplotlib
+    assert invoke("analyze", store, "--baseline", "base", "--out-dir", plotted, "--plots").exit_code == EXIT_PROBLEMS
+    assert (plotted / "divergence-lr-bug.png").is_file()
+    assert "![loss: base vs lr-bug](divergence-lr-bug.png)" in (plotted / "divergence.md").read_text()
 
 
 def test_analyze_errors(tmp_path):

@@ -220,6 +220,36 @@ class _atomic_text:
         return False
 
 
+class _NoPandas:
+    """An import finder that answers "no pandas" (see ``skip_pandas_probe``)."""
+
+    def find_spec(self, name, path=None, target=None):
+        if name == "pandas":
+            raise ModuleNotFoundError("pandas is not probed by rldk commands", name="pandas")
+        return None
+
+
+def skip_pandas_probe() -> None:
+    """Spare a command the pandas import (~0.3 s of CPU) that pyarrow makes on the first
+    array it builds from Python objects, only to ask whether they are pandas objects
+    (rldk's never are): pyarrow's probe is answered "no pandas" once. pyarrow still
+    imports pandas where pandas is needed (``to_pandas``, ``Table.from_pandas``), and
+    ``import pandas`` works as before. Commands call it; library callers' processes
+    are left alone."""
+    if "pandas" in sys.modules:
+        return
+    import pyarrow as pa
+
+    finder = _NoPandas()
+    sys.meta_path.insert(0, finder)
+    try:
+        pa.array([0])
+    except ImportError:
+        pass
+    finally:
+        sys.meta_path.remove(finder)
+
+
 def _use_metric_map(ctx, param, path):
     """Make the map at ``path`` part of the metric table before any command runs."""
     if path is not None:

@@ -26,7 +26,7 @@ from dataclasses import dataclass
 from functools import cached_property
 from pathlib import Path
 
-from rldk.analyzers import default
+from rldk.analyzers import _series, default
 from rldk.core.errors import MissingEvents, RldkError
 from rldk.core.report import (
     STATUS_COLOURS,
@@ -39,6 +39,11 @@ from rldk.core.report import (
 )
 from rldk.core.result import as_dict
 from rldk.data import open_input
+
+#: Stores of more events are read two runs at a time before the analyzers run
+#: (``_series.prefetch``); a smaller one is read run by run as the analyzers ask,
+#: which costs less than starting the threads.
+PREFETCH_ROWS = 1_000_000
 
 
 @dataclass(frozen=True)
@@ -162,27 +167,27 @@ class Analysis:
 
 
 def analyze(paths, baseline: str | None = None, out_dir="rldk_reports", plots: bool = True,
-            analyzers=None, on_analyzer=None, engine=None) -> Analysis:
+            analyzers=None, on_analyzer=None, store=None, engine=None) -> Analysis:
     """Open ``paths`` as one store, run each analyzer, write cards into ``out_dir``.
 
     ``on_analyzer(name, index, total)``, when given, is called before each analyzer
-    runs (the CLI draws its progress bar with it). ``engine(store, analyzers, options)``,
-    when given, computes the results instead (``rldk.fleet``: one task per run) and
-    returns ``{name: callable}``: each callable returns that analyzer's Result or
-    raises as :func:`compute` would.
+    runs (the CLI draws its progress bar with it). ``store``: ``paths`` already opened
+    (``rldk.data.open_input``), so that a caller that reads them again (the HTML
+    report) opens them once. ``engine(store, analyzers, options)``, when given,
+    computes the results instead (``rldk.fleet``: one task per run) and returns
+    ``{name: callable}``: each callable returns that analyzer's Result or raises as
+    :func:`compute` would.
 
     Paths are event stores (files, directories, globs) or foreign logs, which are
     imported through the converters first (``rldk.ingest_runs``). Without ``baseline``,
     a store of exactly two runs uses the first by id (``default_baseline``). Raises
     ``MissingEvents`` when there are no metric events at all (nothing to check).
     """
-    store = open_input(paths)
+    store = open_input(paths) if store is None else store
     if store.sql("SELECT 1 FROM metrics LIMIT 1").is_empty():
         raise MissingEvents(f"no metric events in {' '.join(map(str, _as_list(paths)))}: log "
                             "scalars with rldk.writer.log or import logs with `rldk import`")
-    from rldk.analyzers import _series
-
-    if engine is None:
+    if engine is None and sum(f.rows for f in store.footers.values()) > PREFETCH_ROWS:
         _series.prefetch([_series.Source(store, run_id) for run_id in store.run_ids])
     baseline = baseline if baseline is not None else default_baseline(store.run_ids)
     options = {"baseline": baseline}
@@ -213,10 +218,6 @@ def _as_list(paths):
     return [paths] if isinstance(paths, (str, Path)) else list(paths)
 
 
-class NotApplicable(MissingEvents):
-    """``applies(store)`` is False: the store lacks every kind of event the analyzer reads."""
-
-
 def compute(analyzer, store, params):
     """``analyzer``'s Result over ``store``; raises :class:`NotApplicable` when it does not
     apply, ``MissingEvents`` or another ``RldkError`` as its ``run`` does."""
@@ -224,6 +225,12 @@ def compute(analyzer, store, params):
         kinds = ", ".join(analyzer.consumes)
         raise NotApplicable(f"not applicable: the store lacks the events it reads ({kinds})")
     return analyzer.run(store, params)
+
+
+
+class NotApplicable(MissingEvents):
+    """``applies(store)`` is False: the store lacks every kind of event the analyzer reads."""
+
 
 
 def _run_one(analyzer, store, options, out_dir, plots, computed=None):

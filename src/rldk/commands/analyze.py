@@ -1,23 +1,28 @@
 """``rldk analyze``: every applicable analyzer over a store, one card each.
 
+PNG plots are opt-in (``--plots``): drawing them imports matplotlib, which costs
+more than analyzing a small store. ``--no-plots`` (the default) is still accepted.
+
 Exit codes: 0 clean, 1 failure (unreadable store, no events to analyze, an analyzer
 failed), 2 usage error, 3 problems found, 4 inconclusive (no check that finds
 training problems could run: the summary lists what to log).
 """
 from __future__ import annotations
 
+import contextlib
 import sys
 
 import click
 
-from rldk.cli import emit, exit_for, handle_errors, output_options
+from rldk.cli import emit, exit_for, handle_errors, output_options, skip_pandas_probe
 from rldk.core.errors import EXIT_FAILURE
 
 
 @click.command()
 @click.argument("paths", nargs=-1, required=True)
 @click.option("--baseline", metavar="RUN", help="Compare every other run with this one (drift card).")
-@click.option("--no-plots", is_flag=True, help="Write no PNG plots.")
+@click.option("--plots/--no-plots", default=False, show_default=True,
+              help="Also draw PNG plots into the cards (imports matplotlib: slower).")
 @click.option("--engine", type=click.Choice(["local", "ray"]), default="local", show_default=True,
               help="ray: analyze each run as a Ray task (pip install 'rldk[ray]'); same cards.")
 @click.option("--workers", type=click.IntRange(min=1), default=None,
@@ -27,7 +32,7 @@ from rldk.core.errors import EXIT_FAILURE
 @output_options(out_dir="rldk_reports",
                 out_dir_help="Write the cards (JSON, Markdown, PNG plots) and index.json/index.md here.")
 @handle_errors
-def analyze(paths, baseline, no_plots, engine, workers, html_path, fmt, output, out_dir):
+def analyze(paths, baseline, plots, engine, workers, html_path, fmt, output, out_dir):
     """Run every analyzer whose events are present; write their cards into --out-dir
     (default rldk_reports) with index.json / index.md.
 
@@ -35,9 +40,8 @@ def analyze(paths, baseline, no_plots, engine, workers, html_path, fmt, output, 
     Exits 0 when nothing is wrong, 3 when problems were found, 4 when nothing could
     be checked (inconclusive), 1 when an analyzer failed or there was nothing to analyze.
     """
-    from rich.progress import Progress
-
     from rldk.analyzers.suite import analyze as run_all
+    from rldk.data import open_input
 
     fan_out = None
     if engine == "ray":
@@ -46,21 +50,15 @@ def analyze(paths, baseline, no_plots, engine, workers, html_path, fmt, output, 
 
         import_ray()                             # before any work: a clear error without Ray
         fan_out = Engine("ray", workers)
-
-    with Progress(transient=True, disable=not sys.stderr.isatty(), console=None) as bar:
-        task = bar.add_task("analyzing", total=None)
-
-        def on_analyzer(name, index, total):
-            bar.update(task, description=f"analyzer {name}", completed=index, total=total)
-
-        result = run_all(paths, baseline=baseline, out_dir=out_dir, plots=not no_plots,
-                         on_analyzer=on_analyzer, engine=fan_out)
+    skip_pandas_probe()                              # foreign logs are converted first
+    store = open_input(paths)                        # once, for the analysis and any HTML
+    with _progress() as on_analyzer:
+        result = run_all(paths, baseline=baseline, out_dir=out_dir, plots=plots, on_analyzer=on_analyzer,
+                         store=store, engine=fan_out)
     if html_path:
         from rldk.core.html import write_html
-        from rldk.data import open_input
 
-        write_html(open_input(paths), result.reports, html_path,
-                   title=f"rldk report: {', '.join(result.runs)}")
+        write_html(store, result.reports, html_path, title=f"rldk report: {', '.join(result.runs)}")
     report = result.report()
     emit(report, fmt, output)
     click.echo(f"cards: {out_dir}/index.md  json: {out_dir}/index.json", err=True)
@@ -69,3 +67,24 @@ def analyze(paths, baseline, no_plots, engine, workers, html_path, fmt, output, 
     if result.errors:
         sys.exit(EXIT_FAILURE)
     exit_for(report)
+
+
+def _progress():
+    """A context giving ``on_analyzer(name, index, total)``: a transient progress bar on a
+    terminal, nothing (and no rich import) when stderr is a pipe or a file."""
+    if not sys.stderr.isatty():
+        return contextlib.nullcontext(None)
+    return _bar()
+
+
+@contextlib.contextmanager
+def _bar():
+    from rich.progress import Progress
+
+    with Progress(transient=True, console=None) as bar:
+        task = bar.add_task("analyzing", total=None)
+
+        def on_analyzer(name, index, total):
+            bar.update(task, description=f"analyzer {name}", completed=index, total=total)
+
+        yield on_analyzer

@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import click
 
-from rldk.cli import handle_errors, open_output, output_options
+from rldk.cli import handle_errors, open_output, output_options, skip_pandas_probe
 
 _LARGE_BYTES = 16 << 20        # show a progress display above this much input
 
@@ -26,6 +26,7 @@ def import_cmd(format_name, path, run_id, strict, field_map, no_crc, fmt, output
     """
     from rldk.converters import convert_path, detect_format, module
 
+    skip_pandas_probe()
     chosen = detect_format(path) if format_name == "auto" else format_name
     module(chosen)
     options = {}

@@ -5,7 +5,7 @@ import sys
 
 import click
 
-from rldk.cli import exit_for, handle_errors
+from rldk.cli import exit_for, handle_errors, skip_pandas_probe
 from rldk.core.errors import EXIT_FAILURE
 
 
@@ -33,9 +33,11 @@ def report(paths, output, out_dir, baseline, max_points):
     from rldk.core.html import write_html
     from rldk.data import open_input
 
+    skip_pandas_probe()                              # foreign logs are converted first
+    store = open_input(paths)                        # once, for the analysis and the curves
     with tempfile.TemporaryDirectory(prefix="rldk-cards-") as scratch:
-        analysis = analyze(paths, baseline=baseline, out_dir=out_dir or scratch, plots=False)
-        write_html(open_input(paths), analysis.reports, output, max_points=max_points,
+        analysis = analyze(paths, baseline=baseline, out_dir=out_dir or scratch, plots=False, store=store)
+        write_html(store, analysis.reports, output, max_points=max_points,
                    title=f"rldk report: {', '.join(analysis.runs)}")
     summary = analysis.report()
     click.echo(f"wrote {output}: {len(analysis.runs)} run(s), {len(analysis.reports)} card(s), "

@@ -15,16 +15,18 @@ disk raises :class:`ConvertError` (and its files are removed), never a summary.
 from __future__ import annotations
 
 import json
+import math
 import os
 import re
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from rldk.core import run_facts
 from rldk.core.errors import RldkError
 from rldk.core.fs import location
 
 #: Bumped when a converter's output for the same input changes (invalidates import caches).
-CONVERTER_VERSION = 2
+CONVERTER_VERSION = 3
 
 
 class ConvertError(RldkError):
@@ -121,6 +123,26 @@ def metric_table(steps, names, values, wall_times=None):
     if wall_times is not None:
         cols["wall_time"] = pa.array(wall_times, pa.float64())
     return pa.table(cols)
+
+
+# ------------------------------------------------------------------ run facts
+def facts(status: str, evidence: str, seconds=None) -> dict:
+    """The ``meta`` entries (:mod:`rldk.core.run_facts`) saying how a run ended by its own
+    logs, in their words, and how many ``seconds`` it trained by their clock (omitted
+    when the logs carry none: never the import's clock)."""
+    out = {run_facts.STATUS: status, run_facts.EVIDENCE: evidence}
+    if seconds is not None and math.isfinite(seconds) and seconds >= 0:
+        out[run_facts.WALL_SECONDS] = round(float(seconds), 3)
+    return out
+
+
+def wall_span(walls) -> float | None:
+    """Seconds from the first to the last of the log's own timestamps (None if it has none)."""
+    lo = hi = None
+    for w in walls:
+        if w is not None and math.isfinite(w):
+            lo, hi = (w, w) if lo is None else (min(lo, w), max(hi, w))
+    return None if lo is None else hi - lo
 
 
 # ------------------------------------------------------------------ run ids

@@ -12,6 +12,8 @@ Metric keys with ``/`` are nested directories under ``metrics/``. Each MLflow ru
 becomes one rldk run keyed ``<experiment_id>/<run_uuid>``; params and tags go
 into the run's import event (``meta.params``, ``meta.tags``). A metric line that
 is not ``timestamp value step`` is skipped and reported with its line number.
+How the run ended is MLflow's own status (FINISHED complete, RUNNING/SCHEDULED
+incomplete, FAILED failed, KILLED killed), its seconds ``end_time - start_time``.
 
 SQLite backend (``mlflow ui --backend-store-uri sqlite:///mlflow.db``): the tables
 ``runs``, ``metrics`` (key, value, timestamp, step, is_nan, run_uuid), ``params``
@@ -23,10 +25,21 @@ import math
 import sqlite3
 from pathlib import Path
 
-from rldk.converters.base import ConvertError, RunData, Skip, metric_table, write_runs
+from rldk.converters.base import (
+    ConvertError,
+    RunData,
+    Skip,
+    facts,
+    metric_table,
+    write_runs,
+)
 
 NAME = "mlflow"
 _SQLITE_SUFFIXES = (".db", ".sqlite", ".sqlite3")
+#: MLflow's RunStatus (the file store writes the number, the SQLite store the name) -> rldk's
+_STATUS_NAMES = {"1": "RUNNING", "2": "SCHEDULED", "3": "FINISHED", "4": "FAILED", "5": "KILLED"}
+_STATUSES = {"FINISHED": "complete", "RUNNING": "incomplete", "SCHEDULED": "incomplete",
+             "FAILED": "failed", "KILLED": "killed"}
 
 
 def detect(path) -> bool:
@@ -91,6 +104,7 @@ def _read_run_dir(run: Path) -> RunData:
     experiment = _yaml_flat(run.parent / "meta.yaml") if (run.parent / "meta.yaml").is_file() else {}
     info["experiment_name"] = experiment.get("name")
     info["config"] = info["params"]
+    info.update(run_facts(meta.get("status"), meta.get("start_time"), meta.get("end_time")))
     return RunData(key=f"{run.parent.name}/{run.name}", source=str(run),
                    tables=[metric_table(steps, names, values, walls)], skipped=skipped, meta=info)
 
@@ -113,8 +127,24 @@ def _key_files(folder: Path) -> dict:
             for p in sorted(folder.rglob("*")) if p.is_file()}
 
 
+def run_facts(status, start_ms, end_ms) -> dict:
+    """How the run ended by MLflow's own record (:func:`rldk.converters.base.facts`): its
+    status, and its seconds from ``start_time`` to ``end_time`` (milliseconds; no end
+    time while it runs)."""
+    name = _STATUS_NAMES.get(str(status).strip(), str(status).strip().upper())
+    seconds = None
+    try:
+        if start_ms not in (None, "") and end_ms not in (None, ""):
+            seconds = (float(end_ms) - float(start_ms)) / 1000.0
+    except (TypeError, ValueError):
+        seconds = None
+    if name not in _STATUSES:
+        return facts("unknown", f"MLflow status {status!r} not recorded or not known", seconds)
+    return facts(_STATUSES[name], f"MLflow status {name}", seconds)
+
+
 # ------------------------------------------------------------------ SQLite
-RUNS_SQL = "SELECT run_uuid, experiment_id, name, status FROM runs ORDER BY experiment_id, run_uuid"
+RUNS_SQL = "SELECT * FROM runs ORDER BY experiment_id, run_uuid"
 METRICS_SQL = ("SELECT key, value, timestamp, step, is_nan FROM metrics WHERE run_uuid = ? "
                "ORDER BY timestamp, step")
 PARAMS_SQL = "SELECT key, value FROM params WHERE run_uuid = ?"
@@ -149,14 +179,17 @@ def _read_sqlite(db: Path) -> list[RunData]:
         raise ConvertError(f"{db}: not an MLflow SQLite database (needs tables runs, metrics, experiments)")
     con = _connect(db)
     try:
-        return [_sqlite_run(con, db, *row) for row in con.execute(RUNS_SQL).fetchall()]
+        cursor = con.execute(RUNS_SQL)
+        columns = [c[0] for c in cursor.description]
+        return [_sqlite_run(con, db, dict(zip(columns, row))) for row in cursor.fetchall()]
     except (sqlite3.Error, UnicodeDecodeError) as exc:
         raise ConvertError(f"{db}: cannot read the MLflow tables ({exc})") from None
     finally:
         con.close()
 
 
-def _sqlite_run(con, db: Path, run_uuid, experiment_id, name, status) -> RunData:
+def _sqlite_run(con, db: Path, run: dict) -> RunData:
+    run_uuid, experiment_id, name, status = (run.get(k) for k in ("run_uuid", "experiment_id", "name", "status"))
     steps, names, values, walls = [], [], [], []
     skipped = []
     for i, (key, value, ts, step, is_nan) in enumerate(con.execute(METRICS_SQL, (run_uuid,))):
@@ -170,7 +203,8 @@ def _sqlite_run(con, db: Path, run_uuid, experiment_id, name, status) -> RunData
     params = dict(con.execute(PARAMS_SQL, (run_uuid,)).fetchall())
     tags = dict(con.execute(TAGS_SQL, (run_uuid,)).fetchall())
     meta = {"experiment_id": str(experiment_id), "run_uuid": run_uuid, "run_name": name, "status": status,
-            "params": params, "tags": tags, "config": params, "database": str(db)}
+            "params": params, "tags": tags, "config": params, "database": str(db),
+            **run_facts(status, run.get("start_time"), run.get("end_time"))}
     return RunData(key=f"{experiment_id}/{run_uuid}", source=f"{db}#{run_uuid}",
                    tables=[metric_table(steps, names, values, walls)], skipped=skipped, meta=meta)
 

@@ -10,6 +10,10 @@
   finished episode. Stored as metrics ``episode/reward`` and ``episode/length`` at
   step = the cumulative environment steps at the end of the episode, wall time =
   ``t_start + t``.
+
+How the run ended is "unknown" (neither file holds the planned ``total_timesteps``);
+its seconds are the last ``time/time_elapsed`` of progress.csv, the last episode's
+``t`` of monitor.csv.
 """
 from __future__ import annotations
 
@@ -21,6 +25,7 @@ from rldk.converters.base import (
     ConvertError,
     RunData,
     Skip,
+    facts,
     metric_table,
     relative_key,
     write_runs,
@@ -29,6 +34,8 @@ from rldk.converters.jsonl import check_rows
 
 NAME = "sb3"
 _SB3_PREFIXES = ("time/", "rollout/", "train/", "eval/")
+ELAPSED = "time/time_elapsed"
+_UNPLANNED = "SB3 logs do not record the planned total_timesteps"
 
 
 def detect(path) -> bool:
@@ -66,11 +73,29 @@ def read(path, **_options) -> list[RunData]:
     base = path if path.is_dir() else path.parent
     runs = []
     for f in targets:
-        run = csvlog.read_file(f, {}) if _kind(f) == "progress" else _read_monitor(f)
+        if _kind(f) == "progress":
+            run = csvlog.read_file(f, {})
+            run.tables = _with_elapsed(run.tables, run)
+        else:
+            run = _read_monitor(f)
         run.key = relative_key(f.parent, base) if f.name == "progress.csv" else relative_key(f, base)
         run.key = run.key.removesuffix(".csv") if run.key.endswith(".csv") else run.key
         runs.append(run)
     return runs
+
+
+def _with_elapsed(tables, run: RunData):
+    """``tables`` as they stream by; once read, the run's meta holds its facts with the
+    last ``time/time_elapsed`` as its seconds."""
+    import pyarrow.compute as pc
+
+    elapsed = None
+    for table in tables:
+        yield table
+        values = table.filter(pc.equal(table.column("name"), ELAPSED)).column("value").drop_null()
+        if len(values):
+            elapsed = values[-1].as_py()
+    run.meta.update(facts("unknown", f"progress.csv: {_UNPLANNED}", elapsed))
 
 
 def _read_monitor(file: Path) -> RunData:
@@ -82,7 +107,7 @@ def _read_monitor(file: Path) -> RunData:
     except ValueError:
         raise ConvertError(f"{file}:line 1: the '#{{...}}' header is not valid JSON") from None
     t_start = float(info.get("t_start", 0.0))
-    steps, names, values, walls, skipped, header, total = [], [], [], [], [], None, 0
+    steps, names, values, walls, skipped, header, total, last_t = [], [], [], [], [], None, 0, None
     for lineno, cells in lines:
         if cells[0].startswith("#"):
             continue
@@ -96,11 +121,12 @@ def _read_monitor(file: Path) -> RunData:
             skipped.append(Skip(str(file), f"line {lineno}", f"not an r,l,t episode row: {cells[:3]}"))
             continue
         total += length
+        last_t = t
         for name, value in (("episode/reward", reward), ("episode/length", float(length))):
             steps.append(total), names.append(name), values.append(value), walls.append(t_start + t)
     check_rows(file, len(steps), skipped)
     return RunData(key=file.stem, source=str(file), tables=[metric_table(steps, names, values, walls)],
-                   skipped=skipped, meta={"monitor": info})
+                   skipped=skipped, meta={"monitor": info, **facts("unknown", f"monitor.csv: {_UNPLANNED}", last_t)})
 
 
 def convert(path, target, run_id=None, strict: bool = False, **options):

@@ -7,6 +7,8 @@ new-style one-element tensors) become ``metric`` events with the tag as name, th
 event's step and wall time; text summaries become ``metric`` events with a null
 value and the text in ``text`` (the event schema's rule for non-numeric metrics).
 Histograms, images and audio are counted in the run's import event, not imported.
+How the run ended is "unknown" (event files hold no planned length); its seconds
+are the span of its events' wall times.
 
 Problems are reported, never hidden: a file cut mid-record (a run still writing,
 or a truncated copy) imports every complete record and reports the index and byte
@@ -21,8 +23,10 @@ from rldk.converters.base import (
     ConvertError,
     RunData,
     Skip,
+    facts,
     relative_key,
     walk_files,
+    wall_span,
     write_runs,
 )
 
@@ -63,15 +67,18 @@ def read(path, verify_crc: bool = True, **_options) -> list[RunData]:
 
 def read_run(files: list[Path], key: str, verify_crc: bool = True) -> RunData:
     """Decode the event files of one run into metric and text tables."""
-    tables, skipped, ignored = [], [], {}
+    tables, skipped, ignored, span = [], [], {}, []
     for f in files:
         decoded, skips = read_file(f, verify_crc)
         skipped += skips
         for reason, count in decoded.ignored.items():
             ignored[reason] = ignored.get(reason, 0) + count
         tables += _tables(decoded)
-    return RunData(key=key or "run", source=str(files[0].parent), tables=tables, skipped=skipped,
-                   meta={"files": [f.name for f in files], "ignored": ignored})
+        span += [float(w.min()) for w in decoded.walls if len(w)] + [float(w.max()) for w in decoded.walls if len(w)]
+        span += [t[1] for t in decoded.texts]
+    meta = {"files": [f.name for f in files], "ignored": ignored,
+            **facts("unknown", "TensorBoard event files record no planned length", wall_span(span))}
+    return RunData(key=key or "run", source=str(files[0].parent), tables=tables, skipped=skipped, meta=meta)
 
 
 def read_file(file: Path, verify_crc: bool = True):

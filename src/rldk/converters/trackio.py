@@ -19,6 +19,9 @@ Tables read (checked on trackio 0.43, schema version 2; older databases without 
 - ``system_metrics``: CPU/GPU readings; imported as ``metric`` events named
   ``system/<key>`` at a null step, as they are sampled by time, not by step.
 
+How the run ended is "unknown" (trackio records no planned length nor end); its
+seconds are the span of its ``metrics`` rows' timestamps.
+
 One run per (project, run): the run key is the run's name (``project/name`` when
 the input holds several projects; a name used by two runs gets the id appended).
 """
@@ -31,7 +34,15 @@ from datetime import datetime
 from pathlib import Path
 
 from rldk.compat._stats import stats_from_bins
-from rldk.converters.base import ConvertError, RunData, Skip, metric_table, write_runs
+from rldk.converters.base import (
+    ConvertError,
+    RunData,
+    Skip,
+    facts,
+    metric_table,
+    wall_span,
+    write_runs,
+)
 from rldk.converters.trl_completions import samples_table
 
 NAME = "trackio"
@@ -120,15 +131,17 @@ def _read_db(db: Path, several: bool) -> list[RunData]:
 
 def _read_run(con, db: Path, id_col: str, run_id, name, several: bool, system: bool) -> RunData:
     project = db.stem
-    rows = _MetricRows(f"{db}#{name}")
+    rows, walls = _MetricRows(f"{db}#{name}"), []
     for i, (step, timestamp, blob) in enumerate(con.execute(METRICS_SQL.format(id=id_col), (run_id,))):
-        rows.add(i, step, _seconds(timestamp), blob)
+        walls.append(_seconds(timestamp))
+        rows.add(i, step, walls[-1], blob)
     if system:
         for i, (timestamp, blob) in enumerate(con.execute(SYSTEM_SQL.format(id=id_col), (run_id,))):
             rows.add(i, None, _seconds(timestamp), blob, prefix="system/")
     config, trackio_keys = _config(con, id_col, run_id)
     meta = {"project": project, "run_name": name, "run_id": run_id, "database": str(db), "config": config,
-            "trackio": trackio_keys, "ignored": rows.ignored}
+            "trackio": trackio_keys, "ignored": rows.ignored,
+            **facts("unknown", "trackio records no planned length or end of a run", wall_span(walls))}
     key = f"{project}/{name}" if several else str(name)
     return RunData(key=key, source=f"{db}#{name}", tables=rows.tables(), skipped=rows.skipped, meta=meta)
 

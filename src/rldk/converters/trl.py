@@ -25,7 +25,14 @@ import math
 import re
 from pathlib import Path
 
-from rldk.converters.base import ConvertError, RunData, Skip, walk_files, write_runs
+from rldk.converters.base import (
+    ConvertError,
+    RunData,
+    Skip,
+    facts,
+    walk_files,
+    write_runs,
+)
 
 NAME = "trl"
 STATE_FILE = "trainer_state.json"
@@ -109,8 +116,35 @@ def _read_state(file: Path, base: Path) -> RunData:
             if k in state}
     if nulls:
         meta["null_values"] = nulls
+    meta.update(state_facts(state))
     key = output.relative_to(base).as_posix() if output != base and base in output.parents else output.name
     return RunData(key=key or output.name, source=str(file), tables=tables, skipped=skipped, meta=meta)
+
+
+def state_facts(state: dict) -> dict:
+    """How the run ended by its trainer_state.json (:func:`rldk.converters.base.facts`):
+    complete once ``global_step`` reaches ``max_steps`` (or, with no ``max_steps``,
+    when the trainer set ``should_training_stop``), else incomplete; the seconds are
+    the end-of-training row's ``train_runtime`` (written only when training ends)."""
+    step, planned = state.get("global_step"), state.get("max_steps")
+    history = state.get("log_history") if isinstance(state.get("log_history"), list) else []
+    runtime = next((row["train_runtime"] for row in reversed(history) if isinstance(row, dict)
+                    and _number(row.get("train_runtime")) is not None), None)
+    seconds = _number(runtime) if runtime is not None else None
+    if _integer(step) and _integer(planned) and planned > 0:
+        status = "complete" if step >= planned else "incomplete"
+        return facts(status, f"{STATE_FILE}: global_step {step} of max_steps {planned}", seconds)
+    control = state.get("stateful_callbacks")           # transformers >= 4.39 keeps the flags here
+    for key in ("TrainerControl", "args"):
+        control = control.get(key) if isinstance(control, dict) else None
+    stop = state.get("should_training_stop", (control or {}).get("should_training_stop"))
+    if stop is True:
+        return facts("complete", f"{STATE_FILE}: should_training_stop true (no max_steps)", seconds)
+    return facts("unknown", f"{STATE_FILE}: no max_steps and training not stopped", seconds)
+
+
+def _integer(value) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool)
 
 
 def _rows_table(group: list, file: Path, skipped: list, nulls: dict):

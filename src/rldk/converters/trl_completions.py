@@ -33,7 +33,14 @@ import math
 import re
 from pathlib import Path
 
-from rldk.converters.base import ConvertError, RunData, Skip, relative_key, write_runs
+from rldk.converters.base import (
+    ConvertError,
+    RunData,
+    Skip,
+    facts,
+    relative_key,
+    write_runs,
+)
 from rldk.converters.trl import completion_files, completions_table
 
 NAME = "trl_completions"
@@ -96,7 +103,8 @@ def _read_files(files: list[Path], key: str, source: str) -> RunData:
             tables.append(completions_table(file))
         except ConvertError as exc:
             skipped.append(Skip(str(file), "file", str(exc).removeprefix(f"{file}: ")))
-    meta = {"files": len(files), "framework": "trl"}
+    meta = {"files": len(files), "framework": "trl",          # dumps have no timestamps nor planned length
+            **facts("unknown", "TRL completion dumps record no planned length or times")}
     return RunData(key=key, source=source, tables=tables, skipped=skipped, meta=meta)
 
 

@@ -9,6 +9,11 @@
   ``np.int64(x)``, ``tensor(x)``, ``nan``, ``inf`` are read as numbers. Lines without
   ``step:N - `` are ordinary console output and ignored; a ``key:value`` pair whose
   value is not a number is skipped and reported with its line number.
+
+How the run ended: its last step against the planned total, from the console's
+``Total training steps: N`` line (else ``'total_training_steps': N`` in the printed
+config); "unknown" without one (the file logger does not record it). Its seconds
+are the sum of ``timing_s/step``.
 """
 from __future__ import annotations
 
@@ -21,6 +26,7 @@ from rldk.converters.base import (
     ConvertError,
     RunData,
     Skip,
+    facts,
     metric_table,
     relative_key,
     walk_files,
@@ -33,6 +39,8 @@ _PREFIX = re.compile(r"^\s*\([A-Za-z_][\w.]* pid=\d+[^)]*\)\s*")
 _STEP = re.compile(r"(?:^|\s)step:(-?\d+)\s+-\s+(.*)$")
 _WRAPPED = re.compile(r"^(?:np\.(?:float|int|uint)\d*|numpy\.\w+|tensor|torch\.tensor)\((.*?)(?:,\s*\w+=.*)?\)$")
 _TEXT_SUFFIXES = (".log", ".txt", ".out", ".err")
+_TOTAL = re.compile(r"Total training steps:\s*(\d+)|'total_training_steps':\s*(\d+)")
+STEP_TIME = "timing_s/step"
 
 
 def detect(path) -> bool:
@@ -78,9 +86,9 @@ def read(path, **_options) -> list[RunData]:
 
 
 def _read_file(file: Path, key: str) -> RunData:
-    steps, names, values, skipped = [], [], [], []
+    steps, names, values, skipped, planned = [], [], [], [], {}
     reader = _jsonl_rows if _kind(file) == "jsonl" else _console_rows
-    for lineno, step, items in reader(file, skipped):
+    for lineno, step, items in reader(file, skipped, planned):
         for name, raw in items:
             value = _number(raw)
             if value is None:
@@ -88,8 +96,22 @@ def _read_file(file: Path, key: str) -> RunData:
                 continue
             steps.append(step), names.append(name), values.append(value)
     stem = key.rsplit(".", 1)[0] if "." in Path(key).name else key
+    meta = {"log": "jsonl" if reader is _jsonl_rows else "console",
+            **run_facts(steps, names, values, planned.get("total"), planned.get("words"))}
     return RunData(key=stem, source=str(file), tables=[metric_table(steps, names, values)],
-                   skipped=skipped, meta={"log": "jsonl" if reader is _jsonl_rows else "console"})
+                   skipped=skipped, meta=meta)
+
+
+def run_facts(steps, names, values, total, words) -> dict:
+    """How the run ended by its log (:func:`rldk.converters.base.facts`): the last step
+    against ``total`` (stated in the log as ``words``); seconds = sum of ``timing_s/step``."""
+    times = [v for n, v in zip(names, values) if n == STEP_TIME and math.isfinite(v)]
+    seconds = math.fsum(times) if times else None
+    last = max(steps) if steps else None
+    if total is None or total <= 0 or last is None:
+        return facts("unknown", "verl log: no total_training_steps stated", seconds)
+    status = "complete" if last >= total else "incomplete"
+    return facts(status, f"verl log: last step {last} of {words}", seconds)
 
 
 def _lines(file: Path):
@@ -98,7 +120,7 @@ def _lines(file: Path):
             yield lineno, raw.decode("utf-8", errors="replace")
 
 
-def _jsonl_rows(file: Path, skipped: list):
+def _jsonl_rows(file: Path, skipped: list, planned: dict):
     for lineno, line in _lines(file):
         if not line.strip():
             continue
@@ -115,9 +137,12 @@ def _jsonl_rows(file: Path, skipped: list):
         yield lineno, step, [(k, math.nan if v is None else v) for k, v in data.items()]
 
 
-def _console_rows(file: Path, skipped: list):
+def _console_rows(file: Path, skipped: list, planned: dict):
+    """Metric lines; the first statement of the planned total goes into ``planned``."""
     for lineno, line in _lines(file):
         if "step:" not in line:
+            if "total_training_steps" in line or "Total training steps" in line:
+                _planned(line, planned)
             continue
         text = _PREFIX.sub("", _ANSI.sub("", line.rstrip("\r\n")))
         m = _STEP.search(text)
@@ -131,6 +156,13 @@ def _console_rows(file: Path, skipped: list):
                 continue
             items.append((name, raw.strip()))
         yield lineno, int(m.group(1)), items
+
+
+def _planned(line: str, planned: dict) -> None:
+    m = _TOTAL.search(_ANSI.sub("", line))
+    if m and "total" not in planned:
+        planned["total"] = int(m.group(1) or m.group(2))
+        planned["words"] = m.group(0)                    # the log's own words
 
 
 def _number(raw):

@@ -7,7 +7,9 @@ record is one serialized ``wandb_internal_pb2.Record``. The framing is read here
 the Record protobuf is decoded with the classes the ``wandb`` package ships (it is
 needed only for this format). ``history`` records become ``metric`` events at
 their ``_step`` (names as logged, ``train/policy_loss``...); the run's config goes
-into the import event. A fragment with a bad CRC32 is skipped and reported.
+into the import event. A fragment with a bad CRC32 is skipped and reported. How the
+run ended is its ``exit`` record's code (0 complete, else failed; none: unknown), its
+seconds the summary's ``_runtime`` (else the exit record's ``runtime``).
 """
 from __future__ import annotations
 
@@ -21,6 +23,7 @@ from rldk.converters.base import (
     ConvertError,
     RunData,
     Skip,
+    facts,
     metric_table,
     relative_key,
     write_runs,
@@ -107,6 +110,7 @@ def _read_file(file: Path, key: str) -> RunData:
     except ImportError:
         raise ConvertError(f"{file}: reading .wandb files needs the wandb package: pip install wandb") from None
     steps, names, values, skipped, config = [], [], [], [], {}
+    ended: dict = {}                                   # exit code, runtimes
     for index, data in records(file.read_bytes(), file, skipped):
         record = pb.Record()
         try:
@@ -121,8 +125,23 @@ def _read_file(file: Path, key: str) -> RunData:
             updates = record.config.update if kind == "config" else record.run.config.update
             for item in updates:
                 config[item.key or "/".join(item.nested_key)] = _json(item.value_json)
+        elif kind == "summary":
+            runtime = next((_json(i.value_json) for i in record.summary.update if i.key == "_runtime"), None)
+            if isinstance(runtime, (int, float)) and not isinstance(runtime, bool):
+                ended["summary_runtime"] = float(runtime)
+        elif kind == "exit":
+            ended["exit_code"], ended["exit_runtime"] = record.exit.exit_code, record.exit.runtime
     return RunData(key=key, source=str(file), tables=[metric_table(steps, names, values)], skipped=skipped,
-                   meta={"config": config})
+                   meta={"config": config, **run_facts(ended)})
+
+
+def run_facts(ended: dict) -> dict:
+    """How the run ended by its own records (:func:`rldk.converters.base.facts`)."""
+    seconds = ended.get("summary_runtime", ended.get("exit_runtime"))
+    if "exit_code" not in ended:
+        return facts("unknown", "wandb run file: no exit record (still running, or the process died)", seconds)
+    code = ended["exit_code"]
+    return facts("complete" if code == 0 else "failed", f"wandb exit record: exit_code {code}", seconds)
 
 
 def _history(history, index, file, steps, names, values, skipped) -> None:

@@ -8,8 +8,8 @@ what the logs themselves show in the ``meta`` of the run's ``run/import`` event:
 - ``rldk_status``: "complete" (the logs reach the planned end: TRL ``global_step``
   = ``max_steps``, SB3 ``total_timesteps`` reached, verl ``total_training_steps``
   reached, MLflow FINISHED), "incomplete" (they stop before it), "failed" or
-  "terminated" (the tool recorded so: MLflow FAILED, KILLED) or "unknown" (no
-  planned length, no end record).
+  "killed" (the tool recorded so: MLflow FAILED, KILLED; "killed" as ``Run.status``
+  names a native run ended by a signal) or "unknown" (no planned length, no end record).
 - ``rldk_status_evidence``: the log's own words for it, e.g.
   "trainer_state.json: global_step 75 of max_steps 100".
 - ``rldk_wall_seconds``: seconds of training from the log's own timestamps
@@ -27,7 +27,7 @@ STATUS = "rldk_status"
 EVIDENCE = "rldk_status_evidence"
 WALL_SECONDS = "rldk_wall_seconds"
 #: what a converter may record under ``STATUS``
-IMPORTED_STATUSES = ("complete", "incomplete", "failed", "terminated", "unknown")
+IMPORTED_STATUSES = ("complete", "incomplete", "failed", "killed", "terminated", "unknown")
 
 
 def imported(attrs: dict) -> tuple[str, str | None, float | None]:
