@@ -23,8 +23,8 @@ time, the CPU time (this process and its children) and the peak RSS, and writes
 every card (JSON and Markdown) and ``summary.json`` / ``summary.md`` under
 ``--out`` (default: a fresh temporary directory; ``--record`` writes
 ``reference/expected_outputs/``, compared with new runs by
-``tests/test_smoke_outputs.py``). Paths in the cards are written as ``<repo>``,
-``<work>`` and ``<python>`` so that recorded cards do not depend on the machine.
+``tests/test_smoke_outputs.py``). Paths in the cards are written as ``<out>``,
+``<repo>``, ``<work>`` and ``<python>`` so that recorded cards do not depend on the machine.
 Exit status: 0 when every check holds, 1 when a detector missed its bug or
 fired on a clean run, 2 when a job could not run or the arguments are wrong.
 """
@@ -441,10 +441,12 @@ def _rate(r) -> str:
 
 
 def make_portable(out: Path, work: Path) -> None:
-    """Rewrite every text file under ``out``: the workdir, this checkout and this
-    interpreter become ``<work>``, ``<repo>`` and ``<python>`` (longest first)."""
-    names = {str(work): "<work>", str(work.resolve()): "<work>", str(ROOT): "<repo>",
-             sys.executable: "<python>"}
+    """Rewrite every text file under ``out``: the cards folder itself, the workdir, this
+    checkout and this interpreter become ``<out>``, ``<work>``, ``<repo>`` and ``<python>``
+    (longest first), so that a card naming a file written beside it reads the same
+    whether the cards went to a temporary folder or were recorded into the checkout."""
+    names = {str(out): "<out>", str(out.resolve()): "<out>", str(work): "<work>",
+             str(work.resolve()): "<work>", str(ROOT): "<repo>", sys.executable: "<python>"}
     for path in sorted(out.rglob("*")):
         if path.suffix not in (".json", ".md", ".csv"):
             continue

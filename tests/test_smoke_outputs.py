@@ -8,7 +8,9 @@ The recorded cards are written on purpose by ``python smoke_tests/cpu_2min_test.
     resident-set sizes and the host/package fingerprint;
   - renderings of other fields, excluded by name (:data:`RENDERED`): a card's
     ``tables``, ``summary`` and finding ``title`` / ``fix`` are rendered from its
-    ``details`` and findings' ``evidence``, and a summary row's ``found`` from the cards;
+    ``details`` and findings' ``evidence``, a comparison's ``verdict`` sentence from its
+    signals (whose values are compared, with their tolerances), and a summary row's
+    ``found`` from the cards;
   - measurements that are noisy by nature, compared with the tolerances of
     :data:`TOLERANCES` (process memory; metric deltas of the run made nondeterministic
     on purpose by unseeded jitter);
@@ -30,7 +32,7 @@ RECORDED = ROOT / "reference" / "expected_outputs"
 
 VOLATILE = frozenset(("seconds", "wall_seconds", "cpu_seconds", "peak_child_rss_mib", "own_peak_rss_mib",
                       "jobs", "environment"))
-RENDERED = frozenset(("tables", "summary", "title", "fix", "found"))
+RENDERED = frozenset(("tables", "summary", "title", "fix", "found", "verdict"))
 MIB = 2.0 ** 20
 # card glob -> field -> (absolute, relative) tolerance; measured spread between runs on one
 # machine: RSS start/end 1-2 %, slopes up to 0.5 MiB/step, onset steps up to 4 apart on the
