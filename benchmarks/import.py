@@ -10,6 +10,9 @@
    - ``tbparse.SummaryReader(dir).scalars``.
 2. trainer_state.json: STEPS log rows x TAGS metrics, imported by rldk, against
    ``pandas.DataFrame(json.load(f)["log_history"])`` (parse only, no store).
+3. JSON Lines: STEPS lines of TAGS metrics, imported by rldk (columnar batches through
+   Polars, streaming), against ``polars.read_ndjson(f).write_parquet(...)`` (the floor:
+   one parse, one Parquet file, the whole file in memory).
 
 Every measurement runs in a fresh subprocess (so peak RSS is that tool's own);
 the table shows medians over ``--repeats`` runs and each tool's time as a
@@ -69,6 +72,17 @@ def _loader(tool: str):
     if tool == "rldk-trainer-state":
         from rldk.converters import convert_path
         return lambda path, scratch: convert_path(path, "trl", scratch).rows
+    if tool == "rldk-jsonl":
+        from rldk.converters import convert_path
+        return lambda path, scratch: convert_path(path, "jsonl", scratch).rows
+    if tool == "polars-jsonl":
+        import polars as pl
+
+        def load(path, scratch):
+            frame = pl.read_ndjson(path)
+            frame.write_parquet(Path(scratch) / "out.parquet")
+            return frame.height * (frame.width - 1)
+        return load
     if tool == "pandas-trainer-state":
         import pandas as pd
 
@@ -143,6 +157,21 @@ def write_trainer_state(folder: Path, steps: int, tags: int) -> Path:
     return folder
 
 
+def write_jsonl(folder: Path, steps: int, tags: int) -> Path:
+    import random
+
+    file = folder / "log.jsonl"
+    if file.exists():
+        return file
+    folder.mkdir(parents=True, exist_ok=True)
+    rng = random.Random(0)
+    names = [f"train/metric_{j}" for j in range(tags)]
+    with open(file, "w") as f:
+        for step in range(steps):
+            f.write(json.dumps({"step": step, **{n: rng.random() for n in names}}) + "\n")
+    return file
+
+
 # ------------------------------------------------------------------ main
 def main(argv=None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
@@ -151,6 +180,7 @@ def main(argv=None) -> None:
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--workdir", default=None, help="keep the generated inputs here (reused)")
     parser.add_argument("--skip-incumbents", action="store_true")
+    parser.add_argument("--only", default=None, help="comma-separated groups: tensorboard,trainer_state,jsonl")
     parser.add_argument("--child", nargs=3, metavar=("TOOL", "PATH", "SCRATCH"), help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
     if args.child:
@@ -160,14 +190,18 @@ def main(argv=None) -> None:
     t = time.perf_counter()
     tb = write_tensorboard(work / f"tb_{args.steps}x{args.tags}", args.steps, args.tags)
     ts = write_trainer_state(work / f"trl_{args.steps}x{args.tags}", args.steps, args.tags)
+    js = write_jsonl(work / f"jsonl_{args.steps * 10}x{args.tags}", args.steps * 10, args.tags)
     print(f"inputs in {work} ({time.perf_counter() - t:.0f} s to write); "
           f"event file {sum(f.stat().st_size for f in tb.iterdir()) / 1e6:.1f} MB, "
           f"trainer_state.json {(ts / 'trainer_state.json').stat().st_size / 1e6:.1f} MB; "
           f"{os.cpu_count()} CPUs", flush=True)
     groups = {"tensorboard": (tb, ["rldk-tensorboard", "rldk-tensorboard-read", "event_accumulator", "tbparse"]),
-              "trainer_state": (ts, ["rldk-trainer-state", "pandas-trainer-state"])}
+              "trainer_state": (ts, ["rldk-trainer-state", "pandas-trainer-state"]),
+              "jsonl": (js, ["rldk-jsonl", "polars-jsonl"])}
     results = {}
     for group, (path, tools) in groups.items():
+        if args.only and group not in args.only.split(","):
+            continue
         if args.skip_incumbents:
             tools = [x for x in tools if x.startswith("rldk")]
         rows = [measure(tool, path, args.repeats) for tool in tools]

@@ -14,8 +14,14 @@ JSONL (one line per step), TensorBoard SummaryWriter.add_scalar, wandb offline
 wandb.log. TensorBoard and wandb cost ~30 us per value, so they log fewer steps
 (``--slow-steps``); costs are per value, so the comparison holds.
 
+A second table (``--realistic``) times a loop closer to training: STEPS steps of
+~2.5 ms of single-threaded numpy work each, 20 scalars logged a step, each logger
+in a fresh process, the loggers interleaved repeat by repeat; it reports the time
+per step over the same loop with no logger (loop + close, setup excluded).
+
     python benchmarks/writer_overhead.py                 # the README table
     python benchmarks/writer_overhead.py --reps 5 --long 1000000
+    python benchmarks/writer_overhead.py --realistic --reps 5 --loggers none,rldk,jsonl
 """
 from __future__ import annotations
 
@@ -81,6 +87,74 @@ def child(logger: str, steps: int, k: int) -> dict:
               "bytes_per_value": _dir_bytes(out) / n, "rss_growth_mb": max(0.0, _rss_mb() - base_rss)}
     shutil.rmtree(out, ignore_errors=True)
     return result
+
+
+def realistic_child(logger: str, steps: int, k: int, reps: int) -> dict:
+    """``steps`` steps of ``reps`` numpy passes (~2.5 ms), ``k`` scalars logged each step."""
+    import numpy as np
+
+    names = [f"train/metric_{j}" for j in range(k)]
+    out = tempfile.mkdtemp(prefix=f"bench-{logger}-")
+    setup, log, close = LOGGERS[logger](out, names)
+    x = np.random.default_rng(0).standard_normal(1 << 16)
+    setup()
+    t0 = time.perf_counter()
+    for step in range(steps):
+        y = x
+        for _ in range(reps):
+            y = np.tanh(y * 1.0001 + 0.001)
+        row = y[:k].tolist()
+        if logger != "none":
+            log(step, {names[j]: row[j] for j in range(k)})
+    t1 = time.perf_counter()
+    close()
+    t2 = time.perf_counter()
+    shutil.rmtree(out, ignore_errors=True)
+    return {"logger": logger, "steps": steps, "k": k, "loop_ms": (t1 - t0) / steps * 1e3,
+            "total_ms": (t2 - t0) / steps * 1e3, "reps": reps}
+
+
+def _calibrate(work_ms: float = 2.5) -> int:
+    """Numpy passes giving ~``work_ms`` a step (measured once, the same for every logger)."""
+    import numpy as np
+
+    x = np.random.default_rng(0).standard_normal(1 << 16)
+    for _ in range(20):
+        np.tanh(x * 1.0001 + 0.001)
+    t0 = time.perf_counter()
+    n = 0
+    while time.perf_counter() - t0 < 0.2:
+        np.tanh(x * 1.0001 + 0.001)
+        n += 1
+    return max(1, round(work_ms / ((time.perf_counter() - t0) / n * 1e3)))
+
+
+def realistic(steps: int, reps: int, loggers: list[str], k: int = 20) -> None:
+    """Overhead per step against the no-logger loop, loggers interleaved per repeat."""
+    env = dict(os.environ, OMP_NUM_THREADS="1", OPENBLAS_NUM_THREADS="1", MKL_NUM_THREADS="1")
+    by: dict = {name: [] for name in loggers}
+    passes = _calibrate()
+    for rep in range(reps):
+        for name in loggers[rep % len(loggers):] + loggers[:rep % len(loggers)]:   # no order bias
+            proc = subprocess.run([sys.executable, __file__, "--realistic-child", name, str(steps), str(k),
+                                   str(passes)],
+                                  capture_output=True, text=True, env=env)
+            if proc.returncode == 0:
+                by[name].append(json.loads(proc.stdout.strip().splitlines()[-1]))
+            else:
+                print(f"  {name}: failed ({proc.stderr.strip().splitlines()[-1:]})", file=sys.stderr)
+    base = statistics.median(r["total_ms"] for r in by.get("none", [])) if by.get("none") else None
+    print(f"\nrealistic loop: {steps} steps of ~2.5 ms numpy work ({passes} passes), {k} scalars a step, "
+          f"median of {reps} (load {os.getloadavg()[0]:.1f})")
+    print(f"{'logger':<12}{'loop ms/step':>14}{'total ms/step':>15}{'overhead':>10}{'us/step':>10}")
+    for name, runs in by.items():
+        if not runs:
+            continue
+        loop = statistics.median(r["loop_ms"] for r in runs)
+        total = statistics.median(r["total_ms"] for r in runs)
+        extra = f"{(total / base - 1) * 100:+.1f}%" if base else ""
+        micro = f"{(total - base) * 1e3:.1f}" if base else ""
+        print(f"{name:<12}{loop:>14.3f}{total:>15.3f}{extra:>10}{micro:>10}")
 
 
 def _empty(out, names):
@@ -161,7 +235,7 @@ def _rldk_guards(out, names):
     return setup, w.log, w.close
 
 
-LOGGERS = {"empty": _empty, "rldk": _rldk, "jsonl": _jsonl, "tensorboard": _tensorboard, "wandb": _wandb,
+LOGGERS = {"empty": _empty, "none": _empty, "rldk": _rldk, "jsonl": _jsonl, "tensorboard": _tensorboard, "wandb": _wandb,
            "rldk_guards": _rldk_guards}
 
 
@@ -199,10 +273,14 @@ def main() -> None:
     parser.add_argument("--long", type=int, default=1_000_000, help="steps of the RSS-flatness run (0: skip)")
     parser.add_argument("--loggers", default="empty,rldk,jsonl,tensorboard,wandb")
     parser.add_argument("--guards", action="store_true", help="only the guards column")
+    parser.add_argument("--realistic", action="store_true", help="only the realistic-loop table")
+    parser.add_argument("--realistic-steps", type=int, default=3000)
     args = parser.parse_args()
     print(f"# writer overhead, {time.strftime('%Y-%m-%d')}, {os.cpu_count()} CPUs, Python {sys.version.split()[0]}")
     if args.guards:
         return guards_column(args.steps, args.reps)
+    if args.realistic:
+        return realistic(args.realistic_steps, args.reps, args.loggers.split(","))
     rows = []
     for k in (10, 20):
         for logger in args.loggers.split(","):
@@ -237,7 +315,9 @@ def main() -> None:
 
 
 if __name__ == "__main__":
-    if len(sys.argv) == 5 and sys.argv[1] == "--child":
+    if len(sys.argv) == 6 and sys.argv[1] == "--realistic-child":
+        print(json.dumps(realistic_child(sys.argv[2], *map(int, sys.argv[3:]))))
+    elif len(sys.argv) == 5 and sys.argv[1] == "--child":
         print(json.dumps(child(sys.argv[2], int(sys.argv[3]), int(sys.argv[4]))))
     else:
         main()

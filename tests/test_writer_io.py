@@ -145,7 +145,7 @@ def test_tight_loop_memory_is_bounded_by_backpressure(tmp_path):
     with EventWriter(tmp_path, "tight", capture_env=False) as w:
         for step in range(60_000):
             w.log(step, a=1.0, b=2.0, c=3.0, d=4.0, e=5.0, f=6.0, g=7.0, h=8.0, i=9.0, j=10.0)
-            assert len(w._flat) <= writer_module._MAX_BACKLOG + 10 * (writer_module._WAKE_EVERY + 1)
+            assert len(w._queue) <= w._max_calls + w._wake_calls + 1
     assert open_store(tmp_path).sql("SELECT count(*) FROM metrics")[0, 0] == 600_000
 
 

@@ -10,7 +10,7 @@ import json
 from pathlib import Path
 
 from rldk.converters.base import ConvertError, RunData, Skip, write_runs
-from rldk.converters.tabular import RowCollector, parse_field_map
+from rldk.converters.tabular import RowCollector, frame_tables, parse_field_map
 
 NAME = "jsonl"
 SUFFIXES = (".jsonl", ".ndjson")
@@ -59,6 +59,9 @@ def read_file(file: Path, mapping: dict) -> RunData:
 
 
 def _tables(file: Path, mapping: dict, run: RunData):
+    """Batches of ~:data:`BATCH_BYTES` of lines, each parsed by Polars in one call;
+    a batch Polars cannot take, or whose columns are irregular (text, mixed types),
+    goes through the exact row path, which names each bad line."""
     rows = RowCollector(mapping)
     try:
         handle = open(file, "rb")
@@ -68,14 +71,78 @@ def _tables(file: Path, mapping: dict, run: RunData):
         if b"\0" in handle.read(4096):
             raise ConvertError(f"{file}: binary file (NUL bytes), not JSON Lines")
         handle.seek(0)
-        for lineno, raw in enumerate(handle, 1):
-            reason = _add_line(rows, raw)
-            if reason is not None:
-                run.skipped.append(Skip(str(file), f"line {lineno}", reason))
-            yield from rows.take()
+        lineno = 0
+        for batch in _batches(handle):
+            count = batch.count(b"\n") + (not batch.endswith(b"\n"))
+            tables = None
+            start = 0
+            while rows.step_field is None and start < len(batch):    # rows until the first valid one
+                end = batch.find(b"\n", start) + 1 or len(batch)
+                lineno += 1
+                _row_path(rows, batch[start:end], lineno, file, run)
+                count -= 1
+                start = end
+            if start < len(batch):
+                tables = _columnar(rows, batch[start:] if start else batch)
+            if tables is None:
+                for raw in _lines(batch[start:]):
+                    lineno += 1
+                    _row_path(rows, raw, lineno, file, run)
+                    yield from rows.take()
+            else:
+                lineno += count
+                yield from rows.take(0)
+                yield from tables
     check_rows(file, rows.rows, run.skipped)
     yield from rows.take(0)
     run.meta.update(rows.meta())
+
+
+BATCH_BYTES = 4 << 20
+
+
+def _batches(handle):
+    """The file in pieces of about :data:`BATCH_BYTES` that end at a line end."""
+    rest = b""
+    while True:
+        block = handle.read(BATCH_BYTES)
+        if not block:
+            if rest:
+                yield rest
+            return
+        cut = block.rfind(b"\n") + 1
+        if not cut:
+            rest += block
+            continue
+        yield rest + block[:cut]
+        rest = block[cut:]
+
+
+def _lines(batch: bytes) -> list:
+    """The lines of a batch split at ``\\n`` only (as reading the file line by line does)."""
+    lines = batch.split(b"\n")
+    if batch.endswith(b"\n"):
+        lines.pop()
+    return lines
+
+
+def _columnar(rows: RowCollector, batch: bytes):
+    """The batch's event tables through Polars, or None when the row path must read it."""
+    import io
+
+    import polars as pl
+
+    try:
+        frame = pl.read_ndjson(io.BytesIO(batch), infer_schema_length=None)
+    except Exception:  # Polars raises several types for input it cannot take: the row path decides
+        return None
+    return frame_tables(rows, frame)
+
+
+def _row_path(rows: RowCollector, raw: bytes, lineno: int, file: Path, run: RunData) -> None:
+    reason = _add_line(rows, raw)
+    if reason is not None:
+        run.skipped.append(Skip(str(file), f"line {lineno}", reason))
 
 
 def _add_line(rows: RowCollector, raw: bytes) -> str | None:

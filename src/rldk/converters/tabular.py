@@ -148,3 +148,110 @@ def _flatten(row: dict, prefix: str = "", depth: int = 0) -> dict:
         else:
             out[name] = value
     return out
+
+
+# ------------------------------------------------------------ columnar batches
+def frame_tables(rows: RowCollector, frame) -> list | None:
+    """The event tables of a batch of rows parsed as one Polars frame, or None when the
+    batch is irregular (text or mixed-type columns, a new step field, steps beyond
+    int64...) and must go through :meth:`RowCollector.add` row by row instead.
+
+    Gives the same events, counts and row numbers as the row path: numeric columns
+    (bool, int, float; nulls are missing values) become metrics, nested objects
+    ``parent/child`` names, list columns are counted as ignored.
+    """
+    import polars as pl
+
+    columns = _flat_columns(frame, rows.field_map)
+    if columns is None or rows.step_field is None:     # the first row decides the step field
+        return None
+    time_fields = [f for f in TIME_FIELDS if f in columns]
+    if len(time_fields) > 1 or any(name in TEXT_FIELDS or name == "prompt" for name in columns):
+        return None
+    numeric, ignored = {}, {}
+    for name, series in columns.items():
+        dtype = series.dtype
+        if dtype.is_numeric() or dtype == pl.Boolean:
+            numeric[name] = series.cast(pl.Float64)
+        elif dtype == pl.Null:
+            continue
+        elif isinstance(dtype, (pl.List, pl.Array)):
+            ignored[name] = series.len() - series.null_count()
+        else:
+            return None
+    n = frame.height
+    steps = _frame_steps(numeric.get(rows.step_field), rows.rows, n)
+    if steps is None:
+        return None
+    wall = numeric[time_fields[0]] if time_fields and time_fields[0] in numeric else None
+    metrics = [(name, values) for name, values in numeric.items()
+               if name != rows.step_field and name not in TIME_FIELDS]
+    for name, count in ignored.items():
+        if count:
+            rows.ignored[name] = rows.ignored.get(name, 0) + count
+    rows.rows += n
+    return [_metrics_table(metrics, steps, wall)] if metrics else []
+
+
+def _metrics_table(metrics: list, steps, wall):
+    """One ``metric`` event table, column by column (each column's rows in file order)."""
+    import numpy as np
+    import polars as pl
+    import pyarrow as pa
+
+    step_parts, value_parts, wall_parts, counts = [], [], [], []
+    for _, values in metrics:
+        keep = values.is_not_null()
+        if values.null_count():
+            step_parts.append(steps.filter(keep)), value_parts.append(values.filter(keep))
+            wall_parts.append(wall.filter(keep) if wall is not None else None)
+        else:
+            step_parts.append(steps), value_parts.append(values), wall_parts.append(wall)
+        counts.append(len(value_parts[-1]))
+    total = sum(counts)
+    codes = np.repeat(np.arange(len(metrics), dtype=np.int32), counts)
+    table = {"step": pl.concat(step_parts).to_arrow(),
+             "kind": pa.DictionaryArray.from_arrays(pa.array(np.zeros(total, np.int32)), pa.array(["metric"])),
+             "name": pa.DictionaryArray.from_arrays(pa.array(codes), pa.array([m[0] for m in metrics], pa.string())),
+             "value": pl.concat(value_parts).to_arrow()}
+    if wall is not None:
+        table["wall_time"] = pl.concat(wall_parts).to_arrow()
+    return pa.table(table)
+
+
+def _flat_columns(frame, field_map: dict) -> dict | None:
+    """``{name: Series}`` with struct columns flattened to ``parent/child`` and the field
+    map applied; None when two columns would get one name (the row path decides which wins)."""
+    import polars as pl
+
+    out: dict = {}
+    stack = [(series.name, series, 0) for series in frame.get_columns()]
+    while stack:
+        name, series, depth = stack.pop(0)
+        if isinstance(series.dtype, pl.Struct):
+            if depth >= MAX_DEPTH or not series.dtype.fields:
+                return None
+            parts = series.struct.unnest()
+            stack[:0] = [(f"{name}/{s.name}", s, depth + 1) for s in parts.get_columns()]
+            continue
+        target = field_map.get(name, name)
+        if target in out:
+            return None
+        out[target] = series
+    return out
+
+
+def _frame_steps(step_values, done: int, n: int):
+    """Int64 steps of a batch: the step field where it is a finite integer, else the row
+    number (as the row path); None when a step does not fit int64."""
+    import polars as pl
+
+    rownum = pl.int_range(done, done + n, eager=True, dtype=pl.Int64)
+    if step_values is None:
+        return rownum
+    usable = step_values.is_finite() & (step_values == step_values.round(0))
+    usable = usable.fill_null(False)
+    if bool((usable & (step_values.abs() >= float(_INT64))).any()):
+        return None
+    return pl.select(pl.when(usable).then(step_values).otherwise(rownum)
+                     .cast(pl.Int64).alias("step")).to_series()

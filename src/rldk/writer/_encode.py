@@ -1,8 +1,9 @@
 """Turning queued writer calls into Arrow tables, off the training loop's thread.
 
-Each ``log`` call is queued as ``(seq, step, wall_time, {name: value})``. Calls
-with the same names in the same order (the usual case: the same dict every step)
-are encoded together, one Arrow conversion per name, and laid out step-major
+An all-float ``log`` call is queued as ``(step, wall_time, names, values)``, other
+calls as ``(seq, step, wall_time, {name: value})`` once numbered. Calls with the
+same names in the same order (the usual case: the same dict every step) are
+encoded together, in a few C-level passes, and laid out step-major
 (the arrival order) so that step, seq and wall_time delta-encode to almost nothing.
 Values Arrow cannot take as numbers go through :func:`scalar_fields`, which never
 raises: whatever comes in is stored, as a number or as text, and counted.
@@ -13,6 +14,8 @@ import json
 import math
 import operator
 from dataclasses import dataclass, field
+from itertools import chain
+from operator import countOf
 
 import numpy as np
 import pyarrow as pa
@@ -161,20 +164,33 @@ def encode_metrics(run_id: str, rank: int, calls: list, counters: Counters, stat
     return pa.concat_tables(tables) if len(tables) != 1 else tables[0]
 
 
-def encode_float_group(run_id: str, rank: int, keys: tuple, flat: list, rows: list,
-                       counters: Counters, state: dict) -> pa.Table:
-    """Encode a run of calls whose values were all Python floats under the same names.
+def same_names(calls: list) -> list[tuple[int, int, tuple]]:
+    """``(start, end, names)`` of each run of ``(step, wall, names, values)`` calls with
+    the same names in the same order (one run, checked in C, when all have)."""
+    names = [c[2] for c in calls]
+    if countOf(names, names[0]) == len(names):
+        runs = [(0, len(names), names[0])]
+    else:
+        runs, start = [], 0
+        for i in range(1, len(names) + 1):
+            if i == len(names) or names[i] != names[start]:
+                runs.append((start, i, names[start]))
+                start = i
+    return [run for run in runs if run[2]]
 
-    ``flat`` holds their values step-major (``len(rows) * len(keys)``); ``rows``
-    their ``(seq, step, wall_time_s)``. This is the hot path's encoder: a handful
-    of C-level conversions, nothing per value in Python.
-    """
-    n, k = len(rows), len(keys)
-    seqs, steps, walls = zip(*rows)
-    value = np.array(flat, dtype=np.float64)
+
+def encode_float_calls(run_id: str, rank: int, keys: tuple, calls: list, first_seq: int,
+                       counters: Counters, state: dict) -> pa.Table:
+    """Encode ``(step, wall_time_s, names, values)`` calls whose names are ``keys``,
+    numbered ``first_seq``, ``first_seq + 1``, ... This is the hot path's encoder: a
+    handful of C-level passes, nothing per value in Python."""
+    n, k = len(calls), len(keys)
+    value = np.fromiter(chain.from_iterable([c[3] for c in calls]), np.float64, n * k)
     names = [key if isinstance(key, str) else str(key) for key in keys]
     _count_nonfinite_np(value.reshape(n, k), names, counters)
-    return _metric_table(run_id, rank, names, n, seqs, _steps(steps, counters, state), walls,
+    seqs = np.arange(first_seq, first_seq + n, dtype=np.int64)
+    steps = _steps([c[0] for c in calls], counters, state)
+    return _metric_table(run_id, rank, names, n, seqs, steps, [c[1] for c in calls],
                          pa.array(value), pa.nulls(n * k, pa.int64()), pa.nulls(n * k, pa.string()))
 
 
@@ -209,7 +225,7 @@ def _steps(steps: tuple, counters: Counters, state: dict) -> tuple[np.ndarray, n
     """int64 steps of a group of calls and their null mask (None when all valid),
     counting bad, negative and backward steps."""
     values = None
-    if all(type(s) is int for s in steps):
+    if operator.countOf(map(type, steps), int) == len(steps):
         try:
             values = np.fromiter(steps, np.int64, len(steps))
         except OverflowError:

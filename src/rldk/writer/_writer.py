@@ -1,11 +1,14 @@
 """The event writer: cheap appends on the training thread, Parquet off it.
 
-The caller's thread only appends ``(seq, step, time, values)`` to a deque. A
-background thread encodes the queue into Arrow tables a few times a second and
-writes an immutable Parquet segment every ``flush_secs`` (or every
-``segment_rows`` events): written to a hidden temporary file, fsynced, renamed
-into place. A process killed at any instant leaves only complete files and loses
-at most the events of the last ``flush_secs``. ``close`` (also run at exit and on
+The caller's thread only appends ``(step, time, names, values)`` to a deque
+(no lock: ``deque.append`` is atomic), after one C-level type check that sends
+tensors, arrays and other non-float values to a path that reads them at once. A
+background thread wakes every ``flush_secs / 2``, or once ~128K values are queued,
+numbers the queued events in order (``seq``), encodes them into Arrow tables in one
+batch and writes an immutable Parquet segment: written to a hidden temporary file,
+fsynced, renamed into place. Batches are large so that the encoder rarely takes
+the GIL from the training loop. A process killed at any instant leaves only
+complete files and loses at most the events of the last ``flush_secs``. ``close`` (also run at exit and on
 SIGTERM/SIGHUP) writes the last segment, a ``run/end`` event whose status says how
 the process ended, and merges the session's segments into one file under the
 store's lock. A failed write is never reported as success: ``flush`` returns
@@ -22,6 +25,7 @@ import threading
 import time
 import warnings
 from collections import deque
+from operator import countOf
 from pathlib import Path
 
 from rldk.core.errors import StoreError, UsageError
@@ -38,13 +42,14 @@ from rldk.core.segments import merge_segments, repair, store_lock, write_segment
 from rldk.writer._upload import Uploader
 
 _PLAIN = frozenset((float, int, bool))
-_WAKE_EVERY = 0x1FFF          # wake the encoder every 8192 calls so the queue stays short
-_ENCODE_SECS = 0.25           # the encoder drains the queue at least this often
-_MAX_BACKLOG = 1 << 18        # values waiting for the encoder before log() waits for it
+_WAKE_VALUES = 1 << 16        # queued values that wake the encoder before its timer does
+_MAX_BACKLOG = 1 << 18        # queued values before log() waits for the encoder (memory bound)
+_MIN_WAKE_CALLS = 256         # the wake threshold in calls, however many values a call has
 _COMPACT_MIN = 8              # close() merges a session's segments when it wrote more
 _TABLE_BACKLOG = 1 << 18      # rows of queued tables (converters) before append_table waits
 _FINISH_TRIES = 3             # close() tries the last segment this often before giving up
 _FLUSH_UPLOAD_SECS = 60.0     # flush() waits this long for an upload to object storage
+_now = time.time
 
 
 class RldkWarning(RuntimeWarning):
@@ -106,13 +111,15 @@ class EventWriter:
                       "unwritten_events": 0, "calls_after_close": 0, "backpressure_waits": 0}
         self._prepare_dir()
         self._owner = _claim(self.dir, self.run_id, self.rank)
-        self._queue: deque = deque()     # general-path calls and non-metric events
-        self._lock = threading.Lock()    # guards the float fast path's buffers and seq
-        self._keys: tuple | None = None  # names of the current run of all-float calls
-        self._flat: list = []            # their values, step-major
-        self._rows: list = []            # their (seq, step, wall_time)
-        self._groups: list = []          # finished runs of calls: (keys, flat, rows)
-        self._seq = 0
+        # every event in call order: (step, wall, names, values) for an all-float log()
+        # call, ("call", (step, wall, values)) for other calls, ("rows", (kind, step,
+        # wall, rows)) and ("table", (table,)) for the rest. The encoder numbers them (seq) as it
+        # takes them, so the order of calls is the order of events.
+        self._queue: deque = deque()
+        self._lock = threading.Lock()    # guards the table backlog count
+        self._seq = 0                    # the last seq handed out (encoder thread only)
+        self._fast = not self.strict     # log() may take the all-float path
+        self._set_wake(1)
         self._step = None
         self._pid = os.getpid()
         self._closed = False
@@ -152,38 +159,34 @@ class EventWriter:
         with a one-time warning per name; strict mode raises instead.
         """
         if mapping is None:
-            values = scalars
+            mapping = scalars
         elif scalars:
-            values = {**mapping, **scalars}
-        else:
-            values = mapping
-        for v in values.values():
-            if type(v) is not float:
-                return self._log_mixed(step, values)
-        if self._closed:
-            return self._after_close()
-        if self.strict and type(step) is not int:
-            _check_strict_step(step)
-        keys = tuple(values)
-        now = time.time()
-        # floats are copied out of the mapping right now, under the lock the encoder
-        # takes to swap buffers: the caller may reuse or mutate its dict afterwards
-        with self._lock:
-            self._seq = seq = self._seq + 1
-            if keys != self._keys:
-                self._new_group(keys)
-            self._flat.extend(values.values())
-            self._rows.append((seq, step, now))
-        self._step = step
-        if not seq & _WAKE_EVERY:
-            self._check_backlog()
+            mapping = {**mapping, **scalars}
+        # names and values are copied (the caller may reuse its dict); all Python floats
+        # (immutable, nothing to read now): queue them as they are
+        values = tuple(mapping.values())
+        if self._fast and countOf(map(type, values), float) == len(values):
+            queue = self._queue
+            queue.append((step, _now(), tuple(mapping), values))
+            self._step = step
+            if len(queue) > self._check_len:
+                self._check_backlog()
+            return
+        return self._log_general(step, dict(mapping))
+
+    def _set_wake(self, per_call: int) -> None:
+        """Wake thresholds in calls for calls of ``per_call`` values (set by the encoder)."""
+        self._wake_calls = max(_MIN_WAKE_CALLS, _WAKE_VALUES // max(1, per_call))
+        self._max_calls = max(4 * _MIN_WAKE_CALLS, _MAX_BACKLOG // max(1, per_call))
+        self._check_len = self._wake_calls
 
     def _check_backlog(self) -> None:
-        """Every 8192 calls: wake the encoder, and wait for it when it is behind, by
+        """The queue is long: wake the encoder, and wait for it when it is behind, by
         count (memory) or by time (a kill would lose more than ``flush_secs``)."""
+        queued = len(self._queue)
+        self._check_len = queued + self._wake_calls     # check again after as many calls
         self._wake.set()
-        behind = time.monotonic() - self._encoded_until > self._max_lag
-        if behind or len(self._flat) + len(self._queue) > _MAX_BACKLOG:
+        if queued > self._max_calls or time.monotonic() - self._last_write > self._max_lag:
             self._backpressure()
 
     def _backpressure(self) -> None:
@@ -192,40 +195,32 @@ class EventWriter:
         what a kill can lose stays within ``flush_secs``. Rare in real training."""
         self.stats["backpressure_waits"] += 1
         with self._cond:
-            self._cond.wait_for(lambda: (len(self._flat) < _MAX_BACKLOG // 2
-                                         and time.monotonic() - self._encoded_until <= self._max_lag)
+            self._cond.wait_for(lambda: (len(self._queue) < self._max_calls // 2
+                                         and time.monotonic() - self._last_write <= self._max_lag)
                                 or not self._thread.is_alive(), timeout=self.flush_secs)
 
-    def _new_group(self, keys: tuple) -> None:
-        """Start a run of calls with the same float names (caller holds the lock)."""
-        if self._rows:
-            self._groups.append((self._keys, self._flat, self._rows))
-            self._flat, self._rows = [], []
-        self._keys = keys
-
-    def _log_mixed(self, step, values) -> None:
-        """The general path: ints, tensors, numpy scalars, text, None, ..."""
-        values = self._snapshot(values)
+    def _log_general(self, step, values) -> None:
+        """The general path: ints, tensors, numpy scalars, text, None, strict mode, closed."""
         if self._closed:
             return self._after_close()
-        if self.strict and type(step) is not int:
+        values = self._snapshot(values)
+        if self.strict:
             _check_strict_step(step)
-        with self._lock:
-            self._seq = seq = self._seq + 1
         self._step = step
-        self._queue.append((seq, step, time.time(), values))
-        if not seq & _WAKE_EVERY:
+        self._queue.append(("call", (step, time.time(), values)))
+        if len(self._queue) > self._check_len:
             self._check_backlog()
 
     def _snapshot(self, values: dict) -> dict:
-        """Read tensors and arrays now (they may change in place before encoding).
+        """Read tensors and arrays now (they may change in place before encoding); ``values``
+        is the writer's own copy.
 
         One-element tensors on an accelerator are fetched together: one
         device-to-host copy per call and device, not one sync per value.
         """
         if self.strict:
             _check_strict(values)
-        out = dict(values)
+        out = values
         on_device: dict = {}
         for name, v in values.items():
             if type(v) in _PLAIN or not hasattr(v, "item"):
@@ -322,10 +317,8 @@ class EventWriter:
         if self._closed:
             return self._after_close()
         with self._lock:
-            start = self._seq + 1
-            self._seq += table.num_rows
             self._table_rows += table.num_rows
-        self._queue.append(("table", table, start))
+        self._queue.append(("table", (table,)))
         self._wake.set()
         if self._table_rows > _TABLE_BACKLOG:
             with self._cond:
@@ -335,12 +328,10 @@ class EventWriter:
     def _emit(self, kind, rows, step) -> None:
         if self._closed and kind != "run":
             return self._after_close()
-        with self._lock:
-            self._seq = seq = self._seq + 1
         if step is None:
             step = self._step if kind in ("span", "memory") else None
-        self._queue.append(("rows", kind, seq, step, time.time(), rows))
-        if not seq & _WAKE_EVERY:
+        self._queue.append(("rows", (kind, step, time.time(), rows)))
+        if len(self._queue) > self._check_len:
             self._check_backlog()
 
     # ---------------------------------------------------------- flush and close
@@ -371,6 +362,7 @@ class EventWriter:
         self._status = status
         self._end_detail = detail or {}
         self._closed = True
+        self._fast = False
         with self._cond:
             self._stop = True
             self._wake.set()
@@ -407,16 +399,18 @@ class EventWriter:
         self._pending: list = []           # encoded Arrow tables not yet in a segment
         self._pending_rows = 0
         self._last_write = time.monotonic()
-        # the loss at a kill is at most: encoder lag + time between writes + one write
-        self._period = min(_ENCODE_SECS, self.flush_secs / 4)
+        # the encoder drains the queue just before each write: the loss at a kill is at
+        # most the time between writes plus one drain and write; log() waits for the
+        # encoder once the last write is this far behind
         self._write_every = self.flush_secs / 2
-        self._max_lag = max(self.flush_secs / 4, 1.5 * self._period)
-        self._encoded_until = time.monotonic()
+        self._max_lag = 0.75 * self.flush_secs
         self._end_detail: dict = {}
 
     def _loop(self) -> None:
         while True:
-            self._wake.wait(self._period)
+            # asleep until the next write is due, unless log() (a long queue), flush or
+            # close wakes it: the encoder takes the GIL a few times a second at most
+            self._wake.wait(max(0.0, self._last_write + self._write_every - time.monotonic()))
             self._wake.clear()
             with self._cond:
                 stop, wanted = self._stop, self._flush_wanted
@@ -424,9 +418,7 @@ class EventWriter:
             ok = False
             try:
                 self._drain()
-                self._encoded_until = started
-                # a segment holds what was queued when the drain started: writing every
-                # flush_secs - encode period keeps the loss at a kill within flush_secs
+                # a segment holds what was queued when the drain started
                 due = (stop or wanted > self._flush_done or self._pending_rows >= self.segment_rows
                        or started - self._last_write >= self._write_every)
                 if stop:
@@ -448,55 +440,81 @@ class EventWriter:
                 return
 
     def _drain(self) -> None:
-        """Encode everything queued so far into pending Arrow tables."""
-        from rldk.writer._encode import encode_float_group
-
-        with self._lock:
-            groups = self._groups
-            if self._rows:
-                groups.append((self._keys, self._flat, self._rows))
-            self._groups, self._flat, self._rows = [], [], []
-        problems: list = []
-        for keys, flat, rows in groups:
-            chunk = max(1, self.segment_rows // max(1, len(keys)))
-            for start in range(0, len(rows), chunk):      # bounded memory per segment
-                part = rows[start:start + chunk]
-                values = flat[start * len(keys):(start + len(part)) * len(keys)]
-                self._encode_guarded(lambda: encode_float_group(
-                    self.run_id, self.rank, keys, values, part, self.counters, self._encode_state),
-                    lambda: [(seq, step, wall, dict(zip(keys, values[i * len(keys):(i + 1) * len(keys)])))
-                             for i, (seq, step, wall) in enumerate(part)], problems,
-                    count=len(part) * len(keys))
-            with self._cond:
-                self._cond.notify_all()                   # release a waiting log() (backpressure)
-        calls, by_kind = [], {}
+        """Number everything queued so far (seq, in call order) and encode it into
+        pending Arrow tables."""
         queue = self._queue
-        for _ in range(len(queue)):
-            item = queue.popleft()
-            if len(item) == 4:
-                calls.append(item)
-            elif item[0] == "rows":
-                # all events of one kind in a drain (a span and a sample every few steps)
-                # become one table: one Arrow conversion per kind, not one per event;
-                # each row keeps its seq, which is what orders events
-                _, kind, seq, step, wall, rows = item
-                by_kind.setdefault(kind, []).extend((seq, step, wall, *r) for r in rows)
-            else:
-                table, first = item[1], item[2]
-                self._encode_guarded(lambda: self._conform_table(table, first), None, problems,
-                                     what="table", count=table.num_rows)
-                with self._lock:
-                    self._table_rows -= table.num_rows
-                with self._cond:
-                    self._cond.notify_all()               # release a waiting append_table
-        self._encode_calls(calls, problems)
-        for kind, rows in by_kind.items():
-            self._encode_rows(kind, rows, problems)
+        popleft = queue.popleft
+        items = [popleft() for _ in range(len(queue))]
+        problems: list = []
+        if not items:
+            pass
+        elif countOf(map(len, items), 4) == len(items):   # only all-float log() calls: the usual
+            self._encode_floats(items, self._seq + 1, problems)
+            self._seq += len(items)
+        else:
+            self._drain_mixed(items, problems)
+        self._check_len = self._wake_calls
         for name, problem in problems:
             self._warn_once(("value", name), f"rldk: metric {name!r}: {problem}; stored as text "
                             "(value null). Log a number, or pass strict=True to raise.")
         if self.counters.bad_steps:
             self._warn_once(("steps",), "rldk: a step that is not an integer was stored as null")
+
+    def _drain_mixed(self, items: list, problems: list) -> None:
+        """A drain holding other events too: each run of all-float calls is encoded as
+        one batch; other calls are encoded together, events of one kind (a span and a
+        sample every few steps) as one table; every event keeps its seq."""
+        seq, floats, calls, by_kind = self._seq, [], [], {}
+        for item in items:
+            seq += 1
+            if len(item) == 4:
+                if not floats:
+                    first = seq
+                floats.append(item)
+                continue
+            if floats:
+                self._encode_floats(floats, first, problems)
+                floats = []
+            tag, payload = item
+            if tag == "call":
+                calls.append((seq, *payload))
+            elif tag == "rows":
+                kind, step, wall, rows = payload
+                by_kind.setdefault(kind, []).extend((seq, step, wall, *r) for r in rows)
+            else:
+                table = payload[0]
+                self._encode_guarded(lambda: self._conform_table(table, seq), None, problems,
+                                     what="table", count=table.num_rows)
+                seq += table.num_rows - 1
+                with self._lock:
+                    self._table_rows -= table.num_rows
+                with self._cond:
+                    self._cond.notify_all()               # release a waiting append_table
+        if floats:
+            self._encode_floats(floats, first, problems)
+        self._seq = seq
+        self._encode_calls(calls, problems)
+        for kind, rows in by_kind.items():
+            self._encode_rows(kind, rows, problems)
+
+    def _encode_floats(self, calls: list, first_seq: int, problems: list) -> None:
+        """Encode a run of all-float ``(step, wall, names, values)`` calls numbered from ``first_seq``:
+        runs of calls with the same names as one batch, at most a segment at a time."""
+        from rldk.writer._encode import encode_float_calls, same_names
+
+        for start, end, keys in same_names(calls):
+            chunk = max(1, self.segment_rows // max(1, len(keys)))
+            if start == 0 and end == len(calls):
+                self._set_wake(len(keys))
+            for lo in range(start, end, chunk):           # bounded memory per segment
+                part = calls[lo:min(end, lo + chunk)]
+                seq = first_seq + lo
+                self._encode_guarded(lambda: encode_float_calls(
+                    self.run_id, self.rank, keys, part, seq, self.counters, self._encode_state),
+                    lambda: [(seq + i, c[0], c[1], dict(zip(c[2], c[3]))) for i, c in enumerate(part)], problems,
+                    count=len(part) * len(keys))
+        with self._cond:
+            self._cond.notify_all()                       # release a waiting log() (backpressure)
 
     def _encode_rows(self, kind, rows, problems) -> None:
         from rldk.writer._encode import encode_rows
@@ -721,7 +739,7 @@ class EventWriter:
         self._cond = threading.Condition()
         self._wake = threading.Event()
         self._queue = deque()
-        self._keys, self._flat, self._rows, self._groups = None, [], [], []
+        self._set_wake(1)
         self._flush_wanted = self._flush_done = 0
         self._flush_ok, self._stop, self._table_rows = True, False, 0
         parent = self.session
@@ -764,11 +782,9 @@ class _Span(contextlib.ContextDecorator):
         w = self.writer
         if w._closed:
             return False
-        with w._lock:
-            w._seq = seq = w._seq + 1
         step = self.step if self.step is not None else w._step
-        w._queue.append(("rows", "span", seq, step, self._wall, [(self.name, seconds, None, None, None, attrs)]))
-        if not seq & _WAKE_EVERY:
+        w._queue.append(("rows", ("span", step, self._wall, [(self.name, seconds, None, None, None, attrs)])))
+        if len(w._queue) > w._check_len:
             w._check_backlog()
         return False
 
