@@ -98,7 +98,7 @@ def _tables(file: Path, mapping: dict, run: RunData):
     run.meta.update(rows.meta())
 
 
-BATCH_BYTES = 4 << 20
+BATCH_BYTES = 1 << 20
 
 
 def _batches(handle):

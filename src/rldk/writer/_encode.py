@@ -179,16 +179,17 @@ def same_names(calls: list) -> list[tuple[int, int, tuple]]:
     return [run for run in runs if run[2]]
 
 
-def encode_float_calls(run_id: str, rank: int, keys: tuple, calls: list, first_seq: int,
+def encode_float_calls(run_id: str, rank: int, keys: tuple, calls: list, seqs,
                        counters: Counters, state: dict) -> pa.Table:
     """Encode ``(step, wall_time_s, names, values)`` calls whose names are ``keys``,
-    numbered ``first_seq``, ``first_seq + 1``, ... This is the hot path's encoder: a
-    handful of C-level passes, nothing per value in Python."""
+    numbered ``seqs`` (a range or a list). This is the hot path's encoder: a handful
+    of C-level passes, nothing per value in Python."""
     n, k = len(calls), len(keys)
     value = np.fromiter(chain.from_iterable([c[3] for c in calls]), np.float64, n * k)
     names = [key if isinstance(key, str) else str(key) for key in keys]
     _count_nonfinite_np(value.reshape(n, k), names, counters)
-    seqs = np.arange(first_seq, first_seq + n, dtype=np.int64)
+    if isinstance(seqs, range):
+        seqs = np.arange(seqs.start, seqs.stop, dtype=np.int64)
     steps = _steps([c[0] for c in calls], counters, state)
     return _metric_table(run_id, rank, names, n, seqs, steps, [c[1] for c in calls],
                          pa.array(value), pa.nulls(n * k, pa.int64()), pa.nulls(n * k, pa.string()))

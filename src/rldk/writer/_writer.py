@@ -402,8 +402,8 @@ class EventWriter:
         # the encoder drains the queue just before each write: the loss at a kill is at
         # most the time between writes plus one drain and write; log() waits for the
         # encoder once the last write is this far behind
-        self._write_every = self.flush_secs / 2
-        self._max_lag = 0.75 * self.flush_secs
+        self._write_every = self.flush_secs / 3
+        self._max_lag = self.flush_secs / 2
         self._end_detail: dict = {}
 
     def _loop(self) -> None:
@@ -449,7 +449,7 @@ class EventWriter:
         if not items:
             pass
         elif countOf(map(len, items), 4) == len(items):   # only all-float log() calls: the usual
-            self._encode_floats(items, self._seq + 1, problems)
+            self._encode_floats(items, range(self._seq + 1, self._seq + 1 + len(items)), problems)
             self._seq += len(items)
         else:
             self._drain_mixed(items, problems)
@@ -461,20 +461,16 @@ class EventWriter:
             self._warn_once(("steps",), "rldk: a step that is not an integer was stored as null")
 
     def _drain_mixed(self, items: list, problems: list) -> None:
-        """A drain holding other events too: each run of all-float calls is encoded as
-        one batch; other calls are encoded together, events of one kind (a span and a
-        sample every few steps) as one table; every event keeps its seq."""
-        seq, floats, calls, by_kind = self._seq, [], [], {}
+        """A drain holding other events too: all-float calls are still encoded as one
+        batch, other calls together, events of one kind (a span and a sample every few
+        steps) as one table; every event keeps its seq."""
+        seq, floats, float_seqs, calls, by_kind = self._seq, [], [], [], {}
         for item in items:
             seq += 1
             if len(item) == 4:
-                if not floats:
-                    first = seq
                 floats.append(item)
+                float_seqs.append(seq)
                 continue
-            if floats:
-                self._encode_floats(floats, first, problems)
-                floats = []
             tag, payload = item
             if tag == "call":
                 calls.append((seq, *payload))
@@ -491,15 +487,15 @@ class EventWriter:
                 with self._cond:
                     self._cond.notify_all()               # release a waiting append_table
         if floats:
-            self._encode_floats(floats, first, problems)
+            self._encode_floats(floats, float_seqs, problems)
         self._seq = seq
         self._encode_calls(calls, problems)
         for kind, rows in by_kind.items():
             self._encode_rows(kind, rows, problems)
 
-    def _encode_floats(self, calls: list, first_seq: int, problems: list) -> None:
-        """Encode a run of all-float ``(step, wall, names, values)`` calls numbered from ``first_seq``:
-        runs of calls with the same names as one batch, at most a segment at a time."""
+    def _encode_floats(self, calls: list, seqs, problems: list) -> None:
+        """Encode all-float ``(step, wall, names, values)`` calls numbered ``seqs``: runs
+        of calls with the same names as one batch, at most a segment at a time."""
         from rldk.writer._encode import encode_float_calls, same_names
 
         for start, end, keys in same_names(calls):
@@ -507,11 +503,10 @@ class EventWriter:
             if start == 0 and end == len(calls):
                 self._set_wake(len(keys))
             for lo in range(start, end, chunk):           # bounded memory per segment
-                part = calls[lo:min(end, lo + chunk)]
-                seq = first_seq + lo
+                part, numbers = calls[lo:min(end, lo + chunk)], seqs[lo:min(end, lo + chunk)]
                 self._encode_guarded(lambda: encode_float_calls(
-                    self.run_id, self.rank, keys, part, seq, self.counters, self._encode_state),
-                    lambda: [(seq + i, c[0], c[1], dict(zip(c[2], c[3]))) for i, c in enumerate(part)], problems,
+                    self.run_id, self.rank, keys, part, numbers, self.counters, self._encode_state),
+                    lambda: [(q, c[0], c[1], dict(zip(c[2], c[3]))) for q, c in zip(numbers, part)], problems,
                     count=len(part) * len(keys))
         with self._cond:
             self._cond.notify_all()                       # release a waiting log() (backpressure)
