@@ -115,18 +115,19 @@ def realistic_child(logger: str, steps: int, k: int, reps: int) -> dict:
 
 
 def _calibrate(work_ms: float = 2.5) -> int:
-    """Numpy passes giving ~``work_ms`` a step (measured once, the same for every logger)."""
+    """Numpy passes giving ~``work_ms`` a step (measured once, the same for every logger):
+    the median time of a pass, over 200 passes after a warm-up."""
     import numpy as np
 
-    x = np.random.default_rng(0).standard_normal(1 << 16)
-    for _ in range(20):
-        np.tanh(x * 1.0001 + 0.001)
-    t0 = time.perf_counter()
-    n = 0
-    while time.perf_counter() - t0 < 0.2:
-        np.tanh(x * 1.0001 + 0.001)
-        n += 1
-    return max(1, round(work_ms / ((time.perf_counter() - t0) / n * 1e3)))
+    y = x = np.random.default_rng(0).standard_normal(1 << 16)
+    times = []
+    for i in range(220):
+        t0 = time.perf_counter()
+        y = np.tanh(y * 1.0001 + 0.001)
+        if i >= 20:
+            times.append(time.perf_counter() - t0)
+    del x, y
+    return max(1, round(work_ms / (statistics.median(times) * 1e3)))
 
 
 def realistic(steps: int, reps: int, loggers: list[str], k: int = 20) -> None:
