@@ -449,3 +449,15 @@ def test_logs_with_nothing_to_import_are_an_error(tmp_path):
     (tmp_path / "trl" / "trainer_state.json").write_text('{"log_history": [], "global_step": 0}')
     with pytest.raises(ConvertError, match="nothing to import"):
         convert_path(tmp_path / "trl", "trl", tmp_path / "s")
+
+
+def test_a_non_numeric_value_in_a_numeric_column_is_counted_not_dropped(tmp_path):
+    """A JSONL value "oops" among rewards is left out of the metric and reported as a skip."""
+    f = tmp_path / "log.jsonl"
+    f.write_text('{"step": 0, "reward": 1.0}\n{"step": 1, "reward": "oops"}\n{"step": 2, "reward": 2.0}\n')
+    summary = convert_path(f, "jsonl", tmp_path / "s")
+    assert [str(s) for s in summary.skipped] == [
+        f"{f}:data row 2: reward: 1 non-numeric value(s) left out of the metric (first 'oops'); "
+        "the rest of the row was imported"]
+    run = open_store(tmp_path / "s").runs()[0]
+    assert run.metric("reward").rows() == [(0, 1.0), (2, 2.0)]

@@ -13,7 +13,7 @@ import csv
 from pathlib import Path
 
 from rldk.converters.base import ConvertError, RunData, Skip, write_runs
-from rldk.converters.jsonl import check_rows
+from rldk.converters.jsonl import check_rows, report_non_numeric
 from rldk.converters.tabular import RowCollector, parse_field_map
 
 NAME = "csv"
@@ -61,6 +61,7 @@ def _tables(file: Path, mapping: dict, comment: str | None, run: RunData):
             run.skipped.append(Skip(str(file), f"line {lineno}", reason))
         yield from rows.take()
     check_rows(file, rows.rows, run.skipped)
+    report_non_numeric(file, rows, run.skipped, "data row")
     yield from rows.take(0)
     run.meta.update({**rows.meta(), "columns": header})
 

@@ -94,6 +94,7 @@ def _tables(file: Path, mapping: dict, run: RunData):
                 yield from rows.take(0)
                 yield from tables
     check_rows(file, rows.rows, run.skipped)
+    report_non_numeric(file, rows, run.skipped, "data row")
     yield from rows.take(0)
     run.meta.update(rows.meta())
 
@@ -177,3 +178,11 @@ def _short(exc: Exception) -> str:
 def convert(path, target, run_id=None, strict: bool = False, **options):
     """Convert JSON Lines at ``path`` into ``target`` (store directory or EventWriter)."""
     return write_runs(read(path, **options), target, run_id, NAME, source=str(path), strict=strict)
+
+
+def report_non_numeric(file, rows, skipped: list, unit: str = "row") -> None:
+    """One skip entry per numeric column that held values that are not numbers."""
+    for name, count, rownum, raw in rows.non_numeric():
+        skipped.append(Skip(str(file), f"{unit} {rownum + 1}",
+                            f"{name}: {count} non-numeric value(s) left out of the metric (first "
+                            f"{str(raw)[:40]!r}); the rest of the row was imported"))

@@ -77,6 +77,8 @@ class RowCollector:
         self.steps, self.names, self.values, self.walls = [], [], [], []
         self.samples = []              # (step, wall, text, value, attrs)
         self.ignored: dict[str, int] = {}
+        self.numeric_names: set[str] = set()
+        self.text_values: dict[str, list] = {}       # name -> [count, first row, first raw value]
         self.step_field = None
         self.rows = 0
 
@@ -95,8 +97,11 @@ class RowCollector:
             if value is not None:
                 self.steps.append(step), self.names.append(name), self.values.append(value)
                 self.walls.append(wall)
+                self.numeric_names.add(name)
             elif name not in TEXT_FIELDS and name != "prompt" and raw not in (None, ""):
                 self.ignored[name] = self.ignored.get(name, 0) + 1
+                seen = self.text_values.setdefault(name, [0, rownum, raw])
+                seen[0] += 1
         text_field = next((f for f in TEXT_FIELDS if isinstance(row.get(f), str)), None)
         if text_field is not None:
             attrs = {"prompt": str(row.get("prompt", "")), "index": rownum}
@@ -132,6 +137,13 @@ class RowCollector:
                                  "value": pa.array(value, pa.float64()), "text": pa.array(text, pa.string()),
                                  "attrs": pa.array(attrs, pa.string())}))
         return out
+
+    def non_numeric(self):
+        """``(name, count, first row, first value)`` of the values that were not numbers in a
+        column that otherwise holds numbers (``"oops"`` among rewards): left out of the
+        metric, and reported, never silently dropped or zero-filled."""
+        return [(name, seen[0], seen[1], seen[2]) for name, seen in sorted(self.text_values.items())
+                if name in self.numeric_names]
 
     def meta(self) -> dict:
         return {"step_field": self.step_field or "(row number)", "rows": self.rows,
