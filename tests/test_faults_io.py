@@ -10,7 +10,7 @@ import pytest
 from click.testing import CliRunner
 
 import rldk.core.segments as segments
-import rldk.writer._writer as writer_module
+import rldk.writer._commit as writer_module
 from rldk.cli import main
 from rldk.converters import ConvertError, convert_path
 from rldk.core.compaction import compact

@@ -15,7 +15,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 import rldk.core.segments as segments
-import rldk.writer._writer as writer_module
+import rldk.writer._commit as writer_module
 from rldk.core.errors import StoreError
 from rldk.core.store import open_store
 from rldk.writer import EventWriter, RldkWarning

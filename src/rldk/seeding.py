@@ -145,7 +145,7 @@ def _log(writer, record: dict, name: str = "seed") -> None:
     ``writer``, or on every open writer of this process. With none open, the start
     event of the next writer picks the record up."""
     from rldk.writer._env import torch_audit
-    from rldk.writer._writer import _LIVE
+    from rldk.writer._lifecycle import _LIVE
 
     attrs = {**record, "torch": torch_audit()}
     for w in [writer] if writer is not None else list(_LIVE):

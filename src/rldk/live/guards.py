@@ -35,7 +35,7 @@ from typing import Callable
 from rldk.core.errors import UsageError
 from rldk.live.monitor import LIVE_ANALYZERS, Monitor
 from rldk.live.state import LiveFinding
-from rldk.writer._writer import RldkWarning
+from rldk.writer._limits import RldkWarning
 
 
 class Stop(Exception):

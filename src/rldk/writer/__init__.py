@@ -9,7 +9,9 @@ from __future__ import annotations
 
 import warnings
 
-from rldk.writer._writer import EventWriter, RldkWarning, close_all
+from rldk.writer._lifecycle import close_all
+from rldk.writer._limits import RldkWarning
+from rldk.writer._writer import EventWriter
 
 __all__ = ["EventWriter", "RldkWarning", "init", "log", "log_rng", "log_tensors", "log_memory",
            "span", "log_samples", "log_event", "log_checkpoint", "flush", "close", "current", "close_all",

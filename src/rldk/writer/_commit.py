@@ -1,0 +1,175 @@
+"""The writer's segment commits: atomic local files, one-PUT objects, merges at close.
+
+A mixin of :class:`rldk.writer._writer.EventWriter` (one concept: getting encoded
+tables onto storage as immutable segments, and the session's merge at close).
+"""
+from __future__ import annotations
+
+import contextlib
+import time
+import warnings
+
+from rldk.core.errors import StoreError
+from rldk.core.fs import ObjectDir
+from rldk.core.naming import (
+    segment_name,
+    temp_name,
+)
+from rldk.core.segments import merge_segments, repair, store_lock, write_segment
+from rldk.writer._limits import (
+    _COMPACT_MIN,
+    _FINISH_TRIES,
+    _FLUSH_UPLOAD_SECS,
+    RldkWarning,
+)
+from rldk.writer._upload import Uploader
+
+
+class CommitMixin:
+    """Write, upload, shed and merge segments (called from the encoder thread)."""
+
+    def _write_segment(self, started: float | None = None) -> bool:
+        import pyarrow as pa
+
+        if isinstance(self.dir, ObjectDir):
+            return self._commit_remote(started)
+        table = pa.concat_tables(self._pending) if len(self._pending) > 1 else self._pending[0]
+        name = segment_name(self.run_id, self.rank, self.session, len(self.segments))
+        try:
+            write_segment(table, self.dir, name)
+        except OSError as exc:
+            self.stats["write_errors"] += 1
+            self._warn_once(("write",), f"rldk: cannot write to {self.dir} ({exc}); events are kept "
+                            f"in memory (up to {self.max_buffer_bytes >> 20} MiB) and retried")
+            self._shed()
+            return False
+        finally:
+            self._last_write = started if started is not None else time.monotonic()
+        self.segments.append(name)
+        self._segment_rows.append(table.num_rows)
+        self.stats["segments"] += 1
+        self._pending, self._pending_rows = [], 0
+        return True
+
+    def _commit_remote(self, started: float | None) -> bool:
+        """Object storage: hand the pending tables to the uploader (one PUT at a time, on
+        its thread) and return at once, so a stalled network never holds the encoder;
+        they leave ``_pending`` when their upload returns. Waits for it only in
+        ``init``, ``flush`` (up to 60 s) and ``close``. True once nothing is pending."""
+        up = self._uploader
+        wait = (None if self._stop or getattr(self, "_thread", None) is None
+                else _FLUSH_UPLOAD_SECS if self._flush_wanted > self._flush_done else 0.0)
+        self._last_write = started if started is not None else time.monotonic()
+        for _ in range(2):                  # take the upload in flight, then start the next
+            if not up.wait(wait):
+                self._shed(keep=up.tables)
+                return False
+            done = up.take()
+            if done is not None and not self._uploaded(*done):
+                self._shed()
+                return False
+            if not self._pending:
+                return True
+            up.start(self._pending, segment_name(self.run_id, self.rank, self.session,
+                                                 len(self.segments)))
+        return not self._pending
+
+    def _uploaded(self, name: str, rows: int, tables: int, error) -> bool:
+        """Account for a finished upload: its tables leave ``_pending``, or stay (an error)."""
+        if error is not None:
+            self.stats["write_errors"] += 1
+            self._warn_once(("write",), f"rldk: cannot upload to {self.dir} ({type(error).__name__}: "
+                            f"{error}); events are kept in memory (up to {self.max_buffer_bytes >> 20} "
+                            "MiB) and retried")
+            return False
+        del self._pending[:tables]
+        self._pending_rows -= rows
+        self.segments.append(name)
+        self._segment_rows.append(rows)
+        self.stats["segments"] += 1
+        return True
+
+    def _shed(self, keep: int = 0) -> None:
+        """Drop the oldest buffered tables beyond ``max_buffer_bytes`` (never the first
+        ``keep``: an upload in flight holds them)."""
+        size = sum(t.nbytes for t in self._pending)
+        while len(self._pending) > keep and size > self.max_buffer_bytes:
+            oldest = self._pending.pop(keep)
+            size -= oldest.nbytes
+            self._pending_rows -= oldest.num_rows
+            self.stats["dropped_events"] += oldest.num_rows
+            self._warn_once(("dropped",), f"rldk: dropped the oldest buffered events of run "
+                            f"{self.run_id!r}: the store has been unwritable too long")
+
+    def _finish(self) -> None:
+        from rldk.writer._encode import encode_rows
+
+        end = {"status": self._status, **self._end_detail, "session": self.session,
+               "stats": dict(self.stats), "counters": self.counters.to_dict()}
+        end["stats"]["events"] += 1
+        self._seq += 1
+        self._add(encode_rows(self.run_id, self.rank, "run",
+                              [(self._seq, None, time.time(), "end", None, None, None, None, end)]))
+        for attempt in range(_FINISH_TRIES):
+            if not self._pending_rows or self._write_segment():
+                break
+            time.sleep(0.1 * (attempt + 1))
+        if self._pending_rows:
+            self.stats["unwritten_events"] += self._pending_rows
+            warnings.warn_explicit(
+                f"rldk: {self._pending_rows} events of run {self.run_id!r} could not be written to "
+                f"{self.dir} and are lost ({self.stats['write_errors']} failed writes: disk full or "
+                "not writable?)", RldkWarning, "rldk.writer", 0, module="rldk.writer")
+            self._pending, self._pending_rows = [], 0
+            return
+        self._merge_small()
+
+    def _merge_small(self) -> None:
+        """Merge small segments (under the store lock): always when they are many, and
+        when they add up to less than one segment (a short run ends as one file); big
+        segments stay as they are."""
+        small = [name for name, rows in zip(self.segments, self._segment_rows)
+                 if rows < self.segment_rows // 4]
+        worth_it = len(small) > _COMPACT_MIN or (len(small) > 1 and len(small) == len(self.segments))
+        if not (self.compact_on_close and worth_it):
+            return
+        try:
+            with store_lock(self.dir):
+                merge_segments(self.dir, small, segment_name(self.run_id, self.rank, self.session))
+        except Exception as exc:      # OSError, or any error of an object storage client
+            self._warn_once(("compact",), f"rldk: could not merge segments in {self.dir} ({exc}); "
+                            "they stay as they are (run `rldk compact` later)")
+
+    # ------------------------------------------------------------------ helpers
+    def _prepare_dir(self) -> None:
+        """Check the directory is writable, and finish merges a killed process left."""
+        self._uploader = Uploader(self.dir)
+        if isinstance(self.dir, ObjectDir):
+            return self._probe_remote()
+        try:
+            self.dir.mkdir(parents=True, exist_ok=True)
+            probe = self.dir / temp_name(f"probe-{self.session}")
+            probe.write_bytes(b"")
+            probe.unlink()
+        except OSError as exc:
+            raise StoreError(f"cannot write the event store at {self.dir}: {exc.strerror or exc}; "
+                             "pass a writable directory (or set RLDK_DIR)") from None
+        with contextlib.suppress(OSError), store_lock(self.dir, blocking=False) as held:
+            if held:
+                repair(self.dir)
+
+    def _probe_remote(self) -> None:
+        """One small PUT and DELETE, so that bad credentials, a missing bucket or an
+        unreachable endpoint fail ``init`` with one line, not the first flush."""
+        probe = self.dir / temp_name(f"probe-{self.session}")
+        try:
+            fs = self.dir.fs
+            fs.pipe_file(probe.split("://", 1)[1], b"")
+            fs.rm_file(probe.split("://", 1)[1])
+        except StoreError:
+            raise
+        except Exception as exc:
+            raise StoreError(f"cannot write the event store at {self.dir}: {type(exc).__name__}: "
+                             f"{exc}; check the credentials (AWS_* variables), the bucket and the "
+                             "endpoint (AWS_ENDPOINT_URL)") from None
+
