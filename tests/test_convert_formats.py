@@ -457,7 +457,7 @@ def test_a_non_numeric_value_in_a_numeric_column_is_counted_not_dropped(tmp_path
     f.write_text('{"step": 0, "reward": 1.0}\n{"step": 1, "reward": "oops"}\n{"step": 2, "reward": 2.0}\n')
     summary = convert_path(f, "jsonl", tmp_path / "s")
     assert [str(s) for s in summary.skipped] == [
-        f"{f}:data row 2: reward: 1 non-numeric value(s) left out of the metric (first 'oops'); "
+        f"{f}:line 2: reward: 1 non-numeric value(s) left out of the metric (first 'oops'); "
         "the rest of the row was imported"]
     run = open_store(tmp_path / "s").runs()[0]
     assert run.metric("reward").rows() == [(0, 1.0), (2, 2.0)]

@@ -49,11 +49,14 @@ def test_hand_made_inputs_give_a_summary_or_one_line(tmp_path, fmt, name, conten
         assert "64-bit" in summary.skipped[0].reason or "nested" in summary.skipped[0].reason
 
 
+# VmHWM, not getrusage's ru_maxrss: Linux carries ru_maxrss across fork and exec, so a
+# child of a big pytest process reports the parent's size; VmHWM is the new process's own
 MEASURE = r"""
-import resource, sys
+import sys
 from rldk.converters import convert_path
 summary = convert_path(sys.argv[1], "jsonl", sys.argv[2])
-print(summary.rows, resource.getrusage(resource.RUSAGE_SELF).ru_maxrss // 1024, flush=True)
+hwm = next(int(l.split()[1]) for l in open("/proc/self/status") if l.startswith("VmHWM:"))
+print(summary.rows, hwm // 1024, flush=True)
 """
 
 

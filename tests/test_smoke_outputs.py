@@ -16,7 +16,7 @@ The recorded cards are written on purpose by ``python smoke_tests/cpu_2min_test.
     on purpose by unseeded jitter);
 - every CSV file exactly; the same set of JSON and CSV files on both sides.
 
-Paths are written as ``<repo>``, ``<work>`` and ``<python>`` by the smoke test, so they
+Paths are written as ``<out>``, ``<repo>``, ``<work>`` and ``<python>`` by the smoke test, so they
 are compared too. Training is bit-reproducible on the CPU with the pinned torch, which is
 why everything else must match exactly.
 """
@@ -41,9 +41,11 @@ TOLERANCES = {
     "memory_leak/*": {"start_bytes": (0, 0.15), "end_bytes": (0, 0.15), "slope": (3 * MIB, 0),
                       "slope_low": (3 * MIB, 0), "slope_high": (3 * MIB, 0), "growth": (0.05, 0),
                       "onset_step": (4, 0), "steps": (4, 0)},
-    "determinism/nondeterminism/*": {k: (0.05, 0) for k in (
-        "value_a", "value_b", "value_reference", "value_replica", "max_abs_delta", "max_abs_diff",
-        "max_cv", "max_rel_diff")},
+    # unseeded jitter: absolute values move by a few hundredths; ratios of two such
+    # differences (a coefficient of variation, a relative difference) move by more
+    "determinism/nondeterminism/*": {**{k: (0.05, 0) for k in (
+        "value_a", "value_b", "value_reference", "value_replica", "max_abs_delta", "max_abs_diff")},
+        **{k: (0.25, 0) for k in ("max_cv", "max_rel_diff")}},
 }
 EXACT = (0.0, 1e-9)
 

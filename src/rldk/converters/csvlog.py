@@ -56,12 +56,13 @@ def _tables(file: Path, mapping: dict, comment: str | None, run: RunData):
         if len(cells) != len(header):
             reason = f"row has {len(cells)} cells, the header has {len(header)}; row skipped"
         else:
+            rows.where = f"line {lineno}"
             reason = rows.add(dict(zip(header, cells)), rows.rows)
         if reason is not None:
             run.skipped.append(Skip(str(file), f"line {lineno}", reason))
         yield from rows.take()
     check_rows(file, rows.rows, run.skipped)
-    report_non_numeric(file, rows, run.skipped, "data row")
+    report_non_numeric(file, rows, run.skipped)
     yield from rows.take(0)
     run.meta.update({**rows.meta(), "columns": header})
 

@@ -94,7 +94,8 @@ def _tables(file: Path, mapping: dict, run: RunData):
                 yield from rows.take(0)
                 yield from tables
     check_rows(file, rows.rows, run.skipped)
-    report_non_numeric(file, rows, run.skipped, "data row")
+    report_non_numeric(file, rows, run.skipped)
+    run.skipped.sort(key=_line_order)
     yield from rows.take(0)
     run.meta.update(rows.meta())
 
@@ -141,6 +142,7 @@ def _columnar(rows: RowCollector, batch: bytes):
 
 
 def _row_path(rows: RowCollector, raw: bytes, lineno: int, file: Path, run: RunData) -> None:
+    rows.where = f"line {lineno}"
     reason = _add_line(rows, raw)
     if reason is not None:
         run.skipped.append(Skip(str(file), f"line {lineno}", reason))
@@ -180,9 +182,16 @@ def convert(path, target, run_id=None, strict: bool = False, **options):
     return write_runs(read(path, **options), target, run_id, NAME, source=str(path), strict=strict)
 
 
-def report_non_numeric(file, rows, skipped: list, unit: str = "row") -> None:
-    """One skip entry per numeric column that held values that are not numbers."""
-    for name, count, rownum, raw in rows.non_numeric():
-        skipped.append(Skip(str(file), f"{unit} {rownum + 1}",
+def report_non_numeric(file, rows, skipped: list) -> None:
+    """One skip entry per numeric column that held values that are not numbers (where the
+    first was); skips stay in line order."""
+    for name, count, where, raw in rows.non_numeric():
+        skipped.append(Skip(str(file), where,
                             f"{name}: {count} non-numeric value(s) left out of the metric (first "
                             f"{str(raw)[:40]!r}); the rest of the row was imported"))
+
+
+def _line_order(skip) -> tuple:
+    """Sort key of a skip entry: by its line number when it names one."""
+    head, _, number = skip.where.rpartition(" ")
+    return (0, int(number)) if number.isdigit() else (1, 0)

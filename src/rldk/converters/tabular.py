@@ -78,7 +78,8 @@ class RowCollector:
         self.samples = []              # (step, wall, text, value, attrs)
         self.ignored: dict[str, int] = {}
         self.numeric_names: set[str] = set()
-        self.text_values: dict[str, list] = {}       # name -> [count, first row, first raw value]
+        self.text_values: dict[str, list] = {}       # name -> [count, where first, first raw value]
+        self.where: str | None = None                # the reader's name for the row being added
         self.step_field = None
         self.rows = 0
 
@@ -100,7 +101,7 @@ class RowCollector:
                 self.numeric_names.add(name)
             elif name not in TEXT_FIELDS and name != "prompt" and raw not in (None, ""):
                 self.ignored[name] = self.ignored.get(name, 0) + 1
-                seen = self.text_values.setdefault(name, [0, rownum, raw])
+                seen = self.text_values.setdefault(name, [0, self.where or f"data row {rownum + 1}", raw])
                 seen[0] += 1
         text_field = next((f for f in TEXT_FIELDS if isinstance(row.get(f), str)), None)
         if text_field is not None:
@@ -139,7 +140,7 @@ class RowCollector:
         return out
 
     def non_numeric(self):
-        """``(name, count, first row, first value)`` of the values that were not numbers in a
+        """``(name, count, where first, first value)`` of the values that were not numbers in a
         column that otherwise holds numbers (``"oops"`` among rewards): left out of the
         metric, and reported, never silently dropped or zero-filled."""
         return [(name, seen[0], seen[1], seen[2]) for name, seen in sorted(self.text_values.items())

@@ -99,6 +99,10 @@ def console(stream):
     return Console(file=stream, width=None if tty or "COLUMNS" in os.environ else FILE_WIDTH)
 
 
+#: Cells up to this many characters are never wrapped in terminal tables.
+SHORT_CELL = 12
+
+
 def rich_table(columns, rows, title: str | None = None, wide: bool = False, caption=None):
     """A table that fits the console: the first column (the id) never wraps unless it
     alone is wider than the screen, the others wrap at spaces, long lists become their
@@ -110,10 +114,16 @@ def rich_table(columns, rows, title: str | None = None, wide: bool = False, capt
 
     table = Table(title=title, caption=caption, box=box.SIMPLE_HEAD, pad_edge=False,
                   title_justify="left", caption_justify="left")
+    texts = [[_cell(v) if wide else _short_cell(v) for v in r] for r in rows]
     for i, c in enumerate(columns):
-        table.add_column(c, overflow="fold", no_wrap=i == 0, min_width=len(str(c)))
-    for r in rows:
-        table.add_row(*[Text(_cell(v) if wide else _short_cell(v)) for v in r])
+        # a short value (a status, a step range, a duration) is kept whole: wrapping it
+        # reads as two values; only long free text wraps
+        longest = max((len(t[i]) for t in texts), default=0)
+        whole = i == 0 or longest <= SHORT_CELL
+        table.add_column(c, overflow="fold", no_wrap=i == 0,
+                         min_width=max(len(str(c)), longest if whole else 0))
+    for r in texts:
+        table.add_row(*[Text(v) for v in r])
     return table
 
 
