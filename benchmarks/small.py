@@ -18,15 +18,13 @@ import argparse
 import os
 import shutil
 import statistics
-import subprocess
 import sys
 import tempfile
-import time
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parents[1]
-ENV = dict(os.environ, PYTHONPATH=os.pathsep.join([str(ROOT / "src"), os.environ.get("PYTHONPATH", "")]))
-ENV.pop("PYTHONDONTWRITEBYTECODE", None)      # time what an installed rldk does: bytecode cached
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from analyze import ROOT, timed  # noqa: E402  (one way to time a whole process)
+
 TARGETS = {"rldk --help": 0.3, "rldk analyze": 1.0, "rldk report": 1.0, "rldk import": 1.0}
 
 
@@ -56,20 +54,6 @@ def make_log(path: Path, steps: int = 1000) -> Path:
                                 "response_length": 100 + s, "reward_std": 0.3,
                                 "timestamp": 1.7e9 + s}) + "\n")
     return path
-
-
-def timed(cmd: list[str]) -> dict:
-    """One whole process: wall and CPU seconds, peak RSS (MB), exit code. Memory and CPU
-    come from /usr/bin/time: a child forked from this (larger) process would report
-    this process's peak as its own."""
-    with tempfile.NamedTemporaryFile("r", suffix=".time") as out:
-        start = time.perf_counter()
-        proc = subprocess.run(["/usr/bin/time", "-f", "%U %S %M", "-o", out.name, *cmd],
-                              stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, env=ENV, cwd=ROOT)
-        wall = time.perf_counter() - start
-        user, system, peak_kb = out.read().split()[-3:]
-    return {"wall": wall, "cpu": float(user) + float(system), "rss_mb": int(peak_kb) / 1024,
-            "code": proc.returncode, "stderr": proc.stderr.decode(errors="replace")}
 
 
 def main():
