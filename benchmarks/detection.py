@@ -17,7 +17,9 @@ and a ``field_map`` naming its step column, as ``rldk import --field-map`` takes
 * a truth *event* is **found** when a problem finding names the same event code
   (``EVENT_CODES`` maps finding codes to event codes) for the same quantity
   (metrics resolved through ``rldk.semantics``); it is found **at the exact onset**
-  when the finding's first step equals the event's onset step (+-0 steps);
+  when the finding's first step equals the event's original ``onset_step`` (+-0 steps),
+  and **within the protocol window** when that step is the onset of a ``step`` event
+  (+-0) or lies inside the ``onset_window`` of a ``gradual`` one (README "Onset protocol");
 * a problem finding that matches no event and no listed benign (or ``ambiguous``:
   labelled neither way by the truth) feature is a **false alarm**; on a healthy log
   any problem finding that matches none is one;
@@ -76,6 +78,7 @@ class LogResult:
     events: int = 0
     found: int = 0
     exact: int = 0
+    in_window: int = 0
     false_alarms: list = field(default_factory=list)
     missed: list = field(default_factory=list)
     late: list = field(default_factory=list)
@@ -138,9 +141,10 @@ def score(name: str, entry: dict, analysis) -> LogResult:
         used.update(hits)
         first = min((problems[i].steps or (None,))[0] for i in hits
                     if problems[i].steps) if any(problems[i].steps for i in hits) else None
-        if first == event["onset_step"]:
-            result.exact += 1
-        else:
+        result.exact += first == event["onset_step"]
+        in_window = within_window(first, event)
+        result.in_window += in_window
+        if not in_window:
             result.late.append({"event": event, "reported": first})
     for i, f in enumerate(problems):
         if i in used or _benign(f, entry.get("benign", []) + entry.get("ambiguous", [])):
@@ -149,6 +153,15 @@ def score(name: str, entry: dict, analysis) -> LogResult:
                                     "title": f.title})
     result.exit3 = bool(problems) and analysis.status == "problems"
     return result
+
+
+def within_window(step, event: dict) -> bool:
+    """Whether a reported onset step is right under the onset protocol: the onset itself
+    for a ``step`` event, anywhere in ``onset_window`` for a ``gradual`` one."""
+    if step is None:
+        return False
+    lo, hi = event.get("onset_window") or (event["onset_step"], event["onset_step"])
+    return lo <= step <= hi
 
 
 def _benign(finding, benign: list) -> bool:
@@ -191,6 +204,8 @@ def summary(results: dict, half: str) -> dict:
             "found": sum(r.found for r in rs), "exact": sum(r.exact for r in rs),
             "found_share": sum(r.found for r in rs) / events if events else None,
             "exact_share": sum(r.exact for r in rs) / events if events else None,
+            "in_window": sum(r.in_window for r in rs),
+            "in_window_share": sum(r.in_window for r in rs) / events if events else None,
             "false_alarms": sum(len(r.false_alarms) for r in rs),
             "false_alarms_per_healthy": (sum(len(r.false_alarms) for r in healthy) / len(healthy)
                                          if healthy else None),
@@ -208,13 +223,15 @@ def meets_targets(s: dict) -> bool:
 
 
 def print_table(summaries: list[dict]) -> None:
-    print("| half | logs | healthy | events | found | at exact onset | false alarms / healthy log "
+    print("| half | logs | healthy | events | found | exact onset (original label, +-0) "
+          "| onset within the protocol window | false alarms / healthy log "
           "| healthy logs exiting 3 | targets met |")
-    print("|---|---|---|---|---|---|---|---|---|")
+    print("|---|---|---|---|---|---|---|---|---|---|")
     for s in summaries:
         pct = lambda x: "n/a" if x is None else f"{100 * x:.0f}%"    # noqa: E731
         print(f"| {s['half']} | {s['logs']} | {s['healthy_logs']} | {s['events']} | "
               f"{s['found']} ({pct(s['found_share'])}) | {s['exact']} ({pct(s['exact_share'])}) | "
+              f"{s['in_window']} ({pct(s['in_window_share'])}) | "
               f"{s['false_alarms_per_healthy'] if s['false_alarms_per_healthy'] is None else round(s['false_alarms_per_healthy'], 3)} | "
               f"{s['healthy_exit3']} of {s['healthy_logs']} | {'yes' if meets_targets(s) else 'no'} |")
 
@@ -237,7 +254,9 @@ def main(argv=None) -> int:
             print(f"missed       {r.name}: {m['code']} {m['quantity']} at {m['onset_step']}")
         for late in r.late:
             e = late["event"]
-            print(f"onset off    {r.name}: {e['code']} {e['quantity']} truth {e['onset_step']}, "
+            window = e.get("onset_window") or [e["onset_step"], e["onset_step"]]
+            print(f"onset off    {r.name}: {e['code']} {e['quantity']} truth {e['onset_step']} "
+                  f"({e.get('onset_kind', 'step')}, window {window[0]}..{window[1]}), "
                   f"reported {late['reported']}")
         if r.error:
             print(f"error        {r.name}: {r.error}")
