@@ -25,7 +25,7 @@ from dataclasses import dataclass
 from functools import cached_property, lru_cache
 
 from rldk import semantics
-from rldk.core import run_facts
+from rldk.core import run_facts, run_summary
 from rldk.core.errors import StoreError, UsageError
 from rldk.core.files import (
     Footer,
@@ -252,8 +252,13 @@ class Store:
         incomplete (no end event: the process was SIGKILLed, crashed or is still
         running), and status_evidence. A run imported
         from logs takes status, evidence and wall seconds from its import event
-        (``rldk.core.run_facts``): "unknown" and no wall time when the logs lack them."""
-        return self.sql(RUNS_SQL)
+        (``rldk.core.run_facts``): "unknown" and no wall time when the logs lack them.
+
+        Read from the files' footers when each carries its run summary
+        (:mod:`rldk.core.run_summary`), else with one scan (``RUNS_SQL``)."""
+        from_footers = run_summary.combine(
+            self.footers[f].meta if f in self.footers else None for f in self.files)
+        return from_footers if from_footers is not None else self.sql(RUNS_SQL)
 
 
 @lru_cache(maxsize=1)
