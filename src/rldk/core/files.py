@@ -78,8 +78,17 @@ def _matches(path: str) -> list[str]:
 
 
 def _remote_matches(url: str) -> list[str]:
-    """Visible ``*.parquet`` objects named by ``url``: an object, a glob, or a prefix
-    searched recursively (hive folders included). Listings are fresh (no cache)."""
+    return sorted(remote_listing(url))
+
+
+def remote_listing(url: str) -> dict[str, tuple]:
+    """Visible ``*.parquet`` objects named by ``url`` (an object, a glob, or a prefix
+    searched recursively, hive folders included), each with its ``(size, etag)``.
+
+    Listings are fresh (no cache). An object is listed once its upload is complete
+    (one PUT, or a completed multipart upload): what is listed is whole. Raises
+    :class:`StoreError` when the store cannot be listed (credentials, endpoint).
+    """
     import glob as _glob
 
     proto, key = protocol(url), strip(url).rstrip("/")
@@ -87,18 +96,26 @@ def _remote_matches(url: str) -> list[str]:
     fs.invalidate_cache()
     try:
         if _glob.has_magic(key) and not fs.exists(key):
-            keys = fs.glob(key)
+            infos = fs.glob(key, detail=True)
         elif key.endswith(".parquet") and fs.isfile(key):
-            return [url_of(proto, key)]
+            infos = {key: fs.info(key)}
         else:
-            keys = fs.find(key)
+            infos = fs.find(key, detail=True)
     except FileNotFoundError:
-        keys = []
+        infos = {}
     except Exception as exc:
         raise StoreError(f"{url}: cannot list ({type(exc).__name__}: {exc}); check the "
                          "credentials (AWS_* variables) and the endpoint") from None
-    return [url_of(proto, k) for k in keys
-            if k.endswith(".parquet") and not k.rsplit("/", 1)[-1].startswith(".")]
+    return {url_of(proto, k): object_signature(info) for k, info in infos.items()
+            if k.endswith(".parquet") and not k.rsplit("/", 1)[-1].startswith(".")
+            and info.get("type", "file") != "directory"}
+
+
+def object_signature(info: dict) -> tuple:
+    """``(size, etag)`` of an object from its fsspec info (the modification time where
+    the store gives no ETag): it changes when the object is replaced."""
+    return (info.get("size"), info.get("ETag") or info.get("etag") or info.get("LastModified")
+            or info.get("mtime"))
 
 
 def _walk(root: str) -> list[tuple[str, str]]:
