@@ -8,6 +8,7 @@ import json
 import random
 
 import numpy as np
+import pyarrow.compute as pc
 import pyarrow.parquet as pq
 import pytest
 from polars.testing import assert_frame_equal
@@ -113,3 +114,18 @@ def test_step_unions_add_disjoint_ranges_and_expand_overlapping_ones():
     assert run_summary._union_steps([a, b])["n"] == 20
     assert run_summary._union_steps([a, a, b])["n"] == 20
     assert run_summary._union_steps([a, {**b, "lo": 5, "prog": None}]) is None
+
+
+def test_a_table_of_several_runs_is_summarised_per_run(tmp_path):
+    write(tmp_path, "x", range(10))
+    write(tmp_path, "y", range(0, 30, 3), rank=1)
+    store = open_store(tmp_path)
+    both = pq.read_table(store.files).sort_by("run_id")
+    alone = {r: run_summary.of_table(pq.read_table([f for f in store.files if f"/{r}." in f]))[r]
+             for r in ("x", "y")}
+    assert run_summary.of_table(both) == alone
+    encoded = both
+    for column in ("run_id", "kind", "name"):
+        i = encoded.column_names.index(column)
+        encoded = encoded.set_column(i, column, pc.dictionary_encode(encoded.column(column)))
+    assert run_summary.of_table(encoded) == alone

@@ -39,59 +39,82 @@ def encode(runs: dict) -> bytes:
 
 
 def of_table(table) -> dict[str, dict] | None:
-    """Per run id, the summary of the events in ``table`` (pyarrow; event columns),
-    or None when the table lacks event columns or has rows without a run id."""
-    import pyarrow as pa
+    """Per run id, the summary of the events in ``table`` (pyarrow; event columns, plain
+    or dictionary-encoded), or None when the table lacks event columns or has rows
+    without a run id. A writer's segment holds one run: no grouping, no string copies."""
     import pyarrow.compute as pc
 
     if not set(COLUMNS) <= set(table.column_names) or table.column("run_id").null_count:
         return None
-    table = pa.table({c: _plain(table.column(c)) for c in COLUMNS})
-    table = table.set_column(3, "wall_time", pc.cast(table.column("wall_time").cast(pa.timestamp("ms")), pa.int64()))
-    every = pc.CountOptions(mode="all")
-    rows = table.group_by("run_id").aggregate([
-        ("run_id", "count", every), ("rank", "distinct", every), ("kind", "distinct", every),
-        ("step", "min"), ("step", "max"), ("wall_time", "min"), ("wall_time", "max")]).to_pylist()
-    out = {r["run_id"]: {"n": r["run_id_count"], "ranks": _sorted(r["rank_distinct"]),
-                         "kinds": _sorted(r["kind_distinct"]),
-                         "steps": _range(r["step_min"], r["step_max"]),
-                         "wall": _range(r["wall_time_min"], r["wall_time_max"]),
-                         "names": [], "msteps": _steps([])} for r in rows}
-    _add_metrics(table.filter(pc.equal(table.column("kind"), "metric")), out)
+    runs = pc.unique(table.column("run_id")).to_pylist()
+    if len(runs) == 1:
+        return {runs[0]: _of_run(table)}
+    return {r: _of_run(table.filter(_equals(table.column("run_id"), r))) for r in runs}
+
+
+def _of_run(table) -> dict:
+    import pyarrow as pa
+    import pyarrow.compute as pc
+
+    steps = pc.min_max(table.column("step")).as_py()
+    wall = pc.min_max(pc.cast(table.column("wall_time").cast(pa.timestamp("ms")), pa.int64())).as_py()
+    metric = _equals(table.column("kind"), "metric")
+    out = {"n": table.num_rows, "ranks": _distinct(table.column("rank")),
+           "kinds": _distinct(table.column("kind")), "steps": _range(steps["min"], steps["max"]),
+           "wall": _range(wall["min"], wall["max"]),
+           "names": _distinct(table.column("name").filter(metric)),
+           "msteps": _steps(_unique_sorted(table.column("step").filter(metric)))}
     _add_run_events(table, out)
     return out
 
 
-def _plain(column):
+def _equals(column, value: str):
+    """``column == value`` (nulls false) without decoding a dictionary column."""
     import pyarrow as pa
-
-    return column.cast(column.type.value_type) if pa.types.is_dictionary(column.type) else column
-
-
-def _add_metrics(metrics, out: dict) -> None:
-    import numpy as np
     import pyarrow.compute as pc
 
-    rows = metrics.group_by("run_id").aggregate([
-        ("name", "distinct", pc.CountOptions(mode="all")), ("step", "distinct")]).to_pylist()
-    for r in rows:
-        out[r["run_id"]]["names"] = _sorted(r["name_distinct"])
-        out[r["run_id"]]["msteps"] = _steps(np.unique(np.array(
-            [s for s in r["step_distinct"] if s is not None], dtype=np.int64)))
+    if not pa.types.is_dictionary(column.type):
+        return pc.fill_null(pc.equal(column, value), False)
+    chunks = []
+    for chunk in column.unify_dictionaries().chunks:
+        index = chunk.dictionary.index(value).as_py()
+        chunks.append(pc.fill_null(pc.equal(chunk.indices, index), False) if index >= 0
+                      else pa.array([False] * len(chunk), pa.bool_()))
+    return pa.chunked_array(chunks, pa.bool_())
+
+
+def _distinct(column) -> list:
+    import pyarrow.compute as pc
+
+    return _sorted(pc.unique(column).to_pylist())
+
+
+def _unique_sorted(column):
+    """The distinct non-null values of an integer column as a sorted int64 NumPy array
+    (rows arrive step-major: already sorted, one pass)."""
+    import numpy as np
+
+    values = column.drop_null().to_numpy().astype(np.int64, copy=False)
+    if len(values) and not np.all(values[1:] >= values[:-1]):
+        return np.unique(values)
+    return values[np.concatenate([[True], values[1:] != values[:-1]])] if len(values) else values
 
 
 def _add_run_events(table, out: dict) -> None:
+    """The run's last end status and its import facts, from its ``run`` events (few rows)."""
     import pyarrow as pa
     import pyarrow.compute as pc
 
-    wanted = pc.and_(pc.equal(table.column("kind"), "run"),
-                     pc.is_in(table.column("name"), pa.array(["end", "import"])))
-    for event in table.filter(pc.fill_null(wanted, False)).select(["run_id", "name", "wall_time", "attrs"]).to_pylist():
-        part = out[event["run_id"]]
-        if event["name"] == "import":
-            part["import"] = _merge_import(part.get("import"), run_facts.import_partial(event["attrs"]))
+    runs = table.filter(_equals(table.column("kind"), "run"))
+    names = runs.column("name").cast(pa.string())
+    events = runs.filter(pc.fill_null(pc.is_in(names, pa.array(["end", "import"])), False))
+    wall = pc.cast(events.column("wall_time").cast(pa.timestamp("ms")), pa.int64()).to_pylist()
+    for name, wall_ms, attrs in zip(events.column("name").cast(pa.string()).to_pylist(), wall,
+                                    events.column("attrs").to_pylist()):
+        if name == "import":
+            out["import"] = _merge_import(out.get("import"), run_facts.import_partial(attrs))
         else:
-            part["end"] = _later(part.get("end"), run_facts.end_partial(event["wall_time"], event["attrs"]))
+            out["end"] = _later(out.get("end"), run_facts.end_partial(wall_ms, attrs))
 
 
 def _steps(unique) -> dict:
