@@ -75,7 +75,7 @@ def test_watch_follows_a_store_on_s3_as_it_is_written(bucket, tmp_path):
 def test_an_upload_in_progress_is_never_a_segment(bucket):
     import boto3
 
-    monitor = Monitor(bucket)
+    monitor = Monitor(bucket, analyzers=())
     w = writer(bucket, "r")
     log_steps(w, range(1, 11))
     assert w.flush()
@@ -92,7 +92,7 @@ def test_an_upload_in_progress_is_never_a_segment(bucket):
 
 
 def test_merges_between_polls_count_rows_once(bucket, monkeypatch):
-    monitor = Monitor(bucket, min_interval=3600)
+    monitor = Monitor(bucket, analyzers=())      # rows only: no analysis
     w = writer(bucket, "r")
     log_steps(w, range(1, 41))
     assert w.flush()
@@ -121,3 +121,15 @@ def test_merges_between_polls_count_rows_once(bucket, monkeypatch):
     monitor.poll()
     assert monitor.runs["s"].rows == stored_rows(bucket, "s")
     assert [f.rsplit("/", 1)[-1] for f in monitor.tailer.run_files("s")] == ["s.a.parquet"]
+
+
+def test_follow_mode_on_s3_streams_findings_from_the_evaluation_child(bucket):
+    w = writer(bucket, "bad")
+    log_steps(w, range(1, 61), nan_at=30)
+    w.close()
+    result = CliRunner().invoke(main, ["watch", bucket, "--json", "--duration", "0.3", "--interval", "0.1",
+                                       "--inotify"])
+    assert result.exit_code == 0, result.output
+    found = [(d["run_id"], d["code"], d["onset"]) for d in map(json.loads, result.stdout.splitlines())]
+    assert ("bad", "nan_onset", 30) in found and len(found) == len(set(found))
+    assert "inotify does not see object storage; polling only" in result.stderr
