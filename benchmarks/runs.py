@@ -10,7 +10,8 @@ has, run summaries included), and the same rows without rldk's footer metadata
 
 Each command is a whole process timed from outside (``analyze.timed``: wall, CPU,
 peak RSS through /usr/bin/time), the two sides alternating A B A B; the ratio is
-the median of the pair-by-pair ratios. The incumbent is
+the median of the pair-by-pair ratios (the ratio of median CPU seconds is printed
+too: on a loaded machine it moves less than wall time). The incumbent is
 ``SELECT run_id, count(*), max(step) FROM read_parquet(...) GROUP BY run_id`` in a
 fresh ``python -c`` with DuckDB. Target: <= 1.5x on the writer's files.
 """
@@ -90,7 +91,8 @@ def main():
         print(f"rldk runs on 10,000 files ({label}): wall {r['wall']:.2f} s, cpu {r['cpu']:.2f} s, "
               f"peak {r['rss_mb']:.0f} MB; duckdb GROUP BY run_id: wall {d['wall']:.2f} s, "
               f"cpu {d['cpu']:.2f} s, peak {d['rss_mb']:.0f} MB; ratio {r['vs']['duckdb group by']:.2f}x"
-              + (f" (target <= {TARGET}x)" if files == written else ""))
+              + (f" (target <= {TARGET}x)" if files == written else "")
+              + f"; cpu ratio {r['cpu'] / d['cpu']:.2f}x")
         results[label] = result
     print(f"load {os.getloadavg()[0]:.1f} after; median of {args.repeats}")
     out = ROOT / "benchmarks" / "results" / "runs.json"
