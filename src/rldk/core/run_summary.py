@@ -8,10 +8,10 @@ progressions ``[first, last, stride]``), the run's last ``end`` status and what 
 ``import`` events say (:mod:`rldk.core.run_facts`). Reading a store's footers then
 gives :meth:`Store.summary <rldk.core.store.Store.summary>` directly (:func:`combine`),
 with the values the ``runs`` SQL computes from the rows (``RUNS_SQL``; compared
-in tests/test_run_summary.py). A store with any file without a summary (foreign
+in tests/test_run_summary.py). The runs held by a file without a summary (foreign
 Parquet, older rldk), or whose distinct step count cannot be had from the footers
 (overlapping steps across files and more than ``MAX_PROGRESSIONS`` progressions in
-one), is summarised by that SQL scan instead.
+one), are summarised by that SQL scan over their own files instead.
 """
 from __future__ import annotations
 
@@ -218,24 +218,35 @@ def _sorted(values) -> list:
 
 
 # --------------------------------------------------------------------- reading
-def combine(footer_metas) -> "object | None":
-    """The store summary (Polars, the columns and types of ``RUNS_SQL``) from the footer
-    metadata of every live file, or None when some file has no summary or the distinct
-    step counts need the rows."""
+def combine(footers) -> tuple[object, set[str] | None]:
+    """The store summary from the files' footers: ``(frame, rescan)``.
+
+    ``footers``: the :class:`~rldk.core.files.Footer` of every live file. ``frame``
+    (Polars, the columns and types of ``RUNS_SQL``) holds the runs the summaries
+    answer for; ``rescan`` names the runs whose rows must be scanned instead (held by a
+    file without a summary, or whose distinct steps the footers cannot give), or is
+    None when a file without a summary may hold any run (then scan the store).
+    """
     runs: dict[str, list[dict]] = {}
-    for meta in footer_metas:
-        raw = (meta or {}).get(KEY)
+    rescan: set[str] = set()
+    for footer in footers:
+        raw = footer.meta.get(KEY) if footer is not None else None
         if raw is None:
-            return None
+            held = footer.exact_runs if footer is not None else None
+            if held is None:
+                return _frame([]), None
+            rescan |= held
+            continue
         for run_id, part in json.loads(raw)["runs"].items():
             runs.setdefault(run_id, []).append(part)
     rows = []
-    for run_id in sorted(runs, key=lambda r: (r is None, r)):
+    for run_id in sorted(set(runs) - rescan):
         row = _row(run_id, runs[run_id])
         if row is None:
-            return None
-        rows.append(row)
-    return _frame(rows)
+            rescan.add(run_id)
+        else:
+            rows.append(row)
+    return _frame(rows), rescan
 
 
 def _row(run_id: str, parts: list[dict]) -> list | None:

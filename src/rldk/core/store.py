@@ -254,11 +254,26 @@ class Store:
         from logs takes status, evidence and wall seconds from its import event
         (``rldk.core.run_facts``): "unknown" and no wall time when the logs lack them.
 
-        Read from the files' footers when each carries its run summary
-        (:mod:`rldk.core.run_summary`), else with one scan (``RUNS_SQL``)."""
-        from_footers = run_summary.combine(
-            self.footers[f].meta if f in self.footers else None for f in self.files)
-        return from_footers if from_footers is not None else self.sql(RUNS_SQL)
+        Read from the run summaries in the files' footers (:mod:`rldk.core.run_summary`);
+        runs they cannot answer for are scanned (``RUNS_SQL``) over their own files."""
+        import polars as pl
+
+        frame, rescan = run_summary.combine(self.footers.get(f) for f in self.files)
+        if rescan is None:
+            return self.sql(RUNS_SQL)
+        if not rescan:
+            return frame
+        files = [f for f in self.files if _may_hold_any(self.footers.get(f), rescan)]
+        part = self if len(files) == len(self.files) else Store(files, self.footers, self.sources)
+        scanned = part.sql(RUNS_SQL).filter(pl.col("run_id").is_in(sorted(rescan)))
+        return pl.concat([frame, scanned]).sort("run_id") if frame.height else scanned
+
+
+def _may_hold_any(footer: Footer | None, run_ids: set[str]) -> bool:
+    if footer is None:
+        return True
+    exact = footer.exact_runs
+    return bool(exact & run_ids) if exact is not None else any(footer.may_hold(r) for r in run_ids)
 
 
 @lru_cache(maxsize=1)
