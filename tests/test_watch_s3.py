@@ -133,3 +133,14 @@ def test_follow_mode_on_s3_streams_findings_from_the_evaluation_child(bucket):
     found = [(d["run_id"], d["code"], d["onset"]) for d in map(json.loads, result.stdout.splitlines())]
     assert ("bad", "nan_onset", 30) in found and len(found) == len(set(found))
     assert "inotify does not see object storage; polling only" in result.stderr
+
+
+def test_a_guard_follows_its_own_run_in_a_shared_bucket(bucket):
+    """Guards follow ``writer.dir`` (an ObjectDir on S3) for their run only."""
+    for run_id in ("q", "r"):
+        w = writer(bucket, run_id)
+        log_steps(w, range(1, 21))
+        w.close()
+    monitor = Monitor(ObjectDir(bucket), run_id="r", analyzers=())
+    monitor.poll()
+    assert set(monitor.runs) == {"r"} and monitor.runs["r"].rows == stored_rows(bucket, "r")

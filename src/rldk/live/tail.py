@@ -34,7 +34,7 @@ from dataclasses import dataclass, field
 
 from rldk.core.errors import RldkError, StoreError
 from rldk.core.files import remote_listing
-from rldk.core.fs import is_remote, open_binary
+from rldk.core.fs import ObjectDir, is_remote, open_binary
 from rldk.core.naming import is_visible_segment
 from rldk.core.segments import file_metadata
 from rldk.data import open_input
@@ -67,7 +67,8 @@ class Tailer:
     """
 
     def __init__(self, paths, adapter: str | None = None, run_id: str | None = None):
-        self.paths = [str(p) for p in ([paths] if isinstance(paths, (str, os.PathLike)) else paths)]
+        single = isinstance(paths, (str, os.PathLike, ObjectDir))
+        self.paths = [str(p) for p in ([paths] if single else paths)]
         self.adapter, self.run_id = adapter, run_id
         self.known: dict[str, tuple] = {}        # file -> (size, mtime_ns) when read
         self.file_runs: dict[str, set] = {}      # file -> run ids it holds
