@@ -41,6 +41,7 @@ import os
 import time
 from pathlib import Path
 
+from rldk.core import run_summary
 from rldk.core.errors import StoreError
 from rldk.core.fs import ObjectDir, is_remote, open_binary
 from rldk.core.naming import (
@@ -108,6 +109,7 @@ def write_segment(table, directory: Path | ObjectDir, name: str) -> None:
         return
     with _atomic_writer(Path(directory), name, table.schema) as out:
         out.write_table(table, row_group_size=1 << 20)
+        out.add_key_value_metadata(run_summary.metadata(table))
 
 
 def parquet_bytes(table) -> bytes:
@@ -120,7 +122,7 @@ def parquet_bytes(table) -> bytes:
     sink = pa.BufferOutputStream()
     with pq.ParquetWriter(sink, table.schema.remove_metadata(), **PARQUET_OPTIONS) as out:
         out.write_table(table, row_group_size=1 << 20)
-        out.add_key_value_metadata(_rldk_metadata())
+        out.add_key_value_metadata({**_rldk_metadata(), **run_summary.metadata(table)})
     return sink.getvalue().to_pybytes()
 
 
@@ -161,22 +163,25 @@ def _write_merged(directory: Path, names: list[str], out_name: str, rows_per_gro
     from rldk.schemas import arrow_schema
 
     with _atomic_writer(directory, out_name, arrow_schema(), covers=names) as out:
-        _copy_rows([directory / n for n in names], out, rows_per_group)
+        summary = _copy_rows([directory / n for n in names], out, rows_per_group)
+        out.add_key_value_metadata(_summary_metadata(summary))
 
 
-def _copy_rows(sources, out, rows_per_group: int) -> None:
-    """Stream the row groups of ``sources`` (paths or open files) into the writer ``out``."""
+def _copy_rows(sources, out, rows_per_group: int) -> dict | None:
+    """Stream the row groups of ``sources`` (paths or open files) into the writer ``out``;
+    returns the copied rows' run summaries (:mod:`rldk.core.run_summary`)."""
     import pyarrow as pa
     import pyarrow.parquet as pq
 
     from rldk.schemas import conform, file_version
 
-    buf, rows = [], 0
+    buf, rows, summary = [], 0, {}
     for source in sources:
         pf = pq.ParquetFile(source)
         version = file_version(pf.metadata.metadata)
         for i in range(pf.num_row_groups):
             part = conform(pf.read_row_group(i), version)
+            summary = run_summary.merge_tables(summary, part)
             buf.append(part)
             rows += part.num_rows
             if rows >= rows_per_group:
@@ -184,6 +189,11 @@ def _copy_rows(sources, out, rows_per_group: int) -> None:
                 buf, rows = [], 0
     if buf:
         out.write_table(pa.concat_tables(buf), row_group_size=rows_per_group)
+    return summary
+
+
+def _summary_metadata(summary: dict | None) -> dict:
+    return {} if summary is None else {run_summary.KEY: run_summary.encode(summary)}
 
 
 def _merge_remote(directory: ObjectDir, names: list[str], out_name: str, rows_per_group: int) -> bool:
@@ -206,11 +216,11 @@ def _merge_remote(directory: ObjectDir, names: list[str], out_name: str, rows_pe
         with pq.ParquetWriter(local, arrow_schema().remove_metadata(), **PARQUET_OPTIONS) as out:
             opened = [fs.open(f"{directory.key}/{n}", "rb") for n in names]
             try:
-                _copy_rows(opened, out, rows_per_group)
+                summary = _copy_rows(opened, out, rows_per_group)
             finally:
                 for f in opened:
                     f.close()
-            out.add_key_value_metadata(_rldk_metadata(names))
+            out.add_key_value_metadata({**_rldk_metadata(names), **_summary_metadata(summary)})
         fs.put_file(local, f"{directory.key}/{out_name}")
     _delete_remote(directory, names)
     return True

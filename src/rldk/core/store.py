@@ -25,7 +25,7 @@ from dataclasses import dataclass
 from functools import cached_property, lru_cache
 
 from rldk import semantics
-from rldk.core import run_facts
+from rldk.core import run_facts, run_summary
 from rldk.core.errors import StoreError, UsageError
 from rldk.core.files import (
     Footer,
@@ -252,8 +252,28 @@ class Store:
         incomplete (no end event: the process was SIGKILLed, crashed or is still
         running), and status_evidence. A run imported
         from logs takes status, evidence and wall seconds from its import event
-        (``rldk.core.run_facts``): "unknown" and no wall time when the logs lack them."""
-        return self.sql(RUNS_SQL)
+        (``rldk.core.run_facts``): "unknown" and no wall time when the logs lack them.
+
+        Read from the run summaries in the files' footers (:mod:`rldk.core.run_summary`);
+        runs they cannot answer for are scanned (``RUNS_SQL``) over their own files."""
+        import polars as pl
+
+        frame, rescan = run_summary.combine(self.footers.get(f) for f in self.files)
+        if rescan is None:
+            return self.sql(RUNS_SQL)
+        if not rescan:
+            return frame
+        files = [f for f in self.files if _may_hold_any(self.footers.get(f), rescan)]
+        part = self if len(files) == len(self.files) else Store(files, self.footers, self.sources)
+        scanned = part.sql(RUNS_SQL).filter(pl.col("run_id").is_in(sorted(rescan)))
+        return pl.concat([frame, scanned]).sort("run_id") if frame.height else scanned
+
+
+def _may_hold_any(footer: Footer | None, run_ids: set[str]) -> bool:
+    if footer is None:
+        return True
+    exact = footer.exact_runs
+    return bool(exact & run_ids) if exact is not None else any(footer.may_hold(r) for r in run_ids)
 
 
 @lru_cache(maxsize=1)

@@ -14,6 +14,8 @@ import os
 import select
 import time
 
+from rldk.core.fs import is_remote
+
 #: IN_MOVED_TO | IN_CLOSE_WRITE | IN_CREATE | IN_DELETE: a segment renamed in, a
 #: file written or removed.
 _MASK = 0x00000080 | 0x00000008 | 0x00000100 | 0x00000200
@@ -65,8 +67,11 @@ def waiter(paths, use_inotify: bool) -> tuple[Sleeper, str | None]:
     """A waiter for ``paths`` and, when inotify was asked for but is unavailable, why."""
     if not use_inotify:
         return Sleeper(), None
+    local = [p for p in map(str, paths) if not is_remote(p)]
+    if not local:
+        return Sleeper(), "inotify does not see object storage; polling only"
     directories = sorted({p if os.path.isdir(p) else os.path.dirname(os.path.abspath(p)) or "."
-                          for p in map(str, paths)})
+                          for p in local})
     try:
         return Inotify(directories), None
     except (OSError, AttributeError) as exc:

@@ -7,6 +7,14 @@ temporaries with a leading dot, so a visible ``*.parquet`` file is whole; a file
 that still cannot be read (a foreign tool copying a file in place) is retried
 when it changes and reported once, in one line.
 
+A store on object storage (``s3://bucket/prefix``, any fsspec URL) is listed
+through the store reader's own listing (:func:`rldk.core.files.remote_listing`:
+one LIST per poll, sizes and ETags, no cache) and read through its filesystem. An
+object is listed only once its upload is complete (one PUT; a multipart upload in
+progress is not listed), so there too a listed segment is whole. Merges on object
+storage take no lock: a second merged file covering inputs another merged file
+already replaced is held unread (``rldk compact`` removes one of them).
+
 What a poll returns (:class:`Update`): the rows of the files that appeared
 (``metric`` and ``run`` events only: what the live view shows), and the runs to
 *reload*: a run whose files changed otherwise than by a new segment (a file
@@ -24,7 +32,9 @@ import json
 import os
 from dataclasses import dataclass, field
 
-from rldk.core.errors import RldkError
+from rldk.core.errors import RldkError, StoreError
+from rldk.core.files import remote_listing
+from rldk.core.fs import ObjectDir, is_remote, open_binary
 from rldk.core.naming import is_visible_segment
 from rldk.core.segments import file_metadata
 from rldk.data import open_input
@@ -57,12 +67,15 @@ class Tailer:
     """
 
     def __init__(self, paths, adapter: str | None = None, run_id: str | None = None):
-        self.paths = [str(p) for p in ([paths] if isinstance(paths, (str, os.PathLike)) else paths)]
+        single = isinstance(paths, (str, os.PathLike, ObjectDir))
+        self.paths = [str(p) for p in ([paths] if single else paths)]
         self.adapter, self.run_id = adapter, run_id
         self.known: dict[str, tuple] = {}        # file -> (size, mtime_ns) when read
         self.file_runs: dict[str, set] = {}      # file -> run ids it holds
         self.covered: set[str] = set()           # files a compacted file replaces
         self.bad: dict[str, tuple] = {}          # unreadable file -> its signature then
+        self.merged: dict[str, set] = {}         # merged file read -> the files it covers
+        self.redundant: dict[str, tuple] = {}    # merged file -> (signature, covers): another holds them
         self._foreign: dict[str, tuple] = {}     # foreign path -> (signature, converted files)
         self._warned: set = set()
 
@@ -77,13 +90,15 @@ class Tailer:
                            "(truncated or rewritten); its run is read again")
             update.reload |= self._forget(path)
         new = {p: sig for p, sig in sorted(listed.items())
-               if p not in self.known and p not in self.covered and self.bad.get(p) != sig}
+               if p not in self.known and p not in self.covered and self.bad.get(p) != sig
+               and p not in self.redundant}
         covers = self._covers_of(new, update)
         for path, covered in covers.items():       # compacted files first: they retire segments
             if covered:
                 self._compacted(path, new[path], covered, update)
         for path in [f for f in self.known if f not in listed and f not in self.covered]:
             update.reload |= self._forget(path)     # deleted: its runs are read again
+        self._unheld(listed, update)
         for path, covered in covers.items():
             if not covered and path not in self.covered:
                 self._add(path, new[path], update)
@@ -99,9 +114,13 @@ class Tailer:
 
     # ------------------------------------------------------------------ listing
     def _list(self, update: Update) -> dict[str, tuple]:
-        """Every visible event file now, with its (size, mtime_ns)."""
+        """Every visible event file now, with its signature: (size, mtime_ns) of a local
+        file, (size, etag) of an object."""
         out: dict[str, tuple] = {}
         for path in self.paths:
+            if is_remote(path):
+                out.update(self._objects(path, update))
+                continue
             for f in self._files_of(path, update):
                 try:
                     st = os.stat(f)
@@ -109,6 +128,18 @@ class Tailer:
                     continue
                 out[f] = (st.st_size, st.st_mtime_ns)
         return out
+
+    def _objects(self, url: str, update: Update) -> dict[str, tuple]:
+        """The committed segment objects under ``url`` (the store reader's listing: an
+        object shows once its upload completed), of ``run_id`` only when following one."""
+        try:
+            listed = remote_listing(url)
+        except StoreError as exc:
+            self._warn(update, ("list", url), str(exc))
+            return {}
+        prefix = f"{self.run_id}." if self.run_id else ""
+        return {f: sig for f, sig in listed.items()
+                if is_visible_segment(_name(f)) and _name(f).startswith(prefix)}
 
     def _files_of(self, path: str, update: Update) -> list[str]:
         if self.adapter is None and _is_store_path(path):
@@ -151,10 +182,17 @@ class Tailer:
             except Exception as exc:
                 self._unreadable(path, sig, exc, update)
                 continue
-            out[path] = {os.path.join(os.path.dirname(path), n) for n in names}
+            folder = path.rsplit("/", 1)[0] if is_remote(path) else os.path.dirname(path)
+            out[path] = {f"{folder}/{n}" if is_remote(path) else os.path.join(folder, n) for n in names}
         return out
 
     def _compacted(self, path: str, sig: tuple, covered: set, update: Update) -> None:
+        if any(covered <= held for held in self.merged.values()):
+            # a second merge of files another merged file already replaced (object
+            # stores have no lock): its rows are held; `rldk compact` deletes one of them
+            self.redundant[path] = (sig, covered)
+            return
+        self.merged[path] = covered
         if covered <= set(self.known):
             self._take_place(path, sig, covered)      # every row already read: nothing to do
             return
@@ -196,7 +234,16 @@ class Tailer:
     def _forget(self, path: str) -> set:
         """Drop a file that vanished or changed; the runs it held must be read again."""
         self.known.pop(path, None)
+        self.merged.pop(path, None)
         return self.file_runs.pop(path, set())
+
+    def _unheld(self, listed: dict, update: Update) -> None:
+        """Redundant merged files still listed whose twin is gone are read in its place."""
+        for path, (sig, covered) in list(self.redundant.items()):
+            if path not in listed or not any(covered <= held for held in self.merged.values()):
+                del self.redundant[path]
+                if path in listed:
+                    self._compacted(path, sig, covered, update)
 
     def _reload(self, update: Update, listed: dict) -> None:
         """Read every remaining file of the runs to reload; a run with none is removed."""
@@ -224,11 +271,19 @@ class Tailer:
 
 def read_events(path: str, run_id: str | None = None):
     """The ``metric`` and ``run`` rows of one event file (``COLUMNS``; pyarrow Table).
-    Raises for a file that is not a readable rldk event file."""
-    import pyarrow as pa
+    Raises for a file that is not a readable rldk event file; an object is read
+    through the store's filesystem (:mod:`rldk.core.fs`)."""
     import pyarrow.parquet as pq
 
-    pf = pq.ParquetFile(path)
+    if is_remote(path):
+        with open_binary(path) as f:
+            return _events_of(pq.ParquetFile(f), run_id)
+    return _events_of(pq.ParquetFile(path), run_id)
+
+
+def _events_of(pf, run_id: str | None):
+    import pyarrow as pa
+
     names = set(pf.schema_arrow.names)
     if not {"run_id", "kind", "name"} <= names:
         raise ValueError("no run_id/kind/name columns")
@@ -261,6 +316,10 @@ def _covers(path: str) -> list[str]:
     """The segment names a compacted file replaces (empty for a plain segment)."""
     meta = file_metadata(path)
     return json.loads(meta[META_COVERS]) if META_COVERS in meta else []
+
+
+def _name(path: str) -> str:
+    return path.rsplit("/", 1)[-1]
 
 
 def _is_store_path(path: str) -> bool:
