@@ -82,6 +82,7 @@ class RowCollector:
         self.where: str | None = None                # the reader's name for the row being added
         self.step_field = None
         self.rows = 0
+        self.schema = None                           # the last columnar batch's (reused by the next)
 
     def add(self, row: dict, rownum: int) -> str | None:
         """Collect one row; returns why it was skipped, or None."""
