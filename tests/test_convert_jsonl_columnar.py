@@ -92,6 +92,7 @@ def test_field_map_and_row_number_steps(tmp_path, monkeypatch):
     '{"step": 1, "x": NaN}\n{"step": 2, "x": Infinity}\n',   # bare NaN tokens
     '{"step": 1.5, "x": 1}\n{"step": 2, "x": 2}\n',           # a step that is not an integer
     '{"step": 1, "x": 1, "x/y": 2, "x2": {"y": 3}}\n',        # nested names
+    '{"step": 1, "x": "oops"}\n{"step": 2, "x": 3}\n',       # text, then numbers: reported
 ])
 def test_edge_cases_match_the_row_path(tmp_path, monkeypatch, text):
     fast, slow, _ = _both(tmp_path / "case", monkeypatch, text)

@@ -10,7 +10,14 @@ import json
 from pathlib import Path
 
 from rldk.converters.base import ConvertError, RunData, Skip, write_runs
-from rldk.converters.tabular import RowCollector, frame_tables, parse_field_map
+from rldk.converters.tabular import (
+    RowCollector,
+    count_byte,
+    frame_tables,
+    line_blocks,
+    line_count,
+    parse_field_map,
+)
 
 NAME = "jsonl"
 SUFFIXES = (".jsonl", ".ndjson")
@@ -72,8 +79,8 @@ def _tables(file: Path, mapping: dict, run: RunData):
             raise ConvertError(f"{file}: binary file (NUL bytes), not JSON Lines")
         handle.seek(0)
         lineno = 0
-        for batch in _batches(handle):
-            count = batch.count(b"\n") + (not batch.endswith(b"\n"))
+        for batch in line_blocks(handle, BATCH_BYTES):
+            count = line_count(batch)
             tables = None
             start = 0
             while rows.step_field is None and start < len(batch):    # rows until the first valid one
@@ -101,15 +108,6 @@ def _tables(file: Path, mapping: dict, run: RunData):
 
 
 BATCH_BYTES = 1 << 22
-
-
-def _batches(handle):
-    """The file in pieces of about :data:`BATCH_BYTES` that end at a line end (or the file's end)."""
-    while True:
-        block = handle.read(BATCH_BYTES)
-        if not block:
-            return
-        yield block if block.endswith(b"\n") else block + handle.readline()
 
 
 def _lines(batch: bytes) -> list:
@@ -166,7 +164,7 @@ def _covers(frame, batch: bytes) -> bool:
         held += series.len() - series.null_count()
         if isinstance(series.dtype, pl.Struct):
             stack.extend(series.struct.unnest().get_columns())
-    extra = batch.count(b":") - held
+    extra = count_byte(batch, b":") - held
     return extra <= 0 or extra <= batch.count(b":null") + batch.count(b": null")
 
 
