@@ -77,6 +77,7 @@ def test_irregular_blocks_fall_back_and_name_their_lines(tmp_path, monkeypatch):
     'step,x\r\n1,2\r\n2,3\r\n',                             # Windows line ends
     'step,x,note\n1,2,a\n2,3,"b, quoted\nover two lines"\n3,4,c\n',   # quotes: the csv module decides
     'step,x\n1,2\n\n2,3\n',                                 # a blank line
+    'loss\n1\n2\n\n3\n',                                    # a blank line, one column
     'step,x,x\n1,2,3\n',                                    # a repeated column name
     'step,x,response\n1,2,hi\n2,3,\n',                      # text makes samples
     'step,x\n1, \n2,3\n',                                   # a cell of spaces

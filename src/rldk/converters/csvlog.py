@@ -176,13 +176,15 @@ def _columnar(rows: RowCollector, state: _State, block: bytes):
 
 
 def _even(block: bytes, commas: int) -> bool:
-    """True when no line of ``block`` is blank and they hold ``commas`` commas in all:
-    as Polars refuses a line with more cells than the header, every line then has as many."""
+    """True when the lines of ``block`` hold ``commas`` commas each. Their total is
+    checked: Polars refuses a line with more cells than the header, so a line with
+    fewer (a blank one among them) makes the total fall short."""
     import numpy as np
 
-    ends = np.frombuffer(block, np.uint8) == ord("\n")
-    blank = bool(ends[0]) or bool((ends[1:] & ends[:-1]).any())
-    return not blank and count_byte(block, b",") == commas * line_count(block)
+    if commas == 0:                      # one column: only a blank line could be short
+        ends = np.frombuffer(block, np.uint8) == ord("\n")
+        return not (ends[0] or (ends[1:] & ends[:-1]).any())
+    return count_byte(block, b",") == commas * line_count(block)
 
 
 def _numbers(block: bytes, header: list):
