@@ -47,11 +47,12 @@ def _same(a, b):
     assert sa.runs[0].steps == sb.runs[0].steps and sa.metrics == sb.metrics
 
 
-def test_regular_logs_import_columnar_with_the_same_events(tmp_path, monkeypatch):
+@pytest.mark.parametrize("end", ["\n", "\r\n"])
+def test_regular_logs_import_columnar_with_the_same_events(tmp_path, monkeypatch, end):
     lines = ["step,loss,kl,lr,wall_time"]
     lines += [f"{i},{1 / (i + 1)},{'' if i % 7 else 0.01 * i},{'nan' if i % 11 == 0 else 1e-4},{1.7e9 + i}"
               for i in range(3000)]
-    fast, slow, blocks = _both(tmp_path, monkeypatch, "\n".join(lines) + "\n", batch_bytes=10_000)
+    fast, slow, blocks = _both(tmp_path, monkeypatch, end.join(lines) + end, batch_bytes=10_000)
     assert blocks > 5
     _same(fast, slow)
     assert fast[0].metrics == ("kl", "loss", "lr")
@@ -75,6 +76,9 @@ def test_irregular_blocks_fall_back_and_name_their_lines(tmp_path, monkeypatch):
 @pytest.mark.parametrize("text", [
     '\ufeffstep,x\n1,2\n2,3\n',                             # a byte order mark
     'step,x\r\n1,2\r\n2,3\r\n',                             # Windows line ends
+    'step,x\r\n1,2\r\n\r\n2,x\r\n3,4\r\n',                  # ... with a blank line and text
+    'step,x\r\n1,2\r\n2,3\r4\r\n5,6\r\n',                    # a lone carriage return splits a row
+    'loss\r\n1\r\n\r\n2\r\n',                              # one column, a blank line
     'step,x,note\n1,2,a\n2,3,"b, quoted\nover two lines"\n3,4,c\n',   # quotes: the csv module decides
     'step,x\n1,2\n\n2,3\n',                                 # a blank line
     'loss\n1\n2\n\n3\n',                                    # a blank line, one column

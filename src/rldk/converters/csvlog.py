@@ -146,10 +146,22 @@ def _open(file: Path):
 
 def _plain(block: bytes, comment: str | None) -> bool:
     """True when every line of ``block`` is a row the csv module would split at its
-    commas alone: no quotes, carriage returns, NULs, comment lines or lines near the
-    csv module's field size limit."""
-    return not (b'"' in block or b"\r" in block or b"\0" in block or len(block) > _FIELD_LIMIT
+    commas alone: no quotes, NULs, carriage returns but in ``\\r\\n`` line ends,
+    comment lines or lines near the csv module's field size limit."""
+    return not (b'"' in block or b"\0" in block or len(block) > _FIELD_LIMIT or not _crlf_only(block)
                 or comment and (b"\n" + comment.encode()) in b"\n" + block)
+
+
+def _crlf_only(block: bytes) -> bool:
+    """True when every carriage return of ``block`` ends a line (``\\r\\n``, as Python's
+    csv writer ends them); a lone one splits a row for the csv module."""
+    import numpy as np
+
+    if b"\r" not in block:
+        return True
+    data = np.frombuffer(block, np.uint8)
+    at = np.flatnonzero(data == ord("\r"))
+    return bool(at[-1] + 1 < len(data) and (data[at + 1] == ord("\n")).all())
 
 
 def _plain_rows(file: Path, block: bytes, lineno: int, bom: bool = False) -> list:
@@ -162,6 +174,8 @@ def _plain_rows(file: Path, block: bytes, lineno: int, bom: bool = False) -> lis
     lines = text.split("\n")
     if text.endswith("\n"):
         lines.pop()
+    if "\r" in text:
+        lines = [line.removesuffix("\r") for line in lines]
     return [(lineno + i, line.split(",")) for i, line in enumerate(lines) if line]
 
 
@@ -182,6 +196,8 @@ def _even(block: bytes, commas: int) -> bool:
     import numpy as np
 
     if commas == 0:                      # one column: only a blank line could be short
+        if b"\r" in block:
+            return False
         ends = np.frombuffer(block, np.uint8) == ord("\n")
         return not (ends[0] or (ends[1:] & ends[:-1]).any())
     return count_byte(block, b",") == commas * line_count(block)
