@@ -61,11 +61,11 @@ _FIELD_LIMIT = 1 << 24          # the csv module's limit on one cell (its own de
 
 
 def _tables(file: Path, mapping: dict, comment: str | None, run: RunData):
-    """Blocks of ~:data:`BATCH_BYTES` of plain lines (no quotes, carriage returns,
-    blank or comment lines), each parsed by Polars in one call; a block with any other
-    cell than a number or an empty one, or a ragged row, goes through the row path,
-    which names each bad line. From the first block that needs the csv module's
-    quoting rules on, the rest of the file streams through it."""
+    """Blocks of ~:data:`BATCH_BYTES` of plain lines (see :func:`_plain`), each parsed
+    by Polars in one call; a block with a cell that is neither a number nor empty, a
+    blank or ragged line, or a repeated header goes through the row path, which names
+    each bad line. From the first block that needs the csv module's quoting rules on,
+    the rest of the file streams through it (:func:`csv_lines`)."""
     rows, state = RowCollector(mapping), _State()
     for lineno, piece in _pieces(file, comment, rows, state):
         if isinstance(piece, bytes):
@@ -87,7 +87,7 @@ def _tables(file: Path, mapping: dict, comment: str | None, run: RunData):
 
 
 class _State:
-    """The header in force (a rewritten header replaces it) and where the file is."""
+    """The header in force (a rewritten header replaces it) and whether blocks may go columnar."""
 
     def __init__(self):
         self.header = None
