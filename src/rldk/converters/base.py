@@ -26,7 +26,7 @@ from rldk.core.errors import RldkError
 from rldk.core.fs import location
 
 #: Bumped when a converter's output for the same input changes (invalidates import caches).
-CONVERTER_VERSION = 3
+CONVERTER_VERSION = 4
 
 
 class ConvertError(RldkError):
