@@ -31,6 +31,7 @@ benchmarks/results/import.json.
 from __future__ import annotations
 
 import argparse
+import importlib.util
 import json
 import os
 import resource
@@ -271,6 +272,10 @@ def main(argv=None) -> None:
     results, ratios = {}, []
     for group, path in paths.items():
         names = [x for x in tools[group] if x.startswith("rldk")] if args.skip_incumbents else tools[group]
+        missing = [x for x in names if importlib.util.find_spec(_PACKAGES.get(x, "rldk")) is None]
+        if missing:
+            print(f"{group}: not measured, package not installed: {', '.join(missing)}", flush=True)
+            names = [x for x in names if x not in missing]
         rows = measure(names, path, args.repeats)
         base, base_cpu = rows[0]["median_s"], rows[0]["median_cpu_s"]
         for row in rows:
@@ -296,6 +301,11 @@ def main(argv=None) -> None:
     (out / "import.json").write_text(json.dumps({"steps": args.steps, "tags": args.tags, "repeats": args.repeats,
                                                  "cpus": os.cpu_count(), "ratios": ratios,
                                                  "results": results}, indent=2))
+
+
+#: the package each incumbent needs (a tool whose package is missing is left out, and said)
+_PACKAGES = {"event_accumulator": "tensorboard", "tbparse": "tbparse", "pandas-trainer-state": "pandas",
+             "polars-jsonl": "polars", "polars-csv": "polars"}
 
 
 def _size(path: Path) -> int:
