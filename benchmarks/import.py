@@ -264,8 +264,9 @@ def main(argv=None) -> None:
               "csv": lambda: write_csv(work / f"csv_{args.steps * 10}x{args.tags}", args.steps * 10, args.tags)}
     paths = {group: make() for group, make in inputs.items() if group in wanted}
     sizes = ", ".join(f"{g} {_size(p) / 1e6:.1f} MB" for g, p in paths.items())
+    load_before = _load()
     print(f"inputs in {work} ({time.perf_counter() - t:.0f} s to write): {sizes}; {os.cpu_count()} CPUs; "
-          f"load average {_load()}", flush=True)
+          f"load average {load_before}", flush=True)
     tools = {"tensorboard": ["rldk-tensorboard", "rldk-tensorboard-read", "event_accumulator", "tbparse"],
              "trainer_state": ["rldk-trainer-state", "pandas-trainer-state"],
              "jsonl": ["rldk-jsonl", "polars-jsonl"], "csv": ["rldk-csv", "polars-csv"]}
@@ -295,11 +296,13 @@ def main(argv=None) -> None:
         print(f"stream: JSONL of {got['megabytes']} MB: {got['events']} events in {got['seconds']} s "
               f"({got['cpu_seconds']} s CPU), peak RSS {got['peak_rss_mb']} MB (target <= 512 MB: "
               f"{'met' if got['peak_rss_mb'] <= 512 else 'NOT met'})", flush=True)
-    print(f"load average after: {_load()}")
+    load_after = _load()
+    print(f"load average after: {load_after}")
     out = ROOT / "benchmarks" / "results"
     out.mkdir(parents=True, exist_ok=True)
     (out / "import.json").write_text(json.dumps({"steps": args.steps, "tags": args.tags, "repeats": args.repeats,
-                                                 "cpus": os.cpu_count(), "ratios": ratios,
+                                                 "cpus": os.cpu_count(), "load_average": [load_before, load_after],
+                                                 "ratios": ratios,
                                                  "results": results}, indent=2))
 
 
