@@ -171,14 +171,25 @@ def run_fuzz(per_format: int) -> tuple[int, str]:
 MEASURE = r"""
 import sys, time
 from rldk.converters import convert_path
-t = time.perf_counter()
+t, c = time.perf_counter(), time.process_time()
 s = convert_path(sys.argv[1], "jsonl", sys.argv[2])
 hwm = next(int(l.split()[1]) for l in open("/proc/self/status") if l.startswith("VmHWM:"))
-print(s.rows, hwm // 1024, round(time.perf_counter() - t, 1))
+print(s.rows, hwm // 1024, round(time.perf_counter() - t, 1), round(time.process_time() - c, 1))
 """
 
 
-def run_import(megabytes: int) -> tuple[int, int, float]:
+def peak_rss_mb() -> int:
+    """This process's own peak RSS in MB (VmHWM; ru_maxrss where /proc is missing)."""
+    try:
+        with open("/proc/self/status") as f:
+            return next(int(line.split()[1]) // 1024 for line in f if line.startswith("VmHWM:"))
+    except (OSError, StopIteration):
+        return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss // 1024
+
+
+def run_import(megabytes: int) -> tuple[int, int, float, float]:
+    """Import a generated JSONL file of ``megabytes`` in a fresh process: (events, peak
+    RSS MB, wall seconds, CPU seconds)."""
     root = Path(tempfile.mkdtemp(prefix="rldk-import-"))
     try:
         src = root / "big.jsonl"
@@ -190,8 +201,8 @@ def run_import(megabytes: int) -> tuple[int, int, float]:
                 step += 20_000
         out = subprocess.run([sys.executable, "-c", MEASURE, str(src), str(root / "out")],
                              capture_output=True, text=True, check=True)
-        rows, peak, secs = out.stdout.split()
-        return int(rows), int(peak), float(secs)
+        rows, peak, secs, cpu = out.stdout.split()
+        return int(rows), int(peak), float(secs), float(cpu)
     finally:
         shutil.rmtree(root, ignore_errors=True)
 
@@ -214,9 +225,10 @@ def main() -> None:
         code, line = run_fuzz(args.fuzz)
         print(f"\nconverter fuzz, {args.fuzz} x 11 formats: {'0 tracebacks' if code == 0 else 'FAILED'} ({line})")
     if args.import_mb:
-        rows, peak, secs = run_import(args.import_mb)
-        print(f"JSONL import of {args.import_mb} MB: {rows} events in {secs} s, peak RSS {peak} MB")
-    print(f"(peak RSS of this driver: {resource.getrusage(resource.RUSAGE_SELF).ru_maxrss // 1024} MB)")
+        rows, peak, secs, cpu = run_import(args.import_mb)
+        print(f"JSONL import of {args.import_mb} MB: {rows} events in {secs} s ({cpu} s CPU), "
+              f"peak RSS {peak} MB (the importing process's VmHWM)")
+    print(f"(peak RSS of this driver: {peak_rss_mb()} MB)")
 
 
 if __name__ == "__main__":

@@ -70,6 +70,27 @@ def _accumulator_scalars(folder):
     return {(e.step, tag): e.value for tag in acc.Tags()["scalars"] for e in acc.Scalars(tag)}
 
 
+def test_trl_train_and_eval_rows_mixed(tmp_path):
+    """Train and eval rows alternate (each key set a run of its own once); the columns are
+    built over all rows: a value logged again at a step keeps the later one, None values
+    are counted, text is skipped at its row, and a row with no integer step is skipped."""
+    history = [{"loss": 1.0, "epoch": 0.1, "step": 1}, {"eval_loss": 3.0, "epoch": 0.15, "step": 1},
+               {"loss": None, "epoch": 0.2, "step": 2}, {"loss": "oops", "epoch": 0.3, "step": 3},
+               {"eval_loss": 2.5, "epoch": 0.35, "step": 3}, {"loss": 0.5, "step": "4"},
+               {"loss": 0.25, "epoch": True, "step": 4}]
+    (tmp_path / "trainer_state.json").write_text(json.dumps({"log_history": history, "global_step": 4}))
+    summary = convert_path(tmp_path, "trl", tmp_path / "s")
+    assert [str(s) for s in summary.skipped] == [
+        f"{tmp_path / 'trainer_state.json'}:log_history[3]: 'loss' is not a number: 'oops'",
+        f"{tmp_path / 'trainer_state.json'}:log_history[5]: row has no integer 'step'"]
+    run = open_store(tmp_path / "s").runs()[0]
+    assert run.metric("loss").rows() == [(1, 1.0), (4, 0.25)]
+    assert run.metric("eval_loss").rows() == [(1, 3.0), (3, 2.5)]
+    assert run.metric("epoch").rows() == [(1, 0.15), (2, 0.2), (3, 0.35), (4, 1.0)]
+    meta = json.loads(run.events("run").filter(pl.col("name") == "import")["attrs"][0])["meta"]
+    assert meta["null_values"] == {"loss": 1}
+
+
 def test_tensorboard_from_the_trl_run_matches_event_accumulator(tiny_grpo, tmp_path):
     (tb_dir,) = {p.parent for p in (tiny_grpo.out / "runs").rglob("*tfevents*")}
     summary = convert_path(tiny_grpo.out / "runs", "tensorboard", tmp_path / "s")

@@ -92,7 +92,24 @@ def test_field_map_and_row_number_steps(tmp_path, monkeypatch):
     '{"step": 1, "x": NaN}\n{"step": 2, "x": Infinity}\n',   # bare NaN tokens
     '{"step": 1.5, "x": 1}\n{"step": 2, "x": 2}\n',           # a step that is not an integer
     '{"step": 1, "x": 1, "x/y": 2, "x2": {"y": 3}}\n',        # nested names
+    '{"step": 1, "x": "oops"}\n{"step": 2, "x": 3}\n',       # text, then numbers: reported
 ])
 def test_edge_cases_match_the_row_path(tmp_path, monkeypatch, text):
     fast, slow, _ = _both(tmp_path / "case", monkeypatch, text)
     _same(fast, slow)
+
+
+def test_keys_new_in_a_later_batch_are_never_dropped(tmp_path, monkeypatch):
+    """A batch is first read with the previous batch's schema (which would drop keys it
+    lacks): a new key, one with no space after its colon, one beside nulls, and one
+    nested in a known object must all arrive."""
+    lines = [json.dumps({"step": i, "loss": 0.5, "data": {"kl": 0.1}}) for i in range(900)]
+    lines[400] = json.dumps({"step": 400, "loss": 0.5, "data": {"kl": 0.1}, "new": 1.5})
+    lines[500] = '{"step":500,"loss":null,"data":{"kl":0.1,"deep":2.5},"lr":null}'
+    lines[600] = '{"step": 600, "loss" : 0.5, "data": {"kl": 0.1}, "late" :3}'
+    fast, slow, columnar = _both(tmp_path, monkeypatch, "\n".join(lines) + "\n", batch_bytes=4000)
+    _same(fast, slow)
+    assert columnar > 8
+    assert {"new", "data/deep", "late"} <= set(fast[0].metrics)
+    assert [e[:3] for e in fast[1] if e[1] in ("new", "data/deep", "late")] == [
+        (400, "new", 1.5), (500, "data/deep", 2.5), (600, "late", 3.0)]

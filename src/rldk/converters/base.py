@@ -26,7 +26,7 @@ from rldk.core.errors import RldkError
 from rldk.core.fs import location
 
 #: Bumped when a converter's output for the same input changes (invalidates import caches).
-CONVERTER_VERSION = 3
+CONVERTER_VERSION = 4
 
 
 class ConvertError(RldkError):
@@ -346,8 +346,8 @@ class _Tally:
         if not t.num_rows:
             return
         kinds = t.column("kind")
-        self.samples += int(pc.sum(pc.equal(kinds, "sample")).as_py() or 0)
-        metrics = t.filter(pc.equal(kinds, "metric"))
+        self.samples += _count(kinds, "sample")
+        metrics = t if _count(kinds, "metric") == t.num_rows else t.filter(pc.equal(kinds, "metric"))
         self.names.update(pc.unique(metrics.column("name")).to_pylist())
         self.steps.add(metrics.column("step").drop_null())
 
@@ -355,6 +355,21 @@ class _Tally:
         lo, hi = self.steps.bounds()
         return RunSummary(run_id, run.source, self.rows, tuple(sorted(self.names)), self.steps.count(),
                           lo, hi, self.samples, tuple(run.skipped))
+
+
+def _count(column, kind: str) -> int:
+    """Rows of ``column`` equal to ``kind``; a dictionary column whose dictionaries
+    lack it, or hold nothing else, is answered without a scan."""
+    import pyarrow as pa
+    import pyarrow.compute as pc
+
+    if pa.types.is_dictionary(column.type) and column.null_count == 0:
+        values = {v for chunk in column.chunks for v in chunk.dictionary.to_pylist()}
+        if kind not in values:
+            return 0
+        if values == {kind}:
+            return len(column)
+    return int(pc.sum(pc.equal(column, kind)).as_py() or 0)
 
 
 class _StepSet:

@@ -10,11 +10,20 @@ the new header.
 from __future__ import annotations
 
 import csv
+import io
 from pathlib import Path
 
 from rldk.converters.base import ConvertError, RunData, Skip, write_runs
 from rldk.converters.jsonl import check_rows, report_non_numeric
-from rldk.converters.tabular import RowCollector, parse_field_map
+from rldk.converters.tabular import (
+    RowCollector,
+    count_byte,
+    frame_tables,
+    line_blocks,
+    line_count,
+    number,
+    parse_field_map,
+)
 
 NAME = "csv"
 
@@ -47,50 +56,209 @@ def read_file(file: Path, mapping: dict, comment: str | None = None) -> RunData:
     return run
 
 
+BATCH_BYTES = 1 << 22
+_FIELD_LIMIT = 1 << 24          # the csv module's limit on one cell (its own default is 128 KiB)
+
+
 def _tables(file: Path, mapping: dict, comment: str | None, run: RunData):
-    rows, header = RowCollector(mapping), None
-    for lineno, cells in csv_lines(file, comment):
-        if header is None or _is_header(cells, header):
-            header = cells
-            continue
-        if len(cells) != len(header):
-            reason = f"row has {len(cells)} cells, the header has {len(header)}; row skipped"
+    """Blocks of ~:data:`BATCH_BYTES` of plain lines (see :func:`_plain`), each parsed
+    by Polars in one call; a block with a cell that is neither a number nor empty, a
+    blank or ragged line, or a repeated header goes through the row path, which names
+    each bad line. From the first block that needs the csv module's quoting rules on,
+    the rest of the file streams through it (:func:`csv_lines`)."""
+    rows, state = RowCollector(mapping), _State()
+    for lineno, piece in _pieces(file, comment, rows, state):
+        if isinstance(piece, bytes):
+            tables = _columnar(rows, state, piece)
+            if tables is not None:
+                yield from rows.take(0)
+                yield from tables
+                continue
+            piece = _plain_rows(file, piece, lineno)
         else:
-            rows.where = f"line {lineno}"
-            reason = rows.add(dict(zip(header, cells)), rows.rows)
-        if reason is not None:
-            run.skipped.append(Skip(str(file), f"line {lineno}", reason))
-        yield from rows.take()
+            piece = [(lineno, piece)]
+        for at, cells in piece:
+            _add_row(rows, state, file, at, cells, run)
+            yield from rows.take()
     check_rows(file, rows.rows, run.skipped)
     report_non_numeric(file, rows, run.skipped)
     yield from rows.take(0)
-    run.meta.update({**rows.meta(), "columns": header})
+    run.meta.update({**rows.meta(), "columns": state.header})
 
 
-def csv_lines(file: Path, comment: str | None = None):
-    """``(line number, cells)`` of each non-empty row, read as a stream; one error line
-    for binary or non-UTF-8 input."""
+class _State:
+    """The header in force (a rewritten header replaces it) and whether blocks may go columnar."""
+
+    def __init__(self):
+        self.header = None
+        self.columnar = True        # False once a header cell is a number (a repeat could pass as data)
+
+
+def _add_row(rows: RowCollector, state: _State, file: Path, lineno: int, cells: list, run: RunData) -> None:
+    """One row through the row path: a (repeated) header, a ragged row, or data."""
+    if state.header is None or _is_header(cells, state.header):
+        state.header = cells
+        state.columnar = state.columnar and not any(_is_number(c) for c in cells)
+        return
+    if len(cells) != len(state.header):
+        reason = f"row has {len(cells)} cells, the header has {len(state.header)}; row skipped"
+    else:
+        rows.where = f"line {lineno}"
+        reason = rows.add(dict(zip(state.header, cells)), rows.rows)
+    if reason is not None:
+        run.skipped.append(Skip(str(file), f"line {lineno}", reason))
+
+
+def _pieces(file: Path, comment: str | None, rows: RowCollector, state: _State):
+    """``(first line number, block bytes)`` of plain blocks once the header and the
+    first data row are read, else ``(line number, cells)`` of single rows."""
+    handle = _open(file)
+    with handle:
+        lineno, offset = 0, 0
+        for block in line_blocks(handle, BATCH_BYTES):
+            if not _plain(block, comment):
+                yield from csv_lines(file, comment, offset, lineno)
+                return
+            start = 0
+            while (rows.step_field is None or not state.columnar) and start < len(block):
+                end = block.find(b"\n", start) + 1 or len(block)
+                lineno += 1
+                yield from _plain_rows(file, block[start:end], lineno, bom=offset + start == 0)
+                start = end
+            if start < len(block):
+                yield lineno + 1, block[start:] if start else block
+                lineno += line_count(memoryview(block)[start:] if start else block)
+            offset += len(block)
+
+
+def _open(file: Path):
+    """The file opened in binary; one error line when it cannot be read or holds NUL bytes."""
     try:
-        with open(file, "rb") as probe:
-            head = probe.read(4096)
-        handle = open(file, encoding="utf-8-sig", newline="")
+        handle = open(file, "rb")
     except OSError as exc:
         raise ConvertError(f"{file}: cannot read ({exc.strerror})") from None
-    if b"\0" in head:
+    if b"\0" in handle.read(4096):
         handle.close()
         raise ConvertError(f"{file}: binary file (NUL bytes), not CSV")
-    csv.field_size_limit(1 << 24)
-    with handle:
-        reader = csv.reader(handle)
+    handle.seek(0)
+    return handle
+
+
+def _plain(block: bytes, comment: str | None) -> bool:
+    """True when every line of ``block`` is a row the csv module would split at its
+    commas alone: no quotes, NULs, carriage returns but in ``\\r\\n`` line ends,
+    comment lines or lines near the csv module's field size limit."""
+    return not (b'"' in block or b"\0" in block or len(block) > _FIELD_LIMIT or not _crlf_only(block)
+                or comment and (b"\n" + comment.encode()) in b"\n" + block)
+
+
+def _crlf_only(block: bytes) -> bool:
+    """True when every carriage return of ``block`` ends a line (``\\r\\n``, as Python's
+    csv writer ends them); a lone one splits a row for the csv module."""
+    import numpy as np
+
+    if b"\r" not in block:
+        return True
+    data = np.frombuffer(block, np.uint8)
+    at = np.flatnonzero(data == ord("\r"))
+    return bool(at[-1] + 1 < len(data) and (data[at + 1] == ord("\n")).all())
+
+
+def _plain_rows(file: Path, block: bytes, lineno: int, bom: bool = False) -> list:
+    """``(line number, cells)`` of each non-empty line of a plain block (cells split at commas)."""
+    try:
+        text = block.decode("utf-8-sig" if bom else "utf-8")
+    except UnicodeDecodeError as exc:
+        line = lineno + block.count(b"\n", 0, exc.start)
+        raise ConvertError(f"{file}:line {line}: not UTF-8 text; is this a CSV file?") from None
+    lines = text.split("\n")
+    if text.endswith("\n"):
+        lines.pop()
+    if "\r" in text:
+        lines = [line.removesuffix("\r") for line in lines]
+    return [(lineno + i, line.split(",")) for i, line in enumerate(lines) if line]
+
+
+def _columnar(rows: RowCollector, state: _State, block: bytes):
+    """The block's event tables through Polars, or None when the row path must read it
+    (a blank or ragged line, a cell that is neither a number nor empty, a repeated header)."""
+    header = state.header
+    if not state.columnar or len(set(header)) != len(header) or not _even(block, len(header) - 1):
+        return None
+    frame = _numbers(block, header)
+    return None if frame is None else frame_tables(rows, frame)
+
+
+def _even(block: bytes, commas: int) -> bool:
+    """True when the lines of ``block`` hold ``commas`` commas each. Their total is
+    checked: Polars refuses a line with more cells than the header, so a line with
+    fewer (a blank one among them) makes the total fall short."""
+    import numpy as np
+
+    if commas == 0:                      # one column: only a blank line could be short
+        if b"\r" in block:
+            return False
+        ends = np.frombuffer(block, np.uint8) == ord("\n")
+        return not (ends[0] or (ends[1:] & ends[:-1]).any())
+    return count_byte(block, b",") == commas * line_count(block)
+
+
+def _numbers(block: bytes, header: list):
+    """The block as a frame of float columns named by ``header`` (empty cells null), read
+    as Python's ``float`` reads each cell; None when a cell is not a number."""
+    import polars as pl
+
+    names = [f"c{i}" for i in range(len(header))]
+    options = dict(has_header=False, quote_char=None, comment_prefix=None, raise_if_empty=False)
+    try:
+        frame = pl.read_csv(block, schema={n: pl.Float64 for n in names}, **options)
+    except Exception:  # a cell Polars does not read as a float, or a line with more cells than
+        # the header: read them as text, decide each (Polars refuses the long line again)
+        try:
+            frame = pl.read_csv(block, schema={n: pl.String for n in names}, **options)
+        except Exception:  # not UTF-8, or other input the row path must report
+            return None
+        frame = _python_floats(frame)
+        if frame is None:
+            return None
+    return frame.rename(dict(zip(names, header)))
+
+
+def _python_floats(frame):
+    """Text columns as floats by Python's ``float`` of each distinct cell ("1_000",
+    surrounding spaces...); None when one is not a number at all."""
+    import polars as pl
+
+    out = []
+    for series in frame.get_columns():
+        fast = series.cast(pl.Float64, strict=False)
+        failed = series.filter(fast.is_null() & series.is_not_null()).unique()
+        mapping = {raw: number(raw) for raw in failed.to_list()}
+        if any(value is None for value in mapping.values()):
+            return None
+        if mapping:
+            fast = fast.fill_null(series.replace_strict(mapping, default=None, return_dtype=pl.Float64))
+        out.append(fast)
+    return pl.DataFrame(out)
+
+
+def csv_lines(file: Path, comment: str | None = None, offset: int = 0, lineno: int = 0):
+    """``(line number, cells)`` of each non-empty row, read as a stream from byte
+    ``offset`` (line ``lineno`` + 1); one error line for binary or non-UTF-8 input."""
+    handle = _open(file)
+    handle.seek(offset)
+    csv.field_size_limit(_FIELD_LIMIT)
+    with io.TextIOWrapper(handle, encoding="utf-8-sig" if offset == 0 else "utf-8", newline="") as text:
+        reader = csv.reader(text)
         try:
             for cells in reader:
                 if cells and not (comment and cells[0].startswith(comment)):
-                    yield reader.line_num, cells
+                    yield lineno + reader.line_num, cells
         except UnicodeDecodeError:
-            raise ConvertError(f"{file}:line {reader.line_num + 1}: not UTF-8 text; is this a CSV "
+            raise ConvertError(f"{file}:line {lineno + reader.line_num + 1}: not UTF-8 text; is this a CSV "
                                "file?") from None
         except csv.Error as exc:
-            raise ConvertError(f"{file}:line {reader.line_num}: malformed CSV ({exc})") from None
+            raise ConvertError(f"{file}:line {lineno + reader.line_num}: malformed CSV ({exc})") from None
 
 
 def _is_header(cells: list, header: list) -> bool:

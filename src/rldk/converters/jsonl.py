@@ -10,7 +10,14 @@ import json
 from pathlib import Path
 
 from rldk.converters.base import ConvertError, RunData, Skip, write_runs
-from rldk.converters.tabular import RowCollector, frame_tables, parse_field_map
+from rldk.converters.tabular import (
+    RowCollector,
+    count_byte,
+    frame_tables,
+    line_blocks,
+    line_count,
+    parse_field_map,
+)
 
 NAME = "jsonl"
 SUFFIXES = (".jsonl", ".ndjson")
@@ -72,8 +79,8 @@ def _tables(file: Path, mapping: dict, run: RunData):
             raise ConvertError(f"{file}: binary file (NUL bytes), not JSON Lines")
         handle.seek(0)
         lineno = 0
-        for batch in _batches(handle):
-            count = batch.count(b"\n") + (not batch.endswith(b"\n"))
+        for batch in line_blocks(handle, BATCH_BYTES):
+            count = line_count(batch)
             tables = None
             start = 0
             while rows.step_field is None and start < len(batch):    # rows until the first valid one
@@ -100,24 +107,7 @@ def _tables(file: Path, mapping: dict, run: RunData):
     run.meta.update(rows.meta())
 
 
-BATCH_BYTES = 1 << 20
-
-
-def _batches(handle):
-    """The file in pieces of about :data:`BATCH_BYTES` that end at a line end."""
-    rest = b""
-    while True:
-        block = handle.read(BATCH_BYTES)
-        if not block:
-            if rest:
-                yield rest
-            return
-        cut = block.rfind(b"\n") + 1
-        if not cut:
-            rest += block
-            continue
-        yield rest + block[:cut]
-        rest = block[cut:]
+BATCH_BYTES = 1 << 22
 
 
 def _lines(batch: bytes) -> list:
@@ -130,15 +120,52 @@ def _lines(batch: bytes) -> list:
 
 def _columnar(rows: RowCollector, batch: bytes):
     """The batch's event tables through Polars, or None when the row path must read it."""
+    frame = _parse(batch, rows.schema)
+    if frame is None:
+        return None
+    rows.schema = frame.schema
+    return frame_tables(rows, frame)
+
+
+def _parse(batch: bytes, schema):
+    """The batch as one Polars frame (None if Polars cannot take it). The previous
+    batch's ``schema`` is tried first: a third of the work of inferring one from every
+    line, and kept only when :func:`_covers` proves no line holds a key it lacks."""
     import io
 
     import polars as pl
 
+    if schema is not None:
+        try:
+            frame = pl.read_ndjson(io.BytesIO(batch), schema=schema)
+            if _covers(frame, batch):
+                return frame
+        except Exception:  # a value of another type: infer this batch's own schema
+            pass
     try:
-        frame = pl.read_ndjson(io.BytesIO(batch), infer_schema_length=None)
+        return pl.read_ndjson(io.BytesIO(batch), infer_schema_length=None)
     except Exception:  # Polars raises several types for input it cannot take: the row path decides
         return None
-    return frame_tables(rows, frame)
+
+
+def _covers(frame, batch: bytes) -> bool:
+    """True when ``frame`` (read with a given schema, which drops unknown keys) holds
+    every key of ``batch`` that has a value. Every key is followed by one colon: the
+    colons of the text, less one per value the frame holds, less one per ``:null``,
+    leave none exactly when no key with a value was dropped (colons inside strings
+    only make the check fail, never pass). Keys holding a colon: no proof."""
+    import polars as pl
+
+    held, stack = 0, list(frame.get_columns())
+    while stack:
+        series = stack.pop()
+        if ":" in series.name:
+            return False
+        held += series.len() - series.null_count()
+        if isinstance(series.dtype, pl.Struct):
+            stack.extend(series.struct.unnest().get_columns())
+    extra = count_byte(batch, b":") - held
+    return extra <= 0 or extra <= batch.count(b":null") + batch.count(b": null")
 
 
 def _row_path(rows: RowCollector, raw: bytes, lineno: int, file: Path, run: RunData) -> None:

@@ -82,6 +82,7 @@ class RowCollector:
         self.where: str | None = None                # the reader's name for the row being added
         self.step_field = None
         self.rows = 0
+        self.schema = None                           # the last columnar batch's (reused by the next)
 
     def add(self, row: dict, rownum: int) -> str | None:
         """Collect one row; returns why it was skipped, or None."""
@@ -164,6 +165,31 @@ def _flatten(row: dict, prefix: str = "", depth: int = 0) -> dict:
 
 
 # ------------------------------------------------------------ columnar batches
+def count_byte(block, char: bytes) -> int:
+    """How many times the one byte ``char`` occurs in ``block`` (a vectorised count:
+    several times faster than ``bytes.count`` on megabytes)."""
+    import numpy as np
+
+    return int(np.count_nonzero(np.frombuffer(block, np.uint8) == ord(char))) if len(block) else 0
+
+
+def line_count(block) -> int:
+    """The lines of ``block`` (bytes or a memoryview of them): its line ends, plus a
+    last line that has none."""
+    size = len(block)
+    return count_byte(block, b"\n") + (size > 0 and block[size - 1] != ord("\n"))
+
+
+def line_blocks(handle, size: int):
+    """A binary file in pieces of about ``size`` bytes that end at a line end (or at
+    the file's end): a streaming reader's batches, each whole lines."""
+    while True:
+        block = handle.read(size)
+        if not block:
+            return
+        yield block if block.endswith(b"\n") else block + handle.readline()
+
+
 def frame_tables(rows: RowCollector, frame) -> list | None:
     """The event tables of a batch of rows parsed as one Polars frame, or None when the
     batch is irregular (text or mixed-type columns, a new step field, steps beyond
@@ -202,6 +228,7 @@ def frame_tables(rows: RowCollector, frame) -> list | None:
     for name, count in ignored.items():
         if count:
             rows.ignored[name] = rows.ignored.get(name, 0) + count
+    rows.numeric_names.update(name for name, values in metrics if values.null_count() < n)
     rows.rows += n
     return [_metrics_table(metrics, steps, wall)] if metrics else []
 

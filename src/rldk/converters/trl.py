@@ -23,6 +23,7 @@ from __future__ import annotations
 import json
 import math
 import re
+from collections import Counter
 from pathlib import Path
 
 from rldk.converters.base import (
@@ -41,6 +42,7 @@ _SUMMARY_KEYS = frozenset(("train_runtime", "train_samples_per_second", "train_s
 _CHECKPOINT = re.compile(r"checkpoint-(\d+)$")
 _COMPLETIONS = re.compile(r"completions_(\d+)\.parquet$")
 _NON_REWARD = frozenset(("step", "prompt", "completion", "advantage", "image", "images"))
+_CHUNK_ROWS = 1 << 15          # log rows per event table
 
 
 # ------------------------------------------------------------------ detection
@@ -90,21 +92,16 @@ def _read_state(file: Path, base: Path) -> RunData:
     history = state.get("log_history")
     if not isinstance(history, list):
         raise ConvertError(f"{file}: no 'log_history' list; is this a transformers trainer_state.json?")
-    tables, skipped, summary, nulls = [], [], [], {}
-    group: list = []
+    skipped, summary, nulls, rows = [], [], {}, []
     for i, row in enumerate(history):
         if not isinstance(row, dict) or type(row.get("step")) is not int:
             skipped.append(Skip(str(file), f"log_history[{i}]", "row has no integer 'step'"))
-            continue
-        if _SUMMARY_KEYS & row.keys():
+        elif _SUMMARY_KEYS & row.keys():
             summary.append(row)
-            continue
-        if group and row.keys() != group[0][1].keys():
-            tables.append(_rows_table(group, file, skipped, nulls))
-            group = []
-        group.append((i, row))
-    if group:
-        tables.append(_rows_table(group, file, skipped, nulls))
+        else:
+            rows.append((i, row))
+    tables = [_rows_table(rows[k:k + _CHUNK_ROWS], file, skipped, nulls) for k in range(0, len(rows), _CHUNK_ROWS)]
+    skipped.sort(key=lambda skip: int(skip.where[len("log_history["):-1]))      # in file order
     tables += [_summary_table(row) for row in summary]
     output = file.parent.parent if _CHECKPOINT.search(file.parent.name) else file.parent
     last = state.get("global_step") if isinstance(state.get("global_step"), int) else None
@@ -148,36 +145,38 @@ def _integer(value) -> bool:
 
 
 def _rows_table(group: list, file: Path, skipped: list, nulls: dict):
-    """``metric`` events of consecutive log rows that share their keys, built column by
-    column (one Arrow conversion per key); a column Arrow cannot take as floats is
-    converted value by value, and its non-numbers are skipped and reported."""
+    """``metric`` events of log rows (``(index, row)``: train and eval rows mixed), built
+    column by column: one Arrow conversion per key over every row, so a metric's values
+    keep the file's order (the last of a (step, name) logged twice wins). A column Arrow
+    cannot take as floats is converted value by value, its non-numbers skipped and reported."""
     import numpy as np
     import pyarrow as pa
     import pyarrow.compute as pc
 
     rows = [r for _, r in group]
-    keys = [k for k in rows[0] if k != "step"]
+    present = Counter()
+    for row in rows:
+        present.update(row.keys())
+    keys = [k for k in present if k != "step"]          # in order of first appearance
     steps = pa.array(np.fromiter((r["step"] for r in rows), np.int64, len(rows)))
-    parts, names, step_parts = [], [], []
+    parts, counts, step_parts = [], [], []
     for key in keys:
-        column = [r[key] for r in rows]
+        column = [r.get(key) for r in rows]
         try:
             values = pa.array(column, pa.float64(), from_pandas=False)
         except (pa.ArrowException, TypeError, ValueError, OverflowError):
             values = pa.array([_checked(v, key, i, file, skipped) for (i, _), v in zip(group, column)],
                               pa.float64())
-        missing = values.null_count
-        if missing:
-            real_nulls = sum(v is None for v in column)   # TRL logs None for a metric with no valid value
+        kept_steps = steps
+        if values.null_count:
+            real_nulls = column.count(None) - (len(rows) - present[key])   # TRL logs None for a metric with no valid value
             if real_nulls:
                 nulls[key] = nulls.get(key, 0) + real_nulls
             keep = pc.is_valid(values)
             values, kept_steps = values.filter(keep), steps.filter(keep)
-        else:
-            kept_steps = steps
-        parts.append(values), step_parts.append(kept_steps), names.append(len(values))
-    n = sum(names)
-    codes = np.repeat(np.arange(len(keys), dtype=np.int32), names)
+        parts.append(values), step_parts.append(kept_steps), counts.append(len(values))
+    n = sum(counts)
+    codes = np.repeat(np.arange(len(keys), dtype=np.int32), counts)
     return pa.table({
         "step": pa.concat_arrays(step_parts) if step_parts else pa.array([], pa.int64()),
         "kind": pa.DictionaryArray.from_arrays(pa.array(np.zeros(n, np.int32)), pa.array(["metric"])),
@@ -213,7 +212,10 @@ def load_state(file: Path) -> dict:
 
 def _fast_loads(text: str):
     """orjson's parse when it is installed and the text has no bare NaN/Infinity
-    (which only the standard library accepts); None otherwise."""
+    (which only the standard library accepts); None otherwise. Text that holds the
+    words goes straight to the standard parser (as fast as quoting them for orjson)."""
+    if "NaN" in text or "Infinity" in text:
+        return None
     try:
         import orjson
     except ImportError:

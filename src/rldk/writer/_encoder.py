@@ -178,16 +178,19 @@ class EncoderMixin:
                 self._write_segment()
 
     def _conform_table(self, table, first_seq: int):
+        import numpy as np
         import pyarrow as pa
         import pyarrow.compute as pc
 
         from rldk.schemas import memory_schema
 
         n = table.num_rows
-        fill = {"run_id": pa.array([self.run_id] * n, pa.string()).dictionary_encode(),
-                "rank": pa.array([self.rank] * n, pa.int32())}
+        # numpy-built columns: Python lists of n values cost ~0.3 s a million rows (an import's bulk)
+        fill = {"run_id": pa.DictionaryArray.from_arrays(pa.array(np.zeros(n, np.int32)),
+                                                         pa.array([self.run_id], pa.string())),
+                "rank": pa.array(np.full(n, self.rank, np.int32))}
         if "seq" not in table.column_names:  # rows keep the order they came in
-            fill["seq"] = pa.array(range(first_seq, first_seq + n), pa.int64())
+            fill["seq"] = pa.array(np.arange(first_seq, first_seq + n, dtype=np.int64))
         cols = []
         for field in memory_schema():
             if field.name in fill:
