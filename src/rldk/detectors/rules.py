@@ -29,6 +29,7 @@ from rldk.detectors.onsets import (
     state_run,
 )
 from rldk.detectors.regimes import Regimes, regimes
+from rldk.detectors.trend import decline
 
 #: Entropy collapse: the entropy stays below this share of the highest level it held.
 #: A fifth: healthy runs lose up to ~75% of their entropy as they learn (the real healthy
@@ -169,18 +170,35 @@ def high_ratio(code: str, metric: str, steps, values, high: float, what: str) ->
 
 def reward_degradation(metric: str, steps, values) -> Event | None:
     """The reward (or episode return) falls back by DEGRADATION_SHARE of what it had gained
-    (the highest level it held over the level it started at) and stays below that line
-    to the end of the run. Levels are centred rolling medians (``level_of``): a lone high
-    value of a noisy reward is not a level the run reached.
+    (the highest level it held over the lowest it held before) and stays down to the end.
 
-    The gain needs a noise floor: a rise of less than 3 standard errors of a level (a
-    median of LEVEL_WINDOW points: 1.2533 sigma / sqrt(LEVEL_WINDOW), sigma the series' own
-    step-to-step noise) is no gain to lose. Onset: the first step after the peak from
-    which the series stays below the line.
+    Judged on levels first (``rldk.detectors.trend.decline``: regimes, the series' own
+    noise and wander), so a noisy return that bounces above the line now and then still
+    counts; onset: the first step of the fall that leads down. Failing that, on points
+    (``_points_below``), which a short, very noisy series (30 rows, no regime in it) needs.
     """
     v = np.asarray(values, float)
     if len(v) < 2 * MIN_REFERENCE:
         return None
+    steps = np.asarray(steps)
+    d = decline(steps, v, DEGRADATION_SHARE)
+    if d is None:
+        return _points_below(metric, steps, v)
+    k = d.onset
+    return Event("reward_degradation", metric, int(steps[k]), int(steps[-1]), "warning",
+                 f"{metric} fell from {d.peak:.4g} (step {d.peak_step}) to {d.now:.4g} "
+                 f"from step {int(steps[k])}",
+                 {"peak": d.peak, "peak_step": d.peak_step, "start": d.start, "now": d.now,
+                  "line": d.line, "share": DEGRADATION_SHARE, "z": round(d.z, 2),
+                  "below_line_from": int(steps[d.tail])})
+
+
+def _points_below(metric: str, steps, v) -> Event | None:
+    """The points stay below the line (half the gain lost) from some step after the peak
+    to the end. Levels are centred rolling medians (``level_of``): a lone high value of a
+    noisy reward is not a level the run reached. The gain needs a noise floor: a rise of
+    less than 3 standard errors of a level (a median of LEVEL_WINDOW points: 1.2533 sigma
+    / sqrt(LEVEL_WINDOW), sigma the series' own step-to-step noise) is no gain to lose."""
     level = level_of(v)
     r = regimes(steps, v, "signed")
     peak_at = int(np.argmax(level))
