@@ -29,7 +29,7 @@ from rldk.detectors.onsets import (
     state_run,
 )
 from rldk.detectors.regimes import Regimes, regimes
-from rldk.detectors.trend import decline
+from rldk.detectors.trend import decline, fall_start
 
 #: Entropy collapse: the entropy stays below this share of the highest level it held.
 #: A fifth: healthy runs lose up to ~75% of their entropy as they learn (the real healthy
@@ -63,6 +63,12 @@ APPROX_KL_HIGH = 0.1
 #: held and stays there diverges: value losses of healthy runs move 10x with the returns
 #: they fit (the real healthy logs), not 100x for good.
 LOSS_JUMP = 100.0
+#: A value loss that rises to this many times a level it held and stays there while the
+#: episode return falls (``rldk.detectors.trend.decline``) has blown up: an order of
+#: magnitude, the least that the healthy real logs' value losses move *with* their returns
+#: (biosearch 0.5 -> 37 as the return rises; flappy bursts to 4894 with the return's
+#: bursts), so the return, not the size, tells the two apart.
+VALUE_JUMP = 10.0
 
 
 @dataclass(frozen=True)
@@ -86,8 +92,10 @@ def _event(code, metric, r: Regimes, k: int, last: int, severity, title, evidenc
 
 def _fall(code, metric, steps, values, share, severity_share, what) -> Event | None:
     """The series falls below ``share`` x the highest level it held and stays there (to
-    the end, or for a stretch of the run). Onset: the first point below from which it
-    stays; the held level is the highest centred rolling median before it."""
+    the end, or for a stretch of the run); the held level is the highest centred rolling
+    median before it. Onset: the first step of the fall that led there (``fall_start``,
+    on the log scale: a positive quantity falls by factors), not where it crossed the
+    line (``below_from`` in the evidence)."""
     v = np.asarray(values, float)
     if len(v) < 2 * MIN_REFERENCE:
         return None
@@ -99,12 +107,14 @@ def _fall(code, metric, steps, values, share, severity_share, what) -> Event | N
     found = state_run(v < share * ref, peak_at + 1)
     if found is None:
         return None
-    k, end = found
-    low = float(np.median(v[k:end]))
+    crossed, end = found
+    low = float(np.median(v[crossed:end]))
+    k = fall_start(regimes(steps, v, "nonneg"), peak_at, crossed)
     severity = "error" if low < severity_share * ref else "warning"
     return Event(code, metric, int(steps[k]), int(steps[end - 1]), severity,
                  f"{metric} {what} from {ref:.4g} to {low:.4g} from step {int(steps[k])}",
-                 {"held": ref, "held_step": int(steps[peak_at]), "now": low, "threshold": share * ref})
+                 {"held": ref, "held_step": int(steps[peak_at]), "now": low, "threshold": share * ref,
+                  "below_from": int(steps[crossed])})
 
 
 def _rise(code, metric, steps, values, factor, what) -> Event | None:
@@ -310,6 +320,30 @@ def loss_divergence(metric: str, steps, values) -> Event | None:
     return Event(**{**event.__dict__, "severity": "error"}) if event is not None else None
 
 
+def value_loss_divergence(metric: str, steps, values, partner=None) -> Event | None:
+    """The critic's loss rises to VALUE_JUMP x the lowest level it held and stays while the
+    episode return (``partner``: its steps and values) declines over the same stretch. A
+    value loss that grows with the returns it fits is healthy, however far it grows; with
+    no return logged, the loss must rise LOSS_JUMP x (``loss_divergence``)."""
+    if partner is None:
+        return loss_divergence(metric, steps, values)
+    values = np.asarray(values, float)
+    if np.min(values) < 0 or np.max(values) <= 0:
+        return None
+    rise = _rise("loss_divergence", metric, steps, values, VALUE_JUMP, "blew up")
+    fall = decline(np.asarray(partner[0]), np.asarray(partner[1], float), DEGRADATION_SHARE)
+    if rise is None or fall is None:
+        return None
+    fall_step = int(partner[0][fall.onset])
+    if fall_step > rise.last or int(partner[0][-1]) < rise.onset:
+        return None                     # not the same stretch of the run
+    return Event(**{**rise.__dict__, "severity": "error",
+                    "title": f"{rise.title} while the episode return fell from {fall.peak:.4g} "
+                             f"to {fall.now:.4g} (from step {fall_step})",
+                    "evidence": {**rise.evidence, "return_fall_step": fall_step,
+                                 "return_peak": fall.peak, "return_now": fall.now}})
+
+
 def _ratio_rule(code: str, high: float, what: str):
     def rule(metric, steps, values):
         return high_ratio(code, metric, steps, values, high, what)
@@ -317,6 +351,8 @@ def _ratio_rule(code: str, high: float, what: str):
     return rule
 
 
+#: quantity -> the quantity its rules judge it against (passed as ``partner``).
+PAIRED = {"value_loss": "episode_return"}
 #: quantity -> the rules that read it, in order.
 RULES = {
     "entropy": (entropy_collapse,),
@@ -327,7 +363,7 @@ RULES = {
     "ppo_approx_kl": (approx_kl_blowup,),
     "grad_norm": (grad_norm_explosion,),
     "loss": (loss_divergence,),
-    "value_loss": (loss_divergence,),
+    "value_loss": (value_loss_divergence,),
     "dpo_accuracy": (reward_collapse,),
     "zero_std_frac": (_ratio_rule("zero_std_onset", ZERO_STD_HIGH, "share of zero-std reward groups"),),
     "truncation_ratio": (_ratio_rule("truncation_onset", TRUNCATION_HIGH, "share of truncated responses"),),

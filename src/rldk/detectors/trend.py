@@ -119,6 +119,26 @@ def decline(steps, values, share: float) -> Decline | None:
                    float(np.median(tail)), line, float(z))
 
 
+def fall_start(r: Regimes, a: int, k: int, up: bool = False) -> int:
+    """The first point of the sustained move that leads from the level held around point
+    ``a`` (a peak, or a trough when ``up``) into the state the series is in from point
+    ``k`` (``a < k``; indices into ``r.values``): the start of the first regime after ``a``
+    that has left the held level by more than PLATEAU of the whole move, from which no
+    later regime is back at it, then walked back over the points already past that line.
+    A threshold rule finds ``k``, where the series crossed its line; this is where it
+    started to go."""
+    sign = -1.0 if up else 1.0
+    y = sign * r.y
+    held = float(np.median(y[max(0, a - 2):a + 3]))
+    move = held - float(np.median(y[k:]))
+    j, t = _part_at(r, a), _part_at(r, k)
+    if move <= 0 or t <= j:
+        return k
+    line = held - PLATEAU * move
+    i = _fall_start(r, j, t, lambda p: sign * p.level < line)
+    return min(k, _walk_back(y, r.parts[i].start, line, r.parts[j].start))
+
+
 def _walk_back(v: np.ndarray, k: int, plateau: float, lo: int) -> int:
     """The first point of the fall: PELT places a cut where a step fits best, which on a
     fast ramp can be a few points into it; the points just before it that are already

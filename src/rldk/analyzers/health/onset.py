@@ -24,7 +24,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from rldk.analyzers.health.data import RunData
+from rldk.analyzers.health.data import EVAL, RunData
 from rldk.analyzers.health.params import NotApplicable, Params, at_least
 from rldk.core.report import Finding
 from rldk.detectors import rules
@@ -79,6 +79,16 @@ def _with_signal(run: RunData, quantity: str, steps, values):
     return steps[keep], values[keep]
 
 
+def _partner(run: RunData, quantity: str):
+    """``(steps, values)`` of the finite values of the quantity that ``quantity``'s rules
+    judge it against (``rules.PAIRED``), or None when the run does not log it."""
+    other = run.get(rules.PAIRED[quantity])
+    if other is None:
+        return None
+    keep = np.isfinite(other.values)
+    return (other.steps[keep], other.values[keep]) if keep.sum() >= MIN_POINTS else None
+
+
 def onset_rule(quantity: str, run: RunData, params: Params) -> list[Finding]:
     """Every onset rule of ``quantity`` on one run."""
     series = run.get(quantity)
@@ -89,9 +99,11 @@ def onset_rule(quantity: str, run: RunData, params: Params) -> list[Finding]:
                             "actions): a collapse to zero is not defined")
     metric = run.names.get(quantity, quantity)
     steps, values = _with_signal(run, quantity, series.steps[finite], series.values[finite])
+    kind = quantity.removeprefix(EVAL)
+    extra = {"partner": _partner(run, kind)} if kind in rules.PAIRED else {}
     out = []
-    for rule in rules.RULES[quantity]:
-        event = rule(metric, steps, values)
+    for rule in rules.RULES[kind]:
+        event = rule(metric, steps, values, **extra)
         if event is not None and not (event.code == "reward_degradation"
                                       and any(f.code == "reward_collapse" for f in out)):
             out.append(Finding(code=event.code, severity=event.severity, title=event.title,
