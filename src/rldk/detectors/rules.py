@@ -118,7 +118,9 @@ def _fall(code, metric, steps, values, share, severity_share, what) -> Event | N
 
 
 def _rise(code, metric, steps, values, factor, what) -> Event | None:
-    """The series rises above ``factor`` x the lowest level it held and stays there."""
+    """The series rises above ``factor`` x the lowest level it held and stays there.
+    Onset: the first step of the rise that led there (``fall_start`` upwards, on the log
+    scale), not where it crossed the line (``above_from`` in the evidence)."""
     v = np.asarray(values, float)
     if len(v) < 2 * MIN_REFERENCE:
         return None
@@ -130,13 +132,15 @@ def _rise(code, metric, steps, values, factor, what) -> Event | None:
     found = state_run(v > factor * ref, trough_at + 1)
     if found is None:
         return None
-    k, end = found
-    high = float(np.median(v[k:end]))
-    if high <= float(np.max(level[:k])):
+    crossed, end = found
+    high = float(np.median(v[crossed:end]))
+    if high <= float(np.max(level[:crossed])):
         return None                     # back to (or under) a level it held before: no rise
+    k = fall_start(regimes(steps, v, "nonneg"), trough_at, crossed, up=True)
     return Event(code, metric, int(steps[k]), int(steps[end - 1]), "error",
                  f"{metric} {what} from {ref:.4g} to {high:.4g} from step {int(steps[k])}",
-                 {"held": ref, "held_step": int(steps[trough_at]), "now": high, "factor": factor})
+                 {"held": ref, "held_step": int(steps[trough_at]), "now": high, "factor": factor,
+                  "above_from": int(steps[crossed])})
 
 
 def entropy_collapse(metric: str, steps, values) -> Event | None:
