@@ -195,9 +195,10 @@ def reward_degradation(metric: str, steps, values) -> Event | None:
     if len(v) < 2 * MIN_REFERENCE:
         return None
     steps = np.asarray(steps)
-    d = decline(steps, v, DEGRADATION_SHARE)
+    r = regimes(steps, v, "signed")
+    d = decline(steps, v, DEGRADATION_SHARE, r)
     if d is None:
-        return _points_below(metric, steps, v)
+        return _points_below(metric, steps, v, r.sigma)
     k = d.onset
     return Event("reward_degradation", metric, int(steps[k]), int(steps[-1]), "warning",
                  f"{metric} fell from {d.peak:.4g} (step {d.peak_step}) to {d.now:.4g} "
@@ -207,18 +208,17 @@ def reward_degradation(metric: str, steps, values) -> Event | None:
                   "below_line_from": int(steps[d.tail])})
 
 
-def _points_below(metric: str, steps, v) -> Event | None:
+def _points_below(metric: str, steps, v, sigma: float) -> Event | None:
     """The points stay below the line (half the gain lost) from some step after the peak
     to the end. Levels are centred rolling medians (``level_of``): a lone high value of a
     noisy reward is not a level the run reached. The gain needs a noise floor: a rise of
     less than 3 standard errors of a level (a median of LEVEL_WINDOW points: 1.2533 sigma
-    / sqrt(LEVEL_WINDOW), sigma the series' own step-to-step noise) is no gain to lose."""
+    / sqrt(LEVEL_WINDOW), ``sigma`` the series' own step-to-step noise) is no gain to lose."""
     level = level_of(v)
-    r = regimes(steps, v, "signed")
     peak_at = int(np.argmax(level))
     peak, start = float(level[peak_at]), float(level[0])
     gain = max(peak - start, DEGRADATION_SHARE * abs(peak) if peak_at < MIN_REFERENCE else 0.0)
-    if gain < 3 * 1.2533 * r.sigma / np.sqrt(LEVEL_WINDOW):
+    if gain < 3 * 1.2533 * sigma / np.sqrt(LEVEL_WINDOW):
         return None
     line = peak - DEGRADATION_SHARE * gain
     # sustained: at least a stretch of the run (a warning, not a stop: no need to be early)

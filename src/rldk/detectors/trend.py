@@ -83,10 +83,10 @@ class Decline:
     z: float
 
 
-def decline(steps, values, share: float) -> Decline | None:
+def decline(steps, values, share: float, r: Regimes | None = None) -> Decline | None:
     """The sustained decline of ``values`` (higher is better, finite) by at least
-    ``share`` of its gain, or None."""
-    r = regimes(steps, values, "signed")
+    ``share`` of its gain, or None. ``r``: their regimes, when already cut."""
+    r = r if r is not None else regimes(steps, values, "signed")
     held = _held_levels(r)
     if held is None:
         return None
