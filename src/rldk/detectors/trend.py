@@ -6,10 +6,11 @@ so "every point stays below a line" fails on real declines. The question is aske
 levels instead: the series is cut into regimes of constant level (PELT,
 ``rldk.detectors.regimes``), and a *decline* is
 
-* a **held peak**: the highest regime of at least MIN_REFERENCE points;
-* a **gain** before it: the peak over the level the run started from (a run whose peak
-  is its first regime gained nothing visible, and must then lose HEADLESS_SHARE of the
-  peak's size instead);
+* a **held peak**: the highest level held over MIN_REFERENCE consecutive points (by
+  every regime across them: a lone outlier is a regime of its own and never held);
+* a **gain** before it: the peak over the lowest level held before it (a run whose peak
+  is its first window gained nothing visible; a positive one must then lose
+  HEADLESS_SHARE of the peak's size instead, a negative one has no such scale);
 * a **tail**: the regimes from some point after the peak to the end, each below
   ``peak - share x gain`` (regimes shorter than MIN_REFERENCE points are single
   outliers and do not break it), covering at least MIN_STRETCH of the run;
@@ -58,9 +59,10 @@ WANDER_LAG = 0.1
 #: to the plateau the run held (PELT cuts a long noisy plateau into steps a few percent
 #: apart); the fall starts where the levels leave it.
 PLATEAU = 0.1
-#: When the peak is the run's first regime (nothing gained visibly: the run starts at its
-#: best), the tail must sit this share of the peak's magnitude below it: a reward that
-#: starts at 0.6 and ends at 0.25 lost more than half of it.
+#: When the peak is the run's first window (nothing gained visibly: the run starts at its
+#: best), the tail must sit this share of the peak below it: a reward that starts at 0.6
+#: and ends at 0.25 lost more than half of it. Only for a positive peak: a return of -100
+#: has no zero to measure a share from.
 HEADLESS_SHARE = 0.5
 
 
@@ -102,8 +104,10 @@ def decline(steps, values, share: float, r: Regimes | None = None) -> Decline | 
         gain = peak - start
         if gain < SIGNIFICANCE * se(n_peak, _window_size(r, s_at), a - s_at):
             return None
+    elif peak > 0:
+        start, gain = None, HEADLESS_SHARE * peak / share
     else:
-        start, gain = None, HEADLESS_SHARE * abs(peak) / share
+        return None
     line = peak - share * gain
     t = _tail(r, j, line)
     if t is None:

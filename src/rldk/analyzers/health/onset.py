@@ -83,8 +83,9 @@ def _with_signal(run: RunData, quantity: str, steps, values):
 
 def _partner(run: RunData, quantity: str):
     """``(steps, values)`` of the finite values of the quantity that ``quantity``'s rules
-    judge it against (``rules.PAIRED``), or None when the run does not log it."""
-    other = run.get(rules.PAIRED[quantity])
+    judge it against (``rules.PAIRED``; its eval series when the run logs no train one),
+    or None when the run does not log it."""
+    other = run.get(rules.PAIRED[quantity]) or run.get(EVAL + rules.PAIRED[quantity])
     if other is None:
         return None
     keep = np.isfinite(other.values)
