@@ -204,7 +204,8 @@ def reward_degradation(metric: str, steps, values) -> Event | None:
                  f"{metric} fell from {d.peak:.4g} (step {d.peak_step}) to {d.now:.4g} "
                  f"from step {int(steps[k])}",
                  {"peak": d.peak, "peak_step": d.peak_step, "start": d.start, "now": d.now,
-                  "line": d.line, "share": DEGRADATION_SHARE, "z": round(d.z, 2),
+                  "line": d.line, "threshold": d.line, "share": DEGRADATION_SHARE,
+                  "z": round(d.z, 2),
                   "below_line_from": int(steps[d.tail])})
 
 
