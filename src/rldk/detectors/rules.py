@@ -327,26 +327,25 @@ def loss_divergence(metric: str, steps, values) -> Event | None:
 
 def value_loss_divergence(metric: str, steps, values, partner=None) -> Event | None:
     """The critic's loss rises to VALUE_JUMP x the lowest level it held and stays while the
-    episode return (``partner``: its steps and values) declines over the same stretch. A
-    value loss that grows with the returns it fits is healthy, however far it grows; with
-    no return logged, the loss must rise LOSS_JUMP x (``loss_divergence``)."""
+    episode return (``partner``: its steps and values) degrades (``reward_degradation``
+    fires on it) over the same stretch. A value loss that grows with the returns it fits
+    is healthy, however far it grows; with no return logged, the loss must rise LOSS_JUMP x
+    (``loss_divergence``)."""
     if partner is None:
         return loss_divergence(metric, steps, values)
     values = np.asarray(values, float)
     if np.min(values) < 0 or np.max(values) <= 0:
         return None
     rise = _rise("loss_divergence", metric, steps, values, VALUE_JUMP, "blew up")
-    fall = decline(np.asarray(partner[0]), np.asarray(partner[1], float), DEGRADATION_SHARE)
-    if rise is None or fall is None:
-        return None
-    fall_step = int(partner[0][fall.onset])
-    if fall_step > rise.last or int(partner[0][-1]) < rise.onset:
-        return None                     # not the same stretch of the run
+    fall = reward_degradation("episode return", *partner) if rise is not None else None
+    if fall is None or fall.onset > rise.last or fall.last < rise.onset:
+        return None                     # no fall of the return, or not in the same stretch
+    peak, now = fall.evidence["peak"], fall.evidence["now"]
     return Event(**{**rise.__dict__, "severity": "error",
-                    "title": f"{rise.title} while the episode return fell from {fall.peak:.4g} "
-                             f"to {fall.now:.4g} (from step {fall_step})",
-                    "evidence": {**rise.evidence, "return_fall_step": fall_step,
-                                 "return_peak": fall.peak, "return_now": fall.now}})
+                    "title": f"{rise.title} while the episode return fell from {peak:.4g} "
+                             f"to {now:.4g} (from step {fall.onset})",
+                    "evidence": {**rise.evidence, "return_fall_step": fall.onset,
+                                 "return_peak": peak, "return_now": now}})
 
 
 def _ratio_rule(code: str, high: float, what: str):
