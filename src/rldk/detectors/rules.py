@@ -29,7 +29,7 @@ from rldk.detectors.onsets import (
     state_run,
 )
 from rldk.detectors.regimes import Regimes, regimes
-from rldk.detectors.trend import decline, fall_start
+from rldk.detectors.trend import MIN_TAIL, SIGNIFICANCE, decline, fall_start, level_se
 
 #: Entropy collapse: the entropy stays below this share of the highest level it held.
 #: A fifth: healthy runs lose up to ~75% of their entropy as they learn (the real healthy
@@ -198,7 +198,7 @@ def reward_degradation(metric: str, steps, values) -> Event | None:
     r = regimes(steps, v, "signed")
     d = decline(steps, v, DEGRADATION_SHARE, r)
     if d is None:
-        return _points_below(metric, steps, v, r.sigma)
+        return _points_below(metric, steps, v, r)
     k = d.onset
     return Event("reward_degradation", metric, int(steps[k]), int(steps[-1]), "warning",
                  f"{metric} fell from {d.peak:.4g} (step {d.peak_step}) to {d.now:.4g} "
@@ -209,31 +209,38 @@ def reward_degradation(metric: str, steps, values) -> Event | None:
                   "below_line_from": int(steps[d.tail])})
 
 
-def _points_below(metric: str, steps, v, sigma: float) -> Event | None:
+def _points_below(metric: str, steps, v, r: Regimes) -> Event | None:
     """The points stay below the line (half the gain lost) from some step after the peak
     to the end. Levels are centred rolling medians (``level_of``): a lone high value of a
-    noisy reward is not a level the run reached. The gain needs a noise floor: a rise of
-    less than 3 standard errors of a level (a median of LEVEL_WINDOW points: 1.2533 sigma
-    / sqrt(LEVEL_WINDOW), ``sigma`` the series' own step-to-step noise) is no gain to lose."""
+    noisy reward is not a level the run reached. The gain and the drop must each be
+    SIGNIFICANCE standard errors of a level difference (``trend.level_se``: the series' own
+    noise, and its wander when it is correlated), else there was nothing to lose: the
+    highest rolling median of a wandering series is always some way above its end."""
     level = level_of(v)
     peak_at = int(np.argmax(level))
     peak, start = float(level[peak_at]), float(level[0])
-    gain = max(peak - start, DEGRADATION_SHARE * abs(peak) if peak_at < MIN_REFERENCE else 0.0)
-    if gain < 3 * 1.2533 * sigma / np.sqrt(LEVEL_WINDOW):
+    headless = peak_at < MIN_REFERENCE
+    if headless and peak <= 0:
+        return None
+    gain = DEGRADATION_SHARE * peak if headless else peak - start
+    se = level_se(r)
+    if gain < SIGNIFICANCE * se(LEVEL_WINDOW, LEVEL_WINDOW, peak_at):
         return None
     line = peak - DEGRADATION_SHARE * gain
     # sustained: at least a stretch of the run (a warning, not a stop: no need to be early)
     found = state_run(v < line, peak_at + 1, final=True,
-                      min_final=max(MIN_REFERENCE, int(np.ceil(MIN_STRETCH * len(v)))))
+                      min_final=max(MIN_TAIL, int(np.ceil(MIN_STRETCH * len(v)))))
     if found is None:
         return None
-    k = found[0]
+    k, n = found[0], len(v)
+    if peak - float(np.mean(v[k:])) < SIGNIFICANCE * se(LEVEL_WINDOW, n - k, (k + n) // 2 - peak_at):
+        return None
     now = float(np.median(v[k:]))
     return Event("reward_degradation", metric, int(steps[k]), int(steps[-1]), "warning",
                  f"{metric} fell from {peak:.4g} (step {int(steps[peak_at])}) to {now:.4g} "
                  f"from step {int(steps[k])}",
                  {"peak": peak, "peak_step": int(steps[peak_at]), "start": start, "now": now,
-                  "line": line, "share": DEGRADATION_SHARE})
+                  "line": line, "threshold": line, "share": DEGRADATION_SHARE})
 
 
 def reward_collapse(metric: str, steps, values) -> Event | None:

@@ -13,7 +13,8 @@ levels instead: the series is cut into regimes of constant level (PELT,
   HEADLESS_SHARE of the peak's size instead, a negative one has no such scale);
 * a **tail**: the regimes from some point after the peak to the end, each below
   ``peak - share x gain`` (regimes shorter than MIN_REFERENCE points are single
-  outliers and do not break it), covering at least MIN_STRETCH of the run;
+  outliers and do not break it), covering at least MIN_STRETCH of the run and MIN_TAIL
+  logged values;
 * **significance**: the gain and the drop are each at least SIGNIFICANCE standard
   errors of the difference of two levels (``level_se``): the series' white noise,
   averaged over the points of each level, plus its wander at that distance (a
@@ -34,6 +35,7 @@ import numpy as np
 
 from rldk.detectors.onsets import MIN_REFERENCE, MIN_STRETCH
 from rldk.detectors.regimes import Regimes, regimes
+from rldk.detectors.scale import MAD_TO_SIGMA
 
 #: Standard errors between two levels for a gain or a drop to count: 3 is a one-sided
 #: rate of ~0.1% per comparison for normal noise; the held peak is a maximum over the
@@ -43,6 +45,10 @@ from rldk.detectors.regimes import Regimes, regimes
 #: noise of 30-100 points (rho 0.99, a rolling mean as long as the log) fires in 5-20%:
 #: there a wander and a trend cannot be told apart from the series alone.
 SIGNIFICANCE = 3.0
+#: Fewest logged values a tail below the line must hold (with MIN_STRETCH of the run): a
+#: noisy series sitting at the line has all of 3 values in a row below it 1 time in 8, all
+#: of 5 1 time in 32; an evaluation logged every few thousand steps bounces like that.
+MIN_TAIL = 5
 #: Lower quartile of |Z| for a standard normal Z (consistency factor of the lag-difference
 #: scale in ``level_se``).
 Q25_ABS_NORMAL = 0.3186
@@ -190,7 +196,7 @@ def _tail(r: Regimes, j: int, line: float) -> int | None:
             break
     if t is None or not any(p.size >= MIN_REFERENCE for p in r.parts[t:]):
         return None
-    need = max(MIN_REFERENCE, int(np.ceil(MIN_STRETCH * len(r.values))))
+    need = max(MIN_TAIL, int(np.ceil(MIN_STRETCH * len(r.values))))
     return t if len(r.values) - r.parts[t].start >= need else None
 
 
@@ -220,7 +226,7 @@ def level_se(r: Regimes):
     beyond the 2 s^2 that white noise gives. A white series' wander is 0: there, large
     differences at long lags are the trend under test, not noise."""
     y, s2 = r.y, r.sigma ** 2
-    correlated = _lag_var(y, MIN_REFERENCE) > CORRELATED * _lag_var(y, 1)
+    correlated = _lag_var(y, MIN_REFERENCE, 0.5) > CORRELATED * _lag_var(y, 1, 0.5)
 
     def se(n_a: int, n_b: int, lag: int) -> float:
         wander = 0.0
@@ -231,12 +237,15 @@ def level_se(r: Regimes):
     return se
 
 
-def _lag_var(y: np.ndarray, lag: int) -> float:
-    """Robust variance of ``y[t + lag] - y[t]``: from the lower quartile of their absolute
-    values (divided by its normal consistency factor), so that the differences that span
-    a real change (a rise, the fall under test: the large ones) do not count, even when
-    they are most of them."""
+def _lag_var(y: np.ndarray, lag: int, q: float = 0.25) -> float:
+    """Robust variance of ``y[t + lag] - y[t]``: from the ``q`` quantile of their absolute
+    values (divided by its normal consistency factor). The lower quartile (the default)
+    leaves out the differences that span a real change (a rise, the fall under test: the
+    large ones), even when they are most of them; the median (``q`` 0.5, for the short
+    lags of the correlation test) is not stuck at the value's rounding step when most
+    differences are one or two steps of it (a mean of 100 episodes logged after each)."""
     lag = int(min(max(lag, 1), len(y) - 1))
     if lag < 1:
         return 0.0
-    return (float(np.quantile(np.abs(y[lag:] - y[:-lag]), 0.25)) / Q25_ABS_NORMAL) ** 2
+    scale = {0.25: Q25_ABS_NORMAL, 0.5: 1 / MAD_TO_SIGMA}[q]
+    return (float(np.quantile(np.abs(y[lag:] - y[:-lag]), q)) / scale) ** 2
