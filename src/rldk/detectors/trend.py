@@ -57,6 +57,10 @@ Q25_ABS_NORMAL = 0.3186
 #: an AR(1) with rho 0.9, MIN_REFERENCE for a random walk; 1.5 leaves room for the sampling
 #: noise of the estimates on short series.
 CORRELATED = 1.5
+#: Second-difference spread over first-difference spread above which a series' steps are
+#: wander rather than a smooth trend (``_rough``): halfway from a ramp's 0 to the 1.4 of a
+#: random walk.
+ROUGH = 0.7
 #: Longest lag (share of the run's points) at which the wander of a level is measured:
 #: over longer lags most differences span the changes under test (a rise, a fall)
 #: rather than noise, and the robust spread of the differences is no longer the noise's.
@@ -223,10 +227,11 @@ def level_se(r: Regimes):
     drifts for dozens of rows with no change of the policy). A series is correlated when
     its differences over MIN_REFERENCE points are clearly larger than those over one
     (CORRELATED); its wander at a lag is then the variance of its differences at that lag
-    beyond the 2 s^2 that white noise gives. A white series' wander is 0: there, large
-    differences at long lags are the trend under test, not noise."""
+    beyond the 2 s^2 that white noise gives. A white series' wander is 0, and so is a
+    smooth one's (``_rough``): there, large differences at long lags are the trend under
+    test, not noise."""
     y, s2 = r.y, r.sigma ** 2
-    correlated = _lag_var(y, MIN_REFERENCE, 0.5) > CORRELATED * _lag_var(y, 1, 0.5)
+    correlated = _lag_var(y, MIN_REFERENCE, 0.5) > CORRELATED * _lag_var(y, 1, 0.5) and _rough(y)
 
     def se(n_a: int, n_b: int, lag: int) -> float:
         wander = 0.0
@@ -235,6 +240,18 @@ def level_se(r: Regimes):
             wander = max(0.0, _lag_var(y, lag) - 2.0 * s2)
         return float(np.sqrt(s2 * (1.0 / max(n_a, 1) + 1.0 / max(n_b, 1)) + wander))
     return se
+
+
+def _rough(y: np.ndarray) -> bool:
+    """Whether the steps of ``y`` are rough (wander) rather than smooth (a trend): the
+    robust spread of its second differences is at least ROUGH x that of its first. A
+    random walk's is sqrt(2) times, white noise's sqrt(3); a ramp's is near 0, so a
+    smooth, noiseless fall is not mistaken for wander however far its differences grow
+    with the lag."""
+    d1 = np.diff(y)
+    d2 = np.diff(d1)
+    spread = lambda d: float(np.median(np.abs(d - np.median(d)))) if len(d) else 0.0   # noqa: E731
+    return spread(d2) >= ROUGH * spread(d1) and spread(d1) > 0
 
 
 def _lag_var(y: np.ndarray, lag: int, q: float = 0.25) -> float:

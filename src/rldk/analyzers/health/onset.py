@@ -105,7 +105,8 @@ def onset_rule(quantity: str, run: RunData, params: Params) -> list[Finding]:
     kind = quantity.removeprefix(EVAL)
     extra = {"partner": _partner(run, kind)} if kind in rules.PAIRED else {}
     out = []
-    for rule in rules.RULES[kind]:
+    table = rules.EVAL_RULES if quantity != kind and kind in rules.EVAL_RULES else rules.RULES
+    for rule in table[kind]:
         event = rule(metric, steps, values, **extra)
         if event is not None and not (event.code == "reward_degradation"
                                       and any(f.code == "reward_collapse" for f in out)):
