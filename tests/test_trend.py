@@ -76,7 +76,7 @@ def test_quiet_on_what_is_not_a_sustained_decline(case):
 @pytest.mark.parametrize("kind", ["white", "ar1"])
 def test_false_alarm_rate_on_flat_noise(kind):
     """Seeded flat series of 300 points: white noise, and AR(1) noise with rho 0.9 (a rolling
-    mean of episodes wanders like it). Measured over 200 other seeded series each: 0 and 2 fires."""
+    mean of episodes wanders like it). Measured over 200 other seeded series each: 0 and 1 fires."""
     rng = np.random.default_rng(7)
     fired = 0
     for _ in range(40):

@@ -40,7 +40,7 @@ from rldk.detectors.scale import MAD_TO_SIGMA
 #: Standard errors between two levels for a gain or a drop to count: 3 is a one-sided
 #: rate of ~0.1% per comparison for normal noise; the held peak is a maximum over the
 #: run, which inflates it, and the line (half the gain lost) and MIN_STRETCH carry the
-#: rest. Measured on flat seeded noise of 300 points: 0 of 200 white-noise series and 2
+#: rest. Measured on flat seeded noise of 300 points: 0 of 200 white-noise series and 1
 #: of 200 AR(1) series with rho 0.9 fire (tests/test_trend.py); strongly correlated flat
 #: noise of 30-100 points (rho 0.99, a rolling mean as long as the log) fires in 5-20%:
 #: there a wander and a trend cannot be told apart from the series alone.
