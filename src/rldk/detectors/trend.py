@@ -127,10 +127,10 @@ def decline(steps, values, share: float, r: Regimes | None = None) -> Decline | 
     z = (peak - float(np.mean(tail))) / max(se(n_peak, len(tail), lag), 1e-300)
     if z < SIGNIFICANCE:
         return None
-    def off(size: int, at: int) -> float:          # below this, a level has left the peak
-        return peak - max(PLATEAU * gain, SIGNIFICANCE * se(n_peak, size, at - a))
-    k = _fall_start(r, j, t, lambda p: p.level < off(p.size, p.start))
-    onset = _walk_back(r.values, r.parts[k].start, off(1, r.parts[k].start), r.parts[j].start)
+    def off(size: int) -> float:          # below this, a level has left the peak
+        return peak - max(PLATEAU * gain, SIGNIFICANCE * se(n_peak, size, r.parts[t].start - a))
+    k = _fall_start(r, j, t, lambda p: p.level < off(p.size))
+    onset = _walk_back(r.values, r.parts[k].start, off(1), r.parts[j].start)
     return Decline(r, onset, r.parts[t].start, peak, int(r.steps[a]), start,
                    float(np.median(tail)), line, float(z))
 
@@ -233,11 +233,15 @@ def level_se(r: Regimes):
     y, s2 = r.y, r.sigma ** 2
     correlated = _lag_var(y, MIN_REFERENCE, 0.5) > CORRELATED * _lag_var(y, 1, 0.5) and _rough(y)
 
+    wanders: dict[int, float] = {}
+
     def se(n_a: int, n_b: int, lag: int) -> float:
         wander = 0.0
         if correlated:
             lag = int(min(max(lag, 1), WANDER_LAG * len(y)))
-            wander = max(0.0, _lag_var(y, lag) - 2.0 * s2)
+            if lag not in wanders:
+                wanders[lag] = max(0.0, _lag_var(y, lag) - 2.0 * s2)
+            wander = wanders[lag]
         return float(np.sqrt(s2 * (1.0 / max(n_a, 1) + 1.0 / max(n_b, 1)) + wander))
     return se
 
