@@ -78,7 +78,8 @@ def test_sb3_entropy_collapse_but_not_in_the_healthy_run(analyzed):
     assert (f.code, f.metric) == ("entropy_collapse", "train/entropy_loss")
     assert f.evidence["now"] < 0.2 * f.evidence["held"]
     assert f.evidence["held"] == pytest.approx(0.671, abs=0.001)   # -train/entropy_loss, its highest level
-    assert f.steps[0] == 23552                                     # first below 20% of it, staying
+    assert f.evidence["below_from"] == 23552                       # first below 20% of it, staying
+    assert f.steps[0] == 6144                  # where the fall into it started (left its level)
     healthy, _ = analyzed("sb3_ppo_healthy")
     assert not problems(healthy, "health")
     assert ["sb3_ppo_healthy", "entropy_collapse"] in healthy["health"].details["checked"]

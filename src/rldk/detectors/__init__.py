@@ -7,7 +7,10 @@
   with a penalty taken from that noise;
 * :mod:`.regimes` describes the regimes (level, spread, steps) so that a rule asks
   questions such as "from which step does the series stay collapsed?"; the answer's
-  first step is the onset.
+  first step is the onset;
+* :mod:`.trend` judges sustained moves of noisy levels (a return that lost what it had
+  gained and stays down), with the standard error of a level from the series' own noise
+  and wander, and finds where a fall into a bad state started.
 
 Nothing here assumes the start of a run is healthy; nothing imports above
 ``rldk.semantics``.

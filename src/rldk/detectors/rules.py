@@ -29,6 +29,7 @@ from rldk.detectors.onsets import (
     state_run,
 )
 from rldk.detectors.regimes import Regimes, regimes
+from rldk.detectors.trend import decline, fall_start
 
 #: Entropy collapse: the entropy stays below this share of the highest level it held.
 #: A fifth: healthy runs lose up to ~75% of their entropy as they learn (the real healthy
@@ -62,6 +63,12 @@ APPROX_KL_HIGH = 0.1
 #: held and stays there diverges: value losses of healthy runs move 10x with the returns
 #: they fit (the real healthy logs), not 100x for good.
 LOSS_JUMP = 100.0
+#: A value loss that rises to this many times a level it held and stays there while the
+#: episode return falls (``rldk.detectors.trend.decline``) has blown up: an order of
+#: magnitude, the least that the healthy real logs' value losses move *with* their returns
+#: (biosearch 0.5 -> 37 as the return rises; flappy bursts to 4894 with the return's
+#: bursts), so the return, not the size, tells the two apart.
+VALUE_JUMP = 10.0
 
 
 @dataclass(frozen=True)
@@ -85,8 +92,10 @@ def _event(code, metric, r: Regimes, k: int, last: int, severity, title, evidenc
 
 def _fall(code, metric, steps, values, share, severity_share, what) -> Event | None:
     """The series falls below ``share`` x the highest level it held and stays there (to
-    the end, or for a stretch of the run). Onset: the first point below from which it
-    stays; the held level is the highest centred rolling median before it."""
+    the end, or for a stretch of the run); the held level is the highest centred rolling
+    median before it. Onset: the first step of the fall that led there (``fall_start``,
+    on the log scale: a positive quantity falls by factors), not where it crossed the
+    line (``below_from`` in the evidence)."""
     v = np.asarray(values, float)
     if len(v) < 2 * MIN_REFERENCE:
         return None
@@ -98,16 +107,20 @@ def _fall(code, metric, steps, values, share, severity_share, what) -> Event | N
     found = state_run(v < share * ref, peak_at + 1)
     if found is None:
         return None
-    k, end = found
-    low = float(np.median(v[k:end]))
+    crossed, end = found
+    low = float(np.median(v[crossed:end]))
+    k = fall_start(regimes(steps, v, "nonneg"), peak_at, crossed)
     severity = "error" if low < severity_share * ref else "warning"
     return Event(code, metric, int(steps[k]), int(steps[end - 1]), severity,
                  f"{metric} {what} from {ref:.4g} to {low:.4g} from step {int(steps[k])}",
-                 {"held": ref, "held_step": int(steps[peak_at]), "now": low, "threshold": share * ref})
+                 {"held": ref, "held_step": int(steps[peak_at]), "now": low, "threshold": share * ref,
+                  "below_from": int(steps[crossed])})
 
 
 def _rise(code, metric, steps, values, factor, what) -> Event | None:
-    """The series rises above ``factor`` x the lowest level it held and stays there."""
+    """The series rises above ``factor`` x the lowest level it held and stays there.
+    Onset: the first step of the rise that led there (``fall_start`` upwards, on the log
+    scale), not where it crossed the line (``above_from`` in the evidence)."""
     v = np.asarray(values, float)
     if len(v) < 2 * MIN_REFERENCE:
         return None
@@ -119,13 +132,15 @@ def _rise(code, metric, steps, values, factor, what) -> Event | None:
     found = state_run(v > factor * ref, trough_at + 1)
     if found is None:
         return None
-    k, end = found
-    high = float(np.median(v[k:end]))
-    if high <= float(np.max(level[:k])):
+    crossed, end = found
+    high = float(np.median(v[crossed:end]))
+    if high <= float(np.max(level[:crossed])):
         return None                     # back to (or under) a level it held before: no rise
+    k = fall_start(regimes(steps, v, "nonneg"), trough_at, crossed, up=True)
     return Event(code, metric, int(steps[k]), int(steps[end - 1]), "error",
                  f"{metric} {what} from {ref:.4g} to {high:.4g} from step {int(steps[k])}",
-                 {"held": ref, "held_step": int(steps[trough_at]), "now": high, "factor": factor})
+                 {"held": ref, "held_step": int(steps[trough_at]), "now": high, "factor": factor,
+                  "above_from": int(steps[crossed])})
 
 
 def entropy_collapse(metric: str, steps, values) -> Event | None:
@@ -167,26 +182,49 @@ def high_ratio(code: str, metric: str, steps, values, high: float, what: str) ->
                   "share_at_or_above": float(np.mean(v[k:end] >= high))})
 
 
-def reward_degradation(metric: str, steps, values) -> Event | None:
+def reward_degradation(metric: str, steps, values, points: bool = True) -> Event | None:
     """The reward (or episode return) falls back by DEGRADATION_SHARE of what it had gained
-    (the highest level it held over the level it started at) and stays below that line
-    to the end of the run. Levels are centred rolling medians (``level_of``): a lone high
-    value of a noisy reward is not a level the run reached.
+    (the highest level it held over the lowest it held before) and stays down to the end.
 
-    The gain needs a noise floor: a rise of less than 3 standard errors of a level (a
-    median of LEVEL_WINDOW points: 1.2533 sigma / sqrt(LEVEL_WINDOW), sigma the series' own
-    step-to-step noise) is no gain to lose. Onset: the first step after the peak from
-    which the series stays below the line.
+    Judged on levels first (``rldk.detectors.trend.decline``: regimes, the series' own
+    noise and wander), so a noisy return that bounces above the line now and then still
+    counts; onset: the first step of the fall that leads down. Failing that, unless not
+    ``points``, on points (``_points_below``), which a short, very noisy series (30 rows,
+    no regime in it) needs.
     """
     v = np.asarray(values, float)
     if len(v) < 2 * MIN_REFERENCE:
         return None
-    level = level_of(v)
+    steps = np.asarray(steps)
     r = regimes(steps, v, "signed")
+    d = decline(steps, v, DEGRADATION_SHARE, r)
+    if d is None:
+        return _points_below(metric, steps, v, r.sigma) if points else None
+    k = d.onset
+    return Event("reward_degradation", metric, int(steps[k]), int(steps[-1]), "warning",
+                 f"{metric} fell from {d.peak:.4g} (step {d.peak_step}) to {d.now:.4g} "
+                 f"from step {int(steps[k])}",
+                 {"peak": d.peak, "peak_step": d.peak_step, "start": d.start, "now": d.now,
+                  "line": d.line, "threshold": d.line, "share": DEGRADATION_SHARE,
+                  "z": round(d.z, 2),
+                  "below_line_from": int(steps[d.tail])})
+
+
+def _points_below(metric: str, steps, v, sigma: float) -> Event | None:
+    """The points stay below the line (half the gain lost) from some step after the peak
+    to the end. Levels are centred rolling medians (``level_of``): a lone high value of a
+    noisy reward is not a level the run reached. The gain needs a noise floor: a rise of
+    less than 3 standard errors of a level (a median of LEVEL_WINDOW points: 1.2533 sigma
+    / sqrt(LEVEL_WINDOW), ``sigma`` the series' own step-to-step noise) is no gain to lose.
+
+    This is the rule the level test (``decline``) was added to, kept as it was: on the
+    real logs it finds declines of smooth returns that the level test's allowance for
+    wander judges not significant, and it raised no false alarm on any healthy one."""
+    level = level_of(v)
     peak_at = int(np.argmax(level))
     peak, start = float(level[peak_at]), float(level[0])
     gain = max(peak - start, DEGRADATION_SHARE * abs(peak) if peak_at < MIN_REFERENCE else 0.0)
-    if gain < 3 * 1.2533 * r.sigma / np.sqrt(LEVEL_WINDOW):
+    if gain < 3 * 1.2533 * sigma / np.sqrt(LEVEL_WINDOW):
         return None
     line = peak - DEGRADATION_SHARE * gain
     # sustained: at least a stretch of the run (a warning, not a stop: no need to be early)
@@ -200,7 +238,7 @@ def reward_degradation(metric: str, steps, values) -> Event | None:
                  f"{metric} fell from {peak:.4g} (step {int(steps[peak_at])}) to {now:.4g} "
                  f"from step {int(steps[k])}",
                  {"peak": peak, "peak_step": int(steps[peak_at]), "start": start, "now": now,
-                  "line": line, "share": DEGRADATION_SHARE})
+                  "line": line, "threshold": line, "share": DEGRADATION_SHARE})
 
 
 def reward_collapse(metric: str, steps, values) -> Event | None:
@@ -292,6 +330,37 @@ def loss_divergence(metric: str, steps, values) -> Event | None:
     return Event(**{**event.__dict__, "severity": "error"}) if event is not None else None
 
 
+def value_loss_divergence(metric: str, steps, values, partner=None) -> Event | None:
+    """The critic's loss rises to VALUE_JUMP x the lowest level it held and stays while the
+    episode return (``partner``: its steps and values) degrades (``reward_degradation``
+    fires on it) over the same stretch. A value loss that grows with the returns it fits
+    is healthy, however far it grows; with no return logged, the loss must rise LOSS_JUMP x
+    (``loss_divergence``)."""
+    if partner is None:
+        return loss_divergence(metric, steps, values)
+    values = np.asarray(values, float)
+    if np.min(values) < 0 or np.max(values) <= 0:
+        return None
+    rise = _rise("loss_divergence", metric, steps, values, VALUE_JUMP, "blew up")
+    fall = reward_degradation("episode return", *partner) if rise is not None else None
+    if fall is None or fall.onset > rise.last or fall.last < rise.onset:
+        return None                     # no fall of the return, or not in the same stretch
+    peak, now = fall.evidence["peak"], fall.evidence["now"]
+    return Event(**{**rise.__dict__, "severity": "error",
+                    "title": f"{rise.title} while the episode return fell from {peak:.4g} "
+                             f"to {now:.4g} (from step {fall.onset})",
+                    "evidence": {**rise.evidence, "return_fall_step": fall.onset,
+                                 "return_peak": peak, "return_now": now}})
+
+
+def eval_degradation(metric: str, steps, values) -> Event | None:
+    """``reward_degradation`` of an evaluation series on levels only: evaluations are few
+    (one every few thousand steps), noisy and often quantised (a few episodes, discrete
+    outcomes), and three of them in a row below a line is a coincidence the point test
+    cannot tell from a decline."""
+    return reward_degradation(metric, steps, values, points=False)
+
+
 def _ratio_rule(code: str, high: float, what: str):
     def rule(metric, steps, values):
         return high_ratio(code, metric, steps, values, high, what)
@@ -299,6 +368,10 @@ def _ratio_rule(code: str, high: float, what: str):
     return rule
 
 
+#: quantity -> the rules that read its evaluation series (``eval/...`` names), when not RULES'.
+EVAL_RULES = {"episode_return": (eval_degradation,)}
+#: quantity -> the quantity its rules judge it against (passed as ``partner``).
+PAIRED = {"value_loss": "episode_return"}
 #: quantity -> the rules that read it, in order.
 RULES = {
     "entropy": (entropy_collapse,),
@@ -309,7 +382,7 @@ RULES = {
     "ppo_approx_kl": (approx_kl_blowup,),
     "grad_norm": (grad_norm_explosion,),
     "loss": (loss_divergence,),
-    "value_loss": (loss_divergence,),
+    "value_loss": (value_loss_divergence,),
     "dpo_accuracy": (reward_collapse,),
     "zero_std_frac": (_ratio_rule("zero_std_onset", ZERO_STD_HIGH, "share of zero-std reward groups"),),
     "truncation_ratio": (_ratio_rule("truncation_onset", TRUNCATION_HIGH, "share of truncated responses"),),

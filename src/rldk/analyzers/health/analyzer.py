@@ -17,7 +17,7 @@ from typing import Callable
 
 from rldk.analyzers import _series
 from rldk.analyzers.base import Analyzer
-from rldk.analyzers.health.data import RunData, curve_of, how_to_log, load_run
+from rldk.analyzers.health.data import EVAL, RunData, curve_of, how_to_log, load_run
 from rldk.analyzers.health.kl import kl_above_target, kl_controller_stuck, negative_kl
 from rldk.analyzers.health.onset import onset_rule
 from rldk.analyzers.health.params import NotApplicable, Params
@@ -51,6 +51,8 @@ RULES: tuple[Rule, ...] = (
         ("reward_collapse_or_degradation", "reward",
          "reward collapse to its floor; sustained degradation from its peak"),
         ("episode_return_degradation", "episode_return", "sustained degradation from its peak"),
+        ("eval_return_degradation", "eval/episode_return",
+         "evaluation return: sustained degradation from its peak"),
         ("entropy_collapse", "entropy", "entropy below 20% of a level it held, staying"),
         ("length_collapse_or_explosion", "response_length",
          "response length below 1/3 or above 3x a level it held, staying"),
@@ -61,9 +63,11 @@ RULES: tuple[Rule, ...] = (
         ("clip_ratio_blowup", "clip_ratio", "clip fraction entering >= 30% and staying"),
         ("approx_kl_blowup", "ppo_approx_kl", "PPO approx KL at >= 0.1 nats per update, staying"),
         ("loss_divergence", "loss", "a positive loss 100x a level it held, staying"),
-        ("value_loss_divergence", "value_loss", "value loss 100x a level it held, staying"),
+        ("value_loss_divergence", "value_loss",
+         "value loss 10x a level it held, staying, while the episode return declines "
+         "(100x without a return)"),
         ("dpo_accuracy_collapse", "dpo_accuracy", "preference accuracy stuck at one value"),
-    ) if q in onset_rules.RULES),
+    ) if q.removeprefix(EVAL) in onset_rules.RULES),
 )
 #: Every quantity some rule reads (loaded once per run).
 WANTED = sorted({c for rule in RULES for c in rule.reads})

@@ -25,8 +25,15 @@ class RunData:
         return self.series.get(canonical)
 
 
+#: Prefix of the quantities read from the eval split (``eval/episode_return``: SB3's
+#: ``eval/mean_reward``), a separate series from the train split's.
+EVAL = "eval/"
+
+
 def how_to_log(canonical: str) -> str:
     """``entropy (log it as entropy, objective/entropy or actor/entropy)``: what enables a rule."""
+    if canonical.startswith(EVAL):
+        return f"{canonical} (an evaluation {how_to_log(canonical[len(EVAL):])})"
     q = semantics.quantity(canonical)
     names = [n for n in (q.names if q else ()) if not n.startswith("-")][:3]
     if not names:
@@ -43,7 +50,7 @@ def curve_of(data: RunData, canonical: str, f) -> dict:
 def load_run(source, wanted) -> RunData:
     """Resolve and load the quantities ``wanted`` for one run (a ``_series.Source``)."""
     available = _series.metric_counts(source)
-    found = {c: r for c in wanted if (r := semantics.resolve(c, available)) is not None}
+    found = {c: r for c in wanted if (r := _resolve(c, available)) is not None}
     loaded = _series.load_series(source, sorted({r.metric for r in found.values()}))
     series = {}
     for c, r in found.items():
@@ -54,6 +61,12 @@ def load_run(source, wanted) -> RunData:
     signs = {c: r.sign for c, r in found.items()}
     return RunData(source.run_id, series, names, _series.run_facts(source).meta.get("config") or {},
                    signs)
+
+
+def _resolve(canonical: str, available):
+    if canonical.startswith(EVAL):
+        return semantics.resolve(canonical[len(EVAL):], available, split="eval")
+    return semantics.resolve(canonical, available)
 
 
 def curve(series, metric, points: int = 400) -> dict:

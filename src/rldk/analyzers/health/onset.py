@@ -14,17 +14,19 @@ truncation_onset       truncation_ratio     enters and stays at >= 50% truncated
 zero_std_onset         zero_std_frac        enters and stays at >= 50% zero-std groups
 reward_collapse        reward               sits at its floor from some step on
 reward_degradation     reward, episode_     falls back by half its gain and stays
-                       return
+                       return (train, eval) (on levels: rldk.detectors.trend)
 kl_blowup              kl_to_ref            jumps above 1 nat, 10x the level before
 grad_norm_explosion    grad_norm            a regime 10x every level held before
 clip_ratio_blowup      clip_ratio           enters and stays at >= 30% clipped
+loss_divergence        loss, value_loss     100x a level it held and stays; a value
+                                            loss 10x while the episode return falls
 =====================  ===================  ==========================================
 """
 from __future__ import annotations
 
 import numpy as np
 
-from rldk.analyzers.health.data import RunData
+from rldk.analyzers.health.data import EVAL, RunData
 from rldk.analyzers.health.params import NotApplicable, Params, at_least
 from rldk.core.report import Finding
 from rldk.detectors import rules
@@ -79,6 +81,17 @@ def _with_signal(run: RunData, quantity: str, steps, values):
     return steps[keep], values[keep]
 
 
+def _partner(run: RunData, quantity: str):
+    """``(steps, values)`` of the finite values of the quantity that ``quantity``'s rules
+    judge it against (``rules.PAIRED``; its eval series when the run logs no train one),
+    or None when the run does not log it."""
+    other = run.get(rules.PAIRED[quantity]) or run.get(EVAL + rules.PAIRED[quantity])
+    if other is None:
+        return None
+    keep = np.isfinite(other.values)
+    return (other.steps[keep], other.values[keep]) if keep.sum() >= MIN_POINTS else None
+
+
 def onset_rule(quantity: str, run: RunData, params: Params) -> list[Finding]:
     """Every onset rule of ``quantity`` on one run."""
     series = run.get(quantity)
@@ -89,9 +102,12 @@ def onset_rule(quantity: str, run: RunData, params: Params) -> list[Finding]:
                             "actions): a collapse to zero is not defined")
     metric = run.names.get(quantity, quantity)
     steps, values = _with_signal(run, quantity, series.steps[finite], series.values[finite])
+    kind = quantity.removeprefix(EVAL)
+    extra = {"partner": _partner(run, kind)} if kind in rules.PAIRED else {}
     out = []
-    for rule in rules.RULES[quantity]:
-        event = rule(metric, steps, values)
+    table = rules.EVAL_RULES if quantity != kind and kind in rules.EVAL_RULES else rules.RULES
+    for rule in table[kind]:
+        event = rule(metric, steps, values, **extra)
         if event is not None and not (event.code == "reward_degradation"
                                       and any(f.code == "reward_collapse" for f in out)):
             out.append(Finding(code=event.code, severity=event.severity, title=event.title,

@@ -1,0 +1,272 @@
+"""Sustained moves of a noisy level: did the series lose what it had gained, and stay down?
+
+A noisy return (SB3's ``rollout/ep_rew_mean`` over the last 100 episodes, an eval mean
+over a few episodes, one episode per row of a ``monitor.csv``) bounces around its level,
+so "every point stays below a line" fails on real declines. The question is asked of
+levels instead: the series is cut into regimes of constant level (PELT,
+``rldk.detectors.regimes``), and a *decline* is
+
+* a **held peak**: the highest level held over MIN_REFERENCE consecutive points (by
+  every regime across them: a lone outlier is a regime of its own and never held);
+* a **gain** before it: the peak over the lowest level held before it (a run whose peak
+  is its first window gained nothing visible; a positive one must then lose
+  HEADLESS_SHARE of the peak's size instead, a negative one has no such scale);
+* a **tail**: the regimes from some point after the peak to the end, each below
+  ``peak - share x gain`` (regimes shorter than MIN_REFERENCE points are single
+  outliers and do not break it), covering at least MIN_STRETCH of the run and MIN_TAIL
+  logged values;
+* **significance**: the gain and the drop are each at least SIGNIFICANCE standard
+  errors of the difference of two levels (``level_se``): the series' white noise,
+  averaged over the points of each level, plus its wander at that distance (a
+  100-episode rolling mean drifts for dozens of rows with no change of the policy;
+  that drift is measured from the series' own differences at the same lag).
+
+The onset is the first step of the fall that leads into the tail: the start of the first
+regime after the peak that is no longer at the peak (below it by more than PLATEAU of
+the gain, or by more than the noise of a level), from which every later regime stays
+below the peak. Nothing assumes the start of the run is healthy: the peak is wherever
+the run held its highest level.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from rldk.detectors.onsets import MIN_REFERENCE, MIN_STRETCH
+from rldk.detectors.regimes import Regimes, regimes
+from rldk.detectors.scale import MAD_TO_SIGMA
+
+#: Standard errors between two levels for a gain or a drop to count: 3 is a one-sided
+#: rate of ~0.1% per comparison for normal noise; the held peak is a maximum over the
+#: run, which inflates it, and the line (half the gain lost) and MIN_STRETCH carry the
+#: rest. Measured on flat seeded noise of 300 points: 0 of 200 white-noise series and 1
+#: of 200 AR(1) series with rho 0.9 fire (tests/test_trend.py); strongly correlated flat
+#: noise of 30-100 points (rho 0.99, a rolling mean as long as the log) fires in 5-20%:
+#: there a wander and a trend cannot be told apart from the series alone.
+SIGNIFICANCE = 3.0
+#: Fewest logged values a tail below the line must hold (with MIN_STRETCH of the run): a
+#: noisy series sitting at the line has all of 3 values in a row below it 1 time in 8, all
+#: of 5 1 time in 32; an evaluation logged every few thousand steps bounces like that.
+MIN_TAIL = 5
+#: Lower quartile of |Z| for a standard normal Z (consistency factor of the lag-difference
+#: scale in ``level_se``).
+Q25_ABS_NORMAL = 0.3186
+#: A series is correlated (not white) when the variance of its differences over
+#: MIN_REFERENCE points exceeds this many times that over one: 1 for white noise, 2.7 for
+#: an AR(1) with rho 0.9, MIN_REFERENCE for a random walk; 1.5 leaves room for the sampling
+#: noise of the estimates on short series.
+CORRELATED = 1.5
+#: Second-difference spread over first-difference spread above which a series' steps are
+#: wander rather than a smooth trend (``_rough``): halfway from a ramp's 0 to the 1.4 of a
+#: random walk.
+ROUGH = 0.7
+#: Longest lag (share of the run's points) at which the wander of a level is measured:
+#: over longer lags most differences span the changes under test (a rise, a fall)
+#: rather than noise, and the robust spread of the differences is no longer the noise's.
+WANDER_LAG = 0.1
+#: A regime after the peak within this share of the gain of the peak level still belongs
+#: to the plateau the run held (PELT cuts a long noisy plateau into steps a few percent
+#: apart); the fall starts where the levels leave it.
+PLATEAU = 0.1
+#: When the peak is the run's first window (nothing gained visibly: the run starts at its
+#: best), the tail must sit this share of the peak below it: a reward that starts at 0.6
+#: and ends at 0.25 lost more than half of it. Only for a positive peak: a return of -100
+#: has no zero to measure a share from.
+HEADLESS_SHARE = 0.5
+
+
+@dataclass(frozen=True)
+class Decline:
+    """A sustained decline: ``onset`` and ``tail`` are indices into ``r.values`` (the
+    first point of the fall, the first point of the tail below the line), ``peak`` the
+    highest level held (``peak_step``: where it was first held), ``start`` the level the run started from (None when the peak is its
+    first regime), ``now`` the median of the tail, ``line`` the level the tail stays below,
+    ``z`` the drop in standard errors."""
+
+    r: Regimes = field(repr=False)
+    onset: int
+    tail: int
+    peak: float
+    peak_step: int
+    start: float | None
+    now: float
+    line: float
+    z: float
+
+
+def decline(steps, values, share: float, r: Regimes | None = None) -> Decline | None:
+    """The sustained decline of ``values`` (higher is better, finite) by at least
+    ``share`` of its gain, or None. ``r``: their regimes, when already cut."""
+    r = r if r is not None else regimes(steps, values, "signed")
+    held = _held_levels(r)
+    if held is None:
+        return None
+    top, low = held
+    a = int(np.argmax(top))                      # the peak: first point of its window
+    peak = float(top[a])
+    j = _part_at(r, a + MIN_REFERENCE - 1)       # the peak's last regime
+    se = level_se(r)
+    n_peak = _window_size(r, a)
+    if a > 0:
+        s_at = int(np.argmin(low[:a + 1]))
+        start = float(low[s_at])
+        gain = peak - start
+        if gain < SIGNIFICANCE * se(n_peak, _window_size(r, s_at), a - s_at):
+            return None
+    elif peak > 0:
+        start, gain = None, HEADLESS_SHARE * peak / share
+    else:
+        return None
+    line = peak - share * gain
+    t = _tail(r, j, line)
+    if t is None:
+        return None
+    tail = r.values[r.parts[t].start:]
+    lag = r.parts[t].start + len(tail) // 2 - a
+    z = (peak - float(np.mean(tail))) / max(se(n_peak, len(tail), lag), 1e-300)
+    if z < SIGNIFICANCE:
+        return None
+    def off(size: int) -> float:          # below this, a level has left the peak
+        return peak - max(PLATEAU * gain, SIGNIFICANCE * se(n_peak, size, r.parts[t].start - a))
+    k = _fall_start(r, j, t, lambda p: p.level < off(p.size))
+    onset = _walk_back(r.values, r.parts[k].start, off(1), r.parts[j].start)
+    return Decline(r, onset, r.parts[t].start, peak, int(r.steps[a]), start,
+                   float(np.median(tail)), line, float(z))
+
+
+def fall_start(r: Regimes, a: int, k: int, up: bool = False) -> int:
+    """The first point of the sustained move that leads from the level held around point
+    ``a`` (a peak, or a trough when ``up``) into the state the series is in from point
+    ``k`` (``a < k``; indices into ``r.values``): the start of the first regime after ``a``
+    that has left the held level by more than PLATEAU of the whole move, from which no
+    later regime is back at it, then walked back over the points already past that line.
+    A threshold rule finds ``k``, where the series crossed its line; this is where it
+    started to go."""
+    sign = -1.0 if up else 1.0
+    y = sign * r.y
+    held = float(np.median(y[max(0, a - 2):a + 3]))
+    move = held - float(np.median(y[k:]))
+    j, t = _part_at(r, a), _part_at(r, k)
+    if move <= 0 or t <= j:
+        return k
+    line = held - PLATEAU * move
+    i = _fall_start(r, j, t, lambda p: sign * p.level < line)
+    return min(k, _walk_back(y, r.parts[i].start, line, r.parts[j].start))
+
+
+def _walk_back(v: np.ndarray, k: int, plateau: float, lo: int) -> int:
+    """The first point of the fall: PELT places a cut where a step fits best, which on a
+    fast ramp can be a few points into it; the points just before it that are already
+    below the plateau belong to the fall."""
+    while k - 1 > lo and v[k - 1] < plateau:
+        k -= 1
+    return k
+
+
+def _held_levels(r: Regimes):
+    """``(top, low)``: for each window of MIN_REFERENCE consecutive points, the lowest and
+    the highest regime level in it (a level the run held over the whole window is at most
+    ``top`` and at least ``low``); None when the series is shorter than two windows. A
+    lone outlier is a regime of its own and never a level held."""
+    n = len(r.values)
+    if n < 2 * MIN_REFERENCE or len(r.parts) < 2:
+        return None
+    level = np.concatenate([np.full(p.size, p.level) for p in r.parts])
+    windows = np.lib.stride_tricks.sliding_window_view(level, MIN_REFERENCE)
+    return windows.min(axis=1), windows.max(axis=1)
+
+
+def _window_size(r: Regimes, a: int) -> int:
+    """Points behind the level of the window from point ``a``: its longest regime."""
+    return max(MIN_REFERENCE, max(r.parts[_part_at(r, k)].size for k in range(a, a + MIN_REFERENCE)))
+
+
+def _part_at(r: Regimes, k: int) -> int:
+    """Index of the regime holding point ``k``."""
+    return int(np.searchsorted([p.start for p in r.parts], k, side="right") - 1)
+
+
+def _tail(r: Regimes, j: int, line: float) -> int | None:
+    """Index of the first regime of the trailing run (after ``j``) whose held regimes are
+    all below ``line``, when it starts with one below the line and covers MIN_STRETCH of
+    the run; else None."""
+    t = None
+    for i in range(len(r.parts) - 1, j, -1):
+        p = r.parts[i]
+        if p.level < line:
+            t = i
+        elif p.size >= MIN_REFERENCE:
+            break
+    if t is None or not any(p.size >= MIN_REFERENCE for p in r.parts[t:]):
+        return None
+    need = max(MIN_TAIL, int(np.ceil(MIN_STRETCH * len(r.values))))
+    return t if len(r.values) - r.parts[t].start >= need else None
+
+
+def _fall_start(r: Regimes, j: int, t: int, off) -> int:
+    """The first regime after ``j`` (at most ``t``) that is ``off`` the peak from which no
+    later held regime is back on it."""
+    k = t
+    for i in range(t - 1, j, -1):
+        p = r.parts[i]
+        if off(p):
+            k = i
+        elif p.size >= MIN_REFERENCE:
+            break
+    return k
+
+
+def level_se(r: Regimes):
+    """``se(n_a, n_b, lag)``: the standard error of the difference of two levels held over
+    ``n_a`` and ``n_b`` points, ``lag`` points apart.
+
+    Two parts: the white noise of the points, s^2 (1/n_a + 1/n_b) with s the step-to-step
+    noise (``noise_sigma``), which averaging over a level removes; and, for a correlated
+    series, its wander, which it does not (a rolling mean over the last 100 episodes
+    drifts for dozens of rows with no change of the policy). A series is correlated when
+    its differences over MIN_REFERENCE points are clearly larger than those over one
+    (CORRELATED); its wander at a lag is then the variance of its differences at that lag
+    beyond the 2 s^2 that white noise gives. A white series' wander is 0, and so is a
+    smooth one's (``_rough``): there, large differences at long lags are the trend under
+    test, not noise."""
+    y, s2 = r.y, r.sigma ** 2
+    correlated = _lag_var(y, MIN_REFERENCE, 0.5) > CORRELATED * _lag_var(y, 1, 0.5) and _rough(y)
+
+    wanders: dict[int, float] = {}
+
+    def se(n_a: int, n_b: int, lag: int) -> float:
+        wander = 0.0
+        if correlated:
+            lag = int(min(max(lag, 1), WANDER_LAG * len(y)))
+            if lag not in wanders:
+                wanders[lag] = max(0.0, _lag_var(y, lag) - 2.0 * s2)
+            wander = wanders[lag]
+        return float(np.sqrt(s2 * (1.0 / max(n_a, 1) + 1.0 / max(n_b, 1)) + wander))
+    return se
+
+
+def _rough(y: np.ndarray) -> bool:
+    """Whether the steps of ``y`` are rough (wander) rather than smooth (a trend): the
+    robust spread of its second differences is at least ROUGH x that of its first. A
+    random walk's is sqrt(2) times, white noise's sqrt(3); a ramp's is near 0, so a
+    smooth, noiseless fall is not mistaken for wander however far its differences grow
+    with the lag."""
+    d1 = np.diff(y)
+    d2 = np.diff(d1)
+    spread = lambda d: float(np.median(np.abs(d - np.median(d)))) if len(d) else 0.0   # noqa: E731
+    return spread(d2) >= ROUGH * spread(d1) and spread(d1) > 0
+
+
+def _lag_var(y: np.ndarray, lag: int, q: float = 0.25) -> float:
+    """Robust variance of ``y[t + lag] - y[t]``: from the ``q`` quantile of their absolute
+    values (divided by its normal consistency factor). The lower quartile (the default)
+    leaves out the differences that span a real change (a rise, the fall under test: the
+    large ones), even when they are most of them; the median (``q`` 0.5, for the short
+    lags of the correlation test) is not stuck at the value's rounding step when most
+    differences are one or two steps of it (a mean of 100 episodes logged after each)."""
+    lag = int(min(max(lag, 1), len(y) - 1))
+    if lag < 1:
+        return 0.0
+    scale = {0.25: Q25_ABS_NORMAL, 0.5: 1 / MAD_TO_SIGMA}[q]
+    return (float(np.quantile(np.abs(y[lag:] - y[:-lag]), q)) / scale) ** 2

@@ -1,0 +1,188 @@
+"""Sustained declines of noisy levels (rldk.detectors.trend) and the rules built on them:
+reward degradation on levels, the value-loss blow-up judged with the return, and onsets
+at the start of a fall. Synthetic cases with exact answers, seeded noise for the
+false-alarm rate, and the real logs of the tuning half of benchmarks/data/real (firing
+and quiet twins)."""
+from __future__ import annotations
+
+import csv
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from rldk.analyzers import health
+from rldk.core.store import open_store
+from rldk.detectors import rules, trend
+from rldk.writer import EventWriter
+
+REAL = Path(__file__).resolve().parents[1] / "benchmarks" / "data" / "real"
+
+
+def sb3(name: str, column: str, step: str = "time/total_timesteps"):
+    """``(steps, values)`` of one column of a tuning-half SB3 progress.csv (rows where it is set)."""
+    with open(REAL / name / "progress.csv", newline="", encoding="utf-8") as fh:
+        rows = [(int(float(r[step])), float(r[column])) for r in csv.DictReader(fh)
+                if r.get(column) not in (None, "")]
+    steps, values = zip(*rows)
+    return np.array(steps), np.array(values)
+
+
+def monitor(name: str):
+    """Per-episode returns of a monitor.csv at the cumulative environment step."""
+    with open(next((REAL / name).glob("*.monitor.csv")), encoding="utf-8") as fh:
+        next(fh)
+        rows = list(csv.DictReader(fh))
+    return (np.cumsum([int(r["l"]) for r in rows]), np.array([float(r["r"]) for r in rows]))
+
+
+def learned_then_lost(n: int, noise, rng):
+    """Rise over 30% of the run, hold, fall to the start level over 10% from 60%, hold."""
+    t = np.arange(n)
+    shape = np.minimum(t / (0.3 * n), 1.0) - np.clip((t - 0.6 * n) / (0.1 * n), 0, 1)
+    return t, 10 * shape + noise * rng.normal(size=n)
+
+
+# ------------------------------------------------------------------ synthetic
+def test_a_noisy_decline_that_bounces_above_the_line_is_found_at_its_fall():
+    rng = np.random.default_rng(0)
+    t, v = learned_then_lost(300, 3.0, rng)
+    d = trend.decline(t, v, 0.5)
+    assert d is not None and d.z >= trend.SIGNIFICANCE
+    assert 180 <= d.onset <= 200                  # the fall is steps 180-210
+    assert (v[d.tail:] > d.line).mean() > 0.05    # points stray above the line: a point rule fails
+    assert rules._points_below("r", t, v, trend.regimes(t, v).sigma) is None
+
+
+def test_a_clean_staircase_is_exact():
+    v = np.r_[np.zeros(10), np.full(20, 10.0), np.full(5, 6.0), np.full(15, 1.0)]
+    v = v + np.tile([0.01, -0.01], 25)
+    d = trend.decline(np.arange(50), v, 0.5)
+    assert (d.onset, d.tail, d.start) == (30, 35, pytest.approx(0.0, abs=0.02))
+    assert d.peak == pytest.approx(10.0, abs=0.02) and d.line == pytest.approx(5.0, abs=0.02)
+
+
+@pytest.mark.parametrize("case", ["recovered dip", "rise and plateau", "flat noise", "ends lower by a third"])
+def test_quiet_on_what_is_not_a_sustained_decline(case):
+    rng = np.random.default_rng(1)
+    t = np.arange(200)
+    v = {"recovered dip": np.minimum(t / 60, 1) * 10 - 6 * ((t > 120) & (t < 140)),
+         "rise and plateau": np.minimum(t / 60, 1) * 10,
+         "flat noise": np.zeros(200),
+         "ends lower by a third": np.minimum(t / 60, 1) * 10 - 3.3 * (t > 150)}[case]
+    assert trend.decline(t, v + rng.normal(size=200), 0.5) is None
+
+
+@pytest.mark.parametrize("kind", ["white", "ar1"])
+def test_false_alarm_rate_on_flat_noise(kind):
+    """Seeded flat series of 300 points: white noise, and AR(1) noise with rho 0.9 (a rolling
+    mean of episodes wanders like it). Measured over 200 other seeded series each: 0 and 1 fires."""
+    rng = np.random.default_rng(7)
+    fired = 0
+    for _ in range(40):
+        e = rng.normal(size=300)
+        if kind == "ar1":
+            for i in range(1, 300):
+                e[i] = 0.9 * e[i - 1] + e[i] * np.sqrt(1 - 0.81)
+        fired += trend.decline(np.arange(300), e, 0.5) is not None
+    assert fired <= (0 if kind == "white" else 2)
+
+
+def test_headless_decline_from_the_first_level():
+    """A run at its best from the start and then lower by more than half: no gain to lose,
+    so it must lose HEADLESS_SHARE of the peak's size."""
+    rng = np.random.default_rng(2)
+    v = np.r_[np.full(40, 0.46), np.full(40, 0.2)] + 0.02 * rng.normal(size=80)
+    d = trend.decline(np.arange(80), v, 0.5)
+    assert d.start is None and 38 <= d.onset <= 40
+    assert trend.decline(np.arange(80), np.r_[np.full(40, 0.46), np.full(40, 0.36)]
+                         + 0.02 * rng.normal(size=80), 0.5) is None
+
+
+def test_fall_start_of_an_entropy_collapse():
+    """Entropy holds 1.0, halves at every step from 20 to 29, sits at 0.001: the threshold
+    (a fifth of 1.0) is crossed at 22, the fall started at 20."""
+    v = np.r_[np.full(20, 1.0), 0.5 ** np.arange(1, 11), np.full(30, 0.001)]
+    v = v * (1 + 0.01 * np.tile([1, -1], 30))
+    event = rules.entropy_collapse("entropy", np.arange(60), v)
+    assert (event.onset, event.evidence["below_from"]) == (20, 22)
+
+
+def test_value_loss_blowup_needs_the_return_to_fall():
+    steps = np.arange(60)
+    vl = np.r_[np.full(30, 1.0), np.full(30, 30.0)] * (1 + 0.1 * np.tile([1, -1], 30))
+    falling = (steps, np.r_[np.linspace(0, 10, 25), np.full(5, 10.0), np.full(30, 2.0)])
+    rising = (steps, np.r_[np.linspace(0, 10, 30), np.linspace(10, 20, 30)])
+    event = rules.value_loss_divergence("train/value_loss", steps, vl, partner=falling)
+    assert (event.code, event.onset, event.severity) == ("loss_divergence", 30, "error")
+    assert event.evidence["return_fall_step"] == 30
+    assert rules.value_loss_divergence("train/value_loss", steps, vl, partner=rising) is None
+    assert rules.value_loss_divergence("train/value_loss", steps, vl) is None     # 30x < 100x
+
+
+def write(directory, metrics: dict):
+    with EventWriter(directory, "r", capture_env=False) as w:
+        for step in range(max(len(v) for v in metrics.values())):
+            w.log(step, {k: v[step] for k, v in metrics.items() if step < len(v)})
+    return open_store(directory)
+
+
+def test_health_reads_eval_returns_and_pairs_the_value_loss(tmp_path):
+    rng = np.random.default_rng(3)
+    _, ret = learned_then_lost(100, 1.0, rng)
+    vl = np.r_[np.full(60, 1.0), np.full(40, 40.0)]
+    store = write(tmp_path, {"eval/mean_reward": ret.tolist(), "rollout/ep_rew_mean": ret.tolist(),
+                             "train/value_loss": vl.tolist()})
+    found = {(f.code, f.metric): f for f in health.HealthAnalyzer().run(store).findings}
+    assert found[("reward_degradation", "eval/mean_reward")].steps[0] == \
+        found[("reward_degradation", "rollout/ep_rew_mean")].steps[0]
+    assert found[("loss_divergence", "train/value_loss")].steps[0] == 60
+
+
+# ------------------------------------------------------------------ real logs (tuning half)
+@pytest.mark.parametrize("name, onset, below", [
+    ("sb3_dqn_reward_collapse_model2", 27987, 33248),     # peak 109 at 25174, falls to 0
+    ("sb3_dqn_cartpole_loss_divergence", 63322, 63436),   # 63 -> the 9.4 floor of CartPole
+])
+def test_real_return_declines_are_found_at_the_fall(name, onset, below):
+    d = trend.decline(*sb3(name, "rollout/ep_rew_mean"), 0.5)
+    assert (int(d.r.steps[d.onset]), int(d.r.steps[d.tail])) == (onset, below)
+
+
+@pytest.mark.parametrize("name", ["sb3_ppo_grid_treasure", "sb3_ppo_parking", "sb3_ppo_racer",
+                                  "sb3_a2c_flappy_entropy_collapse", "sb3_ppo_mujoco_kl_clip_early",
+                                  "sb3_ppo_biosearch", "sb3_ppo_meal_planner", "sb3_ppo_mujoco_solved"])
+def test_real_healthy_returns_stay_quiet(name):
+    """Recovered dips (grid treasure 4013 -> 1503 -> 3510; mujoco 1491 -> 956 -> 1623), noisy
+    rises with dips (parking), bursty plateaus (flappy), rises to a ceiling."""
+    assert rules.reward_degradation("r", *sb3(name, "rollout/ep_rew_mean")) is None
+    for column in ("eval/mean_reward",):
+        try:
+            steps, values = sb3(name, column)
+        except (KeyError, ValueError):
+            continue
+        if len(values) >= 6:
+            assert rules.eval_degradation("r", steps, values) is None
+
+
+def test_real_per_episode_returns_stay_quiet():
+    """18254 single-episode returns of a parking task: -1029 at first, 230-360 for most."""
+    assert trend.decline(*monitor("sb3_monitor_ppo_parking"), 0.5) is None
+
+
+@pytest.mark.parametrize("name", ["sb3_ppo_biosearch", "sb3_a2c_flappy_entropy_collapse",
+                                  "sb3_ppo_grid_treasure", "sb3_ppo_racer"])
+def test_real_value_losses_that_follow_the_return_stay_quiet(name):
+    """biosearch's value loss grows 0.5 -> 37 with the return; flappy's bursts to 4894 with
+    the return's bursts; grid treasure and racer are spiky."""
+    steps, vl = sb3(name, "train/value_loss")
+    partner = sb3(name, "rollout/ep_rew_mean")
+    assert rules.value_loss_divergence("train/value_loss", steps, vl, partner=partner) is None
+
+
+def test_real_entropy_collapse_onset_is_the_start_of_the_fall():
+    """jobshop: entropy 1.376 -> 0.11 nats, falling steadily from about 12000; a fifth of the
+    held level is crossed at 28672."""
+    steps, loss = sb3("sb3_ppo_jobshop_entropy", "train/entropy_loss")
+    event = rules.entropy_collapse("entropy", steps, -loss)
+    assert (event.onset, event.evidence["below_from"]) == (14336, 28672)
