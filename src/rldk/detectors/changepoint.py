@@ -38,22 +38,21 @@ def segment(y: np.ndarray, penalty: float, min_size: int = 2) -> list[int]:
 
 def _pelt(y: np.ndarray, penalty: float, min_size: int) -> list[int]:
     n = len(y)
-    s1 = np.concatenate([[0.0], np.cumsum(y)])
-    s2 = np.concatenate([[0.0], np.cumsum(y * y)])
+    s1, s2 = _prefix_sums(y)
     best = np.full(n + 1, np.inf)
     best[0] = -penalty                     # the first segment pays no penalty
     last = np.zeros(n + 1, dtype=int)
     candidates = np.array([0], dtype=int)
     for t in range(1, n + 1):
+        total = best[candidates] + _cost(s1, s2, candidates, t)
         ready = t - candidates >= min_size
         if ready.any():
-            ok = candidates[ready]
-            cost = best[ok] + _cost(s1, s2, ok, t)
+            cost = total[ready]
             i = int(np.argmin(cost))
-            best[t], last[t] = cost[i] + penalty, ok[i]
+            best[t], last[t] = cost[i] + penalty, candidates[ready][i]
             # PELT pruning (K = 0 holds for the L2 cost): a start that cannot beat the
             # best cut now never will
-            candidates = candidates[~ready | (best[candidates] + _cost(s1, s2, candidates, t) <= best[t])]
+            candidates = candidates[~ready | (total <= best[t])]
         if np.isfinite(best[t]):
             candidates = np.append(candidates, t)
     starts, t = [], n
