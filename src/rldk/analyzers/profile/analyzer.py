@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from rldk.analyzers import _catalog, _series
 from rldk.analyzers.base import Analyzer
 from rldk.analyzers.profile.breakdown import (
     STEP_TOTAL_METRICS,
@@ -63,7 +64,16 @@ class ProfileAnalyzer(Analyzer):
 
     @staticmethod
     def _timed_runs(store) -> list[str]:
+        kinds = _catalog.kinds(store)                   # known when the store was scanned
+        if kinds is not None and "span" not in kinds:   # then the runs' metric names tell
+            return [r for r in store.run_ids
+                    if any(map(_timing_metric, _series.run_index(_series.Source(store, r))))]
         return store.sql(TIMED_RUNS_SQL, [list(STEP_TOTAL_METRICS)])["run_id"].to_list()
+
+
+def _timing_metric(name: str) -> bool:
+    """A metric ``TIMED_RUNS_SQL`` counts as a timing."""
+    return name.startswith(("timing_s/", "timing/")) or name in STEP_TOTAL_METRICS
 
 
 def profile_run(store, run_id: str, params: Params | None = None) -> RunProfile:
