@@ -44,17 +44,21 @@ def _pelt(y: np.ndarray, penalty: float, min_size: int) -> list[int]:
     last = np.zeros(n + 1, dtype=int)
     candidates = np.array([0], dtype=int)
     for t in range(1, n + 1):
-        total = best[candidates] + _cost(s1, s2, candidates, t)
-        ready = t - candidates >= min_size
-        if ready.any():
-            cost = total[ready]
+        # best cost up to each candidate start plus the L2 cost of y[start:t] (``_cost``
+        # inlined: every candidate is below t); one evaluation serves choice and pruning
+        diff = s1[t] - s1[candidates]
+        total = best[candidates] + np.maximum((s2[t] - s2[candidates]) - diff * diff / (t - candidates), 0.0)
+        ready = None if min_size == 1 else t - candidates >= min_size
+        if ready is None or ready.any():
+            cost = total if ready is None else total[ready]
             i = int(np.argmin(cost))
-            best[t], last[t] = cost[i] + penalty, candidates[ready][i]
+            best[t], last[t] = cost[i] + penalty, (candidates if ready is None else candidates[ready])[i]
             # PELT pruning (K = 0 holds for the L2 cost): a start that cannot beat the
             # best cut now never will
-            candidates = candidates[~ready | (total <= best[t])]
+            keep = total <= best[t]
+            candidates = candidates[keep if ready is None else ~ready | keep]
         if np.isfinite(best[t]):
-            candidates = np.append(candidates, t)
+            candidates = np.concatenate((candidates, [t]))
     starts, t = [], n
     while t > 0:
         t = int(last[t])
