@@ -15,10 +15,13 @@ def rankdata(x) -> np.ndarray:
     order = np.argsort(x)              # tied values share their average rank: any order will do
     ordered = x[order]
     starts_group = np.r_[True, ordered[1:] != ordered[:-1]]
+    ranks = np.empty(x.size)
+    if starts_group.all():                         # no ties: each value's place, 1-based
+        ranks[order] = np.arange(1.0, x.size + 1.0)
+        return ranks
     starts = np.flatnonzero(starts_group)
     counts = np.diff(np.r_[starts, x.size])
     average = starts + (counts + 1) / 2.0
-    ranks = np.empty(x.size)
     ranks[order] = average[np.cumsum(starts_group) - 1]
     return ranks
 
