@@ -47,7 +47,9 @@ def kendall_tau_b(sign_a: np.ndarray, sign_b: np.ndarray) -> float | None:
 def window_bounds(steps: np.ndarray, windows: int, min_size: int) -> list[tuple[int, int]]:
     """``(first_step, last_step)`` of up to ``windows`` contiguous windows of the
     distinct ``steps``, each holding at least ``min_size`` of them when possible."""
-    distinct = np.unique(steps)
+    steps = np.asarray(steps)
+    increasing = steps.size < 2 or bool((steps[1:] > steps[:-1]).all())
+    distinct = steps if increasing else np.unique(steps)      # a series' steps already are
     if distinct.size == 0:
         return []
     count = max(1, min(windows, distinct.size // max(1, min_size)))
