@@ -174,14 +174,32 @@ def _query(source: Source, sql: str, **params) -> list[tuple]:
 
 def _query_files(sql_files: list[str], files: list[str], sql: str, **params) -> list[tuple]:
     """Rows of ``sql`` with ``$files`` bound to ``sql_files`` (on this thread's connection)."""
+    con = _connection()
+    register_filesystems(con, list(files))    # s3:// and other object stores, through fsspec
+    return con.execute(sql, {"files": list(sql_files), **params}).fetchall()
+
+
+def _connection():
+    """This thread's DuckDB connection (one per thread, reused by every query)."""
     con = getattr(_DUCK, "con", None)
-    if con is None:                      # one connection per thread, reused by every query
+    if con is None:
         import duckdb
 
         con = _DUCK.con = duckdb.connect()
         con.execute("SET enable_progress_bar = false")
-    register_filesystems(con, list(files))    # s3:// and other object stores, through fsspec
-    return con.execute(sql, {"files": list(sql_files), **params}).fetchall()
+    return con
+
+
+def frame(store, sql: str, **params):
+    """A Polars DataFrame of ``sql`` with ``$files`` bound to ``store``'s files: rldk's
+    own queries, on this thread's connection, without ``Store.sql``'s views and checks."""
+    import polars as pl
+
+    con = _connection()
+    register_filesystems(con, list(store.files))
+    result = con.execute(sql, {"files": list(store.sql_files), **params})
+    fetch = getattr(result, "to_arrow_table", None) or result.fetch_arrow_table   # DuckDB 2 / 1
+    return pl.from_arrow(fetch())
 
 
 def _cached(kind: str, source: Source, compute):
