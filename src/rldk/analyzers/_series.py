@@ -197,8 +197,8 @@ def frame(store, sql: str, **params):
 
     con = _connection()
     register_filesystems(con, list(store.files))
-    result = con.execute(sql, {"files": list(store.sql_files), **params})
-    fetch = getattr(result, "to_arrow_table", None) or result.fetch_arrow_table   # DuckDB 2 / 1
+    relation = con.sql(sql, params={"files": list(store.sql_files), **params})
+    fetch = getattr(relation, "to_arrow_table", None) or relation.arrow        # DuckDB 2 / 1
     return pl.from_arrow(fetch())
 
 
