@@ -8,7 +8,7 @@ and facts (exactly what the per-run queries return), and keeps the store-wide
 facts the analyzers' ``applies`` ask for: which event kinds and ranks the store has.
 
 A library caller that asks about one run of a large store never pays for the
-scan: the per-run queries stay the default, and :func:`kinds` is None until
+scan: the per-run queries stay the default, and :func:`scanned` is None until
 :func:`warm` ran for that store.
 """
 from __future__ import annotations
@@ -48,11 +48,12 @@ GROUP BY run_id
 
 @dataclass(frozen=True)
 class Catalog:
-    """Store-wide facts: the event kinds present (metric rows counted whatever their
-    step) and the ranks that wrote any event."""
+    """Store-wide facts: the event kinds present and the ranks that wrote any event;
+    per run id, the names of its metrics (rows without a step counted too)."""
 
     kinds: frozenset
     ranks: frozenset
+    metric_names: dict
 
 
 def warm(store) -> Catalog:
@@ -65,8 +66,10 @@ def warm(store) -> Catalog:
     starts = {run_id: attrs for run_id, attrs in _query_files(store.sql_files, store.files, STARTS_SQL)}
     index: dict[str, dict] = {}
     others: dict[str, set] = {}
+    names: dict[str, set] = {}
     for run_id, kind, rank, name, count, first, first_numeric in rows:
         if kind == "metric":
+            names.setdefault(run_id, set()).add(name)
             if count:
                 _add(index.setdefault(run_id, {}), name, count, first, first_numeric)
         else:
@@ -74,21 +77,15 @@ def warm(store) -> Catalog:
     for run_id in store.run_ids:
         _remember_run(Source(store, run_id), index.get(run_id, {}), others.get(run_id, set()),
                       starts.get(run_id))
-    catalog = Catalog(frozenset(r[1] for r in rows), frozenset(r[2] for r in rows))
+    catalog = Catalog(frozenset(r[1] for r in rows), frozenset(r[2] for r in rows),
+                      {run_id: frozenset(n) for run_id, n in names.items()})
     _remember(("catalog", _stamp(store)), catalog, 0)
     return catalog
 
 
-def kinds(store) -> frozenset | None:
-    """The event kinds of ``store`` when :func:`warm` ran for it, else None."""
-    found = _cached_value(("catalog", _stamp(store)))
-    return None if found is None else found.kinds
-
-
-def ranks(store) -> frozenset | None:
-    """The ranks that wrote events in ``store`` when :func:`warm` ran for it, else None."""
-    found = _cached_value(("catalog", _stamp(store)))
-    return None if found is None else found.ranks
+def scanned(store) -> Catalog | None:
+    """The :class:`Catalog` of ``store`` when :func:`warm` ran for it, else None."""
+    return _cached_value(("catalog", _stamp(store)))
 
 
 def _add(names: dict, name, count, first, first_numeric) -> None:

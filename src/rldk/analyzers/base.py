@@ -61,8 +61,8 @@ class Analyzer:
 def has_events(store, kinds) -> bool:
     """Whether ``store`` holds events of any of ``kinds``: from the store's catalog when
     ``rldk analyze`` has scanned it (``_catalog.warm``), else one ``LIMIT 1`` query."""
-    known = _catalog.kinds(store)
-    if known is not None:
-        return bool(known & set(kinds))
+    catalog = _catalog.scanned(store)
+    if catalog is not None:
+        return bool(catalog.kinds & set(kinds))
     return not store.sql("SELECT 1 FROM events WHERE list_contains($kinds, kind) LIMIT 1",
                          {"kinds": list(kinds)}).is_empty()

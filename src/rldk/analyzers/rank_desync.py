@@ -183,8 +183,8 @@ class RankDesyncAnalyzer(Analyzer):
 
     def applies(self, store) -> bool:
         """Some run has events from more than one rank."""
-        ranks = _catalog.ranks(store)                   # known when the store was scanned
-        if ranks is not None and ranks <= {0, None}:
+        catalog = _catalog.scanned(store)               # known when the store was scanned
+        if catalog is not None and catalog.ranks <= {0, None}:
             return False
         return not store.sql("SELECT 1 FROM events WHERE rank <> 0 LIMIT 1").is_empty() and \
             bool(store.sql(MULTI_RANK_SQL).height)

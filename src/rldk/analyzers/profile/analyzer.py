@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from rldk.analyzers import _catalog, _series
+from rldk.analyzers import _catalog
 from rldk.analyzers.base import Analyzer
 from rldk.analyzers.profile.breakdown import (
     STEP_TOTAL_METRICS,
@@ -64,10 +64,10 @@ class ProfileAnalyzer(Analyzer):
 
     @staticmethod
     def _timed_runs(store) -> list[str]:
-        kinds = _catalog.kinds(store)                   # known when the store was scanned
-        if kinds is not None and "span" not in kinds:   # then the runs' metric names tell
+        catalog = _catalog.scanned(store)               # known when the store was scanned
+        if catalog is not None and "span" not in catalog.kinds:   # then metric names tell
             return [r for r in store.run_ids
-                    if any(map(_timing_metric, _series.run_index(_series.Source(store, r))))]
+                    if any(map(_timing_metric, catalog.metric_names.get(r, ())))]
         return store.sql(TIMED_RUNS_SQL, [list(STEP_TOTAL_METRICS)])["run_id"].to_list()
 
 
