@@ -338,7 +338,7 @@ def load_series(source: Source, names: list[str]) -> dict[str, Series]:
             _remember(key, loaded, sum(arrays.values()))
         cached = _CACHE[key][0]
         return {n: cached[n] for n in names if n in cached}
-    return _finish_all(source, names, _joined([_read_chunk(_metric_rows(source), names, source, True)], names))
+    return _finish_all(source, names, [_read_chunk(_metric_rows(source), names, source, True)])
 
 
 def prefetch(sources) -> None:
@@ -398,7 +398,7 @@ def _read_whole(source: Source, names: list[str]) -> dict[str, Series]:
             frame = frame.slice(offset, length)
         frame = frame.filter((pl.col("kind") == "metric") & _run_filter(source))
         pieces.append(_read_chunk(frame, names, source, False))
-    return _finish_all(source, names, _joined(pieces, names))
+    return _finish_all(source, names, pieces)
 
 
 def _chunks(store, run_id: str):
@@ -422,9 +422,9 @@ def _run_filter(source):
     return (pl.col("run_id") == source.run_id) & pl.col("step").is_not_null()
 
 
-def _read_chunk(frame, names: list[str], source: Source, select: bool):
-    """One ordered read: a :class:`_Wide` chunk, or ``{name: (rank, step, value, numeric)}``
-    pieces (rank and numeric None when trivially constant / all numeric)."""
+def _read_chunk(frame, names: list[str], source: Source, select: bool) -> dict:
+    """``{name: (rank, step, value, numeric)}`` pieces of one ordered read (rank and
+    numeric None when trivially constant / all numeric)."""
     import polars as pl
 
     if select:
@@ -433,37 +433,24 @@ def _read_chunk(frame, names: list[str], source: Source, select: bool):
     code = pl.col("name").cast(pl.Enum(names)).to_physical().alias("code")
     with _COLLECT:                               # one Polars read at a time (bounds memory)
         frame = frame.select(code, "step", "value", *([] if one_rank else ["rank"])).collect()
-    value = frame.drop_in_place("value")       # columns leave the frame one at a time, each
+    value = frame.drop_in_place("value")       # columns leave the frame one at a time,
     arrays = {"numeric": value.is_not_null().to_numpy() if value.null_count() else None,
-              "value": (value.fill_null(np.nan) if value.null_count() else value).to_numpy()}
-    del value                                  # freed once copied
+              "value": value.fill_null(np.nan).to_numpy()}   # each freed once copied
+    del value
     for column in frame.columns:
         arrays[column] = frame.drop_in_place(column).to_numpy()
     arrays.setdefault("rank", None)
     wide = _wide(arrays, len(names))
-    return wide if wide is not None else _grouped(names, arrays)
+    if wide is not None:
+        return {names[c]: (None, steps, values, None) for c, (steps, values) in wide.items()}
+    return _grouped(names, arrays)
 
 
-@dataclass(frozen=True)
-class _Wide:
-    """A step-major chunk: ``values`` (steps, names) row-major as read, ``codes`` the
-    names' order within each step, ``steps`` the chunk's steps."""
-
-    codes: np.ndarray
-    steps: np.ndarray
-    values: np.ndarray
-
-    def columns(self, names) -> dict:
-        """``{name: (rank, step, value, numeric)}`` pieces, as ``_grouped`` returns them."""
-        columns = _transpose(self.values)
-        return {names[c]: (None, self.steps, columns[j], None) for j, c in enumerate(self.codes.tolist())}
-
-
-def _wide(arrays, m: int) -> _Wide | None:
-    """A :class:`_Wide` chunk when the rows are step-major, every step logs the same
-    names in the same order (what the writer produces for ``log(step, {...})`` every
-    step), all numeric and from one rank; else None. Checking costs a few vectorized
-    comparisons; grouping is then one cache-blocked transpose."""
+def _wide(arrays, m: int):
+    """``{code: (steps, values)}`` when the rows are step-major, every step logs the
+    same names in the same order (what the writer produces for ``log(step, {...})``
+    every step), all numeric and from one rank; else None. Checking costs a few
+    vectorized comparisons; grouping is then one cache-blocked transpose."""
     code, step, rank = arrays["code"], arrays["step"], arrays["rank"]
     n = len(code)
     if arrays["numeric"] is not None or n == 0 or n % m or (rank is not None and rank[0] != rank[-1]):
@@ -478,29 +465,15 @@ def _wide(arrays, m: int) -> _Wide | None:
     first = steps[:, 0].copy()
     del codes, steps, code, step
     arrays.pop("code"), arrays.pop("step")              # freed before the transposing copy
-    return _Wide(per_step.copy(), first, arrays.pop("value").reshape(-1, m))
+    columns = _transpose(arrays.pop("value").reshape(-1, m))
+    return {int(c): (first, columns[j]) for j, c in enumerate(per_step)}
 
 
-def _joined(pieces: list, names) -> list:
-    """The chunks as ``_finish_all`` pieces; chunks that are all wide in one name order
-    become one piece, transposed straight into one array (no second copy to join them)."""
-    wide = [p for p in pieces if isinstance(p, _Wide)]
-    if len(wide) == len(pieces) > 1 and all(np.array_equal(p.codes, wide[0].codes) for p in wide):
-        out = np.empty((len(names), sum(len(p.steps) for p in wide)))
-        at = 0
-        for p in wide:
-            _transpose(p.values, out[:, at:at + len(p.steps)])
-            at += len(p.steps)
-        steps = np.concatenate([p.steps for p in wide])
-        return [{names[c]: (None, steps, out[j], None) for j, c in enumerate(wide[0].codes.tolist())}]
-    return [p.columns(names) if isinstance(p, _Wide) else p for p in pieces]
-
-
-def _transpose(matrix: np.ndarray, out: np.ndarray | None = None) -> np.ndarray:
-    """``matrix.T`` as a C-contiguous copy (into ``out`` when given), a block of rows at a
-    time (blocks fit in the CPU cache: several times faster than one strided copy)."""
-    out = np.empty(matrix.shape[::-1], dtype=matrix.dtype) if out is None else out
-    for i in range(0, len(matrix), block := 1024):
+def _transpose(matrix: np.ndarray, block: int = 1024) -> np.ndarray:
+    """``matrix.T`` as a C-contiguous copy, a block of rows at a time (blocks fit in the
+    CPU cache: several times faster than one strided copy)."""
+    out = np.empty(matrix.shape[::-1], dtype=matrix.dtype)
+    for i in range(0, len(matrix), block):
         out[:, i:i + block] = matrix[i:i + block].T
     return out
 
