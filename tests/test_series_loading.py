@@ -139,3 +139,39 @@ def test_help_and_store_schema_import_nothing_heavy():
             "print(heavy, 'pandas' in sys.modules, 'scipy' in sys.modules)")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert out.stdout.strip().splitlines()[-1] == "[] False False"
+
+
+def test_catalog_matches_the_per_run_queries(tmp_path):
+    """One catalog scan answers each run's index and facts exactly as the per-run
+    queries do: ranks summed, null steps and text values counted as they count them."""
+    from rldk.analyzers import _catalog
+
+    path = tmp_path / "store"
+    for rank in (0, 1):
+        with EventWriter(path, "multi", rank=rank, capture_env=False) as w:
+            for s in range(5):
+                w.log(s + rank, {"loss": 1.0 / (s + 1), "note": "text" if s == 2 else float(s)})
+    with EventWriter(path, "single", capture_env=False, seed=3) as w:
+        w.log(None, {"loss": 0.5})
+        w.log(1, {"loss": 0.4, "late": 2.0})
+        w.log_samples(1, ["p"], ["r"], [1.0])
+    store = open_store(path)
+    _series.clear_cache()
+    expected = {r: (_series.run_index(_series.Source(store, r)), _series.run_facts(_series.Source(store, r)))
+                for r in store.run_ids}
+    _series.clear_cache()
+    catalog = _catalog.warm(store)
+    assert {r: (_series.run_index(_series.Source(store, r)), _series.run_facts(_series.Source(store, r)))
+            for r in store.run_ids} == expected
+    assert catalog.kinds == frozenset(store.sql("SELECT DISTINCT kind FROM events")["kind"].to_list())
+    assert catalog.ranks == {0, 1} and catalog.metric_names["multi"] == {"loss", "note"}
+
+
+def test_analyze_runs_no_per_run_index_query(three_runs, tmp_path, monkeypatch):
+    """``rldk analyze`` indexes every run with the catalog's one scan, not a query per run."""
+    _series.clear_cache()
+    queries = []
+    query = _series._query
+    monkeypatch.setattr(_series, "_query", lambda source, sql, **kw: queries.append(sql) or query(source, sql, **kw))
+    analyze(three_runs, baseline="a", out_dir=tmp_path / "cards", plots=False)
+    assert _series.INDEX_SQL not in queries and _series.KINDS_SQL not in queries

@@ -168,16 +168,38 @@ _DUCK = threading.local()
 
 
 def _query(source: Source, sql: str, **params) -> list[tuple]:
+    part = _part(source)
+    return _query_files(part.sql_files, part.files, sql, run_id=source.run_id, **params)
+
+
+def _query_files(sql_files: list[str], files: list[str], sql: str, **params) -> list[tuple]:
+    """Rows of ``sql`` with ``$files`` bound to ``sql_files`` (on this thread's connection)."""
+    con = _connection()
+    register_filesystems(con, list(files))    # s3:// and other object stores, through fsspec
+    return con.execute(sql, {"files": list(sql_files), **params}).fetchall()
+
+
+def _connection():
+    """This thread's DuckDB connection (one per thread, reused by every query)."""
     con = getattr(_DUCK, "con", None)
-    if con is None:                      # one connection per thread, reused by every query
+    if con is None:
         import duckdb
 
         con = _DUCK.con = duckdb.connect()
         con.execute("SET enable_progress_bar = false")
-    files = list(_part(source).sql_files)
-    register_filesystems(con, files)          # s3:// and other object stores, through fsspec
-    return con.execute(sql, {"files": files,
-                             "run_id": source.run_id, **params}).fetchall()
+    return con
+
+
+def frame(store, sql: str, **params):
+    """A Polars DataFrame of ``sql`` with ``$files`` bound to ``store``'s files: rldk's
+    own queries, on this thread's connection, without ``Store.sql``'s views and checks."""
+    import polars as pl
+
+    con = _connection()
+    register_filesystems(con, list(store.files))
+    relation = con.sql(sql, params={"files": list(store.sql_files), **params})
+    fetch = getattr(relation, "to_arrow_table", None) or relation.arrow        # DuckDB 2 / 1
+    return pl.from_arrow(fetch())
 
 
 def _cached(kind: str, source: Source, compute):
@@ -185,6 +207,12 @@ def _cached(kind: str, source: Source, compute):
     if key not in _CACHE:
         _remember(key, compute(), 0)
     return _CACHE[key][0]
+
+
+def _cached_value(key):
+    """What the cache holds under ``key``, or None."""
+    found = _CACHE.get(key)
+    return None if found is None else found[0]
 
 
 def run_index(source: Source) -> dict[str, NameInfo]:

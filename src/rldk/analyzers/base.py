@@ -23,6 +23,8 @@ from __future__ import annotations
 import dataclasses
 from typing import ClassVar
 
+from rldk.analyzers import _catalog
+
 
 class Analyzer:
     """Base of every analysis (see the module docstring). Subclasses set the class
@@ -36,9 +38,7 @@ class Analyzer:
     defines_verdict: ClassVar[bool] = True
 
     def applies(self, store) -> bool:
-        kinds = list(self.consumes)
-        return not store.sql("SELECT 1 FROM events WHERE list_contains($kinds, kind) LIMIT 1",
-                             {"kinds": kinds}).is_empty()
+        return has_events(store, self.consumes)
 
     def run(self, store, params=None):
         raise NotImplementedError(f"{type(self).__name__}.run")
@@ -56,3 +56,13 @@ class Analyzer:
 
     def __repr__(self) -> str:
         return f"<analyzer {self.name}>"
+
+
+def has_events(store, kinds) -> bool:
+    """Whether ``store`` holds events of any of ``kinds``: from the store's catalog when
+    ``rldk analyze`` has scanned it (``_catalog.warm``), else one ``LIMIT 1`` query."""
+    catalog = _catalog.scanned(store)
+    if catalog is not None:
+        return bool(catalog.kinds & set(kinds))
+    return not store.sql("SELECT 1 FROM events WHERE list_contains($kinds, kind) LIMIT 1",
+                         {"kinds": list(kinds)}).is_empty()

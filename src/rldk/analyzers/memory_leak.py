@@ -23,7 +23,7 @@ import re
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from rldk.analyzers.base import Analyzer
+from rldk.analyzers.base import Analyzer, has_events
 from rldk.core.errors import MissingEvents
 from rldk.core.naming import safe_file_stem
 from rldk.core.report import Check, Finding, Report, ReportTable, verdict
@@ -167,7 +167,7 @@ class MemoryLeakAnalyzer(Analyzer):
     Params = Params
 
     def applies(self, store) -> bool:
-        return bool(store.sql(RUNS_WITH_MEMORY_SQL).height)
+        return has_events(store, self.consumes)
 
     def run(self, store, params: Params | None = None) -> MemoryLeakResult:
         """Analyse the memory series of ``params.run_id`` (or of every run with memory events)."""

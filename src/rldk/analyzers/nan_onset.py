@@ -19,7 +19,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from rldk.analyzers import _series
-from rldk.analyzers.base import Analyzer
+from rldk.analyzers.base import Analyzer, has_events
 from rldk.core.report import Check, Finding, Report, ReportTable, verdict
 from rldk.core.result import Result, as_dict
 
@@ -92,7 +92,7 @@ class NanOnsetAnalyzer(Analyzer):
     defines_verdict = False
 
     def applies(self, store) -> bool:
-        return not store.sql("SELECT 1 FROM metrics LIMIT 1").is_empty()
+        return has_events(store, ("metric",))
 
     def run(self, store, params: Params | None = None) -> NanOnsetResult:
         """Every metric with NaN/inf values, per run, ordered by first non-finite step."""

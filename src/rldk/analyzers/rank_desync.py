@@ -26,6 +26,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
+from rldk.analyzers import _catalog
 from rldk.analyzers.base import Analyzer
 from rldk.core.errors import MissingEvents
 from rldk.core.report import Check, Finding, Report, ReportTable, verdict
@@ -182,6 +183,9 @@ class RankDesyncAnalyzer(Analyzer):
 
     def applies(self, store) -> bool:
         """Some run has events from more than one rank."""
+        catalog = _catalog.scanned(store)               # known when the store was scanned
+        if catalog is not None and catalog.ranks <= {0, None}:
+            return False
         return not store.sql("SELECT 1 FROM events WHERE rank <> 0 LIMIT 1").is_empty() and \
             bool(store.sql(MULTI_RANK_SQL).height)
 

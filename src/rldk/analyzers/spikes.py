@@ -26,7 +26,7 @@ import numpy as np
 
 from rldk import semantics
 from rldk.analyzers import _series
-from rldk.analyzers.base import Analyzer
+from rldk.analyzers.base import Analyzer, has_events
 from rldk.core.errors import MissingEvents
 from rldk.core.report import Check, Finding, Report, ReportTable, verdict
 from rldk.core.result import Result, as_dict
@@ -139,7 +139,7 @@ class SpikesAnalyzer(Analyzer):
     Params = Params
 
     def applies(self, store) -> bool:
-        return not store.sql("SELECT 1 FROM metrics LIMIT 1").is_empty()
+        return has_events(store, ("metric",))
 
     def run(self, store, params: Params | None = None) -> SpikesResult:
         params = params or Params()

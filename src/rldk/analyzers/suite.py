@@ -26,7 +26,7 @@ from dataclasses import dataclass
 from functools import cached_property
 from pathlib import Path
 
-from rldk.analyzers import _series, default
+from rldk.analyzers import _catalog, _series, default
 from rldk.core.errors import MissingEvents, RldkError
 from rldk.core.report import (
     STATUS_COLOURS,
@@ -184,7 +184,7 @@ def analyze(paths, baseline: str | None = None, out_dir="rldk_reports", plots: b
     ``MissingEvents`` when there are no metric events at all (nothing to check).
     """
     store = open_input(paths) if store is None else store
-    if store.sql("SELECT 1 FROM metrics LIMIT 1").is_empty():
+    if "metric" not in _kinds(store, engine):
         raise MissingEvents(f"no metric events in {' '.join(map(str, _as_list(paths)))}: log "
                             "scalars with rldk.writer.log or import logs with `rldk import`")
     if engine is None and sum(f.rows for f in store.footers.values()) > PREFETCH_ROWS:
@@ -205,6 +205,15 @@ def analyze(paths, baseline: str | None = None, out_dir="rldk_reports", plots: b
                         tuple(outcomes), tuple(reports), baseline)
     write_index(analysis)
     return analysis
+
+
+def _kinds(store, engine) -> frozenset:
+    """The store's event kinds: from one catalog scan that also indexes every run for
+    the analyzers (``_catalog.warm``), or, when an engine reads the runs elsewhere,
+    whether there is any metric event."""
+    if engine is None:
+        return _catalog.warm(store).kinds
+    return frozenset() if store.sql("SELECT 1 FROM metrics LIMIT 1").is_empty() else frozenset({"metric"})
 
 
 def default_baseline(run_ids) -> str | None:

@@ -30,7 +30,7 @@ from rldk.core.result import Result
 RUNS_SQL = """
 SELECT run_id, rank, kind, count(*) AS events, min(wall_time) AS started,
        max(wall_time) AS last_event
-FROM events
+FROM read_parquet($files, union_by_name = true)
 WHERE kind <> 'metric'
 GROUP BY run_id, rank, kind
 ORDER BY run_id, rank, kind
@@ -41,12 +41,14 @@ ORDER BY run_id, rank, kind
 METRIC_SPAN_SQL = """
 SELECT rank, 'metric' AS kind, count(*) AS events, min(wall_time) AS started,
        max(wall_time) AS last_event
-FROM metrics WHERE run_id = $run_id GROUP BY rank
+FROM read_parquet($files, union_by_name = true)
+WHERE kind = 'metric' AND run_id = $run_id GROUP BY rank
 """
 
 #: The run ``end`` and ``import`` events (row groups without run events are skipped).
 ENDS_SQL = """
-SELECT run_id, name, attrs FROM events WHERE kind = 'run' AND name IN ('end', 'import')
+SELECT run_id, name, attrs FROM read_parquet($files, union_by_name = true)
+WHERE kind = 'run' AND name IN ('end', 'import')
 ORDER BY wall_time, seq
 """
 
@@ -116,10 +118,10 @@ class SummaryAnalyzer(Analyzer):
 
     def run(self, store, params: Params | None = None) -> SummaryResult:
         """Summarize every run of ``store``."""
-        runs = store.sql(RUNS_SQL)
+        runs = _series.frame(store, RUNS_SQL)
         ends: dict[str, list] = {}
         imports: dict[str, dict] = {}
-        for run_id, name, attrs in store.sql(ENDS_SQL).iter_rows():
+        for run_id, name, attrs in _series.frame(store, ENDS_SQL).iter_rows():
             attrs = json.loads(attrs) if attrs else {}
             if name == "import":
                 imports[run_id] = attrs
@@ -145,7 +147,7 @@ def _event_rows(store, runs, source):
 
     own = runs.filter(pl.col("run_id") == source.run_id).drop("run_id")
     if own.filter(pl.col("kind") == "run").is_empty():
-        metric = store.sql(METRIC_SPAN_SQL, {"run_id": source.run_id})
+        metric = _series.frame(store.for_run(source.run_id), METRIC_SPAN_SQL, run_id=source.run_id)
     else:
         counts = _series.metric_counts(source)
         metric = pl.DataFrame({"rank": [own["rank"].min()], "kind": ["metric"],

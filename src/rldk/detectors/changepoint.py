@@ -38,24 +38,27 @@ def segment(y: np.ndarray, penalty: float, min_size: int = 2) -> list[int]:
 
 def _pelt(y: np.ndarray, penalty: float, min_size: int) -> list[int]:
     n = len(y)
-    s1 = np.concatenate([[0.0], np.cumsum(y)])
-    s2 = np.concatenate([[0.0], np.cumsum(y * y)])
+    s1, s2 = _prefix_sums(y)
     best = np.full(n + 1, np.inf)
     best[0] = -penalty                     # the first segment pays no penalty
     last = np.zeros(n + 1, dtype=int)
     candidates = np.array([0], dtype=int)
     for t in range(1, n + 1):
-        ready = t - candidates >= min_size
-        if ready.any():
-            ok = candidates[ready]
-            cost = best[ok] + _cost(s1, s2, ok, t)
+        # best cost up to each candidate start plus the L2 cost of y[start:t] (``_cost``
+        # inlined: every candidate is below t); one evaluation serves choice and pruning
+        diff = s1[t] - s1[candidates]
+        total = best[candidates] + np.maximum((s2[t] - s2[candidates]) - diff * diff / (t - candidates), 0.0)
+        ready = None if min_size == 1 else t - candidates >= min_size
+        if ready is None or ready.any():
+            cost = total if ready is None else total[ready]
             i = int(np.argmin(cost))
-            best[t], last[t] = cost[i] + penalty, ok[i]
+            best[t], last[t] = cost[i] + penalty, (candidates if ready is None else candidates[ready])[i]
             # PELT pruning (K = 0 holds for the L2 cost): a start that cannot beat the
             # best cut now never will
-            candidates = candidates[~ready | (best[candidates] + _cost(s1, s2, candidates, t) <= best[t])]
+            keep = total <= best[t]
+            candidates = candidates[keep if ready is None else ~ready | keep]
         if np.isfinite(best[t]):
-            candidates = np.append(candidates, t)
+            candidates = np.concatenate((candidates, [t]))
     starts, t = [], n
     while t > 0:
         t = int(last[t])
@@ -86,24 +89,29 @@ def _segment_long(y: np.ndarray, penalty: float, min_size: int) -> list[int]:
             groups[-1].append(b)
         else:
             groups.append([b])
-    cuts = [best_split(y, int(edges[g[0] - 1]), int(edges[min(g[-1] + 1, len(edges) - 1)]), 0, n)
+    s1, s2 = _prefix_sums(y)                           # once for every cut and the pruning
+    cuts = [_split(s1, s2, int(edges[g[0] - 1]), int(edges[min(g[-1] + 1, len(edges) - 1)]))
             for g in groups]
-    return _prune([0] + sorted(set(cuts)), y, penalty, min_size)
+    return _prune([0] + sorted(set(cuts)), s1, s2, penalty, min_size)
 
 
-def _prune(starts: list[int], y: np.ndarray, penalty: float, min_size: int) -> list[int]:
+def _prefix_sums(y: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Running sums of ``y`` and ``y**2``, each with a leading 0."""
+    return np.concatenate([[0.0], np.cumsum(y)]), np.concatenate([[0.0], np.cumsum(y * y)])
+
+
+def _prune(starts: list[int], s1: np.ndarray, s2: np.ndarray, penalty: float,
+           min_size: int) -> list[int]:
     """Drop cuts whose segments are shorter than ``min_size`` or that save less than
-    ``penalty`` of cost against merging their two neighbours, worst first."""
-    s1 = np.concatenate([[0.0], np.cumsum(y)])
-    s2 = np.concatenate([[0.0], np.cumsum(y * y)])
-    cost = lambda a, b: float(_cost(s1, s2, np.array([a]), b)[0])      # noqa: E731
+    ``penalty`` of cost against merging their two neighbours, worst first (``s1``, ``s2``:
+    the series' ``_prefix_sums``)."""
     starts = list(starts)
     while len(starts) > 1:
-        bounds = starts + [len(y)]
-        saving = [cost(bounds[i - 1], bounds[i + 1]) - cost(bounds[i - 1], bounds[i])
-                  - cost(bounds[i], bounds[i + 1])
-                  if min(bounds[i] - bounds[i - 1], bounds[i + 1] - bounds[i]) >= min_size else -np.inf
-                  for i in range(1, len(starts))]
+        bounds = np.array(starts + [len(s1) - 1])
+        left, mid, right = bounds[:-2], bounds[1:-1], bounds[2:]
+        saving = (_cost(s1, s2, left, right) - _cost(s1, s2, left, mid)
+                  - _cost(s1, s2, mid, right))
+        saving[np.minimum(mid - left, right - mid) < min_size] = -np.inf
         worst = int(np.argmin(saving))
         if saving[worst] >= penalty:
             break
@@ -114,12 +122,16 @@ def _prune(starts: list[int], y: np.ndarray, penalty: float, min_size: int) -> l
 def best_split(y: np.ndarray, lo: int, hi: int, left: int, right: int) -> int:
     """The index ``k`` in ``[lo, hi)`` where cutting ``y[left:right]`` into ``y[left:k]``
     and ``y[k:right]`` costs least (L2), or ``lo`` when the range is empty."""
-    ks = np.arange(max(lo, left + 1), min(hi, right))
-    if len(ks) == 0:
+    if max(lo, left + 1) >= min(hi, right):
         return lo
-    part = y[left:right]
-    s1 = np.concatenate([[0.0], np.cumsum(part)])
-    s2 = np.concatenate([[0.0], np.cumsum(part * part)])
-    k, m = ks - left, right - left
+    return _split(*_prefix_sums(y[left:right]), lo - left, hi - left) + left
+
+
+def _split(s1: np.ndarray, s2: np.ndarray, lo: int, hi: int) -> int:
+    """``best_split`` of the whole series whose ``_prefix_sums`` are ``s1``, ``s2``."""
+    m = len(s1) - 1
+    k = np.arange(max(lo, 1), min(hi, m))
+    if len(k) == 0:
+        return lo
     cost = (s2[k] - s1[k] ** 2 / k) + ((s2[m] - s2[k]) - (s1[m] - s1[k]) ** 2 / (m - k))
-    return int(ks[int(np.argmin(cost))])
+    return int(k[int(np.argmin(cost))])

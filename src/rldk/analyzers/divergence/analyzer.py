@@ -2,7 +2,7 @@
 from __future__ import annotations
 
 from rldk.analyzers import _series
-from rldk.analyzers.base import Analyzer
+from rldk.analyzers.base import Analyzer, has_events
 from rldk.analyzers.divergence.card import plots
 from rldk.analyzers.divergence.compare import compare
 from rldk.analyzers.divergence.params import CONSUMES, NAME, Params
@@ -22,7 +22,7 @@ class DivergenceAnalyzer(Analyzer):
 
     def applies(self, store) -> bool:
         """The store has metrics (``run`` then says what else it needs: a baseline, a 2nd run)."""
-        return not store.sql("SELECT 1 FROM metrics LIMIT 1").is_empty()
+        return has_events(store, ("metric",))
 
     def run(self, store, params: Params | None = None) -> DivergenceResult:
         """Compare every run of ``store`` with ``params.baseline`` (required)."""

@@ -16,7 +16,7 @@ from pathlib import Path
 from typing import Callable
 
 from rldk.analyzers import _series
-from rldk.analyzers.base import Analyzer
+from rldk.analyzers.base import Analyzer, has_events
 from rldk.analyzers.health.data import EVAL, RunData, curve_of, how_to_log, load_run
 from rldk.analyzers.health.kl import kl_above_target, kl_controller_stuck, negative_kl
 from rldk.analyzers.health.onset import onset_rule
@@ -84,7 +84,7 @@ class HealthAnalyzer(Analyzer):
     Params = Params
 
     def applies(self, store) -> bool:
-        return not store.sql("SELECT 1 FROM metrics LIMIT 1").is_empty()
+        return has_events(store, ("metric",))
 
     def run(self, store, params: Params | None = None) -> HealthResult:
         params = params or Params()

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from rldk.analyzers import _catalog
 from rldk.analyzers.base import Analyzer
 from rldk.analyzers.profile.breakdown import (
     STEP_TOTAL_METRICS,
@@ -63,7 +64,16 @@ class ProfileAnalyzer(Analyzer):
 
     @staticmethod
     def _timed_runs(store) -> list[str]:
+        catalog = _catalog.scanned(store)               # known when the store was scanned
+        if catalog is not None and "span" not in catalog.kinds:   # then metric names tell
+            return [r for r in store.run_ids
+                    if any(map(_timing_metric, catalog.metric_names.get(r, ())))]
         return store.sql(TIMED_RUNS_SQL, [list(STEP_TOTAL_METRICS)])["run_id"].to_list()
+
+
+def _timing_metric(name: str) -> bool:
+    """A metric ``TIMED_RUNS_SQL`` counts as a timing."""
+    return name.startswith(("timing_s/", "timing/")) or name in STEP_TOTAL_METRICS
 
 
 def profile_run(store, run_id: str, params: Params | None = None) -> RunProfile:

@@ -48,6 +48,8 @@ class Series:
 
     def finite(self) -> "Series":
         ok = np.isfinite(self.values)
+        if ok.all():                           # nothing to drop: no copy
+            return self
         return Series(self.name, self.steps[ok], self.values[ok])
 
 

@@ -10,13 +10,18 @@ def rankdata(x) -> np.ndarray:
     """1-based ranks of ``x``, ties given the average of the ranks they span
     (``scipy.stats.rankdata(x, "average")``)."""
     x = np.asarray(x, float)
-    order = np.argsort(x, kind="mergesort")
+    if x.size < 2 or (x[1:] > x[:-1]).all():       # already increasing (steps): 1..n
+        return np.arange(1.0, x.size + 1.0)
+    order = np.argsort(x)              # tied values share their average rank: any order will do
     ordered = x[order]
     starts_group = np.r_[True, ordered[1:] != ordered[:-1]]
+    ranks = np.empty(x.size)
+    if starts_group.all():                         # no ties: each value's place, 1-based
+        ranks[order] = np.arange(1.0, x.size + 1.0)
+        return ranks
     starts = np.flatnonzero(starts_group)
     counts = np.diff(np.r_[starts, x.size])
     average = starts + (counts + 1) / 2.0
-    ranks = np.empty(x.size)
     ranks[order] = average[np.cumsum(starts_group) - 1]
     return ranks
 
@@ -42,7 +47,9 @@ def kendall_tau_b(sign_a: np.ndarray, sign_b: np.ndarray) -> float | None:
 def window_bounds(steps: np.ndarray, windows: int, min_size: int) -> list[tuple[int, int]]:
     """``(first_step, last_step)`` of up to ``windows`` contiguous windows of the
     distinct ``steps``, each holding at least ``min_size`` of them when possible."""
-    distinct = np.unique(steps)
+    steps = np.asarray(steps)
+    increasing = steps.size < 2 or bool((steps[1:] > steps[:-1]).all())
+    distinct = steps if increasing else np.unique(steps)      # a series' steps already are
     if distinct.size == 0:
         return []
     count = max(1, min(windows, distinct.size // max(1, min_size)))

@@ -5,7 +5,7 @@ from dataclasses import replace
 
 import numpy as np
 
-from rldk.analyzers.base import Analyzer
+from rldk.analyzers.base import Analyzer, has_events
 from rldk.analyzers.safety.classify import Classified, classify, rate, rates_of
 from rldk.analyzers.safety.curve import change_point, refusal_curve
 from rldk.analyzers.safety.data import load
@@ -29,7 +29,7 @@ class SafetyAnalyzer(Analyzer):
 
     def applies(self, store) -> bool:
         """True when the store holds sample events."""
-        return bool(store.sql("SELECT count(*) AS n FROM samples")["n"][0])
+        return has_events(store, self.consumes)
 
     def run(self, store, params=None) -> SafetyResult:
         """Safety evaluation of the sample events of ``store`` (or a Run, a store path, a JSONL

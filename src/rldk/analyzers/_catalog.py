@@ -1,0 +1,111 @@
+"""What every run of a store holds, from one aggregate scan (not an analyzer).
+
+``rldk analyze`` reads every run, so instead of one index query and one kinds query
+per run (``_series.run_index`` / ``run_facts``), :func:`warm` answers them for all
+runs at once: one scan of the run, kind, rank, name, step and value columns, and
+one of the start events. It fills the series loader's cache with each run's index
+and facts (exactly what the per-run queries return), and keeps the store-wide
+facts the analyzers' ``applies`` ask for: which event kinds and ranks the store has.
+
+A library caller that asks about one run of a large store never pays for the
+scan: the per-run queries stay the default, and :func:`scanned` is None until
+:func:`warm` ran for that store.
+"""
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+
+from rldk.analyzers._series import (
+    NameInfo,
+    RunFacts,
+    Source,
+    _cached_value,
+    _key,
+    _query_files,
+    _remember,
+)
+
+#: Per run, kind, rank and metric name (null for other kinds): metric rows with a
+#: step, first step, first numeric step. ``count(step)`` / ``min`` skip null steps,
+#: as the per-run index does.
+CATALOG_SQL = """
+SELECT run_id, kind, rank, CASE WHEN kind = 'metric' THEN name END AS name,
+       count(step) AS rows, min(step) AS first_step,
+       min(step) FILTER (WHERE value IS NOT NULL) AS first_numeric_step
+FROM read_parquet($files, union_by_name = true)
+GROUP BY ALL
+"""
+
+#: Each run's first start event.
+STARTS_SQL = """
+SELECT run_id, first(attrs ORDER BY wall_time, seq)
+FROM read_parquet($files, union_by_name = true)
+WHERE kind = 'run' AND name = 'start'
+GROUP BY run_id
+"""
+
+
+@dataclass(frozen=True)
+class Catalog:
+    """Store-wide facts: the event kinds present and the ranks that wrote any event;
+    per run id, the names of its metrics (rows without a step counted too)."""
+
+    kinds: frozenset
+    ranks: frozenset
+    metric_names: dict
+
+
+def warm(store) -> Catalog:
+    """Index every run of ``store`` (two queries) into the series loader's cache; the
+    store-wide :class:`Catalog` (cached with the store's files)."""
+    found = _cached_value(("catalog", _stamp(store)))
+    if found is not None:
+        return found
+    rows = _query_files(store.sql_files, store.files, CATALOG_SQL)
+    starts = {run_id: attrs for run_id, attrs in _query_files(store.sql_files, store.files, STARTS_SQL)}
+    index: dict[str, dict] = {}
+    others: dict[str, set] = {}
+    names: dict[str, set] = {}
+    for run_id, kind, rank, name, count, first, first_numeric in rows:
+        if kind == "metric":
+            names.setdefault(run_id, set()).add(name)
+            if count:
+                _add(index.setdefault(run_id, {}), name, count, first, first_numeric)
+        else:
+            others.setdefault(run_id, set()).add((kind, rank))
+    for run_id in store.run_ids:
+        _remember_run(Source(store, run_id), index.get(run_id, {}), others.get(run_id, set()),
+                      starts.get(run_id))
+    catalog = Catalog(frozenset(r[1] for r in rows), frozenset(r[2] for r in rows),
+                      {run_id: frozenset(n) for run_id, n in names.items()})
+    _remember(("catalog", _stamp(store)), catalog, 0)
+    return catalog
+
+
+def scanned(store) -> Catalog | None:
+    """The :class:`Catalog` of ``store`` when :func:`warm` ran for it, else None."""
+    return _cached_value(("catalog", _stamp(store)))
+
+
+def _add(names: dict, name, count, first, first_numeric) -> None:
+    """Fold one (rank, name) row into the run's per-name index (ranks summed)."""
+    old = names.get(name)
+    if old is None:
+        names[name] = NameInfo(count, first, first_numeric)
+        return
+    numeric = [s for s in (old.first_numeric_step, first_numeric) if s is not None]
+    names[name] = NameInfo(old.rows + count, min(old.first_step, first), min(numeric) if numeric else None)
+
+
+def _remember_run(source: Source, names: dict, other: set, start) -> None:
+    """The run's index (sorted by name) and facts, as ``run_index`` / ``run_facts`` compute them."""
+    key = _key(source)
+    _remember(("index", key), {n: names[n] for n in sorted(names)}, 0)
+    kinds = {k for k, _ in other} | ({"metric"} if names else set())
+    _remember(("facts", key), RunFacts(frozenset(kinds), json.loads(start) if start else {},
+                                       "run" in kinds and len({r for _, r in other}) == 1), 0)
+
+
+def _stamp(store):
+    return getattr(store, "stamp", None) or tuple(store.files)
