@@ -29,7 +29,7 @@ from rldk.detectors.onsets import (
     state_run,
 )
 from rldk.detectors.regimes import Regimes, regimes
-from rldk.detectors.trend import decline, fall_start
+from rldk.detectors.trend import decline, fall_start, recovered_decline
 
 #: Entropy collapse: the entropy stays below this share of the highest level it held.
 #: A fifth: healthy runs lose up to ~75% of their entropy as they learn (the real healthy
@@ -109,7 +109,7 @@ def _fall(code, metric, steps, values, share, severity_share, what) -> Event | N
         return None
     crossed, end = found
     low = float(np.median(v[crossed:end]))
-    k = fall_start(regimes(steps, v, "nonneg"), peak_at, crossed)
+    k = fall_start(regimes(steps, v, "signed"), peak_at, crossed)
     severity = "error" if low < severity_share * ref else "warning"
     return Event(code, metric, int(steps[k]), int(steps[end - 1]), severity,
                  f"{metric} {what} from {ref:.4g} to {low:.4g} from step {int(steps[k])}",
@@ -198,16 +198,23 @@ def reward_degradation(metric: str, steps, values, points: bool = True) -> Event
     steps = np.asarray(steps)
     r = regimes(steps, v, "signed")
     d = decline(steps, v, DEGRADATION_SHARE, r)
+    if d is None and points:
+        found = _points_below(metric, steps, v, r.sigma)
+        if found is not None:
+            return found
+    d = d if d is not None else recovered_decline(steps, v, DEGRADATION_SHARE, r)
     if d is None:
-        return _points_below(metric, steps, v, r.sigma) if points else None
-    k = d.onset
-    return Event("reward_degradation", metric, int(steps[k]), int(steps[-1]), "warning",
+        return None
+    k, last = d.onset, len(v) - 1 if d.end is None else d.end - 1
+    back = "" if d.end is None else f", back above {d.line:.4g} from step {int(steps[d.end])}"
+    return Event("reward_degradation", metric, int(steps[k]), int(steps[last]), "warning",
                  f"{metric} fell from {d.peak:.4g} (step {d.peak_step}) to {d.now:.4g} "
-                 f"from step {int(steps[k])}",
+                 f"from step {int(steps[k])}{back}",
                  {"peak": d.peak, "peak_step": d.peak_step, "start": d.start, "now": d.now,
                   "line": d.line, "threshold": d.line, "share": DEGRADATION_SHARE,
                   "z": round(d.z, 2),
-                  "below_line_from": int(steps[d.tail])})
+                  "below_line_from": int(steps[d.tail]),
+                  "recovered_at": None if d.end is None else int(steps[d.end])})
 
 
 def _points_below(metric: str, steps, v, sigma: float) -> Event | None:
