@@ -93,9 +93,12 @@ def _event(code, metric, r: Regimes, k: int, last: int, severity, title, evidenc
 def _fall(code, metric, steps, values, share, severity_share, what) -> Event | None:
     """The series falls below ``share`` x the highest level it held and stays there (to
     the end, or for a stretch of the run); the held level is the highest centred rolling
-    median before it. Onset: the first step of the fall that led there (``fall_start``,
-    on the log scale: a positive quantity falls by factors), not where it crossed the
-    line (``below_from`` in the evidence)."""
+    median before it. Onset: the first step of the fall that led there (``fall_start``),
+    not where it crossed the line (``below_from`` in the evidence). The threshold is a
+    ratio, but the start of the fall is placed on the linear scale: a fall to (near) zero
+    leaves its held level where it has lost PLATEAU of it, however many decades deep the
+    floor it ends on (on the log scale that line sinks with the floor: an entropy that ends
+    at 1e-5 would be "still at its level" at half of it)."""
     v = np.asarray(values, float)
     if len(v) < 2 * MIN_REFERENCE:
         return None
