@@ -193,7 +193,11 @@ def reward_degradation(metric: str, steps, values, points: bool = True) -> Event
     noise and wander), so a noisy return that bounces above the line now and then still
     counts; onset: the first step of the fall that leads down. Failing that, unless not
     ``points``, on points (``_points_below``), which a short, very noisy series (30 rows,
-    no regime in it) needs.
+    no regime in it) needs. Failing both, a decline the run recovers from
+    (``rldk.detectors.trend.recovered_decline``: below the line for MIN_STRETCH of the run,
+    from the highest level held before it): a policy broken for a tenth of the run is an
+    event even when training later repairs it; ``last`` is then the last step below the
+    line and ``recovered_at`` the first step back above it.
     """
     v = np.asarray(values, float)
     if len(v) < 2 * MIN_REFERENCE:
