@@ -29,7 +29,7 @@ from rldk.detectors.onsets import (
     state_run,
 )
 from rldk.detectors.regimes import Regimes, regimes
-from rldk.detectors.trend import decline, fall_start
+from rldk.detectors.trend import decline, fall_start, recovered_decline
 
 #: Entropy collapse: the entropy stays below this share of the highest level it held.
 #: A fifth: healthy runs lose up to ~75% of their entropy as they learn (the real healthy
@@ -93,9 +93,12 @@ def _event(code, metric, r: Regimes, k: int, last: int, severity, title, evidenc
 def _fall(code, metric, steps, values, share, severity_share, what) -> Event | None:
     """The series falls below ``share`` x the highest level it held and stays there (to
     the end, or for a stretch of the run); the held level is the highest centred rolling
-    median before it. Onset: the first step of the fall that led there (``fall_start``,
-    on the log scale: a positive quantity falls by factors), not where it crossed the
-    line (``below_from`` in the evidence)."""
+    median before it. Onset: the first step of the fall that led there (``fall_start``),
+    not where it crossed the line (``below_from`` in the evidence). The threshold is a
+    ratio, but the start of the fall is placed on the linear scale: a fall to (near) zero
+    leaves its held level where it has lost PLATEAU of it, however many decades deep the
+    floor it ends on (on the log scale that line sinks with the floor: an entropy that ends
+    at 1e-5 would be "still at its level" at half of it)."""
     v = np.asarray(values, float)
     if len(v) < 2 * MIN_REFERENCE:
         return None
@@ -109,7 +112,7 @@ def _fall(code, metric, steps, values, share, severity_share, what) -> Event | N
         return None
     crossed, end = found
     low = float(np.median(v[crossed:end]))
-    k = fall_start(regimes(steps, v, "nonneg"), peak_at, crossed)
+    k = fall_start(regimes(steps, v, "signed"), peak_at, crossed)
     severity = "error" if low < severity_share * ref else "warning"
     return Event(code, metric, int(steps[k]), int(steps[end - 1]), severity,
                  f"{metric} {what} from {ref:.4g} to {low:.4g} from step {int(steps[k])}",
@@ -190,7 +193,11 @@ def reward_degradation(metric: str, steps, values, points: bool = True) -> Event
     noise and wander), so a noisy return that bounces above the line now and then still
     counts; onset: the first step of the fall that leads down. Failing that, unless not
     ``points``, on points (``_points_below``), which a short, very noisy series (30 rows,
-    no regime in it) needs.
+    no regime in it) needs. Failing both, a decline the run recovers from
+    (``rldk.detectors.trend.recovered_decline``: below the line for MIN_STRETCH of the run,
+    from the highest level held before it): a policy broken for a tenth of the run is an
+    event even when training later repairs it; ``last`` is then the last step below the
+    line and ``recovered_at`` the first step back above it.
     """
     v = np.asarray(values, float)
     if len(v) < 2 * MIN_REFERENCE:
@@ -198,16 +205,23 @@ def reward_degradation(metric: str, steps, values, points: bool = True) -> Event
     steps = np.asarray(steps)
     r = regimes(steps, v, "signed")
     d = decline(steps, v, DEGRADATION_SHARE, r)
+    if d is None and points:
+        found = _points_below(metric, steps, v, r.sigma)
+        if found is not None:
+            return found
+    d = d if d is not None else recovered_decline(steps, v, DEGRADATION_SHARE, r)
     if d is None:
-        return _points_below(metric, steps, v, r.sigma) if points else None
-    k = d.onset
-    return Event("reward_degradation", metric, int(steps[k]), int(steps[-1]), "warning",
+        return None
+    k, last = d.onset, len(v) - 1 if d.end is None else d.end - 1
+    back = "" if d.end is None else f", back above {d.line:.4g} from step {int(steps[d.end])}"
+    return Event("reward_degradation", metric, int(steps[k]), int(steps[last]), "warning",
                  f"{metric} fell from {d.peak:.4g} (step {d.peak_step}) to {d.now:.4g} "
-                 f"from step {int(steps[k])}",
+                 f"from step {int(steps[k])}{back}",
                  {"peak": d.peak, "peak_step": d.peak_step, "start": d.start, "now": d.now,
                   "line": d.line, "threshold": d.line, "share": DEGRADATION_SHARE,
                   "z": round(d.z, 2),
-                  "below_line_from": int(steps[d.tail])})
+                  "below_line_from": int(steps[d.tail]),
+                  "recovered_at": None if d.end is None else int(steps[d.end])})
 
 
 def _points_below(metric: str, steps, v, sigma: float) -> Event | None:

@@ -35,7 +35,7 @@ import numpy as np
 
 from rldk.detectors.onsets import MIN_REFERENCE, MIN_STRETCH
 from rldk.detectors.regimes import Regimes, regimes
-from rldk.detectors.scale import MAD_TO_SIGMA
+from rldk.detectors.scale import MAD_TO_SIGMA, noise_sigma
 
 #: Standard errors between two levels for a gain or a drop to count: 3 is a one-sided
 #: rate of ~0.1% per comparison for normal noise; the held peak is a maximum over the
@@ -80,9 +80,11 @@ HEADLESS_SHARE = 0.5
 class Decline:
     """A sustained decline: ``onset`` and ``tail`` are indices into ``r.values`` (the
     first point of the fall, the first point of the tail below the line), ``peak`` the
-    highest level held (``peak_step``: where it was first held), ``start`` the level the run started from (None when the peak is its
-    first regime), ``now`` the median of the tail, ``line`` the level the tail stays below,
-    ``z`` the drop in standard errors."""
+    highest level held (``peak_step``: where it was first held), ``start`` the level the
+    run started from (None when the peak is its first regime), ``now`` the median of the
+    tail (of the low stretch), ``line`` the level the tail stays below, ``z`` the drop in
+    standard errors, ``end`` the first point back above the line when the run recovered
+    (``recovered_decline``; None when it stays down to the end)."""
 
     r: Regimes = field(repr=False)
     onset: int
@@ -93,6 +95,71 @@ class Decline:
     now: float
     line: float
     z: float
+    end: int | None = None
+
+
+def recovered_decline(steps, values, share: float, r: Regimes | None = None) -> Decline | None:
+    """The first decline of ``values`` by at least ``share`` of its gain that the run later
+    recovers from (``end``: the first point back above the line), or None.
+
+    The same test as ``decline``, with the peak taken as the highest level held *before*
+    the fall (a run that crashes at step 26000 and later reaches a higher ceiling still
+    crashed) and the low stretch closed where the levels come back above the line. A dip is
+    not a collapse: the stretch must hold MIN_STRETCH of the run and MIN_TAIL values, as a
+    state that lasts to the end must (a dip of a noisy return that recovers within a tenth
+    of the run is a transient; a policy that stays broken for longer is the event the user
+    must see), and its drop must pass the same SIGNIFICANCE against the series' own noise
+    and wander as a final decline's."""
+    r = r if r is not None else regimes(steps, values, "signed")
+    held = _held_levels(r)
+    if held is None:
+        return None
+    top, low = held
+    se = level_se(r)
+    need = max(MIN_TAIL, int(np.ceil(MIN_STRETCH * len(r.values))))
+    best = np.maximum.accumulate(top)
+    for t in range(1, len(r.parts)):
+        found = _recovered_at(r, t, top, low, best, se, share, need)
+        if found is not None:
+            return found
+    return None
+
+
+def _recovered_at(r: Regimes, t: int, top, low, best, se, share, need) -> Decline | None:
+    """The recovered decline whose low stretch starts with regime ``t``, or None."""
+    s = r.parts[t].start
+    if s < 2 * MIN_REFERENCE or r.parts[t].size < MIN_REFERENCE:
+        return None
+    head = s - MIN_REFERENCE + 1                 # windows that end before the stretch
+    peak = float(best[head - 1])
+    a = int(np.argmax(top[:head] >= peak))
+    if a == 0:
+        return None                              # no gain visible before the peak
+    n_peak = _window_size(r, a)
+    s_at = int(np.argmin(low[:a + 1]))
+    gain = peak - float(low[s_at])
+    if gain < SIGNIFICANCE * se(n_peak, _window_size(r, s_at), a - s_at):
+        return None
+    line = peak - share * gain
+    if r.parts[t].level >= line:
+        return None
+    u = t                                         # the stretch: parts[t:u] (outliers inside)
+    while u < len(r.parts) and (r.parts[u].level < line or r.parts[u].size < MIN_REFERENCE):
+        u += 1
+    while r.parts[u - 1].level >= line:
+        u -= 1
+    end = r.parts[u - 1].end
+    low_part = r.values[s:end]
+    if end - s < need:
+        return None
+    z = (peak - float(np.mean(low_part))) / max(se(n_peak, len(low_part), s + len(low_part) // 2 - a),
+                                                1e-300)
+    if z < SIGNIFICANCE:
+        return None
+    onset = _move_start(r, a, t, peak, gain, se)
+    return Decline(r, onset, s, peak, int(r.steps[a]), float(low[s_at]),
+                   float(np.median(low_part)), line, float(z),
+                   end if end < len(r.values) else None)
 
 
 def decline(steps, values, share: float, r: Regimes | None = None) -> Decline | None:
@@ -127,12 +194,33 @@ def decline(steps, values, share: float, r: Regimes | None = None) -> Decline | 
     z = (peak - float(np.mean(tail))) / max(se(n_peak, len(tail), lag), 1e-300)
     if z < SIGNIFICANCE:
         return None
-    def off(size: int) -> float:          # below this, a level has left the peak
-        return peak - max(PLATEAU * gain, SIGNIFICANCE * se(n_peak, size, r.parts[t].start - a))
-    k = _fall_start(r, j, t, lambda p: p.level < off(p.size))
-    onset = _walk_back(r.values, r.parts[k].start, off(1), r.parts[j].start)
+    onset = _move_start(r, a, t, peak, gain, se)
     return Decline(r, onset, r.parts[t].start, peak, int(r.steps[a]), start,
                    float(np.median(tail)), line, float(z))
+
+
+def _move_start(r: Regimes, a: int, t: int, peak: float, gain: float, se) -> int:
+    """The first point of the fall from the peak held from point ``a`` into the low regimes
+    from ``parts[t]``: the start of the first regime after the peak that is no longer at it,
+    from which no later held regime is back, walked back over the points already off it.
+
+    A level is off the peak when it is below it by more than PLATEAU of the gain and by
+    more than SIGNIFICANCE standard errors (``level_se``). Their white part is the larger
+    of the series' noise and the noise of the points from the peak to the low stretch: a
+    return that sat near 0 for half the run and bounces by 5 around its peak is judged by
+    the peak's own noise whether a point has left it (the onset protocol's prior band is
+    the prior regime's noise, for the same reason); a quieter neighbourhood changes nothing."""
+    s = r.parts[t].start
+    n_peak = _window_size(r, a)
+    local = noise_sigma(r.y[a:s]) if s - a > 2 else 0.0
+    extra = max(0.0, local ** 2 - r.sigma ** 2)
+
+    def off(size: int) -> float:          # below this, a level has left the peak
+        white = extra * (1.0 / n_peak + 1.0 / max(size, 1))
+        return peak - max(PLATEAU * gain, SIGNIFICANCE * float(np.sqrt(se(n_peak, size, s - a) ** 2 + white)))
+    j = _part_at(r, a + MIN_REFERENCE - 1)
+    k = _fall_start(r, j, t, lambda p: p.level < off(p.size))
+    return _walk_back(r.values, r.parts[k].start, off(1), r.parts[j].start)
 
 
 def fall_start(r: Regimes, a: int, k: int, up: bool = False) -> int:

@@ -50,7 +50,8 @@ RULES: tuple[Rule, ...] = (
     *(Rule(code, (q,), _onset(q), doc) for code, q, doc in (
         ("reward_collapse_or_degradation", "reward",
          "reward collapse to its floor; sustained degradation from its peak"),
-        ("episode_return_degradation", "episode_return", "sustained degradation from its peak"),
+        ("episode_return_degradation", "episode_return",
+         "sustained degradation from its peak (to the end, or a tenth of the run before recovering)"),
         ("eval_return_degradation", "eval/episode_return",
          "evaluation return: sustained degradation from its peak"),
         ("entropy_collapse", "entropy", "entropy below 20% of a level it held, staying"),

@@ -13,8 +13,9 @@ length_explosion       response_length      stays above 3x a level it held
 truncation_onset       truncation_ratio     enters and stays at >= 50% truncated
 zero_std_onset         zero_std_frac        enters and stays at >= 50% zero-std groups
 reward_collapse        reward               sits at its floor from some step on
-reward_degradation     reward, episode_     falls back by half its gain and stays
-                       return (train, eval) (on levels: rldk.detectors.trend)
+reward_degradation     reward, episode_     falls back by half its gain and stays (to
+                       return (train, eval) the end, or a tenth of the run before it
+                                            recovers; on levels: rldk.detectors.trend)
 kl_blowup              kl_to_ref            jumps above 1 nat, 10x the level before
 grad_norm_explosion    grad_norm            a regime 10x every level held before
 clip_ratio_blowup      clip_ratio           enters and stays at >= 30% clipped
