@@ -43,19 +43,24 @@ def _pelt(y: np.ndarray, penalty: float, min_size: int) -> list[int]:
     best = np.full(n + 1, np.inf)
     best[0] = -penalty                     # the first segment pays no penalty
     last = np.zeros(n + 1, dtype=int)
-    candidates = np.array([0], dtype=int)
+    held = np.zeros(n + 1, dtype=int)      # the candidate starts, increasing, in held[:m]
+    m = 1
     for t in range(1, n + 1):
-        ready = t - candidates >= min_size
-        if ready.any():
-            ok = candidates[ready]
-            cost = best[ok] + _cost(s1, s2, ok, t)
-            i = int(np.argmin(cost))
-            best[t], last[t] = cost[i] + penalty, ok[i]
-            # PELT pruning (K = 0 holds for the L2 cost): a start that cannot beat the
-            # best cut now never will
-            candidates = candidates[~ready | (best[candidates] + _cost(s1, s2, candidates, t) <= best[t])]
-        if np.isfinite(best[t]):
-            candidates = np.append(candidates, t)
+        candidates = held[:m]
+        ready = int(np.searchsorted(candidates, t - min_size, side="right"))   # a prefix
+        if not ready:
+            continue
+        cost = best[candidates] + _cost(s1, s2, candidates, t)
+        i = int(np.argmin(cost[:ready]))
+        best[t], last[t] = cost[i] + penalty, candidates[i]
+        # PELT pruning (K = 0 holds for the L2 cost): a start that cannot beat the
+        # best cut now never will
+        keep = cost <= best[t]
+        keep[ready:] = True
+        kept = candidates[keep]
+        m = len(kept) + 1
+        held[:m - 1] = kept
+        held[m - 1] = t
     starts, t = [], n
     while t > 0:
         t = int(last[t])
