@@ -287,8 +287,9 @@ def scaling(store: Path, base: Path, args, env) -> None:
             got[k].append(res[k]["wall"] - floor[k])
         print(f"  {n:6d} " + " ".join(f"{got[k][-1]:10.2f}" for k in commands))
     extra = [n - 1 for n in sizes]
+    both = [a + b for a, b in zip(got["listing"], got["reading"])]
     print("  fitted exponent: " + ", ".join(f"{k} {exponent(extra, v):.2f}" for k, v in got.items())
-          + " (1.0 = linear)")
+          + f", listing + reading {exponent(extra, both):.2f} (1.0 = linear)")
 
 
 def _load() -> str:
