@@ -98,19 +98,22 @@ class RewardHealthAnalyzer(Analyzer):
         reward listed first as skipped checks; MissingEvents when no run has one."""
         results = [r for done, _, _ in parts for r in done]
         if not results:
-            raise next(exc for _, _, missing in parts for exc in missing)
+            raise next((exc for _, _, missing in parts for exc in missing),
+                       MissingEvents("no runs to analyse in the store"))
         run_ids = tuple(r for res in results for r in res.run_ids)
-        joined = lambda key: {k: v for res in results for k, v in getattr(res, key).items()}  # noqa: E731
-        return RewardHealth(run_ids, joined("reward_cols"),
-                            tuple(f for res in results for f in res.findings) + tuple(
-                                import_findings(store, set(run_ids))),
-                            tuple(c for _, skipped, _ in parts for c in skipped)
-                            + tuple(c for res in results for c in res.checks),
-                            tuple(w for res in results for w in res.windows), joined("calibration"),
-                            joined("drift"), joined("leakage"), params)
+        findings = [f for res in results for f in res.findings] + import_findings(store, set(run_ids))
+        checks = [c for _, skipped, _ in parts for c in skipped] + [c for res in results for c in res.checks]
+        return RewardHealth(run_ids, _joined(results, "reward_cols"), tuple(findings), tuple(checks),
+                            tuple(w for res in results for w in res.windows), _joined(results, "calibration"),
+                            _joined(results, "drift"), _joined(results, "leakage"), params)
 
     def plots(self, result, out_dir) -> dict[str, str]:
         return plots(result, out_dir)
+
+
+def _joined(results, field_name: str) -> dict:
+    """One run-keyed dict field of one-run results, united."""
+    return {k: v for res in results for k, v in getattr(res, field_name).items()}
 
 
 def analyze_run(run, params: Params, store=None, out_dir=None) -> tuple[Context, dict]:
