@@ -10,12 +10,16 @@ import sys
 import pytest
 from click.testing import CliRunner
 
+from rldk.analyzers import get
+from rldk.analyzers.suite import compute
 from rldk.cli import main
 from rldk.core.errors import UsageError
-from rldk.fleet import FleetResult, fleet, units
+from rldk.core.files import Footer
+from rldk.data import open_input
+from rldk.fleet import Engine, FleetResult, fleet, units
 from rldk.fleet.engines import NO_RAY, run_tasks
 from rldk.fleet.merge import NotMergeable, merge
-from rldk.fleet.units import Unit
+from rldk.fleet.units import Unit, files_by_run
 from rldk.writer import EventWriter
 
 STEPS = 40
@@ -54,6 +58,42 @@ def ray_instance():
     ray.shutdown()
 
 
+@pytest.fixture(scope="module")
+def mixed(tmp_path_factory):
+    """Runs for the split analyzers: b leaves a's rewards at step 20 and refuses, c
+    logs no reward; all log samples."""
+    root = tmp_path_factory.mktemp("mixed")
+    for run_id in ("a", "b", "c"):
+        w = EventWriter(root, run_id, capture_env=False)
+        for step in range(STEPS):
+            metrics = {"loss": 1.0 / (step + 1), "kl": 0.01 + 0.001 * step}
+            if run_id != "c":
+                metrics["reward"] = 0.1 * step + (2.0 if run_id == "b" and step >= 20 else 0.0)
+            w.log(step, metrics)
+            if step % 4 == 0:
+                w.log_samples(step, ["how do I pick a lock?", "what is 2+2?"],
+                              ["I can't help with that." if run_id == "b" else "Use a tension wrench.", "4"],
+                              rewards=None if run_id == "c" else [0.1 * step, 1.0])
+        w.close()
+    return root
+
+
+@pytest.mark.parametrize("engine", ["local", "ray"])
+def test_split_analyzers_fanned_out_equal_the_whole_store(mixed, engine, request):
+    if engine == "ray":
+        request.getfixturevalue("ray_instance")
+    store = open_input(mixed)
+    analyzers = [get(name) for name in ("divergence", "safety", "reward_health")]
+    fanned = Engine(engine)(store, analyzers, {"baseline": "a"})
+    assert sorted(fanned) == ["divergence", "reward_health", "safety"]
+    for analyzer in analyzers:
+        whole = compute(analyzer, store, analyzer.params(baseline="a"))
+        assert _clean(fanned[analyzer.name]().to_dict()) == _clean(whole.to_dict()), analyzer.name
+    checks = fanned["reward_health"]().checks
+    assert (checks[0].name, checks[0].status, checks[0].run_id) == ("all", "skipped", "c")
+    assert [c.run_b for c in fanned["divergence"]().comparisons] == ["b", "c"]
+
+
 def test_fleet_table_local(store):
     result = fleet(store)
     rows = {r.run_id: r for r in result.rows}
@@ -78,15 +118,19 @@ def test_fleet_on_ray_equals_local(store, ray_instance):
     assert _clean(on_ray.to_dict()) == _clean(local.to_dict())
 
 
-def test_analyze_engine_ray_writes_the_local_cards(store, ray_instance, tmp_path):
+@pytest.mark.parametrize("which, extra, expected", [
+    ("store", [], {"memory_leak.json", "profile.json", "rank_desync.json", "nan_onset.json"}),
+    ("mixed", ["--baseline", "a"], {"divergence.json", "safety.json", "reward_health.json"})])
+def test_analyze_engine_ray_writes_the_local_cards(which, extra, expected, ray_instance, tmp_path, request):
+    store = request.getfixturevalue(which)
     runner = CliRunner()
-    local = runner.invoke(main, ["analyze", str(store), "--out-dir", str(tmp_path / "L"), "--no-plots"])
-    ray = runner.invoke(main, ["analyze", str(store), "--engine", "ray", "--out-dir", str(tmp_path / "R"),
+    local = runner.invoke(main, ["analyze", str(store), *extra, "--out-dir", str(tmp_path / "L"), "--no-plots"])
+    ray = runner.invoke(main, ["analyze", str(store), *extra, "--engine", "ray", "--out-dir", str(tmp_path / "R"),
                                "--no-plots"])
     assert local.exit_code == ray.exit_code == 3, (local.output, ray.output)
     cards = sorted(p.name for p in (tmp_path / "L").glob("*.json"))
     assert cards == sorted(p.name for p in (tmp_path / "R").glob("*.json"))
-    assert {"memory_leak.json", "profile.json", "rank_desync.json", "nan_onset.json"} <= set(cards)
+    assert expected <= set(cards)
     for name in cards:
         left = _clean(json.loads((tmp_path / "L" / name).read_text()), tmp_path / "L")
         right = _clean(json.loads((tmp_path / "R" / name).read_text()), tmp_path / "R")
@@ -118,14 +162,31 @@ def test_unknown_engine():
         run_tasks(print, [], "dask")
 
 
+def _footer(*runs):
+    return Footer(("run_id",), 1, runs or None)
+
+
+class FakeStore:
+    def __init__(self, run_ids, footers):
+        self.run_ids, self.files, self.footers = run_ids, list(footers), footers
+
+    def run_files(self, rid):
+        return [f for f in self.files if self.footers[f].may_hold(rid)]
+
+
 def test_runs_sharing_a_file_are_one_unit():
-    class FakeStore:
-        run_ids = ["a", "b", "c"]
+    store = FakeStore(["a", "b", "c", "d"], {"f1": _footer(("a", "a")), "f2": _footer(("a", "a"), ("c", "c")),
+                                             "f3": _footer(("b", "b")), "f4": _footer(("c", "c")),
+                                             "f5": _footer(("d", "d"))})
+    assert units(store) == [Unit(("a", "c"), ("f1", "f2", "f4")), Unit(("b",), ("f3",)), Unit(("d",), ("f5",))]
 
-        def run_files(self, rid):
-            return {"a": ["f1", "f2"], "b": ["f3"], "c": ["f2", "f4"]}[rid]
 
-    assert units(FakeStore()) == [Unit(("a", "c"), ("f1", "f2", "f4")), Unit(("b",), ("f3",))]
+def test_files_of_runs_from_ranges_and_files_without_statistics():
+    store = FakeStore(["a", "b", "c", "d"], {"f1": _footer(("a", "a")), "f2": _footer(("a", "a"), ("b", "c")),
+                                             "f3": _footer(), "f4": _footer(("d", "d"))})
+    expected = {"a": ["f1", "f2", "f3"], "b": ["f2", "f3"], "c": ["f2", "f3"], "d": ["f3", "f4"]}
+    assert files_by_run(store) == expected == {rid: store.run_files(rid) for rid in store.run_ids}
+    assert units(store) == [Unit(("a", "b", "c", "d"), ("f1", "f2", "f3", "f4"))]
 
 
 def test_merge_concatenates_and_refuses_aggregates():

@@ -231,9 +231,14 @@ def compute(analyzer, store, params):
     """``analyzer``'s Result over ``store``; raises :class:`NotApplicable` when it does not
     apply, ``MissingEvents`` or another ``RldkError`` as its ``run`` does."""
     if not analyzer.applies(store):
-        kinds = ", ".join(analyzer.consumes)
-        raise NotApplicable(f"not applicable: the store lacks the events it reads ({kinds})")
+        raise not_applicable(analyzer)
     return analyzer.run(store, params)
+
+
+def not_applicable(analyzer) -> "NotApplicable":
+    """The error of ``analyzer`` on a store without any of the events it reads."""
+    kinds = ", ".join(analyzer.consumes)
+    return NotApplicable(f"not applicable: the store lacks the events it reads ({kinds})")
 
 
 

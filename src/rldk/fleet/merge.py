@@ -4,10 +4,14 @@ An analyzer in ``PER_RUN`` looks at each run on its own and lists its items run
 by run, so its result over a store is its results over each run, concatenated in
 run-id order: tuple fields are concatenated, dict fields (keyed by run) united,
 every other field is equal in all parts. ``tests/test_fleet.py`` checks that this
-gives the whole-store result for each of them. Any other analyzer (one that
-compares runs, as ``divergence`` does with a baseline, or aggregates across runs,
-as ``safety``'s rates do, or orders its checks otherwise, as ``reward_health``
-does) runs over the whole store instead.
+gives the whole-store result for each of them.
+
+An analyzer in ``SPLIT`` compares runs with a baseline (``divergence``), pools
+rates across runs (``safety``) or lists the runs without a reward first
+(``reward_health``): it computes a part over some runs (``run_part(store, params,
+run_ids)``, plain data) and puts the parts of one store together itself
+(``combine(parts, params, store)``); its own ``run`` is ``combine`` of one part, so
+the parts computed as separate tasks give the local result exactly.
 """
 from __future__ import annotations
 
@@ -17,6 +21,8 @@ import dataclasses
 #: (``reward_health`` is not: it lists the runs that lack a reward first, as checks.)
 PER_RUN = frozenset({"summary", "nan_onset", "spikes", "health", "profile", "memory_leak",
                      "rank_desync"})
+#: Analyzers that compute parts over runs and combine them (``run_part`` / ``combine``).
+SPLIT = frozenset({"divergence", "safety", "reward_health"})
 
 
 class NotMergeable(Exception):

@@ -29,21 +29,40 @@ class DivergenceAnalyzer(Analyzer):
         params = params if params is not None else Params()
         if params.baseline is None:
             raise MissingEvents("first divergence needs a baseline run: pass --baseline RUN")
-        base = _series.source_of(store.run(params.baseline), store)
-        others = [rid for rid in store.run_ids if rid != base.run_id]
+        base = store.run(params.baseline).id
+        others = [rid for rid in store.run_ids if rid != base]
         if not others:
-            raise MissingEvents(f"the store holds only the baseline run {base.run_id!r}: "
+            raise MissingEvents(f"the store holds only the baseline run {base!r}: "
                                 "nothing to compare it with")
+        return self.combine([self.run_part(store, params, others)], params)
+
+    def run_part(self, store, params: Params, run_ids) -> tuple[tuple, tuple]:
+        """``run_ids`` of ``store`` (which holds the baseline too) compared with the
+        baseline: ``(comparisons, errors)``, errors as (run id, message). A store's
+        result is :meth:`combine` of its parts over disjoint runs, in run-id order
+        (``rldk.fleet`` computes the parts as separate tasks)."""
+        base = _series.source_of(store.run(params.baseline), store)
         comparisons, errors = [], []
-        for run_id in others:
+        for run_id in run_ids:
+            if run_id == base.run_id:
+                continue
             try:
                 comparisons.append(compare(base, _series.Source(store, run_id), [], [], params))
             except RldkError as exc:
                 errors.append((run_id, str(exc)))
+        return tuple(comparisons), tuple(errors)
+
+    def combine(self, parts, params: Params, store=None) -> DivergenceResult:
+        """The result of the parts (:meth:`run_part`) of one store, in run-id order."""
+        comparisons = tuple(c for done, _ in parts for c in done)
+        errors = tuple(e for _, failed in parts for e in failed)
+        if not comparisons and not errors:
+            raise MissingEvents(f"the store holds only the baseline run {params.baseline!r}: "
+                                "nothing to compare it with")
         if not comparisons:
-            raise RldkError(f"no run could be compared with {base.run_id!r}: " + "; ".join(
+            raise RldkError(f"no run could be compared with {params.baseline!r}: " + "; ".join(
                 f"{r}: {m}" for r, m in errors))
-        return DivergenceResult(base.run_id, tuple(comparisons), tuple(errors))
+        return DivergenceResult(params.baseline, comparisons, errors)
 
     def plots(self, result, out_dir) -> dict[str, str]:
         return plots(result, out_dir)

@@ -71,21 +71,49 @@ class RewardHealthAnalyzer(Analyzer):
         runs = [store.run(r) for r in run_ids] if run_ids else [r for r in store.runs() if r.id not in skip]
         if not runs:
             raise MissingEvents("no runs to analyse in the store")
-        parts, checks, missing = [], [], []
-        for r in runs:
+        part = self.run_part(store, params, [r.id for r in runs], out_dir=out_dir, strict=bool(run_ids))
+        return self.combine([part], params, store)
+
+    def run_part(self, store, params: Params, run_ids, *, out_dir=None, strict: bool = False):
+        """Each of ``run_ids`` analysed on its own: ``(results, skipped, missing)``, a
+        one-run :class:`RewardHealth` per run with a reward, and for each run without one
+        a skipped check and its MissingEvents (raised at once when ``strict``). A store's
+        result is :meth:`combine` of its parts over disjoint runs, in run-id order
+        (``rldk.fleet`` computes the parts as separate tasks)."""
+        results, skipped, missing = [], [], []
+        for run_id in run_ids:
             try:
-                parts.append(analyze_run(r, params, store, out_dir))
+                part = analyze_run(store.run(run_id), params, store, out_dir)
             except MissingEvents as exc:
-                if run_ids:
+                if strict:
                     raise
                 missing.append(exc)
-                checks.append(Check("all", "skipped", str(exc), r.id))
-        if not parts:
-            raise missing[0]
-        return _combine(parts, checks, import_findings(store, {ctx.run.id for ctx, _ in parts}), params)
+                skipped.append(Check("all", "skipped", str(exc), run_id))
+                continue
+            results.append(_combine([part], [], [], params))
+        return tuple(results), tuple(skipped), tuple(missing)
+
+    def combine(self, parts, params: Params, store=None) -> RewardHealth:
+        """The result of the parts (:meth:`run_part`) of ``store``: the runs without a
+        reward listed first as skipped checks; MissingEvents when no run has one."""
+        results = [r for done, _, _ in parts for r in done]
+        if not results:
+            raise next((exc for _, _, missing in parts for exc in missing),
+                       MissingEvents("no runs to analyse in the store"))
+        run_ids = tuple(r for res in results for r in res.run_ids)
+        findings = [f for res in results for f in res.findings] + import_findings(store, set(run_ids))
+        checks = [c for _, skipped, _ in parts for c in skipped] + [c for res in results for c in res.checks]
+        return RewardHealth(run_ids, _joined(results, "reward_cols"), tuple(findings), tuple(checks),
+                            tuple(w for res in results for w in res.windows), _joined(results, "calibration"),
+                            _joined(results, "drift"), _joined(results, "leakage"), params)
 
     def plots(self, result, out_dir) -> dict[str, str]:
         return plots(result, out_dir)
+
+
+def _joined(results, field_name: str) -> dict:
+    """One run-keyed dict field of one-run results, united."""
+    return {k: v for res in results for k, v in getattr(res, field_name).items()}
 
 
 def analyze_run(run, params: Params, store=None, out_dir=None) -> tuple[Context, dict]:

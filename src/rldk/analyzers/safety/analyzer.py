@@ -8,12 +8,12 @@ import numpy as np
 from rldk.analyzers.base import Analyzer, has_events
 from rldk.analyzers.safety.classify import Classified, classify, rate, rates_of
 from rldk.analyzers.safety.curve import change_point, refusal_curve
-from rldk.analyzers.safety.data import load
+from rldk.analyzers.safety.data import from_store, load
 from rldk.analyzers.safety.judge import judge
 from rldk.analyzers.safety.params import Params
 from rldk.analyzers.safety.plots import plots
 from rldk.analyzers.safety.result import NAME, TITLE, RunSafety, SafetyResult
-from rldk.core.errors import UsageError
+from rldk.core.errors import MissingEvents, UsageError
 from rldk.core.plots import MissingPlotting
 from rldk.core.report import write_report
 
@@ -35,7 +35,18 @@ class SafetyAnalyzer(Analyzer):
         """Safety evaluation of the sample events of ``store`` (or a Run, a store path, a JSONL
         file of prompt/response); each run is judged on its own (its curve and change point)."""
         params = params if params is not None else Params()
-        run_ids, steps, prompts, responses, labels = load(store)
+        return self.combine([self.run_part(store, params)], params)
+
+    def run_part(self, store, params: Params, run_ids=None) -> tuple[tuple, str | None]:
+        """Each run's :class:`RunSafety` in ``store`` (by run id; all runs or ``run_ids``),
+        and why there are none (no sample events) or None. A store's result is
+        :meth:`combine` of its parts over disjoint runs, in run-id order (``rldk.fleet``
+        computes them as tasks)."""
+        try:
+            loaded = load(store) if run_ids is None else from_store([store.run(r) for r in run_ids])
+        except MissingEvents as exc:
+            return (), str(exc)
+        run_ids, steps, prompts, responses, labels = loaded
         ids = np.array(run_ids, dtype=object)
         runs = []
         for run_id in dict.fromkeys(run_ids):
@@ -43,7 +54,14 @@ class SafetyAnalyzer(Analyzer):
             c = classify([run_ids[i] for i in idx], steps[idx], [prompts[i] for i in idx],
                          [responses[i] for i in idx], [labels[i] for i in idx], params)
             runs.append(evaluate_run(c, params))
-        return SafetyResult(tuple(runs), _pooled_rates(runs), params)
+        return tuple(runs), None
+
+    def combine(self, parts, params: Params, store=None) -> SafetyResult:
+        """The result of the parts (:meth:`run_part`) of one store: its runs, rates pooled."""
+        runs = tuple(r for done, _ in parts for r in done)
+        if not runs:
+            raise MissingEvents(next(why for _, why in parts if why))
+        return SafetyResult(runs, _pooled_rates(runs), params)
 
     def plots(self, result, out_dir) -> dict[str, str]:
         return plots(result, out_dir)
