@@ -222,6 +222,62 @@ def _metric_table(run_id, rank, names, n, seqs, steps, walls, value, ivalue, tex
     ], schema=memory_schema())
 
 
+def encode_recorded(run_id: str, rank: int, recorded: tuple, seqs: np.ndarray, counters: Counters,
+                    state: dict) -> pa.Table:
+    """Encode the compiled hot path's calls, numbered ``seqs``: ``recorded`` is
+    ``(names, ids, steps, walls, values)`` from ``Recorder.take``, the last four raw
+    int32, int64, float64 and float64 bytes. Calls with the same names make one group
+    wherever they are in the batch; nothing is done per value in Python."""
+    names, ids, steps, walls, values = _arrays(recorded)
+    _count_steps(steps, counters, state)
+    widths = np.fromiter(map(len, names), np.int64, len(names))[ids]
+    starts = np.cumsum(widths) - widths
+    tables = []
+    for group in (np.unique(ids) if len(names) > 1 else (0,)):
+        keys = [key if isinstance(key, str) else str(key) for key in names[group]]
+        calls = np.flatnonzero(ids == group) if len(names) > 1 else slice(None)
+        matrix = (values.reshape(-1, len(keys)) if len(names) == 1
+                  else values[starts[calls][:, None] + np.arange(len(keys))])
+        _count_nonfinite_np(matrix, keys, counters)
+        n = len(matrix)
+        tables.append(_metric_table(run_id, rank, keys, n, seqs[calls], (steps[calls], None), walls[calls],
+                                    pa.array(matrix.ravel()), pa.nulls(n * len(keys), pa.int64()),
+                                    pa.nulls(n * len(keys), pa.string())))
+    return pa.concat_tables(tables) if len(tables) > 1 else tables[0]
+
+
+def _arrays(recorded: tuple):
+    """``Recorder.take``'s bytes as numpy arrays; equal name tuples share one id."""
+    names, raw_ids, raw_steps, raw_walls, raw_values = recorded
+    ids = np.frombuffer(raw_ids, np.int32)
+    if len(set(names)) < len(names):     # the table restarts at each take with the last names
+        index: dict = {}
+        ids = np.fromiter((index.setdefault(n, len(index)) for n in names), np.int64, len(names))[ids]
+        names = list(index)
+    return (names, ids, np.frombuffer(raw_steps, np.int64), np.frombuffer(raw_walls, np.float64),
+            np.frombuffer(raw_values, np.float64))
+
+
+def recorded_calls(recorded: tuple, seqs: np.ndarray) -> list:
+    """``(seq, step, wall, {name: value})`` of recorded calls, for the one-by-one encoder."""
+    names, ids, steps, walls, values = _arrays(recorded)
+    out, at = [], 0
+    for seq, step, wall, group in zip(seqs.tolist(), steps.tolist(), walls.tolist(), ids.tolist()):
+        keys = names[group]
+        out.append((seq, step, wall, dict(zip(keys, values[at:at + len(keys)].tolist()))))
+        at += len(keys)
+    return out
+
+
+def _count_steps(values: np.ndarray, counters: Counters, state: dict) -> None:
+    """Count negative steps and steps below the previous one (int64 steps in call order)."""
+    last = state.get("last_step")
+    counters.negative_steps += int((values < 0).sum())
+    prev = np.concatenate([[last if last is not None else values[0]], values[:-1]])
+    counters.backward_steps += int((values < prev).sum())
+    state["last_step"] = int(values[-1])
+
+
 def _steps(steps: tuple, counters: Counters, state: dict) -> tuple[np.ndarray, np.ndarray | None]:
     """int64 steps of a group of calls and their null mask (None when all valid),
     counting bad, negative and backward steps."""
@@ -241,11 +297,7 @@ def _steps(steps: tuple, counters: Counters, state: dict) -> tuple[np.ndarray, n
         state["last_step"] = last
         mask = np.fromiter((c is None for c in cleaned), bool, len(cleaned))
         return np.fromiter((0 if c is None else c for c in cleaned), np.int64, len(cleaned)), mask
-    last = state.get("last_step")
-    counters.negative_steps += int((values < 0).sum())
-    prev = np.concatenate([[last if last is not None else values[0]], values[:-1]])
-    counters.backward_steps += int((values < prev).sum())
-    state["last_step"] = int(values[-1])
+    _count_steps(values, counters, state)
     return values, None
 
 
