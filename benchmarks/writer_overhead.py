@@ -148,14 +148,18 @@ def realistic(steps: int, reps: int, loggers: list[str], k: int = 20) -> None:
     print(f"\nrealistic loop: {steps} steps of ~2.5 ms numpy work ({passes} passes), {k} scalars a step, "
           f"median of {reps} (load {os.getloadavg()[0]:.1f})")
     print(f"{'logger':<12}{'loop ms/step':>14}{'total ms/step':>15}{'overhead':>10}{'us/step':>10}")
+    totals = {}
     for name, runs in by.items():
         if not runs:
             continue
         loop = statistics.median(r["loop_ms"] for r in runs)
-        total = statistics.median(r["total_ms"] for r in runs)
+        totals[name] = total = statistics.median(r["total_ms"] for r in runs)
         extra = f"{(total / base - 1) * 100:+.1f}%" if base else ""
         micro = f"{(total - base) * 1e3:.1f}" if base else ""
         print(f"{name:<12}{loop:>14.3f}{total:>15.3f}{extra:>10}{micro:>10}")
+    if base and "rldk" in totals and "jsonl" in totals and totals["jsonl"] > base:
+        print(f"rldk overhead / orjson JSONL overhead: {(totals['rldk'] - base) / (totals['jsonl'] - base):.2f}x "
+              "(target: <= 1.0x)")
 
 
 def _empty(out, names):
@@ -283,12 +287,16 @@ def main() -> None:
     if args.realistic:
         return realistic(args.realistic_steps, args.reps, args.loggers.split(","))
     rows = []
+    loggers = args.loggers.split(",")
     for k in (10, 20):
-        for logger in args.loggers.split(","):
-            steps = args.slow_steps if logger in ("tensorboard", "wandb") else args.steps
-            results = [r for r in (run_child(logger, steps, k) for _ in range(args.reps)) if r]
-            if results:
-                rows.append(median_of(results))
+        by: dict = {logger: [] for logger in loggers}
+        for rep in range(args.reps):          # interleaved, so load on the machine hits every logger
+            for logger in loggers[rep % len(loggers):] + loggers[:rep % len(loggers)]:
+                steps = args.slow_steps if logger in ("tensorboard", "wandb") else args.steps
+                result = run_child(logger, steps, k)
+                if result:
+                    by[logger].append(result)
+        rows += [median_of(results) for results in by.values() if results]
     print(f"\n{'logger':<12}{'k':>4}{'steps':>9}{'caller us/v':>13}{'total us/v':>12}{'bytes/v':>9}"
           f"{'peak RSS +MB':>14}{'TB cost/this':>14}")
     for r in rows:
@@ -306,6 +314,9 @@ def main() -> None:
                   + ", ".join(parts)
                   + (f"; above the empty loop: {rl['caller_us'] - by['empty']['caller_us']:.3f} us/value"
                      if "empty" in by else ""))
+            if "jsonl" in by:
+                print(f"k={k}: rldk / orjson JSONL: caller {rl['caller_us'] / by['jsonl']['caller_us']:.2f}x, "
+                      f"total {rl['total_us'] / by['jsonl']['total_us']:.2f}x (target: caller <= 1.0x)")
     if args.long:
         short = run_child("rldk", args.steps, 10)
         long = run_child("rldk", args.long, 10)

@@ -89,7 +89,7 @@ def test_threads_logging_at_once_lose_nothing(tmp_path, monkeypatch):
 
 def test_recorder_takes_floats_and_hands_everything_else_on():
     other, woken = [], []
-    rec = hotpath.Recorder(lambda *a, **kw: other.append((a, kw)), lambda: woken.append(len(rec)), 3)
+    rec = hotpath.Recorder(lambda *a, **kw: other.append((a, kw)), lambda: woken.append(rec.values), 3)
     rec.log(1, {"a": 1.0, "b": 2.0})
     rec.log(2, a=3.0, b=4.0)                   # same names by keyword: one names entry
     rec.log(3, None, c=5.0)
@@ -102,7 +102,7 @@ def test_recorder_takes_floats_and_hands_everything_else_on():
     assert np.frombuffer(values, np.float64).tolist() == [1.0, 2.0, 3.0, 4.0, 5.0, 1.0]
     assert np.all(np.abs(np.frombuffer(walls, np.float64) - __import__("time").time()) < 60)
     assert [a[0] for a, _ in other] == [4, 5.0, 2**70, 6, 7]
-    assert woken == [3, 4] and rec.last_step == 8 and len(rec) == 0 and rec.take() is None
+    assert woken == [4, 5, 6] and rec.last_step == 8 and len(rec) == 0 and rec.take() is None
     rec.closed = 1
     rec.log(9, {"a": 1.0})
     assert other[-1] == ((9, {"a": 1.0}), {}) and len(rec) == 0

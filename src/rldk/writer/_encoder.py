@@ -8,6 +8,8 @@ from __future__ import annotations
 import time
 from operator import countOf
 
+from rldk.writer._limits import _WAKE_VALUES
+
 
 class EncoderMixin:
     """Drain, batch and encode the queue (runs on the encoder thread)."""
@@ -83,7 +85,7 @@ class EncoderMixin:
             self._drain_mixed(items, problems)
         self._check_len = self._wake_calls
         if self._recorder is not None:
-            self._recorder.wake_at = self._wake_calls
+            self._recorder.wake_at = _WAKE_VALUES
         for name, problem in problems:
             self._warn_once(("value", name), f"rldk: metric {name!r}: {problem}; stored as text "
                             "(value null). Log a number, or pass strict=True to raise.")
@@ -152,14 +154,13 @@ class EncoderMixin:
         ``(first seq, first call, end call)`` runs between other events."""
         import numpy as np
 
-        from rldk.writer._encode import encode_recorded, recorded_calls
+        from rldk.writer._encode import encode_recorded, recorded_calls, split_recorded
 
         seqs = np.concatenate([np.arange(first, first + hi - lo, dtype=np.int64) for first, lo, hi in parts])
-        if len(recorded[0]) == 1:
-            self._set_wake(len(recorded[0][0]))
-        self._encode_guarded(lambda: encode_recorded(self.run_id, self.rank, recorded, seqs, self.counters,
-                                                     self._encode_state),
-                             lambda: recorded_calls(recorded, seqs), problems, count=len(recorded[4]) // 8)
+        for part, lo, hi in split_recorded(recorded, self.segment_rows):   # bounded memory per segment
+            self._encode_guarded(lambda: encode_recorded(self.run_id, self.rank, part, seqs[lo:hi], self.counters,
+                                                         self._encode_state),
+                                 lambda: recorded_calls(part, seqs[lo:hi]), problems, count=len(part[4]) // 8)
         with self._cond:
             self._cond.notify_all()                       # release a waiting log() (backpressure)
 

@@ -28,7 +28,7 @@
 typedef struct {
     PyObject_HEAD
     PyObject *fallback;     /* callable(step, mapping=None, /, **scalars) for other calls */
-    PyObject *wake;         /* callable() once wake_at calls are recorded */
+    PyObject *wake;         /* callable() once wake_at values are recorded */
     PyObject *names;        /* list of name tuples; ids index it */
     PyObject *current;      /* the last call's names (a tuple), or NULL */
     PyObject *last_step;    /* the last call's step (spans default to it) */
@@ -190,7 +190,7 @@ Recorder_log(Recorder *self, PyObject *const *args, Py_ssize_t nargs, PyObject *
     self->calls++;
     self->nvalues += k;
     Py_XSETREF(self->last_step, Py_NewRef(args[0]));
-    if (self->calls >= self->wake_at && self->wake != Py_None) {
+    if (self->nvalues >= self->wake_at && self->wake != Py_None) {
         PyObject *r = PyObject_CallNoArgs(self->wake);
         if (r == NULL)
             return NULL;
@@ -244,7 +244,7 @@ Recorder_init(Recorder *self, PyObject *args, PyObject *kwds)
 {
     static char *kwlist[] = {"fallback", "wake", "wake_at", NULL};
     PyObject *fallback, *wake;
-    Py_ssize_t wake_at = 256;
+    Py_ssize_t wake_at = 1 << 16;
     if (!PyArg_ParseTupleAndKeywords(args, kwds, "OO|n", kwlist, &fallback, &wake, &wake_at))
         return -1;
     if (!PyCallable_Check(fallback)) {
@@ -319,7 +319,8 @@ static PyMethodDef Recorder_methods[] = {
 
 static PyMemberDef Recorder_members[] = {
     {"wake_at", T_PYSSIZET, offsetof(Recorder, wake_at), 0,
-     "wake() is called once this many calls are recorded"},
+     "wake() is called once this many values are recorded"},
+    {"values", T_PYSSIZET, offsetof(Recorder, nvalues), READONLY, "values recorded"},
     {"closed", T_INT, offsetof(Recorder, closed), 0, "nonzero: every call goes to the fallback"},
     {NULL, 0, 0, 0, NULL},
 };
@@ -335,7 +336,7 @@ static PySequenceMethods Recorder_as_sequence = {.sq_length = (lenfunc)Recorder_
 static PyTypeObject RecorderType = {
     PyVarObject_HEAD_INIT(NULL, 0)
     .tp_name = "rldk.writer._hotpath.Recorder",
-    .tp_doc = "Recorder(fallback, wake, wake_at=256): all-float log calls as raw arrays.",
+    .tp_doc = "Recorder(fallback, wake, wake_at=65536): all-float log calls as raw arrays.",
     .tp_basicsize = sizeof(Recorder),
     .tp_flags = Py_TPFLAGS_DEFAULT | Py_TPFLAGS_HAVE_GC,
     .tp_new = PyType_GenericNew,

@@ -48,6 +48,7 @@ from rldk.writer._lifecycle import (
 )
 from rldk.writer._limits import (
     _MAX_BACKLOG,
+    _MAX_RECORDED,
     _MIN_WAKE_CALLS,
     _TABLE_BACKLOG,
     _WAKE_VALUES,
@@ -167,7 +168,7 @@ class EventWriter(EncoderMixin, CommitMixin):
         ``RLDK_PURE_PYTHON=1`` keeps the Python path below (the tests run both)."""
         if Recorder is None or self.strict or os.environ.get("RLDK_PURE_PYTHON") == "1":
             return
-        self._recorder = Recorder(self._log_slow, self._check_backlog, self._wake_calls)
+        self._recorder = Recorder(self._log_slow, self._check_backlog, _WAKE_VALUES)
         self._fast = False               # EventWriter.log called unbound: the ordered path
         self.log = self._recorder.log
 
@@ -213,12 +214,14 @@ class EventWriter(EncoderMixin, CommitMixin):
         self._wake_calls = max(_MIN_WAKE_CALLS, _WAKE_VALUES // max(1, per_call))
         self._max_calls = max(4 * _MIN_WAKE_CALLS, _MAX_BACKLOG // max(1, per_call))
         self._check_len = self._wake_calls
-        if self._recorder is not None:
-            self._recorder.wake_at = self._wake_calls
 
-    def _queued(self) -> int:
-        """Queued items, the compiled path's calls included."""
-        return len(self._queue) + (len(self._recorder) if self._recorder is not None else 0)
+    def _behind(self, fraction: float = 1.0) -> bool:
+        """More than ``fraction`` of the backlog queued (by calls, and by values for the
+        compiled path), or the last write is more than ``flush_secs / 2`` ago."""
+        rec = self._recorder
+        return (len(self._queue) > self._max_calls * fraction
+                or rec is not None and rec.values > _MAX_RECORDED * fraction
+                or time.monotonic() - self._last_write > self._max_lag)
 
     def _put(self, item) -> None:
         """Queue an event; with the compiled path, as ``(calls recorded before it, item)``
@@ -238,12 +241,11 @@ class EventWriter(EncoderMixin, CommitMixin):
     def _check_backlog(self) -> None:
         """The queue is long: wake the encoder, and wait for it when it is behind, by
         count (memory) or by time (a kill would lose more than ``flush_secs``)."""
-        queued = self._queued()
         self._check_len = len(self._queue) + self._wake_calls     # check again after as many calls
         if self._recorder is not None:
-            self._recorder.wake_at = len(self._recorder) + self._wake_calls
+            self._recorder.wake_at = self._recorder.values + _WAKE_VALUES
         self._wake.set()
-        if queued > self._max_calls or time.monotonic() - self._last_write > self._max_lag:
+        if self._behind():
             self._backpressure()
 
     def _backpressure(self) -> None:
@@ -252,9 +254,8 @@ class EventWriter(EncoderMixin, CommitMixin):
         what a kill can lose stays within ``flush_secs``. Rare in real training."""
         self.stats["backpressure_waits"] += 1
         with self._cond:
-            self._cond.wait_for(lambda: (self._queued() < self._max_calls // 2
-                                         and time.monotonic() - self._last_write <= self._max_lag)
-                                or not self._thread.is_alive(), timeout=self.flush_secs)
+            self._cond.wait_for(lambda: not self._behind(0.5) or not self._thread.is_alive(),
+                                timeout=self.flush_secs)
 
     def _log_general(self, step, values) -> None:
         """The general path: ints, tensors, numpy scalars, text, None, strict mode, closed."""
