@@ -39,6 +39,7 @@ class EncoderMixin:
                 stop, wanted = self._stop, self._flush_wanted
             started = time.monotonic()
             ok = False
+            self._yield_to_encoder(64)
             try:
                 self._drain()
                 # a segment holds what was queued when the drain started
@@ -54,6 +55,7 @@ class EncoderMixin:
             except Exception as exc:  # the writer must never take the training loop down
                 self._warn_once(("loop", type(exc).__name__), f"rldk writer error (events kept in "
                                 f"memory, will retry): {type(exc).__name__}: {exc}")
+            self._yield_to_encoder(0)
             with self._cond:
                 if wanted > self._flush_done:
                     self._flush_ok = ok
@@ -61,6 +63,13 @@ class EncoderMixin:
                 self._cond.notify_all()
             if stop:
                 return
+
+    def _yield_to_encoder(self, every: int) -> None:
+        """While the encoder works, the compiled ``log`` lets it take the GIL every
+        ``every`` calls: in a tight loop it would wait a switch interval (5 ms) each
+        time it gives the GIL up (numpy, Arrow and file calls do), ~20 times a batch."""
+        if self._recorder is not None:
+            self._recorder.yield_every = every
 
     def _drain(self) -> None:
         """Number everything queued so far (seq, in call order) and encode it into

@@ -33,7 +33,7 @@ typedef struct {
     PyObject *current;      /* the last call's names (a tuple), or NULL */
     PyObject *last_step;    /* the last call's step (spans default to it) */
     int32_t current_id;
-    Py_ssize_t calls, cap_calls, nvalues, cap_values, wake_at;
+    Py_ssize_t calls, cap_calls, nvalues, cap_values, wake_at, yield_every;
     int64_t *steps;
     double *walls;
     int32_t *ids;
@@ -190,6 +190,12 @@ Recorder_log(Recorder *self, PyObject *const *args, Py_ssize_t nargs, PyObject *
     self->calls++;
     self->nvalues += k;
     Py_XSETREF(self->last_step, Py_NewRef(args[0]));
+    if (self->yield_every > 0 && self->calls % self->yield_every == 0) {
+        /* the encoder is at work: let it have the GIL now if it waits for it, rather
+           than after the interpreter's switch interval (5 ms) of a tight loop */
+        Py_BEGIN_ALLOW_THREADS
+        Py_END_ALLOW_THREADS
+    }
     if (self->nvalues >= self->wake_at && self->wake != Py_None) {
         PyObject *r = PyObject_CallNoArgs(self->wake);
         if (r == NULL)
@@ -321,6 +327,8 @@ static PyMemberDef Recorder_members[] = {
     {"wake_at", T_PYSSIZET, offsetof(Recorder, wake_at), 0,
      "wake() is called once this many values are recorded"},
     {"values", T_PYSSIZET, offsetof(Recorder, nvalues), READONLY, "values recorded"},
+    {"yield_every", T_PYSSIZET, offsetof(Recorder, yield_every), 0,
+     "if positive, every this many calls log() lets a thread waiting for the GIL run"},
     {"closed", T_INT, offsetof(Recorder, closed), 0, "nonzero: every call goes to the fallback"},
     {NULL, 0, 0, 0, NULL},
 };
