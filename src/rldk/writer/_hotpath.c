@@ -316,7 +316,9 @@ Recorder_set_last_step(Recorder *self, PyObject *value, void *Py_UNUSED(closure)
 
 static PyMethodDef Recorder_methods[] = {
     {"log", (PyCFunction)(void (*)(void))Recorder_log, METH_FASTCALL | METH_KEYWORDS,
-     "log(step, mapping=None, /, **scalars): record scalars for step (see EventWriter.log)."},
+     "log($self, step, mapping=None, /, **scalars)\n--\n\n"
+     "Record scalars for step: log(10, loss=0.3) or log(10, {\"objective/kl\": 0.1}) "
+     "(see rldk.writer.EventWriter.log)."},
     {"take", (PyCFunction)Recorder_take, METH_NOARGS,
      "take() -> None or (names, ids, steps, walls, values): what was recorded, as bytes; "
      "starts over."},
