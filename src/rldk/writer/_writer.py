@@ -434,6 +434,7 @@ class EventWriter(EncoderMixin, CommitMixin):
         self._queue = deque()
         if self._recorder is not None:   # the parent's calls: the parent writes them
             self._recorder.take()         # (the same object: rldk.writer.log stays bound to it)
+            self._recorder.yield_every = 0
         self._set_wake(1)
         self._flush_wanted = self._flush_done = 0
         self._flush_ok, self._stop, self._table_rows = True, False, 0
