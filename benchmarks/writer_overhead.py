@@ -11,7 +11,8 @@ training curves, so compression sees realistic bits) and reports, per value:
   cpu      CPU time of the whole process (every thread) over loop + close: what the
            logger costs the machine, and a figure load on a shared machine barely moves
 
-Contenders: an empty loop that builds the same dicts (the floor), rldk, orjson
+Contenders: an empty loop that builds the same dicts (the floor), rldk (its compiled
+hot path where built; ``rldk_py``: the pure-Python path), orjson
 JSONL (one line per step), TensorBoard SummaryWriter.add_scalar, wandb offline
 wandb.log. TensorBoard and wandb cost ~30 us per value, so they log fewer steps
 (``--slow-steps``); costs are per value, so the comparison holds.
@@ -187,6 +188,12 @@ def _rldk(out, names):
     return setup, w.log, w.close
 
 
+def _rldk_python(out, names):
+    """rldk without its compiled hot path (what a machine without a C compiler runs)."""
+    os.environ["RLDK_PURE_PYTHON"] = "1"
+    return _rldk(out, names)
+
+
 def _jsonl(out, names):
     import orjson
 
@@ -248,7 +255,7 @@ def _rldk_guards(out, names):
     return setup, w.log, w.close
 
 
-LOGGERS = {"empty": _empty, "none": _empty, "rldk": _rldk, "jsonl": _jsonl, "tensorboard": _tensorboard, "wandb": _wandb,
+LOGGERS = {"empty": _empty, "none": _empty, "rldk": _rldk, "rldk_py": _rldk_python, "jsonl": _jsonl, "tensorboard": _tensorboard, "wandb": _wandb,
            "rldk_guards": _rldk_guards}
 
 
