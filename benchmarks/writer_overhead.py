@@ -8,8 +8,11 @@ training curves, so compression sees realistic bits) and reports, per value:
   total    loop + close/flush (everything the logger costs)
   bytes    bytes on disk
   rss      peak RSS growth of the process over its state after imports (MB)
+  cpu      CPU time of the whole process (every thread) over loop + close: what the
+           logger costs the machine, and a figure load on a shared machine barely moves
 
-Contenders: an empty loop that builds the same dicts (the floor), rldk, orjson
+Contenders: an empty loop that builds the same dicts (the floor), rldk (its compiled
+hot path where built; ``rldk_py``: the pure-Python path), orjson
 JSONL (one line per step), TensorBoard SummaryWriter.add_scalar, wandb offline
 wandb.log. TensorBoard and wandb cost ~30 us per value, so they log fewer steps
 (``--slow-steps``); costs are per value, so the comparison holds.
@@ -71,18 +74,18 @@ def child(logger: str, steps: int, k: int) -> dict:
     period = len(values)
     import gc
 
-    setup()
+    log = setup() or log     # a logger whose call target is known only after setup returns it
     gc.collect()
     base_rss = _current_rss_mb()   # growth caused by logging, after each logger's own init
-    t0 = time.perf_counter()
+    c0, t0 = time.process_time(), time.perf_counter()
     for step in range(steps):
         row = values[step % period]
         log(step, {names[j]: row[j] for j in range(k)})
     t1 = time.perf_counter()
     close()
-    t2 = time.perf_counter()
+    c2, t2 = time.process_time(), time.perf_counter()
     n = steps * k
-    result = {"logger": logger, "steps": steps, "k": k,
+    result = {"logger": logger, "steps": steps, "k": k, "cpu_us": (c2 - c0) / n * 1e6,
               "caller_us": (t1 - t0) / n * 1e6, "total_us": (t2 - t0) / n * 1e6,
               "bytes_per_value": _dir_bytes(out) / n, "rss_growth_mb": max(0.0, _rss_mb() - base_rss)}
     shutil.rmtree(out, ignore_errors=True)
@@ -97,8 +100,8 @@ def realistic_child(logger: str, steps: int, k: int, reps: int) -> dict:
     out = tempfile.mkdtemp(prefix=f"bench-{logger}-")
     setup, log, close = LOGGERS[logger](out, names)
     x = np.random.default_rng(0).standard_normal(1 << 16)
-    setup()
-    t0 = time.perf_counter()
+    log = setup() or log
+    c0, t0 = time.process_time(), time.perf_counter()
     for step in range(steps):
         y = x
         for _ in range(reps):
@@ -108,9 +111,10 @@ def realistic_child(logger: str, steps: int, k: int, reps: int) -> dict:
             log(step, {names[j]: row[j] for j in range(k)})
     t1 = time.perf_counter()
     close()
-    t2 = time.perf_counter()
+    c2, t2 = time.process_time(), time.perf_counter()
     shutil.rmtree(out, ignore_errors=True)
     return {"logger": logger, "steps": steps, "k": k, "loop_ms": (t1 - t0) / steps * 1e3,
+            "cpu_ms": (c2 - c0) / steps * 1e3,
             "total_ms": (t2 - t0) / steps * 1e3, "reps": reps}
 
 
@@ -147,15 +151,24 @@ def realistic(steps: int, reps: int, loggers: list[str], k: int = 20) -> None:
     base = statistics.median(r["total_ms"] for r in by.get("none", [])) if by.get("none") else None
     print(f"\nrealistic loop: {steps} steps of ~2.5 ms numpy work ({passes} passes), {k} scalars a step, "
           f"median of {reps} (load {os.getloadavg()[0]:.1f})")
-    print(f"{'logger':<12}{'loop ms/step':>14}{'total ms/step':>15}{'overhead':>10}{'us/step':>10}")
+    cpu_base = statistics.median(r["cpu_ms"] for r in by["none"]) if by.get("none") else None
+    print(f"{'logger':<12}{'loop ms/step':>14}{'total ms/step':>15}{'overhead':>10}{'us/step':>10}"
+          f"{'cpu +us/step':>14}")
+    totals, cpus = {}, {}
     for name, runs in by.items():
         if not runs:
             continue
         loop = statistics.median(r["loop_ms"] for r in runs)
-        total = statistics.median(r["total_ms"] for r in runs)
+        totals[name] = total = statistics.median(r["total_ms"] for r in runs)
+        cpus[name] = cpu = statistics.median(r["cpu_ms"] for r in runs)
         extra = f"{(total / base - 1) * 100:+.1f}%" if base else ""
         micro = f"{(total - base) * 1e3:.1f}" if base else ""
-        print(f"{name:<12}{loop:>14.3f}{total:>15.3f}{extra:>10}{micro:>10}")
+        cpu_extra = f"{(cpu - cpu_base) * 1e3:.1f}" if cpu_base else ""
+        print(f"{name:<12}{loop:>14.3f}{total:>15.3f}{extra:>10}{micro:>10}{cpu_extra:>14}")
+    if base and "rldk" in totals and "jsonl" in totals:
+        print(f"overhead over the loop without a logger, rldk vs orjson JSONL: wall {(totals['rldk'] - base) * 1e3:+.1f} "
+              f"vs {(totals['jsonl'] - base) * 1e3:+.1f} us/step, process CPU {(cpus['rldk'] - cpu_base) * 1e3:+.1f} "
+              f"vs {(cpus['jsonl'] - cpu_base) * 1e3:+.1f} us/step (target: rldk <= JSONL)")
 
 
 def _empty(out, names):
@@ -168,12 +181,17 @@ def _rldk(out, names):
 
     import rldk.writer as w
 
-    state = {}
-
     def setup():
-        state["w"] = w.init(out, run_id="bench", capture_env=False)
+        w.init(out, run_id="bench", capture_env=False)
+        return w.log        # what ``w.log(...)`` resolves to once init has run
 
     return setup, w.log, w.close
+
+
+def _rldk_python(out, names):
+    """rldk without its compiled hot path (what a machine without a C compiler runs)."""
+    os.environ["RLDK_PURE_PYTHON"] = "1"
+    return _rldk(out, names)
 
 
 def _jsonl(out, names):
@@ -232,11 +250,12 @@ def _rldk_guards(out, names):
 
     def setup():
         w.init(out, run_id="bench", capture_env=False, guards="default")
+        return w.log
 
     return setup, w.log, w.close
 
 
-LOGGERS = {"empty": _empty, "none": _empty, "rldk": _rldk, "jsonl": _jsonl, "tensorboard": _tensorboard, "wandb": _wandb,
+LOGGERS = {"empty": _empty, "none": _empty, "rldk": _rldk, "rldk_py": _rldk_python, "jsonl": _jsonl, "tensorboard": _tensorboard, "wandb": _wandb,
            "rldk_guards": _rldk_guards}
 
 
@@ -260,7 +279,7 @@ def run_child(logger: str, steps: int, k: int) -> dict | None:
 
 
 def median_of(results: list[dict]) -> dict:
-    keys = ("caller_us", "total_us", "bytes_per_value", "rss_growth_mb")
+    keys = ("caller_us", "total_us", "cpu_us", "bytes_per_value", "rss_growth_mb")
     out = dict(results[0])
     out.update({key: statistics.median(r[key] for r in results) for key in keys})
     return out
@@ -272,7 +291,8 @@ def main() -> None:
     parser.add_argument("--slow-steps", type=int, default=10_000, help="steps for TensorBoard and wandb")
     parser.add_argument("--reps", type=int, default=3)
     parser.add_argument("--long", type=int, default=1_000_000, help="steps of the RSS-flatness run (0: skip)")
-    parser.add_argument("--loggers", default="empty,rldk,jsonl,tensorboard,wandb")
+    parser.add_argument("--loggers", help="default: empty,rldk,jsonl,tensorboard,wandb "
+                        "(--realistic: none,rldk,jsonl)")
     parser.add_argument("--guards", action="store_true", help="only the guards column")
     parser.add_argument("--realistic", action="store_true", help="only the realistic-loop table")
     parser.add_argument("--realistic-steps", type=int, default=3000)
@@ -281,20 +301,25 @@ def main() -> None:
     if args.guards:
         return guards_column(args.steps, args.reps)
     if args.realistic:
-        return realistic(args.realistic_steps, args.reps, args.loggers.split(","))
+        return realistic(args.realistic_steps, args.reps, (args.loggers or "none,rldk,jsonl").split(","))
+    args.loggers = args.loggers or "empty,rldk,jsonl,tensorboard,wandb"
     rows = []
+    loggers = args.loggers.split(",")
     for k in (10, 20):
-        for logger in args.loggers.split(","):
-            steps = args.slow_steps if logger in ("tensorboard", "wandb") else args.steps
-            results = [r for r in (run_child(logger, steps, k) for _ in range(args.reps)) if r]
-            if results:
-                rows.append(median_of(results))
-    print(f"\n{'logger':<12}{'k':>4}{'steps':>9}{'caller us/v':>13}{'total us/v':>12}{'bytes/v':>9}"
+        by: dict = {logger: [] for logger in loggers}
+        for rep in range(args.reps):          # interleaved, so load on the machine hits every logger
+            for logger in loggers[rep % len(loggers):] + loggers[:rep % len(loggers)]:
+                steps = args.slow_steps if logger in ("tensorboard", "wandb") else args.steps
+                result = run_child(logger, steps, k)
+                if result:
+                    by[logger].append(result)
+        rows += [median_of(results) for results in by.values() if results]
+    print(f"\n{'logger':<12}{'k':>4}{'steps':>9}{'caller us/v':>13}{'total us/v':>12}{'cpu us/v':>10}{'bytes/v':>9}"
           f"{'peak RSS +MB':>14}{'TB cost/this':>14}")
     for r in rows:
         tb = next((x for x in rows if x["logger"] == "tensorboard" and x["k"] == r["k"]), None)
         ratio = f"{tb['caller_us'] / r['caller_us']:.0f}x" if tb and r["caller_us"] > 0 else ""
-        print(f"{r['logger']:<12}{r['k']:>4}{r['steps']:>9}{r['caller_us']:>13.3f}{r['total_us']:>12.3f}"
+        print(f"{r['logger']:<12}{r['k']:>4}{r['steps']:>9}{r['caller_us']:>13.3f}{r['total_us']:>12.3f}{r['cpu_us']:>10.3f}"
               f"{r['bytes_per_value']:>9.2f}{r['rss_growth_mb']:>14.1f}{ratio:>14}")
     for k in (10, 20):
         by = {r["logger"]: r for r in rows if r["k"] == k}
@@ -306,6 +331,10 @@ def main() -> None:
                   + ", ".join(parts)
                   + (f"; above the empty loop: {rl['caller_us'] - by['empty']['caller_us']:.3f} us/value"
                      if "empty" in by else ""))
+            if "jsonl" in by:
+                print(f"k={k}: rldk / orjson JSONL: caller {rl['caller_us'] / by['jsonl']['caller_us']:.2f}x, "
+                      f"total {rl['total_us'] / by['jsonl']['total_us']:.2f}x, "
+                      f"process CPU {rl['cpu_us'] / by['jsonl']['cpu_us']:.2f}x (target: caller <= 1.0x)")
     if args.long:
         short = run_child("rldk", args.steps, 10)
         long = run_child("rldk", args.long, 10)

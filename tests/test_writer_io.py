@@ -44,7 +44,9 @@ def test_reader_sees_only_complete_segments_while_writer_appends(tmp_path):
             w.log(step, x=float(step))
             if step % 100 == 99:
                 w.flush()
-                time.sleep(0.02)           # give the reader time to look between flushes
+                looks, deadline = len(seen), time.monotonic() + 2.0
+                while len(seen) == looks and time.monotonic() < deadline:
+                    time.sleep(0.005)      # the reader looks between flushes, however loaded the machine
     stop.set()
     reader.join()
     assert not errors

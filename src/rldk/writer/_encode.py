@@ -192,7 +192,7 @@ def encode_float_calls(run_id: str, rank: int, keys: tuple, calls: list, seqs,
         seqs = np.arange(seqs.start, seqs.stop, dtype=np.int64)
     steps = _steps([c[0] for c in calls], counters, state)
     return _metric_table(run_id, rank, names, n, seqs, steps, [c[1] for c in calls],
-                         pa.array(value), pa.nulls(n * k, pa.int64()), pa.nulls(n * k, pa.string()))
+                         pa.array(value), _nulls(pa.int64(), n * k), _nulls(pa.string(), n * k))
 
 
 def _metric_table(run_id, rank, names, n, seqs, steps, walls, value, ivalue, text) -> pa.Table:
@@ -204,22 +204,121 @@ def _metric_table(run_id, rank, names, n, seqs, steps, walls, value, ivalue, tex
     k = len(names)
     step_values, step_nulls = steps
     wall = (np.asarray(walls, np.float64) * 1000.0).astype(np.int64)
-    step_col = np.repeat(step_values, k)
+    step_col = _each_k_times(step_values, k)
     return pa.Table.from_arrays([
         _const_string(run_id, n * k),
-        pa.array(np.full(n * k, rank, np.int32)),
-        pa.array(np.repeat(np.asarray(seqs, np.int64), k)),
-        pa.array(step_col) if step_nulls is None else pa.array(step_col, mask=np.repeat(step_nulls, k)),
-        pa.array(np.repeat(wall, k), pa.timestamp("ms")),
+        _cached(("rank", rank), n * k, lambda size: pa.array(np.full(size, rank, np.int32))),
+        pa.array(_each_k_times(np.asarray(seqs, np.int64), k)),
+        pa.array(step_col) if step_nulls is None else pa.array(step_col, mask=_each_k_times(step_nulls, k)),
+        pa.array(_each_k_times(wall, k), pa.timestamp("ms")),
         _const_string("metric", n * k),
-        pa.DictionaryArray.from_arrays(pa.array(np.tile(np.arange(k, dtype=np.int32), n)),
-                                       pa.array(names, pa.string())),
+        pa.DictionaryArray.from_arrays(
+            _cached(("names", k), n * k, lambda size: pa.array(np.resize(np.arange(k, dtype=np.int32), size))),
+            pa.array(names, pa.string()), safe=False),
         value,
         ivalue,
-        pa.nulls(n * k, pa.string()),
+        _nulls(pa.string(), n * k),
         text,
-        pa.nulls(n * k, pa.string()),
+        _nulls(pa.string(), n * k),
     ], schema=memory_schema())
+
+
+def _each_k_times(values: np.ndarray, k: int) -> np.ndarray:
+    """``np.repeat(values, k)``, as one strided copy (several times faster)."""
+    return np.broadcast_to(values[:, None], (len(values), k)).reshape(-1)
+
+
+_CACHED: dict = {}      # constant columns, sliced to length (zero-copy): a fresh array per
+                        # batch costs page faults that dominate encoding
+
+
+def _cached(key, n: int, make) -> pa.Array:
+    """The first ``n`` rows of a constant column made by ``make(size)`` (kept per key)."""
+    column = _CACHED.get(key)
+    if column is None or len(column) < n:
+        if len(_CACHED) > 64:             # many ranks or name counts: start over
+            _CACHED.clear()
+        column = _CACHED[key] = make(max(n, 1 << 16))
+    return column.slice(0, n)
+
+
+def _nulls(type_, n: int) -> pa.Array:
+    return _cached(("nulls", str(type_)), n, lambda size: pa.nulls(size, type_))
+
+
+def encode_recorded(run_id: str, rank: int, recorded: tuple, seqs: np.ndarray, counters: Counters,
+                    state: dict) -> pa.Table:
+    """Encode the compiled hot path's calls, numbered ``seqs``: ``recorded`` is
+    ``(names, ids, steps, walls, values)`` from ``Recorder.take``, the last four raw
+    int32, int64, float64 and float64 bytes. Calls with the same names make one group
+    wherever they are in the batch; nothing is done per value in Python."""
+    names, ids, steps, walls, values = _arrays(recorded)
+    _count_steps(steps, counters, state)
+    widths = np.fromiter(map(len, names), np.int64, len(names))[ids]
+    starts = np.cumsum(widths) - widths
+    tables = []
+    for group in (np.unique(ids) if len(names) > 1 else (0,)):
+        keys = [key if isinstance(key, str) else str(key) for key in names[group]]
+        calls = np.flatnonzero(ids == group) if len(names) > 1 else slice(None)
+        matrix = (values.reshape(-1, len(keys)) if len(names) == 1
+                  else values[starts[calls][:, None] + np.arange(len(keys))])
+        _count_nonfinite_np(matrix, keys, counters)
+        n = len(matrix)
+        tables.append(_metric_table(run_id, rank, keys, n, seqs[calls], (steps[calls], None), walls[calls],
+                                    pa.array(matrix.ravel()), _nulls(pa.int64(), n * len(keys)),
+                                    _nulls(pa.string(), n * len(keys))))
+    return pa.concat_tables(tables) if len(tables) > 1 else tables[0]
+
+
+def split_recorded(recorded: tuple, max_values: int) -> list[tuple[tuple, int, int]]:
+    """``recorded`` cut between calls into parts of about ``max_values`` values (a segment
+    at a time keeps memory bounded): ``(part, first call, end call)``, zero-copy views."""
+    names, raw_ids, raw_steps, raw_walls, raw_values = recorded
+    widths = np.fromiter(map(len, names), np.int64, len(names))[np.frombuffer(raw_ids, np.int32)]
+    ends = np.cumsum(widths)
+    if not len(ends) or ends[-1] <= max_values:
+        return [(recorded, 0, len(ends))]
+    cuts = np.searchsorted(ends, np.arange(max_values, ends[-1], max_values), side="right")
+    bounds = np.unique(np.concatenate([[0], cuts[cuts > 0], [len(ends)]])).tolist()
+    views = [memoryview(raw) for raw in (raw_ids, raw_steps, raw_walls, raw_values)]
+    parts = []
+    for lo, hi in zip(bounds, bounds[1:]):
+        first = int(ends[lo] - widths[lo])
+        parts.append(((names, views[0][4 * lo:4 * hi], views[1][8 * lo:8 * hi], views[2][8 * lo:8 * hi],
+                       views[3][8 * first:8 * int(ends[hi - 1])]), lo, hi))
+    return parts
+
+
+def _arrays(recorded: tuple):
+    """``Recorder.take``'s bytes as numpy arrays; equal name tuples share one id."""
+    names, raw_ids, raw_steps, raw_walls, raw_values = recorded
+    ids = np.frombuffer(raw_ids, np.int32)
+    if len(set(names)) < len(names):     # the table restarts at each take with the last names
+        index: dict = {}
+        ids = np.fromiter((index.setdefault(n, len(index)) for n in names), np.int64, len(names))[ids]
+        names = list(index)
+    return (names, ids, np.frombuffer(raw_steps, np.int64), np.frombuffer(raw_walls, np.float64),
+            np.frombuffer(raw_values, np.float64))
+
+
+def recorded_calls(recorded: tuple, seqs: np.ndarray) -> list:
+    """``(seq, step, wall, {name: value})`` of recorded calls, for the one-by-one encoder."""
+    names, ids, steps, walls, values = _arrays(recorded)
+    out, at = [], 0
+    for seq, step, wall, group in zip(seqs.tolist(), steps.tolist(), walls.tolist(), ids.tolist()):
+        keys = names[group]
+        out.append((seq, step, wall, dict(zip(keys, values[at:at + len(keys)].tolist()))))
+        at += len(keys)
+    return out
+
+
+def _count_steps(values: np.ndarray, counters: Counters, state: dict) -> None:
+    """Count negative steps and steps below the previous one (int64 steps in call order)."""
+    last = state.get("last_step")
+    counters.negative_steps += int((values < 0).sum())
+    prev = np.concatenate([[last if last is not None else values[0]], values[:-1]])
+    counters.backward_steps += int((values < prev).sum())
+    state["last_step"] = int(values[-1])
 
 
 def _steps(steps: tuple, counters: Counters, state: dict) -> tuple[np.ndarray, np.ndarray | None]:
@@ -241,11 +340,7 @@ def _steps(steps: tuple, counters: Counters, state: dict) -> tuple[np.ndarray, n
         state["last_step"] = last
         mask = np.fromiter((c is None for c in cleaned), bool, len(cleaned))
         return np.fromiter((0 if c is None else c for c in cleaned), np.int64, len(cleaned)), mask
-    last = state.get("last_step")
-    counters.negative_steps += int((values < 0).sum())
-    prev = np.concatenate([[last if last is not None else values[0]], values[:-1]])
-    counters.backward_steps += int((values < prev).sum())
-    state["last_step"] = int(values[-1])
+    _count_steps(values, counters, state)
     return values, None
 
 
@@ -284,7 +379,8 @@ def _count_nonfinite_np(matrix: np.ndarray, names: list, counters: Counters) -> 
 
 def _const_string(text: str, n: int) -> pa.Array:
     """``n`` copies of ``text`` as a dictionary array (one string, n int32 indices)."""
-    return pa.DictionaryArray.from_arrays(pa.array(np.zeros(n, np.int32)), pa.array([text], pa.string()))
+    return pa.DictionaryArray.from_arrays(_cached("zeros", n, lambda size: pa.array(np.zeros(size, np.int32))),
+                                          pa.array([text], pa.string()), safe=False)
 
 
 def _count_nonfinite(value: pa.Array, names: list, n: int, counters: Counters) -> None:

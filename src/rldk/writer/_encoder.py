@@ -8,6 +8,8 @@ from __future__ import annotations
 import time
 from operator import countOf
 
+from rldk.writer._limits import _WAKE_VALUES
+
 
 class EncoderMixin:
     """Drain, batch and encode the queue (runs on the encoder thread)."""
@@ -37,6 +39,7 @@ class EncoderMixin:
                 stop, wanted = self._stop, self._flush_wanted
             started = time.monotonic()
             ok = False
+            self._yield_to_encoder(64)
             try:
                 self._drain()
                 # a segment holds what was queued when the drain started
@@ -52,6 +55,7 @@ class EncoderMixin:
             except Exception as exc:  # the writer must never take the training loop down
                 self._warn_once(("loop", type(exc).__name__), f"rldk writer error (events kept in "
                                 f"memory, will retry): {type(exc).__name__}: {exc}")
+            self._yield_to_encoder(0)
             with self._cond:
                 if wanted > self._flush_done:
                     self._flush_ok = ok
@@ -60,14 +64,28 @@ class EncoderMixin:
             if stop:
                 return
 
+    def _yield_to_encoder(self, every: int) -> None:
+        """While the encoder works, the compiled ``log`` lets it take the GIL every
+        ``every`` calls: in a tight loop it would wait a switch interval (5 ms) each
+        time it gives the GIL up (numpy, Arrow and file calls do), ~20 times a batch."""
+        if self._recorder is not None:
+            self._recorder.yield_every = every
+
     def _drain(self) -> None:
         """Number everything queued so far (seq, in call order) and encode it into
         pending Arrow tables."""
-        queue = self._queue
+        queue, recorded = self._queue, None
+        if self._recorder is not None:
+            with self._order:                 # the calls and the events queued after them
+                recorded, count = self._recorder.take(), len(queue)
+        else:
+            count = len(queue)
         popleft = queue.popleft
-        items = [popleft() for _ in range(len(queue))]
+        items = [popleft() for _ in range(count)]
         problems: list = []
-        if not items:
+        if recorded is not None or self._recorder is not None and items:
+            self._drain_mixed(_interleave(recorded, items), problems, recorded)
+        elif not items:
             pass
         elif countOf(map(len, items), 4) == len(items):   # only all-float log() calls: the usual
             self._encode_floats(items, range(self._seq + 1, self._seq + 1 + len(items)), problems)
@@ -75,17 +93,19 @@ class EncoderMixin:
         else:
             self._drain_mixed(items, problems)
         self._check_len = self._wake_calls
+        if self._recorder is not None:
+            self._recorder.wake_at = _WAKE_VALUES
         for name, problem in problems:
             self._warn_once(("value", name), f"rldk: metric {name!r}: {problem}; stored as text "
                             "(value null). Log a number, or pass strict=True to raise.")
         if self.counters.bad_steps:
             self._warn_once(("steps",), "rldk: a step that is not an integer was stored as null")
 
-    def _drain_mixed(self, items: list, problems: list) -> None:
+    def _drain_mixed(self, items: list, problems: list, recorded=None) -> None:
         """A drain holding other events too: all-float calls are still encoded as one
         batch, other calls together, events of one kind (a span and a sample every few
         steps) as one table; every event keeps its seq."""
-        seq, floats, float_seqs, calls, by_kind = self._seq, [], [], [], {}
+        seq, floats, float_seqs, calls, by_kind, parts = self._seq, [], [], [], {}, []
         for item in items:
             seq += 1
             if len(item) == 4:
@@ -93,7 +113,11 @@ class EncoderMixin:
                 float_seqs.append(seq)
                 continue
             tag, payload = item
-            if tag == "call":
+            if tag == "floats":                           # calls lo..hi of the compiled path's
+                lo, hi = payload
+                parts.append((seq, lo, hi))
+                seq += hi - lo - 1
+            elif tag == "call":
                 calls.append((seq, *payload))
             elif tag == "rows":
                 kind, step, wall, rows = payload
@@ -109,6 +133,8 @@ class EncoderMixin:
                     self._cond.notify_all()               # release a waiting append_table
         if floats:
             self._encode_floats(floats, float_seqs, problems)
+        if parts:
+            self._encode_recorded(recorded, parts, problems)
         self._seq = seq
         self._encode_calls(calls, problems)
         for kind, rows in by_kind.items():
@@ -129,6 +155,21 @@ class EncoderMixin:
                     self.run_id, self.rank, keys, part, numbers, self.counters, self._encode_state),
                     lambda: [(q, c[0], c[1], dict(zip(c[2], c[3]))) for q, c in zip(numbers, part)], problems,
                     count=len(part) * len(keys))
+        with self._cond:
+            self._cond.notify_all()                       # release a waiting log() (backpressure)
+
+    def _encode_recorded(self, recorded: tuple, parts: list, problems: list) -> None:
+        """Encode the compiled path's calls (``Recorder.take``), numbered by ``parts``:
+        ``(first seq, first call, end call)`` runs between other events."""
+        import numpy as np
+
+        from rldk.writer._encode import encode_recorded, recorded_calls, split_recorded
+
+        seqs = np.concatenate([np.arange(first, first + hi - lo, dtype=np.int64) for first, lo, hi in parts])
+        for part, lo, hi in split_recorded(recorded, self.segment_rows):   # bounded memory per segment
+            self._encode_guarded(lambda: encode_recorded(self.run_id, self.rank, part, seqs[lo:hi], self.counters,
+                                                         self._encode_state),
+                                 lambda: recorded_calls(part, seqs[lo:hi]), problems, count=len(part[4]) // 8)
         with self._cond:
             self._cond.notify_all()                       # release a waiting log() (backpressure)
 
@@ -205,3 +246,17 @@ class EncoderMixin:
                 cols.append(table.column(field.name).cast(field.type))
         return pa.Table.from_arrays(cols, schema=memory_schema())
 
+
+def _interleave(recorded, items: list) -> list:
+    """The queue's ``(calls recorded before it, event)`` items with the recorded calls
+    between them as ``("floats", (first call, end call))`` items, in call order."""
+    out, done = [], 0
+    for before, item in items:
+        if before > done:
+            out.append(("floats", (done, before)))
+            done = before
+        out.append(item)
+    total = len(recorded[1]) // 4 if recorded is not None else 0
+    if total > done:
+        out.append(("floats", (done, total)))
+    return out

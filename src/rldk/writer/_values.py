@@ -1,8 +1,39 @@
 """How the writer reads the values it is given: tensors, numpy scalars, text, strictness."""
 from __future__ import annotations
 
+from rldk.writer._limits import _PLAIN
+
 
 # --------------------------------------------------------------- value helpers
+def _snapshot(values: dict, strict: bool) -> dict:
+    """Read tensors and arrays now (they may change in place before encoding); ``values``
+    is the writer's own copy.
+
+    One-element tensors on an accelerator are fetched together: one
+    device-to-host copy per call and device, not one sync per value.
+    """
+    if strict:
+        _check_strict(values)
+    out = values
+    on_device: dict = {}
+    for name, v in values.items():
+        if type(v) in _PLAIN or not hasattr(v, "item"):
+            continue
+        device = getattr(v, "device", None)
+        if device is not None and getattr(device, "type", "cpu") != "cpu" and _numel(v) == 1:
+            on_device.setdefault(device, []).append(name)
+        elif _numel(v) == 1:
+            try:
+                out[name] = v.item()
+            except Exception:  # stored as text by the encoder, never raised
+                out[name] = repr(v)
+        elif hasattr(v, "shape"):
+            out[name] = f"<{type(v).__name__} shape={tuple(v.shape)}>"
+    for names in on_device.values():
+        _fetch_together(values, names, out)
+    return out
+
+
 def _numel(v) -> int:
     numel = getattr(v, "numel", None)
     if callable(numel):

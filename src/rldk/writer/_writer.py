@@ -4,16 +4,18 @@ This module holds the caller-facing half (``log`` and the event API, flush, clos
 the encoder thread is in ``_encoder``, segment commits in ``_commit``, value reading
 in ``_values`` and exit/signal/fork safety in ``_lifecycle``.
 
-The caller's thread only appends ``(step, time, names, values)`` to a deque
-(no lock: ``deque.append`` is atomic), after one C-level type check that sends
-tensors, arrays and other non-float values to a path that reads them at once. A
-background thread wakes every ``flush_secs / 2``, or once ~128K values are queued,
-numbers the queued events in order (``seq``), encodes them into Arrow tables in one
-batch and writes an immutable Parquet segment: written to a hidden temporary file,
-fsynced, renamed into place. Batches are large so that the encoder rarely takes
-the GIL from the training loop. A process killed at any instant leaves only
-complete files and loses at most the events of the last ``flush_secs``. ``close`` (also run at exit and on
-SIGTERM/SIGHUP) writes the last segment, a ``run/end`` event whose status says how
+For a call whose values are all floats, the caller's thread only records the step,
+the time, the names and the values: in C where the optional compiled hot path is
+built (``_hotpath.c``: raw arrays, nothing allocated per call, ~0.1 us a call), else
+as one ``(step, time, names, values)`` tuple appended to a deque (no lock:
+``deque.append`` is atomic). Tensors, arrays and other values take a path that
+reads them at once. A background thread wakes every ``flush_secs / 3``, or once
+~64K values are queued, numbers the queued events in order (``seq``), encodes them
+into Arrow tables in one batch and writes an immutable Parquet segment: written to
+a hidden temporary file, fsynced, renamed into place. Batches are large so that the
+encoder rarely takes the GIL from the training loop. A process killed at any
+instant leaves only complete files and loses at most the events of the last
+``flush_secs``. ``close`` (also run at exit and on SIGTERM/SIGHUP) writes the last segment, a ``run/end`` event whose status says how
 the process ended, and merges the session's segments into one file under the
 store's lock. A failed write is never reported as success: ``flush`` returns
 False and ``close`` returns False (and warns with the count) while events are not
@@ -48,8 +50,8 @@ from rldk.writer._lifecycle import (
 )
 from rldk.writer._limits import (
     _MAX_BACKLOG,
+    _MAX_RECORDED,
     _MIN_WAKE_CALLS,
-    _PLAIN,
     _TABLE_BACKLOG,
     _WAKE_VALUES,
     RldkWarning,
@@ -57,13 +59,16 @@ from rldk.writer._limits import (
 )
 from rldk.writer._upload import Uploader
 from rldk.writer._values import (
-    _check_strict,
     _check_strict_step,
-    _fetch_together,
-    _numel,
     _scalar,
+    _snapshot,
     _text,
 )
+
+try:  # the compiled hot path, where setup.py found a C compiler; else the Python one below
+    from rldk.writer._hotpath import Recorder
+except ImportError:
+    Recorder = None
 
 
 class EventWriter(EncoderMixin, CommitMixin):
@@ -127,6 +132,8 @@ class EventWriter(EncoderMixin, CommitMixin):
         # takes them, so the order of calls is the order of events.
         self._queue: deque = deque()
         self._lock = threading.Lock()    # guards the table backlog count
+        self._order = threading.Lock()   # the compiled path's calls enter the queue in call order
+        self._recorder = None            # the compiled path (see _start_recording)
         self._seq = 0                    # the last seq handed out (encoder thread only)
         self._fast = not self.strict     # log() may take the all-float path
         self._set_wake(1)
@@ -153,7 +160,19 @@ class EventWriter(EncoderMixin, CommitMixin):
         self._drain()
         self._write_segment()
         self._start_thread()
+        self._start_recording()
         _register(self)
+
+    def _start_recording(self) -> None:
+        """Where the compiled hot path is built, ``self.log`` is its ``Recorder.log``:
+        all-float calls are appended in C to raw arrays (step, time, names id, values),
+        the encoder takes them as bytes; every other call reaches ``_log_slow``.
+        ``RLDK_PURE_PYTHON=1`` keeps the Python path below (the tests run both)."""
+        if Recorder is None or self.strict or os.environ.get("RLDK_PURE_PYTHON") == "1":
+            return
+        self._recorder = Recorder(self._log_slow, self._check_backlog, _WAKE_VALUES)
+        self._fast = False               # EventWriter.log called unbound: the ordered path
+        self.log = self._recorder.log
 
     def _start_thread(self) -> None:
         self._thread = threading.Thread(target=self._loop, name=f"rldk-writer-{self.run_id}",
@@ -184,19 +203,51 @@ class EventWriter(EncoderMixin, CommitMixin):
             return
         return self._log_general(step, dict(mapping))
 
+    def _log_slow(self, step, mapping=None, /, **scalars) -> None:
+        """The calls the compiled path does not take (tensors, ints, text, non-dict mappings)."""
+        if mapping is None:
+            mapping = scalars
+        elif scalars:
+            mapping = {**mapping, **scalars}
+        return self._log_general(step, dict(mapping))
+
     def _set_wake(self, per_call: int) -> None:
         """Wake thresholds in calls for calls of ``per_call`` values (set by the encoder)."""
         self._wake_calls = max(_MIN_WAKE_CALLS, _WAKE_VALUES // max(1, per_call))
         self._max_calls = max(4 * _MIN_WAKE_CALLS, _MAX_BACKLOG // max(1, per_call))
         self._check_len = self._wake_calls
 
+    def _behind(self, fraction: float = 1.0) -> bool:
+        """More than ``fraction`` of the backlog queued (by calls, and by values for the
+        compiled path), or the last write is more than ``flush_secs / 2`` ago."""
+        rec = self._recorder
+        return (len(self._queue) > self._max_calls * fraction
+                or rec is not None and rec.values > _MAX_RECORDED * fraction
+                or time.monotonic() - self._last_write > self._max_lag)
+
+    def _put(self, item) -> None:
+        """Queue an event; with the compiled path, as ``(calls recorded before it, item)``
+        so the encoder can number both in call order."""
+        if self._recorder is None:
+            self._queue.append(item)
+        else:
+            with self._order:
+                self._queue.append((len(self._recorder), item))
+        if len(self._queue) > self._check_len:
+            self._check_backlog()
+
+    def _last_step(self):
+        """The step of the last ``log`` call (spans and memory readings default to it)."""
+        return self._step if self._recorder is None else self._recorder.last_step
+
     def _check_backlog(self) -> None:
         """The queue is long: wake the encoder, and wait for it when it is behind, by
         count (memory) or by time (a kill would lose more than ``flush_secs``)."""
-        queued = len(self._queue)
-        self._check_len = queued + self._wake_calls     # check again after as many calls
+        self._check_len = len(self._queue) + self._wake_calls     # check again after as many calls
+        if self._recorder is not None:
+            self._recorder.wake_at = self._recorder.values + _WAKE_VALUES
         self._wake.set()
-        if queued > self._max_calls or time.monotonic() - self._last_write > self._max_lag:
+        if self._behind():
             self._backpressure()
 
     def _backpressure(self) -> None:
@@ -205,49 +256,20 @@ class EventWriter(EncoderMixin, CommitMixin):
         what a kill can lose stays within ``flush_secs``. Rare in real training."""
         self.stats["backpressure_waits"] += 1
         with self._cond:
-            self._cond.wait_for(lambda: (len(self._queue) < self._max_calls // 2
-                                         and time.monotonic() - self._last_write <= self._max_lag)
-                                or not self._thread.is_alive(), timeout=self.flush_secs)
+            self._cond.wait_for(lambda: not self._behind(0.5) or not self._thread.is_alive(),
+                                timeout=self.flush_secs)
 
     def _log_general(self, step, values) -> None:
         """The general path: ints, tensors, numpy scalars, text, None, strict mode, closed."""
         if self._closed:
             return self._after_close()
-        values = self._snapshot(values)
+        values = _snapshot(values, self.strict)
         if self.strict:
             _check_strict_step(step)
         self._step = step
-        self._queue.append(("call", (step, time.time(), values)))
-        if len(self._queue) > self._check_len:
-            self._check_backlog()
-
-    def _snapshot(self, values: dict) -> dict:
-        """Read tensors and arrays now (they may change in place before encoding); ``values``
-        is the writer's own copy.
-
-        One-element tensors on an accelerator are fetched together: one
-        device-to-host copy per call and device, not one sync per value.
-        """
-        if self.strict:
-            _check_strict(values)
-        out = values
-        on_device: dict = {}
-        for name, v in values.items():
-            if type(v) in _PLAIN or not hasattr(v, "item"):
-                continue
-            device = getattr(v, "device", None)
-            if device is not None and getattr(device, "type", "cpu") != "cpu" and _numel(v) == 1:
-                on_device.setdefault(device, []).append(name)
-            elif _numel(v) == 1:
-                try:
-                    out[name] = v.item()
-                except Exception:  # stored as text by the encoder, never raised
-                    out[name] = repr(v)
-            elif hasattr(v, "shape"):
-                out[name] = f"<{type(v).__name__} shape={tuple(v.shape)}>"
-        for names in on_device.values():
-            _fetch_together(values, names, out)
-        return out
+        if self._recorder is not None:
+            self._recorder.last_step = step
+        self._put(("call", (step, time.time(), values)))
 
     # ------------------------------------------------------------- other events
     def log_rng(self, step, generators=None) -> None:
@@ -328,7 +350,7 @@ class EventWriter(EncoderMixin, CommitMixin):
             return self._after_close()
         with self._lock:
             self._table_rows += table.num_rows
-        self._queue.append(("table", (table,)))
+        self._put(("table", (table,)))
         self._wake.set()
         if self._table_rows > _TABLE_BACKLOG:
             with self._cond:
@@ -339,10 +361,8 @@ class EventWriter(EncoderMixin, CommitMixin):
         if self._closed and kind != "run":
             return self._after_close()
         if step is None:
-            step = self._step if kind in ("span", "memory") else None
-        self._queue.append(("rows", (kind, step, time.time(), rows)))
-        if len(self._queue) > self._check_len:
-            self._check_backlog()
+            step = self._last_step() if kind in ("span", "memory") else None
+        self._put(("rows", (kind, step, time.time(), rows)))
 
     # ---------------------------------------------------------- flush and close
     def flush(self, timeout: float = 60.0) -> bool:
@@ -373,6 +393,8 @@ class EventWriter(EncoderMixin, CommitMixin):
         self._end_detail = detail or {}
         self._closed = True
         self._fast = False
+        if self._recorder is not None:
+            self._recorder.closed = 1
         with self._cond:
             self._stop = True
             self._wake.set()
@@ -406,9 +428,13 @@ class EventWriter(EncoderMixin, CommitMixin):
         Start over with fresh locks, an empty buffer (the parent writes what it logged),
         a new session (its own segment files) and a new encoder thread."""
         self._lock = threading.Lock()
+        self._order = threading.Lock()
         self._cond = threading.Condition()
         self._wake = threading.Event()
         self._queue = deque()
+        if self._recorder is not None:   # the parent's calls: the parent writes them
+            self._recorder.take()         # (the same object: rldk.writer.log stays bound to it)
+            self._recorder.yield_every = 0
         self._set_wake(1)
         self._flush_wanted = self._flush_done = 0
         self._flush_ok, self._stop, self._table_rows = True, False, 0
@@ -452,10 +478,8 @@ class _Span(contextlib.ContextDecorator):
         w = self.writer
         if w._closed:
             return False
-        step = self.step if self.step is not None else w._step
-        w._queue.append(("rows", ("span", step, self._wall, [(self.name, seconds, None, None, None, attrs)])))
-        if len(w._queue) > w._check_len:
-            w._check_backlog()
+        step = self.step if self.step is not None else w._last_step()
+        w._put(("rows", ("span", step, self._wall, [(self.name, seconds, None, None, None, attrs)])))
         return False
 
 

@@ -28,7 +28,7 @@ class ProfileWindow(contextlib.ContextDecorator):
         self._prof = None
 
     def __enter__(self):
-        step = self.step if self.step is not None else self.writer._step
+        step = self.step if self.step is not None else self.writer._last_step()
         if self.steps is not None and step not in self.steps:
             return self
         import torch
