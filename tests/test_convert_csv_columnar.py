@@ -1,9 +1,8 @@
 """CSV import: the columnar (Polars) blocks give exactly what the row path gives."""
 from __future__ import annotations
 
-import math
-
 import pytest
+from test_convert_jsonl_columnar import _same  # the same comparison of two imports
 
 from rldk.converters import convert_path, csvlog
 from rldk.core.store import open_store
@@ -35,16 +34,6 @@ def _both(tmp_path, monkeypatch, text: str, batch_bytes: int = 4 << 20, **option
     monkeypatch.setattr(csvlog, "_columnar", lambda rows, state, block: None)
     slow = convert_path(src, "csv", tmp_path / "slow", **options)
     return (fast, _events(tmp_path / "fast")), (slow, _events(tmp_path / "slow")), calls["n"]
-
-
-def _same(a, b):
-    (sa, ea), (sb, eb) = a, b
-    assert len(ea) == len(eb)
-    for x, y in zip(ea, eb):
-        assert x[:2] == y[:2] and x[3] == y[3]
-        assert x[2] == y[2] or (math.isnan(x[2]) and math.isnan(y[2]))
-    assert sa.rows == sb.rows and [str(s) for s in sa.skipped] == [str(s) for s in sb.skipped]
-    assert sa.runs[0].steps == sb.runs[0].steps and sa.metrics == sb.metrics
 
 
 @pytest.mark.parametrize("end", ["\n", "\r\n"])

@@ -7,24 +7,15 @@ with exact answers, seeded noise for the false-alarm rate, and the real logs of 
 tuning half of benchmarks/data/real (firing and quiet)."""
 from __future__ import annotations
 
-import csv
 from pathlib import Path
 
 import numpy as np
 import pytest
+from test_trend import sb3  # one reader of the tuning-half SB3 logs
 
 from rldk.detectors import rules, trend
 
 REAL = Path(__file__).resolve().parents[1] / "benchmarks" / "data" / "real"
-
-
-def sb3(name: str, column: str, step: str = "time/total_timesteps"):
-    """``(steps, values)`` of one column of a tuning-half SB3 progress.csv (rows where it is set)."""
-    with open(REAL / name / "progress.csv", newline="", encoding="utf-8") as fh:
-        rows = [(int(float(r[step])), float(r[column])) for r in csv.DictReader(fh)
-                if r.get(column) not in (None, "")]
-    steps, values = zip(*rows)
-    return np.array(steps), np.array(values)
 
 
 def crash(n: int, length: int, depth: float, rng, noise: float = 1.0):
