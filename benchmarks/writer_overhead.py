@@ -188,6 +188,61 @@ def _rldk(out, names):
     return setup, w.log, w.close
 
 
+def _rldk_s3(out, names):
+    """rldk writing to ``s3://`` (the server named by ``AWS_ENDPOINT_URL``, started by
+    ``--s3`` in its own process so that it does not share this process's GIL)."""
+    import pyarrow  # noqa: F401
+    import pyarrow.parquet  # noqa: F401
+
+    import rldk.writer as w
+    from rldk.core import fs
+
+    bucket = f"bench-{os.getpid()}"
+    fs.filesystem("s3").mkdir(bucket)
+
+    def setup():
+        w.init(f"s3://{bucket}/runs", run_id="bench", capture_env=False)
+        return w.log
+
+    return setup, w.log, w.close
+
+
+def s3_column(steps: int, reps: int) -> None:
+    """The writer's caller cost on S3 against local disk (bound: within 10%), interleaved,
+    medians of ``reps``, k=10 and k=20, against a moto server on loopback."""
+    import socket
+
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+    server = subprocess.Popen([sys.executable, "-c", "import sys; from moto.server import main; "
+                               f"sys.exit(main(['-H', '127.0.0.1', '-p', '{port}']))"],
+                              stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    os.environ.update(AWS_ACCESS_KEY_ID="test", AWS_SECRET_ACCESS_KEY="test",
+                      AWS_DEFAULT_REGION="us-east-1", AWS_ENDPOINT_URL=f"http://127.0.0.1:{port}")
+    try:
+        for _ in range(100):
+            with socket.socket() as sock:
+                if sock.connect_ex(("127.0.0.1", port)) == 0:
+                    break
+            time.sleep(0.1)
+        for k in (10, 20):
+            by: dict = {"rldk": [], "rldk_s3": []}
+            for rep in range(reps):
+                for logger in (("rldk", "rldk_s3") if rep % 2 == 0 else ("rldk_s3", "rldk")):
+                    result = run_child(logger, steps, k)
+                    if result:
+                        by[logger].append(result)
+            if by["rldk"] and by["rldk_s3"]:
+                local, s3 = median_of(by["rldk"]), median_of(by["rldk_s3"])
+                print(f"k={k}: caller local {local['caller_us']:.3f}, s3 {s3['caller_us']:.3f} us/value: "
+                      f"s3 / local {s3['caller_us'] / local['caller_us']:.2f}x (bound <= 1.10x); "
+                      f"total {local['total_us']:.3f} / {s3['total_us']:.3f} us/value")
+    finally:
+        server.terminate()
+        server.wait()
+
+
 def _rldk_python(out, names):
     """rldk without its compiled hot path (what a machine without a C compiler runs)."""
     os.environ["RLDK_PURE_PYTHON"] = "1"
@@ -256,7 +311,7 @@ def _rldk_guards(out, names):
 
 
 LOGGERS = {"empty": _empty, "none": _empty, "rldk": _rldk, "rldk_py": _rldk_python, "jsonl": _jsonl, "tensorboard": _tensorboard, "wandb": _wandb,
-           "rldk_guards": _rldk_guards}
+           "rldk_guards": _rldk_guards, "rldk_s3": _rldk_s3}
 
 
 def guards_column(steps: int, reps: int, k: int = 10) -> None:
@@ -295,11 +350,15 @@ def main() -> None:
                         "(--realistic: none,rldk,jsonl)")
     parser.add_argument("--guards", action="store_true", help="only the guards column")
     parser.add_argument("--realistic", action="store_true", help="only the realistic-loop table")
+    parser.add_argument("--s3", action="store_true",
+                        help="only the S3 column: caller cost on s3:// (moto on loopback) vs local")
     parser.add_argument("--realistic-steps", type=int, default=3000)
     args = parser.parse_args()
     print(f"# writer overhead, {time.strftime('%Y-%m-%d')}, {os.cpu_count()} CPUs, Python {sys.version.split()[0]}")
     if args.guards:
         return guards_column(args.steps, args.reps)
+    if args.s3:
+        return s3_column(args.steps, args.reps)
     if args.realistic:
         return realistic(args.realistic_steps, args.reps, (args.loggers or "none,rldk,jsonl").split(","))
     args.loggers = args.loggers or "empty,rldk,jsonl,tensorboard,wandb"
