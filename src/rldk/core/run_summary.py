@@ -57,15 +57,27 @@ def _of_run(table) -> dict:
     import pyarrow.compute as pc
 
     steps = pc.min_max(table.column("step")).as_py()
-    wall = pc.min_max(pc.cast(table.column("wall_time").cast(pa.timestamp("ms")), pa.int64())).as_py()
+    wall = pc.min_max(table.column("wall_time"))       # scalars: no copy of the column
+    wall = {k: _ms(wall[k], pa) for k in ("min", "max")}
     metric = _equals(table.column("kind"), "metric")
+    # an import's or a metrics-only segment's rows are all metrics: no filtered copies
+    every = pc.sum(metric).as_py() == table.num_rows
+    names, msteps = table.column("name"), table.column("step")
+    if not every:
+        names, msteps = names.filter(metric), msteps.filter(metric)
     out = {"n": table.num_rows, "ranks": _distinct(table.column("rank")),
            "kinds": _distinct(table.column("kind")), "steps": _range(steps["min"], steps["max"]),
            "wall": _range(wall["min"], wall["max"]),
-           "names": _distinct(table.column("name").filter(metric)),
-           "msteps": _steps(_unique_sorted(table.column("step").filter(metric)))}
+           "names": _distinct(names), "msteps": _steps(_unique_sorted(msteps))}
     _add_run_events(table, out)
     return out
+
+
+def _ms(scalar, pa):
+    """A timestamp scalar as integer milliseconds since the epoch (None when null)."""
+    if not scalar.is_valid:
+        return None
+    return pa.scalar(scalar.value, scalar.type).cast(pa.timestamp("ms")).cast(pa.int64()).as_py()
 
 
 def _equals(column, value: str):
@@ -91,13 +103,27 @@ def _distinct(column) -> list:
 
 def _unique_sorted(column):
     """The distinct non-null values of an integer column as a sorted int64 NumPy array
-    (rows arrive step-major: already sorted, one pass)."""
+    (rows arrive step-major: already sorted, one pass), chunk by chunk so that a large
+    import's column is never copied whole."""
     import numpy as np
 
-    values = column.drop_null().to_numpy().astype(np.int64, copy=False)
-    if len(values) and not np.all(values[1:] >= values[:-1]):
+    parts = [_chunk_unique(chunk, np) for chunk in column.chunks]
+    values = np.concatenate(parts) if parts else np.empty(0, np.int64)
+    if len(values) > 1 and not np.all(values[1:] > values[:-1]):
         return np.unique(values)
-    return values[np.concatenate([[True], values[1:] != values[:-1]])] if len(values) else values
+    return values
+
+
+def _chunk_unique(chunk, np):
+    """One chunk's distinct values, sorted (a chunk that is not sorted gets ``np.unique``)."""
+    if chunk.null_count:
+        chunk = chunk.drop_null()
+    values = chunk.to_numpy(zero_copy_only=False).astype(np.int64, copy=False)
+    if len(values) < 2:
+        return values
+    if not np.all(values[1:] >= values[:-1]):
+        return np.unique(values)
+    return values[np.concatenate([[True], values[1:] != values[:-1]])]
 
 
 def _add_run_events(table, out: dict) -> None:
