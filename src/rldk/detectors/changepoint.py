@@ -51,7 +51,8 @@ def _pelt(y: np.ndarray, penalty: float, min_size: int) -> list[int]:
         # candidates: a list while few, an array while many (NumPy's per-call overhead
         # costs more than a few Python floats)
         if len(candidates) < FEW:
-            cost, start, candidates = _step_few(*lists, best_list, list(candidates), t, penalty, min_size)
+            candidates = candidates if isinstance(candidates, list) else candidates.tolist()
+            cost, start, candidates = _step_few(*lists, best_list, candidates, t, penalty, min_size)
         else:
             cost, start, candidates = _step_many(*sums, best, np.asarray(candidates), t, penalty, min_size)
         if start is not None:
@@ -73,10 +74,11 @@ FEW = 24
 
 
 def _step_few(s1, s2, best, candidates, t, penalty, min_size):
-    """One PELT step: ``(best[t], last[t], candidates)``. ``best[t]`` is ``penalty`` plus
-    the least of ``best[c]`` and the L2 cost of ``y[c:t]`` over the starts ``c`` at least
-    ``min_size`` before ``t``, ``last[t]`` that start (the first of equal costs); both
-    None when there is none. ``s1``, ``s2`` (prefix sums), ``best``: lists."""
+    """One PELT step: ``(best[t], last[t], candidates)``. ``best[t]`` is the least, over
+    the candidate starts ``c`` at least ``min_size`` before ``t``, of ``best[c]`` plus the
+    L2 cost of ``y[c:t]``, plus ``penalty``; ``last[t]`` is that start (the first of equal
+    totals); both None when no start is far enough. ``s1``, ``s2`` (the prefix sums) and
+    ``best`` are lists; ``y`` is finite, so ``max(cost, 0)`` is plain comparison."""
     a1, a2 = s1[t], s2[t]
     totals = []
     for c in candidates:                   # one evaluation serves choice and pruning
