@@ -6,6 +6,8 @@ runs at once: one scan of the run, kind, rank, name, step and value columns, and
 one of the start events. It fills the series loader's cache with each run's index
 and facts (exactly what the per-run queries return), and keeps the store-wide
 facts the analyzers' ``applies`` ask for: which event kinds and ranks the store has.
+Large local files whose footers count no null value (a writer's metric segments) are
+scanned without their value column, the largest: there every row's value is a number.
 
 A library caller that asks about one run of a large store never pays for the
 scan: the per-run queries stay the default, and :func:`scanned` is None until
