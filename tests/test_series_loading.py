@@ -141,10 +141,16 @@ def test_help_and_store_schema_import_nothing_heavy():
     assert out.stdout.strip().splitlines()[-1] == "[] False False"
 
 
-def test_catalog_matches_the_per_run_queries(tmp_path):
+@pytest.mark.parametrize("check_rows", [None, 0])
+def test_catalog_matches_the_per_run_queries(tmp_path, monkeypatch, check_rows):
     """One catalog scan answers each run's index and facts exactly as the per-run
-    queries do: ranks summed, null steps and text values counted as they count them."""
+    queries do: ranks summed, null steps and text values counted as they count them;
+    also when files without null values are scanned apart (check_rows 0: every file
+    is checked) and their rows merged with the others'."""
     from rldk.analyzers import _catalog
+
+    if check_rows is not None:
+        monkeypatch.setattr(_catalog, "NUMERIC_CHECK_ROWS", check_rows)
 
     path = tmp_path / "store"
     for rank in (0, 1):
@@ -155,16 +161,31 @@ def test_catalog_matches_the_per_run_queries(tmp_path):
         w.log(None, {"loss": 0.5})
         w.log(1, {"loss": 0.4, "late": 2.0})
         w.log_samples(1, ["p"], ["r"], [1.0])
+    _metrics_only_file(path / "single.r0.000009.parquet", "single", [(1, "loss", 0.3), (7, "kl", 0.1)])
     store = open_store(path)
     _series.clear_cache()
     expected = {r: (_series.run_index(_series.Source(store, r)), _series.run_facts(_series.Source(store, r)))
                 for r in store.run_ids}
     _series.clear_cache()
     catalog = _catalog.warm(store)
+    assert bool(_catalog._numeric_files(store)) == (check_rows == 0)
     assert {r: (_series.run_index(_series.Source(store, r)), _series.run_facts(_series.Source(store, r)))
             for r in store.run_ids} == expected
     assert catalog.kinds == frozenset(store.sql("SELECT DISTINCT kind FROM events")["kind"].to_list())
     assert catalog.ranks == {0, 1} and catalog.metric_names["multi"] == {"loss", "note"}
+
+
+def _metrics_only_file(path, run_id: str, rows) -> None:
+    """One event file of metric rows ``(step, name, value)``, no value null."""
+    from rldk.schemas import SCHEMA_VERSION, arrow_schema
+
+    n = len(rows)
+    schema = arrow_schema().with_metadata({"rldk.schema_version": str(SCHEMA_VERSION)})
+    columns = {"run_id": [run_id] * n, "rank": [0] * n, "seq": list(range(100, 100 + n)),
+               "step": [r[0] for r in rows], "wall_time": [1_700_000_000_000] * n, "kind": ["metric"] * n,
+               "name": [r[1] for r in rows], "value": [r[2] for r in rows]}
+    pq.write_table(pa.table({f.name: pa.array(columns.get(f.name, [None] * n), f.type) for f in schema},
+                            schema=schema), path)
 
 
 def test_analyze_runs_no_per_run_index_query(three_runs, tmp_path, monkeypatch):

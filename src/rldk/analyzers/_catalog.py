@@ -6,6 +6,8 @@ runs at once: one scan of the run, kind, rank, name, step and value columns, and
 one of the start events. It fills the series loader's cache with each run's index
 and facts (exactly what the per-run queries return), and keeps the store-wide
 facts the analyzers' ``applies`` ask for: which event kinds and ranks the store has.
+Large local files whose footers count no null value (a writer's metric segments) are
+scanned without their value column, the largest: there every row's value is a number.
 
 A library caller that asks about one run of a large store never pays for the
 scan: the per-run queries stay the default, and :func:`scanned` is None until
@@ -37,6 +39,19 @@ FROM read_parquet($files, union_by_name = true)
 GROUP BY ALL
 """
 
+#: CATALOG_SQL for files whose footers say no value is null: every row is numeric,
+#: so the value column (the largest: one double a row) is not read.
+NUMERIC_SQL = """
+SELECT run_id, kind, rank, CASE WHEN kind = 'metric' THEN name END AS name,
+       count(step) AS rows, min(step) AS first_step, min(step) AS first_numeric_step
+FROM read_parquet($files, union_by_name = true)
+GROUP BY ALL
+"""
+
+#: Files of fewer rows are scanned whole: reading the value column costs little there,
+#: less than reading the file's footer again for its null counts.
+NUMERIC_CHECK_ROWS = 100_000
+
 #: Each run's first start event.
 STARTS_SQL = """
 SELECT run_id, first(attrs ORDER BY wall_time, seq)
@@ -62,7 +77,7 @@ def warm(store) -> Catalog:
     found = _cached_value(("catalog", _stamp(store)))
     if found is not None:
         return found
-    rows = _query_files(store.sql_files, store.files, CATALOG_SQL)
+    rows = _catalog_rows(store)
     starts = {run_id: attrs for run_id, attrs in _query_files(store.sql_files, store.files, STARTS_SQL)}
     index: dict[str, dict] = {}
     others: dict[str, set] = {}
@@ -81,6 +96,62 @@ def warm(store) -> Catalog:
                       {run_id: frozenset(n) for run_id, n in names.items()})
     _remember(("catalog", _stamp(store)), catalog, 0)
     return catalog
+
+
+def _catalog_rows(store) -> list[tuple]:
+    """CATALOG_SQL's rows over the store: files without null values through NUMERIC_SQL,
+    the others through CATALOG_SQL, rows of the same group from both merged."""
+    numeric = _numeric_files(store)
+    if not numeric:
+        return _query_files(store.sql_files, store.files, CATALOG_SQL)
+    pattern = dict(zip(store.files, store.sql_files))
+    rest = [f for f in store.files if f not in numeric]
+    rows = _query_files([pattern[f] for f in numeric], numeric, NUMERIC_SQL)
+    if not rest:
+        return rows
+    return _merged(rows + _query_files([pattern[f] for f in rest], rest, CATALOG_SQL))
+
+
+def _numeric_files(store) -> list[str]:
+    """The large local files whose every row group's statistics count no null value
+    (and that have every column the catalog reads)."""
+    from rldk.core.files import _metadata
+    from rldk.core.fs import is_remote
+
+    found = []
+    for path in store.files:
+        footer = store.footers.get(path)
+        if (footer is None or footer.rows < NUMERIC_CHECK_ROWS or is_remote(path)
+                or not CATALOG_COLUMNS <= set(footer.columns)):
+            continue
+        meta = _metadata(path)
+        column = meta.schema.names.index("value")
+        if all(_no_nulls(meta.row_group(g).column(column).statistics) for g in range(meta.num_row_groups)):
+            found.append(path)
+    return found
+
+
+#: The columns CATALOG_SQL reads.
+CATALOG_COLUMNS = frozenset({"run_id", "kind", "rank", "name", "step", "value"})
+
+
+def _no_nulls(stats) -> bool:
+    return stats is not None and getattr(stats, "has_null_count", True) and stats.null_count == 0
+
+
+def _merged(rows: list[tuple]) -> list[tuple]:
+    """Rows of the same (run, kind, rank, name) group folded into one: rows summed,
+    first steps the least."""
+    out: dict[tuple, tuple] = {}
+    for row in rows:
+        key, old = row[:4], out.get(row[:4])
+        out[key] = row if old is None else (*key, old[4] + row[4], _least(old[5], row[5]),
+                                            _least(old[6], row[6]))
+    return list(out.values())
+
+
+def _least(a, b):
+    return b if a is None else a if b is None else min(a, b)
 
 
 def scanned(store) -> Catalog | None:

@@ -14,6 +14,8 @@ raw step, inside the bucket pair around it.
 """
 from __future__ import annotations
 
+import math
+
 import numpy as np
 
 #: Above this many points a series is averaged into buckets before segmentation; PELT is
@@ -38,32 +40,77 @@ def segment(y: np.ndarray, penalty: float, min_size: int = 2) -> list[int]:
 
 def _pelt(y: np.ndarray, penalty: float, min_size: int) -> list[int]:
     n = len(y)
-    s1, s2 = _prefix_sums(y)
+    sums = _prefix_sums(y)
+    lists = tuple(a.tolist() for a in sums)
     best = np.full(n + 1, np.inf)
     best[0] = -penalty                     # the first segment pays no penalty
-    last = np.zeros(n + 1, dtype=int)
-    candidates = np.array([0], dtype=int)
+    best_list = best.tolist()
+    last = [0] * (n + 1)
+    candidates = [0]
     for t in range(1, n + 1):
-        # best cost up to each candidate start plus the L2 cost of y[start:t] (``_cost``
-        # inlined: every candidate is below t); one evaluation serves choice and pruning
-        diff = s1[t] - s1[candidates]
-        total = best[candidates] + np.maximum((s2[t] - s2[candidates]) - diff * diff / (t - candidates), 0.0)
-        ready = None if min_size == 1 else t - candidates >= min_size
-        if ready is None or ready.any():
-            cost = total if ready is None else total[ready]
-            i = int(np.argmin(cost))
-            best[t], last[t] = cost[i] + penalty, (candidates if ready is None else candidates[ready])[i]
-            # PELT pruning (K = 0 holds for the L2 cost): a start that cannot beat the
-            # best cut now never will
-            keep = total <= best[t]
-            candidates = candidates[keep if ready is None else ~ready | keep]
-        if np.isfinite(best[t]):
-            candidates = np.concatenate((candidates, [t]))
+        # candidates: a list while few, an array while many (NumPy's per-call overhead
+        # costs more than a few Python floats)
+        if len(candidates) < FEW:
+            candidates = candidates if isinstance(candidates, list) else candidates.tolist()
+            cost, start, candidates = _step_few(*lists, best_list, candidates, t, penalty, min_size)
+        else:
+            cost, start, candidates = _step_many(*sums, best, np.asarray(candidates), t, penalty, min_size)
+        if start is not None:
+            best[t] = best_list[t] = float(cost)
+            last[t] = int(start)
+        if best_list[t] < math.inf:
+            candidates = (candidates + [t] if isinstance(candidates, list)
+                          else np.concatenate((candidates, [t])))
     starts, t = [], n
     while t > 0:
-        t = int(last[t])
+        t = last[t]
         starts.append(t)
     return sorted(set(starts))
+
+
+#: Below this many candidate starts a PELT step runs on Python floats (NumPy's per-call
+#: overhead costs more there); the arithmetic is the same, so the cuts are the same.
+FEW = 24
+
+
+def _step_few(s1, s2, best, candidates, t, penalty, min_size):
+    """One PELT step: ``(best[t], last[t], candidates)``. ``best[t]`` is the least, over
+    the candidate starts ``c`` at least ``min_size`` before ``t``, of ``best[c]`` plus the
+    L2 cost of ``y[c:t]``, plus ``penalty``; ``last[t]`` is that start (the first of equal
+    totals); both None when no start is far enough. ``s1``, ``s2`` (the prefix sums) and
+    ``best`` are lists; ``y`` is finite, so ``max(cost, 0)`` is plain comparison."""
+    a1, a2 = s1[t], s2[t]
+    totals = []
+    for c in candidates:                   # one evaluation serves choice and pruning
+        diff = a1 - s1[c]
+        cost = (a2 - s2[c]) - diff * diff / (t - c)
+        totals.append(best[c] + (cost if cost >= 0.0 else 0.0))
+    ready = [i for i, c in enumerate(candidates) if t - c >= min_size]
+    if not ready:
+        return None, None, candidates
+    i = min(ready, key=totals.__getitem__)
+    cut = totals[i] + penalty
+    # PELT pruning (K = 0 holds for the L2 cost): a start that cannot beat the best cut
+    # now never will
+    return cut, candidates[i], [c for c, total in zip(candidates, totals)
+                                if t - c < min_size or total <= cut]
+
+
+def _step_many(s1, s2, best, candidates, t, penalty, min_size):
+    """``_step_few`` on arrays (many candidates: a series with few cuts prunes few)."""
+    c = candidates
+    diff = s1[t] - s1[c]
+    totals = best[c] + np.maximum((s2[t] - s2[c]) - diff * diff / (t - c), 0.0)
+    if min_size == 1:                                  # every candidate is before t
+        i = int(np.argmin(totals))
+        cut = totals[i] + penalty
+        return cut, c[i], c[totals <= cut]
+    ready = t - c >= min_size
+    if not ready.any():
+        return None, None, c
+    i = int(np.flatnonzero(ready)[int(np.argmin(totals[ready]))])
+    cut = totals[i] + penalty
+    return cut, c[i], c[~ready | (totals <= cut)]
 
 
 def _cost(s1, s2, starts, t):

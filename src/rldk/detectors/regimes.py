@@ -90,6 +90,19 @@ def regimes(steps, values, kind: str = "signed", penalty: float = PENALTY,
 
 def _regime(steps, values, y, a: int, b: int) -> Regime:
     part = y[a:b]
-    level = float(np.median(part))
-    return Regime(int(steps[a]), int(steps[b - 1]), a, b, level, float(np.median(values[a:b])),
-                  float(np.median(np.abs(part - level))))
+    level = _median(part)
+    return Regime(int(steps[a]), int(steps[b - 1]), a, b, level, _median(values[a:b]),
+                  _median(np.abs(part - level)))
+
+
+def _median(x: np.ndarray) -> float:
+    """``float(np.median(x))`` of a non-empty float array, computed as NumPy does (the
+    same partition, the middle values' sum over their count, NaN when any value is NaN)
+    without its per-call overhead: a series of a thousand regimes asks for 3,000."""
+    n = len(x)
+    half = n // 2
+    low = half if n % 2 else half - 1
+    part = np.partition(x, [half, -1] if low == half else [low, half, -1])
+    if np.isnan(part[-1]):
+        return float("nan")
+    return float(np.add.reduce(part[low:half + 1]) / (half + 1 - low))

@@ -267,7 +267,8 @@ def _held_levels(r: Regimes):
 
 def _window_size(r: Regimes, a: int) -> int:
     """Points behind the level of the window from point ``a``: its longest regime."""
-    return max(MIN_REFERENCE, max(r.parts[_part_at(r, k)].size for k in range(a, a + MIN_REFERENCE)))
+    held = np.searchsorted([p.start for p in r.parts], np.arange(a, a + MIN_REFERENCE), side="right") - 1
+    return max(MIN_REFERENCE, max(r.parts[i].size for i in held.tolist()))
 
 
 def _part_at(r: Regimes, k: int) -> int:
