@@ -56,10 +56,16 @@ NOISY_INFO = ("memory_leak/*",)
 
 
 def comparable(card: str, data: dict) -> dict:
-    """``data`` without the info findings of a card in NOISY_INFO."""
+    """``data`` without the info findings of a card in NOISY_INFO, and without the onset
+    of a memory trend that is no leak (where flat noise starts to "grow": any step)."""
     if not any(fnmatch.fnmatch(card, p) for p in NOISY_INFO) or "findings" not in data:
         return data
-    return {**data, "findings": [f for f in data["findings"] if f.get("severity") != "info"]}
+    data = {**data, "findings": [f for f in data["findings"] if f.get("severity") != "info"]}
+    trends = (data.get("details") or {}).get("trends")
+    if trends:
+        data["details"] = {**data["details"], "trends": [
+            t if t.get("leak") else {k: v for k, v in t.items() if k != "onset_step"} for t in trends]}
+    return data
 
 
 def tolerances(card: str) -> dict:
@@ -140,4 +146,8 @@ def test_noisy_info_findings_are_left_out_only_where_named():
     data = {"findings": [{"severity": "info", "code": "memory_growth"}, {"severity": "warning", "code": "memory_leak"}]}
     assert comparable("memory_leak/clean/memory_leak.json", data)["findings"] == [
         {"severity": "warning", "code": "memory_leak"}]
+    trends = {"findings": [], "details": {"trends": [{"leak": False, "onset_step": 3, "slope": 1.0},
+                                                     {"leak": True, "onset_step": 40}]}}
+    assert comparable("memory_leak/clean/memory_leak.json", trends)["details"]["trends"] == [
+        {"leak": False, "slope": 1.0}, {"leak": True, "onset_step": 40}]
     assert comparable("safety/safety_clean/safety.json", data) == data
