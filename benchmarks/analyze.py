@@ -1,7 +1,9 @@
 """Analysis speed: ``rldk analyze`` against the engines it runs on, as ratios.
 
-    python benchmarks/analyze.py                       # 1M and 10M events, scaling, rldk runs
-    python benchmarks/analyze.py --events 1e6 --skip-scaling --skip-runs   # one quick ratio
+    python benchmarks/analyze.py                       # 1M and 10M events, scaling
+    python benchmarks/analyze.py --events 1e6 --skip-scaling   # one quick ratio
+
+(``rldk runs`` on 10,000 files has its own benchmark: ``benchmarks/runs.py``.)
     python benchmarks/analyze.py --large               # also 50M events (minutes)
 
 Every figure is a whole process (``python -m rldk.cli ...`` or ``python -c ...``)
@@ -20,8 +22,6 @@ ratios are medians of the pair-by-pair ratios.
    1,000 runs of 200 steps x 10 metrics) and metrics (10 to 400, ``rewards/*/mean``
    beyond the 10 named ones); the fitted exponent of (time - startup) against size,
    startup being the import-only cost of the same modules. Target <= 1.1.
-3. ``rldk runs`` on 10,000 files against one DuckDB ``GROUP BY run_id`` over them
-   (target <= 1.5x).
 """
 from __future__ import annotations
 
@@ -107,37 +107,6 @@ def runs_store(workdir: Path, runs: int, steps: int = 200, m: int = 10) -> Path:
         for i in range(runs):
             write_run(store, f"run{i:04d}", steps, m, seed=i, bug=i % 2 == 1)
     return store
-
-
-def many_files(workdir: Path, files: int = 10_000, per_run: int = 20) -> Path:
-    """``files`` event files: ``files / per_run`` runs, each in ``per_run`` segments of
-    250 metric events (written with pyarrow and the writer's file metadata)."""
-    import numpy as np
-    import pyarrow as pa
-    import pyarrow.parquet as pq
-
-    from rldk.schemas import SCHEMA_VERSION, arrow_schema
-
-    out = workdir / f"files-{files}"
-    if out.is_dir():
-        return out
-    out.mkdir(parents=True)
-    schema = arrow_schema().with_metadata({"rldk.schema_version": str(SCHEMA_VERSION)})
-    names = pa.array(np.tile(np.array(NAMED[:5]), 50))
-    for r in range(files // per_run):
-        for seg in range(per_run):
-            steps = np.repeat(np.arange(seg * 50, seg * 50 + 50), 5)
-            n = len(steps)
-            null = lambda t: pa.nulls(n, t)             # noqa: E731
-            pq.write_table(pa.table({
-                "run_id": pa.array(np.full(n, f"run{r:04d}")), "rank": pa.array(np.zeros(n, np.int32)),
-                "seq": pa.array(np.arange(n, dtype=np.int64) + seg * n), "step": pa.array(steps),
-                "wall_time": pa.array((1.7e12 + steps * 1000).astype("int64")).cast(pa.timestamp("ms")),
-                "kind": pa.array(np.full(n, "metric")), "name": names,
-                "value": pa.array(np.random.default_rng(r).normal(size=n)),
-                "ivalue": null(pa.int64()), "digest": null(pa.string()), "text": null(pa.string()),
-                "attrs": null(pa.string())}, schema=schema), out / f"run{r:04d}.r0.{seg:06d}.parquet")
-    return out
 
 
 # ------------------------------------------------------------------- engines
@@ -296,19 +265,6 @@ def scaling(workdir: Path, axis: str, sizes: list[int], repeats: int) -> dict:
     return {"sizes": sizes, "walls": walls, "startup": startup, "exponent": exponent, "top_exponent": top}
 
 
-def runs_ratio(workdir: Path, repeats: int) -> dict:
-    files = many_files(workdir)
-    group_by = ("import sys, duckdb; duckdb.sql(\"SELECT run_id, count(*) FROM "
-                "read_parquet('\" + sys.argv[1] + \"/*.parquet') GROUP BY run_id\").fetchall()")
-    result = compare({"rldk runs": rldk("runs", files, "--format", "csv", "-o", os.devnull),
-                      "duckdb group by": py(group_by, files)}, repeats)
-    r = result["rldk runs"]
-    print(f"\nrldk runs on 10,000 files: {r['wall']:.2f} s, {r['rss_mb']:.0f} MB; duckdb GROUP BY run_id "
-          f"{result['duckdb group by']['wall']:.2f} s, {result['duckdb group by']['rss_mb']:.0f} MB; "
-          f"ratio {r['vs']['duckdb group by']:.2f}x (target <= 1.5x)")
-    return result
-
-
 def print_table(results: dict) -> None:
     """The figures the targets are about, in one table."""
     print(f"\nsummary (medians; load {os.getloadavg()[0]:.1f}):")
@@ -329,7 +285,6 @@ def main():
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--workdir", default=None, help="keeps generated data between calls")
     parser.add_argument("--skip-scaling", action="store_true")
-    parser.add_argument("--skip-runs", action="store_true")
     args = parser.parse_args()
     workdir = Path(args.workdir or tempfile.mkdtemp(prefix="rldk-bench-analyze-"))
     workdir.mkdir(parents=True, exist_ok=True)
@@ -343,8 +298,6 @@ def main():
             "events": scaling(workdir, "events", [100_000, 300_000, 1_000_000, 3_000_000], args.repeats),
             "runs": scaling(workdir, "runs", [1, 10, 100, 1000], args.repeats),
             "metrics": scaling(workdir, "metrics", [10, 50, 100, 400], args.repeats)}
-    if not args.skip_runs:
-        results["runs"] = runs_ratio(workdir, args.repeats)
     print_table(results)
     out = ROOT / "benchmarks" / "results" / "analyze.json"
     out.parent.mkdir(parents=True, exist_ok=True)
