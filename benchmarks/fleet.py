@@ -231,7 +231,10 @@ def on_s3(store: Path, args, env) -> None:
         _upload(store, prefix, args.s3_runs)
         up = time.perf_counter() - t
         res = interleaved({"runs": ["runs", prefix, "--format", "json"],
-                           "fleet": ["fleet", prefix, "--engine", "local", "--format", "json"]}, args.repeat, env)
+                           "fleet": ["fleet", prefix, "--engine", "local", "--format", "json"],
+                           f"fleet ray x{args.workers}": ["fleet", prefix, "--engine", "ray", "--workers",
+                                                          str(args.workers), "--format", "json"]},
+                          args.repeat, env)
         moto = _hwm(server.pid) / 1024
     finally:
         server.terminate()
@@ -239,7 +242,7 @@ def on_s3(store: Path, args, env) -> None:
     print(f"\nS3 on loopback (moto server), {args.s3_runs} runs x {args.events:,} events, uploaded in "
           f"{up:.0f} s (moto peak {moto:.0f} MiB); load {_load()}")
     for name, r in res.items():
-        print(f"  rldk {name:<6} {r['wall']:8.1f} s  peak {r['own']:6.0f} MiB")
+        print(f"  rldk {name:<12} {r['wall']:8.1f} s  peak {r['own']:6.0f} MiB")
 
 
 def _moto_server():
