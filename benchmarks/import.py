@@ -182,33 +182,30 @@ def write_trainer_state(folder: Path, steps: int, tags: int) -> Path:
 
 
 def write_jsonl(folder: Path, steps: int, tags: int) -> Path:
-    import random
-
-    file = folder / "log.jsonl"
-    if file.exists():
-        return file
-    folder.mkdir(parents=True, exist_ok=True)
-    rng = random.Random(0)
-    names = [f"train/metric_{j}" for j in range(tags)]
-    with open(file, "w") as f:
-        for step in range(steps):
-            f.write(json.dumps({"step": step, **{n: rng.random() for n in names}}) + "\n")
-    return file
+    return _write_lines(folder / "log.jsonl", steps, tags, None,
+                        lambda step, names, rng: json.dumps({"step": step, **{n: rng.random() for n in names}}))
 
 
 def write_csv(folder: Path, steps: int, tags: int) -> Path:
+    return _write_lines(folder / "log.csv", steps, tags, lambda names: ",".join(["step", *names]),
+                        lambda step, names, rng: ",".join([str(step), *(repr(rng.random()) for _ in names)]))
+
+
+def _write_lines(file: Path, steps: int, tags: int, header, line) -> Path:
+    """``file`` with an optional ``header(names)`` line and one ``line(step, names, rng)``
+    per step of ``tags`` seeded random metrics (kept when it already exists)."""
     import random
 
-    file = folder / "log.csv"
     if file.exists():
         return file
-    folder.mkdir(parents=True, exist_ok=True)
+    file.parent.mkdir(parents=True, exist_ok=True)
     rng = random.Random(0)
     names = [f"train/metric_{j}" for j in range(tags)]
     with open(file, "w") as f:
-        f.write(",".join(["step", *names]) + "\n")
+        if header:
+            f.write(header(names) + "\n")
         for step in range(steps):
-            f.write(",".join([str(step), *(repr(rng.random()) for _ in names)]) + "\n")
+            f.write(line(step, names, rng) + "\n")
     return file
 
 
