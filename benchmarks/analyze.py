@@ -299,11 +299,16 @@ def main():
             "runs": scaling(workdir, "runs", [1, 10, 100, 1000], args.repeats),
             "metrics": scaling(workdir, "metrics", [10, 50, 100, 400], args.repeats)}
     print_table(results)
-    out = ROOT / "benchmarks" / "results" / "analyze.json"
+    finish("analyze", results, workdir, keep=bool(args.workdir))
+
+
+def finish(name: str, results: dict, workdir: Path, keep: bool) -> None:
+    """Save ``results`` as benchmarks/results/NAME.json and drop a temporary workdir."""
+    out = ROOT / "benchmarks" / "results" / f"{name}.json"
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(json.dumps(results, indent=2, default=str))
     print(f"\nresults: {out}")
-    if not args.workdir:
+    if not keep:
         shutil.rmtree(workdir, ignore_errors=True)
 
 

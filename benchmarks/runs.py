@@ -18,7 +18,6 @@ fresh ``python -c`` with DuckDB. Target: <= 1.5x on the writer's files.
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import shutil
 import sys
@@ -26,7 +25,7 @@ import tempfile
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from analyze import NAMED, ROOT, compare, py, rldk  # noqa: E402  (one way to time a whole process)
+from analyze import NAMED, ROOT, compare, finish, py, rldk  # noqa: E402  (one way to time a whole process)
 
 TARGET = 1.5
 GROUP_BY = ("import sys, duckdb; duckdb.sql(\"SELECT run_id, count(*), max(step) FROM read_parquet('\" "
@@ -95,12 +94,7 @@ def main():
               + f"; cpu ratio {r['cpu'] / d['cpu']:.2f}x")
         results[label] = result
     print(f"load {os.getloadavg()[0]:.1f} after; median of {args.repeats}")
-    out = ROOT / "benchmarks" / "results" / "runs.json"
-    out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(json.dumps(results, indent=2, default=str))
-    print(f"results: {out}")
-    if not args.workdir:
-        shutil.rmtree(workdir, ignore_errors=True)
+    finish("runs", results, workdir, keep=bool(args.workdir))
 
 
 if __name__ == "__main__":
