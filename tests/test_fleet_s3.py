@@ -54,3 +54,51 @@ def test_ray_data_reads_the_live_files_of_an_s3_store(s3_store, ray_on_s3):
     assert data.count() == expected > 0
     per_run = {row["run_id"]: row["count()"] for row in data.groupby("run_id").count().take_all()}
     assert per_run == dict(store.sql("SELECT run_id, count(*) FROM events GROUP BY 1").rows())
+
+
+
+def _findings(store, name):
+    from rldk.analyzers import _series, get
+    from rldk.fleet.tasks import _result
+
+    _series.clear_cache()
+    return [(f.code, f.run_id, f.steps) for f in _result(get(name), store, {}).report().findings]
+
+
+def test_a_task_reads_its_objects_from_one_local_copy_each(s3_store):
+    """A unit's objects are fetched once into a scratch folder that is gone after the
+    task, and a store with copies reads only them: with the objects deleted from the
+    bucket once copied, its findings are the ones read from S3 itself."""
+    import os
+
+    from rldk.core.fs import local_copies
+    from rldk.core.store import Store
+    from rldk.fleet import footers_of, units
+
+    store = open_store(s3_store)
+    unit = next(u for u in units(store) if u.run_ids == ("b-nan",))
+    footers = footers_of(store, unit.files)
+    from_s3 = _findings(Store(list(unit.files), footers), "nan_onset")
+    assert from_s3 and from_s3[0][:2] == ("nan_onset", "b-nan")
+    fs = rldk_fs.filesystem("s3")
+    with local_copies(unit.files) as copies:
+        assert sorted(copies) == sorted(unit.files)
+        for url, path in copies.items():
+            with open(path, "rb") as f:
+                assert f.read() == fs.cat_file(rldk_fs.strip(url))
+        for url in unit.files:
+            fs.rm_file(rldk_fs.strip(url))
+        copied = Store(list(unit.files), footers, copies=copies)
+        assert _findings(copied, "nan_onset") == from_s3
+        assert copied.sql("SELECT count(DISTINCT run_id) AS n FROM events").item() == 1
+    assert not any(os.path.exists(p) for p in copies.values())
+
+
+def test_an_object_gone_before_its_task_is_one_clear_error(s3_store):
+    from rldk.core.errors import StoreError
+    from rldk.core.fs import local_copies
+
+    gone = f"{s3_store}/no-such-object.parquet"
+    with pytest.raises(StoreError, match="no-such-object.parquet.*gone.*run the command again"):
+        with local_copies([gone]):
+            pass

@@ -121,6 +121,36 @@ def test_cli_reads_an_s3_store(bucket):
     assert json.loads(result.output) == [{"n": 400}]
 
 
+def test_analyze_over_s3_reads_each_object_once_and_equals_local(bucket, tmp_path, monkeypatch):
+    """``rldk analyze s3://...`` copies the store's objects once (one GET each) and
+    writes the cards a local store gives; with no scratch room it reads them in place,
+    with the same cards."""
+    from rldk.analyzers import suite
+    from rldk.core import store as store_module
+
+    for run_id in ("a", "b"):
+        _write(f"{bucket}/runs", run_id, steps=120)
+    local = tmp_path / "local"
+    rldk_fs.filesystem("s3").get(rldk_fs.strip(f"{bucket}/runs"), str(local), recursive=True)
+    fetched = []
+    real = rldk_fs.local_copies
+
+    def counting(files, max_bytes=None):
+        fetched.append(sorted(f for f in files if rldk_fs.is_remote(f)))
+        return real(files, max_bytes)
+    monkeypatch.setattr(store_module, "local_copies", counting)
+
+    def cards(paths, out):
+        analysis = suite.analyze(paths, out_dir=tmp_path / out, plots=False)
+        return [(o.analyzer, o.status, o.summary) for o in analysis.outcomes]
+
+    expected = cards(str(local), "cards-local")
+    assert cards(f"{bucket}/runs", "cards-s3") == expected
+    assert fetched == [[f"s3://{o}" for o in _objects(bucket)]]          # every object, once
+    monkeypatch.setattr(store_module, "scratch_budget", lambda: 0)
+    assert cards(f"{bucket}/runs", "cards-in-place") == expected
+
+
 def test_a_merge_killed_between_put_and_delete(bucket, monkeypatch):
     """The merged object is visible before its inputs are deleted: rldk readers skip
     covered inputs (exact), plain DuckDB counts them twice until `rldk compact` runs."""

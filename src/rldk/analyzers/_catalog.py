@@ -121,10 +121,11 @@ def _numeric_files(store) -> list[str]:
     found = []
     for path in store.files:
         footer = store.footers.get(path)
-        if (footer is None or footer.rows < NUMERIC_CHECK_ROWS or is_remote(path)
+        local = store.readable(path) if hasattr(store, "readable") else path
+        if (footer is None or footer.rows < NUMERIC_CHECK_ROWS or is_remote(local)
                 or not CATALOG_COLUMNS <= set(footer.columns)):
             continue
-        meta = _metadata(path)
+        meta = _metadata(local)
         column = meta.schema.names.index("value")
         if all(_no_nulls(meta.row_group(g).column(column).statistics) for g in range(meta.num_row_groups)):
             found.append(path)

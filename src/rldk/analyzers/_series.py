@@ -175,7 +175,7 @@ def _query(source: Source, sql: str, **params) -> list[tuple]:
 def _query_files(sql_files: list[str], files: list[str], sql: str, **params) -> list[tuple]:
     """Rows of ``sql`` with ``$files`` bound to ``sql_files`` (on this thread's connection)."""
     con = _connection()
-    register_filesystems(con, list(files))    # s3:// and other object stores, through fsspec
+    register_filesystems(con, list(sql_files))    # s3:// and other object stores, through fsspec
     return con.execute(sql, {"files": list(sql_files), **params}).fetchall()
 
 
@@ -196,7 +196,7 @@ def frame(store, sql: str, **params):
     import polars as pl
 
     con = _connection()
-    register_filesystems(con, list(store.files))
+    register_filesystems(con, list(store.sql_files))
     relation = con.sql(sql, params={"files": list(store.sql_files), **params})
     fetch = getattr(relation, "to_arrow_table", None) or relation.arrow        # DuckDB 2 / 1
     return pl.from_arrow(fetch())
@@ -393,10 +393,12 @@ def _read_whole(source: Source, names: list[str]) -> dict[str, Series]:
     import polars as pl
 
     pieces = []
-    for path, offset, length in _chunks(_part(source), source.run_id):
+    part = _part(source)
+    readable = getattr(part, "readable", lambda f: f)
+    for path, offset, length in _chunks(part, source.run_id):
         # a plain scan of the columns read (every schema version has them): the store's
         # schema-conforming scan costs more memory per chunk
-        frame = pl.scan_parquet(path)
+        frame = pl.scan_parquet(readable(path))
         if offset or length is not None:
             frame = frame.slice(offset, length)
         frame = frame.filter((pl.col("kind") == "metric") & _run_filter(source))

@@ -28,6 +28,7 @@ from pathlib import Path
 
 from rldk.analyzers import _catalog, _series, default
 from rldk.core.errors import MissingEvents, RldkError
+from rldk.core.fs import is_remote
 from rldk.core.report import (
     STATUS_COLOURS,
     Check,
@@ -184,6 +185,15 @@ def analyze(paths, baseline: str | None = None, out_dir="rldk_reports", plots: b
     ``MissingEvents`` when there are no metric events at all (nothing to check).
     """
     store = open_input(paths) if store is None else store
+    if engine is not None or not any(is_remote(f) for f in store.files):
+        return _analyze(paths, store, baseline, out_dir, plots, analyzers, on_analyzer, engine)
+    with store.reading_local_copies():      # objects: one GET each, not one per query
+        analysis = _analyze(paths, store, baseline, out_dir, plots, analyzers, on_analyzer, engine)
+    _series.clear_cache()
+    return analysis
+
+
+def _analyze(paths, store, baseline, out_dir, plots, analyzers, on_analyzer, engine) -> Analysis:
     if "metric" not in _kinds(store, engine):
         raise MissingEvents(f"no metric events in {' '.join(map(str, _as_list(paths)))}: log "
                             "scalars with rldk.writer.log or import logs with `rldk import`")

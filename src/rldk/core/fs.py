@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import os
 import re
+from contextlib import contextmanager
 from dataclasses import dataclass
 from functools import lru_cache
 from pathlib import Path
@@ -138,3 +139,51 @@ def register_filesystems(con, files) -> None:
                                                           else fs.protocol)):
             continue
         con.register_filesystem(fs)
+
+
+def scratch_budget() -> int:
+    """Bytes of local copies a command may make: half the free space of the temporary
+    folder (``TMPDIR``)."""
+    import shutil
+    import tempfile
+
+    return shutil.disk_usage(tempfile.gettempdir()).free // 2
+
+
+@contextmanager
+def local_copies(files, max_bytes: int | None = None):
+    """``{object URL: local path}`` for the object URLs among ``files``, each fetched
+    once, all concurrently (one GET an object, by fsspec's batched ``get``), into a
+    temporary folder removed on exit; ``{}`` when every file is local, or when the
+    objects come to more than ``max_bytes`` (sizes from the listing: then they are
+    read where they are).
+
+    A fleet task reads its run's objects this way: the analyzers' many queries then
+    read local bytes instead of each reopening the objects through fsspec (a HEAD and
+    ranged GETs per query, served by Python callbacks under the GIL).
+    """
+    remote = sorted({f for f in files if is_remote(f)})
+    if not remote or (max_bytes is not None and _total_size(remote) > max_bytes):
+        yield {}
+        return
+    import tempfile
+
+    with tempfile.TemporaryDirectory(prefix="rldk-objects-") as scratch:
+        copies = {url: os.path.join(scratch, f"{i}.parquet") for i, url in enumerate(remote)}
+        by_protocol: dict[str, list[str]] = {}
+        for url in remote:
+            by_protocol.setdefault(protocol(url), []).append(url)
+        for proto, urls in by_protocol.items():
+            fs = filesystem(proto)
+            try:
+                fs.get([strip(u) for u in urls], [copies[u] for u in urls])
+            except FileNotFoundError:
+                gone = next((u for u in urls if not fs.exists(strip(u))), urls[0])
+                raise StoreError(f"{gone}: the object is gone (deleted or merged since the store "
+                                 "was listed); run the command again") from None
+        yield copies
+
+
+def _total_size(urls) -> int:
+    """Bytes of the objects ``urls`` (from the listing fsspec keeps; a HEAD where it has none)."""
+    return sum(filesystem(protocol(u)).size(strip(u)) or 0 for u in urls)

@@ -21,6 +21,7 @@ from __future__ import annotations
 import json
 import os
 import time
+from contextlib import contextmanager
 from dataclasses import dataclass
 from functools import cached_property, lru_cache
 
@@ -34,7 +35,8 @@ from rldk.core.files import (
     repaired,
     resolve_files,
 )
-from rldk.core.fs import filesystem, is_remote, protocol, register_filesystems, strip
+from rldk.core.fs import (filesystem, is_remote, local_copies, protocol, register_filesystems,
+                          scratch_budget, strip)
 from rldk.core.naming import literal_pattern
 from rldk.core.segments import repair_quietly
 from rldk.core.sql import quote_literal
@@ -90,18 +92,48 @@ class Store:
     concurrent merge list the files again and rerun.
     """
 
-    def __init__(self, files: list[str], footers: dict[str, Footer] | None = None, sources=None):
+    def __init__(self, files: list[str], footers: dict[str, Footer] | None = None, sources=None,
+                 copies: dict[str, str] | None = None):
         self.files = files
         if footers is not None:
             self.__dict__["footers"] = {f: footers[f] for f in files}
         self.sources = sources
+        self.copies = copies or {}
         self._parts: dict[str, Store] = {}
+
+    def readable(self, file: str) -> str:
+        """Where ``file``'s bytes are read from: its local copy when it has one
+        (``copies``: objects fetched once for a fleet task, see
+        :func:`rldk.core.fs.local_copies`), else the file itself."""
+        return self.copies.get(file, file)
+
+    @contextmanager
+    def reading_local_copies(self):
+        """Within the block, the store's objects are read from local copies, each
+        fetched once (``rldk.core.fs.local_copies``, within ``scratch_budget``), so an
+        analysis's many queries do not each go back to object storage."""
+        with local_copies(self.files, max_bytes=scratch_budget()) as copies:
+            if not copies:
+                yield self
+                return
+            self._read_from(copies)
+            try:
+                yield self
+            finally:
+                self._read_from({})
+
+    def _read_from(self, copies: dict[str, str]) -> None:
+        self.copies = copies
+        for cached in ("con", "stamp"):
+            self.__dict__.pop(cached, None)
+        self._parts.clear()
 
     @property
     def sql_files(self) -> list[str]:
         """The files as DuckDB ``read_parquet`` patterns that match exactly themselves
-        (bind these, not ``files``: DuckDB reads every path as a glob)."""
-        return [literal_pattern(f) for f in self.files]
+        (bind these, not ``files``: DuckDB reads every path as a glob); a file with a
+        local copy is read from the copy."""
+        return [literal_pattern(self.readable(f)) for f in self.files]
 
     @property
     def columns(self) -> set[str]:
@@ -124,7 +156,7 @@ class Store:
         if part is None:
             files = self.run_files(run_id)
             part = (self if not files or len(files) == len(self.files)
-                    else Store(files, self.footers, self.sources))
+                    else Store(files, self.footers, self.sources, self.copies))
             self._parts[run_id] = part
         return part
 
@@ -134,11 +166,11 @@ class Store:
         when a file is rewritten (a run still being written) in a newly opened store."""
         out = []
         for f in self.files:
-            if is_remote(f):
+            if is_remote(f) and f not in self.copies:
                 out.append(_object_stamp(f))
                 continue
             try:
-                st = os.stat(f)
+                st = os.stat(self.readable(f))
                 out.append((f, st.st_size, st.st_mtime_ns))
             except OSError:
                 out.append((f, None, None))
@@ -152,14 +184,14 @@ class Store:
 
         con = duckdb.connect()
         con.execute("SET enable_progress_bar = false")
-        register_filesystems(con, self.files)      # DuckDB reads objects through fsspec
+        register_filesystems(con, self.sql_files)      # DuckDB reads objects through fsspec
         groups = self._schema_groups()
         for i, group in enumerate(groups):
             con.execute(f"SET VARIABLE {FILES_VARIABLE}{i} = $files",
-                        {"files": [literal_pattern(f) for f in group]})
+                        {"files": [literal_pattern(self.readable(f)) for f in group]})
         for statement in view_statements(len(groups), self.columns):
             con.execute(statement)
-        allowed = sorted({*self.files, *self.sql_files})
+        allowed = sorted({*self.files, *self.sql_files, *(self.readable(f) for f in self.files)})
         con.execute(f"SET allowed_paths = [{', '.join(quote_literal(f) for f in allowed)}]")
         con.execute("SET enable_external_access = false")
         con.execute("SET lock_configuration = true")
@@ -216,13 +248,13 @@ class Store:
         """A Polars LazyFrame of all events, or of one kind."""
         import polars as pl
 
-        if any(is_remote(f) for f in self.files):
+        if any(is_remote(self.readable(f)) for f in self.files):
             # objects are read by DuckDB through fsspec (the one client configured
             # from the AWS_* environment), then handed to Polars as Arrow
             where = "" if kind is None else f" WHERE kind = {quote_literal(kind)}"
             table = self.arrow(f"SELECT * FROM events{where}")
             return pl.from_arrow(table).lazy().cast(dict(polars_schema()), strict=False)
-        frame = pl.scan_parquet(self.files, schema=polars_schema(), glob=False,
+        frame = pl.scan_parquet([self.readable(f) for f in self.files], schema=polars_schema(), glob=False,
                                 missing_columns="insert", extra_columns="ignore")
         return frame if kind is None else frame.filter(pl.col("kind") == kind)
 
@@ -264,7 +296,7 @@ class Store:
         if not rescan:
             return frame
         files = [f for f in self.files if _may_hold_any(self.footers.get(f), rescan)]
-        part = self if len(files) == len(self.files) else Store(files, self.footers, self.sources)
+        part = self if len(files) == len(self.files) else Store(files, self.footers, self.sources, self.copies)
         scanned = part.sql(RUNS_SQL).filter(pl.col("run_id").is_in(sorted(rescan)))
         return pl.concat([frame, scanned]).sort("run_id") if frame.height else scanned
 

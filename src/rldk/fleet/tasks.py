@@ -6,7 +6,10 @@ event tables: a task opens only its own files, once (one :class:`Store` over the
 footers the caller already read), runs the analyzers and sends back their results
 (``unit_results``) or one row per run for the fleet table (``unit_rows``). The
 series the analyzers load are shared among them through ``_series``' cache, which
-is emptied before each unit, so a worker holds one unit's data at a time.
+is emptied before and after each unit, so a worker holds one unit's data at a time.
+Objects on object storage are fetched once each, concurrently, into a temporary
+folder for the task (``rldk.core.fs.local_copies``): every query then reads local
+bytes.
 """
 from __future__ import annotations
 
@@ -16,6 +19,7 @@ from rldk import semantics
 from rldk.analyzers import _series, get
 from rldk.analyzers.suite import NotApplicable, compute
 from rldk.core.errors import MissingEvents, RldkError
+from rldk.core.fs import local_copies
 from rldk.core.report import SEVERITIES
 from rldk.core.store import Store
 
@@ -72,11 +76,14 @@ def unit_results(files, footers, names, options, split=(), base_files=()) -> dic
     analyzers in ``split`` ``{name: Part}`` (divergence over the unit and the baseline's
     ``base_files``)."""
     _series.clear_cache()
-    store = Store(list(files), footers)
-    out = {name: _result(get(name), store, options) for name in names if name not in split}
-    for name in split:
-        both = Store(sorted({*files, *base_files}), footers) if name == "divergence" else store
-        out[name] = _part(get(name), both, store, options)
+    with local_copies([*files, *base_files]) as copies:
+        store = Store(list(files), footers, copies=copies)
+        out = {name: _result(get(name), store, options) for name in names if name not in split}
+        for name in split:
+            both = (Store(sorted({*files, *base_files}), footers, copies=copies) if name == "divergence"
+                    else store)
+            out[name] = _part(get(name), both, store, options)
+    _series.clear_cache()           # the copies are gone: no cached read may point at them
     return out
 
 
@@ -102,12 +109,16 @@ def _part(analyzer, store, own, options) -> Part:
 def unit_rows(files, footers, run_ids, names, options) -> tuple[FleetRow, ...]:
     """One :class:`FleetRow` per run of the unit (the default analyzers' verdicts)."""
     _series.clear_cache()
-    store = Store(list(files), footers)
-    results = {name: _result(get(name), store, options) for name in names}
-    reports = {n: r.report() for n, r in results.items() if not isinstance(r, Failure)}
-    errors = tuple((n, r.message) for n, r in results.items() if isinstance(r, Failure) and r.kind == "error")
-    facts = _facts(store, results.get("summary"))
-    return tuple(_row(store, rid, facts[rid], reports, errors) for rid in run_ids)
+    with local_copies(files) as copies:
+        store = Store(list(files), footers, copies=copies)
+        results = {name: _result(get(name), store, options) for name in names}
+        reports = {n: r.report() for n, r in results.items() if not isinstance(r, Failure)}
+        errors = tuple((n, r.message) for n, r in results.items()
+                       if isinstance(r, Failure) and r.kind == "error")
+        facts = _facts(store, results.get("summary"))
+        rows = tuple(_row(store, rid, facts[rid], reports, errors) for rid in run_ids)
+    _series.clear_cache()
+    return rows
 
 
 def _facts(store, summary) -> dict:
