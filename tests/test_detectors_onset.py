@@ -108,3 +108,18 @@ def test_real_staged_entropy_collapses_start_at_the_first_slide(name, window):
     steps, loss = sb3(name, "train/entropy_loss")
     event = rules.entropy_collapse("entropy", steps, -loss)
     assert window[0] <= event.onset <= window[1]
+
+
+def test_grad_norm_explosion_needs_a_level_the_run_held():
+    """10x a level held for a while is an explosion, found at its first step; 10x the
+    first two logged values (GRPO's near-zero norms at steps without reward variance, as
+    a log thinned to every 3rd step shows them) is not a level the run held."""
+    rng = np.random.default_rng(3)
+    held = np.abs(0.4 + 0.1 * rng.standard_normal(120))
+    exploded = held.copy()
+    exploded[80:] *= 30
+    event = rules.grad_norm_explosion("grad_norm", np.arange(120), exploded)
+    assert event is not None and event.onset == 80
+    assert rules.grad_norm_explosion("grad_norm", np.arange(120), held) is None
+    start = np.concatenate([[0.0, 0.001], held[:80]])
+    assert rules.grad_norm_explosion("grad_norm", np.arange(82), start) is None

@@ -35,8 +35,15 @@ from rldk.core.files import (
     repaired,
     resolve_files,
 )
-from rldk.core.fs import (filesystem, is_remote, local_copies, protocol, register_filesystems,
-                          scratch_budget, strip)
+from rldk.core.fs import (
+    filesystem,
+    is_remote,
+    local_copies,
+    protocol,
+    register_filesystems,
+    scratch_budget,
+    strip,
+)
 from rldk.core.naming import literal_pattern
 from rldk.core.segments import repair_quietly
 from rldk.core.sql import quote_literal

@@ -1,0 +1,203 @@
+"""Detection under another logging cadence: the real logs of ``detection.py``, thinned.
+
+    python benchmarks/robustness.py                 # the tuning half, every variant
+    python benchmarks/robustness.py --half report   # the report half: totals only
+    python benchmarks/robustness.py --variant every3 --log <short_name> -v
+
+A run logged every 3rd step, or looked at from a later step on, is the same run: a
+detector that finds its failure only at the cadence of the log it was tuned on, or
+only when the log starts healthy, is fitted to that log. Each variant rewrites every
+imported log and scores the default analyzers as ``detection.py`` does, with the
+truth carried over:
+
+* ``everyK``: each metric keeps every K-th of its logged steps (its 1st, K+1st...).
+  An event's onset becomes the first step at or after it that its quantity's
+  metrics kept; a gradual event's window, the kept steps inside it (or that first
+  step when none is).
+* ``late``: the first 10% of the run's steps are gone (a resumed run, a log
+  started late). Events whose window ends in the part cut away are left out.
+
+Healthy logs must stay quiet under every variant. The report half prints its
+totals only (never per log): detectors are tuned on the tuning half.
+"""
+from __future__ import annotations
+
+import argparse
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+import detection  # noqa: E402  (the benchmark beside this one: truth, scoring, tables)
+
+VARIANTS = ("every2", "every3", "late")
+LATE_CUT = 0.10
+
+
+def thinned(store, variant: str):
+    """The store's events under ``variant`` (a pyarrow Table) and, per metric name, the
+    steps it kept (sorted numpy arrays)."""
+    import numpy as np
+    import pyarrow as pa
+    import pyarrow.compute as pc
+
+    table = store.arrow("SELECT * FROM events ORDER BY run_id, seq")
+    is_metric = pc.fill_null(pc.equal(table["kind"], "metric"), False)
+    steps = table["step"].to_numpy(zero_copy_only=False)
+    names = table["name"].to_pylist()
+    keep = np.ones(table.num_rows, dtype=bool)
+    metric_rows = np.flatnonzero(is_metric.to_numpy(zero_copy_only=False))
+    if variant == "late":
+        logged = steps[metric_rows]
+        lo, hi = np.nanmin(logged), np.nanmax(logged)
+        cut = lo + LATE_CUT * (hi - lo)
+        keep[metric_rows] = logged >= cut
+    else:
+        k = int(variant.removeprefix("every"))
+        by_name: dict[str, list[int]] = {}
+        for row in metric_rows:
+            by_name.setdefault(names[row], []).append(row)
+        for rows in by_name.values():
+            rows = np.asarray(rows)
+            distinct = np.unique(steps[rows])
+            kept_steps = distinct[::k]
+            keep[rows] = np.isin(steps[rows], kept_steps)
+    kept = table.filter(pa.array(keep))
+    kept_steps = {}
+    for name, step in zip(kept["name"].to_pylist(), kept["step"].to_pylist()):
+        if step is not None:
+            kept_steps.setdefault(name, set()).add(step)
+    return kept, {n: np.array(sorted(s)) for n, s in kept_steps.items()}
+
+
+def carried_truth(entry: dict, kept_steps: dict, variant: str) -> dict | None:
+    """``entry`` with its events' onsets moved to the steps the variant kept; None when
+    no event is left to score on a problem log."""
+    events = []
+    for event in entry.get("events", []):
+        steps = _quantity_steps(event["quantity"], kept_steps)
+        if steps.size == 0:
+            continue
+        lo, hi = event.get("onset_window") or (event["onset_step"], event["onset_step"])
+        if variant == "late" and hi < steps[0]:
+            continue                                   # the onset was cut away
+        onset = _first_at_or_after(steps, event["onset_step"])
+        start = _first_at_or_after(steps, lo)
+        if onset is None or start is None:
+            continue
+        inside = steps[(steps >= lo) & (steps <= hi)]
+        window = [int(inside[0]), int(inside[-1])] if inside.size else [start, start]
+        events.append({**event, "onset_step": onset, "onset_window": window})
+    if entry.get("events") and not events:
+        return None
+    return {**entry, "events": events}
+
+
+def _quantity_steps(quantity: str, kept_steps: dict):
+    import numpy as np
+
+    found = [s for name, s in kept_steps.items() if detection.quantity_of(name) == quantity]
+    return np.unique(np.concatenate(found)) if found else np.array([], dtype=np.int64)
+
+
+def _first_at_or_after(steps, step) -> int | None:
+    import numpy as np
+
+    i = int(np.searchsorted(steps, step))
+    return int(steps[i]) if i < steps.size else None
+
+
+def analyse(entry: dict, workdir: Path, name: str, variant: str):
+    """Score one log under ``variant`` (None when none of its events survive it)."""
+    import pyarrow.parquet as pq
+
+    from rldk import semantics
+    from rldk.analyzers.suite import analyze
+    from rldk.converters import ingest
+    from rldk.data import open_input
+
+    source = Path(entry.get("root", detection.DATA)) / entry["path"]
+    target = source.parent if detection.FORMATS.get(entry["format"]) in ("trl", "sb3") else source
+    options = {"field_map": entry["field_map"]} if entry.get("field_map") else {}
+    semantics.use_metric_map(entry.get("metric_map"))
+    try:
+        store = ingest(str(target), adapter=detection.FORMATS.get(entry["format"]), **options)
+        table, kept_steps = thinned(store, variant)
+        truth = carried_truth(entry, kept_steps, variant)
+        if truth is None:
+            return None
+        folder = workdir / "store"
+        folder.mkdir(parents=True)
+        pq.write_table(table.cast(_schema_of(table)), folder / "events.parquet")
+        out = analyze(open_input(str(folder)).files, out_dir=workdir / "cards", plots=False)
+        return detection.score(name, truth, out)
+    finally:
+        semantics.use_metric_map(None)
+
+
+def _schema_of(table):
+    """The store's event schema for the columns of ``table`` (DuckDB hands timestamps back in µs)."""
+    import pyarrow as pa
+
+    from rldk.schemas import arrow_schema
+
+    schema = arrow_schema()
+    return pa.schema([schema.field(n) if n in schema.names else table.schema.field(n)
+                      for n in table.column_names])
+
+
+def run(halves, variant: str, only: str | None = None) -> dict:
+    out = {}
+    with tempfile.TemporaryDirectory(prefix="rldk-robustness-") as tmp:
+        for name, entry in sorted(detection.load_truth().items()):
+            if entry["split"] not in halves or (only and name != only):
+                continue
+            start = time.perf_counter()
+            try:
+                r = analyse(entry, Path(tmp) / variant / name, name, variant)
+            except Exception as exc:                    # a log we cannot read counts as missed
+                r = detection.LogResult(name, entry["split"], entry["healthy"],
+                                        events=len(entry.get("events", [])),
+                                        error=f"{type(exc).__name__}: {exc}")
+                r.missed = entry.get("events", [])
+            if r is not None:
+                r.seconds = time.perf_counter() - start
+                out[name] = r
+    return out
+
+
+def main(argv=None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--half", choices=["tune", "report"], default="tune")
+    parser.add_argument("--variant", choices=VARIANTS, action="append")
+    parser.add_argument("--log", default=None, help="Only this log (short name; tuning half).")
+    parser.add_argument("-v", "--verbose", action="store_true", help="Per-log lines (tuning half only).")
+    args = parser.parse_args(argv)
+    rows = []
+    for variant in args.variant or VARIANTS:
+        results = run((args.half,), variant, args.log)
+        rows.append({**detection.summary(results, args.half), "half": f"{args.half}, {variant}"})
+        if args.half == "tune" and args.verbose:
+            _details(variant, results)
+    detection.print_table(rows)
+    return 0
+
+
+def _details(variant: str, results: dict) -> None:
+    for r in results.values():
+        for fa in r.false_alarms:
+            print(f"{variant}: false alarm  {r.name}: {fa['code']} {fa['metric']} {fa['steps']}")
+        for m in r.missed:
+            print(f"{variant}: missed       {r.name}: {m['code']} {m['quantity']} at {m['onset_step']}")
+        for late in r.late:
+            e = late["event"]
+            print(f"{variant}: onset off    {r.name}: {e['code']} {e['quantity']} truth {e['onset_step']} "
+                  f"(window {e['onset_window'][0]}..{e['onset_window'][1]}), reported {late['reported']}")
+        if r.error:
+            print(f"{variant}: error        {r.name}: {r.error}")
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,59 @@
+"""Detection on the real logs thinned to another cadence (``benchmarks/robustness.py``):
+a detector fitted to the cadence of the logs it was tuned on loses its events, or raises
+false alarms, when each metric keeps every 2nd or 3rd logged step or the first tenth of
+the run is gone. Floors as measured when the detectors last changed."""
+from __future__ import annotations
+
+import importlib.util
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+from test_detection_benchmark import load_benchmark
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def load_robustness():
+    load_benchmark()                                   # registers ``detection`` for it
+    spec = importlib.util.spec_from_file_location("robustness", ROOT / "benchmarks" / "robustness.py")
+    module = importlib.util.module_from_spec(spec)
+    sys.modules["robustness"] = module
+    spec.loader.exec_module(module)
+    return module
+
+
+@pytest.fixture(scope="module")
+def bench(tmp_path_factory):
+    mp = pytest.MonkeyPatch()
+    mp.setenv("RLDK_CACHE_DIR", str(tmp_path_factory.mktemp("cache")))
+    yield load_robustness()
+    mp.undo()
+
+
+#: (half, variant): found, within the protocol window (shares of the events scored),
+#: healthy logs exiting 3
+FLOORS = {("tune", "every2"): (18 / 19, 16 / 19, 0), ("tune", "every3"): (17 / 19, 14 / 19, 0),
+          ("tune", "late"): (9 / 9, 7 / 9, 0), ("report", "every2"): (14 / 17, 10 / 17, 1),
+          ("report", "every3"): (13 / 17, 9 / 17, 1), ("report", "late"): (6 / 9, 4 / 9, 1)}
+
+
+@pytest.mark.parametrize("half, variant", sorted(FLOORS))
+def test_detection_holds_at_another_cadence(bench, half, variant):
+    found, in_window, exit3 = FLOORS[half, variant]
+    s = bench.detection.summary(bench.run((half,), variant), half)
+    assert s["errors"] == [], s
+    assert s["found_share"] >= found - 1e-9 and s["in_window_share"] >= in_window - 1e-9, s
+    assert s["false_alarms_per_healthy"] == 0 and s["healthy_exit3"] <= exit3, s
+
+
+def test_thinning_keeps_every_kth_step_of_each_metric_and_carries_the_truth(bench):
+    steps = np.array([0, 10, 20, 30, 40, 50, 60])
+    kept = {"rollout/ep_rew_mean": steps[::3]}
+    entry = {"events": [{"code": "reward_collapse", "quantity": "episode_return", "onset_step": 35,
+                         "onset_kind": "gradual", "onset_window": [10, 50]}]}
+    (event,) = bench.carried_truth(entry, kept, "every3")["events"]
+    assert (event["onset_step"], event["onset_window"]) == (60, [30, 30])
+    cut = {"events": [{**entry["events"][0], "onset_window": [0, 5], "onset_step": 5}]}
+    assert bench.carried_truth(cut, {"rollout/ep_rew_mean": steps[1:]}, "late") is None
