@@ -57,3 +57,41 @@ def test_thinning_keeps_every_kth_step_of_each_metric_and_carries_the_truth(benc
     assert (event["onset_step"], event["onset_window"]) == (60, [30, 30])
     cut = {"events": [{**entry["events"][0], "onset_window": [0, 5], "onset_step": 5}]}
     assert bench.carried_truth(cut, {"rollout/ep_rew_mean": steps[1:]}, "late") is None
+
+
+def load_injection():
+    load_robustness()
+    spec = importlib.util.spec_from_file_location("injection", ROOT / "benchmarks" / "injection.py")
+    module = importlib.util.module_from_spec(spec)
+    sys.modules["injection"] = module
+    spec.loader.exec_module(module)
+    return module
+
+
+#: half -> (injection -> (found, exact of the timed cases)) as measured when the detectors
+#: last changed; every injection of every healthy log of the half
+INJECTED = {"tune": {"return_collapse": (10, 9), "entropy_collapse": (6, 0), "kl_blowup": (2, 2),
+                     "grad_explosion": (6, 6), "loss_divergence": (3, 3), "nan": (13, 13)},
+            "report": {"return_collapse": (10, 8), "entropy_collapse": (9, 0), "kl_blowup": (3, 3),
+                       "grad_explosion": (5, 4), "loss_divergence": (3, 3), "nan": (15, 15)}}
+
+
+@pytest.mark.parametrize("half", sorted(INJECTED))
+def test_failures_injected_into_healthy_logs_are_found_at_their_step(bench, half):
+    injection = load_injection()
+    cases = injection.run(half)
+    assert [c.error for c in cases if c.error] == []
+    for name, (found, exact) in INJECTED[half].items():
+        mine = [c for c in cases if c.injection == name]
+        assert sum(c.found for c in mine) >= found, (name, [(c.log, c.reported, c.onset) for c in mine])
+        assert sum(bool(c.exact) for c in mine) >= exact, (name, [(c.log, c.reported, c.onset) for c in mine])
+
+
+def test_an_injection_writes_the_failure_from_the_onset_on(bench):
+    injection = load_injection()
+    v = np.linspace(1.0, 2.0, 50) + 0.01 * np.sin(np.arange(50))
+    k = 30
+    grown = injection.INJECTIONS["grad_explosion"][2](v, k)
+    assert np.allclose(grown, 50 * v[k:]) and len(grown) == 20
+    fallen = injection.INJECTIONS["return_collapse"][2](v, k)
+    assert fallen.max() < v[:5].min() - 0.3                 # below the start, and stays there

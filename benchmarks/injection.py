@@ -1,0 +1,234 @@
+"""Failures injected into real healthy logs, at a known step: found, and found there?
+
+    python benchmarks/injection.py                   # the tuning half's healthy logs
+    python benchmarks/injection.py --half report     # the report half: totals only
+    python benchmarks/injection.py --log <short_name> -v
+
+The labelled events of ``detection.py`` are few and their onsets are judgement calls. A
+healthy real log with a failure written into it has the noise, cadence and shape of a
+real run and an onset known to the step. Each healthy log of ``truth.json`` gets, one
+at a time, every injection whose quantity it logs (the first metric that resolves to
+it through ``rldk.semantics``), from the logged step at 60% of that metric's rows on:
+
+=================  ==================  =====================================================
+injection          quantity            from the onset on
+=================  ==================  =====================================================
+return_collapse    episode_return,     the run's early level (median of its first 10%)
+                   reward              minus half its range, with the original row-to-row
+                                       noise kept (deviations from a rolling median of 5)
+entropy_collapse   entropy             2% of the value
+kl_blowup          kl_to_ref           20x the level before, at least 2 nats
+grad_explosion     grad_norm           50x the value
+loss_divergence    value_loss, loss    1000x the value (positive losses only)
+nan                loss                NaN
+=================  ==================  =====================================================
+
+Scored as ``detection.py`` scores a step event: **found** when a problem finding of the
+injection's event family names the quantity, **exact** when its first step is the
+onset (+-0). Not for entropy: every healthy log's entropy declines as the policy learns,
+and the onset protocol (``benchmarks/data/real/README.md``) starts a collapse at the first
+step of the sustained move that passes the midpoint between the prior and the collapsed
+level, which that healthy decline already is; there only **found** is scored. Three
+kinds of miss are known: a value loss that rises while the episode return holds (by
+design: value losses of healthy runs grow with the returns they fit, ``rules.VALUE_JUMP``),
+a policy loss that takes negative values (GRPO's: no level to rise from), and a DQN TD
+loss so heavy-tailed that a fifth of its points stay under 100x the lowest level even
+after x1000 (a healthy DQN's TD loss itself grows ~100x from its first steps, so the
+line is not lowered for it). A finding of another family is counted as **other** (an injected failure
+may show in several detectors; none is a false alarm here, the healthy log itself is
+scored by ``detection.py``). The report half prints totals only.
+"""
+from __future__ import annotations
+
+import argparse
+import sys
+import tempfile
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+import detection  # noqa: E402  (the benchmark beside this one: truth, scoring)
+import robustness  # noqa: E402  (ingesting and rewriting a log)
+
+ONSET_SHARE = 0.6
+
+
+def _collapse(v):
+    """The early level minus half the range, with the series' own row-to-row jitter (its
+    deviations from a rolling median of 5: the noise, not the trend)."""
+    from rldk.detectors.onsets import level_of
+
+    head = v[: max(3, len(v) // 10)]
+    return np.median(head) - 0.5 * (np.max(v) - np.min(v)) + (v - level_of(v))
+
+
+def _kl(v, k):
+    before = max(float(np.median(np.abs(v[:k]))), 1e-6)
+    return np.maximum(v, 0) / max(float(np.median(np.maximum(v[k:], 0))), 1e-12) * max(20 * before, 2.0)
+
+
+#: injection -> (quantities, event code, rewrite of the values from the onset on)
+INJECTIONS = {
+    "return_collapse": (("episode_return", "reward"), "reward_collapse", lambda v, k: _collapse(v)[k:]),
+    "entropy_collapse": (("entropy",), "entropy_collapse", lambda v, k: 0.02 * v[k:]),
+    "kl_blowup": (("kl_to_ref",), "kl_blowup", lambda v, k: _kl(v, k)[k:]),
+    "grad_explosion": (("grad_norm",), "grad_norm_explosion", lambda v, k: 50 * v[k:]),
+    "loss_divergence": (("value_loss", "loss"), "loss_spike", lambda v, k: 1000 * v[k:]),
+    "nan": (("loss",), "nan_onset", lambda v, k: np.full(len(v) - k, np.nan)),
+}
+#: injections that only make sense on some series
+APPLIES = {"entropy_collapse": lambda v: np.min(v) > 0, "loss_divergence": lambda v: np.min(v) >= 0,
+           "grad_explosion": lambda v: np.max(v) > 0}
+EVENT_OF = {**detection.EVENT_CODES, "nan_onset": "nan_onset"}
+#: injections whose onset is not the injected step under the onset protocol (see above)
+NO_EXACT = ("entropy_collapse",)
+
+
+@dataclass
+class Case:
+    log: str
+    injection: str
+    metric: str
+    onset: int
+    found: bool = False
+    exact: bool | None = False
+    reported: int | None = None
+    other: tuple = ()
+    error: str | None = None
+
+
+def cases_of(name: str, entry: dict, only: str | None = None):
+    """Every (injection, metric) the healthy log ``name`` can take."""
+    store = robustness_store(entry)
+    names = [n for n in store.sql("SELECT DISTINCT name FROM metrics ORDER BY name")["name"].to_list()]
+    for injection, (quantities, _, _) in INJECTIONS.items():
+        if only and injection != only:
+            continue
+        metric = next((n for q in quantities for n in names if detection.quantity_of(n) == q), None)
+        if metric is not None:
+            yield injection, metric, store
+
+
+def robustness_store(entry: dict):
+    from rldk.converters import ingest
+
+    source = Path(entry.get("root", detection.DATA)) / entry["path"]
+    target = source.parent if detection.FORMATS.get(entry["format"]) in ("trl", "sb3") else source
+    options = {"field_map": entry["field_map"]} if entry.get("field_map") else {}
+    return ingest(str(target), adapter=detection.FORMATS.get(entry["format"]), **options)
+
+
+def inject(store, metric: str, injection: str):
+    """The store's events with ``injection`` written into ``metric`` (a pyarrow Table) and
+    the onset step, or None when the series does not take it."""
+    import pyarrow as pa
+    import pyarrow.compute as pc
+
+    from rldk import semantics
+
+    table = store.arrow("SELECT * FROM events ORDER BY run_id, seq")
+    rows = np.flatnonzero(pc.fill_null(pc.and_(pc.equal(table["kind"], "metric"),
+                                                pc.equal(table["name"], metric)), False).to_numpy(
+        zero_copy_only=False))
+    sign = semantics.classify(metric)[2]            # SB3's entropy_loss is minus the entropy
+    values = sign * table["value"].to_numpy(zero_copy_only=False)[rows].astype(float)
+    steps = table["step"].to_numpy(zero_copy_only=False)[rows]
+    finite = np.isfinite(values)
+    rows, values, steps = rows[finite], values[finite], steps[finite]
+    if len(values) < 12 or not APPLIES.get(injection, lambda v: True)(values):
+        return None
+    k = int(ONSET_SHARE * len(values))
+    new = table["value"].to_numpy(zero_copy_only=False).astype(float).copy()
+    new[rows[k:]] = sign * INJECTIONS[injection][2](values, k)
+    column = table.schema.get_field_index("value")
+    return table.set_column(column, "value", pa.array(new, mask=np.isnan(new) & (injection != "nan"))), int(steps[k])
+
+
+def score(case: Case, entry: dict, workdir: Path, store) -> Case:
+    import pyarrow.parquet as pq
+
+    from rldk.analyzers.suite import analyze
+    from rldk.data import open_input
+
+    made = inject(store, case.metric, case.injection)
+    if made is None:
+        return None
+    table, case.onset = made
+    folder = workdir / "store"
+    folder.mkdir(parents=True)
+    pq.write_table(table.cast(robustness._schema_of(table)), folder / "events.parquet")
+    out = analyze(open_input(str(folder)).files, out_dir=workdir / "cards", plots=False)
+    quantity = detection.quantity_of(case.metric)
+    family = detection.FAMILIES.get(INJECTIONS[case.injection][1], INJECTIONS[case.injection][1])
+    problems = [f for r in out.reports for f in r.findings if f.is_problem]
+    hits = [f for f in problems if detection.quantity_of(f.metric) == quantity
+            and detection.FAMILIES.get(EVENT_OF.get(f.code), EVENT_OF.get(f.code)) == family]
+    firsts = [f.steps[0] for f in hits if f.steps]
+    case.found = bool(hits)
+    case.reported = min(firsts) if firsts else None
+    case.exact = case.reported == case.onset if case.injection not in NO_EXACT else None
+    case.other = tuple(sorted({f.code for f in problems} - {f.code for f in hits}))
+    return case
+
+
+def run(half: str, only_log: str | None = None, only_injection: str | None = None) -> list[Case]:
+    from rldk import semantics
+
+    out = []
+    with tempfile.TemporaryDirectory(prefix="rldk-injection-") as tmp:
+        for name, entry in sorted(detection.load_truth().items()):
+            if entry["split"] != half or not entry["healthy"] or (only_log and name != only_log):
+                continue
+            semantics.use_metric_map(entry.get("metric_map"))
+            try:
+                for injection, metric, store in cases_of(name, entry, only_injection):
+                    case = Case(name, injection, metric, -1)
+                    try:
+                        case = score(case, entry, Path(tmp) / name / injection, store)
+                    except Exception as exc:              # counted as not found, with why
+                        case.error = f"{type(exc).__name__}: {exc}"
+                    if case is not None:
+                        out.append(case)
+            finally:
+                semantics.use_metric_map(None)
+    return out
+
+
+def table(cases: list[Case], half: str) -> None:
+    print(f"| {half}: injection | cases | found | exact onset (+-0) |")
+    print("|---|---|---|---|")
+    for injection in [*INJECTIONS, "all"]:
+        cs = [c for c in cases if injection in (c.injection, "all")]
+        if cs:
+            found = sum(c.found for c in cs)
+            timed = [c for c in cs if c.exact is not None]
+            exact = sum(c.exact for c in timed)
+            print(f"| {injection} | {len(cs)} | {found} ({100 * found / len(cs):.0f}%) | "
+                  + (f"{exact} of {len(timed)} ({100 * exact / len(timed):.0f}%) |" if timed else "not scored |"))
+
+
+def main(argv=None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--half", choices=["tune", "report"], default="tune")
+    parser.add_argument("--log", default=None, help="Only this healthy log (tuning half).")
+    parser.add_argument("--injection", choices=list(INJECTIONS), default=None)
+    parser.add_argument("-v", "--verbose", action="store_true", help="Per-case lines (tuning half only).")
+    args = parser.parse_args(argv)
+    start = time.perf_counter()
+    cases = run(args.half, args.log, args.injection)
+    if args.half == "tune" and args.verbose:
+        for c in cases:
+            mark = "exact" if c.exact else "found" if c.found and c.exact is None else "late " if c.found else "MISS "
+            print(f"{mark} {c.log}: {c.injection} on {c.metric} at {c.onset}, reported {c.reported}"
+                  + (f"; also {', '.join(c.other)}" if c.other else "") + (f"; {c.error}" if c.error else ""))
+    table(cases, args.half)
+    print(f"({len(cases)} cases in {time.perf_counter() - start:.0f} s)")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
