@@ -47,7 +47,7 @@ def _compact_folder(folder: str, paths, force: bool) -> list[dict]:
     repaired = repair(location(folder))
     store = open_store(paths)              # listed again, inside the lock
     files = [f for f in store.files if os.path.dirname(f) == folder]
-    status = {r[0]: r[1] for r in store.sql("SELECT run_id, status FROM runs").rows()}
+    status = dict(store.summary().select("run_id", "status").rows())    # from the footers' summaries
     groups: dict[str, list[str]] = {}
     report = []
     for path in files:
