@@ -24,19 +24,23 @@ nan                loss                NaN
 =================  ==================  =====================================================
 
 Scored as ``detection.py`` scores a step event: **found** when a problem finding of the
-injection's event family names the quantity, **exact** when its first step is the
-onset (+-0). Not for entropy: every healthy log's entropy declines as the policy learns,
-and the onset protocol (``benchmarks/data/real/README.md``) starts a collapse at the first
+injection's event family names the quantity, **exact** when its first step is the onset
+(+-0). Not for entropy: every healthy log's entropy declines as the policy learns, and
+the onset protocol (``benchmarks/data/real/README.md``) starts a collapse at the first
 step of the sustained move that passes the midpoint between the prior and the collapsed
-level, which that healthy decline already is; there only **found** is scored. Three
-kinds of miss are known: a value loss that rises while the episode return holds (by
-design: value losses of healthy runs grow with the returns they fit, ``rules.VALUE_JUMP``),
-a policy loss that takes negative values (GRPO's: no level to rise from), and a DQN TD
-loss so heavy-tailed that a fifth of its points stay under 100x the lowest level even
-after x1000 (a healthy DQN's TD loss itself grows ~100x from its first steps, so the
-line is not lowered for it). A finding of another family is counted as **other** (an injected failure
-may show in several detectors; none is a false alarm here, the healthy log itself is
-scored by ``detection.py``). The report half prints totals only.
+level, which that healthy decline already is; there only **found** is scored. A finding
+of another family is counted as **other** (an injected failure may show in several
+detectors; none is a false alarm here, the healthy log itself is scored by
+``detection.py``). The report half prints totals only.
+
+Known misses: a return that never gained and then sits lower (a flat run loses no
+gain; by design a positive one must lose HEADLESS_SHARE of its level and a negative one
+has no zero to measure from, ``rldk.detectors.trend``); a value loss that rises while
+the episode return holds (by design: value losses of healthy runs grow with the returns
+they fit, ``rules.VALUE_JUMP``); a policy loss that takes negative values (GRPO's: no
+level to rise from); a DQN TD loss so heavy-tailed that a fifth of its points stay
+under 100x the lowest level even after x1000 (a healthy DQN's TD loss itself grows
+~100x from its first steps, so the line is not lowered for it).
 """
 from __future__ import annotations
 

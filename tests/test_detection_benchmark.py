@@ -62,7 +62,9 @@ def test_no_log_fails_to_import_or_analyze(results):
 
 #: measured shares (found, exact onset on the original label, onset within the protocol
 #: window) and healthy logs exiting 3, per half, when the detectors were last changed
-FLOORS = [("tune", 19 / 19, 10 / 19, 17 / 19, 0), ("report", 12 / 17, 5 / 17, 9 / 17, 2)]
+#: (tune: 1 healthy log exits 3 since the fifth batch: four single-row KL spikes of 66-197
+#: nats in trl_grpo_verified_reasoner, which its truth lists as ambiguous)
+FLOORS = [("tune", 19 / 19, 10 / 19, 17 / 19, 1), ("report", 12 / 17, 5 / 17, 9 / 17, 2)]
 
 
 @pytest.mark.parametrize("half, found, exact, in_window, exit3", FLOORS)

@@ -34,8 +34,8 @@ def bench(tmp_path_factory):
 
 #: (half, variant): found, within the protocol window (shares of the events scored),
 #: healthy logs exiting 3
-FLOORS = {("tune", "every2"): (18 / 19, 16 / 19, 0), ("tune", "every3"): (17 / 19, 14 / 19, 0),
-          ("tune", "late"): (9 / 9, 7 / 9, 0), ("report", "every2"): (14 / 17, 10 / 17, 1),
+FLOORS = {("tune", "every2"): (18 / 19, 16 / 19, 1), ("tune", "every3"): (17 / 19, 14 / 19, 1),
+          ("tune", "late"): (9 / 9, 7 / 9, 1), ("report", "every2"): (14 / 17, 10 / 17, 1),
           ("report", "every3"): (13 / 17, 9 / 17, 1), ("report", "late"): (6 / 9, 4 / 9, 1)}
 
 
@@ -70,10 +70,10 @@ def load_injection():
 
 #: half -> (injection -> (found, exact of the timed cases)) as measured when the detectors
 #: last changed; every injection of every healthy log of the half
-INJECTED = {"tune": {"return_collapse": (10, 9), "entropy_collapse": (6, 0), "kl_blowup": (2, 2),
-                     "grad_explosion": (6, 6), "loss_divergence": (3, 3), "nan": (13, 13)},
-            "report": {"return_collapse": (10, 8), "entropy_collapse": (9, 0), "kl_blowup": (3, 3),
-                       "grad_explosion": (5, 4), "loss_divergence": (3, 3), "nan": (15, 15)}}
+INJECTED = {"tune": {"return_collapse": (10, 9), "entropy_collapse": (7, 0), "kl_blowup": (4, 4),
+                     "grad_explosion": (8, 8), "loss_divergence": (4, 4), "nan": (15, 15)},
+            "report": {"return_collapse": (11, 8), "entropy_collapse": (10, 0), "kl_blowup": (4, 3),
+                       "grad_explosion": (6, 5), "loss_divergence": (3, 3), "nan": (16, 16)}}
 
 
 @pytest.mark.parametrize("half", sorted(INJECTED))

@@ -287,11 +287,12 @@ def reward_collapse(metric: str, steps, values) -> Event | None:
 
 
 def kl_blowup(metric: str, steps, values) -> Event | None:
-    """KL to the reference enters a regime above KL_HIGH nats, KL_JUMP x the level before."""
+    """KL to the reference enters a regime (two points or more: one is a spike, which the
+    spikes analyzer reports) above KL_HIGH nats, KL_JUMP x the level before."""
     r = regimes(steps, np.maximum(np.asarray(values, float), 0), "logscale")
     for j in range(1, len(r.parts)):
         before, p = r.parts[j - 1], r.parts[j]
-        if p.raw >= KL_HIGH and p.raw >= KL_JUMP * max(before.raw, 1e-12):
+        if p.size >= 2 and p.raw >= KL_HIGH and p.raw >= KL_JUMP * max(before.raw, 1e-12):
             k = onset_in(r, (j, j + 1), r.values >= KL_HIGH)
             return _event("kl_blowup", metric, r, k, p.last, "error",
                           f"{metric} jumped from {before.raw:.3g} to {p.raw:.3g} at step {int(r.steps[k])}",
