@@ -123,3 +123,15 @@ def test_grad_norm_explosion_needs_a_level_the_run_held():
     assert rules.grad_norm_explosion("grad_norm", np.arange(120), held) is None
     start = np.concatenate([[0.0, 0.001], held[:80]])
     assert rules.grad_norm_explosion("grad_norm", np.arange(82), start) is None
+
+
+def test_a_one_row_kl_jump_is_a_spike_not_a_blowup():
+    """KL at ~0.45 with one row at 13.9 (a real GRPO log's): a spike; two rows or more
+    above KL_HIGH and 10x the level before: a blow-up, from its first row."""
+    rng = np.random.default_rng(5)
+    kl = 0.45 + 0.05 * rng.random(60)
+    kl[30] = 13.9
+    assert rules.kl_blowup("kl", np.arange(60), kl) is None
+    kl[40:] = 8.0 + rng.random(20)
+    event = rules.kl_blowup("kl", np.arange(60), kl)
+    assert event is not None and event.onset == 40
