@@ -8,8 +8,8 @@ footers the caller already read), runs the analyzers and sends back their result
 series the analyzers load are shared among them through ``_series``' cache, which
 is emptied before and after each unit, so a worker holds one unit's data at a time.
 Objects on object storage are fetched once each, concurrently, into a temporary
-folder for the task (``rldk.core.fs.local_copies``): every query then reads local
-bytes.
+folder for the task (``rldk.core.fs.local_copies``, when they fit in half its free
+space): every query then reads local bytes.
 """
 from __future__ import annotations
 
@@ -19,7 +19,7 @@ from rldk import semantics
 from rldk.analyzers import _series, get
 from rldk.analyzers.suite import NotApplicable, compute
 from rldk.core.errors import MissingEvents, RldkError
-from rldk.core.fs import local_copies
+from rldk.core.fs import local_copies, scratch_budget
 from rldk.core.report import SEVERITIES
 from rldk.core.store import Store
 
@@ -76,7 +76,7 @@ def unit_results(files, footers, names, options, split=(), base_files=()) -> dic
     analyzers in ``split`` ``{name: Part}`` (divergence over the unit and the baseline's
     ``base_files``)."""
     _series.clear_cache()
-    with local_copies([*files, *base_files]) as copies:
+    with local_copies([*files, *base_files], max_bytes=scratch_budget()) as copies:
         store = Store(list(files), footers, copies=copies)
         out = {name: _result(get(name), store, options) for name in names if name not in split}
         for name in split:
@@ -109,7 +109,7 @@ def _part(analyzer, store, own, options) -> Part:
 def unit_rows(files, footers, run_ids, names, options) -> tuple[FleetRow, ...]:
     """One :class:`FleetRow` per run of the unit (the default analyzers' verdicts)."""
     _series.clear_cache()
-    with local_copies(files) as copies:
+    with local_copies(files, max_bytes=scratch_budget()) as copies:
         store = Store(list(files), footers, copies=copies)
         results = {name: _result(get(name), store, options) for name in names}
         reports = {n: r.report() for n, r in results.items() if not isinstance(r, Failure)}
