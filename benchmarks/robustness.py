@@ -180,23 +180,9 @@ def main(argv=None) -> int:
         results = run((args.half,), variant, args.log)
         rows.append({**detection.summary(results, args.half), "half": f"{args.half}, {variant}"})
         if args.half == "tune" and args.verbose:
-            _details(variant, results)
+            detection.print_details(results, prefix=f"{variant}: ")
     detection.print_table(rows)
     return 0
-
-
-def _details(variant: str, results: dict) -> None:
-    for r in results.values():
-        for fa in r.false_alarms:
-            print(f"{variant}: false alarm  {r.name}: {fa['code']} {fa['metric']} {fa['steps']}")
-        for m in r.missed:
-            print(f"{variant}: missed       {r.name}: {m['code']} {m['quantity']} at {m['onset_step']}")
-        for late in r.late:
-            e = late["event"]
-            print(f"{variant}: onset off    {r.name}: {e['code']} {e['quantity']} truth {e['onset_step']} "
-                  f"(window {e['onset_window'][0]}..{e['onset_window'][1]}), reported {late['reported']}")
-        if r.error:
-            print(f"{variant}: error        {r.name}: {r.error}")
 
 
 if __name__ == "__main__":

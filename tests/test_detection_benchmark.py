@@ -21,10 +21,14 @@ CODES = {"reward_collapse", "reward_plateau", "reward_degradation", "kl_blowup",
          "entropy_collapse", "zero_std_onset", "clip_ratio_blowup", "loss_spike"}
 
 
-def load_benchmark():
-    spec = importlib.util.spec_from_file_location("detection", ROOT / "benchmarks" / "detection.py")
+def load_benchmark(name: str = "detection"):
+    """``benchmarks/<name>.py`` as the module ``name`` (the benchmarks import each other
+    by that name; dataclasses look their module up there)."""
+    if name != "detection":
+        load_benchmark()
+    spec = importlib.util.spec_from_file_location(name, ROOT / "benchmarks" / f"{name}.py")
     module = importlib.util.module_from_spec(spec)
-    sys.modules["detection"] = module          # dataclasses look their module up there
+    sys.modules[name] = module
     spec.loader.exec_module(module)
     return module
 

@@ -4,31 +4,16 @@ false alarms, when each metric keeps every 2nd or 3rd logged step or the first t
 the run is gone. Floors as measured when the detectors last changed."""
 from __future__ import annotations
 
-import importlib.util
-import sys
-from pathlib import Path
-
 import numpy as np
 import pytest
 from test_detection_benchmark import load_benchmark
-
-ROOT = Path(__file__).resolve().parents[1]
-
-
-def load_robustness():
-    load_benchmark()                                   # registers ``detection`` for it
-    spec = importlib.util.spec_from_file_location("robustness", ROOT / "benchmarks" / "robustness.py")
-    module = importlib.util.module_from_spec(spec)
-    sys.modules["robustness"] = module
-    spec.loader.exec_module(module)
-    return module
 
 
 @pytest.fixture(scope="module")
 def bench(tmp_path_factory):
     mp = pytest.MonkeyPatch()
     mp.setenv("RLDK_CACHE_DIR", str(tmp_path_factory.mktemp("cache")))
-    yield load_robustness()
+    yield load_benchmark("robustness")
     mp.undo()
 
 
@@ -59,15 +44,6 @@ def test_thinning_keeps_every_kth_step_of_each_metric_and_carries_the_truth(benc
     assert bench.carried_truth(cut, {"rollout/ep_rew_mean": steps[1:]}, "late") is None
 
 
-def load_injection():
-    load_robustness()
-    spec = importlib.util.spec_from_file_location("injection", ROOT / "benchmarks" / "injection.py")
-    module = importlib.util.module_from_spec(spec)
-    sys.modules["injection"] = module
-    spec.loader.exec_module(module)
-    return module
-
-
 #: half -> (injection -> (found, exact of the timed cases)) as measured when the detectors
 #: last changed; every injection of every healthy log of the half
 INJECTED = {"tune": {"return_collapse": (10, 9), "entropy_collapse": (7, 0), "kl_blowup": (4, 4),
@@ -78,7 +54,7 @@ INJECTED = {"tune": {"return_collapse": (10, 9), "entropy_collapse": (7, 0), "kl
 
 @pytest.mark.parametrize("half", sorted(INJECTED))
 def test_failures_injected_into_healthy_logs_are_found_at_their_step(bench, half):
-    injection = load_injection()
+    injection = load_benchmark("injection")
     cases = injection.run(half)
     assert [c.error for c in cases if c.error] == []
     for name, (found, exact) in INJECTED[half].items():
@@ -88,7 +64,7 @@ def test_failures_injected_into_healthy_logs_are_found_at_their_step(bench, half
 
 
 def test_an_injection_writes_the_failure_from_the_onset_on(bench):
-    injection = load_injection()
+    injection = load_benchmark("injection")
     v = np.linspace(1.0, 2.0, 50) + 0.01 * np.sin(np.arange(50))
     k = 30
     grown = injection.INJECTIONS["grad_explosion"][2](v, k)
