@@ -59,18 +59,33 @@ def _of_run(table) -> dict:
     steps = pc.min_max(table.column("step")).as_py()
     wall = pc.min_max(table.column("wall_time"))       # scalars: no copy of the column
     wall = {k: _ms(wall[k], pa) for k in ("min", "max")}
-    metric = _equals(table.column("kind"), "metric")
-    # an import's or a metrics-only segment's rows are all metrics: no filtered copies
-    every = pc.sum(metric).as_py() == table.num_rows
+    # an import's or a metrics-only segment's rows are all metrics: no mask, no filtered copies
+    every = _only(table.column("kind"), "metric")
     names, msteps = table.column("name"), table.column("step")
     if not every:
+        metric = _equals(table.column("kind"), "metric")
         names, msteps = names.filter(metric), msteps.filter(metric)
     out = {"n": table.num_rows, "ranks": _distinct(table.column("rank")),
            "kinds": _distinct(table.column("kind")), "steps": _range(steps["min"], steps["max"]),
            "wall": _range(wall["min"], wall["max"]),
            "names": _distinct(names), "msteps": _steps(_unique_sorted(msteps))}
-    _add_run_events(table, out)
+    if not every:
+        _add_run_events(table, out)
     return out
+
+
+def _only(column, value: str) -> bool:
+    """Whether every row of ``column`` is ``value`` (a dictionary column: read off its
+    dictionaries, with no per-row work when they hold ``value`` alone)."""
+    import pyarrow as pa
+    import pyarrow.compute as pc
+
+    if column.null_count:
+        return False
+    if pa.types.is_dictionary(column.type) and all(
+            chunk.dictionary.to_pylist() == [value] for chunk in column.chunks):
+        return True
+    return pc.all(_equals(column, value)).as_py() is True
 
 
 def _ms(scalar, pa):
@@ -114,6 +129,11 @@ def _unique_sorted(column):
     return values
 
 
+#: Sorted runs a step column may be cut into and still be checked run by run (an import
+#: writes each metric's steps in turn); more go to ``np.unique``.
+MAX_SORTED_RUNS = 1024
+
+
 def _chunk_unique(chunk, np):
     """One chunk's distinct values, sorted (a chunk that is not sorted gets ``np.unique``)."""
     if chunk.null_count:
@@ -121,7 +141,13 @@ def _chunk_unique(chunk, np):
     values = chunk.to_numpy(zero_copy_only=False).astype(np.int64, copy=False)
     if len(values) < 2:
         return values
-    if not np.all(values[1:] >= values[:-1]):
+    descents = np.flatnonzero(values[1:] < values[:-1]) + 1
+    if len(descents) and len(descents) <= MAX_SORTED_RUNS:
+        # an import's table is column by column: the same sorted steps once per metric
+        runs = np.split(values, descents)
+        if all(np.array_equal(run, runs[0]) for run in runs[1:]):
+            values, descents = runs[0], descents[:0]
+    if len(descents):
         return np.unique(values)
     return values[np.concatenate([[True], values[1:] != values[:-1]])]
 
