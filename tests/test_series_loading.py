@@ -141,16 +141,18 @@ def test_help_and_store_schema_import_nothing_heavy():
     assert out.stdout.strip().splitlines()[-1] == "[] False False"
 
 
-@pytest.mark.parametrize("check_rows", [None, 0])
-def test_catalog_matches_the_per_run_queries(tmp_path, monkeypatch, check_rows):
+@pytest.mark.parametrize("check_rows, groups", [(None, 8), (0, 8), (0, 0)])
+def test_catalog_matches_the_per_run_queries(tmp_path, monkeypatch, check_rows, groups):
     """One catalog scan answers each run's index and facts exactly as the per-run
     queries do: ranks summed, null steps and text values counted as they count them;
     also when files without null values are scanned apart (check_rows 0: every file
-    is checked) and their rows merged with the others'."""
+    is checked), those of one run, kind and rank grouped by name alone (unless there
+    are more such groups than ``groups``), and their rows merged with the others'."""
     from rldk.analyzers import _catalog
 
     if check_rows is not None:
         monkeypatch.setattr(_catalog, "NUMERIC_CHECK_ROWS", check_rows)
+    monkeypatch.setattr(_catalog, "CONSTANT_GROUPS", groups)
 
     path = tmp_path / "store"
     for rank in (0, 1):
@@ -169,6 +171,8 @@ def test_catalog_matches_the_per_run_queries(tmp_path, monkeypatch, check_rows):
     _series.clear_cache()
     catalog = _catalog.warm(store)
     assert bool(_catalog._numeric_files(store)) == (check_rows == 0)
+    constant = _catalog._constant_groups(_catalog._numeric_files(store))
+    assert list(constant) == ([("single", "metric", 0)] if check_rows == 0 and groups else [])
     assert {r: (_series.run_index(_series.Source(store, r)), _series.run_facts(_series.Source(store, r)))
             for r in store.run_ids} == expected
     assert catalog.kinds == frozenset(store.sql("SELECT DISTINCT kind FROM events")["kind"].to_list())
