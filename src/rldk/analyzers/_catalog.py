@@ -145,7 +145,7 @@ def _numeric_files(store) -> dict[str, tuple | None]:
     """The large local files whose every row group's statistics count no null value,
     each with its ``(run_id, kind, rank)`` when the statistics show one value of each
     in the whole file (and that have every column the catalog reads)."""
-    from rldk.core.files import _metadata
+    from rldk.core.files import _metadata, no_nulls, single_values
     from rldk.core.fs import is_remote
 
     found = {}
@@ -156,34 +156,18 @@ def _numeric_files(store) -> dict[str, tuple | None]:
                 or not CATALOG_COLUMNS <= set(footer.columns)):
             continue
         meta = _metadata(local)
-        groups = [meta.row_group(g) for g in range(meta.num_row_groups)]
-        column = meta.schema.names.index("value")
-        if all(_no_nulls(g.column(column).statistics) for g in groups):
-            found[path] = _constants(meta.schema.names, groups)
+        if no_nulls(meta, "value"):
+            single = single_values(meta, CONSTANTS)
+            found[path] = tuple(single[c] for c in CONSTANTS) if len(single) == len(CONSTANTS) else None
     return found
 
 
-def _constants(names: list[str], groups) -> tuple | None:
-    """``(run_id, kind, rank)`` when every row of the row groups has the same values, else None."""
-    values = []
-    for column in ("run_id", "kind", "rank"):
-        index = names.index(column)
-        stats = [g.column(index).statistics for g in groups]
-        if not all(_no_nulls(s) and s.has_min_max for s in stats):
-            return None
-        seen = {v for s in stats for v in (s.min, s.max)}
-        if len(seen) != 1:
-            return None
-        values.append(seen.pop())
-    return tuple(values)
+#: The columns whose one value in a file lets NAMES_SQL group it by name alone.
+CONSTANTS = ("run_id", "kind", "rank")
 
 
 #: The columns CATALOG_SQL reads.
 CATALOG_COLUMNS = frozenset({"run_id", "kind", "rank", "name", "step", "value"})
-
-
-def _no_nulls(stats) -> bool:
-    return stats is not None and getattr(stats, "has_null_count", True) and stats.null_count == 0
 
 
 def _merged(rows: list[tuple]) -> list[tuple]:

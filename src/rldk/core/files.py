@@ -280,6 +280,35 @@ def _metadata(source):
         return pq.read_metadata(source)
 
 
+def single_values(meta, columns) -> dict:
+    """Per column of ``columns`` whose statistics in every row group of ``meta`` (a Parquet
+    ``FileMetaData``) show one value and no null: that value (the file's rows all have it)."""
+    names = meta.schema.names
+    groups = [meta.row_group(g) for g in range(meta.num_row_groups)]
+    out = {}
+    for column in columns:
+        if column not in names:
+            continue
+        stats = [g.column(names.index(column)).statistics for g in groups]
+        if stats and all(_no_nulls(s) and s.has_min_max for s in stats):
+            seen = {v for s in stats for v in (s.min, s.max)}
+            if len(seen) == 1:
+                out[column] = seen.pop()
+    return out
+
+
+def no_nulls(meta, column: str) -> bool:
+    """Whether the statistics of every row group of ``meta`` count no null in ``column``."""
+    if column not in meta.schema.names:
+        return False
+    index = meta.schema.names.index(column)
+    return all(_no_nulls(meta.row_group(g).column(index).statistics) for g in range(meta.num_row_groups))
+
+
+def _no_nulls(stats) -> bool:
+    return stats is not None and getattr(stats, "has_null_count", True) and stats.null_count == 0
+
+
 @lru_cache(maxsize=64)
 def _interned(columns: tuple[str, ...]) -> tuple[str, ...]:
     return columns                     # one tuple per schema, however many files share it
