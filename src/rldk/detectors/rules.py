@@ -308,8 +308,10 @@ def grad_norm_explosion(metric: str, steps, values) -> Event | None:
     if np.max(values) <= 0:
         return None
     r = regimes(steps, np.maximum(values, 0), "logscale")
+    top = r.parts[0] if r.parts else None
     for j in range(1, len(r.parts)):
-        top = max(r.parts[:j], key=lambda q: q.level)
+        if r.parts[j - 1].level > top.level:      # the first of the highest parts before j
+            top = r.parts[j - 1]
         p = r.parts[j]
         if p.size >= 2 and top.raw > 0 and p.level - top.level >= np.log(GRAD_JUMP):
             return _event("grad_norm_explosion", metric, r, p.start, p.last, "warning",
