@@ -175,29 +175,14 @@ def rolling_prior(values: np.ndarray, window: int, min_history: int, quantile: f
     """The ``quantile`` of the ``window`` finite values before each position (NaN until
     ``min_history`` exist; NaN at non-finite positions). Polars' rolling quantile
     with linear interpolation (0.5: the median)."""
-    return rolling_priors(values, window, [(quantile, min_history, False)])[0]
-
-
-def rolling_priors(values: np.ndarray, window: int, queries) -> list[np.ndarray]:
-    """:func:`rolling_prior` for each ``(quantile, min_history, backward)`` of ``queries``
-    (``backward``: of the values *after* each position), in one Polars query that
-    computes them in parallel."""
     import polars as pl
 
     finite = np.isfinite(values)
-    kept = values[finite]
-    frame = pl.DataFrame({"forward": kept, "backward": kept[::-1]})
-    priors = frame.select(
-        pl.col("backward" if backward else "forward")
-        .rolling_quantile(quantile, "linear", window_size=window, min_samples=min_history)
-        .shift(1).alias(str(i))
-        for i, (quantile, min_history, backward) in enumerate(queries))
-    out = []
-    for (_, _, backward), prior in zip(queries, priors.get_columns()):
-        prior = prior.fill_null(np.nan).to_numpy()
-        full = np.full(len(values), np.nan)
-        full[finite] = prior[::-1] if backward else prior
-        out.append(full)
+    out = np.full(len(values), np.nan)
+    series = pl.Series(values[finite])
+    prior = series.rolling_quantile(quantile, "linear", window_size=window,
+                                    min_samples=min_history).shift(1)
+    out[finite] = prior.fill_null(np.nan).to_numpy()
     return out
 
 
@@ -209,8 +194,9 @@ def find_spikes(series, params: Params, floor: float | None = None):
     future is isolated, while a point of a rising trend or of a new level is not above
     its future. ``recovered``: every spike has such a future (the series came back)."""
     values = series.values
-    med, p90, after = rolling_priors(values, params.window, [
-        (0.5, params.min_history, False), (0.9, params.min_history, False), (0.5, MIN_AFTER, True)])
+    med = rolling_prior(values, params.window, params.min_history)
+    p90 = rolling_prior(values, params.window, params.min_history, 0.9)
+    after = rolling_prior(values[::-1], params.window, MIN_AFTER)[::-1]
     with np.errstate(invalid="ignore"):
         hit = ((med > 0) & (med >= params.level_share * p90)
                & (values > params.factor * med)
