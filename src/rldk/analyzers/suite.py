@@ -198,11 +198,12 @@ def _analyze(paths, store, baseline, out_dir, plots, analyzers, on_analyzer, eng
         raise MissingEvents(f"no metric events in {' '.join(map(str, _as_list(paths)))}: log "
                             "scalars with rldk.writer.log or import logs with `rldk import`")
     if engine is None and sum(f.rows for f in store.footers.values()) > PREFETCH_ROWS:
-        _series.prefetch([_series.Source(store, run_id) for run_id in store.run_ids])
+        chosen = _prefetching(store, analyzers)
+    else:
+        chosen = list(analyzers if analyzers is not None else default())
     baseline = baseline if baseline is not None else default_baseline(store.run_ids)
     options = {"baseline": baseline}
     outcomes, reports = [], []
-    chosen = list(analyzers if analyzers is not None else default())
     computed = engine(store, chosen, options) if engine is not None else {}
     for index, analyzer in enumerate(chosen):
         if on_analyzer is not None:
@@ -215,6 +216,19 @@ def _analyze(paths, store, baseline, out_dir, plots, analyzers, on_analyzer, eng
                         tuple(outcomes), tuple(reports), baseline)
     write_index(analysis)
     return analysis
+
+
+def _prefetching(store, analyzers) -> list:
+    """The analyzers to run (their modules imported), while the store's runs are read
+    into the series cache (``_series.prefetch``) on other threads: the reads release
+    the GIL, so the imports cost no time of their own."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    with ThreadPoolExecutor(max_workers=1) as pool:
+        reading = pool.submit(_series.prefetch, [_series.Source(store, r) for r in store.run_ids])
+        chosen = list(analyzers if analyzers is not None else default())
+        reading.result()
+    return chosen
 
 
 def _kinds(store, engine) -> frozenset:
