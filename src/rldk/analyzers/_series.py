@@ -284,12 +284,26 @@ _CACHE: dict = {}
 
 
 def _cache_budget() -> int:
+    available = available_memory()
+    return CACHE_BYTES if available is None else max(CACHE_BYTES, available // 3)
+
+
+def available_memory() -> int | None:
+    """Bytes of memory available: Linux's MemAvailable (what psutil reports there, without
+    psutil's import), else psutil's figure; None when neither can say."""
+    try:
+        with open("/proc/meminfo", "rb") as f:
+            for line in f:
+                if line.startswith(b"MemAvailable:"):
+                    return int(line.split()[1]) * 1024
+    except (OSError, ValueError, IndexError):
+        pass
     try:
         import psutil
 
-        return max(CACHE_BYTES, psutil.virtual_memory().available // 3)
-    except Exception:                     # no psutil or no /proc: the fixed budget
-        return CACHE_BYTES
+        return psutil.virtual_memory().available
+    except Exception:                     # no psutil: the fixed budgets apply
+        return None
 
 
 def _key(source: Source):
@@ -379,13 +393,8 @@ _COLLECT = threading.Lock()
 def whole_run_rows() -> int:
     """How many metric rows a run may have to be read whole and cached: a quarter of
     the available memory at 24 bytes a row (16 kept, 8 transient), at least BATCH_ROWS."""
-    try:
-        import psutil
-
-        available = psutil.virtual_memory().available
-    except Exception:                     # no psutil or no /proc: the fixed budget
-        return BATCH_ROWS
-    return max(BATCH_ROWS, available // 4 // 24)
+    available = available_memory()
+    return BATCH_ROWS if available is None else max(BATCH_ROWS, available // 4 // 24)
 
 
 def _read_whole(source: Source, names: list[str]) -> dict[str, Series]:
