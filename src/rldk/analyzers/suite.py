@@ -21,6 +21,8 @@ problems, 4 inconclusive, 1 errors or nothing analyzable.
 """
 from __future__ import annotations
 
+import importlib
+import threading
 import time
 from dataclasses import dataclass
 from functools import cached_property
@@ -194,6 +196,7 @@ def analyze(paths, baseline: str | None = None, out_dir="rldk_reports", plots: b
 
 
 def _analyze(paths, store, baseline, out_dir, plots, analyzers, on_analyzer, engine) -> Analysis:
+    _import_meanwhile("polars")           # the catalog scan releases the GIL
     if "metric" not in _kinds(store, engine):
         raise MissingEvents(f"no metric events in {' '.join(map(str, _as_list(paths)))}: log "
                             "scalars with rldk.writer.log or import logs with `rldk import`")
@@ -216,6 +219,18 @@ def _analyze(paths, store, baseline, out_dir, plots, analyzers, on_analyzer, eng
                         tuple(outcomes), tuple(reports), baseline)
     write_index(analysis)
     return analysis
+
+
+def _import_meanwhile(module: str) -> None:
+    """Start importing ``module`` on another thread, to overlap work that releases the
+    GIL (polars takes 0.1 s to import; the first reads need it)."""
+    def load():
+        try:
+            importlib.import_module(module)
+        except ImportError:                # whoever needs it says so
+            pass
+
+    threading.Thread(target=load, daemon=True).start()
 
 
 def _prefetching(store, analyzers) -> list:
