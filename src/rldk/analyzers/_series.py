@@ -30,6 +30,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from rldk.core.errors import UsageError
+from rldk.core.files import only_metrics_of
 from rldk.core.fs import register_filesystems
 from rldk.core.store import Run, Store
 from rldk.data import open_input
@@ -410,9 +411,22 @@ def _read_whole(source: Source, names: list[str]) -> dict[str, Series]:
         frame = pl.scan_parquet(readable(path))
         if offset or length is not None:
             frame = frame.slice(offset, length)
-        frame = frame.filter((pl.col("kind") == "metric") & _run_filter(source))
+        if not _only_metrics(part, path, source.run_id):
+            frame = frame.filter((pl.col("kind") == "metric") & _run_filter(source))
         pieces.append(_read_chunk(frame, names, source, False))
     return _finish_all(source, names, pieces)
+
+
+#: Files of at least this many rows are checked for holding only the run's metrics.
+PLAIN_ROWS = 100_000
+
+
+def _only_metrics(store, path: str, run_id: str) -> bool:
+    """Whether ``path`` is a large file whose statistics show only metric rows of ``run_id``
+    with a step (a writer's metric segment): read without a filter, a fifth less work."""
+    footer = store.footers.get(path)
+    readable = getattr(store, "readable", lambda f: f)
+    return footer is not None and footer.rows >= PLAIN_ROWS and only_metrics_of(readable(path), run_id)
 
 
 def _chunks(store, run_id: str):

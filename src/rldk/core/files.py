@@ -281,6 +281,16 @@ def _metadata(source):
         return pq.read_metadata(source)
 
 
+def only_metrics_of(path: str, run_id: str) -> bool:
+    """Whether the statistics of the local file ``path`` show every row to be a metric
+    event of ``run_id`` with a step (a writer's metric segment)."""
+    if is_remote(path):
+        return False
+    meta = _metadata(path)
+    return (single_values(meta, ("kind", "run_id")) == {"kind": "metric", "run_id": run_id}
+            and no_nulls(meta, "step"))
+
+
 def single_values(meta, columns) -> dict:
     """Per column of ``columns`` whose statistics in every row group of ``meta`` (a Parquet
     ``FileMetaData``) show one value and no null: that value (the file's rows all have it)."""
