@@ -205,9 +205,11 @@ def frame(store, sql: str, **params):
 
 def _cached(kind: str, source: Source, compute):
     key = (kind, _key(source))
-    if key not in _CACHE:
-        _remember(key, compute(), 0)
-    return _CACHE[key][0]
+    found = _cached_value(key)
+    if found is None:
+        found = compute()
+        _remember(key, found, 0)
+    return found
 
 
 def _cached_value(key):
@@ -318,14 +320,20 @@ def _key(source: Source):
 _BYTES = [0]                            # bytes held by _CACHE
 
 
+#: Changes to the cache are made one at a time (prefetch threads and analyzers on
+#: threads remember entries); readers take a value once and keep their reference.
+_CACHE_LOCK = threading.Lock()
+
+
 def _remember(key, value, nbytes: int) -> None:
-    old = _CACHE.pop(key, None)
-    _BYTES[0] += nbytes - (old[1] if old else 0)
-    _CACHE[key] = (value, nbytes)
-    if nbytes:
-        budget = _cache_budget()
-        while _BYTES[0] > budget and len(_CACHE) > 1:
-            _BYTES[0] -= _CACHE.pop(next(iter(_CACHE)))[1]
+    with _CACHE_LOCK:
+        old = _CACHE.pop(key, None)
+        _BYTES[0] += nbytes - (old[1] if old else 0)
+        _CACHE[key] = (value, nbytes)
+        if nbytes:
+            budget = _cache_budget()
+            while _BYTES[0] > budget and len(_CACHE) > 1:
+                _BYTES[0] -= _CACHE.pop(next(iter(_CACHE)))[1]
 
 
 def clear_cache() -> None:
@@ -350,11 +358,11 @@ def load_series(source: Source, names: list[str]) -> dict[str, Series]:
         return {}
     if sum(i.rows for i in index.values()) <= whole_run_rows():
         key = ("series", _key(source))
-        if key not in _CACHE:
-            loaded = _read_whole(source, sorted(index))
-            arrays = {id(a): a.nbytes for s in loaded.values() for a in (s.steps, s.values)}
-            _remember(key, loaded, sum(arrays.values()))
-        cached = _CACHE[key][0]
+        cached = _cached_value(key)
+        if cached is None:
+            cached = _read_whole(source, sorted(index))
+            arrays = {id(a): a.nbytes for s in cached.values() for a in (s.steps, s.values)}
+            _remember(key, cached, sum(arrays.values()))
         return {n: cached[n] for n in names if n in cached}
     return _finish_all(source, names, [_read_chunk(_metric_rows(source), names, source, True)])
 
