@@ -253,3 +253,27 @@ def test_a_trl_output_dir_gives_the_same_runs_through_every_command(tmp_path, mo
     assert report.exit_code in (0, 3), report.output
     assert json.loads((tmp_path / "cards" / "index.json").read_text())["runs"] == ids
     assert f"rldk report: {', '.join(ids)}" in (tmp_path / "r.html").read_text()
+
+
+def test_a_large_store_analyzed_on_threads_gives_the_serial_cards(tmp_path, monkeypatch):
+    """A store over ``PREFETCH_ROWS`` is read into the cache first and its analyzers run
+    two at a time on threads (``suite._on_threads``): every card is the serial one, an
+    error outcome included."""
+    from rldk.analyzers import _series
+
+    store = tmp_path / "store"
+    write(store, "a", steps=60, loss=lambda s: 1.0 / (1 + s) + (5.0 if s == 30 else 0.0),
+          grad_norm=lambda s: 1.0 + 0.01 * (s % 3), kl=lambda s: 0.01 * s)
+    write(store, "b", steps=60, loss=lambda s: 1.0 / (1 + s) + (0.5 if s >= 40 else 0.0),
+          grad_norm=lambda s: 1.0, kl=lambda s: 0.02 * s)
+    cards, threaded = {}, []
+    on_threads = suite._on_threads
+    monkeypatch.setattr(suite, "_on_threads", lambda *a: threaded.append(1) or on_threads(*a))
+    for rows in (10**12, 0):                                   # serial, then on threads
+        monkeypatch.setattr(suite, "PREFETCH_ROWS", rows)
+        _series.clear_cache()
+        analysis = suite.analyze(store, baseline="missing", out_dir=tmp_path / str(rows), plots=False)
+        cards[rows] = {o.analyzer: (o.status, o.summary) for o in analysis.outcomes}
+        cards[rows].update({r.analyzer: r.to_dict() for r in analysis.reports})
+    assert threaded == [1] and cards[0] == cards[10**12]
+    assert cards[0]["divergence"][0] == "error"

@@ -102,3 +102,20 @@ def test_a_bad_metric_map_is_a_usage_error(tmp_path):
     assert result.stderr.splitlines()[-1] == (
         f"Error: Invalid value for '--metric-map': {bad}: a metric map is a JSON object of lists "
         'of names, e.g. {"kl_to_ref": ["my/kl"]}')
+
+
+def test_console_script_keeps_output_and_exit_codes(tmp_path):
+    """``rldk`` (``rldk.cli.run``) ends its process without the interpreter's teardown:
+    what it prints and its exit codes are main's."""
+    import subprocess
+    import sys
+
+    def rldk(*args):
+        return subprocess.run([sys.executable, "-m", "rldk.cli", *args], capture_output=True, text=True)
+
+    version = rldk("--version")
+    assert version.returncode == 0 and version.stdout.startswith("rldk, version")
+    missing = tmp_path / "missing"
+    failed = rldk("analyze", str(missing))
+    assert failed.returncode == 1 and failed.stderr == f"Error: {missing}: no such file or directory\n"
+    assert rldk("analyze", "--bogus").returncode == EXIT_USAGE

@@ -141,16 +141,18 @@ def test_help_and_store_schema_import_nothing_heavy():
     assert out.stdout.strip().splitlines()[-1] == "[] False False"
 
 
-@pytest.mark.parametrize("check_rows", [None, 0])
-def test_catalog_matches_the_per_run_queries(tmp_path, monkeypatch, check_rows):
+@pytest.mark.parametrize("check_rows, groups", [(None, 8), (0, 8), (0, 0)])
+def test_catalog_matches_the_per_run_queries(tmp_path, monkeypatch, check_rows, groups):
     """One catalog scan answers each run's index and facts exactly as the per-run
     queries do: ranks summed, null steps and text values counted as they count them;
     also when files without null values are scanned apart (check_rows 0: every file
-    is checked) and their rows merged with the others'."""
+    is checked), those of one run, kind and rank grouped by name alone (unless there
+    are more such groups than ``groups``), and their rows merged with the others'."""
     from rldk.analyzers import _catalog
 
     if check_rows is not None:
         monkeypatch.setattr(_catalog, "NUMERIC_CHECK_ROWS", check_rows)
+    monkeypatch.setattr(_catalog, "CONSTANT_GROUPS", groups)
 
     path = tmp_path / "store"
     for rank in (0, 1):
@@ -169,6 +171,8 @@ def test_catalog_matches_the_per_run_queries(tmp_path, monkeypatch, check_rows):
     _series.clear_cache()
     catalog = _catalog.warm(store)
     assert bool(_catalog._numeric_files(store)) == (check_rows == 0)
+    constant = _catalog._constant_groups(_catalog._numeric_files(store))
+    assert list(constant) == ([("single", "metric", 0)] if check_rows == 0 and groups else [])
     assert {r: (_series.run_index(_series.Source(store, r)), _series.run_facts(_series.Source(store, r)))
             for r in store.run_ids} == expected
     assert catalog.kinds == frozenset(store.sql("SELECT DISTINCT kind FROM events")["kind"].to_list())
@@ -196,3 +200,26 @@ def test_analyze_runs_no_per_run_index_query(three_runs, tmp_path, monkeypatch):
     monkeypatch.setattr(_series, "_query", lambda source, sql, **kw: queries.append(sql) or query(source, sql, **kw))
     analyze(three_runs, baseline="a", out_dir=tmp_path / "cards", plots=False)
     assert _series.INDEX_SQL not in queries and _series.KINDS_SQL not in queries
+
+
+def test_a_metrics_only_file_is_read_without_a_filter_to_the_same_series(tmp_path, monkeypatch):
+    """A large file whose statistics show only one run's metrics with steps is scanned
+    without the row filter (``_series._only_metrics``); the series are the same."""
+    path = tmp_path / "store"
+    with EventWriter(path, "r", capture_env=False) as w:
+        w.log(0, {"loss": 1.0, "kl": 0.5})
+    _metrics_only_file(path / "r.r0.000009.parquet", "r", [(s, n, s * 0.1) for s in range(1, 50)
+                                                           for n in ("loss", "kl")])
+    store = open_store(path)
+    plain = [f for f in store.files if _series._only_metrics(store, f, "r")]
+    assert plain == [] and _series.PLAIN_ROWS > 1_000             # small files: always filtered
+    loaded = {}
+    for rows in (10**9, 0):
+        monkeypatch.setattr(_series, "PLAIN_ROWS", rows)
+        _series.clear_cache()
+        loaded[rows] = _series._read_whole(_series.Source(store, "r"), ["kl", "loss"])
+    assert [f.endswith("000009.parquet") for f in store.files if _series._only_metrics(store, f, "r")] == [True]
+    for name in ("kl", "loss"):
+        np.testing.assert_array_equal(loaded[0][name].steps, loaded[10**9][name].steps)
+        np.testing.assert_array_equal(loaded[0][name].values, loaded[10**9][name].values)
+    assert loaded[0]["loss"].steps.tolist() == list(range(50))

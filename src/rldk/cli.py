@@ -276,5 +276,30 @@ def main():
     """
 
 
+def run() -> None:
+    """The ``rldk`` console script: :func:`main`, then the process ends without the
+    interpreter's teardown, which after a large analysis spends 0.07 s releasing
+    Polars, DuckDB and pyarrow for nothing. Exit handlers still run (writers close,
+    threads join) and stdio is flushed; the exit code is main's."""
+    import atexit
+    import os
+
+    try:
+        main()
+        code = 0
+    except SystemExit as exc:
+        code = exc.code
+    if code is not None and not isinstance(code, int):
+        click.echo(code, err=True)             # what sys.exit("text") prints
+        code = 1
+    atexit._run_exitfuncs()
+    for stream in (sys.stdout, sys.stderr):
+        try:
+            stream.flush()
+        except (OSError, ValueError):          # a closed pipe: nothing more to say
+            pass
+    os._exit(code or 0)
+
+
 if __name__ == "__main__":
-    main()
+    run()

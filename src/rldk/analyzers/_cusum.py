@@ -84,6 +84,8 @@ def standardize(va, vb, center, sigma, clip):
     with np.errstate(invalid="ignore", divide="ignore"):
         z = (vb - va - center) / sigma
     bad = ~np.isfinite(z)
+    if not bad.any():                     # the usual case: no mixing needed
+        return np.clip(z, -clip, clip), np.clip(-z, -clip, clip)
     same = (va == vb) | (np.isnan(va) & np.isnan(vb))
     up = np.where(bad, np.where(same, 0.0, clip), np.clip(z, -clip, clip))
     down = np.where(bad, np.where(same, 0.0, clip), np.clip(-z, -clip, clip))

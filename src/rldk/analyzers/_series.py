@@ -30,6 +30,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from rldk.core.errors import UsageError
+from rldk.core.files import only_metrics_of
 from rldk.core.fs import register_filesystems
 from rldk.core.store import Run, Store
 from rldk.data import open_input
@@ -204,9 +205,11 @@ def frame(store, sql: str, **params):
 
 def _cached(kind: str, source: Source, compute):
     key = (kind, _key(source))
-    if key not in _CACHE:
-        _remember(key, compute(), 0)
-    return _CACHE[key][0]
+    found = _cached_value(key)
+    if found is None:
+        found = compute()
+        _remember(key, found, 0)
+    return found
 
 
 def _cached_value(key):
@@ -284,12 +287,26 @@ _CACHE: dict = {}
 
 
 def _cache_budget() -> int:
+    available = available_memory()
+    return CACHE_BYTES if available is None else max(CACHE_BYTES, available // 3)
+
+
+def available_memory() -> int | None:
+    """Bytes of memory available: Linux's MemAvailable (what psutil reports there, without
+    psutil's import), else psutil's figure; None when neither can say."""
+    try:
+        with open("/proc/meminfo", "rb") as f:
+            for line in f:
+                if line.startswith(b"MemAvailable:"):
+                    return int(line.split()[1]) * 1024
+    except (OSError, ValueError, IndexError):
+        pass
     try:
         import psutil
 
-        return max(CACHE_BYTES, psutil.virtual_memory().available // 3)
-    except Exception:                     # no psutil or no /proc: the fixed budget
-        return CACHE_BYTES
+        return psutil.virtual_memory().available
+    except Exception:                     # no psutil: the fixed budgets apply
+        return None
 
 
 def _key(source: Source):
@@ -303,14 +320,20 @@ def _key(source: Source):
 _BYTES = [0]                            # bytes held by _CACHE
 
 
+#: Changes to the cache are made one at a time (prefetch threads and analyzers on
+#: threads remember entries); readers take a value once and keep their reference.
+_CACHE_LOCK = threading.Lock()
+
+
 def _remember(key, value, nbytes: int) -> None:
-    old = _CACHE.pop(key, None)
-    _BYTES[0] += nbytes - (old[1] if old else 0)
-    _CACHE[key] = (value, nbytes)
-    if nbytes:
-        budget = _cache_budget()
-        while _BYTES[0] > budget and len(_CACHE) > 1:
-            _BYTES[0] -= _CACHE.pop(next(iter(_CACHE)))[1]
+    with _CACHE_LOCK:
+        old = _CACHE.pop(key, None)
+        _BYTES[0] += nbytes - (old[1] if old else 0)
+        _CACHE[key] = (value, nbytes)
+        if nbytes:
+            budget = _cache_budget()
+            while _BYTES[0] > budget and len(_CACHE) > 1:
+                _BYTES[0] -= _CACHE.pop(next(iter(_CACHE)))[1]
 
 
 def clear_cache() -> None:
@@ -335,11 +358,11 @@ def load_series(source: Source, names: list[str]) -> dict[str, Series]:
         return {}
     if sum(i.rows for i in index.values()) <= whole_run_rows():
         key = ("series", _key(source))
-        if key not in _CACHE:
-            loaded = _read_whole(source, sorted(index))
-            arrays = {id(a): a.nbytes for s in loaded.values() for a in (s.steps, s.values)}
-            _remember(key, loaded, sum(arrays.values()))
-        cached = _CACHE[key][0]
+        cached = _cached_value(key)
+        if cached is None:
+            cached = _read_whole(source, sorted(index))
+            arrays = {id(a): a.nbytes for s in cached.values() for a in (s.steps, s.values)}
+            _remember(key, cached, sum(arrays.values()))
         return {n: cached[n] for n in names if n in cached}
     return _finish_all(source, names, [_read_chunk(_metric_rows(source), names, source, True)])
 
@@ -379,13 +402,8 @@ _COLLECT = threading.Lock()
 def whole_run_rows() -> int:
     """How many metric rows a run may have to be read whole and cached: a quarter of
     the available memory at 24 bytes a row (16 kept, 8 transient), at least BATCH_ROWS."""
-    try:
-        import psutil
-
-        available = psutil.virtual_memory().available
-    except Exception:                     # no psutil or no /proc: the fixed budget
-        return BATCH_ROWS
-    return max(BATCH_ROWS, available // 4 // 24)
+    available = available_memory()
+    return BATCH_ROWS if available is None else max(BATCH_ROWS, available // 4 // 24)
 
 
 def _read_whole(source: Source, names: list[str]) -> dict[str, Series]:
@@ -401,9 +419,22 @@ def _read_whole(source: Source, names: list[str]) -> dict[str, Series]:
         frame = pl.scan_parquet(readable(path))
         if offset or length is not None:
             frame = frame.slice(offset, length)
-        frame = frame.filter((pl.col("kind") == "metric") & _run_filter(source))
+        if not _only_metrics(part, path, source.run_id):
+            frame = frame.filter((pl.col("kind") == "metric") & _run_filter(source))
         pieces.append(_read_chunk(frame, names, source, False))
     return _finish_all(source, names, pieces)
+
+
+#: Files of at least this many rows are checked for holding only the run's metrics.
+PLAIN_ROWS = 100_000
+
+
+def _only_metrics(store, path: str, run_id: str) -> bool:
+    """Whether ``path`` is a large file whose statistics show only metric rows of ``run_id``
+    with a step (a writer's metric segment): read without a filter, a fifth less work."""
+    footer = store.footers.get(path)
+    readable = getattr(store, "readable", lambda f: f)
+    return footer is not None and footer.rows >= PLAIN_ROWS and only_metrics_of(readable(path), run_id)
 
 
 def _chunks(store, run_id: str):

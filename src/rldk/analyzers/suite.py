@@ -21,6 +21,8 @@ problems, 4 inconclusive, 1 errors or nothing analyzable.
 """
 from __future__ import annotations
 
+import importlib
+import threading
 import time
 from dataclasses import dataclass
 from functools import cached_property
@@ -42,8 +44,9 @@ from rldk.core.result import as_dict
 from rldk.data import open_input
 
 #: Stores of more events are read two runs at a time before the analyzers run
-#: (``_series.prefetch``); a smaller one is read run by run as the analyzers ask,
-#: which costs less than starting the threads.
+#: (``_series.prefetch``), and their analyzers run two at a time (``_on_threads``); a
+#: smaller one is read run by run as the analyzers ask, which costs less than starting
+#: the threads.
 PREFETCH_ROWS = 1_000_000
 
 
@@ -194,16 +197,22 @@ def analyze(paths, baseline: str | None = None, out_dir="rldk_reports", plots: b
 
 
 def _analyze(paths, store, baseline, out_dir, plots, analyzers, on_analyzer, engine) -> Analysis:
+    _import_meanwhile("polars")           # the catalog scan releases the GIL
     if "metric" not in _kinds(store, engine):
         raise MissingEvents(f"no metric events in {' '.join(map(str, _as_list(paths)))}: log "
                             "scalars with rldk.writer.log or import logs with `rldk import`")
-    if engine is None and sum(f.rows for f in store.footers.values()) > PREFETCH_ROWS:
-        _series.prefetch([_series.Source(store, run_id) for run_id in store.run_ids])
+    large = engine is None and sum(f.rows for f in store.footers.values()) > PREFETCH_ROWS
+    if large:
+        chosen = _prefetching(store, analyzers)
+    else:
+        chosen = list(analyzers if analyzers is not None else default())
     baseline = baseline if baseline is not None else default_baseline(store.run_ids)
     options = {"baseline": baseline}
     outcomes, reports = [], []
-    chosen = list(analyzers if analyzers is not None else default())
-    computed = engine(store, chosen, options) if engine is not None else {}
+    if engine is not None:
+        computed = engine(store, chosen, options)
+    else:
+        computed = _on_threads(store, chosen, options) if large else {}
     for index, analyzer in enumerate(chosen):
         if on_analyzer is not None:
             on_analyzer(analyzer.name, index, len(chosen))
@@ -215,6 +224,63 @@ def _analyze(paths, store, baseline, out_dir, plots, analyzers, on_analyzer, eng
                         tuple(outcomes), tuple(reports), baseline)
     write_index(analysis)
     return analysis
+
+
+def _import_meanwhile(module: str) -> None:
+    """Start importing ``module`` on another thread, to overlap work that releases the
+    GIL (polars takes 0.1 s to import; the first reads need it)."""
+    def load():
+        try:
+            importlib.import_module(module)
+        except ImportError:                # whoever needs it says so
+            pass
+
+    threading.Thread(target=load, daemon=True).start()
+
+
+def _prefetching(store, analyzers) -> list:
+    """The analyzers to run (their modules imported), while the store's runs are read
+    into the series cache (``_series.prefetch``) on other threads: the reads release
+    the GIL, so the imports cost no time of their own."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    with ThreadPoolExecutor(max_workers=1) as pool:
+        reading = pool.submit(_series.prefetch, [_series.Source(store, r) for r in store.run_ids])
+        chosen = list(analyzers if analyzers is not None else default())
+        reading.result()
+    return chosen
+
+
+def _on_threads(store, chosen, options) -> dict:
+    """``{name: Background}``: the analyzers computed two at a time on worker threads, in
+    order, from the series cache. Most of an analysis is NumPy and Polars work that
+    releases the GIL, so on two cores two analyzers go faster than one; each computes
+    from its own data, so the results are the ones a serial run gives."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    pool = ThreadPoolExecutor(max_workers=2)
+    computed = {a.name: Background(pool, a, store, options) for a in chosen}
+    pool.shutdown(wait=False)                # the workers stop once every one is done
+    return computed
+
+
+class Background:
+    """One analyzer computed on a worker thread: calling it waits for its Result (or raises
+    as :func:`compute` would); ``seconds`` is then the computation's own duration."""
+
+    def __init__(self, pool, analyzer, store, options):
+        self.seconds: float | None = None
+        self._future = pool.submit(self._compute, analyzer, store, options)
+
+    def _compute(self, analyzer, store, options):
+        start = time.perf_counter()
+        try:
+            return compute(analyzer, store, analyzer.params(**options))
+        finally:
+            self.seconds = time.perf_counter() - start
+
+    def __call__(self):
+        return self._future.result()
 
 
 def _kinds(store, engine) -> frozenset:
@@ -264,14 +330,23 @@ def _run_one(analyzer, store, options, out_dir, plots, computed=None):
         params = analyzer.params(**options)
         result = computed() if computed is not None else compute(analyzer, store, params)
     except MissingEvents as exc:
-        return _skipped(name, str(exc), start, counts), None
+        return _skipped(name, str(exc), _began(start, computed), counts), None
     except RldkError as exc:
-        return Outcome(name, "error", str(exc), 0, {}, time.perf_counter() - start, counts), None
+        return Outcome(name, "error", str(exc), 0, {}, time.perf_counter() - _began(start, computed),
+                       counts), None
+    start = _began(start, computed)
     report = result.report()
     pngs = plots_or_note(analyzer, result, out_dir) if plots else {}
     files = dict(write_report(report, out_dir, pngs), plots=list(pngs.values()))
     return Outcome(name, report.status, report.summary, len(report.problems), files,
                    time.perf_counter() - start, counts), report
+
+
+def _began(start: float, computed) -> float:
+    """When the analyzer's work began, as its seconds count it: a computation on a worker
+    thread (:class:`Background`) counts its own duration, not the wait for it."""
+    seconds = getattr(computed, "seconds", None)
+    return start if seconds is None else time.perf_counter() - seconds
 
 
 def _skipped(name, why, start, counts):

@@ -160,7 +160,7 @@ def metric_stats(run_id: str, s) -> dict:
     """One metric's row of the table: rows logged, step range, last/min/max/mean of the
     finite values, non-finite and non-numeric counts."""
     finite = np.isfinite(s.values)
-    values = s.values[finite]
+    values = s.values if finite.all() else s.values[finite]
     some = bool(len(values))
     return {"run_id": run_id, "name": s.name, "rows": len(s) + s.duplicates + s.non_numeric,
             "first_step": int(s.steps[0]) if len(s) else s.first_non_numeric,

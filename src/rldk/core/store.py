@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import json
 import os
+import threading
 import time
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -87,6 +88,11 @@ FROM events
 GROUP BY run_id
 ORDER BY run_id
 """
+
+
+#: A DuckDB connection runs one statement at a time: analyzers on threads (``rldk
+#: analyze`` on a large store) take turns on a store's connection.
+_STATEMENTS = threading.RLock()
 
 
 class Store:
@@ -243,13 +249,14 @@ class Store:
         self._parts.clear()
 
     def _fetch(self, query: str, params):
-        relation = self.con.sql(query, params=params or None)
-        if relation is None:                   # a statement that returns no rows
-            import pyarrow as pa
+        with _STATEMENTS:
+            relation = self.con.sql(query, params=params or None)
+            if relation is None:                   # a statement that returns no rows
+                import pyarrow as pa
 
-            return pa.table({})
-        fetch = getattr(relation, "to_arrow_table", None) or relation.arrow
-        return fetch()
+                return pa.table({})
+            fetch = getattr(relation, "to_arrow_table", None) or relation.arrow
+            return fetch()
 
     def scan(self, kind: str | None = None):
         """A Polars LazyFrame of all events, or of one kind."""

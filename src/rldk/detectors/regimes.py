@@ -12,6 +12,7 @@ the series entered the regime it is judging: that regime's first step is the ons
 from __future__ import annotations
 
 from dataclasses import dataclass
+from functools import cached_property
 
 import numpy as np
 
@@ -61,6 +62,11 @@ class Regimes:
     y: np.ndarray
     sigma: float
     parts: tuple[Regime, ...]
+
+    @cached_property
+    def starts(self) -> np.ndarray:
+        """Each regime's first index into ``values`` (increasing)."""
+        return np.array([p.start for p in self.parts], dtype=np.int64)
 
     def first_staying(self, inside) -> Regime | None:
         """The first regime from which every later regime satisfies ``inside(regime)``

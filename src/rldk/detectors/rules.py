@@ -302,18 +302,21 @@ def kl_blowup(metric: str, steps, values) -> Event | None:
 
 def grad_norm_explosion(metric: str, steps, values) -> Event | None:
     """Gradient norm rises to a regime GRAD_JUMP x every level the run held before it (a
-    regime of at least MIN_REFERENCE points). A run that starts high and settles (warm-up) is not an explosion, nor a return to a
-    level the run already had, nor a rise from exact zeros (GRPO's near-zero norms at steps
-    without reward variance are removed before: ``rldk.analyzers.health.onset``)."""
+    regime of at least MIN_REFERENCE points). A run that starts high and settles (warm-up)
+    is not an explosion, nor a return to a level the run already had, nor a rise from
+    exact zeros (GRPO's near-zero norms at steps without reward variance are removed
+    before: ``rldk.analyzers.health.onset``)."""
     values = np.asarray(values, float)
     if np.max(values) <= 0:
         return None
     r = regimes(steps, np.maximum(values, 0), "logscale")
+    top = None                                    # the first of the highest held parts so far
     for j in range(1, len(r.parts)):
-        held = [q for q in r.parts[:j] if q.size >= MIN_REFERENCE]
-        if not held:
-            continue                    # a point or two is no level the run held
-        top = max(held, key=lambda q: q.level)
+        q = r.parts[j - 1]
+        if q.size >= MIN_REFERENCE and (top is None or q.level > top.level):
+            top = q
+        if top is None:
+            continue                              # a point or two is no level the run held
         p = r.parts[j]
         if p.size >= 2 and top.raw > 0 and p.level - top.level >= np.log(GRAD_JUMP):
             return _event("grad_norm_explosion", metric, r, p.start, p.last, "warning",

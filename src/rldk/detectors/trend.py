@@ -29,6 +29,7 @@ the run held its highest level.
 """
 from __future__ import annotations
 
+import functools
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -260,20 +261,22 @@ def _held_levels(r: Regimes):
     n = len(r.values)
     if n < 2 * MIN_REFERENCE or len(r.parts) < 2:
         return None
-    level = np.concatenate([np.full(p.size, p.level) for p in r.parts])
-    windows = np.lib.stride_tricks.sliding_window_view(level, MIN_REFERENCE)
-    return windows.min(axis=1), windows.max(axis=1)
+    level = np.repeat([p.level for p in r.parts], [p.size for p in r.parts])
+    # the window's k-th points, for each k: a few whole-array passes (a reduction over
+    # a strided view of short windows costs ten times more)
+    shifted = [level[k:n - MIN_REFERENCE + 1 + k] for k in range(MIN_REFERENCE)]
+    return functools.reduce(np.minimum, shifted), functools.reduce(np.maximum, shifted)
 
 
 def _window_size(r: Regimes, a: int) -> int:
     """Points behind the level of the window from point ``a``: its longest regime."""
-    held = np.searchsorted([p.start for p in r.parts], np.arange(a, a + MIN_REFERENCE), side="right") - 1
+    held = np.searchsorted(r.starts, np.arange(a, a + MIN_REFERENCE), side="right") - 1
     return max(MIN_REFERENCE, max(r.parts[i].size for i in held.tolist()))
 
 
 def _part_at(r: Regimes, k: int) -> int:
     """Index of the regime holding point ``k``."""
-    return int(np.searchsorted([p.start for p in r.parts], k, side="right") - 1)
+    return int(np.searchsorted(r.starts, k, side="right") - 1)
 
 
 def _tail(r: Regimes, j: int, line: float) -> int | None:

@@ -33,7 +33,7 @@ def curve(steps, va, vb, band) -> dict:
 
 
 def _floats(x) -> list:
-    return [float(v) if math.isfinite(v) else None for v in np.asarray(x, dtype=float)]
+    return [v if math.isfinite(v) else None for v in np.asarray(x, dtype=float).tolist()]
 
 
 # ------------------------------------------------------------------- verdict

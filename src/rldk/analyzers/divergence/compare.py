@@ -8,6 +8,7 @@ divergence; else statistical. The other levels are still reported as evidence.
 from __future__ import annotations
 
 from dataclasses import replace
+from functools import partial
 
 from rldk.analyzers import _series
 from rldk.analyzers.divergence.bitwise import compare_digests
@@ -121,13 +122,13 @@ def compare(a, b, reps_a, reps_b, params: Params) -> Divergence:
         verdict=verdict_text(a.label, b.label, mode, headline, compared, tensors, rng, weak),
         signals=tuple(compared), tensors=tensors, rng=rng,
         replicas_a=tuple(r.label for r in reps_a), replicas_b=tuple(r.label for r in reps_b),
-        curve=dict(curves.get(plotted.signal, {}), signal=plotted.signal) if plotted else {},
+        curve=dict(curves[plotted.signal](), signal=plotted.signal) if plotted else {},
         weak=weak)
 
 
 def compare_signals(a, b, pairs, params, warmup: bool):
     """The exact level for every signal, and the statistical one (warm-up band) when asked:
-    ``(signals, {signal: curve})``."""
+    ``(signals, {signal: plot})``, ``plot()`` returning the signal's curve."""
     out, curves = [], {}
     for pair, sa, sb in load_pairs(a, b, pairs):
         check_numeric(a, sa, params.signals is not None)
@@ -140,7 +141,7 @@ def compare_signals(a, b, pairs, params, warmup: bool):
         elif warmup:
             result, plotted = warmup_signal(result, steps, va, vb, params)
         out.append(result)
-        curves[pair.signal] = plotted or curve(steps, va, vb, None)
+        curves[pair.signal] = plotted or partial(curve, steps, va, vb, None)
     if not any(s.common_steps for s in out):
         shown = "; ".join(f"{s.signal}: {s.note.removeprefix('no common step: ')}" for s in out[:3])
         raise RldkError(f"runs {a.label!r} and {b.label!r} share no step ({shown}); steps are "

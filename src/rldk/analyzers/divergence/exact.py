@@ -23,9 +23,19 @@ from rldk.analyzers.divergence.result import SignalDivergence
 
 def is_float32(values: np.ndarray) -> bool:
     """Whether every finite value is exactly a float32 (at least one finite value)."""
-    finite = values[np.isfinite(values)]
-    if not len(finite):
+    if not _all_float32(values[:_FIRST]):         # a float64 series shows it at once
         return False
+    finite = values[np.isfinite(values)]
+    return len(finite) > 0 and _all_float32(finite)
+
+
+#: Values checked first by ``is_float32``.
+_FIRST = 64
+
+
+def _all_float32(values: np.ndarray) -> bool:
+    """Whether every finite value of ``values`` is exactly a float32 (True when none is finite)."""
+    finite = values[np.isfinite(values)]
     with np.errstate(over="ignore"):
         return bool((finite.astype(np.float32).astype(np.float64) == finite).all())
 

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import replace
+from functools import partial
 
 import numpy as np
 
@@ -38,18 +39,24 @@ from rldk.core.errors import UsageError
 
 
 def warmup_signal(base: SignalDivergence, steps, va, vb, params):
-    """``(signal, curve)``: band from the first ``warmup`` common steps, then CUSUM over all."""
+    """``(signal, plot)``: band from the first ``warmup`` common steps, then CUSUM over all;
+    ``plot()`` returns the signal's curve (only the plotted signal's is ever drawn)."""
     n = len(steps)
     if n < params.min_warmup:
-        return replace(base, note=few_steps(n, params)), curve(steps, va, vb, None)
+        return replace(base, note=few_steps(n, params)), partial(curve, steps, va, vb, None)
     warm = params.warmup or min(max(n // 10, params.min_warmup), 500)
     band = warmup_band(vb[:warm] - va[:warm])
     h = params.h if params.h is not None else auto_threshold(n, params.alpha)
     z_up, z_down = standardize(va, vb, band.center, band.sigma, params.clip)
     alarm = cusum(z_up, z_down, params.k, h)
-    lo, hi = va + band.center - 3 * band.sigma, va + band.center + 3 * band.sigma
     result = with_alarm(base, steps, vb - va, band, h, alarm)
-    return result, curve(steps, va, vb, (lo, hi))
+    return result, partial(band_curve, steps, va, vb, band)
+
+
+def band_curve(steps, va, vb, band: Band) -> dict:
+    """The curve of a signal with its warm-up band around run A's values."""
+    lo, hi = va + band.center - 3 * band.sigma, va + band.center + 3 * band.sigma
+    return curve(steps, va, vb, (lo, hi))
 
 
 def few_steps(n, params) -> str:
@@ -123,7 +130,7 @@ def replica_signal(base, sides, params):
     if max(len(side_a), len(side_b)) < 2:
         raise UsageError("replicas need at least 2 runs on one side")
     if n < params.min_warmup:
-        return replace(base, note=few_steps(n, params)), {}
+        return replace(base, note=few_steps(n, params)), None
     sd, dof = pooled_sd((side_a, side_b), params.smooth)
     sd = _filled(sd, side_a)
     width = t_width(dof, params.alpha)
@@ -139,8 +146,8 @@ def replica_signal(base, sides, params):
                 f"{len(side_a)} run(s) A, {len(side_b)} run(s) B, {dof} degrees of freedom; "
                 f"runs of one side reach a CUSUM of {null_peak:.3g} against each other", width, dof)
     result = with_alarm(base, steps, center_b - center_a, band, h, alarm)
-    return result, curve(steps, center_a, center_b,
-                         (center_a - width * scale, center_a + width * scale))
+    return result, partial(curve, steps, center_a, center_b,
+                           (center_a - width * scale, center_a + width * scale))
 
 
 def _filled(sd: np.ndarray, values: np.ndarray) -> np.ndarray:

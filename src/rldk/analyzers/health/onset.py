@@ -77,8 +77,7 @@ def _with_signal(run: RunData, quantity: str, steps, values):
     zero = run.get("zero_std_frac")
     if quantity not in NEEDS_SIGNAL or zero is None:
         return steps, values
-    silent = set(zero.steps[zero.values >= 1.0].tolist())
-    keep = np.array([s not in silent for s in steps.tolist()], dtype=bool)
+    keep = ~np.isin(steps, zero.steps[zero.values >= 1.0])
     return steps[keep], values[keep]
 
 

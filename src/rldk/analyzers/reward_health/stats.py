@@ -14,11 +14,12 @@ def rankdata(x) -> np.ndarray:
         return np.arange(1.0, x.size + 1.0)
     order = np.argsort(x)              # tied values share their average rank: any order will do
     ordered = x[order]
-    starts_group = np.r_[True, ordered[1:] != ordered[:-1]]
+    new_value = ordered[1:] != ordered[:-1]
     ranks = np.empty(x.size)
-    if starts_group.all():                         # no ties: each value's place, 1-based
+    if new_value.all():                            # no ties: each value's place, 1-based
         ranks[order] = np.arange(1.0, x.size + 1.0)
         return ranks
+    starts_group = np.r_[True, new_value]
     starts = np.flatnonzero(starts_group)
     counts = np.diff(np.r_[starts, x.size])
     average = starts + (counts + 1) / 2.0
@@ -31,7 +32,8 @@ def spearman(x, y) -> float | None:
     ranks), over the pairs where both are finite; None with < 3 pairs or a constant side."""
     x, y = np.asarray(x, float), np.asarray(y, float)
     ok = np.isfinite(x) & np.isfinite(y)
-    x, y = x[ok], y[ok]
+    if not ok.all():                               # most series are finite: no copies then
+        x, y = x[ok], y[ok]
     if x.size < 3 or np.ptp(x) == 0 or np.ptp(y) == 0:
         return None
     return float(np.corrcoef(rankdata(x), rankdata(y))[0, 1])
