@@ -16,8 +16,8 @@ reward_collapse        reward               sits at its floor from some step on
 reward_degradation     reward, episode_     falls back by half its gain and stays (to
                        return (train, eval) the end, or a tenth of the run before it
                                             recovers; on levels: rldk.detectors.trend)
-kl_blowup              kl_to_ref            jumps above 1 nat, 10x the level before
-grad_norm_explosion    grad_norm            a regime 10x every level held before
+kl_blowup              kl_to_ref            jumps above 1 nat for 2+ rows, 10x the level before
+grad_norm_explosion    grad_norm            a regime 10x every level held (3+ points) before
 clip_ratio_blowup      clip_ratio           enters and stays at >= 30% clipped
 loss_divergence        loss, value_loss     100x a level it held and stays; a value
                                             loss 10x while the episode return falls
