@@ -11,7 +11,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from test_trend import sb3  # one reader of the tuning-half SB3 logs
+from test_trend import noise, sb3  # seeded noise; the tuning-half SB3 reader
 
 from rldk.detectors import rules, trend
 
@@ -55,10 +55,7 @@ def test_false_alarm_rate_on_noise(kind, most):
     rng = np.random.default_rng(7)
     fired = 0
     for _ in range(40):
-        e = rng.normal(size=100)
-        if kind == "ar1":
-            for i in range(1, 100):
-                e[i] = 0.9 * e[i - 1] + e[i] * np.sqrt(1 - 0.81)
+        e = noise(rng, 100, kind)
         if kind == "rise":
             e = e + np.minimum(np.arange(100) / 30, 1) * 5
         fired += trend.recovered_decline(np.arange(100), e, 0.5) is not None

@@ -78,14 +78,17 @@ def test_false_alarm_rate_on_flat_noise(kind):
     """Seeded flat series of 300 points: white noise, and AR(1) noise with rho 0.9 (a rolling
     mean of episodes wanders like it). Measured over 200 other seeded series each: 0 and 1 fires."""
     rng = np.random.default_rng(7)
-    fired = 0
-    for _ in range(40):
-        e = rng.normal(size=300)
-        if kind == "ar1":
-            for i in range(1, 300):
-                e[i] = 0.9 * e[i - 1] + e[i] * np.sqrt(1 - 0.81)
-        fired += trend.decline(np.arange(300), e, 0.5) is not None
+    fired = sum(trend.decline(np.arange(300), noise(rng, 300, kind), 0.5) is not None for _ in range(40))
     assert fired <= (0 if kind == "white" else 2)
+
+
+def noise(rng, n: int, kind: str) -> np.ndarray:
+    """``n`` points of unit noise: white, or AR(1) with rho 0.9 (``kind`` "ar1")."""
+    e = rng.normal(size=n)
+    if kind == "ar1":
+        for i in range(1, n):
+            e[i] = 0.9 * e[i - 1] + e[i] * np.sqrt(1 - 0.81)
+    return e
 
 
 def test_headless_decline_from_the_first_level():
