@@ -33,14 +33,14 @@ of another family is counted as **other** (an injected failure may show in sever
 detectors; none is a false alarm here, the healthy log itself is scored by
 ``detection.py``). The report half prints totals only.
 
-Known misses: a return that never gained and then sits lower (a flat run loses no
-gain; by design a positive one must lose HEADLESS_SHARE of its level and a negative one
-has no zero to measure from, ``rldk.detectors.trend``); a value loss that rises while
-the episode return holds (by design: value losses of healthy runs grow with the returns
-they fit, ``rules.VALUE_JUMP``); a policy loss that takes negative values (GRPO's: no
-level to rise from); a DQN TD loss so heavy-tailed that a fifth of its points stay
-under 100x the lowest level even after x1000 (a healthy DQN's TD loss itself grows
-~100x from its first steps, so the line is not lowered for it).
+Known misses: a value loss whose x1000 stays under 100x the highest level of its
+warm-up (meal planner: 590 early, 43,000 after) or under levels it held before (a
+critic that had fit to 1e-4 and rises to 0.1, below its early 45), both by design:
+a value loss must jump over every level it held (``rules._unexplained_jump``); a
+policy loss that takes negative values (GRPO's: no level to rise from); a DQN TD loss
+so heavy-tailed that a fifth of its points stay under 100x the lowest level even after
+x1000 (a healthy DQN's TD loss itself grows ~100x from its first steps, so the line is
+not lowered for it); an evaluation series too short and quantised for a level test.
 """
 from __future__ import annotations
 

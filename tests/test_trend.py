@@ -82,6 +82,28 @@ def test_false_alarm_rate_on_flat_noise(kind):
     assert fired <= (0 if kind == "white" else 2)
 
 
+@pytest.mark.parametrize("kind", ["white", "ar1"])
+def test_settled_below_stays_quiet_on_flat_noise(kind):
+    """The same seeded flat noise: a series that never settles lower. Measured over 200
+    other seeded series each: 0 and 0 fire (a random walk: 18 of 200, as it should)."""
+    rng = np.random.default_rng(11)
+    fired = sum(trend.settled_below(np.arange(300), noise(rng, 300, kind)) is not None for _ in range(40))
+    assert fired == 0
+
+
+def test_a_flat_reward_that_settles_lower_is_a_degradation():
+    """No gain to lose: a reward that held 0.96 +- 0.15 for 135 steps sits at 0.63 from
+    step 135 on. ``decline`` cannot measure a loss of gain; ``settled_below`` finds it at
+    its first step, and a flat reward that only dips for a few rows stays quiet."""
+    rng = np.random.default_rng(5)
+    v = np.r_[np.full(135, 0.96), np.full(90, 0.63)] + 0.15 * rng.normal(size=225)
+    assert trend.decline(np.arange(225), v, 0.5) is None
+    event = rules.reward_degradation("reward", np.arange(225), v)
+    assert (event.code, event.onset) == ("reward_degradation", 135)
+    dip = np.r_[np.full(135, 0.96), np.full(8, 0.63), np.full(82, 0.96)] + 0.15 * rng.normal(size=225)
+    assert rules.reward_degradation("reward", np.arange(225), dip) is None
+
+
 def noise(rng, n: int, kind: str) -> np.ndarray:
     """``n`` points of unit noise: white, or AR(1) with rho 0.9 (``kind`` "ar1")."""
     e = rng.normal(size=n)
@@ -121,6 +143,28 @@ def test_value_loss_blowup_needs_the_return_to_fall():
     assert event.evidence["return_fall_step"] == 30
     assert rules.value_loss_divergence("train/value_loss", steps, vl, partner=rising) is None
     assert rules.value_loss_divergence("train/value_loss", steps, vl) is None     # 30x < 100x
+
+
+def test_value_loss_jump_the_return_does_not_explain():
+    """A critic's loss that jumps 1000x while the return holds has diverged; the same jump
+    with the return 40x larger (a squared error: 1600x) is the loss following the task."""
+    steps = np.arange(60)
+    vl = np.r_[np.full(30, 1.0), np.full(30, 1000.0)] * (1 + 0.1 * np.tile([1, -1], 30))
+    flat = (steps, 10 + 0.1 * np.tile([1, -1], 30))
+    event = rules.value_loss_divergence("train/value_loss", steps, vl, partner=flat)
+    assert (event.code, event.onset, event.severity) == ("loss_divergence", 30, "error")
+    assert event.evidence["return_growth"] == pytest.approx(1.0, abs=0.02)
+    grown = (steps, np.r_[np.full(30, 10.0), np.full(30, 400.0)])
+    assert rules.value_loss_divergence("train/value_loss", steps, vl, partner=grown) is None
+
+
+def test_real_value_loss_times_1000_is_found_at_its_step():
+    """racer (tuning half, healthy): its value loss x1000 from row 300 on, the return as logged."""
+    steps, vl = sb3("sb3_ppo_racer", "train/value_loss")
+    partner = sb3("sb3_ppo_racer", "rollout/ep_rew_mean")
+    vl = np.where(np.arange(len(vl)) >= 300, 1000 * vl, vl)
+    event = rules.value_loss_divergence("train/value_loss", steps, vl, partner=partner)
+    assert event is not None and event.onset == steps[300]
 
 
 def write(directory, metrics: dict):

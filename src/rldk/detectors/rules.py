@@ -29,7 +29,7 @@ from rldk.detectors.onsets import (
     state_run,
 )
 from rldk.detectors.regimes import Regimes, regimes
-from rldk.detectors.trend import decline, fall_start, recovered_decline
+from rldk.detectors.trend import decline, fall_start, recovered_decline, settled_below
 
 #: Entropy collapse: the entropy stays below this share of the highest level it held.
 #: A fifth: healthy runs lose up to ~75% of their entropy as they learn (the real healthy
@@ -197,7 +197,9 @@ def reward_degradation(metric: str, steps, values, points: bool = True) -> Event
     (``rldk.detectors.trend.recovered_decline``: below the line for MIN_STRETCH of the run,
     from the highest level held before it): a policy broken for a tenth of the run is an
     event even when training later repairs it; ``last`` is then the last step below the
-    line and ``recovered_at`` the first step back above it.
+    line and ``recovered_at`` the first step back above it. Failing all three (a run with
+    no gain to lose: flat, or no significant rise), a reward that settles below every
+    level it held before and stays there to the end (``rldk.detectors.trend.settled_below``).
     """
     v = np.asarray(values, float)
     if len(v) < 2 * MIN_REFERENCE:
@@ -210,6 +212,7 @@ def reward_degradation(metric: str, steps, values, points: bool = True) -> Event
         if found is not None:
             return found
     d = d if d is not None else recovered_decline(steps, v, DEGRADATION_SHARE, r)
+    d = d if d is not None else settled_below(steps, v, r)
     if d is None:
         return None
     k, last = d.onset, len(v) - 1 if d.end is None else d.end - 1
@@ -355,8 +358,9 @@ def value_loss_divergence(metric: str, steps, values, partner=None) -> Event | N
     """The critic's loss rises to VALUE_JUMP x the lowest level it held and stays while the
     episode return (``partner``: its steps and values) degrades (``reward_degradation``
     fires on it) over the same stretch. A value loss that grows with the returns it fits
-    is healthy, however far it grows; with no return logged, the loss must rise LOSS_JUMP x
-    (``loss_divergence``)."""
+    is healthy, however far it grows, unless it jumps LOSS_JUMP x the level just before by
+    far more than the return's size grew (``_unexplained_jump``); with no return logged,
+    the loss must rise LOSS_JUMP x (``loss_divergence``)."""
     if partner is None:
         return loss_divergence(metric, steps, values)
     values = np.asarray(values, float)
@@ -365,13 +369,56 @@ def value_loss_divergence(metric: str, steps, values, partner=None) -> Event | N
     rise = _rise("loss_divergence", metric, steps, values, VALUE_JUMP, "blew up")
     fall = reward_degradation("episode return", *partner) if rise is not None else None
     if fall is None or fall.onset > rise.last or fall.last < rise.onset:
-        return None                     # no fall of the return, or not in the same stretch
+        return _unexplained_jump(metric, steps, values, partner)
     peak, now = fall.evidence["peak"], fall.evidence["now"]
     return Event(**{**rise.__dict__, "severity": "error",
                     "title": f"{rise.title} while the episode return fell from {peak:.4g} "
                              f"to {now:.4g} (from step {fall.onset})",
                     "evidence": {**rise.evidence, "return_fall_step": fall.onset,
                                  "return_peak": peak, "return_now": now}})
+
+
+def _unexplained_jump(metric: str, steps, values, partner) -> Event | None:
+    """A value loss that jumps to LOSS_JUMP x the level it held just before (a regime of
+    MIN_REFERENCE points), to an order of magnitude (VALUE_JUMP) above every level it held
+    before, stays there (on its rolling level: a critic's loss is heavy-tailed), and grew
+    by far more than the returns it fits. A squared error scales with the square of the
+    returns: the loss may grow VALUE_JUMP x (the noise of a critic's fit) times the square
+    of the growth of the return's size; beyond that the critic, not the task, changed."""
+    steps, values = np.asarray(steps), np.asarray(values, float)
+    r = regimes(steps, values, "logscale")
+    prev = top = None
+    for j in range(1, len(r.parts)):
+        q, p = r.parts[j - 1], r.parts[j]
+        if q.size >= MIN_REFERENCE:
+            prev, top = q, q if top is None or q.raw > top.raw else top
+        if prev is None or p.raw < LOSS_JUMP * prev.raw or p.raw < VALUE_JUMP * top.raw:
+            continue
+        stays = state_run(level_of(values) > VALUE_JUMP * top.raw, p.start, final=True)
+        if stays is None or stays[0] >= p.end:
+            continue
+        growth = _size_growth(partner, p.first, int(steps[-1]))
+        jump = p.raw / prev.raw
+        if growth is None or jump <= VALUE_JUMP * max(growth, 1.0) ** 2:
+            continue
+        return _event("loss_divergence", metric, r, p.start, steps[-1], "error",
+                      f"{metric} jumped from {prev.raw:.4g} to {p.raw:.4g} at step {p.first} "
+                      f"({jump:.0f}x) while the episode return's size changed {growth:.2g}x",
+                      {"held": prev.raw, "held_step": prev.first, "highest_before": top.raw,
+                       "now": p.raw, "factor": LOSS_JUMP, "return_growth": growth,
+                       "allowed": VALUE_JUMP * max(growth, 1.0) ** 2})
+    return None
+
+
+def _size_growth(partner, onset: int, last: int) -> float | None:
+    """How many times the return's size (median absolute value) grew from the
+    LEVEL_WINDOW values before step ``onset`` to those in ``[onset, last]``."""
+    r_steps, r_size = np.asarray(partner[0]), np.abs(np.asarray(partner[1], float))
+    before = r_size[r_steps < onset][-LEVEL_WINDOW:]
+    after = r_size[(r_steps >= onset) & (r_steps <= last)]
+    if len(before) == 0 or len(after) == 0:
+        return None
+    return float(np.median(after)) / max(float(np.median(before)), 1e-12)
 
 
 def eval_degradation(metric: str, steps, values) -> Event | None:

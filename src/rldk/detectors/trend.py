@@ -34,7 +34,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from rldk.detectors.onsets import MIN_REFERENCE, MIN_STRETCH
+from rldk.detectors.onsets import LEVEL_WINDOW, MIN_REFERENCE, MIN_STRETCH, level_of
 from rldk.detectors.regimes import Regimes, regimes
 from rldk.detectors.scale import MAD_TO_SIGMA, noise_sigma
 
@@ -75,6 +75,9 @@ PLATEAU = 0.1
 #: and ends at 0.25 lost more than half of it. Only for a positive peak: a return of -100
 #: has no zero to measure a share from.
 HEADLESS_SHARE = 0.5
+#: ``settled_below``: the quantile of the points before a drop that the new level must be
+#: under (with the lowest level held before).
+LOW_TENTH = 0.1
 
 
 @dataclass(frozen=True)
@@ -198,6 +201,41 @@ def decline(steps, values, share: float, r: Regimes | None = None) -> Decline | 
     onset = _move_start(r, a, t, peak, gain, se)
     return Decline(r, onset, r.parts[t].start, peak, int(r.steps[a]), start,
                    float(np.median(tail)), line, float(z))
+
+
+def settled_below(steps, values, r: Regimes | None = None) -> Decline | None:
+    """A series that settles below every level it held before and stays there to the end:
+    the decline of a run that gained nothing to lose (flat, or no visible gain), which
+    ``decline`` cannot measure by its gain. Levels held are the centred rolling medians
+    (``level_of``) of the points before the drop; the line is the lowest of them, or the
+    LOW_TENTH quantile of those points when lower (a noisy series' new level must sit
+    where its worst tenth was); the low stretch is the trailing run of
+    regimes whose held ones (MIN_REFERENCE points) all sit below the line,
+    starting with a held one, covering MIN_STRETCH of the run and MIN_TAIL values, with at
+    least as many points before it. Its drop from the median before must pass SIGNIFICANCE
+    standard errors (``level_se``: noise and wander). The onset is the first point of the
+    stretch, walked back over the points just before it that are already below the line."""
+    r = r if r is not None else regimes(steps, values, "signed")
+    n = len(r.values)
+    need = max(MIN_TAIL, int(np.ceil(MIN_STRETCH * n)))
+    if n < 2 * need or len(r.parts) < 2:
+        return None
+    level, se = level_of(r.values), level_se(r)
+    for t in range(1, len(r.parts)):
+        s = r.parts[t].start
+        if s < need or n - s < need or r.parts[t].size < MIN_REFERENCE:
+            continue
+        line = min(float(np.min(level[:s - LEVEL_WINDOW // 2])), float(np.quantile(r.values[:s], LOW_TENTH)))
+        if any(p.level >= line for p in r.parts[t:] if p.size >= MIN_REFERENCE) or r.parts[t].level >= line:
+            continue
+        before, tail = r.values[:s], r.values[s:]
+        z = (float(np.median(before)) - float(np.mean(tail))) / max(se(s, n - s, (n - s) // 2 + s // 2), 1e-300)
+        if z < SIGNIFICANCE:
+            continue
+        onset = _walk_back(r.values, s, line, 0)
+        return Decline(r, onset, s, float(np.median(before)), int(r.steps[0]), None,
+                       float(np.median(tail)), line, float(z))
+    return None
 
 
 def _move_start(r: Regimes, a: int, t: int, peak: float, gain: float, se) -> int:

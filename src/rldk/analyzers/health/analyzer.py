@@ -65,7 +65,8 @@ RULES: tuple[Rule, ...] = (
         ("approx_kl_blowup", "ppo_approx_kl", "PPO approx KL at >= 0.1 nats per update, staying"),
         ("loss_divergence", "loss", "a positive loss 100x a level it held, staying"),
         ("value_loss_divergence", "value_loss",
-         "value loss 10x a level it held, staying, while the episode return declines "
+         "value loss 10x a level it held, staying, while the episode return declines, "
+         "or 100x the level just before while the return's size does not explain it "
          "(100x without a return)"),
         ("dpo_accuracy_collapse", "dpo_accuracy", "preference accuracy stuck at one value"),
     ) if q.removeprefix(EVAL) in onset_rules.RULES),

@@ -15,12 +15,16 @@ zero_std_onset         zero_std_frac        enters and stays at >= 50% zero-std 
 reward_collapse        reward               sits at its floor from some step on
 reward_degradation     reward, episode_     falls back by half its gain and stays (to
                        return (train, eval) the end, or a tenth of the run before it
-                                            recovers; on levels: rldk.detectors.trend)
+                                            recovers; on levels: rldk.detectors.trend),
+                                            or, with no gain, settles below every
+                                            level it held and stays
 kl_blowup              kl_to_ref            jumps above 1 nat for 2+ rows, 10x the level before
 grad_norm_explosion    grad_norm            a regime 10x every level held (3+ points) before
 clip_ratio_blowup      clip_ratio           enters and stays at >= 30% clipped
 loss_divergence        loss, value_loss     100x a level it held and stays; a value
-                                            loss 10x while the episode return falls
+                                            loss 10x while the episode return falls,
+                                            or 100x in one jump the return's size
+                                            does not explain (a squared error)
 =====================  ===================  ==========================================
 """
 from __future__ import annotations
