@@ -33,14 +33,14 @@ of another family is counted as **other** (an injected failure may show in sever
 detectors; none is a false alarm here, the healthy log itself is scored by
 ``detection.py``). The report half prints totals only.
 
-Known misses: a value loss whose x1000 stays under 100x the highest level of its
-warm-up (meal planner: 590 early, 43,000 after) or under levels it held before (a
-critic that had fit to 1e-4 and rises to 0.1, below its early 45), both by design:
-a value loss must jump over every level it held (``rules._unexplained_jump``); a
-policy loss that takes negative values (GRPO's: no level to rise from); a DQN TD loss
+Known misses: a value loss whose x1000 stays under levels it held before (a critic
+that had fit to 1e-4 and rises to 0.1, below its early 45) or keeps dipping back under
+ten times them (grid treasure's loss dips to 1e-3), by design: a value loss must jump
+over every level it held and stay there (``rules._unexplained_jump``); a DQN TD loss
 so heavy-tailed that a fifth of its points stay under 100x the lowest level even after
-x1000 (a healthy DQN's TD loss itself grows ~100x from its first steps, so the line is
-not lowered for it); an evaluation series too short and quantised for a level test.
+x1000, and whose highest rolling level before is within 100x of the new one (a healthy
+DQN's TD loss itself grows ~100x from its first steps, so the line is not lowered for
+it); an evaluation series too short and quantised for a level test.
 """
 from __future__ import annotations
 

@@ -6,6 +6,7 @@ and quiet twins)."""
 from __future__ import annotations
 
 import csv
+import json
 from pathlib import Path
 
 import numpy as np
@@ -156,6 +157,29 @@ def test_value_loss_jump_the_return_does_not_explain():
     assert event.evidence["return_growth"] == pytest.approx(1.0, abs=0.02)
     grown = (steps, np.r_[np.full(30, 10.0), np.full(30, 400.0)])
     assert rules.value_loss_divergence("train/value_loss", steps, vl, partner=grown) is None
+
+
+def test_a_loss_without_a_low_level_diverges_by_its_size():
+    """A signed policy loss (+-0.01) and a GRPO loss that holds exact zeros before its KL
+    term grows: neither has a low level to rise 100x from; x1000 from row 60 is found at
+    row 60 by the size of the loss, and the healthy series stay quiet."""
+    rng = np.random.default_rng(4)
+    steps = np.arange(100)
+    signed = 0.01 * rng.normal(size=100)
+    zeros = np.r_[np.zeros(40), 0.001 * rng.random(60)]
+    for healthy in (signed, zeros):
+        assert rules.loss_divergence("loss", steps, healthy) is None
+        event = rules.loss_divergence("loss", steps, np.where(steps >= 60, 1000 * healthy, healthy))
+        assert (event.code, event.onset, event.severity) == ("loss_divergence", 60, "error")
+
+
+def test_real_grpo_loss_times_1000_is_found_at_its_step():
+    """unsloth GSM8K GRPO (tuning half, healthy): loss 0 for 47 steps, then 1e-4..5e-3."""
+    log = json.loads((REAL / "trl_grpo_unsloth_gsm8k" / "trainer_state.json").read_text())["log_history"]
+    steps, loss = map(np.array, zip(*[(r["step"], r["loss"]) for r in log if "loss" in r]))
+    assert rules.loss_divergence("loss", steps, loss) is None
+    event = rules.loss_divergence("loss", steps, np.where(steps >= steps[150], 1000 * loss, loss))
+    assert event is not None and event.onset == steps[150]
 
 
 def test_real_value_loss_times_1000_is_found_at_its_step():

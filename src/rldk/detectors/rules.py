@@ -346,12 +346,46 @@ def approx_kl_blowup(metric: str, steps, values) -> Event | None:
 def loss_divergence(metric: str, steps, values) -> Event | None:
     """A positive loss rises to LOSS_JUMP x the lowest level it held (never below its
     level up to there: a critic that fits trivial returns to ~0 and then to a small
-    number has not diverged) and stays. Signed losses (policy gradients) have no such level."""
+    number has not diverged) and stays. Signed losses (policy gradients) have no such
+    level, nor has a loss that held exact zeros (GRPO's before its KL term grows): their
+    size must jump over every level of it held before (``_size_jump``)."""
     values = np.asarray(values, float)
-    if np.min(values) < 0 or np.max(values) <= 0:
+    if np.min(values) < 0:
+        return _size_jump(metric, steps, values)
+    if np.max(values) <= 0:
         return None
     event = _rise("loss_divergence", metric, steps, values, LOSS_JUMP, "diverged")
-    return Event(**{**event.__dict__, "severity": "error"}) if event is not None else None
+    if event is None:
+        return _size_jump(metric, steps, values)      # e.g. from a level of exact zeros
+    return Event(**{**event.__dict__, "severity": "error"})
+
+
+def _size_jump(metric: str, steps, values) -> Event | None:
+    """A loss whose size jumps to LOSS_JUMP x the highest level of its size held before
+    (regimes of MIN_REFERENCE points, and the centred rolling medians before the jump)
+    and stays an order of magnitude (VALUE_JUMP) above it: the size of a loss that
+    crosses zero, or sat at exact zeros, has no low level to rise from, but the highest
+    level it held bounds what the run's updates were."""
+    steps, size = np.asarray(steps), np.abs(np.asarray(values, float))
+    r, level = regimes(steps, size, "logscale"), level_of(size)
+    top = None
+    for j in range(1, len(r.parts)):
+        q, p = r.parts[j - 1], r.parts[j]
+        if q.size >= MIN_REFERENCE and (top is None or q.raw > top.raw):
+            top = q
+        if top is None or p.start <= LEVEL_WINDOW // 2:
+            continue
+        held = max(top.raw, float(np.max(level[:p.start - LEVEL_WINDOW // 2])))
+        if held <= 0 or p.raw < LOSS_JUMP * held:
+            continue
+        stays = state_run(level > VALUE_JUMP * held, p.start, final=True)
+        if stays is None or stays[0] >= p.end:
+            continue
+        return _event("loss_divergence", metric, r, p.start, steps[-1], "error",
+                      f"{metric} jumped to a size of {p.raw:.4g} at step {p.first}, "
+                      f"{p.raw / held:.0f}x the highest level it held before ({held:.4g})",
+                      {"held": held, "now": p.raw, "factor": LOSS_JUMP})
+    return None
 
 
 def value_loss_divergence(metric: str, steps, values, partner=None) -> Event | None:
