@@ -7,8 +7,8 @@
 The labelled events of ``detection.py`` are few and their onsets are judgement calls. A
 healthy real log with a failure written into it has the noise, cadence and shape of a
 real run and an onset known to the step. Each healthy log of ``truth.json`` gets, one
-at a time, every injection whose quantity it logs (the first metric that resolves to
-it through ``rldk.semantics``), from the logged step at 60% of that metric's rows on:
+at a time, every injection whose quantity it logs (the metric ``rldk.semantics``
+resolves for it, the one the analyzers read), from the logged step at 60% of that metric's rows on:
 
 =================  ==================  =====================================================
 injection          quantity            from the onset on
@@ -21,6 +21,12 @@ kl_blowup          kl_to_ref           20x the level before, at least 2 nats
 grad_explosion     grad_norm           50x the value
 loss_divergence    value_loss, loss    1000x the value (positive losses only)
 nan                loss                NaN
+reward_floor       reward              the reward's lowest value, constant (no signal left)
+length_collapse    response_length     10% of the value
+length_explosion   response_length     5x the value
+truncation         truncation_ratio    0.9 with the series' own jitter (clipped to 0..1)
+zero_std           zero_std_frac       0.9 with the series' own jitter (clipped to 0..1)
+clip_blowup        clip_ratio          0.6 with the series' own jitter (clipped to 0..1)
 =================  ==================  =====================================================
 
 Scored as ``detection.py`` scores a step event: **found** when a problem finding of the
@@ -75,6 +81,13 @@ def _kl(v, k):
     return np.maximum(v, 0) / max(float(np.median(np.maximum(v[k:], 0))), 1e-12) * max(20 * before, 2.0)
 
 
+def _ratio_at(level):
+    """A ratio held at ``level`` from the onset on, with the series' own row-to-row jitter."""
+    from rldk.detectors.onsets import level_of
+
+    return lambda v, k: np.clip(level + (v - level_of(v))[k:], 0.0, 1.0)
+
+
 #: injection -> (quantities, event code, rewrite of the values from the onset on)
 INJECTIONS = {
     "return_collapse": (("episode_return", "reward"), "reward_collapse", lambda v, k: _collapse(v)[k:]),
@@ -83,10 +96,17 @@ INJECTIONS = {
     "grad_explosion": (("grad_norm",), "grad_norm_explosion", lambda v, k: 50 * v[k:]),
     "loss_divergence": (("value_loss", "loss"), "loss_spike", lambda v, k: 1000 * v[k:]),
     "nan": (("loss",), "nan_onset", lambda v, k: np.full(len(v) - k, np.nan)),
+    "reward_floor": (("reward",), "reward_collapse", lambda v, k: np.full(len(v) - k, np.min(v))),
+    "length_collapse": (("response_length",), "length_collapse", lambda v, k: 0.1 * v[k:]),
+    "length_explosion": (("response_length",), "length_explosion", lambda v, k: 5 * v[k:]),
+    "truncation": (("truncation_ratio",), "truncation_onset", _ratio_at(0.9)),
+    "zero_std": (("zero_std_frac",), "zero_std_onset", _ratio_at(0.9)),
+    "clip_blowup": (("clip_ratio",), "clip_ratio_blowup", _ratio_at(0.6)),
 }
 #: injections that only make sense on some series
 APPLIES = {"entropy_collapse": lambda v: np.min(v) > 0, "loss_divergence": lambda v: np.min(v) >= 0,
-           "grad_explosion": lambda v: np.max(v) > 0}
+           "grad_explosion": lambda v: np.max(v) > 0, "length_collapse": lambda v: np.min(v) > 0,
+           "length_explosion": lambda v: np.min(v) > 0, "reward_floor": lambda v: np.ptp(v) > 0}
 EVENT_OF = {**detection.EVENT_CODES, "nan_onset": "nan_onset"}
 #: injections whose onset is not the injected step under the onset protocol (see above)
 NO_EXACT = ("entropy_collapse",)
@@ -106,13 +126,16 @@ class Case:
 
 
 def cases_of(name: str, entry: dict, only: str | None = None):
-    """Every (injection, metric) the healthy log ``name`` can take."""
+    """Every (injection, metric) the healthy log ``name`` can take: the metric that
+    ``rldk.semantics`` resolves for the injection's quantity (the one the analyzers read)."""
+    from rldk import semantics
+
     store = robustness_store(entry)
     names = [n for n in store.sql("SELECT DISTINCT name FROM metrics ORDER BY name")["name"].to_list()]
     for injection, (quantities, _, _) in INJECTIONS.items():
         if only and injection != only:
             continue
-        metric = next((n for q in quantities for n in names if detection.quantity_of(n) == q), None)
+        metric = next((m.metric for q in quantities if (m := semantics.resolve(q, names)) is not None), None)
         if metric is not None:
             yield injection, metric, store
 

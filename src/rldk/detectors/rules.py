@@ -132,7 +132,7 @@ def _rise(code, metric, steps, values, factor, what) -> Event | None:
     ref = max(float(level[trough_at]), float(np.median(v[:trough_at + 1])))
     if ref <= 0:
         return None
-    found = state_run(v > factor * ref, trough_at + 1)
+    found = state_run(v > factor * ref, trough_at + 1) or _level_above(steps, v, level, factor)
     if found is None:
         return None
     crossed, end = found
@@ -144,6 +144,17 @@ def _rise(code, metric, steps, values, factor, what) -> Event | None:
                  f"{metric} {what} from {ref:.4g} to {high:.4g} from step {int(steps[k])}",
                  {"held": ref, "held_step": int(steps[trough_at]), "now": high, "factor": factor,
                   "above_from": int(steps[crossed])})
+
+
+def _level_above(steps, v, level, factor):
+    """``(k, end)`` of a noisy series whose low points dip back under the line now and then:
+    its level (``level_of``) above ``factor`` x the lowest regime it held (MIN_REFERENCE
+    points: a low point or two at the start is no level), staying, from that regime on."""
+    held = [p for p in regimes(steps, v, "nonneg").parts if p.size >= MIN_REFERENCE]
+    if not held:
+        return None
+    low = min(held, key=lambda p: p.raw)
+    return state_run(level > factor * low.raw, low.end) if low.raw > 0 else None
 
 
 def entropy_collapse(metric: str, steps, values) -> Event | None:

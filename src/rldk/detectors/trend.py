@@ -75,6 +75,9 @@ PLATEAU = 0.1
 #: and ends at 0.25 lost more than half of it. Only for a positive peak: a return of -100
 #: has no zero to measure a share from.
 HEADLESS_SHARE = 0.5
+#: ``fall_start``: half-width of the band of a held level, in units of the series' noise
+#: (its row-to-row jitter): a point inside it is still at that level.
+BAND = 3.0
 #: ``settled_below``: the quantile of the points before a drop that the new level must be
 #: under (with the lowest level held before).
 LOW_TENTH = 0.1
@@ -269,7 +272,12 @@ def fall_start(r: Regimes, a: int, k: int, up: bool = False) -> int:
     that has left the held level by more than PLATEAU of the whole move, from which no
     later regime is back at it, then walked back over the points already past that line.
     A threshold rule finds ``k``, where the series crossed its line; this is where it
-    started to go."""
+    started to go. When the move is larger than the noise (BAND sigma under half of it),
+    that start is the point after the last one before ``k`` that was still inside the
+    band of the held level (the regime around ``a``, or the LEVEL_WINDOW points around it
+    when that regime is shorter than MIN_REFERENCE; sigma their own row-to-row noise), as
+    a person reads it off the numbers: noise-level wobbles of the plateau before the fall
+    are not part of it."""
     sign = -1.0 if up else 1.0
     y = sign * r.y
     held = float(np.median(y[max(0, a - 2):a + 3]))
@@ -277,9 +285,37 @@ def fall_start(r: Regimes, a: int, k: int, up: bool = False) -> int:
     j, t = _part_at(r, a), _part_at(r, k)
     if move <= 0 or t <= j:
         return k
+    part = r.parts[j]
+    lo, hi = (part.start, part.end) if part.size >= MIN_REFERENCE else (max(0, a - 2), min(a + 3, k))
+    band = BAND * noise_sigma(r.y[lo:hi])
+    if band < move / 2:
+        # the move stands out of the noise: it started one point after the last point
+        # still inside the band of the level held (or above it) before the series was
+        # past the midpoint for good
+        level = sign * float(np.median(r.y[lo:hi]))
+        i = _past_midpoint(y, a, k, (level + float(np.median(y[k:]))) / 2) - 1
+        while i > a and y[i] < level - band:
+            i -= 1
+        return i + 1
     line = held - PLATEAU * move
     i = _fall_start(r, j, t, lambda p: sign * p.level < line)
-    return min(k, _walk_back(y, r.parts[i].start, line, r.parts[j].start))
+    return min(k, r.parts[i].start)          # too noisy to walk back point by point
+
+
+#: Share of the points from a crossing to the deepest point that must stay past the
+#: midpoint for the series to be past it "for good" (the onset protocol's 80%).
+PAST_SHARE = 0.8
+
+
+def _past_midpoint(y: np.ndarray, a: int, k: int, mid: float) -> int:
+    """The first point after ``a`` (at most ``k``) below ``mid`` whose next point is below it
+    too and from which PAST_SHARE of the points to ``k`` stay below it."""
+    below = y[a + 1:k + 1] < mid
+    if len(below) < 2:
+        return k
+    share = np.cumsum(below[::-1])[::-1] / np.arange(len(below), 0, -1)
+    ok = below & np.r_[below[1:], True] & (share >= PAST_SHARE)
+    return a + 1 + int(np.argmax(ok)) if ok.any() else k
 
 
 def _walk_back(v: np.ndarray, k: int, plateau: float, lo: int) -> int:
