@@ -49,7 +49,7 @@ def test_thinning_keeps_every_kth_step_of_each_metric_and_carries_the_truth(benc
 INJECTED = {"tune": {"return_collapse": (16, 15), "entropy_collapse": (7, 0), "kl_blowup": (5, 5),
                      "grad_explosion": (8, 8), "loss_divergence": (12, 11), "nan": (16, 16),
                      "reward_floor": (5, 5), "length_collapse": (5, 4), "length_explosion": (4, 3),
-                     "truncation": (4, 4), "zero_std": (4, 2), "clip_blowup": (9, 9)},
+                     "truncation": (4, 4), "zero_std": (4, 3), "clip_blowup": (9, 9)},
             "report": {"return_collapse": (14, 10), "entropy_collapse": (10, 0), "kl_blowup": (4, 3),
                        "grad_explosion": (6, 5), "loss_divergence": (12, 10), "nan": (16, 16),
                        "reward_floor": (5, 3), "length_collapse": (5, 3), "length_explosion": (4, 3),

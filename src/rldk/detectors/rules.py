@@ -181,9 +181,12 @@ def length_change(metric: str, steps, values) -> Event | None:
 def high_ratio(code: str, metric: str, steps, values, high: float, what: str) -> Event | None:
     """A ratio quantity enters a state at or above ``high`` and stays to the end of the run
     (from the first step counts: no part of the run is assumed healthy). A stretch that
-    the run leaves again is a transient of a rate, not a state it is stuck in."""
+    the run leaves again is a transient of a rate, not a state it is stuck in. A ratio
+    over a few groups moves by whole groups: when its points stray out of the state too
+    often, its rolling level (``level_of``) is judged instead."""
     v = np.clip(np.asarray(values, float), 0, 1)
-    found = state_run(v >= high, 0, final=True)
+    # the points, or (a ratio over few groups jumps by whole groups) its rolling level
+    found = state_run(v >= high, 0, final=True) or state_run(level_of(v) >= high, 0, final=True)
     if found is None:
         return None
     k, end = found
