@@ -182,6 +182,18 @@ def test_real_grpo_loss_times_1000_is_found_at_its_step():
     assert event is not None and event.onset == steps[150]
 
 
+def test_noisy_lengths_are_judged_on_their_level_from_a_level_held():
+    """Mean lengths of a few completions jump by +-50% row to row: x5 from row 60 is found
+    at row 60 though single rows dip back under 3x; a low first row (17 before rows around
+    60) is no level held, so the series itself is no explosion."""
+    rng = np.random.default_rng(8)
+    steps = np.arange(100)
+    length = 60 * np.exp(0.45 * rng.normal(size=100))
+    event = rules.length_change("completions/mean_length", steps, np.where(steps >= 60, 5 * length, length))
+    assert (event.code, event.onset) == ("length_explosion", 60)
+    assert rules.length_change("completions/mean_length", steps, np.r_[17.0, length[1:]]) is None
+
+
 def test_real_value_loss_times_1000_is_found_at_its_step():
     """racer (tuning half, healthy): its value loss x1000 from row 300 on, the return as logged."""
     steps, vl = sb3("sb3_ppo_racer", "train/value_loss")
