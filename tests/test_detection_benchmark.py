@@ -68,7 +68,7 @@ def test_no_log_fails_to_import_or_analyze(results):
 #: window) and healthy logs exiting 3, per half, when the detectors were last changed
 #: (tune: 1 healthy log exits 3 since the fifth batch: four single-row KL spikes of 66-197
 #: nats in trl_grpo_verified_reasoner, which its truth lists as ambiguous)
-FLOORS = [("tune", 19 / 19, 10 / 19, 17 / 19, 1), ("report", 13 / 17, 6 / 17, 11 / 17, 2)]
+FLOORS = [("tune", 23 / 23, 12 / 23, 21 / 23, 2), ("report", 14 / 19, 6 / 19, 11 / 19, 2)]
 
 
 @pytest.mark.parametrize("half, found, exact, in_window, exit3", FLOORS)

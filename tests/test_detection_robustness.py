@@ -19,9 +19,9 @@ def bench(tmp_path_factory):
 
 #: (half, variant): found, within the protocol window (shares of the events scored),
 #: healthy logs exiting 3
-FLOORS = {("tune", "every2"): (18 / 19, 16 / 19, 1), ("tune", "every3"): (17 / 19, 14 / 19, 1),
-          ("tune", "late"): (9 / 9, 7 / 9, 1), ("report", "every2"): (14 / 17, 10 / 17, 1),
-          ("report", "every3"): (13 / 17, 9 / 17, 1), ("report", "late"): (7 / 9, 5 / 9, 1)}
+FLOORS = {("tune", "every2"): (22 / 23, 20 / 23, 2), ("tune", "every3"): (20 / 23, 16 / 23, 1),
+          ("tune", "late"): (11 / 11, 9 / 11, 2), ("report", "every2"): (15 / 19, 10 / 19, 1),
+          ("report", "every3"): (14 / 19, 9 / 19, 1), ("report", "late"): (8 / 11, 6 / 11, 1)}
 
 
 @pytest.mark.parametrize("half, variant", sorted(FLOORS))
@@ -46,14 +46,14 @@ def test_thinning_keeps_every_kth_step_of_each_metric_and_carries_the_truth(benc
 
 #: half -> (injection -> (found, exact of the timed cases)) as measured when the detectors
 #: last changed; every injection of every healthy log of the half
-INJECTED = {"tune": {"return_collapse": (16, 15), "entropy_collapse": (7, 0), "kl_blowup": (5, 5),
-                     "grad_explosion": (8, 8), "loss_divergence": (12, 11), "nan": (16, 16),
+INJECTED = {"tune": {"return_collapse": (18, 17), "entropy_collapse": (9, 0), "kl_blowup": (5, 5),
+                     "grad_explosion": (8, 8), "loss_divergence": (13, 12), "nan": (18, 18),
                      "reward_floor": (5, 5), "length_collapse": (5, 4), "length_explosion": (4, 3),
-                     "truncation": (4, 4), "zero_std": (4, 3), "clip_blowup": (9, 9)},
-            "report": {"return_collapse": (14, 10), "entropy_collapse": (10, 0), "kl_blowup": (4, 3),
-                       "grad_explosion": (6, 5), "loss_divergence": (12, 10), "nan": (16, 16),
+                     "truncation": (4, 4), "zero_std": (4, 3), "clip_blowup": (11, 11)},
+            "report": {"return_collapse": (16, 13), "entropy_collapse": (11, 0), "kl_blowup": (4, 3),
+                       "grad_explosion": (6, 5), "loss_divergence": (14, 12), "nan": (18, 18),
                        "reward_floor": (5, 3), "length_collapse": (5, 3), "length_explosion": (4, 3),
-                       "truncation": (4, 3), "zero_std": (3, 3), "clip_blowup": (10, 10)}}
+                       "truncation": (4, 3), "zero_std": (3, 3), "clip_blowup": (11, 11)}}
 
 
 @pytest.mark.parametrize("half", sorted(INJECTED))

@@ -63,6 +63,17 @@ def test_a_clean_staircase_is_exact():
     assert d.peak == pytest.approx(10.0, abs=0.02) and d.line == pytest.approx(5.0, abs=0.02)
 
 
+def test_a_fall_in_stages_starts_after_the_level_the_run_held():
+    """From 8 to 10 (12 points), a step down to 8.5 held for 40 points (below the line of
+    half the gain, longer than the peak: the run's level), then a collapse to -20 from
+    point 60: the move into the bad state starts at 60, not at the first small step."""
+    rng = np.random.default_rng(6)
+    v = np.r_[np.linspace(8, 10, 8), np.full(12, 10.0), np.full(40, 8.5),
+              np.linspace(0, -20, 5), np.full(35, -20.0)] + 0.1 * rng.normal(size=100)
+    d = trend.decline(np.arange(100), v, 0.5)
+    assert d.onset == 60 and d.peak == pytest.approx(10.0, abs=0.2)
+
+
 @pytest.mark.parametrize("case", ["recovered dip", "rise and plateau", "flat noise", "ends lower by a third"])
 def test_quiet_on_what_is_not_a_sustained_decline(case):
     rng = np.random.default_rng(1)

@@ -246,23 +246,46 @@ def _move_start(r: Regimes, a: int, t: int, peak: float, gain: float, se) -> int
     from ``parts[t]``: the start of the first regime after the peak that is no longer at it,
     from which no later held regime is back, walked back over the points already off it.
 
-    A level is off the peak when it is below it by more than PLATEAU of the gain and by
+    A level is off the peak when it is below it by more than PLATEAU of the gain (of the
+    whole move, when the fall goes deeper than the gain: a level a few percent of a collapse
+    under the peak is still the level the run held before it) and by
     more than SIGNIFICANCE standard errors (``level_se``). Their white part is the larger
     of the series' noise and the noise of the points from the peak to the low stretch: a
     return that sat near 0 for half the run and bounces by 5 around its peak is judged by
     the peak's own noise whether a point has left it (the onset protocol's prior band is
     the prior regime's noise, for the same reason); a quieter neighbourhood changes nothing."""
     s = r.parts[t].start
+    plateau = PLATEAU * max(gain, peak - float(np.median(r.y[s:])))
     n_peak = _window_size(r, a)
     local = noise_sigma(r.y[a:s]) if s - a > 2 else 0.0
     extra = max(0.0, local ** 2 - r.sigma ** 2)
 
     def off(size: int) -> float:          # below this, a level has left the peak
         white = extra * (1.0 / n_peak + 1.0 / max(size, 1))
-        return peak - max(PLATEAU * gain, SIGNIFICANCE * float(np.sqrt(se(n_peak, size, s - a) ** 2 + white)))
+        return peak - max(plateau, SIGNIFICANCE * float(np.sqrt(se(n_peak, size, s - a) ** 2 + white)))
     j = _part_at(r, a + MIN_REFERENCE - 1)
     k = _fall_start(r, j, t, lambda p: p.level < off(p.size))
-    return _walk_back(r.values, r.parts[k].start, off(1), r.parts[j].start)
+    onset = _walk_back(r.values, r.parts[k].start, off(1), r.parts[j].start)
+    return _after_last_stage(r, onset, peak, n_peak)
+
+
+def _after_last_stage(r: Regimes, onset: int, peak: float, n_peak: int) -> int:
+    """A fall in stages whose first stage stays closer to the peak than to the bottom: the
+    run held that intermediate level (a regime above the midpoint between the peak and the
+    lowest level held after it, of MIN_STRETCH of the run, MIN_TAIL points, and at least
+    as many points as the peak's: it became the run's level) before the move into the bad
+    state, which starts after it (the onset protocol's prior regime is the level just
+    before the move). ``onset`` when there is no such stage."""
+    need = max(MIN_TAIL, int(np.ceil(MIN_STRETCH * len(r.values))), n_peak)
+    i = _part_at(r, onset)
+    held = [p for p in r.parts[i:] if p.size >= MIN_REFERENCE]
+    if not held:
+        return onset
+    mid = (peak + min(p.level for p in held)) / 2
+    stages = [q for q, p in enumerate(r.parts[i:], i) if p.size >= need and p.level > mid]
+    if not stages or stages[-1] + 1 >= len(r.parts):
+        return onset
+    return r.parts[stages[-1] + 1].start
 
 
 def fall_start(r: Regimes, a: int, k: int, up: bool = False) -> int:
@@ -275,7 +298,8 @@ def fall_start(r: Regimes, a: int, k: int, up: bool = False) -> int:
     started to go. When the move is larger than the noise (BAND sigma under half of it),
     that start is the point after the last one before ``k`` that was still inside the
     band of the held level (the regime around ``a``, or the LEVEL_WINDOW points around it
-    when that regime is shorter than MIN_REFERENCE; sigma their own row-to-row noise), as
+    when that regime is shorter than MIN_REFERENCE; sigma their own row-to-row noise; with
+    fewer than MIN_REFERENCE points, which give no noise, PLATEAU of the move), as
     a person reads it off the numbers: noise-level wobbles of the plateau before the fall
     are not part of it."""
     sign = -1.0 if up else 1.0
@@ -287,7 +311,7 @@ def fall_start(r: Regimes, a: int, k: int, up: bool = False) -> int:
         return k
     part = r.parts[j]
     lo, hi = (part.start, part.end) if part.size >= MIN_REFERENCE else (max(0, a - 2), min(a + 3, k))
-    band = BAND * noise_sigma(r.y[lo:hi])
+    band = BAND * noise_sigma(r.y[lo:hi]) if hi - lo >= MIN_REFERENCE else PLATEAU * move
     if band < move / 2:
         # the move stands out of the noise: it started one point after the last point
         # still inside the band of the level held (or above it) before the series was
