@@ -24,6 +24,7 @@ from pathlib import Path
 from rldk.core import run_facts
 from rldk.core.errors import RldkError
 from rldk.core.fs import location
+from rldk.schemas import IMPORT_PARQUET_OPTIONS
 
 #: Bumped when a converter's output for the same input changes (invalidates import caches).
 CONVERTER_VERSION = 4
@@ -211,7 +212,7 @@ def _write_run(store: Path, run: RunData, rid: str, fmt: str) -> "RunSummary":
 
     try:
         writer = EventWriter(store, rid, capture_env=False, config=run.meta.get("config"),
-                             flush_secs=3600, segment_rows=1 << 19)
+                             flush_secs=3600, segment_rows=1 << 19, parquet_options=IMPORT_PARQUET_OPTIONS)
     except StoreError as exc:
         raise ConvertError(str(exc)) from None
     try:

@@ -42,11 +42,10 @@ def of_table(table) -> dict[str, dict] | None:
     """Per run id, the summary of the events in ``table`` (pyarrow; event columns, plain
     or dictionary-encoded), or None when the table lacks event columns or has rows
     without a run id. A writer's segment holds one run: no grouping, no string copies."""
-    import pyarrow.compute as pc
 
     if not set(COLUMNS) <= set(table.column_names) or table.column("run_id").null_count:
         return None
-    runs = pc.unique(table.column("run_id")).to_pylist()
+    runs = distinct(table.column("run_id"))
     if len(runs) == 1:
         return {runs[0]: _of_run(table)}
     return {r: _of_run(table.filter(_equals(table.column("run_id"), r))) for r in runs}
@@ -65,10 +64,10 @@ def _of_run(table) -> dict:
     if not every:
         metric = _equals(table.column("kind"), "metric")
         names, msteps = names.filter(metric), msteps.filter(metric)
-    out = {"n": table.num_rows, "ranks": _distinct(table.column("rank")),
-           "kinds": _distinct(table.column("kind")), "steps": _range(steps["min"], steps["max"]),
+    out = {"n": table.num_rows, "ranks": distinct(table.column("rank")),
+           "kinds": distinct(table.column("kind")), "steps": _range(steps["min"], steps["max"]),
            "wall": _range(wall["min"], wall["max"]),
-           "names": _distinct(names), "msteps": _steps(_unique_sorted(msteps))}
+           "names": distinct(names), "msteps": _steps(unique_sorted(msteps))}
     if not every:
         _add_run_events(table, out)
     return out
@@ -110,13 +109,38 @@ def _equals(column, value: str):
     return pa.chunked_array(chunks, pa.bool_())
 
 
-def _distinct(column) -> list:
+def distinct(column) -> list:
+    """The distinct values of ``column`` sorted, a null last. Without hashing the rows
+    where it can: a dictionary column's are the entries its indices use (a count per
+    entry), an integer column whose min is its max holds that one value."""
+    import pyarrow as pa
     import pyarrow.compute as pc
 
+    if pa.types.is_dictionary(column.type):
+        values = {v for chunk in column.chunks for v in _used_entries(chunk)}
+        return _sorted(values | ({None} if column.null_count else set()))
+    if pa.types.is_integer(column.type) and not column.null_count and len(column):
+        bounds = pc.min_max(column).as_py()
+        if bounds["min"] == bounds["max"]:
+            return [bounds["min"]]
     return _sorted(pc.unique(column).to_pylist())
 
 
-def _unique_sorted(column):
+def _used_entries(chunk) -> list:
+    """The dictionary entries that the non-null rows of one dictionary chunk use."""
+    import numpy as np
+
+    entries = chunk.dictionary.to_pylist()
+    if chunk.null_count == len(chunk):
+        return []
+    if len(entries) == 1:
+        return entries
+    indices = chunk.indices.drop_null() if chunk.null_count else chunk.indices
+    counts = np.bincount(indices.to_numpy(), minlength=len(entries))
+    return [entries[i] for i in np.flatnonzero(counts)]
+
+
+def unique_sorted(column):
     """The distinct non-null values of an integer column as a sorted int64 NumPy array
     (rows arrive step-major: already sorted, one pass), chunk by chunk so that a large
     import's column is never copied whole."""
