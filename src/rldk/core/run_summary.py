@@ -42,7 +42,6 @@ def of_table(table) -> dict[str, dict] | None:
     """Per run id, the summary of the events in ``table`` (pyarrow; event columns, plain
     or dictionary-encoded), or None when the table lacks event columns or has rows
     without a run id. A writer's segment holds one run: no grouping, no string copies."""
-
     if not set(COLUMNS) <= set(table.column_names) or table.column("run_id").null_count:
         return None
     runs = distinct(table.column("run_id"))
@@ -129,6 +128,7 @@ def distinct(column) -> list:
 def _used_entries(chunk) -> list:
     """The dictionary entries that the non-null rows of one dictionary chunk use."""
     import numpy as np
+    import pyarrow.compute as pc
 
     entries = chunk.dictionary.to_pylist()
     if chunk.null_count == len(chunk):
@@ -136,6 +136,9 @@ def _used_entries(chunk) -> list:
     if len(entries) == 1:
         return entries
     indices = chunk.indices.drop_null() if chunk.null_count else chunk.indices
+    bounds = pc.min_max(indices).as_py()
+    if bounds["min"] == bounds["max"]:             # a chunk of one name (an import's, a column)
+        return [entries[bounds["min"]]]
     counts = np.bincount(indices.to_numpy(), minlength=len(entries))
     return [entries[i] for i in np.flatnonzero(counts)]
 
@@ -146,7 +149,12 @@ def unique_sorted(column):
     import's column is never copied whole."""
     import numpy as np
 
-    parts = [_chunk_unique(chunk, np) for chunk in column.chunks]
+    parts, seen = [], set()
+    for chunk in column.chunks:
+        same = None if chunk.null_count else (chunk.buffers()[1].address, chunk.offset, len(chunk))
+        if same is None or same not in seen:       # an import's columns share one step array
+            seen.add(same)
+            parts.append(_chunk_unique(chunk, np))
     values = np.concatenate(parts) if parts else np.empty(0, np.int64)
     if len(values) > 1 and not np.all(values[1:] > values[:-1]):
         return np.unique(values)
