@@ -181,23 +181,46 @@ def line_count(block) -> int:
 
 def line_blocks(handle, size: int):
     """A binary file in pieces of about ``size`` bytes that end at a line end (or at
-    the file's end): a streaming reader's batches, each whole lines."""
+    the file's end): a streaming reader's batches, each whole lines. Each piece is read
+    in one call once its end is found (no copy to join a piece and its last line's rest)."""
+    import os
+
+    fd, at = handle.fileno(), handle.tell()
     while True:
-        block = handle.read(size)
+        end = _line_end(fd, at + size - 1)
+        block = os.pread(fd, end - at, at)
+        while len(block) < end - at:             # a short read (never for a regular file)
+            more = os.pread(fd, end - at - len(block), at + len(block))
+            if not more:
+                break
+            block += more
         if not block:
             return
-        yield block if block.endswith(b"\n") else block + handle.readline()
+        yield block
+        at += len(block)
 
 
-def prefetched(items, prepare, ahead: int = 2):
-    """``prepare(item)`` of each of ``items`` in order, computed on a worker thread up to
-    ``ahead`` items before it is taken: Polars parses the next blocks of a file (without
-    the GIL) while the taking thread turns the last one into event tables and the
-    writer's thread encodes the ones before. ``items`` is read on the taking thread."""
+def _line_end(fd: int, at: int) -> int:
+    """The offset just past the first line end at or after ``at`` (the file's end if none)."""
+    import os
+
+    while True:
+        peek = os.pread(fd, 1 << 16, at)
+        cut = peek.find(b"\n")
+        if cut >= 0 or not peek:
+            return at + (cut + 1 if cut >= 0 else 0)
+        at += len(peek)
+
+
+def prefetched(items, prepare, ahead: int = 3, workers: int = 2):
+    """``prepare(item)`` of each of ``items`` in order, computed on ``workers`` threads up
+    to ``ahead`` items before it is taken: Polars parses the next blocks of a file
+    (without the GIL) while the taking thread turns the last one into event tables and
+    the writer's thread encodes the ones before. ``items`` is read on the taking thread."""
     from collections import deque
     from concurrent.futures import ThreadPoolExecutor
 
-    pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="rldk-parse")
+    pool = ThreadPoolExecutor(max_workers=workers, thread_name_prefix="rldk-parse")
     waiting: deque = deque()
     try:
         for item in items:
