@@ -156,8 +156,9 @@ class Block:
         lines = line_count(data)
         if not _plain(data, comment):
             return cls(data, lines, False)
-        width = data.count(b",", 0, data.find(b"\n")) + 1 if b"\n" in data else data.count(b",") + 1
-        if not _even(data, width - 1):
+        first = data.find(b"\n")
+        width = data.count(b",", 0, first if first >= 0 else len(data)) + 1
+        if not _even(data, width - 1, lines):
             return cls(data, lines, True)
         return cls(data, lines, True, width, _numbers(data, width))
 
@@ -217,11 +218,13 @@ def _columnar(rows: RowCollector, state: _State, block: Block):
     if (not state.columnar or len(set(header)) != len(header) or block.width != len(header)
             or block.frame is None):
         return None
-    return frame_tables(rows, block.frame.rename(dict(zip(block.frame.columns, header))))
+    frame = block.frame.clone()              # cheap (shared columns); renamed without a query
+    frame.columns = header
+    return frame_tables(rows, frame)
 
 
-def _even(block: bytes, commas: int) -> bool:
-    """True when the lines of ``block`` hold ``commas`` commas each. Their total is
+def _even(block: bytes, commas: int, lines: int) -> bool:
+    """True when the ``lines`` lines of ``block`` hold ``commas`` commas each. Their total is
     checked: Polars refuses a line with more cells than the header, so a line with
     fewer (a blank one among them) makes the total fall short."""
     import numpy as np
@@ -231,7 +234,7 @@ def _even(block: bytes, commas: int) -> bool:
             return False
         ends = np.frombuffer(block, np.uint8) == ord("\n")
         return not (ends[0] or (ends[1:] & ends[:-1]).any())
-    return count_byte(block, b",") == commas * line_count(block)
+    return count_byte(block, b",") == commas * lines
 
 
 def _numbers(block: bytes, width: int):

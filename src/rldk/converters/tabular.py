@@ -297,8 +297,8 @@ def _metrics_table(metrics: list, steps, wall):
     names = pa.array([name for name, _ in metrics], pa.string())
     batches, at = [], 0
     for (step, values, walls), count in zip(parts, counts):
-        columns = [step, pa.DictionaryArray.from_arrays(kinds.slice(at, count), _METRIC),
-                   pa.DictionaryArray.from_arrays(codes.slice(at, count), names), values]
+        columns = [step, pa.DictionaryArray.from_arrays(kinds.slice(at, count), _METRIC, safe=False),
+                   pa.DictionaryArray.from_arrays(codes.slice(at, count), names, safe=False), values]
         batches.append(pa.RecordBatch.from_arrays(columns + ([walls] if wall is not None else []),
                                                   names=_COLUMNS[:len(columns) + (wall is not None)]))
         at += count

@@ -141,14 +141,17 @@ PARQUET_OPTIONS = dict(
 
 
 #: The segments of an import (``rldk import``: millions of rows in one go, no training
-#: loop waiting on the writer): LZ4 instead of zstd, values handed to the encoder 64K at
-#: a time (pyarrow's default is 1,024) and statistics only on the columns readers prune
-#: on (run_id, rank, seq, step, wall_time, kind, name), none on the payload. Measured on
-#: 10M metric rows of random values (benchmarks/import.py's JSONL): 0.41-0.49 s of
-#: encoding against 0.78 s with :data:`PARQUET_OPTIONS`, 70.7 MB against 69.4 MB.
+#: loop waiting on the writer): zstd at level 1 (Arrow's default level) for the payload
+#: and wall_time, LZ4 for the identity columns (constant or delta-encoded: tiny either
+#: way), values handed to the encoder 64K at a time (pyarrow's default is 1,024) and
+#: statistics only on the columns readers prune on (run_id, rank, seq, step, wall_time,
+#: kind, name), none on the payload. Measured on 10M metric rows of random values
+#: (benchmarks/import.py's inputs): 0.64-0.68 s of encoding against 0.78 s with
+#: :data:`PARQUET_OPTIONS`, same size (LZ4 everywhere: 0.55 s, but 30% larger files on
+#: logs whose values compress, such as tests' mixed JSONL and CSV logs).
 IMPORT_PARQUET_OPTIONS = dict(
     {k: v for k, v in PARQUET_OPTIONS.items() if k != "compression_level"},
-    compression="lz4",
+    compression={c: "lz4" if c in ("run_id", "rank", "seq", "step", "kind", "name") else "zstd" for c in COLUMNS},
     write_batch_size=1 << 16,
     write_statistics=["run_id", "rank", "seq", "step", "wall_time", "kind", "name"],
 )
