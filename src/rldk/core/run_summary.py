@@ -128,18 +128,16 @@ def distinct(column) -> list:
 def _used_entries(chunk) -> list:
     """The dictionary entries that the non-null rows of one dictionary chunk use."""
     import numpy as np
-    import pyarrow.compute as pc
 
     entries = chunk.dictionary.to_pylist()
     if chunk.null_count == len(chunk):
         return []
     if len(entries) == 1:
         return entries
-    indices = chunk.indices.drop_null() if chunk.null_count else chunk.indices
-    bounds = pc.min_max(indices).as_py()
-    if bounds["min"] == bounds["max"]:             # a chunk of one name (an import's, a column)
-        return [entries[bounds["min"]]]
-    counts = np.bincount(indices.to_numpy(), minlength=len(entries))
+    indices = (chunk.indices.drop_null() if chunk.null_count else chunk.indices).to_numpy()
+    if indices.min() == indices.max():             # a chunk of one name (an import's, a column)
+        return [entries[indices[0]]]
+    counts = np.bincount(indices, minlength=len(entries))
     return [entries[i] for i in np.flatnonzero(counts)]
 
 
@@ -171,7 +169,7 @@ def _chunk_unique(chunk, np):
     if chunk.null_count:
         chunk = chunk.drop_null()
     values = chunk.to_numpy(zero_copy_only=False).astype(np.int64, copy=False)
-    if len(values) < 2:
+    if len(values) < 2 or (values[1:] > values[:-1]).all():      # strictly rising: the usual
         return values
     descents = np.flatnonzero(values[1:] < values[:-1]) + 1
     if len(descents) and len(descents) <= MAX_SORTED_RUNS:
