@@ -64,7 +64,7 @@ _FIELD_LIMIT = 1 << 24          # the csv module's limit on one cell (its own de
 
 def _tables(file: Path, mapping: dict, comment: str | None, run: RunData):
     """Blocks of ~:data:`BATCH_BYTES` of plain lines (see :func:`_plain`), each parsed
-    by Polars in one call (on worker threads, ahead of this one:
+    by Polars in one call (on a worker thread, ahead of this one:
     :func:`~rldk.converters.tabular.prefetched`); a block with a cell that is neither a
     number nor empty, a blank or ragged line, or a repeated header goes through the row
     path, which names each bad line. From the first block that needs the csv module's

@@ -68,8 +68,8 @@ def read_file(file: Path, mapping: dict) -> RunData:
 
 
 def _tables(file: Path, mapping: dict, run: RunData):
-    """Batches of ~:data:`BATCH_BYTES` of lines, each parsed by Polars in one call (on
-    worker threads, ahead of this one: :func:`~rldk.converters.tabular.prefetched`); a
+    """Batches of ~:data:`BATCH_BYTES` of lines, each parsed by Polars in one call (on a
+    worker thread, ahead of this one: :func:`~rldk.converters.tabular.prefetched`); a
     batch Polars cannot take, or whose columns are irregular (text, mixed types), goes
     through the exact row path, which names each bad line."""
     rows, parser = RowCollector(mapping), _Parser()
