@@ -94,3 +94,19 @@ def test_field_map_and_line_numbers_after_quoted_rows(tmp_path, monkeypatch):
     fast, slow, _ = _both(tmp_path / "quoted", monkeypatch, "\n".join(lines) + "\n", batch_bytes=800)
     _same(fast, slow)
     assert [s.where for s in fast[0].skipped] == ["line 301"]
+
+
+def test_imported_segments_keep_the_statistics_readers_use(tmp_path):
+    """Imports write their own Parquet options; the footer facts the readers take from
+    statistics (one run, kind and rank; no null step or value) must still be there."""
+    from rldk.core.files import _metadata, no_nulls, single_values
+
+    src = tmp_path / "log.csv"
+    # rows enough for a segment of metrics alone (the last one holds the run events too)
+    src.write_text("step,loss,kl\n" + "".join(f"{i},{i / 7},{i % 3}\n" for i in range(300_000)))
+    convert_path(src, "csv", tmp_path / "store")
+    metas = [_metadata(str(f)) for f in sorted((tmp_path / "store").glob("*.parquet"))]
+    metrics = [m for m in metas if single_values(m, ("kind",)) == {"kind": "metric"}]
+    assert len(metrics) >= 1
+    assert single_values(metrics[0], ("run_id", "kind", "rank")) == {"run_id": "log", "kind": "metric", "rank": 0}
+    assert no_nulls(metrics[0], "step") and no_nulls(metrics[0], "value")

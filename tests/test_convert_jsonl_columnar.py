@@ -113,3 +113,16 @@ def test_keys_new_in_a_later_batch_are_never_dropped(tmp_path, monkeypatch):
     assert {"new", "data/deep", "late"} <= set(fast[0].metrics)
     assert [e[:3] for e in fast[1] if e[1] in ("new", "data/deep", "late")] == [
         (400, "new", 1.5), (500, "data/deep", 2.5), (600, "late", 3.0)]
+
+
+@pytest.mark.parametrize("size", [1, 7, 70_000, 1 << 22])
+def test_line_blocks_are_whole_lines_that_add_up_to_the_file(tmp_path, size):
+    from rldk.converters.tabular import line_blocks
+
+    text = b"".join(b"x" * n + b"\n" for n in (0, 3, 100_000, 5, 0, 200_000)) + b"no end"
+    (tmp_path / "f").write_bytes(text)
+    with open(tmp_path / "f", "rb") as handle:
+        blocks = list(line_blocks(handle, size))
+    assert b"".join(blocks) == text
+    assert all(b.endswith(b"\n") for b in blocks[:-1]) and all(b for b in blocks)
+    assert all(len(b) >= size or b is blocks[-1] for b in blocks)

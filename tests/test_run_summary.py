@@ -131,3 +131,32 @@ def test_a_table_of_several_runs_is_summarised_per_run(tmp_path):
         i = encoded.column_names.index(column)
         encoded = encoded.set_column(i, column, pc.dictionary_encode(encoded.column(column)))
     assert run_summary.of_table(encoded) == alone
+
+
+def _dictionary(chunks, entries):
+    import pyarrow as pa
+
+    return pa.chunked_array([pa.DictionaryArray.from_arrays(pa.array(c, pa.int32()), pa.array(e))
+                             for c, e in zip(chunks, entries)])
+
+
+@pytest.mark.parametrize("chunks, entries, expected", [
+    ([[0, 0, 0]], [["metric"]], ["metric"]),                          # one entry: no scan
+    ([[1, 1], [0, 2, 0]], [["a", "b", "c"]] * 2, ["a", "b", "c"]),
+    ([[2, 2, 2]], [["a", "b", "c"]], ["c"]),                          # entries no row uses are not values
+    ([[0, None, 0]], [["a", "b"]], ["a", None]),                      # a null sorts last
+])
+def test_distinct_values_of_dictionary_columns(chunks, entries, expected):
+    column = _dictionary(chunks, entries)
+    assert run_summary.distinct(column) == expected
+    assert run_summary.distinct(column.cast(column.type.value_type)) == expected
+
+
+def test_unique_steps_of_an_imports_shared_and_filtered_chunks():
+    import pyarrow as pa
+
+    steps = pa.array(np.arange(10, 20, dtype=np.int64))
+    filtered = steps.filter(pa.array([i % 3 == 0 for i in range(10)]))
+    column = pa.chunked_array([steps, steps, filtered, steps.slice(2, 5), pa.array([25, 3, 3], pa.int64())])
+    expected = np.unique(np.concatenate([c.to_numpy() for c in column.chunks]))
+    assert run_summary.unique_sorted(column).tolist() == expected.tolist()

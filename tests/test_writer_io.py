@@ -60,11 +60,11 @@ def _fail_writes(monkeypatch, times):
     real = segments.write_segment
     calls = {"n": 0}
 
-    def failing(table, directory, name):
+    def failing(table, directory, name, *options):
         calls["n"] += 1
         if calls["n"] <= times:
             raise OSError(errno.ENOSPC, "No space left on device")
-        return real(table, directory, name)
+        return real(table, directory, name, *options)
 
     monkeypatch.setattr(writer_module, "write_segment", failing)
     return calls

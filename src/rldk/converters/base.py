@@ -24,6 +24,8 @@ from pathlib import Path
 from rldk.core import run_facts
 from rldk.core.errors import RldkError
 from rldk.core.fs import location
+from rldk.core.run_summary import distinct, unique_sorted
+from rldk.schemas import IMPORT_PARQUET_OPTIONS
 
 #: Bumped when a converter's output for the same input changes (invalidates import caches).
 CONVERTER_VERSION = 4
@@ -211,7 +213,7 @@ def _write_run(store: Path, run: RunData, rid: str, fmt: str) -> "RunSummary":
 
     try:
         writer = EventWriter(store, rid, capture_env=False, config=run.meta.get("config"),
-                             flush_secs=3600, segment_rows=1 << 19)
+                             flush_secs=3600, segment_rows=1 << 19, parquet_options=IMPORT_PARQUET_OPTIONS)
     except StoreError as exc:
         raise ConvertError(str(exc)) from None
     try:
@@ -348,8 +350,8 @@ class _Tally:
         kinds = t.column("kind")
         self.samples += _count(kinds, "sample")
         metrics = t if _count(kinds, "metric") == t.num_rows else t.filter(pc.equal(kinds, "metric"))
-        self.names.update(pc.unique(metrics.column("name")).to_pylist())
-        self.steps.add(metrics.column("step").drop_null())
+        self.names.update(distinct(metrics.column("name")))
+        self.steps.add(unique_sorted(metrics.column("step")))
 
     def summary(self, run_id: str, run: RunData) -> RunSummary:
         lo, hi = self.steps.bounds()
@@ -383,11 +385,11 @@ class _StepSet:
         self.bits = None              # numpy bool array, index = step - base
         self.loose = None             # sorted distinct steps (numpy int64) when the span is too wide
 
-    def add(self, column) -> None:
+    def add(self, steps) -> None:
+        """Add ``steps``, an int64 NumPy array."""
         import numpy as np
 
-        steps = column.to_numpy(zero_copy_only=False).astype(np.int64, copy=False) if len(column) else None
-        if steps is None:
+        if not len(steps):
             return
         if self.loose is None:
             lo, hi = int(steps.min()), int(steps.max())

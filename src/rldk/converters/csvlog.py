@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import csv
 import io
+from dataclasses import dataclass
 from pathlib import Path
 
 from rldk.converters.base import ConvertError, RunData, Skip, write_runs
@@ -23,6 +24,7 @@ from rldk.converters.tabular import (
     line_count,
     number,
     parse_field_map,
+    prefetched,
 )
 
 NAME = "csv"
@@ -62,19 +64,20 @@ _FIELD_LIMIT = 1 << 24          # the csv module's limit on one cell (its own de
 
 def _tables(file: Path, mapping: dict, comment: str | None, run: RunData):
     """Blocks of ~:data:`BATCH_BYTES` of plain lines (see :func:`_plain`), each parsed
-    by Polars in one call; a block with a cell that is neither a number nor empty, a
-    blank or ragged line, or a repeated header goes through the row path, which names
-    each bad line. From the first block that needs the csv module's quoting rules on,
-    the rest of the file streams through it (:func:`csv_lines`)."""
+    by Polars in one call (on a worker thread, ahead of this one:
+    :func:`~rldk.converters.tabular.prefetched`); a block with a cell that is neither a
+    number nor empty, a blank or ragged line, or a repeated header goes through the row
+    path, which names each bad line. From the first block that needs the csv module's
+    quoting rules on, the rest of the file streams through it (:func:`csv_lines`)."""
     rows, state = RowCollector(mapping), _State()
     for lineno, piece in _pieces(file, comment, rows, state):
-        if isinstance(piece, bytes):
+        if isinstance(piece, Block):
             tables = _columnar(rows, state, piece)
             if tables is not None:
                 yield from rows.take(0)
                 yield from tables
                 continue
-            piece = _plain_rows(file, piece, lineno)
+            piece = _plain_rows(file, piece.data, lineno)
         else:
             piece = [(lineno, piece)]
         for at, cells in piece:
@@ -110,25 +113,54 @@ def _add_row(rows: RowCollector, state: _State, file: Path, lineno: int, cells: 
 
 
 def _pieces(file: Path, comment: str | None, rows: RowCollector, state: _State):
-    """``(first line number, block bytes)`` of plain blocks once the header and the
-    first data row are read, else ``(line number, cells)`` of single rows."""
+    """``(first line number, Block)`` of plain blocks once the header and the first
+    data row are read, else ``(line number, cells)`` of single rows."""
+    def prepare(data: bytes) -> Block:
+        return Block.of(data, comment)
+
     handle = _open(file)
     with handle:
         lineno, offset = 0, 0
-        for block in line_blocks(handle, BATCH_BYTES):
-            if not _plain(block, comment):
+        for block in prefetched(line_blocks(handle, BATCH_BYTES), prepare):
+            data = block.data
+            if not block.plain:
                 yield from csv_lines(file, comment, offset, lineno)
                 return
             start = 0
-            while (rows.step_field is None or not state.columnar) and start < len(block):
-                end = block.find(b"\n", start) + 1 or len(block)
+            while (rows.step_field is None or not state.columnar) and start < len(data):
+                end = data.find(b"\n", start) + 1 or len(data)
                 lineno += 1
-                yield from _plain_rows(file, block[start:end], lineno, bom=offset + start == 0)
+                yield from _plain_rows(file, data[start:end], lineno, bom=offset + start == 0)
                 start = end
-            if start < len(block):
-                yield lineno + 1, block[start:] if start else block
-                lineno += line_count(memoryview(block)[start:] if start else block)
-            offset += len(block)
+            if start < len(data):
+                rest = prepare(data[start:]) if start else block
+                yield lineno + 1, rest
+                lineno += rest.lines
+            offset += len(data)
+
+
+@dataclass(frozen=True)
+class Block:
+    """Whole lines of a CSV file: their bytes, how many, whether they are ``plain``
+    (:func:`_plain`), and when every line holds as many cells as the first, ``width``,
+    their cells as a frame of floats (None when a cell is not a number)."""
+
+    data: bytes
+    lines: int
+    plain: bool
+    width: int | None = None
+    frame: object = None
+
+    @classmethod
+    def of(cls, data: bytes, comment: str | None) -> "Block":
+        lines = line_count(data)
+        if not _plain(data, comment):
+            return cls(data, lines, False)
+        first = data.find(b"\n")
+        width = data.count(b",", 0, first if first >= 0 else len(data)) + 1
+        if not _even(data, width - 1, lines):
+            return cls(data, lines, True)
+        return cls(data, lines, True, width, _numbers(data, width))
 
 
 def _open(file: Path):
@@ -179,18 +211,20 @@ def _plain_rows(file: Path, block: bytes, lineno: int, bom: bool = False) -> lis
     return [(lineno + i, line.split(",")) for i, line in enumerate(lines) if line]
 
 
-def _columnar(rows: RowCollector, state: _State, block: bytes):
+def _columnar(rows: RowCollector, state: _State, block: Block):
     """The block's event tables through Polars, or None when the row path must read it
     (a blank or ragged line, a cell that is neither a number nor empty, a repeated header)."""
     header = state.header
-    if not state.columnar or len(set(header)) != len(header) or not _even(block, len(header) - 1):
+    if (not state.columnar or len(set(header)) != len(header) or block.width != len(header)
+            or block.frame is None):
         return None
-    frame = _numbers(block, header)
-    return None if frame is None else frame_tables(rows, frame)
+    frame = block.frame.clone()              # cheap (shared columns); renamed without a query
+    frame.columns = header
+    return frame_tables(rows, frame)
 
 
-def _even(block: bytes, commas: int) -> bool:
-    """True when the lines of ``block`` hold ``commas`` commas each. Their total is
+def _even(block: bytes, commas: int, lines: int) -> bool:
+    """True when the ``lines`` lines of ``block`` hold ``commas`` commas each. Their total is
     checked: Polars refuses a line with more cells than the header, so a line with
     fewer (a blank one among them) makes the total fall short."""
     import numpy as np
@@ -200,28 +234,25 @@ def _even(block: bytes, commas: int) -> bool:
             return False
         ends = np.frombuffer(block, np.uint8) == ord("\n")
         return not (ends[0] or (ends[1:] & ends[:-1]).any())
-    return count_byte(block, b",") == commas * line_count(block)
+    return count_byte(block, b",") == commas * lines
 
 
-def _numbers(block: bytes, header: list):
-    """The block as a frame of float columns named by ``header`` (empty cells null), read
-    as Python's ``float`` reads each cell; None when a cell is not a number."""
+def _numbers(block: bytes, width: int):
+    """The block as a frame of ``width`` float columns (empty cells null), read as
+    Python's ``float`` reads each cell; None when a cell is not a number."""
     import polars as pl
 
-    names = [f"c{i}" for i in range(len(header))]
+    names = [f"c{i}" for i in range(width)]
     options = dict(has_header=False, quote_char=None, comment_prefix=None, raise_if_empty=False)
     try:
-        frame = pl.read_csv(block, schema={n: pl.Float64 for n in names}, **options)
+        return pl.read_csv(block, schema={n: pl.Float64 for n in names}, **options)
     except Exception:  # a cell Polars does not read as a float, or a line with more cells than
         # the header: read them as text, decide each (Polars refuses the long line again)
         try:
             frame = pl.read_csv(block, schema={n: pl.String for n in names}, **options)
         except Exception:  # not UTF-8, or other input the row path must report
             return None
-        frame = _python_floats(frame)
-        if frame is None:
-            return None
-    return frame.rename(dict(zip(names, header)))
+        return _python_floats(frame)
 
 
 def _python_floats(frame):

@@ -7,6 +7,7 @@ reported with its line number (``--strict``: an error); the rest is imported.
 from __future__ import annotations
 
 import json
+from dataclasses import dataclass
 from pathlib import Path
 
 from rldk.converters.base import ConvertError, RunData, Skip, write_runs
@@ -17,6 +18,7 @@ from rldk.converters.tabular import (
     line_blocks,
     line_count,
     parse_field_map,
+    prefetched,
 )
 
 NAME = "jsonl"
@@ -66,33 +68,26 @@ def read_file(file: Path, mapping: dict) -> RunData:
 
 
 def _tables(file: Path, mapping: dict, run: RunData):
-    """Batches of ~:data:`BATCH_BYTES` of lines, each parsed by Polars in one call;
-    a batch Polars cannot take, or whose columns are irregular (text, mixed types),
-    goes through the exact row path, which names each bad line."""
-    rows = RowCollector(mapping)
-    try:
-        handle = open(file, "rb")
-    except OSError as exc:
-        raise ConvertError(f"{file}: cannot read ({exc.strerror})") from None
-    with handle:
-        if b"\0" in handle.read(4096):
-            raise ConvertError(f"{file}: binary file (NUL bytes), not JSON Lines")
-        handle.seek(0)
+    """Batches of ~:data:`BATCH_BYTES` of lines, each parsed by Polars in one call (on a
+    worker thread, ahead of this one: :func:`~rldk.converters.tabular.prefetched`); a
+    batch Polars cannot take, or whose columns are irregular (text, mixed types), goes
+    through the exact row path, which names each bad line."""
+    rows, parser = RowCollector(mapping), _Parser()
+    with _open(file) as handle:
         lineno = 0
-        for batch in line_blocks(handle, BATCH_BYTES):
-            count = line_count(batch)
-            tables = None
-            start = 0
-            while rows.step_field is None and start < len(batch):    # rows until the first valid one
-                end = batch.find(b"\n", start) + 1 or len(batch)
+        for batch in prefetched(line_blocks(handle, BATCH_BYTES), parser.batch):
+            count, start, data = batch.lines, 0, batch.data
+            while rows.step_field is None and start < len(data):    # rows until the first valid one
+                end = data.find(b"\n", start) + 1 or len(data)
                 lineno += 1
-                _row_path(rows, batch[start:end], lineno, file, run)
+                _row_path(rows, data[start:end], lineno, file, run)
                 count -= 1
                 start = end
-            if start < len(batch):
-                tables = _columnar(rows, batch[start:] if start else batch)
+            tables = None
+            if start < len(data):
+                tables = _columnar(rows, parser.batch(data[start:]) if start else batch)
             if tables is None:
-                for raw in _lines(batch[start:]):
+                for raw in _lines(data[start:]):
                     lineno += 1
                     _row_path(rows, raw, lineno, file, run)
                     yield from rows.take()
@@ -110,6 +105,19 @@ def _tables(file: Path, mapping: dict, run: RunData):
 BATCH_BYTES = 1 << 22
 
 
+def _open(file: Path):
+    """The file opened in binary; one error line when it cannot be read or holds NUL bytes."""
+    try:
+        handle = open(file, "rb")
+    except OSError as exc:
+        raise ConvertError(f"{file}: cannot read ({exc.strerror})") from None
+    if b"\0" in handle.read(4096):
+        handle.close()
+        raise ConvertError(f"{file}: binary file (NUL bytes), not JSON Lines")
+    handle.seek(0)
+    return handle
+
+
 def _lines(batch: bytes) -> list:
     """The lines of a batch split at ``\\n`` only (as reading the file line by line does)."""
     lines = batch.split(b"\n")
@@ -118,32 +126,49 @@ def _lines(batch: bytes) -> list:
     return lines
 
 
-def _columnar(rows: RowCollector, batch: bytes):
-    """The batch's event tables through Polars, or None when the row path must read it."""
-    frame = _parse(batch, rows.schema)
-    if frame is None:
-        return None
-    rows.schema = frame.schema
-    return frame_tables(rows, frame)
+@dataclass(frozen=True)
+class Batch:
+    """Whole lines of a file: their bytes, how many, and their Polars frame (None when
+    Polars cannot take them)."""
+
+    data: bytes
+    lines: int
+    frame: object
+
+
+class _Parser:
+    """Parses batches, keeping the last schema that read one (the next batch tries it first)."""
+
+    def __init__(self):
+        self.schema = None
+
+    def batch(self, data: bytes) -> Batch:
+        frame = _parse(data, self.schema)
+        if frame is not None:
+            self.schema = frame.schema
+        return Batch(data, line_count(data), frame)
+
+
+def _columnar(rows: RowCollector, batch: Batch):
+    """The batch's event tables, or None when the row path must read it."""
+    return None if batch.frame is None else frame_tables(rows, batch.frame)
 
 
 def _parse(batch: bytes, schema):
     """The batch as one Polars frame (None if Polars cannot take it). The previous
     batch's ``schema`` is tried first: a third of the work of inferring one from every
     line, and kept only when :func:`_covers` proves no line holds a key it lacks."""
-    import io
-
     import polars as pl
 
     if schema is not None:
         try:
-            frame = pl.read_ndjson(io.BytesIO(batch), schema=schema)
+            frame = pl.read_ndjson(batch, schema=schema)
             if _covers(frame, batch):
                 return frame
         except Exception:  # a value of another type: infer this batch's own schema
             pass
     try:
-        return pl.read_ndjson(io.BytesIO(batch), infer_schema_length=None)
+        return pl.read_ndjson(batch, infer_schema_length=None)
     except Exception:  # Polars raises several types for input it cannot take: the row path decides
         return None
 

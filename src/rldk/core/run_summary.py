@@ -42,11 +42,9 @@ def of_table(table) -> dict[str, dict] | None:
     """Per run id, the summary of the events in ``table`` (pyarrow; event columns, plain
     or dictionary-encoded), or None when the table lacks event columns or has rows
     without a run id. A writer's segment holds one run: no grouping, no string copies."""
-    import pyarrow.compute as pc
-
     if not set(COLUMNS) <= set(table.column_names) or table.column("run_id").null_count:
         return None
-    runs = pc.unique(table.column("run_id")).to_pylist()
+    runs = distinct(table.column("run_id"))
     if len(runs) == 1:
         return {runs[0]: _of_run(table)}
     return {r: _of_run(table.filter(_equals(table.column("run_id"), r))) for r in runs}
@@ -65,10 +63,10 @@ def _of_run(table) -> dict:
     if not every:
         metric = _equals(table.column("kind"), "metric")
         names, msteps = names.filter(metric), msteps.filter(metric)
-    out = {"n": table.num_rows, "ranks": _distinct(table.column("rank")),
-           "kinds": _distinct(table.column("kind")), "steps": _range(steps["min"], steps["max"]),
+    out = {"n": table.num_rows, "ranks": distinct(table.column("rank")),
+           "kinds": distinct(table.column("kind")), "steps": _range(steps["min"], steps["max"]),
            "wall": _range(wall["min"], wall["max"]),
-           "names": _distinct(names), "msteps": _steps(_unique_sorted(msteps))}
+           "names": distinct(names), "msteps": _steps(unique_sorted(msteps))}
     if not every:
         _add_run_events(table, out)
     return out
@@ -110,19 +108,51 @@ def _equals(column, value: str):
     return pa.chunked_array(chunks, pa.bool_())
 
 
-def _distinct(column) -> list:
+def distinct(column) -> list:
+    """The distinct values of ``column`` sorted, a null last. Without hashing the rows
+    where it can: a dictionary column's are the entries its indices use (a count per
+    entry), an integer column whose min is its max holds that one value."""
+    import pyarrow as pa
     import pyarrow.compute as pc
 
+    if pa.types.is_dictionary(column.type):
+        values = {v for chunk in column.chunks for v in _used_entries(chunk)}
+        return _sorted(values | ({None} if column.null_count else set()))
+    if pa.types.is_integer(column.type) and not column.null_count and len(column):
+        bounds = pc.min_max(column).as_py()
+        if bounds["min"] == bounds["max"]:
+            return [bounds["min"]]
     return _sorted(pc.unique(column).to_pylist())
 
 
-def _unique_sorted(column):
+def _used_entries(chunk) -> list:
+    """The dictionary entries that the non-null rows of one dictionary chunk use."""
+    import numpy as np
+
+    entries = chunk.dictionary.to_pylist()
+    if chunk.null_count == len(chunk):
+        return []
+    if len(entries) == 1:
+        return entries
+    indices = (chunk.indices.drop_null() if chunk.null_count else chunk.indices).to_numpy()
+    if indices.min() == indices.max():             # a chunk of one name (an import's, a column)
+        return [entries[indices[0]]]
+    counts = np.bincount(indices, minlength=len(entries))
+    return [entries[i] for i in np.flatnonzero(counts)]
+
+
+def unique_sorted(column):
     """The distinct non-null values of an integer column as a sorted int64 NumPy array
     (rows arrive step-major: already sorted, one pass), chunk by chunk so that a large
     import's column is never copied whole."""
     import numpy as np
 
-    parts = [_chunk_unique(chunk, np) for chunk in column.chunks]
+    parts, seen = [], set()
+    for chunk in column.chunks:
+        same = None if chunk.null_count else (chunk.buffers()[1].address, chunk.offset, len(chunk))
+        if same is None or same not in seen:       # an import's columns share one step array
+            seen.add(same)
+            parts.append(_chunk_unique(chunk, np))
     values = np.concatenate(parts) if parts else np.empty(0, np.int64)
     if len(values) > 1 and not np.all(values[1:] > values[:-1]):
         return np.unique(values)
@@ -139,7 +169,7 @@ def _chunk_unique(chunk, np):
     if chunk.null_count:
         chunk = chunk.drop_null()
     values = chunk.to_numpy(zero_copy_only=False).astype(np.int64, copy=False)
-    if len(values) < 2:
+    if len(values) < 2 or (values[1:] > values[:-1]).all():      # strictly rising: the usual
         return values
     descents = np.flatnonzero(values[1:] < values[:-1]) + 1
     if len(descents) and len(descents) <= MAX_SORTED_RUNS:

@@ -78,10 +78,11 @@ def _rldk_metadata(covers=None) -> dict:
 
 
 @contextlib.contextmanager
-def _atomic_writer(directory: Path, name: str, schema, covers=None):
+def _atomic_writer(directory: Path, name: str, schema, covers=None, options=None):
     """A ParquetWriter on a hidden temp file that is fsynced and renamed to ``name``
     on success, removed on failure. Files carry no Arrow schema (dictionary columns
-    read back as plain strings) and the ``rldk.*`` footer metadata."""
+    read back as plain strings) and the ``rldk.*`` footer metadata; ``options`` are
+    the ParquetWriter's (default :data:`~rldk.schemas.PARQUET_OPTIONS`)."""
     import pyarrow.parquet as pq
 
     from rldk.schemas import PARQUET_OPTIONS
@@ -89,7 +90,7 @@ def _atomic_writer(directory: Path, name: str, schema, covers=None):
     tmp = directory / temp_name(name)
     try:
         with open(tmp, "wb") as f:
-            with pq.ParquetWriter(f, schema.remove_metadata(), **PARQUET_OPTIONS) as out:
+            with pq.ParquetWriter(f, schema.remove_metadata(), **(options or PARQUET_OPTIONS)) as out:
                 yield out
                 out.add_key_value_metadata(_rldk_metadata(covers))
             f.flush()
@@ -101,18 +102,19 @@ def _atomic_writer(directory: Path, name: str, schema, covers=None):
         raise
 
 
-def write_segment(table, directory: Path | ObjectDir, name: str) -> None:
+def write_segment(table, directory: Path | ObjectDir, name: str, options: dict | None = None) -> None:
     """Write ``table`` as ``directory/name`` atomically: temp file, fsync, rename (on
-    object storage: one PUT of the complete object)."""
+    object storage: one PUT of the complete object). ``options``: the ParquetWriter's
+    (default :data:`~rldk.schemas.PARQUET_OPTIONS`)."""
     if isinstance(directory, ObjectDir):
-        directory.fs.pipe_file(f"{directory.key}/{name}", parquet_bytes(table))
+        directory.fs.pipe_file(f"{directory.key}/{name}", parquet_bytes(table, options))
         return
-    with _atomic_writer(Path(directory), name, table.schema) as out:
+    with _atomic_writer(Path(directory), name, table.schema, options=options) as out:
         out.write_table(table, row_group_size=1 << 20)
         out.add_key_value_metadata(run_summary.metadata(table))
 
 
-def parquet_bytes(table) -> bytes:
+def parquet_bytes(table, options: dict | None = None) -> bytes:
     """``table`` as the bytes of a store file (footer metadata included)."""
     import pyarrow as pa
     import pyarrow.parquet as pq
@@ -120,7 +122,7 @@ def parquet_bytes(table) -> bytes:
     from rldk.schemas import PARQUET_OPTIONS
 
     sink = pa.BufferOutputStream()
-    with pq.ParquetWriter(sink, table.schema.remove_metadata(), **PARQUET_OPTIONS) as out:
+    with pq.ParquetWriter(sink, table.schema.remove_metadata(), **(options or PARQUET_OPTIONS)) as out:
         out.write_table(table, row_group_size=1 << 20)
         out.add_key_value_metadata({**_rldk_metadata(), **run_summary.metadata(table)})
     return sink.getvalue().to_pybytes()

@@ -3,6 +3,7 @@ from __future__ import annotations
 
 from rldk.schemas.events import (
     COLUMNS,
+    IMPORT_PARQUET_OPTIONS,
     KINDS,
     META_COVERS,
     META_VERSION,
@@ -15,7 +16,7 @@ from rldk.schemas.events import (
 )
 
 __all__ = [
-    "COLUMNS", "KINDS", "META_COVERS", "META_VERSION", "META_WRITER", "PARQUET_OPTIONS",
+    "COLUMNS", "IMPORT_PARQUET_OPTIONS", "KINDS", "META_COVERS", "META_VERSION", "META_WRITER", "PARQUET_OPTIONS",
     "SCHEMA_VERSION", "KindSpec", "arrow_schema", "memory_schema", "conform", "file_version", "validate",
 ]
 

@@ -36,7 +36,7 @@ class CommitMixin:
         table = pa.concat_tables(self._pending) if len(self._pending) > 1 else self._pending[0]
         name = segment_name(self.run_id, self.rank, self.session, len(self.segments))
         try:
-            write_segment(table, self.dir, name)
+            write_segment(table, self.dir, name, self.parquet_options)
         except OSError as exc:
             self.stats["write_errors"] += 1
             self._warn_once(("write",), f"rldk: cannot write to {self.dir} ({exc}); events are kept "
@@ -143,7 +143,7 @@ class CommitMixin:
     # ------------------------------------------------------------------ helpers
     def _prepare_dir(self) -> None:
         """Check the directory is writable, and finish merges a killed process left."""
-        self._uploader = Uploader(self.dir)
+        self._uploader = Uploader(self.dir, self.parquet_options)
         if isinstance(self.dir, ObjectDir):
             return self._probe_remote()
         try:

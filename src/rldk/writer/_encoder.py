@@ -28,6 +28,7 @@ class EncoderMixin:
         self._write_every = self.flush_secs / 3
         self._max_lag = self.flush_secs / 2
         self._end_detail: dict = {}
+        self._fills: dict = {}             # column name -> an array of alike rows (_alike)
 
     def _loop(self) -> None:
         while True:
@@ -226,18 +227,12 @@ class EncoderMixin:
         from rldk.schemas import memory_schema
 
         n = table.num_rows
-        # numpy-built columns: Python lists of n values cost ~0.3 s a million rows (an import's bulk)
-        fill = {"run_id": pa.DictionaryArray.from_arrays(pa.array(np.zeros(n, np.int32)),
-                                                         pa.array([self.run_id], pa.string())),
-                "rank": pa.array(np.full(n, self.rank, np.int32))}
-        if "seq" not in table.column_names:  # rows keep the order they came in
-            fill["seq"] = pa.array(np.arange(first_seq, first_seq + n, dtype=np.int64))
         cols = []
         for field in memory_schema():
-            if field.name in fill:
-                cols.append(fill[field.name])
-            elif field.name not in table.column_names:
-                cols.append(pa.nulls(n, field.type))
+            if field.name == "seq" and "seq" not in table.column_names:   # rows keep the order they came in
+                cols.append(pa.array(np.arange(first_seq, first_seq + n, dtype=np.int64)))
+            elif field.name in ("run_id", "rank") or field.name not in table.column_names:
+                cols.append(self._alike(field, n))
             elif field.name == "wall_time" and pa.types.is_floating(table.column("wall_time").type):
                 ms = pc.round(pc.multiply(table.column("wall_time"), 1000.0))
                 ms = pc.if_else(pc.is_finite(ms), ms, pa.scalar(None, pa.float64()))
@@ -245,6 +240,26 @@ class EncoderMixin:
             else:
                 cols.append(table.column(field.name).cast(field.type))
         return pa.Table.from_arrays(cols, schema=memory_schema())
+
+    def _alike(self, field, n: int):
+        """``n`` rows of ``field`` that are all alike (this writer's run id or rank, or
+        null): a slice of one array kept per writer and grown as needed, so that an
+        imported table of a million rows allocates nothing for them."""
+        import numpy as np
+        import pyarrow as pa
+
+        column = self._fills.get(field.name)
+        if column is None or len(column) < n:
+            size = max(n, 2 * len(column) if column is not None else 0)
+            if field.name == "run_id":
+                column = pa.DictionaryArray.from_arrays(pa.array(np.zeros(size, np.int32)),
+                                                        pa.array([self.run_id], pa.string()))
+            elif field.name == "rank":
+                column = pa.array(np.full(size, self.rank, np.int32))
+            else:
+                column = pa.nulls(size, field.type)
+            self._fills[field.name] = column
+        return column.slice(0, n)
 
 
 def _interleave(recorded, items: list) -> list:

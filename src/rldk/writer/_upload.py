@@ -16,8 +16,9 @@ from rldk.core.segments import write_segment
 class Uploader:
     """At most one segment upload in flight for one writer."""
 
-    def __init__(self, directory):
+    def __init__(self, directory, options: dict | None = None):
         self.directory = directory
+        self.options = options           # the segments' ParquetWriter options (None: the default)
         self._thread: threading.Thread | None = None
         self._done = threading.Event()
         self._error: BaseException | None = None
@@ -42,7 +43,7 @@ class Uploader:
 
     def _put(self, table, name: str) -> None:
         try:
-            write_segment(table, self.directory, name)
+            write_segment(table, self.directory, name, self.options)
         except BaseException as exc:          # reported to the writer by take()
             self._error = exc
         finally:

@@ -96,12 +96,15 @@ class EventWriter(EncoderMixin, CommitMixin):
         ``rldk compact`` merges per run folder). ``RLDK_LAYOUT`` overrides it.
     project : the project folder of the hive layout (``RLDK_PROJECT`` overrides it;
         default ``default``); giving one chooses the hive layout.
+    parquet_options : the segments' ParquetWriter options (default ``PARQUET_OPTIONS``;
+        converters pass ``IMPORT_PARQUET_OPTIONS``, see :mod:`rldk.schemas.events`).
     """
 
     def __init__(self, dir=None, run_id=None, *, rank=None, config=None, seed=None,
                  flush_secs: float = 5.0, segment_rows: int = 100_000, strict: bool | None = None,
                  max_buffer_bytes: int = 256 << 20, compact_on_close: bool = True,
-                 capture_env: bool = True, layout: str | None = None, project: str | None = None):
+                 capture_env: bool = True, layout: str | None = None, project: str | None = None,
+                 parquet_options: dict | None = None):
         import pyarrow.compute  # noqa: F401  (loaded now, not in the first flush mid-training)
         import pyarrow.parquet  # noqa: F401
 
@@ -119,6 +122,7 @@ class EventWriter(EncoderMixin, CommitMixin):
         self.segment_rows = int(segment_rows)
         self.max_buffer_bytes = int(max_buffer_bytes)
         self.compact_on_close = compact_on_close
+        self.parquet_options = parquet_options
         self.session = new_session()
         self.segments: list[str] = []        # file names of this session's written segments
         self._segment_rows: list[int] = []
