@@ -197,11 +197,13 @@ def analyze(paths, baseline: str | None = None, out_dir="rldk_reports", plots: b
 
 
 def _analyze(paths, store, baseline, out_dir, plots, analyzers, on_analyzer, engine) -> Analysis:
-    _import_meanwhile("polars")           # the catalog scan releases the GIL
+    rows = sum(f.rows for f in store.footers.values())
+    if engine is not None or _series.reads_polars(rows):
+        _import_meanwhile("polars")       # the catalog scan releases the GIL
     if "metric" not in _kinds(store, engine):
         raise MissingEvents(f"no metric events in {' '.join(map(str, _as_list(paths)))}: log "
                             "scalars with rldk.writer.log or import logs with `rldk import`")
-    large = engine is None and sum(f.rows for f in store.footers.values()) > PREFETCH_ROWS
+    large = engine is None and rows > PREFETCH_ROWS
     if large:
         chosen = _prefetching(store, analyzers)
     else:
