@@ -525,16 +525,22 @@ def _duck_chunk(path: str, names: list[str], source: Source, select: bool) -> di
                                if select else "")
     params = {"names": names, "file": path, **({"run_id": source.run_id} if select else {})}
     found = _connection().execute(sql, params).fetchnumpy()
-    value = found["value"]
-    nulls = np.ma.getmask(value)
-    arrays = {"numeric": ~nulls if nulls is not np.ma.nomask and nulls.any() else None,
-              "value": np.ma.filled(value, np.nan), "code": np.asarray(found["code"]),
-              "step": np.asarray(found["step"]), "rank": None}
-    if not one_rank:                              # as Polars gives it: floats, NaN for null
-        rank = found["rank"]
-        arrays["rank"] = np.ma.filled(rank.astype(np.float64), np.nan) if np.ma.is_masked(rank) \
-            else np.asarray(rank)
+    value, nulls = _unmasked(found["value"])
+    arrays = {"numeric": ~nulls if nulls is not None else None, "value": value,
+              "code": found["code"], "step": found["step"], "rank": None}
+    if not one_rank:
+        rank, nulls = _unmasked(found["rank"])
+        arrays["rank"] = rank if nulls is None else np.where(nulls, np.nan, rank)   # as Polars gives it
     return _pieces(arrays, names)
+
+
+def _unmasked(column) -> tuple[np.ndarray, np.ndarray | None]:
+    """A fetched column (DuckDB masks its nulls) as a plain array (nulls NaN where it is
+    float) and the mask of its nulls, None when it has none."""
+    nulls = getattr(column, "mask", None)         # a plain array has none
+    if nulls is None or not np.any(nulls):
+        return np.asarray(column), None
+    return column.filled(np.nan if column.dtype.kind == "f" else 0), np.asarray(nulls)
 
 
 def _pieces(arrays: dict, names: list[str]) -> dict:
