@@ -12,9 +12,10 @@ the same numbers:
 * a non-numeric value (stored by the writer as text, value null) is left out of
   the series and counted, with the first such step kept for messages.
 
-Loading reads only the columns it needs with Polars and never sorts the whole
-table: rows are grouped by metric with a stable radix sort of small integer codes,
-and each metric's steps are sorted only when they are not already increasing.
+Loading reads only the columns it needs (a small run through DuckDB into NumPy, a
+large one with Polars) and never sorts the whole table: rows are grouped by metric
+with a stable radix sort of small integer codes, and each metric's steps are sorted
+only when they are not already increasing.
 
 This module is over 500 lines on purpose: it is one concept, the single path by
 which every analyzer turns a run's metric rows into arrays; its per-run index, its
