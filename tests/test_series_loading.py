@@ -223,3 +223,47 @@ def test_a_metrics_only_file_is_read_without_a_filter_to_the_same_series(tmp_pat
         np.testing.assert_array_equal(loaded[0][name].steps, loaded[10**9][name].steps)
         np.testing.assert_array_equal(loaded[0][name].values, loaded[10**9][name].values)
     assert loaded[0]["loss"].steps.tolist() == list(range(50))
+
+
+def test_a_small_run_read_through_duckdb_gives_the_polars_series(tmp_path, monkeypatch):
+    """Runs of at most ``DUCKDB_ROWS`` rows are read through DuckDB (no Polars import); the
+    series equal those of the Polars read field by field: ranks, text values, NaN, steps
+    logged again or out of order, the wide layout and the general one."""
+    path = tmp_path / "store"
+    for rank in (0, 1):
+        with EventWriter(path, "multi", rank=rank, capture_env=False) as w:
+            for s in range(6):
+                w.log(s + rank, {"loss": 1.0 / (s + 1), "note": "text" if s == 2 else float(s)})
+    with EventWriter(path, "messy", capture_env=False) as w:
+        for s in (0, 1, 2, 1, 4, 3):
+            w.log(s, {"loss": float(s), "kl": float("nan") if s == 2 else 0.1 * s})
+        w.log(5, {"late": 2.0})
+    with EventWriter(path, "wide", capture_env=False) as w:
+        for s in range(30):
+            w.log(s, {"a": float(s), "b": -float(s), "c": s * 0.5})
+    store = open_store(path)
+    loaded = {}
+    for rows in (-1, _series.DUCKDB_ROWS):
+        monkeypatch.setattr(_series, "DUCKDB_ROWS", rows)
+        _series.clear_cache()
+        loaded[rows] = {r: _series.load_series(_series.Source(store, r), list(_series.run_index(
+            _series.Source(store, r)))) for r in store.run_ids}
+    polars, duckdb = loaded[-1], loaded[_series.DUCKDB_ROWS]
+    assert {r: sorted(s) for r, s in polars.items()} == {r: sorted(s) for r, s in duckdb.items()}
+    for run_id, series in polars.items():
+        for name, a in series.items():
+            b = duckdb[run_id][name]
+            np.testing.assert_array_equal(a.steps, b.steps)
+            np.testing.assert_array_equal(a.values, b.values)
+            assert (a.duplicates, a.non_numeric, a.first_non_numeric) == \
+                (b.duplicates, b.non_numeric, b.first_non_numeric)
+    assert duckdb["multi"]["note"].non_numeric == 1 and duckdb["messy"]["loss"].duplicates == 1
+
+
+def test_reading_a_small_run_imports_no_polars(three_runs):
+    code = ("import sys; from rldk.analyzers import _series; from rldk.core.store import open_store; "
+            f"store = open_store({str(three_runs)!r}); "
+            "s = _series.load_series(_series.Source(store, 'a'), ['loss', 'kl']); "
+            "print(sorted(s), 'polars' in sys.modules)")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.strip().splitlines()[-1] == "['kl', 'loss'] False"

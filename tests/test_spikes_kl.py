@@ -26,3 +26,26 @@ def test_a_kl_jump_above_the_floor_is_a_spike(tmp_path):
     values = [0.02 + 0.002 * math.sin(s) for s in range(30)] + [0.9] + [0.02] * 10
     (found,) = spikes.SpikesAnalyzer().run(kl_store(tmp_path, values)).spikes
     assert (found.metric, found.steps) == ("kl", (30,))
+
+
+def test_rolling_prior_is_polars_rolling_quantile_to_the_bit():
+    """The NumPy rolling quantile (no Polars import) gives Polars' linear interpolation
+    exactly: ties, non-finite values, series shorter than the window."""
+    import numpy as np
+    import polars as pl
+
+    from rldk.analyzers.spikes import rolling_prior
+
+    rng = np.random.default_rng(3)
+    for trial in range(300):
+        values = rng.normal(size=int(rng.integers(0, 80))) * 10.0 ** rng.uniform(-6, 6)
+        if trial % 3 == 0:
+            values = np.round(values)
+        values[rng.integers(0, max(len(values), 1), size=len(values) // 6)] = np.nan
+        finite = np.isfinite(values)
+        for quantile, window, least in ((0.5, 25, 10), (0.9, 25, 10), (0.5, 25, 3), (0.5, 4, 4)):
+            expected = np.full(len(values), np.nan)
+            expected[finite] = (pl.Series(values[finite])
+                                .rolling_quantile(quantile, "linear", window_size=window, min_samples=least)
+                                .shift(1).fill_null(np.nan).to_numpy())
+            np.testing.assert_array_equal(rolling_prior(values, window, least, quantile), expected)

@@ -47,3 +47,8 @@ def get(name: str):
 def default():
     """The analyzers ``rldk analyze`` runs, as instances, in order."""
     return [get(name) for name in DEFAULT]
+
+
+def modules(names=DEFAULT) -> list[str]:
+    """The modules that hold the analyzers ``names``."""
+    return [REGISTRY[name].split(":")[0] for name in names]

@@ -12,9 +12,10 @@ the same numbers:
 * a non-numeric value (stored by the writer as text, value null) is left out of
   the series and counted, with the first such step kept for messages.
 
-Loading reads only the columns it needs with Polars and never sorts the whole
-table: rows are grouped by metric with a stable radix sort of small integer codes,
-and each metric's steps are sorted only when they are not already increasing.
+Loading reads only the columns it needs (a small run through DuckDB into NumPy, a
+large one with Polars) and never sorts the whole table: rows are grouped by metric
+with a stable radix sort of small integer codes, and each metric's steps are sorted
+only when they are not already increasing.
 
 This module is over 500 lines on purpose: it is one concept, the single path by
 which every analyzer turns a run's metric rows into arrays; its per-run index, its
@@ -31,7 +32,7 @@ import numpy as np
 
 from rldk.core.errors import UsageError
 from rldk.core.files import only_metrics_of
-from rldk.core.fs import register_filesystems
+from rldk.core.fs import is_remote, register_filesystems
 from rldk.core.store import Run, Store
 from rldk.data import open_input
 
@@ -181,26 +182,29 @@ def _query_files(sql_files: list[str], files: list[str], sql: str, **params) -> 
 
 
 def _connection():
-    """This thread's DuckDB connection (one per thread, reused by every query)."""
+    """This thread's DuckDB connection (one per thread, reused by every query): a cursor
+    of one in-memory database, which costs a millisecond where a database of its own
+    costs 15-20 ms."""
     con = getattr(_DUCK, "con", None)
     if con is None:
-        import duckdb
+        with _ROOT_LOCK:
+            if _ROOT[0] is None:
+                import duckdb
 
-        con = _DUCK.con = duckdb.connect()
+                _ROOT[0] = duckdb.connect()
+            con = _DUCK.con = _ROOT[0].cursor()
         con.execute("SET enable_progress_bar = false")
     return con
 
 
-def frame(store, sql: str, **params):
-    """A Polars DataFrame of ``sql`` with ``$files`` bound to ``store``'s files: rldk's
-    own queries, on this thread's connection, without ``Store.sql``'s views and checks."""
-    import polars as pl
+_ROOT: list = [None]                    # the database the threads' cursors share
+_ROOT_LOCK = threading.Lock()
 
-    con = _connection()
-    register_filesystems(con, list(store.sql_files))
-    relation = con.sql(sql, params={"files": list(store.sql_files), **params})
-    fetch = getattr(relation, "to_arrow_table", None) or relation.arrow        # DuckDB 2 / 1
-    return pl.from_arrow(fetch())
+
+def rows(store, sql: str, **params) -> list[tuple]:
+    """The rows of ``sql`` with ``$files`` bound to ``store``'s files: rldk's own queries,
+    on this thread's connection, without ``Store.sql``'s views and checks."""
+    return _query_files(store.sql_files, store.files, sql, **params)
 
 
 def _cached(kind: str, source: Source, compute):
@@ -342,6 +346,8 @@ def clear_cache() -> None:
     _CACHE.clear()
     _BYTES[0] = 0
     _DUCK.__dict__.pop("con", None)
+    with _ROOT_LOCK:
+        _ROOT[0] = None                 # the next query opens a new database
 
 
 # -------------------------------------------------------------------- loading
@@ -406,14 +412,40 @@ def whole_run_rows() -> int:
     return BATCH_ROWS if available is None else max(BATCH_ROWS, available // 4 // 24)
 
 
+#: A run of at most this many metric rows, and names, is read through DuckDB into NumPy
+#: (a small analysis then never imports Polars: 0.1 s); a larger one through Polars,
+#: faster and lighter at scale. DuckDB finds each row's name code by a linear search
+#: of the names (``list_position``), hence the bound on names.
+DUCKDB_ROWS = 2_000_000
+DUCKDB_NAMES = 64
+
+#: One file's metric rows of a run in file order, as name codes (0-based, in ``$names``).
+DUCK_READ_SQL = """
+SELECT (list_position($names, name) - 1)::UINTEGER AS code, step, value{rank}
+FROM read_parquet($file){where}
+"""
+
+
+def reads_polars(rows: int) -> bool:
+    """Whether reading ``rows`` metric rows (a run's, or more) may go through Polars."""
+    return rows > DUCKDB_ROWS
+
+
 def _read_whole(source: Source, names: list[str]) -> dict[str, Series]:
-    """Every metric of the run, reading its files in order, ``CHUNK_ROWS`` rows at a time."""
+    """Every metric of the run, reading its files in order: through DuckDB when the run
+    is small (``DUCKDB_ROWS``), else through Polars, ``CHUNK_ROWS`` rows at a time."""
+    part = _part(source)
+    readable = getattr(part, "readable", lambda f: f)
+    chunks = list(_chunks(part, source.run_id))
+    files = list(dict.fromkeys(path for path, _, _ in chunks))
+    if _small(source, names) and not any(is_remote(readable(f)) for f in files):
+        return _finish_all(source, names, [
+            _duck_chunk(readable(f), names, source, not _only_metrics(part, f, source.run_id))
+            for f in files])
     import polars as pl
 
     pieces = []
-    part = _part(source)
-    readable = getattr(part, "readable", lambda f: f)
-    for path, offset, length in _chunks(part, source.run_id):
+    for path, offset, length in chunks:
         # a plain scan of the columns read (every schema version has them): the store's
         # schema-conforming scan costs more memory per chunk
         frame = pl.scan_parquet(readable(path))
@@ -423,6 +455,12 @@ def _read_whole(source: Source, names: list[str]) -> dict[str, Series]:
             frame = frame.filter((pl.col("kind") == "metric") & _run_filter(source))
         pieces.append(_read_chunk(frame, names, source, False))
     return _finish_all(source, names, pieces)
+
+
+def _small(source: Source, names: list[str]) -> bool:
+    """Whether the run is read through DuckDB (see ``DUCKDB_ROWS``)."""
+    rows = sum(i.rows for i in run_index(source).values())
+    return not reads_polars(rows) and len(names) <= DUCKDB_NAMES
 
 
 #: Files of at least this many rows are checked for holding only the run's metrics.
@@ -476,6 +514,38 @@ def _read_chunk(frame, names: list[str], source: Source, select: bool) -> dict:
     for column in frame.columns:
         arrays[column] = frame.drop_in_place(column).to_numpy()
     arrays.setdefault("rank", None)
+    return _pieces(arrays, names)
+
+
+def _duck_chunk(path: str, names: list[str], source: Source, select: bool) -> dict:
+    """:func:`_read_chunk` of one local file through DuckDB (``select``: filter the run's
+    metric rows with a step; else the file holds only those)."""
+    one_rank = run_facts(source).single_rank
+    sql = DUCK_READ_SQL.format(rank="" if one_rank else ", rank",
+                               where=" WHERE kind = 'metric' AND run_id = $run_id AND step IS NOT NULL"
+                               if select else "")
+    params = {"names": names, "file": path, **({"run_id": source.run_id} if select else {})}
+    found = _connection().execute(sql, params).fetchnumpy()
+    value, nulls = _unmasked(found["value"])
+    arrays = {"numeric": ~nulls if nulls is not None else None, "value": value,
+              "code": found["code"], "step": found["step"], "rank": None}
+    if not one_rank:
+        rank, nulls = _unmasked(found["rank"])
+        arrays["rank"] = rank if nulls is None else np.where(nulls, np.nan, rank)   # as Polars gives it
+    return _pieces(arrays, names)
+
+
+def _unmasked(column) -> tuple[np.ndarray, np.ndarray | None]:
+    """A fetched column (DuckDB masks its nulls) as a plain array (nulls NaN where it is
+    float) and the mask of its nulls, None when it has none."""
+    nulls = getattr(column, "mask", None)         # a plain array has none
+    if nulls is None or not np.any(nulls):
+        return np.asarray(column), None
+    return column.filled(np.nan if column.dtype.kind == "f" else 0), np.asarray(nulls)
+
+
+def _pieces(arrays: dict, names: list[str]) -> dict:
+    """``{name: (rank, step, value, numeric)}`` from one read's columns."""
     wide = _wide(arrays, len(names))
     if wide is not None:
         return {names[c]: (None, steps, values, None) for c, (steps, values) in wide.items()}

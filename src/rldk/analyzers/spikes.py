@@ -173,17 +173,31 @@ def watched_metrics(store) -> list[tuple[str, str]]:
 
 def rolling_prior(values: np.ndarray, window: int, min_history: int, quantile: float = 0.5):
     """The ``quantile`` of the ``window`` finite values before each position (NaN until
-    ``min_history`` exist; NaN at non-finite positions). Polars' rolling quantile
-    with linear interpolation (0.5: the median)."""
-    import polars as pl
-
+    ``min_history`` exist; NaN at non-finite positions), linearly interpolated between
+    the two nearest order statistics (as Polars' rolling quantile computes it, to the bit)."""
     finite = np.isfinite(values)
     out = np.full(len(values), np.nan)
-    series = pl.Series(values[finite])
-    prior = series.rolling_quantile(quantile, "linear", window_size=window,
-                                    min_samples=min_history).shift(1)
-    out[finite] = prior.fill_null(np.nan).to_numpy()
+    kept = values[finite]
+    windowed = np.full(len(kept), np.nan)          # the quantile of each window ending here
+    if len(kept) >= window:
+        windows = np.sort(np.lib.stride_tricks.sliding_window_view(kept, window), axis=1)
+        windowed[window - 1:] = _interpolated(windows, quantile)
+    for size in range(max(min_history, 1), min(window, len(kept) + 1)):   # the first, shorter ones
+        windowed[size - 1] = _interpolated(np.sort(kept[:size])[None], quantile)[0]
+    prior = np.full(len(kept), np.nan)
+    prior[1:] = windowed[:-1]                      # the windows before each position
+    out[finite] = prior
     return out
+
+
+def _interpolated(rows: np.ndarray, quantile: float) -> np.ndarray:
+    """Per row of sorted ``rows``: ``lower + (upper - lower) * fraction`` at the position
+    ``(n - 1) * quantile``."""
+    position = (rows.shape[1] - 1) * quantile
+    lower, upper = int(np.floor(position)), int(np.ceil(position))
+    if lower == upper:
+        return rows[:, lower].copy()
+    return rows[:, lower] + (rows[:, upper] - rows[:, lower]) * (position - lower)
 
 
 def find_spikes(series, params: Params, floor: float | None = None):

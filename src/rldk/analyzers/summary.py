@@ -118,10 +118,10 @@ class SummaryAnalyzer(Analyzer):
 
     def run(self, store, params: Params | None = None) -> SummaryResult:
         """Summarize every run of ``store``."""
-        runs = _series.frame(store, RUNS_SQL)
+        runs = _series.rows(store, RUNS_SQL)
         ends: dict[str, list] = {}
         imports: dict[str, dict] = {}
-        for run_id, name, attrs in _series.frame(store, ENDS_SQL).iter_rows():
+        for run_id, name, attrs in _series.rows(store, ENDS_SQL):
             attrs = json.loads(attrs) if attrs else {}
             if name == "import":
                 imports[run_id] = attrs
@@ -141,19 +141,14 @@ class SummaryAnalyzer(Analyzer):
         return SummaryResult(tuple(summaries), tuple(metrics))
 
 
-def _event_rows(store, runs, source):
+def _event_rows(store, runs, source) -> list[tuple]:
     """Rows of (rank, kind, events, started, last_event) for one run, metrics included."""
-    import polars as pl
-
-    own = runs.filter(pl.col("run_id") == source.run_id).drop("run_id")
-    if own.filter(pl.col("kind") == "run").is_empty():
-        metric = _series.frame(store.for_run(source.run_id), METRIC_SPAN_SQL, run_id=source.run_id)
-    else:
-        counts = _series.metric_counts(source)
-        metric = pl.DataFrame({"rank": [own["rank"].min()], "kind": ["metric"],
-                               "events": [sum(counts.values())], "started": [None],
-                               "last_event": [None]}, schema=own.schema) if counts else own.clear()
-    return pl.concat([own, metric.select(own.columns).cast(own.schema)])
+    own = [row[1:] for row in runs if row[0] == source.run_id]
+    if not any(kind == "run" for _, kind, *_ in own):
+        return own + _series.rows(store.for_run(source.run_id), METRIC_SPAN_SQL, run_id=source.run_id)
+    counts = _series.metric_counts(source)
+    return own + ([(min(rank for rank, *_ in own), "metric", sum(counts.values()), None, None)]
+                  if counts else [])
 
 
 def metric_stats(run_id: str, s) -> dict:
@@ -178,12 +173,13 @@ def _run_summary(run_id: str, rows, ends: list[dict], metrics: list[dict]) -> Ru
     for e in ends:
         for name, n in e.get("counters", {}).get("malformed", {}).items():
             malformed[name] = malformed.get(name, 0) + n
-    started, last = rows["started"].min(), rows["last_event"].max()
+    started = min((r[3] for r in rows if r[3] is not None), default=None)
+    last = max((r[4] for r in rows if r[4] is not None), default=None)
     steps = [m["first_step"] for m in metrics] + [m["last_step"] for m in metrics]
     steps = [x for x in steps if x is not None]
     return RunSummary(
-        run_id=run_id, status=status, ranks=tuple(sorted(set(rows["rank"].to_list()))),
-        events=int(rows["events"].sum()), kinds=tuple(sorted(set(rows["kind"].to_list()))),
+        run_id=run_id, status=status, ranks=tuple(sorted({r[0] for r in rows})),
+        events=sum(r[2] for r in rows if r[2] is not None), kinds=tuple(sorted({r[1] for r in rows})),
         metrics=len(metrics), first_step=min(steps) if steps else None,
         last_step=max(steps) if steps else None,
         seconds=(last - started).total_seconds() if started is not None and last is not None else None,
