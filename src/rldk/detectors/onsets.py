@@ -117,9 +117,19 @@ def level_of(values: np.ndarray) -> np.ndarray:
         rows[i], rows[j] = np.minimum(rows[i], rows[j]), np.maximum(rows[i], rows[j])
     out = np.empty(n)
     out[2:n - 2] = rows[2]
-    out[:2] = _rolling_median(values[:7])[:2]
-    out[n - 2:] = _rolling_median(values[n - 7:])[5:]
+    out[:2] = [_median(values[:3]), _median(values[:4])]
+    out[n - 2:] = [_median(values[n - 4:]), _median(values[n - 3:])]
     return out
+
+
+def _median(values: np.ndarray) -> float:
+    """The median of a few finite values as Polars' rolling median takes it (an even
+    count's middle pair interpolated as lower + (upper - lower) / 2), without Polars."""
+    ordered = np.sort(values)
+    middle = len(ordered) // 2
+    if len(ordered) % 2:
+        return ordered[middle]
+    return ordered[middle - 1] + (ordered[middle] - ordered[middle - 1]) * 0.5
 
 
 #: A sorting network of five values (nine compare-exchanges); LEVEL_WINDOW is 5.
