@@ -47,12 +47,12 @@ def test_thinning_keeps_every_kth_step_of_each_metric_and_carries_the_truth(benc
 #: half -> (injection -> (found, exact of the timed cases)) as measured when the detectors
 #: last changed; every injection of every healthy log of the half
 INJECTED = {"tune": {"return_collapse": (18, 17), "entropy_collapse": (9, 0), "kl_blowup": (5, 5),
-                     "grad_explosion": (8, 8), "loss_divergence": (13, 12), "nan": (18, 18),
+                     "grad_explosion": (8, 8), "loss_divergence": (13, 11), "nan": (18, 18),
                      "reward_floor": (5, 5), "length_collapse": (5, 4), "length_explosion": (4, 3),
                      "truncation": (4, 4), "zero_std": (4, 3), "clip_blowup": (11, 11)},
             "report": {"return_collapse": (16, 13), "entropy_collapse": (11, 0), "kl_blowup": (4, 3),
                        "grad_explosion": (6, 5), "loss_divergence": (14, 12), "nan": (18, 18),
-                       "reward_floor": (5, 3), "length_collapse": (5, 3), "length_explosion": (4, 3),
+                       "reward_floor": (5, 3), "length_collapse": (5, 3), "length_explosion": (5, 3),
                        "truncation": (4, 3), "zero_std": (3, 3), "clip_blowup": (11, 11)}}
 
 

@@ -132,7 +132,7 @@ def _rise(code, metric, steps, values, factor, what) -> Event | None:
     ref = max(float(level[trough_at]), float(np.median(v[:trough_at + 1])))
     if ref <= 0:
         return None
-    found = state_run(v > factor * ref, trough_at + 1) or _level_above(steps, v, level, factor)
+    found = state_run(v > factor * ref, trough_at + 1) or _level_above(v, level, factor)
     if found is None:
         return None
     crossed, end = found
@@ -146,15 +146,22 @@ def _rise(code, metric, steps, values, factor, what) -> Event | None:
                   "above_from": int(steps[crossed])})
 
 
-def _level_above(steps, v, level, factor):
+def _level_above(v, level, factor):
     """``(k, end)`` of a noisy series whose low points dip back under the line now and then:
-    its level (``level_of``) above ``factor`` x the lowest regime it held (MIN_REFERENCE
-    points: a low point or two at the start is no level), staying, from that regime on."""
-    held = [p for p in regimes(steps, v, "nonneg").parts if p.size >= MIN_REFERENCE]
-    if not held:
+    its level (``level_of``) above ``factor`` x the lowest level it held, staying, from
+    there on, from its first point that is itself above the line. A level held is a full
+    window's rolling median (3 of LEVEL_WINDOW points at or under it): a low point or two
+    at the start is no level."""
+    half = LEVEL_WINDOW // 2
+    if len(v) < LEVEL_WINDOW + 1:
         return None
-    low = min(held, key=lambda p: p.raw)
-    return state_run(level > factor * low.raw, low.end) if low.raw > 0 else None
+    low_at = half + int(np.argmin(level[half:len(v) - half]))
+    low = float(level[low_at])
+    found = state_run(level > factor * low, low_at + 1) if low > 0 else None
+    if found is None:
+        return None
+    k, end = found                  # the state's first point that is itself above the line
+    return k + int(np.argmax(v[k:end] > factor * low)), end
 
 
 def entropy_collapse(metric: str, steps, values) -> Event | None:
@@ -381,7 +388,10 @@ def _size_jump(metric: str, steps, values) -> Event | None:
     crosses zero, or sat at exact zeros, has no low level to rise from, but the highest
     level it held bounds what the run's updates were."""
     steps, size = np.asarray(steps), np.abs(np.asarray(values, float))
-    r, level = regimes(steps, size, "logscale"), level_of(size)
+    level = level_of(size)
+    if len(size) < LEVEL_WINDOW or not level[-1] > VALUE_JUMP * level[0]:
+        return None     # it must end above every level held before the jump, level[0] among them
+    r = regimes(steps, size, "logscale")
     top = None
     for j in range(1, len(r.parts)):
         q, p = r.parts[j - 1], r.parts[j]
