@@ -23,6 +23,7 @@ from rldk.converters.tabular import (
     line_blocks,
     line_count,
     number,
+    open_binary,
     parse_field_map,
     prefetched,
 )
@@ -118,7 +119,7 @@ def _pieces(file: Path, comment: str | None, rows: RowCollector, state: _State):
     def prepare(data: bytes) -> Block:
         return Block.of(data, comment)
 
-    handle = _open(file)
+    handle = open_binary(file, "CSV")
     with handle:
         lineno, offset = 0, 0
         for block in prefetched(line_blocks(handle, BATCH_BYTES), prepare):
@@ -161,19 +162,6 @@ class Block:
         if not _even(data, width - 1, lines):
             return cls(data, lines, True)
         return cls(data, lines, True, width, _numbers(data, width))
-
-
-def _open(file: Path):
-    """The file opened in binary; one error line when it cannot be read or holds NUL bytes."""
-    try:
-        handle = open(file, "rb")
-    except OSError as exc:
-        raise ConvertError(f"{file}: cannot read ({exc.strerror})") from None
-    if b"\0" in handle.read(4096):
-        handle.close()
-        raise ConvertError(f"{file}: binary file (NUL bytes), not CSV")
-    handle.seek(0)
-    return handle
 
 
 def _plain(block: bytes, comment: str | None) -> bool:
@@ -276,7 +264,7 @@ def _python_floats(frame):
 def csv_lines(file: Path, comment: str | None = None, offset: int = 0, lineno: int = 0):
     """``(line number, cells)`` of each non-empty row, read as a stream from byte
     ``offset`` (line ``lineno`` + 1); one error line for binary or non-UTF-8 input."""
-    handle = _open(file)
+    handle = open_binary(file, "CSV")
     handle.seek(offset)
     csv.field_size_limit(_FIELD_LIMIT)
     with io.TextIOWrapper(handle, encoding="utf-8-sig" if offset == 0 else "utf-8", newline="") as text:

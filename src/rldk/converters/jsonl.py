@@ -17,6 +17,7 @@ from rldk.converters.tabular import (
     frame_tables,
     line_blocks,
     line_count,
+    open_binary,
     parse_field_map,
     prefetched,
 )
@@ -73,7 +74,7 @@ def _tables(file: Path, mapping: dict, run: RunData):
     batch Polars cannot take, or whose columns are irregular (text, mixed types), goes
     through the exact row path, which names each bad line."""
     rows, parser = RowCollector(mapping), _Parser()
-    with _open(file) as handle:
+    with open_binary(file, "JSON Lines") as handle:
         lineno = 0
         for batch in prefetched(line_blocks(handle, BATCH_BYTES), parser.batch):
             count, start, data = batch.lines, 0, batch.data
@@ -103,19 +104,6 @@ def _tables(file: Path, mapping: dict, run: RunData):
 
 
 BATCH_BYTES = 1 << 22
-
-
-def _open(file: Path):
-    """The file opened in binary; one error line when it cannot be read or holds NUL bytes."""
-    try:
-        handle = open(file, "rb")
-    except OSError as exc:
-        raise ConvertError(f"{file}: cannot read ({exc.strerror})") from None
-    if b"\0" in handle.read(4096):
-        handle.close()
-        raise ConvertError(f"{file}: binary file (NUL bytes), not JSON Lines")
-    handle.seek(0)
-    return handle
 
 
 def _lines(batch: bytes) -> list:

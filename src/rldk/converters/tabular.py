@@ -21,7 +21,7 @@ from __future__ import annotations
 import json
 import math
 
-from rldk.converters.base import metric_table
+from rldk.converters.base import ConvertError, metric_table
 from rldk.core.errors import UsageError
 
 
@@ -164,6 +164,20 @@ def _flatten(row: dict, prefix: str = "", depth: int = 0) -> dict:
 
 
 # ------------------------------------------------------------ columnar batches
+def open_binary(file, what: str):
+    """``file`` opened in binary; one error line when it cannot be read or holds NUL bytes
+    (``what``: the format it should be, for that line)."""
+    try:
+        handle = open(file, "rb")
+    except OSError as exc:
+        raise ConvertError(f"{file}: cannot read ({exc.strerror})") from None
+    if b"\0" in handle.read(4096):
+        handle.close()
+        raise ConvertError(f"{file}: binary file (NUL bytes), not {what}")
+    handle.seek(0)
+    return handle
+
+
 def count_byte(block, char: bytes) -> int:
     """How many times the one byte ``char`` occurs in ``block`` (a vectorised count:
     several times faster than ``bytes.count`` on megabytes)."""
