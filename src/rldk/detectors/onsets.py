@@ -6,7 +6,9 @@ the log, or for MIN_STRETCH of it), tolerating brief excursions out of it; its f
 point is the onset a person reads off the numbers. ``level_of`` is the robust level
 a series held around each point (a centred rolling median), which rules use as their
 reference: the highest level held, wherever it lies, never "the first tenth".
-``stretch``/``first_staying`` do the same over regimes (``rldk.detectors.regimes``).
+``stretch``/``first_staying`` do the same over regimes (``rldk.detectors.regimes``);
+``held_before`` walks regimes with the levels held before each, ``level_above`` finds a
+noisy series' state on its level.
 """
 from __future__ import annotations
 
@@ -39,6 +41,17 @@ def held_trough(parts, j: int) -> Regime | None:
     """The lowest regime before index ``j`` that lasted MIN_REFERENCE points."""
     held = [p for p in parts[:j] if p.size >= MIN_REFERENCE]
     return min(held, key=lambda p: p.level) if held else None
+
+
+def held_before(r: Regimes):
+    """``(prev, top, p)`` for each regime ``p`` that comes after a held one: ``prev`` the
+    last regime of MIN_REFERENCE points before it, ``top`` the highest (median) of them."""
+    prev = top = None
+    for q, p in zip(r.parts, r.parts[1:]):
+        if q.size >= MIN_REFERENCE:
+            prev, top = q, q if top is None or q.raw > top.raw else top
+        if prev is not None:
+            yield prev, top, p
 
 
 def stretch(r: Regimes, inside, start: int = 0) -> tuple[int, int] | None:
@@ -169,3 +182,21 @@ def _runs(bad: np.ndarray, lo: int):
     starts = np.concatenate([[idx[0]], idx[breaks + 1]])
     ends = np.concatenate([idx[breaks] + 1, [idx[-1] + 1]])
     yield from zip(starts.tolist(), ends.tolist())
+
+
+def level_above(v, level, factor):
+    """``(k, end)`` of a noisy series whose low points dip back under the line now and then:
+    its level (``level_of``) above ``factor`` x the lowest level it held, staying, from
+    there on, from its first point that is itself above the line. A level held is a full
+    window's rolling median (3 of LEVEL_WINDOW points at or under it): a low point or two
+    at the start is no level."""
+    half = LEVEL_WINDOW // 2
+    if len(v) < LEVEL_WINDOW + 1:
+        return None
+    low_at = half + int(np.argmin(level[half:len(v) - half]))
+    low = float(level[low_at])
+    found = state_run(level > factor * low, low_at + 1) if low > 0 else None
+    if found is None:
+        return None
+    k, end = found                  # the state's first point that is itself above the line
+    return k + int(np.argmax(v[k:end] > factor * low)), end

@@ -24,6 +24,8 @@ from rldk.detectors.onsets import (
     LEVEL_WINDOW,
     MIN_REFERENCE,
     MIN_STRETCH,
+    held_before,
+    level_above,
     level_of,
     onset_in,
     state_run,
@@ -132,7 +134,7 @@ def _rise(code, metric, steps, values, factor, what) -> Event | None:
     ref = max(float(level[trough_at]), float(np.median(v[:trough_at + 1])))
     if ref <= 0:
         return None
-    found = state_run(v > factor * ref, trough_at + 1) or _level_above(v, level, factor)
+    found = state_run(v > factor * ref, trough_at + 1) or level_above(v, level, factor)
     if found is None:
         return None
     crossed, end = found
@@ -144,24 +146,6 @@ def _rise(code, metric, steps, values, factor, what) -> Event | None:
                  f"{metric} {what} from {ref:.4g} to {high:.4g} from step {int(steps[k])}",
                  {"held": ref, "held_step": int(steps[trough_at]), "now": high, "factor": factor,
                   "above_from": int(steps[crossed])})
-
-
-def _level_above(v, level, factor):
-    """``(k, end)`` of a noisy series whose low points dip back under the line now and then:
-    its level (``level_of``) above ``factor`` x the lowest level it held, staying, from
-    there on, from its first point that is itself above the line. A level held is a full
-    window's rolling median (3 of LEVEL_WINDOW points at or under it): a low point or two
-    at the start is no level."""
-    half = LEVEL_WINDOW // 2
-    if len(v) < LEVEL_WINDOW + 1:
-        return None
-    low_at = half + int(np.argmin(level[half:len(v) - half]))
-    low = float(level[low_at])
-    found = state_run(level > factor * low, low_at + 1) if low > 0 else None
-    if found is None:
-        return None
-    k, end = found                  # the state's first point that is itself above the line
-    return k + int(np.argmax(v[k:end] > factor * low)), end
 
 
 def entropy_collapse(metric: str, steps, values) -> Event | None:
@@ -392,14 +376,11 @@ def _size_jump(metric: str, steps, values) -> Event | None:
     if len(size) < LEVEL_WINDOW or not level[-1] > VALUE_JUMP * level[0]:
         return None     # it must end above every level held before the jump, level[0] among them
     r = regimes(steps, size, "logscale")
-    top = None
-    for j in range(1, len(r.parts)):
-        q, p = r.parts[j - 1], r.parts[j]
-        if q.size >= MIN_REFERENCE and (top is None or q.raw > top.raw):
-            top = q
-        if top is None or p.start <= LEVEL_WINDOW // 2:
+    highest = np.maximum.accumulate(level)          # the highest rolling level up to each point
+    for _, top, p in held_before(r):
+        if p.start <= LEVEL_WINDOW // 2:
             continue
-        held = max(top.raw, float(np.max(level[:p.start - LEVEL_WINDOW // 2])))
+        held = max(top.raw, float(highest[p.start - LEVEL_WINDOW // 2 - 1]))
         if held <= 0 or p.raw < LOSS_JUMP * held:
             continue
         stays = state_run(level > VALUE_JUMP * held, p.start, final=True)
@@ -444,15 +425,11 @@ def _unexplained_jump(metric: str, steps, values, partner) -> Event | None:
     returns: the loss may grow VALUE_JUMP x (the noise of a critic's fit) times the square
     of the growth of the return's size; beyond that the critic, not the task, changed."""
     steps, values = np.asarray(steps), np.asarray(values, float)
-    r = regimes(steps, values, "logscale")
-    prev = top = None
-    for j in range(1, len(r.parts)):
-        q, p = r.parts[j - 1], r.parts[j]
-        if q.size >= MIN_REFERENCE:
-            prev, top = q, q if top is None or q.raw > top.raw else top
-        if prev is None or p.raw < LOSS_JUMP * prev.raw or p.raw < VALUE_JUMP * top.raw:
+    r, level = regimes(steps, values, "logscale"), level_of(values)
+    for prev, top, p in held_before(r):
+        if p.raw < LOSS_JUMP * prev.raw or p.raw < VALUE_JUMP * top.raw:
             continue
-        stays = state_run(level_of(values) > VALUE_JUMP * top.raw, p.start, final=True)
+        stays = state_run(level > VALUE_JUMP * top.raw, p.start, final=True)
         if stays is None or stays[0] >= p.end:
             continue
         growth = _size_growth(partner, p.first, int(steps[-1]))
