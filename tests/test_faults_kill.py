@@ -24,5 +24,7 @@ def test_random_sigkills(tmp_path, mode):
         assert result["double_plain"] == 0 and result["double_rldk"] == 0
         assert result["lost_acked"] == 0
         if mode == "log":
-            # one flush interval, with 0.5 s for a machine shared by other jobs
-            assert result["loss_secs"] <= faults.FLUSH_SECS + 0.5, result
+            # one flush interval, with 1 s for a machine shared by other jobs: on the quiet
+            # 2-core VM the worst of 8 kills was 1.16-1.26 s (2026-12-02, `python
+            # benchmarks/faults.py --kills 30`), and 1.505 s once under the whole suite's load
+            assert result["loss_secs"] <= faults.FLUSH_SECS + 1.0, result
