@@ -232,14 +232,20 @@ class _NoPandas:
 def skip_pandas_probe() -> None:
     """Spare a command the pandas import (~0.3 s of CPU) that pyarrow makes on the first
     array it builds from Python objects, only to ask whether they are pandas objects
-    (rldk's never are): pyarrow's probe is answered "no pandas" once. pyarrow still
-    imports pandas where pandas is needed (``to_pandas``, ``Table.from_pandas``), and
-    ``import pandas`` works as before. Commands call it; library callers' processes
-    are left alone."""
+    (rldk's never are): pyarrow's probe is answered "no pandas" once, right after
+    pyarrow is imported (a command that never imports pyarrow pays nothing). pyarrow
+    still imports pandas where pandas is needed (``to_pandas``, ``Table.from_pandas``),
+    and ``import pandas`` works as before. Commands call it; library callers'
+    processes are left alone."""
     if "pandas" in sys.modules:
         return
-    import pyarrow as pa
+    if "pyarrow" in sys.modules:
+        _answer_probe(sys.modules["pyarrow"])
+    elif not any(isinstance(f, _AfterArrow) for f in sys.meta_path):
+        sys.meta_path.insert(0, _AfterArrow())
 
+
+def _answer_probe(pa) -> None:
     finder = _NoPandas()
     sys.meta_path.insert(0, finder)
     try:
@@ -248,6 +254,39 @@ def skip_pandas_probe() -> None:
         pass
     finally:
         sys.meta_path.remove(finder)
+
+
+class _AfterArrow:
+    """An import finder that lets pyarrow be imported as usual, then answers its pandas
+    probe (``skip_pandas_probe``); it leaves ``sys.meta_path`` once pyarrow is imported
+    (a mere ``find_spec``, as Polars asks whether pyarrow is installed, leaves it there)."""
+
+    def find_spec(self, name, path=None, target=None):
+        if name != "pyarrow":
+            return None
+        from importlib.machinery import PathFinder
+
+        spec = PathFinder.find_spec(name, path)
+        if spec is not None and spec.loader is not None and hasattr(spec.loader, "exec_module"):
+            spec.loader = _ProbingLoader(spec.loader, self)
+        return spec
+
+
+class _ProbingLoader:
+    """pyarrow's own loader, then the probe answered once the module is complete."""
+
+    def __init__(self, loader, finder: _AfterArrow):
+        self.loader, self.finder = loader, finder
+
+    def create_module(self, spec):
+        return self.loader.create_module(spec)
+
+    def exec_module(self, module):
+        if self.finder in sys.meta_path:
+            sys.meta_path.remove(self.finder)
+        self.loader.exec_module(module)
+        if "pandas" not in sys.modules:
+            _answer_probe(module)
 
 
 def _use_metric_map(ctx, param, path):

@@ -187,14 +187,19 @@ def _connection():
     costs 15-20 ms."""
     con = getattr(_DUCK, "con", None)
     if con is None:
-        with _ROOT_LOCK:
-            if _ROOT[0] is None:
-                import duckdb
-
-                _ROOT[0] = duckdb.connect()
-            con = _DUCK.con = _ROOT[0].cursor()
+        con = _DUCK.con = database().cursor()
         con.execute("SET enable_progress_bar = false")
     return con
+
+
+def database():
+    """The in-memory DuckDB database whose cursors the threads use (opened once)."""
+    with _ROOT_LOCK:
+        if _ROOT[0] is None:
+            import duckdb
+
+            _ROOT[0] = duckdb.connect()
+        return _ROOT[0]
 
 
 _ROOT: list = [None]                    # the database the threads' cursors share

@@ -18,6 +18,11 @@ import math
 
 import numpy as np
 
+try:                                       # the same search compiled (_pelt.c), when built
+    from rldk.detectors._pelt import pelt as _pelt_compiled
+except ImportError:
+    _pelt_compiled = None
+
 #: Above this many points a series is averaged into buckets before segmentation; PELT is
 #: quadratic in the worst case (a series with no change point prunes nothing).
 MAX_POINTS = 2000
@@ -39,6 +44,12 @@ def segment(y: np.ndarray, penalty: float, min_size: int = 2) -> list[int]:
 
 
 def _pelt(y: np.ndarray, penalty: float, min_size: int) -> list[int]:
+    if _pelt_compiled is not None:
+        return _pelt_compiled(*_prefix_sums(y), float(penalty), int(min_size))
+    return _pelt_python(y, penalty, min_size)
+
+
+def _pelt_python(y: np.ndarray, penalty: float, min_size: int) -> list[int]:
     n = len(y)
     sums = _prefix_sums(y)
     lists = tuple(a.tolist() for a in sums)
