@@ -567,7 +567,7 @@ def _wide(arrays, m: int):
     if arrays["numeric"] is not None or n == 0 or n % m or (rank is not None and rank[0] != rank[-1]):
         return None
     per_step = code[:m]
-    if len(np.unique(per_step)) != m:
+    if len(set(per_step.tolist())) != m:           # m <= DUCKDB_NAMES or a Polars read's names
         return None
     codes, steps = code.reshape(-1, m), step.reshape(-1, m)
     if not ((codes == per_step).all() and (steps == steps[:, :1]).all()
