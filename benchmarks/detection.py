@@ -218,7 +218,11 @@ def summary(results: dict, half: str) -> dict:
 
 
 def meets_targets(s: dict) -> bool:
-    return (s["found_share"] is not None and s["found_share"] >= TARGETS["found"]
+    """Every target met; False when one cannot be measured (no events, or no healthy
+    log: one log given with ``--log``)."""
+    if None in (s["found_share"], s["false_alarms_per_healthy"]):
+        return False
+    return (s["found_share"] >= TARGETS["found"]
             and s["in_window_share"] >= TARGETS["exact"]
             and s["false_alarms_per_healthy"] <= TARGETS["false_alarms_per_healthy"]
             and s["healthy_exit3_share"] <= TARGETS["healthy_exit3_share"])
