@@ -66,9 +66,11 @@ def test_no_log_fails_to_import_or_analyze(results):
 
 #: measured shares (found, exact onset on the original label, onset within the protocol
 #: window) and healthy logs exiting 3, per half, when the detectors were last changed
-#: (tune: 1 healthy log exits 3 since the fifth batch: four single-row KL spikes of 66-197
-#: nats in trl_grpo_verified_reasoner, which its truth lists as ambiguous)
-FLOORS = [("tune", 23 / 23, 12 / 23, 21 / 23, 2), ("report", 14 / 19, 6 / 19, 11 / 19, 2)]
+#: (tune: 2 healthy logs exit 3: four single-row KL spikes of 66-197 nats in
+#: trl_grpo_verified_reasoner, which its truth lists as ambiguous, and an entropy decline
+#: of 2.45 -> 0.41 nats while the return rose in sb3tb_ppo_plateau, listed as benign);
+#: the seventh batch included
+FLOORS = [("tune", 28 / 28, 14 / 28, 25 / 28, 2), ("report", 17 / 23, 7 / 23, 13 / 23, 2)]
 
 
 @pytest.mark.parametrize("half, found, exact, in_window, exit3", FLOORS)

@@ -132,3 +132,31 @@ def test_a_one_row_kl_jump_is_a_spike_not_a_blowup():
     kl[40:] = 8.0 + rng.random(20)
     event = rules.kl_blowup("kl", np.arange(60), kl)
     assert event is not None and event.onset == 40
+
+
+def test_a_kl_that_climbs_in_stages_is_a_blowup_from_the_first_stage():
+    """KL at 0.8 that climbs 1.3, 2, 2.5, 4.4, 7.8, 13 to ~17 and stays (a real verl run's
+    reward KL penalty): no stage is 10x the one before it, the whole climb is 20x the level
+    it held; the move starts at its first row. A climb that stays under 1 nat is no blow-up."""
+    rng = np.random.default_rng(7)
+    kl = np.r_[0.83, 0.85, 1.32, 2.0, 2.52, 4.38, 7.84, 13.0, 15.7, 16.9 + 0.2 * rng.standard_normal(60)]
+    event = rules.kl_blowup("actor/reward_kl_penalty", np.arange(1, len(kl) + 1), kl)
+    assert event is not None and event.code == "kl_blowup" and event.severity == "error"
+    assert 3 <= event.onset <= 6                      # the protocol's window: rows 3..6
+    assert rules.kl_blowup("kl", np.arange(len(kl)), kl / 40) is None
+
+
+def test_a_reward_collapse_starts_where_the_slide_to_the_floor_began():
+    """A reward that slides from its level to exactly -1 over ten rows collapsed when it
+    left its level (the floor is reached later, kept in the evidence); a noisy flat reward
+    that drops straight to its floor collapsed at the drop, not at an earlier wobble."""
+    rng = np.random.default_rng(8)
+    level = -0.3 + 0.02 * rng.standard_normal(30)
+    slide = np.linspace(-0.35, -0.99, 10)
+    v = np.r_[level, slide, np.full(60, -1.0)]
+    event = rules.reward_collapse("reward", np.arange(len(v)), v)
+    assert event is not None and event.onset == 30 and event.evidence["at_floor_from"] == 40
+    noisy = rng.random(200) * 0.5
+    noisy[150:] = noisy.min()
+    event = rules.reward_collapse("reward", np.arange(200), noisy)
+    assert event is not None and event.onset == 150

@@ -88,6 +88,20 @@ def test_verl_timing_metrics_without_spans(tmp_path):
     assert p.logged == {"perf/throughput": 4000.0}
 
 
+def test_nested_timing_metrics_are_not_summed_as_phases(tmp_path):
+    """verl's agent loop logs statistics of its generation under timing_s/agent_loop/...
+    (and a prompt length there): parts of timing_s/gen, not more step time."""
+    with EventWriter(tmp_path, "verl", capture_env=False) as w:
+        for step in range(1, 31):
+            w.log(step, {"timing_s/gen": 6.0, "timing_s/update_actor": 2.0, "timing_s/step": 10.0,
+                         "timing_s/agent_loop/generate_sequences/max": 5.9,
+                         "timing_s/agent_loop/generate_sequences/mean": 4.0,
+                         "timing_s/agent_loop/slowest/prompt_length": 300.0})
+    (p,) = prof.ProfileAnalyzer().run(open_store(tmp_path)).profiles
+    assert p.by_phase["rollout"] == 0.6 and p.by_phase["train"] == 0.2 and p.by_phase["other"] == 0.0
+    assert p.bottleneck == "rollout dominates: 60% of step time (6 s of 10 s per step)"
+
+
 # ------------------------------------------------------------ change points
 def test_step_time_regression_found_at_the_step(tmp_path):
     jitter = [1.0, 1.02, 0.98, 1.01, 0.99]
@@ -99,6 +113,28 @@ def test_step_time_regression_found_at_the_step(tmp_path):
     finding = [f for f in prof.ProfileAnalyzer().run(store).report().findings if f.code == "step_time_regression"][0]
     assert finding.title == "step time rose 2.00x at step 60 (1 s -> 2 s median)"
     assert finding.steps == (60, 60) and finding.severity == "warning"
+
+
+@pytest.mark.parametrize("work", ["perf/total_num_tokens", "response_length/mean"])
+def test_a_slowdown_the_work_explains_is_not_a_regression(tmp_path, work):
+    """Longer generations make slower steps: step time 2x with 2x the tokens (or the
+    response length) is the same time per token (info); 2x with 1.1x the work is not."""
+    jitter = [1.0, 1.02, 0.98, 1.01, 0.99]
+    for name, growth in (("same", 2.0), ("slower", 1.1)):
+        with EventWriter(tmp_path / name, "r", capture_env=False) as w:
+            for step in range(100):
+                late = step >= 60
+                w.log(step, {"timing_s/step": jitter[step % 5] * (2.0 if late else 1.0),
+                             work: 1000.0 * jitter[(step + 2) % 5] * (growth if late else 1.0)})
+        report = prof.ProfileAnalyzer().run(open_store(tmp_path / name)).report()
+        (f,) = [f for f in report.findings if f.code != "bottleneck"]
+        if name == "same":
+            assert (f.code, f.severity, f.steps) == ("step_time_with_work", "info", (60, 60))
+            assert f.title.endswith(f"with {work} 2.00x: the time per unit of work held")
+            assert report.status == "ok"
+        else:
+            assert (f.code, f.severity) == ("step_time_regression", "warning")
+            assert f.evidence["work_ratio"] == pytest.approx(1.1)
 
 
 def test_checkpoint_and_eval_steps_are_left_out(tmp_path):

@@ -288,16 +288,23 @@ def reward_collapse(metric: str, steps, values) -> Event | None:
     if k == 0 and np.ptp(v) > 0:
         return None                    # at the floor from the start, some values above: no fall
     before = float(np.median(v[:k])) if k else None
-    title = (f"{metric} collapsed to {floor:.4g} from step {int(steps[k])}"
-             + (f" (was {before:.4g})" if before is not None else ": constant for the whole run"))
-    return Event("reward_collapse", metric, int(steps[k]), int(steps[-1]), "error", title,
-                 {"floor": floor, "before": before, "share_at_floor": float(share[k])})
+    # the slide that led to the floor starts where the reward left its level
+    onset = fall_start(regimes(steps, v, "signed"), int(np.argmax(level_of(v)[:k])), k, noisy=False) if k else 0
+    title = (f"{metric} collapsed to {floor:.4g} from step {int(steps[onset])}"
+             + (f" (was {before:.4g}; at the floor from step {int(steps[k])})" if before is not None
+                else ": constant for the whole run"))
+    return Event("reward_collapse", metric, int(steps[onset]), int(steps[-1]), "error", title,
+                 {"floor": floor, "before": before, "share_at_floor": float(share[k]),
+                  "at_floor_from": int(steps[k])})
 
 
 def kl_blowup(metric: str, steps, values) -> Event | None:
     """KL to the reference enters a regime (two points or more: one is a spike, which the
-    spikes analyzer reports) above KL_HIGH nats, KL_JUMP x the level before."""
-    r = regimes(steps, np.maximum(np.asarray(values, float), 0), "logscale")
+    spikes analyzer reports) above KL_HIGH nats, KL_JUMP x the level before; or climbs
+    there over several regimes (each step of the climb under KL_JUMP): it rises to
+    KL_JUMP x the lowest level it held, above KL_HIGH, and stays (``_rise``)."""
+    v = np.maximum(np.asarray(values, float), 0)
+    r = regimes(steps, v, "logscale")
     for j in range(1, len(r.parts)):
         before, p = r.parts[j - 1], r.parts[j]
         if p.size >= 2 and p.raw >= KL_HIGH and p.raw >= KL_JUMP * max(before.raw, 1e-12):
@@ -305,7 +312,10 @@ def kl_blowup(metric: str, steps, values) -> Event | None:
             return _event("kl_blowup", metric, r, k, p.last, "error",
                           f"{metric} jumped from {before.raw:.3g} to {p.raw:.3g} at step {int(r.steps[k])}",
                           {"before": before.raw, "after": p.raw, "threshold": KL_HIGH})
-    return None
+    rise = _rise("kl_blowup", metric, steps, v, KL_JUMP, "climbed")
+    if rise is None or rise.evidence["now"] < KL_HIGH:
+        return None
+    return Event(**{**rise.__dict__, "evidence": {**rise.evidence, "threshold": KL_HIGH}})
 
 
 def grad_norm_explosion(metric: str, steps, values) -> Event | None:

@@ -288,7 +288,7 @@ def _after_last_stage(r: Regimes, onset: int, peak: float, n_peak: int) -> int:
     return r.parts[stages[-1] + 1].start
 
 
-def fall_start(r: Regimes, a: int, k: int, up: bool = False) -> int:
+def fall_start(r: Regimes, a: int, k: int, up: bool = False, noisy: bool = True) -> int:
     """The first point of the sustained move that leads from the level held around point
     ``a`` (a peak, or a trough when ``up``) into the state the series is in from point
     ``k`` (``a < k``; indices into ``r.values``): the start of the first regime after ``a``
@@ -301,7 +301,9 @@ def fall_start(r: Regimes, a: int, k: int, up: bool = False) -> int:
     when that regime is shorter than MIN_REFERENCE; sigma their own row-to-row noise; with
     fewer than MIN_REFERENCE points, which give no noise, PLATEAU of the move), as
     a person reads it off the numbers: noise-level wobbles of the plateau before the fall
-    are not part of it."""
+    are not part of it. When the noise hides where the move began (the band reaches half
+    of it), the start is the first regime past the line, or ``k`` itself when ``noisy``
+    is False."""
     sign = -1.0 if up else 1.0
     y = sign * r.y
     held = float(np.median(y[max(0, a - 2):a + 3]))
@@ -321,6 +323,8 @@ def fall_start(r: Regimes, a: int, k: int, up: bool = False) -> int:
         while i > a and y[i] < level - band:
             i -= 1
         return i + 1
+    if not noisy:
+        return k                             # ``noisy`` False: no start read off regimes
     line = held - PLATEAU * move
     i = _fall_start(r, j, t, lambda p: sign * p.level < line)
     return min(k, r.parts[i].start)          # too noisy to walk back point by point

@@ -59,7 +59,7 @@ RULES: tuple[Rule, ...] = (
          "response length below 1/3 or above 3x a level it held, staying"),
         ("truncation_onset", "truncation_ratio", "truncated share entering >= 50% and staying"),
         ("zero_std_onset", "zero_std_frac", "zero-std groups entering >= 50% and staying"),
-        ("kl_blowup", "kl_to_ref", "KL above 1 nat, 10x the level before"),
+        ("kl_blowup", "kl_to_ref", "KL above 1 nat, 10x the level before (in one jump or a climb)"),
         ("grad_norm_explosion", "grad_norm", "grad norm 10x a level it held"),
         ("clip_ratio_blowup", "clip_ratio", "clip fraction entering >= 30% and staying"),
         ("approx_kl_blowup", "ppo_approx_kl", "PPO approx KL at >= 0.1 nats per update, staying"),

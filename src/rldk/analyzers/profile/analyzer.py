@@ -20,7 +20,7 @@ from rldk.analyzers.profile.breakdown import (
 from rldk.analyzers.profile.params import HOW_TO_TIME, Params
 from rldk.analyzers.profile.regression import change_points
 from rldk.analyzers.profile.result import ProfileResult, RunProfile
-from rldk.analyzers.profile.throughput import throughput
+from rldk.analyzers.profile.throughput import throughput, work_per_step
 from rldk.core.errors import MissingEvents
 from rldk.core.naming import safe_file_stem
 
@@ -93,7 +93,8 @@ def profile_run(store, run_id: str, params: Params | None = None) -> RunProfile:
     series = totals.filter(~pl.col("step").is_in(list(excluded))
                            & (pl.col("step") >= totals["step"].min() + params.warmup_steps)
                            & (pl.col("seconds") > 0))
-    cps = change_points(series["step"].to_numpy(), series["seconds"].to_numpy(), params)
+    steps = series["step"].to_numpy()
+    cps = change_points(steps, series["seconds"].to_numpy(), params, work_per_step(store, run_id, steps))
     rate = throughput(store, run_id, totals, params)
     return RunProfile(run_id, step_source, totals.height, total_seconds,
                       float(np.median(totals["seconds"].to_numpy())), phases, shares,

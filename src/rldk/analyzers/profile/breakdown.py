@@ -1,6 +1,8 @@
 """Where step time goes: timed names (spans, timing metrics) per step, the step total,
 each phase's share, the steps that saved a checkpoint or evaluated (left out of the
 regression search), the top operators of profiler windows, and the bottleneck sentence.
+Timing metrics count as sections of the step at the top level only (``timing_s/gen``);
+nested ones (``timing_s/agent_loop/...``) are parts or statistics of a section.
 
 Step time per step comes from, in order: a span named ``step``, a ``timing_s/step``
 or ``timing/step`` metric, ``perf/time_per_step``, ``step_time``, else the
@@ -150,11 +152,19 @@ def phase_times(timings, totals, total_seconds: float) -> tuple[PhaseTime, ...]:
     out = []
     for name, source, seconds, steps in rows.iter_rows():
         phase = phase_of(name)
-        if phase == "step":
+        if phase == "step" or (source == "metric" and not _top_level(name)):
             continue
         out.append(PhaseTime(name, phase, source, float(seconds), int(steps),
                              float(seconds) / total_seconds if total_seconds else 0.0))
     return tuple(out)
+
+
+def _top_level(name: str) -> bool:
+    """Whether a timing metric is a section of the step (``timing_s/gen``), not a part or a
+    statistic of one (verl's ``timing_s/agent_loop/generate_sequences/max``: inside the
+    generation already timed, and counted again if summed)."""
+    prefix = next((p for p in TIMING_PREFIXES if name.startswith(p)), None)
+    return prefix is None or "/" not in name[len(prefix):]
 
 
 def by_phase(phases) -> dict:

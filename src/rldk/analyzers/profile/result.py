@@ -110,14 +110,17 @@ def _report(result: ProfileResult) -> Report:
 
 
 def _change_finding(run_id: str, c: ChangePoint) -> Finding:
-    verb = "rose" if c.regression else "fell"
+    verb = "rose" if c.ratio > 1 else "fell"
     title = (f"step time {verb} {max(c.ratio, 1 / c.ratio):.2f}x at step {c.step} "
              f"({c.before:.3g} s -> {c.after:.3g} s median)")
+    if c.explained:
+        title += f" with {c.work} {c.work_ratio:.2f}x: the time per unit of work held"
     fix = ("compare the phases before and after this step (rldk profile --format json), and what "
            "changed then: sequence lengths, batch, a new eval or logging call, memory pressure")
-    return Finding("step_time_regression" if c.regression else "step_time_speedup",
-                   "warning" if c.regression else "info", title, run_id, "step_time", (c.step, c.step),
-                   c.to_dict(), fix if c.regression else "")
+    code = ("step_time_regression" if c.regression else "step_time_with_work" if c.ratio > 1
+            else "step_time_speedup")
+    return Finding(code, "warning" if c.regression else "info", title, run_id, "step_time",
+                   (c.step, c.step), c.to_dict(), fix if c.regression else "")
 
 
 def _phase_table(result: ProfileResult) -> ReportTable:

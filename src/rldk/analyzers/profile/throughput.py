@@ -8,6 +8,7 @@ from dataclasses import dataclass, field
 
 from rldk.analyzers.profile.params import Params
 from rldk.core.errors import UsageError
+from rldk.semantics import resolve_name
 
 TOKEN_METRICS = ("perf/total_num_tokens", "tokens", "tokens_per_step", "batch_tokens", "num_tokens_per_step")
 CUMULATIVE_TOKEN_METRICS = ("num_tokens", "num_input_tokens_seen", "total_tokens")
@@ -66,6 +67,24 @@ def throughput(store, run_id: str, totals, params: Params) -> Throughput:
         if frame is not None:
             logged[name] = float(frame["value"].median())
     return Throughput(tps, sps, mfu, logged, tuple(notes))
+
+
+def work_per_step(store, run_id: str, steps):
+    """``(name, values)``: the run's work at each of ``steps`` (NaN where not logged):
+    tokens per step when it logs them, else its mean response length (generation time
+    grows with it), else None."""
+    import numpy as np
+
+    counts = _per_step(store, run_id, None, TOKEN_METRICS, CUMULATIVE_TOKEN_METRICS)
+    if counts is None:
+        name = resolve_name("response_length", store.run(run_id).metric_names())
+        found, frame = _metric(store, run_id, [name] if name else [])
+        counts = (found, frame.rename({"value": "count"})) if frame is not None else None
+    if counts is None:
+        return None
+    name, frame = counts
+    lookup = dict(zip(frame["step"].to_list(), frame["count"].to_list()))
+    return name, np.array([lookup.get(int(s), np.nan) for s in steps], dtype=float)
 
 
 def _per_step(store, run_id: str, fixed, per_step_names, cumulative_names):
