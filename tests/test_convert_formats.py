@@ -287,6 +287,26 @@ def test_verl_console_log(tmp_path):
     assert math.isnan(run.metric("entropy")["value"][0]) and run.metric("step_time").rows() == [(1, 12.5)]
 
 
+def test_verl_console_lines_cut_by_wandb(tmp_path):
+    """wandb's output.log keeps 4,096 characters of a console line: the last pair of such a
+    line may be a cut number, so it is skipped and reported; a line that ends on the " -"
+    separator keeps its last (complete) value."""
+    pairs = " - ".join(f"val/metric_{i}:0.{i:04d}" for i in range(400))
+    cut = ("step:1 - critic/score/mean:0.5 - " + pairs)[:4096]
+    assert len(cut) == 4096 and not cut.endswith(")")
+    f = tmp_path / "output.log"
+    f.write_text(cut + "\nstep:2 - critic/score/mean:np.float64(0.75) - actor/entropy:0.3 -\n")
+    summary = convert_path(f, "verl", tmp_path / "s")
+    last = cut.rsplit(" - ", 1)[1].partition(":")[0]
+    assert [str(s) for s in summary.skipped] == [
+        f"{f}:line 1: {last}: the line is cut at 4096 characters (wandb's console limit); "
+        "its last value is not read"]
+    (run,) = open_store(tmp_path / "s").runs()
+    assert run.metric("reward_mean").rows() == [(1, 0.5), (2, 0.75)]
+    assert run.metric("entropy").rows() == [(2, 0.3)]
+    assert last not in run.metric_names()
+
+
 # ------------------------------------------------------------------ SB3 monitor, MLflow sqlite
 def test_sb3_monitor_csv(tmp_path):
     f = tmp_path / "0.monitor.csv"

@@ -8,7 +8,9 @@
   with ANSI colour codes. Ray prefixes and colours are removed; ``np.float64(x)``,
   ``np.int64(x)``, ``tensor(x)``, ``nan``, ``inf`` are read as numbers. Lines without
   ``step:N - `` are ordinary console output and ignored; a ``key:value`` pair whose
-  value is not a number is skipped and reported with its line number.
+  value is not a number is skipped and reported with its line number. A line of
+  exactly 4096 characters was cut by wandb's copy of the console (``output.log``): its
+  last pair is skipped and reported (a cut number would read as a wrong one).
 
 How the run ended: its last step against the planned total, from the console's
 ``Total training steps: N`` line (else ``'total_training_steps': N`` in the printed
@@ -41,6 +43,8 @@ _WRAPPED = re.compile(r"^(?:np\.(?:float|int|uint)\d*|numpy\.\w+|tensor|torch\.t
 _TEXT_SUFFIXES = (".log", ".txt", ".out", ".err")
 _TOTAL = re.compile(r"Total training steps:\s*(\d+)|'total_training_steps':\s*(\d+)")
 STEP_TIME = "timing_s/step"
+#: wandb's ``output.log`` keeps at most this many characters of a console line
+CUT_AT = 4096
 
 
 def detect(path) -> bool:
@@ -144,12 +148,20 @@ def _console_rows(file: Path, skipped: list, planned: dict):
             if "total_training_steps" in line or "Total training steps" in line:
                 _planned(line, planned)
             continue
-        text = _PREFIX.sub("", _ANSI.sub("", line.rstrip("\r\n")))
+        raw_line = line.rstrip("\r\n")
+        text = _PREFIX.sub("", _ANSI.sub("", raw_line))
         m = _STEP.search(text)
         if m is None:
             continue
+        parts = m.group(2).rstrip().removesuffix(" -").split(" - ")
+        if len(raw_line) == CUT_AT and len(parts) > 1:
+            # wandb's copy of the console cuts long lines here: the last value may be a
+            # cut number ("1220" of "1220.41"), so it is not read
+            name = parts.pop().partition(":")[0].strip()
+            skipped.append(Skip(str(file), f"line {lineno}", f"{name}: the line is cut at {CUT_AT} "
+                                "characters (wandb's console limit); its last value is not read"))
         items = []
-        for part in m.group(2).split(" - "):
+        for part in parts:
             name, sep, raw = part.strip().partition(":")
             if not sep or not name:
                 skipped.append(Skip(str(file), f"line {lineno}", f"not key:value: {part.strip()[:60]!r}"))
