@@ -25,8 +25,8 @@ threads of the process) are shown beside wall seconds: on a shared machine they 
 the work done, whatever else runs. No tool's import time is timed: the libraries a
 tool uses (polars, pandas, tensorboard; for rldk pyarrow, pandas, which pyarrow imports
 on its first array, rldk's writer, and Polars for JSONL and CSV) are imported before
-its clock starts. The load average (``os.getloadavg``) is printed before and after. Results also go to
-benchmarks/results/import.json.
+its clock starts. The load average (``os.getloadavg``) is printed before and after.
+Results also go to benchmarks/results/import.json.
 """
 from __future__ import annotations
 
