@@ -158,8 +158,8 @@ _IMPORT_LZ4 = ("run_id", "rank", "seq", "step", "kind", "name", "ivalue", "diges
 #: digest, which no converter writes, and on wall_time: Arrow makes a zstd context for
 #: every page it compresses, a cost of its own where a page holds nothing (all null);
 #: 1.46 -> 1.42 s, 1.81 -> 1.73 s CPU. Timestamps, where a log has them, take 0.44 instead
-#: of 0.26 bytes a row (of ~7). LZ4 on text and attrs too would save 4% more, but make
-#: imported samples' text larger: not done.
+#: of 0.26 bytes a row (of ~7). LZ4 on text and attrs too (for a CSV without a text
+#: column) measured no faster in 11 interleaved runs: not done.
 IMPORT_PARQUET_OPTIONS = dict(
     {k: v for k, v in PARQUET_OPTIONS.items() if k != "compression_level"},
     compression={c: "lz4" if c in _IMPORT_LZ4 else "zstd" for c in COLUMNS},
