@@ -24,9 +24,9 @@ other jobs falls on all of them alike), and the table shows medians. CPU seconds
 threads of the process) are shown beside wall seconds: on a shared machine they show
 the work done, whatever else runs. No tool's import time is timed: the libraries a
 tool uses (polars, pandas, tensorboard; for rldk pyarrow, pandas, which pyarrow imports
-on its first array, and rldk's writer) are imported before its clock starts. The load
-average (``os.getloadavg``) is printed before and after. Results also go to
-benchmarks/results/import.json.
+on its first array, rldk's writer, and Polars for JSONL and CSV) are imported before
+its clock starts. The load average (``os.getloadavg``) is printed before and after.
+Results also go to benchmarks/results/import.json.
 """
 from __future__ import annotations
 
@@ -63,6 +63,8 @@ def _loader(tool: str):
         import pyarrow.parquet  # noqa: F401  (rldk imports these lazily; load them before the clock)
 
         import rldk.writer  # noqa: F401
+    if tool in ("rldk-jsonl", "rldk-csv"):
+        import polars  # noqa: F401  (rldk parses these with Polars: its import is not timed either)
     if tool == "rldk-tensorboard":
         from rldk.converters import convert_path
         return lambda path, scratch: convert_path(path, "tensorboard", scratch).rows

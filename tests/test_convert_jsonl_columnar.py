@@ -93,6 +93,11 @@ def test_field_map_and_row_number_steps(tmp_path, monkeypatch):
     '{"step": 1.5, "x": 1}\n{"step": 2, "x": 2}\n',           # a step that is not an integer
     '{"step": 1, "x": 1, "x/y": 2, "x2": {"y": 3}}\n',        # nested names
     '{"step": 1, "x": "oops"}\n{"step": 2, "x": 3}\n',       # text, then numbers: reported
+    '{"step": 0, "x": 1}\n{"step": 2.5, "x": 2}\n{"step": null, "x": 3}\n{"step": 4.0, "x": 4}\n'
+    '{"step": -9223372036854775808, "x": 5}\n{"step": 9223372036854774784, "x": 6}\n',  # int64's ends
+    '{"step": 0, "x": 1}\n{"step": -9223372036854775808, "x": 2}\n{"step": 9223372036854774784, "x": 3}\n'
+    '{"step": 3.0, "x": 4}\n',                                # the same, every step an integer
+    '{"step": 1, "x": 1}\n{"step": 1e300, "x": 2}\n{"step": 3, "x": 3}\n',    # a step beyond int64
 ])
 def test_edge_cases_match_the_row_path(tmp_path, monkeypatch, text):
     fast, slow, _ = _both(tmp_path / "case", monkeypatch, text)

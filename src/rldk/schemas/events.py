@@ -140,6 +140,9 @@ PARQUET_OPTIONS = dict(
 )
 
 
+#: the columns an import compresses with LZ4 (see IMPORT_PARQUET_OPTIONS)
+_IMPORT_LZ4 = ("run_id", "rank", "seq", "step", "kind", "name", "ivalue", "digest", "wall_time")
+
 #: The segments of an import (``rldk import``: millions of rows in one go, no training
 #: loop waiting on the writer). Measured on benchmarks/import.py's 10M metric rows of
 #: random values, against 0.78 s of encoding with :data:`PARQUET_OPTIONS`: values handed
@@ -148,13 +151,20 @@ PARQUET_OPTIONS = dict(
 #: null counts; wall_time for time filters), none on seq, name and the text payload
 #: (-0.03-0.05 s); LZ4 on the identity columns (constant or delta-encoded, tiny either
 #: way), the one rank stored plain, which LZ4 shrinks faster than delta encoding does
-#: (-0.03 s); zstd at level 1 (Arrow's default) on the payload and wall_time: LZ4 there
-#: saves 0.1 s more but makes logs whose values compress 30% larger. In all 0.6-0.65 s,
-#: the same size.
+#: (-0.03 s); zstd at level 1 (Arrow's default) on the payload (value, text, attrs): LZ4
+#: on values saves 0.1 s more but makes logs whose values compress 30% larger. In all 0.6-0.65 s,
+#: the same size. Then (the 200 MB CSV of benchmarks/import.py, 7 interleaved runs):
+#: pages of up to 8 MB (a segment's values in one page, not five) and LZ4 on ivalue and
+#: digest, which no converter writes, and on wall_time: Arrow makes a zstd context for
+#: every page it compresses, a cost of its own where a page holds nothing (all null);
+#: 1.46 -> 1.42 s, 1.81 -> 1.73 s CPU. Timestamps, where a log has them, take 0.44 instead
+#: of 0.26 bytes a row (of ~7). LZ4 on text and attrs too (for a CSV without a text
+#: column) measured no faster in 11 interleaved runs: not done.
 IMPORT_PARQUET_OPTIONS = dict(
     {k: v for k, v in PARQUET_OPTIONS.items() if k != "compression_level"},
-    compression={c: "lz4" if c in ("run_id", "rank", "seq", "step", "kind", "name") else "zstd" for c in COLUMNS},
+    compression={c: "lz4" if c in _IMPORT_LZ4 else "zstd" for c in COLUMNS},
     column_encoding={**PARQUET_OPTIONS["column_encoding"], "rank": "PLAIN"},
     write_batch_size=1 << 16,
+    data_page_size=8 << 20,
     write_statistics=["run_id", "rank", "step", "wall_time", "kind", "value"],
 )
