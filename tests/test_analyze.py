@@ -257,8 +257,8 @@ def test_a_trl_output_dir_gives_the_same_runs_through_every_command(tmp_path, mo
 
 def test_a_large_store_analyzed_on_threads_gives_the_serial_cards(tmp_path, monkeypatch):
     """A store over ``PREFETCH_ROWS`` is read into the cache first and its analyzers run
-    two at a time on threads (``suite._on_threads``): every card is the serial one, an
-    error outcome included."""
+    on a worker thread, two at a time over ``PARALLEL_ROWS`` (``suite._on_threads``):
+    every card is the serial one, an error outcome included."""
     from rldk.analyzers import _series
 
     store = tmp_path / "store"
@@ -266,14 +266,16 @@ def test_a_large_store_analyzed_on_threads_gives_the_serial_cards(tmp_path, monk
           grad_norm=lambda s: 1.0 + 0.01 * (s % 3), kl=lambda s: 0.01 * s)
     write(store, "b", steps=60, loss=lambda s: 1.0 / (1 + s) + (0.5 if s >= 40 else 0.0),
           grad_norm=lambda s: 1.0, kl=lambda s: 0.02 * s)
-    cards, threaded = {}, []
+    cards, workers = {}, []
     on_threads = suite._on_threads
-    monkeypatch.setattr(suite, "_on_threads", lambda *a: threaded.append(1) or on_threads(*a))
-    for rows in (10**12, 0):                                   # serial, then on threads
-        monkeypatch.setattr(suite, "PREFETCH_ROWS", rows)
+    monkeypatch.setattr(suite, "_on_threads", lambda *a: workers.append(a[3]) or on_threads(*a))
+    # serial; on one worker thread; two at a time
+    for case, (prefetch, parallel) in enumerate(((10**12, 10**12), (0, 10**12), (0, 0))):
+        monkeypatch.setattr(suite, "PREFETCH_ROWS", prefetch)
+        monkeypatch.setattr(suite, "PARALLEL_ROWS", parallel)
         _series.clear_cache()
-        analysis = suite.analyze(store, baseline="missing", out_dir=tmp_path / str(rows), plots=False)
-        cards[rows] = {o.analyzer: (o.status, o.summary) for o in analysis.outcomes}
-        cards[rows].update({r.analyzer: r.to_dict() for r in analysis.reports})
-    assert threaded == [1] and cards[0] == cards[10**12]
-    assert cards[0]["divergence"][0] == "error"
+        analysis = suite.analyze(store, baseline="missing", out_dir=tmp_path / str(case), plots=False)
+        cards[case] = {o.analyzer: (o.status, o.summary) for o in analysis.outcomes}
+        cards[case].update({r.analyzer: r.to_dict() for r in analysis.reports})
+    assert workers == [1, 2] and cards[0] == cards[1] == cards[2]
+    assert cards[2]["divergence"][0] == "error"
