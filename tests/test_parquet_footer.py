@@ -16,7 +16,8 @@ from rldk.writer import EventWriter
 
 def _same(path) -> None:
     ours = parquet_footer.file_meta(path)
-    theirs = parquet_footer.from_pyarrow(parquet_footer._pyarrow_metadata(str(path)))
+    theirs = parquet_footer.file_meta(str(path), arrow=True)
+    assert isinstance(theirs, parquet_footer.ArrowMeta)
     assert (ours.names, ours.rows, ours.kv) == (theirs.names, theirs.rows, theirs.kv), path
     for column in ours.names:
         assert ours.column_stats(column) == theirs.column_stats(column), (path, column)

@@ -206,7 +206,7 @@ def _analyze(paths, store, baseline, out_dir, plots, analyzers, on_analyzer, eng
     rows = sum(f.rows for f in store.footers.values())
     # the catalog scan releases the GIL: modules needed next are imported meanwhile
     _import_meanwhile(*(["polars"] if engine is not None or _series.reads_polars(rows) else []),
-                      *(modules() if analyzers is None else []), "numpy.ma")
+                      *(modules() if analyzers is None else []))
     if "metric" not in _kinds(store, engine):
         raise MissingEvents(f"no metric events in {' '.join(map(str, _as_list(paths)))}: log "
                             "scalars with rldk.writer.log or import logs with `rldk import`")
@@ -237,8 +237,7 @@ def _analyze(paths, store, baseline, out_dir, plots, analyzers, on_analyzer, eng
 
 def _import_meanwhile(*names: str) -> None:
     """Start importing the modules ``names`` on another thread, to overlap work that
-    releases the GIL (polars takes 0.1 s to import, the default analyzers 0.05 s;
-    ``numpy.ma`` 0.02 s, which ``np.median`` imports on its first call)."""
+    releases the GIL (polars takes 0.1 s to import, the default analyzers 0.05 s)."""
     def load():
         for name in names:
             try:

@@ -258,16 +258,10 @@ def read_footer(path: str, through_arrow: bool = False) -> Footer | None:
 
 
 def _metadata(source, through_arrow: bool = False):
-    """The footer of ``source`` (a path or an open binary file), as a
-    ``rldk.core.parquet_footer.FileMeta`` (or pyarrow's, read the same way)."""
-    from rldk.core import parquet_footer
+    """The footer of ``source`` (a path or an open binary file): ``parquet_footer.file_meta``."""
+    from rldk.core.parquet_footer import file_meta
 
-    if through_arrow:
-        try:
-            return parquet_footer.from_pyarrow(parquet_footer._pyarrow_metadata(source))
-        except ImportError:
-            pass
-    return parquet_footer.file_meta(source)
+    return file_meta(source, through_arrow)
 
 
 def only_metrics_of(path: str, run_id: str) -> bool:

@@ -61,8 +61,14 @@ class FileMeta:
         return [group[index] for group in self.groups]
 
 
-def file_meta(source) -> "FileMeta | ArrowMeta":
-    """The :class:`FileMeta` of ``source``: a local path or an open binary file."""
+def file_meta(source, arrow: bool = False) -> "FileMeta | ArrowMeta":
+    """The :class:`FileMeta` of ``source``: a local path or an open binary file.
+    ``arrow``: read through pyarrow when it is installed (:class:`ArrowMeta`)."""
+    if arrow:
+        try:
+            return from_pyarrow(_pyarrow_metadata(source))
+        except ImportError:
+            pass
     if isinstance(source, (str, os.PathLike)):
         with open(source, "rb") as f:
             data = _footer_bytes(f)

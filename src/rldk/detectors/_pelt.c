@@ -34,13 +34,13 @@ static int
 search(const double *s1, const double *s2, Py_ssize_t n, double penalty,
        Py_ssize_t min_size, Py_ssize_t *last)
 {
-    double *best = PyMem_Malloc((size_t)(n + 1) * sizeof(double));
-    double *totals = PyMem_Malloc((size_t)(n + 1) * sizeof(double));
-    Py_ssize_t *cands = PyMem_Malloc((size_t)(n + 1) * sizeof(Py_ssize_t));
+    double *best = PyMem_RawMalloc((size_t)(n + 1) * sizeof(double));
+    double *totals = PyMem_RawMalloc((size_t)(n + 1) * sizeof(double));
+    Py_ssize_t *cands = PyMem_RawMalloc((size_t)(n + 1) * sizeof(Py_ssize_t));
     if (best == NULL || totals == NULL || cands == NULL) {
-        PyMem_Free(best);
-        PyMem_Free(totals);
-        PyMem_Free(cands);
+        PyMem_RawFree(best);
+        PyMem_RawFree(totals);
+        PyMem_RawFree(cands);
         return -1;
     }
     for (Py_ssize_t t = 0; t <= n; t++) {
@@ -80,9 +80,9 @@ search(const double *s1, const double *s2, Py_ssize_t n, double penalty,
         if (best[t] < INFINITY)
             cands[count++] = t;
     }
-    PyMem_Free(best);
-    PyMem_Free(totals);
-    PyMem_Free(cands);
+    PyMem_RawFree(best);
+    PyMem_RawFree(totals);
+    PyMem_RawFree(cands);
     return 0;
 }
 
