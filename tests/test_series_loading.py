@@ -84,9 +84,9 @@ def test_mixed_schema_versions_join_by_name(tmp_path):
 def test_analyze_reads_each_run_once_and_never_per_metric(three_runs, tmp_path, monkeypatch):
     _series.clear_cache()
     reads = []
-    whole = _series._read_whole
-    monkeypatch.setattr(_series, "_read_whole", lambda source, names: reads.append(source.run_id)
-                        or whole(source, names))
+    keep = _series._keep_whole                   # every whole-run read is cached through it
+    monkeypatch.setattr(_series, "_keep_whole", lambda source, series: reads.append(source.run_id)
+                        or keep(source, series))
 
     def per_metric_scan(self, *args, **kwargs):
         raise AssertionError("an analyzer scanned the store for one metric (Run.metric)")
@@ -177,6 +177,58 @@ def test_catalog_matches_the_per_run_queries(tmp_path, monkeypatch, check_rows, 
             for r in store.run_ids} == expected
     assert catalog.kinds == frozenset(store.sql("SELECT DISTINCT kind FROM events")["kind"].to_list())
     assert catalog.ranks == {0, 1} and catalog.metric_names["multi"] == {"loss", "note"}
+
+
+def test_catalog_from_summaries_equals_the_scan(tmp_path):
+    """A small local store that rldk wrote is indexed from its files' run summaries and
+    one read of each run: the same catalog, per-run index, facts and series as the scan
+    followed by the reads, with text values, NaN, null steps, replayed and out-of-order
+    steps, several segments and runs."""
+    from rldk.analyzers import _catalog
+
+    path = tmp_path / "store"
+    with EventWriter(path, "a", capture_env=False, segment_rows=64) as w:
+        for s in range(300):
+            w.log(s, {"reward": s * 0.1, "kl": float("nan") if s % 37 == 0 else 0.01 * s,
+                      "loss": "oops" if s in (0, 200) else 1.0 / (s + 1)})
+        w.log(10, {"reward": 99.0})
+        w.log(3, {"late": 1.0})
+        w.log(None, {"unstepped": 1.0})
+        w.log_samples(7, ["p"], ["r"], [1.0])
+    with EventWriter(path, "b", capture_env=False) as w:
+        for s in range(0, 90, 3):
+            w.log(s, {"reward": -s, "entropy": float("inf") if s == 30 else 1.0})
+
+    def indexed(catalog_of):
+        _series.clear_cache()
+        store = open_store(path)
+        catalog = catalog_of(store)
+        runs = {}
+        for run_id in store.run_ids:
+            source = _series.Source(store, run_id)
+            index = _series.run_index(source)
+            series = _series.load_series(source, list(index))
+            runs[run_id] = (index, _series.run_facts(source),
+                            {n: (s.steps.tolist(), s.values.tobytes(), s.duplicates, s.non_numeric,
+                                 s.first_non_numeric) for n, s in series.items()})
+        return catalog, runs
+
+    assert _catalog._from_summaries(open_store(path)) is not None
+    assert indexed(_catalog._from_summaries) == indexed(_catalog._scanned)
+
+
+def test_catalog_scans_what_summaries_cannot_answer(tmp_path):
+    """Several ranks in a run, or a file without a run summary: the aggregate scan."""
+    from rldk.analyzers import _catalog
+
+    for rank in (0, 1):
+        with EventWriter(tmp_path / "ranks", "r", rank=rank, capture_env=False) as w:
+            w.log(0, {"loss": 1.0})
+    assert _catalog._from_summaries(open_store(tmp_path / "ranks")) is None
+    with EventWriter(tmp_path / "foreign", "f", capture_env=False) as w:
+        w.log(0, {"loss": 1.0})
+    _metrics_only_file(tmp_path / "foreign" / "f.extra.parquet", "f", [(1, "loss", 0.5)])
+    assert _catalog._from_summaries(open_store(tmp_path / "foreign")) is None
 
 
 def _metrics_only_file(path, run_id: str, rows) -> None:

@@ -21,6 +21,8 @@ import json
 from dataclasses import dataclass
 
 from rldk.analyzers._series import (
+    DUCKDB_NAMES,
+    DUCKDB_ROWS,
     NameInfo,
     RunFacts,
     Source,
@@ -28,7 +30,9 @@ from rldk.analyzers._series import (
     _key,
     _query_files,
     _remember,
+    read_indexed,
 )
+from rldk.core import run_summary
 
 #: Per run, kind, rank and metric name (null for other kinds): metric rows with a
 #: step, first step, first numeric step. ``count(step)`` / ``min`` skip null steps,
@@ -91,6 +95,13 @@ def warm(store) -> Catalog:
     found = _cached_value(("catalog", _stamp(store)))
     if found is not None:
         return found
+    catalog = _from_summaries(store) or _scanned(store)
+    _remember(("catalog", _stamp(store)), catalog, 0)
+    return catalog
+
+
+def _scanned(store) -> Catalog:
+    """The catalog from one aggregate scan of the store (and one of its start events)."""
     rows = _catalog_rows(store)
     starts = {run_id: attrs for run_id, attrs in _query_files(store.sql_files, store.files, STARTS_SQL)}
     index: dict[str, dict] = {}
@@ -106,10 +117,74 @@ def warm(store) -> Catalog:
     for run_id in store.run_ids:
         _remember_run(Source(store, run_id), index.get(run_id, {}), others.get(run_id, set()),
                       starts.get(run_id))
-    catalog = Catalog(frozenset(r[1] for r in rows), frozenset(r[2] for r in rows),
-                      {run_id: frozenset(n) for run_id, n in names.items()})
-    _remember(("catalog", _stamp(store)), catalog, 0)
-    return catalog
+    return Catalog(frozenset(r[1] for r in rows), frozenset(r[2] for r in rows),
+                   {run_id: frozenset(n) for run_id, n in names.items()})
+
+
+def _from_summaries(store) -> Catalog | None:
+    """The catalog of a small local store that rldk wrote, without an aggregate scan:
+    kinds, ranks and metric names come from the files' run summaries
+    (:mod:`rldk.core.run_summary`), and each run's index from reading the run whole
+    (``_series.read_indexed``), which the analyzers need next anyway. None when a file
+    has no summary or is remote, or a run has several ranks or is too large to be read
+    through DuckDB (``_series.DUCKDB_ROWS``, ``DUCKDB_NAMES``)."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    runs = _summarized_runs(store)
+    if runs is None:
+        return None
+    with_starts = [f for f in store.files if "run" in _file_kinds(store.footers[f])]
+    with ThreadPoolExecutor(max_workers=2) as pool:
+        starts = pool.submit(_query_files, [dict(zip(store.files, store.sql_files))[f] for f in with_starts],
+                             with_starts, STARTS_SQL) if with_starts else None
+        indexes = {run_id: pool.submit(read_indexed, Source(store, run_id), sorted(run["names"]), True)
+                   for run_id, run in runs.items()}
+        indexes = {run_id: found.result() for run_id, found in indexes.items()}
+        starts = dict(starts.result()) if starts is not None else {}
+    for run_id, run in runs.items():
+        others = {(kind, run["rank"]) for kind in run["kinds"] if kind != "metric"}
+        _remember_run(Source(store, run_id), indexes[run_id], others, starts.get(run_id))
+    return Catalog(frozenset(k for run in runs.values() for k in run["kinds"]),
+                   frozenset(run["rank"] for run in runs.values()),
+                   {run_id: frozenset(run["names"]) for run_id, run in runs.items() if run["names"]})
+
+
+def _summarized_runs(store) -> dict[str, dict] | None:
+    """Per run id, ``{"names", "kinds", "rank", "rows"}`` from the summaries of the files
+    of ``store``, or None when they cannot stand in for a scan (see ``_from_summaries``)."""
+    from rldk.core.fs import is_remote
+
+    runs: dict[str, dict] = {}
+    readable = getattr(store, "readable", lambda f: f)
+    for path in store.files:
+        footer = store.footers.get(path)
+        raw = footer.meta.get(run_summary.KEY) if footer is not None else None
+        if raw is None or is_remote(readable(path)):
+            return None
+        for run_id, part in json.loads(raw)["runs"].items():
+            run = runs.setdefault(run_id, {"names": set(), "kinds": set(), "ranks": set(), "rows": 0})
+            run["names"].update(part["names"])
+            run["kinds"].update(part["kinds"])
+            run["ranks"].update(part["ranks"])
+            run["rows"] += part["n"]
+    if set(runs) != set(store.run_ids) or sum(run["rows"] for run in runs.values()) > SUMMARIZED_ROWS:
+        return None
+    for run in runs.values():
+        if (len(run["ranks"]) != 1 or None in run["ranks"] or None in run["names"]
+                or None in run["kinds"] or run["rows"] > DUCKDB_ROWS or len(run["names"]) > DUCKDB_NAMES):
+            return None
+        run["rank"] = run.pop("ranks").pop()
+    return runs
+
+
+#: A store of at most this many events is read whole by the catalog (its series then stay
+#: in the series loader's cache: 16 bytes a row).
+SUMMARIZED_ROWS = 8_000_000
+
+
+def _file_kinds(footer) -> set:
+    """The event kinds a file's summary lists."""
+    return {k for part in json.loads(footer.meta[run_summary.KEY])["runs"].values() for k in part["kinds"]}
 
 
 def _catalog_rows(store) -> list[tuple]:

@@ -371,11 +371,39 @@ def load_series(source: Source, names: list[str]) -> dict[str, Series]:
         key = ("series", _key(source))
         cached = _cached_value(key)
         if cached is None:
-            cached = _read_whole(source, sorted(index))
-            arrays = {id(a): a.nbytes for s in cached.values() for a in (s.steps, s.values)}
-            _remember(key, cached, sum(arrays.values()))
+            cached = _keep_whole(source, _read_whole(source, sorted(index)))
         return {n: cached[n] for n in names if n in cached}
     return _finish_all(source, names, [_read_chunk(_metric_rows(source), names, source, True)])
+
+
+def _keep_whole(source: Source, series: dict[str, Series]) -> dict[str, Series]:
+    """Cache ``series``, the whole run's, under its key (counting the bytes they hold)."""
+    arrays = {id(a): a.nbytes for s in series.values() for a in (s.steps, s.values)}
+    _remember(("series", _key(source)), series, sum(arrays.values()))
+    return series
+
+
+def read_indexed(source: Source, names: list[str], one_rank: bool) -> dict[str, NameInfo]:
+    """Read a small local run whole through DuckDB before it is indexed, and cache its
+    series; its per-name index (what INDEX_SQL gives) is computed from the rows read.
+    For the catalog, which knows the run's metric ``names`` (at most DUCKDB_NAMES) and
+    whether it has one rank from its files' summaries: one read instead of an aggregate
+    scan followed by the same read."""
+    part = _part(source)
+    readable = getattr(part, "readable", lambda f: f)
+    files = [f for f in part.files if part.footers[f].may_hold(source.run_id)]
+    pieces = [_duck_chunk(readable(f), names, source, not _only_metrics(part, f, source.run_id),
+                          one_rank) for f in files]
+    index = {}
+    for name in names:
+        parts = [p[name] for p in pieces if name in p]
+        if parts:
+            numeric = [step if known is None else step[known] for _, step, _, known in parts]
+            firsts = [int(s.min()) for s in numeric if s.size]
+            index[name] = NameInfo(sum(len(p[1]) for p in parts), min(int(p[1].min()) for p in parts),
+                                   min(firsts) if firsts else None)
+    _keep_whole(source, _finish_all(source, names, pieces))
+    return index
 
 
 def prefetch(sources) -> None:
@@ -522,10 +550,11 @@ def _read_chunk(frame, names: list[str], source: Source, select: bool) -> dict:
     return _pieces(arrays, names)
 
 
-def _duck_chunk(path: str, names: list[str], source: Source, select: bool) -> dict:
+def _duck_chunk(path: str, names: list[str], source: Source, select: bool, one_rank: bool | None = None) -> dict:
     """:func:`_read_chunk` of one local file through DuckDB (``select``: filter the run's
-    metric rows with a step; else the file holds only those)."""
-    one_rank = run_facts(source).single_rank
+    metric rows with a step; else the file holds only those; ``one_rank``: the rank
+    column need not be read, by default when the run's facts say so)."""
+    one_rank = run_facts(source).single_rank if one_rank is None else one_rank
     sql = DUCK_READ_SQL.format(rank="" if one_rank else ", rank",
                                where=" WHERE kind = 'metric' AND run_id = $run_id AND step IS NOT NULL"
                                if select else "")
