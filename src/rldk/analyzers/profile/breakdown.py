@@ -12,6 +12,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from rldk import semantics
 from rldk.analyzers.profile.params import HOW_TO_TIME
 from rldk.core.errors import MissingEvents
 
@@ -29,7 +30,8 @@ PHASES = {
 EXCLUDED = ("save_checkpoint", "checkpoint", "save", "eval", "evaluate", "evaluation", "validation",
             "validate", "testing", "test")
 TIMING_PREFIXES = ("timing_s/", "timing/")
-STEP_TOTAL_METRICS = ("timing_s/step", "timing/step", "perf/time_per_step", "step_time")
+#: the names a trainer logs its whole step's seconds under, in order of preference
+STEP_TOTAL_METRICS = semantics.quantity("step_time").names
 
 SPANS_SQL = """
 SELECT step, name, sum(value) AS seconds

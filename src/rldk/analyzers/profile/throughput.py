@@ -1,18 +1,17 @@
 """Throughput and MFU: tokens/s and samples/s from per-step counts (metrics in
-``TOKEN_METRICS`` / ``SAMPLE_METRICS``, cumulative ``CUMULATIVE_TOKEN_METRICS``, or
+the quantities ``tokens_per_step`` / ``samples_per_step``, cumulative ``tokens_seen``
+(:mod:`rldk.semantics`), or
 the params) over the summed step seconds of the same steps; MFU = 6 x parameters x
 tokens/s / (peak FLOP/s x devices) when the model size and peak are known."""
 from __future__ import annotations
 
 from dataclasses import dataclass, field
 
+from rldk import semantics
 from rldk.analyzers.profile.params import Params
 from rldk.core.errors import UsageError
 from rldk.semantics import resolve_name
 
-TOKEN_METRICS = ("perf/total_num_tokens", "tokens", "tokens_per_step", "batch_tokens", "num_tokens_per_step")
-CUMULATIVE_TOKEN_METRICS = ("num_tokens", "num_input_tokens_seen", "total_tokens")
-SAMPLE_METRICS = ("samples", "num_samples", "samples_per_step", "batch_size")
 CONFIG_MODEL_PARAMS = ("model_params", "n_params", "num_params", "num_parameters")
 RANKS_SQL = "SELECT count(DISTINCT rank) AS ranks FROM events WHERE run_id = ?"
 
@@ -45,8 +44,8 @@ def _metric(store, run_id: str, names):
 def throughput(store, run_id: str, totals, params: Params) -> Throughput:
     """tokens/s, samples/s and MFU of one run over the steps of ``totals`` (step, seconds)."""
     notes = []
-    tokens = _per_step(store, run_id, params.tokens_per_step, TOKEN_METRICS, CUMULATIVE_TOKEN_METRICS)
-    samples = _per_step(store, run_id, params.samples_per_step, SAMPLE_METRICS, ())
+    tokens = _per_step(store, run_id, params.tokens_per_step, "tokens_per_step", "tokens_seen")
+    samples = _per_step(store, run_id, params.samples_per_step, "samples_per_step", None)
     tps = _rate(tokens, totals)
     sps = _rate(samples, totals)
     if tps is None:
@@ -62,7 +61,7 @@ def throughput(store, run_id: str, totals, params: Params) -> Throughput:
     elif tps is not None:
         notes.append("MFU unknown: pass the model's parameter count and the device peak FLOP/s")
     logged = {}
-    for name in ("perf/throughput", "perf/mfu/actor", "perf/mfu/critic"):
+    for name in (*semantics.quantity("tokens_per_second").names, *semantics.quantity("mfu").names):
         found, frame = _metric(store, run_id, [name])
         if frame is not None:
             logged[name] = float(frame["value"].median())
@@ -75,7 +74,7 @@ def work_per_step(store, run_id: str, steps):
     grows with it), else None."""
     import numpy as np
 
-    counts = _per_step(store, run_id, None, TOKEN_METRICS, CUMULATIVE_TOKEN_METRICS)
+    counts = _per_step(store, run_id, None, "tokens_per_step", "tokens_seen")
     if counts is None:
         name = resolve_name("response_length", store.run(run_id).metric_names())
         found, frame = _metric(store, run_id, [name] if name else [])
@@ -87,20 +86,27 @@ def work_per_step(store, run_id: str, steps):
     return name, np.array([lookup.get(int(s), np.nan) for s in steps], dtype=float)
 
 
-def _per_step(store, run_id: str, fixed, per_step_names, cumulative_names):
-    """Counts per step (Polars step, count) from params, per-step or cumulative metrics."""
+def _per_step(store, run_id: str, fixed, per_step: str, cumulative: str | None):
+    """Counts per step (Polars step, count) from params, else the metric of the quantity
+    ``per_step``, else the per-step differences of the cumulative quantity ``cumulative``."""
     import polars as pl
 
     if fixed is not None:
         return ("param", float(fixed))
-    name, frame = _metric(store, run_id, per_step_names)
+    name, frame = _metric(store, run_id, _logged(store, run_id, per_step))
     if frame is not None:
         return (name, frame.rename({"value": "count"}))
-    name, frame = _metric(store, run_id, cumulative_names)
+    name, frame = _metric(store, run_id, _logged(store, run_id, cumulative))
     if frame is not None and frame.height > 1:
         diff = frame.with_columns((pl.col("value").diff() / pl.col("step").diff()).alias("count"))
         return (name, diff.drop_nulls("count").select("step", "count"))
     return None
+
+
+def _logged(store, run_id: str, quantity: str | None) -> list[str]:
+    """The run's metric name for ``quantity`` (resolved through the semantics table), if any."""
+    name = resolve_name(quantity, store.run(run_id).metric_names()) if quantity else None
+    return [name] if name else []
 
 
 def _rate(counts, totals) -> float | None:
