@@ -27,6 +27,10 @@ from rldk.core.fs import location
 from rldk.core.run_summary import distinct, unique_sorted
 from rldk.schemas import IMPORT_PARQUET_OPTIONS
 
+#: threads that encode an import's segments, several at once (committed in order:
+#: :meth:`~rldk.writer.EventWriter.encode_ahead`)
+ENCODE_WORKERS = 2
+
 #: Bumped when a converter's output for the same input changes (invalidates import caches).
 CONVERTER_VERSION = 4
 
@@ -216,6 +220,7 @@ def _write_run(store: Path, run: RunData, rid: str, fmt: str) -> "RunSummary":
                              flush_secs=3600, segment_rows=1 << 19, parquet_options=IMPORT_PARQUET_OPTIONS)
     except StoreError as exc:
         raise ConvertError(str(exc)) from None
+    writer.encode_ahead(ENCODE_WORKERS)
     try:
         summary = _append(writer, run, fmt, rid)
     except BaseException:

@@ -1,0 +1,97 @@
+"""An import's segments encoded on worker threads (EventWriter.encode_ahead): committed
+in sequence order, the same events as one thread, and a failed write falls back to it."""
+from __future__ import annotations
+
+import errno
+import os
+import time
+
+import numpy as np
+import pyarrow as pa
+import pytest
+
+import rldk.writer._commit as commit_module
+from rldk.core import segments
+from rldk.core.store import open_store
+from rldk.schemas import IMPORT_PARQUET_OPTIONS
+from rldk.writer import EventWriter
+from rldk.writer._limits import RldkWarning
+
+
+def _table(lo: int, n: int) -> pa.Table:
+    steps = np.arange(lo, lo + n, dtype=np.int64)
+    return pa.table({"step": steps, "kind": pa.array(["metric"] * n), "name": pa.array(["loss"] * n),
+                     "value": steps.astype(np.float64) / 7})
+
+
+def _import(store, run_id: str, ahead: bool, tables: int = 12, rows: int = 1000) -> EventWriter:
+    w = EventWriter(store, run_id, capture_env=False, flush_secs=3600, segment_rows=2 * rows,
+                    compact_on_close=False, parquet_options=IMPORT_PARQUET_OPTIONS)
+    if ahead:
+        w.encode_ahead(2)
+    for i in range(tables):
+        w.append_table(_table(i * rows, rows))
+    w.close()
+    return w
+
+
+def _events(store, run_id: str) -> list:
+    return open_store(store).sql(
+        "SELECT seq, step, kind, name, value FROM events WHERE run_id = ? AND kind <> 'run' ORDER BY seq",
+        [run_id]).rows()
+
+
+def _parquet_files(store) -> list:
+    return sorted(n for n in os.listdir(store) if "parquet" in n)
+
+
+def test_same_events_and_files_in_order(tmp_path):
+    one = _import(tmp_path / "one", "r", ahead=False)
+    two = _import(tmp_path / "two", "r", ahead=True)
+    assert _events(tmp_path / "two", "r") == _events(tmp_path / "one", "r")
+    assert len(two.segments) == len(one.segments) > 3
+    assert two.segments == sorted(two.segments)
+    assert _parquet_files(tmp_path / "two") == two.segments        # no temporaries left
+    assert two.ok and two.stats["segments"] == len(two.segments)
+
+
+def test_a_slow_segment_holds_back_the_commits_after_it(tmp_path, monkeypatch):
+    real, renames, calls = segments.write_segment, [], {"n": 0}
+
+    def slow_first(table, directory, name, *options):
+        calls["n"] += 1
+        if calls["n"] == 2:          # the first after init's start event: the import's first segment
+            time.sleep(0.3)
+        return real(table, directory, name, *options)
+
+    real_replace = os.replace
+
+    def recording(src, dst):
+        renames.append(os.path.basename(dst))
+        return real_replace(src, dst)
+
+    monkeypatch.setattr(commit_module, "write_segment", slow_first)
+    monkeypatch.setattr(commit_module.os, "replace", recording)
+    w = _import(tmp_path, "r", ahead=True)
+    committed = [n for n in renames if n in w.segments]
+    assert committed == w.segments            # the start event's, then the import's, in order
+
+
+def test_a_failed_write_falls_back_to_one_thread_and_keeps_every_event(tmp_path, monkeypatch):
+    real, calls = segments.write_segment, {"n": 0}
+
+    def failing_once(table, directory, name, *options):
+        calls["n"] += 1
+        if calls["n"] == 3:
+            raise OSError(errno.ENOSPC, "No space left on device")
+        return real(table, directory, name, *options)
+
+    monkeypatch.setattr(commit_module, "write_segment", failing_once)
+    with pytest.warns(RldkWarning, match="No space left on device"):
+        w = _import(tmp_path / "two", "r", ahead=True)
+    assert w.ok and w.stats["write_errors"] == 1 and w._ahead is None
+    monkeypatch.setattr(commit_module, "write_segment", real)
+    _import(tmp_path / "one", "r", ahead=False)
+    assert _events(tmp_path / "two", "r") == _events(tmp_path / "one", "r")
+    assert w.segments == sorted(w.segments)
+    assert _parquet_files(tmp_path / "two") == w.segments
