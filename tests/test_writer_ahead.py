@@ -77,12 +77,13 @@ def test_a_slow_segment_holds_back_the_commits_after_it(tmp_path, monkeypatch):
     assert committed == w.segments            # the start event's, then the import's, in order
 
 
-def test_a_failed_write_falls_back_to_one_thread_and_keeps_every_event(tmp_path, monkeypatch):
-    real, calls = segments.write_segment, {"n": 0}
+@pytest.mark.parametrize("failing", [1, 2])     # the oldest in flight, or the one after it
+def test_a_failed_write_falls_back_to_one_thread_and_keeps_every_event(tmp_path, monkeypatch, failing):
+    real, failed = segments.write_segment, []
 
     def failing_once(table, directory, name, *options):
-        calls["n"] += 1
-        if calls["n"] == 3:
+        if f".{failing:06d}." in name and not failed:
+            failed.append(name)
             raise OSError(errno.ENOSPC, "No space left on device")
         return real(table, directory, name, *options)
 
@@ -95,3 +96,28 @@ def test_a_failed_write_falls_back_to_one_thread_and_keeps_every_event(tmp_path,
     assert _events(tmp_path / "two", "r") == _events(tmp_path / "one", "r")
     assert w.segments == sorted(w.segments)
     assert _parquet_files(tmp_path / "two") == w.segments
+
+
+def test_imported_segments_read_with_live_ones_by_plain_duckdb(tmp_path, monkeypatch):
+    import duckdb
+    import pyarrow.parquet as pq
+
+    from rldk.converters import base, convert_path, csvlog
+    from rldk.core.parquet_footer import file_meta
+
+    monkeypatch.setattr(csvlog, "BATCH_BYTES", 1 << 14)
+    monkeypatch.setattr(base, "_IMPORT_SEGMENT_ROWS", 2000)      # several segments on two threads
+    src = tmp_path / "log.csv"
+    src.write_text("step,loss,reward\n" + "".join(f"{i},{i / 3},{'' if i % 4 else i}\n" for i in range(3000)))
+    summary = convert_path(src, "csv", tmp_path / "store")
+    with EventWriter(tmp_path / "store", "live", capture_env=False) as w:
+        for step in range(50):
+            w.log(step, loss=float(step))
+    files = sorted((tmp_path / "store").glob("*.parquet"))
+    imported = [f for f in files if f.name.startswith("log.")]
+    assert len(imported) > 2 and any(f.name.startswith("live.") for f in files)
+    assert len({pq.ParquetFile(f).schema.to_arrow_schema().remove_metadata() for f in files}) == 1
+    assert all(b"rldk.summary" in file_meta(f).kv for f in files)
+    rows = duckdb.sql(f"SELECT run_id, count(*) FROM read_parquet('{tmp_path}/store/*.parquet') "
+                      "WHERE kind = 'metric' GROUP BY run_id ORDER BY run_id").fetchall()
+    assert rows == [("live", 50), ("log", summary.rows)]

@@ -31,6 +31,9 @@ from rldk.schemas import IMPORT_PARQUET_OPTIONS
 #: :meth:`~rldk.writer.EventWriter.encode_ahead`)
 ENCODE_WORKERS = 2
 
+#: events an import's segment holds (at least: a segment takes whole tables)
+_IMPORT_SEGMENT_ROWS = 1 << 19
+
 #: Bumped when a converter's output for the same input changes (invalidates import caches).
 CONVERTER_VERSION = 4
 
@@ -217,7 +220,8 @@ def _write_run(store: Path, run: RunData, rid: str, fmt: str) -> "RunSummary":
 
     try:
         writer = EventWriter(store, rid, capture_env=False, config=run.meta.get("config"),
-                             flush_secs=3600, segment_rows=1 << 19, parquet_options=IMPORT_PARQUET_OPTIONS)
+                             flush_secs=3600, segment_rows=_IMPORT_SEGMENT_ROWS,
+                             parquet_options=IMPORT_PARQUET_OPTIONS)
     except StoreError as exc:
         raise ConvertError(str(exc)) from None
     writer.encode_ahead(ENCODE_WORKERS)

@@ -85,10 +85,15 @@ class CommitMixin:
         return not ahead.count
 
     def _take_committed(self) -> None:
-        for name, rows in self._ahead.commit():
+        """Commit what is encoded, in order, and count it; then raise the error of the
+        first segment that could not be written (the ones before it stay counted)."""
+        done, error = self._ahead.commit()
+        for name, rows in done:
             self.segments.append(name)
             self._segment_rows.append(rows)
             self.stats["segments"] += 1
+        if error is not None:
+            raise error
 
     def _ahead_failed(self, exc: Exception) -> bool:
         """A segment could not be written: every table not committed goes back to the
@@ -256,7 +261,7 @@ class AheadCommits:
         import pyarrow as pa
 
         table = pa.concat_tables(tables) if len(tables) > 1 else tables[0]
-        write_segment(table, self.directory, temp_name(name), self.options)
+        write_segment(table, self.directory, temp_name(name), _uncompressed_nulls(self.options, table))
 
     def wait(self, keep: int | None) -> None:
         """Wait until at most ``keep`` segments are still encoding (None: no wait)."""
@@ -264,17 +269,23 @@ class AheadCommits:
             for future, *_ in list(self._flight)[:max(0, len(self._flight) - keep)]:
                 future.exception()
 
-    def commit(self) -> list:
-        """Rename the finished segments at the head into place, in order; returns their
-        ``(name, rows)``. Raises the error of the first that failed (it stays in flight)."""
+    def commit(self) -> tuple[list, Exception | None]:
+        """Rename the finished segments at the head into place, in order: their ``(name,
+        rows)``, and the error of the first that failed (it stays in flight), if one did."""
         done = []
         while self._flight and self._flight[0][0].done():
             future, name, _, rows = self._flight[0]
-            future.result()
-            os.replace(self.directory / temp_name(name), self.directory / name)
+            error = future.exception()
+            if error is None:
+                try:
+                    os.replace(self.directory / temp_name(name), self.directory / name)
+                except OSError as exc:
+                    error = exc
+            if error is not None:
+                return done, error
             self._flight.popleft()
             done.append((name, rows))
-        return done
+        return done, None
 
     def abandon(self) -> list:
         """Wait for every segment in flight, remove the files of those not committed and
@@ -291,3 +302,15 @@ class AheadCommits:
 
     def close(self) -> None:
         self._pool.shutdown(wait=True)
+
+
+def _uncompressed_nulls(options: dict | None, table) -> dict | None:
+    """``options`` with no compression for the columns that are all null in ``table``:
+    their pages hold nothing but the levels saying so (a few bytes either way), and Arrow
+    makes a compression context for each page it compresses (-0.025 s of CPU per 10M
+    rows of the long layout's five null columns)."""
+    codecs = (options or {}).get("compression")
+    if not isinstance(codecs, dict):
+        return options
+    empty = [c for c in table.column_names if table.column(c).null_count == table.num_rows]
+    return {**options, "compression": {**codecs, **dict.fromkeys(empty, "none")}} if empty else options
