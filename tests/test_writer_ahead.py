@@ -121,3 +121,19 @@ def test_imported_segments_read_with_live_ones_by_plain_duckdb(tmp_path, monkeyp
     rows = duckdb.sql(f"SELECT run_id, count(*) FROM read_parquet('{tmp_path}/store/*.parquet') "
                       "WHERE kind = 'metric' GROUP BY run_id ORDER BY run_id").fetchall()
     assert rows == [("live", 50), ("log", summary.rows)]
+
+
+def test_all_null_columns_written_uncompressed_whatever_the_levels(tmp_path):
+    import pyarrow.parquet as pq
+
+    from rldk.writer._commit import _uncompressed_nulls
+
+    w = _import(tmp_path, "r", ahead=True, tables=4)
+    meta = pq.ParquetFile(tmp_path / w.segments[1]).metadata.row_group(0)
+    codecs = {meta.column(i).path_in_schema: meta.column(i).compression for i in range(meta.num_columns)}
+    assert codecs["text"] == codecs["attrs"] == codecs["ivalue"] == "UNCOMPRESSED"
+    assert codecs["value"] == "ZSTD" and codecs["seq"] == "LZ4"
+    leveled = _uncompressed_nulls({**IMPORT_PARQUET_OPTIONS, "compression_level": {"text": 3, "value": 1}},
+                                  _table(0, 10).append_column("text", pa.nulls(10, pa.string())))
+    assert leveled["compression"]["text"] == "none" and leveled["compression_level"] == {"value": 1}
+    assert _uncompressed_nulls({**IMPORT_PARQUET_OPTIONS, "compression_level": 3}, _table(0, 10))["compression_level"] == 3
