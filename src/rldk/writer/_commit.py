@@ -171,7 +171,8 @@ class CommitMixin:
         self._add(encode_rows(self.run_id, self.rank, "run",
                               [(self._seq, None, time.time(), "end", None, None, None, None, end)]))
         for attempt in range(_FINISH_TRIES):
-            if not self._pending_rows and (self._ahead is None or not self._ahead.count) or self._write_segment():
+            in_flight = self._ahead is not None and self._ahead.count
+            if not (self._pending_rows or in_flight) or self._write_segment():
                 break
             time.sleep(0.1 * (attempt + 1))
         if self._ahead is not None:
