@@ -29,6 +29,7 @@ class EncoderMixin:
         self._max_lag = self.flush_secs / 2
         self._end_detail: dict = {}
         self._fills: dict = {}             # column name -> an array of alike rows (_alike)
+        self._ahead = None                 # segments encoded on worker threads (encode_ahead)
 
     def _loop(self) -> None:
         while True:
