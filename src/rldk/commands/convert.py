@@ -41,10 +41,14 @@ def import_cmd(format_name, path, run_id, strict, field_map, no_crc, fmt, output
 
 
 def _progress(path, fmt):
-    """A rich display on stderr for large inputs (a no-op context otherwise)."""
+    """A rich display on stderr for large inputs when stderr is a terminal (a no-op
+    context otherwise: a log file or a pipe gets no progress, and rich is not imported)."""
     import contextlib
+    import sys
     from pathlib import Path
 
+    if not sys.stderr.isatty():
+        return contextlib.nullcontext(None)
     p = Path(path)
     size = p.stat().st_size if p.is_file() else sum(f.stat().st_size for f in p.rglob("*") if f.is_file())
     if size < _LARGE_BYTES:
