@@ -160,3 +160,17 @@ def test_a_reward_collapse_starts_where_the_slide_to_the_floor_began():
     noisy[150:] = noisy.min()
     event = rules.reward_collapse("reward", np.arange(200), noisy)
     assert event is not None and event.onset == 150
+
+
+@pytest.mark.parametrize("every", [1, 2, 3])
+def test_a_collapse_from_the_first_row_starts_at_the_first_row_that_left_it(every):
+    """A reward that slides from its very first row to its floor has that row as its only
+    level: the onset is the first row of the slide that left it by more than a quarter of
+    the move (not the floor, nor a row picked from a window that is the slide itself),
+    whichever rows of it were logged."""
+    slide = np.array([-0.676, -0.717, -0.844, -0.911, -0.918, -0.944, -0.966, -0.973, -0.998])
+    v = np.r_[slide, np.full(100, -1.0)][::every]
+    steps = np.arange(1, 110)[::every]
+    event = rules.reward_collapse("reward", steps, v)
+    # past the midpoint (-0.838) for good from row 3; row 2 (-0.717) is a wobble of row 1
+    assert event is not None and event.onset == {1: 3, 2: 3, 3: 4}[every]

@@ -303,7 +303,11 @@ def fall_start(r: Regimes, a: int, k: int, up: bool = False, noisy: bool = True)
     a person reads it off the numbers: noise-level wobbles of the plateau before the fall
     are not part of it. When the noise hides where the move began (the band reaches half
     of it), the start is the first regime past the line, or ``k`` itself when ``noisy``
-    is False."""
+    is False. A run that moves from its first row or two (``_moves_at_once``) held no
+    level over MIN_REFERENCE points: that row or two is the level (the onset protocol's
+    prior regime of a run that declines from its first row), and its band, which no
+    noise can be read from, FIRST_ROWS_BAND of the move (the LEVEL_WINDOW points around
+    ``a`` would be the move itself)."""
     sign = -1.0 if up else 1.0
     y = sign * r.y
     held = float(np.median(y[max(0, a - 2):a + 3]))
@@ -312,8 +316,11 @@ def fall_start(r: Regimes, a: int, k: int, up: bool = False, noisy: bool = True)
     if move <= 0 or t <= j:
         return k
     part = r.parts[j]
-    lo, hi = (part.start, part.end) if part.size >= MIN_REFERENCE else (max(0, a - 2), min(a + 3, k))
-    band = BAND * noise_sigma(r.y[lo:hi]) if hi - lo >= MIN_REFERENCE else PLATEAU * move
+    if _moves_at_once(r, j, k):
+        lo, hi, band = part.start, part.end, FIRST_ROWS_BAND * move
+    else:
+        lo, hi = (part.start, part.end) if part.size >= MIN_REFERENCE else (max(0, a - 2), min(a + 3, k))
+        band = BAND * noise_sigma(r.y[lo:hi]) if hi - lo >= MIN_REFERENCE else PLATEAU * move
     if band < move / 2:
         # the move stands out of the noise: it started one point after the last point
         # still inside the band of the level held (or above it) before the series was
@@ -330,6 +337,28 @@ def fall_start(r: Regimes, a: int, k: int, up: bool = False, noisy: bool = True)
     return min(k, r.parts[i].start)          # too noisy to walk back point by point
 
 
+def _moves_at_once(r: Regimes, j: int, k: int) -> bool:
+    """Whether the level held ``parts[j]`` is a first regime of the series shorter than
+    MIN_REFERENCE points that the series leaves at once: each of the next regimes (up to
+    MIN_REFERENCE of them, before point ``k``) further from it than the one before (the
+    onset protocol's prior regime of a run that declines from its first row is that row;
+    a noisy level that PELT cut into short pieces goes back and forth instead)."""
+    if r.parts[j].start != 0 or r.parts[j].size >= MIN_REFERENCE:
+        return False
+    ahead = [p.level for p in r.parts[j + 1:] if p.start < k][:MIN_REFERENCE]
+    if len(ahead) < 2:
+        return False
+    gaps = np.abs(np.asarray(ahead) - r.parts[j].level)
+    return bool(np.all(np.diff(gaps) > 0))
+
+
+#: ``fall_start`` of a run that moves from its first row or two (``_moves_at_once``): the
+#: half-width of the band of that level, as a share of the move. A row or two give no
+#: noise; a point that has not gone half of the way to the midpoint may still be it.
+#: Measured on the tuning half and its cadence variants: PLATEAU (0.1) moves onsets a
+#: row early on thinned logs whose second kept row is a wobble; the midpoint (0.5)
+#: puts slow entropy declines past their protocol window.
+FIRST_ROWS_BAND = 0.25
 #: Share of the points from a crossing to the deepest point that must stay past the
 #: midpoint for the series to be past it "for good" (the onset protocol's 80%).
 PAST_SHARE = 0.8
