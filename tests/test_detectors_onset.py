@@ -174,3 +174,18 @@ def test_a_collapse_from_the_first_row_starts_at_the_first_row_that_left_it(ever
     event = rules.reward_collapse("reward", steps, v)
     # past the midpoint (-0.838) for good from row 3; row 2 (-0.717) is a wobble of row 1
     assert event is not None and event.onset == {1: 3, 2: 3, 3: 4}[every]
+
+
+def test_a_jump_after_a_slow_drift_starts_at_the_jump():
+    """A length that drifts 1000 -> 1800 over 30 rows (healthy growth, under the rule's 3x)
+    and then jumps 5x in one row exploded at the jump, not where the drift began; a noisy
+    length (35-105 row to row) that drops to a tenth in one row collapsed at the drop."""
+    rng = np.random.default_rng(11)
+    drift = np.r_[np.full(10, 1000.0), np.linspace(1000, 1800, 30)] * np.exp(0.04 * rng.standard_normal(40))
+    v = np.r_[drift, 5 * 1800 * np.exp(0.04 * rng.standard_normal(20))]
+    event = rules.length_change("response_length", np.arange(len(v)), v)
+    assert event is not None and event.code == "length_explosion" and event.onset == 40
+    noisy = 70 + 35 * rng.uniform(-1, 1, 150)
+    noisy[100:] *= 0.1
+    event = rules.length_change("response_length", np.arange(150), noisy)
+    assert event is not None and event.code == "length_collapse" and event.onset == 100

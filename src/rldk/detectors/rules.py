@@ -125,7 +125,8 @@ def _fall(code, metric, steps, values, share, severity_share, what) -> Event | N
 def _rise(code, metric, steps, values, factor, what) -> Event | None:
     """The series rises above ``factor`` x the lowest level it held and stays there.
     Onset: the first step of the rise that led there (``fall_start`` upwards, on the log
-    scale), not where it crossed the line (``above_from`` in the evidence)."""
+    scale; a jump after a drift, at the jump), not where it crossed the line (``above_from``
+    in the evidence)."""
     v = np.asarray(values, float)
     if len(v) < 2 * MIN_REFERENCE:
         return None
@@ -141,7 +142,7 @@ def _rise(code, metric, steps, values, factor, what) -> Event | None:
     high = float(np.median(v[crossed:end]))
     if high <= float(np.max(level[:crossed])):
         return None                     # back to (or under) a level it held before: no rise
-    k = fall_start(regimes(steps, v, "nonneg"), trough_at, crossed, up=True)
+    k = fall_start(regimes(steps, v, "nonneg"), trough_at, crossed, up=True, jumps=True)
     return Event(code, metric, int(steps[k]), int(steps[end - 1]), "error",
                  f"{metric} {what} from {ref:.4g} to {high:.4g} from step {int(steps[k])}",
                  {"held": ref, "held_step": int(steps[trough_at]), "now": high, "factor": factor,

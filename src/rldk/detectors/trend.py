@@ -288,7 +288,8 @@ def _after_last_stage(r: Regimes, onset: int, peak: float, n_peak: int) -> int:
     return r.parts[stages[-1] + 1].start
 
 
-def fall_start(r: Regimes, a: int, k: int, up: bool = False, noisy: bool = True) -> int:
+def fall_start(r: Regimes, a: int, k: int, up: bool = False, noisy: bool = True,
+               jumps: bool = False) -> int:
     """The first point of the sustained move that leads from the level held around point
     ``a`` (a peak, or a trough when ``up``) into the state the series is in from point
     ``k`` (``a < k``; indices into ``r.values``): the start of the first regime after ``a``
@@ -307,7 +308,11 @@ def fall_start(r: Regimes, a: int, k: int, up: bool = False, noisy: bool = True)
     level over MIN_REFERENCE points: that row or two is the level (the onset protocol's
     prior regime of a run that declines from its first row), and its band, which no
     noise can be read from, FIRST_ROWS_BAND of the move (the LEVEL_WINDOW points around
-    ``a`` would be the move itself)."""
+    ``a`` would be the move itself). A jump (``jump_start``) into ``k`` is the start when
+    the level held is too noisy to walk back from (a noisy point past the midpoint just
+    before it is no jump), and, with ``jumps``, any jump: a rise after a
+    slow drift started at its jump (the labelled entropy collapses in stages start at
+    their first slide instead, so a fall walks back over a stage the run held)."""
     sign = -1.0 if up else 1.0
     y = sign * r.y
     held = float(np.median(y[max(0, a - 2):a + 3]))
@@ -315,6 +320,9 @@ def fall_start(r: Regimes, a: int, k: int, up: bool = False, noisy: bool = True)
     j, t = _part_at(r, a), _part_at(r, k)
     if move <= 0 or t <= j:
         return k
+    jump = jump_start(r, a, k, up)
+    if jumps and jump is not None:
+        return jump
     part = r.parts[j]
     if _moves_at_once(r, j, k):
         lo, hi, band = part.start, part.end, FIRST_ROWS_BAND * move
@@ -330,11 +338,36 @@ def fall_start(r: Regimes, a: int, k: int, up: bool = False, noisy: bool = True)
         while i > a and y[i] < level - band:
             i -= 1
         return i + 1
+    if jump is not None and jump >= k:
+        return k                             # the state begins with a jump out of the noise
     if not noisy:
         return k                             # ``noisy`` False: no start read off regimes
     line = held - PLATEAU * move
     i = _fall_start(r, j, t, lambda p: sign * p.level < line)
     return min(k, r.parts[i].start)          # too noisy to walk back point by point
+
+
+def jump_start(r: Regimes, a: int, k: int, up: bool = False) -> int | None:
+    """The point where the series jumped into its new state: the first point past the
+    midpoint for good between the level held around point ``a`` and the state from point
+    ``k`` (as in ``fall_start``), when the one logged step into it covers more than half
+    of the whole move (JUMP_SHARE); else None. A slow drift before such a jump is not the
+    move: the onset protocol's step event passes the midpoint in one logged step, and a
+    gradual window ends where the series is past the midpoint for good, so that point is
+    the onset however the drift before it is read."""
+    sign = -1.0 if up else 1.0
+    y = sign * r.y
+    held = float(np.median(y[max(0, a - 2):a + 3]))
+    low = float(np.median(y[k:]))
+    move = held - low
+    if move <= 0 or k <= a + 1:
+        return None
+    c = _past_midpoint(y, a, k, (held + low) / 2)
+    return c if c > a + 1 and y[c - 1] - y[c] > JUMP_SHARE * move else None
+
+
+#: ``jump_start``: share of the whole move that one logged step must cover to be the move.
+JUMP_SHARE = 0.5
 
 
 def _moves_at_once(r: Regimes, j: int, k: int) -> bool:
