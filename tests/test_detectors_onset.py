@@ -189,3 +189,16 @@ def test_a_jump_after_a_slow_drift_starts_at_the_jump():
     noisy[100:] *= 0.1
     event = rules.length_change("response_length", np.arange(150), noisy)
     assert event is not None and event.code == "length_collapse" and event.onset == 100
+
+
+def test_an_entropy_that_collapses_at_its_second_row_is_found_there():
+    """Entropy 0.73 at the first logged row, 1e-3..1e-6 from the second on (a real A2C run
+    logged every third update): the first row is the only level the run held, and the
+    collapse starts at the second row; a first row that the second does not leave for
+    good is no level (a lone outlier)."""
+    rng = np.random.default_rng(12)
+    v = np.r_[0.73, 10 ** rng.uniform(-6, -3, 80)]
+    event = rules.entropy_collapse("entropy", np.arange(81), v)
+    assert event is not None and event.onset == 1
+    healthy = np.r_[0.73, 0.05, 0.5 + 0.05 * rng.standard_normal(79)]
+    assert rules.entropy_collapse("entropy", np.arange(81), healthy) is None

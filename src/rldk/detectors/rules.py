@@ -95,7 +95,8 @@ def _event(code, metric, r: Regimes, k: int, last: int, severity, title, evidenc
 def _fall(code, metric, steps, values, share, severity_share, what) -> Event | None:
     """The series falls below ``share`` x the highest level it held and stays there (to
     the end, or for a stretch of the run); the held level is the highest centred rolling
-    median before it. Onset: the first step of the fall that led there (``fall_start``),
+    median before it (or its first row, when the series falls below the line at its
+    second row and stays). Onset: the first step of the fall that led there (``fall_start``),
     not where it crossed the line (``below_from`` in the evidence). The threshold is a
     ratio, but the start of the fall is placed on the linear scale: a fall to (near) zero
     leaves its held level where it has lost PLATEAU of it, however many decades deep the
@@ -107,9 +108,11 @@ def _fall(code, metric, steps, values, share, severity_share, what) -> Event | N
     level = level_of(v)
     peak_at = int(np.argmax(level))
     ref = float(level[peak_at])
-    if ref <= 0:
-        return None
-    found = state_run(v < share * ref, peak_at + 1)
+    found = state_run(v < share * ref, peak_at + 1) if ref > 0 else None
+    if found is None and v[1] < share * v[0]:
+        # fallen at its second row and for good: the first row is the only level it held
+        peak_at, ref, found = 0, float(v[0]), state_run(v < share * v[0], 1)
+        found = found if found is not None and found[0] == 1 else None
     if found is None:
         return None
     crossed, end = found
