@@ -202,3 +202,15 @@ def test_an_entropy_that_collapses_at_its_second_row_is_found_there():
     assert event is not None and event.onset == 1
     healthy = np.r_[0.73, 0.05, 0.5 + 0.05 * rng.standard_normal(79)]
     assert rules.entropy_collapse("entropy", np.arange(81), healthy) is None
+
+
+def test_a_loss_that_jumps_after_its_drift_crossed_the_line_diverged_at_the_jump():
+    """A TD loss that grows 100x from its lowest level as the returns grow (1e-4 -> 1e-2,
+    crossing the rule's line with dips back under it) and then jumps 1000x in one row
+    diverged at the jump, not where its healthy drift first crossed the line."""
+    rng = np.random.default_rng(13)
+    v = np.r_[np.full(40, 1e-4), np.geomspace(1e-4, 1.5e-2, 60), np.full(40, 1.5e-2)]
+    v = v * np.exp(0.5 * rng.standard_normal(len(v)))
+    v[100:] *= 1000
+    event = rules.loss_divergence("train/loss", np.arange(len(v)), v)
+    assert event is not None and event.onset == 100

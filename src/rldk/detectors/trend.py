@@ -289,7 +289,7 @@ def _after_last_stage(r: Regimes, onset: int, peak: float, n_peak: int) -> int:
 
 
 def fall_start(r: Regimes, a: int, k: int, up: bool = False, noisy: bool = True,
-               jumps: bool = False) -> int:
+               jumps: bool = False, until: int | None = None) -> int:
     """The first point of the sustained move that leads from the level held around point
     ``a`` (a peak, or a trough when ``up``) into the state the series is in from point
     ``k`` (``a < k``; indices into ``r.values``): the start of the first regime after ``a``
@@ -317,12 +317,12 @@ def fall_start(r: Regimes, a: int, k: int, up: bool = False, noisy: bool = True,
     y = sign * r.y
     held = float(np.median(y[max(0, a - 2):a + 3]))
     move = held - float(np.median(y[k:]))
+    jump = jump_start(r, a, k, up, until if jumps else None)
+    if jumps and jump is not None:
+        return jump
     j, t = _part_at(r, a), _part_at(r, k)
     if move <= 0 or t <= j:
         return k
-    jump = jump_start(r, a, k, up)
-    if jumps and jump is not None:
-        return jump
     part = r.parts[j]
     if _moves_at_once(r, j, k):
         lo, hi, band = part.start, part.end, FIRST_ROWS_BAND * move
@@ -347,22 +347,27 @@ def fall_start(r: Regimes, a: int, k: int, up: bool = False, noisy: bool = True,
     return min(k, r.parts[i].start)          # too noisy to walk back point by point
 
 
-def jump_start(r: Regimes, a: int, k: int, up: bool = False) -> int | None:
+def jump_start(r: Regimes, a: int, k: int, up: bool = False, until: int | None = None) -> int | None:
     """The point where the series jumped into its new state: the first point past the
     midpoint for good between the level held around point ``a`` and the state from point
     ``k`` (as in ``fall_start``), when the one logged step into it covers more than half
     of the whole move (JUMP_SHARE); else None. A slow drift before such a jump is not the
     move: the onset protocol's step event passes the midpoint in one logged step, and a
     gradual window ends where the series is past the midpoint for good, so that point is
-    the onset however the drift before it is read."""
+    the onset however the drift before it is read. With ``until`` (the end of the state,
+    exclusive), the jump may lie inside the state: a threshold crossed by a drift that
+    the jump then carries far past it (a TD loss that grows 100x as the returns do)."""
     sign = -1.0 if up else 1.0
     y = sign * r.y
     held = float(np.median(y[max(0, a - 2):a + 3]))
-    low = float(np.median(y[k:]))
+    low = float(np.median(y[k:until]))
     move = held - low
     if move <= 0 or k <= a + 1:
         return None
-    c = _past_midpoint(y, a, k, (held + low) / 2)
+    mid = (held + low) / 2
+    c = _past_midpoint(y, a, k if until is None else until - 1, mid)
+    if c > k and np.any(y[k:c] < mid):
+        return None                     # inside the state, only its first pass of the midpoint
     return c if c > a + 1 and y[c - 1] - y[c] > JUMP_SHARE * move else None
 
 
