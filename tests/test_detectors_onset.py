@@ -214,3 +214,14 @@ def test_a_loss_that_jumps_after_its_drift_crossed_the_line_diverged_at_the_jump
     v[100:] *= 1000
     event = rules.loss_divergence("train/loss", np.arange(len(v)), v)
     assert event is not None and event.onset == 100
+
+
+def test_a_return_whose_points_stay_below_the_line_fell_from_where_it_left_its_level():
+    """A smooth return that slides from its first row (-334, -413, -506, -542, ... -623:
+    a real A2C run logged every third update) has lost half its gain at row 3; its fall
+    began at row 1, the first row that left the only level it held."""
+    v = np.r_[-334.0, -413.3, -505.9, -541.9, -559.7, -571.5, -578.5, -613.3,
+              -623 + 0.5 * np.sin(np.arange(64))]
+    steps = 1500 + 4500 * np.arange(len(v))
+    event = rules.reward_degradation("rollout/ep_rew_mean", steps, v)
+    assert event is not None and event.onset == 6000 and event.evidence["below_from"] == 15000

@@ -217,7 +217,7 @@ def reward_degradation(metric: str, steps, values, points: bool = True) -> Event
     r = regimes(steps, v, "signed")
     d = decline(steps, v, DEGRADATION_SHARE, r)
     if d is None and points:
-        found = _points_below(metric, steps, v, r.sigma)
+        found = _points_below(metric, steps, v, r)
         if found is not None:
             return found
     d = d if d is not None else recovered_decline(steps, v, DEGRADATION_SHARE, r)
@@ -236,12 +236,13 @@ def reward_degradation(metric: str, steps, values, points: bool = True) -> Event
                   "recovered_at": None if d.end is None else int(steps[d.end])})
 
 
-def _points_below(metric: str, steps, v, sigma: float) -> Event | None:
+def _points_below(metric: str, steps, v, r: Regimes) -> Event | None:
     """The points stay below the line (half the gain lost) from some step after the peak
-    to the end. Levels are centred rolling medians (``level_of``): a lone high value of a
+    to the end; the onset is where the fall that led there started (``fall_start`` over
+    the regimes ``r``), the crossing is ``below_from`` in the evidence. Levels are centred rolling medians (``level_of``): a lone high value of a
     noisy reward is not a level the run reached. The gain needs a noise floor: a rise of
     less than 3 standard errors of a level (a median of LEVEL_WINDOW points: 1.2533 sigma
-    / sqrt(LEVEL_WINDOW), ``sigma`` the series' own step-to-step noise) is no gain to lose.
+    / sqrt(LEVEL_WINDOW), sigma the series' own step-to-step noise) is no gain to lose.
 
     This is the rule the level test (``decline``) was added to, kept as it was: on the
     real logs it finds declines of smooth returns that the level test's allowance for
@@ -250,7 +251,7 @@ def _points_below(metric: str, steps, v, sigma: float) -> Event | None:
     peak_at = int(np.argmax(level))
     peak, start = float(level[peak_at]), float(level[0])
     gain = max(peak - start, DEGRADATION_SHARE * abs(peak) if peak_at < MIN_REFERENCE else 0.0)
-    if gain < 3 * 1.2533 * sigma / np.sqrt(LEVEL_WINDOW):
+    if gain < 3 * 1.2533 * r.sigma / np.sqrt(LEVEL_WINDOW):
         return None
     line = peak - DEGRADATION_SHARE * gain
     # sustained: at least a stretch of the run (a warning, not a stop: no need to be early)
@@ -258,13 +259,14 @@ def _points_below(metric: str, steps, v, sigma: float) -> Event | None:
                       min_final=max(MIN_REFERENCE, int(np.ceil(MIN_STRETCH * len(v)))))
     if found is None:
         return None
-    k = found[0]
-    now = float(np.median(v[k:]))
+    k = fall_start(r, peak_at, found[0])
+    now = float(np.median(v[found[0]:]))
     return Event("reward_degradation", metric, int(steps[k]), int(steps[-1]), "warning",
                  f"{metric} fell from {peak:.4g} (step {int(steps[peak_at])}) to {now:.4g} "
                  f"from step {int(steps[k])}",
                  {"peak": peak, "peak_step": int(steps[peak_at]), "start": start, "now": now,
-                  "line": line, "threshold": line, "share": DEGRADATION_SHARE})
+                  "line": line, "threshold": line, "share": DEGRADATION_SHARE,
+                  "below_from": int(steps[found[0]])})
 
 
 def reward_collapse(metric: str, steps, values) -> Event | None:
