@@ -225,3 +225,13 @@ def test_a_return_whose_points_stay_below_the_line_fell_from_where_it_left_its_l
     steps = 1500 + 4500 * np.arange(len(v))
     event = rules.reward_degradation("rollout/ep_rew_mean", steps, v)
     assert event is not None and event.onset == 6000 and event.evidence["below_from"] == 15000
+
+
+def test_a_collapse_that_recovers_is_found_at_a_coarse_cadence():
+    """The cartpole crash (182 -> 10 -> back above 120 in 14 rows) logged every third row:
+    its low stretch is a smooth recovery ramp that PELT cuts into one- and two-point
+    regimes; it is the low values, three in a row below the line, that open it."""
+    steps, values = sb3("sb3_a2c_cartpole_crash_recovery", "rollout/ep_rew_mean")
+    event = rules.reward_degradation("r", steps[::3], values[::3])
+    assert event is not None and 26000 <= event.onset <= 27500
+    assert event.evidence["recovered_at"] is not None

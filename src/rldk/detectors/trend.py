@@ -116,7 +116,9 @@ def recovered_decline(steps, values, share: float, r: Regimes | None = None) -> 
     state that lasts to the end must (a dip of a noisy return that recovers within a tenth
     of the run is a transient; a policy that stays broken for longer is the event the user
     must see), and its drop must pass the same SIGNIFICANCE against the series' own noise
-    and wander as a final decline's."""
+    and wander as a final decline's. The stretch opens with MIN_REFERENCE values below the
+    line (a lone low value is an outlier), not with a regime of as many: a smooth crash and
+    recovery logged at a coarse cadence is cut into regimes of a point or two."""
     r = r if r is not None else regimes(steps, values, "signed")
     held = _held_levels(r)
     if held is None:
@@ -135,7 +137,7 @@ def recovered_decline(steps, values, share: float, r: Regimes | None = None) -> 
 def _recovered_at(r: Regimes, t: int, top, low, best, se, share, need) -> Decline | None:
     """The recovered decline whose low stretch starts with regime ``t``, or None."""
     s = r.parts[t].start
-    if s < 2 * MIN_REFERENCE or r.parts[t].size < MIN_REFERENCE:
+    if s < 2 * MIN_REFERENCE:
         return None
     head = s - MIN_REFERENCE + 1                 # windows that end before the stretch
     peak = float(best[head - 1])
@@ -148,8 +150,8 @@ def _recovered_at(r: Regimes, t: int, top, low, best, se, share, need) -> Declin
     if gain < SIGNIFICANCE * se(n_peak, _window_size(r, s_at), a - s_at):
         return None
     line = peak - share * gain
-    if r.parts[t].level >= line:
-        return None
+    if r.parts[t].level >= line or not np.all(r.values[s:s + MIN_REFERENCE] < line):
+        return None                               # a lone low point opens no stretch
     u = t                                         # the stretch: parts[t:u] (outliers inside)
     while u < len(r.parts) and (r.parts[u].level < line or r.parts[u].size < MIN_REFERENCE):
         u += 1
