@@ -48,7 +48,7 @@ def test_thinning_keeps_every_kth_step_of_each_metric_and_carries_the_truth(benc
 #: last changed; every injection of every healthy log of the half
 INJECTED = {"tune": {"return_collapse": (21, 20), "entropy_collapse": (12, 0), "kl_blowup": (6, 6),
                      "grad_explosion": (10, 10), "loss_divergence": (15, 14), "nan": (21, 21),
-                     "reward_floor": (7, 7), "length_collapse": (7, 7), "length_explosion": (6, 5),
+                     "reward_floor": (7, 7), "length_collapse": (7, 7), "length_explosion": (7, 5),
                      "truncation": (6, 6), "zero_std": (4, 3), "clip_blowup": (13, 13)},
             "report": {"return_collapse": (18, 15), "entropy_collapse": (13, 0), "kl_blowup": (5, 4),
                        "grad_explosion": (8, 7), "loss_divergence": (14, 13), "nan": (20, 20),

@@ -235,3 +235,18 @@ def test_a_collapse_that_recovers_is_found_at_a_coarse_cadence():
     event = rules.reward_degradation("r", steps[::3], values[::3])
     assert event is not None and 26000 <= event.onset <= 27500
     assert event.evidence["recovered_at"] is not None
+
+
+def test_a_noisy_length_that_grows_five_fold_is_an_explosion():
+    """A real GRPO run's noisy mean length (9-122 tokens row to row, tuning half) grown 5x
+    from row 120 on: the rolling levels whose windows already hold grown values are not
+    a level the run held before the rise, which is therefore no return to one."""
+    import json
+    state = json.loads((REAL / "trl_grpo_unlearning_run6" / "trainer_state.json").read_text())
+    rows = [(r["step"], r["completions/mean_length"]) for r in state["log_history"]
+            if "completions/mean_length" in r]
+    steps, v = (np.array(x, dtype=float) for x in zip(*rows))
+    v[120:] *= 5
+    event = rules.length_change("completions/mean_length", steps, v)
+    assert event is not None and event.code == "length_explosion"
+    assert steps[120] <= event.onset <= steps[125]

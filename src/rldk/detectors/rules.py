@@ -143,8 +143,8 @@ def _rise(code, metric, steps, values, factor, what) -> Event | None:
         return None
     crossed, end = found
     high = float(np.median(v[crossed:end]))
-    if high <= float(np.max(level[:crossed])):
-        return None                     # back to (or under) a level it held before: no rise
+    if high <= float(np.max(level[:max(1, crossed - LEVEL_WINDOW // 2)])):
+        return None     # back to (or under) a level held before (windows wholly before it): no rise
     k = fall_start(regimes(steps, v, "nonneg"), trough_at, crossed, up=True, jumps=True, until=end)
     return Event(code, metric, int(steps[k]), int(steps[end - 1]), "error",
                  f"{metric} {what} from {ref:.4g} to {high:.4g} from step {int(steps[k])}",
