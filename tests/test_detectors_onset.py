@@ -250,3 +250,15 @@ def test_a_noisy_length_that_grows_five_fold_is_an_explosion():
     event = rules.length_change("completions/mean_length", steps, v)
     assert event is not None and event.code == "length_explosion"
     assert steps[120] <= event.onset <= steps[125]
+
+
+@pytest.mark.parametrize("every, window", [(1, (3, 6)), (2, (3, 5)), (3, (4, 4))])
+def test_a_kl_that_climbs_from_its_first_row_is_a_blowup_at_any_cadence(every, window):
+    """The staged KL climb (0.83 -> ~17) logged every second or third row: its first row
+    is the only level it held before the climb (the LEVEL_WINDOW points around it are the
+    climb itself), and the climb is 20x that row, from the first logged row of the move."""
+    rng = np.random.default_rng(7)
+    kl = np.r_[0.83, 0.85, 1.32, 2.0, 2.52, 4.38, 7.84, 13.0, 15.7, 16.9 + 0.2 * rng.standard_normal(60)]
+    steps = np.arange(1, len(kl) + 1)
+    event = rules.kl_blowup("actor/reward_kl_penalty", steps[::every], kl[::every])
+    assert event is not None and window[0] <= event.onset <= window[1]

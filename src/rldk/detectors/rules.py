@@ -31,7 +31,13 @@ from rldk.detectors.onsets import (
     state_run,
 )
 from rldk.detectors.regimes import Regimes, regimes
-from rldk.detectors.trend import decline, fall_start, recovered_decline, settled_below
+from rldk.detectors.trend import (
+    decline,
+    fall_start,
+    moves_at_once,
+    recovered_decline,
+    settled_below,
+)
 
 #: Entropy collapse: the entropy stays below this share of the highest level it held.
 #: A fifth: healthy runs lose up to ~75% of their entropy as they learn (the real healthy
@@ -126,7 +132,8 @@ def _fall(code, metric, steps, values, share, severity_share, what) -> Event | N
 
 
 def _rise(code, metric, steps, values, factor, what) -> Event | None:
-    """The series rises above ``factor`` x the lowest level it held and stays there.
+    """The series rises above ``factor`` x the lowest level it held (its first row or two,
+    when it rises from them at once: ``moves_at_once``) and stays there.
     Onset: the first step of the rise that led there (``fall_start`` upwards, on the log
     scale; a jump after a drift, at the jump), not where it crossed the line (``above_from``
     in the evidence)."""
@@ -136,6 +143,9 @@ def _rise(code, metric, steps, values, factor, what) -> Event | None:
     level = level_of(v)
     trough_at = int(np.argmin(level))
     ref = max(float(level[trough_at]), float(np.median(v[:trough_at + 1])))
+    r = regimes(steps, v, "nonneg") if trough_at == 0 and 0 < v[0] < level[0] else None
+    if r is not None and moves_at_once(r, 0, len(v)) and r.parts[0].raw < ref:
+        ref = r.parts[0].raw            # risen from its first row or two: they are its level
     if ref <= 0:
         return None
     found = state_run(v > factor * ref, trough_at + 1) or level_above(v, level, factor)
@@ -145,7 +155,8 @@ def _rise(code, metric, steps, values, factor, what) -> Event | None:
     high = float(np.median(v[crossed:end]))
     if high <= float(np.max(level[:max(1, crossed - LEVEL_WINDOW // 2)])):
         return None     # back to (or under) a level held before (windows wholly before it): no rise
-    k = fall_start(regimes(steps, v, "nonneg"), trough_at, crossed, up=True, jumps=True, until=end)
+    r = r if r is not None else regimes(steps, v, "nonneg")
+    k = fall_start(r, trough_at, crossed, up=True, jumps=True, until=end)
     return Event(code, metric, int(steps[k]), int(steps[end - 1]), "error",
                  f"{metric} {what} from {ref:.4g} to {high:.4g} from step {int(steps[k])}",
                  {"held": ref, "held_step": int(steps[trough_at]), "now": high, "factor": factor,

@@ -306,7 +306,7 @@ def fall_start(r: Regimes, a: int, k: int, up: bool = False, noisy: bool = True,
     a person reads it off the numbers: noise-level wobbles of the plateau before the fall
     are not part of it. When the noise hides where the move began (the band reaches half
     of it), the start is the first regime past the line, or ``k`` itself when ``noisy``
-    is False. A run that moves from its first row or two (``_moves_at_once``) held no
+    is False. A run that moves from its first row or two (``moves_at_once``) held no
     level over MIN_REFERENCE points: that row or two is the level (the onset protocol's
     prior regime of a run that declines from its first row), and its band, which no
     noise can be read from, FIRST_ROWS_BAND of the move (the LEVEL_WINDOW points around
@@ -326,7 +326,7 @@ def fall_start(r: Regimes, a: int, k: int, up: bool = False, noisy: bool = True,
     if move <= 0 or t <= j:
         return k
     part = r.parts[j]
-    if _moves_at_once(r, j, k):
+    if moves_at_once(r, j, k):
         lo, hi, band = part.start, part.end, FIRST_ROWS_BAND * move
     else:
         lo, hi = (part.start, part.end) if part.size >= MIN_REFERENCE else (max(0, a - 2), min(a + 3, k))
@@ -361,7 +361,9 @@ def jump_start(r: Regimes, a: int, k: int, up: bool = False, until: int | None =
     the jump then carries far past it (a TD loss that grows 100x as the returns do)."""
     sign = -1.0 if up else 1.0
     y = sign * r.y
-    held = float(np.median(y[max(0, a - 2):a + 3]))
+    j = _part_at(r, a)
+    # a run that moves from its first row or two: they are its level (``fall_start``)
+    held = sign * r.parts[j].level if moves_at_once(r, j, k) else float(np.median(y[max(0, a - 2):a + 3]))
     low = float(np.median(y[k:until]))
     move = held - low
     if move <= 0 or k <= a + 1:
@@ -377,7 +379,7 @@ def jump_start(r: Regimes, a: int, k: int, up: bool = False, until: int | None =
 JUMP_SHARE = 0.5
 
 
-def _moves_at_once(r: Regimes, j: int, k: int) -> bool:
+def moves_at_once(r: Regimes, j: int, k: int) -> bool:
     """Whether the level held ``parts[j]`` is a first regime of the series shorter than
     MIN_REFERENCE points that the series leaves at once: each of the next regimes (up to
     MIN_REFERENCE of them, before point ``k``) further from it than the one before (the
@@ -392,7 +394,7 @@ def _moves_at_once(r: Regimes, j: int, k: int) -> bool:
     return bool(np.all(np.diff(gaps) > 0))
 
 
-#: ``fall_start`` of a run that moves from its first row or two (``_moves_at_once``): the
+#: ``fall_start`` of a run that moves from its first row or two (``moves_at_once``): the
 #: half-width of the band of that level, as a share of the move. A row or two give no
 #: noise; a point that has not gone half of the way to the midpoint may still be it.
 #: Measured on the tuning half and its cadence variants: PLATEAU (0.1) moves onsets a
