@@ -20,6 +20,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
+from rldk.detectors.moves import fall_start, moves_at_once
 from rldk.detectors.onsets import (
     LEVEL_WINDOW,
     MIN_REFERENCE,
@@ -31,13 +32,7 @@ from rldk.detectors.onsets import (
     state_run,
 )
 from rldk.detectors.regimes import Regimes, regimes
-from rldk.detectors.trend import (
-    decline,
-    fall_start,
-    moves_at_once,
-    recovered_decline,
-    settled_below,
-)
+from rldk.detectors.trend import decline, recovered_decline, settled_below
 
 #: Entropy collapse: the entropy stays below this share of the highest level it held.
 #: A fifth: healthy runs lose up to ~75% of their entropy as they learn (the real healthy
