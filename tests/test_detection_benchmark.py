@@ -70,7 +70,7 @@ def test_no_log_fails_to_import_or_analyze(results):
 #: trl_grpo_verified_reasoner, which its truth lists as ambiguous, and an entropy decline
 #: of 2.45 -> 0.41 nats while the return rose in sb3tb_ppo_plateau, listed as benign);
 #: the seventh batch included
-FLOORS = [("tune", 28 / 28, 14 / 28, 25 / 28, 2), ("report", 17 / 23, 7 / 23, 13 / 23, 2)]
+FLOORS = [("tune", 28 / 28, 14 / 28, 26 / 28, 2), ("report", 17 / 23, 7 / 23, 13 / 23, 2)]
 
 
 @pytest.mark.parametrize("half, found, exact, in_window, exit3", FLOORS)

@@ -160,3 +160,105 @@ def test_a_reward_collapse_starts_where_the_slide_to_the_floor_began():
     noisy[150:] = noisy.min()
     event = rules.reward_collapse("reward", np.arange(200), noisy)
     assert event is not None and event.onset == 150
+
+
+@pytest.mark.parametrize("every", [1, 2, 3])
+def test_a_collapse_from_the_first_row_starts_at_the_first_row_that_left_it(every):
+    """A reward that slides from its very first row to its floor has that row as its only
+    level: the onset is the first row of the slide that left it by more than a quarter of
+    the move (not the floor, nor a row picked from a window that is the slide itself),
+    whichever rows of it were logged."""
+    slide = np.array([-0.676, -0.717, -0.844, -0.911, -0.918, -0.944, -0.966, -0.973, -0.998])
+    v = np.r_[slide, np.full(100, -1.0)][::every]
+    steps = np.arange(1, 110)[::every]
+    event = rules.reward_collapse("reward", steps, v)
+    # past the midpoint (-0.838) for good from row 3; row 2 (-0.717) is a wobble of row 1
+    assert event is not None and event.onset == {1: 3, 2: 3, 3: 4}[every]
+
+
+def test_a_jump_after_a_slow_drift_starts_at_the_jump():
+    """A length that drifts 1000 -> 1800 over 30 rows (healthy growth, under the rule's 3x)
+    and then jumps 5x in one row exploded at the jump, not where the drift began; a noisy
+    length (35-105 row to row) that drops to a tenth in one row collapsed at the drop."""
+    rng = np.random.default_rng(11)
+    drift = np.r_[np.full(10, 1000.0), np.linspace(1000, 1800, 30)] * np.exp(0.04 * rng.standard_normal(40))
+    v = np.r_[drift, 5 * 1800 * np.exp(0.04 * rng.standard_normal(20))]
+    event = rules.length_change("response_length", np.arange(len(v)), v)
+    assert event is not None and event.code == "length_explosion" and event.onset == 40
+    noisy = 70 + 35 * rng.uniform(-1, 1, 150)
+    noisy[100:] *= 0.1
+    event = rules.length_change("response_length", np.arange(150), noisy)
+    assert event is not None and event.code == "length_collapse" and event.onset == 100
+
+
+def test_an_entropy_that_collapses_at_its_second_row_is_found_there():
+    """Entropy 0.73 at the first logged row, 1e-3..1e-6 from the second on (a real A2C run
+    logged every third update): the first row is the only level the run held, and the
+    collapse starts at the second row; a first row that the second does not leave for
+    good is no level (a lone outlier)."""
+    rng = np.random.default_rng(12)
+    v = np.r_[0.73, 10 ** rng.uniform(-6, -3, 80)]
+    event = rules.entropy_collapse("entropy", np.arange(81), v)
+    assert event is not None and event.onset == 1
+    healthy = np.r_[0.73, 0.05, 0.5 + 0.05 * rng.standard_normal(79)]
+    assert rules.entropy_collapse("entropy", np.arange(81), healthy) is None
+
+
+def test_a_loss_that_jumps_after_its_drift_crossed_the_line_diverged_at_the_jump():
+    """A TD loss that grows 100x from its lowest level as the returns grow (1e-4 -> 1e-2,
+    crossing the rule's line with dips back under it) and then jumps 1000x in one row
+    diverged at the jump, not where its healthy drift first crossed the line."""
+    rng = np.random.default_rng(13)
+    v = np.r_[np.full(40, 1e-4), np.geomspace(1e-4, 1.5e-2, 60), np.full(40, 1.5e-2)]
+    v = v * np.exp(0.5 * rng.standard_normal(len(v)))
+    v[100:] *= 1000
+    event = rules.loss_divergence("train/loss", np.arange(len(v)), v)
+    assert event is not None and event.onset == 100
+
+
+def test_a_return_whose_points_stay_below_the_line_fell_from_where_it_left_its_level():
+    """A smooth return that slides from its first row (-334, -413, -506, -542, ... -623:
+    a real A2C run logged every third update) has lost half its gain at row 3; its fall
+    began at row 1, the first row that left the only level it held."""
+    v = np.r_[-334.0, -413.3, -505.9, -541.9, -559.7, -571.5, -578.5, -613.3,
+              -623 + 0.5 * np.sin(np.arange(64))]
+    steps = 1500 + 4500 * np.arange(len(v))
+    event = rules.reward_degradation("rollout/ep_rew_mean", steps, v)
+    assert event is not None and event.onset == 6000 and event.evidence["below_from"] == 15000
+
+
+def test_a_collapse_that_recovers_is_found_at_a_coarse_cadence():
+    """The cartpole crash (182 -> 10 -> back above 120 in 14 rows) logged every third row:
+    its low stretch is a smooth recovery ramp that PELT cuts into one- and two-point
+    regimes; it is the low values, three in a row below the line, that open it."""
+    steps, values = sb3("sb3_a2c_cartpole_crash_recovery", "rollout/ep_rew_mean")
+    event = rules.reward_degradation("r", steps[::3], values[::3])
+    assert event is not None and 26000 <= event.onset <= 27500
+    assert event.evidence["recovered_at"] is not None
+
+
+def test_a_noisy_length_that_grows_five_fold_is_an_explosion():
+    """A real GRPO run's noisy mean length (9-122 tokens row to row, tuning half) grown 5x
+    from row 120 on: the rolling levels whose windows already hold grown values are not
+    a level the run held before the rise, which is therefore no return to one."""
+    import json
+    state = json.loads((REAL / "trl_grpo_unlearning_run6" / "trainer_state.json").read_text())
+    rows = [(r["step"], r["completions/mean_length"]) for r in state["log_history"]
+            if "completions/mean_length" in r]
+    steps, v = (np.array(x, dtype=float) for x in zip(*rows))
+    v[120:] *= 5
+    event = rules.length_change("completions/mean_length", steps, v)
+    assert event is not None and event.code == "length_explosion"
+    assert steps[120] <= event.onset <= steps[125]
+
+
+@pytest.mark.parametrize("every, window", [(1, (3, 6)), (2, (3, 5)), (3, (4, 4))])
+def test_a_kl_that_climbs_from_its_first_row_is_a_blowup_at_any_cadence(every, window):
+    """The staged KL climb (0.83 -> ~17) logged every second or third row: its first row
+    is the only level it held before the climb (the LEVEL_WINDOW points around it are the
+    climb itself), and the climb is 20x that row, from the first logged row of the move."""
+    rng = np.random.default_rng(7)
+    kl = np.r_[0.83, 0.85, 1.32, 2.0, 2.52, 4.38, 7.84, 13.0, 15.7, 16.9 + 0.2 * rng.standard_normal(60)]
+    steps = np.arange(1, len(kl) + 1)
+    event = rules.kl_blowup("actor/reward_kl_penalty", steps[::every], kl[::every])
+    assert event is not None and window[0] <= event.onset <= window[1]

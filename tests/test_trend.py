@@ -52,7 +52,7 @@ def test_a_noisy_decline_that_bounces_above_the_line_is_found_at_its_fall():
     assert d is not None and d.z >= trend.SIGNIFICANCE
     assert 180 <= d.onset <= 200                  # the fall is steps 180-210
     assert (v[d.tail:] > d.line).mean() > 0.05    # points stray above the line: a point rule fails
-    assert rules._points_below("r", t, v, trend.regimes(t, v).sigma) is None
+    assert rules._points_below("r", t, v, trend.regimes(t, v)) is None
 
 
 def test_a_clean_staircase_is_exact():

@@ -10,7 +10,9 @@
   first step is the onset;
 * :mod:`.trend` judges sustained moves of noisy levels (a return that lost what it had
   gained and stays down), with the standard error of a level from the series' own noise
-  and wander, and finds where a fall into a bad state started.
+  and wander;
+* :mod:`.moves` finds where a move into a bad state started: the first point out of the
+  band of the level held before it, or the one logged step that jumped past its midpoint.
 
 Nothing here assumes the start of a run is healthy; nothing imports above
 ``rldk.semantics``.

@@ -20,6 +20,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
+from rldk.detectors.moves import fall_start, moves_at_once
 from rldk.detectors.onsets import (
     LEVEL_WINDOW,
     MIN_REFERENCE,
@@ -31,7 +32,7 @@ from rldk.detectors.onsets import (
     state_run,
 )
 from rldk.detectors.regimes import Regimes, regimes
-from rldk.detectors.trend import decline, fall_start, recovered_decline, settled_below
+from rldk.detectors.trend import decline, recovered_decline, settled_below
 
 #: Entropy collapse: the entropy stays below this share of the highest level it held.
 #: A fifth: healthy runs lose up to ~75% of their entropy as they learn (the real healthy
@@ -95,7 +96,8 @@ def _event(code, metric, r: Regimes, k: int, last: int, severity, title, evidenc
 def _fall(code, metric, steps, values, share, severity_share, what) -> Event | None:
     """The series falls below ``share`` x the highest level it held and stays there (to
     the end, or for a stretch of the run); the held level is the highest centred rolling
-    median before it. Onset: the first step of the fall that led there (``fall_start``),
+    median before it (or its first row, when the series falls below the line at its
+    second row and stays). Onset: the first step of the fall that led there (``fall_start``),
     not where it crossed the line (``below_from`` in the evidence). The threshold is a
     ratio, but the start of the fall is placed on the linear scale: a fall to (near) zero
     leaves its held level where it has lost PLATEAU of it, however many decades deep the
@@ -107,9 +109,11 @@ def _fall(code, metric, steps, values, share, severity_share, what) -> Event | N
     level = level_of(v)
     peak_at = int(np.argmax(level))
     ref = float(level[peak_at])
-    if ref <= 0:
-        return None
-    found = state_run(v < share * ref, peak_at + 1)
+    found = state_run(v < share * ref, peak_at + 1) if ref > 0 else None
+    if found is None and v[1] < share * v[0]:
+        # fallen at its second row and for good: the first row is the only level it held
+        peak_at, ref, found = 0, float(v[0]), state_run(v < share * v[0], 1)
+        found = found if found is not None and found[0] == 1 else None
     if found is None:
         return None
     crossed, end = found
@@ -123,15 +127,20 @@ def _fall(code, metric, steps, values, share, severity_share, what) -> Event | N
 
 
 def _rise(code, metric, steps, values, factor, what) -> Event | None:
-    """The series rises above ``factor`` x the lowest level it held and stays there.
+    """The series rises above ``factor`` x the lowest level it held (its first row or two,
+    when it rises from them at once: ``moves_at_once``) and stays there.
     Onset: the first step of the rise that led there (``fall_start`` upwards, on the log
-    scale), not where it crossed the line (``above_from`` in the evidence)."""
+    scale; a jump after a drift, at the jump), not where it crossed the line (``above_from``
+    in the evidence)."""
     v = np.asarray(values, float)
     if len(v) < 2 * MIN_REFERENCE:
         return None
     level = level_of(v)
     trough_at = int(np.argmin(level))
     ref = max(float(level[trough_at]), float(np.median(v[:trough_at + 1])))
+    r = regimes(steps, v, "nonneg") if trough_at == 0 and 0 < v[0] < level[0] else None
+    if r is not None and moves_at_once(r, 0, len(v)) and r.parts[0].raw < ref:
+        ref = r.parts[0].raw            # risen from its first row or two: they are its level
     if ref <= 0:
         return None
     found = state_run(v > factor * ref, trough_at + 1) or level_above(v, level, factor)
@@ -139,9 +148,10 @@ def _rise(code, metric, steps, values, factor, what) -> Event | None:
         return None
     crossed, end = found
     high = float(np.median(v[crossed:end]))
-    if high <= float(np.max(level[:crossed])):
-        return None                     # back to (or under) a level it held before: no rise
-    k = fall_start(regimes(steps, v, "nonneg"), trough_at, crossed, up=True)
+    if high <= float(np.max(level[:max(1, crossed - LEVEL_WINDOW // 2)])):
+        return None     # back to (or under) a level held before (windows wholly before it): no rise
+    r = r if r is not None else regimes(steps, v, "nonneg")
+    k = fall_start(r, trough_at, crossed, up=True, jumps=True, until=end)
     return Event(code, metric, int(steps[k]), int(steps[end - 1]), "error",
                  f"{metric} {what} from {ref:.4g} to {high:.4g} from step {int(steps[k])}",
                  {"held": ref, "held_step": int(steps[trough_at]), "now": high, "factor": factor,
@@ -213,7 +223,7 @@ def reward_degradation(metric: str, steps, values, points: bool = True) -> Event
     r = regimes(steps, v, "signed")
     d = decline(steps, v, DEGRADATION_SHARE, r)
     if d is None and points:
-        found = _points_below(metric, steps, v, r.sigma)
+        found = _points_below(metric, steps, v, r)
         if found is not None:
             return found
     d = d if d is not None else recovered_decline(steps, v, DEGRADATION_SHARE, r)
@@ -232,12 +242,13 @@ def reward_degradation(metric: str, steps, values, points: bool = True) -> Event
                   "recovered_at": None if d.end is None else int(steps[d.end])})
 
 
-def _points_below(metric: str, steps, v, sigma: float) -> Event | None:
+def _points_below(metric: str, steps, v, r: Regimes) -> Event | None:
     """The points stay below the line (half the gain lost) from some step after the peak
-    to the end. Levels are centred rolling medians (``level_of``): a lone high value of a
+    to the end; the onset is where the fall that led there started (``fall_start`` over
+    the regimes ``r``), the crossing is ``below_from`` in the evidence. Levels are centred rolling medians (``level_of``): a lone high value of a
     noisy reward is not a level the run reached. The gain needs a noise floor: a rise of
     less than 3 standard errors of a level (a median of LEVEL_WINDOW points: 1.2533 sigma
-    / sqrt(LEVEL_WINDOW), ``sigma`` the series' own step-to-step noise) is no gain to lose.
+    / sqrt(LEVEL_WINDOW), sigma the series' own step-to-step noise) is no gain to lose.
 
     This is the rule the level test (``decline``) was added to, kept as it was: on the
     real logs it finds declines of smooth returns that the level test's allowance for
@@ -246,7 +257,7 @@ def _points_below(metric: str, steps, v, sigma: float) -> Event | None:
     peak_at = int(np.argmax(level))
     peak, start = float(level[peak_at]), float(level[0])
     gain = max(peak - start, DEGRADATION_SHARE * abs(peak) if peak_at < MIN_REFERENCE else 0.0)
-    if gain < 3 * 1.2533 * sigma / np.sqrt(LEVEL_WINDOW):
+    if gain < 3 * 1.2533 * r.sigma / np.sqrt(LEVEL_WINDOW):
         return None
     line = peak - DEGRADATION_SHARE * gain
     # sustained: at least a stretch of the run (a warning, not a stop: no need to be early)
@@ -254,13 +265,14 @@ def _points_below(metric: str, steps, v, sigma: float) -> Event | None:
                       min_final=max(MIN_REFERENCE, int(np.ceil(MIN_STRETCH * len(v)))))
     if found is None:
         return None
-    k = found[0]
-    now = float(np.median(v[k:]))
+    k = fall_start(r, peak_at, found[0])
+    now = float(np.median(v[found[0]:]))
     return Event("reward_degradation", metric, int(steps[k]), int(steps[-1]), "warning",
                  f"{metric} fell from {peak:.4g} (step {int(steps[peak_at])}) to {now:.4g} "
                  f"from step {int(steps[k])}",
                  {"peak": peak, "peak_step": int(steps[peak_at]), "start": start, "now": now,
-                  "line": line, "threshold": line, "share": DEGRADATION_SHARE})
+                  "line": line, "threshold": line, "share": DEGRADATION_SHARE,
+                  "below_from": int(steps[found[0]])})
 
 
 def reward_collapse(metric: str, steps, values) -> Event | None:

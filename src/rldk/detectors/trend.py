@@ -75,9 +75,6 @@ PLATEAU = 0.1
 #: and ends at 0.25 lost more than half of it. Only for a positive peak: a return of -100
 #: has no zero to measure a share from.
 HEADLESS_SHARE = 0.5
-#: ``fall_start``: half-width of the band of a held level, in units of the series' noise
-#: (its row-to-row jitter): a point inside it is still at that level.
-BAND = 3.0
 #: ``settled_below``: the quantile of the points before a drop that the new level must be
 #: under (with the lowest level held before).
 LOW_TENTH = 0.1
@@ -116,7 +113,9 @@ def recovered_decline(steps, values, share: float, r: Regimes | None = None) -> 
     state that lasts to the end must (a dip of a noisy return that recovers within a tenth
     of the run is a transient; a policy that stays broken for longer is the event the user
     must see), and its drop must pass the same SIGNIFICANCE against the series' own noise
-    and wander as a final decline's."""
+    and wander as a final decline's. The stretch opens with MIN_REFERENCE values below the
+    line (a lone low value is an outlier), not with a regime of as many: a smooth crash and
+    recovery logged at a coarse cadence is cut into regimes of a point or two."""
     r = r if r is not None else regimes(steps, values, "signed")
     held = _held_levels(r)
     if held is None:
@@ -135,7 +134,7 @@ def recovered_decline(steps, values, share: float, r: Regimes | None = None) -> 
 def _recovered_at(r: Regimes, t: int, top, low, best, se, share, need) -> Decline | None:
     """The recovered decline whose low stretch starts with regime ``t``, or None."""
     s = r.parts[t].start
-    if s < 2 * MIN_REFERENCE or r.parts[t].size < MIN_REFERENCE:
+    if s < 2 * MIN_REFERENCE:
         return None
     head = s - MIN_REFERENCE + 1                 # windows that end before the stretch
     peak = float(best[head - 1])
@@ -148,8 +147,8 @@ def _recovered_at(r: Regimes, t: int, top, low, best, se, share, need) -> Declin
     if gain < SIGNIFICANCE * se(n_peak, _window_size(r, s_at), a - s_at):
         return None
     line = peak - share * gain
-    if r.parts[t].level >= line:
-        return None
+    if r.parts[t].level >= line or not np.all(r.values[s:s + MIN_REFERENCE] < line):
+        return None                               # a lone low point opens no stretch
     u = t                                         # the stretch: parts[t:u] (outliers inside)
     while u < len(r.parts) and (r.parts[u].level < line or r.parts[u].size < MIN_REFERENCE):
         u += 1
@@ -179,7 +178,7 @@ def decline(steps, values, share: float, r: Regimes | None = None) -> Decline | 
     top, low = held
     a = int(np.argmax(top))                      # the peak: first point of its window
     peak = float(top[a])
-    j = _part_at(r, a + MIN_REFERENCE - 1)       # the peak's last regime
+    j = part_at(r, a + MIN_REFERENCE - 1)       # the peak's last regime
     se = level_se(r)
     n_peak = _window_size(r, a)
     if a > 0:
@@ -263,8 +262,8 @@ def _move_start(r: Regimes, a: int, t: int, peak: float, gain: float, se) -> int
     def off(size: int) -> float:          # below this, a level has left the peak
         white = extra * (1.0 / n_peak + 1.0 / max(size, 1))
         return peak - max(plateau, SIGNIFICANCE * float(np.sqrt(se(n_peak, size, s - a) ** 2 + white)))
-    j = _part_at(r, a + MIN_REFERENCE - 1)
-    k = _fall_start(r, j, t, lambda p: p.level < off(p.size))
+    j = part_at(r, a + MIN_REFERENCE - 1)
+    k = first_off(r, j, t, lambda p: p.level < off(p.size))
     onset = _walk_back(r.values, r.parts[k].start, off(1), r.parts[j].start)
     return _after_last_stage(r, onset, peak, n_peak)
 
@@ -277,7 +276,7 @@ def _after_last_stage(r: Regimes, onset: int, peak: float, n_peak: int) -> int:
     state, which starts after it (the onset protocol's prior regime is the level just
     before the move). ``onset`` when there is no such stage."""
     need = max(MIN_TAIL, int(np.ceil(MIN_STRETCH * len(r.values))), n_peak)
-    i = _part_at(r, onset)
+    i = part_at(r, onset)
     held = [p for p in r.parts[i:] if p.size >= MIN_REFERENCE]
     if not held:
         return onset
@@ -286,64 +285,6 @@ def _after_last_stage(r: Regimes, onset: int, peak: float, n_peak: int) -> int:
     if not stages or stages[-1] + 1 >= len(r.parts):
         return onset
     return r.parts[stages[-1] + 1].start
-
-
-def fall_start(r: Regimes, a: int, k: int, up: bool = False, noisy: bool = True) -> int:
-    """The first point of the sustained move that leads from the level held around point
-    ``a`` (a peak, or a trough when ``up``) into the state the series is in from point
-    ``k`` (``a < k``; indices into ``r.values``): the start of the first regime after ``a``
-    that has left the held level by more than PLATEAU of the whole move, from which no
-    later regime is back at it, then walked back over the points already past that line.
-    A threshold rule finds ``k``, where the series crossed its line; this is where it
-    started to go. When the move is larger than the noise (BAND sigma under half of it),
-    that start is the point after the last one before ``k`` that was still inside the
-    band of the held level (the regime around ``a``, or the LEVEL_WINDOW points around it
-    when that regime is shorter than MIN_REFERENCE; sigma their own row-to-row noise; with
-    fewer than MIN_REFERENCE points, which give no noise, PLATEAU of the move), as
-    a person reads it off the numbers: noise-level wobbles of the plateau before the fall
-    are not part of it. When the noise hides where the move began (the band reaches half
-    of it), the start is the first regime past the line, or ``k`` itself when ``noisy``
-    is False."""
-    sign = -1.0 if up else 1.0
-    y = sign * r.y
-    held = float(np.median(y[max(0, a - 2):a + 3]))
-    move = held - float(np.median(y[k:]))
-    j, t = _part_at(r, a), _part_at(r, k)
-    if move <= 0 or t <= j:
-        return k
-    part = r.parts[j]
-    lo, hi = (part.start, part.end) if part.size >= MIN_REFERENCE else (max(0, a - 2), min(a + 3, k))
-    band = BAND * noise_sigma(r.y[lo:hi]) if hi - lo >= MIN_REFERENCE else PLATEAU * move
-    if band < move / 2:
-        # the move stands out of the noise: it started one point after the last point
-        # still inside the band of the level held (or above it) before the series was
-        # past the midpoint for good
-        level = sign * float(np.median(r.y[lo:hi]))
-        i = _past_midpoint(y, a, k, (level + float(np.median(y[k:]))) / 2) - 1
-        while i > a and y[i] < level - band:
-            i -= 1
-        return i + 1
-    if not noisy:
-        return k                             # ``noisy`` False: no start read off regimes
-    line = held - PLATEAU * move
-    i = _fall_start(r, j, t, lambda p: sign * p.level < line)
-    return min(k, r.parts[i].start)          # too noisy to walk back point by point
-
-
-#: Share of the points from a crossing to the deepest point that must stay past the
-#: midpoint for the series to be past it "for good" (the onset protocol's 80%).
-PAST_SHARE = 0.8
-
-
-def _past_midpoint(y: np.ndarray, a: int, k: int, mid: float) -> int:
-    """The first point after ``a`` (at most ``k``) below ``mid`` whose next point is below it
-    too and from which PAST_SHARE of the points to ``k`` stay below it."""
-    below = y[a + 1:k + 1] < mid
-    if len(below) < 2:
-        return k
-    share = np.cumsum(below[::-1])[::-1] / np.arange(len(below), 0, -1)
-    ok = below & np.r_[below[1:], True] & (share >= PAST_SHARE)
-    return a + 1 + int(np.argmax(ok)) if ok.any() else k
 
 
 def _walk_back(v: np.ndarray, k: int, plateau: float, lo: int) -> int:
@@ -376,7 +317,7 @@ def _window_size(r: Regimes, a: int) -> int:
     return max(MIN_REFERENCE, max(r.parts[i].size for i in held.tolist()))
 
 
-def _part_at(r: Regimes, k: int) -> int:
+def part_at(r: Regimes, k: int) -> int:
     """Index of the regime holding point ``k``."""
     return int(np.searchsorted(r.starts, k, side="right") - 1)
 
@@ -398,7 +339,7 @@ def _tail(r: Regimes, j: int, line: float) -> int | None:
     return t if len(r.values) - r.parts[t].start >= need else None
 
 
-def _fall_start(r: Regimes, j: int, t: int, off) -> int:
+def first_off(r: Regimes, j: int, t: int, off) -> int:
     """The first regime after ``j`` (at most ``t``) that is ``off`` the peak from which no
     later held regime is back on it."""
     k = t

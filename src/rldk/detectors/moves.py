@@ -1,0 +1,148 @@
+"""Where a move away from a held level starts: the first logged step of a fall (or rise).
+
+A threshold rule (``rldk.detectors.rules``) finds where a series crossed its line; the
+onset a person reads off the numbers is where it left the level it held before
+(``fall_start``): after the last point inside the band of that level's own noise, or,
+when one logged step carries the series past the midpoint of the move, that step
+(``jump_start``). A run that moves from its first row or two (``moves_at_once``) has
+those rows as its level.
+"""
+from __future__ import annotations
+
+import numpy as np
+
+from rldk.detectors.onsets import MIN_REFERENCE
+from rldk.detectors.regimes import Regimes
+from rldk.detectors.scale import noise_sigma
+from rldk.detectors.trend import PLATEAU, first_off, part_at
+
+#: ``fall_start``: half-width of the band of a held level, in units of the series' noise
+#: (its row-to-row jitter): a point inside it is still at that level.
+BAND = 3.0
+
+
+def fall_start(r: Regimes, a: int, k: int, up: bool = False, noisy: bool = True,
+               jumps: bool = False, until: int | None = None) -> int:
+    """The first point of the sustained move that leads from the level held around point
+    ``a`` (a peak, or a trough when ``up``) into the state the series is in from point
+    ``k`` (``a < k``; indices into ``r.values``): the start of the first regime after ``a``
+    that has left the held level by more than PLATEAU of the whole move, from which no
+    later regime is back at it, then walked back over the points already past that line.
+    A threshold rule finds ``k``, where the series crossed its line; this is where it
+    started to go. When the move is larger than the noise (BAND sigma under half of it),
+    that start is the point after the last one before ``k`` that was still inside the
+    band of the held level (the regime around ``a``, or the LEVEL_WINDOW points around it
+    when that regime is shorter than MIN_REFERENCE; sigma their own row-to-row noise; with
+    fewer than MIN_REFERENCE points, which give no noise, PLATEAU of the move), as
+    a person reads it off the numbers: noise-level wobbles of the plateau before the fall
+    are not part of it. When the noise hides where the move began (the band reaches half
+    of it), the start is the first regime past the line, or ``k`` itself when ``noisy``
+    is False. A run that moves from its first row or two (``moves_at_once``) held no
+    level over MIN_REFERENCE points: that row or two is the level (the onset protocol's
+    prior regime of a run that declines from its first row), and its band, which no
+    noise can be read from, FIRST_ROWS_BAND of the move (the LEVEL_WINDOW points around
+    ``a`` would be the move itself). A jump (``jump_start``) into ``k`` is the start when
+    the level held is too noisy to walk back from (a noisy point past the midpoint just
+    before it is no jump), and, with ``jumps``, any jump: a rise after a
+    slow drift started at its jump (the labelled entropy collapses in stages start at
+    their first slide instead, so a fall walks back over a stage the run held)."""
+    sign = -1.0 if up else 1.0
+    y = sign * r.y
+    held = float(np.median(y[max(0, a - 2):a + 3]))
+    move = held - float(np.median(y[k:]))
+    jump = jump_start(r, a, k, up, until if jumps else None)
+    if jumps and jump is not None:
+        return jump
+    j, t = part_at(r, a), part_at(r, k)
+    if move <= 0 or t <= j:
+        return k
+    part = r.parts[j]
+    if moves_at_once(r, j, k):
+        lo, hi, band = part.start, part.end, FIRST_ROWS_BAND * move
+    else:
+        lo, hi = (part.start, part.end) if part.size >= MIN_REFERENCE else (max(0, a - 2), min(a + 3, k))
+        band = BAND * noise_sigma(r.y[lo:hi]) if hi - lo >= MIN_REFERENCE else PLATEAU * move
+    if band < move / 2:
+        # the move stands out of the noise: it started one point after the last point
+        # still inside the band of the level held (or above it) before the series was
+        # past the midpoint for good
+        level = sign * float(np.median(r.y[lo:hi]))
+        i = _past_midpoint(y, a, k, (level + float(np.median(y[k:]))) / 2) - 1
+        while i > a and y[i] < level - band:
+            i -= 1
+        return i + 1
+    if jump is not None and jump >= k:
+        return k                             # the state begins with a jump out of the noise
+    if not noisy:
+        return k                             # ``noisy`` False: no start read off regimes
+    line = held - PLATEAU * move
+    i = first_off(r, j, t, lambda p: sign * p.level < line)
+    return min(k, r.parts[i].start)          # too noisy to walk back point by point
+
+
+def jump_start(r: Regimes, a: int, k: int, up: bool = False, until: int | None = None) -> int | None:
+    """The point where the series jumped into its new state: the first point past the
+    midpoint for good between the level held around point ``a`` and the state from point
+    ``k`` (as in ``fall_start``), when the one logged step into it covers more than half
+    of the whole move (JUMP_SHARE); else None. A slow drift before such a jump is not the
+    move: the onset protocol's step event passes the midpoint in one logged step, and a
+    gradual window ends where the series is past the midpoint for good, so that point is
+    the onset however the drift before it is read. With ``until`` (the end of the state,
+    exclusive), the jump may lie inside the state: a threshold crossed by a drift that
+    the jump then carries far past it (a TD loss that grows 100x as the returns do)."""
+    sign = -1.0 if up else 1.0
+    y = sign * r.y
+    j = part_at(r, a)
+    # a run that moves from its first row or two: they are its level (``fall_start``)
+    held = sign * r.parts[j].level if moves_at_once(r, j, k) else float(np.median(y[max(0, a - 2):a + 3]))
+    low = float(np.median(y[k:until]))
+    move = held - low
+    if move <= 0 or k <= a + 1:
+        return None
+    mid = (held + low) / 2
+    c = _past_midpoint(y, a, k if until is None else until - 1, mid)
+    if c > k and np.any(y[k:c] < mid):
+        return None                     # inside the state, only its first pass of the midpoint
+    return c if c > a + 1 and y[c - 1] - y[c] > JUMP_SHARE * move else None
+
+
+#: ``jump_start``: share of the whole move that one logged step must cover to be the move.
+JUMP_SHARE = 0.5
+
+
+def moves_at_once(r: Regimes, j: int, k: int) -> bool:
+    """Whether the level held ``parts[j]`` is a first regime of the series shorter than
+    MIN_REFERENCE points that the series leaves at once: each of the next regimes (up to
+    MIN_REFERENCE of them, before point ``k``) further from it than the one before (the
+    onset protocol's prior regime of a run that declines from its first row is that row;
+    a noisy level that PELT cut into short pieces goes back and forth instead)."""
+    if r.parts[j].start != 0 or r.parts[j].size >= MIN_REFERENCE:
+        return False
+    ahead = [p.level for p in r.parts[j + 1:] if p.start < k][:MIN_REFERENCE]
+    if len(ahead) < 2:
+        return False
+    gaps = np.abs(np.asarray(ahead) - r.parts[j].level)
+    return bool(np.all(np.diff(gaps) > 0))
+
+
+#: ``fall_start`` of a run that moves from its first row or two (``moves_at_once``): the
+#: half-width of the band of that level, as a share of the move. A row or two give no
+#: noise; a point that has not gone half of the way to the midpoint may still be it.
+#: Measured on the tuning half and its cadence variants: PLATEAU (0.1) moves onsets a
+#: row early on thinned logs whose second kept row is a wobble; the midpoint (0.5)
+#: puts slow entropy declines past their protocol window.
+FIRST_ROWS_BAND = 0.25
+#: Share of the points from a crossing to the deepest point that must stay past the
+#: midpoint for the series to be past it "for good" (the onset protocol's 80%).
+PAST_SHARE = 0.8
+
+
+def _past_midpoint(y: np.ndarray, a: int, k: int, mid: float) -> int:
+    """The first point after ``a`` (at most ``k``) below ``mid`` whose next point is below it
+    too and from which PAST_SHARE of the points to ``k`` stay below it."""
+    below = y[a + 1:k + 1] < mid
+    if len(below) < 2:
+        return k
+    share = np.cumsum(below[::-1])[::-1] / np.arange(len(below), 0, -1)
+    ok = below & np.r_[below[1:], True] & (share >= PAST_SHARE)
+    return a + 1 + int(np.argmax(ok)) if ok.any() else k
