@@ -63,8 +63,10 @@ def test_failures_injected_into_healthy_logs_are_found_at_their_step(bench, half
     assert [c.error for c in cases if c.error] == []
     for name, (found, exact) in INJECTED[half].items():
         mine = [c for c in cases if c.injection == name]
-        assert sum(c.found for c in mine) >= found, (name, [(c.log, c.reported, c.onset) for c in mine])
-        assert sum(bool(c.exact) for c in mine) >= exact, (name, [(c.log, c.reported, c.onset) for c in mine])
+        got = (sum(c.found for c in mine), sum(bool(c.exact) for c in mine))
+        # the report half is held out: its failures name counts, never a log
+        detail = [(c.log, c.reported, c.onset) for c in mine] if half == "tune" else "counts only"
+        assert got[0] >= found and got[1] >= exact, (name, got, (found, exact), detail)
 
 
 def test_an_injection_writes_the_failure_from_the_onset_on(bench):
