@@ -130,12 +130,13 @@ def _from_summaries(store) -> Catalog | None:
     through DuckDB (``_series.DUCKDB_ROWS``, ``DUCKDB_NAMES``)."""
     from concurrent.futures import ThreadPoolExecutor
 
-    runs = _summarized_runs(store)
-    if runs is None:
+    found = _summarized_runs(store)
+    if found is None:
         return None
-    with_starts = [f for f in store.files if "run" in _file_kinds(store.footers[f])]
+    runs, with_starts = found
+    sql_file = dict(zip(store.files, store.sql_files))
     with ThreadPoolExecutor(max_workers=2) as pool:
-        starts = pool.submit(_query_files, [dict(zip(store.files, store.sql_files))[f] for f in with_starts],
+        starts = pool.submit(_query_files, [sql_file[f] for f in with_starts],
                              with_starts, STARTS_SQL) if with_starts else None
         indexes = {run_id: pool.submit(read_indexed, Source(store, run_id), sorted(run["names"]), True)
                    for run_id, run in runs.items()}
@@ -149,19 +150,24 @@ def _from_summaries(store) -> Catalog | None:
                    {run_id: frozenset(run["names"]) for run_id, run in runs.items() if run["names"]})
 
 
-def _summarized_runs(store) -> dict[str, dict] | None:
+def _summarized_runs(store) -> tuple[dict[str, dict], list[str]] | None:
     """Per run id, ``{"names", "kinds", "rank", "rows"}`` from the summaries of the files
-    of ``store``, or None when they cannot stand in for a scan (see ``_from_summaries``)."""
+    of ``store``, and the files that hold run events; None when the summaries cannot
+    stand in for a scan (see ``_from_summaries``)."""
     from rldk.core.fs import is_remote
 
     runs: dict[str, dict] = {}
+    with_runs: list[str] = []
     readable = getattr(store, "readable", lambda f: f)
     for path in store.files:
         footer = store.footers.get(path)
         raw = footer.meta.get(run_summary.KEY) if footer is not None else None
         if raw is None or is_remote(readable(path)):
             return None
-        for run_id, part in json.loads(raw)["runs"].items():
+        parts = json.loads(raw)["runs"]
+        if any("run" in part["kinds"] for part in parts.values()):
+            with_runs.append(path)
+        for run_id, part in parts.items():
             run = runs.setdefault(run_id, {"names": set(), "kinds": set(), "ranks": set(), "rows": 0})
             run["names"].update(part["names"])
             run["kinds"].update(part["kinds"])
@@ -174,17 +180,13 @@ def _summarized_runs(store) -> dict[str, dict] | None:
                 or None in run["kinds"] or run["rows"] > DUCKDB_ROWS or len(run["names"]) > DUCKDB_NAMES):
             return None
         run["rank"] = run.pop("ranks").pop()
-    return runs
+    return runs, with_runs
 
 
 #: A store of at most this many events is read whole by the catalog (its series then stay
 #: in the series loader's cache: 16 bytes a row).
 SUMMARIZED_ROWS = 8_000_000
 
-
-def _file_kinds(footer) -> set:
-    """The event kinds a file's summary lists."""
-    return {k for part in json.loads(footer.meta[run_summary.KEY])["runs"].values() for k in part["kinds"]}
 
 
 def _catalog_rows(store) -> list[tuple]:
