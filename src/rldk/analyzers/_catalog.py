@@ -188,7 +188,6 @@ def _summarized_runs(store) -> tuple[dict[str, dict], list[str]] | None:
 SUMMARIZED_ROWS = 8_000_000
 
 
-
 def _catalog_rows(store) -> list[tuple]:
     """CATALOG_SQL's rows over the store: files without null values through NUMERIC_SQL
     (or NAMES_SQL), the others through CATALOG_SQL, rows of the same group from all merged."""
