@@ -3,6 +3,7 @@
     python benchmarks/injection.py                   # the tuning half's healthy logs
     python benchmarks/injection.py --half report     # the report half: totals only
     python benchmarks/injection.py --log <short_name> -v
+    python benchmarks/injection.py --at 0.15         # early failures (0.6 of the rows by default)
 
 The labelled events of ``detection.py`` are few and their onsets are judgement calls. A
 healthy real log with a failure written into it has the noise, cadence and shape of a
@@ -149,7 +150,7 @@ def robustness_store(entry: dict):
     return ingest(str(target), adapter=detection.FORMATS.get(entry["format"]), **options)
 
 
-def inject(store, metric: str, injection: str):
+def inject(store, metric: str, injection: str, at: float = ONSET_SHARE):
     """The store's events with ``injection`` written into ``metric`` (a pyarrow Table) and
     the onset step, or None when the series does not take it."""
     import pyarrow as pa
@@ -168,20 +169,20 @@ def inject(store, metric: str, injection: str):
     rows, values, steps = rows[finite], values[finite], steps[finite]
     if len(values) < 12 or not APPLIES.get(injection, lambda v: True)(values):
         return None
-    k = int(ONSET_SHARE * len(values))
+    k = max(1, int(at * len(values)))
     new = table["value"].to_numpy(zero_copy_only=False).astype(float).copy()
     new[rows[k:]] = sign * INJECTIONS[injection][2](values, k)
     column = table.schema.get_field_index("value")
     return table.set_column(column, "value", pa.array(new, mask=np.isnan(new) & (injection != "nan"))), int(steps[k])
 
 
-def score(case: Case, entry: dict, workdir: Path, store) -> Case:
+def score(case: Case, entry: dict, workdir: Path, store, at: float = ONSET_SHARE) -> Case:
     import pyarrow.parquet as pq
 
     from rldk.analyzers.suite import analyze
     from rldk.data import open_input
 
-    made = inject(store, case.metric, case.injection)
+    made = inject(store, case.metric, case.injection, at)
     if made is None:
         return None
     table, case.onset = made
@@ -202,7 +203,8 @@ def score(case: Case, entry: dict, workdir: Path, store) -> Case:
     return case
 
 
-def run(half: str, only_log: str | None = None, only_injection: str | None = None) -> list[Case]:
+def run(half: str, only_log: str | None = None, only_injection: str | None = None,
+        at: float = ONSET_SHARE) -> list[Case]:
     from rldk import semantics
 
     out = []
@@ -215,7 +217,7 @@ def run(half: str, only_log: str | None = None, only_injection: str | None = Non
                 for injection, metric, store in cases_of(name, entry, only_injection):
                     case = Case(name, injection, metric, -1)
                     try:
-                        case = score(case, entry, Path(tmp) / name / injection, store)
+                        case = score(case, entry, Path(tmp) / name / injection, store, at)
                     except Exception as exc:              # counted as not found, with why
                         case.error = f"{type(exc).__name__}: {exc}"
                     if case is not None:
@@ -243,10 +245,15 @@ def main(argv=None) -> int:
     parser.add_argument("--half", choices=["tune", "report"], default="tune")
     parser.add_argument("--log", default=None, help="Only this healthy log (tuning half).")
     parser.add_argument("--injection", choices=list(INJECTIONS), default=None)
+    parser.add_argument("--at", type=float, default=ONSET_SHARE,
+                        help="Inject from the row at this share of the metric's rows (default 0.6; "
+                             "0.1-0.2 puts the failure where round 1's baselines assumed health).")
     parser.add_argument("-v", "--verbose", action="store_true", help="Per-case lines (tuning half only).")
     args = parser.parse_args(argv)
     start = time.perf_counter()
-    cases = run(args.half, args.log, args.injection)
+    if not 0.0 < args.at < 1.0:
+        parser.error("--at must be between 0 and 1")
+    cases = run(args.half, args.log, args.injection, args.at)
     if args.half == "tune" and args.verbose:
         for c in cases:
             mark = "exact" if c.exact else "found" if c.found and c.exact is None else "late " if c.found else "MISS "

@@ -162,15 +162,25 @@ def state_run(bad: np.ndarray, lo: int = 0, final: bool = False,
     to the end of the series (at least ``min_final`` points: a state seen at one or two
     points is not yet a state) or, unless ``final``, for MIN_STRETCH of it; excursions
     out of the state of at most MAX_EXCURSION points stay inside the run, and at most
-    STRAY of its points may be out. ``k`` is a point in the state (the onset)."""
+    STRAY of its points may be out. ``k`` is a point in the state (the onset) whose next
+    point is in it too: a lone point in the state followed by an excursion is noise
+    before the state, not its first step (the onset protocol's "whose next row is past
+    the midpoint too", benchmarks/data/real/README.md)."""
     bad = np.asarray(bad, dtype=bool)
     n = len(bad)
     need = max(MIN_REFERENCE, int(np.ceil(MIN_STRETCH * n)))
     for k, end in _runs(bad, lo):
         lasts = (end == n and end - k >= min_final) or (not final and end - k >= need)
         if lasts and np.mean(~bad[k:end]) <= STRAY:
-            return k, end
+            return _paired(bad, k, end), end
     return None
+
+
+def _paired(bad: np.ndarray, k: int, end: int) -> int:
+    """The first point of ``bad[k:end]`` whose next point is in the state too (``k`` when
+    no two consecutive points are)."""
+    pairs = bad[k:end - 1] & bad[k + 1:end]
+    return k + int(np.argmax(pairs)) if pairs.any() else k
 
 
 def _runs(bad: np.ndarray, lo: int):

@@ -142,7 +142,13 @@ def _rise(code, metric, steps, values, factor, what) -> Event | None:
     if r is not None and moves_at_once(r, 0, len(v)) and r.parts[0].raw < ref:
         ref = r.parts[0].raw            # risen from its first row or two: they are its level
     if ref <= 0:
-        return None
+        # a level of exactly zero (a KL at the first step, where the policy is the
+        # reference) is no scale for a ratio: the lowest positive level it held is
+        positive = np.flatnonzero(level > 0)
+        if not len(positive):
+            return None
+        trough_at = int(positive[np.argmin(level[positive])])
+        ref = float(level[trough_at])
     found = state_run(v > factor * ref, trough_at + 1) or level_above(v, level, factor)
     if found is None:
         return None
@@ -187,9 +193,14 @@ def high_ratio(code: str, metric: str, steps, values, high: float, what: str) ->
     often, its rolling level (``level_of``) is judged instead."""
     v = np.clip(np.asarray(values, float), 0, 1)
     # the points, or (a ratio over few groups jumps by whole groups) its rolling level
-    found = state_run(v >= high, 0, final=True) or state_run(level_of(v) >= high, 0, final=True)
+    found = state_run(v >= high, 0, final=True)
     if found is None:
-        return None
+        found = state_run(level_of(v) >= high, 0, final=True)
+        if found is None:
+            return None
+        # a centred level rises a point or two before the points do: the state's first
+        # step is its first point that is itself at or above the line
+        found = (found[0] + int(np.argmax(v[found[0]:found[1]] >= high)), found[1])
     k, end = found
     level = float(np.median(v[k:end]))
     before = float(np.median(v[:k])) if k > 0 else None
@@ -293,7 +304,9 @@ def reward_collapse(metric: str, steps, values) -> Event | None:
     at = np.abs(v - floor) <= 1e-9 * max(1.0, abs(floor))
     share = np.cumsum(at[::-1])[::-1] / np.arange(n, 0, -1)
     need = max(MIN_REFERENCE, int(np.ceil(0.1 * n)))
-    ok = at & (share >= FLOOR_SHARE) & (np.arange(n) <= n - need)
+    # from a value at the floor whose next value is there too (a reward that touches its
+    # lowest value once is not yet at its floor)
+    ok = at & np.append(at[1:], True) & (share >= FLOOR_SHARE) & (np.arange(n) <= n - need)
     if not ok.any():
         return None
     k = int(np.argmax(ok))

@@ -33,7 +33,9 @@ def _zero_std_finding(ctx: Context, steps, shares, source, flagged, overall) -> 
     p = ctx.params
     at_or_above = shares >= p.zero_std_share
     bad = steps[at_or_above]
-    first = flagged[0]["first_step"] if flagged else int(bad[0])
+    # the first step at or above the line (in the first flagged window): where the
+    # problem shows, not where the window that averaged it happens to begin
+    first = int(bad[bad >= flagged[0]["first_step"]][0]) if flagged else int(bad[0])
     last = flagged[-1]["last_step"] if flagged else int(bad[-1])
     ctx.find("zero_std_groups", "error" if overall >= 0.9 else "warning",
              f"{overall:.0%} of GRPO groups have identical rewards on average ({source}); "

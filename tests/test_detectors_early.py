@@ -1,0 +1,54 @@
+"""Onsets of failures early in a run, where its own noise sits right before them (issue #14).
+
+``benchmarks/injection.py --at 0.15`` writes each failure into the tuning half's healthy
+logs at 15% of the run: a lone noisy point in the state just before the failure, a
+reward that touched its lowest value once, a centred level that rises two points before
+the points do, and a KL that starts at exactly zero moved onsets early or hid the
+failure. Synthetic cases with exact answers, shaped as those logs are.
+"""
+from __future__ import annotations
+
+import numpy as np
+
+from rldk.detectors import rules
+from rldk.detectors.onsets import state_run
+
+
+def test_a_lone_point_in_the_state_before_it_is_not_its_onset():
+    bad = np.zeros(100, bool)
+    bad[[5, 9]] = True            # noise: points in the state, each followed by an excursion
+    bad[12:] = True
+    assert state_run(bad, 0, final=True) == (12, 100)      # 9 joins the run; 12 is its onset
+
+
+def test_a_zero_std_share_of_few_groups_starts_at_its_first_point_in_the_state():
+    # a share over one group per step is 0 or 1; from step 31 on it is mostly 1, with
+    # zeros scattered in it (more than the points rule allows): judged on its level
+    v = np.zeros(200)
+    v[[1, 5, 6, 9, 10, 16, 24, 27]] = 1.0
+    v[30:] = 1.0
+    v[[52, 70, 71, 90, 120, 121, 150, 151, 170, 185, 186, 190]] = 0.0
+    event = rules.high_ratio("zero_std_onset", "frac_reward_zero_std", np.arange(1, 201), v, 0.5, "x")
+    assert event.onset == 31
+
+
+def test_a_reward_that_touched_its_floor_once_collapses_where_it_stays_there():
+    rng = np.random.default_rng(3)
+    v = rng.uniform(0.1, 0.8, 150)
+    v[8] = 0.01                   # the lowest value, once
+    v[22:] = 0.01                 # the floor from the 23rd step on
+    event = rules.reward_collapse("reward", np.arange(1, 151), v)
+    assert event is not None and event.onset == 23 and event.evidence["at_floor_from"] == 23
+
+
+def test_a_kl_that_starts_at_exactly_zero_still_has_a_level_to_blow_up_from():
+    rng = np.random.default_rng(4)
+    v = np.concatenate([[0.0], 1e-5 * np.exp(rng.normal(0, 0.3, 36)), 2.0 * np.exp(rng.normal(0, 0.3, 213))])
+    event = rules.kl_blowup("kl", np.arange(1, 251), v)
+    assert event is not None and event.onset == 38
+
+
+def test_a_healthy_kl_that_grows_from_zero_stays_quiet():
+    rng = np.random.default_rng(5)
+    v = np.concatenate([[0.0], np.geomspace(1e-5, 0.05, 199) * np.exp(rng.normal(0, 0.3, 199))])
+    assert rules.kl_blowup("kl", np.arange(1, 201), v) is None
