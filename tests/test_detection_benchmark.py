@@ -66,11 +66,12 @@ def test_no_log_fails_to_import_or_analyze(results):
 
 #: measured shares (found, exact onset on the original label, onset within the protocol
 #: window) and healthy logs exiting 3, per half, when the detectors were last changed
-#: (tune: 2 healthy logs exit 3: four single-row KL spikes of 66-197 nats in
-#: trl_grpo_verified_reasoner, which its truth lists as ambiguous, and an entropy decline
-#: of 2.45 -> 0.41 nats while the return rose in sb3tb_ppo_plateau, listed as benign);
-#: the seventh batch included
-FLOORS = [("tune", 28 / 28, 14 / 28, 26 / 28, 2), ("report", 17 / 23, 7 / 23, 13 / 23, 2)]
+#: (tune: 3 healthy logs exit 3: four single-row KL spikes of 66-197 nats in
+#: trl_grpo_verified_reasoner, which its truth lists as ambiguous; an entropy decline
+#: of 2.45 -> 0.41 nats while the return rose in sb3tb_ppo_plateau, and one of 1.10 ->
+#: 0.03 while MountainCar was solved in sb2_ppo2_mountaincar_learning, both listed as
+#: benign); the eighth batch included
+FLOORS = [("tune", 31 / 31, 14 / 31, 28 / 31, 3), ("report", 18 / 24, 8 / 24, 13 / 24, 2)]
 
 
 @pytest.mark.parametrize("half, found, exact, in_window, exit3", FLOORS)

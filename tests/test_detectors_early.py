@@ -52,3 +52,15 @@ def test_a_healthy_kl_that_grows_from_zero_stays_quiet():
     rng = np.random.default_rng(5)
     v = np.concatenate([[0.0], np.geomspace(1e-5, 0.05, 199) * np.exp(rng.normal(0, 0.3, 199))])
     assert rules.kl_blowup("kl", np.arange(1, 201), v) is None
+
+
+def test_a_clip_fraction_that_rises_as_the_clip_range_is_decayed_is_the_schedule():
+    steps = np.arange(0, 2_000_000, 16384)
+    clip_range = 0.4 * (1 - steps / 2_000_000)                  # rl-zoo's lin_0.4
+    fraction = np.clip(0.2 + 0.35 * np.maximum(0, steps / 2_000_000 - 0.55) / 0.1, 0, 0.99)
+    schedule = rules.clip_ratio_blowup("train/clip_fraction", steps, fraction, (steps, clip_range))
+    assert schedule is not None and schedule.severity == "info"
+    fixed = rules.clip_ratio_blowup("train/clip_fraction", steps, fraction, (steps, np.full(len(steps), 0.2)))
+    assert fixed.severity == "warning" and fixed.onset == schedule.onset
+    early = np.where(steps >= 300_000, 0.6, 0.2)               # at 85% of the range: a blow-up
+    assert rules.clip_ratio_blowup("train/clip_fraction", steps, early, (steps, clip_range)).severity == "warning"

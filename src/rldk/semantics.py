@@ -141,6 +141,10 @@ QUANTITIES: tuple[Quantity, ...] = (
        ["clip_ratio/region_mean", "clip_ratio", "policy/clipfrac_avg", "actor/pg_clipfrac", "clip_fraction",
         "losses/clipfrac", "ppo/policy/clipfrac", "policy_clip_frac"],
        "fraction of tokens whose PPO ratio was clipped", rules=["clip_ratio_high"]),
+    _q("clip_range", "nonneg", "none",
+       ["clip_range", "cliprange", "clip_param"],
+       "PPO clip range epsilon (rl-zoo schedules decay it): the clip fraction counts ratios "
+       "outside 1 +- epsilon, so it rises as epsilon shrinks"),
     _q("zero_std_frac", "ratio", "up",
        ["frac_reward_zero_std"],
        "fraction of GRPO groups whose rewards all tie (no learning signal)",

@@ -52,6 +52,10 @@ FLOOR_SHARE = 0.8
 ZERO_STD_HIGH = 0.5
 TRUNCATION_HIGH = 0.5
 CLIP_HIGH = 0.3
+#: A clip range (PPO's epsilon) at or under this share of the widest range before a
+#: clip-fraction rise explains the rise: half the range clips the ratios between the two
+#: bounds too.
+CLIP_RANGE_SHRINK = 0.5
 #: KL to the reference: a regime above this many nats, at least KL_JUMP times the level
 #: before it. Healthy GRPO/PPO runs stay below ~0.1-0.3 nats (the real fixtures: 0.05).
 KL_HIGH = 1.0
@@ -499,6 +503,29 @@ def eval_degradation(metric: str, steps, values) -> Event | None:
     return reward_degradation(metric, steps, values, points=False)
 
 
+def clip_ratio_blowup(metric: str, steps, values, partner=None) -> Event | None:
+    """The clip fraction enters a state at or above CLIP_HIGH and stays (``high_ratio``).
+    The fraction counts the ratios outside 1 +- epsilon, the clip range: where the run
+    logs a clip range (``partner``) that was, at the onset, decayed to CLIP_RANGE_SHRINK or
+    less of the widest range before it (rl-zoo's ``lin_`` schedules), the rise is the
+    schedule's doing, reported as info."""
+    event = high_ratio("clip_ratio_blowup", metric, steps, values, CLIP_HIGH, "PPO clip fraction")
+    if event is None or partner is None:
+        return event
+    c_steps, c_values = np.asarray(partner[0]), np.asarray(partner[1], float)
+    at = np.flatnonzero(c_steps >= event.onset)
+    if not len(at):
+        return event
+    was = float(np.max(c_values[:at[0] + 1]))           # the widest range before the onset
+    now = float(c_values[at[0]])                          # the range the state began with
+    if not was > 0 or now > CLIP_RANGE_SHRINK * was:
+        return event
+    return Event(**{**event.__dict__, "severity": "info",
+                    "title": f"{event.title}, as the clip range was decayed from {was:.3g} to {now:.3g} "
+                             "(a schedule: a smaller range clips more ratios)",
+                    "evidence": {**event.evidence, "clip_range_before": was, "clip_range_at_onset": now}})
+
+
 def _ratio_rule(code: str, high: float, what: str):
     def rule(metric, steps, values):
         return high_ratio(code, metric, steps, values, high, what)
@@ -509,7 +536,7 @@ def _ratio_rule(code: str, high: float, what: str):
 #: quantity -> the rules that read its evaluation series (``eval/...`` names), when not RULES'.
 EVAL_RULES = {"episode_return": (eval_degradation,)}
 #: quantity -> the quantity its rules judge it against (passed as ``partner``).
-PAIRED = {"value_loss": "episode_return"}
+PAIRED = {"value_loss": "episode_return", "clip_ratio": "clip_range"}
 #: quantity -> the rules that read it, in order.
 RULES = {
     "entropy": (entropy_collapse,),
@@ -524,5 +551,5 @@ RULES = {
     "dpo_accuracy": (reward_collapse,),
     "zero_std_frac": (_ratio_rule("zero_std_onset", ZERO_STD_HIGH, "share of zero-std reward groups"),),
     "truncation_ratio": (_ratio_rule("truncation_onset", TRUNCATION_HIGH, "share of truncated responses"),),
-    "clip_ratio": (_ratio_rule("clip_ratio_blowup", CLIP_HIGH, "PPO clip fraction"),),
+    "clip_ratio": (clip_ratio_blowup,),
 }

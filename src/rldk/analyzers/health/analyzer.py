@@ -72,7 +72,7 @@ RULES: tuple[Rule, ...] = (
     ) if q.removeprefix(EVAL) in onset_rules.RULES),
 )
 #: Every quantity some rule reads (loaded once per run).
-WANTED = sorted({c for rule in RULES for c in rule.reads})
+WANTED = sorted({c for rule in RULES for c in rule.reads} | set(onset_rules.PAIRED.values()))
 
 
 class HealthAnalyzer(Analyzer):
