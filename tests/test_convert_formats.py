@@ -215,6 +215,19 @@ def test_openrlhf_tensorboard_is_detected_and_names_resolve(tmp_path):
     assert run.metric("eval/reward").rows() == [(5, 4.5)]
 
 
+def test_sb3_tensorboard_with_a_critic_loss_is_not_openrlhf(tmp_path):
+    from torch.utils.tensorboard import SummaryWriter
+
+    w = SummaryWriter(str(tmp_path / "logs" / "TD3_1"))          # SB3's TD3/SAC/TQC tags
+    for step in range(1, 4):
+        w.add_scalar("train/critic_loss", 0.5 / step, 1000 * step)
+        w.add_scalar("train/actor_loss", -1.0 * step, 1000 * step)
+        w.add_scalar("rollout/ep_rew_mean", 10.0 * step, 1000 * step)
+        w.add_scalar("time/fps", 300.0, 1000 * step)
+    w.close()
+    assert detect_format(tmp_path / "logs") == "tensorboard"
+
+
 # ------------------------------------------------------------------ wandb offline
 def test_wandb_offline_run(tmp_path, monkeypatch, wait_for_wandb_exit):
     wandb = pytest.importorskip("wandb")

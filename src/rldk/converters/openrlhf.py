@@ -26,10 +26,16 @@ SIGNATURE = frozenset(("train/policy_loss", "train/actor_lr", "train/critic_loss
                        "train/policy_entropy", "train/chosen_reward", "train/reject_reward"))
 
 
+#: Tags of Stable-Baselines3's logger: its SAC/TD3/TQC write ``train/critic_loss`` too.
+SB3_TAGS = frozenset(("time/fps", "train/n_updates", "rollout/ep_rew_mean", "rollout/ep_len_mean"))
+
+
 def detect(path) -> bool:
-    """True when the first TensorBoard event file under ``path`` has OpenRLHF tags."""
+    """True when the first TensorBoard event file under ``path`` has OpenRLHF tags and
+    none of Stable-Baselines3's."""
     files = tensorboard.event_files(path, limit=1)
-    return bool(files) and bool(first_tags(files[0]) & SIGNATURE)
+    tags = first_tags(files[0]) if files else set()
+    return bool(tags & SIGNATURE) and not tags & SB3_TAGS
 
 
 def first_tags(file: Path, max_bytes: int = 1 << 20) -> set[str]:

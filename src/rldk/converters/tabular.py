@@ -28,7 +28,8 @@ from rldk.core.errors import UsageError
 class FieldMapError(UsageError, ValueError):
     """A malformed ``--field-map`` (a usage error; a ValueError for older callers)."""
 
-STEP_FIELDS = ("step", "global_step", "iteration", "_step", "timestep", "time/total_timesteps", "current_steps")
+STEP_FIELDS = ("step", "global_step", "iteration", "_step", "timestep", "time/total_timesteps", "current_steps",
+               "total_timesteps", "misc/total_timesteps")
 TIME_FIELDS = ("wall_time", "timestamp", "_timestamp")
 TEXT_FIELDS = ("response", "completion")
 CHUNK_ROWS = 16_384
