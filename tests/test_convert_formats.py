@@ -327,6 +327,18 @@ def test_sb3_monitor_csv(tmp_path):
     (run,) = ingest(f, store_dir=tmp_path / "s").runs()
     assert run.metric("episode/reward").rows() == [(10, 10.0), (35, 25.0)]
     assert run.metric("episode/length").rows() == [(10, 10.0), (35, 25.0)]
+    # what SB3's logger reports from the same episodes: the mean of the last 100
+    assert run.metric("rollout/ep_rew_mean").rows() == [(10, 10.0), (35, 17.5)]
+
+
+def test_sb3_monitor_means_cover_the_last_hundred_episodes(tmp_path):
+    f = tmp_path / "0.monitor.csv"
+    rows = "".join(f"{float(i)},1,{i}.0\n" for i in range(150))
+    f.write_text('#{"t_start": 0.0, "env_id": "X"}\nr,l,t\n' + rows)
+    (run,) = ingest(f, store_dir=tmp_path / "s").runs()
+    means = [v for _, v in run.metric("rollout/ep_rew_mean").rows()]
+    assert means[99] == pytest.approx(49.5) and means[149] == pytest.approx(99.5)   # episodes 50-149
+    assert [v for _, v in run.metric("rollout/ep_len_mean").rows()][-1] == 1.0
 
 
 def test_mlflow_sqlite_backend(tmp_path):

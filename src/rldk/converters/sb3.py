@@ -9,7 +9,9 @@
 - ``monitor.csv``: a ``#{"t_start": ..., "env_id": ...}`` line, then ``r,l,t`` per
   finished episode. Stored as metrics ``episode/reward`` and ``episode/length`` at
   step = the cumulative environment steps at the end of the episode, wall time =
-  ``t_start + t``.
+  ``t_start + t``; with them, at each episode's end, the means SB3's logger reports
+  over its last 100 episodes, ``rollout/ep_rew_mean`` and ``rollout/ep_len_mean``
+  (derived, and said so in the run's import event).
 
 How the run ended is "unknown" (neither file holds the planned ``total_timesteps``);
 its seconds are the last ``time/time_elapsed`` of progress.csv, the last episode's
@@ -125,8 +127,38 @@ def _read_monitor(file: Path) -> RunData:
         for name, value in (("episode/reward", reward), ("episode/length", float(length))):
             steps.append(total), names.append(name), values.append(value), walls.append(t_start + t)
     check_rows(file, len(steps), skipped)
-    return RunData(key=file.stem, source=str(file), tables=[metric_table(steps, names, values, walls)],
-                   skipped=skipped, meta={"monitor": info, **facts("unknown", f"monitor.csv: {_UNPLANNED}", last_t)})
+    tables = [metric_table(steps, names, values, walls)]
+    if steps:
+        tables.append(_episode_means(steps, names, values, walls))
+    return RunData(key=file.stem, source=str(file), tables=tables, skipped=skipped,
+                   meta={"monitor": info, "derived": _DERIVED,
+                         **facts("unknown", f"monitor.csv: {_UNPLANNED}", last_t)})
+
+
+#: What SB3's logger reports from the same episodes: the mean over its episode buffer
+#: (the last EPISODE_WINDOW episodes) as ``rollout/ep_rew_mean`` / ``rollout/ep_len_mean``.
+EPISODE_WINDOW = 100
+_DERIVED = {"rollout/ep_rew_mean": f"mean of episode/reward over the last {EPISODE_WINDOW} episodes",
+            "rollout/ep_len_mean": f"mean of episode/length over the last {EPISODE_WINDOW} episodes"}
+
+
+def _episode_means(steps: list, names: list, values: list, walls: list):
+    """The trailing means SB3's logger would report, at each episode's end: the numbers
+    an SB3 user reads (a single episode's return is too noisy to judge a run by)."""
+    import numpy as np
+
+    out_steps, out_names, out_values, out_walls = [], [], [], []
+    for name, derived in (("episode/reward", "rollout/ep_rew_mean"), ("episode/length", "rollout/ep_len_mean")):
+        rows = [i for i, n in enumerate(names) if n == name]
+        v = np.asarray([values[i] for i in rows], float)
+        total = np.cumsum(np.r_[0.0, v])
+        count = np.minimum(np.arange(1, len(v) + 1), EPISODE_WINDOW)
+        means = (total[1:] - total[np.arange(1, len(v) + 1) - count]) / count
+        out_steps += [steps[i] for i in rows]
+        out_names += [derived] * len(rows)
+        out_values += means.tolist()
+        out_walls += [walls[i] for i in rows]
+    return metric_table(out_steps, out_names, out_values, out_walls)
 
 
 def convert(path, target, run_id=None, strict: bool = False, **options):
