@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from rldk.detectors import rules
+from rldk.detectors import ratios, rules
 from rldk.detectors.onsets import state_run
 
 
@@ -28,7 +28,7 @@ def test_a_zero_std_share_of_few_groups_starts_at_its_first_point_in_the_state()
     v[[1, 5, 6, 9, 10, 16, 24, 27]] = 1.0
     v[30:] = 1.0
     v[[52, 70, 71, 90, 120, 121, 150, 151, 170, 185, 186, 190]] = 0.0
-    event = rules.high_ratio("zero_std_onset", "frac_reward_zero_std", np.arange(1, 201), v, 0.5, "x")
+    event = ratios.high_ratio("zero_std_onset", "frac_reward_zero_std", np.arange(1, 201), v, 0.5, "x")
     assert event.onset == 31
 
 
@@ -58,9 +58,9 @@ def test_a_clip_fraction_that_rises_as_the_clip_range_is_decayed_is_the_schedule
     steps = np.arange(0, 2_000_000, 16384)
     clip_range = 0.4 * (1 - steps / 2_000_000)                  # rl-zoo's lin_0.4
     fraction = np.clip(0.2 + 0.35 * np.maximum(0, steps / 2_000_000 - 0.55) / 0.1, 0, 0.99)
-    schedule = rules.clip_ratio_blowup("train/clip_fraction", steps, fraction, (steps, clip_range))
+    schedule = ratios.clip_ratio_blowup("train/clip_fraction", steps, fraction, (steps, clip_range))
     assert schedule is not None and schedule.severity == "info"
-    fixed = rules.clip_ratio_blowup("train/clip_fraction", steps, fraction, (steps, np.full(len(steps), 0.2)))
+    fixed = ratios.clip_ratio_blowup("train/clip_fraction", steps, fraction, (steps, np.full(len(steps), 0.2)))
     assert fixed.severity == "warning" and fixed.onset == schedule.onset
     early = np.where(steps >= 300_000, 0.6, 0.2)               # at 85% of the range: a blow-up
-    assert rules.clip_ratio_blowup("train/clip_fraction", steps, early, (steps, clip_range)).severity == "warning"
+    assert ratios.clip_ratio_blowup("train/clip_fraction", steps, early, (steps, clip_range)).severity == "warning"

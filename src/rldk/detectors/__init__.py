@@ -12,7 +12,9 @@
   gained and stays down), with the standard error of a level from the series' own noise
   and wander;
 * :mod:`.moves` finds where a move into a bad state started: the first point out of the
-  band of the level held before it, or the one logged step that jumped past its midpoint.
+  band of the level held before it, or the one logged step that jumped past its midpoint;
+* :mod:`.rules` and :mod:`.ratios` say what a regime change of each quantity means
+  (an :class:`~.event.Event` from its onset step, with its evidence).
 
 Nothing here assumes the start of a run is healthy; nothing imports above
 ``rldk.semantics``.

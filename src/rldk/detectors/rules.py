@@ -16,10 +16,9 @@ from the series' own noise.
 """
 from __future__ import annotations
 
-from dataclasses import dataclass, field
-
 import numpy as np
 
+from rldk.detectors.event import Event
 from rldk.detectors.moves import fall_start, moves_at_once
 from rldk.detectors.onsets import (
     LEVEL_WINDOW,
@@ -30,6 +29,12 @@ from rldk.detectors.onsets import (
     level_of,
     onset_in,
     state_run,
+)
+from rldk.detectors.ratios import (
+    TRUNCATION_HIGH,
+    ZERO_STD_HIGH,
+    clip_ratio_blowup,
+    ratio_rule,
 )
 from rldk.detectors.regimes import Regimes, regimes
 from rldk.detectors.trend import decline, recovered_decline, settled_below
@@ -46,16 +51,6 @@ LENGTH_FACTOR = 3.0
 DEGRADATION_SHARE = 0.5
 #: Reward collapse: share of the values from the onset on that sit exactly at the floor.
 FLOOR_SHARE = 0.8
-#: Ratios (zero-std groups, truncation, clip fraction): a stretch at or above this level.
-#: Half of the groups without reward variance, half of the responses cut, a third of the
-#: tokens clipped (PPO's clip fraction is 0.05-0.2 in healthy runs of every framework's docs).
-ZERO_STD_HIGH = 0.5
-TRUNCATION_HIGH = 0.5
-CLIP_HIGH = 0.3
-#: A clip range (PPO's epsilon) at or under this share of the widest range before a
-#: clip-fraction rise explains the rise: half the range clips the ratios between the two
-#: bounds too.
-CLIP_RANGE_SHRINK = 0.5
 #: KL to the reference: a regime above this many nats, at least KL_JUMP times the level
 #: before it. Healthy GRPO/PPO runs stay below ~0.1-0.3 nats (the real fixtures: 0.05).
 KL_HIGH = 1.0
@@ -76,21 +71,6 @@ LOSS_JUMP = 100.0
 #: (biosearch 0.5 -> 37 as the return rises; flappy bursts to 4894 with the return's
 #: bursts), so the return, not the size, tells the two apart.
 VALUE_JUMP = 10.0
-
-
-@dataclass(frozen=True)
-class Event:
-    """A detected change of regime: ``code`` (the event), the ``metric`` as logged,
-    ``onset`` (first step of the new state) and ``last`` step, ``severity``, a one-line
-    ``title`` and the ``evidence`` (levels, steps, thresholds)."""
-
-    code: str
-    metric: str
-    onset: int
-    last: int
-    severity: str
-    title: str
-    evidence: dict = field(default_factory=dict)
 
 
 def _event(code, metric, r: Regimes, k: int, last: int, severity, title, evidence) -> Event:
@@ -187,32 +167,6 @@ def length_change(metric: str, steps, values) -> Event | None:
     if fall is not None:
         return Event(**{**fall.__dict__, "severity": "error"})
     return _rise("length_explosion", metric, steps, values, LENGTH_FACTOR, "grew")
-
-
-def high_ratio(code: str, metric: str, steps, values, high: float, what: str) -> Event | None:
-    """A ratio quantity enters a state at or above ``high`` and stays to the end of the run
-    (from the first step counts: no part of the run is assumed healthy). A stretch that
-    the run leaves again is a transient of a rate, not a state it is stuck in. A ratio
-    over a few groups moves by whole groups: when its points stray out of the state too
-    often, its rolling level (``level_of``) is judged instead."""
-    v = np.clip(np.asarray(values, float), 0, 1)
-    # the points, or (a ratio over few groups jumps by whole groups) its rolling level
-    found = state_run(v >= high, 0, final=True)
-    if found is None:
-        found = state_run(level_of(v) >= high, 0, final=True)
-        if found is None:
-            return None
-        # a centred level rises a point or two before the points do: the state's first
-        # step is its first point that is itself at or above the line
-        found = (found[0] + int(np.argmax(v[found[0]:found[1]] >= high)), found[1])
-    k, end = found
-    level = float(np.median(v[k:end]))
-    before = float(np.median(v[:k])) if k > 0 else None
-    title = (f"{what} at {level:.2f} from step {int(steps[k])}"
-             + (f" (was {before:.2f})" if before is not None else " (from the first step)"))
-    return Event(code, metric, int(steps[k]), int(steps[end - 1]), "warning", title,
-                 {"level": level, "before": before, "threshold": high,
-                  "share_at_or_above": float(np.mean(v[k:end] >= high))})
 
 
 def reward_degradation(metric: str, steps, values, points: bool = True) -> Event | None:
@@ -503,36 +457,6 @@ def eval_degradation(metric: str, steps, values) -> Event | None:
     return reward_degradation(metric, steps, values, points=False)
 
 
-def clip_ratio_blowup(metric: str, steps, values, partner=None) -> Event | None:
-    """The clip fraction enters a state at or above CLIP_HIGH and stays (``high_ratio``).
-    The fraction counts the ratios outside 1 +- epsilon, the clip range: where the run
-    logs a clip range (``partner``) that was, at the onset, decayed to CLIP_RANGE_SHRINK or
-    less of the widest range before it (rl-zoo's ``lin_`` schedules), the rise is the
-    schedule's doing, reported as info."""
-    event = high_ratio("clip_ratio_blowup", metric, steps, values, CLIP_HIGH, "PPO clip fraction")
-    if event is None or partner is None:
-        return event
-    c_steps, c_values = np.asarray(partner[0]), np.asarray(partner[1], float)
-    at = np.flatnonzero(c_steps >= event.onset)
-    if not len(at):
-        return event
-    was = float(np.max(c_values[:at[0] + 1]))           # the widest range before the onset
-    now = float(c_values[at[0]])                          # the range the state began with
-    if not was > 0 or now > CLIP_RANGE_SHRINK * was:
-        return event
-    return Event(**{**event.__dict__, "severity": "info",
-                    "title": f"{event.title}, as the clip range was decayed from {was:.3g} to {now:.3g} "
-                             "(a schedule: a smaller range clips more ratios)",
-                    "evidence": {**event.evidence, "clip_range_before": was, "clip_range_at_onset": now}})
-
-
-def _ratio_rule(code: str, high: float, what: str):
-    def rule(metric, steps, values):
-        return high_ratio(code, metric, steps, values, high, what)
-    rule.__name__ = code
-    return rule
-
-
 #: quantity -> the rules that read its evaluation series (``eval/...`` names), when not RULES'.
 EVAL_RULES = {"episode_return": (eval_degradation,)}
 #: quantity -> the quantity its rules judge it against (passed as ``partner``).
@@ -549,7 +473,7 @@ RULES = {
     "loss": (loss_divergence,),
     "value_loss": (value_loss_divergence,),
     "dpo_accuracy": (reward_collapse,),
-    "zero_std_frac": (_ratio_rule("zero_std_onset", ZERO_STD_HIGH, "share of zero-std reward groups"),),
-    "truncation_ratio": (_ratio_rule("truncation_onset", TRUNCATION_HIGH, "share of truncated responses"),),
+    "zero_std_frac": (ratio_rule("zero_std_onset", ZERO_STD_HIGH, "share of zero-std reward groups"),),
+    "truncation_ratio": (ratio_rule("truncation_onset", TRUNCATION_HIGH, "share of truncated responses"),),
     "clip_ratio": (clip_ratio_blowup,),
 }
