@@ -331,6 +331,14 @@ def test_sb3_monitor_csv(tmp_path):
     assert run.metric("rollout/ep_rew_mean").rows() == [(10, 10.0), (35, 17.5)]
 
 
+def test_openai_baselines_monitor_header_is_read(tmp_path):
+    f = tmp_path / "0.monitor.csv"          # Baselines writes '# {json} ' (a space, a trailing space)
+    f.write_text('# {"t_start": 1700000000.0, "env_id": "Hopper-v2"} \nr,l,t\n10.0,10,0.5\n25.0,25,1.25\n')
+    assert detect_format(f) == "sb3"
+    (run,) = ingest(f, store_dir=tmp_path / "s").runs()
+    assert run.metric("episode/reward").rows() == [(10, 10.0), (35, 25.0)]
+
+
 def test_sb3_monitor_means_cover_the_last_hundred_episodes(tmp_path):
     f = tmp_path / "0.monitor.csv"
     rows = "".join(f"{float(i)},1,{i}.0\n" for i in range(150))

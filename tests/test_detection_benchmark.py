@@ -70,8 +70,8 @@ def test_no_log_fails_to_import_or_analyze(results):
 #: trl_grpo_verified_reasoner, which its truth lists as ambiguous; an entropy decline
 #: of 2.45 -> 0.41 nats while the return rose in sb3tb_ppo_plateau, and one of 1.10 ->
 #: 0.03 while MountainCar was solved in sb2_ppo2_mountaincar_learning, both listed as
-#: benign); the eighth and ninth batches included
-FLOORS = [("tune", 33 / 33, 14 / 33, 29 / 33, 3), ("report", 18 / 26, 8 / 26, 13 / 26, 2)]
+#: benign); the eighth to tenth batches included
+FLOORS = [("tune", 35 / 35, 14 / 35, 29 / 35, 3), ("report", 19 / 27, 8 / 27, 13 / 27, 2)]
 
 
 @pytest.mark.parametrize("half, found, exact, in_window, exit3", FLOORS)

@@ -19,9 +19,9 @@ def bench(tmp_path_factory):
 
 #: (half, variant): found, within the protocol window (shares of the events scored),
 #: healthy logs exiting 3
-FLOORS = {("tune", "every2"): (32 / 33, 29 / 33, 4), ("tune", "every3"): (32 / 33, 26 / 33, 2),
-          ("tune", "late"): (17 / 17, 13 / 17, 2), ("report", "every2"): (19 / 26, 11 / 26, 1),
-          ("report", "every3"): (18 / 26, 12 / 26, 1), ("report", "late"): (12 / 18, 8 / 18, 1)}
+FLOORS = {("tune", "every2"): (34 / 35, 30 / 35, 4), ("tune", "every3"): (34 / 35, 28 / 35, 2),
+          ("tune", "late"): (19 / 19, 13 / 19, 2), ("report", "every2"): (20 / 27, 12 / 27, 1),
+          ("report", "every3"): (19 / 27, 13 / 27, 1), ("report", "late"): (13 / 19, 9 / 19, 1)}
 
 
 @pytest.mark.parametrize("half, variant", sorted(FLOORS))
@@ -46,11 +46,11 @@ def test_thinning_keeps_every_kth_step_of_each_metric_and_carries_the_truth(benc
 
 #: half -> (injection -> (found, exact of the timed cases)) as measured when the detectors
 #: last changed; every injection of every healthy log of the half
-INJECTED = {"tune": {"return_collapse": (25, 24), "entropy_collapse": (14, 0), "kl_blowup": (6, 6),
+INJECTED = {"tune": {"return_collapse": (27, 26), "entropy_collapse": (14, 0), "kl_blowup": (6, 6),
                      "grad_explosion": (10, 10), "loss_divergence": (16, 15), "nan": (23, 23),
                      "reward_floor": (7, 7), "length_collapse": (7, 7), "length_explosion": (7, 5),
                      "truncation": (6, 6), "zero_std": (4, 4), "clip_blowup": (14, 14)},
-            "report": {"return_collapse": (20, 17), "entropy_collapse": (13, 0), "kl_blowup": (5, 4),
+            "report": {"return_collapse": (21, 18), "entropy_collapse": (13, 0), "kl_blowup": (5, 4),
                        "grad_explosion": (8, 7), "loss_divergence": (15, 14), "nan": (20, 20),
                        "reward_floor": (7, 7), "length_collapse": (7, 5), "length_explosion": (7, 6),
                        "truncation": (6, 5), "zero_std": (3, 3), "clip_blowup": (13, 13)}}

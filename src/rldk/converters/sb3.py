@@ -60,7 +60,8 @@ def _kind(path: Path) -> str | None:
             first = f.readline(65536).decode("utf-8", errors="replace").strip()
     except OSError:
         return None
-    if path.name.endswith("monitor.csv") and first.startswith("#{"):
+    # SB3 writes '#{"t_start": ...}'; OpenAI Baselines' Monitor '# {"t_start": ...} '
+    if path.name.endswith("monitor.csv") and first.startswith("#") and first[1:].lstrip().startswith("{"):
         return "monitor"
     if path.name == "progress.csv" and any(c.startswith(_SB3_PREFIXES) for c in first.split(",")):
         return "progress"
