@@ -129,8 +129,8 @@ def _read_monitor(file: Path) -> RunData:
             steps.append(total), names.append(name), values.append(value), walls.append(t_start + t)
     check_rows(file, len(steps), skipped)
     tables = [metric_table(steps, names, values, walls)]
-    if steps:
-        tables.append(_episode_means(steps, names, values, walls))
+    if steps:       # each episode appended its reward, then its length
+        tables.append(_episode_means(steps[::2], values[::2], values[1::2], walls[::2]))
     return RunData(key=file.stem, source=str(file), tables=tables, skipped=skipped,
                    meta={"monitor": info, "derived": _DERIVED,
                          **facts("unknown", f"monitor.csv: {_UNPLANNED}", last_t)})
@@ -143,23 +143,19 @@ _DERIVED = {"rollout/ep_rew_mean": f"mean of episode/reward over the last {EPISO
             "rollout/ep_len_mean": f"mean of episode/length over the last {EPISODE_WINDOW} episodes"}
 
 
-def _episode_means(steps: list, names: list, values: list, walls: list):
+def _episode_means(steps: list, rewards: list, lengths: list, walls: list):
     """The trailing means SB3's logger would report, at each episode's end: the numbers
     an SB3 user reads (a single episode's return is too noisy to judge a run by)."""
     import numpy as np
 
-    out_steps, out_names, out_values, out_walls = [], [], [], []
-    for name, derived in (("episode/reward", "rollout/ep_rew_mean"), ("episode/length", "rollout/ep_len_mean")):
-        rows = [i for i, n in enumerate(names) if n == name]
-        v = np.asarray([values[i] for i in rows], float)
-        total = np.cumsum(np.r_[0.0, v])
-        count = np.minimum(np.arange(1, len(v) + 1), EPISODE_WINDOW)
-        means = (total[1:] - total[np.arange(1, len(v) + 1) - count]) / count
-        out_steps += [steps[i] for i in rows]
-        out_names += [derived] * len(rows)
-        out_values += means.tolist()
-        out_walls += [walls[i] for i in rows]
-    return metric_table(out_steps, out_names, out_values, out_walls)
+    n = len(steps)
+    count = np.minimum(np.arange(1, n + 1), EPISODE_WINDOW)
+    out = []
+    for episodes in (rewards, lengths):
+        total = np.cumsum(np.r_[0.0, np.asarray(episodes, float)])
+        out.append((total[1:] - total[np.arange(1, n + 1) - count]) / count)
+    names = ["rollout/ep_rew_mean"] * n + ["rollout/ep_len_mean"] * n
+    return metric_table(steps * 2, names, np.concatenate(out).tolist(), walls * 2)
 
 
 def convert(path, target, run_id=None, strict: bool = False, **options):
