@@ -87,6 +87,24 @@ def test_metric_map_makes_a_custom_name_the_kl(my_kl_store):
     assert kl["value"].to_list()[19:21] == [0.01, 0.5]
 
 
+def test_metric_map_after_the_command_name(tmp_path):
+    """``rldk analyze runs/ --metric-map map.json``: where a user types it, after the command."""
+    with EventWriter(tmp_path / "s", "b", capture_env=False) as w:
+        for step in range(40):
+            w.log(step, {"my/kl": (0.01 if step < 20 else 5.0) * (1 + 0.1 * (step % 3)), "loss": 1.0})
+    (tmp_path / "map.json").write_text(json.dumps({"kl_to_ref": ["my/kl"]}))
+    args = ["analyze", str(tmp_path / "s"), "--no-plots", "--format", "json", "--out-dir", str(tmp_path / "o")]
+    try:
+        without = CliRunner().invoke(main, args)
+        assert without.exit_code == 0 and json.loads(without.stdout)["findings"] == [], without.output
+        result = CliRunner().invoke(main, [*args, "--metric-map", str(tmp_path / "map.json")])
+        assert result.exit_code == EXIT_PROBLEMS, result.output
+        found = [(f["code"], f["metric"], f["steps"]) for f in json.loads(result.stdout)["findings"]]
+        assert found == [("kl_blowup", "my/kl", [20, 39])]
+    finally:
+        semantics.use_metric_map(None)
+
+
 def test_metric_map_from_the_environment(my_kl_store):
     result = CliRunner().invoke(main, ["diff", str(my_kl_store / "s"), "--signals", "kl_to_ref",
                                        "--format", "json"],

@@ -413,6 +413,20 @@ def test_llama_factory_trainer_log_steps_from_current_steps(tmp_path):
     assert meta["ignored_fields"] == {"elapsed_time": 4, "remaining_time": 4}
 
 
+def test_roll_metrics_jsonl_steps_from_system_step(tmp_path):
+    """ROLL writes one JSON object per pipeline step with the step as ``system/step``."""
+    rows = [{"system/step": 1, "actor/entropy": None, "actor_train/grad_norm": 0.41},
+            {"system/step": 2, "actor/entropy": 0.66, "actor_train/grad_norm": 0.38}]
+    f = tmp_path / "metrics.jsonl"
+    f.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    convert_path(f, "jsonl", tmp_path / "s")
+    (run,) = open_store(tmp_path / "s").runs()
+    assert run.metric("grad_norm").rows() == [(1, 0.41), (2, 0.38)]
+    assert run.metric("entropy").rows() == [(2, 0.66)]
+    meta = json.loads(run.events("run").filter(pl.col("name") == "import")["attrs"][0])["meta"]
+    assert meta["step_field"] == "system/step"
+
+
 def test_csv_ragged_rows_are_skipped_and_reported(tmp_path):
     f = tmp_path / "log.csv"
     f.write_text("step,loss,kl\n1,0.5,0.1\n2,0.4\n3,0.3,0.2,9\n4,,0.3\n")

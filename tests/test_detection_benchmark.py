@@ -70,8 +70,11 @@ def test_no_log_fails_to_import_or_analyze(results):
 #: trl_grpo_verified_reasoner, which its truth lists as ambiguous; an entropy decline
 #: of 2.45 -> 0.41 nats while the return rose in sb3tb_ppo_plateau, and one of 1.10 ->
 #: 0.03 while MountainCar was solved in sb2_ppo2_mountaincar_learning, both listed as
-#: benign); the eighth to tenth batches included
-FLOORS = [("tune", 35 / 35, 14 / 35, 29 / 35, 3), ("report", 19 / 27, 8 / 27, 13 / 27, 2)]
+#: benign); the eighth to twelfth batches included (the eleventh and twelfth add two
+#: healthy tune logs that exit 3: a solved one-decision ML-Agents task whose entropy falls
+#: to ~0, listed as benign, and a ROLL GRPO run whose share of zero-advantage responses
+#: sits at 0.71 from the first step, listed as benign, with a 3-step grad-norm spike)
+FLOORS = [("tune", 36 / 37, 15 / 37, 30 / 37, 5), ("report", 23 / 31, 12 / 31, 17 / 31, 4)]
 
 
 @pytest.mark.parametrize("half, found, exact, in_window, exit3", FLOORS)

@@ -19,9 +19,9 @@ def bench(tmp_path_factory):
 
 #: (half, variant): found, within the protocol window (shares of the events scored),
 #: healthy logs exiting 3
-FLOORS = {("tune", "every2"): (34 / 35, 30 / 35, 4), ("tune", "every3"): (34 / 35, 28 / 35, 2),
-          ("tune", "late"): (19 / 19, 13 / 19, 2), ("report", "every2"): (20 / 27, 12 / 27, 1),
-          ("report", "every3"): (19 / 27, 13 / 27, 1), ("report", "late"): (13 / 19, 9 / 19, 1)}
+FLOORS = {("tune", "every2"): (34 / 37, 30 / 37, 6), ("tune", "every3"): (34 / 37, 28 / 37, 4),
+          ("tune", "late"): (20 / 21, 13 / 21, 4), ("report", "every2"): (23 / 31, 15 / 31, 3),
+          ("report", "every3"): (23 / 31, 17 / 31, 3), ("report", "late"): (14 / 21, 10 / 21, 3)}
 
 
 @pytest.mark.parametrize("half, variant", sorted(FLOORS))
@@ -30,7 +30,8 @@ def test_detection_holds_at_another_cadence(bench, half, variant):
     s = bench.detection.summary(bench.run((half,), variant), half)
     assert s["errors"] == [], s
     assert s["found_share"] >= found - 1e-9 and s["in_window_share"] >= in_window - 1e-9, s
-    assert s["false_alarms_per_healthy"] == 0 and s["healthy_exit3"] <= exit3, s
+    # the target (<= 0.05 per healthy log), as for the full logs
+    assert s["false_alarms_per_healthy"] <= 0.05 and s["healthy_exit3"] <= exit3, s
 
 
 def test_thinning_keeps_every_kth_step_of_each_metric_and_carries_the_truth(bench):
@@ -46,14 +47,14 @@ def test_thinning_keeps_every_kth_step_of_each_metric_and_carries_the_truth(benc
 
 #: half -> (injection -> (found, exact of the timed cases)) as measured when the detectors
 #: last changed; every injection of every healthy log of the half
-INJECTED = {"tune": {"return_collapse": (27, 26), "entropy_collapse": (14, 0), "kl_blowup": (6, 6),
-                     "grad_explosion": (10, 10), "loss_divergence": (16, 15), "nan": (23, 23),
-                     "reward_floor": (7, 7), "length_collapse": (7, 7), "length_explosion": (7, 5),
-                     "truncation": (6, 6), "zero_std": (4, 4), "clip_blowup": (14, 14)},
-            "report": {"return_collapse": (21, 18), "entropy_collapse": (13, 0), "kl_blowup": (5, 4),
-                       "grad_explosion": (8, 7), "loss_divergence": (15, 14), "nan": (20, 20),
-                       "reward_floor": (7, 7), "length_collapse": (7, 5), "length_explosion": (7, 6),
-                       "truncation": (6, 5), "zero_std": (3, 3), "clip_blowup": (13, 13)}}
+INJECTED = {"tune": {"return_collapse": (30, 29), "entropy_collapse": (17, 0), "kl_blowup": (7, 7),
+                     "grad_explosion": (11, 10), "loss_divergence": (16, 15), "nan": (24, 24),
+                     "reward_floor": (9, 9), "length_collapse": (9, 9), "length_explosion": (9, 7),
+                     "truncation": (7, 7), "zero_std": (5, 4), "clip_blowup": (14, 14)},
+            "report": {"return_collapse": (24, 21), "entropy_collapse": (16, 0), "kl_blowup": (5, 4),
+                       "grad_explosion": (8, 7), "loss_divergence": (17, 16), "nan": (22, 22),
+                       "reward_floor": (8, 8), "length_collapse": (8, 5), "length_explosion": (8, 7),
+                       "truncation": (7, 6), "zero_std": (4, 3), "clip_blowup": (16, 16)}}
 
 
 @pytest.mark.parametrize("half", sorted(INJECTED))

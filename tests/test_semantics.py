@@ -45,6 +45,14 @@ from rldk.writer import EventWriter
     ("train/frac_reward_zero_std", "zero_std_frac", "train", 1),
     ("train/clip_fraction", "clip_ratio", "train", 1),          # SB3
     ("timing_s/step", "step_time", "train", 1),                 # verl
+    ("Environment/Cumulative Reward", "episode_return", "train", 1),   # Unity ML-Agents
+    ("Policy/Entropy", "entropy", "train", 1),                  # ML-Agents: the entropy itself
+    ("Losses/Value Loss", "value_loss", "train", 1),            # ML-Agents
+    ("Policy/Epsilon", "clip_range", "train", 1),               # ML-Agents PPO clip epsilon
+    ("env/all/reward/total", "reward", "train", 1),             # Tinker RL
+    ("test/env/all/reward/total", "reward", "eval", 1),         # Tinker's evaluation rows
+    ("optim/entropy", "entropy", "train", 1),                   # Tinker
+    ("actor_train/grad_norm", "grad_norm", "train", 1),         # ROLL
     ("my_custom_metric", None, "train", 1),
 ])
 def test_classify(raw, quantity, split, sign):

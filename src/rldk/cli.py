@@ -114,6 +114,16 @@ class LazyGroup(click.Group):
             raise
 
 
+def _use_metric_map(ctx, param, path):
+    """Make the map at ``path`` part of the metric table before any command runs."""
+    if path is not None:
+        try:
+            semantics.use_metric_map(path)
+        except ValueError as exc:
+            raise click.BadParameter(str(exc), ctx=ctx, param=param) from None
+    return path
+
+
 def output_options(func=None, *, out_dir: bool | str = False, formats=None,
                    out_dir_help: str = "Also write the cards (JSON, Markdown, PNG plots) into this directory."):
     """The one set of output options every command uses.
@@ -122,7 +132,9 @@ def output_options(func=None, *, out_dir: bool | str = False, formats=None,
     into a file instead of stdout) and, with ``out_dir``, ``--out-dir DIR`` (write
     the cards: ``<analyzer>.json`` / ``.md`` and PNG plots; a string ``out_dir`` is
     its default directory). Every directory option is ``--out-dir``; ``--output`` is
-    always a file. The command receives ``fmt``, ``output`` and ``out_dir``.
+    always a file. The command receives ``fmt``, ``output`` and ``out_dir``. ``--metric-map
+    FILE`` is taken here too (``rldk analyze runs/ --metric-map map.json``), as before the
+    command name: it extends the metric table before the command runs.
     """
     from rldk.core.render import FORMATS
 
@@ -133,6 +145,10 @@ def output_options(func=None, *, out_dir: bool | str = False, formats=None,
                              show_default=default is not None, help=out_dir_help)(f)
         f = click.option("--output", "-o", type=click.Path(dir_okay=False, writable=True), default=None,
                          help="Write the result to this file instead of stdout.")(f)
+        f = click.option("--metric-map", type=click.Path(dir_okay=False), default=None, expose_value=False,
+                         callback=_use_metric_map, is_eager=True,
+                         help='JSON file naming your metrics\' meanings, e.g. {"kl_to_ref": ["my/kl"]} '
+                              "(as `rldk --metric-map FILE <command>`).")(f)
         return click.option("--format", "fmt", type=click.Choice(formats or FORMATS), default="table",
                             show_default=True, help="How to print the result.")(f)
 
@@ -287,16 +303,6 @@ class _ProbingLoader:
         self.loader.exec_module(module)
         if "pandas" not in sys.modules:
             _answer_probe(module)
-
-
-def _use_metric_map(ctx, param, path):
-    """Make the map at ``path`` part of the metric table before any command runs."""
-    if path is not None:
-        try:
-            semantics.use_metric_map(path)
-        except ValueError as exc:
-            raise click.BadParameter(str(exc), ctx=ctx, param=param) from None
-    return path
 
 
 @click.group(cls=LazyGroup, context_settings={"help_option_names": ["-h", "--help"]})
