@@ -136,7 +136,8 @@ QUANTITIES: tuple[Quantity, ...] = (
     _q("response_length", "nonneg", "both",
        ["completions/mean_length", "completion_length", "response_length", "response_length/mean",
         "tokens/responses_len_mean", "env/all/ac_tokens_per_turn"],
-       "mean generated response length in tokens (Tinker: action tokens per turn)", rules=["length_growth", "length_hacking"]),
+       "mean generated response length in tokens (Tinker: action tokens per turn)",
+       rules=["length_growth", "length_hacking"]),
     _q("truncation_ratio", "ratio", "up",
        ["completions/clipped_ratio", "response_length/clip_ratio"],
        "fraction of responses cut at the maximum length", rules=["truncation"]),
@@ -146,8 +147,8 @@ QUANTITIES: tuple[Quantity, ...] = (
        "fraction of tokens whose PPO ratio was clipped", rules=["clip_ratio_high"]),
     _q("clip_range", "nonneg", "none",
        ["clip_range", "cliprange", "clip_param", "Policy/Epsilon"],
-       "PPO clip range epsilon (rl-zoo schedules decay it; ML-Agents logs it as Policy/Epsilon): the clip fraction counts ratios "
-       "outside 1 +- epsilon, so it rises as epsilon shrinks"),
+       "PPO clip range epsilon (rl-zoo schedules decay it; ML-Agents logs it as Policy/Epsilon): "
+       "the clip fraction counts ratios outside 1 +- epsilon, so it rises as epsilon shrinks"),
     _q("zero_std_frac", "ratio", "up",
        ["frac_reward_zero_std"],
        "fraction of GRPO groups whose rewards all tie (no learning signal)",
