@@ -8,6 +8,8 @@ against the clip range it was computed with (``clip_ratio_blowup``).
 """
 from __future__ import annotations
 
+from dataclasses import replace
+
 import numpy as np
 
 from rldk.detectors.event import Event
@@ -68,10 +70,10 @@ def clip_ratio_blowup(metric: str, steps, values, partner=None) -> Event | None:
     now = float(c_values[at[0]])                          # the range the state began with
     if not was > 0 or now > CLIP_RANGE_SHRINK * was:
         return event
-    return Event(**{**event.__dict__, "severity": "info",
-                    "title": f"{event.title}, as the clip range was decayed from {was:.3g} to {now:.3g} "
-                             "(a schedule: a smaller range clips more ratios)",
-                    "evidence": {**event.evidence, "clip_range_before": was, "clip_range_at_onset": now}})
+    return replace(event, severity="info",
+                   title=f"{event.title}, as the clip range was decayed from {was:.3g} to {now:.3g} "
+                         "(a schedule: a smaller range clips more ratios)",
+                   evidence={**event.evidence, "clip_range_before": was, "clip_range_at_onset": now})
 
 
 def ratio_rule(code: str, high: float, what: str):

@@ -16,6 +16,8 @@ from the series' own noise.
 """
 from __future__ import annotations
 
+from dataclasses import replace
+
 import numpy as np
 
 from rldk.detectors.event import Event
@@ -165,7 +167,7 @@ def length_change(metric: str, steps, values) -> Event | None:
     fall = _fall("length_collapse", metric, steps, values, 1 / LENGTH_FACTOR, 1 / LENGTH_FACTOR,
                  "fell")
     if fall is not None:
-        return Event(**{**fall.__dict__, "severity": "error"})
+        return replace(fall, severity="error")
     return _rise("length_explosion", metric, steps, values, LENGTH_FACTOR, "grew")
 
 
@@ -298,7 +300,7 @@ def kl_blowup(metric: str, steps, values) -> Event | None:
     rise = _rise("kl_blowup", metric, steps, v, KL_JUMP, "climbed")
     if rise is None or rise.evidence["now"] < KL_HIGH:
         return None
-    return Event(**{**rise.__dict__, "evidence": {**rise.evidence, "threshold": KL_HIGH}})
+    return replace(rise, evidence={**rise.evidence, "threshold": KL_HIGH})
 
 
 def grad_norm_explosion(metric: str, steps, values) -> Event | None:
@@ -355,7 +357,7 @@ def loss_divergence(metric: str, steps, values) -> Event | None:
     event = _rise("loss_divergence", metric, steps, values, LOSS_JUMP, "diverged")
     if event is None:
         return _size_jump(metric, steps, values)      # e.g. from a level of exact zeros
-    return Event(**{**event.__dict__, "severity": "error"})
+    return replace(event, severity="error")
 
 
 def _size_jump(metric: str, steps, values) -> Event | None:
@@ -403,11 +405,11 @@ def value_loss_divergence(metric: str, steps, values, partner=None) -> Event | N
     if fall is None or fall.onset > rise.last or fall.last < rise.onset:
         return _unexplained_jump(metric, steps, values, partner)
     peak, now = fall.evidence["peak"], fall.evidence["now"]
-    return Event(**{**rise.__dict__, "severity": "error",
-                    "title": f"{rise.title} while the episode return fell from {peak:.4g} "
-                             f"to {now:.4g} (from step {fall.onset})",
-                    "evidence": {**rise.evidence, "return_fall_step": fall.onset,
-                                 "return_peak": peak, "return_now": now}})
+    return replace(rise, severity="error",
+                   title=f"{rise.title} while the episode return fell from {peak:.4g} "
+                         f"to {now:.4g} (from step {fall.onset})",
+                   evidence={**rise.evidence, "return_fall_step": fall.onset,
+                             "return_peak": peak, "return_now": now})
 
 
 def _unexplained_jump(metric: str, steps, values, partner) -> Event | None:
