@@ -16,7 +16,9 @@ and a ``field_map`` naming its step column, as ``rldk import --field-map`` takes
 
 * a truth *event* is **found** when a problem finding names the same event code
   (``EVENT_CODES`` maps finding codes to event codes) for the same quantity
-  (metrics resolved through ``rldk.semantics``); it is found **at the exact onset**
+  (metrics resolved through ``rldk.semantics``; where a log has two such events one after
+  the other, a run that collapsed twice, only findings starting after the earlier one's
+  last step count for the later one); it is found **at the exact onset**
   when the finding's first step equals the event's original ``onset_step`` (+-0 steps),
   and **within the protocol window** when that step is the onset of a ``step`` event
   (+-0) or lies inside the ``onset_window`` of a ``gradual`` one (README "Onset protocol");
@@ -132,11 +134,14 @@ def score(name: str, entry: dict, analysis) -> LogResult:
     result = LogResult(name, entry["split"], entry["healthy"], events=len(entry.get("events", [])))
     problems = [f for r in analysis.reports for f in r.findings if f.is_problem]
     used = set()
-    for event in entry.get("events", []):
+    events = entry.get("events", [])
+    for event in events:
         family = FAMILIES.get(event["code"], event["code"])
+        after = _previous_end(event, events)
         hits = [i for i, f in enumerate(problems)
                 if FAMILIES.get(EVENT_CODES.get(f.code), EVENT_CODES.get(f.code)) == family
-                and quantity_of(f.metric) == event["quantity"]]
+                and quantity_of(f.metric) == event["quantity"]
+                and (after is None or (f.steps and f.steps[0] > after))]
         if not hits:
             result.missed.append(event)
             continue
@@ -156,6 +161,17 @@ def score(name: str, entry: dict, analysis) -> LogResult:
                                     "title": f.title})
     result.exit3 = bool(problems) and analysis.status == "problems"
     return result
+
+
+def _previous_end(event: dict, events: list) -> int | None:
+    """The last step of the latest event of the same family and quantity that ends before
+    ``event`` starts (a run that collapsed twice): only findings after it can be this
+    event's, so each of the two is scored by its own finding. None when there is none."""
+    family = FAMILIES.get(event["code"], event["code"])
+    ends = [e["last_step"] for e in events if e is not event
+            and FAMILIES.get(e["code"], e["code"]) == family and e["quantity"] == event["quantity"]
+            and e["last_step"] < event["onset_step"]]
+    return max(ends) if ends else None
 
 
 def within_window(step, event: dict) -> bool:

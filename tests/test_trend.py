@@ -281,3 +281,32 @@ def test_real_entropy_collapse_onset_is_the_start_of_the_fall():
     steps, loss = sb3("sb3_ppo_jobshop_entropy", "train/entropy_loss")
     event = rules.entropy_collapse("entropy", steps, -loss)
     assert (event.onset, event.evidence["below_from"]) == (10240, 28672)
+
+
+def crash_relearn_crash(noise, rng):
+    """200 points: up to 10 by 10, held to 50, crash to 0 held to 70, relearn along a
+    ramp to 20 by 90, held to 160, crash to 0 for good."""
+    t = np.arange(200)
+    shape = np.interp(t, [0, 10, 50, 51, 70, 90, 160, 161, 199], [0, 10, 10, 0, 0, 20, 20, 0, 0])
+    return t, shape + noise * rng.normal(size=len(t))
+
+
+def test_a_run_that_crashes_relearns_and_crashes_again_has_two_declines():
+    t, v = crash_relearn_crash(0.3, np.random.default_rng(1))
+    events = rules.reward_declines("return", t, v)
+    assert [e.onset for e in events] == [51, 161]
+    assert events[0].evidence["recovered_at"] is not None and events[1].evidence["recovered_at"] is None
+
+
+def test_a_smooth_recovery_closes_the_low_stretch():
+    """The relearning ramp is cut into regimes of a point or two: the low stretch still
+    ends where the run is back above the line (5 of 10, crossed at point 75), not at the
+    next long regime."""
+    t, v = crash_relearn_crash(0.05, np.random.default_rng(2))
+    first = trend.recovered_declines(t, v, rules.DEGRADATION_SHARE)[0]
+    assert first.onset == 51 and 74 <= first.end <= 78
+
+
+def test_one_decline_is_one_event():
+    t, v = learned_then_lost(300, 0.5, np.random.default_rng(3))
+    assert len(rules.reward_declines("return", t, v)) == 1

@@ -39,7 +39,13 @@ from rldk.detectors.ratios import (
     ratio_rule,
 )
 from rldk.detectors.regimes import Regimes, regimes
-from rldk.detectors.trend import decline, recovered_decline, settled_below
+from rldk.detectors.trend import (
+    Decline,
+    decline,
+    recovered_decline,
+    recovered_declines,
+    settled_below,
+)
 
 #: Entropy collapse: the entropy stays below this share of the highest level it held.
 #: A fifth: healthy runs lose up to ~75% of their entropy as they learn (the real healthy
@@ -199,9 +205,28 @@ def reward_degradation(metric: str, steps, values, points: bool = True) -> Event
             return found
     d = d if d is not None else recovered_decline(steps, v, DEGRADATION_SHARE, r)
     d = d if d is not None else settled_below(steps, v, r)
-    if d is None:
-        return None
-    k, last = d.onset, len(v) - 1 if d.end is None else d.end - 1
+    return None if d is None else _declined(metric, steps, d)
+
+
+def reward_declines(metric: str, steps, values, points: bool = True) -> list[Event]:
+    """``reward_degradation``'s event, and every other decline the run recovered from
+    (``rldk.detectors.trend.recovered_declines``) outside its steps: a run that crashes,
+    relearns to a higher level and crashes again for good has two events, the first
+    judged against what it had learned before it, not against the later, higher peak."""
+    main = reward_degradation(metric, steps, values, points)
+    if main is None:
+        return []
+    steps = np.asarray(steps)
+    others = [_declined(metric, steps, d) for d in recovered_declines(steps, np.asarray(values, float),
+                                                                      DEGRADATION_SHARE)]
+    apart = [e for e in others if e.last < main.onset or e.onset > main.last]
+    return sorted([main, *apart], key=lambda e: e.onset)
+
+
+def _declined(metric: str, steps, d: Decline) -> Event:
+    """The ``reward_degradation`` event of decline ``d`` (``last``: its last step below the
+    line when the run recovered, else the run's last step)."""
+    k, last = d.onset, len(steps) - 1 if d.end is None else d.end - 1
     back = "" if d.end is None else f", back above {d.line:.4g} from step {int(steps[d.end])}"
     return Event("reward_degradation", metric, int(steps[k]), int(steps[last]), "warning",
                  f"{metric} fell from {d.peak:.4g} (step {d.peak_step}) to {d.now:.4g} "
@@ -467,8 +492,8 @@ PAIRED = {"value_loss": "episode_return", "clip_ratio": "clip_range"}
 RULES = {
     "entropy": (entropy_collapse,),
     "response_length": (length_change,),
-    "reward": (reward_collapse, reward_degradation),
-    "episode_return": (reward_degradation,),
+    "reward": (reward_collapse, reward_declines),
+    "episode_return": (reward_declines,),
     "kl_to_ref": (kl_blowup,),
     "ppo_approx_kl": (approx_kl_blowup,),
     "grad_norm": (grad_norm_explosion,),

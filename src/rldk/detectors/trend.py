@@ -131,6 +131,33 @@ def recovered_decline(steps, values, share: float, r: Regimes | None = None) -> 
     return None
 
 
+def recovered_declines(steps, values, share: float, r: Regimes | None = None) -> list[Decline]:
+    """Every decline of ``values`` by at least ``share`` of its gain that the run recovered
+    from, in order: a run can crash, relearn and crash again. Each is judged as
+    ``recovered_decline`` judges the first (the highest level held before it, MIN_STRETCH
+    of the whole run and MIN_TAIL values below the line, SIGNIFICANCE against the series'
+    own noise); the search for the next starts where the run came back above the line."""
+    r = r if r is not None else regimes(steps, values, "signed")
+    held = _held_levels(r)
+    if held is None:
+        return []
+    top, low = held
+    se = level_se(r)
+    need = max(MIN_TAIL, int(np.ceil(MIN_STRETCH * len(r.values))))
+    best = np.maximum.accumulate(top)
+    out, t = [], 1
+    while t < len(r.parts):
+        found = _recovered_at(r, t, top, low, best, se, share, need)
+        if found is None:
+            t += 1
+        elif found.end is None:                   # down to the end: not recovered
+            break
+        else:
+            out.append(found)
+            t = part_at(r, found.end) + 1
+    return out
+
+
 def _recovered_at(r: Regimes, t: int, top, low, best, se, share, need) -> Decline | None:
     """The recovered decline whose low stretch starts with regime ``t``, or None."""
     s = r.parts[t].start
@@ -150,7 +177,7 @@ def _recovered_at(r: Regimes, t: int, top, low, best, se, share, need) -> Declin
     if r.parts[t].level >= line or not np.all(r.values[s:s + MIN_REFERENCE] < line):
         return None                               # a lone low point opens no stretch
     u = t                                         # the stretch: parts[t:u] (outliers inside)
-    while u < len(r.parts) and (r.parts[u].level < line or r.parts[u].size < MIN_REFERENCE):
+    while u < len(r.parts) and not _back_above(r, low, u, line):
         u += 1
     while r.parts[u - 1].level >= line:
         u -= 1
@@ -162,10 +189,19 @@ def _recovered_at(r: Regimes, t: int, top, low, best, se, share, need) -> Declin
                                                 1e-300)
     if z < SIGNIFICANCE:
         return None
-    onset = _move_start(r, a, t, peak, gain, se)
+    onset = _move_start(r, a, t, peak, gain, se, end)
     return Decline(r, onset, s, peak, int(r.steps[a]), float(low[s_at]),
                    float(np.median(low_part)), line, float(z),
                    end if end < len(r.values) else None)
+
+
+def _back_above(r: Regimes, low, u: int, line: float) -> bool:
+    """Whether the run is back above ``line`` from regime ``u`` on: every regime over the
+    MIN_REFERENCE points from its start is above it (as the stretch opens with that many
+    points below: a smooth recovery logged at a coarse cadence is cut into regimes of a
+    point or two, none of them alone as long; a lone high regime is an outlier)."""
+    start = r.parts[u].start
+    return r.parts[u].level >= line and start < len(low) and low[start] >= line
 
 
 def decline(steps, values, share: float, r: Regimes | None = None) -> Decline | None:
@@ -240,7 +276,7 @@ def settled_below(steps, values, r: Regimes | None = None) -> Decline | None:
     return None
 
 
-def _move_start(r: Regimes, a: int, t: int, peak: float, gain: float, se) -> int:
+def _move_start(r: Regimes, a: int, t: int, peak: float, gain: float, se, stop: int | None = None) -> int:
     """The first point of the fall from the peak held from point ``a`` into the low regimes
     from ``parts[t]``: the start of the first regime after the peak that is no longer at it,
     from which no later held regime is back, walked back over the points already off it.
@@ -252,7 +288,9 @@ def _move_start(r: Regimes, a: int, t: int, peak: float, gain: float, se) -> int
     of the series' noise and the noise of the points from the peak to the low stretch: a
     return that sat near 0 for half the run and bounces by 5 around its peak is judged by
     the peak's own noise whether a point has left it (the onset protocol's prior band is
-    the prior regime's noise, for the same reason); a quieter neighbourhood changes nothing."""
+    the prior regime's noise, for the same reason); a quieter neighbourhood changes nothing.
+    ``stop``: the end of a low stretch the run recovered from (what follows is not part of
+    this fall)."""
     s = r.parts[t].start
     plateau = PLATEAU * max(gain, peak - float(np.median(r.y[s:])))
     n_peak = _window_size(r, a)
@@ -265,24 +303,26 @@ def _move_start(r: Regimes, a: int, t: int, peak: float, gain: float, se) -> int
     j = part_at(r, a + MIN_REFERENCE - 1)
     k = first_off(r, j, t, lambda p: p.level < off(p.size))
     onset = _walk_back(r.values, r.parts[k].start, off(1), r.parts[j].start)
-    return _after_last_stage(r, onset, peak, n_peak)
+    return _after_last_stage(r, onset, peak, n_peak, stop)
 
 
-def _after_last_stage(r: Regimes, onset: int, peak: float, n_peak: int) -> int:
+def _after_last_stage(r: Regimes, onset: int, peak: float, n_peak: int, stop: int | None = None) -> int:
     """A fall in stages whose first stage stays closer to the peak than to the bottom: the
     run held that intermediate level (a regime above the midpoint between the peak and the
     lowest level held after it, of MIN_STRETCH of the run, MIN_TAIL points, and at least
     as many points as the peak's: it became the run's level) before the move into the bad
     state, which starts after it (the onset protocol's prior regime is the level just
-    before the move). ``onset`` when there is no such stage."""
+    before the move). ``onset`` when there is no such stage. Only regimes before ``stop``
+    (the end of a low stretch the run recovered from) belong to the fall."""
     need = max(MIN_TAIL, int(np.ceil(MIN_STRETCH * len(r.values))), n_peak)
     i = part_at(r, onset)
-    held = [p for p in r.parts[i:] if p.size >= MIN_REFERENCE]
+    parts = r.parts if stop is None else r.parts[:part_at(r, stop - 1) + 1]
+    held = [p for p in parts[i:] if p.size >= MIN_REFERENCE]
     if not held:
         return onset
     mid = (peak + min(p.level for p in held)) / 2
-    stages = [q for q, p in enumerate(r.parts[i:], i) if p.size >= need and p.level > mid]
-    if not stages or stages[-1] + 1 >= len(r.parts):
+    stages = [q for q, p in enumerate(parts[i:], i) if p.size >= need and p.level > mid]
+    if not stages or stages[-1] + 1 >= len(parts):
         return onset
     return r.parts[stages[-1] + 1].start
 

@@ -17,7 +17,8 @@ reward_degradation     reward, episode_     falls back by half its gain and stay
                        return (train, eval) the end, or a tenth of the run before it
                                             recovers; on levels: rldk.detectors.trend),
                                             or, with no gain, settles below every
-                                            level it held and stays
+                                            level it held and stays; each such fall
+                                            (train) of a run that fell more than once
 kl_blowup              kl_to_ref            jumps above 1 nat for 2+ rows, 10x the level before
 grad_norm_explosion    grad_norm            a regime 10x every level held (3+ points) before
 clip_ratio_blowup      clip_ratio           enters and stays at >= 30% clipped
@@ -111,9 +112,10 @@ def onset_rule(quantity: str, run: RunData, params: Params) -> list[Finding]:
     out = []
     table = rules.EVAL_RULES if quantity != kind and kind in rules.EVAL_RULES else rules.RULES
     for rule in table[kind]:
-        event = rule(metric, steps, values, **extra)
-        if event is not None and not (event.code == "reward_degradation"
-                                      and any(f.code == "reward_collapse" for f in out)):
+        found = rule(metric, steps, values, **extra)
+        for event in found if isinstance(found, list) else [found] if found is not None else []:
+            if event.code == "reward_degradation" and any(f.code == "reward_collapse" for f in out):
+                continue
             out.append(Finding(code=event.code, severity=event.severity, title=event.title,
                                run_id=run.run_id, metric=metric, steps=(event.onset, event.last),
                                evidence={"onset": event.onset, **event.evidence},
