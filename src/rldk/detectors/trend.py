@@ -116,19 +116,7 @@ def recovered_decline(steps, values, share: float, r: Regimes | None = None) -> 
     and wander as a final decline's. The stretch opens with MIN_REFERENCE values below the
     line (a lone low value is an outlier), not with a regime of as many: a smooth crash and
     recovery logged at a coarse cadence is cut into regimes of a point or two."""
-    r = r if r is not None else regimes(steps, values, "signed")
-    held = _held_levels(r)
-    if held is None:
-        return None
-    top, low = held
-    se = level_se(r)
-    need = max(MIN_TAIL, int(np.ceil(MIN_STRETCH * len(r.values))))
-    best = np.maximum.accumulate(top)
-    for t in range(1, len(r.parts)):
-        found = _recovered_at(r, t, top, low, best, se, share, need)
-        if found is not None:
-            return found
-    return None
+    return next(_recovered(r if r is not None else regimes(steps, values, "signed"), share), None)
 
 
 def recovered_declines(steps, values, share: float, r: Regimes | None = None) -> list[Decline]:
@@ -138,24 +126,30 @@ def recovered_declines(steps, values, share: float, r: Regimes | None = None) ->
     of the whole run and MIN_TAIL values below the line, SIGNIFICANCE against the series'
     own noise); the search for the next starts where the run came back above the line."""
     r = r if r is not None else regimes(steps, values, "signed")
+    return [d for d in _recovered(r, share) if d.end is not None]
+
+
+def _recovered(r: Regimes, share: float):
+    """The declines the run recovered from, in order, then the first that lasts to the
+    end (``end`` None), if any: each low stretch searched for from where the run came back
+    above the line of the one before."""
     held = _held_levels(r)
     if held is None:
-        return []
+        return
     top, low = held
     se = level_se(r)
     need = max(MIN_TAIL, int(np.ceil(MIN_STRETCH * len(r.values))))
     best = np.maximum.accumulate(top)
-    out, t = [], 1
+    t = 1
     while t < len(r.parts):
         found = _recovered_at(r, t, top, low, best, se, share, need)
         if found is None:
             t += 1
-        elif found.end is None:                   # down to the end: not recovered
-            break
-        else:
-            out.append(found)
-            t = part_at(r, found.end) + 1
-    return out
+            continue
+        yield found
+        if found.end is None:
+            return
+        t = part_at(r, found.end) + 1
 
 
 def _recovered_at(r: Regimes, t: int, top, low, best, se, share, need) -> Decline | None:
