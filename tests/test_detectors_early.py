@@ -54,6 +54,16 @@ def test_a_healthy_kl_that_grows_from_zero_stays_quiet():
     assert rules.kl_blowup("kl", np.arange(1, 201), v) is None
 
 
+def test_a_clip_fraction_that_drifts_over_the_line_is_no_blowup():
+    rng = np.random.default_rng(4)
+    steps = np.arange(200) * 2048
+    drift = np.r_[0.28 + 0.01 * rng.normal(size=120), 0.33 + 0.01 * rng.normal(size=80)]
+    event = ratios.clip_ratio_blowup("train/clip_fraction", steps, drift)
+    assert event.severity == "info" and event.onset == steps[120]
+    jump = np.r_[0.15 + 0.01 * rng.normal(size=120), 0.6 + 0.01 * rng.normal(size=80)]
+    assert ratios.clip_ratio_blowup("train/clip_fraction", steps, jump).severity == "warning"
+
+
 def test_a_clip_fraction_that_rises_as_the_clip_range_is_decayed_is_the_schedule():
     steps = np.arange(0, 2_000_000, 16384)
     clip_range = 0.4 * (1 - steps / 2_000_000)                  # rl-zoo's lin_0.4
