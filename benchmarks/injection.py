@@ -172,8 +172,11 @@ def inject(store, metric: str, injection: str, at: float = ONSET_SHARE):
     k = max(1, int(at * len(values)))
     new = table["value"].to_numpy(zero_copy_only=False).astype(float).copy()
     new[rows[k:]] = sign * INJECTIONS[injection][2](values, k)
+    # the rows that had no value (a text summary's, a non-numeric one) stay without one; a
+    # NaN written by the injection, or logged, is a value
+    empty = table["value"].is_null().to_numpy(zero_copy_only=False)
     column = table.schema.get_field_index("value")
-    return table.set_column(column, "value", pa.array(new, mask=np.isnan(new) & (injection != "nan"))), int(steps[k])
+    return table.set_column(column, "value", pa.array(new, mask=empty)), int(steps[k])
 
 
 def score(case: Case, entry: dict, workdir: Path, store, at: float = ONSET_SHARE) -> Case:

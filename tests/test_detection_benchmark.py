@@ -73,8 +73,12 @@ def test_no_log_fails_to_import_or_analyze(results):
 #: benign); the eighth to twelfth batches included (the eleventh and twelfth add two
 #: healthy tune logs that exit 3: a solved one-decision ML-Agents task whose entropy falls
 #: to ~0, listed as benign, and a ROLL GRPO run whose share of zero-advantage responses
-#: sits at 0.71 from the first step, listed as benign, with a 3-step grad-norm spike)
-FLOORS = [("tune", 36 / 37, 15 / 37, 30 / 37, 5), ("report", 23 / 31, 12 / 31, 17 / 31, 4)]
+#: sits at 0.71 from the first step, listed as benign, with a 3-step grad-norm spike);
+#: the thirteenth and fourteenth batches add 6 tune events (4 found: a return that
+#: crashed, relearned and crashed again is one found twice, at its second crash) and 3
+#: report events, and no healthy log exiting 3 (a PPO clip fraction drifting 0.28 -> 0.33
+#: over the 0.3 line was one until such a drift became info)
+FLOORS = [("tune", 39 / 43, 16 / 43, 32 / 43, 5), ("report", 24 / 34, 12 / 34, 18 / 34, 4)]
 
 
 @pytest.mark.parametrize("half, found, exact, in_window, exit3", FLOORS)
