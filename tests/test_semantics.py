@@ -52,6 +52,9 @@ from rldk.writer import EventWriter
     ("env/all/reward/total", "reward", "train", 1),             # Tinker RL
     ("test/env/all/reward/total", "reward", "eval", 1),         # Tinker's evaluation rows
     ("optim/entropy", "entropy", "train", 1),                   # Tinker
+    ("reward/mean", "reward", "train", 1),                      # Tinker (other recipes)
+    ("policy/entropy", "entropy", "train", 1),
+    ("optim/lr", "lr", "train", 1),
     ("actor_train/grad_norm", "grad_norm", "train", 1),         # ROLL
     ("my_custom_metric", None, "train", 1),
 ])

@@ -90,9 +90,9 @@ def _q(name, kind, bad, names, doc, aliases=(), rules=()) -> Quantity:
 QUANTITIES: tuple[Quantity, ...] = (
     _q("reward", "signed", "down",
        ["reward", "reward_mean", "rewards/mean", "env/reward_mean", "objective/scores", "ppo/mean_scores",
-        "critic/score/mean", "critic/rewards/mean", "score", "env/all/reward/total"],
+        "critic/score/mean", "critic/rewards/mean", "score", "env/all/reward/total", "reward/mean"],
        "mean reward-model / verifier score of a batch (TRL GRPO/PPO, OpenRLHF, verl, LLaMA-Factory, "
-       "Tinker env/all/reward/total)",
+       "Tinker env/all/reward/total or reward/mean)",
        aliases=["reward_mean"], rules=["reward_collapse", "reward_plateau", "reward_saturation"]),
     _q("reward_std", "nonneg", "down",
        ["reward_std", "rewards/std", "env/reward_std", "objective/scores_std", "critic/score/std"],
@@ -115,9 +115,9 @@ QUANTITIES: tuple[Quantity, ...] = (
     _q("entropy", "nonneg", "down",
        ["entropy", "objective/entropy", "policy/entropy_avg", "actor/entropy", "ppo/policy/entropy",
         "losses/entropy", "-entropy_loss", "policy_entropy", "loss/policy_entropy", "Policy/Entropy",
-        "optim/entropy"],
+        "optim/entropy", "policy/entropy"],
        "mean token / action entropy of the policy (SB3 logs minus it as entropy_loss; ML-Agents "
-       "Policy/Entropy, Tinker optim/entropy)",
+       "Policy/Entropy, Tinker optim/entropy or policy/entropy)",
        rules=["entropy_collapse"]),
     _q("loss", "signed", "none",
        ["loss", "policy_loss", "actor/pg_loss", "loss/policy_avg", "ppo/loss/policy", "losses/policy_loss",
@@ -131,7 +131,8 @@ QUANTITIES: tuple[Quantity, ...] = (
        ["grad_norm", "actor/grad_norm", "policy/grad_norm", "gradient_norm", "actor_train/grad_norm"],
        "gradient norm before clipping", rules=["grad_norm_spike"]),
     _q("lr", "nonneg", "none",
-       ["learning_rate", "lr", "actor/lr", "actor_lr", "charts/learning_rate", "Policy/Learning Rate"],
+       ["learning_rate", "lr", "actor/lr", "actor_lr", "charts/learning_rate", "Policy/Learning Rate",
+        "optim/lr"],
        "learning rate of the policy optimizer"),
     _q("response_length", "nonneg", "both",
        ["completions/mean_length", "completion_length", "response_length", "response_length/mean",
