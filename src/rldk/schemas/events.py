@@ -154,7 +154,8 @@ _IMPORT_LZ4 = ("run_id", "rank", "seq", "step", "kind", "name", "ivalue", "diges
 #: (-0.03 s); zstd at level 1 (Arrow's default) on the payload (value, text, attrs): LZ4
 #: on values saves 0.1 s more but makes logs whose values compress 30% larger. In all 0.6-0.65 s,
 #: the same size. Then (the 200 MB CSV of benchmarks/import.py, 7 interleaved runs):
-#: pages of up to 8 MB (a segment's values in one page, not five) and LZ4 on ivalue and
+#: pages of up to 8 MB (pyarrow 26 also caps a page at 20,000 rows by default; a cap of 1M
+#: rows measured no faster in 2026-12) and LZ4 on ivalue and
 #: digest, which no converter writes, and on wall_time: Arrow makes a zstd context for
 #: every page it compresses, a cost of its own where a page holds nothing (all null);
 #: 1.46 -> 1.42 s, 1.81 -> 1.73 s CPU. Timestamps, where a log has them, take 0.44 instead
