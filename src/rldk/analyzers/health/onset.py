@@ -17,8 +17,8 @@ reward_degradation     reward, episode_     falls back by half its gain and stay
                        return (train, eval) the end, or a tenth of the run before it
                                             recovers; on levels: rldk.detectors.trend),
                                             or, with no gain, settles below every
-                                            level it held and stays; each such fall
-                                            (train) of a run that fell more than once
+                                            level it held and stays; one finding per
+                                            fall of a train series that fell twice
 kl_blowup              kl_to_ref            jumps above 1 nat for 2+ rows, 10x the level before
 grad_norm_explosion    grad_norm            a regime 10x every level held (3+ points) before
 clip_ratio_blowup      clip_ratio           enters and stays at >= 30% clipped
@@ -112,8 +112,8 @@ def onset_rule(quantity: str, run: RunData, params: Params) -> list[Finding]:
     out = []
     table = rules.EVAL_RULES if quantity != kind and kind in rules.EVAL_RULES else rules.RULES
     for rule in table[kind]:
-        found = rule(metric, steps, values, **extra)
-        for event in found if isinstance(found, list) else [found] if found is not None else []:
+        found = rule(metric, steps, values, **extra)       # an Event, None, or a list of them
+        for event in found if isinstance(found, list) else [e for e in (found,) if e is not None]:
             if event.code == "reward_degradation" and any(f.code == "reward_collapse" for f in out):
                 continue
             out.append(Finding(code=event.code, severity=event.severity, title=event.title,
