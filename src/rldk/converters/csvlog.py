@@ -126,7 +126,7 @@ def _pieces(file: Path, comment: str | None, rows: RowCollector, state: _State):
     handle = open_binary(file, "CSV")
     with handle:
         lineno, offset = 0, 0
-        for block in prefetched(line_blocks(handle, BATCH_BYTES, min(FIRST_BYTES, BATCH_BYTES)), prepare):
+        for block in prefetched(line_blocks(handle, BATCH_BYTES, FIRST_BYTES), prepare):
             data = block.data
             if not block.plain:
                 yield from csv_lines(file, comment, offset, lineno)

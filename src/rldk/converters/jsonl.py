@@ -77,7 +77,7 @@ def _tables(file: Path, mapping: dict, run: RunData):
     rows, parser = RowCollector(mapping), _Parser()
     with open_binary(file, "JSON Lines") as handle:
         lineno = 0
-        for batch in prefetched(line_blocks(handle, BATCH_BYTES, min(FIRST_BYTES, BATCH_BYTES)), parser.batch):
+        for batch in prefetched(line_blocks(handle, BATCH_BYTES, FIRST_BYTES), parser.batch):
             count, start, data = batch.lines, 0, batch.data
             while rows.step_field is None and start < len(data):    # rows until the first valid one
                 end = data.find(b"\n", start) + 1 or len(data)

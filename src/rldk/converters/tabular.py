@@ -206,14 +206,14 @@ FIRST_BYTES = 1 << 18
 
 
 def line_blocks(handle, size: int, first: int | None = None):
-    """A binary file in pieces of about ``size`` bytes (the first of about ``first``,
+    """A binary file in pieces of about ``size`` bytes (the first of at most ``first``,
     when given) that end at a line end (or at the file's end): a streaming reader's
     batches, each whole lines. Each piece is read in one call once its end is found (no
     copy to join a piece and its last line's rest)."""
     import os
 
     fd, at = handle.fileno(), handle.tell()
-    piece = first or size
+    piece = min(first, size) if first else size
     while True:
         end = _line_end(fd, at + piece - 1)
         piece = size
