@@ -262,3 +262,26 @@ def test_a_kl_that_climbs_from_its_first_row_is_a_blowup_at_any_cadence(every, w
     steps = np.arange(1, len(kl) + 1)
     event = rules.kl_blowup("actor/reward_kl_penalty", steps[::every], kl[::every])
     assert event is not None and window[0] <= event.onset <= window[1]
+
+
+def test_an_entropy_that_stays_above_the_floor_is_a_sharper_policy_not_a_collapse():
+    """A multi-discrete policy's entropy 7.1 -> 1.2 nats (a sixth: 3.3 effective choices
+    left) is info; the same run falling on to 0.01 nats later is a collapse, from that fall."""
+    rng = np.random.default_rng(5)
+    v = np.r_[np.linspace(7.1, 1.2, 60), np.full(60, 1.2)] * np.exp(0.02 * rng.normal(size=120))
+    event = rules.entropy_collapse("entropy", np.arange(120), v)
+    assert event.severity == "info" and event.evidence["now"] > rules.ENTROPY_FLOOR
+    w = np.r_[v, 0.01 * np.exp(0.02 * rng.normal(size=60))]
+    later = rules.entropy_collapse("entropy", np.arange(180), w)
+    assert later.severity == "error" and later.onset == 120
+
+
+def test_a_fall_starts_where_the_series_leaves_the_level_it_held_just_before():
+    """A return that rises to 11.2, settles a little under it (10.6) for a stretch, then
+    drops to 7 in one logged step: the drop is the onset, not the wobble before it (the onset
+    protocol's prior level is the one held just before the move)."""
+    rng = np.random.default_rng(6)
+    v = np.r_[np.linspace(9.0, 11.2, 40), np.full(60, 11.2), np.full(60, 10.6), np.full(80, 7.0)]
+    v = v + 0.03 * rng.normal(size=len(v))
+    event = rules.reward_degradation("return", np.arange(len(v)), v)
+    assert event is not None and event.onset == 160

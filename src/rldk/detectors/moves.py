@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from rldk.detectors.onsets import MIN_REFERENCE
+from rldk.detectors.onsets import LEVEL_WINDOW, MIN_REFERENCE
 from rldk.detectors.regimes import Regimes
 from rldk.detectors.scale import noise_sigma
 from rldk.detectors.trend import PLATEAU, first_off, part_at
@@ -146,3 +146,48 @@ def _past_midpoint(y: np.ndarray, a: int, k: int, mid: float) -> int:
     share = np.cumsum(below[::-1])[::-1] / np.arange(len(below), 0, -1)
     ok = below & np.r_[below[1:], True] & (share >= PAST_SHARE)
     return a + 1 + int(np.argmax(ok)) if ok.any() else k
+
+
+#: ``prior_exit``: how far below the peak (a share of the move from the peak to the low
+#: state) a level the run held may sit and still be the level the fall started from; a
+#: level further down is a stage of the fall (an entropy that falls in two stages, half
+#: way and then to zero, started to fall at the first).
+PRIOR_SHARE = 0.25
+#: ``prior_exit``: fewest points of a regime that can be the level a fall started from. A
+#: slide logged over a dozen points is cut into regimes of 3-5 (``regimes``' PELT): pieces
+#: of the move, not a level held; twice the rolling level window (LEVEL_WINDOW).
+PRIOR_POINTS = 2 * LEVEL_WINDOW
+
+
+def prior_exit(r: Regimes, onset: int, tail: int, peak: float, stop: int | None = None) -> int:
+    """The onset protocol's start of a fall first placed at point ``onset`` (where the
+    series left its peak), into a low state that the series is in from point ``tail``
+    (to ``stop``, exclusive, when the run recovered): one point after the last point,
+    before the series is past the midpoint for good, that is still at the level the
+    series held just before the move. That level is the last regime of PRIOR_POINTS
+    points or more before ``tail`` within PRIOR_SHARE of the whole move of the ``peak``
+    (a plateau the run settled on after a slow drift, or the peak itself); "at" it is
+    inside BAND sigma of it (sigma its own row-to-row noise) or above it. A rolling mean
+    that wobbles under its plateau for a while, or an entropy that drifts from 7 to 5
+    nats before it drops to zero, is at its level until the drop: the wobble and the
+    drift are not the move. Never earlier than ``onset``; ``onset`` itself when the noise
+    band of that level reaches the midpoint (no point can be placed by it)."""
+    y = r.y
+    if tail <= onset:
+        return onset
+    low = float(np.median(y[tail:stop]))
+    j = part_at(r, tail - 1)
+    while j >= 0 and (r.parts[j].size < PRIOR_POINTS or r.parts[j].level < peak - PRIOR_SHARE * (peak - low)):
+        j -= 1
+    if j < 0 or r.parts[j].end <= onset:
+        return onset
+    part = r.parts[j]
+    band = BAND * noise_sigma(y[part.start:part.end])
+    mid = (part.level + low) / 2
+    if band >= part.level - mid:
+        return onset
+    end = (len(y) if stop is None else stop) - 1
+    i = _past_midpoint(y, max(onset, part.start) - 1, end, mid) - 1
+    while i >= onset and y[i] < part.level - band:
+        i -= 1
+    return max(onset, i + 1)

@@ -21,7 +21,7 @@ from dataclasses import replace
 import numpy as np
 
 from rldk.detectors.event import Event
-from rldk.detectors.moves import fall_start, moves_at_once
+from rldk.detectors.moves import fall_start, moves_at_once, prior_exit
 from rldk.detectors.onsets import (
     LEVEL_WINDOW,
     MIN_REFERENCE,
@@ -51,6 +51,13 @@ from rldk.detectors.trend import (
 #: A fifth: healthy runs lose up to ~75% of their entropy as they learn (the real healthy
 #: logs in benchmarks/data/real: meal planner 3.36 -> 0.84 nats), collapses fall 5-1000x.
 ENTROPY_COLLAPSE = 0.2
+#: Entropy collapse: the level the entropy must end under, in nats, for the policy to be
+#: near-deterministic: the entropy of a two-way choice made 90/10 (-0.9 ln 0.9 - 0.1 ln 0.1).
+#: A share of the level held alone does not say it: a policy over a large (multi-discrete)
+#: action space starts at 7-11 nats and healthy runs of the real corpus end at 0.4-1.3 (a
+#: fifth to a fifteenth of it) with 1.5-3.6 effective choices left, while every labelled
+#: collapse ends at 0.18 nats or below. A fall to a fifth that stays above this is info.
+ENTROPY_FLOOR = 0.325
 #: Length collapse / explosion: the mean response length falls below a third of, or rises
 #: above three times, a level it held.
 LENGTH_FACTOR = 3.0
@@ -110,7 +117,8 @@ def _fall(code, metric, steps, values, share, severity_share, what) -> Event | N
         return None
     crossed, end = found
     low = float(np.median(v[crossed:end]))
-    k = fall_start(regimes(steps, v, "signed"), peak_at, crossed)
+    r = regimes(steps, v, "signed")
+    k = prior_exit(r, fall_start(r, peak_at, crossed), crossed, ref, end if end < len(v) else None)
     severity = "error" if low < severity_share * ref else "warning"
     return Event(code, metric, int(steps[k]), int(steps[end - 1]), severity,
                  f"{metric} {what} from {ref:.4g} to {low:.4g} from step {int(steps[k])}",
@@ -158,13 +166,29 @@ def _rise(code, metric, steps, values, factor, what) -> Event | None:
 
 def entropy_collapse(metric: str, steps, values) -> Event | None:
     """Entropy (positive: discrete policies) falls below ENTROPY_COLLAPSE x the highest
-    level it held and stays (error below ENTROPY_COLLAPSE^2). A differential entropy
-    (values <= 0: Gaussian policies) has no collapse to zero."""
+    level it held and stays (error below ENTROPY_COLLAPSE^2), to under ENTROPY_FLOOR nats
+    (above it: info). A differential entropy (values <= 0: Gaussian policies) has no
+    collapse to zero."""
     values = np.asarray(values, float)
     if np.min(values) <= 0:
         return None
-    return _fall("entropy_collapse", metric, steps, values, ENTROPY_COLLAPSE, ENTROPY_COLLAPSE ** 2,
-                 "collapsed")
+    event = _fall("entropy_collapse", metric, steps, values, ENTROPY_COLLAPSE, ENTROPY_COLLAPSE ** 2,
+                  "collapsed")
+    if event is None or event.evidence["now"] < ENTROPY_FLOOR:
+        return event
+    # a sharper policy at first; a later fall from the level it then held may still
+    # take it to near-deterministic
+    steps = np.asarray(steps)
+    c = int(np.searchsorted(steps, event.evidence["below_from"]))
+    later = _fall("entropy_collapse", metric, steps[c:], values[c:], ENTROPY_COLLAPSE, ENTROPY_COLLAPSE ** 2,
+                  "collapsed")
+    if later is not None and later.evidence["now"] < ENTROPY_FLOOR:
+        return later
+    now = event.evidence["now"]
+    return replace(event, severity="info",
+                   title=f"{metric} fell from {event.evidence['held']:.4g} to {now:.4g} from step {event.onset}: "
+                         f"a sharper policy, still {np.exp(now):.2g} effective choices (not near-deterministic)",
+                   evidence={**event.evidence, "floor": ENTROPY_FLOOR})
 
 
 def length_change(metric: str, steps, values) -> Event | None:
@@ -226,7 +250,7 @@ def reward_declines(metric: str, steps, values, points: bool = True) -> list[Eve
 def _declined(metric: str, steps, d: Decline) -> Event:
     """The ``reward_degradation`` event of decline ``d`` (``last``: its last step below the
     line when the run recovered, else the run's last step)."""
-    k, last = d.onset, len(steps) - 1 if d.end is None else d.end - 1
+    k, last = prior_exit(d.r, d.onset, d.tail, d.peak, d.end), len(steps) - 1 if d.end is None else d.end - 1
     back = "" if d.end is None else f", back above {d.line:.4g} from step {int(steps[d.end])}"
     return Event("reward_degradation", metric, int(steps[k]), int(steps[last]), "warning",
                  f"{metric} fell from {d.peak:.4g} (step {d.peak_step}) to {d.now:.4g} "
