@@ -12,7 +12,7 @@ from __future__ import annotations
 import numpy as np
 
 from rldk.detectors.onsets import LEVEL_WINDOW, MIN_REFERENCE
-from rldk.detectors.regimes import Regimes
+from rldk.detectors.regimes import Regimes, regimes
 from rldk.detectors.scale import noise_sigma
 from rldk.detectors.trend import PLATEAU, first_off, part_at
 
@@ -165,7 +165,9 @@ def prior_exit(r: Regimes, onset: int, tail: int, peak: float, stop: int | None 
     (to ``stop``, exclusive, when the run recovered): one point after the last point,
     before the series is past the midpoint for good, that is still at the level the
     series held just before the move. That level is the last regime of PRIOR_POINTS
-    points or more before ``tail`` within PRIOR_SHARE of the whole move of the ``peak``
+    points or more of the series before ``tail`` (cut with that part's own noise: a
+    collapse to a floor of 1e-4 would set a scale under which every point of the noisy
+    level before it is a regime of its own) within PRIOR_SHARE of the whole move of the ``peak``
     (a plateau the run settled on after a slow drift, or the peak itself); "at" it is
     inside BAND sigma of it (sigma its own row-to-row noise) or above it. A rolling mean
     that wobbles under its plateau for a while, or an entropy that drifts from 7 to 5
@@ -176,12 +178,14 @@ def prior_exit(r: Regimes, onset: int, tail: int, peak: float, stop: int | None 
     if tail <= onset:
         return onset
     low = float(np.median(y[tail:stop]))
-    j = part_at(r, tail - 1)
-    while j >= 0 and (r.parts[j].size < PRIOR_POINTS or r.parts[j].level < peak - PRIOR_SHARE * (peak - low)):
+    before = regimes(r.steps[:tail], y[:tail], "signed")
+    j = len(before.parts) - 1
+    while j >= 0 and (before.parts[j].size < PRIOR_POINTS
+                      or before.parts[j].level < peak - PRIOR_SHARE * (peak - low)):
         j -= 1
-    if j < 0 or r.parts[j].end <= onset:
+    if j < 0 or before.parts[j].end <= onset:
         return onset
-    part = r.parts[j]
+    part = before.parts[j]
     band = BAND * noise_sigma(y[part.start:part.end])
     mid = (part.level + low) / 2
     if band >= part.level - mid:
