@@ -165,11 +165,12 @@ def prior_exit(r: Regimes, onset: int, tail: int, peak: float, stop: int | None 
     (to ``stop``, exclusive, when the run recovered): one point after the last point,
     before the series is past the midpoint for good, that is still at the level the
     series held just before the move. That level is the last regime of PRIOR_POINTS
-    points or more of the series before ``tail`` (cut with that part's own noise: a
-    collapse to a floor of 1e-4 would set a scale under which every point of the noisy
-    level before it is a regime of its own) within PRIOR_SHARE of the whole move of the ``peak``
-    (a plateau the run settled on after a slow drift, or the peak itself); "at" it is
-    inside BAND sigma of it (sigma its own row-to-row noise) or above it. A rolling mean
+    points or more of the series before ``tail`` that lies within PRIOR_SHARE of the
+    whole move of the ``peak`` (a plateau the run settled on after a slow drift, or the
+    peak itself), the regimes cut with the noise of that part alone (a collapse to a
+    floor of 1e-4 would set a scale under which every point of the noisier level before
+    it is a regime of its own); "at" it is inside BAND sigma of it (sigma its own
+    row-to-row noise) or above it. A rolling mean
     that wobbles under its plateau for a while, or an entropy that drifts from 7 to 5
     nats before it drops to zero, is at its level until the drop: the wobble and the
     drift are not the move. Never earlier than ``onset``; ``onset`` itself when the noise
