@@ -67,10 +67,7 @@ def fall_start(r: Regimes, a: int, k: int, up: bool = False, noisy: bool = True,
         # still inside the band of the level held (or above it) before the series was
         # past the midpoint for good
         level = sign * float(np.median(r.y[lo:hi]))
-        i = _past_midpoint(y, a, k, (level + float(np.median(y[k:]))) / 2) - 1
-        while i > a and y[i] < level - band:
-            i -= 1
-        return i + 1
+        return _left_level(y, a, k, level, (level + float(np.median(y[k:]))) / 2, band, a)
     if jump is not None and jump >= k:
         return k                             # the state begins with a jump out of the noise
     if not noisy:
@@ -148,6 +145,16 @@ def _past_midpoint(y: np.ndarray, a: int, k: int, mid: float) -> int:
     return a + 1 + int(np.argmax(ok)) if ok.any() else k
 
 
+def _left_level(y: np.ndarray, a: int, k: int, level: float, mid: float, band: float, lo: int) -> int:
+    """One point after the last point still at ``level`` (inside ``band`` of it, or above
+    it) before the series is past ``mid`` for good (``_past_midpoint`` from point ``a`` to
+    ``k``), walking back no further than point ``lo`` + 1: where the move started."""
+    i = _past_midpoint(y, a, k, mid) - 1
+    while i > lo and y[i] < level - band:
+        i -= 1
+    return i + 1
+
+
 #: ``prior_exit``: how far below the peak (a share of the move from the peak to the low
 #: state) a level the run held may sit and still be the level the fall started from; a
 #: level further down is a stage of the fall (an entropy that falls in two stages, half
@@ -170,10 +177,10 @@ def prior_exit(r: Regimes, onset: int, tail: int, peak: float, stop: int | None 
     peak itself), the regimes cut with the noise of that part alone (a collapse to a
     floor of 1e-4 would set a scale under which every point of the noisier level before
     it is a regime of its own); "at" it is inside BAND sigma of it (sigma its own
-    row-to-row noise) or above it. A rolling mean
-    that wobbles under its plateau for a while, or an entropy that drifts from 7 to 5
-    nats before it drops to zero, is at its level until the drop: the wobble and the
-    drift are not the move. Never earlier than ``onset``; ``onset`` itself when the noise
+    row-to-row noise) or above it (``_left_level``, as ``fall_start`` reads a move out of
+    the noise). A rolling mean that wobbles under its plateau for a while, or an entropy
+    that drifts from 7 to 5 nats before it drops to zero, is at its level until the drop:
+    the wobble and the drift are not the move. Never earlier than ``onset``; ``onset`` itself when the noise
     band of that level reaches the midpoint (no point can be placed by it)."""
     y = r.y
     if tail <= onset:
@@ -192,7 +199,4 @@ def prior_exit(r: Regimes, onset: int, tail: int, peak: float, stop: int | None 
     if band >= part.level - mid:
         return onset
     end = (len(y) if stop is None else stop) - 1
-    i = _past_midpoint(y, max(onset, part.start) - 1, end, mid) - 1
-    while i >= onset and y[i] < part.level - band:
-        i -= 1
-    return max(onset, i + 1)
+    return max(onset, _left_level(y, max(onset, part.start) - 1, end, part.level, mid, band, onset - 1))
