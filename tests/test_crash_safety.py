@@ -129,6 +129,38 @@ def test_sigterm_and_sighup_close_the_run_as_killed(tmp_path, signame):
     assert run.metric("x")["step"].to_list() == list(range(5000))     # nothing lost (5,000 of 5,000)
 
 
+SWALLOWED = r"""
+import multiprocessing as mp, signal, sys, threading, time
+import rldk.writer as w
+w.init(sys.argv[1], run_id="swallowed", flush_secs=3600, capture_env=False)
+for s in range(100): w.log(s, x=float(s))
+lock = mp.get_context("fork").Lock(); lock.acquire()
+def elsewhere():                  # the signal lands on this thread: Python's handler waits for
+    time.sleep(0.3)               # the main thread, which sits in sem_wait and never wakes
+    signal.pthread_kill(threading.get_ident(), signal.SIGTERM)
+threading.Thread(target=elsewhere, daemon=True).start()
+lock.acquire()
+"""
+
+
+def test_a_sigterm_python_leaves_pending_is_delivered_again(tmp_path):
+    out = subprocess.run([sys.executable, "-c", SWALLOWED, str(tmp_path)], capture_output=True,
+                         text=True, timeout=60)
+    assert out.returncode == -signal.SIGTERM, out.stderr[-2000:]
+    run = open_store(tmp_path).run("swallowed")
+    assert run.status == "killed"
+    assert run.metric("x")["step"].to_list() == list(range(100))
+
+
+def test_a_wakeup_fd_the_program_owns_stays_its_own(tmp_path):
+    code = ("import os, signal, rldk.writer as w\n"
+            "r, fd = os.pipe(); os.set_blocking(fd, False); signal.set_wakeup_fd(fd)\n"
+            f"w.init({str(tmp_path)!r}, run_id='fd', capture_env=False)\n"
+            "print(signal.set_wakeup_fd(-1) == fd)\n")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
+    assert out.stdout.strip() == "True", out.stderr[-2000:]
+
+
 @pytest.mark.parametrize(("body", "status", "detail"), [
     ("pass", "complete", None),
     ("sys.exit(0)", "complete", None),

@@ -44,6 +44,10 @@ def _default_run_id() -> str:
 _LIVE: list = []
 _HOOKS = {"installed": False}
 _SIGNALS = ("SIGTERM", "SIGHUP")
+_CAUGHT: dict = {}                 # signal number -> our handler, where we installed one
+_HANDLING: set = set()             # the signals our handler has begun to handle
+_WAKEUP: dict = {}                 # our wakeup pipe's "read" and "write" ends
+_FORKING = threading.local()       # the signals a fork blocked, in the forking thread
 
 
 def _register(writer) -> None:
@@ -53,7 +57,8 @@ def _register(writer) -> None:
 
         _HOOKS["installed"] = True
         atexit.register(_close_at_exit)
-        os.register_at_fork(after_in_child=_after_fork)
+        os.register_at_fork(before=_before_fork, after_in_parent=_unblock_after_fork,
+                            after_in_child=_after_fork)
         _install_signal_handlers()
 
 
@@ -85,15 +90,54 @@ def _ending(exc: BaseException) -> tuple[str, dict]:
     return "failed", {"error": f"{type(exc).__name__}: {str(exc)[:200]}"}
 
 
+def _before_fork() -> None:
+    """Block the signals our handlers catch across a fork, so that one sent to the
+    child before its hook below has run waits in the kernel instead of reaching a
+    Python handler the child is about to drop."""
+    if _CAUGHT:
+        import signal
+
+        before = signal.pthread_sigmask(signal.SIG_BLOCK, _CAUGHT)
+        _FORKING.blocked = set(_CAUGHT) - before
+
+
+def _unblock_after_fork() -> None:
+    blocked = getattr(_FORKING, "blocked", None)
+    if blocked:
+        import signal
+
+        _FORKING.blocked = None
+        signal.pthread_sigmask(signal.SIG_UNBLOCK, blocked)
+
+
 def _after_fork() -> None:
-    for writer in list(_LIVE):
-        if not writer._closed:
-            writer._after_fork_in_child()
-    mp_util = sys.modules.get("multiprocessing.util")
-    if mp_util is not None and _LIVE:
-        # multiprocessing children leave through os._exit, skipping atexit; its own
-        # exit hook runs registered finalizers, so a Pool worker's events are written
-        mp_util.Finalize(None, _close_at_exit, exitpriority=10)
+    try:
+        _HANDLING.clear()
+        if _CAUGHT:
+            _watch_for_swallowed_signals()     # the parent's watcher thread is gone
+        for writer in list(_LIVE):
+            if not writer._closed:
+                writer._after_fork_in_child()
+        mp_util = sys.modules.get("multiprocessing.util")
+        if mp_util is not None and _LIVE:
+            # multiprocessing children leave through os._exit, skipping atexit; its exit
+            # hook runs the finalizers registered after its own fork handling (which
+            # clears those registered before), so a Pool worker's events are written
+            _close_at_mp_exit()
+            mp_util.register_after_fork(_MP_CHILD, _close_at_mp_exit)
+    finally:
+        _unblock_after_fork()     # a SIGTERM sent meanwhile now ends the child
+
+
+class _MpChild:
+    """multiprocessing keeps its after-fork callbacks by weak reference to an object."""
+
+
+_MP_CHILD = _MpChild()
+
+
+def _close_at_mp_exit(_obj=None) -> None:
+    sys.modules["multiprocessing.util"].Finalize(None, _close_at_exit, exitpriority=10)
 
 
 def _install_signal_handlers() -> None:
@@ -110,11 +154,72 @@ def _install_signal_handlers() -> None:
             continue
 
         def on_signal(signum, frame, name=name):
+            _HANDLING.add(signum)
             close_all("killed", {"signal": name})
             signal.signal(signum, signal.SIG_DFL)
             os.kill(os.getpid(), signum)
 
         signal.signal(number, on_signal)
+        _CAUGHT[number] = on_signal
+    if _CAUGHT:
+        _watch_for_swallowed_signals()
+
+
+# ------------------------------------------------------ signals Python never handles
+def _watch_for_swallowed_signals() -> None:
+    """Deliver again a caught signal whose Python handler has not run.
+
+    Python runs a handler only when the main thread next runs Python code. A signal
+    that lands on another thread, or while the main thread waits for the GIL just
+    before a blocking wait (a ``multiprocessing.Pool`` worker taking its queue's
+    lock), leaves the handler pending for ever, and the process ignores SIGTERM:
+    ``Pool.terminate`` then waits on that worker for ever. The C-level handler
+    writes every caught signal to Python's wakeup fd; a small thread reads it and,
+    while our handler has not started, sends the signal to the main thread again,
+    which interrupts its wait. A program (asyncio, trio) that owns the wakeup fd
+    keeps it, and this watch is off."""
+    import signal
+
+    read, write = os.pipe()
+    os.set_blocking(write, False)
+    try:
+        previous = signal.set_wakeup_fd(write, warn_on_full_buffer=False)
+    except ValueError:                               # not the main thread
+        os.close(read), os.close(write)
+        return
+    inherited = _WAKEUP.get("write")
+    if previous not in (-1, inherited):
+        signal.set_wakeup_fd(previous)               # someone else's: theirs stays
+        os.close(read), os.close(write)
+        return
+    for end in (_WAKEUP.get("read"), inherited):     # a forked child's copy of the parent's
+        if end is not None:
+            with contextlib.suppress(OSError):
+                os.close(end)
+    _WAKEUP.update(read=read, write=write)
+    threading.Thread(target=_redeliver, args=(read,), name="rldk-signals", daemon=True).start()
+
+
+def _redeliver(read: int, grace: float = 0.5) -> None:
+    import signal
+
+    signal.pthread_sigmask(signal.SIG_BLOCK, _CAUGHT)   # never this thread's to take
+    main = threading.main_thread().ident
+    while True:
+        try:
+            data = os.read(read, 512)
+        except OSError:
+            return
+        if not data:
+            return
+        for number in set(data) & set(_CAUGHT):
+            time.sleep(grace)                        # the main thread usually handles it first
+            while number not in _HANDLING and signal.getsignal(number) is _CAUGHT.get(number):
+                try:
+                    signal.pthread_kill(main, number)
+                except (OSError, ValueError):        # the main thread has ended
+                    return
+                time.sleep(2 * grace)
 
 
 # ------------------------------------------------- one live writer per run and rank
