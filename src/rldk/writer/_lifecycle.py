@@ -91,9 +91,9 @@ def _ending(exc: BaseException) -> tuple[str, dict]:
 
 
 def _before_fork() -> None:
-    """Block the signals our handlers catch across a fork, so that one sent to the
-    child before its hook below has run waits in the kernel instead of reaching a
-    Python handler the child is about to drop."""
+    """Block the signals our handlers catch across a fork. One sent to the child
+    before its hook below has run then waits in the kernel; unblocked, Python drops
+    it when it resets the child's signal state, and the child never ends."""
     if _CAUGHT:
         import signal
 
