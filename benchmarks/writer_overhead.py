@@ -179,7 +179,19 @@ def blocks(cycles: int, block: int, k: int = 20) -> None:
     is charged to its own block. Per cycle, the overhead per step of each logger over the
     no-logger block next to it; the medians, and the median of the paired difference rldk
     - JSONL with a bootstrap 90% interval: one process and neighbouring blocks take out
-    the process-to-process noise of ``--realistic``."""
+    the process-to-process noise of ``--realistic``.
+
+    The same blocks also give each logger's cost measured directly, which the machine's
+    noise barely moves (the wall-time differences above are differences of two ~2.5 ms
+    steps): the time inside its calls in the loop (cold caches included), its flush at
+    the block's end, the loop thread's time off the CPU (wall minus ``time.thread_time``:
+    GIL waits, flush waits, preemptions) over the no-logger block's, and the CPU time of
+    rldk's encoder thread over the cycle (its idle wakes in the other blocks included; from
+    ``/proc/self/task/<tid>/schedstat``, Linux only: NaN elsewhere). Calls + flush +
+    off-CPU is what the loop thread pays when a core is free for the encoder; calls +
+    flush + encoder CPU bounds what it can pay when none is (every encoder cycle taken
+    from the loop). What none of these counts: a logger's effect on the caches the numpy
+    work uses."""
     import random
 
     for var in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS"):   # as --realistic's children
@@ -196,9 +208,11 @@ def blocks(cycles: int, block: int, k: int = 20) -> None:
     passes = _calibrate()
     x = np.random.default_rng(0).standard_normal(1 << 16)
     steps = {"none": 0, "jsonl": 0, "rldk": 0}
+    clock = time.perf_counter
 
-    def run_block(logger: str) -> float:
-        start = time.perf_counter()
+    def run_block(logger: str) -> dict:
+        calls = 0.0
+        cpu0, start = time.thread_time(), clock()
         for _ in range(block):
             y = x
             for _ in range(passes):
@@ -206,32 +220,47 @@ def blocks(cycles: int, block: int, k: int = 20) -> None:
             row = y[:k].tolist()
             values = {names[j]: row[j] for j in range(k)}
             if logger == "rldk":
+                a = clock()
                 w.log(steps["rldk"], values)
+                calls += clock() - a
             elif logger == "jsonl":
+                a = clock()
                 values["step"] = steps["jsonl"]
                 jsonl.write(orjson.dumps(values) + b"\n")
+                calls += clock() - a
             steps[logger] += 1
+        a = clock()
         if logger == "rldk":
             w.flush()
         elif logger == "jsonl":
             jsonl.flush()
-        return (time.perf_counter() - start) / block * 1e6          # us per step
+        end, cpu1 = clock(), time.thread_time()
+        per_step = 1e6 / block                                           # seconds -> us per step
+        return {"wall": (end - start) * per_step, "calls": calls * per_step, "flush": (end - a) * per_step,
+                "background": 0.0, "off_cpu": ((end - start) - (cpu1 - cpu0)) * per_step}
 
     order = ["none", "jsonl", "rldk"]
     run_block("none")                                                # warm-up
     over: dict = {"jsonl": [], "rldk": []}
+    parts: dict = {"jsonl": [], "rldk": []}
     for cycle in range(cycles):
         rotated = order[cycle % 3:] + order[:cycle % 3]
+        before = _background_cpu()
         t = {logger: run_block(logger) for logger in rotated}
+        after = _background_cpu()
+        # the encoder's CPU over the whole cycle (its idle wakes in the other blocks too) is rldk's
+        t["rldk"]["background"] = (after - before) * 1e6 / block if None not in (before, after) else float("nan")
         for logger in over:
-            over[logger].append(t[logger] - t["none"])
+            over[logger].append(t[logger]["wall"] - t["none"]["wall"])
+            t[logger]["stall"] = t[logger]["off_cpu"] - t["none"]["off_cpu"]
+            parts[logger].append(t[logger])
     w.close()
     jsonl.close()
     shutil.rmtree(out, ignore_errors=True)
     diff = [a - b for a, b in zip(over["rldk"], over["jsonl"])]
     rng = random.Random(0)
     boot = sorted(statistics.median(rng.choices(diff, k=len(diff))) for _ in range(2000))
-    base = statistics.median(t for t in [run_block("none") for _ in range(3)])
+    base = statistics.median(run_block("none")["wall"] for _ in range(3))
     print(f"\nrealistic loop, one process: {cycles} cycles of {block}-step blocks (none, JSONL, rldk, "
           f"rotating; ~{base / 1e3:.2f} ms a step), {k} scalars a step, load {os.getloadavg()[0]:.1f}")
     for logger, values in over.items():
@@ -240,6 +269,36 @@ def blocks(cycles: int, block: int, k: int = 20) -> None:
     print(f"  rldk - JSONL, paired by cycle: median {statistics.median(diff):+.1f} us/step, 90% interval "
           f"[{boot[100]:+.1f}, {boot[1899]:+.1f}]; rldk cheaper in {sum(d <= 0 for d in diff)} of {len(diff)} "
           "cycles (target: rldk <= JSONL)")
+    print("  measured directly, medians over the cycles, us/step: its calls in the loop, its flush at the "
+          "block's end, off-CPU = the loop thread's time off the CPU (wall - its CPU time: GIL and flush waits, "
+          "preemption) over the no-logger block's, background = rldk's encoder thread CPU over the cycle")
+    print("  loop thread = calls + flush + off-CPU (what the loop pays with a core free; a flush's wait "
+          "is counted twice); no spare core = calls + flush + background (every encoder cycle taken from the loop)")
+    cost = {}
+    for logger, rows in parts.items():
+        med = {key: statistics.median(r[key] for r in rows) for key in ("calls", "flush", "stall", "background")}
+        thread = statistics.median(r["calls"] + r["flush"] + r["stall"] for r in rows)
+        bound = statistics.median(r["calls"] + r["flush"] + r["background"] for r in rows)
+        cost[logger] = thread, bound
+        print(f"  {logger:<6} calls {med['calls']:6.2f}  flush {med['flush']:6.2f}  off-CPU {med['stall']:+7.2f}"
+              f"  background {med['background']:6.2f}  loop thread {thread:6.2f}  no spare core {bound:6.2f}")
+    print(f"  rldk / JSONL: loop thread {cost['rldk'][0] / cost['jsonl'][0]:.2f}x, no spare core "
+          f"{cost['rldk'][1] / cost['jsonl'][1]:.2f}x (target: <= 1.0x)")
+
+
+def _background_cpu() -> float | None:
+    """CPU seconds the rldk writer threads of this process have used (Linux; else None)."""
+    import threading
+
+    total = 0.0
+    for thread in threading.enumerate():
+        if thread.name.startswith("rldk-writer") and thread.native_id is not None:
+            try:
+                with open(f"/proc/self/task/{thread.native_id}/schedstat") as f:
+                    total += int(f.read().split()[0]) / 1e9
+            except (OSError, ValueError, IndexError):
+                return None
+    return total
 
 
 def _empty(out, names):

@@ -1,0 +1,29 @@
+"""The writer benchmark's one-process realistic loop (``--blocks``) runs and measures each
+logger's own cost: a smoke run, so that the figures in the README stay reproducible."""
+import re
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+BENCH = Path(__file__).resolve().parents[1] / "benchmarks" / "writer_overhead.py"
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="the encoder's CPU is read from /proc")
+def test_blocks_reports_each_loggers_direct_cost():
+    proc = subprocess.run([sys.executable, str(BENCH), "--blocks", "2", "--block-steps", "40"],
+                          capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 0, proc.stderr
+    rows = {m["logger"]: {k: float(v) for k, v in m.groupdict().items() if k != "logger"}
+            for m in re.finditer(r"^  (?P<logger>jsonl|rldk)\s+calls\s+(?P<calls>\S+)\s+flush\s+(?P<flush>\S+)\s+"
+                                 r"off-CPU\s+(?P<off>\S+)\s+background\s+(?P<background>\S+)\s+loop thread\s+"
+                                 r"(?P<thread>\S+)\s+no spare core\s+(?P<bound>\S+)$", proc.stdout, re.M)}
+    assert set(rows) == {"jsonl", "rldk"}, proc.stdout
+    for row in rows.values():
+        assert row["calls"] > 0 and row["flush"] >= 0
+    assert rows["jsonl"]["background"] == 0.0          # JSONL has no thread of its own
+    assert rows["rldk"]["background"] > 0.0            # the encoder wrote the block's segment
+    assert rows["rldk"]["bound"] == pytest.approx(rows["rldk"]["calls"] + rows["rldk"]["flush"]
+                                                  + rows["rldk"]["background"], abs=0.02)   # 2 cycles: median of sums = sum of medians
+    assert re.search(r"rldk / JSONL: loop thread \d+\.\d\dx, no spare core \d+\.\d\dx", proc.stdout)
