@@ -187,10 +187,11 @@ def blocks(cycles: int, block: int, k: int = 20) -> None:
     the block's end, the loop thread's time off the CPU (wall minus ``time.thread_time``:
     GIL waits, flush waits, preemptions) over the no-logger block's, and the CPU time of
     rldk's encoder thread over the cycle (its idle wakes in the other blocks included; from
-    ``/proc/self/task/<tid>/schedstat``, Linux only: NaN elsewhere). Calls + flush +
-    off-CPU is what the loop thread pays when a core is free for the encoder; calls +
-    flush + encoder CPU bounds what it can pay when none is (every encoder cycle taken
-    from the loop). What none of these counts: a logger's effect on the caches the numpy
+    ``/proc/self/task/<tid>/schedstat``, Linux only: NaN elsewhere). Calls + the flush's
+    CPU on the loop thread + off-CPU is what the loop thread pays when a core is free for
+    the encoder; calls + the flush's CPU + encoder CPU bounds what it can pay when none is
+    (every encoder cycle taken from the loop). A flush's wait is the encoder writing:
+    counted once, in off-CPU or in the encoder's CPU. What none of these counts: a logger's effect on the caches the numpy
     work uses."""
     import random
 
@@ -229,7 +230,7 @@ def blocks(cycles: int, block: int, k: int = 20) -> None:
                 jsonl.write(orjson.dumps(values) + b"\n")
                 calls += clock() - a
             steps[logger] += 1
-        a = clock()
+        a, flush_cpu = clock(), time.thread_time()
         if logger == "rldk":
             w.flush()
         elif logger == "jsonl":
@@ -237,7 +238,8 @@ def blocks(cycles: int, block: int, k: int = 20) -> None:
         end, cpu1 = clock(), time.thread_time()
         per_step = 1e6 / block                                           # seconds -> us per step
         return {"wall": (end - start) * per_step, "calls": calls * per_step, "flush": (end - a) * per_step,
-                "background": 0.0, "off_cpu": ((end - start) - (cpu1 - cpu0)) * per_step}
+                "flush_cpu": (cpu1 - flush_cpu) * per_step, "background": 0.0,
+                "off_cpu": ((end - start) - (cpu1 - cpu0)) * per_step}
 
     order = ["none", "jsonl", "rldk"]
     run_block("none")                                                # warm-up
@@ -269,19 +271,23 @@ def blocks(cycles: int, block: int, k: int = 20) -> None:
     print(f"  rldk - JSONL, paired by cycle: median {statistics.median(diff):+.1f} us/step, 90% interval "
           f"[{boot[100]:+.1f}, {boot[1899]:+.1f}]; rldk cheaper in {sum(d <= 0 for d in diff)} of {len(diff)} "
           "cycles (target: rldk <= JSONL)")
-    print("  measured directly, medians over the cycles, us/step: its calls in the loop, its flush at the "
-          "block's end, off-CPU = the loop thread's time off the CPU (wall - its CPU time: GIL and flush waits, "
-          "preemption) over the no-logger block's, background = rldk's encoder thread CPU over the cycle")
-    print("  loop thread = calls + flush + off-CPU (what the loop pays with a core free; a flush's wait "
-          "is counted twice); no spare core = calls + flush + background (every encoder cycle taken from the loop)")
+    print("  measured directly, medians over the cycles, us/step: its calls in the loop (wall), its flush at "
+          "the block's end (wall, and the loop thread's CPU in it), off-CPU = the loop thread's time off the CPU "
+          "(wall - its CPU time: GIL waits, the flush's wait, preemption) over the no-logger block's, "
+          "background = rldk's encoder thread CPU over the cycle")
+    print("  loop thread = calls + flush CPU + off-CPU (what the loop pays with a core free); no spare core = "
+          "calls + flush CPU + background (every encoder cycle taken from the loop; the flush's wait is the "
+          "encoder writing, counted once, in background)")
     cost = {}
     for logger, rows in parts.items():
-        med = {key: statistics.median(r[key] for r in rows) for key in ("calls", "flush", "stall", "background")}
-        thread = statistics.median(r["calls"] + r["flush"] + r["stall"] for r in rows)
-        bound = statistics.median(r["calls"] + r["flush"] + r["background"] for r in rows)
+        med = {key: statistics.median(r[key] for r in rows)
+               for key in ("calls", "flush", "flush_cpu", "stall", "background")}
+        thread = statistics.median(r["calls"] + r["flush_cpu"] + r["stall"] for r in rows)
+        bound = statistics.median(r["calls"] + r["flush_cpu"] + r["background"] for r in rows)
         cost[logger] = thread, bound
-        print(f"  {logger:<6} calls {med['calls']:6.2f}  flush {med['flush']:6.2f}  off-CPU {med['stall']:+7.2f}"
-              f"  background {med['background']:6.2f}  loop thread {thread:6.2f}  no spare core {bound:6.2f}")
+        print(f"  {logger:<6} calls {med['calls']:6.2f}  flush {med['flush']:6.2f} (CPU {med['flush_cpu']:5.2f})"
+              f"  off-CPU {med['stall']:+7.2f}  background {med['background']:6.2f}  loop thread {thread:6.2f}"
+              f"  no spare core {bound:6.2f}")
     print(f"  rldk / JSONL: loop thread {cost['rldk'][0] / cost['jsonl'][0]:.2f}x, no spare core "
           f"{cost['rldk'][1] / cost['jsonl'][1]:.2f}x (target: <= 1.0x)")
 

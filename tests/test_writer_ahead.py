@@ -13,7 +13,7 @@ import pytest
 import rldk.writer._commit as commit_module
 from rldk.core import segments
 from rldk.core.store import open_store
-from rldk.schemas import IMPORT_PARQUET_OPTIONS
+from rldk.schemas import SEGMENT_PARQUET_OPTIONS
 from rldk.writer import EventWriter
 from rldk.writer._limits import RldkWarning
 
@@ -26,7 +26,7 @@ def _table(lo: int, n: int) -> pa.Table:
 
 def _import(store, run_id: str, ahead: bool, tables: int = 12, rows: int = 1000) -> EventWriter:
     w = EventWriter(store, run_id, capture_env=False, flush_secs=3600, segment_rows=2 * rows,
-                    compact_on_close=False, parquet_options=IMPORT_PARQUET_OPTIONS)
+                    compact_on_close=False, parquet_options=SEGMENT_PARQUET_OPTIONS)
     if ahead:
         w.encode_ahead(2)
     for i in range(tables):
@@ -133,7 +133,41 @@ def test_all_null_columns_written_uncompressed_whatever_the_levels(tmp_path):
     codecs = {meta.column(i).path_in_schema: meta.column(i).compression for i in range(meta.num_columns)}
     assert codecs["text"] == codecs["attrs"] == codecs["ivalue"] == "UNCOMPRESSED"
     assert codecs["value"] == "ZSTD" and codecs["seq"] == "LZ4"
-    leveled = _uncompressed_nulls({**IMPORT_PARQUET_OPTIONS, "compression_level": {"text": 3, "value": 1}},
+    leveled = _uncompressed_nulls({**SEGMENT_PARQUET_OPTIONS, "compression_level": {"text": 3, "value": 1}},
                                   _table(0, 10).append_column("text", pa.nulls(10, pa.string())))
     assert leveled["compression"]["text"] == "none" and leveled["compression_level"] == {"value": 1}
-    assert _uncompressed_nulls({**IMPORT_PARQUET_OPTIONS, "compression_level": 3}, _table(0, 10))["compression_level"] == 3
+    assert _uncompressed_nulls({**SEGMENT_PARQUET_OPTIONS, "compression_level": 3}, _table(0, 10))["compression_level"] == 3
+
+
+def test_a_live_writers_small_segments_are_written_fast_and_kept_ones_compact(tmp_path):
+    """Without options of its own, a writer writes the segments close() merges (small
+    ones) with SEGMENT_PARQUET_OPTIONS and those that stay as they are with the compact
+    PARQUET_OPTIONS; the file the merge leaves is compact."""
+    import pyarrow.parquet as pq
+
+    def codecs(path):
+        meta = pq.ParquetFile(path).metadata.row_group(0)
+        return {meta.column(i).path_in_schema: meta.column(i).compression for i in range(meta.num_columns)}
+
+    w = EventWriter(tmp_path, "r", capture_env=False, flush_secs=3600, segment_rows=400)
+    for step in range(10):                     # 10 rows: a small segment
+        w.log(step, {"a": step / 3})
+    assert w.flush()
+    for step in range(10, 410):                # 400 rows: a segment that stays
+        w.log(step, {"a": step / 3})
+    assert w.flush()
+    small, big = (codecs(tmp_path / name) for name in w.segments[-2:])
+    assert small["seq"] == "LZ4" and small["text"] == "UNCOMPRESSED"
+    assert big["seq"] == big["value"] == "ZSTD"
+    w.close()
+    assert [r[1] for r in _events(tmp_path, "r")] == list(range(410))
+
+    only_small = EventWriter(tmp_path / "q", "q", capture_env=False, flush_secs=3600, segment_rows=400)
+    for step in range(30):                     # three small segments: close() merges them
+        only_small.log(step, {"a": step / 3})
+        if step % 10 == 9:
+            assert only_small.flush()
+    only_small.close()
+    files = _parquet_files(tmp_path / "q")
+    assert len(files) == 1 and codecs(tmp_path / "q" / files[0])["seq"] == "ZSTD"
+    assert [r[1] for r in _events(tmp_path / "q", "q")] == list(range(30))

@@ -17,13 +17,17 @@ def test_blocks_reports_each_loggers_direct_cost():
     assert proc.returncode == 0, proc.stderr
     rows = {m["logger"]: {k: float(v) for k, v in m.groupdict().items() if k != "logger"}
             for m in re.finditer(r"^  (?P<logger>jsonl|rldk)\s+calls\s+(?P<calls>\S+)\s+flush\s+(?P<flush>\S+)\s+"
-                                 r"off-CPU\s+(?P<off>\S+)\s+background\s+(?P<background>\S+)\s+loop thread\s+"
+                                 r"\(CPU\s+(?P<flush_cpu>\S+)\)\s+off-CPU\s+(?P<off>\S+)\s+background\s+"
+                                 r"(?P<background>\S+)\s+loop thread\s+"
                                  r"(?P<thread>\S+)\s+no spare core\s+(?P<bound>\S+)$", proc.stdout, re.M)}
     assert set(rows) == {"jsonl", "rldk"}, proc.stdout
     for row in rows.values():
-        assert row["calls"] > 0 and row["flush"] >= 0
+        assert row["calls"] > 0 and 0 <= row["flush_cpu"] <= row["flush"] + 0.01
     assert rows["jsonl"]["background"] == 0.0          # JSONL has no thread of its own
     assert rows["rldk"]["background"] > 0.0            # the encoder wrote the block's segment
-    assert rows["rldk"]["bound"] == pytest.approx(rows["rldk"]["calls"] + rows["rldk"]["flush"]
-                                                  + rows["rldk"]["background"], abs=0.02)   # 2 cycles: median of sums = sum of medians
-    assert re.search(r"rldk / JSONL: loop thread \d+\.\d\dx, no spare core \d+\.\d\dx", proc.stdout)
+    # the flush's wait is the encoder writing: counted once, in background (2 cycles: the
+    # median of the sums is the sum of the medians)
+    assert rows["rldk"]["bound"] == pytest.approx(rows["rldk"]["calls"] + rows["rldk"]["flush_cpu"]
+                                                  + rows["rldk"]["background"], abs=0.02)
+    # the loop thread's figure may be below 0 in so short a run: the off-CPU noise of a 40-step block
+    assert re.search(r"rldk / JSONL: loop thread -?\d+\.\d\dx, no spare core \d+\.\d\dx", proc.stdout)

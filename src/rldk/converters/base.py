@@ -25,7 +25,7 @@ from rldk.core import run_facts
 from rldk.core.errors import RldkError
 from rldk.core.fs import location
 from rldk.core.run_summary import distinct, unique_sorted
-from rldk.schemas import IMPORT_PARQUET_OPTIONS
+from rldk.schemas import SEGMENT_PARQUET_OPTIONS
 
 #: threads that encode an import's segments, several at once, committed in order
 #: (:meth:`~rldk.writer.EventWriter.encode_ahead`; one where there is one core). Measured
@@ -224,7 +224,7 @@ def _write_run(store: Path, run: RunData, rid: str, fmt: str) -> "RunSummary":
     try:
         writer = EventWriter(store, rid, capture_env=False, config=run.meta.get("config"),
                              flush_secs=3600, segment_rows=_IMPORT_SEGMENT_ROWS,
-                             parquet_options=IMPORT_PARQUET_OPTIONS)
+                             parquet_options=SEGMENT_PARQUET_OPTIONS)
     except StoreError as exc:
         raise ConvertError(str(exc)) from None
     writer.encode_ahead(min(ENCODE_WORKERS, os.cpu_count() or 1))

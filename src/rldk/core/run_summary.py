@@ -54,7 +54,6 @@ def _of_run(table) -> dict:
     import pyarrow as pa
     import pyarrow.compute as pc
 
-    steps = pc.min_max(table.column("step")).as_py()
     wall = pc.min_max(table.column("wall_time"))       # scalars: no copy of the column
     wall = {k: _ms(wall[k], pa) for k in ("min", "max")}
     # an import's or a metrics-only segment's rows are all metrics: no mask, no filtered copies
@@ -63,10 +62,14 @@ def _of_run(table) -> dict:
     if not every:
         metric = _equals(table.column("kind"), "metric")
         names, msteps = names.filter(metric), msteps.filter(metric)
+    metric_steps = _steps(unique_sorted(msteps))
+    if every:            # the steps are the metric steps (nulls left out either way)
+        steps = {"min": metric_steps["lo"], "max": metric_steps["hi"]}
+    else:
+        steps = pc.min_max(table.column("step")).as_py()
     out = {"n": table.num_rows, "ranks": distinct(table.column("rank")),
            "kinds": distinct(table.column("kind")), "steps": _range(steps["min"], steps["max"]),
-           "wall": _range(wall["min"], wall["max"]),
-           "names": distinct(names), "msteps": _steps(unique_sorted(msteps))}
+           "wall": _range(wall["min"], wall["max"]), "names": distinct(names), "msteps": metric_steps}
     if not every:
         _add_run_events(table, out)
     return out
@@ -90,6 +93,8 @@ def _ms(scalar, pa):
     """A timestamp scalar as integer milliseconds since the epoch (None when null)."""
     if not scalar.is_valid:
         return None
+    if getattr(scalar.type, "unit", None) == "ms":   # the writer's: no casts (0.2 ms of a live segment's 7)
+        return scalar.value
     return pa.scalar(scalar.value, scalar.type).cast(pa.timestamp("ms")).cast(pa.int64()).as_py()
 
 

@@ -78,11 +78,11 @@ def _rldk_metadata(covers=None) -> dict:
 
 
 @contextlib.contextmanager
-def _atomic_writer(directory: Path, name: str, schema, covers=None, options=None):
+def _atomic_writer(directory: Path, name: str, schema, covers=None):
     """A ParquetWriter on a hidden temp file that is fsynced and renamed to ``name``
     on success, removed on failure. Files carry no Arrow schema (dictionary columns
-    read back as plain strings) and the ``rldk.*`` footer metadata; ``options`` are
-    the ParquetWriter's (default :data:`~rldk.schemas.PARQUET_OPTIONS`)."""
+    read back as plain strings), the ``rldk.*`` footer metadata and the compact
+    :data:`~rldk.schemas.PARQUET_OPTIONS` (a merge: written once, read often)."""
     import pyarrow.parquet as pq
 
     from rldk.schemas import PARQUET_OPTIONS
@@ -90,7 +90,7 @@ def _atomic_writer(directory: Path, name: str, schema, covers=None, options=None
     tmp = directory / temp_name(name)
     try:
         with open(tmp, "wb") as f:
-            with pq.ParquetWriter(f, schema.remove_metadata(), **(options or PARQUET_OPTIONS)) as out:
+            with pq.ParquetWriter(f, schema.remove_metadata(), **PARQUET_OPTIONS) as out:
                 yield out
                 out.add_key_value_metadata(_rldk_metadata(covers))
             f.flush()
@@ -109,13 +109,17 @@ def write_segment(table, directory: Path | ObjectDir, name: str, options: dict |
     if isinstance(directory, ObjectDir):
         directory.fs.pipe_file(f"{directory.key}/{name}", parquet_bytes(table, options))
         return
-    with _atomic_writer(Path(directory), name, table.schema, options=options) as out:
-        out.write_table(table, row_group_size=1 << 20)
-        out.add_key_value_metadata(run_summary.metadata(table))
+    # encoded in memory and written in one call: a ParquetWriter on a Python file calls
+    # back into Python for every page (-0.3 of 4 ms CPU for a live segment of 10k values)
+    _write_atomic(Path(directory) / name, _parquet_buffer(table, options))
 
 
 def parquet_bytes(table, options: dict | None = None) -> bytes:
     """``table`` as the bytes of a store file (footer metadata included)."""
+    return _parquet_buffer(table, options).to_pybytes()
+
+
+def _parquet_buffer(table, options: dict | None):
     import pyarrow as pa
     import pyarrow.parquet as pq
 
@@ -125,7 +129,7 @@ def parquet_bytes(table, options: dict | None = None) -> bytes:
     with pq.ParquetWriter(sink, table.schema.remove_metadata(), **(options or PARQUET_OPTIONS)) as out:
         out.write_table(table, row_group_size=1 << 20)
         out.add_key_value_metadata({**_rldk_metadata(), **run_summary.metadata(table)})
-    return sink.getvalue().to_pybytes()
+    return sink.getvalue()
 
 
 def list_names(directory: Path | ObjectDir) -> list[str]:
@@ -399,15 +403,24 @@ def write_file_atomic(path, data: bytes | str) -> None:
     permission) instead of leaving a truncated file behind.
     """
     path = Path(path)
+    try:
+        _write_atomic(path, data.encode("utf-8") if isinstance(data, str) else data)
+    except OSError as exc:
+        raise StoreError(f"cannot write {path}: {exc.strerror or exc}; free some space or "
+                         "choose another output path") from None
+
+
+def _write_atomic(path: Path, data) -> None:
+    """``data`` (bytes or a buffer) into ``path`` whole or not at all: a hidden temp
+    file, fsync, rename; the temp file is removed when that fails (OSError raised)."""
     tmp = path.with_name(temp_name(path.name))
     try:
         with open(tmp, "wb") as f:
-            f.write(data.encode("utf-8") if isinstance(data, str) else data)
+            f.write(data)
             f.flush()
             os.fsync(f.fileno())
         os.replace(tmp, path)
-    except OSError as exc:
+    except BaseException:
         with contextlib.suppress(OSError):
             os.unlink(tmp)
-        raise StoreError(f"cannot write {path}: {exc.strerror or exc}; free some space or "
-                         "choose another output path") from None
+        raise

@@ -3,20 +3,20 @@ from __future__ import annotations
 
 from rldk.schemas.events import (
     COLUMNS,
-    IMPORT_PARQUET_OPTIONS,
     KINDS,
     META_COVERS,
     META_VERSION,
     META_WRITER,
     PARQUET_OPTIONS,
     SCHEMA_VERSION,
+    SEGMENT_PARQUET_OPTIONS,
     KindSpec,
     arrow_schema,
     memory_schema,
 )
 
 __all__ = [
-    "COLUMNS", "IMPORT_PARQUET_OPTIONS", "KINDS", "META_COVERS", "META_VERSION", "META_WRITER", "PARQUET_OPTIONS",
+    "COLUMNS", "KINDS", "META_COVERS", "META_VERSION", "META_WRITER", "PARQUET_OPTIONS", "SEGMENT_PARQUET_OPTIONS",
     "SCHEMA_VERSION", "KindSpec", "arrow_schema", "memory_schema", "conform", "file_version", "validate",
 ]
 

@@ -49,7 +49,7 @@ class CommitMixin:
         table = pa.concat_tables(self._pending) if len(self._pending) > 1 else self._pending[0]
         name = segment_name(self.run_id, self.rank, self.session, len(self.segments))
         try:
-            write_segment(table, self.dir, name, self.parquet_options)
+            write_segment(table, self.dir, name, _uncompressed_nulls(self._options_for(table.num_rows), table))
         except OSError as exc:
             self.stats["write_errors"] += 1
             self._warn_once(("write",), f"rldk: cannot write to {self.dir} ({exc}); events are kept "
@@ -63,6 +63,18 @@ class CommitMixin:
         self.stats["segments"] += 1
         self._pending, self._pending_rows = [], 0
         return True
+
+    def _options_for(self, rows: int) -> dict | None:
+        """The Parquet options of a segment of ``rows`` rows: the writer's own when given.
+        Else a small segment is written fast (``SEGMENT_PARQUET_OPTIONS``: 2.9 instead of
+        3.9 ms of CPU for 10,700 values, 8% more bytes), since close() merges the small
+        ones into one compact file; a big one, which stays as it is, gets the compact
+        default (None)."""
+        from rldk.schemas import SEGMENT_PARQUET_OPTIONS
+
+        if self.parquet_options is not None:
+            return self.parquet_options
+        return SEGMENT_PARQUET_OPTIONS if _is_small(rows, self.segment_rows) else None
 
     def _write_ahead(self, started: float | None) -> bool:
         """:meth:`encode_ahead`'s write: hand the pending tables to a worker and commit the
@@ -192,7 +204,7 @@ class CommitMixin:
         when they add up to less than one segment (a short run ends as one file); big
         segments stay as they are."""
         small = [name for name, rows in zip(self.segments, self._segment_rows)
-                 if rows < self.segment_rows // 4]
+                 if _is_small(rows, self.segment_rows)]
         worth_it = len(small) > _COMPACT_MIN or (len(small) > 1 and len(small) == len(self.segments))
         if not (self.compact_on_close and worth_it):
             return
@@ -303,6 +315,12 @@ class AheadCommits:
 
     def close(self) -> None:
         self._pool.shutdown(wait=True)
+
+
+def _is_small(rows: int, segment_rows: int) -> bool:
+    """Whether a segment of ``rows`` rows is small: close() merges small segments when
+    there are several (:meth:`CommitMixin._merge_small`); big ones stay as they are."""
+    return rows < segment_rows // 4
 
 
 def _uncompressed_nulls(options: dict | None, table) -> dict | None:

@@ -96,8 +96,10 @@ class EventWriter(EncoderMixin, CommitMixin):
         ``rldk compact`` merges per run folder). ``RLDK_LAYOUT`` overrides it.
     project : the project folder of the hive layout (``RLDK_PROJECT`` overrides it;
         default ``default``); giving one chooses the hive layout.
-    parquet_options : the segments' ParquetWriter options (default ``PARQUET_OPTIONS``;
-        converters pass ``IMPORT_PARQUET_OPTIONS``, see :mod:`rldk.schemas.events`).
+    parquet_options : the segments' ParquetWriter options (converters pass
+        ``SEGMENT_PARQUET_OPTIONS``, see :mod:`rldk.schemas.events`). By default a
+        segment that ``close`` merges (a small one) is written with those, fast, and
+        one that stays as it is with the compact ``PARQUET_OPTIONS``.
     """
 
     def __init__(self, dir=None, run_id=None, *, rank=None, config=None, seed=None,
