@@ -171,3 +171,33 @@ def test_a_live_writers_small_segments_are_written_fast_and_kept_ones_compact(tm
     files = _parquet_files(tmp_path / "q")
     assert len(files) == 1 and codecs(tmp_path / "q" / files[0])["seq"] == "ZSTD"
     assert [r[1] for r in _events(tmp_path / "q", "q")] == list(range(30))
+
+
+def test_a_segment_written_from_memory_or_streamed_is_the_same_file(tmp_path, monkeypatch):
+    """Small segments are encoded in memory and written in one call, big ones stream to
+    their file: the same rows, footer summary and no temporaries either way; a failed
+    write leaves no file behind."""
+    import pyarrow.parquet as pq
+
+    from rldk.core import run_summary
+
+    w = EventWriter(tmp_path / "w", "r", capture_env=False)
+    for step in range(50):
+        w.log(step, {"a": step / 3, "b": -step})
+    w._drain()
+    table = pa.concat_tables(w._pending)
+    w.close()
+    monkeypatch.setattr(segments, "BUFFERED_ROWS", 10 ** 9)
+    segments.write_segment(table, tmp_path, "memory.parquet", SEGMENT_PARQUET_OPTIONS)
+    monkeypatch.setattr(segments, "BUFFERED_ROWS", 0)
+    segments.write_segment(table, tmp_path, "streamed.parquet", SEGMENT_PARQUET_OPTIONS)
+    one, two = (pq.ParquetFile(tmp_path / n) for n in ("memory.parquet", "streamed.parquet"))
+    assert one.read().equals(two.read()) and one.read().num_rows == 100
+    assert one.metadata.metadata[run_summary.KEY] == two.metadata.metadata[run_summary.KEY]
+    assert sorted(n for n in os.listdir(tmp_path) if n.endswith("parquet") or n.endswith("tmp")) == [
+        "memory.parquet", "streamed.parquet"]
+    monkeypatch.setattr(segments, "BUFFERED_ROWS", 10 ** 9)
+    monkeypatch.setattr(segments.os, "fsync", lambda fd: (_ for _ in ()).throw(OSError(errno.ENOSPC, "full")))
+    with pytest.raises(OSError):
+        segments.write_segment(table, tmp_path, "failed.parquet", SEGMENT_PARQUET_OPTIONS)
+    assert not [n for n in os.listdir(tmp_path) if n.startswith("failed") or n.endswith("tmp")]
