@@ -191,8 +191,8 @@ def blocks(cycles: int, block: int, k: int = 20) -> None:
     CPU on the loop thread + off-CPU is what the loop thread pays when a core is free for
     the encoder; calls + the flush's CPU + encoder CPU bounds what it can pay when none is
     (every encoder cycle taken from the loop). A flush's wait is the encoder writing:
-    counted once, in off-CPU or in the encoder's CPU. What none of these counts: a logger's effect on the caches the numpy
-    work uses."""
+    counted once, in off-CPU or in the encoder's CPU. What none of these counts: a
+    logger's effect on the caches the numpy work uses."""
     import random
 
     for var in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS"):   # as --realistic's children
