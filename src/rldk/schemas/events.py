@@ -148,8 +148,8 @@ _SEGMENT_LZ4 = ("run_id", "rank", "seq", "step", "kind", "name", "ivalue", "dige
 #: :data:`PARQUET_OPTIONS` (2026-12-03, a live segment of 10,700 values, 535 steps of 20
 #: float32-born metrics, 200 writes interleaved with numpy work: 3.9 -> 2.9 ms of the
 #: training process's CPU, 3.28 -> 3.55 bytes a value until the merge). Measured for
-#: imports on benchmarks/import.py's 10M metric rows of
-#: random values, against 0.78 s of encoding with :data:`PARQUET_OPTIONS`: values handed
+#: imports on benchmarks/import.py's 10M metric rows of random values, against 0.78 s
+#: of encoding with :data:`PARQUET_OPTIONS`: values handed
 #: to the encoder 64K at a time instead of 1,024 (-0.16 s); statistics only where readers
 #: use them (run_id, rank, kind: a file's one run, kind and rank; step and value: their
 #: null counts; wall_time for time filters), none on seq, name and the text payload
