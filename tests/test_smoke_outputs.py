@@ -15,7 +15,8 @@ The recorded cards are written on purpose by ``python smoke_tests/cpu_2min_test.
   - measurements that are noisy by nature, compared with the tolerances of
     :data:`TOLERANCES` (process memory; metric deltas of the run made nondeterministic
     on purpose by unseeded jitter), and the info findings of memory cards
-    (:data:`NOISY_INFO`);
+    (:data:`NOISY_INFO`) and the noise a memory trend that is no leak measured
+    (:data:`NO_LEAK_NOISE`);
 - every CSV file exactly; the same set of JSON and CSV files on both sides.
 
 Paths are written as ``<out>``, ``<repo>``, ``<work>`` and ``<python>`` by the smoke test, so they
@@ -71,16 +72,25 @@ EXACT = (0.0, 1e-9)
 NOISY_INFO = ("memory_leak/*",)
 
 
+#: What a memory trend that is no leak measured: where flat noise starts to "grow" (any
+#: step), and the slope and growth of that noise. On one machine its slope bounds move by
+#: up to 0.5 MiB/step; a CI machine under load measured an upper bound of 3.1 MiB/step on
+#: the clean run recorded at 0.06. Its verdict (``leak``: false), span and points, and the
+#: findings it raised (none above info) are still compared.
+NO_LEAK_NOISE = frozenset(("onset_step", "slope", "slope_low", "slope_high", "growth"))
+
+
 def comparable(card: str, data: dict) -> dict:
-    """``data`` without the info findings of a card in NOISY_INFO, and without the onset
-    of a memory trend that is no leak (where flat noise starts to "grow": any step)."""
+    """``data`` without the info findings of a card in NOISY_INFO, and without what a
+    memory trend that is no leak measured of its noise (:data:`NO_LEAK_NOISE`)."""
     if not any(fnmatch.fnmatch(card, p) for p in NOISY_INFO) or "findings" not in data:
         return data
     data = {**data, "findings": [f for f in data["findings"] if f.get("severity") != "info"]}
     trends = (data.get("details") or {}).get("trends")
     if trends:
         data["details"] = {**data["details"], "trends": [
-            t if t.get("leak") else {k: v for k, v in t.items() if k != "onset_step"} for t in trends]}
+            t if t.get("leak") else {k: v for k, v in t.items() if k not in NO_LEAK_NOISE}
+            for t in trends]}
     return data
 
 
@@ -175,8 +185,14 @@ def test_noisy_info_findings_are_left_out_only_where_named():
     data = {"findings": [{"severity": "info", "code": "memory_growth"}, {"severity": "warning", "code": "memory_leak"}]}
     assert comparable("memory_leak/clean/memory_leak.json", data)["findings"] == [
         {"severity": "warning", "code": "memory_leak"}]
-    trends = {"findings": [], "details": {"trends": [{"leak": False, "onset_step": 3, "slope": 1.0},
-                                                     {"leak": True, "onset_step": 40}]}}
+    trends = {"findings": [], "details": {"trends": [
+        {"leak": False, "onset_step": 3, "slope": 1.0, "slope_high": 3e6, "points": 14},
+        {"leak": True, "onset_step": 40, "slope": 2e6}]}}
     assert comparable("memory_leak/clean/memory_leak.json", trends)["details"]["trends"] == [
-        {"leak": False, "slope": 1.0}, {"leak": True, "onset_step": 40}]
+        {"leak": False, "points": 14}, {"leak": True, "onset_step": 40, "slope": 2e6}]
+    # a trend that turns into a leak is still a difference
+    leaked = {"findings": [], "details": {"trends": [{**trends["details"]["trends"][0], "leak": True}]}}
+    noise = {"findings": [], "details": {"trends": [trends["details"]["trends"][0]]}}
+    assert differences(comparable("memory_leak/clean/memory_leak.json", noise),
+                       comparable("memory_leak/clean/memory_leak.json", leaked))
     assert comparable("safety/safety_clean/safety.json", data) == data
