@@ -92,6 +92,19 @@ def test_hook_sees_each_finding_and_can_stop(tmp_path):
     assert stopped is not None and ("nan_onset", 40) in seen
 
 
+def test_a_run_shorter_than_one_check_still_records_its_findings(tmp_path):
+    """No periodic check comes before the run ends (a 60 s interval): closing the writer
+    checks once more, so the NaN from step 5 is recorded, not lost."""
+    w.init(tmp_path, run_id="short", guards={"interval": 60.0, "stop_on": None, "warn_on": None},
+           capture_env=False)
+    try:
+        for step in range(1, 30):
+            w.log(step, loss=math.nan if step >= 5 else 1.0 / step)
+    finally:
+        w.close()
+    assert [(e["code"], e["action"]) for e in _finding_events(tmp_path)] == [("nan_onset", "record")]
+
+
 def test_stop_on_none_only_records(tmp_path):
     assert _loop(tmp_path, "rec", nan_at=20, steps=120, stop_on=None, warn_on=None) is None
     assert [e["code"] for e in _finding_events(tmp_path) if e["action"] == "record"] == ["nan_onset"]

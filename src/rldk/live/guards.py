@@ -18,6 +18,10 @@ asked to stop (``should_stop()`` turns True, or raises :class:`Stop` with
 ``raise_stop=True``; the TRL callback sets ``control.should_training_stop``). The
 final checkpoint is the framework's business.
 
+When the writer closes, the guard checks once more what was logged since its last check
+(unless the run was already asked to stop): a run shorter than one check still has its
+findings recorded.
+
 The guard's own cost on the training thread is nil (``log`` is untouched); its
 thread spends at most ``duty`` of the time evaluating (an evaluation that took
 0.05 s waits 1 s before the next) so that it does not compete with the training
@@ -165,6 +169,15 @@ class Guard:
                                 f"{type(exc).__name__}: {exc}; still guarding")
             spent = time.monotonic() - started
             next_check = time.monotonic() + spent / self.policy.duty
+        if self.stop_finding is None:
+            # what was logged since the last check is judged too: a run shorter than one
+            # check (or a check that took longer than the rest of the run) still records
+            # its findings before the writer closes
+            try:
+                self.check()
+            except Exception as exc:
+                self._warn_once(type(exc).__name__, f"rldk guard on run {self.writer.run_id!r}: "
+                                f"{type(exc).__name__}: {exc} in the last check")
         with self._cond:
             self._cond.notify_all()
 
