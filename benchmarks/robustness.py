@@ -16,6 +16,10 @@ truth carried over:
   step when none is).
 * ``late``: the first 10% of the run's steps are gone (a resumed run, a log
   started late). Events whose window ends in the part cut away are left out.
+* ``stopped``: the run was stopped soon after it broke, as broken runs are: a problem
+  log ends 5% of its step span after its first event's onset window (the events that
+  start later are left out); a healthy log ends at 70% of its span (a run stopped
+  early, or still going, must stay quiet).
 
 Healthy logs must stay quiet under every variant. The report half prints its
 totals only (never per log): detectors are tuned on the tuning half.
@@ -32,18 +36,48 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 import detection  # noqa: E402  (the benchmark beside this one: truth, scoring, tables)
 
-VARIANTS = ("every2", "every3", "late")
+VARIANTS = ("every2", "every3", "late", "stopped")
 LATE_CUT = 0.10
+STOPPED_AFTER = 0.05
+STOPPED_HEALTHY = 0.70
 
 
-def thinned(store, variant: str):
-    """The store's events under ``variant`` (a pyarrow Table) and, per metric name, the
-    steps it kept (sorted numpy arrays)."""
+def stop_step(entry: dict, lo: float, hi: float) -> float:
+    """The last step a ``stopped`` log keeps (``lo``, ``hi``: its first and last metric step)."""
+    events = entry.get("events", [])
+    if not events:
+        return lo + STOPPED_HEALTHY * (hi - lo)
+    first = min(events, key=lambda e: (e.get("onset_window") or [e["onset_step"]])[0])
+    end = max((first.get("onset_window") or [first["onset_step"]] * 2)[-1], first["onset_step"])
+    return end + STOPPED_AFTER * (hi - lo)
+
+
+#: name -> the imported log's events (a pyarrow Table): each log is imported and read once
+#: per process, whatever the number of variants
+_EVENTS: dict = {}
+
+
+def events_of(name: str, entry: dict):
+    """The events of log ``name`` as ``rldk import`` stores them, ordered."""
+    from rldk.converters import ingest
+
+    if name not in _EVENTS:
+        source = Path(entry.get("root", detection.DATA)) / entry["path"]
+        target = source.parent if detection.FORMATS.get(entry["format"]) in ("trl", "sb3") else source
+        options = {"field_map": entry["field_map"]} if entry.get("field_map") else {}
+        store = ingest(str(target), adapter=detection.FORMATS.get(entry["format"]), **options)
+        _EVENTS[name] = store.arrow("SELECT * FROM events ORDER BY run_id, seq")
+    return _EVENTS[name]
+
+
+def thinned(table, variant: str, entry: dict | None = None):
+    """The events (a pyarrow Table) under ``variant`` and, per metric name, the
+    steps it kept (sorted numpy arrays). ``entry``: the log's truth (``stopped`` cuts
+    where its first event starts)."""
     import numpy as np
     import pyarrow as pa
     import pyarrow.compute as pc
 
-    table = store.arrow("SELECT * FROM events ORDER BY run_id, seq")
     is_metric = pc.fill_null(pc.equal(table["kind"], "metric"), False)
     steps = table["step"].to_numpy(zero_copy_only=False)
     names = table["name"].to_pylist()
@@ -54,6 +88,9 @@ def thinned(store, variant: str):
         lo, hi = np.nanmin(logged), np.nanmax(logged)
         cut = lo + LATE_CUT * (hi - lo)
         keep[metric_rows] = logged >= cut
+    elif variant == "stopped":
+        logged = steps[metric_rows]
+        keep[metric_rows] = logged <= stop_step(entry or {}, np.nanmin(logged), np.nanmax(logged))
     else:
         k = int(variant.removeprefix("every"))
         by_name: dict[str, list[int]] = {}
@@ -83,6 +120,8 @@ def carried_truth(entry: dict, kept_steps: dict, variant: str) -> dict | None:
         lo, hi = event.get("onset_window") or (event["onset_step"], event["onset_step"])
         if variant == "late" and hi < steps[0]:
             continue                                   # the onset was cut away
+        if variant == "stopped" and lo > steps[-1]:
+            continue                                   # it starts after the run was stopped
         onset = _first_at_or_after(steps, event["onset_step"])
         start = _first_at_or_after(steps, lo)
         if onset is None or start is None:
@@ -115,16 +154,11 @@ def analyse(entry: dict, workdir: Path, name: str, variant: str):
 
     from rldk import semantics
     from rldk.analyzers.suite import analyze
-    from rldk.converters import ingest
     from rldk.data import open_input
 
-    source = Path(entry.get("root", detection.DATA)) / entry["path"]
-    target = source.parent if detection.FORMATS.get(entry["format"]) in ("trl", "sb3") else source
-    options = {"field_map": entry["field_map"]} if entry.get("field_map") else {}
     semantics.use_metric_map(entry.get("metric_map"))
     try:
-        store = ingest(str(target), adapter=detection.FORMATS.get(entry["format"]), **options)
-        table, kept_steps = thinned(store, variant)
+        table, kept_steps = thinned(events_of(name, entry), variant, entry)
         truth = carried_truth(entry, kept_steps, variant)
         if truth is None:
             return None

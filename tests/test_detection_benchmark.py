@@ -80,8 +80,12 @@ def test_no_log_fails_to_import_or_analyze(results):
 #: over the 0.3 line was one until such a drift became info); the fifteenth to seventeenth
 #: batches (session 11) add 11 healthy logs and 5 entropy collapses of one CleanRL sweep;
 #: entropy that falls to a fifth but stays above ENTROPY_FLOOR nats became info (healthy
-#: multi-discrete policies end at 0.4-1.3 nats), 9 -> 6 tune healthy logs exiting 3
-FLOORS = [("tune", 42 / 46, 17 / 46, 34 / 46, 6, 1 / 42), ("report", 26 / 36, 15 / 36, 22 / 36, 5, 2 / 32)]
+#: multi-discrete policies end at 0.4-1.3 nats), 9 -> 6 tune healthy logs exiting 3;
+#: session 15 (wander from the smaller of two variance estimates, one blind to a steady
+#: trend; short final states; the point test judged against noise and wander): tune
+#: 42 -> 43 found, 34 -> 36 in window (a smoothly rising CartPole return's first collapse,
+#: and a Reacher return's slide), report unchanged
+FLOORS = [("tune", 43 / 46, 17 / 46, 36 / 46, 6, 1 / 42), ("report", 26 / 36, 15 / 36, 22 / 36, 5, 2 / 32)]
 
 
 @pytest.mark.parametrize("half, found, exact, in_window, exit3, false_alarms", FLOORS)

@@ -111,7 +111,9 @@ def test_a_flat_reward_that_settles_lower_is_a_degradation():
     v = np.r_[np.full(135, 0.96), np.full(90, 0.63)] + 0.15 * rng.normal(size=225)
     assert trend.decline(np.arange(225), v, 0.5) is None
     event = rules.reward_degradation("reward", np.arange(225), v)
-    assert (event.code, event.onset) == ("reward_degradation", 135)
+    # the change is at 135, but this draw puts v[135] at 0.904, nearer the old level than
+    # the new: the best cut of the data is 136, one point later
+    assert event.code == "reward_degradation" and event.onset in (135, 136)
     dip = np.r_[np.full(135, 0.96), np.full(8, 0.63), np.full(82, 0.96)] + 0.15 * rng.normal(size=225)
     assert rules.reward_degradation("reward", np.arange(225), dip) is None
 
@@ -310,3 +312,49 @@ def test_a_smooth_recovery_closes_the_low_stretch():
 def test_one_decline_is_one_event():
     t, v = learned_then_lost(300, 0.5, np.random.default_rng(3))
     assert len(rules.reward_declines("return", t, v)) == 1
+
+
+# ------------------------------------------------------------------ a run that stops, a trend that is no wander
+def test_a_collapse_the_log_ends_soon_after_is_found():
+    """A broken run is usually stopped soon after it broke: a return that rose, held and
+    crashed to its start level over its last 8 of 188 rows (4%, under MIN_STRETCH) is a
+    decline from the crash; the same crash after a dip as deep that lasted 12 rows and
+    recovered is not yet one (the run came back from longer)."""
+    rng = np.random.default_rng(3)
+    rise = np.r_[np.linspace(0, 10, 150), np.full(30, 10.0)]
+    v = np.r_[rise, np.full(8, 0.5)] + 0.3 * rng.normal(size=188)
+    event = rules.reward_degradation("r", np.arange(188), v)
+    assert event is not None and event.onset == 180
+    dipped = np.r_[rise[:160], np.full(12, 0.5), np.full(20, 10.0), np.full(8, 0.5)] + 0.3 * rng.normal(size=200)
+    assert rules.reward_degradation("r", np.arange(200), dipped) is None
+
+
+def test_the_points_rule_stays_quiet_on_wandering_flat_noise():
+    """Flat AR(1) noise of rho 0.9 (a 100-episode rolling mean that wanders, never gains):
+    the point test judged its gain against the step-to-step noise only and fired on 106 of
+    200 seeded series of 300 points; judged against the noise and wander of two levels
+    (``level_se``) it fires on 9 of 200. Here: 40 other seeded series."""
+    rng = np.random.default_rng(17)
+    fired = sum(rules.reward_degradation("r", np.arange(300), noise(rng, 300, "ar1")) is not None
+                for _ in range(40))
+    assert fired <= 2
+
+
+def test_a_steady_learning_trend_is_not_wander():
+    """Real SB3 A2C CartPole (tuning half, TensorBoard): rollout/ep_rew_mean climbs about 5 a
+    row from 20 to 194 (500-22500), holds, collapses to 11 by 27500 and relearns. The
+    climb's differences over 10 rows (~45) are its trend: taken for wander they made the
+    collapse "not significant", and only the run's second collapse (82000) was found. The
+    two-sample variance sees no wander in a steady climb."""
+    from rldk.converters import ingest
+
+    store = ingest(REAL / "sb3tb_a2c_cartpole_double_collapse", "tensorboard")
+    steps, values = next(
+        (s.steps, s.values) for s in [__import__("rldk.analyzers._series", fromlist=["x"]).load_series(
+            __import__("rldk.analyzers._series", fromlist=["x"]).Source(store, store.run_ids[0]),
+            ["rollout/ep_rew_mean"])["rollout/ep_rew_mean"]])
+    ramp = values[steps <= 22500]
+    y = ramp - ramp.mean()
+    assert trend._allan_var(y, 10) < 0.05 * trend._lag_var(y, 10)
+    onsets = [e.onset for e in rules.reward_declines("r", steps, values)]
+    assert 26000 in onsets and any(o >= 82000 for o in onsets)

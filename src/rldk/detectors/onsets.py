@@ -31,6 +31,26 @@ STRAY = 0.05
 MAX_EXCURSION = 2
 
 
+def final_need(below, lo: int, start: int, least: int) -> int:
+    """Fewest points a state that lasts to the end of the series (from point ``start``)
+    must hold to count: MIN_STRETCH of the series, as a state that ends must; or fewer,
+    when the series never came back from a stretch in the state that long: one point more
+    than the longest run of ``below`` within ``[lo, start)`` that it left again, and at
+    least ``least``. A run stopped soon after its reward collapsed (the usual end of a
+    broken run) ends in a short final state; a bursty return that drops back from a burst
+    to the plateau it left and returned to before has been there, for longer, and came
+    back. The run that reaches ``start`` is part of the final state, not an earlier one."""
+    share = max(least, int(np.ceil(MIN_STRETCH * len(below))))
+    seg = np.asarray(below[lo:start], dtype=bool)
+    if len(seg) and seg[-1]:
+        seg = seg[:len(seg) - int(np.argmin(seg[::-1]))] if not seg.all() else seg[:0]
+    longest = 0
+    if seg.any():
+        edges = np.flatnonzero(np.diff(np.concatenate([[0], seg.astype(np.int8), [0]])))
+        longest = int(np.max(edges[1::2] - edges[::2]))
+    return min(share, max(least, longest + 1))
+
+
 def held_peak(parts, j: int) -> Regime | None:
     """The highest regime before index ``j`` that lasted MIN_REFERENCE points."""
     held = [p for p in parts[:j] if p.size >= MIN_REFERENCE]

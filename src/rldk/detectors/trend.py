@@ -13,13 +13,15 @@ levels instead: the series is cut into regimes of constant level (PELT,
   HEADLESS_SHARE of the peak's size instead, a negative one has no such scale);
 * a **tail**: the regimes from some point after the peak to the end, each below
   ``peak - share x gain`` (regimes shorter than MIN_REFERENCE points are single
-  outliers and do not break it), covering at least MIN_STRETCH of the run and MIN_TAIL
-  logged values;
+  outliers and do not break it), covering at least MIN_TAIL logged values and MIN_STRETCH
+  of the run, or fewer when the run never came back from a stretch below the line that
+  long (``rldk.detectors.onsets.final_need``: a run stopped soon after it collapsed);
 * **significance**: the gain and the drop are each at least SIGNIFICANCE standard
   errors of the difference of two levels (``level_se``): the series' white noise,
   averaged over the points of each level, plus its wander at that distance (a
   100-episode rolling mean drifts for dozens of rows with no change of the policy;
-  that drift is measured from the series' own differences at the same lag).
+  that drift is measured from the series' own two-sample variance at the same lag,
+  which a steady learning trend does not inflate).
 
 The onset is the first step of the fall that leads into the tail: the start of the first
 regime after the peak that is no longer at the peak (below it by more than PLATEAU of
@@ -34,7 +36,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from rldk.detectors.onsets import LEVEL_WINDOW, MIN_REFERENCE, MIN_STRETCH, level_of
+from rldk.detectors.onsets import LEVEL_WINDOW, MIN_REFERENCE, MIN_STRETCH, final_need, level_of
 from rldk.detectors.regimes import Regimes, regimes
 from rldk.detectors.scale import MAD_TO_SIGMA, noise_sigma
 
@@ -255,9 +257,11 @@ def settled_below(steps, values, r: Regimes | None = None) -> Decline | None:
     level, se = level_of(r.values), level_se(r)
     for t in range(1, len(r.parts)):
         s = r.parts[t].start
-        if s < need or n - s < need or r.parts[t].size < MIN_REFERENCE:
+        if s < need or n - s < MIN_TAIL or r.parts[t].size < MIN_REFERENCE:
             continue
         line = min(float(np.min(level[:s - LEVEL_WINDOW // 2])), float(np.quantile(r.values[:s], LOW_TENTH)))
+        if n - s < final_need(r.values < line, 0, s, MIN_TAIL):
+            continue
         if any(p.level >= line for p in r.parts[t:] if p.size >= MIN_REFERENCE) or r.parts[t].level >= line:
             continue
         before, tail = r.values[:s], r.values[s:]
@@ -358,8 +362,9 @@ def part_at(r: Regimes, k: int) -> int:
 
 def _tail(r: Regimes, j: int, line: float) -> int | None:
     """Index of the first regime of the trailing run (after ``j``) whose held regimes are
-    all below ``line``, when it starts with one below the line and covers MIN_STRETCH of
-    the run; else None."""
+    all below ``line``, when it starts with one below the line and is long enough
+    (``final_need``: MIN_STRETCH of the run, or longer than any stretch below the line the
+    run came back from since it first reached it); else None."""
     t = None
     for i in range(len(r.parts) - 1, j, -1):
         p = r.parts[i]
@@ -369,8 +374,9 @@ def _tail(r: Regimes, j: int, line: float) -> int | None:
             break
     if t is None or not any(p.size >= MIN_REFERENCE for p in r.parts[t:]):
         return None
-    need = max(MIN_TAIL, int(np.ceil(MIN_STRETCH * len(r.values))))
-    return t if len(r.values) - r.parts[t].start >= need else None
+    start, below = r.parts[t].start, r.values < line
+    lo = int(np.argmin(below))                  # from where the run first reached the line
+    return t if len(r.values) - start >= final_need(below, lo, start, MIN_TAIL) else None
 
 
 def first_off(r: Regimes, j: int, t: int, off) -> int:
@@ -395,10 +401,13 @@ def level_se(r: Regimes):
     series, its wander, which it does not (a rolling mean over the last 100 episodes
     drifts for dozens of rows with no change of the policy). A series is correlated when
     its differences over MIN_REFERENCE points are clearly larger than those over one
-    (CORRELATED); its wander at a lag is then the variance of its differences at that lag
-    beyond the 2 s^2 that white noise gives. A white series' wander is 0, and so is a
-    smooth one's (``_rough``): there, large differences at long lags are the trend under
-    test, not noise."""
+    (CORRELATED); its wander at a lag is then its two-sample (Allan) variance at that lag
+    (``_allan_var``) beyond the 3 s^2 that white noise gives. A white series' wander is 0,
+    and so is a smooth one's (``_rough``): there, large differences at long lags are the
+    trend under test, not noise. The Allan variance is blind to a steady trend: a learning
+    curve that climbs 5 a row for 50 rows differs by 50 over 10 rows with no wander at all,
+    which the plain variance of those differences took for wander (a smoothly rising
+    CartPole return's collapse from 189 to 11 was then "not significant")."""
     y, s2 = r.y, r.sigma ** 2
     correlated = _lag_var(y, MIN_REFERENCE, 0.5) > CORRELATED * _lag_var(y, 1, 0.5) and _rough(y)
 
@@ -409,7 +418,7 @@ def level_se(r: Regimes):
         if correlated:
             lag = int(min(max(lag, 1), WANDER_LAG * len(y)))
             if lag not in wanders:
-                wanders[lag] = max(0.0, _lag_var(y, lag) - 2.0 * s2)
+                wanders[lag] = max(0.0, min(_lag_var(y, lag) - 2.0 * s2, _allan_var(y, lag) - 3.0 * s2))
             wander = wanders[lag]
         return float(np.sqrt(s2 * (1.0 / max(n_a, 1) + 1.0 / max(n_b, 1)) + wander))
     return se
@@ -425,6 +434,20 @@ def _rough(y: np.ndarray) -> bool:
     d2 = np.diff(d1)
     spread = lambda d: float(np.median(np.abs(d - np.median(d)))) if len(d) else 0.0   # noqa: E731
     return spread(d2) >= ROUGH * spread(d1) and spread(d1) > 0
+
+
+def _allan_var(y: np.ndarray, lag: int) -> float:
+    """Robust two-sample (Allan) variance of ``y`` at ``lag``: half the variance of
+    ``y[t + lag] - 2 y[t] + y[t - lag]``, the change of the change over ``lag`` points, from
+    the lower quartile of their absolute values (as ``_lag_var``: the large ones span a real
+    change). A random walk's equals its variance of differences at that lag (lag x its
+    step variance); a linear trend adds nothing to it; white noise of variance s^2 gives
+    3 s^2."""
+    lag = int(min(max(lag, 1), (len(y) - 1) // 2))
+    if lag < 1:
+        return 0.0
+    d = y[2 * lag:] - 2.0 * y[lag:-lag] + y[:-2 * lag]
+    return (float(np.quantile(np.abs(d), 0.25)) / Q25_ABS_NORMAL) ** 2 / 2.0
 
 
 def _lag_var(y: np.ndarray, lag: int, q: float = 0.25) -> float:
