@@ -20,8 +20,8 @@ levels instead: the series is cut into regimes of constant level (PELT,
   errors of the difference of two levels (``level_se``): the series' white noise,
   averaged over the points of each level, plus its wander at that distance (a
   100-episode rolling mean drifts for dozens of rows with no change of the policy;
-  that drift is measured from the series' own two-sample variance at the same lag,
-  which a steady learning trend does not inflate).
+  that drift is measured from the series' own differences at the same lag, and from its
+  two-sample variance there, which a steady learning trend does not inflate).
 
 The onset is the first step of the fall that leads into the tail: the start of the first
 regime after the peak that is no longer at the peak (below it by more than PLATEAU of
@@ -401,13 +401,16 @@ def level_se(r: Regimes):
     series, its wander, which it does not (a rolling mean over the last 100 episodes
     drifts for dozens of rows with no change of the policy). A series is correlated when
     its differences over MIN_REFERENCE points are clearly larger than those over one
-    (CORRELATED); its wander at a lag is then its two-sample (Allan) variance at that lag
-    (``_allan_var``) beyond the 3 s^2 that white noise gives. A white series' wander is 0,
-    and so is a smooth one's (``_rough``): there, large differences at long lags are the
-    trend under test, not noise. The Allan variance is blind to a steady trend: a learning
-    curve that climbs 5 a row for 50 rows differs by 50 over 10 rows with no wander at all,
-    which the plain variance of those differences took for wander (a smoothly rising
-    CartPole return's collapse from 189 to 11 was then "not significant")."""
+    (CORRELATED); its wander at a lag is then the smaller of two estimates: the variance of
+    its differences at that lag beyond the 2 s^2 that white noise gives, and its
+    two-sample (Allan) variance at that lag (``_allan_var``) beyond the 3 s^2 that white
+    noise gives. Each is inflated by a different real change. The plain differences take
+    a steady trend for wander: a learning curve that climbs 5 a row for 50 rows differs by
+    50 over 10 rows with no wander at all (a smoothly rising CartPole return's collapse
+    from 189 to 11 was "not significant" against its own climb); the Allan variance is
+    blind to a trend, but on a short series a step of the level spans many of its second
+    differences. A white series' wander is 0, and so is a smooth one's (``_rough``):
+    there, large differences at long lags are the trend under test, not noise."""
     y, s2 = r.y, r.sigma ** 2
     correlated = _lag_var(y, MIN_REFERENCE, 0.5) > CORRELATED * _lag_var(y, 1, 0.5) and _rough(y)
 
