@@ -107,17 +107,23 @@ def analyse(entry: dict, workdir: Path, name: str) -> LogResult:
     with the log's metric map active while it is read and scored."""
     from rldk import semantics
     from rldk.analyzers.suite import analyze
+
+    semantics.use_metric_map(entry.get("metric_map"))      # a log's own names, as a user would map them
+    try:
+        store = import_log(entry)
+        return score(name, entry, analyze(store.files, out_dir=workdir, plots=False))
+    finally:
+        semantics.use_metric_map(None)
+
+
+def import_log(entry: dict):
+    """The store ``rldk import`` makes of one log of the truth (its field map applied)."""
     from rldk.converters import ingest
 
     source = Path(entry.get("root", DATA)) / entry["path"]
     target = source.parent if FORMATS.get(entry["format"]) in ("trl", "sb3") else source
     options = {"field_map": entry["field_map"]} if entry.get("field_map") else {}
-    semantics.use_metric_map(entry.get("metric_map"))      # a log's own names, as a user would map them
-    try:
-        store = ingest(str(target), adapter=FORMATS.get(entry["format"]), **options)
-        return score(name, entry, analyze(store.files, out_dir=workdir, plots=False))
-    finally:
-        semantics.use_metric_map(None)
+    return ingest(str(target), adapter=FORMATS.get(entry["format"]), **options)
 
 
 def quantity_of(metric: str | None) -> str | None:

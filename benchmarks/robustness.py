@@ -59,13 +59,8 @@ _EVENTS: dict = {}
 
 def events_of(name: str, entry: dict):
     """The events of log ``name`` as ``rldk import`` stores them, ordered."""
-    from rldk.converters import ingest
-
     if name not in _EVENTS:
-        source = Path(entry.get("root", detection.DATA)) / entry["path"]
-        target = source.parent if detection.FORMATS.get(entry["format"]) in ("trl", "sb3") else source
-        options = {"field_map": entry["field_map"]} if entry.get("field_map") else {}
-        store = ingest(str(target), adapter=detection.FORMATS.get(entry["format"]), **options)
+        store = detection.import_log(entry)
         _EVENTS[name] = store.arrow("SELECT * FROM events ORDER BY run_id, seq")
     return _EVENTS[name]
 
