@@ -84,12 +84,15 @@ def best_split(y, min_segment: int) -> int | None:
 
 def _test_split(steps, seconds, lo: int, k: int, hi: int, params: Params, work=None) -> ChangePoint | None:
     import numpy as np
-    from scipy.stats import mannwhitneyu
 
     before, after = seconds[lo:k], seconds[k:hi]
-    p = float(mannwhitneyu(before, after, alternative="two-sided").pvalue)
     ratio = float(np.median(after) / np.median(before))
-    if p >= params.alpha or max(ratio, 1 / ratio) < params.min_ratio:
+    if max(ratio, 1 / ratio) < params.min_ratio:
+        return None         # too small a change to matter: no test (nor scipy) needed
+    from scipy.stats import mannwhitneyu
+
+    p = float(mannwhitneyu(before, after, alternative="two-sided").pvalue)
+    if p >= params.alpha:
         return None
     name, work_ratio = (work[0], _median_ratio(work[1], lo, k, hi, params)) if work else (None, None)
     return ChangePoint(int(steps[k]), float(np.median(before)), float(np.median(after)), ratio, p,

@@ -6,7 +6,7 @@ from dataclasses import replace
 import numpy as np
 
 from rldk import semantics
-from rldk.analyzers.base import Analyzer
+from rldk.analyzers.base import Analyzer, has_events
 from rldk.analyzers.reward_health.calibration import check_calibration
 from rldk.analyzers.reward_health.components import check_components
 from rldk.analyzers.reward_health.context import Context
@@ -59,6 +59,8 @@ class RewardHealthAnalyzer(Analyzer):
         names = sorted({n for r in store.runs() for n in metric_names(r)})
         if pick_name(names, None, REWARD) is not None:
             return True
+        if not has_events(store, ("sample",)):     # the catalog knows: no query
+            return False
         return bool(store.sql("SELECT count(*) AS n FROM samples WHERE value IS NOT NULL")["n"][0])
 
     def run(self, store, params=None, *, out_dir=None, run_ids=None) -> RewardHealth:
