@@ -25,10 +25,13 @@ def bench(tmp_path_factory):
 #: their window) and 17 of 35 report ones (14) before it, and moved the tune late variant
 #: from 25 found (16 in window) to 24 (19): the two it no longer finds were reported
 #: 45,000 and 3,000 steps before their windows, and a 56-row verl reward that steps down
-#: twice is no longer a significant decline once its first 7 rows are cut.
+#: twice is no longer a significant decline once its first 7 rows are cut. Session 16 (a
+#: fall's state may stray back over the line on up to 15% of its rows when most of it lies
+#: under half the line; a fall at the second row holds the first row as its level): tune
+#: stopped 35 -> 37 found (26 -> 28 in window), report every2 26 -> 27 (16 -> 17).
 FLOORS = {("tune", "every2"): (41 / 46, 34 / 46, 6), ("tune", "every3"): (42 / 46, 33 / 46, 6),
-          ("tune", "late"): (24 / 27, 19 / 27, 5), ("tune", "stopped"): (35 / 44, 26 / 44, 6),
-          ("report", "every2"): (26 / 36, 16 / 36, 4), ("report", "every3"): (26 / 36, 18 / 36, 4),
+          ("tune", "late"): (24 / 27, 19 / 27, 5), ("tune", "stopped"): (37 / 44, 28 / 44, 6),
+          ("report", "every2"): (27 / 36, 17 / 36, 4), ("report", "every3"): (26 / 36, 18 / 36, 4),
           ("report", "late"): (15 / 22, 12 / 22, 4), ("report", "stopped"): (21 / 35, 18 / 35, 6)}
 
 
@@ -73,12 +76,17 @@ def test_a_stopped_run_ends_soon_after_its_first_event(bench):
 #: return collapse fewer (39 -> 38): a 45-row verl reward that rose 0.15 and is dropped by
 #: 0.31 for its last 18 rows; against the wander the series itself shows at that length,
 #: the drop is 2.3 standard errors, and only the point test without it had found it.
+#: Session 16: a grad-norm regime 10x the held level must stay above sqrt(10)x it; a leap
+#: the norm comes back from at once is a spike (and no held level). Tune grad_explosion
+#: 12 found, 11 -> 12 at the step (a real 3-row leap before the injection had been
+#: reported instead); report 9 -> 8 found, 8 at the step as before: the one no longer
+#: found had not been found at its step (counts only: held out).
 INJECTED = {"tune": {"return_collapse": (38, 37), "entropy_collapse": (24, 0), "kl_blowup": (8, 8),
-                     "grad_explosion": (12, 11), "loss_divergence": (20, 19), "nan": (31, 31),
+                     "grad_explosion": (12, 12), "loss_divergence": (20, 19), "nan": (31, 31),
                      "reward_floor": (13, 13), "length_collapse": (11, 11), "length_explosion": (11, 9),
                      "truncation": (8, 8), "zero_std": (6, 5), "clip_blowup": (20, 19)},
             "report": {"return_collapse": (29, 26), "entropy_collapse": (20, 0), "kl_blowup": (5, 4),
-                       "grad_explosion": (9, 8), "loss_divergence": (20, 19), "nan": (26, 26),
+                       "grad_explosion": (8, 8), "loss_divergence": (20, 19), "nan": (26, 26),
                        "reward_floor": (10, 9), "length_collapse": (9, 6), "length_explosion": (9, 8),
                        "truncation": (7, 6), "zero_std": (5, 4), "clip_blowup": (18, 18)}}
 

@@ -122,6 +122,20 @@ def test_grad_norm_explosion_needs_a_level_the_run_held():
     assert rules.grad_norm_explosion("grad_norm", np.arange(82), start) is None
 
 
+def test_a_grad_norm_leap_that_returns_at_once_is_a_spike_not_an_explosion():
+    """A norm at ~0.9 that leaps for three rows and is back at ~1 on the next (as a real
+    GRPO log's does at 170-172 of 430 rows): a spike, left to the spikes analyzer. The
+    same leap in the last rows of a log that never left its level before: an explosion
+    the run was stopped at."""
+    rng = np.random.default_rng(11)
+    norm = np.abs(0.9 + 0.15 * rng.standard_normal(430))
+    norm[170:173] = [27.06, 19.2, 23.8]
+    assert rules.grad_norm_explosion("grad_norm", np.arange(430), norm) is None
+    stopped = norm[:173]
+    event = rules.grad_norm_explosion("grad_norm", np.arange(173), stopped)
+    assert event is not None and event.onset == 170
+
+
 def test_a_one_row_kl_jump_is_a_spike_not_a_blowup():
     """KL at ~0.45 with one row at 13.9 (a real GRPO log's): a spike; two rows or more
     above KL_HIGH and 10x the level before: a blow-up, from its first row."""
@@ -202,6 +216,33 @@ def test_an_entropy_that_collapses_at_its_second_row_is_found_there():
     assert event is not None and event.onset == 1
     healthy = np.r_[0.73, 0.05, 0.5 + 0.05 * rng.standard_normal(79)]
     assert rules.entropy_collapse("entropy", np.arange(81), healthy) is None
+
+
+def test_an_entropy_collapse_with_bursts_is_found_in_a_run_stopped_soon_after_it():
+    """Entropy 0.67 that falls to ~0.04 and bursts back above a fifth of its level on 7%
+    of the rows, one row at a time (a real A2C run, stopped 100 rows in): most of the
+    state lies deep under the line, so its bursts are bursts, not a level it came back
+    to. An entropy that hovers just under the line, as often above it, is no state."""
+    rng = np.random.default_rng(21)
+    v = np.r_[0.67, 0.6, 0.33, 0.29, 0.25, 0.04 * np.exp(0.8 * rng.standard_normal(95))]
+    v[np.arange(12, 100, 14)] = 0.2                 # isolated bursts: 7% of the rows
+    event = rules.entropy_collapse("entropy", np.arange(100), v)
+    assert event is not None and event.onset <= 5
+    hovering = np.r_[0.67, 0.6, 0.5, 0.4, 0.3, 0.11 * np.exp(0.1 * rng.standard_normal(95))]
+    hovering[np.arange(12, 100, 14)] = 0.2
+    assert rules.entropy_collapse("entropy", np.arange(100), hovering) is None
+
+
+def test_an_entropy_that_collapses_at_its_second_row_holds_its_first_row_as_level():
+    """The same A2C run logged every third update: 0.73, then 1e-3 twice and ~1e-6 with
+    bursts to 0.05 on 4% of the rows. The rolling median of the first rows is the
+    fallen level already; the first row is the level the run held, and the collapse
+    starts at the second row, not where 1e-3 fell on to 1e-6."""
+    rng = np.random.default_rng(4)
+    v = np.r_[0.73, 1e-3, 1e-3, 10 ** rng.uniform(-7, -5, 70)]
+    v[np.arange(10, 73, 24)] = 0.05
+    event = rules.entropy_collapse("entropy", np.arange(73), v)
+    assert event is not None and event.onset == 1 and event.evidence["held"] == 0.73
 
 
 def test_a_loss_that_jumps_after_its_drift_crossed_the_line_diverged_at_the_jump():

@@ -29,6 +29,10 @@ MIN_STRETCH = 0.1
 #: logs show such bumps in 1-3% of points, one or two values long.
 STRAY = 0.05
 MAX_EXCURSION = 2
+#: STRAY for a state most of whose points lie deep in it (``state_run``'s ``deep``: e.g.
+#: under half the line of a fall): its level is clearly in the state, and its brief
+#: bursts back out are bursts, not a level it came back to.
+STRAY_DEEP = 0.15
 
 
 def final_need(below, lo: int, start: int, least: int) -> int:
@@ -177,12 +181,13 @@ def _rolling_median(values: np.ndarray) -> np.ndarray:
 
 
 def state_run(bad: np.ndarray, lo: int = 0, final: bool = False,
-              min_final: int = MIN_REFERENCE) -> tuple[int, int] | None:
+              min_final: int = MIN_REFERENCE, deep=None) -> tuple[int, int] | None:
     """``(k, end)``: the first run of points from ``lo`` in the state (``bad``) that lasts
     to the end of the series (at least ``min_final`` points: a state seen at one or two
     points is not yet a state) or, unless ``final``, for MIN_STRETCH of it; excursions
     out of the state of at most MAX_EXCURSION points stay inside the run, and at most
-    STRAY of its points may be out. ``k`` is a point in the state (the onset) whose next
+    STRAY of its points may be out (STRAY_DEEP when more than half of them are ``deep``,
+    a boolean array like ``bad``). ``k`` is a point in the state (the onset) whose next
     point is in it too: a lone point in the state followed by an excursion is noise
     before the state, not its first step (the onset protocol's "whose next row is past
     the midpoint too", benchmarks/data/real/README.md)."""
@@ -191,7 +196,8 @@ def state_run(bad: np.ndarray, lo: int = 0, final: bool = False,
     need = max(MIN_REFERENCE, int(np.ceil(MIN_STRETCH * n)))
     for k, end in _runs(bad, lo):
         lasts = (end == n and end - k >= min_final) or (not final and end - k >= need)
-        if lasts and np.mean(~bad[k:end]) <= STRAY:
+        stray = STRAY_DEEP if deep is not None and np.mean(deep[k:end]) > 0.5 else STRAY
+        if lasts and np.mean(~bad[k:end]) <= stray:
             return _paired(bad, k, end), end
     return None
 

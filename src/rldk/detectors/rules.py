@@ -97,9 +97,11 @@ def _event(code, metric, r: Regimes, k: int, last: int, severity, title, evidenc
 
 def _fall(code, metric, steps, values, share, severity_share, what) -> Event | None:
     """The series falls below ``share`` x the highest level it held and stays there (to
-    the end, or for a stretch of the run); the held level is the highest centred rolling
-    median before it (or its first row, when the series falls below the line at its
-    second row and stays). Onset: the first step of the fall that led there (``fall_start``),
+    the end, or for a stretch of the run); the held level is its first row, when the
+    series falls below the line at its second row and stays (the rolling median of the
+    first rows is then the fallen level), else the highest centred rolling median before
+    it. Bursts back over the line may take STRAY_DEEP of a state that lies mostly under
+    half the line (``state_run``'s ``deep``). Onset: the first step of the fall that led there (``fall_start``),
     not where it crossed the line (``below_from`` in the evidence). The threshold is a
     ratio, but the start of the fall is placed on the linear scale: a fall to (near) zero
     leaves its held level where it has lost PLATEAU of it, however many decades deep the
@@ -108,14 +110,18 @@ def _fall(code, metric, steps, values, share, severity_share, what) -> Event | N
     v = np.asarray(values, float)
     if len(v) < 2 * MIN_REFERENCE:
         return None
-    level = level_of(v)
-    peak_at = int(np.argmax(level))
-    ref = float(level[peak_at])
-    found = state_run(v < share * ref, peak_at + 1) if ref > 0 else None
-    if found is None and v[1] < share * v[0]:
+    found = None
+    if v[1] < share * v[0]:
         # fallen at its second row and for good: the first row is the only level it held
-        peak_at, ref, found = 0, float(v[0]), state_run(v < share * v[0], 1)
-        found = found if found is not None and found[0] == 1 else None
+        # (the rolling median of the first rows is already the fallen level)
+        first = state_run(v < share * v[0], 1, deep=v < share * v[0] / 2)
+        if first is not None and first[0] == 1:
+            peak_at, ref, found = 0, float(v[0]), first
+    if found is None:
+        level = level_of(v)
+        peak_at = int(np.argmax(level))
+        ref = float(level[peak_at])
+        found = state_run(v < share * ref, peak_at + 1, deep=v < share * ref / 2) if ref > 0 else None
     if found is None:
         return None
     crossed, end = found
@@ -370,28 +376,51 @@ def kl_blowup(metric: str, steps, values) -> Event | None:
 
 def grad_norm_explosion(metric: str, steps, values) -> Event | None:
     """Gradient norm rises to a regime GRAD_JUMP x every level the run held before it (a
-    regime of at least MIN_REFERENCE points). A run that starts high and settles (warm-up)
-    is not an explosion, nor a return to a level the run already had, nor a rise from
-    exact zeros (GRPO's near-zero norms at steps without reward variance are removed
-    before: ``rldk.analyzers.health.onset``)."""
+    regime of at least MIN_REFERENCE points) and stays above sqrt(GRAD_JUMP) x that level
+    (``_stays_above``: a leap of a row or three that comes back is a spike, and no level
+    held either). A run that starts high and settles (warm-up) is not an explosion, nor
+    a return to a level the run already had, nor a rise from exact zeros (GRPO's
+    near-zero norms at steps without reward variance are removed before:
+    ``rldk.analyzers.health.onset``)."""
     values = np.asarray(values, float)
     if np.max(values) <= 0:
         return None
     r = regimes(steps, np.maximum(values, 0), "logscale")
     top = None                                    # the first of the highest held parts so far
+    spikes = set()                                # leaps the norm came back from: no level held
     for j in range(1, len(r.parts)):
         q = r.parts[j - 1]
-        if q.size >= MIN_REFERENCE and (top is None or q.level > top.level):
+        if q.size >= MIN_REFERENCE and j - 1 not in spikes and (top is None or q.level > top.level):
             top = q
         if top is None:
             continue                              # a point or two is no level the run held
         p = r.parts[j]
         if p.size >= 2 and top.raw > 0 and p.level - top.level >= np.log(GRAD_JUMP):
+            if not _stays_above(r.values, p, top.raw):
+                spikes.add(j)
+                continue
             return _event("grad_norm_explosion", metric, r, p.start, p.last, "warning",
                           f"{metric} rose to {p.raw:.3g} at step {p.first}, {p.raw / top.raw:.0f}x "
                           f"anything before (at most {top.raw:.3g})",
                           {"before_max": top.raw, "level": p.raw, "factor": GRAD_JUMP})
     return None
+
+
+def _stays_above(values: np.ndarray, p, held: float) -> bool:
+    """Whether the series' level (``level_of``), from regime ``p`` on, stays above
+    sqrt(GRAD_JUMP) x the ``held`` level (to the end, or for MIN_STRETCH of the run:
+    ``state_run``) in a state that starts inside ``p``. Rows GRAD_JUMP x under the held
+    level are left out: a GRPO norm is near zero at steps without reward variance,
+    whatever its level at the others. A norm that leaps for a row or three and is back
+    at its level on the next rows is a spike (the spikes analyzer reports it), not a
+    regime the run entered."""
+    rows = np.flatnonzero(values >= held / GRAD_JUMP)
+    start, end = np.searchsorted(rows, [p.start, p.end])
+    if start == end:
+        return False
+    above = level_of(values[rows]) > held * np.sqrt(GRAD_JUMP)
+    found = state_run(above, start, min_final=final_need(above, 0, start, MIN_REFERENCE))
+    return found is not None and found[0] < end
 
 
 def approx_kl_blowup(metric: str, steps, values) -> Event | None:
