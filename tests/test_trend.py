@@ -118,6 +118,19 @@ def test_a_flat_reward_that_settles_lower_is_a_degradation():
     assert rules.reward_degradation("reward", np.arange(225), dip) is None
 
 
+def test_a_log_that_starts_late_at_its_plateau_and_settles_lower_is_a_degradation():
+    """A real PPO run's 100-episode rolling return (the tuning half's xArm monitor) with
+    the first tenth of its steps cut, as a resumed run's or a cut log's would be: at 11.0
+    for 8% of what is left, then 6.9 to the end. Its gain is out of sight; 8% of a run is
+    a level held, though under a tenth of it. Found where the fall started (the truth's
+    window: 269781-272231)."""
+    steps, r = monitor("a2cppo_monitor_xarm_conti_collapse")
+    rolling = np.convolve(r, np.ones(100), "full")[:len(r)] / np.minimum(np.arange(1, len(r) + 1), 100)
+    keep = steps >= steps[0] + 0.1 * (steps[-1] - steps[0])
+    event = rules.reward_degradation("episode_return", steps[keep], rolling[keep])
+    assert event is not None and 269781 <= event.onset <= 272231
+
+
 def noise(rng, n: int, kind: str) -> np.ndarray:
     """``n`` points of unit noise: white, or AR(1) with rho 0.9 (``kind`` "ar1")."""
     e = rng.normal(size=n)

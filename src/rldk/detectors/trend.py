@@ -246,7 +246,8 @@ def settled_below(steps, values, r: Regimes | None = None) -> Decline | None:
     where its worst tenth was); the low stretch is the trailing run of
     regimes whose held ones (MIN_REFERENCE points) all sit below the line,
     starting with a held one, covering MIN_STRETCH of the run and MIN_TAIL values, with at
-    least as many points before it. Its drop from the median before must pass SIGNIFICANCE
+    least half as many points before it (and MIN_TAIL): a log kept from late on (a resumed
+    run) may open on a plateau held for less than a tenth of what is left. Its drop from the median before must pass SIGNIFICANCE
     standard errors (``level_se``: noise and wander). The onset is the first point of the
     stretch, walked back over the points just before it that are already below the line."""
     r = r if r is not None else regimes(steps, values, "signed")
@@ -257,7 +258,7 @@ def settled_below(steps, values, r: Regimes | None = None) -> Decline | None:
     level, se = level_of(r.values), level_se(r)
     for t in range(1, len(r.parts)):
         s = r.parts[t].start
-        if s < need or n - s < MIN_TAIL or r.parts[t].size < MIN_REFERENCE:
+        if s < max(MIN_TAIL, need // 2) or n - s < MIN_TAIL or r.parts[t].size < MIN_REFERENCE:
             continue
         line = min(float(np.min(level[:s - LEVEL_WINDOW // 2])), float(np.quantile(r.values[:s], LOW_TENTH)))
         if n - s < final_need(r.values < line, 0, s, MIN_TAIL):
