@@ -96,11 +96,15 @@ def test_false_alarm_rate_on_flat_noise(kind):
 
 @pytest.mark.parametrize("kind", ["white", "ar1"])
 def test_settled_below_stays_quiet_on_flat_noise(kind):
-    """The same seeded flat noise: a series that never settles lower. Measured over 200
-    other seeded series each: 0 and 0 fire (a random walk: 18 of 200, as it should)."""
+    """The same seeded flat noise: a series that never settles lower, nor falls far under
+    what it held for a stretch and comes back (``recovered``). Measured over 200 other
+    seeded series each: 0 and 0 fire, either way (a random walk: 18 of 200 settle, as
+    they should)."""
     rng = np.random.default_rng(11)
-    fired = sum(trend.settled_below(np.arange(300), noise(rng, 300, kind)) is not None for _ in range(40))
-    assert fired == 0
+    series = [noise(rng, 300, kind) for _ in range(40)]
+    for recovered in (False, True):
+        fired = sum(trend.settled_below(np.arange(300), v, recovered=recovered) is not None for v in series)
+        assert fired == 0
 
 
 def test_a_flat_reward_that_settles_lower_is_a_degradation():
@@ -129,6 +133,20 @@ def test_a_log_that_starts_late_at_its_plateau_and_settles_lower_is_a_degradatio
     keep = steps >= steps[0] + 0.1 * (steps[-1] - steps[0])
     event = rules.reward_degradation("episode_return", steps[keep], rolling[keep])
     assert event is not None and 269781 <= event.onset <= 272231
+
+
+def test_a_plateau_that_breaks_for_a_stretch_and_recovers_is_an_event_without_a_gain():
+    """A return on its plateau from the first row kept (0.75, with lone dips to -11 and
+    -2.7: a log cut from late on, as a real ML-Agents run's with its first tenth cut) that
+    falls to -40 for 21 of 150 rows and comes back: no gain in sight to lose half of, yet
+    far under every level it held for a seventh of the run (``trend.settled_below`` with
+    ``recovered``; seeded AR(1) noise stays quiet in test_false_alarm_rate_on_flat_noise)."""
+    rng = np.random.default_rng(9)
+    plateau = 0.75 + 0.1 * rng.normal(size=100)
+    plateau[[10, 35, 60, 80]] = [-2.7, -11.0, -1.35, -0.97]
+    broken = np.r_[plateau, -40 + 3 * rng.normal(size=21), 0.8 + 0.1 * rng.normal(size=29)]
+    event = rules.reward_degradation("episode_return", np.arange(150), broken)
+    assert event is not None and event.onset == 100 and event.evidence["recovered_at"] == 121
 
 
 def noise(rng, n: int, kind: str) -> np.ndarray:

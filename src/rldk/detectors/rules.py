@@ -224,7 +224,8 @@ def reward_degradation(metric: str, steps, values, points: bool = True) -> Event
     event even when training later repairs it; ``last`` is then the last step below the
     line and ``recovered_at`` the first step back above it. Failing all three (a run with
     no gain to lose: flat, or no significant rise), a reward that settles below every
-    level it held before and stays there to the end (``rldk.detectors.trend.settled_below``).
+    level it held before and stays there to the end (``rldk.detectors.trend.settled_below``),
+    or falls far under them for a tenth of the run and comes back (its ``recovered``).
     """
     v = np.asarray(values, float)
     if len(v) < 2 * MIN_REFERENCE:
@@ -238,6 +239,7 @@ def reward_degradation(metric: str, steps, values, points: bool = True) -> Event
             return found
     d = d if d is not None else recovered_decline(steps, v, DEGRADATION_SHARE, r)
     d = d if d is not None else settled_below(steps, v, r)
+    d = d if d is not None else settled_below(steps, v, r, recovered=True)
     return None if d is None else _declined(metric, steps, d)
 
 

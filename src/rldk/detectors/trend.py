@@ -237,7 +237,15 @@ def decline(steps, values, share: float, r: Regimes | None = None) -> Decline | 
                    float(np.median(tail)), line, float(z))
 
 
-def settled_below(steps, values, r: Regimes | None = None) -> Decline | None:
+#: ``settled_below(recovered=True)``: the low stretch's median lies under the line by at
+#: least this many times the line's distance under the median before it. A wandering
+#: series (AR(1) noise, rho 0.9, 60 points) crosses its worst tenth for a stretch a tenth
+#: of the run long and comes back, 1-2 times that distance under it; a policy that broke
+#: falls many times that far (a real ML-Agents return: 0.7 -> -40 against a line at -3.4).
+FAR_BELOW = 2.0
+
+
+def settled_below(steps, values, r: Regimes | None = None, recovered: bool = False) -> Decline | None:
     """A series that settles below every level it held before and stays there to the end:
     the decline of a run that gained nothing to lose (flat, or no visible gain), which
     ``decline`` cannot measure by its gain. Levels held are the centred rolling medians
@@ -249,7 +257,17 @@ def settled_below(steps, values, r: Regimes | None = None) -> Decline | None:
     least half as many points before it (and MIN_TAIL): a log kept from late on (a resumed
     run) may open on a plateau held for less than a tenth of what is left. Its drop from the median before must pass SIGNIFICANCE
     standard errors (``level_se``: noise and wander). The onset is the first point of the
-    stretch, walked back over the points just before it that are already below the line."""
+    stretch, walked back over the points just before it that are already below the line.
+
+    ``recovered``: instead, the first such low stretch that the run comes back from
+    (``end``: its first regime back above the line, as ``recovered_decline`` closes one),
+    holding MIN_STRETCH of the run (and as many points before it), opening with
+    MIN_REFERENCE values below the line,
+    whose median lies under the line by FAR_BELOW times the line's distance under the
+    median before (a wandering series crosses its worst tenth for a stretch, and comes
+    back): a
+    return that held a plateau, with no gain in sight (a log kept from late on), and fell
+    far under every level it held for a tenth of the run before it came back."""
     r = r if r is not None else regimes(steps, values, "signed")
     n = len(r.values)
     need = max(MIN_TAIL, int(np.ceil(MIN_STRETCH * n)))
@@ -261,18 +279,41 @@ def settled_below(steps, values, r: Regimes | None = None) -> Decline | None:
         if s < max(MIN_TAIL, need // 2) or n - s < MIN_TAIL or r.parts[t].size < MIN_REFERENCE:
             continue
         line = min(float(np.min(level[:s - LEVEL_WINDOW // 2])), float(np.quantile(r.values[:s], LOW_TENTH)))
-        if n - s < final_need(r.values < line, 0, s, MIN_TAIL):
+        if r.parts[t].level >= line:
             continue
-        if any(p.level >= line for p in r.parts[t:] if p.size >= MIN_REFERENCE) or r.parts[t].level >= line:
-            continue
-        before, tail = r.values[:s], r.values[s:]
-        z = (float(np.median(before)) - float(np.mean(tail))) / max(se(s, n - s, (n - s) // 2 + s // 2), 1e-300)
+        if recovered:
+            end = _stretch_end(r, level, t, line)
+            if end == n or min(s, end - s) < need or not np.all(r.values[s:s + MIN_REFERENCE] < line):
+                continue
+        else:
+            end = n
+            if n - s < final_need(r.values < line, 0, s, MIN_TAIL):
+                continue
+            if any(p.level >= line for p in r.parts[t:] if p.size >= MIN_REFERENCE):
+                continue
+        before, tail = r.values[:s], r.values[s:end]
+        if recovered and float(np.median(tail)) > line - FAR_BELOW * (float(np.median(before)) - line):
+            continue        # not far outside what the run held: a wander it came back from
+        z = ((float(np.median(before)) - float(np.mean(tail)))
+             / max(se(s, end - s, (end - s) // 2 + s // 2), 1e-300))
         if z < SIGNIFICANCE:
             continue
         onset = _walk_back(r.values, s, line, 0)
         return Decline(r, onset, s, float(np.median(before)), int(r.steps[0]), None,
-                       float(np.median(tail)), line, float(z))
+                       float(np.median(tail)), line, float(z), end if end < n else None)
     return None
+
+
+def _stretch_end(r: Regimes, level, t: int, line: float) -> int:
+    """The end (exclusive) of the low stretch that opens with regime ``t``: the start of
+    the first regime back above ``line`` for good (``_back_above``), short regimes above
+    it inside the stretch left in; ``len(r.values)`` when the run never comes back."""
+    u = t
+    while u < len(r.parts) and not _back_above(r, level, u, line):
+        u += 1
+    while r.parts[u - 1].level >= line:
+        u -= 1
+    return r.parts[u - 1].end
 
 
 def _move_start(r: Regimes, a: int, t: int, peak: float, gain: float, se, stop: int | None = None) -> int:
