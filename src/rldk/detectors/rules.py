@@ -101,8 +101,9 @@ def _fall(code, metric, steps, values, share, severity_share, what) -> Event | N
     series falls below the line at its second row and stays (the rolling median of the
     first rows is then the fallen level), else the highest centred rolling median before
     it. Bursts back over the line may take STRAY_DEEP of a state that lies mostly under
-    half the line (``state_run``'s ``deep``). Onset: the first step of the fall that led there (``fall_start``),
-    not where it crossed the line (``below_from`` in the evidence). The threshold is a
+    half the line (``state_run``'s ``deep``). Onset: the first step of the fall that led
+    there (``fall_start``), not where it crossed the line (``below_from`` in the
+    evidence). The threshold is a
     ratio, but the start of the fall is placed on the linear scale: a fall to (near) zero
     leaves its held level where it has lost PLATEAU of it, however many decades deep the
     floor it ends on (on the log scale that line sinks with the floor: an entropy that ends

@@ -255,19 +255,19 @@ def settled_below(steps, values, r: Regimes | None = None, recovered: bool = Fal
     regimes whose held ones (MIN_REFERENCE points) all sit below the line,
     starting with a held one, covering MIN_STRETCH of the run and MIN_TAIL values, with at
     least half as many points before it (and MIN_TAIL): a log kept from late on (a resumed
-    run) may open on a plateau held for less than a tenth of what is left. Its drop from the median before must pass SIGNIFICANCE
-    standard errors (``level_se``: noise and wander). The onset is the first point of the
-    stretch, walked back over the points just before it that are already below the line.
+    run) may open on a plateau held for less than a tenth of what is left. Its drop from
+    the median before must pass SIGNIFICANCE standard errors (``level_se``: noise and
+    wander). The onset is the first point of the stretch, walked back over the points just
+    before it that are already below the line.
 
     ``recovered``: instead, the first such low stretch that the run comes back from
     (``end``: its first regime back above the line, as ``recovered_decline`` closes one),
     holding MIN_STRETCH of the run (and as many points before it), opening with
-    MIN_REFERENCE values below the line,
-    whose median lies under the line by FAR_BELOW times the line's distance under the
-    median before (a wandering series crosses its worst tenth for a stretch, and comes
-    back): a
-    return that held a plateau, with no gain in sight (a log kept from late on), and fell
-    far under every level it held for a tenth of the run before it came back."""
+    MIN_REFERENCE values below the line, whose median lies under the line by FAR_BELOW
+    times the line's distance under the median before (a wandering series crosses its
+    worst tenth for a stretch, and comes back): a return that held a plateau, with no gain
+    in sight (a log kept from late on), and fell far under every level it held for a
+    tenth of the run before it came back."""
     r = r if r is not None else regimes(steps, values, "signed")
     n = len(r.values)
     need = max(MIN_TAIL, int(np.ceil(MIN_STRETCH * n)))
