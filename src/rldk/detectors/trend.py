@@ -172,12 +172,7 @@ def _recovered_at(r: Regimes, t: int, top, low, best, se, share, need) -> Declin
     line = peak - share * gain
     if r.parts[t].level >= line or not np.all(r.values[s:s + MIN_REFERENCE] < line):
         return None                               # a lone low point opens no stretch
-    u = t                                         # the stretch: parts[t:u] (outliers inside)
-    while u < len(r.parts) and not _back_above(r, low, u, line):
-        u += 1
-    while r.parts[u - 1].level >= line:
-        u -= 1
-    end = r.parts[u - 1].end
+    end = _stretch_end(r, low, t, line)           # outliers above the line inside it
     low_part = r.values[s:end]
     if end - s < need:
         return None
