@@ -51,6 +51,30 @@ def test_segmented_strided_and_unfinished_runs(tmp_path):
     assert [rows[r]["status"] for r in ("c-unfinished", "d-failed", "e-killed")] == ["incomplete", "failed", "killed"]
 
 
+def test_a_writers_batches_carry_the_summary_of_their_rows(tmp_path):
+    """The writer summarises its all-float batches as it encodes them (no pass over the
+    rows when a segment is written): each footer equals the summary of the file's rows,
+    with several name sets, repeated and backward steps, text values and spans mixed in."""
+    w = EventWriter(tmp_path, "carried", capture_env=False, compact_on_close=False)
+    for s in [*range(30), 12, 12, *range(30, 60)]:
+        w.log(s, loss=float(s), reward=0.5)
+        if s % 3 == 0:
+            w.log(s, kl=0.1)
+        if s == 20:
+            w.log(s, note="text")
+            with w.span("rollout", step=s):
+                pass
+        if s in (25, 45):
+            w.flush()                              # segments end inside the run
+    w.close()
+    files = sorted(tmp_path.glob("*.parquet"))
+    assert len(files) >= 3
+    for f in files:
+        footer = json.loads(pq.ParquetFile(f).metadata.metadata[run_summary.KEY])
+        assert footer == json.loads(run_summary.metadata(pq.read_table(f))[run_summary.KEY]), f.name
+    assert_same_as_scan(open_store(tmp_path))
+
+
 def test_ranks_with_the_same_steps_count_each_step_once(tmp_path):
     for rank in (0, 1, 2):
         write(tmp_path, "multi", range(25), rank=rank)

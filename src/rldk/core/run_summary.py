@@ -38,6 +38,56 @@ def encode(runs: dict) -> bytes:
     return json.dumps({"v": 1, "runs": runs}, separators=(",", ":")).encode()
 
 
+# ------------------------------------------------ a writer's batches, summarised as encoded
+#: the schema metadata key under which an encoded batch carries its own summary (the
+#: writer's): the segment it goes into is summarised from these, not from its rows
+PART_KEY = b"rldk.part_summary"
+
+
+def of_metric_batch(rank: int, names, steps, wall_ms, rows: int) -> dict:
+    """The summary of one run's ``rows`` metric rows from the arrays they were encoded
+    from (the writer's all-float batches): ``names`` the metric names, ``steps`` and
+    ``wall_ms`` int64 NumPy arrays, one entry per call, no nulls. The same summary
+    :func:`of_table` gives for their table, without a pass over it on the encoder
+    thread (2 of a live segment's 8 ms of CPU in a loop of numpy work)."""
+    metric_steps = _steps(_sorted_distinct(steps))
+    return {"n": int(rows), "ranks": [int(rank)], "kinds": ["metric"],
+            "steps": _range(metric_steps["lo"], metric_steps["hi"]),
+            "wall": _range(int(wall_ms.min()), int(wall_ms.max())) if len(wall_ms) else None,
+            "names": _sorted(names), "msteps": metric_steps}
+
+
+def attach(table, runs: dict):
+    """``table`` carrying its summary ``runs`` (``{run_id: summary}``) in its schema
+    metadata (zero-copy), for :func:`metadata_of`."""
+    return table.replace_schema_metadata({PART_KEY: encode(runs)})
+
+
+def metadata_of(tables: list) -> dict:
+    """The footer metadata (as :func:`metadata`) of a file holding ``tables`` one after
+    the other: a table's attached summary (:func:`attach`) is used, the others' rows
+    are summarised; {} when one of them cannot have a summary."""
+    runs: dict = {}
+    for table in tables:
+        meta = table.schema.metadata
+        raw = meta.get(PART_KEY) if meta else None
+        part = json.loads(raw)["runs"] if raw is not None else of_table(table)
+        if part is None:
+            return {}
+        for run_id, summary in part.items():
+            runs[run_id] = merge(runs[run_id], summary) if run_id in runs else summary
+    return {KEY: encode(runs)} if runs else {}
+
+
+def _sorted_distinct(values):
+    """The distinct values of an int64 NumPy array, sorted (one pass when they rise)."""
+    import numpy as np
+
+    if len(values) < 2 or bool((values[1:] > values[:-1]).all()):
+        return values
+    return np.unique(values)
+
+
 def of_table(table) -> dict[str, dict] | None:
     """Per run id, the summary of the events in ``table`` (pyarrow; event columns, plain
     or dictionary-encoded), or None when the table lacks event columns or has rows

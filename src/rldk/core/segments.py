@@ -107,39 +107,45 @@ def _atomic_writer(directory: Path, name: str, schema, covers=None, options=None
 BUFFERED_ROWS = 1 << 16
 
 
-def write_segment(table, directory: Path | ObjectDir, name: str, options: dict | None = None) -> None:
+def write_segment(table, directory: Path | ObjectDir, name: str, options: dict | None = None,
+                  summary: dict | None = None) -> None:
     """Write ``table`` as ``directory/name`` atomically: temp file, fsync, rename (on
     object storage: one PUT of the complete object). ``options``: the ParquetWriter's
-    (default :data:`~rldk.schemas.PARQUET_OPTIONS`)."""
+    (default :data:`~rldk.schemas.PARQUET_OPTIONS`); ``summary``: the footer's run summary
+    metadata when the caller has it (:func:`rldk.core.run_summary.metadata_of`), else
+    it is computed from the rows."""
     if isinstance(directory, ObjectDir):
-        directory.fs.pipe_file(f"{directory.key}/{name}", parquet_bytes(table, options))
+        directory.fs.pipe_file(f"{directory.key}/{name}", parquet_bytes(table, options, summary))
         return
     if table.num_rows <= BUFFERED_ROWS:
         # encoded in memory and written in one call: a ParquetWriter on a Python file calls
         # back into Python for every page (-0.3 of 4 ms CPU for a live segment of 10k values)
-        _write_atomic(Path(directory) / name, _parquet_buffer(table, options))
+        _write_atomic(Path(directory) / name, _parquet_buffer(table, options, summary))
         return
     with _atomic_writer(Path(directory), name, table.schema, options=options) as out:   # memory bounded
         out.write_table(table, row_group_size=1 << 20)
-        out.add_key_value_metadata(run_summary.metadata(table))
+        out.add_key_value_metadata(run_summary.metadata(table) if summary is None else summary)
 
 
-def parquet_bytes(table, options: dict | None = None) -> bytes:
+def parquet_bytes(table, options: dict | None = None, summary: dict | None = None) -> bytes:
     """``table`` as the bytes of a store file (footer metadata included)."""
-    return _parquet_buffer(table, options).to_pybytes()
+    return _parquet_buffer(table, options, summary).to_pybytes()
 
 
-def _parquet_buffer(table, options: dict | None):
+def _parquet_buffer(table, options: dict | None, summary: dict | None = None):
     import pyarrow as pa
     import pyarrow.parquet as pq
 
     from rldk.schemas import PARQUET_OPTIONS
 
+    if summary is None:
+        summary = run_summary.metadata(table)
     sink = pa.BufferOutputStream()
     with pq.ParquetWriter(sink, table.schema.remove_metadata(), **(options or PARQUET_OPTIONS)) as out:
         out.write_table(table, row_group_size=1 << 20)
-        out.add_key_value_metadata({**_rldk_metadata(), **run_summary.metadata(table)})
+        out.add_key_value_metadata({**_rldk_metadata(), **summary})
     return sink.getvalue()
+
 
 
 def list_names(directory: Path | ObjectDir) -> list[str]:

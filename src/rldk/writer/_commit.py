@@ -10,6 +10,7 @@ import os
 import time
 import warnings
 
+from rldk.core import run_summary
 from rldk.core.errors import StoreError
 from rldk.core.fs import ObjectDir
 from rldk.core.naming import (
@@ -49,7 +50,8 @@ class CommitMixin:
         table = pa.concat_tables(self._pending) if len(self._pending) > 1 else self._pending[0]
         name = segment_name(self.run_id, self.rank, self.session, len(self.segments))
         try:
-            write_segment(table, self.dir, name, _uncompressed_nulls(self._options_for(table.num_rows), table))
+            write_segment(table, self.dir, name, _uncompressed_nulls(self._options_for(table.num_rows), table),
+                          run_summary.metadata_of(self._pending))
         except OSError as exc:
             self.stats["write_errors"] += 1
             self._warn_once(("write",), f"rldk: cannot write to {self.dir} ({exc}); events are kept "
@@ -274,7 +276,8 @@ class AheadCommits:
         import pyarrow as pa
 
         table = pa.concat_tables(tables) if len(tables) > 1 else tables[0]
-        write_segment(table, self.directory, temp_name(name), _uncompressed_nulls(self.options, table))
+        write_segment(table, self.directory, temp_name(name), _uncompressed_nulls(self.options, table),
+                      run_summary.metadata_of(tables))
 
     def wait(self, keep: int | None) -> None:
         """Wait until at most ``keep`` segments are still encoding (None: no wait)."""

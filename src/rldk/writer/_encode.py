@@ -21,6 +21,7 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
+from rldk.core import run_summary
 from rldk.schemas import memory_schema
 
 _INT64_MIN, _INT64_MAX = -(2**63), 2**63 - 1
@@ -256,9 +257,10 @@ def encode_recorded(run_id: str, rank: int, recorded: tuple, seqs: np.ndarray, c
     _count_steps(steps, counters, state)
     widths = np.fromiter(map(len, names), np.int64, len(names))[ids]
     starts = np.cumsum(widths) - widths
-    tables = []
+    tables, every_key = [], set()
     for group in (np.unique(ids) if len(names) > 1 else (0,)):
         keys = [key if isinstance(key, str) else str(key) for key in names[group]]
+        every_key.update(keys)
         calls = np.flatnonzero(ids == group) if len(names) > 1 else slice(None)
         matrix = (values.reshape(-1, len(keys)) if len(names) == 1
                   else values[starts[calls][:, None] + np.arange(len(keys))])
@@ -267,7 +269,10 @@ def encode_recorded(run_id: str, rank: int, recorded: tuple, seqs: np.ndarray, c
         tables.append(_metric_table(run_id, rank, keys, n, seqs[calls], (steps[calls], None), walls[calls],
                                     pa.array(matrix.ravel()), _nulls(pa.int64(), n * len(keys)),
                                     _nulls(pa.string(), n * len(keys))))
-    return pa.concat_tables(tables) if len(tables) > 1 else tables[0]
+    table = pa.concat_tables(tables) if len(tables) > 1 else tables[0]
+    wall_ms = (walls * 1000.0).astype(np.int64)                  # as _metric_table stores them
+    return run_summary.attach(table, {run_id: run_summary.of_metric_batch(rank, every_key, steps, wall_ms,
+                                                                          table.num_rows)})
 
 
 def split_recorded(recorded: tuple, max_values: int) -> list[tuple[tuple, int, int]]:

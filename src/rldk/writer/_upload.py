@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import threading
 
+from rldk.core import run_summary
 from rldk.core.segments import write_segment
 
 
@@ -37,13 +38,14 @@ class Uploader:
         self.name, self.rows, self.tables = name, table.num_rows, len(tables)
         self._error = None
         self._done.clear()
-        self._thread = threading.Thread(target=self._put, args=(table, name),
+        summary = run_summary.metadata_of(tables)
+        self._thread = threading.Thread(target=self._put, args=(table, name, summary),
                                         name=f"rldk-upload-{name}", daemon=True)
         self._thread.start()
 
-    def _put(self, table, name: str) -> None:
+    def _put(self, table, name: str, summary: dict) -> None:
         try:
-            write_segment(table, self.directory, name, self.options)
+            write_segment(table, self.directory, name, self.options, summary)
         except BaseException as exc:          # reported to the writer by take()
             self._error = exc
         finally:
