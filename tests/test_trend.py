@@ -74,6 +74,18 @@ def test_a_fall_in_stages_starts_after_the_level_the_run_held():
     assert d.onset == 60 and d.peak == pytest.approx(10.0, abs=0.2)
 
 
+def test_a_fall_in_stages_the_run_stops_in_starts_after_the_level_it_held():
+    """The same stages, but the run is stopped while the collapse is still falling fast
+    (its last 8 points, no level held at the bottom): the level it ended at is the bottom
+    the stages are judged against, so the move still starts at 60 (a real SB3 DQN return
+    cut 8 rows into its collapse was reported from its first small step down)."""
+    rng = np.random.default_rng(6)
+    v = np.r_[np.linspace(8, 10, 8), np.full(12, 10.0), np.full(40, 8.5),
+              np.linspace(7, -25, 8)] + 0.1 * rng.normal(size=68)
+    d = trend.decline(np.arange(68), v, 0.5)
+    assert d.onset == 60 and d.peak == pytest.approx(10.0, abs=0.2)
+
+
 @pytest.mark.parametrize("case", ["recovered dip", "rise and plateau", "flat noise", "ends lower by a third"])
 def test_quiet_on_what_is_not_a_sustained_decline(case):
     rng = np.random.default_rng(1)

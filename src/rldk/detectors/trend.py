@@ -344,18 +344,24 @@ def _move_start(r: Regimes, a: int, t: int, peak: float, gain: float, se, stop: 
 def _after_last_stage(r: Regimes, onset: int, peak: float, n_peak: int, stop: int | None = None) -> int:
     """A fall in stages whose first stage stays closer to the peak than to the bottom: the
     run held that intermediate level (a regime above the midpoint between the peak and the
-    lowest level held after it, of MIN_STRETCH of the run, MIN_TAIL points, and at least
-    as many points as the peak's: it became the run's level) before the move into the bad
-    state, which starts after it (the onset protocol's prior regime is the level just
-    before the move). ``onset`` when there is no such stage. Only regimes before ``stop``
-    (the end of a low stretch the run recovered from) belong to the fall."""
+    bottom, of MIN_STRETCH of the run, MIN_TAIL points, and at least as many points as the
+    peak's: it became the run's level) before the move into the bad state, which starts
+    after it (the onset protocol's prior regime is the level just before the move).
+    ``onset`` when there is no such stage. The bottom is the lowest level held after the
+    peak, or the median of the run's last MIN_REFERENCE points when lower: a run stopped
+    while it was still falling fast ends in regimes too short to be held. Only regimes
+    before ``stop`` (the end of a low stretch the run recovered from) belong to the fall,
+    and then the run's end is not its bottom."""
     need = max(MIN_TAIL, int(np.ceil(MIN_STRETCH * len(r.values))), n_peak)
     i = part_at(r, onset)
     parts = r.parts if stop is None else r.parts[:part_at(r, stop - 1) + 1]
     held = [p for p in parts[i:] if p.size >= MIN_REFERENCE]
     if not held:
         return onset
-    mid = (peak + min(p.level for p in held)) / 2
+    bottom = min(p.level for p in held)
+    if stop is None:
+        bottom = min(bottom, float(np.median(r.values[-MIN_REFERENCE:])))
+    mid = (peak + bottom) / 2
     stages = [q for q, p in enumerate(parts[i:], i) if p.size >= need and p.level > mid]
     if not stages or stages[-1] + 1 >= len(parts):
         return onset
