@@ -147,7 +147,6 @@ def _parquet_buffer(table, options: dict | None, summary: dict | None = None):
     return sink.getvalue()
 
 
-
 def list_names(directory: Path | ObjectDir) -> list[str]:
     """File names directly in ``directory`` (fresh: no cached listing), sorted."""
     if isinstance(directory, ObjectDir):
