@@ -192,8 +192,14 @@ def encode_float_calls(run_id: str, rank: int, keys: tuple, calls: list, seqs,
     if isinstance(seqs, range):
         seqs = np.arange(seqs.start, seqs.stop, dtype=np.int64)
     steps = _steps([c[0] for c in calls], counters, state)
-    return _metric_table(run_id, rank, names, n, seqs, steps, [c[1] for c in calls],
-                         pa.array(value), _nulls(pa.int64(), n * k), _nulls(pa.string(), n * k))
+    walls = np.fromiter((c[1] for c in calls), np.float64, n)
+    table = _metric_table(run_id, rank, names, n, seqs, steps, walls,
+                          pa.array(value), _nulls(pa.int64(), n * k), _nulls(pa.string(), n * k))
+    if steps[1] is not None:              # steps that are not integers: summarised from the rows
+        return table
+    wall_ms = (walls * 1000.0).astype(np.int64)                  # as _metric_table stores them
+    return run_summary.attach(table, {run_id: run_summary.of_metric_batch(rank, names, steps[0], wall_ms,
+                                                                          table.num_rows)})
 
 
 def _metric_table(run_id, rank, names, n, seqs, steps, walls, value, ivalue, text) -> pa.Table:
