@@ -55,8 +55,8 @@ def test_segmented_strided_and_unfinished_runs(tmp_path):
 def test_a_writers_batches_carry_the_summary_of_their_rows(tmp_path, monkeypatch, pure_python):
     """The writer summarises its all-float batches as it encodes them (no pass over the
     rows when a segment is written), on the compiled and the Python path: each footer
-    equals the summary of the file's rows, with several name sets, repeated and backward
-    steps, text values and spans mixed in."""
+    says what the summary of the file's rows says, with several name sets, repeated and
+    backward steps, text values and spans mixed in."""
     monkeypatch.setenv("RLDK_PURE_PYTHON", pure_python)
     w = EventWriter(tmp_path, "carried", capture_env=False, compact_on_close=False)
     for s in [*range(30), 12, 12, *range(30, 60)]:
