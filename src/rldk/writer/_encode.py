@@ -192,32 +192,36 @@ def encode_float_calls(run_id: str, rank: int, keys: tuple, calls: list, seqs,
     if isinstance(seqs, range):
         seqs = np.arange(seqs.start, seqs.stop, dtype=np.int64)
     steps = _steps([c[0] for c in calls], counters, state)
-    walls = np.fromiter((c[1] for c in calls), np.float64, n)
-    table = _metric_table(run_id, rank, names, n, seqs, steps, walls,
+    wall_ms = _wall_ms([c[1] for c in calls])
+    table = _metric_table(run_id, rank, names, n, seqs, steps, wall_ms,
                           pa.array(value), _nulls(pa.int64(), n * k), _nulls(pa.string(), n * k))
     if steps[1] is not None:              # steps that are not integers: summarised from the rows
         return table
-    wall_ms = (walls * 1000.0).astype(np.int64)                  # as _metric_table stores them
     return run_summary.attach(table, {run_id: run_summary.of_metric_batch(rank, names, steps[0], wall_ms,
                                                                           table.num_rows)})
 
 
-def _metric_table(run_id, rank, names, n, seqs, steps, walls, value, ivalue, text) -> pa.Table:
-    """The event table of ``n`` calls x ``len(names)`` metrics, step-major.
+def _wall_ms(walls) -> np.ndarray:
+    """Wall times in seconds as the int64 milliseconds the ``wall_time`` column holds."""
+    return (np.asarray(walls, np.float64) * 1000.0).astype(np.int64)
+
+
+def _metric_table(run_id, rank, names, n, seqs, steps, wall_ms, value, ivalue, text) -> pa.Table:
+    """The event table of ``n`` calls x ``len(names)`` metrics, step-major (``wall_ms``:
+    one per call, from :func:`_wall_ms`).
 
     Built from numpy buffers without Arrow compute kernels: those release the GIL,
     and in a tight training loop every release costs the encoder a switch interval.
     """
     k = len(names)
     step_values, step_nulls = steps
-    wall = (np.asarray(walls, np.float64) * 1000.0).astype(np.int64)
     step_col = _each_k_times(step_values, k)
     return pa.Table.from_arrays([
         _const_string(run_id, n * k),
         _cached(("rank", rank), n * k, lambda size: pa.array(np.full(size, rank, np.int32))),
         pa.array(_each_k_times(np.asarray(seqs, np.int64), k)),
         pa.array(step_col) if step_nulls is None else pa.array(step_col, mask=_each_k_times(step_nulls, k)),
-        pa.array(_each_k_times(wall, k), pa.timestamp("ms")),
+        pa.array(_each_k_times(wall_ms, k), pa.timestamp("ms")),
         _const_string("metric", n * k),
         pa.DictionaryArray.from_arrays(
             _cached(("names", k), n * k, lambda size: pa.array(np.resize(np.arange(k, dtype=np.int32), size))),
@@ -263,6 +267,7 @@ def encode_recorded(run_id: str, rank: int, recorded: tuple, seqs: np.ndarray, c
     _count_steps(steps, counters, state)
     widths = np.fromiter(map(len, names), np.int64, len(names))[ids]
     starts = np.cumsum(widths) - widths
+    wall_ms = _wall_ms(walls)
     tables, every_key = [], set()
     for group in (np.unique(ids) if len(names) > 1 else (0,)):
         keys = [key if isinstance(key, str) else str(key) for key in names[group]]
@@ -272,11 +277,10 @@ def encode_recorded(run_id: str, rank: int, recorded: tuple, seqs: np.ndarray, c
                   else values[starts[calls][:, None] + np.arange(len(keys))])
         _count_nonfinite_np(matrix, keys, counters)
         n = len(matrix)
-        tables.append(_metric_table(run_id, rank, keys, n, seqs[calls], (steps[calls], None), walls[calls],
+        tables.append(_metric_table(run_id, rank, keys, n, seqs[calls], (steps[calls], None), wall_ms[calls],
                                     pa.array(matrix.ravel()), _nulls(pa.int64(), n * len(keys)),
                                     _nulls(pa.string(), n * len(keys))))
     table = pa.concat_tables(tables) if len(tables) > 1 else tables[0]
-    wall_ms = (walls * 1000.0).astype(np.int64)                  # as _metric_table stores them
     return run_summary.attach(table, {run_id: run_summary.of_metric_batch(rank, every_key, steps, wall_ms,
                                                                           table.num_rows)})
 
@@ -364,7 +368,7 @@ def _encode_group(run_id, rank, calls, keys, counters, state, problems) -> pa.Ta
     columns = list(zip(*map(getter, dicts)))
     names = [key if isinstance(key, str) else str(key) for key in keys]
     value, ivalue, text = _mixed_columns(columns, names, n, k, counters, problems)
-    return _metric_table(run_id, rank, names, n, seqs, _steps(steps, counters, state), walls,
+    return _metric_table(run_id, rank, names, n, seqs, _steps(steps, counters, state), _wall_ms(walls),
                          value, ivalue, text)
 
 
