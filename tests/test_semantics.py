@@ -100,6 +100,23 @@ def test_metric_map_extends_the_table(tmp_path):
     assert semantics.resolve("kl", ["my/kl"]) is None
 
 
+def test_a_mapped_name_is_taken_whole_prefix_and_all():
+    """Tianshou logs ``test/reward`` (the test collector's return after each epoch) and
+    ``train/reward``; mapped to ``episode_return``, each is that quantity's series, not
+    the evaluation or train split of ``reward`` that its prefix would make it (the map
+    was read after the prefix, so it never applied)."""
+    try:
+        semantics.use_metric_map({"episode_return": ["test/reward"], "entropy": ["-update/loss/ent"]})
+        assert semantics.classify("test/reward")[:2] == (semantics.quantity("episode_return"), "train")
+        assert semantics.classify("update/loss/ent")[0].name == "entropy"
+        assert semantics.classify("update/loss/ent")[2] == -1
+        assert semantics.resolve("episode_return", ["train/reward", "test/reward"]).metric == "test/reward"
+        assert semantics.classify("test/length")[1] == "eval"          # an unmapped name keeps its split
+    finally:
+        semantics.use_metric_map(None)
+    assert semantics.classify("test/reward")[:2] == (semantics.quantity("reward"), "eval")
+
+
 @pytest.mark.parametrize("text, message", [
     ("{", "map.json: line 1: not JSON"),
     ('{"kl_to_ref": "my/kl"}', "map.json: a metric map is a JSON object of lists of names"),

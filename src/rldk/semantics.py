@@ -220,10 +220,13 @@ class _Table:
     quantities: dict[str, Quantity] = field(default_factory=dict)
     by_alias: dict[str, str] = field(default_factory=dict)
     by_name: dict[tuple[str, str], tuple[str, int]] = field(default_factory=dict)
+    #: whole names a user's metric map gives (``test/reward``): they mean what the map
+    #: says, prefix and all, before any prefix is read as a split
+    mapped: frozenset[str] = frozenset()
 
     @classmethod
-    def build(cls, quantities) -> "_Table":
-        table = cls()
+    def build(cls, quantities, mapped=()) -> "_Table":
+        table = cls(mapped=frozenset(mapped))
         for q in quantities:
             table.quantities[q.name] = q
             for alias in (q.name, *q.aliases):
@@ -266,6 +269,9 @@ def classify(raw: str) -> tuple[Quantity | None, str, int]:
     ``objective/kl`` -> (kl_to_ref, "train", 1); ``train/entropy_loss`` -> (entropy,
     "train", -1); ``eval/reward`` -> (reward, "eval", 1); ``foo`` -> (None, "train", 1).
     """
+    if raw in _active.mapped:
+        hit = _active.by_name[("train", raw)]
+        return _active.quantities[hit[0]], "train", hit[1]
     split, name = split_name(raw)
     hit = _active.by_name.get(("train", name))
     if hit is None:
@@ -339,7 +345,9 @@ def use_metric_map(mapping: dict[str, list[str]] | str | os.PathLike | None) -> 
     Names of a known quantity are tried before its built-in names, and a name the map
     gives to one quantity is no longer a name of any other (a custom logger's ``kl``
     mapped to ``ppo_approx_kl`` is not the KL to the reference); an unknown canonical
-    name becomes a new signed quantity with no rules.
+    name becomes a new signed quantity with no rules. A mapped name is taken whole: a
+    Tianshou ``test/reward`` mapped to ``episode_return`` is that quantity's train
+    series, not the evaluation split of ``reward`` that its prefix would make it.
     """
     global _active
     if mapping is None:
@@ -356,7 +364,7 @@ def use_metric_map(mapping: dict[str, list[str]] | str | os.PathLike | None) -> 
             merged[name] = _q(name, "signed", "none", names, "from the user's metric map")
         else:
             merged[base.name] = replace(base, names=tuple(dict.fromkeys([*names, *base.names])))
-    _active = _Table.build(merged.values())
+    _active = _Table.build(merged.values(), mapped=claimed)
 
 
 def _from_environment() -> None:
