@@ -84,8 +84,12 @@ def test_no_log_fails_to_import_or_analyze(results):
 #: session 15 (wander from the smaller of two variance estimates, one blind to a steady
 #: trend; short final states; the point test judged against noise and wander): tune
 #: 42 -> 43 found, 34 -> 36 in window (a smoothly rising CartPole return's first collapse,
-#: and a Reacher return's slide), report unchanged
-FLOORS = [("tune", 43 / 46, 17 / 46, 36 / 46, 6, 1 / 42), ("report", 26 / 36, 15 / 36, 22 / 36, 5, 2 / 32)]
+#: and a Reacher return's slide), report unchanged; the eighteenth batch (session 18) adds
+#: 2 tune events, both missed (Tianshou validation returns of 31 and 17 evaluations: a
+#: three-row peak that loses 43% of its gain and partly recovers; a fall over the last four
+#: rows, two of them past half the gain), 1 report event (found, in its window) and a healthy
+#: log to each half (both quiet)
+FLOORS = [("tune", 43 / 48, 17 / 48, 36 / 48, 6, 1 / 43), ("report", 27 / 37, 15 / 37, 23 / 37, 5, 2 / 33)]
 
 
 @pytest.mark.parametrize("half, found, exact, in_window, exit3, false_alarms", FLOORS)

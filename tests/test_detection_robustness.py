@@ -33,11 +33,16 @@ def bench(tmp_path_factory):
 #: 24 -> 25 (19 -> 20); one that falls far under every level it held for a tenth of the
 #: run and comes back, with no gain in sight: tune every2 41 -> 42 (34 -> 35), every3
 #: 42 -> 43 (33 -> 34), late 25 -> 26 (20 -> 21). Session 17 (a fall in stages is judged
-#: against the level the run ended at too): tune stopped 28 -> 29 in window.
-FLOORS = {("tune", "every2"): (42 / 46, 35 / 46, 6), ("tune", "every3"): (43 / 46, 34 / 46, 6),
-          ("tune", "late"): (26 / 27, 21 / 27, 5), ("tune", "stopped"): (37 / 44, 29 / 44, 6),
-          ("report", "every2"): (27 / 36, 17 / 36, 4), ("report", "every3"): (26 / 36, 18 / 36, 4),
-          ("report", "late"): (15 / 22, 12 / 22, 4), ("report", "stopped"): (21 / 35, 18 / 35, 6)}
+#: against the level the run ended at too): tune stopped 28 -> 29 in window. Session 18
+#: (the eighteenth batch: 2 tune events, 1 report event; a metric map's name is taken
+#: whole, so a Tianshou ``test/reward`` mapped to the episode return is scored as one):
+#: tune every2, every3 and stopped add the two Tianshou events, missed; late keeps one of
+#: them, found (in window); report every2 27 -> 28 found (17 -> 18 in window), every3,
+#: late and stopped add the new event found (in window).
+FLOORS = {("tune", "every2"): (42 / 48, 35 / 48, 6), ("tune", "every3"): (43 / 48, 34 / 48, 6),
+          ("tune", "late"): (27 / 29, 22 / 29, 5), ("tune", "stopped"): (37 / 46, 29 / 46, 6),
+          ("report", "every2"): (28 / 37, 18 / 37, 4), ("report", "every3"): (27 / 37, 19 / 37, 4),
+          ("report", "late"): (16 / 23, 13 / 23, 4), ("report", "stopped"): (22 / 36, 19 / 36, 6)}
 
 
 @pytest.mark.parametrize("half, variant", sorted(FLOORS))
@@ -85,14 +90,17 @@ def test_a_stopped_run_ends_soon_after_its_first_event(bench):
 #: the norm comes back from at once is a spike (and no held level). Tune grad_explosion
 #: 12 found, 11 -> 12 at the step (a real 3-row leap before the injection had been
 #: reported instead); report 9 -> 8 found, 8 at the step as before: the one no longer
-#: found had not been found at its step (counts only: held out).
+#: found had not been found at its step (counts only: held out). Session 18: a metric map's
+#: name is taken whole, so each half's Tianshou Pong log (``train/reward`` mapped to the
+#: episode return) has a return collapse injected instead of a reward floor: reward_floor
+#: cases 13 -> 12 on the tune half (all found at the step), 10 -> 9 on the report half.
 INJECTED = {"tune": {"return_collapse": (38, 37), "entropy_collapse": (24, 0), "kl_blowup": (8, 8),
                      "grad_explosion": (12, 12), "loss_divergence": (20, 19), "nan": (31, 31),
-                     "reward_floor": (13, 13), "length_collapse": (11, 11), "length_explosion": (11, 9),
+                     "reward_floor": (12, 12), "length_collapse": (11, 11), "length_explosion": (11, 9),
                      "truncation": (8, 8), "zero_std": (6, 5), "clip_blowup": (20, 19)},
             "report": {"return_collapse": (29, 26), "entropy_collapse": (20, 0), "kl_blowup": (5, 4),
                        "grad_explosion": (8, 8), "loss_divergence": (20, 19), "nan": (26, 26),
-                       "reward_floor": (10, 9), "length_collapse": (9, 6), "length_explosion": (9, 8),
+                       "reward_floor": (9, 9), "length_collapse": (9, 6), "length_explosion": (9, 8),
                        "truncation": (7, 6), "zero_std": (5, 4), "clip_blowup": (18, 18)}}
 
 
