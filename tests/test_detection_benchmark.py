@@ -88,8 +88,10 @@ def test_no_log_fails_to_import_or_analyze(results):
 #: 2 tune events, both missed (Tianshou validation returns of 31 and 17 evaluations: a
 #: three-row peak that loses 43% of its gain and partly recovers; a fall over the last four
 #: rows, two of them past half the gain), 1 report event (found, in its window) and a healthy
-#: log to each half (both quiet)
-FLOORS = [("tune", 43 / 48, 17 / 48, 36 / 48, 6, 1 / 43), ("report", 27 / 37, 15 / 37, 23 / 37, 5, 2 / 33)]
+#: log to each half (both quiet); then a value loss is judged against the levels it held
+#: since its lowest, not its untrained start: tune 43 -> 44 found, 17 -> 18 exact, 36 -> 37
+#: in window (a Reacher critic's 0.005 -> ~1 jump while its return slid), report unchanged
+FLOORS = [("tune", 44 / 48, 18 / 48, 37 / 48, 6, 1 / 43), ("report", 27 / 37, 15 / 37, 23 / 37, 5, 2 / 33)]
 
 
 @pytest.mark.parametrize("half, found, exact, in_window, exit3, false_alarms", FLOORS)

@@ -136,9 +136,11 @@ def _fall(code, metric, steps, values, share, severity_share, what) -> Event | N
                   "below_from": int(steps[crossed])})
 
 
-def _rise(code, metric, steps, values, factor, what) -> Event | None:
+def _rise(code, metric, steps, values, factor, what, since_trough: bool = False) -> Event | None:
     """The series rises above ``factor`` x the lowest level it held (its first row or two,
-    when it rises from them at once: ``moves_at_once``) and stays there.
+    when it rises from them at once: ``moves_at_once``) and stays there, above every level
+    it held before (``since_trough``: since that lowest level; a loss that starts high
+    while its model is untrained has not "risen" back to that start, it diverged).
     Onset: the first step of the rise that led there (``fall_start`` upwards, on the log
     scale; a jump after a drift, at the jump), not where it crossed the line (``above_from``
     in the evidence)."""
@@ -164,7 +166,8 @@ def _rise(code, metric, steps, values, factor, what) -> Event | None:
         return None
     crossed, end = found
     high = float(np.median(v[crossed:end]))
-    if high <= float(np.max(level[:max(1, crossed - LEVEL_WINDOW // 2)])):
+    first = trough_at if since_trough else 0
+    if high <= float(np.max(level[first:max(first + 1, crossed - LEVEL_WINDOW // 2)])):
         return None     # back to (or under) a level held before (windows wholly before it): no rise
     r = r if r is not None else regimes(steps, v, "nonneg")
     k = fall_start(r, trough_at, crossed, up=True, jumps=True, until=end)
@@ -497,7 +500,7 @@ def value_loss_divergence(metric: str, steps, values, partner=None) -> Event | N
     values = np.asarray(values, float)
     if np.min(values) < 0 or np.max(values) <= 0:
         return None
-    rise = _rise("loss_divergence", metric, steps, values, VALUE_JUMP, "blew up")
+    rise = _rise("loss_divergence", metric, steps, values, VALUE_JUMP, "blew up", since_trough=True)
     fall = reward_degradation("episode return", *partner) if rise is not None else None
     if fall is None or fall.onset > rise.last or fall.last < rise.onset:
         return _unexplained_jump(metric, steps, values, partner)
@@ -512,13 +515,14 @@ def value_loss_divergence(metric: str, steps, values, partner=None) -> Event | N
 def _unexplained_jump(metric: str, steps, values, partner) -> Event | None:
     """A value loss that jumps to LOSS_JUMP x the level it held just before (a regime of
     MIN_REFERENCE points), to an order of magnitude (VALUE_JUMP) above every level it held
-    before, stays there (on its rolling level: a critic's loss is heavy-tailed), and grew
+    since the lowest (not its untrained start: a critic whose loss is back where it began
+    has unlearned the fit), stays there (on its rolling level: a critic's loss is heavy-tailed), and grew
     by far more than the returns it fits. A squared error scales with the square of the
     returns: the loss may grow VALUE_JUMP x (the noise of a critic's fit) times the square
     of the growth of the return's size; beyond that the critic, not the task, changed."""
     steps, values = np.asarray(steps), np.asarray(values, float)
     r, level = regimes(steps, values, "logscale"), level_of(values)
-    for prev, top, p in held_before(r):
+    for prev, top, p in held_before(r, since_trough=True):
         if p.raw < LOSS_JUMP * prev.raw or p.raw < VALUE_JUMP * top.raw:
             continue
         stays = state_run(level > VALUE_JUMP * top.raw, p.start, final=True)
