@@ -216,23 +216,24 @@ def test_value_loss_jump_the_return_does_not_explain():
 
 
 def test_a_critic_back_at_its_untrained_loss_has_diverged():
-    """A value loss starts high (the critic is untrained: 100 for 10 rows), is fitted down to 0.01,
-    and later jumps to 10: 1000x the level it held, still under its start. Measured
-    against its untrained start it had "not risen"; against the levels held since it was
-    fitted it diverged, with the return falling (the real SB3 PPO Reacher run of the tuning
-    half, 3.92 -> 0.005 -> ~1, was missed that way) or with the return unchanged (a
-    1000x jump injected into the value losses of healthy tune logs: 20 -> 24 of 27 found).
-    A loss that only falls stays quiet."""
+    """A value loss starts high (the critic is untrained: 100 for 10 rows), is fitted down
+    to 0.01, and later jumps to 10 (1000x) while the return falls: still under its start.
+    Measured against its untrained start it had "not risen"; against the levels held since
+    it was fitted it diverged (the real SB3 PPO Reacher run of the tuning half, 3.92 ->
+    0.005 -> ~1 while its return slid, was missed that way). With the return unchanged the
+    jump is judged as before, against every level held (``_unexplained_jump``): counting
+    from the lowest there too found 4 more x1000 jumps injected into healthy tune logs but
+    raised two false alarms on real problem logs (a value loss of 1e-22 rising to 3e-7; a
+    260x jump in a log's last 4 rows, decaying, during a transient return dip)."""
     rng = np.random.default_rng(5)
     steps = np.arange(90)
     fitted = np.r_[np.full(10, 100.0), np.geomspace(100, 0.01, 15), np.full(65, 0.01)] * np.exp(0.05 * rng.normal(size=90))
     vl = np.where(steps >= 60, 1000 * fitted, fitted)
     falling = (steps, np.r_[np.linspace(0, 10, 30), np.full(30, 10.0), np.full(30, 3.0)] + 0.1 * rng.normal(size=90))
-    flat = (steps, np.r_[np.linspace(0, 10, 30), np.full(60, 10.0)] + 0.1 * rng.normal(size=90))
-    for partner in (falling, flat):
-        event = rules.value_loss_divergence("train/value_loss", steps, vl, partner=partner)
-        assert (event.code, event.onset, event.severity) == ("loss_divergence", 60, "error")
-        assert rules.value_loss_divergence("train/value_loss", steps, fitted, partner=partner) is None
+    event = rules.value_loss_divergence("train/value_loss", steps, vl, partner=falling)
+    assert (event.code, event.onset, event.severity) == ("loss_divergence", 60, "error")
+    assert event.evidence["return_fall_step"] == 60
+    assert rules.value_loss_divergence("train/value_loss", steps, fitted, partner=falling) is None
 
 
 def test_a_loss_without_a_low_level_diverges_by_its_size():

@@ -67,16 +67,12 @@ def held_trough(parts, j: int) -> Regime | None:
     return min(held, key=lambda p: p.level) if held else None
 
 
-def held_before(r: Regimes, since_trough: bool = False):
+def held_before(r: Regimes):
     """``(prev, top, p)`` for each regime ``p`` that comes after a held one: ``prev`` the
-    last regime of MIN_REFERENCE points before it, ``top`` the highest (median) of them
-    (``since_trough``: of those from the lowest of them on; a loss's high start, while
-    its model was untrained, is not a level the trained run held)."""
-    prev = top = low = None
+    last regime of MIN_REFERENCE points before it, ``top`` the highest (median) of them."""
+    prev = top = None
     for q, p in zip(r.parts, r.parts[1:]):
         if q.size >= MIN_REFERENCE:
-            if since_trough and (low is None or q.raw < low.raw):
-                low = top = q
             prev, top = q, q if top is None or q.raw > top.raw else top
         if prev is not None:
             yield prev, top, p

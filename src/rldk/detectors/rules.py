@@ -515,14 +515,13 @@ def value_loss_divergence(metric: str, steps, values, partner=None) -> Event | N
 def _unexplained_jump(metric: str, steps, values, partner) -> Event | None:
     """A value loss that jumps to LOSS_JUMP x the level it held just before (a regime of
     MIN_REFERENCE points), to an order of magnitude (VALUE_JUMP) above every level it held
-    since the lowest (not its untrained start: a critic whose loss is back where it began
-    has unlearned the fit), stays there (on its rolling level: a critic's loss is heavy-tailed), and grew
+    before, stays there (on its rolling level: a critic's loss is heavy-tailed), and grew
     by far more than the returns it fits. A squared error scales with the square of the
     returns: the loss may grow VALUE_JUMP x (the noise of a critic's fit) times the square
     of the growth of the return's size; beyond that the critic, not the task, changed."""
     steps, values = np.asarray(steps), np.asarray(values, float)
     r, level = regimes(steps, values, "logscale"), level_of(values)
-    for prev, top, p in held_before(r, since_trough=True):
+    for prev, top, p in held_before(r):
         if p.raw < LOSS_JUMP * prev.raw or p.raw < VALUE_JUMP * top.raw:
             continue
         stays = state_run(level > VALUE_JUMP * top.raw, p.start, final=True)
