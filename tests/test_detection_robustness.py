@@ -41,10 +41,14 @@ def bench(tmp_path_factory):
 #: late and stopped add the new event found (in window). A value loss judged against the
 #: levels held since its lowest (not its untrained start) when the return falls with it:
 #: tune every2 42 -> 43 found (35 -> 36 in window); report unchanged.
-FLOORS = {("tune", "every2"): (43 / 48, 36 / 48, 6), ("tune", "every3"): (43 / 48, 34 / 48, 6),
-          ("tune", "late"): (27 / 29, 22 / 29, 5), ("tune", "stopped"): (37 / 46, 29 / 46, 6),
-          ("report", "every2"): (28 / 37, 18 / 37, 4), ("report", "every3"): (27 / 37, 19 / 37, 4),
-          ("report", "late"): (16 / 23, 13 / 23, 4), ("report", "stopped"): (22 / 36, 19 / 36, 6)}
+#: The nineteenth batch (2 tune events, 1 report event, 3 healthy logs) with the floor-split
+#: reward collapse and the whole-window length level: every variant finds the new events;
+#: tune every2 and stopped 6 -> 7 healthy exits (a new GRPO log's entropy, 1.27 at its
+#: first step, 0.05-0.15 from the first updates on, listed as benign), report late 4 -> 5.
+FLOORS = {("tune", "every2"): (45 / 50, 37 / 50, 7), ("tune", "every3"): (45 / 50, 36 / 50, 6),
+          ("tune", "late"): (29 / 31, 24 / 31, 5), ("tune", "stopped"): (39 / 48, 31 / 48, 7),
+          ("report", "every2"): (29 / 38, 18 / 38, 4), ("report", "every3"): (28 / 38, 20 / 38, 4),
+          ("report", "late"): (17 / 24, 13 / 24, 5), ("report", "stopped"): (23 / 37, 19 / 37, 6)}
 
 
 @pytest.mark.parametrize("half, variant", sorted(FLOORS))

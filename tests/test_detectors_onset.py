@@ -176,6 +176,38 @@ def test_a_reward_collapse_starts_where_the_slide_to_the_floor_began():
     assert event is not None and event.onset == 150
 
 
+def test_a_noisy_group_reward_collapses_where_it_stays_at_the_floor():
+    """GRPO with one problem of 8 rollouts a step: the mean reward is 0 on about a quarter
+    of the healthy steps. It collapsed where it went to 0 to stay (a real run of the
+    tuning half: 0 at 56, 0.125 at 57, 0 from 58 to 500), not at the first 0 from which 80%
+    of the rest are 0 (step 9 there): the split of at-the-floor rates, then back to the
+    first 0 joined to it by values past the midpoint."""
+    rng = np.random.default_rng(3)
+    solvable = rng.random(55) < 0.7                    # a third of the problems: all 8 fail
+    healthy = rng.binomial(8, np.where(solvable, 0.7, 0.0)) / 8
+    healthy[-1] = 0.5                                   # as the real run's step 55
+    v = np.r_[healthy, 0.0, 0.125, np.zeros(443)]
+    assert (healthy == 0).sum() >= 10 and np.median(healthy) >= 0.5
+    event = rules.reward_collapse("reward_avg", np.arange(1, len(v) + 1), v)
+    assert event is not None and event.onset == 56 and event.evidence["at_floor_from"] == 58
+
+
+def test_a_length_judged_from_the_lowest_whole_window():
+    """Response lengths of one problem a step swing 10x row to row; the rolling median of
+    the first 3 rows (38, 384, 23) is no level the run held, and 3x it is no explosion: the
+    lowest level over a whole window is (a real GRPO run of the tuning half: 38 at step 1,
+    ~400 from step 20 on, was "an explosion from step 5"). The same series x5 from row 300
+    is still an explosion (its onset on a series this noisy is placed early: a known gap)."""
+    rng = np.random.default_rng(4)
+    v = np.exp(rng.normal(np.log(350), 0.6, size=500))
+    v[:3] = [38.0, 384.0, 23.0]
+    steps = np.arange(1, 501)
+    assert rules.length_change("avg_response_len", steps, v) is None
+    grown = np.where(steps >= 300, 5 * v, v)
+    event = rules.length_change("avg_response_len", steps, grown)
+    assert event is not None and event.code == "length_explosion" and event.evidence["above_from"] == 300
+
+
 @pytest.mark.parametrize("every", [1, 2, 3])
 def test_a_collapse_from_the_first_row_starts_at_the_first_row_that_left_it(every):
     """A reward that slides from its very first row to its floor has that row as its only

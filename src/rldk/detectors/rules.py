@@ -148,11 +148,14 @@ def _rise(code, metric, steps, values, factor, what, since_trough: bool = False)
     if len(v) < 2 * MIN_REFERENCE:
         return None
     level = level_of(v)
-    trough_at = int(np.argmin(level))
+    # the lowest level held over a whole window: the edges' medians of 3 or 4 points are
+    # the noisiest levels of a noisy series, and the lowest of them is the most extreme
+    h = LEVEL_WINDOW // 2 if len(v) > 2 * LEVEL_WINDOW else 0
+    trough_at = h + int(np.argmin(level[h:len(v) - h]))
     ref = max(float(level[trough_at]), float(np.median(v[:trough_at + 1])))
-    r = regimes(steps, v, "nonneg") if trough_at == 0 and 0 < v[0] < level[0] else None
+    r = regimes(steps, v, "nonneg") if trough_at == h and 0 < v[0] < level[trough_at] else None
     if r is not None and moves_at_once(r, 0, len(v)) and r.parts[0].raw < ref:
-        ref = r.parts[0].raw            # risen from its first row or two: they are its level
+        trough_at, ref = 0, r.parts[0].raw      # risen from its first row or two: they are its level
     if ref <= 0:
         # a level of exactly zero (a KL at the first step, where the policy is the
         # reference) is no scale for a ratio: the lowest positive level it held is
@@ -346,18 +349,50 @@ def reward_collapse(metric: str, steps, values) -> Event | None:
     ok = at & np.append(at[1:], True) & (share >= FLOOR_SHARE) & (np.arange(n) <= n - need)
     if not ok.any():
         return None
-    k = int(np.argmax(ok))
+    k = _floor_onset(at, np.flatnonzero(ok))
     if k == 0 and np.ptp(v) > 0:
         return None                    # at the floor from the start, some values above: no fall
     before = float(np.median(v[:k])) if k else None
     # the slide that led to the floor starts where the reward left its level
     onset = fall_start(regimes(steps, v, "signed"), int(np.argmax(level_of(v)[:k])), k, noisy=False) if k else 0
+    if k:
+        onset = min(onset, _first_at_floor(v, at, k, (floor + before) / 2))
     title = (f"{metric} collapsed to {floor:.4g} from step {int(steps[onset])}"
              + (f" (was {before:.4g}; at the floor from step {int(steps[k])})" if before is not None
                 else ": constant for the whole run"))
     return Event("reward_collapse", metric, int(steps[onset]), int(steps[-1]), "error", title,
                  {"floor": floor, "before": before, "share_at_floor": float(share[k]),
                   "at_floor_from": int(steps[k])})
+
+
+def _first_at_floor(v: np.ndarray, at: np.ndarray, k: int, mid: float) -> int:
+    """The earliest value at the floor joined to the floor from ``k`` by values past
+    ``mid`` (the midpoint between the floor and the level before): a reward of 0, 0.125,
+    0, 0... went to its floor at the first 0 (the onset protocol's "past the midpoint, and
+    the next row too"); a noisy value near the floor before it is not the floor."""
+    j, i = k, k - 1
+    while i >= 0 and v[i] < mid:
+        j = i if at[i] else j
+        i -= 1
+    return j
+
+
+def _floor_onset(at: np.ndarray, candidates: np.ndarray) -> int:
+    """The candidate index that best splits ``at`` (whether each value is at the floor)
+    into a stretch before and a stretch from it, each at its own rate (the largest
+    two-segment Bernoulli likelihood): the step where the reward went to its floor to
+    stay, not the first of the zeros a noisy reward always had (a group of 8 rollouts of
+    one problem scores 0 on a quarter of the steps of a healthy run)."""
+    n = len(at)
+    ones = np.concatenate(([0], np.cumsum(at)))
+
+    def ll(count, size):
+        with np.errstate(divide="ignore", invalid="ignore"):
+            p = np.where(size > 0, count / np.maximum(size, 1), 0.0)
+            return np.nan_to_num(count * np.log(p)) + np.nan_to_num((size - count) * np.log1p(-p))
+    k = candidates
+    score = ll(ones[k], k) + ll(ones[n] - ones[k], n - k)
+    return int(k[np.argmax(score)])
 
 
 def kl_blowup(metric: str, steps, values) -> Event | None:
