@@ -329,11 +329,15 @@ def _points_below(metric: str, steps, v, r: Regimes) -> Event | None:
 def reward_collapse(metric: str, steps, values) -> Event | None:
     """The reward sits at one value, its floor, from some step on: no signal left.
 
-    Onset: the first step at the floor from which at least FLOOR_SHARE of the values to
-    the end are at the floor, over at least a stretch of the run, after a higher level (a
-    reward at its floor for the whole run is constant: reported from its first step). "At
-    the floor" is exact up to 1e-9 relative: collapsed rewards sit on a value (0, a format
-    penalty), not near one.
+    At the floor from: of the steps at the floor from which at least FLOOR_SHARE of the
+    values to the end are at the floor, over at least a stretch of the run, the one that
+    best splits the run into two at-the-floor rates (``_floor_onset``: a noisy reward that
+    touched its floor now and then went there to stay later). Onset: where the slide to
+    the floor left the level before, or the first value at the floor joined to it by
+    values past the midpoint (``_first_at_floor``), whichever is earlier (a reward at its
+    floor for the whole run is constant: reported from its first step). "At the floor" is
+    exact up to 1e-9 relative: collapsed rewards sit on a value (0, a format penalty), not
+    near one.
     """
     v = np.asarray(values, float)
     steps = np.asarray(steps)
