@@ -390,10 +390,9 @@ def _floor_onset(at: np.ndarray, candidates: np.ndarray) -> int:
     n = len(at)
     ones = np.concatenate(([0], np.cumsum(at)))
 
-    def ll(count, size):
-        with np.errstate(divide="ignore", invalid="ignore"):
-            p = np.where(size > 0, count / np.maximum(size, 1), 0.0)
-            return np.nan_to_num(count * np.log(p)) + np.nan_to_num((size - count) * np.log1p(-p))
+    def ll(count, size):              # count log p + (size - count) log(1 - p), 0 log 0 = 0
+        p = count / np.maximum(size, 1)
+        return count * np.log(np.where(p > 0, p, 1.0)) + (size - count) * np.log(np.where(p < 1, 1 - p, 1.0))
     k = candidates
     score = ll(ones[k], k) + ll(ones[n] - ones[k], n - k)
     return int(k[np.argmax(score)])
