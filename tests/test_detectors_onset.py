@@ -358,3 +358,24 @@ def test_a_fall_starts_where_the_series_leaves_the_level_it_held_just_before():
     v = v + 0.03 * rng.normal(size=len(v))
     event = rules.reward_degradation("return", np.arange(len(v)), v)
     assert event is not None and event.onset == 160
+
+
+def test_a_noisy_length_pinned_at_its_cap_rose_where_it_left_its_level():
+    """One problem a step: the mean length swings 2x row to row around ~330 tokens, climbs
+    from row 58 and is pinned at the 1024-token cap from row 72 to the end (a real GRPO
+    collapse of the tuning half, whose length was "an explosion from step 9"). Neither
+    the flat noiseless stretch at the cap (which sets the whole series' scale near 0) nor
+    the cap's weight in "past the midpoint for good" may pull the onset into the noise
+    before the climb: over eight seeds the median onset is at most a few rows before it."""
+    onsets = []
+    for seed in range(8):
+        rng = np.random.default_rng(seed)
+        steps = np.arange(1, 501)
+        v = np.exp(rng.normal(np.log(330), 0.6, size=500))
+        v[57:71] = np.exp(np.linspace(np.log(500), np.log(1024), 14) + rng.normal(0, 0.15, 14))
+        v = np.minimum(v, 1024.0)
+        v[71:] = np.where(rng.random(429) < 0.05, 960.0, 1024.0)
+        event = rules.length_change("avg_response_len", steps, v)
+        assert event is not None and event.code == "length_explosion"
+        onsets.append(event.onset)
+    assert np.median(onsets) >= 52, onsets

@@ -36,9 +36,10 @@ def fall_start(r: Regimes, a: int, k: int, up: bool = False, noisy: bool = True,
     fewer than MIN_REFERENCE points, which give no noise, PLATEAU of the move), as
     a person reads it off the numbers: noise-level wobbles of the plateau before the fall
     are not part of it. When the noise hides where the move began (the band reaches half
-    of it), the start is the first regime past the line, or ``k`` itself when ``noisy``
-    is False. A run that moves from its first row or two (``moves_at_once``) held no
-    level over MIN_REFERENCE points: that row or two is the level (the onset protocol's
+    of it), the start is the first regime past the line (the points before ``k`` cut into
+    regimes with their own noise), or ``k`` itself when ``noisy`` is False. A run that
+    moves from its first row or two (``moves_at_once``) held no level over MIN_REFERENCE
+    points: that row or two is the level (the onset protocol's
     prior regime of a run that declines from its first row), and its band, which no
     noise can be read from, FIRST_ROWS_BAND of the move (the LEVEL_WINDOW points around
     ``a`` would be the move itself). A jump (``jump_start``) into ``k`` is the start when
@@ -73,14 +74,19 @@ def fall_start(r: Regimes, a: int, k: int, up: bool = False, noisy: bool = True,
     if not noisy:
         return k                             # ``noisy`` False: no start read off regimes
     line = held - PLATEAU * move
-    i = first_off(r, j, t, lambda p: sign * p.level < line)
-    return min(k, r.parts[i].start)          # too noisy to walk back point by point
+    # too noisy to walk back point by point: by regimes, cut with the noise of the points
+    # before the crossing alone (a series pinned at a cap or floor after it, with no
+    # jitter there, would set a scale under which every noisy point before is a regime)
+    before = regimes(r.steps[:k], r.y[:k], "signed")
+    i = first_off(before, part_at(before, a), len(before.parts), lambda p: sign * p.level < line)
+    return min(k, before.parts[i].start) if i < len(before.parts) else k
 
 
 def jump_start(r: Regimes, a: int, k: int, up: bool = False, until: int | None = None) -> int | None:
     """The point where the series jumped into its new state: the first point past the
     midpoint for good between the level held around point ``a`` and the state from point
-    ``k`` (as in ``fall_start``), when the one logged step into it covers more than half
+    ``k`` (as in ``fall_start``; for good: up to the state's deepest point, as the onset
+    protocol reads it), when the one logged step into it covers more than half
     of the whole move (JUMP_SHARE); else None. A slow drift before such a jump is not the
     move: the onset protocol's step event passes the midpoint in one logged step, and a
     gradual window ends where the series is past the midpoint for good, so that point is
@@ -97,7 +103,10 @@ def jump_start(r: Regimes, a: int, k: int, up: bool = False, until: int | None =
     if move <= 0 or k <= a + 1:
         return None
     mid = (held + low) / 2
-    c = _past_midpoint(y, a, k if until is None else until - 1, mid)
+    # past the midpoint for good up to the deepest point of the state (the onset
+    # protocol's), not to its end: a long stretch pinned there would outweigh any share
+    # of noisy points before it
+    c = _past_midpoint(y, a, k if until is None else k + int(np.argmin(y[k:until])), mid)
     if c > k and np.any(y[k:c] < mid):
         return None                     # inside the state, only its first pass of the midpoint
     return c if c > a + 1 and y[c - 1] - y[c] > JUMP_SHARE * move else None
