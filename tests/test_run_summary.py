@@ -1,5 +1,5 @@
-"""Run summaries in file footers (``rldk.core.run_summary``): ``Store.summary`` read from
-the footers equals the ``RUNS_SQL`` scan of the rows, for segmented, multi-rank,
+"""Run summaries in file footers (``rldk.core.run_summary``): ``Store.summary`` (and its
+rows as dicts, ``Store.summary_rows``) read from the footers equals the ``RUNS_SQL`` scan of the rows, for segmented, multi-rank,
 strided, compacted, failed, unfinished and imported runs; stores it cannot cover
 fall back to the scan."""
 from __future__ import annotations
@@ -24,7 +24,11 @@ def assert_same_as_scan(store, rescan=frozenset()):
     """``Store.summary()`` equals the scan; the footers leave ``rescan`` to it (None: all)."""
     _frame, left = run_summary.combine(store.footers[f] for f in store.files)
     assert left == (None if rescan is None else set(rescan))
-    assert_frame_equal(store.summary(), store.sql(RUNS_SQL))
+    scan = store.sql(RUNS_SQL)
+    assert_frame_equal(store.summary(), scan)
+    # the same rows without Polars (what a small store's HTML report reads)
+    assert run_summary.SUMMARY_COLUMNS == tuple(scan.columns)
+    assert store.summary_rows() == scan.to_dicts()
 
 
 def write(path, run_id, steps, rank=None, status="complete", close=True, **options):

@@ -61,13 +61,13 @@ class Curve:
 
 def curve(store, metric: str, max_points: int = 1000, markers=()) -> Curve:
     """Points of ``metric`` for every run, at most ``2 * max_points`` per run."""
-    longest = max((n for _, n in store.sql(STEP_COUNT_SQL, [metric]).rows()), default=0)
+    longest = max((n for _, n in store.rows(STEP_COUNT_SQL, [metric])), default=0)
     series: dict = {}
     if longest <= 2 * max_points:
-        for run_id, step, value in store.sql(RAW_SQL, [metric]).rows():
+        for run_id, step, value in store.rows(RAW_SQL, [metric]):
             series.setdefault(run_id, []).append([step, value])
         return Curve(metric, series, False, tuple(markers))
-    for run_id, _, s1, v1, s2, v2, _n in store.sql(CURVE_SQL, [metric, max_points]).rows():
+    for run_id, _, s1, v1, s2, v2, _n in store.rows(CURVE_SQL, [metric, max_points]):
         points = sorted({(s1, v1), (s2, v2)})
         series.setdefault(run_id, []).extend([list(p) for p in points])
     return Curve(metric, series, True, tuple(markers))
@@ -75,7 +75,7 @@ def curve(store, metric: str, max_points: int = 1000, markers=()) -> Curve:
 
 def choose_metrics(store, reports, limit: int = 24) -> list[str]:
     """Metrics named by findings first, then the usual RL signals, then the rest, alphabetically."""
-    names = [r[0] for r in store.sql("SELECT DISTINCT name FROM metrics ORDER BY 1").rows()]
+    names = [r[0] for r in store.rows("SELECT DISTINCT name FROM metrics ORDER BY 1")]
     flagged = [f.metric for rep in reports for f in rep.findings if f.metric in names]
     usual = [n for q in PREFERRED if (n := semantics.resolve_name(q, names)) is not None]
     ordered = list(dict.fromkeys(flagged + usual + names))
@@ -105,7 +105,7 @@ def report_data(store, reports: list[Report], max_points: int = 1000, title: str
         "generated": time.strftime("%Y-%m-%d %H:%M:%S UTC", time.gmtime()),
         "version": __version__,
         "runs": {"columns": list(RUN_COLUMNS), "rows": [[_plain(v) for v in row]
-                                                         for row in run_rows(store.summary())]},
+                                                         for row in run_rows(store.summary_rows())]},
         "findings": findings,
         "cards": [r.to_dict() for r in reports],
         "curves": [curve(store, m, max_points, markers_for(reports, m)).to_dict() for m in metrics],

@@ -361,6 +361,13 @@ def combine(footers) -> tuple[object, set[str] | None]:
     file without a summary, or whose distinct steps the footers cannot give), or is
     None when a file without a summary may hold any run (then scan the store).
     """
+    rows, rescan = combine_rows(footers)
+    return _frame(rows), rescan
+
+
+def combine_rows(footers) -> tuple[list[list], set[str] | None]:
+    """:func:`combine` as plain rows (``SUMMARY_COLUMNS``; ``started`` and ``last_event`` in
+    ms since the epoch), without Polars: ``(rows, rescan)``."""
     runs: dict[str, list[dict]] = {}
     rescan: set[str] = set()
     for footer in footers:
@@ -368,7 +375,7 @@ def combine(footers) -> tuple[object, set[str] | None]:
         if raw is None:
             held = footer.exact_runs if footer is not None else None
             if held is None:
-                return _frame([]), None
+                return [], None
             rescan |= held
             continue
         for run_id, part in json.loads(raw)["runs"].items():
@@ -380,7 +387,7 @@ def combine(footers) -> tuple[object, set[str] | None]:
             rescan.add(run_id)
         else:
             rows.append(row)
-    return _frame(rows), rescan
+    return rows, rescan
 
 
 def _row(run_id: str, parts: list[dict]) -> list | None:
@@ -423,6 +430,11 @@ def _frame(rows: list[list]):
 
     frame = pl.DataFrame(rows, schema=_SCHEMA(), orient="row")
     return frame.with_columns(pl.col("started", "last_event").cast(pl.Datetime("ms")).cast(pl.Datetime("us")))
+
+
+#: The columns of a summary row (``RUNS_SQL``'s), in order.
+SUMMARY_COLUMNS = ("run_id", "ranks", "steps", "first_step", "last_step", "kinds", "metrics", "metric_names",
+                   "started", "last_event", "wall_seconds", "events", "status", "status_evidence")
 
 
 def _SCHEMA():                     # noqa: N802 - a constant built on first use (Polars is heavy)

@@ -229,10 +229,18 @@ class Store:
 
     def arrow(self, query: str, params=None):
         """Run one read-only statement over the views with bound ``params``; a pyarrow Table."""
+        return self._read(self._fetch, query, params)
+
+    def rows(self, query: str, params=None) -> list[tuple]:
+        """Run one read-only statement over the views with bound ``params``; its rows as
+        tuples, without Polars or pyarrow (a small store's report should not import them)."""
+        return self._read(self._fetch_rows, query, params)
+
+    def _read(self, fetch, query: str, params):
         check_read_only(query)
         for attempt in range(READ_RETRIES + 1):
             try:
-                return self._fetch(query, params)
+                return fetch(query, params)
             except Exception as exc:
                 if attempt == READ_RETRIES or not _vanished(exc) or not self.sources:
                     raise
@@ -257,6 +265,11 @@ class Store:
                 return pa.table({})
             fetch = getattr(relation, "to_arrow_table", None) or relation.arrow
             return fetch()
+
+    def _fetch_rows(self, query: str, params) -> list[tuple]:
+        with _STATEMENTS:
+            relation = self.con.sql(query, params=params or None)
+            return [] if relation is None else relation.fetchall()
 
     def scan(self, kind: str | None = None):
         """A Polars LazyFrame of all events, or of one kind."""
@@ -313,6 +326,27 @@ class Store:
         part = self if len(files) == len(self.files) else Store(files, self.footers, self.sources, self.copies)
         scanned = part.sql(RUNS_SQL).filter(pl.col("run_id").is_in(sorted(rescan)))
         return pl.concat([frame, scanned]).sort("run_id") if frame.height else scanned
+
+
+    def summary_rows(self) -> list[dict]:
+        """``summary()``'s rows as dicts (``started`` and ``last_event`` as naive UTC
+        datetimes, as Polars gives them); from the footers without Polars when their run
+        summaries answer for every run."""
+        rows, rescan = run_summary.combine_rows(self.footers.get(f) for f in self.files)
+        if rescan is None or rescan:
+            return self.summary().to_dicts()
+        out = [dict(zip(run_summary.SUMMARY_COLUMNS, row)) for row in rows]
+        for row in out:
+            for column in ("started", "last_event"):
+                row[column] = None if row[column] is None else _utc(row[column])
+        return out
+
+
+def _utc(ms: int):
+    """A naive UTC datetime of ``ms`` since the epoch (Polars' ``Datetime("us")`` value)."""
+    import datetime as dt
+
+    return dt.datetime(1970, 1, 1) + dt.timedelta(milliseconds=ms)
 
 
 def _may_hold_any(footer: Footer | None, run_ids: set[str]) -> bool:
