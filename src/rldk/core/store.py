@@ -327,7 +327,6 @@ class Store:
         scanned = part.sql(RUNS_SQL).filter(pl.col("run_id").is_in(sorted(rescan)))
         return pl.concat([frame, scanned]).sort("run_id") if frame.height else scanned
 
-
     def summary_rows(self) -> list[dict]:
         """``summary()``'s rows as dicts (``started`` and ``last_event`` as naive UTC
         datetimes, as Polars gives them); from the footers without Polars when their run
