@@ -97,8 +97,11 @@ def test_no_log_fails_to_import_or_analyze(results):
 #: tune 46 of 50 found, 20 exact, 39 in window, 7 of 45 exits; report 28 of 38, 15, 23, 6 of 34;
 #: the twentieth batch (session 19, 21 logs) adds 5 tune events (3 found) and 6 report events
 #: (4 found), 6 tune and 5 report healthy logs (2 of the report ones exit 3): tune 49 of 55
-#: found, 22 exact, 41 in window, 7 of 51 exits; report 32 of 44, 16, 26, 8 of 39
-FLOORS = [("tune", 49 / 55, 22 / 55, 41 / 55, 7, 1 / 51), ("report", 32 / 44, 16 / 44, 26 / 44, 8, 2 / 39)]
+#: found, 22 exact, 41 in window, 7 of 51 exits; report 32 of 44, 16, 26, 8 of 39; then a
+#: gain measured from the first row or two a run left at once for a level it held, when no
+#: gain between held levels is in sight (an untrained first evaluation, then the ceiling):
+#: tune 49 -> 50 found, 41 -> 42 in window (an EPyMARL QMIX return's late slide); report unchanged
+FLOORS = [("tune", 50 / 55, 22 / 55, 42 / 55, 7, 1 / 51), ("report", 32 / 44, 16 / 44, 26 / 44, 8, 2 / 39)]
 
 
 @pytest.mark.parametrize("half, found, exact, in_window, exit3, false_alarms", FLOORS)

@@ -47,8 +47,10 @@ def bench(tmp_path_factory):
 #: first step, 0.05-0.15 from the first updates on, listed as benign), report late 4 -> 5.
 #: The twentieth batch (session 19: 5 tune and 6 report events, 11 healthy logs), before
 #: any change: tune every2/every3 49 of 55 found, late 32 of 35, stopped 41 of 53; report
-#: every2 32 of 44, every3 33, late 23 of 30, stopped 25 of 42; report exits 6-8 of 39.
-FLOORS = {("tune", "every2"): (49 / 55, 40 / 55, 7), ("tune", "every3"): (49 / 55, 39 / 55, 6),
+#: every2 32 of 44, every3 33, late 23 of 30, stopped 25 of 42; report exits 6-8 of 39. A
+#: gain from the first row or two when no gain between held levels is in sight: tune every2
+#: and every3 49 -> 50 found (40 -> 41 and 39 -> 40 in window); report unchanged.
+FLOORS = {("tune", "every2"): (50 / 55, 41 / 55, 7), ("tune", "every3"): (50 / 55, 40 / 55, 6),
           ("tune", "late"): (32 / 35, 26 / 35, 5), ("tune", "stopped"): (41 / 53, 33 / 53, 7),
           ("report", "every2"): (32 / 44, 20 / 44, 6), ("report", "every3"): (33 / 44, 21 / 44, 6),
           ("report", "late"): (23 / 30, 17 / 30, 7), ("report", "stopped"): (25 / 42, 21 / 42, 7)}

@@ -165,9 +165,8 @@ def _recovered_at(r: Regimes, t: int, top, low, best, se, share, need) -> Declin
     if a == 0:
         return None                              # no gain visible before the peak
     n_peak = _window_size(r, a)
-    s_at = int(np.argmin(low[:a + 1]))
-    gain = peak - float(low[s_at])
-    if gain < SIGNIFICANCE * se(n_peak, _window_size(r, s_at), a - s_at):
+    start, gain = _gain(r, low, a, peak, se, n_peak)
+    if gain is None:
         return None
     line = peak - share * gain
     if r.parts[t].level >= line or not np.all(r.values[s:s + MIN_REFERENCE] < line):
@@ -181,9 +180,37 @@ def _recovered_at(r: Regimes, t: int, top, low, best, se, share, need) -> Declin
     if z < SIGNIFICANCE:
         return None
     onset = _move_start(r, a, t, peak, gain, se, end)
-    return Decline(r, onset, s, peak, int(r.steps[a]), float(low[s_at]),
+    return Decline(r, onset, s, peak, int(r.steps[a]), start,
                    float(np.median(low_part)), line, float(z),
                    end if end < len(r.values) else None)
+
+
+def _gain(r: Regimes, low, a: int, peak: float, se, n_peak: int) -> tuple[float, float | None]:
+    """``(start, gain)``: what the run gained up to the ``peak`` held from window ``a``,
+    from the lowest level it held before (``low``, over windows of MIN_REFERENCE points);
+    failing that (no gain of SIGNIFICANCE standard errors of the two levels in sight), from
+    its first row or two when the run left them at once for a level it held
+    (``_first_level``: an untrained policy's first evaluation, which no window holds, of a
+    run at its ceiling from the second); ``gain`` None when neither is significant."""
+    s_at = int(np.argmin(low[:a + 1]))
+    start = float(low[s_at])
+    if peak - start >= SIGNIFICANCE * se(n_peak, _window_size(r, s_at), a - s_at):
+        return start, peak - start
+    first = _first_level(r)
+    if first is not None and peak - first.level >= SIGNIFICANCE * se(n_peak, first.size, a):
+        return first.level, peak - first.level
+    return start, None
+
+
+def _first_level(r: Regimes):
+    """The series' first regime when it is shorter than MIN_REFERENCE points and the
+    series leaves it at once for a level it then holds (the next regime lasts
+    MIN_REFERENCE points): the run's starting level, as the onset protocol reads a run
+    that moves from its first row; else None (a first value like the ones after it is no
+    level of its own)."""
+    if len(r.parts) < 2 or r.parts[0].size >= MIN_REFERENCE or r.parts[1].size < MIN_REFERENCE:
+        return None
+    return r.parts[0]
 
 
 def _back_above(r: Regimes, low, u: int, line: float) -> bool:
@@ -209,10 +236,8 @@ def decline(steps, values, share: float, r: Regimes | None = None) -> Decline | 
     se = level_se(r)
     n_peak = _window_size(r, a)
     if a > 0:
-        s_at = int(np.argmin(low[:a + 1]))
-        start = float(low[s_at])
-        gain = peak - start
-        if gain < SIGNIFICANCE * se(n_peak, _window_size(r, s_at), a - s_at):
+        start, gain = _gain(r, low, a, peak, se, n_peak)
+        if gain is None:
             return None
     elif peak > 0:
         start, gain = None, HEADLESS_SHARE * peak / share
