@@ -64,8 +64,9 @@ def test_report_command_writes_one_file(store_dir, tmp_path):
 
 def test_a_small_stores_report_reads_without_polars_or_pandas(tmp_path):
     """Small is instant (issue #16): a small store of metrics is analysed through DuckDB
-    alone, so the page's runs table and curves are read through it too; importing Polars
-    for them would be a quarter of the command's wall time."""
+    alone, so the page's runs table and curves are read through it too (and `rldk runs`
+    reads the footers' run summaries as rows); importing Polars for them would be a
+    quarter of the command's wall time."""
     import sys
 
     for run_id in ("a", "b"):
@@ -73,12 +74,13 @@ def test_a_small_stores_report_reads_without_polars_or_pandas(tmp_path):
             for step in range(200):
                 w.log(step, loss=1.0 / (step + 1), reward=0.01 * step, entropy=2.0 - 0.001 * step)
     code = ("import sys\nfrom rldk.cli import main\n"
-            f"try:\n    main(['report', {str(tmp_path / 'store')!r}, '-o', {str(tmp_path / 'r.html')!r}])\n"
-            "except SystemExit:\n    pass\n"
+            f"for args in (['report', {str(tmp_path / 'store')!r}, '-o', {str(tmp_path / 'r.html')!r}],\n"
+            f"             ['runs', {str(tmp_path / 'store')!r}, '--format', 'json']):\n"
+            "    try:\n        main(args)\n    except SystemExit:\n        pass\n"
             "print(sorted(m for m in ('polars', 'pandas', 'matplotlib') if m in sys.modules))")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert out.stdout.strip().splitlines()[-1] == "[]"
-    assert "curves" in (tmp_path / "r.html").read_text()
+    assert "curves" in (tmp_path / "r.html").read_text() and '"run_id": "b"' in out.stdout
 
 
 @pytest.mark.skipif(CHROMIUM is None, reason="Chromium is not installed (Debian package 'chromium'; "

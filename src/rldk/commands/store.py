@@ -46,7 +46,7 @@ def demo(directory, steps):
                          capture_env=False) as writer:
             train_bandit(writer, steps=steps, seed=0, lr_spike_at=spike)
     store = open_store(directory)
-    console(sys.stdout).print(rich_table(RUN_COLUMNS, run_rows(store.summary()),
+    console(sys.stdout).print(rich_table(RUN_COLUMNS, run_rows(store.summary_rows()),
                                          title=f"runs in {directory}"))
     found = first_divergence("bandit-clean", "bandit-lr-spike", store=store)
     console(sys.stdout).print(rich_view(found.report()))
@@ -72,7 +72,7 @@ def runs(paths, wide, fmt, output):
     """
     from rldk.data import open_input
 
-    summary = open_input(paths).summary()
+    summary = open_input(paths).summary_rows()            # rows as dicts: no Polars for a writer's files
     with open_output(output) as stream:
         if fmt == "table" and wide:
             console(stream).print(record_tables(*rows_of(summary)))
