@@ -170,10 +170,10 @@ RUN_COLUMNS = ("run", "status", "steps", "metrics", "wall")
 
 
 def run_rows(summary) -> list[list]:
-    """Rows of ``RUN_COLUMNS`` from ``Store.summary()`` (or its ``summary_rows()``): the
-    step range, the metric count and the wall time in words."""
+    """Rows of ``RUN_COLUMNS`` from ``Store.summary_rows()``: the step range, the metric
+    count and the wall time in words."""
     out = []
-    for r in summary.iter_rows(named=True) if hasattr(summary, "iter_rows") else summary:
+    for r in summary:
         steps = "" if r["first_step"] is None else f"{r['first_step']}-{r['last_step']}"
         out.append([r["run_id"], r["status"], steps, r["metrics"], duration(r["wall_seconds"])])
     return out
