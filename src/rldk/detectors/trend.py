@@ -77,6 +77,12 @@ PLATEAU = 0.1
 #: and ends at 0.25 lost more than half of it. Only for a positive peak: a return of -100
 #: has no zero to measure a share from.
 HEADLESS_SHARE = 0.5
+#: ``recovered_decline``: a low stretch that went past the line of ``share`` of the gain
+#: (a level held there) may be measured under the shallower line of SHALLOW x ``share``:
+#: a rolling mean that slides past half its gain and climbs back slowly spends most of
+#: its broken stretch between the two lines (a real SAC return: 1009 -> 453 and back over
+#: 3.5M steps, under half its gain for 2% of the run, under a quarter for 18%).
+SHALLOW = 0.5
 #: ``settled_below``: the quantile of the points before a drop that the new level must be
 #: under (with the lowest level held before).
 LOW_TENTH = 0.1
@@ -117,7 +123,15 @@ def recovered_decline(steps, values, share: float, r: Regimes | None = None) -> 
     must see), and its drop must pass the same SIGNIFICANCE against the series' own noise
     and wander as a final decline's. The stretch opens with MIN_REFERENCE values below the
     line (a lone low value is an outlier), not with a regime of as many: a smooth crash and
-    recovery logged at a coarse cadence is cut into regimes of a point or two."""
+    recovery logged at a coarse cadence is cut into regimes of a point or two.
+
+    A stretch that went past the line and held a level there, but came back over it
+    within a tenth of the run, may be measured under the shallower line of SHALLOW x
+    ``share`` of the gain (a hysteresis: the depth proves the break, the shallow line its
+    duration), when each level it held in between is below the peak by more than the
+    white noise of the two levels (a dip inside a noisy plateau, then a level back at the
+    plateau, then the collapse, is not one stretch). The onset is then the start of the
+    fall into the first level held past the deep line."""
     return next(_recovered(r if r is not None else regimes(steps, values, "signed"), share), None)
 
 
@@ -168,21 +182,42 @@ def _recovered_at(r: Regimes, t: int, top, low, best, se, share, need) -> Declin
     start, gain = _gain(r, low, a, peak, se, n_peak)
     if gain is None:
         return None
-    line = peak - share * gain
-    if r.parts[t].level >= line or not np.all(r.values[s:s + MIN_REFERENCE] < line):
-        return None                               # a lone low point opens no stretch
-    end = _stretch_end(r, low, t, line)           # outliers above the line inside it
-    low_part = r.values[s:end]
-    if end - s < need:
+    deep = peak - share * gain
+    for line in (deep, peak - SHALLOW * share * gain):
+        if r.parts[t].level >= line or not np.all(r.values[s:s + MIN_REFERENCE] < line):
+            continue                              # a lone low point opens no stretch
+        end = _stretch_end(r, low, t, line)       # outliers above the line inside it
+        if end - s < need:
+            continue
+        if line == deep:
+            fell = t
+            break
+        held_deep = top[s:end - MIN_REFERENCE + 1] < deep
+        if held_deep.any() and _all_off(r, t, end, peak, n_peak):
+            fell = part_at(r, s + int(np.argmax(held_deep)))   # where it went past the deep line
+            break
+    else:
         return None
+    low_part = r.values[s:end]
     z = (peak - float(np.mean(low_part))) / max(se(n_peak, len(low_part), s + len(low_part) // 2 - a),
                                                 1e-300)
     if z < SIGNIFICANCE:
         return None
-    onset = _move_start(r, a, t, peak, gain, se, end)
+    onset = _move_start(r, a, fell, peak, gain, se, end)
     return Decline(r, onset, s, peak, int(r.steps[a]), start,
                    float(np.median(low_part)), line, float(z),
                    end if end < len(r.values) else None)
+
+
+def _all_off(r: Regimes, t: int, end: int, peak: float, n_peak: int) -> bool:
+    """Whether every regime of MIN_REFERENCE points or more from ``parts[t]`` to point
+    ``end`` lies below the ``peak`` (a level held over ``n_peak`` points) by more than
+    SIGNIFICANCE standard errors of the series' white noise for the two levels: none of
+    them is the run back at its peak level, within the noise of the points."""
+    for p in r.parts[t:part_at(r, end - 1) + 1]:
+        if p.size >= MIN_REFERENCE and peak - p.level < SIGNIFICANCE * r.sigma * np.sqrt(1 / n_peak + 1 / p.size):
+            return False
+    return True
 
 
 def _gain(r: Regimes, low, a: int, peak: float, se, n_peak: int) -> tuple[float, float | None]:
