@@ -74,3 +74,23 @@ def test_a_clip_fraction_that_rises_as_the_clip_range_is_decayed_is_the_schedule
     assert fixed.severity == "warning" and fixed.onset == schedule.onset
     early = np.where(steps >= 300_000, 0.6, 0.2)               # at 85% of the range: a blow-up
     assert ratios.clip_ratio_blowup("train/clip_fraction", steps, early, (steps, clip_range)).severity == "warning"
+
+
+def test_zero_std_groups_at_the_top_of_a_learned_reward_are_solved_prompts():
+    """A GRPO run whose accuracy rises 0.05 -> 0.9 and holds: from then on most groups tie
+    because every completion is right (a verl GSM8K run: 84% tied at a 0.92 score). That is
+    info, not a lost signal; the same ties with the reward stuck at its floor, or with a
+    reward that pays every completion from the first step, stay warnings."""
+    rng = np.random.default_rng(0)
+    steps = np.arange(60)
+    ties = np.r_[np.full(15, 0.3), np.full(45, 0.85)] + 0.03 * rng.normal(size=60)
+    learned = np.r_[np.linspace(0.05, 0.9, 15), np.full(45, 0.9)] + 0.02 * rng.normal(size=60)
+    stuck = 0.02 * np.abs(rng.normal(size=60))
+    paid = np.r_[0.97, np.full(59, 1.0)] - 0.01 * np.abs(rng.normal(size=60))
+    rule = rules.RULES["zero_std_frac"][0]
+    solved = rule("frac_reward_zero_std", steps, ties, partner=(steps, learned))
+    assert solved.severity == "info" and solved.onset == 15 and "solved prompts" in solved.title
+    assert solved.evidence["solved_share"] == 1.0
+    for reward in (stuck, paid, None):
+        event = rule("frac_reward_zero_std", steps, ties, partner=None if reward is None else (steps, reward))
+        assert event.severity == "warning" and event.onset == 15

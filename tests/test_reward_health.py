@@ -123,6 +123,19 @@ def test_zero_std_from_trl_metric(tmp_path):
     assert f.metric == "frac_reward_zero_std"
 
 
+def test_zero_std_at_the_top_of_a_learned_reward_is_info(tmp_path):
+    """Ties after the reward rose to its top are solved prompts (info); the same ties on a
+    reward that pays everything from the first step stay a warning."""
+    learned = [0.05 * i for i in range(18)] + [0.9] * 22
+    ties = [0.3] * 10 + [0.9] * 30
+    result = reward_health(make_store(tmp_path / "a", metrics={"reward": learned, "frac_reward_zero_std": ties}))
+    f = next(f for f in result.findings if f.code == "zero_std_groups")
+    assert f.severity == "info" and "solved prompts" in f.title and f.evidence["solved_share"] >= 0.75
+    paid = reward_health(make_store(tmp_path / "b", metrics={"reward": [0.97] + [1.0] * 39,
+                                                              "frac_reward_zero_std": ties}))
+    assert next(f for f in paid.findings if f.code == "zero_std_groups").severity == "warning"
+
+
 def test_zero_std_from_sample_groups(tmp_path):
     # step s: prompt "a" gets 4 equal rewards, prompt "b" 4 different ones -> share 0.5 at every step
     samples = [(s, p, "x", 1.0 if p == "a" else float(i), {}) for s in range(20) for p in "ab" for i in range(4)]

@@ -14,6 +14,7 @@ import numpy as np
 
 from rldk.detectors.event import Event
 from rldk.detectors.onsets import level_of, state_run
+from rldk.detectors.scale import noise_sigma
 
 #: Ratios (zero-std groups, truncation, clip fraction): a stretch at or above this level.
 #: Half of the groups without reward variance, half of the responses cut, a third of the
@@ -58,6 +59,75 @@ def high_ratio(code: str, metric: str, steps, values, high: float, what: str) ->
     return Event(code, metric, int(steps[k]), int(steps[end - 1]), "warning", title,
                  {"level": level, "before": before, "threshold": high,
                   "share_at_or_above": float(np.mean(v[k:end] >= high))})
+
+
+#: ``solved_ties``: a step's tied groups count as solved ones when the reward's level there
+#: lies closer to the highest level it held over the run than to the lowest.
+SOLVED_SHARE = 0.5
+#: ``solved_ties``: the share of the tied groups (summed over the steps of the state,
+#: weighted by each step's share) that must fall at such steps.
+SOLVED_MOST = 0.75
+#: ``solved_ties``: the run's reward range must span this many times its step-to-step
+#: noise to be a range at all (a flat reward has no top to be near).
+SOLVED_RANGE = 3.0
+
+
+def solved_ties(reward_steps, reward_values, tie_steps, tie_shares) -> dict | None:
+    """Evidence that the zero-std groups logged at ``tie_steps`` (their shares
+    ``tie_shares``) are mostly *solved* ones (every completion of a prompt got the top
+    reward), or None.
+
+    A group's rewards tie at the bottom (no completion earns anything: no learning
+    signal, the run is stuck) or at the top (every completion is right: the prompt is
+    spent). Which one the log's share counts is read off the reward: at a step where its
+    level (a centred rolling median, ``level_of``) lies closer to the highest level it held
+    over the run than to the lowest, the ties are taken as solved ones; when SOLVED_MOST of
+    all the tied groups fall at such steps, the reward's range spans SOLVED_RANGE times its
+    own step-to-step noise, and it started in the lower half of that range, the run learned
+    its way up to its ties. A run whose reward never rose has no top to tie at; one at its
+    top from the first step (a reward that pays every completion) did not learn its ties;
+    one that tied for long at the bottom before it rose lost signal there; all are
+    reported as they are."""
+    steps = np.asarray(reward_steps)
+    values = np.asarray(reward_values, float)
+    keep = np.isfinite(values)
+    steps, values = steps[keep], values[keep]
+    tie_steps, tie_shares = np.asarray(tie_steps), np.clip(np.asarray(tie_shares, float), 0, 1)
+    if len(values) < 6 or not len(tie_steps) or tie_shares.sum() <= 0:
+        return None
+    level = level_of(values)
+    low, high = float(np.min(level)), float(np.max(level))
+    if high - low < SOLVED_RANGE * noise_sigma(values) or level[0] >= low + SOLVED_SHARE * (high - low):
+        return None                     # no range, or no rise: at its top from the start
+    at = np.interp(tie_steps, steps, level)
+    solved = float(np.sum(tie_shares * (at >= low + SOLVED_SHARE * (high - low))) / tie_shares.sum())
+    if solved < SOLVED_MOST:
+        return None
+    return {"solved_share": solved, "reward_now": float(np.median(at)), "reward_low": low,
+            "reward_high": high}
+
+
+def solved_title(title: str, evidence: dict) -> str:
+    return (f"{title}: {evidence['solved_share']:.0%} of the ties come where the reward is near its "
+            f"top (median {evidence['reward_now']:.3g}; it held {evidence['reward_low']:.3g}.."
+            f"{evidence['reward_high']:.3g}): mostly solved prompts, too easy to teach anything, "
+            "not a lost signal")
+
+
+def zero_std_onset(metric: str, steps, values, partner=None) -> Event | None:
+    """The share of zero-std groups enters a state at or above ZERO_STD_HIGH and stays
+    (``high_ratio``); info when the reward (``partner``) shows the tied groups are mostly
+    solved ones (``solved_ties``)."""
+    event = high_ratio("zero_std_onset", metric, steps, values, ZERO_STD_HIGH, "share of zero-std reward groups")
+    if event is None or partner is None:
+        return event
+    steps, values = np.asarray(steps), np.asarray(values, float)
+    inside = (steps >= event.onset) & (steps <= event.last)
+    solved = solved_ties(*partner, steps[inside], values[inside])
+    if solved is None:
+        return event
+    return replace(event, severity="info", title=solved_title(event.title, solved),
+                   evidence={**event.evidence, **solved})
 
 
 def clip_ratio_blowup(metric: str, steps, values, partner=None) -> Event | None:

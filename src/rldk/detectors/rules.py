@@ -35,9 +35,9 @@ from rldk.detectors.onsets import (
 )
 from rldk.detectors.ratios import (
     TRUNCATION_HIGH,
-    ZERO_STD_HIGH,
     clip_ratio_blowup,
     ratio_rule,
+    zero_std_onset,
 )
 from rldk.detectors.regimes import Regimes, regimes
 from rldk.detectors.trend import (
@@ -600,7 +600,7 @@ def eval_degradation(metric: str, steps, values) -> Event | None:
 #: quantity -> the rules that read its evaluation series (``eval/...`` names), when not RULES'.
 EVAL_RULES = {"episode_return": (eval_degradation,)}
 #: quantity -> the quantity its rules judge it against (passed as ``partner``).
-PAIRED = {"value_loss": "episode_return", "clip_ratio": "clip_range"}
+PAIRED = {"value_loss": "episode_return", "clip_ratio": "clip_range", "zero_std_frac": "reward"}
 #: quantity -> the rules that read it, in order.
 RULES = {
     "entropy": (entropy_collapse,),
@@ -613,7 +613,7 @@ RULES = {
     "loss": (loss_divergence,),
     "value_loss": (value_loss_divergence,),
     "dpo_accuracy": (reward_collapse,),
-    "zero_std_frac": (ratio_rule("zero_std_onset", ZERO_STD_HIGH, "share of zero-std reward groups"),),
+    "zero_std_frac": (zero_std_onset,),
     "truncation_ratio": (ratio_rule("truncation_onset", TRUNCATION_HIGH, "share of truncated responses"),),
     "clip_ratio": (clip_ratio_blowup,),
 }

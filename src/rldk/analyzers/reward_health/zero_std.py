@@ -6,6 +6,7 @@ import numpy as np
 from rldk.analyzers.reward_health.context import Context
 from rldk.analyzers.reward_health.data import REWARD_STD, ZERO_STD, Samples
 from rldk.analyzers.reward_health.stats import in_window
+from rldk.detectors.ratios import solved_ties, solved_title
 
 
 def check_zero_std(ctx: Context) -> None:
@@ -37,12 +38,18 @@ def _zero_std_finding(ctx: Context, steps, shares, source, flagged, overall) -> 
     # problem shows, not where the window that averaged it happens to begin
     first = int(bad[bad >= flagged[0]["first_step"]][0]) if flagged else int(bad[0])
     last = flagged[-1]["last_step"] if flagged else int(bad[-1])
-    ctx.find("zero_std_groups", "error" if overall >= 0.9 else "warning",
-             f"{overall:.0%} of GRPO groups have identical rewards on average ({source}); "
-             f"{int(at_or_above.sum())} of {steps.size} steps at or above {p.zero_std_share:.0%}",
-             source, (first, last),
-             {"mean_share": overall, "steps_at_or_above": int(at_or_above.sum()),
-              "steps": int(steps.size), "threshold": p.zero_std_share},
+    title = (f"{overall:.0%} of GRPO groups have identical rewards on average ({source}); "
+             f"{int(at_or_above.sum())} of {steps.size} steps at or above {p.zero_std_share:.0%}")
+    evidence = {"mean_share": overall, "steps_at_or_above": int(at_or_above.sum()),
+                "steps": int(steps.size), "threshold": p.zero_std_share}
+    reward = None if ctx.reward is None else ctx.reward.finite()
+    # ties at the top of a reward the run learned its way up to are spent prompts (info)
+    inside = (steps >= first) & (steps <= last)
+    solved = None if reward is None else solved_ties(reward.steps, reward.values, steps[inside], shares[inside])
+    severity = "info" if solved else "error" if overall >= 0.9 else "warning"
+    if solved:
+        title, evidence = solved_title(title, solved), {**evidence, **solved}
+    ctx.find("zero_std_groups", severity, title, source, (first, last), evidence,
              "Groups with one reward value give zero advantage and no gradient: make the "
              "reward graded (partial credit), raise num_generations or the sampling "
              "temperature, or filter prompts that are always solved or never solved.")
