@@ -67,6 +67,10 @@ SOLVED_SHARE = 0.5
 #: ``solved_ties``: the share of the tied groups (summed over the steps of the state,
 #: weighted by each step's share) that must fall at such steps.
 SOLVED_MOST = 0.75
+#: ``solved_ties``: the ties must set in within this share of the run's steps after the
+#: reward first reached the upper half of its range (they came with the rise; ties that
+#: appear long after, with the reward unchanged, are not explained by it).
+SOLVED_LAG = 0.1
 #: ``solved_ties``: the run's reward range must span this many times its step-to-step
 #: noise to be a range at all (a flat reward has no top to be near).
 SOLVED_RANGE = 3.0
@@ -83,8 +87,9 @@ def solved_ties(reward_steps, reward_values, tie_steps, tie_shares) -> dict | No
     level (a centred rolling median, ``level_of``) lies closer to the highest level it held
     over the run than to the lowest, the ties are taken as solved ones; when SOLVED_MOST of
     all the tied groups fall at such steps, the reward's range spans SOLVED_RANGE times its
-    own step-to-step noise, and it started in the lower half of that range, the run learned
-    its way up to its ties. A run whose reward never rose has no top to tie at; one at its
+    own step-to-step noise, it started in the lower half of that range, and the ties set in
+    within SOLVED_LAG of the run after it first reached the upper half, the run learned its
+    way up to its ties. A run whose reward never rose has no top to tie at; one at its
     top from the first step (a reward that pays every completion) did not learn its ties;
     one that tied for long at the bottom before it rose lost signal there; all are
     reported as they are."""
@@ -99,6 +104,10 @@ def solved_ties(reward_steps, reward_values, tie_steps, tie_shares) -> dict | No
     low, high = float(np.min(level)), float(np.max(level))
     if high - low < SOLVED_RANGE * noise_sigma(values) or level[0] >= low + SOLVED_SHARE * (high - low):
         return None                     # no range, or no rise: at its top from the start
+    top = level >= low + SOLVED_SHARE * (high - low)
+    reached = float(steps[int(np.argmax(top))])
+    if tie_steps[0] > reached + SOLVED_LAG * float(steps[-1] - steps[0]):
+        return None                     # ties long after the reward got there: not its doing
     at = np.interp(tie_steps, steps, level)
     solved = float(np.sum(tie_shares * (at >= low + SOLVED_SHARE * (high - low))) / tie_shares.sum())
     if solved < SOLVED_MOST:
