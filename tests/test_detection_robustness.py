@@ -50,10 +50,19 @@ def bench(tmp_path_factory):
 #: every2 32 of 44, every3 33, late 23 of 30, stopped 25 of 42; report exits 6-8 of 39. A
 #: gain from the first row or two when no gain between held levels is in sight: tune every2
 #: and every3 49 -> 50 found (40 -> 41 and 39 -> 40 in window); report unchanged.
-FLOORS = {("tune", "every2"): (50 / 55, 41 / 55, 7), ("tune", "every3"): (50 / 55, 40 / 55, 6),
-          ("tune", "late"): (32 / 35, 26 / 35, 5), ("tune", "stopped"): (41 / 53, 33 / 53, 7),
-          ("report", "every2"): (32 / 44, 20 / 44, 6), ("report", "every3"): (33 / 44, 21 / 44, 6),
-          ("report", "late"): (23 / 30, 17 / 30, 7), ("report", "stopped"): (25 / 42, 21 / 42, 7)}
+#: Session 20: a recovered decline that held a level past half its gain is measured under
+#: a quarter of it (and zero-std groups at the top of a learned reward are info): tune
+#: every2 50 -> 51 found (41 -> 42), late 26 -> 25 in window (a TQC return's earlier dip,
+#: 1551 -> 857 and back, which the truth lists as "do not score", is now found 4,000
+#: steps before that listing's window and is the first hit of the later collapse),
+#: stopped 7 -> 8 healthy exits (a CleanRL per-episode return cut at 70% dips early from
+#: -161 to -181 for 80,000 steps: listed as benign); report every2 32 -> 35 (20 -> 22),
+#: every3 33 -> 36 (21 -> 23), late 23 -> 25 (17 -> 17), stopped 25 -> 26 (21 -> 21).
+#: Then the twenty-first batch (18 logs): the floors below.
+FLOORS = {("tune", "every2"): (55 / 61, 44 / 61, 7), ("tune", "every3"): (54 / 61, 43 / 61, 6),
+          ("tune", "late"): (37 / 40, 30 / 40, 5), ("tune", "stopped"): (45 / 57, 37 / 57, 8),
+          ("report", "every2"): (37 / 47, 23 / 47, 7), ("report", "every3"): (38 / 47, 24 / 47, 7),
+          ("report", "late"): (28 / 33, 19 / 33, 8), ("report", "stopped"): (27 / 45, 21 / 45, 8)}
 
 
 @pytest.mark.parametrize("half, variant", sorted(FLOORS))
@@ -63,8 +72,8 @@ def test_detection_holds_at_another_cadence(bench, half, variant):
     assert s["errors"] == [], s
     assert s["found_share"] >= found - 1e-9 and s["in_window_share"] >= in_window - 1e-9, s
     # the target (<= 0.05 per healthy log); the report half's full logs are at 2 of
-    # 39 (test_detection_benchmark.FLOORS), its variants at 1-3 of 39 since the twentieth
-    # batch (every3: 3)
+    # 44 (test_detection_benchmark.FLOORS), its variants at 1-3 of 44 since the twentieth
+    # batch (every3: 3; 3 of 39 before the twenty-first)
     assert s["false_alarms_per_healthy"] <= (0.05 if half == "tune" else 3 / 39) + 1e-9, s
     assert s["healthy_exit3"] <= exit3, s
 
@@ -107,14 +116,18 @@ def test_a_stopped_run_ends_soon_after_its_first_event(bench):
 #: episode return) has a return collapse injected instead of a reward floor: reward_floor
 #: cases 13 -> 12 on the tune half (all found at the step), 10 -> 9 on the report half.
 #: The report half's x1000 losses were at 21 found (20 at the step) before that session.
-INJECTED = {"tune": {"return_collapse": (38, 37), "entropy_collapse": (24, 0), "kl_blowup": (8, 8),
-                     "grad_explosion": (12, 12), "loss_divergence": (20, 19), "nan": (31, 31),
-                     "reward_floor": (12, 12), "length_collapse": (11, 11), "length_explosion": (11, 9),
-                     "truncation": (8, 8), "zero_std": (6, 5), "clip_blowup": (20, 19)},
-            "report": {"return_collapse": (29, 26), "entropy_collapse": (20, 0), "kl_blowup": (5, 4),
-                       "grad_explosion": (8, 8), "loss_divergence": (21, 20), "nan": (26, 26),
-                       "reward_floor": (9, 9), "length_collapse": (9, 6), "length_explosion": (9, 8),
-                       "truncation": (7, 6), "zero_std": (5, 4), "clip_blowup": (18, 18)}}
+#: Session 20: the twenty-first batch adds 11 healthy logs, each given every injection that
+#: fits its metrics; zero-std groups at the top of a reward the run learned became info,
+#: so a verl GSM8K log whose ties already sit at 0.84 (solved prompts) from step 23 no
+#: longer counts the ties injected at 60% of the run (it had been found "late", from step 1).
+INJECTED = {"tune": {"return_collapse": (53, 52), "entropy_collapse": (28, 0), "kl_blowup": (11, 11),
+                     "grad_explosion": (16, 16), "loss_divergence": (28, 27), "nan": (41, 41),
+                     "reward_floor": (17, 16), "length_collapse": (15, 14), "length_explosion": (14, 12),
+                     "truncation": (9, 9), "zero_std": (6, 5), "clip_blowup": (21, 20)},
+            "report": {"return_collapse": (40, 35), "entropy_collapse": (24, 0), "kl_blowup": (6, 5),
+                       "grad_explosion": (12, 12), "loss_divergence": (29, 28), "nan": (32, 32),
+                       "reward_floor": (10, 10), "length_collapse": (10, 7), "length_explosion": (10, 9),
+                       "truncation": (8, 7), "zero_std": (5, 4), "clip_blowup": (21, 20)}}
 
 
 @pytest.mark.parametrize("half", sorted(INJECTED))
