@@ -102,6 +102,27 @@ def test_nested_timing_metrics_are_not_summed_as_phases(tmp_path):
     assert p.bottleneck == "rollout dominates: 60% of step time (6 s of 10 s per step)"
 
 
+def test_a_step_counter_under_a_step_time_name_is_not_a_step_time(tmp_path):
+    """ManiSkill's PPO logs the global step as ``time/step`` (12800, 25600, ...): a name the
+    semantics table lists for seconds per step. Read as one, it "rose 5.37x" three times
+    on a real wandb run. A series that only counts up is no step time (nor a phase of one):
+    the profile says why it has none; the same name holding seconds that jitter is read as
+    before."""
+    with EventWriter(tmp_path / "a", "counter", capture_env=False) as w:
+        for step in range(1, 41):
+            w.log(step * 12800, {"time/step": float(step * 12800), "time/total_rollout_time": 1.04 * step})
+    with pytest.raises(MissingEvents, match=r"time/step only counts up: a step counter"):
+        prof.ProfileAnalyzer().run(open_store(tmp_path / "a"))
+    assert prof.breakdown.counts_up([12800.0 * k for k in range(1, 13)])       # 12x: a counter
+    assert not prof.breakdown.counts_up([1.0, 2.0, 3.0, 2.9, 20.0])       # steps back: a time
+    jitter = [1.0, 1.02, 0.98, 1.01, 0.99]
+    with EventWriter(tmp_path / "b", "seconds", capture_env=False) as w:
+        for step in range(1, 41):
+            w.log(step, {"time/step": jitter[step % 5]})
+    (p,) = prof.ProfileAnalyzer().run(open_store(tmp_path / "b")).profiles
+    assert p.step_source == "metric:time/step" and p.change_points == ()
+
+
 # ------------------------------------------------------------ change points
 def test_step_time_regression_found_at_the_step(tmp_path):
     jitter = [1.0, 1.02, 0.98, 1.01, 0.99]

@@ -5,8 +5,9 @@ Timing metrics count as sections of the step at the top level only (``timing_s/g
 nested ones (``timing_s/agent_loop/...``) are parts or statistics of a section.
 
 Step time per step comes from, in order: a span named ``step``, a ``timing_s/step``
-or ``timing/step`` metric, ``perf/time_per_step``, ``step_time``, else the
-wall-clock gap between steps. Time the phases do not cover is "unaccounted".
+or ``timing/step`` metric, ``perf/time_per_step``, ``step_time`` (one that only ever counts up,
+a step counter or running total under such a name, is not a time per step: ``counts_up``),
+else the wall-clock gap between steps. Time the phases do not cover is "unaccounted".
 """
 from __future__ import annotations
 
@@ -123,10 +124,16 @@ def step_totals(store, run_id: str, timings):
     """Seconds per step and the source used (see the module docstring)."""
     import polars as pl
 
+    counters = []
     for source, name in [("span", "step")] + [("metric", m) for m in STEP_TOTAL_METRICS]:
         part = timings.filter((pl.col("source") == source) & (pl.col("name") == name))
-        if not part.is_empty():
-            return part.select("step", "seconds").sort("step"), f"{source}:{name}"
+        if part.is_empty():
+            continue
+        if source == "metric" and counts_up(part.sort("step")["seconds"]):
+            counters.append(name)               # a step counter or running total: no step time
+            continue
+        return part.select("step", "seconds").sort("step"), f"{source}:{name}"
+    timings = timings.filter(~pl.col("name").is_in(counters))
     starts = store.sql(STEP_STARTS_SQL, [run_id, run_id])
     gaps = starts.with_columns(
         ((pl.col("started").shift(-1) - pl.col("started")) / (pl.col("step").shift(-1) - pl.col("step")))
@@ -135,6 +142,23 @@ def step_totals(store, run_id: str, timings):
     totals = (gaps.join(phase_sum, on="step", how="inner")
               .select("step", pl.max_horizontal("seconds", "phases").alias("seconds")).sort("step"))
     return totals, "wall-clock"
+
+
+#: ``counts_up``: how many times its first value a never-decreasing series must end at to be
+#: a running total, not a time per step.
+COUNTS_UP = 10.0
+
+
+def counts_up(values) -> bool:
+    """Whether a step-time metric is a running total instead: it never decreases over three
+    rows or more and ends at COUNTS_UP x its first value (ManiSkill's PPO logs the global
+    step counter as ``time/step`` beside ``time/total_rollout_time``). A time per step
+    jitters from step to step, and does not grow tenfold without a single step back."""
+    import numpy as np
+
+    v = np.asarray(values, float)
+    v = v[np.isfinite(v)]
+    return len(v) >= 3 and bool(np.all(np.diff(v) >= 0)) and v[-1] > 0 and v[-1] >= COUNTS_UP * max(v[0], 0.0)
 
 
 def operators(store, run_id: str) -> tuple[dict, ...]:
