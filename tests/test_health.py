@@ -58,6 +58,21 @@ def test_nan_onset_intermittent_is_a_warning_and_clean_runs_pass(tmp_path):
     assert (clean.status, clean.summary) == ("ok", "no NaN or inf in any metric of 1 run(s)")
 
 
+def test_a_metric_never_finite_is_no_onset_unless_it_is_a_training_quantity(tmp_path):
+    """ML-Agents SAC with continuous actions logs ``Policy/Discrete Entropy Coeff`` as NaN
+    on every row (a real run's 1182 of 1182 values): no metric went NaN, the branch is
+    unused (info). A loss that is NaN from its first value stays an error."""
+    nan = math.nan
+    unused = NAN_ONSET.run(write(tmp_path / "a", "r", {"Policy/Discrete Entropy Coeff": [nan] * 10,
+                                                       "reward": [1.0] * 10})).report()
+    (f,) = unused.findings
+    assert (f.code, f.severity, unused.status) == ("never_finite", "info", "ok")
+    assert f.title.startswith("never finite, at any logged value: Policy/Discrete Entropy Coeff (10 values)")
+    broken = NAN_ONSET.run(write(tmp_path / "b", "r", {"loss": [nan] * 10, "Policy/Discrete Entropy Coeff": [nan] * 10}))
+    codes = {f.code: f.severity for f in findings(broken)}
+    assert codes == {"nan_onset": "error", "never_finite": "info"}
+
+
 # --------------------------------------------------------------------- spikes
 def prior_median_reference(values, window=25, min_history=10, q=0.5):
     """The quantile of the up-to-``window`` finite values before each position (NumPy)."""

@@ -10,6 +10,12 @@ A metric that is non-finite to its last logged value is *persistent* (the weight
 or optimizer state are likely NaN: error). One that recovers is *intermittent*
 (typically fp16 loss-scale overflow, where the scaler skips the step and the
 reported grad norm is NaN/inf: warning).
+
+A metric that was never finite, at any of its logged values, had no onset: nothing
+went from a number to NaN. When it is no quantity of the semantics table (ML-Agents'
+``Policy/Discrete Entropy Coeff`` in a run with continuous actions, NaN on every row),
+it is an unused branch's placeholder, listed as info; a training quantity (a loss, a
+reward, a grad norm) that was never finite stays in the onset finding.
 """
 from __future__ import annotations
 
@@ -18,6 +24,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from rldk import semantics
 from rldk.analyzers import _series
 from rldk.analyzers.base import Analyzer, has_events
 from rldk.core.report import Check, Finding, Report, ReportTable, verdict
@@ -66,9 +73,18 @@ class NanOnsetResult(Result):
 
     def report(self) -> Report:
         groups = self.by_run()
-        findings = tuple(_finding(run_id, onsets) for run_id, onsets in groups.items())
-        summary = ("; ".join(f"{f.run_id}: {f.title}" for f in findings) if findings
-                   else f"no NaN or inf in any metric of {len(self.runs)} run(s)")
+        findings = []
+        for run_id, onsets in groups.items():
+            unused = [o for o in onsets if never_defined(o)]
+            went = [o for o in onsets if not never_defined(o)]
+            findings += [_finding(run_id, went)] if went else []
+            findings += [_unused_finding(run_id, unused)] if unused else []
+        findings = tuple(findings)
+        problems = [f for f in findings if f.is_problem]
+        summary = ("; ".join(f"{f.run_id}: {f.title}" for f in problems) if problems
+                   else f"no NaN or inf in any metric of {len(self.runs)} run(s)" if not findings
+                   else f"no metric went NaN or inf in {len(self.runs)} run(s); "
+                        + "; ".join(f"{f.run_id}: {f.title}" for f in findings))
         cols = ("run", "metric", "first", "first_step", "nan", "inf", "rows", "persistent", "steps")
         rows = tuple((o.run_id, o.metric, o.first_kind, o.first_step, o.nan, o.inf, o.rows,
                       o.persistent, list(o.steps)) for o in self.onsets)
@@ -119,6 +135,24 @@ def onset(run_id: str, series, sample: int = 10) -> Onset | None:
                  first_step=int(steps[0]), last_bad_step=int(steps[-1]), nan=nan,
                  inf=int(len(values) - nan), rows=len(series),
                  steps=tuple(int(x) for x in steps[:sample]), persistent=bool(bad[-1]))
+
+
+def never_defined(o: Onset) -> bool:
+    """Whether a non-finite metric was never finite and is no quantity of the semantics
+    table: an unused branch's placeholder, not an onset."""
+    return o.nan + o.inf == o.rows and semantics.classify(o.metric)[0] is None
+
+
+def _unused_finding(run_id: str, onsets: list[Onset]) -> Finding:
+    names = ", ".join(f"{o.metric} ({o.rows} values)" for o in onsets[:6])
+    names += f" and {len(onsets) - 6} more" if len(onsets) > 6 else ""
+    return Finding(code="never_finite", severity="info",
+                   title=f"never finite, at any logged value: {names}; logged but never defined (an "
+                         "unused branch's placeholder), not an onset",
+                   run_id=run_id, metric=onsets[0].metric,
+                   steps=(min(o.first_step for o in onsets), max(o.last_bad_step for o in onsets)),
+                   evidence={"metrics": [o.metric for o in onsets]},
+                   fix="Nothing to fix in training; stop logging the metric if it never applies to this run.")
 
 
 def _kind(value: float) -> str:
