@@ -87,12 +87,14 @@ def test_real_collapses_that_recover_are_found(name, window, back):
 @pytest.mark.parametrize("name", ["sb3_ppo_grid_treasure", "sb3_ppo_parking", "sb3_ppo_racer",
                                   "sb3_ppo_biosearch", "sb3_ppo_meal_planner", "sb3_ppo_mujoco_solved",
                                   "sb3_sac_ceia_healthy", "sb3_dqn_breakout_slow",
-                                  "sb3_dqn_breakout_noisy", "sb3_ppo_mujoco_kl_clip_early",
-                                  "sb3_a2c_flappy_entropy_collapse"])
+                                  "sb3_dqn_breakout_noisy", "sb3_ppo_mujoco_kl_clip_early"])
 def test_real_recovered_dips_stay_quiet(name):
-    """Every healthy tuning-half SB3 return, and two whose returns are benign: grid treasure
+    """Every healthy tuning-half SB3 return, and one whose return is benign: grid treasure
     4013 -> 1503 -> 3510 for 6% of the run, breakout dips 44.6 -> 27.9 -> 50, parking's
-    noisy dips, mujoco 1491 -> 956 -> 1623, flappy's bursty plateaus."""
+    noisy dips, mujoco 1491 -> 956 -> 1623. (Flappy's return, listed here until session
+    20, holds ~140 from 1.1M but for dips to 39; the one of 80 rows from 1.36M, past half
+    its gain and under a quarter of it for a tenth of the run, is now a recovered decline:
+    see tests/test_trend.py::test_real_healthy_returns_stay_quiet.)"""
     assert trend.recovered_decline(*sb3(name, "rollout/ep_rew_mean"), 0.5) is None
 
 
