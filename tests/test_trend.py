@@ -362,6 +362,24 @@ def crash_relearn_crash(noise, rng):
     return t, shape + noise * rng.normal(size=len(t))
 
 
+def test_a_degradation_then_a_collapse_from_the_level_it_held_are_two_events():
+    """A real MARLlib VDPPO return (4-agent Ant, tuning half): ~540, falls from 1522821 to a
+    noisy level near 213 (single rows 22-518) held for ~70 iterations, then drops below its
+    first value from 3873935 and stays. Two events: the degradation, and the second fall
+    from the level it held, at the row of the drop (the noisy level's own low rows before
+    it, 21.8 and 70.7, are not the drop: they lie above its midpoint, and a level that noisy
+    has no lowest tenth to read). The same fall in one slide is one event
+    (``test_one_decline_is_one_event``)."""
+    folder = REAL / "marllib_vdppo_4agentant_degradation_then_collapse"
+    with open(next(folder.glob("*.csv")), newline="", encoding="utf-8") as fh:
+        rows = list(csv.DictReader(fh))
+    steps = np.array([int(float(r["step"])) for r in rows])
+    values = np.array([float(r["reward"]) for r in rows])
+    first, second = rules.reward_declines("r", steps, values)
+    assert first.onset == 1522821 and second.onset == 3873935
+    assert second.evidence["after_fall_from_step"] == 1522821 and second.evidence["now"] < values[0]
+
+
 def test_a_run_that_crashes_relearns_and_crashes_again_has_two_declines():
     t, v = crash_relearn_crash(0.3, np.random.default_rng(1))
     events = rules.reward_declines("return", t, v)

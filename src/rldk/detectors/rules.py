@@ -21,7 +21,7 @@ from dataclasses import replace
 import numpy as np
 
 from rldk.detectors.event import Event
-from rldk.detectors.moves import fall_start, moves_at_once, prior_exit
+from rldk.detectors.moves import PRIOR_POINTS, fall_start, moves_at_once, prior_exit
 from rldk.detectors.onsets import (
     LEVEL_WINDOW,
     MIN_REFERENCE,
@@ -262,7 +262,29 @@ def reward_declines(metric: str, steps, values, points: bool = True) -> list[Eve
     others = [_declined(metric, steps, d) for d in recovered_declines(steps, np.asarray(values, float),
                                                                       DEGRADATION_SHARE)]
     apart = [e for e in others if e.last < main.onset or e.onset > main.last]
-    return sorted([main, *apart], key=lambda e: e.onset)
+    later = _later_stage(metric, steps, np.asarray(values, float), main)
+    return sorted([main, *apart, *([later] if later else [])], key=lambda e: e.onset)
+
+
+def _later_stage(metric: str, steps, v, main: Event) -> Event | None:
+    """A run that declined for good and then, from the level it held after the fall, fell
+    again and stayed there (a degradation, then a collapse): the second fall, found as
+    ``settled_below`` finds a drop below every level held before, on the points from the
+    first fall's low stretch on, when the run held a level there first (a regime of
+    PRIOR_POINTS points above the second drop's line: the rest of one slide is no level).
+    None when the first decline recovered, or no such second drop is significant against
+    the noise and wander of that stretch."""
+    if main.evidence.get("recovered_at") is not None or "below_line_from" not in main.evidence:
+        return None
+    k = int(np.searchsorted(steps, main.evidence["below_line_from"]))
+    d = settled_below(steps[k:], v[k:]) if len(v) - k >= 2 * MIN_REFERENCE else None
+    if d is None or not any(p.size >= PRIOR_POINTS and p.level >= d.line
+                            for p in d.r.parts if p.end <= d.tail):
+        return None
+    event = _declined(metric, steps[k:], d)
+    return replace(event, title=f"{event.title}, after the fall from {main.evidence['peak']:.4g} "
+                                f"from step {main.onset}",
+                   evidence={**event.evidence, "after_fall_from_step": main.onset})
 
 
 def _declined(metric: str, steps, d: Decline) -> Event:

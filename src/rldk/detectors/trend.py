@@ -353,7 +353,12 @@ def settled_below(steps, values, r: Regimes | None = None, recovered: bool = Fal
              / max(se(s, end - s, (end - s) // 2 + s // 2), 1e-300))
         if z < SIGNIFICANCE:
             continue
-        onset = _walk_back(r.values, s, line, 0)
+        # the points just before the stretch already below the line are part of the fall,
+        # unless the level before is too noisy for its lowest tenth to tell (its 3-sigma band
+        # reaches the midpoint of the move): then only points past the midpoint are
+        held, low = float(np.median(before)), float(np.median(tail))
+        noisy = SIGNIFICANCE * noise_sigma(before) >= (held - low) / 2
+        onset = _walk_back(r.values, s, (held + low) / 2 if noisy else line, 0)
         return Decline(r, onset, s, float(np.median(before)), int(r.steps[0]), None,
                        float(np.median(tail)), line, float(z), end if end < n else None)
     return None
