@@ -106,8 +106,16 @@ def test_no_log_fails_to_import_or_analyze(results):
 #: in window, report 32 -> 36 found, 26 -> 29 in window (FA and exits unchanged); then the
 #: twenty-first batch (18 logs, 3 of its report logs read before those changes) adds 6 tune
 #: events (all found, 5 in window) and 3 report events (all found, 1 in window), 6 tune and
-#: 5 report healthy logs (one report log exits 3, none raises a false alarm)
-FLOORS = [("tune", 56 / 61, 27 / 61, 48 / 61, 7, 1 / 57), ("report", 39 / 47, 17 / 47, 30 / 47, 9, 2 / 44)]
+#: 5 report healthy logs (one report log exits 3, none raises a false alarm): tune 56 of 61,
+#: 27, 48, 7 of 57; report 39 of 47, 17, 30, 0.045, 9 of 44. Then a metric never finite that
+#: is no training quantity (ML-Agents' discrete entropy coefficient in a continuous-action
+#: run) became info; the twenty-second batch (14 logs; one of its report healthy logs read
+#: before the step-time change of session 20) adds 4 tune events (1 found) and 2 report
+#: events (1 found), 5 tune and 4 report healthy logs (one of each exits 3): tune 57 of 65,
+#: 28, 49, 8 of 62; report 40 of 49, 17, 30, 0.021, 10 of 48; then a second fall from the
+#: level a declined run then held is its own event: tune 57 -> 58 found, 28 -> 29 exact,
+#: 49 -> 50 in window (a MARLlib Ant return's collapse after its degradation)
+FLOORS = [("tune", 58 / 65, 29 / 65, 50 / 65, 8, 1 / 62), ("report", 40 / 49, 17 / 49, 30 / 49, 10, 1 / 48)]
 
 
 @pytest.mark.parametrize("half, found, exact, in_window, exit3, false_alarms", FLOORS)

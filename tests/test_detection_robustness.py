@@ -58,11 +58,15 @@ def bench(tmp_path_factory):
 #: stopped 7 -> 8 healthy exits (a CleanRL per-episode return cut at 70% dips early from
 #: -161 to -181 for 80,000 steps: listed as benign); report every2 32 -> 35 (20 -> 22),
 #: every3 33 -> 36 (21 -> 23), late 23 -> 25 (17 -> 17), stopped 25 -> 26 (21 -> 21).
-#: Then the twenty-first batch (18 logs): the floors below.
-FLOORS = {("tune", "every2"): (55 / 61, 44 / 61, 7), ("tune", "every3"): (54 / 61, 43 / 61, 6),
-          ("tune", "late"): (37 / 40, 30 / 40, 5), ("tune", "stopped"): (45 / 57, 37 / 57, 8),
-          ("report", "every2"): (37 / 47, 23 / 47, 7), ("report", "every3"): (38 / 47, 24 / 47, 7),
-          ("report", "late"): (28 / 33, 19 / 33, 8), ("report", "stopped"): (27 / 45, 21 / 45, 8)}
+#: Then the twenty-first batch (18 logs); then a metric never finite that is no training
+#: quantity is info, the twenty-second batch (14 logs), and a second fall from the level a
+#: declined run then held is its own event: the floors below (tune late and stopped exits
+#: 5 -> 6 and 8 -> 9: the new tune healthy ManiSkill run, whose return falls as its
+#: successful episodes end sooner, listed as benign).
+FLOORS = {("tune", "every2"): (56 / 65, 45 / 65, 8), ("tune", "every3"): (56 / 65, 44 / 65, 7),
+          ("tune", "late"): (39 / 43, 30 / 43, 6), ("tune", "stopped"): (45 / 60, 37 / 60, 9),
+          ("report", "every2"): (38 / 49, 23 / 49, 7), ("report", "every3"): (39 / 49, 25 / 49, 7),
+          ("report", "late"): (30 / 35, 21 / 35, 9), ("report", "stopped"): (28 / 47, 22 / 47, 9)}
 
 
 @pytest.mark.parametrize("half, variant", sorted(FLOORS))
@@ -72,8 +76,8 @@ def test_detection_holds_at_another_cadence(bench, half, variant):
     assert s["errors"] == [], s
     assert s["found_share"] >= found - 1e-9 and s["in_window_share"] >= in_window - 1e-9, s
     # the target (<= 0.05 per healthy log); the report half's full logs are at 2 of
-    # 44 (test_detection_benchmark.FLOORS), its variants at 1-3 of 44 since the twentieth
-    # batch (every3: 3; 3 of 39 before the twenty-first)
+    # 48 (test_detection_benchmark.FLOORS: 1), its variants at 0-2 of 48 (every3: 2; 3 of 39
+    # before the twenty-first batch)
     assert s["false_alarms_per_healthy"] <= (0.05 if half == "tune" else 3 / 39) + 1e-9, s
     assert s["healthy_exit3"] <= exit3, s
 
@@ -120,14 +124,15 @@ def test_a_stopped_run_ends_soon_after_its_first_event(bench):
 #: fits its metrics; zero-std groups at the top of a reward the run learned became info,
 #: so a verl GSM8K log whose ties already sit at 0.84 (solved prompts) from step 23 no
 #: longer counts the ties injected at 60% of the run (it had been found "late", from step 1).
-INJECTED = {"tune": {"return_collapse": (53, 52), "entropy_collapse": (28, 0), "kl_blowup": (11, 11),
-                     "grad_explosion": (16, 16), "loss_divergence": (28, 27), "nan": (41, 41),
-                     "reward_floor": (17, 16), "length_collapse": (15, 14), "length_explosion": (14, 12),
-                     "truncation": (9, 9), "zero_std": (6, 5), "clip_blowup": (21, 20)},
-            "report": {"return_collapse": (40, 35), "entropy_collapse": (24, 0), "kl_blowup": (6, 5),
-                       "grad_explosion": (12, 12), "loss_divergence": (29, 28), "nan": (32, 32),
-                       "reward_floor": (10, 10), "length_collapse": (10, 7), "length_explosion": (10, 9),
-                       "truncation": (8, 7), "zero_std": (5, 4), "clip_blowup": (21, 20)}}
+#: With the twenty-second batch's healthy logs: the counts below.
+INJECTED = {"tune": {"return_collapse": (58, 56), "entropy_collapse": (32, 0), "kl_blowup": (11, 11),
+                     "grad_explosion": (17, 17), "loss_divergence": (32, 31), "nan": (44, 44),
+                     "reward_floor": (19, 18), "length_collapse": (15, 14), "length_explosion": (14, 12),
+                     "truncation": (9, 9), "zero_std": (6, 5), "clip_blowup": (23, 21)},
+            "report": {"return_collapse": (44, 39), "entropy_collapse": (27, 0), "kl_blowup": (6, 5),
+                       "grad_explosion": (13, 13), "loss_divergence": (32, 31), "nan": (35, 35),
+                       "reward_floor": (12, 12), "length_collapse": (10, 7), "length_explosion": (10, 9),
+                       "truncation": (8, 7), "zero_std": (5, 4), "clip_blowup": (23, 21)}}
 
 
 @pytest.mark.parametrize("half", sorted(INJECTED))
