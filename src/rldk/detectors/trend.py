@@ -81,7 +81,7 @@ HEADLESS_SHARE = 0.5
 #: (a level held there) may be measured under the shallower line of SHALLOW x ``share``:
 #: a rolling mean that slides past half its gain and climbs back slowly spends most of
 #: its broken stretch between the two lines (a real SAC return: 1009 -> 453 and back over
-#: 3.5M steps, under half its gain for 2% of the run, under a quarter for 18%).
+#: 3.5M steps, under half its gain for 2% of the run, under a quarter for 10%).
 SHALLOW = 0.5
 #: ``settled_below``: the quantile of the points before a drop that the new level must be
 #: under (with the lowest level held before).
