@@ -313,7 +313,9 @@ def settled_below(steps, values, r: Regimes | None = None, recovered: bool = Fal
     run) may open on a plateau held for less than a tenth of what is left. Its drop from
     the median before must pass SIGNIFICANCE standard errors (``level_se``: noise and
     wander). The onset is the first point of the stretch, walked back over the points just
-    before it that are already below the line.
+    before it that are already below the line (past the midpoint of the move, when the
+    level before is so noisy that its 3-sigma band reaches that midpoint: its own low rows
+    are no part of the fall).
 
     ``recovered``: instead, the first such low stretch that the run comes back from
     (``end``: its first regime back above the line, as ``recovered_decline`` closes one),
