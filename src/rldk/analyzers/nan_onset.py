@@ -14,7 +14,7 @@ reported grad norm is NaN/inf: warning).
 A metric that was never finite, at any of its logged values, had no onset: nothing
 went from a number to NaN. When it is no quantity of the semantics table (ML-Agents'
 ``Policy/Discrete Entropy Coeff`` in a run with continuous actions, NaN on every row),
-it is an unused branch's placeholder, listed as info; a training quantity (a loss, a
+it is a metric of a branch the run does not use, listed as info; a training quantity (a loss, a
 reward, a grad norm) that was never finite stays in the onset finding.
 """
 from __future__ import annotations
@@ -139,7 +139,7 @@ def onset(run_id: str, series, sample: int = 10) -> Onset | None:
 
 def never_defined(o: Onset) -> bool:
     """Whether a non-finite metric was never finite and is no quantity of the semantics
-    table: an unused branch's placeholder, not an onset."""
+    table: a metric of a branch the run does not use, not an onset."""
     return o.nan + o.inf == o.rows and semantics.classify(o.metric)[0] is None
 
 
@@ -147,8 +147,8 @@ def _unused_finding(run_id: str, onsets: list[Onset]) -> Finding:
     names = ", ".join(f"{o.metric} ({o.rows} values)" for o in onsets[:6])
     names += f" and {len(onsets) - 6} more" if len(onsets) > 6 else ""
     return Finding(code="never_finite", severity="info",
-                   title=f"never finite, at any logged value: {names}; logged but never defined (an "
-                         "unused branch's placeholder), not an onset",
+                   title=f"never finite, at any logged value: {names}; logged but never defined (a "
+                         "branch this run does not use), not an onset",
                    run_id=run_id, metric=onsets[0].metric,
                    steps=(min(o.first_step for o in onsets), max(o.last_bad_step for o in onsets)),
                    evidence={"metrics": [o.metric for o in onsets]},

@@ -11,11 +11,11 @@ from rldk.analyzers.profile.breakdown import (
     TIMED_RUNS_SQL,
     bottleneck_statement,
     by_phase,
-    counts_up,
     excluded_steps,
     load_timings,
     operators,
     phase_times,
+    step_counters,
     step_totals,
 )
 from rldk.analyzers.profile.params import HOW_TO_TIME, Params
@@ -86,8 +86,7 @@ def profile_run(store, run_id: str, params: Params | None = None) -> RunProfile:
     timings = load_timings(store, run_id)
     totals, step_source = step_totals(store, run_id, timings)
     if totals.is_empty():
-        counters = [m for m in STEP_TOTAL_METRICS if counts_up(timings.filter(
-            (pl.col("source") == "metric") & (pl.col("name") == m)).sort("step")["seconds"])]
+        counters = step_counters(timings)
         why = (f" ({', '.join(counters)} only counts up: a step counter or running total, not seconds "
                "per step)" if counters else "")
         raise MissingEvents(f"run {run_id!r}: its timings cover no step with a step time{why}: {HOW_TO_TIME}")

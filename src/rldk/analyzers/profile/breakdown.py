@@ -124,15 +124,11 @@ def step_totals(store, run_id: str, timings):
     """Seconds per step and the source used (see the module docstring)."""
     import polars as pl
 
-    counters = []
+    counters = step_counters(timings)           # step counters or running totals: no step time
     for source, name in [("span", "step")] + [("metric", m) for m in STEP_TOTAL_METRICS]:
         part = timings.filter((pl.col("source") == source) & (pl.col("name") == name))
-        if part.is_empty():
-            continue
-        if source == "metric" and counts_up(part.sort("step")["seconds"]):
-            counters.append(name)               # a step counter or running total: no step time
-            continue
-        return part.select("step", "seconds").sort("step"), f"{source}:{name}"
+        if not part.is_empty() and not (source == "metric" and name in counters):
+            return part.select("step", "seconds").sort("step"), f"{source}:{name}"
     timings = timings.filter(~pl.col("name").is_in(counters))
     starts = store.sql(STEP_STARTS_SQL, [run_id, run_id])
     gaps = starts.with_columns(
@@ -159,6 +155,16 @@ def counts_up(values) -> bool:
     v = np.asarray(values, float)
     v = v[np.isfinite(v)]
     return len(v) >= 3 and bool(np.all(np.diff(v) >= 0)) and v[-1] > 0 and v[-1] >= COUNTS_UP * max(v[0], 0.0)
+
+
+def step_counters(timings) -> list[str]:
+    """The step-time metric names among ``timings`` whose series only counts up
+    (``counts_up``)."""
+    import polars as pl
+
+    metrics = timings.filter(pl.col("source") == "metric")
+    return [m for m in STEP_TOTAL_METRICS
+            if counts_up(metrics.filter(pl.col("name") == m).sort("step")["seconds"])]
 
 
 def operators(store, run_id: str) -> tuple[dict, ...]:
