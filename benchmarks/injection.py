@@ -16,7 +16,10 @@ injection          quantity            from the onset on
 =================  ==================  =====================================================
 return_collapse    episode_return,     the run's early level (median of its first 10%)
                    reward              minus half its range, with the original row-to-row
-                                       noise kept (deviations from a rolling median of 5)
+                                       noise kept (deviations from a rolling median of 5);
+                                       a success rate the log keeps goes back to its early
+                                       level from the same step (a collapsed policy no
+                                       longer succeeds; ``rules._success_held``)
 entropy_collapse   entropy             2% of the value
 kl_blowup          kl_to_ref           20x the level before, at least 2 nats
 grad_explosion     grad_norm           50x the value
@@ -172,11 +175,39 @@ def inject(store, metric: str, injection: str, at: float = ONSET_SHARE):
     k = max(1, int(at * len(values)))
     new = table["value"].to_numpy(zero_copy_only=False).astype(float).copy()
     new[rows[k:]] = sign * INJECTIONS[injection][2](values, k)
+    if injection == "return_collapse":
+        _fail_the_task(table, new, int(steps[k]))
     # the rows that had no value (a text summary's, a non-numeric one) stay without one; a
     # NaN written by the injection, or logged, is a value
     empty = table["value"].is_null().to_numpy(zero_copy_only=False)
     column = table.schema.get_field_index("value")
     return table.set_column(column, "value", pa.array(new, mask=empty)), int(steps[k])
+
+
+def _fail_the_task(table, new: np.ndarray, onset: int) -> None:
+    """With a collapsed return, the log's success rate (the metric ``rldk.semantics``
+    resolves for ``success_rate``) back at its early level (median of its first 10%) from
+    step ``onset`` on, with its own row-to-row jitter, in ``new`` (the value column)."""
+    import pyarrow.compute as pc
+
+    from rldk import semantics
+
+    names = sorted(set(pc.filter(table["name"], pc.equal(table["kind"], "metric")).to_pylist()))
+    success = semantics.resolve("success_rate", names)
+    if success is None:
+        return
+    rows = np.flatnonzero(pc.fill_null(pc.and_(pc.equal(table["kind"], "metric"),
+                                                pc.equal(table["name"], success.metric)), False).to_numpy(
+        zero_copy_only=False))
+    values = new[rows]
+    keep = np.isfinite(values)
+    rows, values = rows[keep], values[keep]
+    if len(values) < 3:
+        return
+    steps = table["step"].to_numpy(zero_copy_only=False)[rows]
+    k = int(np.searchsorted(steps, onset))
+    early = float(np.median(values[:max(3, len(values) // 10)]))
+    new[rows[k:]] = _ratio_at(early)(values, k)
 
 
 def score(case: Case, entry: dict, workdir: Path, store, at: float = ONSET_SHARE) -> Case:

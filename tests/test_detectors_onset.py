@@ -7,6 +7,7 @@ with exact answers, seeded noise for the false-alarm rate, and the real logs of 
 tuning half of benchmarks/data/real (firing and quiet)."""
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import numpy as np
@@ -404,3 +405,66 @@ def test_a_gain_from_the_untrained_first_evaluation_can_be_lost():
         events = rules.reward_declines("test_return_mean", steps, v)
         assert [e.code for e in events] == ["reward_degradation"], seed
         assert events[0].evidence["recovered_at"] is not None, seed
+
+
+# ------------------------------------------------------- entropy at a reward's ceiling
+def tensorboard(name: str, *tags: str):
+    """``(steps, values)`` of each tag of a tuning-half TensorBoard event file, read
+    through rldk's own importer."""
+    from rldk.analyzers import _series
+    from rldk.converters import ingest
+
+    store = ingest(str(next((REAL / name).glob("events.out.tfevents.*"))), adapter="tensorboard")
+    loaded = _series.load_series(_series.Source(store, store.run_ids[0]), list(tags))
+    return [(loaded[t].steps, loaded[t].values) for t in tags]
+
+
+def test_an_entropy_that_collapses_as_the_reward_reaches_its_ceiling_is_a_solved_task():
+    """An accuracy that rises 0.1 -> exactly 1.0 (every answer right; hit again and again,
+    between rows just under it) while the entropy falls 1.0 -> 0.002: a deterministic
+    policy on a solved task, info. The same entropy fall long before the reward rose is
+    premature convergence, and a reward that pays 1.0 from its first step learned
+    nothing: both stay errors, as does a return that levels off at a value it never
+    repeats (no ceiling the log can show)."""
+    rng = np.random.default_rng(3)
+    n = 100
+    t = np.arange(n)
+    entropy = np.r_[np.full(10, 1.0), np.geomspace(1.0, 0.002, 20), np.full(70, 0.002)] * (
+        1 + 0.05 * rng.normal(size=n))
+    accuracy = np.minimum(1.0, np.r_[np.linspace(0.1, 1.0, 30), np.ones(70)]
+                          + np.where(rng.random(n) < 0.5, -0.01 * rng.random(n), 0.0))
+    solved = rules.entropy_collapse("entropy", t, entropy, partner=(t, accuracy))
+    assert solved.severity == "info" and "solved task" in solved.title
+    assert solved.evidence["ceiling"] == 1.0 and solved.evidence["visits"] >= rules.CEILING_VISITS
+    late = np.r_[np.full(60, 0.1), np.linspace(0.1, 1.0, 10), np.ones(30)]
+    late = np.minimum(1.0, late + np.where(rng.random(n) < 0.5, -0.01 * rng.random(n), 0.0))
+    paid = np.r_[0.99, np.ones(n - 1)] - np.where(rng.random(n) < 0.3, 0.01, 0.0)
+    levelled = np.r_[np.linspace(0.1, 1.0, 30), np.full(70, 1.0)] + 0.01 * rng.normal(size=n)
+    for reward in (late, paid, levelled, None):
+        event = rules.entropy_collapse("entropy", t, entropy, partner=None if reward is None else (t, reward))
+        assert event.severity == "error", reward
+
+
+def test_real_solved_tasks_at_their_ceiling_and_real_collapses_that_are_not():
+    """Tuning half. ML-Agents PPO on a one-decision bandit (return hits its +2 ceiling on 16
+    rows) and a Tinker arithmetic RL run (reward exactly 1.0 on 59 of 100 steps): entropy
+    to ~0 there is a solved task (the truth lists it as benign). The labelled collapses
+    stay errors: a CleanRL PPO run whose return rose -957 -> -223 and froze (never the
+    same value twice) and an SB3 A2C Breakout run whose ``ep_rew_mean`` repeats its maximum
+    in one stale stretch at the end, long after the entropy fell."""
+    (es, ev), (rs, rv) = tensorboard("mlagents_ppo_bandit_solved_entropy_zero", "Policy/Entropy",
+                                     "Environment/Cumulative Reward")
+    bandit = rules.entropy_collapse("entropy", es, ev, partner=(rs, rv))
+    assert bandit.severity == "info" and bandit.evidence["ceiling"] == 2.0
+    rows = [json.loads(line) for line in (REAL / "tinker_rl_arithmetic_solved" / "arithmetic_metrics.jsonl")
+            .read_text(encoding="utf-8").splitlines() if line.strip()]
+    t = np.array([r["step"] for r in rows])
+    tinker = rules.entropy_collapse("entropy", t, np.array([r["optim/entropy"] for r in rows]),
+                                    partner=(t, np.array([r["env/all/reward/total"] for r in rows])))
+    assert tinker.severity == "info" and tinker.evidence["ceiling"] == 1.0
+    (es, ev), (rs, rv) = tensorboard("cleanrltb_ppo_gpusched_4m_r120_entropy_collapse_frozen",
+                                     "losses/entropy", "charts/episodic_return")
+    assert rules.entropy_collapse("entropy", es, ev, partner=(rs, rv)).severity == "error"
+    steps, loss = sb3("sb3_a2c_breakout_entropy_collapse", "train/entropy_loss")
+    returns = sb3("sb3_a2c_breakout_entropy_collapse", "rollout/ep_rew_mean")
+    assert rules.entropy_collapse("entropy", steps, -loss, partner=returns).severity == "error"

@@ -73,6 +73,29 @@ def test_a_metric_never_finite_is_no_onset_unless_it_is_a_training_quantity(tmp_
     assert codes == {"nan_onset": "error", "never_finite": "info"}
 
 
+def test_explained_variance_nan_where_returns_tie_is_undefined_not_a_failure(tmp_path):
+    """SB3 logs ``train/explained_variance`` as NaN where a batch's returns are all equal
+    (its ``explained_variance`` returns NaN when Var(returns) is 0): the real SB3 A2C
+    CartPole runs of the benchmark have 4-31 such rows. With every other metric finite it
+    is info; with a loss that went NaN too it stays part of that onset, and an inf (an
+    overflow, not 0/0) is no undefined value."""
+    nan = math.nan
+    ev = [0.5, nan, 0.7, nan, nan, 0.9, 0.8, nan]
+    tied = NAN_ONSET.run(write(tmp_path / "a", "r", {"train/explained_variance": ev,
+                                                     "train/value_loss": [1.0] * 8})).report()
+    (f,) = tied.findings
+    assert (f.code, f.severity, tied.status, f.steps) == ("undefined_nan", "info", "ok", (1, 7))
+    assert f.title.startswith("train/explained_variance NaN at 4 of 8 steps (first 1): undefined where "
+                              "the batch's returns have no variance")
+    cascade = NAN_ONSET.run(write(tmp_path / "b", "r", {"train/explained_variance": ev,
+                                                        "train/value_loss": [1.0] * 6 + [nan] * 2}))
+    (f,) = findings(cascade)
+    assert (f.code, f.severity, f.evidence["order"]) == (
+        "nan_onset", "error", ["train/explained_variance", "train/value_loss"])
+    overflow = NAN_ONSET.run(write(tmp_path / "c", "r", {"train/explained_variance": [0.5, -math.inf, 0.7]}))
+    assert [(f.code, f.severity) for f in findings(overflow)] == [("nan_onset", "warning")]
+
+
 # --------------------------------------------------------------------- spikes
 def prior_median_reference(values, window=25, min_history=10, q=0.5):
     """The quantile of the up-to-``window`` finite values before each position (NumPy)."""

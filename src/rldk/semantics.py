@@ -63,6 +63,8 @@ class Quantity:
         leading ``-`` marks a name that logs the quantity negated.
     aliases: other canonical names accepted for it (``reward_mean`` for ``reward``).
     rules: codes of the detectors that read it. doc: one line: what it is, where from.
+    undefined: where the quantity has no value by its definition (a ratio over a variance
+        that is zero), so a logged NaN there is no numerical failure; empty when never.
     """
 
     name: str
@@ -72,6 +74,7 @@ class Quantity:
     doc: str
     aliases: tuple[str, ...] = ()
     rules: tuple[str, ...] = ()
+    undefined: str = ""
 
     def __post_init__(self):
         if self.kind not in KINDS or self.bad not in BAD:
@@ -82,8 +85,8 @@ class Quantity:
         return self.kind == "logscale"
 
 
-def _q(name, kind, bad, names, doc, aliases=(), rules=()) -> Quantity:
-    return Quantity(name, kind, bad, tuple(names), doc, tuple(aliases), tuple(rules))
+def _q(name, kind, bad, names, doc, aliases=(), rules=(), undefined="") -> Quantity:
+    return Quantity(name, kind, bad, tuple(names), doc, tuple(aliases), tuple(rules), undefined)
 
 
 #: The built-in table, in documentation order.
@@ -163,7 +166,9 @@ QUANTITIES: tuple[Quantity, ...] = (
     _q("explained_var", "signed", "down",
        ["explained_variance", "critic/vf_explained_var", "losses/explained_variance",
         "misc/explained_variance"],
-       "explained variance of the value function (1 is perfect)"),
+       "explained variance of the value function (1 is perfect)",
+       undefined="where the batch's returns have no variance (1 - Var(returns - values) / Var(returns) "
+                 "with Var(returns) = 0: SB3 and CleanRL log NaN there)"),
     _q("step_time", "logscale", "up",
        ["timing_s/step", "timing/step", "perf/time_per_step", "step_time", "time/step"],
        "wall-clock seconds per training step", rules=["step_time"]),
@@ -194,6 +199,11 @@ QUANTITIES: tuple[Quantity, ...] = (
        ["rollout/ep_len_mean", "charts/episodic_length", "l", "episode/length", "ep_len_mean", "eplenmean",
         "episode_length", "Environment/Episode Length"],
        "mean length of finished episodes"),
+    _q("success_rate", "ratio", "down",
+       ["success_rate", "rollout/success_rate", "success_once", "success_at_end", "charts/success_rate",
+        "episode/success_rate"],
+       "share of episodes that reach the task's goal (SB3 rollout/success_rate, ManiSkill "
+       "success_once / success_at_end): what a shaped episode return stands in for"),
     _q("dpo_margin", "signed", "none",
        ["rewards/margins"], "DPO: mean implicit-reward margin of chosen over rejected"),
     _q("dpo_accuracy", "ratio", "down",
@@ -385,7 +395,7 @@ def markdown_table() -> str:
         names = ", ".join(f"`{n}`" for n in q.names)
         aliases = f" (also `{'`, `'.join(q.aliases)}`)" if q.aliases else ""
         lines.append(f"| `{q.name}`{aliases} | {q.kind} | {q.bad} | {names} | "
-                     f"{', '.join(q.rules)} | {q.doc} |")
+                     f"{', '.join(q.rules)} | {q.doc}{f'; undefined {q.undefined}' if q.undefined else ''} |")
     return "\n".join(lines) + "\n"
 
 

@@ -16,6 +16,12 @@ went from a number to NaN. When it is no quantity of the semantics table (ML-Age
 ``Policy/Discrete Entropy Coeff`` in a run with continuous actions, NaN on every row),
 it is a metric of a branch the run does not use, listed as info; a training quantity (a loss, a
 reward, a grad norm) that was never finite stays in the onset finding.
+
+A quantity that the semantics table says is undefined at some steps by its definition
+(explained variance, 1 - Var(returns - values) / Var(returns), where a batch's returns are
+all equal: SB3 logs NaN there) is listed as info when its non-finite values are all NaN and
+every other metric of the run stayed finite; when something else went non-finite too it is
+part of that cascade and stays in the onset finding.
 """
 from __future__ import annotations
 
@@ -77,7 +83,12 @@ class NanOnsetResult(Result):
         for run_id, onsets in groups.items():
             unused = [o for o in onsets if never_defined(o)]
             went = [o for o in onsets if not never_defined(o)]
+            undefined = [o for o in went if undefined_by(o)]
+            if len(undefined) < len(went):
+                undefined = []          # another metric went non-finite: one cascade, listed whole
+            went = [o for o in went if o not in undefined]
             findings += [_finding(run_id, went)] if went else []
+            findings += [_undefined_finding(run_id, undefined)] if undefined else []
             findings += [_unused_finding(run_id, unused)] if unused else []
         findings = tuple(findings)
         problems = [f for f in findings if f.is_problem]
@@ -141,6 +152,28 @@ def never_defined(o: Onset) -> bool:
     """Whether a non-finite metric was never finite and is no quantity of the semantics
     table: a metric of a branch the run does not use, not an onset."""
     return o.nan + o.inf == o.rows and semantics.classify(o.metric)[0] is None
+
+
+def undefined_by(o: Onset) -> str:
+    """Where the semantics table says a metric has no value by its definition (explained
+    variance, where the returns have no variance), when its non-finite values are all NaN
+    (0/0 gives NaN; an overflow gives inf): those NaNs are no numerical failure. Empty
+    when the table says nothing of the kind."""
+    q = semantics.classify(o.metric)[0]
+    return q.undefined if q is not None and o.inf == 0 else ""
+
+
+def _undefined_finding(run_id: str, onsets: list[Onset]) -> Finding:
+    first = onsets[0]
+    names = "; ".join(f"{o.metric} NaN at {o.nan} of {o.rows} steps (first {o.first_step}): "
+                      f"undefined {undefined_by(o)}" for o in onsets)
+    return Finding(code="undefined_nan", severity="info",
+                   title=f"{names}; every other metric stayed finite: no numerical failure",
+                   run_id=run_id, metric=first.metric,
+                   steps=(first.first_step, max(o.last_bad_step for o in onsets)),
+                   evidence={"metrics": [o.metric for o in onsets], "first": as_dict(first)},
+                   fix="Nothing to fix in training: the returns of those batches were all equal "
+                       "(a solved or collapsed task; read the return to tell which).")
 
 
 def _unused_finding(run_id: str, onsets: list[Onset]) -> Finding:

@@ -13,6 +13,7 @@ from dataclasses import replace
 import numpy as np
 
 from rldk.detectors.event import Event
+from rldk.detectors.moves import PRIOR_POINTS
 from rldk.detectors.onsets import level_of, state_run
 from rldk.detectors.scale import noise_sigma
 
@@ -147,11 +148,12 @@ def clip_ratio_blowup(metric: str, steps, values, partner=None) -> Event | None:
     less of the widest range before it (rl-zoo's ``lin_`` schedules), the rise is the
     schedule's doing, reported as info."""
     event = high_ratio("clip_ratio_blowup", metric, steps, values, CLIP_HIGH, "PPO clip fraction")
-    before = None if event is None else event.evidence["before"]
+    before = None if event is None else _just_before(steps, values, event.onset)
     if before is not None and event.evidence["level"] < CLIP_RISE * before:
         return replace(event, severity="info",
                        title=f"{event.title}: a drift over {CLIP_HIGH:g}, not a jump (under "
-                             f"{CLIP_RISE:g}x the level before)")
+                             f"{CLIP_RISE:g}x the level just before, {before:.2f})",
+                       evidence={**event.evidence, "just_before": before})
     if event is None or partner is None:
         return event
     c_steps, c_values = np.asarray(partner[0]), np.asarray(partner[1], float)
@@ -166,6 +168,15 @@ def clip_ratio_blowup(metric: str, steps, values, partner=None) -> Event | None:
                    title=f"{event.title}, as the clip range was decayed from {was:.3g} to {now:.3g} "
                          "(a schedule: a smaller range clips more ratios)",
                    evidence={**event.evidence, "clip_range_before": was, "clip_range_at_onset": now})
+
+
+def _just_before(steps, values, onset: int) -> float | None:
+    """The level a ratio held just before ``onset``: the median of the PRIOR_POINTS points
+    before it (``rldk.detectors.moves``: the fewest that make a level) (None when there are none). Not the median of everything before: a clip
+    fraction that drifts 0.10 -> 0.41 over a third of the run sits at 0.29 when it crosses
+    0.3, whatever it was at the start."""
+    k = int(np.searchsorted(np.asarray(steps), onset))
+    return float(np.median(np.asarray(values, float)[max(0, k - PRIOR_POINTS):k])) if k else None
 
 
 def ratio_rule(code: str, high: float, what: str):

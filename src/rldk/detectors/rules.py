@@ -34,12 +34,16 @@ from rldk.detectors.onsets import (
     state_run,
 )
 from rldk.detectors.ratios import (
+    SOLVED_LAG,
+    SOLVED_RANGE,
+    SOLVED_SHARE,
     TRUNCATION_HIGH,
     clip_ratio_blowup,
     ratio_rule,
     zero_std_onset,
 )
 from rldk.detectors.regimes import Regimes, regimes
+from rldk.detectors.scale import noise_sigma
 from rldk.detectors.trend import (
     SIGNIFICANCE,
     Decline,
@@ -61,12 +65,24 @@ ENTROPY_COLLAPSE = 0.2
 #: fifth to a fifteenth of it) with 1.5-3.6 effective choices left, while every labelled
 #: collapse ends at 0.18 nats or below. A fall to a fifth that stays above this is info.
 ENTROPY_FLOOR = 0.325
+#: ``reward_ceiling``: a reward's maximum is a ceiling when it is hit exactly in at least
+#: this many separate stretches, on at least CEILING_SHARE of the rows from its first hit.
+#: A float reward that is not bounded repeats its maximum by chance once; an average of
+#: rewards bounded above reaches its bound only when every sample does, and a solved task
+#: does so again and again (an accuracy of 1.0 on 59 of 100 GRPO steps, a bandit's +2 on 16
+#: of 98 summaries, each between rows just under it).
+CEILING_VISITS = 3
+CEILING_SHARE = 0.1
 #: Length collapse / explosion: the mean response length falls below a third of, or rises
 #: above three times, a level it held.
 LENGTH_FACTOR = 3.0
 #: Reward degradation: the reward falls back by at least this share of what the run had
 #: gained (its peak minus its first level) and stays below that line to the end.
 DEGRADATION_SHARE = 0.5
+#: ``_success_held``: a return decline is the task's only while the success rate falls by
+#: more than this (a tenth of all episodes) or ends under SUCCESS_HELD (most episodes fail).
+SUCCESS_DROP = 0.1
+SUCCESS_HELD = 0.5
 #: Reward collapse: share of the values from the onset on that sit exactly at the floor.
 FLOOR_SHARE = 0.8
 #: KL to the reference: a regime above this many nats, at least KL_JUMP times the level
@@ -79,6 +95,10 @@ GRAD_JUMP = 10.0
 #: implementations stop or shrink updates at target_kl 0.01-0.05 (SB3, CleanRL, TRL docs);
 #: a sustained 0.1 means the clipping no longer bounds the policy change.
 APPROX_KL_HIGH = 0.1
+#: A run whose config sets ``target_kl`` stops a PPO update once the approx KL passes it
+#: (CleanRL and ManiSkill at the target, checked once per epoch; SB3 at 1.5x it), so its
+#: KL sits at the target by design: a blow-up is a state at or above this many times it.
+EARLY_STOP_MARGIN = 1.5
 #: A positive loss (DQN's TD loss, a value loss) that rises to this many times a level it
 #: held and stays there diverges: value losses of healthy runs move 10x with the returns
 #: they fit (the real healthy logs), not 100x for good.
@@ -180,18 +200,22 @@ def _rise(code, metric, steps, values, factor, what, since_trough: bool = False)
                   "above_from": int(steps[crossed])})
 
 
-def entropy_collapse(metric: str, steps, values) -> Event | None:
+def entropy_collapse(metric: str, steps, values, partner=None) -> Event | None:
     """Entropy (positive: discrete policies) falls below ENTROPY_COLLAPSE x the highest
     level it held and stays (error below ENTROPY_COLLAPSE^2), to under ENTROPY_FLOOR nats
     (above it: info). A differential entropy (values <= 0: Gaussian policies) has no
-    collapse to zero."""
+    collapse to zero. A collapse that comes with the reward (``partner``) at a ceiling it
+    learned its way up to (``reward_ceiling``) is info: a deterministic policy on a solved
+    task."""
     values = np.asarray(values, float)
     if np.min(values) <= 0:
         return None
     event = _fall("entropy_collapse", metric, steps, values, ENTROPY_COLLAPSE, ENTROPY_COLLAPSE ** 2,
                   "collapsed")
-    if event is None or event.evidence["now"] < ENTROPY_FLOOR:
-        return event
+    if event is not None and event.evidence["now"] < ENTROPY_FLOOR:
+        return _solved(event, partner)
+    if event is None:
+        return None
     # a sharper policy at first; a later fall from the level it then held may still
     # take it to near-deterministic
     steps = np.asarray(steps)
@@ -199,12 +223,63 @@ def entropy_collapse(metric: str, steps, values) -> Event | None:
     later = _fall("entropy_collapse", metric, steps[c:], values[c:], ENTROPY_COLLAPSE, ENTROPY_COLLAPSE ** 2,
                   "collapsed")
     if later is not None and later.evidence["now"] < ENTROPY_FLOOR:
-        return later
+        return _solved(later, partner)
     now = event.evidence["now"]
     return replace(event, severity="info",
                    title=f"{metric} fell from {event.evidence['held']:.4g} to {now:.4g} from step {event.onset}: "
                          f"a sharper policy, still {np.exp(now):.2g} effective choices (not near-deterministic)",
                    evidence={**event.evidence, "floor": ENTROPY_FLOOR})
+
+
+def _solved(event: Event, partner) -> Event:
+    """``event`` (an entropy collapse) as info when the reward reached its ceiling
+    (``reward_ceiling``) by the time the entropy crossed its collapse line."""
+    if partner is None:
+        return event
+    ceiling = reward_ceiling(*partner, event.evidence["below_from"])
+    if ceiling is None:
+        return event
+    return replace(event, severity="info",
+                   title=f"{event.title}, as the reward reached its ceiling {ceiling['ceiling']:.4g} (hit "
+                         f"exactly on {ceiling['share']:.0%} of the steps since, in {ceiling['visits']} "
+                         "separate stretches): a deterministic policy on a solved task",
+                   evidence={**event.evidence, **ceiling})
+
+
+def reward_ceiling(steps, values, at_step: int) -> dict | None:
+    """Evidence that a reward sits at a ceiling it learned its way up to by ``at_step``,
+    or None. A bounded reward (an accuracy of 1.0, a bandit's +2) that the policy has
+    solved is hit *exactly*, again and again: its maximum recurs in CEILING_VISITS
+    separate stretches and on CEILING_SHARE of the rows from its first visit (a logger
+    that repeats a stale value, SB3's episode mean while no episode ends, makes one
+    stretch). The reward must have risen to it (a range of SOLVED_RANGE noise sigma, the
+    first level in the lower half: one that pays everything from step 1 learned nothing),
+    reached the upper half of that range by ``at_step`` or within SOLVED_LAG of the run
+    after it (the two came together), and be there at the end. A return that levels
+    off below a value it never repeats has no ceiling the log can show: premature
+    convergence and a solved task then look alike, and the collapse is reported."""
+    steps = np.asarray(steps)
+    v = np.asarray(values, float)
+    keep = np.isfinite(v)
+    steps, v = steps[keep], v[keep]
+    if len(v) < 2 * MIN_REFERENCE:
+        return None
+    top = float(np.max(v))
+    at_top = np.abs(v - top) <= 1e-9 * max(1.0, abs(top))
+    visits = int(np.sum(at_top[1:] & ~at_top[:-1]) + at_top[0])
+    first = int(np.argmax(at_top))
+    share = float(np.mean(at_top[first:]))
+    if visits < CEILING_VISITS or share < CEILING_SHARE:
+        return None
+    level = level_of(v)
+    low = float(np.min(level))
+    mid = low + SOLVED_SHARE * (top - low)
+    if top - low < SOLVED_RANGE * noise_sigma(v) or level[0] >= mid:
+        return None                     # no rise to the ceiling: at it (or nowhere) from the start
+    reached = float(steps[int(np.argmax(level >= mid))])
+    if reached > at_step + SOLVED_LAG * float(steps[-1] - steps[0]) or level[-1] < mid:
+        return None                     # the policy set long before the reward got there, or lost it
+    return {"ceiling": top, "visits": visits, "share": share, "reward_reached": reached}
 
 
 def length_change(metric: str, steps, values) -> Event | None:
@@ -250,11 +325,13 @@ def reward_degradation(metric: str, steps, values, points: bool = True) -> Event
     return None if d is None else _declined(metric, steps, d)
 
 
-def reward_declines(metric: str, steps, values, points: bool = True) -> list[Event]:
+def reward_declines(metric: str, steps, values, points: bool = True, partner=None) -> list[Event]:
     """``reward_degradation``'s event, and every other decline the run recovered from
     (``rldk.detectors.trend.recovered_declines``) outside its steps: a run that crashes,
     relearns to a higher level and crashes again for good has two events, the first
-    judged against what it had learned before it, not against the later, higher peak."""
+    judged against what it had learned before it, not against the later, higher peak.
+    A decline of an episode return while the task's success rate (``partner``) held is
+    info (``_success_held``)."""
     main = reward_degradation(metric, steps, values, points)
     if main is None:
         return []
@@ -263,7 +340,34 @@ def reward_declines(metric: str, steps, values, points: bool = True) -> list[Eve
                                                                       DEGRADATION_SHARE)]
     apart = [e for e in others if e.last < main.onset or e.onset > main.last]
     later = _later_stage(metric, steps, np.asarray(values, float), main)
-    return sorted([main, *apart, *([later] if later else [])], key=lambda e: e.onset)
+    found = sorted([main, *apart, *([later] if later else [])], key=lambda e: e.onset)
+    return [_success_held(e, partner) for e in found]
+
+
+def _success_held(event: Event, partner) -> Event:
+    """``event`` (a decline of the episode return) as info when the run's success rate
+    (``partner``: steps, values) held through it: its median over the decline is at least
+    SUCCESS_HELD and at most SUCCESS_DROP under its median from the return's peak to the
+    onset (its value at the onset when it logged none there). A return is a shaped proxy
+    for the task: episodes that end sooner at success collect less dense reward (a
+    ManiSkill PushCube run: return 7.5 -> 4.0 while success rose 0.68 -> 1.0 and episodes
+    shortened 50 -> 11 steps). A return that fell with the success rate stays a decline."""
+    if partner is None:
+        return event
+    s_steps, s = np.asarray(partner[0]), np.asarray(partner[1], float)
+    during = s[(s_steps >= event.onset) & (s_steps <= event.last)]
+    peak = event.evidence.get("after_fall_from_step", event.evidence.get("peak_step", event.onset))
+    before = s[(s_steps >= min(peak, event.onset)) & (s_steps < event.onset)]
+    if len(during) < MIN_REFERENCE or not len(s):
+        return event
+    then = float(np.median(before)) if len(before) else float(np.interp(event.onset, s_steps, s))
+    now = float(np.median(during))
+    if now < SUCCESS_HELD or now < then - SUCCESS_DROP:
+        return event
+    return replace(event, severity="info",
+                   title=f"{event.title}, while the success rate held ({then:.2f} -> {now:.2f}): "
+                         "episodes that succeed sooner collect less shaped reward, the task did not fail",
+                   evidence={**event.evidence, "success_before": then, "success_during": now})
 
 
 def _later_stage(metric: str, steps, v, main: Event) -> Event | None:
@@ -489,18 +593,22 @@ def _stays_above(values: np.ndarray, p, held: float) -> bool:
     return found is not None and found[0] < end
 
 
-def approx_kl_blowup(metric: str, steps, values) -> Event | None:
+def approx_kl_blowup(metric: str, steps, values, target_kl: float | None = None) -> Event | None:
     """PPO's per-update approx KL enters a state at or above APPROX_KL_HIGH nats (from the
-    first step counts) and stays (to the end, or for a stretch of the run)."""
+    first step counts) and stays (to the end, or for a stretch of the run). A run that
+    stops its updates early at ``target_kl`` (its config) holds its KL near that target
+    by design: the line is then at least EARLY_STOP_MARGIN x the target."""
     v = np.asarray(values, float)
-    found = state_run(v >= APPROX_KL_HIGH)
+    line = APPROX_KL_HIGH if not target_kl else max(APPROX_KL_HIGH, EARLY_STOP_MARGIN * target_kl)
+    found = state_run(v >= line)
     if found is None:
         return None
     k, end = found
     level = float(np.median(v[k:end]))
     return Event("kl_blowup", metric, int(steps[k]), int(steps[end - 1]), "warning",
-                 f"{metric} at {level:.3g} nats per update from step {int(steps[k])}",
-                 {"level": level, "threshold": APPROX_KL_HIGH})
+                 f"{metric} at {level:.3g} nats per update from step {int(steps[k])}"
+                 + (f" (the run's target_kl is {target_kl:.3g})" if target_kl else ""),
+                 {"level": level, "threshold": line, "target_kl": target_kl})
 
 
 def loss_divergence(metric: str, steps, values) -> Event | None:
@@ -611,18 +719,33 @@ def _size_growth(partner, onset: int, last: int) -> float | None:
     return float(np.median(after)) / max(float(np.median(before)), 1e-12)
 
 
-def eval_degradation(metric: str, steps, values) -> Event | None:
+def eval_degradation(metric: str, steps, values, partner=None) -> Event | None:
     """``reward_degradation`` of an evaluation series on levels only: evaluations are few
     (one every few thousand steps), noisy and often quantised (a few episodes, discrete
     outcomes), and three of them in a row below a line is a coincidence the point test
-    cannot tell from a decline."""
-    return reward_degradation(metric, steps, values, points=False)
+    cannot tell from a decline. Info while the success rate held (``_success_held``)."""
+    event = reward_degradation(metric, steps, values, points=False)
+    return None if event is None else _success_held(event, partner)
 
 
 #: quantity -> the rules that read its evaluation series (``eval/...`` names), when not RULES'.
 EVAL_RULES = {"episode_return": (eval_degradation,)}
 #: quantity -> the quantity its rules judge it against (passed as ``partner``).
-PAIRED = {"value_loss": "episode_return", "clip_ratio": "clip_range", "zero_std_frac": "reward"}
+PAIRED = {"value_loss": "episode_return", "clip_ratio": "clip_range", "zero_std_frac": "reward",
+          "entropy": ("reward", "episode_return"), "episode_return": "success_rate"}
+
+
+def paired(quantity: str) -> tuple:
+    """The quantities ``quantity``'s rules judge it against (``PAIRED``), in order of
+    preference: the first one a run logs is passed."""
+    other = PAIRED[quantity]
+    return (other,) if isinstance(other, str) else tuple(other)
+
+
+def partners() -> set:
+    """Every quantity some rule reads as a partner (loaded with the run)."""
+    return {p for q in PAIRED for p in paired(q)}
+
 #: quantity -> the rules that read it, in order.
 RULES = {
     "entropy": (entropy_collapse,),

@@ -72,7 +72,8 @@ RULES: tuple[Rule, ...] = (
     ) if q.removeprefix(EVAL) in onset_rules.RULES),
 )
 #: Every quantity some rule reads (loaded once per run).
-WANTED = sorted({c for rule in RULES for c in rule.reads} | set(onset_rules.PAIRED.values()))
+WANTED = sorted({c for rule in RULES for c in rule.reads}
+                | {s + p for p in onset_rules.partners() for s in ("", EVAL)})
 
 
 class HealthAnalyzer(Analyzer):

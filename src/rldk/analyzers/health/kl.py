@@ -30,11 +30,11 @@ from rldk.analyzers.health.params import (
 def _kl_target(run: RunData, params: Params):
     if params.kl_target is not None:
         return params.kl_target
-    return _find_key(run.config, ("target_kl", "kl_target", "adap_kl_target")) or \
-        _find_key(_find_key(run.config, ("kl_ctrl",)) or {}, ("target", "target_kl"))
+    return find_key(run.config, ("target_kl", "kl_target", "adap_kl_target")) or \
+        find_key(find_key(run.config, ("kl_ctrl",)) or {}, ("target", "target_kl"))
 
 
-def _find_key(obj, keys, depth=0):
+def find_key(obj, keys, depth=0):
     """First value under any of ``keys`` in a nested config dict."""
     if not isinstance(obj, dict) or depth > 4:
         return None
@@ -42,7 +42,7 @@ def _find_key(obj, keys, depth=0):
         if obj.get(key) is not None:
             return obj[key]
     for value in obj.values():
-        found = _find_key(value, keys, depth + 1)
+        found = find_key(value, keys, depth + 1)
         if found is not None:
             return found
     return None

@@ -7,7 +7,8 @@ guards); this module turns its events into findings with a fix.
 =====================  ===================  ==========================================
 code                   quantity             what
 =====================  ===================  ==========================================
-entropy_collapse       entropy              stays below 20% of a level it held
+entropy_collapse       entropy              stays below 20% of a level it held (info
+                                            at a reward ceiling: a solved task)
 length_collapse        response_length      stays below 1/3 of a level it held
 length_explosion       response_length      stays above 3x a level it held
 truncation_onset       truncation_ratio     enters and stays at >= 50% truncated
@@ -18,10 +19,12 @@ reward_degradation     reward, episode_     falls back by half its gain and stay
                                             recovers; on levels: rldk.detectors.trend),
                                             or, with no gain, settles below every
                                             level it held and stays; one finding per
-                                            fall of a train series that fell twice
+                                            fall of a train series that fell twice;
+                                            info while the success rate held
 kl_blowup              kl_to_ref            jumps above 1 nat for 2+ rows, 10x the level before
 grad_norm_explosion    grad_norm            a regime 10x every level held (3+ points) before
-clip_ratio_blowup      clip_ratio           enters and stays at >= 30% clipped
+clip_ratio_blowup      clip_ratio           enters and stays at >= 30% clipped (info
+                                            for a drift or a decayed clip range)
 loss_divergence        loss, value_loss     100x a level it held and stays; a value
                                             loss 10x while the episode return falls,
                                             or 100x in one jump the return's size
@@ -33,6 +36,7 @@ from __future__ import annotations
 import numpy as np
 
 from rldk.analyzers.health.data import EVAL, RunData
+from rldk.analyzers.health.kl import find_key
 from rldk.analyzers.health.params import NotApplicable, Params, at_least
 from rldk.core.report import Finding
 from rldk.detectors import rules
@@ -87,14 +91,34 @@ def _with_signal(run: RunData, quantity: str, steps, values):
 
 
 def _partner(run: RunData, quantity: str):
-    """``(steps, values)`` of the finite values of the quantity that ``quantity``'s rules
-    judge it against (``rules.PAIRED``; its eval series when the run logs no train one),
-    or None when the run does not log it."""
-    other = run.get(rules.PAIRED[quantity]) or run.get(EVAL + rules.PAIRED[quantity])
-    if other is None:
+    """``(steps, values)`` of the finite values of the first quantity the run logs of
+    those that ``quantity``'s rules judge it against (``rules.PAIRED``; of the same split
+    as ``quantity`` when the run logs it there, else of the other), or None when the run
+    logs none of them."""
+    kind = quantity.removeprefix(EVAL)
+    for paired in rules.paired(kind):
+        splits = (EVAL + paired, paired) if quantity != kind else (paired, EVAL + paired)
+        other = run.get(splits[0]) or run.get(splits[1])
+        if other is None:
+            continue
+        keep = np.isfinite(other.values)
+        return (other.steps[keep], other.values[keep]) if keep.sum() >= MIN_POINTS else None
+    return None
+
+
+def _target_kl(config: dict) -> float | None:
+    """The per-update KL at which the run's PPO stops an update early (``target_kl`` in
+    its config: SB3, CleanRL, ManiSkill, TRL's PPOConfig), or None when it sets none or
+    turns early stopping off (TRL's ``early_stopping: false`` leaves its default
+    ``target_kl`` unused)."""
+    if find_key(config, ("early_stopping",)) is False:
         return None
-    keep = np.isfinite(other.values)
-    return (other.steps[keep], other.values[keep]) if keep.sum() >= MIN_POINTS else None
+    value = find_key(config, ("target_kl",))
+    try:
+        value = float(value)
+    except (TypeError, ValueError):
+        return None
+    return value if np.isfinite(value) and value > 0 else None
 
 
 def onset_rule(quantity: str, run: RunData, params: Params) -> list[Finding]:
@@ -108,7 +132,9 @@ def onset_rule(quantity: str, run: RunData, params: Params) -> list[Finding]:
     metric = run.names.get(quantity, quantity)
     steps, values = _with_signal(run, quantity, series.steps[finite], series.values[finite])
     kind = quantity.removeprefix(EVAL)
-    extra = {"partner": _partner(run, kind)} if kind in rules.PAIRED else {}
+    extra = {"partner": _partner(run, quantity)} if kind in rules.PAIRED else {}
+    if kind == "ppo_approx_kl":
+        extra["target_kl"] = _target_kl(run.config)
     out = []
     table = rules.EVAL_RULES if quantity != kind and kind in rules.EVAL_RULES else rules.RULES
     for rule in table[kind]:

@@ -1,0 +1,96 @@
+"""A change a run's own context explains is info, not a failure (issue #14).
+
+A return that falls while the task's success rate holds, a per-update KL that sits at
+the ``target_kl`` its config stops updates at, and a clip fraction that drifts over its
+line from just under it: each was a warning on a healthy run of the tuning half
+(a ManiSkill PushCube PPO run, whose return fell 7.5 -> 4.0 as success rose to 1.0).
+Synthetic cases with exact answers, each with the twin that must still fire, and the
+real run.
+"""
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+
+from rldk.analyzers.health.onset import _target_kl
+from rldk.detectors import ratios, rules
+
+REAL = Path(__file__).resolve().parents[1] / "benchmarks" / "data" / "real"
+
+
+def shaped_return(n: int = 200):
+    """Rise 2 -> 8 over the first 10%, then fall to 4 by 40% and hold (episodes that end
+    at success collect less dense reward), with seeded noise."""
+    rng = np.random.default_rng(11)
+    t = np.arange(n)
+    v = np.interp(t, [0, 0.1 * n, 0.4 * n, n], [2.0, 8.0, 4.0, 4.0]) + 0.1 * rng.normal(size=n)
+    return t, v
+
+
+def test_a_return_that_falls_while_the_success_rate_holds_is_info():
+    t, v = shaped_return()
+    success = np.interp(t, [0, 30, 60, 200], [0.0, 0.7, 1.0, 1.0])
+    alone = rules.reward_declines("train/return", t, v)
+    assert [e.severity for e in alone] == ["warning"]
+    (held,) = rules.reward_declines("train/return", t, v, partner=(t, success))
+    assert held.severity == "info" and held.onset == alone[0].onset
+    assert "success rate held" in held.title and held.evidence["success_during"] == 1.0
+    # the same fall with the success rate falling too, or never above half: the task failed
+    for other in (np.interp(t, [0, 30, 60, 200], [0.0, 0.9, 0.5, 0.5]), np.full(len(t), 0.3)):
+        (event,) = rules.reward_declines("train/return", t, v, partner=(t, other))
+        assert event.severity == "warning"
+    assert rules.eval_degradation("eval/return", t, v, partner=(t, success)).severity == "info"
+
+
+def test_a_per_update_kl_at_the_runs_own_target_is_early_stopping_at_work():
+    rng = np.random.default_rng(2)
+    steps = np.arange(150) * 12800
+    kl = np.r_[np.linspace(0.007, 0.095, 50), 0.108 + 0.005 * rng.normal(size=100)]
+    assert rules.approx_kl_blowup("losses/approx_kl", steps, kl).onset == steps[50]
+    assert rules.approx_kl_blowup("losses/approx_kl", steps, kl, target_kl=0.1) is None
+    event = rules.approx_kl_blowup("losses/approx_kl", steps, kl, target_kl=0.02)
+    assert event is not None and "target_kl is 0.02" in event.title
+    blown = np.r_[kl[:50], 0.4 + 0.02 * rng.normal(size=100)]
+    assert rules.approx_kl_blowup("losses/approx_kl", steps, blown, target_kl=0.1).onset == steps[50]
+    assert _target_kl({"target_kl": 0.1}) == 0.1
+    assert _target_kl({"ppo": {"target_kl": "0.05"}}) == 0.05
+    assert _target_kl({"target_kl": 1, "early_stopping": False}) is None    # TRL's unused default
+    assert _target_kl({"target_kl": None}) is None and _target_kl({}) is None
+
+
+def test_a_clip_fraction_that_crosses_its_line_from_just_under_it_drifted():
+    """0.10 -> 0.41 over a third of the run: it crossed 0.3 from 0.29, a drift, however
+    low it started; 0.18 -> 0.80 within a few updates is a blow-up."""
+    rng = np.random.default_rng(5)
+    steps = np.arange(300) * 12800
+    drift = np.minimum(0.41, np.linspace(0.10, 0.55, 300)) + 0.01 * rng.normal(size=300)
+    event = ratios.clip_ratio_blowup("losses/clipfrac", steps, drift)
+    assert event.severity == "info" and 0.27 < event.evidence["just_before"] < 0.31
+    jump = np.r_[0.18 + 0.01 * rng.normal(size=100), 0.8 + 0.02 * rng.normal(size=200)]
+    assert ratios.clip_ratio_blowup("losses/clipfrac", steps, jump).severity == "warning"
+
+
+def test_the_real_maniskill_run_that_solved_pushcube_is_quiet():
+    """The tuning half's ManiSkill3 PPO PushCube run (a wandb run file): success_once 0 ->
+    1.0, episodes 50 -> 11 steps, return 7.5 -> 4.0, approx KL at its target_kl 0.1,
+    clip fraction drifting 0.10 -> 0.41. Healthy by its truth; the health rules give it no
+    warning and no error, and say why for each."""
+    from rldk import semantics
+    from rldk.analyzers.health import HealthAnalyzer
+    from rldk.converters import ingest
+
+    mapping = {"episode_return": ["train/return"], "episode_length": ["train/episode_len"],
+               "entropy": ["losses/entropy"], "ppo_approx_kl": ["losses/approx_kl"],
+               "clip_ratio": ["losses/clipfrac"], "value_loss": ["losses/value_loss"],
+               "grad_norm": ["losses/grad_norm"]}
+    semantics.use_metric_map(mapping)
+    try:
+        store = ingest(str(REAL / "maniskillwb_ppo_pushcube_solved" / "run-pckhcu5b.wandb"), adapter="wandb")
+        findings = HealthAnalyzer().run(store).report().findings
+    finally:
+        semantics.use_metric_map(None)
+    assert [f.title for f in findings if f.is_problem] == []
+    codes = {f.code for f in findings}
+    assert {"reward_degradation", "clip_ratio_blowup"} <= codes      # reported, as info
+    assert all("success rate held" in f.title for f in findings if f.code == "reward_degradation")
