@@ -15,6 +15,7 @@ from rldk.analyzers.reward_health.data import (
     load_samples,
 )
 from rldk.analyzers.reward_health.stats import fmt, spearman
+from rldk.detectors.onsets import level_of
 
 
 def check_leakage(ctx: Context, validation) -> dict | None:
@@ -79,7 +80,10 @@ def _judge_overlap(ctx: Context, ov: dict) -> None:
 
 
 def _lockstep(ctx: Context, train: Samples, val: Samples) -> dict | None:
-    """Spearman of step-to-step changes of the train and validation mean reward."""
+    """Spearman of the train and validation mean rewards' step-to-step noise: each
+    series' deviations from its own rolling level (``level_of``), so that a learning curve
+    both share (fast gains early, small ones late: changes that rank alike) is no
+    lockstep; validation that scores the training batches shares their noise."""
     p = ctx.params
     tr, va = _train_and_val_rewards(ctx, train, val)
     if tr is None or va is None:
@@ -88,12 +92,14 @@ def _lockstep(ctx: Context, train: Samples, val: Samples) -> dict | None:
     if common.size < 2 * p.min_window:
         return None
     t, v = tr[1][ti], va[1][vi]
-    rho_changes = spearman(np.diff(t), np.diff(v))
-    out = {"steps": int(common.size), "level_rho": spearman(t, v), "change_rho": rho_changes,
-           "note": "level_rho rises whenever both improve; only change_rho is judged"}
-    if rho_changes is not None and rho_changes >= p.lockstep_rho:
+    rho_noise = spearman(t - level_of(t), v - level_of(v))
+    out = {"steps": int(common.size), "level_rho": spearman(t, v),
+           "change_rho": spearman(np.diff(t), np.diff(v)), "noise_rho": rho_noise,
+           "note": "level_rho and change_rho rise whenever both improve along one curve; only "
+                   "noise_rho (deviations from each series' rolling level) is judged"}
+    if rho_noise is not None and rho_noise >= p.lockstep_rho:
         ctx.find("train_val_lockstep", "warning", f"validation reward moves in lockstep with training "
-                 f"reward step to step (Spearman of changes {rho_changes:.2f} over {common.size} steps)",
+                 f"reward step to step (Spearman of their noise {rho_noise:.2f} over {common.size} steps)",
                  ctx.reward.name if ctx.reward is not None else "sample", (common[0], common[-1]), out,
                  "Validation tracks the training batches' noise, as if it scored the same items: "
                  "check that validation prompts are disjoint and scored separately.")
