@@ -56,6 +56,7 @@ def test_a_per_update_kl_at_the_runs_own_target_is_early_stopping_at_work():
     assert _target_kl({"target_kl": 0.1}) == 0.1
     assert _target_kl({"ppo": {"target_kl": "0.05"}}) == 0.05
     assert _target_kl({"target_kl": 1, "early_stopping": False}) is None    # TRL's unused default
+    assert _target_kl({"algorithm": {"kl_ctrl": {"target_kl": 0.1}}}) is None   # verl: KL to the reference
     assert _target_kl({"target_kl": None}) is None and _target_kl({}) is None
 
 

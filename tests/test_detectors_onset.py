@@ -440,7 +440,11 @@ def test_an_entropy_that_collapses_as_the_reward_reaches_its_ceiling_is_a_solved
     late = np.minimum(1.0, late + np.where(rng.random(n) < 0.5, -0.01 * rng.random(n), 0.0))
     paid = np.r_[0.99, np.ones(n - 1)] - np.where(rng.random(n) < 0.3, 0.01, 0.0)
     levelled = np.r_[np.linspace(0.1, 1.0, 30), np.full(70, 1.0)] + 0.01 * rng.normal(size=n)
-    for reward in (late, paid, levelled, None):
+    # a noisy plateau logged with one decimal hits its top rounded value again and again,
+    # but no more often than the values under it: no bound
+    rounded = np.round(np.r_[np.linspace(2.0, 3.6, 30), rng.choice([3.7, 3.8, 3.9], 70, p=[0.25, 0.5, 0.25])], 1)
+    assert np.sum(rounded == rounded.max()) >= 10
+    for reward in (late, paid, levelled, rounded, None):
         event = rules.entropy_collapse("entropy", t, entropy, partner=None if reward is None else (t, reward))
         assert event.severity == "error", reward
 

@@ -200,10 +200,10 @@ QUANTITIES: tuple[Quantity, ...] = (
         "episode_length", "Environment/Episode Length"],
        "mean length of finished episodes"),
     _q("success_rate", "ratio", "down",
-       ["success_rate", "rollout/success_rate", "success_once", "success_at_end", "charts/success_rate",
+       ["success_rate", "rollout/success_rate", "success_at_end", "success_once", "charts/success_rate",
         "episode/success_rate"],
        "share of episodes that reach the task's goal (SB3 rollout/success_rate, ManiSkill "
-       "success_once / success_at_end): what a shaped episode return stands in for"),
+       "success_at_end, else success_once): what a shaped episode return stands in for"),
     _q("dpo_margin", "signed", "none",
        ["rewards/margins"], "DPO: mean implicit-reward margin of chosen over rejected"),
     _q("dpo_accuracy", "ratio", "down",

@@ -252,7 +252,9 @@ def reward_ceiling(steps, values, at_step: int) -> dict | None:
     solved is hit *exactly*, again and again: its maximum recurs in CEILING_VISITS
     separate stretches and on CEILING_SHARE of the rows from its first visit (a logger
     that repeats a stale value, SB3's episode mean while no episode ends, makes one
-    stretch). The reward must have risen to it (a range of SOLVED_RANGE noise sigma, the
+    stretch), and no other value is as frequent from then on (values pile up at a bound;
+    a noisy plateau logged with few digits hits its top rounded value no more often than
+    the values under it). The reward must have risen to it (a range of SOLVED_RANGE noise sigma, the
     first level in the lower half: one that pays everything from step 1 learned nothing),
     reached the upper half of that range by ``at_step`` or within SOLVED_LAG of the run
     after it (the two came together), and be there at the end. A return that levels
@@ -269,7 +271,8 @@ def reward_ceiling(steps, values, at_step: int) -> dict | None:
     visits = int(np.sum(at_top[1:] & ~at_top[:-1]) + at_top[0])
     first = int(np.argmax(at_top))
     share = float(np.mean(at_top[first:]))
-    if visits < CEILING_VISITS or share < CEILING_SHARE:
+    _, counts = np.unique(v[first:], return_counts=True)
+    if visits < CEILING_VISITS or share < CEILING_SHARE or int(at_top[first:].sum()) < int(counts.max()):
         return None
     level = level_of(v)
     low = float(np.min(level))

@@ -34,15 +34,16 @@ def _kl_target(run: RunData, params: Params):
         find_key(find_key(run.config, ("kl_ctrl",)) or {}, ("target", "target_kl"))
 
 
-def find_key(obj, keys, depth=0):
-    """First value under any of ``keys`` in a nested config dict."""
+def find_key(obj, keys, depth=0, skip=()):
+    """First value under any of ``keys`` in a nested config dict, not looking inside the
+    sections named in ``skip``."""
     if not isinstance(obj, dict) or depth > 4:
         return None
     for key in keys:
         if obj.get(key) is not None:
             return obj[key]
-    for value in obj.values():
-        found = find_key(value, keys, depth + 1)
+    for name, value in obj.items():
+        found = None if name in skip else find_key(value, keys, depth + 1, skip)
         if found is not None:
             return found
     return None

@@ -106,14 +106,19 @@ def _partner(run: RunData, quantity: str):
     return None
 
 
+#: Config sections of an adaptive KL-to-reference controller (verl, TRL's old PPO).
+KL_CONTROLLERS = ("kl_ctrl", "kl_controller", "adap_kl_ctrl")
+
+
 def _target_kl(config: dict) -> float | None:
     """The per-update KL at which the run's PPO stops an update early (``target_kl`` in
     its config: SB3, CleanRL, ManiSkill, TRL's PPOConfig), or None when it sets none or
     turns early stopping off (TRL's ``early_stopping: false`` leaves its default
-    ``target_kl`` unused)."""
+    ``target_kl`` unused). A ``target_kl`` inside a KL controller's section (verl's
+    ``algorithm.kl_ctrl``) is the target of the KL to the reference, not this one."""
     if find_key(config, ("early_stopping",)) is False:
         return None
-    value = find_key(config, ("target_kl",))
+    value = find_key(config, ("target_kl",), skip=KL_CONTROLLERS)
     try:
         value = float(value)
     except (TypeError, ValueError):
