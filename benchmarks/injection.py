@@ -46,7 +46,9 @@ detectors; none is a false alarm here, the healthy log itself is scored by
 Known misses: a value loss whose x1000 stays under levels it held before (a critic
 that had fit to 1e-4 and rises to 0.1, below its early 45) or keeps dipping back under
 ten times them (grid treasure's loss dips to 1e-3), by design: a value loss must jump
-over every level it held and stay there (``rules._unexplained_jump``); a DQN TD loss
+over every level it held and stay there (``rules._unexplained_jump``), or climb to 100x
+the lowest level it held and stay, past what its returns' growth explains
+(``rules._unexplained_climb``, since session 21: tune 32 -> 40 of 42 found); a DQN TD loss
 so heavy-tailed that a fifth of its points stay under 100x the lowest level even after
 x1000, and whose highest rolling level before is within 100x of the new one (a healthy
 DQN's TD loss itself grows ~100x from its first steps, so the line is not lowered for

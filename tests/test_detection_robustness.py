@@ -62,11 +62,14 @@ def bench(tmp_path_factory):
 #: quantity is info, the twenty-second batch (14 logs), and a second fall from the level a
 #: declined run then held is its own event: the floors below (tune late and stopped exits
 #: 5 -> 6 and 8 -> 9: the new tune healthy ManiSkill run, whose return falls as its
-#: successful episodes end sooner, listed as benign).
-FLOORS = {("tune", "every2"): (56 / 65, 45 / 65, 8), ("tune", "every3"): (56 / 65, 44 / 65, 7),
-          ("tune", "late"): (39 / 43, 30 / 43, 6), ("tune", "stopped"): (45 / 60, 37 / 60, 9),
-          ("report", "every2"): (38 / 49, 23 / 49, 7), ("report", "every3"): (39 / 49, 25 / 49, 7),
-          ("report", "late"): (30 / 35, 21 / 35, 9), ("report", "stopped"): (28 / 47, 22 / 47, 9)}
+#: successful episodes end sooner, listed as benign). Session 21: a change the run's context
+#: explains is info (tune exits 8 -> 5 of 62 on the full logs), the twenty-third batch (15
+#: logs), then a value loss climbing far past its returns' growth and episode statistics not
+#: yet defined: the floors below.
+FLOORS = {("tune", "every2"): (63 / 72, 49 / 72, 6), ("tune", "every3"): (61 / 72, 47 / 72, 6),
+          ("tune", "late"): (45 / 49, 35 / 49, 5), ("tune", "stopped"): (49 / 65, 40 / 65, 8),
+          ("report", "every2"): (41 / 55, 25 / 55, 8), ("report", "every3"): (43 / 55, 26 / 55, 8),
+          ("report", "late"): (33 / 41, 22 / 41, 8), ("report", "stopped"): (29 / 52, 22 / 52, 9)}
 
 
 @pytest.mark.parametrize("half, variant", sorted(FLOORS))
@@ -76,7 +79,7 @@ def test_detection_holds_at_another_cadence(bench, half, variant):
     assert s["errors"] == [], s
     assert s["found_share"] >= found - 1e-9 and s["in_window_share"] >= in_window - 1e-9, s
     # the issue's target (<= 0.05 per healthy log); the report half's full logs are at 2 of
-    # 48 (test_detection_benchmark.FLOORS: 1), its variants at 0-2 of 48 (every3: 2; 3 of 39
+    # 51 (test_detection_benchmark.FLOORS), its variants at 1-3 of 51 (every3: 3; 3 of 39
     # before the twenty-first batch)
     assert s["false_alarms_per_healthy"] <= (0.05 if half == "tune" else 3 / 39) + 1e-9, s
     assert s["healthy_exit3"] <= exit3, s
@@ -125,14 +128,14 @@ def test_a_stopped_run_ends_soon_after_its_first_event(bench):
 #: so a verl GSM8K log whose ties already sit at 0.84 (solved prompts) from step 23 no
 #: longer counts the ties injected at 60% of the run (it had been found "late", from step 1).
 #: With the twenty-second batch's healthy logs: the counts below.
-INJECTED = {"tune": {"return_collapse": (58, 56), "entropy_collapse": (30, 0), "kl_blowup": (11, 11),
-                     "grad_explosion": (17, 17), "loss_divergence": (32, 31), "nan": (44, 44),
-                     "reward_floor": (19, 18), "length_collapse": (15, 14), "length_explosion": (14, 12),
-                     "truncation": (9, 9), "zero_std": (6, 5), "clip_blowup": (23, 21)},
-            "report": {"return_collapse": (44, 39), "entropy_collapse": (27, 0), "kl_blowup": (6, 5),
-                       "grad_explosion": (13, 13), "loss_divergence": (32, 31), "nan": (35, 35),
+INJECTED = {"tune": {"return_collapse": (61, 59), "entropy_collapse": (32, 0), "kl_blowup": (12, 12),
+                     "grad_explosion": (17, 17), "loss_divergence": (40, 39), "nan": (45, 45),
+                     "reward_floor": (20, 19), "length_collapse": (15, 14), "length_explosion": (14, 12),
+                     "truncation": (9, 9), "zero_std": (6, 5), "clip_blowup": (24, 22)},
+            "report": {"return_collapse": (45, 40), "entropy_collapse": (29, 0), "kl_blowup": (6, 5),
+                       "grad_explosion": (14, 14), "loss_divergence": (37, 36), "nan": (38, 38),
                        "reward_floor": (12, 12), "length_collapse": (10, 7), "length_explosion": (10, 9),
-                       "truncation": (8, 7), "zero_std": (5, 4), "clip_blowup": (23, 21)}}
+                       "truncation": (8, 7), "zero_std": (5, 4), "clip_blowup": (25, 23)}}
 
 
 @pytest.mark.parametrize("half", sorted(INJECTED))

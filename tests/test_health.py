@@ -96,6 +96,24 @@ def test_explained_variance_nan_where_returns_tie_is_undefined_not_a_failure(tmp
     assert [(f.code, f.severity) for f in findings(overflow)] == [("nan_onset", "warning")]
 
 
+def test_episode_statistics_before_the_first_episode_ends_are_not_yet_defined(tmp_path):
+    """RLlib's progress.csv has ``nan`` in every episode column until an episode ends (the
+    real Qbert run of the benchmark: its first two iterations). Nothing went from a number
+    to NaN: info. A loss NaN at its first steps, and a metric that goes NaN after values,
+    stay onsets."""
+    nan = math.nan
+    ep = [nan, nan, 0.0, 50.0, 120.0, 150.0]
+    early = NAN_ONSET.run(write(tmp_path / "a", "r", {"episode_reward_mean": ep, "episode_reward_max": ep,
+                                                      "loss": [1.0] * 6})).report()
+    (f,) = early.findings
+    assert (f.code, f.severity, early.status) == ("undefined_nan", "info", "ok")
+    assert "episode_reward_max NaN at 2 of 6 steps (first 0): not defined before its first value" in f.title
+    loss = NAN_ONSET.run(write(tmp_path / "b", "r", {"loss": [nan, 1.0, 1.0, 1.0]}))
+    assert [(f.code, f.severity) for f in findings(loss)] == [("nan_onset", "warning")]
+    later = NAN_ONSET.run(write(tmp_path / "c", "r", {"episode_reward_max": [1.0, nan, 2.0, 3.0]}))
+    assert [(f.code, f.severity) for f in findings(later)] == [("nan_onset", "warning")]
+
+
 # --------------------------------------------------------------------- spikes
 def prior_median_reference(values, window=25, min_history=10, q=0.5):
     """The quantile of the up-to-``window`` finite values before each position (NumPy)."""

@@ -215,6 +215,32 @@ def test_value_loss_jump_the_return_does_not_explain():
     assert rules.value_loss_divergence("train/value_loss", steps, vl, partner=grown) is None
 
 
+def test_a_value_loss_that_climbs_far_past_its_returns_has_diverged():
+    """A DDPG critic whose TD error climbs 20 -> 1e6 over the run, a few x per stretch and
+    never in one 100x jump, while the return stays at 1-5: its Q estimates diverged (the
+    real SB3 DDPG UAV-coverage run of the tuning half, 22 -> 1.3e6, was missed). The same
+    climb with a return that grew 1000x (a squared error: 1e6x) follows the task."""
+    rng = np.random.default_rng(9)
+    steps = np.arange(100) * 1000
+    climb = np.geomspace(20, 1e6, 100) * np.exp(0.3 * rng.normal(size=100))
+    flat = (steps, 3 + rng.normal(size=100))
+    event = rules.value_loss_divergence("train/critic_loss", steps, climb, partner=flat)
+    assert (event.code, event.severity) == ("loss_divergence", "error")
+    assert event.onset <= event.evidence["above_from"] < steps[50]
+    assert "return's size changed" in event.title
+    grown = (steps, np.geomspace(1, 1000, 100))
+    assert rules.value_loss_divergence("train/critic_loss", steps, climb, partner=grown) is None
+
+
+def test_the_real_ddpg_critic_divergence_is_found_at_its_window():
+    from test_detectors_onset import tensorboard
+
+    (ls, lv), (rs, rv) = tensorboard("sb3tb_ddpg_uavcoverage_critic_divergence", "train/critic_loss",
+                                     "rollout/ep_rew_mean")
+    event = rules.value_loss_divergence("train/critic_loss", ls, lv, partner=(rs, rv))
+    assert event.severity == "error" and 40000 <= event.onset <= 50000     # the protocol's window
+
+
 def test_a_critic_back_at_its_untrained_loss_has_diverged():
     """A value loss starts high (the critic is untrained: 100 for 10 rows), is fitted down
     to 0.01, and later jumps to 10 (1000x) while the return falls: still under its start.

@@ -194,11 +194,13 @@ QUANTITIES: tuple[Quantity, ...] = (
        "mean undiscounted return of finished episodes (SB3 rollout/ep_rew_mean, monitor.csv r, "
        "CleanRL charts/episodic_return, Stable-Baselines 2 ep_reward_mean, OpenAI Baselines "
        "eprewmean, ML-Agents Environment/Cumulative Reward): an environment return, not a "
-       "reward-model score"),
+       "reward-model score",
+       undefined="where no episode ended (a mean over no episodes: RLlib logs NaN until the first one does)"),
     _q("episode_length", "nonneg", "none",
        ["rollout/ep_len_mean", "charts/episodic_length", "l", "episode/length", "ep_len_mean", "eplenmean",
         "episode_length", "Environment/Episode Length"],
-       "mean length of finished episodes"),
+       "mean length of finished episodes",
+       undefined="where no episode ended (a mean over no episodes: RLlib logs NaN until the first one does)"),
     _q("success_rate", "ratio", "down",
        ["success_rate", "rollout/success_rate", "success_at_end", "success_once", "charts/success_rate",
         "episode/success_rate"],

@@ -19,9 +19,11 @@ reward, a grad norm) that was never finite stays in the onset finding.
 
 A quantity that the semantics table says is undefined at some steps by its definition
 (explained variance, 1 - Var(returns - values) / Var(returns), where a batch's returns are
-all equal: SB3 logs NaN there) is listed as info when its non-finite values are all NaN and
-every other metric of the run stayed finite; when something else went non-finite too it is
-part of that cascade and stays in the onset finding.
+all equal: SB3 logs NaN there; an episode statistic before any episode ended: RLlib logs
+NaN there), and a metric that is no quantity of the table and is NaN only before its first
+finite value, are listed as info (``undefined_nan``) when their non-finite values are all
+NaN and every other metric of the run stayed finite; when something else went non-finite
+too they are part of that cascade and stay in the onset finding.
 """
 from __future__ import annotations
 
@@ -60,6 +62,7 @@ class Onset:
     rows: int
     steps: tuple[int, ...]
     persistent: bool
+    leading: bool = False        # every non-finite value comes before the first finite one
 
 
 @dataclass(frozen=True)
@@ -145,7 +148,8 @@ def onset(run_id: str, series, sample: int = 10) -> Onset | None:
     return Onset(run_id=run_id, metric=series.name, first_kind=_kind(values[0]),
                  first_step=int(steps[0]), last_bad_step=int(steps[-1]), nan=nan,
                  inf=int(len(values) - nan), rows=len(series),
-                 steps=tuple(int(x) for x in steps[:sample]), persistent=bool(bad[-1]))
+                 steps=tuple(int(x) for x in steps[:sample]), persistent=bool(bad[-1]),
+                 leading=bool(not bad[-1] and not bad[int(np.argmin(bad)):].any()))
 
 
 def never_defined(o: Onset) -> bool:
@@ -155,25 +159,35 @@ def never_defined(o: Onset) -> bool:
 
 
 def undefined_by(o: Onset) -> str:
-    """Where the semantics table says a metric has no value by its definition (explained
-    variance, where the returns have no variance), when its non-finite values are all NaN
-    (0/0 gives NaN; an overflow gives inf): those NaNs are no numerical failure. Empty
-    when the table says nothing of the kind."""
+    """Why a metric's NaNs are no numerical failure, or empty. Only NaNs count (0/0 and a
+    mean over nothing give NaN; an overflow gives inf):
+
+    * the semantics table says the quantity has no value there by its definition
+      (explained variance where a batch's returns tie; an episode statistic where no
+      episode ended: RLlib logs ``episode_reward_mean`` as NaN until the first one does);
+    * a metric that is no quantity of the table is NaN only before its first finite value:
+      not yet defined (nothing went from a number to NaN), as a never-finite one
+      (``never_defined``) never was."""
+    if o.inf:
+        return ""
     q = semantics.classify(o.metric)[0]
-    return q.undefined if q is not None and o.inf == 0 else ""
+    if q is not None:
+        return f"undefined {q.undefined}" if q.undefined else ""
+    return "not defined before its first value" if o.leading else ""
 
 
 def _undefined_finding(run_id: str, onsets: list[Onset]) -> Finding:
     first = onsets[0]
     names = "; ".join(f"{o.metric} NaN at {o.nan} of {o.rows} steps (first {o.first_step}): "
-                      f"undefined {undefined_by(o)}" for o in onsets)
+                      f"{undefined_by(o)}" for o in onsets)
     return Finding(code="undefined_nan", severity="info",
                    title=f"{names}; every other metric stayed finite: no numerical failure",
                    run_id=run_id, metric=first.metric,
                    steps=(first.first_step, max(o.last_bad_step for o in onsets)),
                    evidence={"metrics": [o.metric for o in onsets], "first": as_dict(first)},
-                   fix="Nothing to fix in training: the returns of those batches were all equal "
-                       "(a solved or collapsed task; read the return to tell which).")
+                   fix="Nothing to fix in training: those steps had nothing to measure (no episode "
+                       "ended, or a batch's returns were all equal: read the return to tell a solved "
+                       "task from a collapsed one).")
 
 
 def _unused_finding(run_id: str, onsets: list[Onset]) -> Finding:

@@ -664,8 +664,9 @@ def value_loss_divergence(metric: str, steps, values, partner=None) -> Event | N
     episode return (``partner``: its steps and values) degrades (``reward_degradation``
     fires on it) over the same stretch. A value loss that grows with the returns it fits
     is healthy, however far it grows, unless it jumps LOSS_JUMP x the level just before by
-    far more than the return's size grew (``_unexplained_jump``); with no return logged,
-    the loss must rise LOSS_JUMP x (``loss_divergence``)."""
+    far more than the return's size grew (``_unexplained_jump``), or climbs there
+    (``_unexplained_climb``); with no return logged, the loss must rise LOSS_JUMP x
+    (``loss_divergence``)."""
     if partner is None:
         return loss_divergence(metric, steps, values)
     values = np.asarray(values, float)
@@ -674,7 +675,8 @@ def value_loss_divergence(metric: str, steps, values, partner=None) -> Event | N
     rise = _rise("loss_divergence", metric, steps, values, VALUE_JUMP, "blew up", since_trough=True)
     fall = reward_degradation("episode return", *partner) if rise is not None else None
     if fall is None or fall.onset > rise.last or fall.last < rise.onset:
-        return _unexplained_jump(metric, steps, values, partner)
+        return _unexplained_jump(metric, steps, values, partner) or _unexplained_climb(
+            metric, steps, values, partner)
     peak, now = fall.evidence["peak"], fall.evidence["now"]
     return replace(rise, severity="error",
                    title=f"{rise.title} while the episode return fell from {peak:.4g} "
@@ -709,6 +711,25 @@ def _unexplained_jump(metric: str, steps, values, partner) -> Event | None:
                        "now": p.raw, "factor": LOSS_JUMP, "return_growth": growth,
                        "allowed": VALUE_JUMP * max(growth, 1.0) ** 2})
     return None
+
+
+def _unexplained_climb(metric: str, steps, values, partner) -> Event | None:
+    """A value loss that climbs (in any number of steps) to LOSS_JUMP x the lowest level
+    it held and stays, by far more than the returns it fits grew: VALUE_JUMP x the square
+    of the growth of the return's size, as ``_unexplained_jump`` allows one jump (a DDPG
+    critic whose TD error climbs 22 -> 1.3e6 while the return stays at 1-5: its Q
+    estimates diverged)."""
+    rise = _rise("loss_divergence", metric, steps, values, LOSS_JUMP, "climbed", since_trough=True)
+    if rise is None:
+        return None
+    growth = _size_growth(partner, rise.evidence["held_step"] + 1, int(np.asarray(steps)[-1]))
+    factor = rise.evidence["now"] / rise.evidence["held"]
+    if growth is None or factor <= VALUE_JUMP * max(growth, 1.0) ** 2:
+        return None
+    return replace(rise, severity="error",
+                   title=f"{rise.title} ({factor:.0f}x) while the episode return's size changed {growth:.2g}x",
+                   evidence={**rise.evidence, "return_growth": growth,
+                             "allowed": VALUE_JUMP * max(growth, 1.0) ** 2})
 
 
 def _size_growth(partner, onset: int, last: int) -> float | None:
