@@ -212,10 +212,10 @@ def entropy_collapse(metric: str, steps, values, partner=None) -> Event | None:
         return None
     event = _fall("entropy_collapse", metric, steps, values, ENTROPY_COLLAPSE, ENTROPY_COLLAPSE ** 2,
                   "collapsed")
-    if event is not None and event.evidence["now"] < ENTROPY_FLOOR:
-        return _solved(event, partner)
     if event is None:
         return None
+    if event.evidence["now"] < ENTROPY_FLOOR:
+        return _solved(event, partner)
     # a sharper policy at first; a later fall from the level it then held may still
     # take it to near-deterministic
     steps = np.asarray(steps)

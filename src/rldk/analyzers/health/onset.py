@@ -27,8 +27,9 @@ clip_ratio_blowup      clip_ratio           enters and stays at >= 30% clipped (
                                             for a drift or a decayed clip range)
 loss_divergence        loss, value_loss     100x a level it held and stays; a value
                                             loss 10x while the episode return falls,
-                                            or 100x in one jump the return's size
-                                            does not explain (a squared error)
+                                            or 100x (in one jump or a climb) that
+                                            the return's size does not explain (a
+                                            squared error)
 =====================  ===================  ==========================================
 """
 from __future__ import annotations
