@@ -28,6 +28,21 @@ def test_a_kl_jump_above_the_floor_is_a_spike(tmp_path):
     assert (found.metric, found.steps) == ("kl", (30,))
 
 
+def test_a_kl_spike_that_came_back_is_transient_however_large(tmp_path):
+    """A KL of one batch jumps when a few tokens are improbable under the reference: 500x
+    its level and back at once is info; the same jump in the last rows of the log (not yet
+    back) and a gradient norm's 500x spike stay warnings."""
+    from rldk.analyzers.spikes import _finding
+
+    base = [0.01 + 0.001 * math.sin(s) for s in range(40)]
+    (found,) = spikes.SpikesAnalyzer().run(kl_store(tmp_path / "a", base[:30] + [5.0] + base[:10])).spikes
+    assert found.worst_ratio > 100 and found.recovered
+    assert (_finding(found).code, _finding(found).severity) == ("spike_transient", "info")
+    (found,) = spikes.SpikesAnalyzer().run(kl_store(tmp_path / "b", base[:38] + [5.0])).spikes
+    assert not found.recovered
+    assert (_finding(found).code, _finding(found).severity) == ("spike", "warning")
+
+
 def test_rolling_prior_is_polars_rolling_quantile_to_the_bit():
     """The NumPy rolling quantile (no Polars import) gives Polars' linear interpolation
     exactly: ties, non-finite values, series shorter than the window."""
