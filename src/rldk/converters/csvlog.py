@@ -1,5 +1,8 @@
 """Generic CSV logs: a header row, then one row per logged step.
 
+Tab-separated tables (``.tsv``; a ``.txt`` whose first line holds tabs and no comma, as
+Spinning Up's ``progress.txt``) are read the same way, cell by cell.
+
 See :mod:`rldk.converters.tabular` for how columns become steps, metrics and
 samples. Empty cells are missing values (nothing is stored for them, never a
 zero). A row whose cell count differs from the header's is skipped and reported
@@ -33,22 +36,39 @@ NAME = "csv"
 
 
 def detect(path) -> bool:
-    """True for a ``.csv`` file (or a directory with one) with a header row."""
+    """True for a ``.csv`` file, a tab-separated one (``tab_separated``), or a directory
+    with one."""
     return bool(files(path, limit=1))
 
 
 def files(path, limit: int | None = None) -> list[Path]:
     path = Path(path)
-    found = [path] if path.is_file() else sorted(p for p in path.glob("*.csv") if p.is_file())
-    out = [p for p in found if p.suffix == ".csv"]
+    found = [path] if path.is_file() else sorted(
+        p for pattern in ("*.csv", "*.tsv", "*.txt") for p in path.glob(pattern) if p.is_file())
+    out = [p for p in found if p.suffix == ".csv" or tab_separated(p)]
     return out[:limit] if limit else out
+
+
+def tab_separated(file: Path) -> bool:
+    """A table whose cells are separated by tabs: a ``.tsv`` file, or a ``.txt`` one whose
+    first line holds tabs and no comma (Spinning Up's ``progress.txt``)."""
+    if file.suffix == ".tsv":
+        return True
+    if file.suffix != ".txt":
+        return False
+    try:
+        with open(file, "rb") as handle:
+            first = handle.readline(1 << 16)
+    except OSError:
+        return False
+    return b"\t" in first and b"," not in first
 
 
 def read(path, field_map=None, **_options) -> list[RunData]:
     path = Path(path)
     targets = [path] if path.is_file() else files(path)
     if not targets:
-        raise ConvertError(f"{path}: no CSV file (*.csv) found")
+        raise ConvertError(f"{path}: no CSV file (*.csv, *.tsv, or a tab-separated *.txt) found")
     mapping = parse_field_map(field_map)
     return [read_file(f, mapping) for f in targets]
 
@@ -75,7 +95,10 @@ def _tables(file: Path, mapping: dict, comment: str | None, run: RunData):
     path, which names each bad line. From the first block that needs the csv module's
     quoting rules on, the rest of the file streams through it (:func:`csv_lines`)."""
     rows, state = RowCollector(mapping), _State()
-    for lineno, piece in _pieces(file, comment, rows, state):
+    # a tab-separated table (small, written by a research logger) goes through the row path
+    pieces = (((n, cells) for n, cells in csv_lines(file, comment, delimiter="\t"))
+              if tab_separated(file) else _pieces(file, comment, rows, state))
+    for lineno, piece in pieces:
         if isinstance(piece, Block):
             tables = _columnar(rows, state, piece)
             if tables is not None:
@@ -265,16 +288,20 @@ def _python_floats(frame):
     return pl.DataFrame(out)
 
 
-def csv_lines(file: Path, comment: str | None = None, offset: int = 0, lineno: int = 0):
+def csv_lines(file: Path, comment: str | None = None, offset: int = 0, lineno: int = 0,
+              delimiter: str = ","):
     """``(line number, cells)`` of each non-empty row, read as a stream from byte
-    ``offset`` (line ``lineno`` + 1); one error line for binary or non-UTF-8 input."""
+    ``offset`` (line ``lineno`` + 1); one error line for binary or non-UTF-8 input.
+    Cells of a tab-separated table (``delimiter``) lose the spaces around them."""
     handle = open_binary(file, "CSV")
     handle.seek(offset)
     csv.field_size_limit(_FIELD_LIMIT)
     with io.TextIOWrapper(handle, encoding="utf-8-sig" if offset == 0 else "utf-8", newline="") as text:
-        reader = csv.reader(text)
+        reader = csv.reader(text, delimiter=delimiter)
         try:
             for cells in reader:
+                if delimiter != ",":
+                    cells = [c.strip() for c in cells]
                 if cells and not (comment and cells[0].startswith(comment)):
                     yield lineno + reader.line_num, cells
         except UnicodeDecodeError:
