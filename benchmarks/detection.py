@@ -122,6 +122,8 @@ def import_log(entry: dict):
 
     source = Path(entry.get("root", DATA)) / entry["path"]
     target = source.parent if FORMATS.get(entry["format"]) in ("trl", "sb3") else source
+    if FORMATS.get(entry["format"]) == "trl" and source.name != "trainer_state.json":
+        target = source                    # a state saved under another name: named, as a user would
     options = {"field_map": entry["field_map"]} if entry.get("field_map") else {}
     return ingest(str(target), adapter=FORMATS.get(entry["format"]), **options)
 

@@ -147,12 +147,8 @@ def cases_of(name: str, entry: dict, only: str | None = None):
 
 
 def robustness_store(entry: dict):
-    from rldk.converters import ingest
-
-    source = Path(entry.get("root", detection.DATA)) / entry["path"]
-    target = source.parent if detection.FORMATS.get(entry["format"]) in ("trl", "sb3") else source
-    options = {"field_map": entry["field_map"]} if entry.get("field_map") else {}
-    return ingest(str(target), adapter=detection.FORMATS.get(entry["format"]), **options)
+    """The store ``rldk import`` makes of one log (as the detection benchmark imports it)."""
+    return detection.import_log(entry)
 
 
 def inject(store, metric: str, injection: str, at: float = ONSET_SHARE):

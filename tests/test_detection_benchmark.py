@@ -114,8 +114,11 @@ def test_no_log_fails_to_import_or_analyze(results):
 #: events (1 found), 5 tune and 4 report healthy logs (one of each exits 3): tune 57 of 65,
 #: 28, 49, 8 of 62; report 40 of 49, 17, 30, 0.021, 10 of 48; then a second fall from the
 #: level a declined run then held is its own event: tune 57 -> 58 found, 28 -> 29 exact,
-#: 49 -> 50 in window (a MARLlib Ant return's collapse after its degradation)
-FLOORS = [("tune", 65 / 72, 30 / 72, 54 / 72, 6, 1 / 65), ("report", 44 / 55, 18 / 55, 31 / 55, 10, 2 / 51)]
+#: 49 -> 50 in window (a MARLlib Ant return's collapse after its degradation). Sessions
+#: 21-23: context that explains a change is info, batches 23 and 24 (32 logs, measured
+#: fresh before they were split), a leading -inf placeholder is not yet defined, and a
+#: length that shortens gradually as the reward rises is info: the floors below.
+FLOORS = [("tune", 68 / 77, 30 / 77, 56 / 77, 5, 1 / 70), ("report", 50 / 64, 18 / 64, 35 / 64, 10, 2 / 55)]
 
 
 @pytest.mark.parametrize("half, found, exact, in_window, exit3, false_alarms", FLOORS)

@@ -65,11 +65,12 @@ def bench(tmp_path_factory):
 #: successful episodes end sooner, listed as benign). Session 21: a change the run's context
 #: explains is info (tune exits 8 -> 5 of 62 on the full logs), the twenty-third batch (15
 #: logs), then a value loss climbing far past its returns' growth and episode statistics not
-#: yet defined: the floors below.
-FLOORS = {("tune", "every2"): (63 / 72, 49 / 72, 6), ("tune", "every3"): (61 / 72, 47 / 72, 6),
-          ("tune", "late"): (45 / 49, 35 / 49, 5), ("tune", "stopped"): (49 / 65, 40 / 65, 8),
-          ("report", "every2"): (41 / 55, 25 / 55, 8), ("report", "every3"): (43 / 55, 26 / 55, 8),
-          ("report", "late"): (33 / 41, 22 / 41, 8), ("report", "stopped"): (29 / 52, 22 / 52, 9)}
+#: yet defined; sessions 22-23: the twenty-fourth batch (17 logs), a leading -inf placeholder
+#: not yet defined, a length that shortens gradually as the reward rises is info: the floors below.
+FLOORS = {("tune", "every2"): (66 / 77, 50 / 77, 6), ("tune", "every3"): (64 / 77, 48 / 77, 5),
+          ("tune", "late"): (48 / 53, 37 / 53, 4), ("tune", "stopped"): (52 / 69, 42 / 69, 8),
+          ("report", "every2"): (45 / 64, 27 / 64, 8), ("report", "every3"): (47 / 64, 28 / 64, 8),
+          ("report", "late"): (40 / 50, 26 / 50, 10), ("report", "stopped"): (32 / 57, 23 / 57, 9)}
 
 
 @pytest.mark.parametrize("half, variant", sorted(FLOORS))
@@ -127,15 +128,18 @@ def test_a_stopped_run_ends_soon_after_its_first_event(bench):
 #: fits its metrics; zero-std groups at the top of a reward the run learned became info,
 #: so a verl GSM8K log whose ties already sit at 0.84 (solved prompts) from step 23 no
 #: longer counts the ties injected at 60% of the run (it had been found "late", from step 1).
-#: With the twenty-second batch's healthy logs: the counts below.
-INJECTED = {"tune": {"return_collapse": (61, 59), "entropy_collapse": (32, 0), "kl_blowup": (12, 12),
-                     "grad_explosion": (17, 17), "loss_divergence": (40, 39), "nan": (45, 45),
-                     "reward_floor": (20, 19), "length_collapse": (15, 14), "length_explosion": (14, 12),
-                     "truncation": (9, 9), "zero_std": (6, 5), "clip_blowup": (24, 22)},
-            "report": {"return_collapse": (45, 40), "entropy_collapse": (29, 0), "kl_blowup": (6, 5),
-                       "grad_explosion": (14, 14), "loss_divergence": (37, 36), "nan": (38, 38),
-                       "reward_floor": (12, 12), "length_collapse": (10, 7), "length_explosion": (10, 9),
-                       "truncation": (8, 7), "zero_std": (5, 4), "clip_blowup": (25, 23)}}
+#: With the twenty-second batch's healthy logs: the counts below. Sessions 21-23: the
+#: twenty-third and twenty-fourth batches' healthy logs; a length fall is info only when it
+#: took 6 points or more while the reward rose past its own 3-sigma band (a sudden 10x cut,
+#: as injected, stays a collapse; one after an info fall is judged again): the counts below.
+INJECTED = {"tune": {"return_collapse": (66, 63), "entropy_collapse": (34, 0), "kl_blowup": (12, 12),
+                     "grad_explosion": (18, 18), "loss_divergence": (42, 41), "nan": (46, 46),
+                     "reward_floor": (21, 20), "length_collapse": (16, 15), "length_explosion": (14, 12),
+                     "truncation": (10, 10), "zero_std": (6, 5), "clip_blowup": (26, 24)},
+            "report": {"return_collapse": (49, 43), "entropy_collapse": (31, 0), "kl_blowup": (7, 6),
+                       "grad_explosion": (16, 16), "loss_divergence": (38, 37), "nan": (41, 41),
+                       "reward_floor": (14, 14), "length_collapse": (12, 9), "length_explosion": (12, 11),
+                       "truncation": (10, 9), "zero_std": (5, 4), "clip_blowup": (28, 26)}}
 
 
 @pytest.mark.parametrize("half", sorted(INJECTED))

@@ -472,3 +472,45 @@ def test_real_solved_tasks_at_their_ceiling_and_real_collapses_that_are_not():
     steps, loss = sb3("sb3_a2c_breakout_entropy_collapse", "train/entropy_loss")
     returns = sb3("sb3_a2c_breakout_entropy_collapse", "rollout/ep_rew_mean")
     assert rules.entropy_collapse("entropy", steps, -loss, partner=returns).severity == "error"
+
+
+def _textcraft():
+    """The real healthy TextCraft agent run (tuning half): step, reward, mean length."""
+    import csv
+    path = REAL / "verlcsv_prefixgrpo_qwen3_1p7b_textcraft_learning" / "training_metrics_main-clip-gp1.csv"
+    with path.open(newline="") as f:
+        rows = [(float(r["step"]), float(r["critic_score_mean"]), float(r["response_length_mean"]))
+                for r in csv.DictReader(f)]
+    return (np.array(x) for x in zip(*rows))
+
+
+def test_a_length_that_falls_as_the_reward_rises_is_shorter_and_better():
+    """The real agent run shortens its trajectories ~2100 -> ~600 tokens as its success rises
+    0.63 -> 0.9: the fall is found, as info. The same fall with a flat reward, with a reward
+    that rose and fell back, or down to a handful of tokens stays an error."""
+    steps, reward, length = _textcraft()
+    event = rules.length_change("response_length_mean", steps, length, partner=(steps, reward))
+    assert (event.code, event.severity) == ("length_collapse", "info")
+    assert event.evidence["reward_after"] > event.evidence["reward_before"]
+    assert rules.length_change("response_length_mean", steps, length).severity == "error"
+    rng = np.random.default_rng(3)
+    flat = 0.7 + 0.1 * rng.standard_normal(len(steps))
+    assert rules.length_change("l", steps, length, partner=(steps, flat)).severity == "error"
+    back = reward.copy()
+    back[-len(back) // 5:] = 0.6 + 0.1 * rng.standard_normal(len(back) // 5)
+    assert rules.length_change("l", steps, length, partner=(steps, back)).severity == "error"
+    tiny = np.where(steps > 40, 5.0 + rng.random(len(steps)), length)
+    assert rules.length_change("l", steps, tiny, partner=(steps, reward)).severity == "error"
+    drift = 0.7 + 0.05 * rng.standard_normal(len(steps)) + np.linspace(0, 0.08, len(steps))
+    assert rules.length_change("l", steps, length, partner=(steps, drift)).severity == "error"
+
+
+def test_a_collapse_after_a_fall_that_was_shorter_and_better_is_still_a_collapse():
+    """The real agent run, its length cut to a tenth from row 985 on (the injection
+    benchmark's collapse): its first fall is info, the second, from the level the run
+    then held and with a flat reward, is the collapse, at its own step."""
+    steps, reward, length = _textcraft()
+    cut = length.copy()
+    cut[984:] *= 0.1
+    event = rules.length_change("response_length_mean", steps, cut, partner=(steps, reward))
+    assert (event.code, event.severity, event.onset) == ("length_collapse", "error", steps[984])

@@ -114,6 +114,25 @@ def test_episode_statistics_before_the_first_episode_ends_are_not_yet_defined(tm
     assert [(f.code, f.severity) for f in findings(later)] == [("nan_onset", "warning")]
 
 
+def test_a_minus_inf_placeholder_before_the_first_episode_is_not_yet_defined(tmp_path):
+    """OpenAI baselines' deepq logs ``mean 100 episode reward`` (and its per-step twin) as
+    -inf until an episode ends (a real highway-env run of the benchmark: its first two rows).
+    A leading -inf is that placeholder: info. +inf (an overflow), a -inf after a number
+    (log 0) and a leading -inf in a loss stay onsets."""
+    inf = math.inf
+    placeholder = NAN_ONSET.run(write(tmp_path / "a", "r", {
+        "episode_reward_mean": [-inf, -inf, -679.4, -241.4, -102.7],
+        "mean 100 episode reward per step": [-inf, -inf, -4.0, -1.7, -0.9],
+        "loss": [1.0] * 5})).report()
+    (f,) = placeholder.findings
+    assert (f.code, f.severity, placeholder.status) == ("undefined_nan", "info", "ok")
+    assert "episode_reward_mean -inf at 2 of 5 steps (first 0)" in f.title
+    for name, values in (("episode_reward_mean", [inf, 1.0, 2.0]), ("episode_reward_mean", [1.0, -inf, 2.0]),
+                         ("loss", [-inf, 1.0, 1.0]), ("custom", [1.0, -inf, -inf])):
+        run = NAN_ONSET.run(write(tmp_path / f"{name}{values}", "r", {name: values}))
+        assert [(g.code, g.severity) for g in findings(run)] in ([("nan_onset", "warning")], [("nan_onset", "error")]), (name, values)
+
+
 # --------------------------------------------------------------------- spikes
 def prior_median_reference(values, window=25, min_history=10, q=0.5):
     """The quantile of the up-to-``window`` finite values before each position (NumPy)."""

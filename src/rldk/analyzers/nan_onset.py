@@ -22,8 +22,10 @@ A quantity that the semantics table says is undefined at some steps by its defin
 all equal: SB3 logs NaN there; an episode statistic before any episode ended: RLlib logs
 NaN there), and a metric that is no quantity of the table and is NaN only before its first
 finite value, are listed as info (``undefined_nan``) when their non-finite values are all
-NaN and every other metric of the run stayed finite; when something else went non-finite
-too they are part of that cascade and stay in the onset finding.
+NaN (or -inf before the first finite value: OpenAI baselines' deepq writes -inf for the
+100-episode mean until an episode ends) and every other metric of the run stayed finite;
+when something else went non-finite too they are part of that cascade and stay in the
+onset finding.
 """
 from __future__ import annotations
 
@@ -63,6 +65,7 @@ class Onset:
     steps: tuple[int, ...]
     persistent: bool
     leading: bool = False        # every non-finite value comes before the first finite one
+    neg_inf: int = 0             # how many of the ``inf`` are -inf
 
 
 @dataclass(frozen=True)
@@ -147,7 +150,7 @@ def onset(run_id: str, series, sample: int = 10) -> Onset | None:
     nan = int(np.isnan(values).sum())
     return Onset(run_id=run_id, metric=series.name, first_kind=_kind(values[0]),
                  first_step=int(steps[0]), last_bad_step=int(steps[-1]), nan=nan,
-                 inf=int(len(values) - nan), rows=len(series),
+                 inf=int(len(values) - nan), neg_inf=int(np.isneginf(values).sum()), rows=len(series),
                  steps=tuple(int(x) for x in steps[:sample]), persistent=bool(bad[-1]),
                  leading=bool(not bad[-1] and not bad[int(np.argmin(bad)):].any()))
 
@@ -159,8 +162,11 @@ def never_defined(o: Onset) -> bool:
 
 
 def undefined_by(o: Onset) -> str:
-    """Why a metric's NaNs are no numerical failure, or empty. Only NaNs count (0/0 and a
-    mean over nothing give NaN; an overflow gives inf):
+    """Why a metric's NaNs are no numerical failure, or empty. NaNs count (0/0 and a
+    mean over nothing give NaN), and a -inf only before the first finite value (the
+    placeholder a logger writes for a best or mean over no episode yet: OpenAI baselines'
+    deepq logs ``mean 100 episode reward`` as -inf until one ends); an overflow gives +inf
+    and a -inf after a number (log 0) is a failure:
 
     * the semantics table says the quantity has no value there by its definition
       (explained variance where a batch's returns tie; an episode statistic where no
@@ -168,17 +174,21 @@ def undefined_by(o: Onset) -> str:
     * a metric that is no quantity of the table is NaN only before its first finite value:
       not yet defined (nothing went from a number to NaN), as a never-finite one
       (``never_defined``) never was."""
-    if o.inf:
+    if o.inf > o.neg_inf or (o.neg_inf and not o.leading):
         return ""
     q = semantics.classify(o.metric)[0]
     if q is not None:
-        return f"undefined {q.undefined}" if q.undefined else ""
+        return f"undefined {q.undefined}" if q.undefined and (o.leading or not o.neg_inf) else ""
     return "not defined before its first value" if o.leading else ""
+
+
+def _kinds(o: Onset) -> str:
+    return "/".join(k for k, n in (("NaN", o.nan), ("-inf", o.neg_inf), ("inf", o.inf - o.neg_inf)) if n)
 
 
 def _undefined_finding(run_id: str, onsets: list[Onset]) -> Finding:
     first = onsets[0]
-    names = "; ".join(f"{o.metric} NaN at {o.nan} of {o.rows} steps (first {o.first_step}): "
+    names = "; ".join(f"{o.metric} {_kinds(o)} at {o.nan + o.inf} of {o.rows} steps (first {o.first_step}): "
                       f"{undefined_by(o)}" for o in onsets)
     return Finding(code="undefined_nan", severity="info",
                    title=f"{names}; every other metric stayed finite: no numerical failure",

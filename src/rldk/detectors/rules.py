@@ -76,6 +76,14 @@ CEILING_SHARE = 0.1
 #: Length collapse / explosion: the mean response length falls below a third of, or rises
 #: above three times, a level it held.
 LENGTH_FACTOR = 3.0
+#: ``_shorter_and_better``: a length collapse to this many tokens or fewer is a degenerate
+#: answer (an option letter, a lone EOS: every labelled collapse of the real corpus ends at
+#: 1-10 tokens) whatever the reward did; a few sentences of text are more than this.
+LENGTH_DEGENERATE = 32.0
+#: ``_shorter_and_better``: the reward's rise from before a length fall to after it counts
+#: when it clears this many noise sigmas of the series itself (a new level outside the
+#: noise band of the old one, not a drift inside it).
+RISE_SIGMAS = 3.0
 #: Reward degradation: the reward falls back by at least this share of what the run had
 #: gained (its peak minus its first level) and stays below that line to the end.
 DEGRADATION_SHARE = 0.5
@@ -285,14 +293,62 @@ def reward_ceiling(steps, values, at_step: int) -> dict | None:
     return {"ceiling": top, "visits": visits, "share": share, "reward_reached": reached}
 
 
-def length_change(metric: str, steps, values) -> Event | None:
+def length_change(metric: str, steps, values, partner=None) -> Event | None:
     """Mean response length falls below 1/LENGTH_FACTOR of the highest level it held, or
-    rises above LENGTH_FACTOR times the lowest, and stays."""
+    rises above LENGTH_FACTOR times the lowest, and stays. A fall that came with the reward
+    (``partner``) rising to a new level and holding it is info (``_shorter_and_better``)."""
     fall = _fall("length_collapse", metric, steps, values, 1 / LENGTH_FACTOR, 1 / LENGTH_FACTOR,
                  "fell")
-    if fall is not None:
-        return replace(fall, severity="error")
-    return _rise("length_explosion", metric, steps, values, LENGTH_FACTOR, "grew")
+    if fall is None:
+        return _rise("length_explosion", metric, steps, values, LENGTH_FACTOR, "grew")
+    fall = _shorter_and_better(replace(fall, severity="error"), partner)
+    if fall.severity == "info":
+        # shorter and better at first; a later fall from the level it then held may not be
+        steps, values = np.asarray(steps), np.asarray(values, float)
+        c = int(np.searchsorted(steps, fall.evidence["below_from"]))
+        later = _fall("length_collapse", metric, steps[c:], values[c:], 1 / LENGTH_FACTOR,
+                      1 / LENGTH_FACTOR, "fell")
+        if later is not None:
+            later = _shorter_and_better(replace(later, severity="error"), partner)
+            return later if later.severity == "error" else fall
+    return fall
+
+
+def _shorter_and_better(event: Event, partner) -> Event:
+    """``event`` (a length collapse) as info when the reward (``partner``: steps, values)
+    rose with it, gradually: the length took 2 x MIN_REFERENCE reward points or more from
+    its onset to the line, and the reward's median from the step the length crossed the
+    line on, and over the last quarter of that stretch, are both above its median just
+    before the fall (as many points as the fall took, at least 2 x MIN_REFERENCE) by
+    RISE_SIGMAS noise sigmas (``noise_sigma``: outside the old level's noise band). The policy
+    learned shorter answers that score better (an agent learning shorter solutions: a
+    real TextCraft run went 2100 -> 600 tokens over 175 steps as its success rose 0.56 ->
+    0.87; reasoning runs shed a base model's rambling as they learn the format). A
+    length that drops at once is a switch of behaviour, not learning, and stays an
+    error, as do a fall to LENGTH_DEGENERATE tokens or fewer (an answer of a letter or an
+    EOS) and one with a flat or falling reward (a reward that rose earlier in the run
+    does not count: the window before is the fall's own)."""
+    if partner is None or event.evidence["now"] <= LENGTH_DEGENERATE:
+        return event
+    r_steps, r = np.asarray(partner[0]), np.asarray(partner[1], float)
+    crossed = event.evidence["below_from"]
+    fall = int(np.sum((r_steps >= event.onset) & (r_steps < crossed)))
+    before = r[r_steps < event.onset][-max(fall, 2 * MIN_REFERENCE):]
+    after = r[r_steps >= crossed]
+    if fall < 2 * MIN_REFERENCE or min(len(before), len(after)) < 2 * MIN_REFERENCE:
+        return event
+    sigma = noise_sigma(r)
+    then = float(np.median(before))
+    need = RISE_SIGMAS * sigma
+    now, late = float(np.median(after)), float(np.median(after[-max(1, len(after) // 4):]))
+    if sigma <= 0 or min(now, late) - then < need:
+        return event
+    return replace(event, severity="info",
+                   title=f"{event.title}, while the reward rose from {then:.4g} to {now:.4g} and held: "
+                         "shorter answers that score better (read a few of them to rule out a length "
+                         "exploit of the reward)",
+                   evidence={**event.evidence, "reward_before": then, "reward_after": now,
+                             "reward_late": late, "reward_noise": sigma})
 
 
 def reward_degradation(metric: str, steps, values, points: bool = True) -> Event | None:
@@ -756,7 +812,8 @@ def eval_degradation(metric: str, steps, values, partner=None) -> Event | None:
 EVAL_RULES = {"episode_return": (eval_degradation,)}
 #: quantity -> the quantity its rules judge it against (passed as ``partner``).
 PAIRED = {"value_loss": "episode_return", "clip_ratio": "clip_range", "zero_std_frac": "reward",
-          "entropy": ("reward", "episode_return"), "episode_return": "success_rate"}
+          "entropy": ("reward", "episode_return"), "episode_return": "success_rate",
+          "response_length": "reward"}
 
 
 def paired(quantity: str) -> tuple:

@@ -9,7 +9,9 @@ code                   quantity             what
 =====================  ===================  ==========================================
 entropy_collapse       entropy              stays below 20% of a level it held (info
                                             at a reward ceiling: a solved task)
-length_collapse        response_length      stays below 1/3 of a level it held
+length_collapse        response_length      stays below 1/3 of a level it held (info
+                                            while the reward rose with it: shorter
+                                            answers that score better)
 length_explosion       response_length      stays above 3x a level it held
 truncation_onset       truncation_ratio     enters and stays at >= 50% truncated
 zero_std_onset         zero_std_frac        enters and stays at >= 50% zero-std groups
