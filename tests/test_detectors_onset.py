@@ -514,3 +514,32 @@ def test_a_collapse_after_a_fall_that_was_shorter_and_better_is_still_a_collapse
     cut[984:] *= 0.1
     event = rules.length_change("response_length_mean", steps, cut, partner=(steps, reward))
     assert (event.code, event.severity, event.onset) == ("length_collapse", "error", steps[984])
+
+
+def test_a_moderate_loss_that_lasts_to_the_end_is_a_degradation():
+    """A run that gained 10 and lost 35% of it for the last third of the log: under half
+    the gain, but kept to the end (the judgement of independent labellers on real runs);
+    the same loss that comes back is a sag and stays quiet, as does a loss of 15%."""
+    rng = np.random.default_rng(2)
+    t = np.arange(300)
+    rise = np.minimum(t / 90, 1) * 10
+    kept = rise - 3.5 * (t >= 200) + 0.5 * rng.normal(size=300)
+    event = rules.reward_degradation("r", t, kept)
+    assert event is not None and 195 <= event.onset <= 200 and event.evidence["share"] == rules.MODERATE_SHARE
+    back = rise - 3.5 * ((t >= 200) & (t < 250)) + 0.5 * rng.normal(size=300)
+    assert rules.reward_degradation("r", t, back) is None
+    small = rise - 1.5 * (t >= 200) + 0.5 * rng.normal(size=300)
+    assert rules.reward_degradation("r", t, small) is None
+
+
+def test_a_real_sac_return_that_slid_a_third_of_its_gain_to_the_end(tmp_path, monkeypatch):
+    """A real ML-Agents SAC run (tuning half): the return rose -11.9 -> about -5.1, then slid
+    to about -7.6 and ended there (a third of the gain lost): found inside its window."""
+    from rldk.converters import ingest
+
+    monkeypatch.setenv("RLDK_CACHE_DIR", str(tmp_path / "cache"))
+    name = "mlagentstb_sac_carcatching_reward_degradation"
+    store = ingest(str(next((REAL / name).glob("events.out.tfevents.*"))), adapter="tensorboard")
+    series = store.run(store.run_ids[0]).metric("Environment/Cumulative Reward")
+    event = rules.reward_degradation("r", series["step"].to_numpy(), series["value"].to_numpy())
+    assert event is not None and 301000 <= event.onset <= 446000

@@ -87,6 +87,13 @@ RISE_SIGMAS = 3.0
 #: Reward degradation: the reward falls back by at least this share of what the run had
 #: gained (its peak minus its first level) and stays below that line to the end.
 DEGRADATION_SHARE = 0.5
+#: Reward degradation, failing the above: a decline by at least this share of the gain
+#: that lasts to the end of the log (not one the run recovers from: a dip of a third
+#: that comes back is a sag). Independent labellers of the real corpus call a sustained
+#: loss of a fifth to two fifths of the gain a degradation (a TD3 reach task, a recurrent
+#: PPO LunarLander, an ML-Agents SAC run); judged first against half the gain, a run that
+#: did lose half keeps the onset of that fall, not of an earlier sag.
+MODERATE_SHARE = 0.3
 #: ``_success_held``: a return decline is the task's only while the success rate falls by
 #: more than this (a tenth of all episodes) or ends under SUCCESS_HELD (most episodes fail).
 SUCCESS_DROP = 0.1
@@ -363,8 +370,9 @@ def reward_degradation(metric: str, steps, values, points: bool = True) -> Event
     (``rldk.detectors.trend.recovered_decline``: below the line for MIN_STRETCH of the run,
     from the highest level held before it): a policy broken for a tenth of the run is an
     event even when training later repairs it; ``last`` is then the last step below the
-    line and ``recovered_at`` the first step back above it. Failing all three (a run with
-    no gain to lose: flat, or no significant rise), a reward that settles below every
+    line and ``recovered_at`` the first step back above it. Failing those, a decline by
+    MODERATE_SHARE of the gain that lasts to the end (on levels, as the first). Failing
+    all (a run with no gain to lose: flat, or no significant rise), a reward that settles below every
     level it held before and stays there to the end (``rldk.detectors.trend.settled_below``),
     or falls far under them for a tenth of the run and comes back (its ``recovered``).
     """
@@ -379,6 +387,9 @@ def reward_degradation(metric: str, steps, values, points: bool = True) -> Event
         if found is not None:
             return found
     d = d if d is not None else recovered_decline(steps, v, DEGRADATION_SHARE, r)
+    if d is None and (d := decline(steps, v, MODERATE_SHARE, r)) is not None:
+        event = _declined(metric, steps, d)
+        return replace(event, evidence={**event.evidence, "share": MODERATE_SHARE})
     d = d if d is not None else settled_below(steps, v, r)
     d = d if d is not None else settled_below(steps, v, r, recovered=True)
     return None if d is None else _declined(metric, steps, d)

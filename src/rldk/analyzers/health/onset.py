@@ -19,6 +19,7 @@ reward_collapse        reward               sits at its floor from some step on
 reward_degradation     reward, episode_     falls back by half its gain and stays (to
                        return (train, eval) the end, or a tenth of the run before it
                                             recovers; on levels: rldk.detectors.trend),
+                                            or by 30% of it to the end of the log,
                                             or, with no gain, settles below every
                                             level it held and stays; one finding per
                                             fall of a train series that fell twice;
