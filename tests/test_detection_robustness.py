@@ -65,13 +65,13 @@ def bench(tmp_path_factory):
 #: successful episodes end sooner, listed as benign). Session 21: a change the run's context
 #: explains is info (tune exits 8 -> 5 of 62 on the full logs), the twenty-third batch (15
 #: logs), then a value loss climbing far past its returns' growth and episode statistics not
-#: yet defined; sessions 22-23: the twenty-fourth and twenty-fifth batches (31 logs), a leading
+#: yet defined; sessions 22-23: the twenty-fourth to twenty-sixth batches (41 logs), a leading
 #: -inf placeholder not yet defined, a length that shortens gradually as the reward rises is
 #: info, a loss of 30% of the gain kept to the end is a degradation: the floors below.
-FLOORS = {("tune", "every2"): (69 / 80, 52 / 80, 6), ("tune", "every3"): (67 / 80, 50 / 80, 5),
-          ("tune", "late"): (51 / 56, 40 / 56, 4), ("tune", "stopped"): (57 / 72, 46 / 72, 8),
-          ("report", "every2"): (48 / 67, 29 / 67, 10), ("report", "every3"): (50 / 67, 29 / 67, 10),
-          ("report", "late"): (42 / 52, 28 / 52, 12), ("report", "stopped"): (36 / 60, 26 / 60, 11)}
+FLOORS = {("tune", "every2"): (71 / 83, 53 / 83, 6), ("tune", "every3"): (69 / 83, 51 / 83, 5),
+          ("tune", "late"): (52 / 58, 40 / 58, 4), ("tune", "stopped"): (60 / 75, 47 / 75, 8),
+          ("report", "every2"): (52 / 72, 32 / 72, 10), ("report", "every3"): (54 / 72, 31 / 72, 10),
+          ("report", "late"): (46 / 57, 30 / 57, 12), ("report", "stopped"): (39 / 64, 28 / 64, 11)}
 
 
 @pytest.mark.parametrize("half, variant", sorted(FLOORS))
@@ -130,17 +130,17 @@ def test_a_stopped_run_ends_soon_after_its_first_event(bench):
 #: so a verl GSM8K log whose ties already sit at 0.84 (solved prompts) from step 23 no
 #: longer counts the ties injected at 60% of the run (it had been found "late", from step 1).
 #: With the twenty-second batch's healthy logs: the counts below. Sessions 21-23: the
-#: twenty-third to twenty-fifth batches' healthy logs; a length fall is info only when it
+#: twenty-third to twenty-sixth batches' healthy logs; a length fall is info only when it
 #: took 6 points or more while the reward rose past its own 3-sigma band (a sudden 10x cut,
 #: as injected, stays a collapse; one after an info fall is judged again): the counts below.
-INJECTED = {"tune": {"return_collapse": (70, 67), "entropy_collapse": (34, 0), "kl_blowup": (13, 13),
-                     "grad_explosion": (19, 19), "loss_divergence": (44, 43), "nan": (48, 48),
+INJECTED = {"tune": {"return_collapse": (72, 69), "entropy_collapse": (35, 0), "kl_blowup": (13, 13),
+                     "grad_explosion": (20, 20), "loss_divergence": (46, 45), "nan": (50, 50),
                      "reward_floor": (22, 21), "length_collapse": (17, 15), "length_explosion": (15, 13),
-                     "truncation": (10, 10), "zero_std": (6, 5), "clip_blowup": (26, 24)},
-            "report": {"return_collapse": (52, 46), "entropy_collapse": (32, 0), "kl_blowup": (8, 6),
-                       "grad_explosion": (18, 18), "loss_divergence": (42, 40), "nan": (45, 45),
+                     "truncation": (10, 10), "zero_std": (6, 5), "clip_blowup": (27, 24)},
+            "report": {"return_collapse": (54, 48), "entropy_collapse": (34, 0), "kl_blowup": (8, 6),
+                       "grad_explosion": (18, 18), "loss_divergence": (44, 42), "nan": (47, 47),
                        "reward_floor": (15, 15), "length_collapse": (13, 10), "length_explosion": (13, 12),
-                       "truncation": (10, 9), "zero_std": (5, 4), "clip_blowup": (29, 27)}}
+                       "truncation": (10, 9), "zero_std": (5, 4), "clip_blowup": (31, 29)}}
 
 
 @pytest.mark.parametrize("half", sorted(INJECTED))
