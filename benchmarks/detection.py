@@ -121,11 +121,12 @@ def import_log(entry: dict):
     from rldk.converters import ingest
 
     source = Path(entry.get("root", DATA)) / entry["path"]
-    target = source.parent if FORMATS.get(entry["format"]) in ("trl", "sb3") else source
-    if FORMATS.get(entry["format"]) == "trl" and source.name != "trainer_state.json":
-        target = source                    # a state saved under another name: named, as a user would
+    fmt = FORMATS.get(entry["format"])
+    # SB3 and TRL logs are read from their folder, as a user points at a run; a TRL state
+    # saved under another name is named itself
+    folder = fmt == "sb3" or (fmt == "trl" and source.name == "trainer_state.json")
     options = {"field_map": entry["field_map"]} if entry.get("field_map") else {}
-    return ingest(str(target), adapter=FORMATS.get(entry["format"]), **options)
+    return ingest(str(source.parent if folder else source), adapter=fmt, **options)
 
 
 def quantity_of(metric: str | None) -> str | None:

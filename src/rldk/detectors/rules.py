@@ -304,20 +304,20 @@ def length_change(metric: str, steps, values, partner=None) -> Event | None:
     """Mean response length falls below 1/LENGTH_FACTOR of the highest level it held, or
     rises above LENGTH_FACTOR times the lowest, and stays. A fall that came with the reward
     (``partner``) rising to a new level and holding it is info (``_shorter_and_better``)."""
-    fall = _fall("length_collapse", metric, steps, values, 1 / LENGTH_FACTOR, 1 / LENGTH_FACTOR,
-                 "fell")
+    def collapse(steps, values) -> Event | None:
+        fall = _fall("length_collapse", metric, steps, values, 1 / LENGTH_FACTOR, 1 / LENGTH_FACTOR, "fell")
+        return None if fall is None else _shorter_and_better(replace(fall, severity="error"), partner)
+
+    fall = collapse(steps, values)
     if fall is None:
         return _rise("length_explosion", metric, steps, values, LENGTH_FACTOR, "grew")
-    fall = _shorter_and_better(replace(fall, severity="error"), partner)
     if fall.severity == "info":
         # shorter and better at first; a later fall from the level it then held may not be
-        steps, values = np.asarray(steps), np.asarray(values, float)
+        steps = np.asarray(steps)
         c = int(np.searchsorted(steps, fall.evidence["below_from"]))
-        later = _fall("length_collapse", metric, steps[c:], values[c:], 1 / LENGTH_FACTOR,
-                      1 / LENGTH_FACTOR, "fell")
-        if later is not None:
-            later = _shorter_and_better(replace(later, severity="error"), partner)
-            return later if later.severity == "error" else fall
+        later = collapse(steps[c:], np.asarray(values, float)[c:])
+        if later is not None and later.severity == "error":
+            return later
     return fall
 
 
@@ -388,8 +388,7 @@ def reward_degradation(metric: str, steps, values, points: bool = True) -> Event
             return found
     d = d if d is not None else recovered_decline(steps, v, DEGRADATION_SHARE, r)
     if d is None and (d := decline(steps, v, MODERATE_SHARE, r)) is not None:
-        event = _declined(metric, steps, d)
-        return replace(event, evidence={**event.evidence, "share": MODERATE_SHARE})
+        return _declined(metric, steps, d, MODERATE_SHARE)
     d = d if d is not None else settled_below(steps, v, r)
     d = d if d is not None else settled_below(steps, v, r, recovered=True)
     return None if d is None else _declined(metric, steps, d)
@@ -461,16 +460,16 @@ def _later_stage(metric: str, steps, v, main: Event) -> Event | None:
                    evidence={**event.evidence, "after_fall_from_step": main.onset})
 
 
-def _declined(metric: str, steps, d: Decline) -> Event:
-    """The ``reward_degradation`` event of decline ``d`` (``last``: its last step below the
-    line when the run recovered, else the run's last step)."""
+def _declined(metric: str, steps, d: Decline, share: float = DEGRADATION_SHARE) -> Event:
+    """The ``reward_degradation`` event of decline ``d``, judged at ``share`` of the gain
+    (``last``: its last step below the line when the run recovered, else the run's last step)."""
     k, last = prior_exit(d.r, d.onset, d.tail, d.peak, d.end), len(steps) - 1 if d.end is None else d.end - 1
     back = "" if d.end is None else f", back above {d.line:.4g} from step {int(steps[d.end])}"
     return Event("reward_degradation", metric, int(steps[k]), int(steps[last]), "warning",
                  f"{metric} fell from {d.peak:.4g} (step {d.peak_step}) to {d.now:.4g} "
                  f"from step {int(steps[k])}{back}",
                  {"peak": d.peak, "peak_step": d.peak_step, "start": d.start, "now": d.now,
-                  "line": d.line, "threshold": d.line, "share": DEGRADATION_SHARE,
+                  "line": d.line, "threshold": d.line, "share": share,
                   "z": round(d.z, 2),
                   "below_line_from": int(steps[d.tail]),
                   "recovered_at": None if d.end is None else int(steps[d.end])})
