@@ -172,7 +172,7 @@ def realistic(steps: int, reps: int, loggers: list[str], k: int = 20) -> None:
               f"vs {(cpus['jsonl'] - cpu_base) * 1e3:+.1f} us/step (target: rldk <= JSONL)")
 
 
-def blocks(cycles: int, block: int, k: int = 20) -> None:
+def blocks(cycles: int, block: int, k: int = 20, pin: str | None = None) -> None:
     """The realistic loop in one process: blocks of ``block`` steps with no logger, orjson
     JSONL and rldk, in rotating order, ``cycles`` times. A logger's block ends by flushing
     it (rldk waits for its encoder to write the block's values), so its background work
@@ -192,8 +192,13 @@ def blocks(cycles: int, block: int, k: int = 20) -> None:
     the encoder; calls + the flush's CPU + encoder CPU bounds what it can pay when none is
     (every encoder cycle taken from the loop). A flush's wait is the encoder writing:
     counted once, in off-CPU or in the encoder's CPU. What none of these counts: a
-    logger's effect on the caches the numpy work uses."""
+    logger's effect on the caches the numpy work uses.
+
+    ``pin`` ("LOOP:ENCODER", CPU lists such as "2:3" or "4:4"; Linux) fixes the loop
+    thread and rldk's writer threads to those CPUs, so that the scheduler cannot move
+    either; without it they go where the scheduler puts them, as in training."""
     import random
+    import threading
 
     for var in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS"):   # as --realistic's children
         os.environ.setdefault(var, "1")
@@ -205,6 +210,12 @@ def blocks(cycles: int, block: int, k: int = 20) -> None:
     names = [f"train/metric_{j}" for j in range(k)]
     out = tempfile.mkdtemp(prefix="bench-blocks-")
     w.init(os.path.join(out, "rldk"), run_id="bench", capture_env=False)
+    if pin:
+        loop_cpus, writer_cpus = ({int(c) for c in part.split(",")} for part in pin.split(":"))
+        os.sched_setaffinity(0, loop_cpus)                            # this thread only
+        for thread in threading.enumerate():
+            if thread.name.startswith("rldk-writer") and thread.native_id is not None:
+                os.sched_setaffinity(thread.native_id, writer_cpus)
     jsonl = open(os.path.join(out, "log.jsonl"), "wb", buffering=1 << 20)
     passes = _calibrate()
     x = np.random.default_rng(0).standard_normal(1 << 16)
@@ -264,7 +275,8 @@ def blocks(cycles: int, block: int, k: int = 20) -> None:
     boot = sorted(statistics.median(rng.choices(diff, k=len(diff))) for _ in range(2000))
     base = statistics.median(run_block("none")["wall"] for _ in range(3))
     print(f"\nrealistic loop, one process: {cycles} cycles of {block}-step blocks (none, JSONL, rldk, "
-          f"rotating; ~{base / 1e3:.2f} ms a step), {k} scalars a step, load {os.getloadavg()[0]:.1f}")
+          f"rotating; ~{base / 1e3:.2f} ms a step), {k} scalars a step, load {os.getloadavg()[0]:.1f}"
+          + (f", loop:writer threads pinned to CPUs {pin}" if pin else ""))
     for logger, values in over.items():
         print(f"  {logger:<6} overhead {statistics.median(values):+7.1f} us/step "
               f"({statistics.median(values) / base * 100:+.2f}%)")
@@ -492,6 +504,8 @@ def main() -> None:
     parser.add_argument("--blocks", type=int, default=0, metavar="CYCLES",
                         help="only the realistic loop in one process: CYCLES cycles of none / JSONL / rldk blocks")
     parser.add_argument("--block-steps", type=int, default=200)
+    parser.add_argument("--pin", metavar="LOOP:ENCODER",
+                        help="--blocks only: CPUs for the loop thread and rldk's writer threads, e.g. 2:3 (Linux)")
     args = parser.parse_args()
     print(f"# writer overhead, {time.strftime('%Y-%m-%d')}, {os.cpu_count()} CPUs, Python {sys.version.split()[0]}")
     if args.guards:
@@ -499,7 +513,7 @@ def main() -> None:
     if args.s3:
         return s3_column(args.steps, args.reps)
     if args.blocks:
-        return blocks(args.blocks, args.block_steps)
+        return blocks(args.blocks, args.block_steps, pin=args.pin)
     if args.realistic:
         return realistic(args.realistic_steps, args.reps, (args.loggers or "none,rldk,jsonl").split(","))
     args.loggers = args.loggers or "empty,rldk,jsonl,tensorboard,wandb"
