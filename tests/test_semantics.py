@@ -117,6 +117,23 @@ def test_a_mapped_name_is_taken_whole_prefix_and_all():
     assert semantics.classify("test/reward")[:2] == (semantics.quantity("reward"), "eval")
 
 
+def test_a_mapped_name_with_a_train_prefix_beats_the_built_in_names():
+    """A wandb run of SB3 logs ``rollout/ep_rew_mean`` a few times and the user's own
+    ``train/mean_episode_reward_last_100`` on every step; mapped to ``episode_return``, the
+    user's name is the series. It was ranked by its unprefixed form, which is in no table,
+    so the built-in ``rollout/ep_rew_mean`` won."""
+    logged = ["rollout/ep_rew_mean", "train/mean_episode_reward_last_100"]
+    assert semantics.resolve("episode_return", logged).metric == "rollout/ep_rew_mean"
+    try:
+        semantics.use_metric_map({"episode_return": ["train/mean_episode_reward_last_100"]})
+        assert semantics.resolve("episode_return", logged).metric == "train/mean_episode_reward_last_100"
+        semantics.use_metric_map({"entropy": ["-train/neg_entropy"]})
+        found = semantics.resolve("entropy", ["train/entropy", "train/neg_entropy"])
+        assert (found.metric, found.sign) == ("train/neg_entropy", -1)
+    finally:
+        semantics.use_metric_map(None)
+
+
 @pytest.mark.parametrize("text, message", [
     ("{", "map.json: line 1: not JSON"),
     ('{"kl_to_ref": "my/kl"}', "map.json: a metric map is a JSON object of lists of names"),

@@ -305,7 +305,8 @@ def resolve(name: str, available, split: str = "train") -> Resolved | None:
     ``name`` is a canonical name, an alias, or any framework name (which then
     stands for its quantity). A metric logged literally as ``name`` wins (for the
     train split); otherwise the quantity's names are tried in table order within
-    ``split``, the unprefixed form of a name before its prefixed forms.
+    ``split``, the unprefixed form of a name before its prefixed forms; a name from the
+    user's metric map (``use_metric_map``) is matched whole and comes first.
     """
     available = list(available)
     if split == "train" and name in available:
@@ -318,7 +319,10 @@ def resolve(name: str, available, split: str = "train") -> Resolved | None:
         hit_q, hit_split, sign = classify(raw)
         if hit_q is None or hit_q.name != q.name or hit_split != split:
             continue
-        rank = (_position(q, split_name(raw)[1], sign), raw != split_name(raw)[1], raw)
+        # a name the user's map gives is taken whole, as ``classify`` takes it, and ranks
+        # at its place in the map (before every built-in name)
+        whole = raw in _active.mapped
+        rank = (_position(q, raw if whole else split_name(raw)[1], sign), not whole and raw != split_name(raw)[1], raw)
         if best is None or rank < best[0]:
             best = (rank, Resolved(raw, sign, q))
     return best[1] if best else None
