@@ -505,3 +505,21 @@ def test_a_steady_learning_trend_is_not_wander():
     assert trend._allan_var(y, 10) < 0.05 * trend._lag_var(y, 10)
     onsets = [e.onset for e in rules.reward_declines("r", steps, values)]
     assert 26000 in onsets and any(o >= 82000 for o in onsets)
+
+
+def test_a_crash_at_the_end_far_below_an_earlier_sag_is_a_decline_though_shorter():
+    """A DDPG return (a real Spinning Up Ant run of the tuning half) learns to ~600, sags
+    to ~-250 for 120 epochs and relearns, holds ~650, then crashes to ~-1100 for the last
+    40 epochs of the log. The final stretch is shorter than the sag the run came back
+    from, but it never was that deep before: a decline, from where the crash started. The
+    same log ending in a sag no deeper than the first stays quiet: the run has been there
+    and came back."""
+    rng = np.random.default_rng(2)
+    learn, sag, back = np.linspace(-100, 600, 60), np.full(120, -250.0), np.linspace(-250, 650, 40)
+    plateau = np.full(300, 650.0)
+    crash = np.r_[learn, sag, back, plateau, np.full(40, -1100.0)]
+    v = crash + 150 * rng.normal(size=len(crash))
+    events = rules.reward_declines("episode_return", np.arange(len(v)), v)
+    assert any(e.onset >= 515 and e.last == len(v) - 1 for e in events)
+    again = np.r_[learn, sag, back, plateau, np.full(40, -250.0)] + 150 * rng.normal(size=len(crash))
+    assert not any(e.onset >= 515 for e in rules.reward_declines("episode_return", np.arange(len(again)), again))

@@ -474,7 +474,7 @@ def _tail(r: Regimes, j: int, line: float) -> int | None:
     """Index of the first regime of the trailing run (after ``j``) whose held regimes are
     all below ``line``, when it starts with one below the line and is long enough
     (``final_need``: MIN_STRETCH of the run, or longer than any stretch below the line the
-    run came back from since it first reached it); else None."""
+    run came back from since it first reached it, at a level as deep); else None."""
     t = None
     for i in range(len(r.parts) - 1, j, -1):
         p = r.parts[i]
@@ -486,7 +486,13 @@ def _tail(r: Regimes, j: int, line: float) -> int | None:
         return None
     start, below = r.parts[t].start, r.values < line
     lo = int(np.argmin(below))                  # from where the run first reached the line
-    return t if len(r.values) - start >= final_need(below, lo, start, MIN_TAIL) else None
+    # a stretch the run came back from counts against the final one only where its level
+    # (the regimes', not the noisy points') went as deep: half way from the line to the
+    # final stretch's median (a return that sagged under the line for a long while and
+    # recovered, then crashed far below that sag at the end, has never been there before)
+    level = np.repeat([p.level for p in r.parts], [p.size for p in r.parts])
+    deep = level < (line + float(np.median(r.y[start:]))) / 2
+    return t if len(r.values) - start >= final_need(below & deep, lo, start, MIN_TAIL) else None
 
 
 def first_off(r: Regimes, j: int, t: int, off) -> int:
