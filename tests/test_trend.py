@@ -523,3 +523,17 @@ def test_a_crash_at_the_end_far_below_an_earlier_sag_is_a_decline_though_shorter
     assert any(e.onset >= 515 and e.last == len(v) - 1 for e in events)
     again = np.r_[learn, sag, back, plateau, np.full(40, -250.0)] + 150 * rng.normal(size=len(crash))
     assert not any(e.onset >= 515 for e in rules.reward_declines("episode_return", np.arange(len(again)), again))
+
+
+def test_a_flat_return_that_slides_away_is_reported_where_the_slide_left_its_level():
+    """A TD3 drone (a real wandb run of the tuning half): the random policy's return holds
+    -81.5 +- 0.5 for 140 rows, then, once training starts, slides -86, -97, -106, ... to
+    about -250 and stays. No gain to lose (``settled_below``); the slide's points are
+    regimes of a point or two, so the stretch opens at its bottom and the line (the lowest
+    level held before it) is the slide's own: the onset is the first point off the level,
+    not the first held regime down there."""
+    rng = np.random.default_rng(4)
+    v = np.r_[np.full(140, -81.5) + 0.5 * rng.normal(size=140), -81.5 - 10.0 * np.arange(1, 15),
+              np.full(60, -250.0) + 8.0 * rng.normal(size=60)]
+    event = rules.reward_degradation("episode_return", np.arange(len(v)), v)
+    assert event is not None and event.onset == 140

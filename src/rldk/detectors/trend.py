@@ -313,9 +313,9 @@ def settled_below(steps, values, r: Regimes | None = None, recovered: bool = Fal
     run) may open on a plateau held for less than a tenth of what is left. Its drop from
     the median before must pass SIGNIFICANCE standard errors (``level_se``: noise and
     wander). The onset is the first point of the stretch, walked back over the points just
-    before it that are already below the line (past the midpoint of the move, when the
-    level before is so noisy that its 3-sigma band reaches that midpoint: its own low rows
-    are no part of the fall).
+    before it that have left the level before (below its 3-sigma band; past the midpoint
+    of the move, when the level before is so noisy that its band reaches that midpoint:
+    its own low rows are no part of the fall).
 
     ``recovered``: instead, the first such low stretch that the run comes back from
     (``end``: its first regime back above the line, as ``recovered_decline`` closes one),
@@ -355,12 +355,14 @@ def settled_below(steps, values, r: Regimes | None = None, recovered: bool = Fal
              / max(se(s, end - s, (end - s) // 2 + s // 2), 1e-300))
         if z < SIGNIFICANCE:
             continue
-        # the points just before the stretch already below the line are part of the fall,
-        # unless the level before is too noisy for its lowest tenth to tell (its 3-sigma band
-        # reaches the midpoint of the move): then only points past the midpoint are
-        held, low = float(np.median(before)), float(np.median(tail))
-        noisy = SIGNIFICANCE * noise_sigma(before) >= (held - low) / 2
-        onset = _walk_back(r.values, s, (held + low) / 2 if noisy else line, 0)
+        # the points just before the stretch that have left the level before (below its
+        # 3-sigma band) are part of the fall: a slide whose points are regimes of a point or
+        # two opens no stretch itself and sets the line at its own bottom. When the level
+        # before is too noisy to tell (its band reaches the midpoint of the move), only
+        # points past the midpoint are
+        held, low, sigma = float(np.median(before)), float(np.median(tail)), noise_sigma(before)
+        noisy = SIGNIFICANCE * sigma >= (held - low) / 2
+        onset = _walk_back(r.values, s, (held + low) / 2 if noisy else held - SIGNIFICANCE * sigma, 0)
         return Decline(r, onset, s, float(np.median(before)), int(r.steps[0]), None,
                        float(np.median(tail)), line, float(z), end if end < n else None)
     return None
