@@ -537,3 +537,17 @@ def test_a_flat_return_that_slides_away_is_reported_where_the_slide_left_its_lev
               np.full(60, -250.0) + 8.0 * rng.normal(size=60)]
     event = rules.reward_degradation("episode_return", np.arange(len(v)), v)
     assert event is not None and event.onset == 140
+
+
+def test_a_real_ddpg_crash_is_found_from_the_row_after_its_last_at_the_plateau():
+    """Spinning Up DDPG on Ant (tuning half): a 101-epoch plateau at ~690, two single rows
+    just under its band (-58, -125), one more back at it (658 at 1091999), then -1242 and
+    the crash to the end of the log, 40 epochs, deeper than anything the run came back
+    from. The onset is the row after the last one at the plateau (the onset protocol's
+    step event), though PELT cuts the wobble before it as a regime of its own."""
+    with open(REAL / "spinup_ddpg_ant_collapse_critic_divergence" / "progress.txt", encoding="utf-8") as fh:
+        rows = list(csv.DictReader(fh, delimiter="\t"))
+    steps = np.array([int(r["TotalEnvInteracts"]) for r in rows])
+    v = np.array([float(r["AverageEpRet"]) for r in rows])
+    events = rules.reward_declines("episode_return", steps, v)
+    assert any(e.onset == 1093999 and e.last == steps[-1] for e in events)

@@ -189,7 +189,9 @@ def prior_exit(r: Regimes, onset: int, tail: int, peak: float, stop: int | None 
     row-to-row noise) or above it (``_left_level``, as ``fall_start`` reads a move out of
     the noise). A rolling mean that wobbles under its plateau for a while, or an entropy
     that drifts from 7 to 5 nats before it drops to zero, is at its level until the drop:
-    the wobble and the drift are not the move. Never earlier than ``onset``; ``onset`` itself when the noise
+    the wobble and the drift are not the move, nor is a short wobble that PELT cut as a
+    regime of its own between that level and the fall when a point of it is back at the
+    level. Never earlier than ``onset``; ``onset`` itself when the noise
     band of that level reaches the midpoint (no point can be placed by it)."""
     y = r.y
     if tail <= onset:
@@ -200,7 +202,7 @@ def prior_exit(r: Regimes, onset: int, tail: int, peak: float, stop: int | None 
     while j >= 0 and (before.parts[j].size < PRIOR_POINTS
                       or before.parts[j].level < peak - PRIOR_SHARE * (peak - low)):
         j -= 1
-    if j < 0 or before.parts[j].end <= onset:
+    if j < 0:
         return onset
     part = before.parts[j]
     band = BAND * noise_sigma(y[part.start:part.end])
