@@ -120,7 +120,7 @@ def test_no_log_fails_to_import_or_analyze(results):
 #: that shortens gradually as the reward rises is info, and a loss of 30% of the gain kept
 #: to the end is a degradation (report 51 -> 53 found, 36 -> 37 in window, exits 12 -> 13,
 #: before batch 26): the floors below.
-FLOORS = [("tune", 73 / 83, 30 / 83, 60 / 83, 5, 1 / 76), ("report", 57 / 72, 20 / 72, 39 / 72, 13, 3 / 61)]
+FLOORS = [("tune", 82 / 91, 33 / 91, 66 / 91, 5, 1 / 78), ("report", 59 / 76, 20 / 76, 40 / 76, 13, 3 / 62)]
 
 
 @pytest.mark.parametrize("half, found, exact, in_window, exit3, false_alarms", FLOORS)
