@@ -321,8 +321,8 @@ def resolve(name: str, available, split: str = "train") -> Resolved | None:
             continue
         # a name the user's map gives is taken whole, as ``classify`` takes it, and ranks
         # at its place in the map (before every built-in name)
-        name = raw if raw in _active.mapped else split_name(raw)[1]
-        rank = (_position(q, name, sign), raw != name, raw)
+        key = raw if raw in _active.mapped else split_name(raw)[1]
+        rank = (_position(q, key, sign), raw != key, raw)
         if best is None or rank < best[0]:
             best = (rank, Resolved(raw, sign, q))
     return best[1] if best else None

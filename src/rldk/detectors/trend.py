@@ -363,8 +363,8 @@ def settled_below(steps, values, r: Regimes | None = None, recovered: bool = Fal
         held, low, sigma = float(np.median(before)), float(np.median(tail)), noise_sigma(before)
         noisy = SIGNIFICANCE * sigma >= (held - low) / 2
         onset = _walk_back(r.values, s, (held + low) / 2 if noisy else held - SIGNIFICANCE * sigma, 0)
-        return Decline(r, onset, s, float(np.median(before)), int(r.steps[0]), None,
-                       float(np.median(tail)), line, float(z), end if end < n else None)
+        return Decline(r, onset, s, held, int(r.steps[0]), None, low, line, float(z),
+                       end if end < n else None)
     return None
 
 
@@ -454,11 +454,16 @@ def _held_levels(r: Regimes):
     n = len(r.values)
     if n < 2 * MIN_REFERENCE or len(r.parts) < 2:
         return None
-    level = np.repeat([p.level for p in r.parts], [p.size for p in r.parts])
+    level = _point_levels(r)
     # the window's k-th points, for each k: a few whole-array passes (a reduction over
     # a strided view of short windows costs ten times more)
     shifted = [level[k:n - MIN_REFERENCE + 1 + k] for k in range(MIN_REFERENCE)]
     return functools.reduce(np.minimum, shifted), functools.reduce(np.maximum, shifted)
+
+
+def _point_levels(r: Regimes) -> np.ndarray:
+    """Each point's regime level (on the transformed scale)."""
+    return np.repeat([p.level for p in r.parts], [p.size for p in r.parts])
 
 
 def _window_size(r: Regimes, a: int) -> int:
@@ -492,8 +497,7 @@ def _tail(r: Regimes, j: int, line: float) -> int | None:
     # (the regimes', not the noisy points') went as deep: half way from the line to the
     # final stretch's median (a return that sagged under the line for a long while and
     # recovered, then crashed far below that sag at the end, has never been there before)
-    level = np.repeat([p.level for p in r.parts], [p.size for p in r.parts])
-    deep = level < (line + float(np.median(r.y[start:]))) / 2
+    deep = _point_levels(r) < (line + float(np.median(r.y[start:]))) / 2
     return t if len(r.values) - start >= final_need(below & deep, lo, start, MIN_TAIL) else None
 
 
