@@ -427,6 +427,32 @@ def test_roll_metrics_jsonl_steps_from_system_step(tmp_path):
     assert meta["step_field"] == "system/step"
 
 
+def test_rllib_result_json_is_json_lines_stepped_by_env_steps(tmp_path):
+    """Ray Tune / RLlib write ``result.json``: one nested result object a line (a ``.json``
+    file of JSON Lines), each with the env steps so far (``timesteps_total``). It is found
+    by ``auto``, stepped by those env steps, and its learner stats resolve by RLlib's names;
+    a pretty-printed ``params.json`` beside it is not taken for JSON Lines."""
+    rows = [{"episode_reward_mean": 10.0 * it, "episode_len_mean": 20.0 + it, "training_iteration": it,
+             "timesteps_total": 4000 * it, "done": False,
+             "info": {"learner": {"default_policy": {"learner_stats": {"entropy": 1.0 - 0.1 * it, "kl": 0.01,
+                                                                       "vf_loss": 3.0}}}},
+             "config": {"lr": 5e-5, "model": {"fcnet_hiddens": [64, 64]}}} for it in (1, 2, 3)]
+    trial = tmp_path / "PPO_CartPole-v1_0"
+    trial.mkdir()
+    (trial / "result.json").write_text("".join(json.dumps(r) + "\n" for r in rows))
+    (trial / "params.json").write_text(json.dumps({"lr": 5e-5, "gamma": 0.99}, indent=2))
+    assert detect_format(trial / "result.json") == "jsonl"
+    convert_path(trial / "result.json", "auto", tmp_path / "s")
+    (run,) = open_store(tmp_path / "s").runs()
+    assert run.metric("episode_return").rows() == [(4000, 10.0), (8000, 20.0), (12000, 30.0)]
+    assert run.metric("entropy").rows()[-1] == (12000, 0.7)
+    assert run.metric("ppo_approx_kl").rows()[0] == (4000, 0.01)
+    meta = json.loads(run.events("run").filter(pl.col("name") == "import")["attrs"][0])["meta"]
+    assert meta["step_field"] == "timesteps_total"
+    from rldk.converters import jsonl
+    assert jsonl.files(trial) == [trial / "result.json"]
+
+
 def test_csv_ragged_rows_are_skipped_and_reported(tmp_path):
     f = tmp_path / "log.csv"
     f.write_text("step,loss,kl\n1,0.5,0.1\n2,0.4\n3,0.3,0.2,9\n4,,0.3\n")

@@ -152,6 +152,54 @@ def test_every_quantity_is_documented():
         assert f"`{q.name}`" in table and q.doc and q.kind in semantics.KINDS and q.bad in semantics.BAD
 
 
+#: Names that frameworks write themselves (not a user's choice), each seen in a real log of
+#: benchmarks/data/real, where a metric map had to say what it was: the built-in table
+#: knows them, so a user of those frameworks needs no map.
+FRAMEWORK_NAMES = [
+    ("rllib", "episode_reward_mean", "episode_return", "train"),
+    ("rllib", "episode_len_mean", "episode_length", "train"),
+    ("rllib", "env_runners/episode_return_mean", "episode_return", "train"),
+    ("rllib", "info/learner/default_policy/learner_stats/entropy", "entropy", "train"),
+    ("rllib", "info/learner/default_policy/vf_loss", "value_loss", "train"),
+    ("rllib", "info/learner/default_policy/learner_stats/kl", "ppo_approx_kl", "train"),
+    ("rllib", "info/learner/shared_policy/learner_stats/entropy", "entropy", "train"),
+    ("rllib", "info/learner/vf_loss", "value_loss", "train"),
+    ("rl_games", "rewards/step", "episode_return", "train"),
+    ("rl_games", "episode_lengths/step", "episode_length", "train"),
+    ("rl_games", "losses/a_loss", "loss", "train"),
+    ("rl_games", "losses/c_loss", "value_loss", "train"),
+    ("rl_games", "info/kl", "ppo_approx_kl", "train"),
+    ("rl_games", "info/e_clip", "clip_range", "train"),
+    ("sample_factory", "reward/reward", "episode_return", "train"),
+    ("sample_factory", "len/len", "episode_length", "train"),
+    ("sample_factory", "train/kl_divergence", "ppo_approx_kl", "train"),
+    ("sample_factory", "train/fraction_clipped", "clip_ratio", "train"),
+    ("skrl", "Reward / Total reward (mean)", "episode_return", "train"),
+    ("skrl", "Loss / Value loss", "value_loss", "train"),
+    ("rsl_rl", "Train/mean_reward", "episode_return", "train"),
+    ("rsl_rl", "Loss/value_function", "value_loss", "train"),
+    ("rsl_rl", "Loss/surrogate", "loss", "train"),
+    ("tianshou", "update/loss/ent", "entropy", "train"),
+    ("tianshou", "update/loss/vf", "value_loss", "train"),
+    ("on-policy (MAPPO)", "average_episode_rewards", "episode_return", "train"),
+    ("on-policy (MAPPO)", "dist_entropy", "entropy", "train"),
+    ("on-policy (MAPPO)", "actor_grad_norm", "grad_norm", "train"),
+    ("pymarl", "test_return_mean", "episode_return", "eval"),
+    ("pymarl", "test_ep_length_mean", "episode_length", "eval"),
+    ("rlkit", "eval/Average Returns", "episode_return", "eval"),
+    ("rlkit", "trainer/QF1 Loss", "value_loss", "train"),
+    ("sb3", "eval/mean_ep_length", "episode_length", "eval"),
+    ("cleanrl dqn", "losses/td_loss", "value_loss", "train"),
+    ("rl4lms", "rollout_info/kl_div_mean", "kl_to_ref", "train"),
+]
+
+
+@pytest.mark.parametrize("framework, raw, quantity, split", FRAMEWORK_NAMES)
+def test_names_frameworks_write_need_no_map(framework, raw, quantity, split):
+    q, got_split, sign = semantics.classify(raw)
+    assert (q.name if q else None, got_split, sign) == (quantity, split, 1), framework
+
+
 # ------------------------------------------------- frameworks x entry points
 #: (framework, name it logs) for each quantity the matrix exercises.
 FORMS = {

@@ -50,7 +50,7 @@ KINDS = {
 BAD = {"up": "rising is bad", "down": "falling is bad", "both": "moves either way are bad",
        "none": "no direction is bad in itself"}
 SPLITS = ("train", "eval")
-_EVAL_PREFIXES = ("eval/", "eval_", "val/", "val-core/", "test/")
+_EVAL_PREFIXES = ("eval/", "eval_", "val/", "val-core/", "test/", "test_")
 _TRAIN_PREFIXES = ("train/",)
 
 
@@ -93,7 +93,7 @@ def _q(name, kind, bad, names, doc, aliases=(), rules=(), undefined="") -> Quant
 QUANTITIES: tuple[Quantity, ...] = (
     _q("reward", "signed", "down",
        ["reward", "reward_mean", "rewards/mean", "env/reward_mean", "objective/scores", "ppo/mean_scores",
-        "critic/score/mean", "critic/rewards/mean", "score", "env/all/reward/total", "reward/mean"],
+        "critic/score/mean", "critic/rewards/mean", "score", "env/all/reward/total", "reward/mean", "rollout_info/ep_rew"],
        "mean reward-model / verifier score of a batch (TRL GRPO/PPO, OpenRLHF, verl, LLaMA-Factory, "
        "Tinker env/all/reward/total or reward/mean)",
        aliases=["reward_mean"], rules=["reward_collapse", "reward_plateau", "reward_saturation"]),
@@ -102,45 +102,57 @@ QUANTITIES: tuple[Quantity, ...] = (
        "spread of the reward within a batch"),
     _q("kl_to_ref", "logscale", "up",
        ["kl", "objective/kl", "actor/reward_kl_penalty", "actor/kl_loss", "critic/kl", "kl_mean",
-        "ppo/mean_non_score_reward_kl"],
+        "ppo/mean_non_score_reward_kl", "rollout_info/kl_div_mean"],
        "KL divergence of the policy from the reference model (TRL kl / objective/kl, OpenRLHF "
        "train/kl, verl actor/kl_loss or actor/reward_kl_penalty)",
        aliases=["kl"], rules=["negative_kl", "kl_above_target", "kl_spike", "kl_controller_stuck"]),
     _q("ppo_approx_kl", "logscale", "up",
        ["approx_kl", "actor/ppo_kl", "policy/approxkl_avg", "ppo/policy/approxkl", "losses/approx_kl",
-        "ppo_kl", "approxkl", "loss/approxkl", "KL"],
+        "ppo_kl", "approxkl", "loss/approxkl", "KL",
+        "info/kl", "kl_divergence", "info/learner/default_policy/learner_stats/kl",
+        "info/learner/default_policy/kl"],
        "old-to-new policy KL estimate of one PPO update (verl actor/ppo_kl, SB3/CleanRL approx_kl): "
        "tiny and of either sign by construction; not the KL to the reference (Spinning Up's KL "
        "of PPO/TRPO is this one)"),
     _q("kl_coef", "nonneg", "none",
        ["kl_coef", "objective/kl_coef", "actor/kl_coef", "critic/kl_coeff", "critic/kl_coef",
-        "actor/reward_kl_penalty_coeff", "ppo/kl_coef"],
+        "actor/reward_kl_penalty_coeff", "ppo/kl_coef",
+        "info/learner/default_policy/learner_stats/cur_kl_coeff", "info/learner/default_policy/cur_kl_coeff"],
        "coefficient of the KL penalty (adaptive controllers move it)", rules=["kl_controller_stuck"]),
     _q("entropy", "nonneg", "down",
        ["entropy", "objective/entropy", "policy/entropy_avg", "actor/entropy", "ppo/policy/entropy",
         "losses/entropy", "-entropy_loss", "policy_entropy", "loss/policy_entropy", "Policy/Entropy",
-        "optim/entropy", "policy/entropy", "Entropy"],
+        "optim/entropy", "policy/entropy", "Entropy", "dist_entropy", "loss/ent", "update/loss/ent",
+        "info/learner/default_policy/learner_stats/entropy", "info/learner/default_policy/entropy"],
        "mean token / action entropy of the policy (SB3 logs minus it as entropy_loss; ML-Agents "
        "Policy/Entropy, Tinker optim/entropy or policy/entropy, Spinning Up Entropy)",
        rules=["entropy_collapse"]),
     _q("loss", "signed", "none",
        ["loss", "policy_loss", "actor/pg_loss", "loss/policy_avg", "ppo/loss/policy", "losses/policy_loss",
-        "policy_gradient_loss", "loss/policy_loss", "Losses/Policy Loss", "LossPi"],
+        "policy_gradient_loss", "loss/policy_loss", "Losses/Policy Loss", "LossPi",
+        "losses/a_loss", "Loss/surrogate", "Loss / Policy loss", "trainer/Policy Loss", "pg_loss", "loss/clip",
+        "update/loss/clip", "info/learner/default_policy/learner_stats/policy_loss",
+        "info/learner/default_policy/policy_loss"],
        "the (policy) training loss (Spinning Up LossPi)", rules=["loss_spike"]),
     _q("value_loss", "logscale", "up",
        ["value_loss", "critic_loss", "critic/vf_loss", "loss/value_avg", "ppo/loss/value",
-        "losses/value_loss", "loss/value_loss", "Losses/Value Loss", "LossV", "LossQ"],
+        "losses/value_loss", "loss/value_loss", "Losses/Value Loss", "LossV", "LossQ",
+        "losses/c_loss", "Loss/value_function", "Loss / Value loss", "trainer/QF1 Loss", "loss/vf", "update/loss/vf",
+        "losses/td_loss", "losses/qf1_loss", "info/learner/default_policy/learner_stats/vf_loss",
+        "info/learner/default_policy/vf_loss"],
        "critic / value-function loss (Spinning Up LossV, or LossQ of its Q-function)"),
     _q("grad_norm", "logscale", "up",
-       ["grad_norm", "actor/grad_norm", "policy/grad_norm", "gradient_norm", "actor_train/grad_norm"],
+       ["grad_norm", "actor/grad_norm", "policy/grad_norm", "gradient_norm", "actor_train/grad_norm", "actor_grad_norm",
+        "info/learner/default_policy/learner_stats/grad_gnorm", "info/learner/default_policy/grad_gnorm"],
        "gradient norm before clipping", rules=["grad_norm_spike"]),
     _q("lr", "nonneg", "none",
        ["learning_rate", "lr", "actor/lr", "actor_lr", "charts/learning_rate", "Policy/Learning Rate",
-        "optim/lr"],
+        "optim/lr", "Loss/learning_rate", "Learning / Learning rate", "info/lr",
+        "info/learner/default_policy/learner_stats/cur_lr", "info/learner/default_policy/cur_lr"],
        "learning rate of the policy optimizer"),
     _q("response_length", "nonneg", "both",
        ["completions/mean_length", "completion_length", "response_length", "response_length/mean",
-        "tokens/responses_len_mean", "env/all/ac_tokens_per_turn"],
+        "tokens/responses_len_mean", "env/all/ac_tokens_per_turn", "rollout_info/ep_lens"],
        "mean generated response length in tokens (Tinker: action tokens per turn)",
        rules=["length_growth", "length_hacking"]),
     _q("truncation_ratio", "ratio", "up",
@@ -148,10 +160,10 @@ QUANTITIES: tuple[Quantity, ...] = (
        "fraction of responses cut at the maximum length", rules=["truncation"]),
     _q("clip_ratio", "ratio", "up",
        ["clip_ratio/region_mean", "clip_ratio", "policy/clipfrac_avg", "actor/pg_clipfrac", "clip_fraction",
-        "losses/clipfrac", "ppo/policy/clipfrac", "policy_clip_frac", "clipfrac", "loss/clipfrac", "ClipFrac"],
+        "losses/clipfrac", "ppo/policy/clipfrac", "policy_clip_frac", "clipfrac", "loss/clipfrac", "ClipFrac", "fraction_clipped"],
        "fraction of tokens whose PPO ratio was clipped", rules=["clip_ratio_high"]),
     _q("clip_range", "nonneg", "none",
-       ["clip_range", "cliprange", "clip_param", "Policy/Epsilon"],
+       ["clip_range", "cliprange", "clip_param", "Policy/Epsilon", "info/e_clip"],
        "PPO clip range epsilon (rl-zoo schedules decay it; ML-Agents logs it as Policy/Epsilon): "
        "the clip fraction counts ratios outside 1 +- epsilon, so it rises as epsilon shrinks"),
     _q("zero_std_frac", "ratio", "up",
@@ -166,7 +178,8 @@ QUANTITIES: tuple[Quantity, ...] = (
        "mean value-function estimate", aliases=["value_mean"]),
     _q("explained_var", "signed", "down",
        ["explained_variance", "critic/vf_explained_var", "losses/explained_variance",
-        "misc/explained_variance"],
+        "misc/explained_variance",
+        "info/learner/default_policy/learner_stats/vf_explained_var", "info/learner/default_policy/vf_explained_var"],
        "explained variance of the value function (1 is perfect)",
        undefined="where the batch's returns have no variance (1 - Var(returns - values) / Var(returns) "
                  "with Var(returns) = 0: SB3 and CleanRL log NaN there)"),
@@ -191,16 +204,24 @@ QUANTITIES: tuple[Quantity, ...] = (
        ["rollout/ep_rew_mean", "charts/episodic_return", "r", "episode/reward", "ep_rew_mean",
         "episode_reward",
         "mean_reward", "episode_return", "ep_reward_mean", "eprewmean", "mean 100 episode reward",
-        "Environment/Cumulative Reward", "AverageEpRet", "AverageReturn"],
+        "Environment/Cumulative Reward", "AverageEpRet", "AverageReturn",
+        "episode_reward_mean", "env_runners/episode_return_mean", "env_runners/episode_reward_mean",
+        "rewards/step", "reward/reward", "Reward / Total reward (mean)", "Train/mean_reward",
+        "average_episode_rewards", "return_mean", "Average Returns", "exploration/Average Returns"],
        "mean undiscounted return of finished episodes (SB3 rollout/ep_rew_mean, monitor.csv r, "
        "CleanRL charts/episodic_return, Stable-Baselines 2 ep_reward_mean, OpenAI Baselines "
        "eprewmean, ML-Agents Environment/Cumulative Reward, Spinning Up AverageEpRet, rllab / "
-       "garage AverageReturn): an environment return, not a "
-       "reward-model score",
+       "garage AverageReturn, RLlib episode_reward_mean, rl_games rewards/step, Sample Factory "
+       "reward/reward, skrl, rsl_rl Train/mean_reward, MAPPO, pymarl, rlkit): an environment "
+       "return, not a reward-model score (Tianshou's train/reward and test/reward are returns "
+       "too, under TRL's name for a reward-model score: map them)",
        undefined="where no episode ended (a mean over no episodes: RLlib logs NaN until the first one does)"),
     _q("episode_length", "nonneg", "none",
        ["rollout/ep_len_mean", "charts/episodic_length", "l", "episode/length", "ep_len_mean", "eplenmean",
-        "episode_length", "Environment/Episode Length", "EpLen", "AverageEpLen"],
+        "episode_length", "Environment/Episode Length", "EpLen", "AverageEpLen",
+        "episode_len_mean", "env_runners/episode_len_mean", "episode_lengths/step", "len/len",
+        "Episode / Total timesteps (mean)", "Train/mean_episode_length", "mean_ep_length", "ep_length_mean",
+        "num_frames_mean", "path length Mean", "exploration/path length Mean"],
        "mean length of finished episodes",
        undefined="where no episode ended (a mean over no episodes: RLlib logs NaN until the first one does)"),
     _q("success_rate", "ratio", "down",
@@ -288,9 +309,25 @@ def classify(raw: str) -> tuple[Quantity | None, str, int]:
         return _active.quantities[hit[0]], "train", hit[1]
     split, name = split_name(raw)
     hit = _active.by_name.get(("train", name))
+    if hit is None and name.startswith(_RLLIB_LEARNER):
+        hit = _active.by_name.get(("train", _rllib_default(name)))
     if hit is None:
         return None, split, 1
     return _active.quantities[hit[0]], split, hit[1]
+
+
+_RLLIB_LEARNER = "info/learner/"
+
+
+def _rllib_default(name: str) -> str:
+    """RLlib's learner stats under its default policy's name: RLlib writes them under the
+    id of the policy they belong to (``info/learner/<policy>/learner_stats/entropy``;
+    ``info/learner/entropy`` for one shared policy in some versions), and the table
+    lists them under ``default_policy``."""
+    parts = name.split("/")
+    if len(parts) == 3:
+        return _RLLIB_LEARNER + "default_policy/" + parts[2]
+    return _RLLIB_LEARNER + "default_policy/" + "/".join(parts[3:])
 
 
 def canonical(raw: str) -> str | None:

@@ -24,30 +24,42 @@ from rldk.converters.tabular import (
 )
 
 NAME = "jsonl"
-SUFFIXES = (".jsonl", ".ndjson")
+SUFFIXES = (".jsonl", ".ndjson")       # and a .json file of JSON Lines (``files``)
 
 
 def detect(path) -> bool:
-    """True for a ``.jsonl``/``.ndjson`` file (or a directory with one) whose first line is an object."""
+    """True for a ``.jsonl``/``.ndjson`` file (or a directory with one) whose first line is
+    an object, or a ``.json`` file whose first two lines are objects (Ray Tune / RLlib's
+    ``result.json``: one result a line)."""
     return bool(files(path, limit=1))
 
 
 def files(path, limit: int | None = None) -> list[Path]:
     path = Path(path)
     found = [path] if path.is_file() else sorted(p for p in path.glob("*") if p.is_file())
-    out = [p for p in found if p.suffix in SUFFIXES and _first_is_object(p)]
+    out = [p for p in found if (p.suffix in SUFFIXES and _first_is_object(p))
+           or (p.suffix == ".json" and _first_is_object(p, lines=2))]
     return out[:limit] if limit else out
 
 
-def _first_is_object(path: Path) -> bool:
+def _first_is_object(path: Path, lines: int = 1) -> bool:
+    """Whether each of the first ``lines`` non-empty lines of ``path`` is a JSON object (a
+    pretty-printed JSON document's first line, ``{``, is not)."""
+    seen = 0
     try:
         with open(path, "rb") as f:
             for raw in f:
-                if raw.strip():
-                    try:
-                        return isinstance(json.loads(raw), dict)
-                    except RecursionError:          # too deep to parse: an object if it starts as one
-                        return raw.lstrip().startswith(b"{")
+                if not raw.strip():
+                    continue
+                try:
+                    if not isinstance(json.loads(raw), dict):
+                        return False
+                except RecursionError:              # too deep to parse: an object if it starts as one
+                    if not raw.lstrip().startswith(b"{"):
+                        return False
+                seen += 1
+                if seen == lines:
+                    return True
     except (OSError, ValueError):
         return False
     return False
@@ -57,7 +69,7 @@ def read(path, field_map=None, **_options) -> list[RunData]:
     path = Path(path)
     targets = [path] if path.is_file() else files(path)
     if not targets:
-        raise ConvertError(f"{path}: no JSON Lines file (*.jsonl, *.ndjson) found")
+        raise ConvertError(f"{path}: no JSON Lines file (*.jsonl, *.ndjson, or a .json file of one object a line) found")
     mapping = parse_field_map(field_map)
     return [read_file(f, mapping) for f in targets]
 

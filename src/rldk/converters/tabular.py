@@ -6,7 +6,7 @@ source's ``global_step`` the step and its ``reward_scalar`` the metric ``reward`
 
 Then, per row: the step is the ``step`` field (else ``global_step``, ``iteration``,
 ``_step``, ``timestep``, the SB3 / Baselines / LLaMA-Factory / ROLL / Spinning Up /
-garage step columns
+garage / RLlib (``timesteps_total``, else its iteration) / torch-ac (``frames``) step columns
 (:data:`STEP_FIELDS`); else the row number, said in the summary); ``wall_time``
 (else ``timestamp``, ``_timestamp``) in seconds is the event time; every other
 numeric field is a ``metric``; ``response``/``completion`` text makes a ``sample``
@@ -31,7 +31,9 @@ class FieldMapError(UsageError, ValueError):
     """A malformed ``--field-map`` (a usage error; a ValueError for older callers)."""
 
 STEP_FIELDS = ("step", "global_step", "iteration", "_step", "timestep", "time/total_timesteps", "current_steps",
-               "total_timesteps", "misc/total_timesteps", "system/step", "TotalEnvInteracts", "TotalEnvSteps")
+               "total_timesteps", "misc/total_timesteps", "system/step", "TotalEnvInteracts", "TotalEnvSteps",
+               "timesteps_total", "num_env_steps_sampled_lifetime", "num_env_steps_sampled", "training_iteration",
+               "frames")
 TIME_FIELDS = ("wall_time", "timestamp", "_timestamp")
 TEXT_FIELDS = ("response", "completion")
 CHUNK_ROWS = 16_384
