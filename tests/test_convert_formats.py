@@ -453,6 +453,33 @@ def test_rllib_result_json_is_json_lines_stepped_by_env_steps(tmp_path):
     assert jsonl.files(trial) == [trial / "result.json"]
 
 
+def test_wandb_chart_csv_export_is_one_run_per_run_name(tmp_path):
+    """A chart exported with "Download CSV" on the wandb web page: ``Step``, then
+    ``<run name> - <metric>`` and its ``__MIN``/``__MAX`` bounds, for each run shown. Each
+    run becomes a run of its own, its metric under the metric's name (verl's validation
+    score reads as the eval reward); the bounds are not metrics, an empty cell is no value."""
+    head = ["Step"]
+    for run in ("grpo-seed1", "grpo-seed2"):
+        head += [f"{run} - val-core/openai/gsm8k/acc/mean@1", f"{run} - val-core/openai/gsm8k/acc/mean@1__MIN",
+                 f"{run} - val-core/openai/gsm8k/acc/mean@1__MAX"]
+    rows = [["0", "0.50", "0.50", "0.50", "0.48", "0.48", "0.48"],
+            ["5", "0.55", "0.55", "0.55", "", "", ""],
+            ["10", "0.61", "0.60", "0.62", "0.58", "0.58", "0.58"]]
+    f = tmp_path / "wandb_export_2026-01-01.csv"
+    f.write_text("\n".join(",".join(f'"{c}"' for c in r) for r in [head, *rows]) + "\n")
+    assert detect_format(f) == "csv"
+    convert_path(f, "auto", tmp_path / "s")
+    runs = {r.id: r for r in open_store(tmp_path / "s").runs()}
+    assert sorted(runs) == ["wandb_export_2026-01-01-grpo-seed1", "wandb_export_2026-01-01-grpo-seed2"]
+    one, two = runs["wandb_export_2026-01-01-grpo-seed1"], runs["wandb_export_2026-01-01-grpo-seed2"]
+    assert one.metric_names() == ["val-core/openai/gsm8k/acc/mean@1"]
+    assert one.metric("val-core/openai/gsm8k/acc/mean@1").rows() == [(0, 0.5), (5, 0.55), (10, 0.61)]
+    assert two.metric("val-core/openai/gsm8k/acc/mean@1").rows() == [(0, 0.48), (10, 0.58)]
+    from rldk import semantics
+    assert semantics.resolve("reward", one.metric_names(), split="eval").metric == \
+        "val-core/openai/gsm8k/acc/mean@1"
+
+
 def test_csv_ragged_rows_are_skipped_and_reported(tmp_path):
     f = tmp_path / "log.csv"
     f.write_text("step,loss,kl\n1,0.5,0.1\n2,0.4\n3,0.3,0.2,9\n4,,0.3\n")

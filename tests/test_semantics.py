@@ -191,6 +191,9 @@ FRAMEWORK_NAMES = [
     ("sb3", "eval/mean_ep_length", "episode_length", "eval"),
     ("cleanrl dqn", "losses/td_loss", "value_loss", "train"),
     ("rl4lms", "rollout_info/kl_div_mean", "kl_to_ref", "train"),
+    ("verl", "val-core/openai/gsm8k/acc/mean@1", "reward", "eval"),
+    ("verl", "val-core/math_dapo/reward/mean@32", "reward", "eval"),
+    ("verl", "val/test_score/openai/gsm8k", "reward", "eval"),
 ]
 
 

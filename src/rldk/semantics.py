@@ -37,6 +37,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 from dataclasses import dataclass, field, replace
 
 #: What values a quantity takes and the scale its noise lives on.
@@ -147,7 +148,7 @@ QUANTITIES: tuple[Quantity, ...] = (
        "gradient norm before clipping", rules=["grad_norm_spike"]),
     _q("lr", "nonneg", "none",
        ["learning_rate", "lr", "actor/lr", "actor_lr", "charts/learning_rate", "Policy/Learning Rate",
-        "optim/lr", "Loss/learning_rate", "Learning / Learning rate", "info/lr",
+        "optim/lr", "Loss/learning_rate", "Learning / Learning rate", "info/last_lr", "info/lr",
         "info/learner/default_policy/learner_stats/cur_lr", "info/learner/default_policy/cur_lr"],
        "learning rate of the policy optimizer"),
     _q("response_length", "nonneg", "both",
@@ -311,12 +312,18 @@ def classify(raw: str) -> tuple[Quantity | None, str, int]:
     hit = _active.by_name.get(("train", name))
     if hit is None and name.startswith(_RLLIB_LEARNER):
         hit = _active.by_name.get(("train", _rllib_default(name)))
+    if hit is None and _VERL_VALIDATION.match(raw) and "reward" in _active.quantities:
+        return _active.quantities["reward"], "eval", 1
     if hit is None:
         return None, split, 1
     return _active.quantities[hit[0]], split, hit[1]
 
 
 _RLLIB_LEARNER = "info/learner/"
+#: verl's validation score of one data source, under the source's own name:
+#: ``val-core/<data source>/<reward|acc|score>/mean@<n>`` (``test_score/<data source>``
+#: in verl before 0.3).
+_VERL_VALIDATION = re.compile(r"^(val-core/.+/(reward|acc|score)/mean@\d+|val/test_score/.+)$")
 
 
 def _rllib_default(name: str) -> str:

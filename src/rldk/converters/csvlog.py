@@ -1,7 +1,9 @@
 """Generic CSV logs: a header row, then one row per logged step.
 
 Tab-separated tables (``.tsv``; a ``.txt`` whose first line holds tabs and no comma, as
-Spinning Up's ``progress.txt``) are read the same way, cell by cell.
+Spinning Up's ``progress.txt``) are read the same way, cell by cell. A chart's CSV export
+from the wandb web page (``Step``, then ``<run name> - <metric>`` columns) becomes one run
+per run name (:func:`wandb_export`).
 
 See :mod:`rldk.converters.tabular` for how columns become steps, metrics and
 samples. Empty cells are missing values (nothing is stored for them, never a
@@ -14,10 +16,11 @@ from __future__ import annotations
 
 import csv
 import io
+import re
 from dataclasses import dataclass
 from pathlib import Path
 
-from rldk.converters.base import ConvertError, RunData, Skip, write_runs
+from rldk.converters.base import ConvertError, RunData, Skip, metric_table, write_runs
 from rldk.converters.jsonl import check_rows, report_non_numeric
 from rldk.converters.tabular import (
     FIRST_BYTES,
@@ -70,7 +73,58 @@ def read(path, field_map=None, **_options) -> list[RunData]:
     if not targets:
         raise ConvertError(f"{path}: no CSV file (*.csv, *.tsv, or a tab-separated *.txt) found")
     mapping = parse_field_map(field_map)
-    return [read_file(f, mapping) for f in targets]
+    out = []
+    for f in targets:
+        export = None if mapping else wandb_export(f)
+        out.extend(export if export is not None else [read_file(f, mapping)])
+    return out
+
+
+#: A column of a chart's CSV export from the wandb web page: ``<run name> - <metric>``, with
+#: ``__MIN``/``__MAX`` beside it (the range of each point where the chart sampled).
+_WANDB_COLUMN = re.compile(r"^(?P<run>.+?) - (?P<metric>.+?)(?P<bound>__MIN|__MAX)?$")
+
+
+def wandb_export(file: Path) -> list[RunData] | None:
+    """The runs of a wandb chart's CSV export ("Download CSV" on the web page: a ``Step``
+    column, then ``<run name> - <metric>`` columns with their ``__MIN``/``__MAX`` bounds,
+    one run or several side by side), one run per run name, each metric under its own
+    name; or None when ``file`` is not one (read as a plain CSV then). The bounds are left
+    out (the logged value is the column itself); an empty cell is a step where that run
+    logged nothing."""
+    try:
+        with open(file, newline="", encoding="utf-8") as handle:
+            reader = csv.reader(handle)
+            header = next(reader, None)
+            if not header or header[0] != "Step" or len(header) < 2:
+                return None
+            columns = [_WANDB_COLUMN.match(c) for c in header[1:]]
+            if not all(columns) or all(m["bound"] for m in columns):
+                return None
+            series = {}                              # run name -> (steps, names, values)
+            skipped = []                             # reported once, with the first run
+            for lineno, cells in enumerate(reader, start=2):
+                if not cells:
+                    continue
+                step = number(cells[0])
+                if step is None or step != int(step) or len(cells) != len(header):
+                    skipped.append(Skip(str(file), f"line {lineno}", "no integer Step, or a cell count "
+                                                                     "unlike the header's; row skipped"))
+                    continue
+                for m, cell in zip(columns, cells[1:]):
+                    value = number(cell) if cell != "" and not m["bound"] else None
+                    if value is not None:
+                        steps, names, values = series.setdefault(m["run"], ([], [], []))
+                        steps.append(int(step)), names.append(m["metric"]), values.append(value)
+    except (OSError, UnicodeDecodeError, csv.Error):
+        return None
+    runs = []
+    for name, (steps, names, values) in series.items():
+        run = RunData(key=f"{file.stem}/{name}" if len(series) > 1 else file.stem, source=str(file),
+                      tables=[metric_table(steps, names, values)], skipped=[] if runs else skipped,
+                      meta={"step_field": "Step", "wandb_run_name": name, "format": "wandb chart CSV export"})
+        runs.append(run)
+    return runs or None
 
 
 def read_file(file: Path, mapping: dict, comment: str | None = None) -> RunData:
