@@ -480,6 +480,24 @@ def test_wandb_chart_csv_export_is_one_run_per_run_name(tmp_path):
         "val-core/openai/gsm8k/acc/mean@1"
 
 
+def test_tensorboard_csv_download_is_the_scalar_its_file_names(tmp_path):
+    """TensorBoard's "Download CSV" of one scalar: ``Wall time,Step,Value`` in a file named
+    ``run-<run>-tag-<tag>.csv`` with the tag's ``/`` written ``_``. The value is imported
+    as that tag, the ``/`` put back where the semantics table then knows the name."""
+    f = tmp_path / "run-PPO_1-tag-rollout_ep_rew_mean.csv"
+    f.write_text("Wall time,Step,Value\n1700000000.5,2048,-180.5\n1700000003.25,4096,-150.0\n")
+    convert_path(f, "auto", tmp_path / "s")
+    (run,) = open_store(tmp_path / "s").runs()
+    assert run.metric_names() == ["rollout/ep_rew_mean"]
+    assert run.metric("episode_return").rows() == [(2048, -180.5), (4096, -150.0)]
+    g = tmp_path / "other" / "run-x-tag-my_custom_thing.csv"
+    g.parent.mkdir()
+    g.write_text("Wall time,Step,Value\n1.0,1,2.0\n")
+    convert_path(g, "auto", tmp_path / "t")
+    (run,) = open_store(tmp_path / "t").runs()
+    assert run.metric_names() == ["my_custom_thing"]
+
+
 def test_csv_ragged_rows_are_skipped_and_reported(tmp_path):
     f = tmp_path / "log.csv"
     f.write_text("step,loss,kl\n1,0.5,0.1\n2,0.4\n3,0.3,0.2,9\n4,,0.3\n")

@@ -3,7 +3,8 @@
 Tab-separated tables (``.tsv``; a ``.txt`` whose first line holds tabs and no comma, as
 Spinning Up's ``progress.txt``) are read the same way, cell by cell. A chart's CSV export
 from the wandb web page (``Step``, then ``<run name> - <metric>`` columns) becomes one run
-per run name (:func:`wandb_export`).
+per run name (:func:`wandb_export`); TensorBoard's CSV download of one scalar
+(``Wall time``, ``Step``, ``Value``) is that scalar, named by its file (:func:`tensorboard_export`).
 
 See :mod:`rldk.converters.tabular` for how columns become steps, metrics and
 samples. Empty cells are missing values (nothing is stored for them, never a
@@ -76,8 +77,29 @@ def read(path, field_map=None, **_options) -> list[RunData]:
     out = []
     for f in targets:
         export = None if mapping else wandb_export(f)
-        out.extend(export if export is not None else [read_file(f, mapping)])
+        out.extend(export if export is not None else [read_file(f, mapping or tensorboard_export(f))])
     return out
+
+
+def tensorboard_export(file: Path) -> dict:
+    """The field map of a scalar's CSV download from TensorBoard (columns ``Wall time``,
+    ``Step``, ``Value``; saved as ``run-<run>-tag-<tag>.csv``, the tag's ``/`` written
+    ``_``): its ``Value`` is the metric the tag names, with the ``/`` put back where that
+    gives a name the semantics table knows (``rollout_ep_rew_mean`` -> ``rollout/ep_rew_mean``);
+    {} for any other CSV."""
+    try:
+        with open(file, newline="", encoding="utf-8") as handle:
+            header = next(csv.reader(handle), None)
+    except (OSError, UnicodeDecodeError, csv.Error):
+        return {}
+    if header != ["Wall time", "Step", "Value"]:
+        return {}
+    from rldk import semantics
+
+    tag = file.stem.split("-tag-", 1)[1] if "-tag-" in file.stem else file.stem
+    candidates = [tag] + [tag[:i] + "/" + tag[i + 1:] for i, c in enumerate(tag) if c == "_"]
+    known = [c for c in candidates if semantics.classify(c)[0] is not None]
+    return {"Value": known[0] if known else tag}
 
 
 #: A column of a chart's CSV export from the wandb web page: ``<run name> - <metric>``, with

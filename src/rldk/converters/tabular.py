@@ -6,9 +6,10 @@ source's ``global_step`` the step and its ``reward_scalar`` the metric ``reward`
 
 Then, per row: the step is the ``step`` field (else ``global_step``, ``iteration``,
 ``_step``, ``timestep``, the SB3 / Baselines / LLaMA-Factory / ROLL / Spinning Up /
-garage / RLlib (``timesteps_total``, else its iteration) / torch-ac (``frames``) step columns
+garage / RLlib (``timesteps_total``, else its iteration) / torch-ac (``frames``) / OpenAI
+Baselines (``steps``) step columns, or ``Step`` (TensorBoard's and wandb's CSV downloads)
 (:data:`STEP_FIELDS`); else the row number, said in the summary); ``wall_time``
-(else ``timestamp``, ``_timestamp``) in seconds is the event time; every other
+(else ``timestamp``, ``_timestamp``, ``Wall time``) in seconds is the event time; every other
 numeric field is a ``metric``; ``response``/``completion`` text makes a ``sample``
 event (``prompt`` and ``reward`` go with it). Other non-numeric fields are not
 metrics: they are counted per field in the run's import event.
@@ -33,8 +34,8 @@ class FieldMapError(UsageError, ValueError):
 STEP_FIELDS = ("step", "global_step", "iteration", "_step", "timestep", "time/total_timesteps", "current_steps",
                "total_timesteps", "misc/total_timesteps", "system/step", "TotalEnvInteracts", "TotalEnvSteps",
                "timesteps_total", "num_env_steps_sampled_lifetime", "num_env_steps_sampled", "training_iteration",
-               "frames")
-TIME_FIELDS = ("wall_time", "timestamp", "_timestamp")
+               "frames", "Step", "steps")
+TIME_FIELDS = ("wall_time", "timestamp", "_timestamp", "Wall time")
 TEXT_FIELDS = ("response", "completion")
 CHUNK_ROWS = 16_384
 MAX_DEPTH = 32
