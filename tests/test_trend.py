@@ -551,3 +551,49 @@ def test_a_real_ddpg_crash_is_found_from_the_row_after_its_last_at_the_plateau()
     v = np.array([float(r["AverageEpRet"]) for r in rows])
     events = rules.reward_declines("episode_return", steps, v)
     assert any(e.onset == 1093999 and e.last == steps[-1] for e in events)
+
+
+def tensorboard_return(name: str):
+    """``(steps, values)`` of the episode return of a tuning-half TensorBoard log, as
+    ``rldk import`` reads it (the built-in names: no metric map)."""
+    from rldk.converters import ingest
+
+    (run,) = ingest(str(next((REAL / name).glob("events.out.tfevents.*"))), adapter="tensorboard").runs()
+    series = run.metric("episode_return")
+    return series["step"].to_numpy(), series["value"].to_numpy()
+
+
+def test_a_return_that_slides_from_its_plateau_through_a_stage_starts_at_the_plateau():
+    """rl_games PPO, Crazyflie navigation (a real run of the tuning half): its return held
+    ~68k (52.4M-57.5M frames) under an earlier high of 78.6k, slid on every row from
+    57.6M to a stage of 36-40k it never came back from, and fell on to 12k at the end.
+    The return wanders so much that only the final fall is significantly off the peak;
+    the fall started where the slide left the plateau, not at the second stage
+    (62.2M, where the series crossed half its gain)."""
+    steps, v = tensorboard_return("rlgamestb_ppo_crazyflie_nav_late_reward_degradation")
+    first = rules.reward_declines("episode_return", steps, v)[0]     # then the stage's own fall
+    assert 57_000_000 < first.onset < 58_261_504 and first.last == steps[-1], first
+
+
+def test_a_noise_dip_just_before_a_jump_is_not_the_start_of_the_fall():
+    """A plateau with one low point just before the step down: the fall starts at the
+    step (a dip under the band is noise there, not a slide)."""
+    rng = np.random.default_rng(3)
+    v = np.r_[np.linspace(0, 110, 30), np.full(20, 110.0), np.full(100, 100.0), np.full(50, 10.0)]
+    v = v + rng.normal(size=len(v))
+    v[149] = 95.0
+    (event,) = rules.reward_declines("episode_return", np.arange(len(v)), v)
+    assert event.onset == 150
+
+
+def test_a_wandering_plateau_under_an_earlier_high_is_no_part_of_the_fall():
+    """A2C on Ant (a real rl-zoo monitor of the tuning half): the 100-episode rolling
+    return learns to 503, wanders over 236-430 for 360k steps, then falls from 623745. The
+    levels the plateau held under its early high are not a slide: the fall starts in the
+    truth's window (623745-643058), not where the plateau first dipped under that high."""
+    from rldk.converters import ingest
+
+    (run,) = ingest(str(REAL / "rlzoo_monitor_a2c_ant_collapse"), adapter="sb3").runs()
+    series = run.metric("episode_return")
+    events = rules.reward_declines("episode_return", series["step"].to_numpy(), series["value"].to_numpy())
+    assert any(623745 <= e.onset <= 643058 for e in events), events

@@ -191,10 +191,18 @@ def prior_exit(r: Regimes, onset: int, tail: int, peak: float, stop: int | None 
     that drifts from 7 to 5 nats before it drops to zero, is at its level until the drop:
     the wobble and the drift are not the move, nor is a short wobble that PELT cut as a
     regime of its own between that level and the fall when a point of it is back at the
-    level. Never earlier than ``onset``; ``onset`` itself when the noise
-    band of that level reaches the midpoint (no point can be placed by it)."""
+    level. Earlier than ``onset`` only when the regimes from that point to where the
+    series is past the midpoint step down, none back up by more than the band (one
+    sustained slide; ``_slides``), and then at the step that carried the series past
+    the midpoint when that one step covers JUMP_SHARE of the move: a return that left
+    its plateau and slid through a stage it never came back from started at the plateau,
+    however far down the significance of a wandering series put ``onset`` (the first
+    regime off the peak by SIGNIFICANCE standard errors), while a noise dip just before a
+    jump is no part of it, nor is a wandering plateau's walk under a higher level held
+    long before. ``onset`` itself when the noise band of that level reaches the midpoint
+    (no point can be placed by it)."""
     y = r.y
-    if tail <= onset:
+    if tail < onset:
         return onset
     low = float(np.median(y[tail:stop]))
     before = regimes(r.steps[:tail], y[:tail], "signed")
@@ -210,4 +218,20 @@ def prior_exit(r: Regimes, onset: int, tail: int, peak: float, stop: int | None 
     if band >= part.level - mid:
         return onset
     end = (len(y) if stop is None else stop) - 1
+    # where the series left that level, however late ``onset`` (the first regime that is
+    # off the peak by its significance, which a wandering series' wander puts far down)
+    # placed the fall, when the points from there to the midpoint slide down
+    k = _left_level(y, part.start - 1, end, part.level, mid, band, part.start - 1)
+    past = _past_midpoint(y, part.start - 1, end, mid)
+    jump = past > 0 and y[past - 1] - y[past] > JUMP_SHARE * (part.level - low)
+    if k < onset and _slides(r, k, past, band):
+        return min(onset, past) if jump else k
     return max(onset, _left_level(y, max(onset, part.start) - 1, end, part.level, mid, band, onset - 1))
+
+
+def _slides(r: Regimes, a: int, b: int, band: float) -> bool:
+    """Whether the regimes from the one holding point ``a`` to the one holding point ``b``
+    step down, none back up by more than ``band`` over the one before: one sustained move
+    (the onset protocol's), not a wandering level that went up and down under its band."""
+    levels = [p.level for p in r.parts[part_at(r, a):part_at(r, b) + 1]]
+    return all(later <= earlier + band for earlier, later in zip(levels, levels[1:]))
