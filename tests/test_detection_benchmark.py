@@ -124,8 +124,10 @@ def test_no_log_fails_to_import_or_analyze(results):
 #: window, no false alarm and 1 exit on their 10 healthy logs; tune 86 of 95, 33, 67, 6 of
 #: 84; report 62 of 80, 22, 43, 13 of 66), then a fall's onset read where the series
 #: left the level it held just before when it slid from there (tune exact 33 -> 36, in
-#: window 67 -> 69; report 22 -> 24, 43 -> 44): the floors below.
-FLOORS = [("tune", 86 / 95, 36 / 95, 69 / 95, 6, 1 / 84), ("report", 62 / 80, 24 / 80, 44 / 80, 13, 3 / 66)]
+#: window 67 -> 69; report 22 -> 24, 43 -> 44); then CS285's Train_/Eval_ prefixes are read
+#: (its evaluation return, now read, drops one iteration before the labelled training
+#: return in one tune log: exact 36 -> 35, in window 69 -> 68): the floors below.
+FLOORS = [("tune", 86 / 95, 35 / 95, 68 / 95, 6, 1 / 84), ("report", 62 / 80, 24 / 80, 44 / 80, 13, 3 / 66)]
 
 
 @pytest.mark.parametrize("half, found, exact, in_window, exit3, false_alarms", FLOORS)

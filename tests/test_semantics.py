@@ -192,6 +192,8 @@ FRAMEWORK_NAMES = [
     ("cleanrl dqn", "losses/td_loss", "value_loss", "train"),
     ("rl4lms", "rollout_info/kl_div_mean", "kl_to_ref", "train"),
     ("verl", "val-core/openai/gsm8k/acc/mean@1", "reward", "eval"),
+    ("cs285", "Train_AverageReturn", "episode_return", "train"),
+    ("cs285", "Eval_AverageReturn", "episode_return", "eval"),
     ("verl", "val-core/math_dapo/reward/mean@32", "reward", "eval"),
     ("verl", "val/test_score/openai/gsm8k", "reward", "eval"),
 ]

@@ -51,8 +51,8 @@ KINDS = {
 BAD = {"up": "rising is bad", "down": "falling is bad", "both": "moves either way are bad",
        "none": "no direction is bad in itself"}
 SPLITS = ("train", "eval")
-_EVAL_PREFIXES = ("eval/", "eval_", "val/", "val-core/", "test/", "test_")
-_TRAIN_PREFIXES = ("train/",)
+_EVAL_PREFIXES = ("eval/", "eval_", "val/", "val-core/", "test/", "test_", "Eval_")
+_TRAIN_PREFIXES = ("train/", "Train_")
 
 
 @dataclass(frozen=True)
