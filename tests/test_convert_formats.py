@@ -480,6 +480,19 @@ def test_wandb_chart_csv_export_is_one_run_per_run_name(tmp_path):
         "val-core/openai/gsm8k/acc/mean@1"
 
 
+def test_a_wandb_chart_export_reports_its_bad_cells(tmp_path):
+    """A cell that is not a number, or a Step that is not an integer, is reported with its
+    line (never dropped in silence, never a traceback); the rest is imported."""
+    f = tmp_path / "export.csv"
+    f.write_text('"Step","r1 - reward","r1 - reward__MIN","r1 - reward__MAX"\n'
+                 '"1","0.5","0.5","0.5"\n"inf","0.6","0.6","0.6"\n"3","oops","",""\n"4","0.7","0.7","0.7"\n')
+    summary = convert_path(f, "csv", tmp_path / "s")
+    (run,) = open_store(tmp_path / "s").runs()
+    assert run.metric("reward").rows() == [(1, 0.5), (4, 0.7)]
+    where = sorted(s.where for s in summary.runs[0].skipped)
+    assert where == ["line 3", "line 4"], summary.runs[0].skipped
+
+
 def test_tensorboard_csv_download_is_the_scalar_its_file_names(tmp_path):
     """TensorBoard's "Download CSV" of one scalar: ``Wall time,Step,Value`` in a file named
     ``run-<run>-tag-<tag>.csv`` with the tag's ``/`` written ``_``. The value is imported

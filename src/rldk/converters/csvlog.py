@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import csv
 import io
+import math
 import re
 from dataclasses import dataclass
 from pathlib import Path
@@ -129,15 +130,20 @@ def wandb_export(file: Path) -> list[RunData] | None:
                 if not cells:
                     continue
                 step = number(cells[0])
-                if step is None or step != int(step) or len(cells) != len(header):
+                if step is None or not math.isfinite(step) or step != int(step) or len(cells) != len(header):
                     skipped.append(Skip(str(file), f"line {lineno}", "no integer Step, or a cell count "
                                                                      "unlike the header's; row skipped"))
                     continue
                 for m, cell in zip(columns, cells[1:]):
-                    value = number(cell) if cell != "" and not m["bound"] else None
-                    if value is not None:
-                        steps, names, values = series.setdefault(m["run"], ([], [], []))
-                        steps.append(int(step)), names.append(m["metric"]), values.append(value)
+                    if cell == "" or m["bound"]:
+                        continue
+                    value = number(cell)
+                    if value is None:
+                        skipped.append(Skip(str(file), f"line {lineno}", f"{m.string!r} is {cell!r}, not a "
+                                                                         "number; that value left out"))
+                        continue
+                    steps, names, values = series.setdefault(m["run"], ([], [], []))
+                    steps.append(int(step)), names.append(m["metric"]), values.append(value)
     except (OSError, UnicodeDecodeError, csv.Error):
         return None
     runs = []
