@@ -115,7 +115,7 @@ def test_checks_are_the_core_check_type_and_reach_the_report(tmp_path):
 def test_look_alikes_are_not_rewards(tmp_path, name, quantity):
     store = write_store(tmp_path, {name: rising()})
     names = "reward, reward_mean, rewards/mean, env/reward_mean, objective/scores, ppo/mean_scores, " \
-            "critic/score/mean, critic/rewards/mean, score, env/all/reward/total, reward/mean"
+            "critic/score/mean, critic/rewards/mean, score, env/all/reward/total, reward/mean, rollout_info/ep_rew"
     message = (f"run 'run' has no reward: log a per-step reward metric (one of {names}) or samples with "
                f"rewards (writer.log_samples); metrics: {name}; {name} is an {quantity}, not a "
                f"reward-model score (pass reward_col / --reward-col {name} to analyse it anyway)")
