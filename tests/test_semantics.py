@@ -186,7 +186,6 @@ FRAMEWORK_NAMES = [
     ("on-policy (MAPPO)", "actor_grad_norm", "grad_norm", "train"),
     ("pymarl", "test_return_mean", "episode_return", "eval"),
     ("pymarl", "test_ep_length_mean", "episode_length", "eval"),
-    ("pymarl", "test_battle_won_mean", "success_rate", "eval"),
     ("rlkit", "eval/Average Returns", "episode_return", "eval"),
     ("rlkit", "trainer/QF1 Loss", "value_loss", "train"),
     ("sb3", "eval/mean_ep_length", "episode_length", "eval"),

@@ -227,9 +227,9 @@ QUANTITIES: tuple[Quantity, ...] = (
        undefined="where no episode ended (a mean over no episodes: RLlib logs NaN until the first one does)"),
     _q("success_rate", "ratio", "down",
        ["success_rate", "rollout/success_rate", "success_at_end", "success_once", "charts/success_rate",
-        "episode/success_rate", "battle_won_mean"],
+        "episode/success_rate"],
        "share of episodes that reach the task's goal (SB3 rollout/success_rate, ManiSkill "
-       "success_at_end, else success_once; pymarl's SMAC win rate battle_won_mean): what a shaped episode return stands in for"),
+       "success_at_end, else success_once): what a shaped episode return stands in for"),
     _q("dpo_margin", "signed", "none",
        ["rewards/margins"], "DPO: mean implicit-reward margin of chosen over rejected"),
     _q("dpo_accuracy", "ratio", "down",
