@@ -110,21 +110,20 @@ QUANTITIES: tuple[Quantity, ...] = (
     _q("ppo_approx_kl", "logscale", "up",
        ["approx_kl", "actor/ppo_kl", "policy/approxkl_avg", "ppo/policy/approxkl", "losses/approx_kl",
         "ppo_kl", "approxkl", "loss/approxkl", "KL",
-        "info/kl", "kl_divergence", "info/learner/default_policy/learner_stats/kl",
-        "info/learner/default_policy/kl"],
+        "info/kl", "kl_divergence", "info/learner/default_policy/learner_stats/kl"],
        "old-to-new policy KL estimate of one PPO update (verl actor/ppo_kl, SB3/CleanRL approx_kl): "
        "tiny and of either sign by construction; not the KL to the reference (Spinning Up's KL "
        "of PPO/TRPO is this one)"),
     _q("kl_coef", "nonneg", "none",
        ["kl_coef", "objective/kl_coef", "actor/kl_coef", "critic/kl_coeff", "critic/kl_coef",
         "actor/reward_kl_penalty_coeff", "ppo/kl_coef",
-        "info/learner/default_policy/learner_stats/cur_kl_coeff", "info/learner/default_policy/cur_kl_coeff"],
+        "info/learner/default_policy/learner_stats/cur_kl_coeff"],
        "coefficient of the KL penalty (adaptive controllers move it)", rules=["kl_controller_stuck"]),
     _q("entropy", "nonneg", "down",
        ["entropy", "objective/entropy", "policy/entropy_avg", "actor/entropy", "ppo/policy/entropy",
         "losses/entropy", "-entropy_loss", "policy_entropy", "loss/policy_entropy", "Policy/Entropy",
         "optim/entropy", "policy/entropy", "Entropy", "dist_entropy", "loss/ent", "update/loss/ent",
-        "info/learner/default_policy/learner_stats/entropy", "info/learner/default_policy/entropy"],
+        "info/learner/default_policy/learner_stats/entropy"],
        "mean token / action entropy of the policy (SB3 logs minus it as entropy_loss; ML-Agents "
        "Policy/Entropy, Tinker optim/entropy or policy/entropy, Spinning Up Entropy)",
        rules=["entropy_collapse"]),
@@ -132,24 +131,22 @@ QUANTITIES: tuple[Quantity, ...] = (
        ["loss", "policy_loss", "actor/pg_loss", "loss/policy_avg", "ppo/loss/policy", "losses/policy_loss",
         "policy_gradient_loss", "loss/policy_loss", "Losses/Policy Loss", "LossPi",
         "losses/a_loss", "Loss/surrogate", "Loss / Policy loss", "trainer/Policy Loss", "pg_loss", "loss/clip",
-        "update/loss/clip", "info/learner/default_policy/learner_stats/policy_loss",
-        "info/learner/default_policy/policy_loss"],
+        "update/loss/clip", "info/learner/default_policy/learner_stats/policy_loss"],
        "the (policy) training loss (Spinning Up LossPi)", rules=["loss_spike"]),
     _q("value_loss", "logscale", "up",
        ["value_loss", "critic_loss", "critic/vf_loss", "loss/value_avg", "ppo/loss/value",
         "losses/value_loss", "loss/value_loss", "Losses/Value Loss", "LossV", "LossQ",
         "losses/c_loss", "Loss/value_function", "Loss / Value loss", "trainer/QF1 Loss", "loss/vf", "update/loss/vf",
-        "losses/td_loss", "losses/qf1_loss", "info/learner/default_policy/learner_stats/vf_loss",
-        "info/learner/default_policy/vf_loss"],
+        "losses/td_loss", "losses/qf1_loss", "info/learner/default_policy/learner_stats/vf_loss"],
        "critic / value-function loss (Spinning Up LossV, or LossQ of its Q-function)"),
     _q("grad_norm", "logscale", "up",
        ["grad_norm", "actor/grad_norm", "policy/grad_norm", "gradient_norm", "actor_train/grad_norm", "actor_grad_norm",
-        "info/learner/default_policy/learner_stats/grad_gnorm", "info/learner/default_policy/grad_gnorm"],
+        "info/learner/default_policy/learner_stats/grad_gnorm"],
        "gradient norm before clipping", rules=["grad_norm_spike"]),
     _q("lr", "nonneg", "none",
        ["learning_rate", "lr", "actor/lr", "actor_lr", "charts/learning_rate", "Policy/Learning Rate",
         "optim/lr", "Loss/learning_rate", "Learning / Learning rate", "info/last_lr", "info/lr",
-        "info/learner/default_policy/learner_stats/cur_lr", "info/learner/default_policy/cur_lr"],
+        "info/learner/default_policy/learner_stats/cur_lr"],
        "learning rate of the policy optimizer"),
     _q("response_length", "nonneg", "both",
        ["completions/mean_length", "completion_length", "response_length", "response_length/mean",
@@ -180,7 +177,7 @@ QUANTITIES: tuple[Quantity, ...] = (
     _q("explained_var", "signed", "down",
        ["explained_variance", "critic/vf_explained_var", "losses/explained_variance",
         "misc/explained_variance",
-        "info/learner/default_policy/learner_stats/vf_explained_var", "info/learner/default_policy/vf_explained_var"],
+        "info/learner/default_policy/learner_stats/vf_explained_var"],
        "explained variance of the value function (1 is perfect)",
        undefined="where the batch's returns have no variance (1 - Var(returns - values) / Var(returns) "
                  "with Var(returns) = 0: SB3 and CleanRL log NaN there)"),
@@ -327,14 +324,14 @@ _VERL_VALIDATION = re.compile(r"^(val-core/.+/(reward|acc|score)/mean@\d+|val/te
 
 
 def _rllib_default(name: str) -> str:
-    """RLlib's learner stats under its default policy's name: RLlib writes them under the
-    id of the policy they belong to (``info/learner/<policy>/learner_stats/entropy``;
-    ``info/learner/entropy`` for one shared policy in some versions), and the table
-    lists them under ``default_policy``."""
+    """RLlib's learner stat ``name`` under the one name the table lists it by,
+    ``info/learner/default_policy/learner_stats/<stat>``: RLlib writes it under the id of
+    the policy it belongs to, inside ``learner_stats`` or not by version
+    (``info/learner/<policy>/learner_stats/entropy``, ``info/learner/<policy>/entropy``,
+    ``info/learner/entropy`` for one shared policy)."""
     parts = name.split("/")
-    if len(parts) == 3:
-        return _RLLIB_LEARNER + "default_policy/" + parts[2]
-    return _RLLIB_LEARNER + "default_policy/" + "/".join(parts[3:])
+    stat = parts[2] if len(parts) == 3 else parts[-1]
+    return _RLLIB_LEARNER + "default_policy/learner_stats/" + stat
 
 
 def canonical(raw: str) -> str | None:

@@ -77,22 +77,27 @@ def read(path, field_map=None, **_options) -> list[RunData]:
     mapping = parse_field_map(field_map)
     out = []
     for f in targets:
-        export = None if mapping else wandb_export(f)
-        out.extend(export if export is not None else [read_file(f, mapping or tensorboard_export(f))])
+        header = None if mapping else _header(f)
+        export = wandb_export(f, header) if header else None
+        out.extend(export if export is not None else [read_file(f, mapping or tensorboard_export(f, header))])
     return out
 
 
-def tensorboard_export(file: Path) -> dict:
+def _header(file: Path) -> list | None:
+    """The first row of ``file`` as the csv module reads it, or None when it cannot be read."""
+    try:
+        with open(file, newline="", encoding="utf-8") as handle:
+            return next(csv.reader(handle), None)
+    except (OSError, UnicodeDecodeError, csv.Error):
+        return None
+
+
+def tensorboard_export(file: Path, header: list | None) -> dict:
     """The field map of a scalar's CSV download from TensorBoard (columns ``Wall time``,
     ``Step``, ``Value``; saved as ``run-<run>-tag-<tag>.csv``, the tag's ``/`` written
     ``_``): its ``Value`` is the metric the tag names, with the ``/`` put back where that
     gives a name the semantics table knows (``rollout_ep_rew_mean`` -> ``rollout/ep_rew_mean``);
-    {} for any other CSV."""
-    try:
-        with open(file, newline="", encoding="utf-8") as handle:
-            header = next(csv.reader(handle), None)
-    except (OSError, UnicodeDecodeError, csv.Error):
-        return {}
+    {} for any other CSV (``header``: its first row)."""
     if header != ["Wall time", "Step", "Value"]:
         return {}
     from rldk import semantics
@@ -108,22 +113,22 @@ def tensorboard_export(file: Path) -> dict:
 _WANDB_COLUMN = re.compile(r"^(?P<run>.+?) - (?P<metric>.+?)(?P<bound>__MIN|__MAX)?$")
 
 
-def wandb_export(file: Path) -> list[RunData] | None:
+def wandb_export(file: Path, header: list) -> list[RunData] | None:
     """The runs of a wandb chart's CSV export ("Download CSV" on the web page: a ``Step``
     column, then ``<run name> - <metric>`` columns with their ``__MIN``/``__MAX`` bounds,
     one run or several side by side), one run per run name, each metric under its own
     name; or None when ``file`` is not one (read as a plain CSV then). The bounds are left
     out (the logged value is the column itself); an empty cell is a step where that run
-    logged nothing."""
+    logged nothing (``header``: its first row)."""
+    if header[0] != "Step" or len(header) < 2:
+        return None
+    columns = [_WANDB_COLUMN.match(c) for c in header[1:]]
+    if not all(columns) or all(m["bound"] for m in columns):
+        return None
     try:
         with open(file, newline="", encoding="utf-8") as handle:
             reader = csv.reader(handle)
-            header = next(reader, None)
-            if not header or header[0] != "Step" or len(header) < 2:
-                return None
-            columns = [_WANDB_COLUMN.match(c) for c in header[1:]]
-            if not all(columns) or all(m["bound"] for m in columns):
-                return None
+            next(reader)
             series = {}                              # run name -> (steps, names, values)
             skipped = []                             # reported once, with the first run
             for lineno, cells in enumerate(reader, start=2):
