@@ -296,12 +296,16 @@ def blocks(cycles: int, block: int, k: int = 20, pin: str | None = None) -> None
                for key in ("calls", "flush", "flush_cpu", "stall", "background")}
         thread = statistics.median(r["calls"] + r["flush_cpu"] + r["stall"] for r in rows)
         bound = statistics.median(r["calls"] + r["flush_cpu"] + r["background"] for r in rows)
-        cost[logger] = thread, bound
+        # the block's flush wait is the benchmark's: a training loop waits so once, at close()
+        unflushed = statistics.median(r["calls"] + r["flush_cpu"] + r["stall"] - (r["flush"] - r["flush_cpu"])
+                                      for r in rows)
+        cost[logger] = thread, bound, unflushed
         print(f"  {logger:<6} calls {med['calls']:6.2f}  flush {med['flush']:6.2f} (CPU {med['flush_cpu']:5.2f})"
               f"  off-CPU {med['stall']:+7.2f}  background {med['background']:6.2f}  loop thread {thread:6.2f}"
-              f"  no spare core {bound:6.2f}")
-    print(f"  rldk / JSONL: loop thread {cost['rldk'][0] / cost['jsonl'][0]:.2f}x, no spare core "
-          f"{cost['rldk'][1] / cost['jsonl'][1]:.2f}x (target: <= 1.0x)")
+              f" ({unflushed:6.2f} without the flush's wait)  no spare core {bound:6.2f}")
+    print(f"  rldk / JSONL: loop thread {cost['rldk'][0] / cost['jsonl'][0]:.2f}x "
+          f"({cost['rldk'][2] / cost['jsonl'][2]:.2f}x without the block's flush wait, which a training loop pays "
+          f"once, at close), no spare core {cost['rldk'][1] / cost['jsonl'][1]:.2f}x (target: <= 1.0x)")
 
 
 def _background_cpu() -> float | None:
