@@ -74,11 +74,16 @@ def bench(tmp_path_factory):
 #: batches (16 logs), and a fall's onset read where the series left the level it held
 #: just before, earlier than the first regime significantly off its peak when the series
 #: slid from there (``moves.prior_exit``), CS285's Train_/Eval_ prefixes read, and the
-#: thirtieth batch (7 logs): the floors below.
-FLOORS = {("tune", "every2"): (85 / 96, 62 / 96, 7), ("tune", "every3"): (83 / 96, 58 / 96, 6),
-          ("tune", "late"): (65 / 71, 45 / 71, 4), ("tune", "stopped"): (68 / 86, 51 / 86, 9),
-          ("report", "every2"): (55 / 81, 32 / 81, 10), ("report", "every3"): (57 / 81, 36 / 81, 10),
-          ("report", "late"): (50 / 65, 34 / 65, 12), ("report", "stopped"): (45 / 73, 33 / 73, 11)}
+#: thirtieth batch (7 logs). Session 26: a loss of a quarter of the gain kept to the end is
+#: a degradation, and a recovered decline 5-10% of the run long counts with twice the
+#: evidence and half the largest gain lost: the floors below (tune late 4 -> 5 healthy
+#: exits: a QMIX test return cut to its last 90%, whose learning from 6-12 is cut away,
+#: dips 18.6 -> 15.3 for 11 of 183 evaluations, listed as noisy dips, benign; report every3
+#: 36 -> 35 in window while 57 -> 60 found).
+FLOORS = {("tune", "every2"): (87 / 96, 64 / 96, 7), ("tune", "every3"): (86 / 96, 60 / 96, 6),
+          ("tune", "late"): (66 / 71, 46 / 71, 5), ("tune", "stopped"): (69 / 86, 52 / 86, 9),
+          ("report", "every2"): (57 / 81, 32 / 81, 10), ("report", "every3"): (60 / 81, 35 / 81, 10),
+          ("report", "late"): (51 / 65, 35 / 65, 12), ("report", "stopped"): (46 / 73, 33 / 73, 11)}
 
 
 @pytest.mark.parametrize("half, variant", sorted(FLOORS))

@@ -38,7 +38,7 @@ def test_a_collapse_that_recovers_is_found_from_its_first_step():
 
 
 @pytest.mark.parametrize("length, depth", [
-    (15, 1.0),     # all of the gain lost, for 7.5% of the run: shorter than MIN_STRETCH, a dip
+    (9, 1.0),      # all of the gain lost, for 4.5% of the run: shorter than SHORT_STRETCH, a dip
     (60, 0.3),     # 30% of the gain lost for 30% of the run: not half of it
 ])
 def test_dips_stay_quiet(length, depth):

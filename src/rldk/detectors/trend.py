@@ -48,6 +48,15 @@ from rldk.detectors.scale import MAD_TO_SIGMA, noise_sigma
 #: noise of 30-100 points (rho 0.99, a rolling mean as long as the log) fires in 5-20%:
 #: there a wander and a trend cannot be told apart from the series alone.
 SIGNIFICANCE = 3.0
+#: A decline the run recovers from may hold less than MIN_STRETCH of the run, down to this
+#: share of it, when its drop passes SHORT_SIGNIFICANCE x SIGNIFICANCE standard errors: half
+#: the duration, twice the evidence. Independent labellers of the real corpus call a return
+#: that lost two thirds to all of its gain for 5-7% of the run and came back an event (a
+#: REINFORCE evaluation at its cap that fell to 215 for 6 of 100 evaluations, z 194; an
+#: rl_games FrankaCabinet return 9400 -> 900 for 35 of 500 epochs, z 13), while a dip of a
+#: noisy return as long, barely significant (z 3.5), is one they list as benign.
+SHORT_STRETCH = 0.05
+SHORT_SIGNIFICANCE = 2.0
 #: Fewest logged values a tail below the line must hold (with MIN_STRETCH of the run): a
 #: noisy series sitting at the line has all of 3 values in a row below it 1 time in 8, all
 #: of 5 1 time in 32; an evaluation logged every few thousand steps bounces like that.
@@ -121,7 +130,8 @@ def recovered_decline(steps, values, share: float, r: Regimes | None = None) -> 
     state that lasts to the end must (a dip of a noisy return that recovers within a tenth
     of the run is a transient; a policy that stays broken for longer is the event the user
     must see), and its drop must pass the same SIGNIFICANCE against the series' own noise
-    and wander as a final decline's. The stretch opens with MIN_REFERENCE values below the
+    and wander as a final decline's; or hold SHORT_STRETCH of the run with a drop of
+    SHORT_SIGNIFICANCE times that. The stretch opens with MIN_REFERENCE values below the
     line (a lone low value is an outlier), not with a regime of as many: a smooth crash and
     recovery logged at a coarse cadence is cut into regimes of a point or two.
 
@@ -154,11 +164,12 @@ def _recovered(r: Regimes, share: float):
         return
     top, low = held
     se = level_se(r)
-    need = max(MIN_TAIL, int(np.ceil(MIN_STRETCH * len(r.values))))
+    need = max(MIN_TAIL, int(np.ceil(SHORT_STRETCH * len(r.values))))
     best = np.maximum.accumulate(top)
+    most = float(np.max(top - np.minimum.accumulate(low)))    # the largest gain the run held
     t = 1
     while t < len(r.parts):
-        found = _recovered_at(r, t, top, low, best, se, share, need)
+        found = _recovered_at(r, t, top, low, best, se, share, need, most)
         if found is None:
             t += 1
             continue
@@ -168,8 +179,11 @@ def _recovered(r: Regimes, share: float):
         t = part_at(r, found.end) + 1
 
 
-def _recovered_at(r: Regimes, t: int, top, low, best, se, share, need) -> Decline | None:
-    """The recovered decline whose low stretch starts with regime ``t``, or None."""
+def _recovered_at(r: Regimes, t: int, top, low, best, se, share, need, most) -> Decline | None:
+    """The recovered decline whose low stretch starts with regime ``t``, or None. One
+    shorter than MIN_STRETCH must also lose ``share`` of ``most``, the largest gain the
+    run held anywhere (a wiggle of an untrained policy, under the highest level it had
+    held so far but small beside what the run later learned, is no broken policy)."""
     s = r.parts[t].start
     if s < 2 * MIN_REFERENCE:
         return None
@@ -187,7 +201,7 @@ def _recovered_at(r: Regimes, t: int, top, low, best, se, share, need) -> Declin
         if r.parts[t].level >= line or not np.all(r.values[s:s + MIN_REFERENCE] < line):
             continue                              # a lone low point opens no stretch
         end = _stretch_end(r, low, t, line)       # outliers above the line inside it
-        if end - s < need:
+        if end - s < need:                        # need: SHORT_STRETCH of the run
             continue
         if line == deep:
             fell = t
@@ -201,7 +215,10 @@ def _recovered_at(r: Regimes, t: int, top, low, best, se, share, need) -> Declin
     low_part = r.values[s:end]
     z = (peak - float(np.mean(low_part))) / max(se(n_peak, len(low_part), s + len(low_part) // 2 - a),
                                                 1e-300)
-    if z < SIGNIFICANCE:
+    short = end - s < MIN_STRETCH * len(r.values)
+    if short and (end >= len(r.values) or peak - float(np.median(low_part)) < share * most):
+        return None           # a state that lasts to the end holds MIN_STRETCH; a short one is deep
+    if z < SIGNIFICANCE * (SHORT_SIGNIFICANCE if short else 1):
         return None
     onset = _move_start(r, a, fell, peak, gain, se, end)
     return Decline(r, onset, s, peak, int(r.steps[a]), start,

@@ -18,8 +18,9 @@ zero_std_onset         zero_std_frac        enters and stays at >= 50% zero-std 
 reward_collapse        reward               sits at its floor from some step on
 reward_degradation     reward, episode_     falls back by half its gain and stays (to
                        return (train, eval) the end, or a tenth of the run before it
-                                            recovers; on levels: rldk.detectors.trend),
-                                            or by 30% of it to the end of the log,
+                                            recovers, a twentieth with twice the
+                                            evidence; on levels: rldk.detectors.trend),
+                                            or by 25% of it to the end of the log,
                                             or, with no gain, settles below every
                                             level it held and stays; one finding per
                                             fall of a train series that fell twice;
