@@ -76,12 +76,14 @@ def bench(tmp_path_factory):
 #: slid from there (``moves.prior_exit``), CS285's Train_/Eval_ prefixes read, and the
 #: thirtieth batch (7 logs). Session 26: a loss of a quarter of the gain kept to the end is
 #: a degradation, and a recovered decline 5-10% of the run long counts with twice the
-#: evidence and half the largest gain lost: the floors below (tune late 4 -> 5 healthy
-#: exits: a QMIX test return cut to its last 90%, whose learning from 6-12 is cut away,
-#: dips 18.6 -> 15.3 for 11 of 183 evaluations, listed as noisy dips, benign; report every3
-#: 36 -> 35 in window while 57 -> 60 found).
-FLOORS = {("tune", "every2"): (87 / 96, 64 / 96, 7), ("tune", "every3"): (86 / 96, 60 / 96, 6),
-          ("tune", "late"): (66 / 71, 46 / 71, 5), ("tune", "stopped"): (69 / 86, 52 / 86, 9),
+#: evidence and half the largest gain lost (tune late 4 -> 5 healthy exits: a QMIX test
+#: return cut to its last 90%, whose learning from 6-12 is cut away, dips 18.6 -> 15.3 for
+#: 11 of 183 evaluations, listed as noisy dips, benign; report every3 36 -> 35 in window
+#: while 57 -> 60 found); then ties from the first step while the reward climbs are info
+#: and a ratio over its line from the first step is reported where it got worse (tune
+#: exits -1 in every variant, late +1 in window): the floors below.
+FLOORS = {("tune", "every2"): (87 / 96, 64 / 96, 6), ("tune", "every3"): (86 / 96, 60 / 96, 5),
+          ("tune", "late"): (66 / 71, 47 / 71, 4), ("tune", "stopped"): (69 / 86, 52 / 86, 8),
           ("report", "every2"): (57 / 81, 32 / 81, 10), ("report", "every3"): (60 / 81, 35 / 81, 10),
           ("report", "late"): (51 / 65, 35 / 65, 12), ("report", "stopped"): (46 / 73, 33 / 73, 11)}
 
@@ -150,7 +152,7 @@ def test_a_stopped_run_ends_soon_after_its_first_event(bench):
 INJECTED = {"tune": {"return_collapse": (82, 79), "entropy_collapse": (41, 0), "kl_blowup": (13, 13),
                      "grad_explosion": (21, 21), "loss_divergence": (56, 55), "nan": (59, 59),
                      "reward_floor": (22, 21), "length_collapse": (17, 15), "length_explosion": (15, 13),
-                     "truncation": (10, 10), "zero_std": (6, 5), "clip_blowup": (30, 27)},
+                     "truncation": (10, 10), "zero_std": (6, 6), "clip_blowup": (30, 27)},
             "report": {"return_collapse": (61, 54), "entropy_collapse": (39, 0), "kl_blowup": (8, 6),
                        "grad_explosion": (18, 18), "loss_divergence": (51, 49), "nan": (53, 53),
                        "reward_floor": (15, 15), "length_collapse": (13, 10), "length_explosion": (13, 12),

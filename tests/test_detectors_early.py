@@ -9,6 +9,7 @@ failure. Synthetic cases with exact answers, shaped as those logs are.
 from __future__ import annotations
 
 import numpy as np
+import pytest
 
 from rldk.detectors import ratios, rules
 from rldk.detectors.onsets import state_run
@@ -121,3 +122,57 @@ def test_a_real_verl_run_that_solved_gsm8k_ties_at_the_top():
     event = rules.RULES["zero_std_frac"][0]("ties", steps, ties, partner=series("critic/score/mean"))
     assert event.severity == "info" and event.evidence["reward_high"] > 0.9
     assert event.evidence["solved_share"] >= ratios.SOLVED_MOST
+
+
+def test_ties_from_the_first_step_while_the_reward_climbs_are_info():
+    """A share of tied groups over the line from the first step, with a reward that climbs
+    significantly under it (against its own noise and wander): some prompts give no signal,
+    the run learns from the others (info). The same ties with a flat or falling reward, or
+    with nearly every group tied (TIED_NO_SIGNAL), stay a warning."""
+    rng = np.random.default_rng(4)
+    steps = np.arange(1, 301)
+    ties = np.clip(0.7 + 0.06 * rng.normal(size=300), 0, 1)
+    climbs = 0.35 + 0.1 * steps / 300 + 0.08 * rng.normal(size=300)
+    flat = 0.35 + 0.08 * rng.normal(size=300)
+    rule = rules.RULES["zero_std_frac"][0]
+    event = rule("ties", steps, ties, partner=(steps, climbs))
+    assert event.severity == "info" and event.onset == 1 and event.evidence["reward_rise_z"] >= 3
+    assert rule("ties", steps, ties, partner=(steps, flat)).severity == "warning"
+    assert rule("ties", steps, ties, partner=(steps, 0.45 - (climbs - 0.35))).severity == "warning"
+    nearly_all = np.clip(0.93 + 0.02 * rng.normal(size=300), 0, 1)
+    assert rule("ties", steps, nearly_all, partner=(steps, climbs)).severity == "warning"
+
+
+def test_a_real_roll_grpo_run_with_ties_from_its_first_step_learns_through_them():
+    """A ROLL GRPO run (tuning half, healthy): advantage/zero_rate 0.53-0.86 on every row from
+    the first, the rubric pass rate 0.35 -> 0.45 (block medians): info."""
+    import json
+    from pathlib import Path
+
+    path = (Path(__file__).resolve().parents[1] / "benchmarks" / "data" / "real"
+            / "roll_grpo_rdan_ifollow_flat" / "metrics.jsonl")
+    rows = [json.loads(line) for line in path.read_text(encoding="utf-8").splitlines() if line.strip()]
+
+    def series(key):
+        kept = sorted((r["system/step"], r[key]) for r in rows if isinstance(r.get(key), (int, float)))
+        return np.array([s for s, _ in kept]), np.array([v for _, v in kept], float)
+
+    event = rules.RULES["zero_std_frac"][0]("advantage/zero_rate", *series("advantage/zero_rate"),
+                                            partner=series("reward/selected_mean"))
+    assert event.severity == "info" and event.onset == 1, event
+
+
+def test_a_ratio_over_its_line_from_the_first_step_that_gets_worse_starts_at_the_step():
+    """Truncated at 0.8 from the first step, at 0.95 from point 14 on: the onset is the
+    step up, with the level before it. A share at 0.98 that reaches 1.0 later moved less
+    than WORSE_STEP: reported from the first step, as is a share that only drifts."""
+    rng = np.random.default_rng(6)
+    steps = np.arange(5, 205, 5)
+    worse = np.clip(np.r_[np.full(14, 0.8), np.full(26, 0.95)] + 0.025 * rng.normal(size=40), 0, 1)
+    event = ratios.high_ratio("truncation_onset", "clipped", steps, worse, ratios.TRUNCATION_HIGH, "truncated")
+    assert event.onset == steps[14] and event.evidence["from_first_step"]
+    assert event.evidence["before"] == pytest.approx(0.8, abs=0.05)
+    spent = np.clip(np.r_[np.full(14, 0.98), np.full(26, 1.0)] + 0.005 * rng.normal(size=40), 0, 1)
+    assert ratios.high_ratio("t", "c", steps, spent, 0.5, "truncated").onset == steps[0]
+    drift = np.linspace(0.55, 0.7, 40) + 0.02 * rng.normal(size=40)
+    assert ratios.high_ratio("t", "c", steps, drift, 0.5, "truncated").onset == steps[0]

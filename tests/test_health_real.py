@@ -50,12 +50,16 @@ def test_dpo_nan_grad_norm_steps(analyzed):
 
 
 def test_grpo_truncation(analyzed):
-    """completions/clipped_ratio is 0.5-1.0 from the first logged step (5) to the end (200):
-    the run truncates most completions from its start, and no part of it is assumed healthy."""
+    """completions/clipped_ratio is 0.5-0.9 (median 0.8) from the first logged step (5), then
+    0.9-1.0 from 75 to the end (200): the run truncates most completions from its start (no
+    part of it is assumed healthy), and the finding's onset is the step where it got worse,
+    75, with the level before it and the fact that the share was over the line from the
+    first step."""
     reports, _ = analyzed("trl_grpo_truncation")
     (f,) = problems(reports, "health")
-    assert (f.code, f.metric, f.steps) == ("truncation_onset", "completions/clipped_ratio", (5, 200))
-    assert f.evidence["before"] is None and f.evidence["share_at_or_above"] == 1.0
+    assert (f.code, f.metric, f.steps) == ("truncation_onset", "completions/clipped_ratio", (75, 200))
+    assert f.evidence["before"] == pytest.approx(0.8) and f.evidence["from_first_step"]
+    assert f.evidence["share_at_or_above"] == 1.0
     assert not problems(reports, "nan_onset") and not problems(reports, "spikes")
 
 

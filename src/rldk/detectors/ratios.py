@@ -14,8 +14,9 @@ import numpy as np
 
 from rldk.detectors.event import Event
 from rldk.detectors.moves import PRIOR_POINTS
-from rldk.detectors.onsets import level_of, state_run
+from rldk.detectors.onsets import MIN_REFERENCE, level_of, state_run
 from rldk.detectors.scale import noise_sigma
+from rldk.detectors.trend import SIGNIFICANCE, level_se
 
 #: Ratios (zero-std groups, truncation, clip fraction): a stretch at or above this level.
 #: Half of the groups without reward variance, half of the responses cut, a third of the
@@ -53,6 +54,15 @@ def high_ratio(code: str, metric: str, steps, values, high: float, what: str) ->
         # step is its first point that is itself at or above the line
         found = (found[0] + int(np.argmax(v[found[0]:found[1]] >= high)), found[1])
     k, end = found
+    worse = _worse_later(v) if k == 0 else None
+    if worse is not None:
+        k, end = worse
+        level, before = float(np.median(v[k:end])), float(np.median(v[:k]))
+        title = (f"{what} at {level:.2f} from step {int(steps[k])} (was {before:.2f}, at or above "
+                 f"{high:g} from the first step)")
+        return Event(code, metric, int(steps[k]), int(steps[end - 1]), "warning", title,
+                     {"level": level, "before": before, "threshold": high, "from_first_step": True,
+                      "share_at_or_above": float(np.mean(v[k:end] >= high))})
     level = float(np.median(v[k:end]))
     before = float(np.median(v[:k])) if k > 0 else None
     title = (f"{what} at {level:.2f} from step {int(steps[k])}"
@@ -62,6 +72,56 @@ def high_ratio(code: str, metric: str, steps, values, high: float, what: str) ->
                   "share_at_or_above": float(np.mean(v[k:end] >= high))})
 
 
+def _worse_later(v: np.ndarray) -> tuple[int, int] | None:
+    """``(k, end)`` of a later, worse state of a ratio already at or above its line from
+    the first step: from point ``k`` to the end it sits past the midpoint between the
+    level it held before (P, the median of the points before ``k``) and 1, the whole of
+    the groups or responses, and the step up adds WORSE_STEP of the whole and passes
+    SIGNIFICANCE standard errors of the two levels' difference (white noise,
+    ``noise_sigma``). A TRL run cut 0.8 of its
+    responses at the length cap from the first step and 0.95 from step 75; the step is the
+    news, not the first row. ``k`` and P are found together (P decides the midpoint, the
+    midpoint the state); None when there is no such state, or no level held before it
+    (PRIOR_POINTS points)."""
+    n = len(v)
+    if n < 2 * PRIOR_POINTS:
+        return None
+    # the first guess: the split with the largest step up in mean, in standard errors
+    cut = np.arange(PRIOR_POINTS, n - MIN_REFERENCE + 1)
+    total = np.concatenate(([0.0], np.cumsum(v)))
+    rise = (total[n] - total[cut]) / (n - cut) - total[cut] / cut
+    k = int(cut[np.argmax(rise * np.sqrt(cut * (n - cut) / n))])
+    level = level_of(v)
+    for _ in range(4):
+        mid = (float(np.median(v[:max(k, 1)])) + 1) / 2
+        # the points, or (a ratio over few groups jumps by whole groups) its rolling level,
+        # as high_ratio reads a state
+        found = state_run(v >= mid, PRIOR_POINTS, final=True)
+        if found is None and (found := state_run(level >= mid, PRIOR_POINTS, final=True)) is not None:
+            found = (found[0] + int(np.argmax(v[found[0]:found[1]] >= mid)), found[1])
+        if found is None or found[0] == k:
+            break
+        k = found[0]
+    if found is None or found[0] != k or k < PRIOR_POINTS:
+        return None
+    sigma = noise_sigma(v)
+    step = float(np.mean(v[k:]) - np.mean(v[:k]))
+    if step < WORSE_STEP or step < SIGNIFICANCE * sigma * np.sqrt(1 / k + 1 / (n - k)):
+        return None
+    return found
+
+
+#: ``_worse_later``: the fewest of all the groups or responses a later, worse state of a
+#: ratio must add to the level it held (a tenth of them, as SUCCESS_DROP is of episodes):
+#: a share tied on 98% of groups that ties on all of them later changed nothing.
+WORSE_STEP = 0.1
+
+
+#: ``zero_std_onset`` and the reward-health check: at or above this share of tied groups
+#: there are too few others to carry a signal, whatever the reward did (an error there).
+TIED_NO_SIGNAL = 0.9
+#: ``learned_through``: the share of a state's points (first and last) whose levels are compared.
+LEARNED_SHARE = 0.2
 #: ``solved_ties``: a step's tied groups count as solved ones when the reward's level there
 #: lies closer to the highest level it held over the run than to the lowest.
 SOLVED_SHARE = 0.5
@@ -134,10 +194,47 @@ def zero_std_onset(metric: str, steps, values, partner=None) -> Event | None:
     steps, values = np.asarray(steps), np.asarray(values, float)
     inside = (steps >= event.onset) & (steps <= event.last)
     solved = solved_ties(*partner, steps[inside], values[inside])
-    if solved is None:
+    if solved is not None:
+        return replace(event, severity="info", title=solved_title(event.title, solved),
+                       evidence={**event.evidence, **solved})
+    learned = (learned_through(*partner, event.onset, event.last)
+               if event.evidence["before"] is None and event.evidence["level"] < TIED_NO_SIGNAL else None)
+    if learned is None:
         return event
-    return replace(event, severity="info", title=solved_title(event.title, solved),
-                   evidence={**event.evidence, **solved})
+    return replace(event, severity="info", title=learned_title(event.title, learned),
+                   evidence={**event.evidence, **learned})
+
+
+def learned_through(reward_steps, reward_values, first: int, last: int) -> dict | None:
+    """Evidence that the reward rose over steps ``first``..``last`` (a state of tied groups
+    the run was in from its first step), or None: the level of its last LEARNED_SHARE of
+    those points (at least MIN_REFERENCE) above that of its first by SIGNIFICANCE standard
+    errors of the difference of two levels (``trend.level_se``: the reward's own noise and
+    wander). Ties from the first step while the reward climbs are a share of prompts that
+    give no signal, not a run without one (a ROLL GRPO run: 71% tied responses on every
+    row, the pass rate 0.35 -> 0.45), unless nearly all tie (TIED_NO_SIGNAL, the callers'
+    test); with a flat or falling reward they are the run
+    getting nothing (TRL GRPO runs tied on 75-100% of their groups, reward 0.02 -> 0.003
+    and 0.87 -> 0.88)."""
+    from rldk.detectors.regimes import regimes
+
+    steps, values = np.asarray(reward_steps), np.asarray(reward_values, float)
+    keep = np.isfinite(values) & (steps >= first) & (steps <= last)
+    steps, values = steps[keep], values[keep]
+    n = max(MIN_REFERENCE, int(np.ceil(LEARNED_SHARE * len(values))))
+    if len(values) < 2 * n:
+        return None
+    early, late = float(np.mean(values[:n])), float(np.mean(values[-n:]))
+    se = level_se(regimes(steps, values, "signed"))(n, n, len(values) - n)
+    if not se > 0 or late - early < SIGNIFICANCE * se:
+        return None
+    return {"reward_early": early, "reward_late": late, "reward_rise_z": round((late - early) / se, 2)}
+
+
+def learned_title(title: str, evidence: dict) -> str:
+    return (f"{title}, while the reward rose from {evidence['reward_early']:.3g} to "
+            f"{evidence['reward_late']:.3g}: the other groups carry the signal (filter prompts "
+            "that are always solved or never solved to spend less compute on ties)")
 
 
 def clip_ratio_blowup(metric: str, steps, values, partner=None) -> Event | None:

@@ -6,7 +6,7 @@ import numpy as np
 from rldk.analyzers.reward_health.context import Context
 from rldk.analyzers.reward_health.data import REWARD_STD, ZERO_STD, Samples
 from rldk.analyzers.reward_health.stats import in_window
-from rldk.detectors.ratios import solved_ties, solved_title
+from rldk.detectors.ratios import TIED_NO_SIGNAL, learned_through, learned_title, solved_ties, solved_title
 
 
 def check_zero_std(ctx: Context) -> None:
@@ -46,9 +46,15 @@ def _zero_std_finding(ctx: Context, steps, shares, source, flagged, overall) -> 
     # ties at the top of a reward the run learned its way up to are spent prompts (info)
     inside = (steps >= first) & (steps <= last)
     solved = None if reward is None else solved_ties(reward.steps, reward.values, steps[inside], shares[inside])
-    severity = "info" if solved else "error" if overall >= 0.9 else "warning"
+    # ties from the first step on while the reward still climbed: part of the prompts give
+    # no signal, the run learns from the rest (info)
+    learned = None if solved or reward is None or first != int(steps[0]) or overall >= TIED_NO_SIGNAL else \
+        learned_through(reward.steps, reward.values, first, last)
+    severity = "info" if solved or learned else "error" if overall >= TIED_NO_SIGNAL else "warning"
     if solved:
         title, evidence = solved_title(title, solved), {**evidence, **solved}
+    elif learned:
+        title, evidence = learned_title(title, learned), {**evidence, **learned}
     ctx.find("zero_std_groups", severity, title, source, (first, last), evidence,
              "Groups with one reward value give zero advantage and no gradient: make the "
              "reward graded (partial credit), raise num_generations or the sampling "
