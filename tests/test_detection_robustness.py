@@ -81,11 +81,12 @@ def bench(tmp_path_factory):
 #: 11 of 183 evaluations, listed as noisy dips, benign; report every3 36 -> 35 in window
 #: while 57 -> 60 found); then ties from the first step while the reward climbs are info
 #: and a ratio over its line from the first step is reported where it got worse (tune
-#: exits -1 in every variant, late +1 in window): the floors below.
-FLOORS = {("tune", "every2"): (87 / 96, 64 / 96, 6), ("tune", "every3"): (86 / 96, 60 / 96, 5),
-          ("tune", "late"): (66 / 71, 47 / 71, 4), ("tune", "stopped"): (69 / 86, 52 / 86, 8),
-          ("report", "every2"): (57 / 81, 32 / 81, 10), ("report", "every3"): (60 / 81, 35 / 81, 10),
-          ("report", "late"): (51 / 65, 35 / 65, 12), ("report", "stopped"): (46 / 73, 33 / 73, 11)}
+#: exits -1 in every variant, late +1 in window); then the thirty-first batch (9 logs) and a
+#: window of tied groups flagged only beyond its own noise: the floors below.
+FLOORS = {("tune", "every2"): (88 / 98, 64 / 98, 6), ("tune", "every3"): (87 / 98, 60 / 98, 5),
+          ("tune", "late"): (67 / 72, 47 / 72, 4), ("tune", "stopped"): (71 / 88, 54 / 88, 8),
+          ("report", "every2"): (58 / 82, 32 / 82, 10), ("report", "every3"): (61 / 82, 35 / 82, 10),
+          ("report", "late"): (52 / 66, 35 / 66, 12), ("report", "stopped"): (47 / 74, 34 / 74, 11)}
 
 
 @pytest.mark.parametrize("half, variant", sorted(FLOORS))
@@ -148,15 +149,16 @@ def test_a_stopped_run_ends_soon_after_its_first_event(bench):
 #: took 6 points or more while the reward rose past its own 3-sigma band (a sudden 10x cut,
 #: as injected, stays a collapse; one after an info fall is judged again). Session 24: the
 #: twenty-seventh batch's healthy logs (3). Session 25: the twenty-eighth and twenty-ninth
-#: batches' healthy logs (10), then the thirtieth's (5): the counts below.
-INJECTED = {"tune": {"return_collapse": (82, 79), "entropy_collapse": (41, 0), "kl_blowup": (13, 13),
-                     "grad_explosion": (21, 21), "loss_divergence": (56, 55), "nan": (59, 59),
-                     "reward_floor": (22, 21), "length_collapse": (17, 15), "length_explosion": (15, 13),
-                     "truncation": (10, 10), "zero_std": (6, 6), "clip_blowup": (30, 27)},
-            "report": {"return_collapse": (61, 54), "entropy_collapse": (39, 0), "kl_blowup": (8, 6),
-                       "grad_explosion": (18, 18), "loss_divergence": (51, 49), "nan": (53, 53),
-                       "reward_floor": (15, 15), "length_collapse": (13, 10), "length_explosion": (13, 12),
-                       "truncation": (10, 9), "zero_std": (5, 4), "clip_blowup": (34, 32)}}
+#: batches' healthy logs (10), then the thirtieth's (5). Session 26: the thirty-first's (6): the
+#: counts below.
+INJECTED = {"tune": {"return_collapse": (85, 82), "entropy_collapse": (42, 0), "kl_blowup": (13, 13),
+                     "grad_explosion": (22, 22), "loss_divergence": (58, 57), "nan": (61, 61),
+                     "reward_floor": (23, 22), "length_collapse": (18, 16), "length_explosion": (16, 13),
+                     "truncation": (11, 11), "zero_std": (7, 6), "clip_blowup": (31, 28)},
+            "report": {"return_collapse": (64, 57), "entropy_collapse": (40, 0), "kl_blowup": (8, 6),
+                       "grad_explosion": (19, 19), "loss_divergence": (53, 51), "nan": (56, 56),
+                       "reward_floor": (16, 16), "length_collapse": (14, 11), "length_explosion": (14, 13),
+                       "truncation": (11, 10), "zero_std": (6, 5), "clip_blowup": (35, 33)}}
 
 
 @pytest.mark.parametrize("half", sorted(INJECTED))

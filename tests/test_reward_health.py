@@ -136,6 +136,22 @@ def test_zero_std_at_the_top_of_a_learned_reward_is_info(tmp_path):
     assert next(f for f in paid.findings if f.code == "zero_std_groups").severity == "warning"
 
 
+def test_a_window_of_ties_is_flagged_only_beyond_its_noise(tmp_path):
+    """One GRPO group per step: the share is 0 or 1 on every row. A run that ties a third of
+    its groups at random has windows that average 0.5 by chance (a real TRL run on AgentBench
+    of the tuning half: 35% overall, 5 of 12 in one window): no finding. A stretch of
+    consecutive ties is a window over the line beyond its noise: flagged."""
+    rng = np.random.default_rng(1)
+    chance = (rng.random(100) < 0.35).astype(float).tolist()
+    reward = (0.5 + 0.1 * rng.normal(size=100)).tolist()
+    quiet = reward_health(make_store(tmp_path / "a", metrics={"reward": reward, "frac_reward_zero_std": chance}))
+    assert not [f for f in quiet.findings if f.code == "zero_std_groups"]
+    stuck = chance[:60] + [1.0] * 20 + chance[80:]
+    loud = reward_health(make_store(tmp_path / "b", metrics={"reward": reward, "frac_reward_zero_std": stuck}))
+    f = next(f for f in loud.findings if f.code == "zero_std_groups")
+    assert f.severity == "warning" and 60 <= f.steps[0] <= 80
+
+
 def test_zero_std_from_sample_groups(tmp_path):
     # step s: prompt "a" gets 4 equal rewards, prompt "b" 4 different ones -> share 0.5 at every step
     samples = [(s, p, "x", 1.0 if p == "a" else float(i), {}) for s in range(20) for p in "ab" for i in range(4)]

@@ -7,6 +7,8 @@ from rldk.analyzers.reward_health.context import Context
 from rldk.analyzers.reward_health.data import REWARD_STD, ZERO_STD, Samples
 from rldk.analyzers.reward_health.stats import in_window
 from rldk.detectors.ratios import TIED_NO_SIGNAL, learned_through, learned_title, solved_ties, solved_title
+from rldk.detectors.scale import noise_sigma
+from rldk.detectors.trend import SIGNIFICANCE
 
 
 def check_zero_std(ctx: Context) -> None:
@@ -17,11 +19,17 @@ def check_zero_std(ctx: Context) -> None:
         return ctx.skipped("zero_std_groups", "needs frac_reward_zero_std (TRL GRPO) or grouped sample "
                            "events (several completions per prompt and step, with rewards)")
     flagged = []
+    # a window is flagged when its share is over the line beyond its own noise: a share
+    # over one group per step is 0 or 1 on every row, and a window of a dozen such rows
+    # averages 0.5 in a run that ties a third of its groups throughout. A row's noise: the
+    # series' step-to-step noise, or its spread where that is smaller (a 0/1 series, whose
+    # differences the robust estimate reads as larger than the rows' own spread)
+    sigma = min(noise_sigma(shares), float(np.std(shares)))
     for w in ctx.windows:
         m = in_window(steps, (w["first_step"], w["last_step"]))
         if m.any():
             w["zero_std_share"] = float(shares[m].mean())
-            if w["zero_std_share"] >= p.zero_std_share:
+            if w["zero_std_share"] - SIGNIFICANCE * sigma / np.sqrt(m.sum()) >= p.zero_std_share:
                 flagged.append(w)
     _window_group_std(ctx)
     overall = float(shares.mean())
