@@ -78,11 +78,10 @@ def _worse_later(v: np.ndarray) -> tuple[int, int] | None:
     level it held before (P, the median of the points before ``k``) and 1, the whole of
     the groups or responses, and the step up adds WORSE_STEP of the whole and passes
     SIGNIFICANCE standard errors of the two levels' difference (white noise,
-    ``noise_sigma``). A TRL run cut 0.8 of its
-    responses at the length cap from the first step and 0.95 from step 75; the step is the
-    news, not the first row. ``k`` and P are found together (P decides the midpoint, the
-    midpoint the state); None when there is no such state, or no level held before it
-    (PRIOR_POINTS points)."""
+    ``noise_sigma``). A TRL run cut 0.8 of its responses at the length cap from the first
+    step and 0.95 from step 75; the step is the news, not the first row. ``k`` and P are
+    found together (P decides the midpoint, the midpoint the state); None when there is no
+    such state, or no level held before it (PRIOR_POINTS points)."""
     n = len(v)
     if n < 2 * PRIOR_POINTS:
         return None
@@ -213,9 +212,8 @@ def learned_through(reward_steps, reward_values, first: int, last: int) -> dict 
     wander). Ties from the first step while the reward climbs are a share of prompts that
     give no signal, not a run without one (a ROLL GRPO run: 71% tied responses on every
     row, the pass rate 0.35 -> 0.45), unless nearly all tie (TIED_NO_SIGNAL, the callers'
-    test); with a flat or falling reward they are the run
-    getting nothing (TRL GRPO runs tied on 75-100% of their groups, reward 0.02 -> 0.003
-    and 0.87 -> 0.88)."""
+    test); with a flat or falling reward they are the run getting nothing (TRL GRPO runs
+    tied on 75-100% of their groups, reward 0.02 -> 0.003 and 0.87 -> 0.88)."""
     from rldk.detectors.regimes import regimes
 
     steps, values = np.asarray(reward_steps), np.asarray(reward_values, float)

@@ -164,7 +164,7 @@ def _recovered(r: Regimes, share: float):
         return
     top, low = held
     se = level_se(r)
-    need = max(MIN_TAIL, int(np.ceil(SHORT_STRETCH * len(r.values))))
+    need = max(MIN_TAIL, int(np.ceil(SHORT_STRETCH * len(r.values))))   # a short stretch's
     best = np.maximum.accumulate(top)
     most = float(np.max(top - np.minimum.accumulate(low)))    # the largest gain the run held
     t = 1
@@ -197,25 +197,33 @@ def _recovered_at(r: Regimes, t: int, top, low, best, se, share, need, most) -> 
     if gain is None:
         return None
     deep = peak - share * gain
-    for line in (deep, peak - SHALLOW * share * gain):
-        if r.parts[t].level >= line or not np.all(r.values[s:s + MIN_REFERENCE] < line):
-            continue                              # a lone low point opens no stretch
-        end = _stretch_end(r, low, t, line)       # outliers above the line inside it
-        if end - s < need:                        # need: SHORT_STRETCH of the run
-            continue
-        if line == deep:
-            fell = t
-            break
-        held_deep = top[s:end - MIN_REFERENCE + 1] < deep
-        if held_deep.any() and _all_off(r, t, end, peak, n_peak):
-            fell = part_at(r, s + int(np.argmax(held_deep)))   # where it went past the deep line
-            break
-    else:
+
+    def low_stretch(least: int):
+        """``(line, end, fell)`` of the low stretch that holds ``least`` points, or None."""
+        for line in (deep, peak - SHALLOW * share * gain):
+            if r.parts[t].level >= line or not np.all(r.values[s:s + MIN_REFERENCE] < line):
+                continue                          # a lone low point opens no stretch
+            end = _stretch_end(r, low, t, line)   # outliers above the line inside it
+            if end - s < least:
+                continue
+            if line == deep:
+                return line, end, t
+            held_deep = top[s:end - MIN_REFERENCE + 1] < deep
+            if held_deep.any() and _all_off(r, t, end, peak, n_peak):
+                # the fall starts where the stretch went past the deep line
+                return line, end, part_at(r, s + int(np.argmax(held_deep)))
         return None
+
+    # a stretch of MIN_STRETCH of the run under either line first; failing that, a short one
+    found = low_stretch(max(MIN_TAIL, int(np.ceil(MIN_STRETCH * len(r.values)))))
+    short = found is None
+    found = found if found is not None else low_stretch(need)
+    if found is None:
+        return None
+    line, end, fell = found
     low_part = r.values[s:end]
     z = (peak - float(np.mean(low_part))) / max(se(n_peak, len(low_part), s + len(low_part) // 2 - a),
                                                 1e-300)
-    short = end - s < MIN_STRETCH * len(r.values)
     if short and (end >= len(r.values) or peak - float(np.median(low_part)) < share * most):
         return None           # a state that lasts to the end holds MIN_STRETCH; a short one is deep
     if z < SIGNIFICANCE * (SHORT_SIGNIFICANCE if short else 1):
