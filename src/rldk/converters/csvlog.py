@@ -148,7 +148,9 @@ def wandb_export(file: Path, header: list) -> list[RunData] | None:
                                                                          "number; that value left out"))
                         continue
                     steps, names, values = series.setdefault(m["run"], ([], [], []))
-                    steps.append(int(step)), names.append(m["metric"]), values.append(value)
+                    steps.append(int(step))
+                    names.append(m["metric"])
+                    values.append(value)
     except (OSError, UnicodeDecodeError, csv.Error):
         return None
     runs = []

@@ -15,6 +15,7 @@ import numpy as np
 from rldk.detectors.event import Event
 from rldk.detectors.moves import PRIOR_POINTS
 from rldk.detectors.onsets import MIN_REFERENCE, level_of, state_run
+from rldk.detectors.regimes import regimes
 from rldk.detectors.scale import noise_sigma
 from rldk.detectors.trend import SIGNIFICANCE, level_se
 
@@ -53,23 +54,18 @@ def high_ratio(code: str, metric: str, steps, values, high: float, what: str) ->
         # a centred level rises a point or two before the points do: the state's first
         # step is its first point that is itself at or above the line
         found = (found[0] + int(np.argmax(v[found[0]:found[1]] >= high)), found[1])
-    k, end = found
-    worse = _worse_later(v) if k == 0 else None
-    if worse is not None:
-        k, end = worse
-        level, before = float(np.median(v[k:end])), float(np.median(v[:k]))
-        title = (f"{what} at {level:.2f} from step {int(steps[k])} (was {before:.2f}, at or above "
-                 f"{high:g} from the first step)")
-        return Event(code, metric, int(steps[k]), int(steps[end - 1]), "warning", title,
-                     {"level": level, "before": before, "threshold": high, "from_first_step": True,
-                      "share_at_or_above": float(np.mean(v[k:end] >= high))})
+    worse = _worse_later(v) if found[0] == 0 else None
+    k, end = worse or found
     level = float(np.median(v[k:end]))
     before = float(np.median(v[:k])) if k > 0 else None
     title = (f"{what} at {level:.2f} from step {int(steps[k])}"
-             + (f" (was {before:.2f})" if before is not None else " (from the first step)"))
+             + (" (from the first step)" if before is None else
+                f" (was {before:.2f}, at or above {high:g} from the first step)" if worse else
+                f" (was {before:.2f})"))
+    evidence = {"level": level, "before": before, "threshold": high,
+                "share_at_or_above": float(np.mean(v[k:end] >= high))}
     return Event(code, metric, int(steps[k]), int(steps[end - 1]), "warning", title,
-                 {"level": level, "before": before, "threshold": high,
-                  "share_at_or_above": float(np.mean(v[k:end] >= high))})
+                 {**evidence, "from_first_step": True} if worse else evidence)
 
 
 def _worse_later(v: np.ndarray) -> tuple[int, int] | None:
@@ -214,8 +210,6 @@ def learned_through(reward_steps, reward_values, first: int, last: int) -> dict 
     row, the pass rate 0.35 -> 0.45), unless nearly all tie (TIED_NO_SIGNAL, the callers'
     test); with a flat or falling reward they are the run getting nothing (TRL GRPO runs
     tied on 75-100% of their groups, reward 0.02 -> 0.003 and 0.87 -> 0.88)."""
-    from rldk.detectors.regimes import regimes
-
     steps, values = np.asarray(reward_steps), np.asarray(reward_values, float)
     keep = np.isfinite(values) & (steps >= first) & (steps <= last)
     steps, values = steps[keep], values[keep]
