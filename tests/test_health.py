@@ -114,6 +114,25 @@ def test_episode_statistics_before_the_first_episode_ends_are_not_yet_defined(tm
     assert [(f.code, f.severity) for f in findings(later)] == [("nan_onset", "warning")]
 
 
+def test_undefined_values_that_ended_before_a_failure_are_no_part_of_it(tmp_path):
+    """RLlib's episode mean is NaN on a run's first two rows; a loss that goes NaN much
+    later is the failure, and its finding starts there, not at the episode mean's first
+    row. Undefined values still going on when the loss fails stay in its cascade."""
+    nan = math.nan
+    ep = [nan, nan] + [10.0 * i for i in range(2, 20)]
+    later = NAN_ONSET.run(write(tmp_path / "a", "r", {"episode_reward_mean": ep,
+                                                      "policy_loss": [1.0] * 15 + [nan] * 5}))
+    failure, info = findings(later)
+    assert (failure.code, failure.severity, failure.metric, failure.steps) == ("nan_onset", "error", "policy_loss", (15, 19))
+    assert failure.evidence["order"] == ["policy_loss"]
+    assert (info.code, info.severity, info.steps) == ("undefined_nan", "info", (0, 1))
+    assert info.title.endswith("all before step 15, where another metric went non-finite: no part of that failure")
+    together = NAN_ONSET.run(write(tmp_path / "b", "r", {"episode_reward_mean": ep[:2] + [nan] * 18,
+                                                         "policy_loss": [1.0] * 2 + [nan] * 18}))
+    (f,) = findings(together)
+    assert (f.code, f.evidence["order"]) == ("nan_onset", ["episode_reward_mean", "policy_loss"])
+
+
 def test_a_minus_inf_placeholder_before_the_first_episode_is_not_yet_defined(tmp_path):
     """OpenAI baselines' deepq logs ``mean 100 episode reward`` (and its per-step twin) as
     -inf until an episode ends (a real highway-env run of the benchmark: its first two rows).

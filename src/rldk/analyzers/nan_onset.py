@@ -23,8 +23,10 @@ all equal: SB3 logs NaN there; an episode statistic before any episode ended: RL
 NaN there), and a metric that is no quantity of the table and is NaN only before its first
 finite value, are listed as info (``undefined_nan``) when their non-finite values are all
 NaN (or -inf before the first finite value: OpenAI baselines' deepq writes -inf for the
-100-episode mean until an episode ends) and every other metric of the run stayed finite;
-when something else went non-finite too they are part of that cascade and stay in the
+100-episode mean until an episode ends) and every other metric of the run stayed finite,
+or went non-finite only after the last of them (RLlib's episode mean, NaN on the first two
+rows, is no part of a loss that goes NaN 15M steps later); when something else went
+non-finite while they were, or before, they are part of that cascade and stay in the
 onset finding.
 """
 from __future__ import annotations
@@ -90,11 +92,15 @@ class NanOnsetResult(Result):
             unused = [o for o in onsets if never_defined(o)]
             went = [o for o in onsets if not never_defined(o)]
             undefined = [o for o in went if undefined_by(o)]
-            if len(undefined) < len(went):
-                undefined = []          # another metric went non-finite: one cascade, listed whole
+            failed = [o for o in went if o not in undefined]
+            start = min((o.first_step for o in failed), default=None)
+            if start is not None:
+                # another metric went non-finite: one cascade, listed whole, but for the
+                # undefined values that had all ended before it began
+                undefined = [o for o in undefined if o.last_bad_step < start]
             went = [o for o in went if o not in undefined]
             findings += [_finding(run_id, went)] if went else []
-            findings += [_undefined_finding(run_id, undefined)] if undefined else []
+            findings += [_undefined_finding(run_id, undefined, start)] if undefined else []
             findings += [_unused_finding(run_id, unused)] if unused else []
         findings = tuple(findings)
         problems = [f for f in findings if f.is_problem]
@@ -186,12 +192,16 @@ def _kinds(o: Onset) -> str:
     return "/".join(k for k, n in (("NaN", o.nan), ("-inf", o.neg_inf), ("inf", o.inf - o.neg_inf)) if n)
 
 
-def _undefined_finding(run_id: str, onsets: list[Onset]) -> Finding:
+def _undefined_finding(run_id: str, onsets: list[Onset], failure: int | None = None) -> Finding:
+    """Info on metrics undefined where they are NaN; ``failure``: the step where another
+    metric went non-finite, after all of these values (None: none did)."""
     first = onsets[0]
     names = "; ".join(f"{o.metric} {_kinds(o)} at {o.nan + o.inf} of {o.rows} steps (first {o.first_step}): "
                       f"{undefined_by(o)}" for o in onsets)
+    after = ("every other metric stayed finite: no numerical failure" if failure is None else
+             f"all before step {failure}, where another metric went non-finite: no part of that failure")
     return Finding(code="undefined_nan", severity="info",
-                   title=f"{names}; every other metric stayed finite: no numerical failure",
+                   title=f"{names}; {after}",
                    run_id=run_id, metric=first.metric,
                    steps=(first.first_step, max(o.last_bad_step for o in onsets)),
                    evidence={"metrics": [o.metric for o in onsets], "first": as_dict(first)},
