@@ -18,7 +18,9 @@ and a ``field_map`` naming its step column, as ``rldk import --field-map`` takes
   (``EVENT_CODES`` maps finding codes to event codes) for the same quantity
   (metrics resolved through ``rldk.semantics``; where a log has two such events one after
   the other, a run that collapsed twice, only findings starting after the earlier one's
-  last step count for the later one); it is found **at the exact onset**
+  last step count for the later one; a finding whose stretch ended before the event
+  began, a dip the run came back from earlier, reports something else); it is found
+  **at the exact onset**
   when the finding's first step equals the event's original ``onset_step`` (+-0 steps),
   and **within the protocol window** when that step is the onset of a ``step`` event
   (+-0) or lies inside the ``onset_window`` of a ``gradual`` one (README "Onset protocol");
@@ -151,10 +153,12 @@ def score(name: str, entry: dict, analysis) -> LogResult:
     for event in events:
         family = FAMILIES.get(event["code"], event["code"])
         after = _previous_end(event, events)
+        start = (event.get("onset_window") or [event["onset_step"]])[0]
         hits = [i for i, f in enumerate(problems)
                 if FAMILIES.get(EVENT_CODES.get(f.code), EVENT_CODES.get(f.code)) == family
                 and quantity_of(f.metric) == event["quantity"]
-                and (after is None or (f.steps and f.steps[0] > after))]
+                and (after is None or (f.steps and f.steps[0] > after))
+                and not (f.steps and f.steps[-1] < min(start, event["onset_step"]))]
         if not hits:
             result.missed.append(event)
             continue

@@ -64,6 +64,32 @@ def test_no_log_fails_to_import_or_analyze(results):
     assert [r.name for r in res.values() if r.error] == []
 
 
+def test_a_finding_that_ended_before_an_event_began_is_not_its_detection():
+    """A dip the run came back from long before its collapse is reported as what it is;
+    the collapse's onset is read from the finding that covers it (a PyMARL DCG return's
+    recovered sag at 270730 and its collapse from 1124116, labelled 1164426..1295096)."""
+    from types import SimpleNamespace as NS
+
+    bench = load_benchmark()
+    entry = {"split": "tune", "healthy": False, "benign": [], "events": [
+        {"code": "reward_collapse", "quantity": "episode_return", "onset_step": 1164426,
+         "last_step": 2040697, "onset_kind": "gradual", "onset_window": [1164426, 1295096]}]}
+
+    def finding(first, last):
+        return NS(code="reward_degradation", metric="test_return_mean", steps=(first, last),
+                  title="", severity="warning", is_problem=True)
+
+    def scored(*findings):
+        return bench.score("x", entry, NS(reports=[NS(findings=list(findings))], status="problems"))
+
+    both = scored(finding(270730, 441419), finding(1200000, 2040697))
+    assert (both.found, both.in_window) == (1, 1)
+    alone = scored(finding(270730, 441419))
+    assert (alone.found, len(alone.missed), len(alone.false_alarms)) == (0, 1, 1)
+    inside = scored(finding(1100000, 1200000))      # starts before the window, reaches into it
+    assert (inside.found, inside.in_window) == (1, 0)
+
+
 #: measured shares (found, exact onset on the original label, onset within the protocol
 #: window) and healthy logs exiting 3, per half, when the detectors were last changed
 #: (tune: 3 healthy logs exit 3: four single-row KL spikes of 66-197 nats in
