@@ -153,8 +153,13 @@ def test_a_finding_that_ended_before_an_event_began_is_not_its_detection():
 #: window 67 -> 69; report 22 -> 24, 43 -> 44); then CS285's Train_/Eval_ prefixes are read
 #: (its evaluation return, now read, drops one iteration before the labelled training
 #: return in one tune log: exact 36 -> 35, in window 69 -> 68); then the thirtieth batch
-#: (7 logs; its 2 late degradations missed, its 5 healthy logs quiet): the floors below.
-FLOORS = [("tune", 92 / 98, 37 / 98, 76 / 98, 5, 1 / 90), ("report", 65 / 82, 24 / 82, 45 / 82, 13, 3 / 71)]
+#: (7 logs; its 2 late degradations missed, its 5 healthy logs quiet). Session 26: moderate
+#: and short declines, ties a run learns through, ratios that get worse, the thirty-first
+#: batch (tune 92 of 98, 37, 76, 5 of 90; report 65 of 82, 24, 45, 13 of 71). Session 27:
+#: undefined NaNs that ended before a failure are no part of it, a finding that ended
+#: before an event began is not its detection, and the thirty-second batch (6 logs measured
+#: fresh: 3 of 3 events found, none in its window, its 4 healthy logs quiet): the floors below.
+FLOORS = [("tune", 93 / 99, 37 / 99, 76 / 99, 5, 1 / 92), ("report", 67 / 84, 25 / 84, 46 / 84, 13, 3 / 73)]
 
 
 @pytest.mark.parametrize("half, found, exact, in_window, exit3, false_alarms", FLOORS)

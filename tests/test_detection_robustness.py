@@ -83,10 +83,10 @@ def bench(tmp_path_factory):
 #: and a ratio over its line from the first step is reported where it got worse (tune
 #: exits -1 in every variant, late +1 in window); then the thirty-first batch (9 logs) and a
 #: window of tied groups flagged only beyond its own noise: the floors below.
-FLOORS = {("tune", "every2"): (88 / 98, 64 / 98, 6), ("tune", "every3"): (87 / 98, 60 / 98, 5),
-          ("tune", "late"): (67 / 72, 47 / 72, 4), ("tune", "stopped"): (71 / 88, 54 / 88, 8),
-          ("report", "every2"): (58 / 82, 32 / 82, 10), ("report", "every3"): (61 / 82, 35 / 82, 10),
-          ("report", "late"): (52 / 66, 35 / 66, 12), ("report", "stopped"): (47 / 74, 34 / 74, 11)}
+FLOORS = {("tune", "every2"): (89 / 99, 64 / 99, 6), ("tune", "every3"): (88 / 99, 61 / 99, 5),
+          ("tune", "late"): (68 / 73, 49 / 73, 4), ("tune", "stopped"): (72 / 89, 55 / 89, 8),
+          ("report", "every2"): (59 / 84, 34 / 84, 10), ("report", "every3"): (62 / 84, 37 / 84, 10),
+          ("report", "late"): (53 / 68, 37 / 68, 12), ("report", "stopped"): (46 / 76, 34 / 76, 11)}
 
 
 @pytest.mark.parametrize("half, variant", sorted(FLOORS))
@@ -149,16 +149,18 @@ def test_a_stopped_run_ends_soon_after_its_first_event(bench):
 #: took 6 points or more while the reward rose past its own 3-sigma band (a sudden 10x cut,
 #: as injected, stays a collapse; one after an info fall is judged again). Session 24: the
 #: twenty-seventh batch's healthy logs (3). Session 25: the twenty-eighth and twenty-ninth
-#: batches' healthy logs (10), then the thirtieth's (5). Session 26: the thirty-first's (6): the
-#: counts below.
-INJECTED = {"tune": {"return_collapse": (85, 82), "entropy_collapse": (42, 0), "kl_blowup": (13, 13),
-                     "grad_explosion": (22, 22), "loss_divergence": (58, 57), "nan": (61, 61),
+#: batches' healthy logs (10), then the thirtieth's (5). Session 26: the thirty-first's (6).
+#: Session 27: a NaN injected into RLlib Qbert's policy loss is found at its step (the episode
+#: mean's NaNs on the first two rows are no part of it), and the thirty-second batch's
+#: healthy logs (4): the counts below.
+INJECTED = {"tune": {"return_collapse": (87, 84), "entropy_collapse": (44, 0), "kl_blowup": (13, 13),
+                     "grad_explosion": (23, 23), "loss_divergence": (60, 59), "nan": (63, 63),
                      "reward_floor": (23, 22), "length_collapse": (18, 16), "length_explosion": (16, 13),
-                     "truncation": (11, 11), "zero_std": (7, 6), "clip_blowup": (31, 28)},
-            "report": {"return_collapse": (64, 57), "entropy_collapse": (40, 0), "kl_blowup": (8, 6),
-                       "grad_explosion": (19, 19), "loss_divergence": (53, 51), "nan": (56, 56),
+                     "truncation": (11, 11), "zero_std": (7, 6), "clip_blowup": (32, 29)},
+            "report": {"return_collapse": (66, 59), "entropy_collapse": (41, 0), "kl_blowup": (8, 6),
+                       "grad_explosion": (20, 20), "loss_divergence": (55, 53), "nan": (58, 58),
                        "reward_floor": (16, 16), "length_collapse": (14, 11), "length_explosion": (14, 13),
-                       "truncation": (11, 10), "zero_std": (6, 5), "clip_blowup": (35, 33)}}
+                       "truncation": (11, 10), "zero_std": (6, 5), "clip_blowup": (36, 34)}}
 
 
 @pytest.mark.parametrize("half", sorted(INJECTED))
