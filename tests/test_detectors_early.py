@@ -176,3 +176,33 @@ def test_a_ratio_over_its_line_from_the_first_step_that_gets_worse_starts_at_the
     assert ratios.high_ratio("t", "c", steps, spent, 0.5, "truncated").onset == steps[0]
     drift = np.linspace(0.55, 0.7, 40) + 0.02 * rng.normal(size=40)
     assert ratios.high_ratio("t", "c", steps, drift, 0.5, "truncated").onset == steps[0]
+
+
+def test_a_reward_at_its_floor_from_the_first_step_that_never_rises_has_no_signal():
+    """A from-scratch GRPO run (KardeniaPoyu/SLM-RL-Comparation, the tuning half) logs
+    the format penalty -0.5 on three steps in four from the first, -0.475 (one of 40
+    rollouts scoring) on the others, for 122 updates: no signal to learn from, reported
+    from the first step. The same floor and rate with a run that learns out of it (the
+    hit rate climbing over the run) is no such reward, nor is a 0/1 reward that sits off
+    its floor as often as on it."""
+    import csv
+    from pathlib import Path
+
+    path = Path(__file__).resolve().parents[1] / "benchmarks" / "data" / "real" / \
+        "customgrpo_qwen05b_24game_no_signal_collapse" / "grpo_metrics.csv"
+    rows = list(csv.DictReader(path.open(encoding="utf-8")))
+    steps = np.array([int(r["step"]) for r in rows])
+    reward = np.array([float(r["mean_advantage"]) for r in rows])
+    event = rules.reward_collapse("mean_advantage", steps, reward)
+    assert event is not None and (event.code, event.onset, event.severity) == ("reward_flat", 0, "warning")
+    assert round(event.evidence["share_at_floor"], 2) == 0.75
+
+    rng = np.random.default_rng(3)
+    n = 200
+    flat = -0.5 + 0.025 * (np.arange(n) % 4 == 1)   # one step in four off the floor, all along
+    assert rules.reward_collapse("r", np.arange(n), flat).code == "reward_flat"
+    hit = np.linspace(0.1, 0.6, n)                   # the run learns: its hit rate climbs
+    learns = -0.5 + 0.025 * (rng.random(n) < hit)
+    assert rules.reward_collapse("r", np.arange(n), learns) is None
+    coin = (rng.random(n) < 0.5).astype(float)       # off its floor as often as on it
+    assert rules.reward_collapse("r", np.arange(n), coin) is None

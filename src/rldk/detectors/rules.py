@@ -535,7 +535,8 @@ def reward_collapse(metric: str, steps, values) -> Event | None:
     values past the midpoint (``_first_at_floor``), whichever is earlier (a reward at its
     floor for the whole run is constant: reported from its first step). "At the floor" is
     exact up to 1e-9 relative: collapsed rewards sit on a value (0, a format penalty), not
-    near one.
+    near one. A reward whose level is the floor from the first step and never moves off
+    it is flat (``_flat_at_floor``: no signal, a warning from the first step).
     """
     v = np.asarray(values, float)
     steps = np.asarray(steps)
@@ -550,10 +551,11 @@ def reward_collapse(metric: str, steps, values) -> Event | None:
     # lowest value once is not yet at its floor)
     ok = at & np.append(at[1:], True) & (share >= FLOOR_SHARE) & (np.arange(n) <= n - need)
     if not ok.any():
-        return None
+        return _flat_at_floor(metric, steps, v, at)
     k = _floor_onset(at, np.flatnonzero(ok))
     if k == 0 and np.ptp(v) > 0:
-        return None                    # at the floor from the start, some values above: no fall
+        # at the floor from the start, some values above: no fall; perhaps never off it
+        return _flat_at_floor(metric, steps, v, at)
     before = float(np.median(v[:k])) if k else None
     # the slide that led to the floor starts where the reward left its level
     onset = fall_start(regimes(steps, v, "signed"), int(np.argmax(level_of(v)[:k])), k, noisy=False) if k else 0
@@ -565,6 +567,33 @@ def reward_collapse(metric: str, steps, values) -> Event | None:
     return Event("reward_collapse", metric, int(steps[onset]), int(steps[-1]), "error", title,
                  {"floor": floor, "before": before, "share_at_floor": float(share[k]),
                   "at_floor_from": int(steps[k])})
+
+
+def _flat_at_floor(metric: str, steps, v: np.ndarray, at: np.ndarray) -> Event | None:
+    """A reward at its floor from the first step that never rose from it: its level (the
+    centred rolling median, ``level_of``) is the floor on FLOOR_SHARE of the steps, and the
+    means of its first and last fifths are within SIGNIFICANCE standard errors of each
+    other (from the two fifths' own spread: the values off the floor are the signal here,
+    which the series' robust noise scale leaves out). A GRPO run whose 40 rollouts score
+    the format penalty on three steps in four, and one rollout in 40 scores on the others,
+    has no signal to learn from; a run that starts at its floor and learns rises, and a
+    reward that hits its floor as often as not has a level off it. Asked only where
+    ``reward_collapse`` found no step at which the reward went to its floor to stay (one
+    that collapses early in the run is at its floor on most steps too, and falls). A
+    reward at one value on every step is "constant for the whole run" there."""
+    if np.ptp(v) == 0 or np.mean(level_of(v) == v.min()) < FLOOR_SHARE:
+        return None
+    fifth = max(MIN_REFERENCE, len(v) // 5)
+    first, last = v[:fifth], v[-fifth:]
+    rise = float(np.mean(last) - np.mean(first))
+    se = float(np.sqrt((np.var(first, ddof=1) + np.var(last, ddof=1)) / fifth))
+    if abs(rise) >= SIGNIFICANCE * se:
+        return None                    # it learned its way up from the floor, or fell to it
+    share = float(np.mean(at))
+    return Event("reward_flat", metric, int(steps[0]), int(steps[-1]), "warning",
+                 f"{metric} at its floor {float(v.min()):.4g} from the first step, on {share:.0%} of "
+                 f"the steps, and never rose: no learning signal",
+                 {"floor": float(v.min()), "share_at_floor": share, "rise": rise})
 
 
 def _first_at_floor(v: np.ndarray, at: np.ndarray, k: int, mid: float) -> int:

@@ -65,6 +65,10 @@ FIXES = {
     "reward_collapse": "The reward no longer varies: check the reward function (an exception "
                        "caught as 0, a parser that no longer matches), and the policy's outputs "
                        "at the onset step.",
+    "reward_flat": "The reward sat at its floor from the start and never rose: nothing scores, so "
+                   "there is nothing to learn from. Check the reward function on a few known-good "
+                   "answers, the answer format the parser expects, and the task's difficulty for "
+                   "this model (easier prompts, partial credit, more generations per prompt).",
     "reward_degradation": "The run unlearned what it had learned: lower the learning rate, raise "
                           "the KL/entropy regularisation, and compare the policy before and after "
                           "the onset step (keep the checkpoint from before it).",
