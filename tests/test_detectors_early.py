@@ -206,3 +206,26 @@ def test_a_reward_at_its_floor_from_the_first_step_that_never_rises_has_no_signa
     assert rules.reward_collapse("r", np.arange(n), learns) is None
     coin = (rng.random(n) < 0.5).astype(float)       # off its floor as often as on it
     assert rules.reward_collapse("r", np.arange(n), coin) is None
+
+
+def test_a_grad_norm_that_rises_as_learning_starts_and_settles_is_a_start_up_transient():
+    """PyMARL IQL on SMAC 3m (the tuning half): the norm sits at 0.2-1 while epsilon
+    decays and the returns are low, at ~15 for a sixth of the run as the Q values grow
+    with the first rewards, then settles at ~3: 14x "anything before", but everything
+    before was the untrained start (info). The same rise later in the run, or one that
+    stays, is a warning."""
+    rng = np.random.default_rng(5)
+
+    def norm(rise_at: int, settle: bool):
+        v = np.r_[np.full(rise_at - 5, 0.2), np.full(5, 1.1), np.full(40, 15.0),
+                  np.full(200 - rise_at - 40, 3.0 if settle else 15.0)]
+        return v * np.exp(0.2 * rng.standard_normal(len(v)))
+
+    steps = np.arange(200)
+    early = rules.grad_norm_explosion("grad_norm", steps, norm(10, settle=True))
+    assert early is not None and early.severity == "info" and early.onset == 10
+    assert "start-up transient" in early.title
+    later = rules.grad_norm_explosion("grad_norm", steps, norm(80, settle=True))
+    assert later is not None and later.severity == "warning" and later.onset == 80
+    stays = rules.grad_norm_explosion("grad_norm", steps, norm(10, settle=False))
+    assert stays is not None and stays.severity == "warning"

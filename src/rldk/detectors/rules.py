@@ -652,13 +652,22 @@ def grad_norm_explosion(metric: str, steps, values) -> Event | None:
     held either). A run that starts high and settles (warm-up) is not an explosion, nor
     a return to a level the run already had, nor a rise from exact zeros (GRPO's
     near-zero norms at steps without reward variance are removed before:
-    ``rldk.analyzers.health.onset``)."""
+    ``rldk.analyzers.health.onset``). Nor, as a warning, is a rise in the run's first
+    MIN_STRETCH, from the levels of its untrained start (no reference for what follows),
+    after which the norm settles sqrt(GRAD_JUMP) x under the risen level (a later regime
+    of MIN_STRETCH of the run there; info; a later rise is judged against the levels held
+    after it, not the start's): a
+    Q-learner's norm at 0.2-1 while epsilon decays and its returns are still low, 15 as
+    the Q values grow with the first rewards, 3 once they converge (PyMARL IQL on SMAC
+    3m). One that stays up, or starts later, is a warning."""
     values = np.asarray(values, float)
     if np.max(values) <= 0:
         return None
     r = regimes(steps, np.maximum(values, 0), "logscale")
     top = None                                    # the first of the highest held parts so far
     spikes = set()                                # leaps the norm came back from: no level held
+    transient = None                              # a start-up transient: info, unless more follows
+    settle = max(MIN_REFERENCE, int(np.ceil(MIN_STRETCH * len(r.values))))
     for j in range(1, len(r.parts)):
         q = r.parts[j - 1]
         if q.size >= MIN_REFERENCE and j - 1 not in spikes and (top is None or q.level > top.level):
@@ -670,11 +679,25 @@ def grad_norm_explosion(metric: str, steps, values) -> Event | None:
             if not _stays_above(r.values, p, top.raw):
                 spikes.add(j)
                 continue
-            return _event("grad_norm_explosion", metric, r, p.start, p.last, "warning",
-                          f"{metric} rose to {p.raw:.3g} at step {p.first}, {p.raw / top.raw:.0f}x "
-                          f"anything before (at most {top.raw:.3g})",
-                          {"before_max": top.raw, "level": p.raw, "factor": GRAD_JUMP})
-    return None
+            event = _event("grad_norm_explosion", metric, r, p.start, p.last, "warning",
+                           f"{metric} rose to {p.raw:.3g} at step {p.first}, {p.raw / top.raw:.0f}x "
+                           f"anything before (at most {top.raw:.3g})",
+                           {"before_max": top.raw, "level": p.raw, "factor": GRAD_JUMP})
+            later = [q for q in r.parts[j + 1:] if q.size >= settle and q.raw * np.sqrt(GRAD_JUMP) <= p.raw]
+            if p.start < MIN_STRETCH * len(r.values) and later:
+                # in the run's first tenth, from its untrained start's levels, and down again:
+                # neither it nor the start is a level a later rise is judged against
+                spikes.add(j)
+                top = None
+                transient = transient or replace(
+                    event, severity="info",
+                    title=f"{event.title}, then settled at {later[0].raw:.3g} from step {later[0].first}: "
+                          "a start-up transient (the levels before it are the untrained start's), not "
+                          "an explosion",
+                    evidence={**event.evidence, "settled": later[0].raw, "settled_step": later[0].first})
+                continue
+            return event
+    return transient
 
 
 def _stays_above(values: np.ndarray, p, held: float) -> bool:
