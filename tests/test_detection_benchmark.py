@@ -157,9 +157,14 @@ def test_a_finding_that_ended_before_an_event_began_is_not_its_detection():
 #: and short declines, ties a run learns through, ratios that get worse, the thirty-first
 #: batch (tune 92 of 98, 37, 76, 5 of 90; report 65 of 82, 24, 45, 13 of 71). Session 27:
 #: undefined NaNs that ended before a failure are no part of it, a finding that ended
-#: before an event began is not its detection, and the thirty-second batch (6 logs measured
-#: fresh: 3 of 3 events found, none in its window, its 4 healthy logs quiet): the floors below.
-FLOORS = [("tune", 93 / 99, 37 / 99, 76 / 99, 5, 1 / 92), ("report", 67 / 84, 25 / 84, 46 / 84, 13, 3 / 73)]
+#: before an event began is not its detection, the thirty-second batch (6 logs measured
+#: fresh: 3 of 3 events found, none in its window, its 4 healthy logs quiet), a reward at
+#: its floor from the first step that never rises (tune 94 of 99 found, 38 exact, 77 in
+#: window), the thirty-third batch (10 logs measured fresh: 2 of 2 events found, both in
+#: their window, no false alarm on its 8 healthy logs, 2 of them exiting 3 on findings
+#: their truth lists as benign) and a grad-norm start-up transient as info (one of those
+#: two exits, in the tune half): the floors below.
+FLOORS = [("tune", 95 / 100, 39 / 100, 78 / 100, 5, 1 / 96), ("report", 68 / 85, 25 / 85, 47 / 85, 14, 3 / 77)]
 
 
 @pytest.mark.parametrize("half, found, exact, in_window, exit3, false_alarms", FLOORS)
