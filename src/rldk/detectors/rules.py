@@ -655,11 +655,11 @@ def grad_norm_explosion(metric: str, steps, values) -> Event | None:
     ``rldk.analyzers.health.onset``). Nor, as a warning, is a rise in the run's first
     MIN_STRETCH, from the levels of its untrained start (no reference for what follows),
     after which the norm settles sqrt(GRAD_JUMP) x under the risen level (a later regime
-    of MIN_STRETCH of the run there; info; a later rise is judged against the levels held
-    after it, not the start's): a
-    Q-learner's norm at 0.2-1 while epsilon decays and its returns are still low, 15 as
-    the Q values grow with the first rewards, 3 once they converge (PyMARL IQL on SMAC
-    3m). One that stays up, or starts later, is a warning."""
+    of MIN_STRETCH of the run there): that is a start-up transient (info), and a later
+    rise is judged against the levels held after it, not the start's. A Q-learner's norm
+    sits at 0.2-1 while epsilon decays and its returns are still low, at 15 as the Q values
+    grow with the first rewards, at 3 once they converge (PyMARL IQL on SMAC 3m). One that
+    stays up, or starts later, is a warning."""
     values = np.asarray(values, float)
     if np.max(values) <= 0:
         return None
@@ -683,8 +683,10 @@ def grad_norm_explosion(metric: str, steps, values) -> Event | None:
                            f"{metric} rose to {p.raw:.3g} at step {p.first}, {p.raw / top.raw:.0f}x "
                            f"anything before (at most {top.raw:.3g})",
                            {"before_max": top.raw, "level": p.raw, "factor": GRAD_JUMP})
-            later = [q for q in r.parts[j + 1:] if q.size >= settle and q.raw * np.sqrt(GRAD_JUMP) <= p.raw]
-            if p.start < MIN_STRETCH * len(r.values) and later:
+            early = p.start < MIN_STRETCH * len(r.values)
+            later = [q for q in r.parts[j + 1:]
+                     if early and q.size >= settle and q.raw * np.sqrt(GRAD_JUMP) <= p.raw]
+            if later:
                 # in the run's first tenth, from its untrained start's levels, and down again:
                 # neither it nor the start is a level a later rise is judged against
                 spikes.add(j)
