@@ -229,3 +229,23 @@ def test_a_grad_norm_that_rises_as_learning_starts_and_settles_is_a_start_up_tra
     assert later is not None and later.severity == "warning" and later.onset == 80
     stays = rules.grad_norm_explosion("grad_norm", steps, norm(10, settle=False))
     assert stays is not None and stays.severity == "warning"
+
+
+def test_a_sparse_reward_at_its_floor_throughout_has_no_step_it_went_there():
+    """Group means of 8 rollouts that each succeed 2% of the time, for 200 steps: the
+    reward is 0 on 85% of the steps throughout, and some stretch sits at 0 on 90% of its
+    steps by chance. That is no step where it went to its floor (its rate at the floor is
+    no higher after that step than before it, by the two shares' standard error): flat
+    from the first step. A reward that scored 30% and scores 1% from step 100 collapsed
+    there."""
+    rng = np.random.default_rng(0)
+    codes = [getattr(rules.reward_collapse("r", np.arange(200), rng.binomial(8, 0.02, 200) / 8), "code", None)
+             for _ in range(40)]
+    assert codes.count("reward_flat") >= 36, codes
+    onsets = []
+    for _ in range(40):
+        v = rng.binomial(8, np.r_[np.full(100, 0.3), np.full(100, 0.01)]) / 8
+        event = rules.reward_collapse("r", np.arange(200), v)
+        assert event is not None and event.code == "reward_collapse"
+        onsets.append(event.onset)
+    assert np.median(onsets) == 100 and np.mean(abs(np.asarray(onsets) - 100) <= 5) >= 0.9, onsets

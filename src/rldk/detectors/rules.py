@@ -535,8 +535,9 @@ def reward_collapse(metric: str, steps, values) -> Event | None:
     values past the midpoint (``_first_at_floor``), whichever is earlier (a reward at its
     floor for the whole run is constant: reported from its first step). "At the floor" is
     exact up to 1e-9 relative: collapsed rewards sit on a value (0, a format penalty), not
-    near one. A reward whose level is the floor from the first step and never moves off
-    it is flat (``_flat_at_floor``: no signal, a warning from the first step).
+    near one. The floor's share from the onset must pass the share before it significantly
+    (``_floor_rate_rose``). A reward whose level is the floor from the first step and never
+    moves off it is flat (``_flat_at_floor``: no signal, a warning from the first step).
     """
     v = np.asarray(values, float)
     steps = np.asarray(steps)
@@ -553,8 +554,9 @@ def reward_collapse(metric: str, steps, values) -> Event | None:
     if not ok.any():
         return _flat_at_floor(metric, steps, v, at)
     k = _floor_onset(at, np.flatnonzero(ok))
-    if k == 0 and np.ptp(v) > 0:
-        # at the floor from the start, some values above: no fall; perhaps never off it
+    if (k == 0 and np.ptp(v) > 0) or (k > 0 and not _floor_rate_rose(at, k)):
+        # at the floor from the start, some values above, or as often before the split as
+        # after it: no fall; perhaps never off it
         return _flat_at_floor(metric, steps, v, at)
     before = float(np.median(v[:k])) if k else None
     # the slide that led to the floor starts where the reward left its level
@@ -567,6 +569,17 @@ def reward_collapse(metric: str, steps, values) -> Event | None:
     return Event("reward_collapse", metric, int(steps[onset]), int(steps[-1]), "error", title,
                  {"floor": floor, "before": before, "share_at_floor": float(share[k]),
                   "at_floor_from": int(steps[k])})
+
+
+def _floor_rate_rose(at: np.ndarray, k: int) -> bool:
+    """Whether the share of the values at the floor from point ``k`` on is SIGNIFICANCE
+    standard errors (two proportions, pooled) above the share before it: a sparse reward
+    at its floor on 85% of the steps throughout has a stretch at 90% somewhere by chance,
+    which is no step it went to its floor."""
+    before, after = float(np.mean(at[:k])), float(np.mean(at[k:]))
+    pooled = float(np.mean(at))
+    se = np.sqrt(pooled * (1 - pooled) * (1 / k + 1 / (len(at) - k)))
+    return se == 0 or after - before >= SIGNIFICANCE * se
 
 
 def _flat_at_floor(metric: str, steps, v: np.ndarray, at: np.ndarray) -> Event | None:
