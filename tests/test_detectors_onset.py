@@ -292,6 +292,26 @@ def test_a_loss_that_jumps_after_its_drift_crossed_the_line_diverged_at_the_jump
     assert event is not None and event.onset == 100
 
 
+def test_a_rise_found_on_a_noisy_level_names_the_line_it_was_judged_by():
+    """A value loss at ~0.04 that logs near-zeros for a few rows (SB3 PPO on a highway
+    racetrack, its log cut to its last 90%: 1e-7 and two 0s between 0.03 and 0.97), while
+    the return degrades. No point-state passes 10x the level it is named from (0.04, the
+    median up to those rows), so it is judged on its rolling level over the rows' level;
+    the finding once read "blew up from 0.04221 to 0.04218". It must say which line it
+    was judged by (whether such rows are a level the loss held is left open)."""
+    rng = np.random.default_rng(7)
+    v = 0.04 * np.exp(0.8 * rng.standard_normal(400))
+    v[150:158] = [5e-4, 1.5e-4, 8e-6, 3e-6, 2.5e-7, 1e-7, 0.0, 0.0]
+    steps = np.arange(len(v))
+    ret = np.r_[np.linspace(0, 700, 100), np.full(150, 700.0), np.full(150, 450.0)]
+    partner = (steps, ret + 10 * rng.standard_normal(len(v)))
+    event = rules.value_loss_divergence("train/value_loss", steps, v, partner)
+    assert event is not None
+    judged = event.evidence.get("judged_from", event.evidence["held"])
+    assert event.evidence["now"] >= rules.VALUE_JUMP * judged, event.title
+    assert f"the lowest level it held, {judged:.4g})" in event.title
+
+
 def test_a_return_whose_points_stay_below_the_line_fell_from_where_it_left_its_level():
     """A smooth return that slides from its first row (-334, -413, -506, -542, ... -623:
     a real A2C run logged every third update) has lost half its gain at row 3; its fall

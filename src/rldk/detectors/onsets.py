@@ -221,11 +221,11 @@ def _runs(bad: np.ndarray, lo: int):
 
 
 def level_above(v, level, factor):
-    """``(k, end)`` of a noisy series whose low points dip back under the line now and then:
-    its level (``level_of``) above ``factor`` x the lowest level it held, staying, from
-    there on, from its first point that is itself above the line. A level held is a full
-    window's rolling median (3 of LEVEL_WINDOW points at or under it): a low point or two
-    at the start is no level."""
+    """``(k, end, low)`` of a noisy series whose low points dip back under the line now and
+    then: its level (``level_of``) above ``factor`` x ``low``, the lowest level it held,
+    staying, from there on, from its first point that is itself above the line. A level
+    held is a full window's rolling median (3 of LEVEL_WINDOW points at or under it): a
+    low point or two at the start is no level."""
     half = LEVEL_WINDOW // 2
     if len(v) < LEVEL_WINDOW + 1:
         return None
@@ -235,4 +235,4 @@ def level_above(v, level, factor):
     if found is None:
         return None
     k, end = found                  # the state's first point that is itself above the line
-    return k + int(np.argmax(v[k:end] > factor * low)), end
+    return k + int(np.argmax(v[k:end] > factor * low)), end, low

@@ -202,9 +202,13 @@ def _rise(code, metric, steps, values, factor, what, since_trough: bool = False)
             return None
         trough_at = int(positive[np.argmin(level[positive])])
         ref = float(level[trough_at])
-    found = state_run(v > factor * ref, trough_at + 1) or level_above(v, level, factor)
+    found, low = state_run(v > factor * ref, trough_at + 1), None
     if found is None:
-        return None
+        # a noisy series: its rolling level, over the lowest level it held
+        above = level_above(v, level, factor)
+        if above is None:
+            return None
+        *found, low = above
     crossed, end = found
     high = float(np.median(v[crossed:end]))
     first = trough_at if since_trough else 0
@@ -212,10 +216,12 @@ def _rise(code, metric, steps, values, factor, what, since_trough: bool = False)
         return None     # back to (or under) a level held before (windows wholly before it): no rise
     r = r if r is not None else regimes(steps, v, "nonneg")
     k = fall_start(r, trough_at, crossed, up=True, jumps=True, until=end)
+    # the line the state was found over, when it is not ``factor`` x the level named
+    judged = "" if low is None else f" (its rolling level over {factor:g}x the lowest level it held, {low:.4g})"
     return Event(code, metric, int(steps[k]), int(steps[end - 1]), "error",
-                 f"{metric} {what} from {ref:.4g} to {high:.4g} from step {int(steps[k])}",
+                 f"{metric} {what} from {ref:.4g} to {high:.4g} from step {int(steps[k])}{judged}",
                  {"held": ref, "held_step": int(steps[trough_at]), "now": high, "factor": factor,
-                  "above_from": int(steps[crossed])})
+                  "above_from": int(steps[crossed]), **({} if low is None else {"judged_from": low})})
 
 
 def entropy_collapse(metric: str, steps, values, partner=None) -> Event | None:
