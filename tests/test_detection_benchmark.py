@@ -162,9 +162,11 @@ def test_a_finding_that_ended_before_an_event_began_is_not_its_detection():
 #: its floor from the first step that never rises (tune 94 of 99 found, 38 exact, 77 in
 #: window), the thirty-third batch (10 logs measured fresh: 2 of 2 events found, both in
 #: their window, no false alarm on its 8 healthy logs, 2 of them exiting 3 on findings
-#: their truth lists as benign) and a grad-norm start-up transient as info (one of those
-#: two exits, in the tune half): the floors below.
-FLOORS = [("tune", 95 / 100, 39 / 100, 78 / 100, 5, 1 / 96), ("report", 68 / 85, 25 / 85, 47 / 85, 14, 3 / 77)]
+#: their truth lists as benign), a grad-norm start-up transient as info (one of those
+#: two exits, in the tune half), and the thirty-fourth batch (6 logs measured fresh: 3 of 3
+#: events found, 2 in their window; 1 of its 3 healthy logs exits 3, on a PyMARL TD loss
+#: that grows with the Q values, mapped as a plain loss): the floors below.
+FLOORS = [("tune", 97 / 102, 39 / 102, 79 / 102, 6, 1 / 98), ("report", 69 / 86, 26 / 86, 48 / 86, 14, 3 / 78)]
 
 
 @pytest.mark.parametrize("half, found, exact, in_window, exit3, false_alarms", FLOORS)
