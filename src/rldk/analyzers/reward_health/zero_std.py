@@ -56,8 +56,9 @@ def _zero_std_finding(ctx: Context, steps, shares, source, flagged, overall) -> 
     solved = None if reward is None else solved_ties(reward.steps, reward.values, steps[inside], shares[inside])
     # ties from the first step on while the reward still climbed: part of the prompts give
     # no signal, the run learns from the rest (info)
-    learned = None if solved or reward is None or first != int(steps[0]) or overall >= TIED_NO_SIGNAL else \
-        learned_through(reward.steps, reward.values, first, last)
+    learned = None
+    if not solved and reward is not None and first == int(steps[0]) and overall < TIED_NO_SIGNAL:
+        learned = learned_through(reward.steps, reward.values, first, last)
     severity = "info" if solved or learned else "error" if overall >= TIED_NO_SIGNAL else "warning"
     if solved:
         title, evidence = solved_title(title, solved), {**evidence, **solved}
