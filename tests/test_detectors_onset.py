@@ -292,24 +292,48 @@ def test_a_loss_that_jumps_after_its_drift_crossed_the_line_diverged_at_the_jump
     assert event is not None and event.onset == 100
 
 
-def test_a_rise_found_on_a_noisy_level_names_the_line_it_was_judged_by():
+def _dipped_value_loss(rng):
     """A value loss at ~0.04 that logs near-zeros for a few rows (SB3 PPO on a highway
-    racetrack, its log cut to its last 90%: 1e-7 and two 0s between 0.03 and 0.97), while
-    the return degrades. No point-state passes 10x the level it is named from (0.04, the
-    median up to those rows), so it is judged on its rolling level over the rows' level;
-    the finding once read "blew up from 0.04221 to 0.04218". It must say which line it
-    was judged by (whether such rows are a level the loss held is left open)."""
-    rng = np.random.default_rng(7)
+    racetrack, its log cut to its last 90%: 1e-7 and two 0s between 0.03 and 0.97), and a
+    return that degrades from row 250."""
     v = 0.04 * np.exp(0.8 * rng.standard_normal(400))
     v[150:158] = [5e-4, 1.5e-4, 8e-6, 3e-6, 2.5e-7, 1e-7, 0.0, 0.0]
     steps = np.arange(len(v))
     ret = np.r_[np.linspace(0, 700, 100), np.full(150, 700.0), np.full(150, 450.0)]
-    partner = (steps, ret + 10 * rng.standard_normal(len(v)))
+    return steps, v, (steps, ret + 10 * rng.standard_normal(len(v)))
+
+
+def test_a_loss_back_at_its_level_after_a_dip_to_zero_has_not_risen():
+    """No point-state of the dipped value loss passes 10x the level it held (0.04); only
+    its rolling level passes 10x the dip's. Back at the level it held before the dip, it
+    did not blow up: the finding once read "blew up from 0.04219 to 0.04218"."""
+    steps, v, partner = _dipped_value_loss(np.random.default_rng(7))
+    assert rules.value_loss_divergence("train/value_loss", steps, v, partner) is None
+    assert rules.loss_divergence("train/value_loss", steps, v) is None
+
+
+def test_a_rise_after_a_dip_starts_where_it_left_the_level_held():
+    """The dipped value loss, then 50x its level from row 250 (with the return's fall):
+    it rose from the level it held, not from the dip, and it started at the jump, not
+    where it climbed out of the dip (row 158). Row 250 logged 0.148, still under the
+    midpoint of 0.035 and 2 on the log scale (0.26): the new level is reached at 251."""
+    steps, v, partner = _dipped_value_loss(np.random.default_rng(7))
+    v[250:] *= 50
     event = rules.value_loss_divergence("train/value_loss", steps, v, partner)
-    assert event is not None
-    judged = event.evidence.get("judged_from", event.evidence["held"])
-    assert event.evidence["now"] >= rules.VALUE_JUMP * judged, event.title
-    assert f"the lowest level it held, {judged:.4g})" in event.title
+    assert event is not None and event.onset == 251, event
+    assert 0.03 < event.evidence["held"] < 0.04 and event.evidence["now"] > 1.5, event.title
+
+
+def test_a_loss_that_climbs_straight_out_of_the_end_of_its_fall_rose_from_there():
+    """A loss that falls 10 -> 0.01 from an untrained start and at once climbs to 100: the
+    median before its lowest level (0.3) is no level it held just before it, so the rise
+    starts where the climb left the lowest level, not where it passed 0.3 (row ~175)."""
+    for seed in range(4):
+        rng = np.random.default_rng(seed)
+        v = np.r_[np.geomspace(10, 0.01, 100), np.geomspace(0.01, 100, 150), np.full(150, 100.0)]
+        v = v * np.exp(0.3 * rng.standard_normal(len(v)))
+        event = rules.loss_divergence("loss", np.arange(len(v)), v)
+        assert event is not None and event.onset <= 150, (seed, event)
 
 
 def test_a_return_whose_points_stay_below_the_line_fell_from_where_it_left_its_level():

@@ -127,6 +127,13 @@ LOSS_JUMP = 100.0
 #: (biosearch 0.5 -> 37 as the return rises; flappy bursts to 4894 with the return's
 #: bursts), so the return, not the size, tells the two apart.
 VALUE_JUMP = 10.0
+#: ``_rise``: a state found on the series' rolling level over the level of a dip (a few
+#: near-zero rows of a noisy loss) must also lie this many times over the level the series
+#: held before the dip, or it only came back: a real SB3 value loss at 0.042 that logged
+#: 1e-7 and two zeros "blew up from 0.04219 to 0.04218". Three, not the rule's own factor:
+#: a loss that first fell from an untrained start holds a level up to a tenth of its later
+#: divergence (4 of the 430 tuning-half injections are found only under the full factor).
+RISE_OVER_HELD = 2.0
 
 
 def _event(code, metric, r: Regimes, k: int, last: int, severity, title, evidence) -> Event:
@@ -181,7 +188,10 @@ def _rise(code, metric, steps, values, factor, what, since_trough: bool = False)
     while its model is untrained has not "risen" back to that start, it diverged).
     Onset: the first step of the rise that led there (``fall_start`` upwards, on the log
     scale; a jump after a drift, at the jump), not where it crossed the line (``above_from``
-    in the evidence)."""
+    in the evidence); when the lowest level is a dip under the level the series held
+    before it, the rise starts after the last point back at or under that level (the
+    climb out of the dip is no part of it), and a state found only on the rolling level
+    over the dip's must also lie RISE_OVER_HELD x over the level held."""
     v = np.asarray(values, float)
     if len(v) < 2 * MIN_REFERENCE:
         return None
@@ -211,11 +221,20 @@ def _rise(code, metric, steps, values, factor, what, since_trough: bool = False)
         *found, low = above
     crossed, end = found
     high = float(np.median(v[crossed:end]))
+    if low is not None and high < RISE_OVER_HELD * ref:
+        return None     # the rolling level rose over a dip's, not over the level the series held
     first = trough_at if since_trough else 0
     if high <= float(np.max(level[first:max(first + 1, crossed - LEVEL_WINDOW // 2)])):
         return None     # back to (or under) a level held before (windows wholly before it): no rise
     r = r if r is not None else regimes(steps, v, "nonneg")
-    k = fall_start(r, trough_at, crossed, up=True, jumps=True, until=end)
+    start = trough_at
+    if ref > level[trough_at] and np.max(level[max(0, trough_at - 2 * LEVEL_WINDOW):trough_at + 1],
+                                         initial=0.0) * RISE_OVER_HELD >= ref:
+        # the lowest window is a dip under the level the series held just before it (not
+        # the end of a fall from an untrained start): the rise left that level, after the
+        # last point at or under it
+        start = trough_at + int(np.flatnonzero(v[trough_at:crossed] <= ref)[-1])
+    k = fall_start(r, start, crossed, up=True, jumps=True, until=end)
     # the line the state was found over, when it is not ``factor`` x the level named
     judged = "" if low is None else f" (its rolling level over {factor:g}x the lowest level it held, {low:.4g})"
     return Event(code, metric, int(steps[k]), int(steps[end - 1]), "error",
