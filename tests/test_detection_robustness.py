@@ -82,11 +82,14 @@ def bench(tmp_path_factory):
 #: while 57 -> 60 found); then ties from the first step while the reward climbs are info
 #: and a ratio over its line from the first step is reported where it got worse (tune
 #: exits -1 in every variant, late +1 in window); then the thirty-first batch (9 logs) and a
-#: window of tied groups flagged only beyond its own noise: the floors below.
-FLOORS = {("tune", "every2"): (92 / 102, 67 / 102, 7), ("tune", "every3"): (91 / 102, 64 / 102, 6),
-          ("tune", "late"): (71 / 76, 51 / 76, 4), ("tune", "stopped"): (75 / 92, 57 / 92, 9),
-          ("report", "every2"): (61 / 86, 36 / 86, 12), ("report", "every3"): (64 / 86, 39 / 86, 12),
-          ("report", "late"): (55 / 70, 39 / 70, 14), ("report", "stopped"): (48 / 78, 36 / 78, 12)}
+#: window of tied groups flagged only beyond its own noise. Sessions 27-28: the thirty-second
+#: to thirty-fifth batches (29 logs), and a loss back at its level after a dip to near zero
+#: is no rise (tune late: a racetrack value loss cut to its last 90% no longer "blew up from
+#: 0.04219 to 0.04218"): the floors below.
+FLOORS = {("tune", "every2"): (94 / 104, 68 / 104, 8), ("tune", "every3"): (93 / 104, 66 / 104, 7),
+          ("tune", "late"): (72 / 77, 52 / 77, 6), ("tune", "stopped"): (77 / 94, 60 / 94, 10),
+          ("report", "every2"): (61 / 88, 36 / 88, 12), ("report", "every3"): (65 / 88, 40 / 88, 12),
+          ("report", "late"): (55 / 72, 39 / 72, 14), ("report", "stopped"): (50 / 80, 37 / 80, 12)}
 
 
 @pytest.mark.parametrize("half, variant", sorted(FLOORS))
@@ -153,15 +156,15 @@ def test_a_stopped_run_ends_soon_after_its_first_event(bench):
 #: Session 27: a NaN injected into RLlib Qbert's policy loss is found at its step (the episode
 #: mean's NaNs on the first two rows are no part of it), the thirty-second to thirty-fourth
 #: batches' healthy logs (4, 8 and 3), and a grad norm x50 after a start-up transient found
-#: at its step: the counts below.
-INJECTED = {"tune": {"return_collapse": (93, 89), "entropy_collapse": (46, 0), "kl_blowup": (13, 13),
-                     "grad_explosion": (26, 26), "loss_divergence": (65, 63), "nan": (68, 68),
+#: at its step. Session 28: the thirty-fifth batch's healthy logs (5): the counts below.
+INJECTED = {"tune": {"return_collapse": (96, 92), "entropy_collapse": (49, 0), "kl_blowup": (13, 13),
+                     "grad_explosion": (26, 26), "loss_divergence": (68, 66), "nan": (71, 71),
                      "reward_floor": (23, 22), "length_collapse": (18, 16), "length_explosion": (16, 13),
-                     "truncation": (11, 11), "zero_std": (7, 6), "clip_blowup": (32, 29)},
-            "report": {"return_collapse": (71, 64), "entropy_collapse": (42, 0), "kl_blowup": (8, 6),
-                       "grad_explosion": (21, 21), "loss_divergence": (60, 58), "nan": (61, 61),
+                     "truncation": (11, 11), "zero_std": (7, 6), "clip_blowup": (34, 31)},
+            "report": {"return_collapse": (73, 66), "entropy_collapse": (43, 0), "kl_blowup": (8, 6),
+                       "grad_explosion": (21, 21), "loss_divergence": (61, 59), "nan": (63, 63),
                        "reward_floor": (16, 16), "length_collapse": (14, 11), "length_explosion": (14, 13),
-                       "truncation": (11, 10), "zero_std": (6, 5), "clip_blowup": (36, 34)}}
+                       "truncation": (11, 10), "zero_std": (6, 5), "clip_blowup": (37, 35)}}
 
 
 @pytest.mark.parametrize("half", sorted(INJECTED))
