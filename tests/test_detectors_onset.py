@@ -336,6 +336,27 @@ def test_a_loss_that_climbs_straight_out_of_the_end_of_its_fall_rose_from_there(
         assert event is not None and event.onset <= 150, (seed, event)
 
 
+def test_a_return_that_falls_in_stages_with_bounces_fell_where_it_left_its_plateau():
+    """A return shaped like an rl_games CartpoleCmd run of the tuning half: a wandering
+    plateau (AR(1), rho 0.95), a smooth last stretch at 380, a fall to 75 from row 330, a
+    recovery in short steps to a stage at ~240 (with a 5-row bump to 330), then a fall to
+    50 at row 450 that lasts to the end. It never came back to its plateau: the decline
+    started at the first fall (row 331, the first row off 380), not at the second, where
+    the half-gain line is crossed for good (the plateau's wander makes the first stage no
+    significant level of its own)."""
+    for seed in range(6):
+        rng = np.random.default_rng(seed)
+        wander = np.zeros(200)
+        for i in range(1, 200):
+            wander[i] = 0.95 * wander[i - 1] + rng.standard_normal()
+        v = np.r_[np.linspace(0, 320, 100), 320 + 12 * wander, np.full(30, 380.0), np.linspace(380, 75, 10),
+                  np.linspace(75, 240, 30), np.full(5, 330.0), np.full(75, 240.0), np.linspace(240, 50, 8),
+                  np.full(72, 50.0)]
+        v = v + 2.0 * rng.standard_normal(len(v))
+        event = rules.reward_degradation("rewards/step", 8192 * np.arange(len(v)), v)
+        assert event is not None and event.onset == 8192 * 331, (seed, event)
+
+
 def test_a_return_whose_points_stay_below_the_line_fell_from_where_it_left_its_level():
     """A smooth return that slides from its first row (-334, -413, -506, -542, ... -623:
     a real A2C run logged every third update) has lost half its gain at row 3; its fall

@@ -231,7 +231,12 @@ def prior_exit(r: Regimes, onset: int, tail: int, peak: float, stop: int | None 
 
 def _slides(r: Regimes, a: int, b: int, band: float) -> bool:
     """Whether the regimes from the one holding point ``a`` to the one holding point ``b``
-    step down, none back up by more than ``band`` over the one before: one sustained move
-    (the onset protocol's), not a wandering level that went up and down under its band."""
-    levels = [p.level for p in r.parts[part_at(r, a):part_at(r, b) + 1]]
-    return all(later <= earlier + band for earlier, later in zip(levels, levels[1:]))
+    step down, none of PRIOR_POINTS points or more back up by more than ``band`` over the
+    one before: one sustained move (the onset protocol's), not a wandering level that went
+    up and down under its band. A shorter regime back up is a bounce inside the move, not a
+    level the run held again (a real rl_games return: 380 -> 74, back to ~220 in short
+    steps with a 5-row bump to 344, then -> 50 at the end; it left its plateau at the
+    first fall and never came back to it)."""
+    parts = r.parts[part_at(r, a):part_at(r, b) + 1]
+    return all(later.level <= earlier.level + band or later.size < PRIOR_POINTS
+               for earlier, later in zip(parts, parts[1:]))
