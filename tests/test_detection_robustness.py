@@ -85,8 +85,9 @@ def bench(tmp_path_factory):
 #: window of tied groups flagged only beyond its own noise. Sessions 27-28: the thirty-second
 #: to thirty-sixth batches (37 logs), and a loss back at its level after a dip to near zero
 #: is no rise (tune late: a racetrack value loss cut to its last 90% no longer "blew up from
-#: 0.04219 to 0.04218"): the floors below.
-FLOORS = {("tune", "every2"): (96 / 106, 69 / 106, 8), ("tune", "every3"): (95 / 106, 66 / 106, 7),
+#: 0.04219 to 0.04218"), and a short regime back up is a bounce inside a fall (tune every2
+#: in window 69 -> 70): the floors below.
+FLOORS = {("tune", "every2"): (96 / 106, 70 / 106, 8), ("tune", "every3"): (95 / 106, 66 / 106, 7),
           ("tune", "late"): (74 / 79, 53 / 79, 6), ("tune", "stopped"): (77 / 96, 60 / 96, 10),
           ("report", "every2"): (62 / 90, 37 / 90, 12), ("report", "every3"): (66 / 90, 40 / 90, 12),
           ("report", "late"): (56 / 73, 40 / 73, 14), ("report", "stopped"): (52 / 82, 38 / 82, 12)}
