@@ -270,6 +270,22 @@ def test_entropy_collapse_at_its_onset(tmp_path, name, sign):
                              "entropy_collapse")[0]
 
 
+def test_a_gaussian_policys_entropy_has_no_collapse_to_zero(tmp_path):
+    """SB3 PPO on a continuous task logs minus the summed entropy of its Gaussian policy
+    (train/entropy_loss) and the actions' standard deviation (train/std): 1.35 nats falling
+    to 0.24 is the std shrinking ~2x a dimension as the policy sharpens, a differential
+    entropy with no floor at zero, not a collapse (a real MuJoCo run, healthy). Without the
+    std the same series reads as a discrete policy's, and collapses."""
+    entropy = np.r_[np.full(20, 1.35), np.linspace(1.35, 0.24, 20), np.full(20, 0.24)]
+    std = np.exp((entropy - 1.35) / 2)
+    run = {"train/entropy_loss": (-entropy).tolist(), "train/std": std.tolist()}
+    found, result = rule_findings(write(tmp_path / "a", "r", run), "entropy_collapse")
+    assert not found
+    assert any(code == "entropy_collapse" and "Gaussian" in why for _, code, why in result.not_applicable)
+    assert rule_findings(write(tmp_path / "b", "r", {"train/entropy_loss": (-entropy).tolist()}),
+                         "entropy_collapse")[0]
+
+
 def test_collapse_inside_the_first_tenth_is_found(tmp_path):
     """No part of the run is assumed healthy: a collapse at step 3 of 60 is at step 3."""
     entropy = [0.21, 0.22, 0.2] + [0.004 * (1 + 0.05 * (i % 3)) for i in range(57)]

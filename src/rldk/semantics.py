@@ -119,6 +119,12 @@ QUANTITIES: tuple[Quantity, ...] = (
         "actor/reward_kl_penalty_coeff", "ppo/kl_coef",
         "info/learner/default_policy/learner_stats/cur_kl_coeff"],
        "coefficient of the KL penalty (adaptive controllers move it)", rules=["kl_controller_stuck"]),
+    _q("action_std", "logscale", "none",
+       ["std", "Policy/mean_noise_std", "Policy / Standard deviation", "action_std", "policy/std",
+        "actor/action_std"],
+       "standard deviation of a Gaussian policy's actions (SB3 train/std, rsl_rl "
+       "Policy/mean_noise_std, skrl Policy / Standard deviation): a run that logs it has "
+       "continuous actions, and its entropy is a differential entropy"),
     _q("entropy", "nonneg", "down",
        ["entropy", "objective/entropy", "policy/entropy_avg", "actor/entropy", "ppo/policy/entropy",
         "losses/entropy", "-entropy_loss", "policy_entropy", "loss/policy_entropy", "Policy/Entropy",

@@ -143,6 +143,10 @@ def onset_rule(quantity: str, run: RunData, params: Params) -> list[Finding]:
     if quantity == "entropy" and np.min(series.values[finite]) <= 0:
         raise NotApplicable("the entropy takes values <= 0 (a differential entropy of continuous "
                             "actions): a collapse to zero is not defined")
+    if quantity == "entropy" and run.get("action_std") is not None:
+        raise NotApplicable(f"the run logs its actions' standard deviation "
+                            f"({run.names.get('action_std', 'action_std')}): a Gaussian policy, whose "
+                            "entropy is a differential entropy, with no collapse to zero")
     metric = run.names.get(quantity, quantity)
     steps, values = _with_signal(run, quantity, series.steps[finite], series.values[finite])
     kind = quantity.removeprefix(EVAL)
