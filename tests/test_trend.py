@@ -119,6 +119,22 @@ def test_settled_below_stays_quiet_on_flat_noise(kind):
         assert fired == 0
 
 
+def test_a_flat_return_still_sliding_when_the_log_ends_is_a_degradation():
+    """A run stopped while its return was still falling (a TD3 drone return, flat at -82 for
+    140 rows, then -86, -97, -106 ... -250 over its last 15 rows): each point of the slide
+    is a regime of its own, so no held regime opens a stretch, yet every point lies far
+    under all the run held. Found at the first row of the slide; the same flat series
+    whose last rows dip to its worst tenth and no further stays quiet. Measured on 200
+    seeded flat series of 300 points each (white, AR(1) rho 0.9): none slides."""
+    rng = np.random.default_rng(4)
+    flat = -82 + 1.2 * rng.normal(size=140)
+    v = np.r_[flat, -82 - 12 * np.arange(1, 16) ** 1.1]
+    event = rules.reward_degradation("rollout/ep_rew_mean", np.arange(len(v)), v)
+    assert event is not None and event.onset == 140, event
+    dip = np.r_[flat, -82 - 1.2 * np.array([1.5, 1.7, 1.4, 1.6, 1.5])]
+    assert rules.reward_degradation("rollout/ep_rew_mean", np.arange(len(dip)), dip) is None
+
+
 def test_a_flat_reward_that_settles_lower_is_a_degradation():
     """No gain to lose: a reward that held 0.96 +- 0.15 for 135 steps sits at 0.63 from
     step 135 on. ``decline`` cannot measure a loss of gain; ``settled_below`` finds it at

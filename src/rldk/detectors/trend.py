@@ -340,7 +340,8 @@ def settled_below(steps, values, r: Regimes | None = None, recovered: bool = Fal
     wander). The onset is the first point of the stretch, walked back over the points just
     before it that have left the level before (below its 3-sigma band; past the midpoint
     of the move, when the level before is so noisy that its band reaches that midpoint:
-    its own low rows are no part of the fall).
+    its own low rows are no part of the fall). Failing that, a series still sliding there
+    when its log ends (``_sliding_below``).
 
     ``recovered``: instead, the first such low stretch that the run comes back from
     (``end``: its first regime back above the line, as ``recovered_decline`` closes one),
@@ -390,7 +391,39 @@ def settled_below(steps, values, r: Regimes | None = None, recovered: bool = Fal
         onset = _walk_back(r.values, s, (held + low) / 2 if noisy else held - SIGNIFICANCE * sigma, 0)
         return Decline(r, onset, s, held, int(r.steps[0]), None, low, line, float(z),
                        end if end < n else None)
-    return None
+    return None if recovered else _sliding_below(r, level, se, need)
+
+
+def _sliding_below(r: Regimes, level, se, need: int) -> Decline | None:
+    """``settled_below`` of a series still sliding at the end of its log: its trailing
+    points all lie below every level it held before (the line as ``settled_below`` draws
+    it), each a regime of its own (a smooth slide is cut point by point, so no held regime
+    opens the stretch), for as long as a final state must last (``final_need``), their
+    median FAR_BELOW times the line's distance under the median before, by SIGNIFICANCE
+    standard errors (a run stopped while its return was still falling: a TD3 return flat
+    at -82 that slid to -250 within its last 15 of 154 rows)."""
+    v, n = r.values, len(r.values)
+    found = None
+    for s in range(n - MIN_TAIL, max(MIN_TAIL, need // 2) - 1, -1):
+        line = min(float(np.min(level[:max(1, s - LEVEL_WINDOW // 2)])), float(np.quantile(v[:s], LOW_TENTH)))
+        if v[s] >= line:
+            break
+        if np.all(v[s:] < line):
+            found = (s, line)
+    if found is None:
+        return None
+    s, line = found
+    before, tail = v[:s], v[s:]
+    held, low = float(np.median(before)), float(np.median(tail))
+    if n - s < final_need(v < line, 0, s, MIN_TAIL) or low > line - FAR_BELOW * (held - line):
+        return None
+    z = (held - float(np.mean(tail))) / max(se(s, n - s, (n - s) // 2 + s // 2), 1e-300)
+    if z < SIGNIFICANCE:
+        return None
+    sigma = noise_sigma(before)
+    noisy = SIGNIFICANCE * sigma >= (held - low) / 2
+    onset = _walk_back(v, s, (held + low) / 2 if noisy else held - SIGNIFICANCE * sigma, 0)
+    return Decline(r, onset, s, held, int(r.steps[0]), None, low, line, float(z))
 
 
 def _stretch_end(r: Regimes, level, t: int, line: float) -> int:
