@@ -87,12 +87,14 @@ def bench(tmp_path_factory):
 #: is no rise (tune late: a racetrack value loss cut to its last 90% no longer "blew up from
 #: 0.04219 to 0.04218"), a short regime back up is a bounce inside a fall (tune every2
 #: in window 69 -> 70), and no entropy collapse on a run that logs its actions' standard
-#: deviation (tune stopped exits 10 -> 9: a MuJoCo PPO run's Gaussian entropy cut at 70%):
+#: deviation (tune stopped exits 10 -> 9: a MuJoCo PPO run's Gaussian entropy cut at 70%),
+#: and a flat return still sliding when its log ends is a degradation (stopped: tune 78 ->
+#: 79 found, 61 -> 62 in window, a TD3 drone return cut mid-slide; report 53 -> 54, 38 -> 39):
 #: the floors below.
 FLOORS = {("tune", "every2"): (97 / 107, 70 / 107, 8), ("tune", "every3"): (96 / 107, 66 / 107, 7),
-          ("tune", "late"): (74 / 80, 53 / 80, 6), ("tune", "stopped"): (78 / 97, 61 / 97, 9),
+          ("tune", "late"): (74 / 80, 53 / 80, 6), ("tune", "stopped"): (79 / 97, 62 / 97, 9),
           ("report", "every2"): (63 / 91, 37 / 91, 12), ("report", "every3"): (67 / 91, 40 / 91, 12),
-          ("report", "late"): (56 / 74, 40 / 74, 14), ("report", "stopped"): (53 / 83, 38 / 83, 12)}
+          ("report", "late"): (56 / 74, 40 / 74, 14), ("report", "stopped"): (54 / 83, 39 / 83, 12)}
 
 
 @pytest.mark.parametrize("half, variant", sorted(FLOORS))
