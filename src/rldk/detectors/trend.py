@@ -377,21 +377,31 @@ def settled_below(steps, values, r: Regimes | None = None, recovered: bool = Fal
         before, tail = r.values[:s], r.values[s:end]
         if recovered and float(np.median(tail)) > line - FAR_BELOW * (float(np.median(before)) - line):
             continue        # not far outside what the run held: a wander it came back from
-        z = ((float(np.median(before)) - float(np.mean(tail)))
-             / max(se(s, end - s, (end - s) // 2 + s // 2), 1e-300))
-        if z < SIGNIFICANCE:
-            continue
-        # the points just before the stretch that have left the level before (below its
-        # 3-sigma band) are part of the fall: a slide whose points are regimes of a point or
-        # two opens no stretch itself and sets the line at its own bottom. When the level
-        # before is too noisy to tell (its band reaches the midpoint of the move), only
-        # points past the midpoint are
-        held, low, sigma = float(np.median(before)), float(np.median(tail)), noise_sigma(before)
-        noisy = SIGNIFICANCE * sigma >= (held - low) / 2
-        onset = _walk_back(r.values, s, (held + low) / 2 if noisy else held - SIGNIFICANCE * sigma, 0)
-        return Decline(r, onset, s, held, int(r.steps[0]), None, low, line, float(z),
-                       end if end < n else None)
+        found = _stretch_below(r, s, end, line, se)
+        if found is not None:
+            return found
     return None if recovered else _sliding_below(r, level, se, need)
+
+
+def _stretch_below(r: Regimes, s: int, end: int, line: float, se) -> Decline | None:
+    """The ``settled_below`` decline of the low stretch ``s:end`` under ``line``, when its
+    drop from the median before passes SIGNIFICANCE standard errors (``se``); else None."""
+    n = len(r.values)
+    before, tail = r.values[:s], r.values[s:end]
+    z = ((float(np.median(before)) - float(np.mean(tail)))
+         / max(se(s, end - s, (end - s) // 2 + s // 2), 1e-300))
+    if z < SIGNIFICANCE:
+        return None
+    # the points just before the stretch that have left the level before (below its
+    # 3-sigma band) are part of the fall: a slide whose points are regimes of a point or
+    # two opens no stretch itself and sets the line at its own bottom. When the level
+    # before is too noisy to tell (its band reaches the midpoint of the move), only
+    # points past the midpoint are
+    held, low, sigma = float(np.median(before)), float(np.median(tail)), noise_sigma(before)
+    noisy = SIGNIFICANCE * sigma >= (held - low) / 2
+    onset = _walk_back(r.values, s, (held + low) / 2 if noisy else held - SIGNIFICANCE * sigma, 0)
+    return Decline(r, onset, s, held, int(r.steps[0]), None, low, line, float(z),
+                   end if end < n else None)
 
 
 def _sliding_below(r: Regimes, level, se, need: int) -> Decline | None:
@@ -413,17 +423,10 @@ def _sliding_below(r: Regimes, level, se, need: int) -> Decline | None:
     if found is None:
         return None
     s, line = found
-    before, tail = v[:s], v[s:]
-    held, low = float(np.median(before)), float(np.median(tail))
+    held, low = float(np.median(v[:s])), float(np.median(v[s:]))
     if n - s < final_need(v < line, 0, s, MIN_TAIL) or low > line - FAR_BELOW * (held - line):
         return None
-    z = (held - float(np.mean(tail))) / max(se(s, n - s, (n - s) // 2 + s // 2), 1e-300)
-    if z < SIGNIFICANCE:
-        return None
-    sigma = noise_sigma(before)
-    noisy = SIGNIFICANCE * sigma >= (held - low) / 2
-    onset = _walk_back(v, s, (held + low) / 2 if noisy else held - SIGNIFICANCE * sigma, 0)
-    return Decline(r, onset, s, held, int(r.steps[0]), None, low, line, float(z))
+    return _stretch_below(r, s, n, line, se)
 
 
 def _stretch_end(r: Regimes, level, t: int, line: float) -> int:
