@@ -63,6 +63,20 @@ def test_classify(raw, quantity, split, sign):
     assert (q.name if q else None, got_split, got_sign) == (quantity, split, sign)
 
 
+def test_flattened_names_stop_where_they_would_guess():
+    # a step counter is not time/step's step time, and a name with its own "/" is not flattened
+    assert semantics.classify("time_step")[0] is None
+    assert semantics.classify("timing_s_step")[0] is None
+    assert semantics.classify("critic/score_mean")[0] is None
+    # an off-policy actor's loss is minus its Q estimate, PPO code's policy loss elsewhere
+    assert semantics.classify("train/actor_loss")[0] is None
+    # a flattened form two quantities share means neither
+    table = semantics._Table.build([
+        semantics._q("a", "signed", "none", ["x/y_z"], "a"),
+        semantics._q("b", "signed", "none", ["x_y/z"], "b")])
+    assert table.by_flat["x_y_z"] is None
+
+
 def test_not_the_same_quantity_on_purpose():
     assert semantics.resolve("kl_to_ref", ["actor/ppo_kl", "actor/pg_loss"]) is None
     assert semantics.resolve("reward", ["rollout/ep_rew_mean"]) is None
@@ -196,6 +210,30 @@ FRAMEWORK_NAMES = [
     ("cs285", "Eval_AverageReturn", "episode_return", "eval"),
     ("verl", "val-core/math_dapo/reward/mean@32", "reward", "eval"),
     ("verl", "val/test_score/openai/gsm8k", "reward", "eval"),
+    ("baselines ppo1", "EpRewMean", "episode_return", "train"),
+    ("baselines ppo1", "EpLenMean", "episode_length", "train"),
+    ("baselines ppo1", "loss_ent", "entropy", "train"),
+    ("baselines ppo1", "loss_kl", "ppo_approx_kl", "train"),
+    ("baselines ppo1", "loss_vf_loss", "value_loss", "train"),
+    ("baselines ppo1", "loss_pol_surr", "loss", "train"),
+    ("baselines trpo", "meankl", "ppo_approx_kl", "train"),
+    ("baselines trpo", "ev_tdlam_before", "explained_var", "train"),
+    ("cleanrl sac", "losses/qf_loss", "value_loss", "train"),
+    ("pymarl", "agent_grad_norm", "grad_norm", "train"),
+    ("cs285 hw3", "train_return", "episode_return", "train"),
+    ("cs285 hw3", "train_ep_len", "episode_length", "train"),
+    ("cs285", "Baseline_Loss", "value_loss", "train"),
+    ("benchmarl", "collection/reward/episode_reward_mean", "episode_return", "train"),
+    ("benchmarl", "eval/reward/episode_reward_mean", "episode_return", "eval"),
+    ("benchmarl", "eval/reward/episode_len_mean", "episode_length", "eval"),
+    ("maniskill", "train/episode_len", "episode_length", "train"),
+    ("maniskill", "losses/grad_norm", "grad_norm", "train"),
+    ("verl csv export", "critic_score_mean", "reward", "train"),
+    ("verl csv export", "actor_entropy", "entropy", "train"),
+    ("verl csv export", "actor_ppo_kl", "ppo_approx_kl", "train"),
+    ("verl csv export", "actor_pg_clipfrac", "clip_ratio", "train"),
+    ("verl csv export", "response_length_mean", "response_length", "train"),
+    ("verl csv export", "response_length_clip_ratio", "truncation_ratio", "train"),
 ]
 
 

@@ -116,11 +116,11 @@ QUANTITIES: tuple[Quantity, ...] = (
        aliases=["kl"], rules=["negative_kl", "kl_above_target", "kl_spike", "kl_controller_stuck"]),
     _q("ppo_approx_kl", "logscale", "up",
        ["approx_kl", "actor/ppo_kl", "policy/approxkl_avg", "ppo/policy/approxkl", "losses/approx_kl",
-        "ppo_kl", "approxkl", "loss/approxkl", "KL",
+        "ppo_kl", "approxkl", "loss/approxkl", "KL", "loss_kl", "meankl",
         "info/kl", "kl_divergence", "info/learner/default_policy/learner_stats/kl"],
        "old-to-new policy KL estimate of one PPO update (verl actor/ppo_kl, SB3/CleanRL approx_kl): "
        "tiny and of either sign by construction; not the KL to the reference (Spinning Up's KL "
-       "of PPO/TRPO is this one)", per_update=True),
+       "of PPO/TRPO is this one, as are OpenAI Baselines PPO1's loss_kl and TRPO's meankl)", per_update=True),
     _q("kl_coef", "nonneg", "none",
        ["kl_coef", "objective/kl_coef", "actor/kl_coef", "critic/kl_coeff", "critic/kl_coef",
         "actor/reward_kl_penalty_coeff", "ppo/kl_coef",
@@ -136,7 +136,7 @@ QUANTITIES: tuple[Quantity, ...] = (
        ["entropy", "objective/entropy", "policy/entropy_avg", "actor/entropy", "actor/entropy_loss",
         "ppo/policy/entropy",
         "losses/entropy", "-entropy_loss", "policy_entropy", "loss/policy_entropy", "Policy/Entropy",
-        "optim/entropy", "policy/entropy", "Entropy", "dist_entropy", "loss/ent", "update/loss/ent",
+        "optim/entropy", "policy/entropy", "Entropy", "dist_entropy", "loss/ent", "update/loss/ent", "loss_ent",
         "info/learner/default_policy/learner_stats/entropy"],
        "mean token / action entropy of the policy (SB3 logs minus it as entropy_loss; verl "
        "before actor/entropy logged the rollouts' mean token entropy as actor/entropy_loss; "
@@ -146,18 +146,22 @@ QUANTITIES: tuple[Quantity, ...] = (
        ["loss", "policy_loss", "actor/pg_loss", "loss/policy_avg", "ppo/loss/policy", "losses/policy_loss",
         "policy_gradient_loss", "loss/policy_loss", "Losses/Policy Loss", "LossPi",
         "losses/a_loss", "Loss/surrogate", "Loss / Policy loss", "trainer/Policy Loss", "pg_loss", "loss/clip",
-        "update/loss/clip", "info/learner/default_policy/learner_stats/policy_loss"],
-       "the (policy) training loss (Spinning Up LossPi)", rules=["loss_spike"], per_update=True),
+        "update/loss/clip", "info/learner/default_policy/learner_stats/policy_loss", "loss_pol_surr"],
+       "the (policy) training loss (Spinning Up LossPi, OpenAI Baselines PPO1 loss_pol_surr; not "
+       "an off-policy actor's loss, SB3 SAC/TD3 train/actor_loss: that is minus its Q estimate, "
+       "and PPO code logs its policy loss under the same name: map it)", rules=["loss_spike"], per_update=True),
     _q("value_loss", "logscale", "up",
        ["value_loss", "critic_loss", "critic/vf_loss", "loss/value_avg", "ppo/loss/value",
         "losses/value_loss", "loss/value_loss", "Losses/Value Loss", "LossV", "LossQ",
         "losses/c_loss", "Loss/value_function", "Loss / Value loss", "trainer/QF1 Loss", "loss/vf", "update/loss/vf",
-        "losses/td_loss", "losses/qf1_loss", "info/learner/default_policy/learner_stats/vf_loss"],
-       "critic / value-function loss (Spinning Up LossV, or LossQ of its Q-function)", per_update=True),
+        "losses/td_loss", "losses/qf1_loss", "info/learner/default_policy/learner_stats/vf_loss",
+        "loss_vf_loss", "Baseline_Loss", "losses/qf_loss"],
+       "critic / value-function loss (Spinning Up LossV, or LossQ of its Q-function; OpenAI "
+       "Baselines PPO1 loss_vf_loss; CS285's policy-gradient Baseline_Loss)", per_update=True),
     _q("grad_norm", "logscale", "up",
        ["grad_norm", "actor/grad_norm", "policy/grad_norm", "gradient_norm", "actor_train/grad_norm", "actor_grad_norm",
-        "info/learner/default_policy/learner_stats/grad_gnorm"],
-       "gradient norm before clipping", rules=["grad_norm_spike"]),
+        "agent_grad_norm", "losses/grad_norm", "info/learner/default_policy/learner_stats/grad_gnorm"],
+       "gradient norm before clipping (PyMARL's actor-critic learners: agent_grad_norm)", rules=["grad_norm_spike"]),
     _q("lr", "nonneg", "none",
        ["learning_rate", "lr", "actor/lr", "actor_lr", "charts/learning_rate", "Policy/Learning Rate",
         "optim/lr", "Loss/learning_rate", "Learning / Learning rate", "info/last_lr", "info/lr",
@@ -191,7 +195,7 @@ QUANTITIES: tuple[Quantity, ...] = (
        "mean value-function estimate", aliases=["value_mean"]),
     _q("explained_var", "signed", "down",
        ["explained_variance", "critic/vf_explained_var", "losses/explained_variance",
-        "misc/explained_variance",
+        "misc/explained_variance", "ev_tdlam_before",
         "info/learner/default_policy/learner_stats/vf_explained_var"],
        "explained variance of the value function (1 is perfect)",
        undefined="where the batch's returns have no variance (1 - Var(returns - values) / Var(returns) "
@@ -220,12 +224,13 @@ QUANTITIES: tuple[Quantity, ...] = (
         "Environment/Cumulative Reward", "AverageEpRet", "AverageReturn",
         "episode_reward_mean", "env_runners/episode_return_mean", "env_runners/episode_reward_mean",
         "rewards/step", "reward/reward", "Reward / Total reward (mean)", "Train/mean_reward",
-        "average_episode_rewards", "return_mean", "Average Returns", "exploration/Average Returns"],
+        "average_episode_rewards", "return_mean", "Average Returns", "exploration/Average Returns",
+        "EpRewMean", "collection/reward/episode_reward_mean", "reward/episode_reward_mean", "train_return"],
        "mean undiscounted return of finished episodes (SB3 rollout/ep_rew_mean, monitor.csv r, "
        "CleanRL charts/episodic_return, Stable-Baselines 2 ep_reward_mean, OpenAI Baselines "
-       "eprewmean, ML-Agents Environment/Cumulative Reward, Spinning Up AverageEpRet, rllab / "
+       "eprewmean or EpRewMean (PPO1, TRPO), ML-Agents Environment/Cumulative Reward, Spinning Up AverageEpRet, rllab / "
        "garage AverageReturn, RLlib episode_reward_mean, rl_games rewards/step, Sample Factory "
-       "reward/reward, skrl, rsl_rl Train/mean_reward, MAPPO, pymarl, rlkit): an environment "
+       "reward/reward, skrl, rsl_rl Train/mean_reward, MAPPO, pymarl, rlkit, BenchMARL, CS285 train_return): an environment "
        "return, not a reward-model score (Tianshou's train/reward and test/reward are returns "
        "too, under TRL's name for a reward-model score: map them)",
        undefined="where no episode ended (a mean over no episodes: RLlib logs NaN until the first one does)"),
@@ -234,7 +239,8 @@ QUANTITIES: tuple[Quantity, ...] = (
         "episode_length", "Environment/Episode Length", "EpLen", "AverageEpLen",
         "episode_len_mean", "env_runners/episode_len_mean", "episode_lengths/step", "len/len",
         "Episode / Total timesteps (mean)", "Train/mean_episode_length", "mean_ep_length", "ep_length_mean",
-        "num_frames_mean", "path length Mean", "exploration/path length Mean"],
+        "num_frames_mean", "path length Mean", "exploration/path length Mean", "EpLenMean",
+        "reward/episode_len_mean", "episode_len", "train_ep_len"],
        "mean length of finished episodes",
        undefined="where no episode ended (a mean over no episodes: RLlib logs NaN until the first one does)"),
     _q("success_rate", "ratio", "down",
@@ -263,6 +269,11 @@ class Resolved:
     quantity: Quantity | None = None
 
 
+#: quantities whose names are not read flattened: ``time_step`` is a step counter as often
+#: as it is ``time/step``
+_NOT_FLATTENED = frozenset({"step_time"})
+
+
 @dataclass
 class _Table:
     quantities: dict[str, Quantity] = field(default_factory=dict)
@@ -271,6 +282,9 @@ class _Table:
     #: whole names a user's metric map gives (``test/reward``): they mean what the map
     #: says, prefix and all, before any prefix is read as a split
     mapped: frozenset[str] = frozenset()
+    #: the table's names with ``/`` written as ``_`` (``critic_score_mean``), as loggers
+    #: that flatten names write them; a form two quantities share means neither
+    by_flat: dict[str, tuple[str, int] | None] = field(default_factory=dict)
 
     @classmethod
     def build(cls, quantities, mapped=()) -> "_Table":
@@ -282,6 +296,11 @@ class _Table:
             for raw in q.names:
                 sign, name = (-1, raw[1:]) if raw.startswith("-") else (1, raw)
                 table.by_name.setdefault(("train", name), (q.name, sign))
+        for (_, name), hit in table.by_name.items():
+            flat = name.replace("/", "_")
+            if hit[0] in _NOT_FLATTENED or flat == name or ("train", flat) in table.by_name:
+                continue
+            table.by_flat[flat] = hit if table.by_flat.get(flat, hit) == hit else None
         return table
 
 
@@ -324,6 +343,8 @@ def classify(raw: str) -> tuple[Quantity | None, str, int]:
     hit = _active.by_name.get(("train", name))
     if hit is None and name.startswith(_RLLIB_LEARNER):
         hit = _active.by_name.get(("train", _rllib_default(name)))
+    if hit is None and "/" not in name:
+        hit = _active.by_flat.get(name)          # a flattened name: verl's CSV exports
     if hit is None and _VERL_VALIDATION.match(raw) and "reward" in _active.quantities:
         return _active.quantities["reward"], "eval", 1
     if hit is None:
