@@ -330,11 +330,12 @@ def quantities() -> tuple[Quantity, ...]:
     return tuple(_active.quantities.values())
 
 
-def classify(raw: str) -> tuple[Quantity | None, str, int]:
+def classify(raw: str, flattened: bool = True) -> tuple[Quantity | None, str, int]:
     """What a framework metric name measures: ``(quantity or None, split, sign)``.
 
     ``objective/kl`` -> (kl_to_ref, "train", 1); ``train/entropy_loss`` -> (entropy,
     "train", -1); ``eval/reward`` -> (reward, "eval", 1); ``foo`` -> (None, "train", 1).
+    ``flattened``: whether a listed name written with ``_`` for ``/`` counts too.
     """
     if raw in _active.mapped:
         hit = _active.by_name[("train", raw)]
@@ -343,7 +344,7 @@ def classify(raw: str) -> tuple[Quantity | None, str, int]:
     hit = _active.by_name.get(("train", name))
     if hit is None and name.startswith(_RLLIB_LEARNER):
         hit = _active.by_name.get(("train", _rllib_default(name)))
-    if hit is None and "/" not in name:
+    if hit is None and flattened and "/" not in name:
         hit = _active.by_flat.get(name)          # a flattened name: verl's CSV exports
     if hit is None and _VERL_VALIDATION.match(raw) and "reward" in _active.quantities:
         return _active.quantities["reward"], "eval", 1

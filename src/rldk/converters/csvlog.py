@@ -104,7 +104,7 @@ def tensorboard_export(file: Path, header: list | None) -> dict:
 
     tag = file.stem.split("-tag-", 1)[1] if "-tag-" in file.stem else file.stem
     candidates = [tag] + [tag[:i] + "/" + tag[i + 1:] for i, c in enumerate(tag) if c == "_"]
-    known = [c for c in candidates if semantics.classify(c)[0] is not None]
+    known = [c for c in candidates if semantics.classify(c, flattened=False)[0] is not None]
     return {"Value": known[0] if known else tag}
 
 
