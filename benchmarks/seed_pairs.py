@@ -142,6 +142,11 @@ def main(argv=None) -> int:
                     bug_table(store, ids, "lr-bug", signals))
         print(f"bug detected in {hits[0]} of {len(ids)} comparisons")
     if "sb3" not in args.skip:
+        import importlib.util
+        if importlib.util.find_spec("stable_baselines3") is None:
+            print("SB3 seed pairs not run: stable-baselines3 is not installed (pip install "
+                  "torch==2.13.0 stable-baselines3), or pass --skip sb3", file=sys.stderr)
+            return 2
         folders = train_sb3(root / "sb3", args.sb3_timesteps)
         store = open_input([str(f) for f in folders], adapter="sb3")
         ids = sorted(store.run_ids)

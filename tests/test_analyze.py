@@ -84,6 +84,28 @@ def test_fail_on_error_gates_on_errors_only(tmp_path, floor, severity, code):
     assert ("no error: exit 0 (--fail-on error)" in gated.stderr) == (code == 0)
 
 
+def test_unknown_names_get_the_metric_map_that_reads_them(tmp_path):
+    """A run whose names the table does not know is inconclusive, and says which of its
+    names look like the quantities the rules need, with the map to pass; that map, passed,
+    makes the analysis conclusive."""
+    csv = tmp_path / "custom.csv"
+    rows = [f"{i},{0.1 + 0.005 * i},{1.0 - 0.009 * i},{300 + i}" for i in range(60)]
+    csv.write_text("step,reward_avg,entropy_avg,avg_response_len\n" + "\n".join(rows) + "\n")
+    result = invoke("analyze", csv, "--out-dir", tmp_path / "r", "--no-plots")
+    assert result.exit_code == EXIT_INCONCLUSIVE, result.output
+    index = json.loads((tmp_path / "r" / "health.json").read_text())
+    skipped = {c["name"]: c["detail"] for c in index["checks"] if c["status"] == "skipped"}
+    assert ("this run's reward_avg looks like it: if so, pass --metric-map FILE holding "
+            '{"reward": ["reward_avg"]}') in skipped["reward_collapse_or_degradation"]
+    assert '{"response_length": ["avg_response_len"]}' in skipped["length_collapse_or_explosion"]
+    assert "looks like" not in skipped["kl_blowup"]
+    mapping = tmp_path / "map.json"
+    mapping.write_text(json.dumps({"reward": ["reward_avg"], "entropy": ["entropy_avg"],
+                                   "response_length": ["avg_response_len"]}))
+    mapped = invoke("analyze", csv, "--metric-map", mapping, "--out-dir", tmp_path / "m", "--no-plots")
+    assert mapped.exit_code == 0, mapped.output
+
+
 def test_analyze_with_baseline_writes_a_drift_card(tmp_path):
     store = tmp_path / "s"
     write(store, "base", steps=60)

@@ -77,6 +77,27 @@ def test_flattened_names_stop_where_they_would_guess():
     assert table.by_flat["x_y_z"] is None
 
 
+@pytest.mark.parametrize("raw, guess", [
+    ("reward_avg", "reward"),
+    ("entropy_avg", "entropy"),
+    ("avg_response_len", "response_length"),
+    ("mean_episode_reward_last_100", "episode_return"),
+    ("reward_std_avg", "reward_std"),
+    ("critic_grad_norm", "grad_norm"),
+    ("reward", None),                       # known: no guess needed
+    ("kl_avg", None),                       # kl_to_ref's "kl" and the PPO estimator's "KL" tie
+    ("q_loss", None),                       # "loss" alone says too little
+    ("response_length/max", None),          # another statistic of the length
+    ("advantage/zero_rate", None),          # a share, not the advantage
+    ("time_step", None),                    # a step counter as often as a step time
+    ("iter", None),
+])
+def test_unknown_names_get_a_guess_for_hints_only(raw, guess):
+    q = semantics.looks_like(raw)
+    assert (q.name if q else None) == guess
+    assert semantics.classify(raw)[0] is None or guess is None    # never read by the guess
+
+
 def test_not_the_same_quantity_on_purpose():
     assert semantics.resolve("kl_to_ref", ["actor/ppo_kl", "actor/pg_loss"]) is None
     assert semantics.resolve("reward", ["rollout/ep_rew_mean"]) is None

@@ -417,6 +417,64 @@ def resolve_name(name: str, available, split: str = "train") -> str | None:
     return found.metric if found is not None and found.sign == 1 else None
 
 
+# ------------------------------------------------------------------ hints for unknown names
+#: Short forms names use for words of the table's names (``avg_response_len``, ``ep_rew``).
+_SHORT = {"len": "length", "rew": "reward", "ret": "return", "ep": "episode", "ent": "entropy"}
+#: Words that say too little alone to guess a quantity by: ``q_loss`` is no policy loss,
+#: ``value`` no value estimate.
+_VAGUE = frozenset({"loss", "mean", "value", "std", "step", "time", "total", "score", "l", "r"})
+#: Words that make a name another statistic of the quantity it names (its spread, its
+#: extremes, a share of something): ``response_length/max``, ``advantage/zero_rate``.
+_OTHER_STATISTIC = frozenset({"max", "min", "std", "var", "sum", "count", "rate", "ratio", "frac",
+                              "fraction", "share", "pct", "percent"})
+
+
+def _word(w: str) -> str:
+    w = _SHORT.get(w, w)
+    return w[:-1] if len(w) > 3 and w.endswith("s") and not w.endswith("ss") else w
+
+
+def _words(name: str) -> tuple[str, ...]:
+    return tuple(_word(w) for w in re.findall(r"[a-z0-9]+", name.lower()))
+
+
+def _within(part: tuple, whole: tuple) -> bool:
+    """Whether the words ``part`` appear in ``whole`` together and in order."""
+    return any(whole[i:i + len(part)] == part for i in range(len(whole) - len(part) + 1))
+
+
+_VAGUE_WORDS = frozenset(_word(w) for w in _VAGUE)
+
+
+def looks_like(raw: str) -> Quantity | None:
+    """A guess, for hints only, at what a name the table does not know measures: the
+    quantity one of whose listed names appears, word for word and in order, in ``raw``
+    (``reward_avg`` -> reward, ``avg_response_len`` -> response_length,
+    ``mean_episode_reward_last_100`` -> episode_return), the most words winning. None for
+    a known name, when two quantities tie, or when the only word shared says too little
+    alone (``q_loss``), or another word makes it another statistic (``response_length/max``,
+    ``advantage/zero_rate``); never step time (``time_step`` is a counter as often). rldk never
+    reads a metric by this guess: the user confirms it with a metric map."""
+    if classify(raw)[0] is not None:
+        return None
+    words = _words(split_name(raw)[1])
+    other = _OTHER_STATISTIC.intersection(words)
+    score: dict[str, int] = {}
+    for q in _active.quantities.values():
+        if q.name in _NOT_FLATTENED:
+            continue
+        for name in q.names:
+            w = _words(name.lstrip("-"))
+            if (w and _within(w, words) and other <= set(w)
+                    and not (len(w) == 1 and w[0] in _VAGUE_WORDS)):
+                score[q.name] = max(score.get(q.name, 0), len(w))
+    if not score:
+        return None
+    top = max(score.values())
+    winners = [name for name, k in score.items() if k == top]
+    return _active.quantities[winners[0]] if len(winners) == 1 else None
+
+
 # ------------------------------------------------------------------ user metric maps
 def load_metric_map(path) -> dict[str, list[str]]:
     """Read a metric map file: a JSON object canonical name -> list of the run's names."""

@@ -133,5 +133,6 @@ def check_rule(rule: Rule, data: RunData, params: Params) -> list[Finding]:
     lacks a metric the rule reads or the rule cannot judge it."""
     missing = [c for c in rule.reads if c not in data.series]
     if missing:
-        raise NotApplicable("not logged: " + "; ".join(how_to_log(c) for c in missing))
+        raise NotApplicable("not logged: " + "; ".join(how_to_log(c, data.lookalikes.get(c, ()))
+                                                       for c in missing))
     return list(rule.check(data, params))

@@ -3,6 +3,7 @@
 sign restored), its own metric names, and its config."""
 from __future__ import annotations
 
+import json
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -20,6 +21,9 @@ class RunData:
     names: dict          # canonical -> metric name as logged
     config: dict
     signs: dict = field(default_factory=dict)    # canonical -> -1 where logged negated
+    #: canonical -> the run's names the table does not know that look like it
+    #: (``semantics.looks_like``): what a "not logged" line suggests mapping
+    lookalikes: dict = field(default_factory=dict)
 
     def get(self, canonical):
         return self.series.get(canonical)
@@ -30,8 +34,9 @@ class RunData:
 EVAL = "eval/"
 
 
-def how_to_log(canonical: str) -> str:
-    """``entropy (log it as entropy, objective/entropy or actor/entropy)``: what enables a rule."""
+def how_to_log(canonical: str, lookalikes=()) -> str:
+    """``entropy (log it as entropy, objective/entropy or actor/entropy)``: what enables a
+    rule; with the run's ``lookalikes`` of it, the metric map that would read them as it."""
     if canonical.startswith(EVAL):
         return f"{canonical} (an evaluation {how_to_log(canonical[len(EVAL):])})"
     q = semantics.quantity(canonical)
@@ -39,7 +44,24 @@ def how_to_log(canonical: str) -> str:
     if not names:
         return canonical
     listed = names[0] if len(names) == 1 else f"{', '.join(names[:-1])} or {names[-1]}"
-    return f"{canonical} (log it as {listed})"
+    if not lookalikes:
+        return f"{canonical} (log it as {listed})"
+    these = ", ".join(lookalikes)
+    example = json.dumps({canonical: list(lookalikes)})
+    return (f"{canonical} (log it as {listed}; this run's {these} "
+            f"look{'s' if len(lookalikes) == 1 else ''} like it: if so, pass --metric-map FILE "
+            f"holding {example})")
+
+
+def lookalikes(available) -> dict:
+    """canonical -> the names of ``available`` the table does not know that look like it
+    (train-split names only: a mapped name is read whole, as the training split's)."""
+    out: dict = {}
+    for name in sorted(available):
+        q = semantics.looks_like(name)
+        if q is not None and semantics.split_name(name)[0] == "train":
+            out.setdefault(q.name, []).append(name)
+    return out
 
 
 def curve_of(data: RunData, canonical: str, f) -> dict:
@@ -60,7 +82,7 @@ def load_run(source, wanted) -> RunData:
     names = {c: r.metric for c, r in found.items()}
     signs = {c: r.sign for c, r in found.items()}
     return RunData(source.run_id, series, names, _series.run_facts(source).meta.get("config") or {},
-                   signs)
+                   signs, {c: names for c, names in lookalikes(available).items() if c not in found})
 
 
 def _resolve(canonical: str, available):
