@@ -99,6 +99,11 @@ def test_unknown_names_get_the_metric_map_that_reads_them(tmp_path):
             '{"reward": ["reward_avg"]}') in skipped["reward_collapse_or_degradation"]
     assert '{"response_length": ["avg_response_len"]}' in skipped["length_collapse_or_explosion"]
     assert "looks like" not in skipped["kl_blowup"]
+    partly = tmp_path / "partly.csv"
+    partly.write_text(csv.read_text().replace("reward_avg", "reward"))
+    shown = invoke("analyze", partly, "--out-dir", tmp_path / "p", "--no-plots")
+    assert shown.exit_code == 0 and "Checks a metric map would let run" in shown.output, shown.output
+    assert '{"entropy":' in shown.output.replace("\n", " ").replace("│", "")
     mapping = tmp_path / "map.json"
     mapping.write_text(json.dumps({"reward": ["reward_avg"], "entropy": ["entropy_avg"],
                                    "response_length": ["avg_response_len"]}))

@@ -446,6 +446,11 @@ def _within(part: tuple, whole: tuple) -> bool:
 _VAGUE_WORDS = frozenset(_word(w) for w in _VAGUE)
 
 
+#: The words a "not logged" line puts before the metric map it suggests (what the terminal
+#: view picks those lines out by).
+MAP_HINT = "if so, pass --metric-map FILE holding"
+
+
 def looks_like(raw: str) -> Quantity | None:
     """A guess, for hints only, at what a name the table does not know measures: the
     quantity one of whose listed names appears, word for word and in order, in ``raw``

@@ -49,8 +49,7 @@ def how_to_log(canonical: str, lookalikes=()) -> str:
     these = ", ".join(lookalikes)
     example = json.dumps({canonical: list(lookalikes)})
     return (f"{canonical} (log it as {listed}; this run's {these} "
-            f"look{'s' if len(lookalikes) == 1 else ''} like it: if so, pass --metric-map FILE "
-            f"holding {example})")
+            f"look{'s' if len(lookalikes) == 1 else ''} like it: {semantics.MAP_HINT} {example})")
 
 
 def lookalikes(available) -> dict:
