@@ -83,7 +83,12 @@ def test_flattened_names_stop_where_they_would_guess():
     ("avg_response_len", "response_length"),
     ("mean_episode_reward_last_100", "episode_return"),
     ("reward_std_avg", "reward_std"),
-    ("critic_grad_norm", "grad_norm"),
+    ("mean_advantage", "advantage"),
+    ("critic_grad_norm", None),             # another word than how it was averaged: the critic's
+    ("rewards/chosen", None),               # DPO's implicit reward of the chosen answers
+    ("critic/returns/mean", None),          # verl's GAE returns, not an episode return
+    ("info/sample_time_ms", None),
+    ("entropy loss", None),                 # SB3 logs minus the entropy under that name
     ("reward", None),                       # known: no guess needed
     ("kl_avg", None),                       # kl_to_ref's "kl" and the PPO estimator's "KL" tie
     ("q_loss", None),                       # "loss" alone says too little

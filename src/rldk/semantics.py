@@ -423,10 +423,12 @@ _SHORT = {"len": "length", "rew": "reward", "ret": "return", "ep": "episode", "e
 #: Words that say too little alone to guess a quantity by: ``q_loss`` is no policy loss,
 #: ``value`` no value estimate.
 _VAGUE = frozenset({"loss", "mean", "value", "std", "step", "time", "total", "score", "l", "r"})
-#: Words that make a name another statistic of the quantity it names (its spread, its
-#: extremes, a share of something): ``response_length/max``, ``advantage/zero_rate``.
-_OTHER_STATISTIC = frozenset({"max", "min", "std", "var", "sum", "count", "rate", "ratio", "frac",
-                              "fraction", "share", "pct", "percent"})
+#: Words a name may add to a listed name and still mean it: how the value was averaged or
+#: over what (``reward_avg``, ``mean_advantage``, ``episode_reward_last_100``, numbers).
+#: Any other word makes it something else (``rewards/chosen``, ``critic/returns/mean``,
+#: ``info/sample_time_ms``), and then no guess is offered.
+_DECORATION = frozenset({"avg", "average", "mean", "batch", "epoch", "all", "overall", "global",
+                         "last", "running", "smoothed", "ema", "rolling", "moving", "current", "curr"})
 
 
 def _word(w: str) -> str:
@@ -436,6 +438,14 @@ def _word(w: str) -> str:
 
 def _words(name: str) -> tuple[str, ...]:
     return tuple(_word(w) for w in re.findall(r"[a-z0-9]+", name.lower()))
+
+
+def _decorates(part: tuple, whole: tuple) -> bool:
+    """Whether every word of ``whole`` outside ``part`` only says how it was averaged."""
+    rest = list(whole)
+    for w in part:
+        rest.remove(w)
+    return all(w in _DECORATION or w.isdigit() for w in rest)
 
 
 def _within(part: tuple, whole: tuple) -> bool:
@@ -457,20 +467,20 @@ def looks_like(raw: str) -> Quantity | None:
     (``reward_avg`` -> reward, ``avg_response_len`` -> response_length,
     ``mean_episode_reward_last_100`` -> episode_return), the most words winning. None for
     a known name, when two quantities tie, or when the only word shared says too little
-    alone (``q_loss``), or another word makes it another statistic (``response_length/max``,
-    ``advantage/zero_rate``); never step time (``time_step`` is a counter as often). rldk never
+    alone (``q_loss``), or a word other than how it was averaged (``_DECORATION``) makes it
+    something else (``rewards/chosen``, ``response_length/max``, ``advantage/zero_rate``);
+    never step time (``time_step`` is a counter as often). rldk never
     reads a metric by this guess: the user confirms it with a metric map."""
     if classify(raw)[0] is not None:
         return None
     words = _words(split_name(raw)[1])
-    other = _OTHER_STATISTIC.intersection(words)
     score: dict[str, int] = {}
     for q in _active.quantities.values():
         if q.name in _NOT_FLATTENED:
             continue
         for name in q.names:
-            w = _words(name.lstrip("-"))
-            if (w and _within(w, words) and other <= set(w)
+            w = () if name.startswith("-") else _words(name)     # a negated form: not by a guess
+            if (w and _within(w, words) and _decorates(w, words)
                     and not (len(w) == 1 and w[0] in _VAGUE_WORDS)):
                 score[q.name] = max(score.get(q.name, 0), len(w))
     if not score:
