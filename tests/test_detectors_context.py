@@ -47,13 +47,18 @@ def test_a_per_update_kl_at_the_runs_own_target_is_early_stopping_at_work():
     rng = np.random.default_rng(2)
     steps = np.arange(150) * 12800
     kl = np.r_[np.linspace(0.007, 0.095, 50), 0.108 + 0.005 * rng.normal(size=100)]
-    assert rules.approx_kl_blowup("losses/approx_kl", steps, kl).onset == steps[50]
+    # the state starts where the climb passed the midpoint between its low and the state on
+    # the log scale (0.028, row 14 of the ramp), not where it crossed the 0.1 line (row 50)
+    event = rules.approx_kl_blowup("losses/approx_kl", steps, kl)
+    midpoint = np.sqrt(event.evidence["low"] * event.evidence["level"])
+    assert event.onset == steps[int(np.argmax(kl >= midpoint))] == steps[14]
+    assert event.evidence["over_line_from"] == steps[50] and "halfway up from" in event.title
     assert rules.approx_kl_blowup("losses/approx_kl", steps, kl, target_kl=0.1) is None
     event = rules.approx_kl_blowup("losses/approx_kl", steps, kl, target_kl=0.02)
     assert event is not None and "target_kl is 0.02" in event.title
     blown = np.r_[kl[:50], 0.4 + 0.02 * rng.normal(size=100)]
     event = rules.approx_kl_blowup("losses/approx_kl", steps, blown, target_kl=0.1)
-    assert (event.onset, event.severity) == (steps[50], "warning")
+    assert (event.onset, event.severity) == (steps[30], "warning")        # 0.059, halfway to 0.4
     # a nat per update or more (10x the line): the clipping bounds nothing, an error
     broken = np.r_[kl[:50], 1.2 + 0.05 * rng.normal(size=100)]
     assert rules.approx_kl_blowup("losses/approx_kl", steps, broken).severity == "error"

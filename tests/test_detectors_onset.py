@@ -608,3 +608,22 @@ def test_a_real_sac_return_that_slid_a_third_of_its_gain_to_the_end(tmp_path, mo
     series = store.run(store.run_ids[0]).metric("Environment/Cumulative Reward")
     event = rules.reward_degradation("r", series["step"].to_numpy(), series["value"].to_numpy())
     assert event is not None and 301000 <= event.onset <= 446000
+
+
+def test_midpoint_onset_starts_a_state_where_the_climb_passed_halfway():
+    from rldk.detectors.onsets import midpoint_onset
+
+    # a jump in one row: halfway and the line are crossed at once
+    jump = np.r_[np.full(20, 0.002), np.full(30, 1.5)]
+    assert midpoint_onset(jump, 20, 50) == (20, 0.002)
+    # a climb from 1e-3 crosses 0.1 after it is nearer 3 than 1e-3 on the log scale
+    climb = np.r_[np.full(10, 1e-3), np.geomspace(1e-3, 3.0, 20), np.full(30, 3.0)]
+    crossed = int(np.argmax(climb >= 0.1))
+    k, low = midpoint_onset(climb, crossed, len(climb))
+    assert low == 1e-3 and k < crossed and climb[k] >= np.sqrt(1e-3 * 3.0) > climb[k - 1]
+    # one that starts at 0.08 crosses 0.1 before it is halfway to 1.3
+    early = np.r_[0.07, 0.08, np.geomspace(0.11, 1.3, 8), np.full(40, 1.3)]
+    k, low = midpoint_onset(early, 2, len(early))
+    assert low == 0.07 and k > 2 and early[k] >= np.sqrt(0.07 * 1.3) > early[k - 1]
+    # a state from the first point has nothing before it
+    assert midpoint_onset(np.full(10, 2.0), 0, 10) == (0, None)

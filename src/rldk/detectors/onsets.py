@@ -202,6 +202,35 @@ def state_run(bad: np.ndarray, lo: int = 0, final: bool = False,
     return None
 
 
+def midpoint_onset(v: np.ndarray, k: int, end: int) -> tuple[int, float | None]:
+    """The first step of the regime a state found from point ``k`` (to ``end``) belongs to,
+    for a positive quantity compared on the log scale: the first point of the run that
+    holds ``k`` past the midpoint (geometric mean) between the lowest level the series held
+    before ``k`` (``level_of``; its lowest point, when fewer than LEVEL_WINDOW came before)
+    and the state's median, from which it stays past it (the
+    onset protocol's "past the midpoint for good", benchmarks/data/real/README.md). A
+    state read off a fixed line (a KL of 0.1 nats per update) starts where the series
+    crossed that line, which lies anywhere in its climb: a KL that climbs from 1e-3 to 3
+    crosses 0.1 a few rows after it is nearer 3 than 1e-3 (on the log scale), one that
+    starts at 0.08 a few rows before. Returns the onset and that lowest level; ``(k, None)``
+    when nothing was held before it (a state from the first point) or a level is not
+    positive."""
+    if k == 0:
+        return k, None
+    # the lowest level held before; fewer points than a level's window hold none, and
+    # the lowest of them is where the climb started
+    low = float(np.min(level_of(v[:k]) if k >= LEVEL_WINDOW else v[:k]))
+    high = float(np.median(v[k:end]))
+    if not (low > 0 and high > low):
+        return k, None
+    above = v >= np.sqrt(low * high)
+    if above[k]:
+        start = next(start for start, stop in _runs(above, 0) if start <= k < stop)
+        return _paired(above, start, k + 1), low
+    found = state_run(above, k)
+    return (found[0] if found is not None and found[0] < end else k), low
+
+
 def _paired(bad: np.ndarray, k: int, end: int) -> int:
     """The first point of ``bad[k:end]`` whose next point is in the state too (``k`` when
     no two consecutive points are)."""

@@ -30,6 +30,7 @@ from rldk.detectors.onsets import (
     held_before,
     level_above,
     level_of,
+    midpoint_onset,
     onset_in,
     state_run,
 )
@@ -786,7 +787,9 @@ def _stays_above(values: np.ndarray, p, held: float) -> bool:
 
 def approx_kl_blowup(metric: str, steps, values, target_kl: float | None = None) -> Event | None:
     """PPO's per-update approx KL enters a state at or above APPROX_KL_HIGH nats (from the
-    first step counts) and stays (to the end, or for a stretch of the run). A run that
+    first step counts) and stays (to the end, or for a stretch of the run); its onset is
+    where the climb into it passed the midpoint (log scale) from the lowest level held
+    before (``midpoint_onset``). A run that
     stops its updates early at ``target_kl`` (its config) holds its KL near that target
     by design: the line is then at least EARLY_STOP_MARGIN x the target. A warning; an
     error when the state's median is APPROX_KL_BROKEN x the line or more (a nat per update
@@ -796,13 +799,18 @@ def approx_kl_blowup(metric: str, steps, values, target_kl: float | None = None)
     found = state_run(v >= line)
     if found is None:
         return None
-    k, end = found
-    level = float(np.median(v[k:end]))
+    crossed, end = found
+    level = float(np.median(v[crossed:end]))
+    # the state starts where the climb into it passed its midpoint, not where it crossed the line
+    k, low = midpoint_onset(v, crossed, end)
     severity = "error" if level >= APPROX_KL_BROKEN * line else "warning"
+    how = (f" (halfway up from {low:.3g} on the log scale; over {line:g} from step {int(steps[crossed])})"
+           if k != crossed else "")
     return Event("kl_blowup", metric, int(steps[k]), int(steps[end - 1]), severity,
-                 f"{metric} at {level:.3g} nats per update from step {int(steps[k])}"
+                 f"{metric} at {level:.3g} nats per update from step {int(steps[k])}{how}"
                  + (f" (the run's target_kl is {target_kl:.3g})" if target_kl else ""),
-                 {"level": level, "threshold": line, "target_kl": target_kl})
+                 {"level": level, "threshold": line, "target_kl": target_kl, "low": low,
+                  "over_line_from": int(steps[crossed])})
 
 
 def loss_divergence(metric: str, steps, values, partner=None) -> Event | None:
