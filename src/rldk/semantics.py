@@ -456,6 +456,21 @@ def _within(part: tuple, whole: tuple) -> bool:
 _VAGUE_WORDS = frozenset(_word(w) for w in _VAGUE)
 
 
+_LISTED_WORDS: dict = {}
+
+
+def _listed_words() -> list[tuple[str, tuple[str, ...]]]:
+    """``(quantity, words)`` of each name of the active table a guess may match (not a
+    negated form, not step time, not a single vague word), built once per table."""
+    table, listed = _LISTED_WORDS.get("table", (None, None))
+    if table is not _active:
+        listed = [(q.name, w) for q in _active.quantities.values() if q.name not in _NOT_FLATTENED
+                  for name in q.names if not name.startswith("-")
+                  if (w := _words(name)) and not (len(w) == 1 and w[0] in _VAGUE_WORDS)]
+        _LISTED_WORDS["table"] = (_active, listed)
+    return listed
+
+
 #: The words a "not logged" line puts before the metric map it suggests (what the terminal
 #: view picks those lines out by).
 MAP_HINT = "if so, pass --metric-map FILE holding"
@@ -474,15 +489,11 @@ def looks_like(raw: str) -> Quantity | None:
     if classify(raw)[0] is not None:
         return None
     words = _words(split_name(raw)[1])
+    present = set(words)
     score: dict[str, int] = {}
-    for q in _active.quantities.values():
-        if q.name in _NOT_FLATTENED:
-            continue
-        for name in q.names:
-            w = () if name.startswith("-") else _words(name)     # a negated form: not by a guess
-            if (w and _within(w, words) and _decorates(w, words)
-                    and not (len(w) == 1 and w[0] in _VAGUE_WORDS)):
-                score[q.name] = max(score.get(q.name, 0), len(w))
+    for quantity, w in _listed_words():
+        if w[0] in present and _within(w, words) and _decorates(w, words):
+            score[quantity] = max(score.get(quantity, 0), len(w))
     if not score:
         return None
     top = max(score.values())
