@@ -251,3 +251,16 @@ def test_a_sparse_reward_at_its_floor_throughout_has_no_step_it_went_there():
         assert event is not None and event.code == "reward_collapse"
         onsets.append(event.onset)
     assert np.median(onsets) == 100 and np.mean(abs(np.asarray(onsets) - 100) <= 5) >= 0.9, onsets
+
+
+def test_a_kl_that_grew_from_zero_and_ramps_into_a_blowup_is_found_where_the_ramp_starts():
+    # per-token KL of a GRPO run: 0 at step 0 (the policy is the reference), a slow drift
+    # over decades to ~4e-4, then a noisy ramp to ~2 nats that PELT cuts into short pieces
+    rng = np.random.default_rng(7)
+    steps = np.arange(200)
+    drift = np.r_[0.0, np.geomspace(1e-8, 4e-4, 119)] * (1 + 0.3 * rng.normal(size=120))
+    ramp = np.linspace(0.5, 3.0, 80) * np.exp(0.1 * rng.normal(size=80))
+    event = rules.kl_blowup("kl", steps, np.r_[drift, ramp])
+    assert event is not None and event.onset == 120 and event.severity == "error"
+    # the same drift that ends at 0.5 nats is no blow-up: the state must reach a nat
+    assert rules.kl_blowup("kl", steps, np.r_[drift, 0.5 * ramp / 3.0]) is None

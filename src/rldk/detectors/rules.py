@@ -695,7 +695,9 @@ def kl_blowup(metric: str, steps, values) -> Event | None:
     """KL to the reference enters a regime (two points or more: one is a spike, which the
     spikes analyzer reports) above KL_HIGH nats, KL_JUMP x the level before; or climbs
     there over several regimes (each step of the climb under KL_JUMP): it rises to
-    KL_JUMP x the lowest level it held, above KL_HIGH, and stays (``_rise``)."""
+    KL_JUMP x the lowest level it held, above KL_HIGH, and stays (``_rise``); or it sits
+    at KL_HIGH or more, KL_JUMP x a level it held before (``_over_held``: a ramp after a
+    drift from zero)."""
     v = np.maximum(np.asarray(values, float), 0)
     r = regimes(steps, v, "logscale")
     for j in range(1, len(r.parts)):
@@ -706,9 +708,31 @@ def kl_blowup(metric: str, steps, values) -> Event | None:
                           f"{metric} jumped from {before.raw:.3g} to {p.raw:.3g} at step {int(r.steps[k])}",
                           {"before": before.raw, "after": p.raw, "threshold": KL_HIGH})
     rise = _rise("kl_blowup", metric, steps, v, KL_JUMP, "climbed")
-    if rise is None or rise.evidence["now"] < KL_HIGH:
+    if rise is not None and rise.evidence["now"] >= KL_HIGH:
+        return replace(rise, evidence={**rise.evidence, "threshold": KL_HIGH})
+    return _over_held(metric, steps, v, r)
+
+
+def _over_held(metric: str, steps, v: np.ndarray, r) -> Event | None:
+    """A KL that sits KL_HIGH or more (a state that stays, ``state_run``) at KL_JUMP x a
+    level it held before for PRIOR_POINTS points or more: a ramp into the state that PELT
+    cuts into short pieces has no single jump of KL_JUMP, and a KL that grew from exact
+    zero (the policy is the reference at step 0) over decades has its lowest level too far
+    back for ``_rise``'s climb to end in the state. Onset: the start of the climb from the
+    last such level (``fall_start`` upwards)."""
+    found = state_run(v >= KL_HIGH)
+    if found is None:
         return None
-    return replace(rise, evidence={**rise.evidence, "threshold": KL_HIGH})
+    k, end = found
+    level = float(np.median(v[k:end]))
+    held = [p for p in r.parts if p.end <= k and p.size >= PRIOR_POINTS and KL_JUMP * p.raw <= level]
+    if not held:
+        return None
+    prior = held[-1]
+    onset = fall_start(r, prior.end - 1, k, up=True, jumps=True, until=end)
+    return _event("kl_blowup", metric, r, onset, r.steps[end - 1], "error",
+                  f"{metric} rose to {level:.3g} from {prior.raw:.3g} at step {int(r.steps[onset])}",
+                  {"before": prior.raw, "after": level, "threshold": KL_HIGH})
 
 
 def grad_norm_explosion(metric: str, steps, values) -> Event | None:
