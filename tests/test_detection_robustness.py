@@ -100,10 +100,10 @@ def bench(tmp_path_factory):
 #: (5 verl GRPO logs; no exit added) and the forty-second (3 Slime Volleyball PPO logs: its
 #: healthy tune log's entropy warning, 2.07 -> 0.11 while the return rises, exits 3 in
 #: every tune variant but late).
-FLOORS = {("tune", "every2"): (110 / 125, 77 / 125, 10), ("tune", "every3"): (109 / 125, 74 / 125, 9),
-          ("tune", "late"): (82 / 92, 57 / 92, 7), ("tune", "stopped"): (92 / 113, 72 / 113, 12),
-          ("report", "every2"): (75 / 105, 43 / 105, 10), ("report", "every3"): (79 / 105, 48 / 105, 10),
-          ("report", "late"): (65 / 85, 47 / 85, 14), ("report", "stopped"): (65 / 97, 49 / 97, 12)}
+FLOORS = {("tune", "every2"): (110 / 125, 77 / 125, 10), ("tune", "every3"): (109 / 125, 74 / 125, 10),
+          ("tune", "late"): (82 / 92, 57 / 92, 7), ("tune", "stopped"): (92 / 113, 72 / 113, 13),
+          ("report", "every2"): (75 / 105, 43 / 105, 10), ("report", "every3"): (79 / 105, 48 / 105, 11),
+          ("report", "late"): (65 / 85, 47 / 85, 15), ("report", "stopped"): (65 / 97, 49 / 97, 14)}
 
 
 @pytest.mark.parametrize("half, variant", sorted(FLOORS))
@@ -179,14 +179,14 @@ def test_a_stopped_run_ends_soon_after_its_first_event(bench):
 #: return judged against the return's size (loss_divergence at the step: tune +1, report -1),
 #: and the thirty-ninth batch's healthy logs (3 and 3). Session 30: the fortieth to
 #: forty-second batches' healthy logs (3 and 3): the counts below.
-INJECTED = {"tune": {"return_collapse": (112, 108), "entropy_collapse": (52, 0), "kl_blowup": (14, 14),
-                     "grad_explosion": (29, 29), "loss_divergence": (80, 78), "nan": (83, 83),
-                     "reward_floor": (27, 25), "length_collapse": (19, 17), "length_explosion": (17, 14),
-                     "truncation": (12, 12), "zero_std": (7, 6), "clip_blowup": (37, 34)},
-            "report": {"return_collapse": (89, 82), "entropy_collapse": (42, 0), "kl_blowup": (9, 6),
-                       "grad_explosion": (23, 23), "loss_divergence": (73, 69), "nan": (74, 74),
-                       "reward_floor": (19, 19), "length_collapse": (15, 11), "length_explosion": (15, 14),
-                       "truncation": (11, 10), "zero_std": (6, 5), "clip_blowup": (39, 37)}}
+INJECTED = {"tune": {"return_collapse": (116, 111), "entropy_collapse": (54, 0), "kl_blowup": (16, 16),
+                     "grad_explosion": (32, 32), "loss_divergence": (82, 80), "nan": (83, 83),
+                     "reward_floor": (29, 26), "length_collapse": (21, 19), "length_explosion": (19, 16),
+                     "truncation": (14, 13), "zero_std": (9, 8), "clip_blowup": (38, 35)},
+            "report": {"return_collapse": (92, 85), "entropy_collapse": (42, 0), "kl_blowup": (10, 7),
+                       "grad_explosion": (25, 23), "loss_divergence": (75, 70), "nan": (74, 74),
+                       "reward_floor": (20, 20), "length_collapse": (16, 11), "length_explosion": (16, 15),
+                       "truncation": (12, 11), "zero_std": (7, 5), "clip_blowup": (40, 37)}}
 
 
 @pytest.mark.parametrize("half", sorted(INJECTED))
