@@ -8,6 +8,7 @@ from pathlib import Path
 import pytest
 from click.testing import CliRunner
 
+from rldk import semantics
 from rldk.analyzers import suite
 from rldk.cli import main
 from rldk.core.errors import EXIT_INCONCLUSIVE, EXIT_PROBLEMS
@@ -107,7 +108,10 @@ def test_unknown_names_get_the_metric_map_that_reads_them(tmp_path):
     mapping = tmp_path / "map.json"
     mapping.write_text(json.dumps({"reward": ["reward_avg"], "entropy": ["entropy_avg"],
                                    "response_length": ["avg_response_len"]}))
-    mapped = invoke("analyze", csv, "--metric-map", mapping, "--out-dir", tmp_path / "m", "--no-plots")
+    try:
+        mapped = invoke("analyze", csv, "--metric-map", mapping, "--out-dir", tmp_path / "m", "--no-plots")
+    finally:
+        semantics.use_metric_map(None)              # the option sets the process-wide table
     assert mapped.exit_code == 0, mapped.output
 
 

@@ -281,9 +281,11 @@ def rich_view(report: Report):
     elif report.skipped_checks:
         names = ", ".join(dict.fromkeys(c.name for c in report.skipped_checks))
         parts.append(Text(f"Could not run: {names}", style="yellow"))
-        hints = dict.fromkeys(_skipped_line(c) for c in report.skipped_checks if semantics.MAP_HINT in c.detail)
+        hints = dict.fromkeys(_skipped_line(c) for c in report.skipped_checks
+                              if semantics.MAP_HINT in c.detail)
         if hints:
-            parts.append(Text("Checks a metric map would let run (the run's own names that look like what they read):", style="yellow"))
+            parts.append(Text("Checks a metric map would let run (the run's own names that look "
+                              "like what they read):", style="yellow"))
             parts.append(_bullets(hints))
     if report.findings:
         parts.append(_findings_grid(report.findings))

@@ -714,7 +714,7 @@ def kl_blowup(metric: str, steps, values) -> Event | None:
 
 
 def _over_held(metric: str, steps, v: np.ndarray, r) -> Event | None:
-    """A KL that sits KL_HIGH or more (a state that stays, ``state_run``) at KL_JUMP x a
+    """A KL that sits at KL_HIGH or more (a state that stays, ``state_run``), KL_JUMP x a
     level it held before for PRIOR_POINTS points or more: a ramp into the state that PELT
     cuts into short pieces has no single jump of KL_JUMP, and a KL that grew from exact
     zero (the policy is the reference at step 0) over decades has its lowest level too far

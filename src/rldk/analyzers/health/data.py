@@ -81,7 +81,7 @@ def load_run(source, wanted) -> RunData:
     names = {c: r.metric for c, r in found.items()}
     signs = {c: r.sign for c, r in found.items()}
     return RunData(source.run_id, series, names, _series.run_facts(source).meta.get("config") or {},
-                   signs, {c: names for c, names in lookalikes(available).items() if c not in found})
+                   signs, {c: alike for c, alike in lookalikes(available).items() if c not in found})
 
 
 def _resolve(canonical: str, available):
