@@ -18,6 +18,7 @@ import click
 
 from rldk.cli import emit, exit_for, handle_errors, output_options, skip_pandas_probe
 from rldk.core.errors import EXIT_FAILURE
+from rldk.core.report import SEVERITIES
 
 
 @click.command()
@@ -75,8 +76,9 @@ def analyze(paths, baseline, plots, engine, workers, fail_on, html_path, fmt, ou
         click.echo(f"Error: {outcome.analyzer}: {outcome.summary}", err=True)
     if result.errors:
         sys.exit(EXIT_FAILURE)
-    if fail_on == "error" and report.status == "problems" and all(f.severity != "error" for f in report.findings):
-        click.echo(f"{len(report.findings)} warning(s), no error: exit 0 (--fail-on error)", err=True)
+    gate = SEVERITIES.index(fail_on)
+    if report.status == "problems" and all(SEVERITIES.index(f.severity) < gate for f in report.findings):
+        click.echo(f"{len(report.findings)} warning(s), no {fail_on}: exit 0 (--fail-on {fail_on})", err=True)
         return
     exit_for(report)
 

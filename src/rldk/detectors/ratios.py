@@ -72,7 +72,8 @@ def high_ratio(code: str, metric: str, steps, values, high: float, what: str) ->
                 f" (was {before:.2f})"))
     evidence = {"level": level, "before": before, "threshold": high,
                 "share_at_or_above": float(np.mean(v[k:end] >= high))}
-    return Event(code, metric, int(steps[k]), int(steps[end - 1]), "error" if level >= NEARLY_ALL else "warning", title,
+    severity = "error" if level >= NEARLY_ALL else "warning"
+    return Event(code, metric, int(steps[k]), int(steps[end - 1]), severity, title,
                  {**evidence, "from_first_step": True} if worse else evidence)
 
 

@@ -508,8 +508,10 @@ def _declined(metric: str, steps, d: Decline, share: float = DEGRADATION_SHARE) 
     back = "" if d.end is None else f", back above {d.line:.4g} from step {int(steps[d.end])}"
     lowest = _lowest_before(d) if d.end is None else None
     lost_all = lowest is not None and d.now <= lowest + PLATEAU * (d.peak - lowest)
-    below = f", back to the lowest level it held before ({lowest:.4g}): all it had gained is lost" if lost_all else ""
-    return Event("reward_degradation", metric, int(steps[k]), int(steps[last]), "error" if lost_all else "warning",
+    below = (f", back to the lowest level it held before ({lowest:.4g}): all it had gained is lost"
+             if lost_all else "")
+    return Event("reward_degradation", metric, int(steps[k]), int(steps[last]),
+                 "error" if lost_all else "warning",
                  f"{metric} fell from {d.peak:.4g} (step {d.peak_step}) to {d.now:.4g} "
                  f"from step {int(steps[k])}{back}{below}",
                  {"peak": d.peak, "peak_step": d.peak_step, "start": d.start, "now": d.now,
