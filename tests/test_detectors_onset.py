@@ -125,6 +125,29 @@ def test_grad_norm_explosion_needs_a_level_the_run_held():
     assert rules.grad_norm_explosion("grad_norm", np.arange(82), start) is None
 
 
+def test_a_grad_norm_that_explodes_in_stages_is_judged_against_the_level_it_held():
+    """A norm held at 0.07 for 90 rows that climbs over five rows to 0.5 and then sits at
+    2 (each stage under 10x the one before, 30x the level held): an explosion, against
+    the held level; the same stages each held for a third of the run (a norm that grows
+    with learning) are not. The tuning half's verl soft-GRPO run: 0.07 over steps 1-92,
+    0.15-0.5 over 93-97, then 1-8 for the rest of its 626 steps."""
+    from rldk.converters import ingest
+
+    rng = np.random.default_rng(7)
+    climb = np.r_[0.07 * np.ones(90), [0.15, 0.23, 0.38, 0.33, 0.5], 2.0 * np.ones(300)]
+    climb *= np.exp(0.15 * rng.standard_normal(len(climb)))
+    event = rules.grad_norm_explosion("grad_norm", np.arange(len(climb)), climb)
+    assert event is not None and 90 <= event.onset <= 95 and event.evidence["before_max"] < 0.1, event
+    grown = np.repeat([0.1, 0.5, 2.5], 100) * np.exp(0.15 * rng.standard_normal(300))
+    assert rules.grad_norm_explosion("grad_norm", np.arange(300), grown) is None
+
+    name = "verltb_softgrpo_r1distill15b_dirichlet_gradnorm_explosion_length_collapse"
+    (run,) = ingest(str(next((REAL / name).glob("events.out.tfevents.*"))), adapter="tensorboard").runs()
+    norm = run.metric("actor/grad_norm")
+    event = rules.grad_norm_explosion("grad_norm", norm["step"].to_numpy(), norm["value"].to_numpy())
+    assert event is not None and event.onset > 92 and event.evidence["before_max"] < 0.1, event
+
+
 def test_a_grad_norm_leap_that_returns_at_once_is_a_spike_not_an_explosion():
     """A norm at ~0.9 that leaps for three rows and is back at ~1 on the next (as a real
     GRPO log's does at 170-172 of 430 rows): a spike, left to the spikes analyzer. The

@@ -778,7 +778,10 @@ def grad_norm_explosion(metric: str, steps, values, partner=None) -> Event | Non
     grow with the first rewards, at 3 once they converge (PyMARL IQL on SMAC 3m). One that
     stays up, or starts later, is a warning; info when the episode return (``partner``) grew
     in size with it at least as many times as the norm's rise over GRAD_JUMP
-    (``_with_the_returns``)."""
+    (``_with_the_returns``). A rise in stages, each under GRAD_JUMP, is judged against
+    the highest level held for MIN_STRETCH of the run, when the norm stays above it (a
+    real verl run: 0.07 for 92 steps, a climb of five rows to 0.5, then 1-8 for the rest
+    of the run); a norm that grows in stages each held that long (with learning) is not."""
     values = np.asarray(values, float)
     if np.max(values) <= 0:
         return None
@@ -787,13 +790,21 @@ def grad_norm_explosion(metric: str, steps, values, partner=None) -> Event | Non
     spikes = set()                                # leaps the norm came back from: no level held
     transient = None                              # a start-up transient: info, unless more follows
     settle = max(MIN_REFERENCE, int(np.ceil(MIN_STRETCH * len(r.values))))
+    base = None                                   # the highest part held for MIN_STRETCH of the run
     for j in range(1, len(r.parts)):
         q = r.parts[j - 1]
         if q.size >= MIN_REFERENCE and j - 1 not in spikes and (top is None or q.level > top.level):
             top = q
+        if q.size >= settle and j - 1 not in spikes and (base is None or q.level > base.level):
+            base = q
         if top is None:
             continue                              # a point or two is no level the run held
         p = r.parts[j]
+        if (p.size >= 2 and base is not None and base.raw > 0 and p.level - top.level < np.log(GRAD_JUMP)
+                and p.level - base.level >= np.log(GRAD_JUMP) and _stays_above(r.values, p, base.raw)):
+            # a rise in stages: the stage before is a few rows of the climb, no level the
+            # run held; the rise is judged against the last level held for MIN_STRETCH
+            top = base
         if p.size >= 2 and top.raw > 0 and p.level - top.level >= np.log(GRAD_JUMP):
             if not _stays_above(r.values, p, top.raw):
                 spikes.add(j)
