@@ -620,6 +620,31 @@ def test_a_collapse_after_a_fall_that_was_shorter_and_better_is_still_a_collapse
     assert (event.code, event.severity, event.onset) == ("length_collapse", "error", steps[984])
 
 
+def test_a_length_that_halves_while_the_reward_falls_is_a_collapse():
+    """Alone, a length that halves is what healthy reasoning runs do (with a reward that
+    rises or holds: quiet); with a reward that falls over the same stretch it is a
+    collapse (a warning). The tuning half's verl DAPO run: 5300 -> 2800 tokens from step
+    72 as the score fell -0.29 -> -0.83."""
+    from rldk.converters import ingest
+
+    rng = np.random.default_rng(5)
+    t = np.arange(200)
+    length = np.where(t < 100, 5000.0, 2200.0) * np.exp(0.05 * rng.standard_normal(200))
+    rising = np.minimum(t / 60, 1.0) * 0.5 + 0.03 * rng.standard_normal(200)
+    assert rules.length_change("response_length", t, length, partner=(t, rising)) is None
+    assert rules.length_change("response_length", t, length) is None
+    falling = np.where(t < 95, 0.5, -0.3) + 0.03 * rng.standard_normal(200)
+    event = rules.length_change("response_length", t, length, partner=(t, falling))
+    assert (event.code, event.severity) == ("length_collapse", "warning") and 95 <= event.onset <= 100, event
+
+    name = "verl_grpo_r1distill15b_dapomath_clip0103_reward_length_collapse"
+    (run,) = ingest(str(next((REAL / name).glob("*.jsonl"))), adapter="verl").runs()
+    length, score = run.metric("response_length/mean"), run.metric("critic/score/mean")
+    event = rules.length_change("response_length", length["step"].to_numpy(), length["value"].to_numpy(),
+                                partner=(score["step"].to_numpy(), score["value"].to_numpy()))
+    assert event is not None and event.code == "length_collapse" and 72 <= event.onset <= 75, event
+
+
 def test_a_moderate_loss_that_lasts_to_the_end_is_a_degradation():
     """A run that gained 10 and lost 35% of it for the last third of the log: under half
     the gain, but kept to the end (the judgement of independent labellers on real runs);

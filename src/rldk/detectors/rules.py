@@ -86,6 +86,9 @@ CEILING_SHARE = 0.1
 #: Length collapse / explosion: the mean response length falls below a third of, or rises
 #: above three times, a level it held.
 LENGTH_FACTOR = 3.0
+#: ``_halved_with_the_reward``: a length below this share of a level it held is a
+#: collapse when the reward degrades over the same stretch.
+LENGTH_HALVED = 0.5
 #: ``_shorter_and_better``: a length collapse to this many tokens or fewer is a degenerate
 #: answer (an option letter, a lone EOS: every labelled collapse of the real corpus ends at
 #: 1-10 tokens) whatever the reward did; a few sentences of text are more than this.
@@ -356,14 +359,17 @@ def reward_ceiling(steps, values, at_step: int) -> dict | None:
 def length_change(metric: str, steps, values, partner=None) -> Event | None:
     """Mean response length falls below 1/LENGTH_FACTOR of the highest level it held, or
     rises above LENGTH_FACTOR times the lowest, and stays. A fall that came with the reward
-    (``partner``) rising to a new level and holding it is info (``_shorter_and_better``)."""
+    (``partner``) rising to a new level and holding it is info (``_shorter_and_better``);
+    a fall below LENGTH_HALVED while the reward degrades is a warning
+    (``_halved_with_the_reward``)."""
     def collapse(steps, values) -> Event | None:
         fall = _fall("length_collapse", metric, steps, values, 1 / LENGTH_FACTOR, 1 / LENGTH_FACTOR, "fell")
         return None if fall is None else _shorter_and_better(replace(fall, severity="error"), partner)
 
     fall = collapse(steps, values)
     if fall is None:
-        return _rise("length_explosion", metric, steps, values, LENGTH_FACTOR, "grew")
+        return _rise("length_explosion", metric, steps, values, LENGTH_FACTOR, "grew") or _halved_with_the_reward(
+            metric, steps, values, partner)
     if fall.severity == "info":
         # shorter and better at first; a later fall from the level it then held may not be
         steps = np.asarray(steps)
@@ -372,6 +378,28 @@ def length_change(metric: str, steps, values, partner=None) -> Event | None:
         if later is not None and later.severity == "error":
             return later
     return fall
+
+
+def _halved_with_the_reward(metric: str, steps, values, partner) -> Event | None:
+    """A length that falls below LENGTH_HALVED x the highest level it held and stays, over
+    a stretch where the reward (``partner``) degrades too (``reward_degradation``, its
+    onset before the length's state ends and its own state after the length's onset): a
+    warning. Alone, a halving is what healthy reasoning runs do as they shed a base
+    model's rambling (with a rising reward); with a falling one it is the same failure
+    seen in the answers (a real verl DAPO run: 5300 -> 2800 tokens as the score fell
+    -0.29 -> -0.83)."""
+    if partner is None:
+        return None
+    fall = _fall("length_collapse", metric, steps, values, LENGTH_HALVED, 0.0, "fell")
+    if fall is None:
+        return None
+    worse = reward_degradation("reward", *partner)
+    if worse is None or worse.onset > fall.last or worse.last < fall.onset:
+        return None
+    return replace(fall, severity="warning",
+                   title=f"{fall.title} while the reward fell from {worse.evidence['peak']:.4g} to "
+                         f"{worse.evidence['now']:.4g} (from step {worse.onset})",
+                   evidence={**fall.evidence, "reward_fall_step": worse.onset})
 
 
 def _shorter_and_better(event: Event, partner) -> Event:
