@@ -597,7 +597,11 @@ def level_se(r: Regimes):
     (CORRELATED); its wander at a lag is then the smaller of two estimates: the variance of
     its differences at that lag beyond the 2 s^2 that white noise gives, and its
     two-sample (Allan) variance at that lag (``_allan_var``) beyond the 3 s^2 that white
-    noise gives. Each is inflated by a different real change. The plain differences take
+    noise gives, and the largest of that over MIN_REFERENCE and doubling lags up to it
+    (``_lags``): the wander of a difference does not shrink with the distance (an AR(1)'s
+    grows to its limit, a random walk's in proportion), and at a single long lag the
+    robust estimates come out near zero on some flat correlated series, which a shorter
+    lag measures steadily. Each is inflated by a different real change. The plain differences take
     a steady trend for wander: a learning curve that climbs 5 a row for 50 rows differs by
     50 over 10 rows with no wander at all (a smoothly rising CartPole return's collapse
     from 189 to 11 was "not significant" against its own climb); the Allan variance is
@@ -609,15 +613,28 @@ def level_se(r: Regimes):
 
     wanders: dict[int, float] = {}
 
+    def at(lag: int) -> float:
+        if lag not in wanders:
+            wanders[lag] = max(0.0, min(_lag_var(y, lag) - 2.0 * s2, _allan_var(y, lag) - 3.0 * s2))
+        return wanders[lag]
+
     def se(n_a: int, n_b: int, lag: int) -> float:
         wander = 0.0
         if correlated:
             lag = int(min(max(lag, 1), WANDER_LAG * len(y)))
-            if lag not in wanders:
-                wanders[lag] = max(0.0, min(_lag_var(y, lag) - 2.0 * s2, _allan_var(y, lag) - 3.0 * s2))
-            wander = wanders[lag]
+            wander = max(at(l) for l in _lags(lag))
         return float(np.sqrt(s2 * (1.0 / max(n_a, 1) + 1.0 / max(n_b, 1)) + wander))
     return se
+
+
+def _lags(lag: int) -> list[int]:
+    """The lags at which a wander up to ``lag`` is measured: MIN_REFERENCE, then doubling,
+    and ``lag`` itself (or ``lag`` alone, when shorter)."""
+    out, l = [], MIN_REFERENCE
+    while l < lag:
+        out.append(l)
+        l *= 2
+    return out + [lag]
 
 
 def _rough(y: np.ndarray) -> bool:
