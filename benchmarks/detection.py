@@ -156,10 +156,11 @@ def score(name: str, entry: dict, analysis) -> LogResult:
         family = FAMILIES.get(event["code"], event["code"])
         after = _previous_end(event, events)
         start = (event.get("onset_window") or [event["onset_step"]])[0]
+        onsets = [_onset_of(f, event["quantity"]) for f in problems]
         hits = [i for i, f in enumerate(problems)
                 if FAMILIES.get(EVENT_CODES.get(f.code), EVENT_CODES.get(f.code)) == family
-                and quantity_of(f.metric) == event["quantity"]
-                and (after is None or (f.steps and f.steps[0] > after))
+                and onsets[i] is not False
+                and (after is None or (f.steps and onsets[i] > after))
                 and not (f.steps and f.steps[-1] < min(start, event["onset_step"]))]
         if not hits:
             result.missed.append(event)
@@ -167,8 +168,8 @@ def score(name: str, entry: dict, analysis) -> LogResult:
         result.found += 1
         result.found_by_error += any(problems[i].severity == "error" for i in hits)
         used.update(hits)
-        first = min((problems[i].steps or (None,))[0] for i in hits
-                    if problems[i].steps) if any(problems[i].steps for i in hits) else None
+        first = min(onsets[i] for i in hits if onsets[i] is not None) \
+            if any(onsets[i] is not None for i in hits) else None
         result.exact += first == event["onset_step"]
         in_window = within_window(first, event)
         result.in_window += in_window
@@ -182,6 +183,19 @@ def score(name: str, entry: dict, analysis) -> LogResult:
     result.exit3 = bool(problems) and analysis.status == "problems"
     result.exit3_on_errors = result.exit3 and any(f.severity == "error" for f in problems)
     return result
+
+
+def _onset_of(finding, quantity: str):
+    """Where ``finding`` reports ``quantity`` going wrong: its first step when its metric is
+    that quantity; for a NaN finding, which names every metric that went non-finite in
+    order, that metric's own first non-finite step (``first_steps``); False when the
+    finding does not report the quantity (None: it does, at no step)."""
+    if quantity_of(finding.metric) == quantity:
+        return finding.steps[0] if finding.steps else None
+    for metric, step in (getattr(finding, "evidence", None) or {}).get("first_steps", {}).items():
+        if quantity_of(metric) == quantity:
+            return step
+    return False
 
 
 def _previous_end(event: dict, events: list) -> int | None:

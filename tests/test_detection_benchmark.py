@@ -90,6 +90,24 @@ def test_a_finding_that_ended_before_an_event_began_is_not_its_detection():
     assert (inside.found, inside.in_window) == (1, 0)
 
 
+def test_a_nan_finding_reports_each_metric_it_names_at_that_metric_s_onset():
+    """One NaN finding names every metric that went non-finite, in order, with each one's
+    first step (``first_steps``): a NaN event of each of them is found, at its own onset
+    (a real verl run: grad_norm NaN from step 1, the entropy, loss and KLs from step 2);
+    a quantity the finding does not name is not."""
+    from types import SimpleNamespace as NS
+
+    bench = load_benchmark()
+    events = [{"code": "nan_onset", "quantity": q, "onset_step": s, "last_step": 600, "onset_kind": "step"}
+              for q, s in (("grad_norm", 1), ("entropy", 2), ("reward", 2))]
+    entry = {"split": "tune", "healthy": False, "benign": [], "events": events}
+    f = NS(code="nan_onset", metric="actor/grad_norm", steps=(1, 600), title="", severity="error",
+           is_problem=True, evidence={"first_steps": {"actor/grad_norm": 1, "actor/entropy": 2}})
+    scored = bench.score("x", entry, NS(reports=[NS(findings=[f])], status="problems"))
+    assert (scored.found, scored.exact) == (2, 2)
+    assert [e["quantity"] for e in scored.missed] == ["reward"]
+
+
 #: measured shares (found, exact onset on the original label, onset within the protocol
 #: window) and healthy logs exiting 3, per half, when the detectors were last changed
 #: (tune: 3 healthy logs exit 3: four single-row KL spikes of 66-197 nats in

@@ -47,6 +47,7 @@ def test_nan_onset_orders_metrics_and_tells_persistent_from_intermittent(tmp_pat
     assert f.title == ("kl_loss inf at step 12 (8 of 20 values: 12, 13, 14, 15, 16, 17, 18, 19), "
                        "then old_log_prob (12), grad_norm (14)")
     assert f.evidence["order"] == ["kl_loss", "old_log_prob", "grad_norm"]
+    assert f.evidence["first_steps"] == {"kl_loss": 12, "old_log_prob": 12, "grad_norm": 14}
 
 
 def test_nan_onset_intermittent_is_a_warning_and_clean_runs_pass(tmp_path):

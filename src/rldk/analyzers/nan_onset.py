@@ -272,6 +272,7 @@ def _finding(run_id: str, onsets: list[Onset]) -> Finding:
                    run_id=run_id, metric=first.metric,
                    steps=(first.first_step, max(o.last_bad_step for o in onsets)),
                    evidence={"order": [o.metric for o in onsets], "persistent": persistent,
-                             "first": as_dict(first)},
+                             "first": as_dict(first),
+                             "first_steps": {o.metric: o.first_step for o in onsets}},
                    fix=fix)
 
