@@ -8,11 +8,15 @@ failure. Synthetic cases with exact answers, shaped as those logs are.
 """
 from __future__ import annotations
 
+from pathlib import Path
+
 import numpy as np
 import pytest
 
 from rldk.detectors import ratios, rules
 from rldk.detectors.onsets import state_run
+
+REAL = Path(__file__).resolve().parents[1] / "benchmarks" / "data" / "real"
 
 
 def test_a_lone_point_in_the_state_before_it_is_not_its_onset():
@@ -231,6 +235,32 @@ def test_a_grad_norm_that_rises_as_learning_starts_and_settles_is_a_start_up_tra
     assert later is not None and later.severity == "warning" and later.onset == 80
     stays = rules.grad_norm_explosion("grad_norm", steps, norm(10, settle=False))
     assert stays is not None and stays.severity == "warning"
+
+
+def test_a_grad_norm_that_settles_two_decades_over_its_start_with_flat_returns_is_an_explosion():
+    """The tuning half's EPyMARL QMIX run: the norm (before clipping) at 0.005 for 16 rows,
+    80 for one row, 630-790 for two, then 30-450 for a million steps: it "settles" a
+    decade under its peak, but 14,000x over its start while the return stays at 0. A
+    start-up transient is a norm that settles within two decades of its start, or grows
+    with the returns; this one is an explosion, from the first row up there."""
+    rng = np.random.default_rng(8)
+    v = np.r_[np.full(16, 0.005), [80.0, 700.0, 750.0], np.full(181, 110.0)] * np.exp(0.2 * rng.standard_normal(200))
+    steps = np.arange(200)
+    flat = (steps, np.zeros(200))
+    event = rules.grad_norm_explosion("grad_norm", steps, v, partner=flat)
+    assert event is not None and event.severity == "warning" and event.onset == 16, event
+    grown = (steps, np.r_[np.zeros(16), np.full(184, 20.0)])          # 0 -> 20: explained
+    assert rules.grad_norm_explosion("grad_norm", steps, v, partner=grown).severity == "info"
+    assert rules.grad_norm_explosion("grad_norm", steps, v).severity == "info"   # no returns: as before
+
+    from rldk.converters import ingest
+
+    path = next((REAL / "epymarltb_qmix_cooperative_reaching_grad_norm_explosion").glob("events.out.tfevents.*"))
+    (run,) = ingest(str(path), adapter="tensorboard").runs()
+    norm, ret = run.metric("grad_norm"), run.metric("test_return_mean")
+    event = rules.grad_norm_explosion("grad_norm", norm["step"].to_numpy(), norm["value"].to_numpy(),
+                                      partner=(ret["step"].to_numpy(), ret["value"].to_numpy()))
+    assert event is not None and event.severity == "warning" and event.onset == 171690, event
 
 
 def test_a_sparse_reward_at_its_floor_throughout_has_no_step_it_went_there():

@@ -800,7 +800,8 @@ def grad_norm_explosion(metric: str, steps, values, partner=None) -> Event | Non
     ``rldk.analyzers.health.onset``). Nor, as a warning, is a rise in the run's first
     MIN_STRETCH, from the levels of its untrained start (no reference for what follows),
     after which the norm settles sqrt(GRAD_JUMP) x under the risen level (a later regime
-    of MIN_STRETCH of the run there): that is a start-up transient (info), and a later
+    of MIN_STRETCH of the run there), within GRAD_JUMP^2 of the start or with returns
+    that grew with it: that is a start-up transient (info), and a later
     rise is judged against the levels held after it, not the start's. A Q-learner's norm
     sits at 0.2-1 while epsilon decays and its returns are still low, at 15 as the Q values
     grow with the first rewards, at 3 once they converge (PyMARL IQL on SMAC 3m). One that
@@ -837,13 +838,24 @@ def grad_norm_explosion(metric: str, steps, values, partner=None) -> Event | Non
             if not _stays_above(r.values, p, top.raw):
                 spikes.add(j)
                 continue
-            event = _event("grad_norm_explosion", metric, r, p.start, p.last, "warning",
-                           f"{metric} rose to {p.raw:.3g} at step {p.first}, {p.raw / top.raw:.0f}x "
+            k = j                                 # the rows just before, already up there
+            while r.parts[k - 1].size < MIN_REFERENCE and r.parts[k - 1].level - top.level >= np.log(GRAD_JUMP):
+                k -= 1
+            event = _event("grad_norm_explosion", metric, r, r.parts[k].start, p.last, "warning",
+                           f"{metric} rose to {p.raw:.3g} at step {r.parts[k].first}, {p.raw / top.raw:.0f}x "
                            f"anything before (at most {top.raw:.3g})",
                            {"before_max": top.raw, "level": p.raw, "factor": GRAD_JUMP})
             early = p.start < MIN_STRETCH * len(r.values)
             later = [q for q in r.parts[j + 1:]
                      if early and q.size >= settle and q.raw * np.sqrt(GRAD_JUMP) <= p.raw]
+            prev = next(q for q in reversed(r.parts[:j]) if q.size >= MIN_REFERENCE)
+            if later and later[0].raw >= GRAD_JUMP ** 2 * top.raw:
+                # settled, but two orders of magnitude over the start still: the settled
+                # level is the explosion, when the returns were logged and did not grow with
+                # it (a Q-learner's settles within one, PyMARL IQL on SMAC 3m: 0.2 -> 15 -> 3)
+                growth = _return_growth(partner, (prev.first, prev.last), event.onset, int(r.steps[-1]))
+                if growth is not None and later[0].raw / top.raw > GRAD_JUMP * max(growth[2], 1.0):
+                    return event
             if later:
                 # in the run's first tenth, from its untrained start's levels, and down again:
                 # neither it nor the start is a level a later rise is judged against
@@ -856,7 +868,6 @@ def grad_norm_explosion(metric: str, steps, values, partner=None) -> Event | Non
                           "an explosion",
                     evidence={**event.evidence, "settled": later[0].raw, "settled_step": later[0].first})
                 continue
-            prev = next(q for q in reversed(r.parts[:j]) if q.size >= MIN_REFERENCE)
             event = _with_the_returns(event, p.raw / top.raw, (prev.first, prev.last), int(r.steps[-1]), partner)
             if event.severity != "info":
                 return event
@@ -876,21 +887,31 @@ def _with_the_returns(event: Event, factor: float, held: tuple, last: int, partn
     0, 10-90 once it wins every battle at 20, never back). A norm that grows more than
     that, or while the returns stand still (a 50x jump injected into a plateau), stays a
     warning."""
-    if partner is None:
+    found = _return_growth(partner, held, event.onset, last)
+    if found is None:
         return event
-    r_steps, r_size = np.asarray(partner[0]), np.abs(np.asarray(partner[1], float))
-    then = r_size[(r_steps >= held[0]) & (r_steps <= held[1])]
-    now = r_size[(r_steps >= event.onset) & (r_steps <= last)]
-    if len(then) == 0 or len(now) == 0:
-        return event
-    size_then, size_now = float(np.median(then)), float(np.median(now))
-    growth = size_now / max(size_then, 1e-12)
+    size_then, size_now, growth = found
     if factor > GRAD_JUMP * max(growth, 1.0):
         return event
     return replace(event, severity="info",
                    title=f"{event.title}, as the episode return's size grew from {size_then:.3g} to "
                          f"{size_now:.3g}: the gradient of a value or TD error grows with the returns it fits",
                    evidence={**event.evidence, "return_size_then": size_then, "return_size_now": size_now})
+
+
+def _return_growth(partner, held: tuple, onset: int, last: int) -> tuple[float, float, float] | None:
+    """``(size_then, size_now, growth)``: the median absolute episode return (``partner``:
+    steps, values) over the steps ``held`` and over ``onset``..``last``, and their ratio;
+    None when no return was logged in either stretch."""
+    if partner is None:
+        return None
+    r_steps, r_size = np.asarray(partner[0]), np.abs(np.asarray(partner[1], float))
+    then = r_size[(r_steps >= held[0]) & (r_steps <= held[1])]
+    now = r_size[(r_steps >= onset) & (r_steps <= last)]
+    if len(then) == 0 or len(now) == 0:
+        return None
+    size_then, size_now = float(np.median(then)), float(np.median(now))
+    return size_then, size_now, size_now / max(size_then, 1e-12)
 
 
 def _stays_above(values: np.ndarray, p, held: float) -> bool:
