@@ -7,6 +7,7 @@ with exact answers, seeded noise for the false-alarm rate, and the real logs of 
 tuning half of benchmarks/data/real (firing and quiet)."""
 from __future__ import annotations
 
+import csv
 import json
 from pathlib import Path
 
@@ -160,6 +161,32 @@ def test_a_grad_norm_leap_that_returns_at_once_is_a_spike_not_an_explosion():
     stopped = norm[:173]
     event = rules.grad_norm_explosion("grad_norm", np.arange(173), stopped)
     assert event is not None and event.onset == 170
+
+
+def test_a_burst_of_ppo_approx_kl_past_ten_nats_is_a_blowup_however_short():
+    """PPO's approx KL at 0.01 with three updates at 12, 5e6 and 3 nats: the policy broke
+    (a blow-up, a warning, from the first row of the burst); one row there is a spike,
+    and a run whose KL sits at 0.27 with two rows at 7 (a healthy LLM PPO run of the
+    corpus) is no burst. The tuning half's Procgen Jumper run: 5.19e6 nats at 5931008."""
+    rng = np.random.default_rng(4)
+    kl = 0.01 * np.exp(0.3 * rng.standard_normal(120))
+    burst = kl.copy()
+    burst[60:63] = [12.0, 5e6, 3.0]
+    event = rules.approx_kl_blowup("approxkl", np.arange(120), burst)
+    assert (event.code, event.severity, event.onset, event.last) == ("kl_blowup", "warning", 60, 61), event
+    one = kl.copy()
+    one[60] = 50.0
+    assert rules.approx_kl_blowup("approxkl", np.arange(120), one) is None
+    llm = 0.27 * np.exp(0.3 * rng.standard_normal(25))
+    llm[10:12] = 7.0
+    assert rules._burst("approxkl", np.arange(25), llm) is None
+
+    name = "baselines_ppo2_procgen_jumper_kl_blowup_double_collapse"
+    rows = list(csv.DictReader((REAL / name / "progress.csv").open()))
+    steps = np.array([float(r["misc/total_timesteps"]) for r in rows])
+    kl = np.array([float(r["loss/approxkl"]) if r["loss/approxkl"] else np.nan for r in rows])
+    event = rules.approx_kl_blowup("loss/approxkl", steps, kl)
+    assert event is not None and event.onset == 5931008, event
 
 
 def test_a_one_row_kl_jump_is_a_spike_not_a_blowup():

@@ -131,6 +131,14 @@ APPROX_KL_HIGH = 0.1
 #: reference, now between two consecutive policies (clipping bounds nothing). On the real
 #: corpus no healthy log, and no thinned, late or stopped version of one, holds such a state.
 APPROX_KL_BROKEN = 10.0
+#: ``approx_kl_blowup``: a burst of two rows or more at or above this many nats per update,
+#: and BURST_OVER x the run's median, is a blow-up however short: an update that moved the
+#: policy by e^10 in probability ratio is no longer a trust-region step (real PPO runs
+#: whose policy broke: 12-5e6 nats for 2-3 updates, then collapse; the largest burst of
+#: the corpus's healthy logs is 7 nats at 26x its median, an LLM PPO run with a median of
+#: 0.27).
+KL_BURST = 10.0
+BURST_OVER = 100.0
 #: A run whose config sets ``target_kl`` stops a PPO update once the approx KL passes it
 #: (CleanRL and ManiSkill at the target, checked once per epoch; SB3 at 1.5x it), so its
 #: KL sits at the target by design: a blow-up is a state at or above this many times it.
@@ -944,7 +952,7 @@ def approx_kl_blowup(metric: str, steps, values, target_kl: float | None = None)
     line = APPROX_KL_HIGH if not target_kl else max(APPROX_KL_HIGH, EARLY_STOP_MARGIN * target_kl)
     found = state_run(v >= line)
     if found is None:
-        return None
+        return _burst(metric, steps, v)
     crossed, end = found
     level = float(np.median(v[crossed:end]))
     # the state starts where the climb into it passed its midpoint, not where it crossed the line
@@ -957,6 +965,25 @@ def approx_kl_blowup(metric: str, steps, values, target_kl: float | None = None)
                  + (f" (the run's target_kl is {target_kl:.3g})" if target_kl else ""),
                  {"level": level, "threshold": line, "target_kl": target_kl, "low": low,
                   "over_line_from": int(steps[crossed])})
+
+
+def _burst(metric: str, steps, v: np.ndarray) -> Event | None:
+    """The first run of two rows or more of PPO's approx KL at or above KL_BURST nats per
+    update and BURST_OVER x the run's median (a warning: the run may recover), or None."""
+    finite = v[np.isfinite(v)]
+    if len(finite) < 2 * MIN_REFERENCE:
+        return None
+    line = max(KL_BURST, BURST_OVER * float(np.median(finite)))
+    high = np.isfinite(v) & (v >= line)
+    starts = np.flatnonzero(high[:-1] & high[1:] & ~np.r_[False, high[:-2]])
+    if not len(starts):
+        return None
+    k = int(starts[0])
+    end = k + int(np.argmin(np.r_[high[k:], False]))
+    return Event("kl_blowup", metric, int(steps[k]), int(steps[end - 1]), "warning",
+                 f"{metric} burst to {np.max(v[k:end]):.3g} nats per update at step {int(steps[k])} "
+                 f"({end - k} updates at {line:.3g} or more)",
+                 {"level": float(np.max(v[k:end])), "threshold": line, "rows": end - k, "burst": True})
 
 
 def loss_divergence(metric: str, steps, values, partner=None) -> Event | None:
