@@ -980,10 +980,14 @@ def _burst(metric: str, steps, v: np.ndarray) -> Event | None:
         return None
     k = int(starts[0])
     end = k + int(np.argmin(np.r_[high[k:], False]))
-    return Event("kl_blowup", metric, int(steps[k]), int(steps[end - 1]), "warning",
+    # the burst's climb starts where it passed the midpoint (log scale) from the level before
+    onset, low = midpoint_onset(np.where(np.isfinite(v), v, 0.0), k, end)
+    return Event("kl_blowup", metric, int(steps[onset]), int(steps[end - 1]), "warning",
                  f"{metric} burst to {np.max(v[k:end]):.3g} nats per update at step {int(steps[k])} "
-                 f"({end - k} updates at {line:.3g} or more)",
-                 {"level": float(np.max(v[k:end])), "threshold": line, "rows": end - k, "burst": True})
+                 f"({end - k} updates at {line:.3g} or more)"
+                 + (f", climbing from step {int(steps[onset])}" if onset != k else ""),
+                 {"level": float(np.max(v[k:end])), "threshold": line, "rows": end - k, "burst": True,
+                  "low": low, "over_line_from": int(steps[k])})
 
 
 def loss_divergence(metric: str, steps, values, partner=None) -> Event | None:
