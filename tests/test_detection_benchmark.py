@@ -206,8 +206,15 @@ def test_a_nan_finding_reports_each_metric_it_names_at_that_metric_s_onset():
 #: of 6 events found; 2 of 5, 2 of 6 and 1 of 7 healthy logs exiting 3) and that session's
 #: rule changes (tune found 116 -> 117 of 125 before the batches and 120 -> 122 of 130
 #: after the forty-seventh; healthy exits 11 -> 9 of 128 after the forty-eighth): the
-#: floors below.
-FLOORS = [("tune", 125 / 135, 48 / 135, 103 / 135, 9, 1 / 132), ("report", 91 / 114, 32 / 114, 64 / 114, 16, 2 / 107)]
+#: floors below. Session 33: the fiftieth and fifty-first batches (30 logs, measured fresh
+#: before their splits: 21 of 26 and 1 of 2 events found, 13 and 0 in their window, no
+#: false alarm, 0 of 7 and 0 of 10 healthy logs exiting 3) and that session's rule changes
+#: (a staged grad-norm rise, a length that halves as the reward falls, a settled start-up
+#: norm two decades over its start, PPO approx-KL bursts: tune found 125 -> 127 of 135
+#: before the batches, 139 -> 143 of 151 after them; report unchanged by the rules but for
+#: the wander of a level measured up to its distance: 91 -> 90 found, exits 16 -> 15 of
+#: 107): the floors below.
+FLOORS = [("tune", 143 / 151, 52 / 151, 112 / 151, 9, 1 / 141), ("report", 100 / 126, 39 / 126, 71 / 126, 15, 2 / 115)]
 
 
 @pytest.mark.parametrize("half, found, exact, in_window, exit3, false_alarms", FLOORS)

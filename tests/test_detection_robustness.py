@@ -100,11 +100,14 @@ def bench(tmp_path_factory):
 #: (5 verl GRPO logs; no exit added) and the forty-second (3 Slime Volleyball PPO logs: its
 #: healthy tune log's entropy warning, 2.07 -> 0.11 while the return rises, exits 3 in
 #: every tune variant but late). Session 32: the forty-seventh to forty-ninth batches (33
-#: logs, 17 healthy) and that session's rule changes: the floors below.
-FLOORS = {("tune", "every2"): (119 / 135, 83 / 135, 11), ("tune", "every3"): (117 / 135, 79 / 135, 10),
-          ("tune", "late"): (89 / 100, 62 / 100, 8), ("tune", "stopped"): (101 / 123, 78 / 123, 14),
-          ("report", "every2"): (85 / 114, 51 / 114, 11), ("report", "every3"): (87 / 114, 54 / 114, 12),
-          ("report", "late"): (69 / 92, 50 / 92, 16), ("report", "stopped"): (73 / 105, 54 / 105, 15)}
+#: logs, 17 healthy) and that session's rule changes: the floors below. Session 33: the
+#: fiftieth and fifty-first batches (30 logs, 17 healthy; report late exits +1) and that
+#: session's rule changes (tune every2 found +4, late +3; the wander of a level measured up
+#: to its distance: report every2 and late -1 found): the floors below.
+FLOORS = {("tune", "every2"): (135 / 151, 89 / 151, 11), ("tune", "every3"): (129 / 151, 83 / 151, 10),
+          ("tune", "late"): (103 / 115, 68 / 115, 8), ("tune", "stopped"): (108 / 134, 81 / 134, 14),
+          ("report", "every2"): (94 / 126, 57 / 126, 11), ("report", "every3"): (98 / 126, 64 / 126, 13),
+          ("report", "late"): (73 / 98, 53 / 98, 17), ("report", "stopped"): (83 / 117, 63 / 117, 15)}
 
 
 @pytest.mark.parametrize("half, variant", sorted(FLOORS))
@@ -181,15 +184,17 @@ def test_a_stopped_run_ends_soon_after_its_first_event(bench):
 #: and the thirty-ninth batch's healthy logs (3 and 3). Session 30: the fortieth to
 #: forty-second batches' healthy logs (3 and 3). Session 32: the forty-seventh to
 #: forty-ninth batches' healthy logs; a grad norm that grew with the returns is info, a
-#: x50 jump on their plateau is not: the counts below.
-INJECTED = {"tune": {"return_collapse": (126, 120), "entropy_collapse": (58, 0), "kl_blowup": (16, 16),
-                     "grad_explosion": (34, 34), "loss_divergence": (90, 88), "nan": (91, 91),
+#: x50 jump on their plateau is not. Session 33: the fiftieth and fifty-first batches'
+#: healthy logs (7 and 10; the wander of a level measured up to its distance: report
+#: return_collapse -1 found and exact): the counts below.
+INJECTED = {"tune": {"return_collapse": (135, 129), "entropy_collapse": (62, 0), "kl_blowup": (16, 16),
+                     "grad_explosion": (35, 35), "loss_divergence": (98, 96), "nan": (98, 98),
                      "reward_floor": (31, 28), "length_collapse": (22, 20), "length_explosion": (20, 17),
                      "truncation": (15, 14), "zero_std": (9, 8), "clip_blowup": (40, 37)},
-            "report": {"return_collapse": (100, 93), "entropy_collapse": (45, 0), "kl_blowup": (10, 7),
-                       "grad_explosion": (26, 24), "loss_divergence": (82, 77), "nan": (81, 81),
+            "report": {"return_collapse": (107, 100), "entropy_collapse": (47, 0), "kl_blowup": (10, 7),
+                       "grad_explosion": (28, 26), "loss_divergence": (89, 84), "nan": (86, 86),
                        "reward_floor": (22, 22), "length_collapse": (17, 12), "length_explosion": (17, 16),
-                       "truncation": (12, 11), "zero_std": (7, 5), "clip_blowup": (41, 38)}}
+                       "truncation": (12, 11), "zero_std": (7, 5), "clip_blowup": (42, 38)}}
 
 
 @pytest.mark.parametrize("half", sorted(INJECTED))
