@@ -161,7 +161,8 @@ def score(name: str, entry: dict, analysis) -> LogResult:
                 if FAMILIES.get(EVENT_CODES.get(f.code), EVENT_CODES.get(f.code)) == family
                 and onsets[i] is not False
                 and (after is None or (f.steps and onsets[i] > after))
-                and not (f.steps and f.steps[-1] < min(start, event["onset_step"]))]
+                and not (f.steps and f.steps[-1] < min(start, event["onset_step"]))
+                and not _after_the_end(onsets[i], event)]
         if not hits:
             result.missed.append(event)
             continue
@@ -183,6 +184,12 @@ def score(name: str, entry: dict, analysis) -> LogResult:
     result.exit3 = bool(problems) and analysis.status == "problems"
     result.exit3_on_errors = result.exit3 and any(f.severity == "error" for f in problems)
     return result
+
+
+def _after_the_end(onset, event: dict) -> bool:
+    """Whether a finding reported from ``onset`` starts after ``event`` was over (its
+    ``last_step``): it saw something later (the run's next collapse), not this event."""
+    return onset is not None and event.get("last_step") is not None and onset > event["last_step"]
 
 
 def _onset_of(finding, quantity: str):
