@@ -837,13 +837,14 @@ def grad_norm_explosion(metric: str, steps, values, partner=None) -> Event | Non
         if top is None:
             continue                              # a point or two is no level the run held
         p = r.parts[j]
-        if (p.size >= 2 and base is not None and base.raw > 0 and p.level - top.level < np.log(GRAD_JUMP)
-                and p.level - base.level >= np.log(GRAD_JUMP) and _stays_above(r.values, p, base.raw)):
+        staged = (p.size >= 2 and base is not None and base.raw > 0 and p.level - top.level < np.log(GRAD_JUMP)
+                  and p.level - base.level >= np.log(GRAD_JUMP) and _stays_above(r.values, p, base.raw))
+        if staged:
             # a rise in stages: the stage before is a few rows of the climb, no level the
             # run held; the rise is judged against the last level held for MIN_STRETCH
             top = base
         if p.size >= 2 and top.raw > 0 and p.level - top.level >= np.log(GRAD_JUMP):
-            if not _stays_above(r.values, p, top.raw):
+            if not staged and not _stays_above(r.values, p, top.raw):   # (a staged rise was checked)
                 spikes.add(j)
                 continue
             k = j                                 # the rows just before, already up there
