@@ -105,11 +105,13 @@ def bench(tmp_path_factory):
 #: session's rule changes (tune every2 found +4, late +3; the wander of a level measured up
 #: to its distance: report every2 and late -1 found); a finding that starts after an event
 #: was over no longer counts as its detection (tune every2 -5, every3 -5, late -3; report
-#: every2 and every3 -1 and -2): the floors below.
-FLOORS = {("tune", "every2"): (130 / 151, 89 / 151, 11), ("tune", "every3"): (124 / 151, 83 / 151, 10),
-          ("tune", "late"): (100 / 115, 68 / 115, 8), ("tune", "stopped"): (108 / 134, 81 / 134, 14),
-          ("report", "every2"): (93 / 126, 57 / 126, 11), ("report", "every3"): (96 / 126, 64 / 126, 13),
-          ("report", "late"): (73 / 98, 53 / 98, 17), ("report", "stopped"): (83 / 117, 63 / 117, 15)}
+#: every2 and every3 -1 and -2). Session 34: the fifty-second batch, then a fall into a state
+#: from a level held for a tenth of the run starts there (tune every2, every3, late +1 in
+#: window, stopped +2; report every3 -1): the floors below.
+FLOORS = {("tune", "every2"): (135 / 161, 93 / 161, 11), ("tune", "every3"): (128 / 161, 87 / 161, 10),
+          ("tune", "late"): (107 / 125, 73 / 125, 8), ("tune", "stopped"): (110 / 141, 84 / 141, 14),
+          ("report", "every2"): (94 / 129, 57 / 129, 12), ("report", "every3"): (97 / 129, 63 / 129, 14),
+          ("report", "late"): (75 / 101, 54 / 101, 18), ("report", "stopped"): (84 / 119, 64 / 119, 15)}
 
 
 @pytest.mark.parametrize("half, variant", sorted(FLOORS))
@@ -188,15 +190,16 @@ def test_a_stopped_run_ends_soon_after_its_first_event(bench):
 #: forty-ninth batches' healthy logs; a grad norm that grew with the returns is info, a
 #: x50 jump on their plateau is not. Session 33: the fiftieth and fifty-first batches'
 #: healthy logs (7 and 10; the wander of a level measured up to its distance: report
-#: return_collapse -1 found and exact): the counts below.
-INJECTED = {"tune": {"return_collapse": (135, 129), "entropy_collapse": (62, 0), "kl_blowup": (16, 16),
-                     "grad_explosion": (35, 35), "loss_divergence": (98, 96), "nan": (98, 98),
-                     "reward_floor": (31, 28), "length_collapse": (22, 20), "length_explosion": (20, 17),
-                     "truncation": (15, 14), "zero_std": (9, 8), "clip_blowup": (40, 37)},
-            "report": {"return_collapse": (107, 100), "entropy_collapse": (47, 0), "kl_blowup": (10, 7),
-                       "grad_explosion": (28, 26), "loss_divergence": (89, 84), "nan": (86, 86),
-                       "reward_floor": (22, 22), "length_collapse": (17, 12), "length_explosion": (17, 16),
-                       "truncation": (12, 11), "zero_std": (7, 5), "clip_blowup": (42, 38)}}
+#: return_collapse -1 found and exact). Session 34: the fifty-second batch's 6 healthy logs,
+#: and the staged fall (exact: tune +1, report +3): the counts below.
+INJECTED = {"tune": {"return_collapse": (138, 132), "entropy_collapse": (63, 0), "kl_blowup": (16, 16),
+                     "grad_explosion": (35, 35), "loss_divergence": (100, 98), "nan": (100, 100),
+                     "reward_floor": (31, 28), "length_collapse": (22, 21), "length_explosion": (20, 17),
+                     "truncation": (15, 14), "zero_std": (9, 8), "clip_blowup": (41, 38)},
+            "report": {"return_collapse": (110, 103), "entropy_collapse": (49, 0), "kl_blowup": (10, 7),
+                       "grad_explosion": (28, 26), "loss_divergence": (92, 87), "nan": (89, 89),
+                       "reward_floor": (22, 22), "length_collapse": (17, 15), "length_explosion": (17, 16),
+                       "truncation": (12, 11), "zero_std": (7, 5), "clip_blowup": (43, 39)}}
 
 
 @pytest.mark.parametrize("half", sorted(INJECTED))

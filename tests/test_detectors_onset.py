@@ -2,7 +2,8 @@
 
 A return that collapses for a stretch of the run and comes back is still an event
 (``rldk.detectors.trend.recovered_decline``); a dip is not. An entropy that slides to a
-lower level, holds, then collapses started to go at its first slide. Synthetic cases
+lower level and collapses started to go at its first slide, unless it held that level
+for a tenth of the run: then the collapse is the fall from it. Synthetic cases
 with exact answers, seeded noise for the false-alarm rate, and the real logs of the
 tuning half of benchmarks/data/real (firing and quiet)."""
 from __future__ import annotations
@@ -64,18 +65,44 @@ def test_false_alarm_rate_on_noise(kind, most):
     assert fired <= most
 
 
-def test_a_staged_entropy_collapse_starts_at_its_first_slide():
-    """Entropy 1.0, slides 0.85 -> 0.6 over steps 20-29, holds 0.6 to 89, falls to 1e-5: the
-    collapse is crossed at 90, the fall into it started at 20 (on a log scale the slide is
-    a tenth of a fall of 11 decades, and would not count as leaving the level)."""
+def test_a_staged_entropy_collapse_starts_where_it_left_the_level_it_held():
+    """Entropy 1.0, slides 0.85 -> 0.6 over steps 20-29, holds 0.6 to 89 (40% of the run),
+    falls to 1e-5: the collapse is crossed at 90, and the fall into it started there, from
+    the level the run sat at (the onset protocol's prior regime is the level just before
+    the move; a real verl DAPO entropy 0.82 -> 0.25, flat for 44 steps, then 0.07 was
+    labelled at its second fall). Held for less than a tenth of the run, the 0.6 is part of
+    one fall from step 20; a slide that never holds a level starts where it left the peak
+    (on a log scale the slide is a tenth of a fall of 11 decades, and would not count as
+    leaving the level: the start is read on the linear scale)."""
     rng = np.random.default_rng(4)
-    v = np.r_[np.full(20, 1.0), np.linspace(0.85, 0.6, 10), np.full(60, 0.6), np.full(60, 1e-5)]
-    v = v * np.exp(0.02 * rng.normal(size=len(v)))
-    event = rules.entropy_collapse("entropy", np.arange(len(v)), v)
-    assert (event.onset, event.evidence["below_from"]) == (20, 90)
+    held = np.r_[np.full(20, 1.0), np.linspace(0.85, 0.6, 10), np.full(60, 0.6), np.full(60, 1e-5)]
+    event = rules.entropy_collapse("entropy", np.arange(len(held)), held * np.exp(0.02 * rng.normal(size=len(held))))
+    assert (event.onset, event.evidence["below_from"]) == (90, 90)
+    assert event.evidence["stage_steps"] == [29, 89] and "after it held 0.59" in event.title
+    brief = np.r_[np.full(20, 1.0), np.linspace(0.85, 0.6, 10), np.full(12, 0.6), np.full(108, 1e-5)]
+    event = rules.entropy_collapse("entropy", np.arange(len(brief)), brief * np.exp(0.02 * rng.normal(size=len(brief))))
+    assert (event.onset, event.evidence["below_from"]) == (20, 42) and "stage" not in event.evidence
+    slide = np.r_[np.full(20, 1.0), np.linspace(0.95, 0.3, 70), np.full(60, 1e-5)]
+    event = rules.entropy_collapse("entropy", np.arange(len(slide)), slide * np.exp(0.02 * rng.normal(size=len(slide))))
+    assert event.onset < 30 and event.evidence["below_from"] == 90 and "stage" not in event.evidence
 
 
 # ------------------------------------------------------------------ real logs (tuning half)
+def test_a_real_entropy_that_held_a_lower_level_collapsed_at_its_second_fall(tmp_path, monkeypatch):
+    """A real verl DAPO run (tuning half, batch 52): actor/entropy 0.82 -> 0.25 over its first
+    30 steps, flat at 0.24-0.27 for 44 steps, then to 0.05-0.1 from step 77 as the run broke
+    (labelled window 73-77). The fall from the start was reported from step 7 before the
+    level held was taken as the start of the move."""
+    from rldk.converters import ingest
+
+    monkeypatch.setenv("RLDK_CACHE_DIR", str(tmp_path / "cache"))
+    name = "verl_dapo_qwen25math7b_dapomath_instability_length_collapse"
+    (run,) = ingest(str(REAL / name / "train.out"), adapter="verl").runs()
+    entropy = run.metric("actor/entropy")
+    event = rules.entropy_collapse("actor/entropy", entropy["step"].to_numpy(), entropy["value"].to_numpy())
+    assert event is not None and 73 <= event.onset <= 77 and event.evidence["held"] > 0.8, event
+
+
 @pytest.mark.parametrize("name, window, back", [
     ("sb3_a2c_cartpole_crash_recovery", (26000, 26500), 38500),    # 180 -> 10, back by 39500
     ("sb3_dqn_model1_collapse_recovery", (337070, 337070), 430369),  # 34 -> 0.5-5, back at 430369

@@ -46,7 +46,9 @@ def fall_start(r: Regimes, a: int, k: int, up: bool = False, noisy: bool = True,
     the level held is too noisy to walk back from (a noisy point past the midpoint just
     before it is no jump), and, with ``jumps``, any jump: a rise after a
     slow drift started at its jump (the labelled entropy collapses in stages start at
-    their first slide instead, so a fall walks back over a stage the run held)."""
+    their first slide instead, so a fall walks back over a stage the run passed through;
+    a level it held for a tenth of the run is where the caller starts the fall from:
+    ``rldk.detectors.rules._last_stage``)."""
     sign = -1.0 if up else 1.0
     y = sign * r.y
     held = float(np.median(y[max(0, a - 2):a + 3]))

@@ -52,6 +52,7 @@ from rldk.detectors.trend import (
     Decline,
     decline,
     level_se,
+    part_at,
     recovered_decline,
     recovered_declines,
     settled_below,
@@ -174,8 +175,9 @@ def _fall(code, metric, steps, values, share, severity_share, what) -> Event | N
     first rows is then the fallen level), else the highest centred rolling median before
     it. Bursts back over the line may take STRAY_DEEP of a state that lies mostly under
     half the line (``state_run``'s ``deep``). Onset: the first step of the fall that led
-    there (``fall_start``), not where it crossed the line (``below_from`` in the
-    evidence). The threshold is a
+    there (``fall_start``) from the last level it held above the line (``_last_stage``:
+    the peak, or a lower level it sat at for a tenth of the run before the fall), not
+    where it crossed the line (``below_from`` in the evidence). The threshold is a
     ratio, but the start of the fall is placed on the linear scale: a fall to (near) zero
     leaves its held level where it has lost PLATEAU of it, however many decades deep the
     floor it ends on (on the log scale that line sinks with the floor: an entropy that ends
@@ -200,12 +202,37 @@ def _fall(code, metric, steps, values, share, severity_share, what) -> Event | N
     crossed, end = found
     low = float(np.median(v[crossed:end]))
     r = regimes(steps, v, "signed")
-    k = prior_exit(r, fall_start(r, peak_at, crossed), crossed, ref, end if end < len(v) else None)
+    a = _last_stage(r, peak_at, crossed, share * ref)
+    stage = r.parts[part_at(r, a)] if a != peak_at else None
+    top = ref if stage is None else stage.raw
+    k = prior_exit(r, fall_start(r, a, crossed), crossed, top, end if end < len(v) else None)
     severity = "error" if low < severity_share * ref else "warning"
+    held = "" if stage is None else f" (after it held {stage.raw:.4g} over steps {stage.first}-{stage.last})"
     return Event(code, metric, int(steps[k]), int(steps[end - 1]), severity,
-                 f"{metric} {what} from {ref:.4g} to {low:.4g} from step {int(steps[k])}",
+                 f"{metric} {what} from {ref:.4g} to {low:.4g} from step {int(steps[k])}{held}",
                  {"held": ref, "held_step": int(steps[peak_at]), "now": low, "threshold": share * ref,
-                  "below_from": int(steps[crossed])})
+                  "below_from": int(steps[crossed]),
+                  **({} if stage is None else {"stage": stage.raw, "stage_steps": [stage.first, stage.last]})})
+
+
+def _last_stage(r: Regimes, peak_at: int, crossed: int, line: float) -> int:
+    """The point a fall into a state (crossing ``line`` at point ``crossed``) started from:
+    the last point of the last level the series held above the line after its peak (point
+    ``peak_at``), or ``peak_at`` when it held none. A level held is a regime of
+    MIN_STRETCH of the run (and PRIOR_POINTS) above the line that every later regime before
+    the crossing lies under: the run sat there for a tenth of its length, so the move into
+    the state began when it left it (the onset protocol's prior regime is the level just
+    before the move), not at the peak (a verl DAPO entropy 0.82 -> 0.25 over its first
+    30 steps, flat at 0.25 for 44 steps, then to 0.07: the collapse is the second fall). A
+    slide that wobbles back up (a length 5300 -> 4300 -> 4600 -> 3000) holds no level on
+    its way down."""
+    need = max(PRIOR_POINTS, int(np.ceil(MIN_STRETCH * len(r.values))))
+    a = peak_at
+    parts = [p for p in r.parts[part_at(r, peak_at) + 1:] if p.end <= crossed]
+    for i, p in enumerate(parts):
+        if p.size >= need and p.raw > line and all(q.raw < p.raw for q in parts[i + 1:]):
+            a = p.end - 1
+    return a
 
 
 def _rise(code, metric, steps, values, factor, what, since_trough: bool = False) -> Event | None:
