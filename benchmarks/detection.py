@@ -53,7 +53,9 @@ DATA = ROOT / "benchmarks" / "data" / "real"
 SHARED = ROOT.parent / "shared" / "fixtures" / "real"
 
 #: finding code -> truth event code (codes that are not problems of a run's training,
-#: such as spikes explained by zero-std groups, are info and never counted).
+#: such as spikes explained by zero-std groups, are info and never counted). The reward
+#: health check's KL over its target band (``kl_band_exceeded``, a warning while the
+#: reward still rises) reports a KL-to-reference blow-up too.
 EVENT_CODES = {
     "reward_collapse": "reward_collapse", "reward_constant": "reward_collapse",
     "reward_flat": "reward_collapse", "reward_plateau": "reward_plateau",
@@ -64,7 +66,7 @@ EVENT_CODES = {
     "entropy_collapse": "entropy_collapse", "zero_std_onset": "zero_std_onset",
     "zero_std": "zero_std_onset", "zero_std_groups": "zero_std_onset",
     "clip_ratio_blowup": "clip_ratio_blowup", "spike": "loss_spike", "loss_divergence": "loss_spike",
-    "loss_spike": "loss_spike",
+    "loss_spike": "loss_spike", "kl_band_exceeded": "kl_blowup",
 }
 #: Event codes that name one failure under two labels: the truth's labellers drew the line
 #: between a reward that "collapsed" and one that "degraded" differently (to the start
