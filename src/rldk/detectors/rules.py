@@ -202,9 +202,8 @@ def _fall(code, metric, steps, values, share, severity_share, what) -> Event | N
     crossed, end = found
     low = float(np.median(v[crossed:end]))
     r = regimes(steps, v, "signed")
-    a = _last_stage(r, peak_at, crossed, share * ref)
-    stage = r.parts[part_at(r, a)] if a != peak_at else None
-    top = ref if stage is None else stage.raw
+    stage = _last_stage(r, peak_at, crossed, share * ref)
+    a, top = (peak_at, ref) if stage is None else (stage.end - 1, stage.raw)
     k = prior_exit(r, fall_start(r, a, crossed), crossed, top, end if end < len(v) else None)
     severity = "error" if low < severity_share * ref else "warning"
     held = "" if stage is None else f" (after it held {stage.raw:.4g} over steps {stage.first}-{stage.last})"
@@ -215,10 +214,10 @@ def _fall(code, metric, steps, values, share, severity_share, what) -> Event | N
                   **({} if stage is None else {"stage": stage.raw, "stage_steps": [stage.first, stage.last]})})
 
 
-def _last_stage(r: Regimes, peak_at: int, crossed: int, line: float) -> int:
-    """The point a fall into a state (crossing ``line`` at point ``crossed``) started from:
-    the last point of the last level the series held above the line after its peak (point
-    ``peak_at``), or ``peak_at`` when it held none. A level held is a regime of
+def _last_stage(r: Regimes, peak_at: int, crossed: int, line: float):
+    """The level a fall into a state (crossing ``line`` at point ``crossed``) started from,
+    when it is not the peak (point ``peak_at``): the last level the series held above the
+    line after its peak (its regime), or None when it held none. A level held is a regime of
     MIN_STRETCH of the run (and PRIOR_POINTS) above the line that every later regime before
     the crossing lies under: the run sat there for a tenth of its length, so the move into
     the state began when it left it (the onset protocol's prior regime is the level just
@@ -227,12 +226,12 @@ def _last_stage(r: Regimes, peak_at: int, crossed: int, line: float) -> int:
     slide that wobbles back up (a length 5300 -> 4300 -> 4600 -> 3000) holds no level on
     its way down."""
     need = max(PRIOR_POINTS, int(np.ceil(MIN_STRETCH * len(r.values))))
-    a = peak_at
-    parts = [p for p in r.parts[part_at(r, peak_at) + 1:] if p.end <= crossed]
-    for i, p in enumerate(parts):
-        if p.size >= need and p.raw > line and all(q.raw < p.raw for q in parts[i + 1:]):
-            a = p.end - 1
-    return a
+    later = -np.inf                               # the highest regime after the one asked
+    for p in reversed([p for p in r.parts[part_at(r, peak_at) + 1:] if p.end <= crossed]):
+        if p.size >= need and p.raw > line and p.raw > later:
+            return p
+        later = max(later, p.raw)
+    return None
 
 
 def _rise(code, metric, steps, values, factor, what, since_trough: bool = False) -> Event | None:

@@ -603,11 +603,12 @@ def level_se(r: Regimes):
     robust estimates come out near zero on some flat correlated series, which a shorter
     lag measures steadily. Each is inflated by a different real change. The plain
     differences take a steady trend for wander: a learning curve that climbs 5 a row for
-    50 rows differs by 50 over 10 rows with no wander at all (a smoothly rising CartPole return's collapse
-    from 189 to 11 was "not significant" against its own climb); the Allan variance is
-    blind to a trend, but on a short series a step of the level spans many of its second
-    differences. A white series' wander is 0, and so is a smooth one's (``_rough``):
-    there, large differences at long lags are the trend under test, not noise."""
+    50 rows differs by 50 over 10 rows with no wander at all (a smoothly rising CartPole
+    return's collapse from 189 to 11 was "not significant" against its own climb); the
+    Allan variance is blind to a trend, but on a short series a step of the level spans
+    many of its second differences. A white series' wander is 0, and so is a smooth
+    one's (``_rough``): there, large differences at long lags are the trend under test,
+    not noise."""
     y, s2 = r.y, r.sigma ** 2
     correlated = _lag_var(y, MIN_REFERENCE, 0.5) > CORRELATED * _lag_var(y, 1, 0.5) and _rough(y)
 
