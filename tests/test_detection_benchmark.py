@@ -226,6 +226,30 @@ def test_a_nan_finding_reports_each_metric_it_names_at_that_metric_s_onset():
 FLOORS = [("tune", 148 / 166, 55 / 166, 118 / 166, 10, 1 / 148), ("report", 105 / 134, 43 / 134, 76 / 134, 17, 2 / 121)]
 
 
+#: The same, run as a user who passes no metric map (``--no-metric-maps``): what the
+#: semantics table alone reads. Session 35: names OmniSafe, CS285's DQN, DreamerV3,
+#: OfflineRL-Kit, prime-rl, Ray Tune's ``ray/tune/`` prefix and RLlib's new API stack
+#: write (tune found 127 -> 132 of 166, 99 -> 103 in window; report unchanged).
+NO_MAP_FLOORS = [("tune", 132 / 166, 103 / 166, 8), ("report", 103 / 134, 74 / 134, 14)]
+
+
+@pytest.fixture(scope="module")
+def results_without_maps(tmp_path_factory):
+    mp = pytest.MonkeyPatch()
+    mp.setenv("RLDK_CACHE_DIR", str(tmp_path_factory.mktemp("cache")))
+    bench = load_benchmark()
+    yield bench, bench.run(("tune", "report"), maps=False)
+    mp.undo()
+
+
+@pytest.mark.parametrize("half, found, in_window, exit3", NO_MAP_FLOORS)
+def test_detection_without_metric_maps_does_not_regress(results_without_maps, half, found, in_window, exit3):
+    bench, res = results_without_maps
+    s = bench.summary(res, half)
+    assert s["found_share"] >= found - 1e-9 and s["in_window_share"] >= in_window - 1e-9, s
+    assert s["healthy_exit3"] <= exit3, s
+
+
 @pytest.mark.parametrize("half, found, exact, in_window, exit3, false_alarms", FLOORS)
 def test_detection_does_not_regress(results, half, found, exact, in_window, exit3, false_alarms):
     bench, res = results

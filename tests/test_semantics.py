@@ -260,7 +260,33 @@ FRAMEWORK_NAMES = [
     ("verl csv export", "actor_pg_clipfrac", "clip_ratio", "train"),
     ("verl csv export", "response_length_mean", "response_length", "train"),
     ("verl csv export", "response_length_clip_ratio", "truncation_ratio", "train"),
+    ("cs285 hw3", "Train_EpisodeReturn", "episode_return", "train"),
+    ("cs285 hw3", "Train_EpisodeLen", "episode_length", "train"),
+    ("omnisafe", "Metrics/EpRet", "episode_return", "train"),
+    ("omnisafe", "Metrics/EpLen", "episode_length", "train"),
+    ("omnisafe", "Train/Entropy", "entropy", "train"),
+    ("omnisafe", "Train/KL", "ppo_approx_kl", "train"),
+    ("omnisafe", "Train/LR", "lr", "train"),
+    ("omnisafe", "Loss/Loss_pi", "loss", "train"),
+    ("omnisafe", "Loss/Loss_reward_critic", "value_loss", "train"),
+    ("dreamerv3", "episode/score", "episode_return", "train"),
+    ("offlinerl-kit", "loss/critic1", "value_loss", "train"),
+    ("prime-rl", "optim/grad_norm", "grad_norm", "train"),
+    ("prime-rl", "entropy/mean", "entropy", "train"),
+    ("prime-rl", "completion_len/mean", "response_length", "train"),
+    ("prime-rl", "is_truncated/mean", "truncation_ratio", "train"),
+    ("rllib via ray tune", "ray/tune/episode_reward_mean", "episode_return", "train"),
+    ("rllib via ray tune", "ray/tune/info/learner/shared_policy/learner_stats/entropy", "entropy", "train"),
+    ("rllib new api", "learners/default_policy/entropy", "entropy", "train"),
+    ("rllib new api", "learners/shared/vf_loss", "value_loss", "train"),
+    ("rllib new api", "learners/shared/mean_kl_loss", "ppo_approx_kl", "train"),
+    ("rllib new api", "learners/shared/curr_kl_coeff", "kl_coef", "train"),
 ]
+
+
+def test_rllib_totals_over_all_modules_are_no_one_modules_stat():
+    assert semantics.classify("learners/__all_modules__/entropy")[0] is None
+    assert semantics.classify("learners/shared/entropy/extra")[0] is None
 
 
 @pytest.mark.parametrize("framework, raw, quantity, split", FRAMEWORK_NAMES)

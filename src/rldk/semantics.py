@@ -14,7 +14,8 @@ Resolution rules (``resolve``):
 
 * a metric logged under exactly the asked name wins;
 * names are compared after one normalisation (``split_name``): a leading
-  ``train/`` is dropped, and ``eval/``, ``eval_``, ``val/`` and ``test/`` put the
+  ``train/`` (CS285's ``Train_``, Ray Tune's ``ray/tune/``) is dropped, and ``eval/``,
+  ``eval_``, ``val/`` and ``test/`` put the
   metric in the ``eval`` split (``train/reward`` is the train reward,
   ``eval/reward`` and HF Trainer's ``eval_reward`` the evaluation reward);
 * candidates are tried in the order the table lists them; a name the table
@@ -52,7 +53,7 @@ BAD = {"up": "rising is bad", "down": "falling is bad", "both": "moves either wa
        "none": "no direction is bad in itself"}
 SPLITS = ("train", "eval")
 _EVAL_PREFIXES = ("eval/", "eval_", "val/", "val-core/", "test/", "test_", "Eval_")
-_TRAIN_PREFIXES = ("train/", "Train_")
+_TRAIN_PREFIXES = ("train/", "Train_", "ray/tune/")
 
 
 @dataclass(frozen=True)
@@ -117,14 +118,16 @@ QUANTITIES: tuple[Quantity, ...] = (
     _q("ppo_approx_kl", "logscale", "up",
        ["approx_kl", "actor/ppo_kl", "policy/approxkl_avg", "ppo/policy/approxkl", "losses/approx_kl",
         "ppo_kl", "approxkl", "loss/approxkl", "KL", "loss_kl", "meankl",
-        "info/kl", "kl_divergence", "info/learner/default_policy/learner_stats/kl"],
-       "old-to-new policy KL estimate of one PPO update (verl actor/ppo_kl, SB3/CleanRL approx_kl): "
+        "info/kl", "kl_divergence", "info/learner/default_policy/learner_stats/kl", "Train/KL",
+        "learners/default_policy/mean_kl_loss"],
+       "old-to-new policy KL estimate of one PPO update (verl actor/ppo_kl, SB3/CleanRL approx_kl, "
+       "OmniSafe Train/KL, RLlib's new API stack mean_kl_loss): "
        "tiny and of either sign by construction; not the KL to the reference (Spinning Up's KL "
        "of PPO/TRPO is this one, as are OpenAI Baselines PPO1's loss_kl and TRPO's meankl)", per_update=True),
     _q("kl_coef", "nonneg", "none",
        ["kl_coef", "objective/kl_coef", "actor/kl_coef", "critic/kl_coeff", "critic/kl_coef",
         "actor/reward_kl_penalty_coeff", "ppo/kl_coef",
-        "info/learner/default_policy/learner_stats/cur_kl_coeff"],
+        "info/learner/default_policy/learner_stats/cur_kl_coeff", "learners/default_policy/curr_kl_coeff"],
        "coefficient of the KL penalty (adaptive controllers move it)", rules=["kl_controller_stuck"]),
     _q("action_std", "logscale", "none",
        ["std", "Policy/mean_noise_std", "Policy / Standard deviation", "action_std", "policy/std",
@@ -137,17 +140,21 @@ QUANTITIES: tuple[Quantity, ...] = (
         "ppo/policy/entropy",
         "losses/entropy", "-entropy_loss", "policy_entropy", "loss/policy_entropy", "Policy/Entropy",
         "optim/entropy", "policy/entropy", "Entropy", "dist_entropy", "loss/ent", "update/loss/ent", "loss_ent",
-        "info/learner/default_policy/learner_stats/entropy"],
+        "info/learner/default_policy/learner_stats/entropy", "learners/default_policy/entropy",
+        "Train/Entropy", "entropy/mean"],
        "mean token / action entropy of the policy (SB3 logs minus it as entropy_loss; verl "
        "before actor/entropy logged the rollouts' mean token entropy as actor/entropy_loss; "
-       "ML-Agents Policy/Entropy, Tinker optim/entropy or policy/entropy, Spinning Up Entropy)",
+       "ML-Agents Policy/Entropy, Tinker optim/entropy or policy/entropy, Spinning Up Entropy, "
+       "OmniSafe Train/Entropy, prime-rl entropy/mean)",
        rules=["entropy_collapse"], per_update=True),
     _q("loss", "signed", "none",
        ["loss", "policy_loss", "actor/pg_loss", "loss/policy_avg", "ppo/loss/policy", "losses/policy_loss",
         "policy_gradient_loss", "loss/policy_loss", "Losses/Policy Loss", "LossPi",
         "losses/a_loss", "Loss/surrogate", "Loss / Policy loss", "trainer/Policy Loss", "pg_loss", "loss/clip",
-        "update/loss/clip", "info/learner/default_policy/learner_stats/policy_loss", "loss_pol_surr"],
-       "the (policy) training loss (Spinning Up LossPi, OpenAI Baselines PPO1 loss_pol_surr; not "
+        "update/loss/clip", "info/learner/default_policy/learner_stats/policy_loss", "loss_pol_surr",
+        "Loss/Loss_pi", "learners/default_policy/policy_loss"],
+       "the (policy) training loss (Spinning Up LossPi, OpenAI Baselines PPO1 loss_pol_surr, OmniSafe "
+       "Loss/Loss_pi; not "
        "an off-policy actor's loss, SB3 SAC/TD3 train/actor_loss: that is minus its Q estimate, "
        "and PPO code logs its policy loss under the same name: map it)", rules=["loss_spike"], per_update=True),
     _q("value_loss", "logscale", "up",
@@ -155,25 +162,32 @@ QUANTITIES: tuple[Quantity, ...] = (
         "losses/value_loss", "loss/value_loss", "Losses/Value Loss", "LossV", "LossQ",
         "losses/c_loss", "Loss/value_function", "Loss / Value loss", "trainer/QF1 Loss", "loss/vf", "update/loss/vf",
         "losses/td_loss", "losses/qf1_loss", "info/learner/default_policy/learner_stats/vf_loss",
-        "loss_vf_loss", "Baseline_Loss", "losses/qf_loss"],
+        "loss_vf_loss", "Baseline_Loss", "losses/qf_loss", "Loss/Loss_reward_critic", "loss/critic1",
+        "learners/default_policy/vf_loss"],
        "critic / value-function loss (Spinning Up LossV, or LossQ of its Q-function; OpenAI "
-       "Baselines PPO1 loss_vf_loss; CS285's policy-gradient Baseline_Loss)", per_update=True),
+       "Baselines PPO1 loss_vf_loss; CS285's policy-gradient Baseline_Loss; OmniSafe "
+       "Loss/Loss_reward_critic; OfflineRL-Kit loss/critic1)", per_update=True),
     _q("grad_norm", "logscale", "up",
        ["grad_norm", "actor/grad_norm", "policy/grad_norm", "gradient_norm", "actor_train/grad_norm", "actor_grad_norm",
-        "agent_grad_norm", "losses/grad_norm", "info/learner/default_policy/learner_stats/grad_gnorm"],
-       "gradient norm before clipping (PyMARL's actor-critic learners: agent_grad_norm)", rules=["grad_norm_spike"]),
+        "agent_grad_norm", "losses/grad_norm", "info/learner/default_policy/learner_stats/grad_gnorm",
+        "optim/grad_norm"],
+       "gradient norm before clipping (PyMARL's actor-critic learners: agent_grad_norm; prime-rl "
+       "optim/grad_norm)", rules=["grad_norm_spike"]),
     _q("lr", "nonneg", "none",
        ["learning_rate", "lr", "actor/lr", "actor_lr", "charts/learning_rate", "Policy/Learning Rate",
         "optim/lr", "Loss/learning_rate", "Learning / Learning rate", "info/last_lr", "info/lr",
-        "info/learner/default_policy/learner_stats/cur_lr"],
+        "info/learner/default_policy/learner_stats/cur_lr", "Train/LR",
+        "learners/default_policy/default_optimizer_learning_rate"],
        "learning rate of the policy optimizer"),
     _q("response_length", "nonneg", "both",
        ["completions/mean_length", "completion_length", "response_length", "response_length/mean",
-        "tokens/responses_len_mean", "env/all/ac_tokens_per_turn", "rollout_info/ep_lens"],
-       "mean generated response length in tokens (Tinker: action tokens per turn)",
+        "tokens/responses_len_mean", "env/all/ac_tokens_per_turn", "rollout_info/ep_lens",
+        "completion_len/mean"],
+       "mean generated response length in tokens (Tinker: action tokens per turn; prime-rl "
+       "completion_len/mean)",
        rules=["length_growth", "length_hacking"]),
     _q("truncation_ratio", "ratio", "up",
-       ["completions/clipped_ratio", "response_length/clip_ratio"],
+       ["completions/clipped_ratio", "response_length/clip_ratio", "is_truncated/mean"],
        "fraction of responses cut at the maximum length", rules=["truncation"]),
     _q("clip_ratio", "ratio", "up",
        ["clip_ratio/region_mean", "clip_ratio", "policy/clipfrac_avg", "actor/pg_clipfrac", "clip_fraction",
@@ -196,7 +210,8 @@ QUANTITIES: tuple[Quantity, ...] = (
     _q("explained_var", "signed", "down",
        ["explained_variance", "critic/vf_explained_var", "losses/explained_variance",
         "misc/explained_variance", "ev_tdlam_before",
-        "info/learner/default_policy/learner_stats/vf_explained_var"],
+        "info/learner/default_policy/learner_stats/vf_explained_var",
+        "learners/default_policy/vf_explained_var"],
        "explained variance of the value function (1 is perfect)",
        undefined="where the batch's returns have no variance (1 - Var(returns - values) / Var(returns) "
                  "with Var(returns) = 0: SB3 and CleanRL log NaN there)"),
@@ -225,12 +240,14 @@ QUANTITIES: tuple[Quantity, ...] = (
         "episode_reward_mean", "env_runners/episode_return_mean", "env_runners/episode_reward_mean",
         "rewards/step", "reward/reward", "Reward / Total reward (mean)", "Train/mean_reward",
         "average_episode_rewards", "return_mean", "Average Returns", "exploration/Average Returns",
-        "EpRewMean", "collection/reward/episode_reward_mean", "reward/episode_reward_mean", "train_return"],
+        "EpRewMean", "collection/reward/episode_reward_mean", "reward/episode_reward_mean", "train_return",
+        "EpisodeReturn", "Metrics/EpRet", "episode/score"],
        "mean undiscounted return of finished episodes (SB3 rollout/ep_rew_mean, monitor.csv r, "
        "CleanRL charts/episodic_return, Stable-Baselines 2 ep_reward_mean, OpenAI Baselines "
        "eprewmean or EpRewMean (PPO1, TRPO), ML-Agents Environment/Cumulative Reward, Spinning Up AverageEpRet, rllab / "
        "garage AverageReturn, RLlib episode_reward_mean, rl_games rewards/step, Sample Factory "
-       "reward/reward, skrl, rsl_rl Train/mean_reward, MAPPO, pymarl, rlkit, BenchMARL, CS285 train_return): an environment "
+       "reward/reward, skrl, rsl_rl Train/mean_reward, MAPPO, pymarl, rlkit, BenchMARL, CS285 train_return "
+       "or Train_EpisodeReturn, OmniSafe Metrics/EpRet, DreamerV3 episode/score): an environment "
        "return, not a reward-model score (Tianshou's train/reward and test/reward are returns "
        "too, under TRL's name for a reward-model score: map them)",
        undefined="where no episode ended (a mean over no episodes: RLlib logs NaN until the first one does)"),
@@ -240,7 +257,7 @@ QUANTITIES: tuple[Quantity, ...] = (
         "episode_len_mean", "env_runners/episode_len_mean", "episode_lengths/step", "len/len",
         "Episode / Total timesteps (mean)", "Train/mean_episode_length", "mean_ep_length", "ep_length_mean",
         "num_frames_mean", "path length Mean", "exploration/path length Mean", "EpLenMean",
-        "reward/episode_len_mean", "episode_len", "train_ep_len"],
+        "reward/episode_len_mean", "episode_len", "train_ep_len", "EpisodeLen", "Metrics/EpLen"],
        "mean length of finished episodes",
        undefined="where no episode ended (a mean over no episodes: RLlib logs NaN until the first one does)"),
     _q("success_rate", "ratio", "down",
@@ -344,6 +361,9 @@ def classify(raw: str, flattened: bool = True) -> tuple[Quantity | None, str, in
     hit = _active.by_name.get(("train", name))
     if hit is None and name.startswith(_RLLIB_LEARNER):
         hit = _active.by_name.get(("train", _rllib_default(name)))
+    if (hit is None and name.startswith(_RLLIB_LEARNERS) and name.count("/") == 2
+            and not name.startswith(_RLLIB_LEARNERS + "__all_modules__/")):
+        hit = _active.by_name.get(("train", _RLLIB_LEARNERS + "default_policy/" + name.rsplit("/", 1)[1]))
     if hit is None and flattened and "/" not in name:
         hit = _active.by_flat.get(name)          # a flattened name: verl's CSV exports
     if hit is None and _VERL_VALIDATION.match(raw) and "reward" in _active.quantities:
@@ -354,6 +374,9 @@ def classify(raw: str, flattened: bool = True) -> tuple[Quantity | None, str, in
 
 
 _RLLIB_LEARNER = "info/learner/"
+#: RLlib's new API stack: ``learners/<module id>/<stat>`` (listed under the default
+#: module id, ``default_policy``)
+_RLLIB_LEARNERS = "learners/"
 #: verl's validation score of one data source, under the source's own name:
 #: ``val-core/<data source>/<reward|acc|score>/mean@<n>`` (``test_score/<data source>``
 #: in verl before 0.3).
