@@ -281,7 +281,37 @@ FRAMEWORK_NAMES = [
     ("rllib new api", "learners/shared/vf_loss", "value_loss", "train"),
     ("rllib new api", "learners/shared/mean_kl_loss", "ppo_approx_kl", "train"),
     ("rllib new api", "learners/shared/curr_kl_coeff", "kl_coef", "train"),
+    ("sheeprl", "Rewards/rew_avg", "episode_return", "train"),
+    ("sheeprl", "Game/ep_len_avg", "episode_length", "train"),
+    ("sheeprl", "Loss/value_loss", "value_loss", "train"),
+    ("sheeprl", "Grads/actor", "grad_norm", "train"),
+    ("tianshou 2", "training/returns_stat/mean", "episode_return", "train"),
+    ("tianshou 2", "test/returns_stat/mean", "episode_return", "eval"),
+    ("tianshou 2", "update/ent_loss/mean", "entropy", "train"),
+    ("tianshou 2", "update/vf_loss/mean", "value_loss", "train"),
+    ("rsl_rl", "Loss/entropy", "entropy", "train"),
+    ("rsl_rl", "Policy/mean_std", "action_std", "train"),
+    ("pufferlib", "environment/episode_return", "episode_return", "train"),
+    ("brax", "episode/sum_reward", "episode_return", "train"),
+    ("brax", "eval/avg_episode_length", "episode_length", "eval"),
+    ("dopamine", "Eval/AverageReturns", "episode_return", "eval"),
+    ("cleanrl jax", "charts/avg_episodic_return", "episode_return", "train"),
+    ("cleanrl", "losses/old_approx_kl", "ppo_approx_kl", "train"),
+    ("openrlhf", "train/ppo_clip_ratio", "clip_ratio", "train"),
+    ("openrlhf", "train/rollout/truncated_rate", "truncation_ratio", "train"),
+    ("openrlhf", "train/rollout/response_length_mean", "response_length", "train"),
+    ("trl < 0.12", "ppo/policy/policykl", "ppo_approx_kl", "train"),
+    ("trl < 0.12", "ppo/val/var_explained", "explained_var", "train"),
+    ("slime", "rollout/raw_reward", "reward", "train"),
+    ("areal", "ppo_actor/update/clip_ratio/avg", "clip_ratio", "train"),
 ]
+
+
+@pytest.mark.parametrize("raw", ["Loss/entropy_loss", "loss_policy_entropy"])
+def test_entropy_logged_as_minus_a_loss_comes_back_with_its_sign(raw):
+    # SheepRL's Loss/entropy_loss and Acme's loss_policy_entropy are minus the entropy
+    q, split, sign = semantics.classify(raw)
+    assert (q.name, split, sign) == ("entropy", "train", -1)
 
 
 def test_rllib_totals_over_all_modules_are_no_one_modules_stat():

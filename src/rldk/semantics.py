@@ -14,8 +14,9 @@ Resolution rules (``resolve``):
 
 * a metric logged under exactly the asked name wins;
 * names are compared after one normalisation (``split_name``): a leading
-  ``train/`` (CS285's ``Train_``, Ray Tune's ``ray/tune/``) is dropped, and ``eval/``,
-  ``eval_``, ``val/`` and ``test/`` put the
+  ``train/`` (CS285's ``Train_``, Tianshou 2's ``training/``, Ray Tune's ``ray/tune/``) is
+  dropped, and ``eval/``, ``eval_``, ``val/``, ``test/`` (and the other
+  ``_EVAL_PREFIXES``) put the
   metric in the ``eval`` split (``train/reward`` is the train reward,
   ``eval/reward`` and HF Trainer's ``eval_reward`` the evaluation reward);
 * candidates are tried in the order the table lists them; a name the table
@@ -52,8 +53,9 @@ KINDS = {
 BAD = {"up": "rising is bad", "down": "falling is bad", "both": "moves either way are bad",
        "none": "no direction is bad in itself"}
 SPLITS = ("train", "eval")
-_EVAL_PREFIXES = ("eval/", "eval_", "val/", "val-core/", "test/", "test_", "Eval_")
-_TRAIN_PREFIXES = ("train/", "Train_", "ray/tune/")
+_EVAL_PREFIXES = ("eval/", "eval_", "val/", "val-core/", "test/", "test_", "Eval_", "Eval/", "validation/",
+                  "evaluator/")
+_TRAIN_PREFIXES = ("train/", "Train_", "ray/tune/", "training/")
 
 
 @dataclass(frozen=True)
@@ -102,12 +104,12 @@ def _q(name, kind, bad, names, doc, aliases=(), rules=(), undefined="", per_upda
 QUANTITIES: tuple[Quantity, ...] = (
     _q("reward", "signed", "down",
        ["reward", "reward_mean", "rewards/mean", "env/reward_mean", "objective/scores", "ppo/mean_scores",
-        "critic/score/mean", "critic/rewards/mean", "score", "env/all/reward/total", "reward/mean", "rollout_info/ep_rew"],
+        "critic/score/mean", "critic/rewards/mean", "score", "env/all/reward/total", "reward/mean", "rollout_info/ep_rew", "rollout/reward_mean", "rollout/raw_reward", "ppo_actor/task_reward/avg"],
        "mean reward-model / verifier score of a batch (TRL GRPO/PPO, OpenRLHF, verl, LLaMA-Factory, "
        "Tinker env/all/reward/total or reward/mean)",
        aliases=["reward_mean"], rules=["reward_collapse", "reward_plateau", "reward_saturation"]),
     _q("reward_std", "nonneg", "down",
-       ["reward_std", "rewards/std", "env/reward_std", "objective/scores_std", "critic/score/std"],
+       ["reward_std", "rewards/std", "env/reward_std", "objective/scores_std", "critic/score/std", "rollout/reward_std", "ppo/std_scores"],
        "spread of the reward within a batch"),
     _q("kl_to_ref", "logscale", "up",
        ["kl", "objective/kl", "actor/reward_kl_penalty", "actor/kl_loss", "critic/kl", "kl_mean",
@@ -119,7 +121,7 @@ QUANTITIES: tuple[Quantity, ...] = (
        ["approx_kl", "actor/ppo_kl", "policy/approxkl_avg", "ppo/policy/approxkl", "losses/approx_kl",
         "ppo_kl", "approxkl", "loss/approxkl", "KL", "loss_kl", "meankl",
         "info/kl", "kl_divergence", "info/learner/default_policy/learner_stats/kl", "Train/KL",
-        "learners/default_policy/mean_kl_loss"],
+        "learners/default_policy/mean_kl_loss", "losses/old_approx_kl", "ppo/policy/policykl", "policy/approx_kl"],
        "old-to-new policy KL estimate of one PPO update (verl actor/ppo_kl, SB3/CleanRL approx_kl, "
        "OmniSafe Train/KL, RLlib's new API stack mean_kl_loss): "
        "tiny and of either sign by construction; not the KL to the reference (Spinning Up's KL "
@@ -131,7 +133,7 @@ QUANTITIES: tuple[Quantity, ...] = (
        "coefficient of the KL penalty (adaptive controllers move it)", rules=["kl_controller_stuck"]),
     _q("action_std", "logscale", "none",
        ["std", "Policy/mean_noise_std", "Policy / Standard deviation", "action_std", "policy/std",
-        "actor/action_std", "Train/PolicyStd"],
+        "actor/action_std", "Train/PolicyStd", "Policy/mean_std", "policy_dist_mean_std"],
        "standard deviation of a Gaussian policy's actions (SB3 train/std, rsl_rl "
        "Policy/mean_noise_std, skrl Policy / Standard deviation, OmniSafe Train/PolicyStd): a run that logs it has "
        "continuous actions, and its entropy is a differential entropy"),
@@ -141,11 +143,13 @@ QUANTITIES: tuple[Quantity, ...] = (
         "losses/entropy", "-entropy_loss", "policy_entropy", "loss/policy_entropy", "Policy/Entropy",
         "optim/entropy", "policy/entropy", "Entropy", "dist_entropy", "loss/ent", "update/loss/ent", "loss_ent",
         "info/learner/default_policy/learner_stats/entropy", "learners/default_policy/entropy",
-        "Train/Entropy", "entropy/mean"],
+        "Train/Entropy", "entropy/mean", "Loss/entropy", "update/ent_loss/mean", "-Loss/entropy_loss", "-loss_policy_entropy", "rollout/entropy", "ppo_actor/update/entropy/avg"],
        "mean token / action entropy of the policy (SB3 logs minus it as entropy_loss; verl "
        "before actor/entropy logged the rollouts' mean token entropy as actor/entropy_loss; "
        "ML-Agents Policy/Entropy, Tinker optim/entropy or policy/entropy, Spinning Up Entropy, "
-       "OmniSafe Train/Entropy, prime-rl entropy/mean)",
+       "OmniSafe Train/Entropy, prime-rl entropy/mean, rsl_rl Loss/entropy, Tianshou 2 "
+       "update/ent_loss/mean; SheepRL logs minus it as Loss/entropy_loss, Acme as "
+       "loss_policy_entropy)",
        rules=["entropy_collapse"], per_update=True),
     _q("loss", "signed", "none",
        ["loss", "policy_loss", "actor/pg_loss", "loss/policy_avg", "ppo/loss/policy", "losses/policy_loss",
@@ -163,35 +167,35 @@ QUANTITIES: tuple[Quantity, ...] = (
         "losses/c_loss", "Loss/value_function", "Loss / Value loss", "trainer/QF1 Loss", "loss/vf", "update/loss/vf",
         "losses/td_loss", "losses/qf1_loss", "info/learner/default_policy/learner_stats/vf_loss",
         "loss_vf_loss", "Baseline_Loss", "losses/qf_loss", "Loss/Loss_reward_critic", "loss/critic1",
-        "learners/default_policy/vf_loss"],
+        "learners/default_policy/vf_loss", "Loss/value_loss", "Loss/value", "update/vf_loss/mean", "update/critic_loss", "update/critic1_loss"],
        "critic / value-function loss (Spinning Up LossV, or LossQ of its Q-function; OpenAI "
        "Baselines PPO1 loss_vf_loss; CS285's policy-gradient Baseline_Loss; OmniSafe "
        "Loss/Loss_reward_critic; OfflineRL-Kit loss/critic1)", per_update=True),
     _q("grad_norm", "logscale", "up",
        ["grad_norm", "actor/grad_norm", "policy/grad_norm", "gradient_norm", "actor_train/grad_norm", "actor_grad_norm",
         "agent_grad_norm", "losses/grad_norm", "info/learner/default_policy/learner_stats/grad_gnorm",
-        "optim/grad_norm"],
+        "optim/grad_norm", "Grads/actor", "ppo_actor/update/grad_norm"],
        "gradient norm before clipping (PyMARL's actor-critic learners: agent_grad_norm; prime-rl "
        "optim/grad_norm)", rules=["grad_norm_spike"]),
     _q("lr", "nonneg", "none",
        ["learning_rate", "lr", "actor/lr", "actor_lr", "charts/learning_rate", "Policy/Learning Rate",
         "optim/lr", "Loss/learning_rate", "Learning / Learning rate", "info/last_lr", "info/lr",
         "info/learner/default_policy/learner_stats/cur_lr", "Train/LR",
-        "learners/default_policy/default_optimizer_learning_rate"],
+        "learners/default_policy/default_optimizer_learning_rate", "Info/learning_rate"],
        "learning rate of the policy optimizer"),
     _q("response_length", "nonneg", "both",
        ["completions/mean_length", "completion_length", "response_length", "response_length/mean",
         "tokens/responses_len_mean", "env/all/ac_tokens_per_turn", "rollout_info/ep_lens",
-        "completion_len/mean"],
+        "completion_len/mean", "rollout/response_length_mean", "rollout/response_lengths"],
        "mean generated response length in tokens (Tinker: action tokens per turn; prime-rl "
        "completion_len/mean)",
        rules=["length_growth", "length_hacking"]),
     _q("truncation_ratio", "ratio", "up",
-       ["completions/clipped_ratio", "response_length/clip_ratio", "is_truncated/mean"],
+       ["completions/clipped_ratio", "response_length/clip_ratio", "is_truncated/mean", "rollout/truncated_rate", "ppo_actor/no_eos_ratios/avg"],
        "fraction of responses cut at the maximum length", rules=["truncation"]),
     _q("clip_ratio", "ratio", "up",
        ["clip_ratio/region_mean", "clip_ratio", "policy/clipfrac_avg", "actor/pg_clipfrac", "clip_fraction",
-        "losses/clipfrac", "ppo/policy/clipfrac", "policy_clip_frac", "clipfrac", "loss/clipfrac", "ClipFrac", "fraction_clipped"],
+        "losses/clipfrac", "ppo/policy/clipfrac", "policy_clip_frac", "clipfrac", "loss/clipfrac", "ClipFrac", "fraction_clipped", "ppo_clip_ratio", "pg_clipfrac", "ppo_actor/update/clip_ratio/avg"],
        "fraction of tokens whose PPO ratio was clipped", rules=["clip_ratio_high"], per_update=True),
     _q("clip_range", "nonneg", "none",
        ["clip_range", "cliprange", "clip_param", "Policy/Epsilon", "info/e_clip"],
@@ -211,7 +215,7 @@ QUANTITIES: tuple[Quantity, ...] = (
        ["explained_variance", "critic/vf_explained_var", "losses/explained_variance",
         "misc/explained_variance", "ev_tdlam_before",
         "info/learner/default_policy/learner_stats/vf_explained_var",
-        "learners/default_policy/vf_explained_var"],
+        "learners/default_policy/vf_explained_var", "ppo/val/var_explained"],
        "explained variance of the value function (1 is perfect)",
        undefined="where the batch's returns have no variance (1 - Var(returns - values) / Var(returns) "
                  "with Var(returns) = 0: SB3 and CleanRL log NaN there)"),
@@ -241,13 +245,15 @@ QUANTITIES: tuple[Quantity, ...] = (
         "rewards/step", "reward/reward", "Reward / Total reward (mean)", "Train/mean_reward",
         "average_episode_rewards", "return_mean", "Average Returns", "exploration/Average Returns",
         "EpRewMean", "collection/reward/episode_reward_mean", "reward/episode_reward_mean", "train_return",
-        "EpisodeReturn", "Metrics/EpRet", "episode/score"],
+        "EpisodeReturn", "Metrics/EpRet", "episode/score", "Rewards/rew_avg", "returns_stat/mean", "environment/episode_return", "episode/sum_reward", "charts/avg_episodic_return", "episodic_return", "AverageReturns", "Train/mean_reward/time"],
        "mean undiscounted return of finished episodes (SB3 rollout/ep_rew_mean, monitor.csv r, "
        "CleanRL charts/episodic_return, Stable-Baselines 2 ep_reward_mean, OpenAI Baselines "
        "eprewmean or EpRewMean (PPO1, TRPO), ML-Agents Environment/Cumulative Reward, Spinning Up AverageEpRet, rllab / "
        "garage AverageReturn, RLlib episode_reward_mean, rl_games rewards/step, Sample Factory "
        "reward/reward, skrl, rsl_rl Train/mean_reward, MAPPO, pymarl, rlkit, BenchMARL, CS285 train_return "
-       "or Train_EpisodeReturn, OmniSafe Metrics/EpRet, DreamerV3 episode/score): an environment "
+       "or Train_EpisodeReturn, OmniSafe Metrics/EpRet, DreamerV3 episode/score, SheepRL "
+       "Rewards/rew_avg, Tianshou 2 returns_stat/mean, PufferLib environment/episode_return, Brax "
+       "episode/sum_reward, Dopamine AverageReturns): an environment "
        "return, not a reward-model score (Tianshou's train/reward and test/reward are returns "
        "too, under TRL's name for a reward-model score: map them)",
        undefined="where no episode ended (a mean over no episodes: RLlib logs NaN until the first one does)"),
@@ -257,7 +263,7 @@ QUANTITIES: tuple[Quantity, ...] = (
         "episode_len_mean", "env_runners/episode_len_mean", "episode_lengths/step", "len/len",
         "Episode / Total timesteps (mean)", "Train/mean_episode_length", "mean_ep_length", "ep_length_mean",
         "num_frames_mean", "path length Mean", "exploration/path length Mean", "EpLenMean",
-        "reward/episode_len_mean", "episode_len", "train_ep_len", "EpisodeLen", "Metrics/EpLen"],
+        "reward/episode_len_mean", "episode_len", "train_ep_len", "EpisodeLen", "Metrics/EpLen", "Game/ep_len_avg", "lens_stat/mean", "environment/episode_length", "charts/avg_episodic_length", "avg_episode_length", "Train/mean_episode_length/time"],
        "mean length of finished episodes",
        undefined="where no episode ended (a mean over no episodes: RLlib logs NaN until the first one does)"),
     _q("success_rate", "ratio", "down",
