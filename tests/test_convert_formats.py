@@ -589,7 +589,7 @@ def test_directory_with_no_logs(tmp_path):
     with pytest.raises(ConvertError) as info:
         detect_format(tmp_path)
     assert str(info.value) == (f"{tmp_path}: no known logs in this directory (looked for trl, trl_completions, "
-                               "mlflow, trackio, sb3, verl, wandb, openrlhf, tensorboard, jsonl, csv); name the "
+                               "mlflow, trackio, sb3, verl, wandb, openrlhf, tensorboard, scalars_json, jsonl, csv); name the "
                                "format: rldk import FORMAT PATH")
 
 
@@ -622,7 +622,7 @@ def test_cli_strict_and_usage_errors(tmp_path):
     result = CliRunner().invoke(main, ["import", "comet", str(f)])
     assert result.exit_code == 2
     assert result.output.strip() == ("Error: unknown format 'comet': one of auto, trl, trl_completions, "
-                                     "mlflow, trackio, sb3, verl, wandb, openrlhf, tensorboard, jsonl, csv")
+                                     "mlflow, trackio, sb3, verl, wandb, openrlhf, tensorboard, scalars_json, jsonl, csv")
     result = CliRunner().invoke(main, ["import", "jsonl", str(f), "--field-map", "step"])
     assert result.exit_code == 2
     assert result.output.strip() == ("Error: bad --field-map entry 'step': use target=source, "
@@ -674,3 +674,43 @@ def test_a_non_numeric_value_in_a_numeric_column_is_counted_not_dropped(tmp_path
         "the rest of the row was imported"]
     run = open_store(tmp_path / "s").runs()[0]
     assert run.metric("reward").rows() == [(0, 1.0), (2, 2.0)]
+
+
+def _scalar_dump(path, series):
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps({tag: {str(s): v for s, v in values.items()} for tag, values in series.items()}))
+    return path
+
+
+def test_a_scalar_dump_is_detected_and_read_with_what_it_left_out(tmp_path):
+    # NeMo-RL's test suites dump a run's TensorBoard scalars as {tag: {step: value}}
+    dump = _scalar_dump(tmp_path / "grpo-7b" / "metrics.json", {
+        "train/reward": {s: (0.594 if s == 1 else 0.0) for s in range(1, 31)},
+        "train/mean_gen_tokens_per_sample": {1: 551.0, 2: "NaN", 3: 1017.0},
+        "train/loss": {1: 0.1, 2: None}})
+    dump.write_text(dump.read_text()[:-1] + ', "train/odd": {"1": 1.0, "first": 2.0}}')
+    assert detect_format(dump) == detect_format(dump.parent) == "scalars_json"
+    store = ingest(dump, store_dir=tmp_path / "store")
+    assert store.run_ids == ["grpo-7b"]              # metrics.json says nothing: its folder's name
+    df = pl.read_parquet([str(f) for f in store.files]).filter(pl.col("kind") == "metric")
+    reward = df.filter(pl.col("name") == "train/reward").sort("step")
+    assert reward["step"].to_list() == list(range(1, 31)) and reward["value"][0] == pytest.approx(0.594)
+    length = df.filter(pl.col("name") == "train/mean_gen_tokens_per_sample").sort("step")["value"].to_list()
+    assert length[0] == 551.0 and math.isnan(length[1]) and length[2] == 1017.0
+    # the null and the step that is no integer are left out, and said so
+    assert df.filter(pl.col("name") == "train/loss")["step"].to_list() == [1]
+    assert df.filter(pl.col("name") == "train/odd")["step"].to_list() == [1]
+    result = CliRunner().invoke(main, ["analyze", str(dump), "--out-dir", str(tmp_path / "cards")])
+    assert result.exit_code == 3, result.output
+    assert "train/reward collapsed to 0 from step 2" in result.output
+    said = " ".join(result.output.replace("│", " ").split())
+    assert "2 record(s) of" in said and "were skipped on import" in said, said
+
+
+@pytest.mark.parametrize("text", ['{"lr": 0.1, "seed": 3}', '{"model": {"hidden": 64, "layers": 2}}', "[1, 2]"])
+def test_json_that_is_no_scalar_dump_is_not_taken_for_one(tmp_path, text):
+    path = tmp_path / "config.json"
+    path.write_text(text)
+    from rldk.converters import scalars_json
+
+    assert not scalars_json.detect(path)

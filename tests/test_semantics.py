@@ -304,6 +304,8 @@ FRAMEWORK_NAMES = [
     ("trl < 0.12", "ppo/val/var_explained", "explained_var", "train"),
     ("slime", "rollout/raw_reward", "reward", "train"),
     ("areal", "ppo_actor/update/clip_ratio/avg", "clip_ratio", "train"),
+    ("nemo-rl", "train/mean_gen_tokens_per_sample", "response_length", "train"),
+    ("nemo-rl", "train/approx_entropy", "entropy", "train"),
 ]
 
 

@@ -143,7 +143,7 @@ QUANTITIES: tuple[Quantity, ...] = (
         "losses/entropy", "-entropy_loss", "policy_entropy", "loss/policy_entropy", "Policy/Entropy",
         "optim/entropy", "policy/entropy", "Entropy", "dist_entropy", "loss/ent", "update/loss/ent", "loss_ent",
         "info/learner/default_policy/learner_stats/entropy", "learners/default_policy/entropy",
-        "Train/Entropy", "entropy/mean", "Loss/entropy", "update/ent_loss/mean", "-Loss/entropy_loss", "-loss_policy_entropy", "rollout/entropy", "ppo_actor/update/entropy/avg"],
+        "Train/Entropy", "entropy/mean", "Loss/entropy", "update/ent_loss/mean", "-Loss/entropy_loss", "-loss_policy_entropy", "rollout/entropy", "ppo_actor/update/entropy/avg", "approx_entropy"],
        "mean token / action entropy of the policy (SB3 logs minus it as entropy_loss; verl "
        "before actor/entropy logged the rollouts' mean token entropy as actor/entropy_loss; "
        "ML-Agents Policy/Entropy, Tinker optim/entropy or policy/entropy, Spinning Up Entropy, "
@@ -186,7 +186,7 @@ QUANTITIES: tuple[Quantity, ...] = (
     _q("response_length", "nonneg", "both",
        ["completions/mean_length", "completion_length", "response_length", "response_length/mean",
         "tokens/responses_len_mean", "env/all/ac_tokens_per_turn", "rollout_info/ep_lens",
-        "completion_len/mean", "rollout/response_length_mean", "rollout/response_lengths"],
+        "completion_len/mean", "rollout/response_length_mean", "rollout/response_lengths", "mean_gen_tokens_per_sample"],
        "mean generated response length in tokens (Tinker: action tokens per turn; prime-rl "
        "completion_len/mean)",
        rules=["length_growth", "length_hacking"]),

@@ -52,6 +52,7 @@ FORMATS = {
     "wandb": "rldk.converters.wandb_offline",
     "openrlhf": "rldk.converters.openrlhf",
     "tensorboard": "rldk.converters.tensorboard",
+    "scalars_json": "rldk.converters.scalars_json",
     "jsonl": "rldk.converters.jsonl",
     "csv": "rldk.converters.csvlog",
 }
