@@ -104,12 +104,14 @@ def _q(name, kind, bad, names, doc, aliases=(), rules=(), undefined="", per_upda
 QUANTITIES: tuple[Quantity, ...] = (
     _q("reward", "signed", "down",
        ["reward", "reward_mean", "rewards/mean", "env/reward_mean", "objective/scores", "ppo/mean_scores",
-        "critic/score/mean", "critic/rewards/mean", "score", "env/all/reward/total", "reward/mean", "rollout_info/ep_rew", "rollout/reward_mean", "rollout/raw_reward", "ppo_actor/task_reward/avg"],
+        "critic/score/mean", "critic/rewards/mean", "score", "env/all/reward/total", "reward/mean",
+        "rollout_info/ep_rew", "rollout/reward_mean", "rollout/raw_reward", "ppo_actor/task_reward/avg"],
        "mean reward-model / verifier score of a batch (TRL GRPO/PPO, OpenRLHF, verl, LLaMA-Factory, "
        "Tinker env/all/reward/total or reward/mean)",
        aliases=["reward_mean"], rules=["reward_collapse", "reward_plateau", "reward_saturation"]),
     _q("reward_std", "nonneg", "down",
-       ["reward_std", "rewards/std", "env/reward_std", "objective/scores_std", "critic/score/std", "rollout/reward_std", "ppo/std_scores"],
+       ["reward_std", "rewards/std", "env/reward_std", "objective/scores_std", "critic/score/std",
+        "rollout/reward_std", "ppo/std_scores"],
        "spread of the reward within a batch"),
     _q("kl_to_ref", "logscale", "up",
        ["kl", "objective/kl", "actor/reward_kl_penalty", "actor/kl_loss", "critic/kl", "kl_mean",
@@ -121,7 +123,8 @@ QUANTITIES: tuple[Quantity, ...] = (
        ["approx_kl", "actor/ppo_kl", "policy/approxkl_avg", "ppo/policy/approxkl", "losses/approx_kl",
         "ppo_kl", "approxkl", "loss/approxkl", "KL", "loss_kl", "meankl",
         "info/kl", "kl_divergence", "info/learner/default_policy/learner_stats/kl", "Train/KL",
-        "learners/default_policy/mean_kl_loss", "losses/old_approx_kl", "ppo/policy/policykl", "policy/approx_kl"],
+        "learners/default_policy/mean_kl_loss", "losses/old_approx_kl", "ppo/policy/policykl",
+        "policy/approx_kl"],
        "old-to-new policy KL estimate of one PPO update (verl actor/ppo_kl, SB3/CleanRL approx_kl, "
        "OmniSafe Train/KL, RLlib's new API stack mean_kl_loss): "
        "tiny and of either sign by construction; not the KL to the reference (Spinning Up's KL "
@@ -141,9 +144,11 @@ QUANTITIES: tuple[Quantity, ...] = (
        ["entropy", "objective/entropy", "policy/entropy_avg", "actor/entropy", "actor/entropy_loss",
         "ppo/policy/entropy",
         "losses/entropy", "-entropy_loss", "policy_entropy", "loss/policy_entropy", "Policy/Entropy",
-        "optim/entropy", "policy/entropy", "Entropy", "dist_entropy", "loss/ent", "update/loss/ent", "loss_ent",
+        "optim/entropy", "policy/entropy", "Entropy", "dist_entropy", "loss/ent", "update/loss/ent",
+        "loss_ent",
         "info/learner/default_policy/learner_stats/entropy", "learners/default_policy/entropy",
-        "Train/Entropy", "entropy/mean", "Loss/entropy", "update/ent_loss/mean", "-Loss/entropy_loss", "-loss_policy_entropy", "rollout/entropy", "ppo_actor/update/entropy/avg", "approx_entropy"],
+        "Train/Entropy", "entropy/mean", "Loss/entropy", "update/ent_loss/mean", "-Loss/entropy_loss",
+        "-loss_policy_entropy", "rollout/entropy", "ppo_actor/update/entropy/avg", "approx_entropy"],
        "mean token / action entropy of the policy (SB3 logs minus it as entropy_loss; verl "
        "before actor/entropy logged the rollouts' mean token entropy as actor/entropy_loss; "
        "ML-Agents Policy/Entropy, Tinker optim/entropy or policy/entropy, Spinning Up Entropy, "
@@ -154,7 +159,8 @@ QUANTITIES: tuple[Quantity, ...] = (
     _q("loss", "signed", "none",
        ["loss", "policy_loss", "actor/pg_loss", "loss/policy_avg", "ppo/loss/policy", "losses/policy_loss",
         "policy_gradient_loss", "loss/policy_loss", "Losses/Policy Loss", "LossPi",
-        "losses/a_loss", "Loss/surrogate", "Loss / Policy loss", "trainer/Policy Loss", "pg_loss", "loss/clip",
+        "losses/a_loss", "Loss/surrogate", "Loss / Policy loss", "trainer/Policy Loss", "pg_loss",
+        "loss/clip",
         "update/loss/clip", "info/learner/default_policy/learner_stats/policy_loss", "loss_pol_surr",
         "Loss/Loss_pi", "learners/default_policy/policy_loss"],
        "the (policy) training loss (Spinning Up LossPi, OpenAI Baselines PPO1 loss_pol_surr, OmniSafe "
@@ -164,15 +170,18 @@ QUANTITIES: tuple[Quantity, ...] = (
     _q("value_loss", "logscale", "up",
        ["value_loss", "critic_loss", "critic/vf_loss", "loss/value_avg", "ppo/loss/value",
         "losses/value_loss", "loss/value_loss", "Losses/Value Loss", "LossV", "LossQ",
-        "losses/c_loss", "Loss/value_function", "Loss / Value loss", "trainer/QF1 Loss", "loss/vf", "update/loss/vf",
+        "losses/c_loss", "Loss/value_function", "Loss / Value loss", "trainer/QF1 Loss", "loss/vf",
+        "update/loss/vf",
         "losses/td_loss", "losses/qf1_loss", "info/learner/default_policy/learner_stats/vf_loss",
         "loss_vf_loss", "Baseline_Loss", "losses/qf_loss", "Loss/Loss_reward_critic", "loss/critic1",
-        "learners/default_policy/vf_loss", "Loss/value_loss", "Loss/value", "update/vf_loss/mean", "update/critic_loss", "update/critic1_loss"],
+        "learners/default_policy/vf_loss", "Loss/value_loss", "Loss/value", "update/vf_loss/mean",
+        "update/critic_loss", "update/critic1_loss"],
        "critic / value-function loss (Spinning Up LossV, or LossQ of its Q-function; OpenAI "
        "Baselines PPO1 loss_vf_loss; CS285's policy-gradient Baseline_Loss; OmniSafe "
        "Loss/Loss_reward_critic; OfflineRL-Kit loss/critic1)", per_update=True),
     _q("grad_norm", "logscale", "up",
-       ["grad_norm", "actor/grad_norm", "policy/grad_norm", "gradient_norm", "actor_train/grad_norm", "actor_grad_norm",
+       ["grad_norm", "actor/grad_norm", "policy/grad_norm", "gradient_norm", "actor_train/grad_norm",
+        "actor_grad_norm",
         "agent_grad_norm", "losses/grad_norm", "info/learner/default_policy/learner_stats/grad_gnorm",
         "optim/grad_norm", "Grads/actor", "ppo_actor/update/grad_norm"],
        "gradient norm before clipping (PyMARL's actor-critic learners: agent_grad_norm; prime-rl "
@@ -186,16 +195,19 @@ QUANTITIES: tuple[Quantity, ...] = (
     _q("response_length", "nonneg", "both",
        ["completions/mean_length", "completion_length", "response_length", "response_length/mean",
         "tokens/responses_len_mean", "env/all/ac_tokens_per_turn", "rollout_info/ep_lens",
-        "completion_len/mean", "rollout/response_length_mean", "rollout/response_lengths", "mean_gen_tokens_per_sample"],
+        "completion_len/mean", "rollout/response_length_mean", "rollout/response_lengths",
+        "mean_gen_tokens_per_sample"],
        "mean generated response length in tokens (Tinker: action tokens per turn; prime-rl "
        "completion_len/mean)",
        rules=["length_growth", "length_hacking"]),
     _q("truncation_ratio", "ratio", "up",
-       ["completions/clipped_ratio", "response_length/clip_ratio", "is_truncated/mean", "rollout/truncated_rate", "ppo_actor/no_eos_ratios/avg"],
+       ["completions/clipped_ratio", "response_length/clip_ratio", "is_truncated/mean",
+        "rollout/truncated_rate", "ppo_actor/no_eos_ratios/avg"],
        "fraction of responses cut at the maximum length", rules=["truncation"]),
     _q("clip_ratio", "ratio", "up",
        ["clip_ratio/region_mean", "clip_ratio", "policy/clipfrac_avg", "actor/pg_clipfrac", "clip_fraction",
-        "losses/clipfrac", "ppo/policy/clipfrac", "policy_clip_frac", "clipfrac", "loss/clipfrac", "ClipFrac", "fraction_clipped", "ppo_clip_ratio", "pg_clipfrac", "ppo_actor/update/clip_ratio/avg"],
+        "losses/clipfrac", "ppo/policy/clipfrac", "policy_clip_frac", "clipfrac", "loss/clipfrac",
+        "ClipFrac", "fraction_clipped", "ppo_clip_ratio", "pg_clipfrac", "ppo_actor/update/clip_ratio/avg"],
        "fraction of tokens whose PPO ratio was clipped", rules=["clip_ratio_high"], per_update=True),
     _q("clip_range", "nonneg", "none",
        ["clip_range", "cliprange", "clip_param", "Policy/Epsilon", "info/e_clip"],
@@ -245,7 +257,9 @@ QUANTITIES: tuple[Quantity, ...] = (
         "rewards/step", "reward/reward", "Reward / Total reward (mean)", "Train/mean_reward",
         "average_episode_rewards", "return_mean", "Average Returns", "exploration/Average Returns",
         "EpRewMean", "collection/reward/episode_reward_mean", "reward/episode_reward_mean", "train_return",
-        "EpisodeReturn", "Metrics/EpRet", "episode/score", "Rewards/rew_avg", "returns_stat/mean", "environment/episode_return", "episode/sum_reward", "charts/avg_episodic_return", "episodic_return", "AverageReturns", "Train/mean_reward/time"],
+        "EpisodeReturn", "Metrics/EpRet", "episode/score", "Rewards/rew_avg", "returns_stat/mean",
+        "environment/episode_return", "episode/sum_reward", "charts/avg_episodic_return", "episodic_return",
+        "AverageReturns", "Train/mean_reward/time"],
        "mean undiscounted return of finished episodes (SB3 rollout/ep_rew_mean, monitor.csv r, "
        "CleanRL charts/episodic_return, Stable-Baselines 2 ep_reward_mean, OpenAI Baselines "
        "eprewmean or EpRewMean (PPO1, TRPO), ML-Agents Environment/Cumulative Reward, Spinning Up AverageEpRet, rllab / "
@@ -263,7 +277,9 @@ QUANTITIES: tuple[Quantity, ...] = (
         "episode_len_mean", "env_runners/episode_len_mean", "episode_lengths/step", "len/len",
         "Episode / Total timesteps (mean)", "Train/mean_episode_length", "mean_ep_length", "ep_length_mean",
         "num_frames_mean", "path length Mean", "exploration/path length Mean", "EpLenMean",
-        "reward/episode_len_mean", "episode_len", "train_ep_len", "EpisodeLen", "Metrics/EpLen", "Game/ep_len_avg", "lens_stat/mean", "environment/episode_length", "charts/avg_episodic_length", "avg_episode_length", "Train/mean_episode_length/time"],
+        "reward/episode_len_mean", "episode_len", "train_ep_len", "EpisodeLen", "Metrics/EpLen",
+        "Game/ep_len_avg", "lens_stat/mean", "environment/episode_length", "charts/avg_episodic_length",
+        "avg_episode_length", "Train/mean_episode_length/time"],
        "mean length of finished episodes",
        undefined="where no episode ended (a mean over no episodes: RLlib logs NaN until the first one does)"),
     _q("success_rate", "ratio", "down",
