@@ -499,3 +499,13 @@ def test_docs_print_the_table():
 
     doc = (Path(__file__).resolve().parents[1] / "docs" / "semantics.md").read_text(encoding="utf-8")
     assert doc.endswith(semantics.markdown_table()), "regenerate: python -m rldk.semantics"
+
+
+def test_every_listed_name_resolves_to_its_own_entry_with_its_sign():
+    # a name listed under two quantities, or one a prefix rule rewrites, would be read as
+    # another quantity than the table says (the first entry wins)
+    for q in semantics.QUANTITIES:
+        for raw in q.names:
+            sign, name = (-1, raw[1:]) if raw.startswith("-") else (1, raw)
+            got, split, got_sign = semantics.classify(name)
+            assert (got.name if got else None, split, got_sign) == (q.name, "train", sign), raw
