@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 from click.testing import CliRunner
 
-from rldk import reward_health
+from rldk import reward_health, semantics
 from rldk.analyzers import reward_health as rh
 from rldk.cli import main
 from rldk.core.errors import MissingEvents
@@ -114,8 +114,8 @@ def test_checks_are_the_core_check_type_and_reach_the_report(tmp_path):
                                             ("rewards/margins", "dpo_margin")])
 def test_look_alikes_are_not_rewards(tmp_path, name, quantity):
     store = write_store(tmp_path, {name: rising()})
-    names = "reward, reward_mean, rewards/mean, env/reward_mean, objective/scores, ppo/mean_scores, " \
-            "critic/score/mean, critic/rewards/mean, score, env/all/reward/total, reward/mean, rollout_info/ep_rew"
+    names = ", ".join(semantics.quantity("reward").names)     # every name the table reads as one
+    assert names.startswith("reward, reward_mean, rewards/mean, env/reward_mean, objective/scores")
     message = (f"run 'run' has no reward: log a per-step reward metric (one of {names}) or samples with "
                f"rewards (writer.log_samples); metrics: {name}; {name} is an {quantity}, not a "
                f"reward-model score (pass reward_col / --reward-col {name} to analyse it anyway)")
