@@ -76,6 +76,8 @@ def _step(key: str) -> int | None:
 
 def read(path, **_options) -> list[RunData]:
     path = Path(path)
+    if path.is_file():
+        return [read_file(path)]          # parsed once; read_file says when it is no dump
     targets = files(path)
     if not targets:
         raise ConvertError(f"{path}: no scalar dump found (a .json file holding "
