@@ -201,15 +201,18 @@ def test_a_stopped_run_ends_soon_after_its_first_event(bench):
 #: return_collapse -1 found and exact). Session 34: the fifty-second batch's 6 healthy logs,
 #: and the staged fall (exact: tune +1, report +3); the fifty-third batch's 7. Session 35:
 #: the fifty-fourth batch's 10; then SheepRL's names (its Grads/actor grad norm: one more
-#: grad_explosion case per half, caught); the fifty-fifth and fifty-sixth batches' 6 and 0:
-#: the counts below.
+#: grad_explosion case per half, caught); the fifty-fifth and fifty-sixth batches' 6 and 0.
+#: Session 37: a name a log's metric map gives to episode_return (MARLlib's and PPO-PyTorch's
+#: ``reward``) is no longer also read as the reward-model score: no reward_floor case there
+#: (tune 36 -> 33 cases, 33 found and 31 exact; report 25 -> 22, all found and exact): the
+#: counts below.
 INJECTED = {"tune": {"return_collapse": (150, 141), "entropy_collapse": (66, 0), "kl_blowup": (16, 16),
                      "grad_explosion": (39, 39), "loss_divergence": (106, 103), "nan": (106, 106),
-                     "reward_floor": (36, 33), "length_collapse": (22, 21), "length_explosion": (20, 17),
+                     "reward_floor": (33, 31), "length_collapse": (22, 21), "length_explosion": (20, 17),
                      "truncation": (15, 14), "zero_std": (9, 8), "clip_blowup": (41, 38)},
             "report": {"return_collapse": (121, 114), "entropy_collapse": (52, 0), "kl_blowup": (10, 7),
                        "grad_explosion": (30, 28), "loss_divergence": (99, 94), "nan": (94, 94),
-                       "reward_floor": (25, 25), "length_collapse": (17, 15), "length_explosion": (17, 16),
+                       "reward_floor": (22, 22), "length_collapse": (17, 15), "length_explosion": (17, 16),
                        "truncation": (12, 11), "zero_std": (7, 5), "clip_blowup": (45, 40)}}
 
 

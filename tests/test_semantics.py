@@ -92,7 +92,7 @@ def test_flattened_names_stop_where_they_would_guess():
     ("reward", None),                       # known: no guess needed
     ("kl_avg", None),                       # kl_to_ref's "kl" and the PPO estimator's "KL" tie
     ("q_loss", None),                       # "loss" alone says too little
-    ("response_length/max", None),          # another statistic of the length
+    ("response_length/min", None),          # another statistic of the length
     ("advantage/zero_rate", None),          # a share, not the advantage
     ("time_step", None),                    # a step counter as often as a step time
     ("iter", None),
@@ -155,6 +155,21 @@ def test_a_mapped_name_is_taken_whole_prefix_and_all():
     finally:
         semantics.use_metric_map(None)
     assert semantics.classify("test/reward")[:2] == (semantics.quantity("reward"), "eval")
+
+
+def test_a_name_mapped_to_another_quantity_is_not_also_read_as_its_literal_one():
+    """MARLlib's CSV logs the team's episode return as ``reward``; mapped to
+    ``episode_return``, it is that quantity only. It was also taken literally as the
+    reward-model score ``reward``, and each of its falls was reported twice, once by
+    each quantity's rules."""
+    try:
+        semantics.use_metric_map({"episode_return": ["reward"]})
+        assert semantics.resolve("reward", ["reward"]) is None
+        assert semantics.resolve("episode_return", ["reward"]).metric == "reward"
+        assert semantics.resolve("reward", ["reward", "critic/score/mean"]).metric == "critic/score/mean"
+    finally:
+        semantics.use_metric_map(None)
+    assert semantics.resolve("reward", ["reward"]).quantity.name == "reward"
 
 
 def test_a_mapped_name_with_a_train_prefix_beats_the_built_in_names():

@@ -765,3 +765,23 @@ def test_short_recovered_declines_need_twice_the_evidence():
     assert trend.recovered_declines(t, longer + 0.05 * rng.normal(size=400), 0.5) == []
     deeper = np.where(t < 20, 0.0, 4.0) - 3.5 * ((t >= 40) & (t < 90)) + np.clip((t - 100) / 100, 0, 1) * 6
     assert trend.recovered_declines(t, deeper + 0.05 * rng.normal(size=400), 0.5)
+
+
+def test_a_fall_is_reported_once_not_again_as_its_own_later_stage():
+    """A PyMARL DCG test return (tuning half) that fell for good from step 1124116: the
+    stretch after the fall's line, judged again for a second drop (``_later_stage``), began
+    with the same fall, so the run got two errors from the same step, the second "after
+    the fall from 13.61 from step 1124116"."""
+    from rldk import semantics
+    from rldk.analyzers.suite import analyze
+    from rldk.converters import ingest
+
+    name = "pymarltb_dcg_3s5z_s412023115_reward_collapse"
+    try:
+        semantics.use_metric_map({"episode_return": ["test_return_mean"]})
+        store = ingest(str(next((REAL / name).glob("events.out.tfevents.*"))), adapter="tensorboard")
+        found = [f for r in analyze(store.files, plots=False).reports for f in r.findings
+                 if f.code == "reward_degradation" and f.metric == "test_return_mean"]
+    finally:
+        semantics.use_metric_map(None)
+    assert sorted((f.steps[0], f.severity) for f in found) == [(270730, "warning"), (1124116, "error")]

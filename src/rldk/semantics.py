@@ -200,6 +200,12 @@ QUANTITIES: tuple[Quantity, ...] = (
        "mean generated response length in tokens (Tinker: action tokens per turn; prime-rl "
        "completion_len/mean)",
        rules=["length_growth", "length_hacking"]),
+    _q("response_length_max", "nonneg", "none",
+       ["response_length/max", "completions/max_length", "max_gen_tokens_per_sample", "response_length_max",
+        "completion_len/max"],
+       "longest generated response of a batch in tokens: the generation cap once a response "
+       "reaches it (verl response_length/max, TRL completions/max_length, NeMo-RL "
+       "max_gen_tokens_per_sample)", rules=["length_explosion"]),
     _q("truncation_ratio", "ratio", "up",
        ["completions/clipped_ratio", "response_length/clip_ratio", "is_truncated/mean",
         "rollout/truncated_rate", "ppo_actor/no_eos_ratios/avg"],
@@ -427,13 +433,16 @@ def resolve(name: str, available, split: str = "train") -> Resolved | None:
 
     ``name`` is a canonical name, an alias, or any framework name (which then
     stands for its quantity). A metric logged literally as ``name`` wins (for the
-    train split); otherwise the quantity's names are tried in table order within
+    train split), unless the user's map gives that name to another quantity; otherwise the quantity's names are tried in table order within
     ``split``, the unprefixed form of a name before its prefixed forms; a name from the
     user's metric map (``use_metric_map``) is matched whole and comes first.
     """
     available = list(available)
     if split == "train" and name in available:
-        return Resolved(name, 1, quantity(name) or classify(name)[0])
+        asked, means = quantity(name), classify(name)[0]
+        # unless the user's map says the name means another quantity: one metric, one meaning
+        if name not in _active.mapped or asked is None or means is None or means.name == asked.name:
+            return Resolved(name, 1, asked or means)
     q = quantity(name) or classify(name)[0]
     if q is None:
         return None
@@ -528,7 +537,7 @@ def looks_like(raw: str) -> Quantity | None:
     ``mean_episode_reward_last_100`` -> episode_return), the most words winning. None for
     a known name, when two quantities tie, or when the only word shared says too little
     alone (``q_loss``), or a word other than how it was averaged (``_DECORATION``) makes it
-    something else (``rewards/chosen``, ``response_length/max``, ``advantage/zero_rate``);
+    something else (``rewards/chosen``, ``response_length/min``, ``advantage/zero_rate``);
     never step time (``time_step`` is a counter as often). rldk never
     reads a metric by this guess: the user confirms it with a metric map."""
     if classify(raw)[0] is not None:

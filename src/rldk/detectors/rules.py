@@ -104,6 +104,12 @@ CEILING_SHARE = 0.1
 #: Length collapse / explosion: the mean response length falls below a third of, or rises
 #: above three times, a level it held.
 LENGTH_FACTOR = 3.0
+#: ``length_at_cap``: a mean response length at or above this share of the generation cap
+#: is responses that run to it: nearly every answer cut before it ends. From a level at
+#: or under CAP_FROM of the cap (most answers ended before it); no healthy log of the
+#: corpus holds a mean over 0.8 of its cap to its end.
+CAP_SHARE = 0.95
+CAP_FROM = 0.8
 #: ``_halved_with_the_reward``: a length below this share of a level it held is a
 #: collapse when the reward degrades over the same stretch.
 LENGTH_HALVED = 0.5
@@ -484,20 +490,20 @@ def reward_ceiling(steps, values, at_step: int) -> dict | None:
     return {"ceiling": top, "visits": visits, "share": share, "reward_reached": reached}
 
 
-def length_change(metric: str, steps, values, partner=None) -> Event | None:
+def length_change(metric: str, steps, values, partner=None, cap=None) -> Event | None:
     """Mean response length falls below 1/LENGTH_FACTOR of the highest level it held, or
-    rises above LENGTH_FACTOR times the lowest, and stays. A fall that came with the reward
-    (``partner``) rising to a new level and holding it is info (``_shorter_and_better``);
-    a fall below LENGTH_HALVED while the reward degrades is a warning
-    (``_halved_with_the_reward``)."""
+    rises above LENGTH_FACTOR times the lowest, or to the generation cap (``cap``:
+    ``length_at_cap``), and stays. A fall that came with the reward (``partner``) rising
+    to a new level and holding it is info (``_shorter_and_better``); a fall below
+    LENGTH_HALVED while the reward degrades is a warning (``_halved_with_the_reward``)."""
     def collapse(steps, values) -> Event | None:
         fall = _fall("length_collapse", metric, steps, values, 1 / LENGTH_FACTOR, 1 / LENGTH_FACTOR, "fell")
         return None if fall is None else _shorter_and_better(replace(fall, severity="error"), partner)
 
     fall = collapse(steps, values)
     if fall is None:
-        return _rise("length_explosion", metric, steps, values, LENGTH_FACTOR, "grew") or _halved_with_the_reward(
-            metric, steps, values, partner)
+        return _rise("length_explosion", metric, steps, values, LENGTH_FACTOR, "grew") or length_at_cap(
+            metric, steps, values, cap) or _halved_with_the_reward(metric, steps, values, partner)
     if fall.severity == "info":
         # shorter and better at first; a later fall from the level it then held may not be
         steps = np.asarray(steps)
@@ -506,6 +512,34 @@ def length_change(metric: str, steps, values, partner=None) -> Event | None:
         if later is not None and later.severity == "error":
             return later
     return fall
+
+
+def length_at_cap(metric: str, steps, values, cap: float | None) -> Event | None:
+    """The mean response length rises to CAP_SHARE of the generation cap ``cap`` and stays
+    to the end, from a level at or under CAP_FROM of it: (nearly) every response is cut
+    at the cap, an explosion that the LENGTH_FACTOR line misses when the cap lies under
+    that factor over the level before (a real NeMo-RL GRPO run: 551 tokens at step 1,
+    997-1024 of a 1024-token cap from step 2 on). A warning. A run at the cap from its
+    first row was set up so (a caption model's 10-token cap), not a rise. The caller
+    passes a cap only when the run logs no truncation share, which says this directly
+    (``truncation_onset``). Onset: the first step of the rise (``fall_start`` upwards)."""
+    if cap is None or not cap > 0:
+        return None
+    steps, v = np.asarray(steps), np.asarray(values, float)
+    found = state_run(v >= CAP_SHARE * cap, 0, final=True)
+    if found is None or found[0] == 0:
+        return None
+    crossed, end = found
+    before = float(np.median(v[:crossed]))
+    if before > CAP_FROM * cap:
+        return None
+    k = fall_start(regimes(steps, v, "nonneg"), int(np.argmin(v[:crossed])), crossed, up=True,
+                   jumps=True, until=end)
+    now = float(np.median(v[crossed:end]))
+    return Event("length_explosion", metric, int(steps[k]), int(steps[end - 1]), "warning",
+                 f"{metric} ran to the generation cap from step {int(steps[k])}: {now:.4g} of "
+                 f"{cap:.4g} tokens (was {before:.4g}), nearly every response cut before it ends",
+                 {"held": before, "now": now, "cap": cap, "above_from": int(steps[crossed])})
 
 
 def _halved_with_the_reward(metric: str, steps, values, partner) -> Event | None:
@@ -661,6 +695,8 @@ def _later_stage(metric: str, steps, v, main: Event) -> Event | None:
                             for p in d.r.parts if p.end <= d.tail):
         return None
     event = _declined(metric, steps[k:], d)
+    if event.onset <= main.onset:
+        return None     # the second drop starts where the first did: the same fall, seen twice
     return replace(event, title=f"{event.title}, after the fall from {main.evidence['peak']:.4g} "
                                 f"from step {main.onset}",
                    evidence={**event.evidence, "after_fall_from_step": main.onset})

@@ -74,7 +74,7 @@ RULES: tuple[Rule, ...] = (
 )
 #: Every quantity some rule reads (loaded once per run).
 WANTED = sorted({c for rule in RULES for c in rule.reads}
-                | {s + p for p in onset_rules.partners() for s in ("", EVAL)} | {"action_std"})
+                | {s + p for p in onset_rules.partners() for s in ("", EVAL)} | {"action_std", "response_length_max"})
 
 
 class HealthAnalyzer(Analyzer):

@@ -14,7 +14,10 @@ entropy_collapse       entropy              stays below 20% of a level it held (
 length_collapse        response_length      stays below 1/3 of a level it held (info
                                             while the reward rose with it: shorter
                                             answers that score better)
-length_explosion       response_length      stays above 3x a level it held
+length_explosion       response_length      stays above 3x a level it held, or (no
+                                            truncation share logged) rises from 80%
+                                            or less of the generation cap to 95% of
+                                            it and stays
 truncation_onset       truncation_ratio     enters and stays at >= 50% truncated
 zero_std_onset         zero_std_frac        enters and stays at >= 50% zero-std groups
 reward_collapse        reward               sits at its floor from some step on
@@ -140,6 +143,28 @@ def _target_kl(config: dict) -> float | None:
     return value if np.isfinite(value) and value > 0 else None
 
 
+#: Config keys of the generation cap in tokens: verl's data.max_response_length, TRL's
+#: max_completion_length, OpenRLHF's generate_max_len, Hugging Face generation's
+#: max_new_tokens.
+CAP_KEYS = ("max_response_length", "max_completion_length", "generate_max_len", "max_new_tokens")
+
+
+def _length_cap(run: RunData) -> float | None:
+    """The generation cap of ``run``'s responses, for ``rules.length_at_cap``: its config's
+    (CAP_KEYS), else the longest response it logged (``response_length_max``: the cap once
+    a response reached it). None when the run logs its truncation share, which the
+    truncation rule reads directly, or when neither is known."""
+    if run.get("truncation_ratio") is not None:
+        return None
+    try:
+        cap = float(find_key(run.config, CAP_KEYS))
+    except (TypeError, ValueError):
+        longest = run.get("response_length_max")
+        finite = longest.values[np.isfinite(longest.values)] if longest is not None else ()
+        cap = float(np.max(finite)) if len(finite) else None
+    return cap if cap is not None and np.isfinite(cap) and cap > 0 else None
+
+
 def onset_rule(quantity: str, run: RunData, params: Params) -> list[Finding]:
     """Every onset rule of ``quantity`` on one run."""
     series = run.get(quantity)
@@ -158,6 +183,8 @@ def onset_rule(quantity: str, run: RunData, params: Params) -> list[Finding]:
     extra = {"partner": _partner(run, quantity)} if kind in rules.PAIRED else {}
     if kind == "ppo_approx_kl":
         extra["target_kl"] = _target_kl(run.config)
+    if quantity == "response_length":
+        extra["cap"] = _length_cap(run)
     out = []
     table = rules.EVAL_RULES if quantity != kind and kind in rules.EVAL_RULES else rules.RULES
     for rule in table[kind]:
