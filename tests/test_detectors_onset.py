@@ -821,3 +821,35 @@ def test_midpoint_onset_starts_a_state_where_the_climb_passed_halfway():
     assert low == 0.07 and k > 2 and early[k] >= np.sqrt(0.07 * 1.3) > early[k - 1]
     # a state from the first point has nothing before it
     assert midpoint_onset(np.full(10, 2.0), 0, 10) == (0, None)
+
+
+def test_a_fall_judged_on_points_starts_where_it_left_the_level_held_before_it():
+    """A return whose level peaks in a burst of two rows at its start (190-200, the random
+    warm-up's luck), holds ~65 for 40 rows and then falls to ~-480: on points
+    (``_points_below``), the line of half the gain from the burst (142.5) lies above the
+    level held, so the first row under it is the first row of that level. The fall starts
+    where the series left that level (``prior_exit``, as the level test places it), into
+    the state past the midpoint of the whole move: a real SB3 DDPG soccer run of the
+    tuning half was "a fall from step 3841" for a collapse from step ~46000."""
+    from rldk.detectors.regimes import regimes
+
+    rng = np.random.default_rng(5)
+    v = np.r_[[70.0, 190.0, 200.0], 65 + 10 * rng.normal(size=40), np.linspace(40, -400, 6),
+              -480 + 40 * rng.normal(size=100)]
+    steps = np.arange(len(v)) * 1000
+    event = rules._points_below("r", steps, v, regimes(steps, v, "signed"))
+    # the linear fall's first row (40) is still inside the band of the level (65 +- 3 sigma)
+    assert event.onset == steps[44] and event.evidence["below_from"] == steps[3]
+
+
+def test_the_real_soccer_ddpg_collapse_starts_after_its_warm_up_level():
+    from rldk import semantics
+    from rldk.analyzers.suite import analyze
+    from rldk.converters import ingest
+
+    name = "sb3tb_ddpg_nubots_soccer_aggressive_critic_divergence_reward_collapse"
+    store = ingest(str(next((REAL / name).glob("events.out.tfevents.*"))), adapter="tensorboard")
+    semantics.use_metric_map(None)
+    (fall,) = [f for r in analyze(store.files, plots=False).reports for f in r.findings
+               if f.code == "reward_degradation"]
+    assert 46311 <= fall.steps[0] <= 63410, fall        # the labelled window

@@ -774,8 +774,12 @@ def _points_below(metric: str, steps, v, r: Regimes, share: float = DEGRADATION_
             or peak - float(np.mean(tail)) < SIGNIFICANCE * se(LEVEL_WINDOW, len(tail),
                                                                found[0] + len(tail) // 2 - peak_at)):
         return None
-    k = fall_start(r, peak_at, found[0])
+    # from the level held just before the move, as the level test places it (``prior_exit``),
+    # into the state past the midpoint of the whole move for good: the line may lie above
+    # the level the run held before the fall, when the peak was a burst of a row or two
     now = float(np.median(v[found[0]:]))
+    past = state_run(v < (peak + now) / 2, found[0], final=True)
+    k = prior_exit(r, fall_start(r, peak_at, found[0]), found[0] if past is None else past[0], peak)
     return Event("reward_degradation", metric, int(steps[k]), int(steps[-1]), "warning",
                  f"{metric} fell from {peak:.4g} (step {int(steps[peak_at])}) to {now:.4g} "
                  f"from step {int(steps[k])}",
