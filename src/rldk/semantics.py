@@ -433,9 +433,10 @@ def resolve(name: str, available, split: str = "train") -> Resolved | None:
 
     ``name`` is a canonical name, an alias, or any framework name (which then
     stands for its quantity). A metric logged literally as ``name`` wins (for the
-    train split), unless the user's map gives that name to another quantity; otherwise the quantity's names are tried in table order within
-    ``split``, the unprefixed form of a name before its prefixed forms; a name from the
-    user's metric map (``use_metric_map``) is matched whole and comes first.
+    train split), unless the user's map gives that name to another quantity; otherwise
+    the quantity's names are tried in table order within ``split``, the unprefixed form
+    of a name before its prefixed forms; a name from the user's metric map
+    (``use_metric_map``) is matched whole and comes first.
     """
     available = list(available)
     if split == "train" and name in available:

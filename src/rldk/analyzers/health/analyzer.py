@@ -73,8 +73,10 @@ RULES: tuple[Rule, ...] = (
     ) if q.removeprefix(EVAL) in onset_rules.RULES),
 )
 #: Every quantity some rule reads (loaded once per run).
+#: ``action_std`` tells a Gaussian policy's entropy; ``response_length_max``, the generation cap.
 WANTED = sorted({c for rule in RULES for c in rule.reads}
-                | {s + p for p in onset_rules.partners() for s in ("", EVAL)} | {"action_std", "response_length_max"})
+                | {s + p for p in onset_rules.partners() for s in ("", EVAL)}
+                | {"action_std", "response_length_max"})
 
 
 class HealthAnalyzer(Analyzer):
