@@ -656,6 +656,37 @@ def test_an_entropy_that_falls_gradually_as_the_reward_rises_is_a_policy_that_le
     assert rules.entropy_collapse("entropy", t2, later, partner=(t2, reward)).severity != "info"
 
 
+def test_a_near_deterministic_policy_whose_reward_keeps_improving_has_not_collapsed():
+    """An entropy that falls to 0.02 nats (under ENTROPY_DEAD) while the return rises 10 ->
+    40, and the return then keeps climbing to 60 over the rest of the log: a policy that
+    grew confident and kept learning, info. The same fall with the return holding at 40,
+    or moving by a sliver of its range (a mean that repeats itself, significant against
+    its own tiny noise), is a policy that stopped exploring: an error. The real SB2
+    MountainCar PPO (tuning half, healthy: 0.02-0.06 nats while its return climbs from
+    -145 to the solved -109) is info; the real SB3 A2C Breakout collapse, thinned to every
+    second row (its return creeps 3.6 -> 3.86 after its entropy died), stays an error."""
+    rng = np.random.default_rng(5)
+    t = np.arange(160) * 1000
+    entropy = np.r_[np.full(20, 1.1), np.geomspace(1.1, 0.02, 30), np.full(110, 0.02)] * np.exp(0.05 * rng.normal(size=160))
+    climbing = np.r_[np.full(20, 10.0), np.linspace(10.0, 40.0, 30), np.linspace(40.0, 60.0, 110)] + rng.normal(0, 1.5, 160)
+    held = np.r_[np.full(20, 10.0), np.linspace(10.0, 40.0, 30), np.full(110, 40.0)] + rng.normal(0, 1.5, 160)
+    sliver = np.r_[np.full(20, 10.0), np.linspace(10.0, 40.0, 30), np.full(80, 40.0), np.full(30, 41.0)] \
+        + rng.normal(0, 0.05, 160)
+    kept = rules.entropy_collapse("entropy", t, entropy, partner=(t, climbing))
+    assert kept.severity == "info" and "kept improving" in kept.title
+    assert kept.evidence["reward_late"] > kept.evidence["reward_then"] + 10
+    for reward in (held, sliver):
+        assert rules.entropy_collapse("entropy", t, entropy, partner=(t, reward)).severity == "error"
+    steps, entropy = sb3("sb2_ppo2_mountaincar_learning", "policy_entropy", "total_timesteps")
+    returns = sb3("sb2_ppo2_mountaincar_learning", "ep_reward_mean", "total_timesteps")
+    car = rules.entropy_collapse("entropy", steps, entropy, partner=returns)
+    assert car.severity == "info" and "kept improving" in car.title
+    steps, loss = sb3("sb3_a2c_breakout_entropy_collapse", "train/entropy_loss")
+    r_steps, returns = sb3("sb3_a2c_breakout_entropy_collapse", "rollout/ep_rew_mean")
+    assert rules.entropy_collapse("entropy", steps[::2], -loss[::2],
+                                  partner=(r_steps[::2], returns[::2])).severity == "error"
+
+
 def test_real_policies_that_converged_as_they_learned_and_a_labelled_collapse():
     """Tuning half: an ML-Agents PPO snake whose entropy glides 1.38 -> 0.21 nats as its
     return rises -1.87 -> -1.40 and a MiniGrid key corridor (1.94 -> 0.19 as the success

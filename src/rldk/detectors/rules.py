@@ -69,10 +69,11 @@ ENTROPY_COLLAPSE = 0.2
 #: fifth to a fifteenth of it) with 1.5-3.6 effective choices left, while every labelled
 #: collapse ends at 0.18 nats or below. A fall to a fifth that stays above this is info.
 ENTROPY_FLOOR = 0.325
-#: Entropy collapse: under ENTROPY_FLOOR, the level under which the policy is deterministic
-#: whatever the reward did: 0.09 nats, a two-way choice made 98/2 (1.09 effective choices).
+#: Entropy collapse: under ENTROPY_FLOOR, the level under which the policy is deterministic:
+#: 0.09 nats, a two-way choice made 98/2 (1.09 effective choices).
 #: Between the two, a policy that converged as the reward rose to a new level and held it
-#: (``_converged_while_learning``) is info. The line is a judgement the real corpus's labels
+#: (``_converged_while_learning``) is info; under it, only one whose reward kept improving
+#: after it got there (``_learned_since_dead``). The line is a judgement the real corpus's labels
 #: make, with a thin margin: healthy runs that learn their task spend three quarters of
 #: their state at 0.094-0.2 nats or more (a PPO hopper, ML-Agents snake, a MiniGrid key
 #: corridor, slime volley, a Pythia RLHF run), while a labelled Flappy Bird collapse (a
@@ -336,8 +337,8 @@ def entropy_collapse(metric: str, steps, values, partner=None) -> Event | None:
     policies) has no collapse to zero; values a rounding error under zero are zero. A
     collapse that comes with the reward (``partner``) at a ceiling it learned its way up
     to (``reward_ceiling``) is info: a deterministic policy on a solved task; so is one
-    that stays above ENTROPY_DEAD while the reward rose with it
-    (``_converged_while_learning``). After a fall that is info, a later fall from the
+    that stays above ENTROPY_DEAD while the reward rose with it, or whose reward rose with
+    it and kept improving after it went under ENTROPY_DEAD (``_converged_while_learning``). After a fall that is info, a later fall from the
     level the entropy then held may still be a collapse (after one to under
     ENTROPY_FLOOR, only a later fall that lasts to the end of the log)."""
     values = np.asarray(values, float)
@@ -396,18 +397,25 @@ def _solved(event: Event, partner, steps, values) -> Event:
 
 
 def _converged_while_learning(event: Event, partner, steps, values) -> Event:
-    """``event`` (an entropy collapse to under ENTROPY_FLOOR) as info when the entropy
-    stays above ENTROPY_DEAD (under it on no more than DEAD_SHARE of the rows of its
-    state) and the reward (``partner``) rose over its fall to a new level and held it
-    (``_rose_with``): a policy that grew confident as it learned. A policy at
-    ENTROPY_DEAD or under has stopped exploring whatever it learned (a state whose median
-    sits above it may hide a long stretch at 0.01 nats that a late re-rise pulls up), and
-    one whose reward did not rise with the fall converged on nothing."""
+    """``event`` (an entropy collapse to under ENTROPY_FLOOR) as info when the reward
+    (``partner``) rose over its fall to a new level and held it (``_rose_with``), and the
+    entropy either stays above ENTROPY_DEAD (under it on no more than DEAD_SHARE of the
+    rows of its state) or the reward kept learning after the entropy went under it
+    (``_learned_since_dead``): a policy that grew confident as it learned. A policy at
+    ENTROPY_DEAD or under whose reward then holds has stopped exploring whatever it
+    learned (a state whose median sits above it may hide a long stretch at 0.01 nats that
+    a late re-rise pulls up), and one whose reward did not rise with the fall converged
+    on nothing."""
     steps = np.asarray(steps)
     values = np.asarray(values, float)
     state = values[(steps >= event.evidence["below_from"]) & (steps <= event.last)]
-    if not len(state) or float(np.quantile(state, DEAD_SHARE)) <= ENTROPY_DEAD:
+    if not len(state):
         return event
+    since = None
+    if float(np.quantile(state, DEAD_SHARE)) <= ENTROPY_DEAD:
+        since = _learned_since_dead(steps, values, partner)
+        if since is None:
+            return event
     # a fall by ln(held/now) nats of which one row's step of the rolling level carries
     # AT_ONCE_SHARE or more came in one update: a broken update, not a policy learning
     fall = (steps >= event.onset) & (steps <= event.last)
@@ -418,12 +426,42 @@ def _converged_while_learning(event: Event, partner, steps, values) -> Event:
     rose = _rose_with(event.onset, event.evidence["below_from"], partner, points=MIN_REFERENCE)
     if rose is None:
         return event
+    how = (f"above {ENTROPY_DEAD:g} nats (a 98/2 choice) on {1 - DEAD_SHARE:.0%} of the rows since"
+           if since is None else
+           f"and kept improving after its entropy went under {ENTROPY_DEAD:g} nats at step "
+           f"{since['dead_from']} (the reward from {since['reward_then']:.4g} to {since['reward_late']:.4g})")
     return replace(event, severity="info",
                    title=f"{event.title}, while the reward rose from {rose['reward_before']:.4g} to "
                          f"{rose['reward_after']:.4g} and held: a policy that grew confident as it "
-                         f"learned, above {ENTROPY_DEAD:g} nats (a 98/2 choice) on "
-                         f"{1 - DEAD_SHARE:.0%} of the rows since",
-                   evidence={**event.evidence, **rose, "dead": ENTROPY_DEAD})
+                         f"learned, {how}",
+                   evidence={**event.evidence, **rose, "dead": ENTROPY_DEAD, **(since or {})})
+
+
+def _learned_since_dead(steps, values, partner) -> dict | None:
+    """Evidence that the reward (``partner``: steps, values) kept learning after the
+    entropy's rolling level first went under ENTROPY_DEAD, or None: its median over the
+    last quarter of the rows since is above its median over the first quarter by
+    SIGNIFICANCE standard errors of two levels (``level_se``: its own noise and wander)
+    and by MODERATE_SHARE of the span of the levels it held over the whole run (what a
+    degradation must lose, gained again). A near-deterministic policy that keeps
+    improving has not stopped exploring what it needs (a MountainCar PPO at 0.02-0.06
+    nats whose return climbs from -145 to the solved -109); one that collapsed holds its
+    reward (an A2C Breakout stuck at a return of 3.7, whose 100-episode mean moves by a
+    tenth of its range, significant against the noise of a mean that repeats itself)."""
+    dead = np.flatnonzero(level_of(values) < ENTROPY_DEAD)
+    if not len(dead):
+        return None
+    r_steps, r = np.asarray(partner[0]), np.asarray(partner[1], float)
+    after = r[r_steps >= steps[dead[0]]]
+    if len(after) < 4 * MIN_REFERENCE:
+        return None
+    q = max(MIN_REFERENCE, len(after) // 4)
+    se = level_se(regimes(r_steps, r, "signed"))(q, q, len(after) - q)
+    then, late = float(np.median(after[:q])), float(np.median(after[-q:]))
+    level = level_of(r)
+    if se <= 0 or late - then < max(SIGNIFICANCE * se, MODERATE_SHARE * float(np.max(level) - np.min(level))):
+        return None
+    return {"dead_from": int(steps[dead[0]]), "reward_then": then, "reward_late": late}
 
 
 def _rose_with(onset: int, crossed: int, partner, points: int = 2 * MIN_REFERENCE) -> dict | None:
