@@ -204,11 +204,13 @@ def test_unique_steps_of_an_imports_shared_and_filtered_chunks():
     assert run_summary.unique_sorted(column).tolist() == expected.tolist()
 
 
-def test_a_run_that_ended_badly_is_a_warning_that_says_how_it_ended(tmp_path):
-    """A native run closed as failed or killed is a ``run_status`` warning at its last step;
-    an imported run says what its logs show (a real wandb run file of the tuning half whose
-    exit record holds code 255: "ended failed (wandb exit record: exit_code 255)"); a
-    complete run has none."""
+def test_a_run_that_an_error_ended_is_a_warning_one_stopped_from_outside_is_info(tmp_path):
+    """A native run closed as failed (an exception ended it) is a ``run_status`` warning at
+    its last step; one closed as killed (a signal: Ctrl-C, a scheduler's SIGTERM) is info,
+    as a run killed hard (no end event) is: stopped from outside, not by an error in
+    training, and it says which signal. An imported run says what its logs show: a real
+    wandb run file of the tuning half whose exit record holds code 255, which wandb
+    records for a KeyboardInterrupt, ended killed (info); a complete run has none."""
     from pathlib import Path
 
     from rldk.analyzers.suite import analyze
@@ -216,16 +218,25 @@ def test_a_run_that_ended_badly_is_a_warning_that_says_how_it_ended(tmp_path):
     write(tmp_path / "s", "d-failed", range(12), status="failed")
     write(tmp_path / "s", "e-killed", range(12), status="terminated")
     write(tmp_path / "s", "f-done", range(12))
+    w = EventWriter(tmp_path / "s", "g-interrupted", capture_env=False, compact_on_close=False)
+    for step in range(12):
+        w.log(step, loss=float(step))
+    w.close("killed", detail={"signal": "SIGINT"})
     out = analyze(open_store(tmp_path / "s").files, out_dir=tmp_path / "cards", plots=False)
     found = {f.run_id: f for r in out.reports for f in r.findings if f.code == "run_status"}
-    assert set(found) == {"d-failed", "e-killed"}
+    assert set(found) == {"d-failed", "e-killed", "g-interrupted"}
     assert (found["d-failed"].severity, found["d-failed"].title, found["d-failed"].steps) == (
         "warning", "run d-failed ended failed", (11, 11))
-    assert found["e-killed"].title == "run e-killed ended killed"
+    assert (found["e-killed"].severity, found["e-killed"].title) == (
+        "info", "run e-killed ended killed: stopped from outside, not by an error")
+    assert found["g-interrupted"].severity == "info"
+    assert found["g-interrupted"].title.startswith("run g-interrupted ended killed (signal SIGINT)")
     pytest.importorskip("wandb")
     real = Path(__file__).resolve().parents[1] / "benchmarks" / "data" / "real"
     store = ingest(str(real / "mappowb_rspo_mpe_spread_policy_restart" / "run-2opmmmgz.wandb"), adapter="wandb")
     out = analyze(store.files, out_dir=tmp_path / "wandb", plots=False)
     (f,) = [f for r in out.reports for f in r.findings if f.code == "run_status"]
-    assert f.title.endswith("ended failed (wandb exit record: exit_code 255)"), f.title
-    assert f.evidence == {"status": "failed", "evidence": "wandb exit record: exit_code 255"}
+    assert f.severity == "info"
+    assert "ended killed (wandb exit record: exit_code 255, a KeyboardInterrupt (Ctrl-C))" in f.title, f.title
+    assert f.evidence == {"status": "killed",
+                          "evidence": "wandb exit record: exit_code 255, a KeyboardInterrupt (Ctrl-C)"}

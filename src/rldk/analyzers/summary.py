@@ -178,6 +178,7 @@ def _run_summary(run_id: str, rows, ends: list[dict], metrics: list[dict]) -> Ru
     last = max((r[4] for r in rows if r[4] is not None), default=None)
     steps = [m["first_step"] for m in metrics] + [m["last_step"] for m in metrics]
     steps = [x for x in steps if x is not None]
+    signal = ends[-1].get("signal") if ends else None
     return RunSummary(
         run_id=run_id, status=status, ranks=tuple(sorted({r[0] for r in rows})),
         events=sum(r[2] for r in rows if r[2] is not None), kinds=tuple(sorted({r[1] for r in rows})),
@@ -185,7 +186,8 @@ def _run_summary(run_id: str, rows, ends: list[dict], metrics: list[dict]) -> Ru
         last_step=max(steps) if steps else None,
         seconds=(last - started).total_seconds() if started is not None and last is not None else None,
         dropped_events=sum(s.get("dropped_events", 0) for s in stats),
-        write_errors=sum(s.get("write_errors", 0) for s in stats), malformed=malformed)
+        write_errors=sum(s.get("write_errors", 0) for s in stats), malformed=malformed,
+        status_evidence=f"signal {signal}" if isinstance(signal, str) else None)
 
 
 def _status_text(r: RunSummary) -> str:
@@ -207,8 +209,14 @@ def _findings(r: RunSummary):
     if r.imported and r.status == "incomplete":
         yield _stopped_early(r)
     elif r.status in ("failed", "killed", "terminated"):
+        # an error ended the run: a problem; a signal (Ctrl-C, a scheduler's SIGTERM) stopped
+        # it from outside, as SIGKILL or the OOM killer does a run with no end event: info
+        failed = r.status == "failed"
         how = f" ({r.status_evidence})" if r.status_evidence else ""
-        yield Finding("run_status", "warning", f"run {r.run_id} ended {r.status}{how}", r.run_id,
+        yield Finding("run_status", "warning" if failed else "info",
+                      f"run {r.run_id} ended {r.status}{how}" + ("" if failed else
+                                                                 ": stopped from outside, not by an error"),
+                      r.run_id,
                       steps=(r.last_step, r.last_step) if r.last_step is not None else None,
                       evidence={"status": r.status, **({"evidence": r.status_evidence} if how else {})},
                       fix="Read the program's output around its last step; its events up to "

@@ -135,12 +135,19 @@ def _read_file(file: Path, key: str) -> RunData:
                    meta={"config": config, **run_facts(ended)})
 
 
+#: The exit code wandb records for a run that a KeyboardInterrupt ended (its exit hooks set
+#: 255 for Ctrl-C, 1 for any other uncaught exception): stopped from outside, not failed.
+WANDB_INTERRUPTED = 255
+
+
 def run_facts(ended: dict) -> dict:
     """How the run ended by its own records (:func:`rldk.converters.base.facts`)."""
     seconds = ended.get("summary_runtime", ended.get("exit_runtime"))
     if "exit_code" not in ended:
         return facts("unknown", "wandb run file: no exit record (still running, or the process died)", seconds)
     code = ended["exit_code"]
+    if code == WANDB_INTERRUPTED:
+        return facts("killed", f"wandb exit record: exit_code {code}, a KeyboardInterrupt (Ctrl-C)", seconds)
     return facts("complete" if code == 0 else "failed", f"wandb exit record: exit_code {code}", seconds)
 
 
