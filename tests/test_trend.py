@@ -785,3 +785,22 @@ def test_a_fall_is_reported_once_not_again_as_its_own_later_stage():
     finally:
         semantics.use_metric_map(None)
     assert sorted((f.steps[0], f.severity) for f in found) == [(270730, "warning"), (1124116, "error")]
+
+
+def test_a_quantised_rolling_mean_is_judged_with_its_wander():
+    """A Pong agent that never learns (tuning half, healthy): ``reward_100``, the mean of the
+    last 100 episodes logged after each, moves by one rounding step a row, so the median of
+    its differences is that step over one row and over three alike, and the old test read
+    the series as white. Looked at from a tenth of its steps on (a log started late), its
+    wander between -20.3 and -20.0 was then a "gain" lost at 102 standard errors. Measured
+    by the spread of its differences, it is correlated and its wander counts: no decline."""
+    from rldk.detectors.regimes import regimes
+
+    steps, values = tensorboard_tag("lapantb_pg_pong_no_learning_flat", "reward_100")
+    keep = steps >= steps[0] + 0.1 * (steps[-1] - steps[0])
+    s, v = steps[keep], values[keep]
+    y = regimes(s, v, "signed").y
+    assert trend._lag_var(y, 3, 0.5) <= trend.CORRELATED * trend._lag_var(y, 1, 0.5)   # the stuck median
+    assert trend._lag_spread(y, 3) ** 2 > trend.CORRELATED * trend._lag_spread(y, 1) ** 2
+    assert trend.recovered_decline(s, v, 0.5) is None
+    assert rules.reward_declines("reward_100", s, v) == []

@@ -39,7 +39,7 @@ import numpy as np
 
 from rldk.detectors.onsets import LEVEL_WINDOW, MIN_REFERENCE, MIN_STRETCH, final_need, level_of
 from rldk.detectors.regimes import Regimes, regimes
-from rldk.detectors.scale import MAD_TO_SIGMA, noise_sigma
+from rldk.detectors.scale import MAD_TO_SIGMA, TRIMMED_ABS_MEAN, noise_sigma
 
 #: Standard errors between two levels for a gain or a drop to count: 3 is a one-sided
 #: rate of ~0.1% per comparison for normal noise; the held peak is a maximum over the
@@ -607,7 +607,10 @@ def level_se(r: Regimes):
     series, its wander, which it does not (a rolling mean over the last 100 episodes
     drifts for dozens of rows with no change of the policy). A series is correlated when
     its differences over MIN_REFERENCE points are clearly larger than those over one
-    (CORRELATED); its wander at a lag is then the smaller of two estimates: the variance of
+    (CORRELATED; by their median, or by their spread as ``noise_sigma`` takes it, which a
+    quantised series needs: a Pong score's 100-episode mean moves by one rounding step a
+    row, and the median difference is that step over one row and over three alike); its
+    wander at a lag is then the smaller of two estimates: the variance of
     its differences at that lag beyond the 2 s^2 that white noise gives, and its
     two-sample (Allan) variance at that lag (``_allan_var``) beyond the 3 s^2 that white
     noise gives, and the largest of that over MIN_REFERENCE and doubling lags up to it
@@ -623,7 +626,8 @@ def level_se(r: Regimes):
     one's (``_rough``): there, large differences at long lags are the trend under test,
     not noise."""
     y, s2 = r.y, r.sigma ** 2
-    correlated = _lag_var(y, MIN_REFERENCE, 0.5) > CORRELATED * _lag_var(y, 1, 0.5) and _rough(y)
+    correlated = _rough(y) and (_lag_var(y, MIN_REFERENCE, 0.5) > CORRELATED * _lag_var(y, 1, 0.5)
+                                or _lag_spread(y, MIN_REFERENCE) ** 2 > CORRELATED * _lag_spread(y, 1) ** 2)
 
     wanders: dict[int, float] = {}
 
@@ -639,6 +643,14 @@ def level_se(r: Regimes):
             wander = max(at(l) for l in _lags(lag))
         return float(np.sqrt(s2 * (1.0 / max(n_a, 1) + 1.0 / max(n_b, 1)) + wander))
     return se
+
+
+def _lag_spread(y: np.ndarray, lag: int) -> float:
+    """``_spread`` of ``y[t + lag] - y[t]``. A rolling mean of 100 episodes logged after
+    each moves by one rounding step a row: the median of its differences is that step at
+    lag 1 and at lag 3 alike, while their spread grows with the lag as its wander does."""
+    lag = int(min(max(lag, 1), len(y) - 1))
+    return _spread(y[lag:] - y[:-lag]) if lag >= 1 else 0.0
 
 
 def _lags(lag: int) -> list[int]:
@@ -661,6 +673,18 @@ def _rough(y: np.ndarray) -> bool:
     d2 = np.diff(d1)
     spread = lambda d: float(np.median(np.abs(d - np.median(d)))) if len(d) else 0.0   # noqa: E731
     return spread(d2) >= ROUGH * spread(d1) and spread(d1) > 0
+
+
+def _spread(d: np.ndarray) -> float:
+    """Robust spread of the differences ``d``, as ``noise_sigma`` takes it: the larger of
+    1.4826 x their median absolute deviation and their mean absolute deviation over the
+    lowest 90% (by its normal consistency factor). The median alone sits at the
+    series' rounding step, or at 0, when most differences are one step or none."""
+    if not len(d):
+        return 0.0
+    dev = np.sort(np.abs(d - np.median(d)))
+    return max(MAD_TO_SIGMA * float(dev[len(dev) // 2]),
+               float(dev[:max(1, int(0.9 * len(dev)))].mean()) / TRIMMED_ABS_MEAN)
 
 
 def _allan_var(y: np.ndarray, lag: int) -> float:
