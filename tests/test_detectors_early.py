@@ -69,6 +69,35 @@ def test_a_clip_fraction_that_drifts_over_the_line_is_no_blowup():
     assert ratios.clip_ratio_blowup("train/clip_fraction", steps, jump).severity == "warning"
 
 
+def test_a_clip_fraction_high_from_the_start_while_the_run_learns_is_its_update_size():
+    """A PPO run whose clip fraction sits at 0.38 from its first update (10 epochs, no
+    target_kl) while its return climbs -100 -> 20: the size of its updates, with which it
+    learns, info. The same fraction with a flat return stays a warning; a jump from that
+    level to 0.6 later (1.6x, under the midpoint to 1) is a blow-up from the jump. The real
+    AirSim drone-corridor PPO run of the tuning half (healthy: 0.27-0.48 on every update,
+    return -99 -> 19) is info."""
+    rng = np.random.default_rng(8)
+    steps = np.arange(150) * 1000
+    clip = 0.38 + 0.04 * rng.normal(size=150)
+    climbing = np.linspace(-100.0, 20.0, 150) + 8 * rng.normal(size=150)
+    flat = -80.0 + 8 * rng.normal(size=150)
+    learned = ratios.clip_ratio_blowup("train/clip_fraction", steps, clip, returns=(steps, climbing))
+    assert learned.severity == "info" and "not a blow-up" in learned.title and learned.onset == 0
+    assert ratios.clip_ratio_blowup("train/clip_fraction", steps, clip, returns=(steps, flat)).severity == "warning"
+    assert ratios.clip_ratio_blowup("train/clip_fraction", steps, clip).severity == "warning"
+    jumped = np.r_[clip[:100], 0.6 + 0.04 * rng.normal(size=50)]
+    event = ratios.clip_ratio_blowup("train/clip_fraction", steps, jumped, returns=(steps, climbing))
+    assert event.severity == "warning" and event.onset == steps[100]
+    from rldk.converters import ingest
+
+    path = next((REAL / "sb3tb_ppo_airsim_corridor_learning").glob("events.out.tfevents.*"))
+    (run,) = ingest(str(path), adapter="tensorboard").runs()
+    c, r = run.metric("train/clip_fraction"), run.metric("rollout/ep_rew_mean")
+    real = ratios.clip_ratio_blowup("train/clip_fraction", c["step"].to_numpy(), c["value"].to_numpy(),
+                                    returns=(r["step"].to_numpy(), r["value"].to_numpy()))
+    assert real.severity == "info" and real.evidence["reward_late"] > real.evidence["reward_early"]
+
+
 def test_a_clip_fraction_that_rises_as_the_clip_range_is_decayed_is_the_schedule():
     steps = np.arange(0, 2_000_000, 16384)
     clip_range = 0.4 * (1 - steps / 2_000_000)                  # rl-zoo's lin_0.4

@@ -45,13 +45,15 @@ CLIP_RANGE_SHRINK = 0.5
 CLIP_RISE = 1.5
 
 
-def high_ratio(code: str, metric: str, steps, values, high: float, what: str) -> Event | None:
+def high_ratio(code: str, metric: str, steps, values, high: float, what: str, later=None) -> Event | None:
     """A ratio quantity enters a state at or above ``high`` and stays to the end of the run
     (from the first step counts: no part of the run is assumed healthy). A stretch that
     the run leaves again is a transient of a rate, not a state it is stuck in. A ratio
     over a few groups moves by whole groups: when its points stray out of the state too
     often, its rolling level (``level_of``) is judged instead. A warning; an error when
-    the state's median is NEARLY_ALL or more."""
+    the state's median is NEARLY_ALL or more. ``later``: the line a later, worse state of a
+    ratio at its state from the first step must pass, from the level P it held before
+    (``_worse_later``; default: the midpoint between P and 1)."""
     v = np.clip(np.asarray(values, float), 0, 1)
     # the points, or (a ratio over few groups jumps by whole groups) its rolling level
     found = state_run(v >= high, 0, final=True)
@@ -62,7 +64,7 @@ def high_ratio(code: str, metric: str, steps, values, high: float, what: str) ->
         # a centred level rises a point or two before the points do: the state's first
         # step is its first point that is itself at or above the line
         found = (found[0] + int(np.argmax(v[found[0]:found[1]] >= high)), found[1])
-    worse = _worse_later(v) if found[0] == 0 else None
+    worse = _worse_later(v, later) if found[0] == 0 else None
     k, end = worse or found
     level = float(np.median(v[k:end]))
     before = float(np.median(v[:k])) if k > 0 else None
@@ -77,11 +79,12 @@ def high_ratio(code: str, metric: str, steps, values, high: float, what: str) ->
                  {**evidence, "from_first_step": True} if worse else evidence)
 
 
-def _worse_later(v: np.ndarray) -> tuple[int, int] | None:
+def _worse_later(v: np.ndarray, later=None) -> tuple[int, int] | None:
     """``(k, end)`` of a later, worse state of a ratio already at or above its line from
     the first step: from point ``k`` to the end it sits past the midpoint between the
     level it held before (P, the median of the points before ``k``) and 1, the whole of
-    the groups or responses, and the step up adds WORSE_STEP of the whole and passes
+    the groups or responses (``later(P)``, when given, instead of that midpoint), and the
+    step up adds WORSE_STEP of the whole and passes
     SIGNIFICANCE standard errors of the two levels' difference (white noise,
     ``noise_sigma``). A TRL run cut 0.8 of its responses at the length cap from the first
     step and 0.95 from step 75; the step is the news, not the first row. ``k`` and P are
@@ -97,7 +100,8 @@ def _worse_later(v: np.ndarray) -> tuple[int, int] | None:
     k = int(cut[np.argmax(rise * np.sqrt(cut * (n - cut) / n))])
     level = level_of(v)
     for _ in range(4):
-        mid = (float(np.median(v[:max(k, 1)])) + 1) / 2
+        held = float(np.median(v[:max(k, 1)]))
+        mid = (held + 1) / 2 if later is None else later(held)
         # the points, or (a ratio over few groups jumps by whole groups) its rolling level,
         # as high_ratio reads a state
         found = state_run(v >= mid, PRIOR_POINTS, final=True)
@@ -238,20 +242,33 @@ def learned_title(title: str, evidence: dict) -> str:
             "that are always solved or never solved to spend less compute on ties)")
 
 
-def clip_ratio_blowup(metric: str, steps, values, partner=None) -> Event | None:
+def clip_ratio_blowup(metric: str, steps, values, partner=None, returns=None) -> Event | None:
     """The clip fraction enters a state at or above CLIP_HIGH and stays (``high_ratio``),
     at CLIP_RISE x its level before or more (a fraction that drifted over the line: info).
     The fraction counts the ratios outside 1 +- epsilon, the clip range: where the run
     logs a clip range (``partner``) that was, at the onset, decayed to CLIP_RANGE_SHRINK or
     less of the widest range before it (rl-zoo's ``lin_`` schedules), the rise is the
-    schedule's doing, reported as info."""
-    event = high_ratio("clip_ratio_blowup", metric, steps, values, CLIP_HIGH, "PPO clip fraction")
+    schedule's doing, reported as info. A fraction at its state from the first step, under
+    NEARLY_ALL, while the run's reward or return (``returns``) rose through it
+    (``learned_through``) is the size of the updates the run's settings make (epochs,
+    learning rate), with which it learns: info, as tied groups from the first step are."""
+    # a fraction clipping from the start that later jumps CLIP_RISE x over that level (not
+    # only past the midpoint to 1): the jump is the news
+    event = high_ratio("clip_ratio_blowup", metric, steps, values, CLIP_HIGH, "PPO clip fraction",
+                       later=lambda held: min((held + 1) / 2, CLIP_RISE * held))
     before = None if event is None else _just_before(steps, values, event.onset)
     if before is not None and event.evidence["level"] < CLIP_RISE * before:
         return replace(event, severity="info",
                        title=f"{event.title}: a drift over {CLIP_HIGH:g}, not a jump (under "
                              f"{CLIP_RISE:g}x the level just before, {before:.2f})",
                        evidence={**event.evidence, "just_before": before})
+    if event is not None and before is None and returns is not None and event.evidence["level"] < NEARLY_ALL \
+            and (learned := learned_through(*returns, event.onset, event.last)) is not None:
+        return replace(event, severity="info",
+                       title=f"{event.title}, while the reward rose from {learned['reward_early']:.4g} to "
+                             f"{learned['reward_late']:.4g}: large updates from the start, with which "
+                             "the run learns, not a blow-up",
+                       evidence={**event.evidence, **learned})
     if event is None or partner is None:
         return event
     c_steps, c_values = np.asarray(partner[0]), np.asarray(partner[1], float)

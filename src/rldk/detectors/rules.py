@@ -1349,6 +1349,11 @@ PAIRED = {"value_loss": "episode_return", "loss": "episode_return", "grad_norm":
           "response_length": "reward"}
 
 
+#: What a run learns, for rules that ask whether it kept learning through a state (the
+#: clip fraction's): the first of these it logs.
+RETURNS = ("reward", "episode_return")
+
+
 def paired(quantity: str) -> tuple:
     """The quantities ``quantity``'s rules judge it against (``PAIRED``), in order of
     preference: the first one a run logs is passed."""
@@ -1358,7 +1363,7 @@ def paired(quantity: str) -> tuple:
 
 def partners() -> set:
     """Every quantity some rule reads as a partner (loaded with the run)."""
-    return {p for q in PAIRED for p in paired(q)}
+    return {p for q in PAIRED for p in paired(q)} | set(RETURNS)
 
 #: quantity -> the rules that read it, in order.
 RULES = {

@@ -107,13 +107,13 @@ def _with_signal(run: RunData, quantity: str, steps, values):
     return steps[keep], values[keep]
 
 
-def _partner(run: RunData, quantity: str):
+def _partner(run: RunData, quantity: str, kinds: tuple | None = None):
     """``(steps, values)`` of the finite values of the first quantity the run logs of
-    those that ``quantity``'s rules judge it against (``rules.PAIRED``; of the same split
-    as ``quantity`` when the run logs it there, else of the other), or None when the run
-    logs none of them."""
+    ``kinds`` (default: those that ``quantity``'s rules judge it against, ``rules.PAIRED``;
+    of the same split as ``quantity`` when the run logs it there, else of the other), or
+    None when the run logs none of them."""
     kind = quantity.removeprefix(EVAL)
-    for paired in rules.paired(kind):
+    for paired in kinds or rules.paired(kind):
         splits = (EVAL + paired, paired) if quantity != kind else (paired, EVAL + paired)
         other = run.get(splits[0]) or run.get(splits[1])
         if other is None:
@@ -183,6 +183,8 @@ def onset_rule(quantity: str, run: RunData, params: Params) -> list[Finding]:
     extra = {"partner": _partner(run, quantity)} if kind in rules.PAIRED else {}
     if kind == "ppo_approx_kl":
         extra["target_kl"] = _target_kl(run.config)
+    if kind == "clip_ratio":
+        extra["returns"] = _partner(run, quantity, rules.RETURNS)
     if quantity == "response_length":
         extra["cap"] = _length_cap(run)
     out = []
