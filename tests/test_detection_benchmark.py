@@ -242,9 +242,15 @@ def test_a_nan_finding_reports_each_metric_it_names_at_that_metric_s_onset():
 #: generation cap are a length explosion (tune and report +1 found, exact and in window);
 #: the fifty-eighth batch (10 logs measured fresh: 15 of 17 events found, 8 in their window;
 #: no false alarm, 1 of its 4 healthy logs exiting 3); a fall found on points starts where
-#: the series left the level it held before the move (tune +2 in window, report unchanged):
+#: the series left the level it held before the move (tune +2 in window, report unchanged).
+#: Session 38: an entropy under 0.09 nats whose reward kept improving is info, a run stopped
+#: by a signal is info (the false alarms of two wandb runs that exited 255, Ctrl-C), the
+#: wander of a quantised series, the fifty-ninth batch (5 logs measured fresh: 3 of 3 events
+#: found, 1 in its window; no false alarm, 1 of its 3 healthy logs exiting 3) and a clip
+#: fraction high from the first step while the run learns: tune exits 5 -> 4 of 163, false
+#: alarms 1 -> 0; report +1 found, exact and in window (the batch's), exits 15 of 134:
 #: the floors below.
-FLOORS = [("tune", 159 / 182, 60 / 182, 129 / 182, 5, 1 / 161), ("report", 116 / 151, 48 / 151, 81 / 151, 15, 1 / 133)]
+FLOORS = [("tune", 160 / 183, 60 / 183, 129 / 183, 4, 0.0), ("report", 117 / 153, 49 / 153, 82 / 153, 15, 1 / 134)]
 
 
 #: The same, run as a user who passes no metric map (``--no-metric-maps``): what the
@@ -258,8 +264,9 @@ FLOORS = [("tune", 159 / 182, 60 / 182, 129 / 182, 5, 1 / 161), ("report", 116 /
 #: window); a recovered dip small beside the run's gain (tune exits 7 -> 5); the fifty-seventh
 #: batch. Session 37: the length at the generation cap, the fifty-eighth batch (its healthy
 #: countdown GRPO log exits 3 on the report half, as with the maps) and the onset of a fall
-#: on points: the floors below.
-NO_MAP_FLOORS = [("tune", 142 / 182, 113 / 182, 5), ("report", 113 / 151, 78 / 151, 12)]
+#: on points. Session 38: the rule changes of that session (tune exits 5 -> 4 with or without
+#: the maps) and the fifty-ninth batch: the floors below.
+NO_MAP_FLOORS = [("tune", 143 / 183, 113 / 183, 4), ("report", 114 / 153, 79 / 153, 12)]
 
 
 @pytest.fixture(scope="module")

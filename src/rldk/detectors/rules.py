@@ -73,8 +73,8 @@ ENTROPY_FLOOR = 0.325
 #: 0.09 nats, a two-way choice made 98/2 (1.09 effective choices).
 #: Between the two, a policy that converged as the reward rose to a new level and held it
 #: (``_converged_while_learning``) is info; under it, only one whose reward kept improving
-#: after it got there (``_learned_since_dead``). The line is a judgement the real corpus's labels
-#: make, with a thin margin: healthy runs that learn their task spend three quarters of
+#: after it got there (``_learned_since_dead``). The line is a judgement the real corpus's
+#: labels make, with a thin margin: healthy runs that learn their task spend three quarters of
 #: their state at 0.094-0.2 nats or more (a PPO hopper, ML-Agents snake, a MiniGrid key
 #: corridor, slime volley, a Pythia RLHF run), while a labelled Flappy Bird collapse (a
 #: two-action policy at 0.073-0.1 as its return rose) spends a quarter of it under 0.086,
@@ -338,9 +338,10 @@ def entropy_collapse(metric: str, steps, values, partner=None) -> Event | None:
     collapse that comes with the reward (``partner``) at a ceiling it learned its way up
     to (``reward_ceiling``) is info: a deterministic policy on a solved task; so is one
     that stays above ENTROPY_DEAD while the reward rose with it, or whose reward rose with
-    it and kept improving after it went under ENTROPY_DEAD (``_converged_while_learning``). After a fall that is info, a later fall from the
-    level the entropy then held may still be a collapse (after one to under
-    ENTROPY_FLOOR, only a later fall that lasts to the end of the log)."""
+    it and kept improving after it went under ENTROPY_DEAD (``_converged_while_learning``).
+    After a fall that is info, a later fall from the level the entropy then held may still
+    be a collapse (after one to under ENTROPY_FLOOR, only a later fall that lasts to the
+    end of the log)."""
     values = np.asarray(values, float)
     if differential_entropy(values) or np.max(values) <= 0:
         return None
