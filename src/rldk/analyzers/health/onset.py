@@ -10,7 +10,9 @@ code                   quantity             what
 entropy_collapse       entropy              stays below 20% of a level it held (info
                                             at a reward ceiling: a solved task; info
                                             above 0.09 nats while the reward rose
-                                            with the fall: a policy that learned)
+                                            with the fall, or under it when the
+                                            reward kept improving after: a policy
+                                            that learned)
 length_collapse        response_length      stays below 1/3 of a level it held (info
                                             while the reward rose with it: shorter
                                             answers that score better)
@@ -33,7 +35,9 @@ reward_degradation     reward, episode_     falls back by half its gain and stay
 kl_blowup              kl_to_ref            jumps above 1 nat for 2+ rows, 10x the level before
 grad_norm_explosion    grad_norm            a regime 10x every level held (3+ points) before
 clip_ratio_blowup      clip_ratio           enters and stays at >= 30% clipped (info
-                                            for a drift or a decayed clip range)
+                                            for a drift, a decayed clip range, or a
+                                            state from the first step while the
+                                            reward rose through it)
 loss_divergence        loss, value_loss     100x a level it held and stays; a value
                                             loss 10x while the episode return falls,
                                             or 100x (in one jump or a climb) that
