@@ -60,9 +60,17 @@ def noise_sigma(y: np.ndarray) -> float:
     straddle change points out of it.
     """
     d = np.diff(np.asarray(y, dtype=float))
-    if len(d) < 2:
+    return spread(d) / np.sqrt(2) if len(d) >= 2 else 0.0
+
+
+def spread(d: np.ndarray) -> float:
+    """Robust spread (a standard deviation) of the differences ``d``, as ``noise_sigma``
+    takes that of the first differences: the larger of 1.4826 x their median absolute
+    deviation and their mean absolute deviation over the lowest 90% (by its normal
+    consistency factor); 0 for none."""
+    if not len(d):
         return 0.0
     dev = np.sort(np.abs(d - np.median(d)))
     mad = MAD_TO_SIGMA * float(dev[len(dev) // 2])
     trimmed = float(dev[:max(1, int(0.9 * len(dev)))].mean()) / TRIMMED_ABS_MEAN
-    return max(mad, trimmed) / np.sqrt(2)
+    return max(mad, trimmed)

@@ -39,7 +39,7 @@ import numpy as np
 
 from rldk.detectors.onsets import LEVEL_WINDOW, MIN_REFERENCE, MIN_STRETCH, final_need, level_of
 from rldk.detectors.regimes import Regimes, regimes
-from rldk.detectors.scale import MAD_TO_SIGMA, TRIMMED_ABS_MEAN, noise_sigma
+from rldk.detectors.scale import MAD_TO_SIGMA, noise_sigma, spread
 
 #: Standard errors between two levels for a gain or a drop to count: 3 is a one-sided
 #: rate of ~0.1% per comparison for normal noise; the held peak is a maximum over the
@@ -646,11 +646,14 @@ def level_se(r: Regimes):
 
 
 def _lag_spread(y: np.ndarray, lag: int) -> float:
-    """``_spread`` of ``y[t + lag] - y[t]``. A rolling mean of 100 episodes logged after
-    each moves by one rounding step a row: the median of its differences is that step at
-    lag 1 and at lag 3 alike, while their spread grows with the lag as its wander does."""
+    """``scale.spread`` of ``y[t + lag] - y[t]`` (as ``noise_sigma`` takes the spread of
+    the first differences: the median alone sits at a series' rounding step, or at 0,
+    when most differences are one step or none). A rolling mean of 100 episodes logged
+    after each moves by one rounding step a row: the median of its differences is that
+    step at lag 1 and at lag 3 alike, while their spread grows with the lag as its
+    wander does."""
     lag = int(min(max(lag, 1), len(y) - 1))
-    return _spread(y[lag:] - y[:-lag]) if lag >= 1 else 0.0
+    return spread(y[lag:] - y[:-lag]) if lag >= 1 else 0.0
 
 
 def _lags(lag: int) -> list[int]:
@@ -671,20 +674,8 @@ def _rough(y: np.ndarray) -> bool:
     with the lag."""
     d1 = np.diff(y)
     d2 = np.diff(d1)
-    spread = lambda d: float(np.median(np.abs(d - np.median(d)))) if len(d) else 0.0   # noqa: E731
-    return spread(d2) >= ROUGH * spread(d1) and spread(d1) > 0
-
-
-def _spread(d: np.ndarray) -> float:
-    """Robust spread of the differences ``d``, as ``noise_sigma`` takes it: the larger of
-    1.4826 x their median absolute deviation and their mean absolute deviation over the
-    lowest 90% (by its normal consistency factor). The median alone sits at the
-    series' rounding step, or at 0, when most differences are one step or none."""
-    if not len(d):
-        return 0.0
-    dev = np.sort(np.abs(d - np.median(d)))
-    return max(MAD_TO_SIGMA * float(dev[len(dev) // 2]),
-               float(dev[:max(1, int(0.9 * len(dev)))].mean()) / TRIMMED_ABS_MEAN)
+    mad = lambda d: float(np.median(np.abs(d - np.median(d)))) if len(d) else 0.0   # noqa: E731
+    return mad(d2) >= ROUGH * mad(d1) and mad(d1) > 0
 
 
 def _allan_var(y: np.ndarray, lag: int) -> float:
