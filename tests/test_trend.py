@@ -804,3 +804,38 @@ def test_a_quantised_rolling_mean_is_judged_with_its_wander():
     assert trend._lag_spread(y, 3) ** 2 > trend.CORRELATED * trend._lag_spread(y, 1) ** 2
     assert trend.recovered_decline(s, v, 0.5) is None
     assert rules.reward_declines("reward_100", s, v) == []
+
+
+def test_a_batch_mean_with_no_short_lag_wander_is_judged_by_its_noise(tmp_path, monkeypatch):
+    """A verl DAPO run (tuning half): its score, a batch mean per step with no wander at
+    three steps, learned -1.0 -> -0.66 (median over 45-74), fell back to the all-wrong
+    floor (-0.98 over 84-153) and climbed to -0.7 by the end. Over windows of 20 steps the
+    series changes almost everywhere, and the "wander" read there (0.13 per level) hid a
+    fall of 0.3 at 60x its row noise. Grown from the lag before no faster than any noise
+    grows, the wander lets the fall through, from the steps the run broke (labelled
+    window 82-84) and back when it climbed past the line."""
+    from rldk.converters import ingest
+    from rldk.detectors.regimes import regimes
+
+    monkeypatch.setenv("RLDK_CACHE_DIR", str(tmp_path / "cache"))
+    name = "verl_dapo_qwen25math7b_dapomath_instability_length_collapse"
+    (run,) = ingest(str(REAL / name / "train.out"), adapter="verl").runs()
+    score = run.metric("critic/score/mean")
+    s, v = score["step"].to_numpy(), score["value"].to_numpy()
+    r = regimes(s, v, "signed")
+    y, s2 = r.y, r.sigma ** 2
+    assert trend._lag_var(y, 3) - 2 * s2 <= 0 and trend._allan_var(y, 3) - 3 * s2 <= 0
+    raw = min(trend._lag_var(y, 20) - 2 * s2, trend._allan_var(y, 20) - 3 * s2)   # as read before
+    assert np.sqrt(raw) > 0.1 and trend.level_se(r)(30, 30, 20) < 0.06
+    d = trend.recovered_decline(s, v, 0.5)
+    assert d is not None and 73 <= int(s[d.onset]) <= 84 and 141 <= int(s[d.end]) <= 175, d
+    # a rolling mean of 100 episodes (SB3's ep_rew_mean of a healthy DDPG run, tuning half)
+    # wanders at the shortest lag already, and faster with the lag than WANDER_GROWTH
+    # allows: its wander is read at each lag, as before, uncapped (capped, a dip inside its
+    # plateau 3470-4580 fell "significantly")
+    r = regimes(*tensorboard_return("sb3tb_ddpg_nubots_soccer_conservative_learning"), "signed")
+    y, s2 = r.y, r.sigma ** 2
+    lags = trend._lags(int(trend.WANDER_LAG * len(y)))
+    at = [max(0.0, min(trend._lag_var(y, l) - 2 * s2, trend._allan_var(y, l) - 3 * s2)) for l in lags]
+    assert at[0] > 0 and at[1] > at[0] * 2 ** trend.WANDER_GROWTH
+    assert trend.level_se(r)(50, 50, lags[-1]) == pytest.approx(np.sqrt(s2 * (2 / 50) + max(at)))
