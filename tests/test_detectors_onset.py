@@ -87,6 +87,24 @@ def test_a_staged_entropy_collapse_starts_where_it_left_the_level_it_held():
     assert event.onset < 30 and event.evidence["below_from"] == 90 and "stage" not in event.evidence
 
 
+def test_a_short_run_held_a_level_for_a_quarter_of_it_before_its_entropy_collapsed(tmp_path, monkeypatch):
+    """An SB3 AirSim quadcopter PPO run (tuning half, batch 60) stopped after 15 updates:
+    its entropy 1.90 at the first, 1.26-1.41 over the next five (a third of the run), then
+    0.57 in one update and 0.001-0.007 to the end (labelled a step at 14500). Five updates
+    are fewer than PRIOR_POINTS, so the fall was read from the first value, as one move
+    from step 4500; a level held for a quarter of a short run is the level it fell from."""
+    from rldk.converters import ingest
+
+    monkeypatch.setenv("RLDK_CACHE_DIR", str(tmp_path / "cache"))
+    name = "sb3tb_ppo_airsim_quadnav_short_entropy_collapse"
+    (run,) = ingest(str(next((REAL / name).glob("events.out.tfevents.*"))), adapter="tensorboard").runs()
+    series = run.metric("train/entropy_loss")
+    steps, values = series["step"].to_numpy(), -series["value"].to_numpy()
+    assert len(values) == 15
+    event = rules.entropy_collapse("train/entropy_loss", steps, values)
+    assert event is not None and event.onset == 14500 and event.evidence["stage_steps"] == [4500, 12500], event
+
+
 # ------------------------------------------------------------------ real logs (tuning half)
 def test_a_real_entropy_that_held_a_lower_level_collapsed_at_its_second_fall(tmp_path, monkeypatch):
     """A real verl DAPO run (tuning half, batch 52): actor/entropy 0.82 -> 0.25 over its first
