@@ -252,6 +252,19 @@ def test_spikes_at_the_only_steps_with_reward_variance_are_explained(tmp_path):
     assert (f.code, f.severity, f.steps) == ("spike_explained", "info", (30, 45))
 
 
+def test_a_grad_norm_logged_only_at_steps_without_reward_variance_is_not_judged(tmp_path):
+    """A verl GRPO ALFWorld run (tuning half, batch 60) tied every group at reward 0 on all
+    its steps: the grad norms of steps without reward variance are left out of the
+    grad-norm rules, so none was left, and the rule raised on an empty array (every third
+    row kept, the robustness benchmark). It now says why it judged nothing."""
+    n = 20
+    store = write(tmp_path, "r", {"grad_norm": [0.0] * n, "frac_reward_zero_std": [1.0] * n})
+    found, result = rule_findings(store, "grad_norm_explosion")
+    assert found == []
+    assert any(code == "grad_norm_explosion" and "0 step(s) with reward variance" in why
+               for _, code, why in result.not_applicable), result.not_applicable
+
+
 def test_spikes_skipped_without_watched_metrics(tmp_path):
     from rldk.core.errors import MissingEvents
 

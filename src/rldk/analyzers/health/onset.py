@@ -183,6 +183,10 @@ def onset_rule(quantity: str, run: RunData, params: Params) -> list[Finding]:
                             "entropy is a differential entropy, with no collapse to zero")
     metric = run.names.get(quantity, quantity)
     steps, values = _with_signal(run, quantity, series.steps[finite], series.values[finite])
+    if len(values) < MIN_POINTS:
+        raise NotApplicable(f"{len(values)} step(s) with reward variance in some group "
+                            f"(zero_std_frac under 1), the rule needs {MIN_POINTS}: the other steps "
+                            f"had no learning signal to carry")
     kind = quantity.removeprefix(EVAL)
     extra = {"partner": _partner(run, quantity)} if kind in rules.PAIRED else {}
     if kind == "ppo_approx_kl":
