@@ -126,11 +126,15 @@ def bench(tmp_path_factory):
 #: 39: the wander of a series with none at the shortest lag grows up the lags no faster
 #: than noise can (tune every2 +1 found, every3 +1 in window, late +4 found and +2 in window,
 #: stopped +1 found; report every2 +2 found and +1 in window, every3 +2 in window, late +1
-#: found; no exit changed): the floors below.
-FLOORS = {("tune", "every2"): (151 / 183, 103 / 183, 5), ("tune", "every3"): (146 / 183, 103 / 183, 8),
-          ("tune", "late"): (119 / 138, 82 / 138, 7), ("tune", "stopped"): (123 / 162, 94 / 162, 11),
-          ("report", "every2"): (106 / 153, 61 / 153, 12), ("report", "every3"): (112 / 153, 73 / 153, 15),
-          ("report", "late"): (90 / 123, 62 / 123, 15), ("report", "stopped"): (92 / 137, 67 / 137, 15)}
+#: found; no exit changed); the sixtieth batch (found: tune every2 +3, every3 +1, late and
+#: stopped +2; report every2, every3 and late +3, stopped +2; no exit changed) and a level
+#: held for a quarter of a short run (no variant moved); a grad norm with no steps of reward
+#: variance left is not judged (batch 60's ALFWorld run had raised under every3: tune
+#: every3 +1 found, exact and in window): the floors below.
+FLOORS = {("tune", "every2"): (154 / 187, 105 / 187, 5), ("tune", "every3"): (148 / 187, 105 / 187, 8),
+          ("tune", "late"): (121 / 141, 84 / 141, 7), ("tune", "stopped"): (125 / 165, 96 / 165, 11),
+          ("report", "every2"): (109 / 156, 62 / 156, 12), ("report", "every3"): (115 / 156, 74 / 156, 15),
+          ("report", "late"): (93 / 126, 64 / 126, 15), ("report", "stopped"): (94 / 139, 69 / 139, 15)}
 
 
 @pytest.mark.parametrize("half, variant", sorted(FLOORS))
@@ -224,15 +228,17 @@ def test_a_stopped_run_ends_soon_after_its_first_event(bench):
 #: found at its step: tune clip_blowup 41 -> 42 exact). Session 39: the wander of a series
 #: with none at the shortest lag grown up the lags no faster than noise can (report
 #: return_collapse exact 119 -> 118, one injected fall placed off its step, while the real
-#: events gained: test_detection_benchmark.FLOORS): the counts below.
-INJECTED = {"tune": {"return_collapse": (157, 150), "entropy_collapse": (68, 0), "kl_blowup": (16, 16),
-                     "grad_explosion": (39, 39), "loss_divergence": (113, 109), "nan": (112, 112),
-                     "reward_floor": (33, 31), "length_collapse": (22, 21), "length_explosion": (20, 17),
-                     "truncation": (15, 14), "zero_std": (9, 8), "clip_blowup": (45, 42)},
-            "report": {"return_collapse": (126, 118), "entropy_collapse": (55, 0), "kl_blowup": (12, 9),
-                       "grad_explosion": (32, 30), "loss_divergence": (102, 97), "nan": (99, 99),
-                       "reward_floor": (24, 24), "length_collapse": (19, 17), "length_explosion": (19, 18),
-                       "truncation": (14, 13), "zero_std": (7, 5), "clip_blowup": (49, 44)}}
+#: events gained: test_detection_benchmark.FLOORS); the sixtieth batch's healthy logs (2
+#: and 2: tune 664 -> 675 cases, 10 more found, 9 more at the step; report 574 -> 588, 14
+#: more found, 12 more at the step): the counts below.
+INJECTED = {"tune": {"return_collapse": (159, 152), "entropy_collapse": (69, 0), "kl_blowup": (16, 16),
+                     "grad_explosion": (40, 40), "loss_divergence": (115, 111), "nan": (113, 113),
+                     "reward_floor": (34, 32), "length_collapse": (22, 21), "length_explosion": (21, 18),
+                     "truncation": (16, 15), "zero_std": (9, 8), "clip_blowup": (45, 42)},
+            "report": {"return_collapse": (128, 120), "entropy_collapse": (57, 0), "kl_blowup": (12, 9),
+                       "grad_explosion": (33, 31), "loss_divergence": (103, 98), "nan": (101, 101),
+                       "reward_floor": (25, 25), "length_collapse": (20, 18), "length_explosion": (20, 19),
+                       "truncation": (15, 14), "zero_std": (7, 5), "clip_blowup": (51, 46)}}
 
 
 @pytest.mark.parametrize("half", sorted(INJECTED))
