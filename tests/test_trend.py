@@ -839,3 +839,16 @@ def test_a_batch_mean_with_no_short_lag_wander_is_judged_by_its_noise(tmp_path, 
     at = [max(0.0, min(trend._lag_var(y, l) - 2 * s2, trend._allan_var(y, l) - 3 * s2)) for l in lags]
     assert at[0] > 0 and at[1] > at[0] * 2 ** trend.WANDER_GROWTH
     assert trend.level_se(r)(50, 50, lags[-1]) == pytest.approx(np.sqrt(s2 * (2 / 50) + max(at)))
+
+
+def test_a_decline_from_the_median_of_a_few_points_claims_no_lost_gain():
+    """An SB3 stock-trading PPO run's evaluation (tuning half): 57, 159, 159, 150, 73, then
+    10.88 on all 45 later evaluations. No regime held before the fall, so it is measured
+    from the median of the five points before (149.9) by ``settled_below``; the "lowest
+    level held before", the median of the four points before the onset (154.4), lay above
+    it, and the finding called an error: "back to the lowest level it held before (154.4):
+    all it had gained is lost". A decline with no gain below its peak lost none."""
+    steps, values = tensorboard_tag("sb3tb_ppo_stocktrading_reward_degradation", "eval/mean_reward")
+    event = rules.reward_degradation("eval/mean_reward", steps, values, points=False)
+    assert event is not None and event.onset == 50000 and event.evidence["now"] < 11
+    assert event.severity == "warning" and "gained is lost" not in event.title, event.title

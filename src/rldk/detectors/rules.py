@@ -753,7 +753,9 @@ def _declined(metric: str, steps, d: Decline, share: float = DEGRADATION_SHARE) 
     k, last = prior_exit(d.r, d.onset, d.tail, d.peak, d.end), len(steps) - 1 if d.end is None else d.end - 1
     back = "" if d.end is None else f", back above {d.line:.4g} from step {int(steps[d.end])}"
     lowest = _lowest_before(d) if d.end is None else None
-    lost_all = lowest is not None and d.now <= lowest + PLATEAU * (d.peak - lowest)
+    # (a level "held before" over fewer points than a rolling window is their median, which
+    # may lie above the peak of a decline measured from a median: no gain, nothing lost)
+    lost_all = lowest is not None and lowest < d.peak and d.now <= lowest + PLATEAU * (d.peak - lowest)
     below = (f", back to the lowest level it held before ({lowest:.4g}): all it had gained is lost"
              if lost_all else "")
     return Event("reward_degradation", metric, int(steps[k]), int(steps[last]),
