@@ -253,14 +253,16 @@ def _last_stage(r: Regimes, peak_at: int, crossed: int, line: float):
     line after its peak (its regime), or None when it held none. A level held is a regime of
     MIN_STRETCH of the run (and PRIOR_POINTS, or PRIOR_SHARE of a short run: an SB3 run of
     15 updates whose entropy left its first value 1.90 for 1.34, held that for 5 updates and
-    collapsed in one) above the line that every later regime before the crossing lies under: the run sat there for a tenth of its length, so the move into
-    the state began when it left it (the onset protocol's prior regime is the level just
+    collapsed in one) above the line that every later regime before the crossing lies
+    under: the run sat there for a tenth of its length, so the move into the state began
+    when it left it (the onset protocol's prior regime is the level just
     before the move), not at the peak (a verl DAPO entropy 0.82 -> 0.25 over its first
     30 steps, flat at 0.25 for 44 steps, then to 0.07: the collapse is the second fall). A
     slide that wobbles back up (a length 5300 -> 4300 -> 4600 -> 3000) holds no level on
     its way down."""
     n = len(r.values)
-    need = max(min(PRIOR_POINTS, max(MIN_REFERENCE, int(np.ceil(PRIOR_SHARE * n)))), int(np.ceil(MIN_STRETCH * n)))
+    held = min(PRIOR_POINTS, max(MIN_REFERENCE, int(np.ceil(PRIOR_SHARE * n))))
+    need = max(held, int(np.ceil(MIN_STRETCH * n)))
     later = -np.inf                               # the highest regime after the one asked
     for p in reversed([p for p in r.parts[part_at(r, peak_at) + 1:] if p.end <= crossed]):
         if p.size >= need and p.raw > line and p.raw > later:
