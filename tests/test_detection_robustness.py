@@ -130,11 +130,13 @@ def bench(tmp_path_factory):
 #: stopped +2; report every2, every3 and late +3, stopped +2; no exit changed) and a level
 #: held for a quarter of a short run (no variant moved); a grad norm with no steps of reward
 #: variance left is not judged (batch 60's ALFWorld run had raised under every3: tune
-#: every3 +1 found, exact and in window): the floors below.
-FLOORS = {("tune", "every2"): (154 / 187, 105 / 187, 5), ("tune", "every3"): (148 / 187, 105 / 187, 8),
-          ("tune", "late"): (121 / 141, 84 / 141, 7), ("tune", "stopped"): (125 / 165, 96 / 165, 11),
-          ("report", "every2"): (109 / 156, 62 / 156, 12), ("report", "every3"): (115 / 156, 74 / 156, 15),
-          ("report", "late"): (93 / 126, 64 / 126, 15), ("report", "stopped"): (94 / 139, 69 / 139, 15)}
+#: every3 +1 found, exact and in window); the sixty-first batch (tune +1 event, found in each
+#: variant, in window when stopped; report exits every2, every3 and late +1: its healthy log
+#: that exits 3 in full): the floors below.
+FLOORS = {("tune", "every2"): (155 / 188, 105 / 188, 5), ("tune", "every3"): (149 / 188, 105 / 188, 8),
+          ("tune", "late"): (122 / 142, 84 / 142, 7), ("tune", "stopped"): (126 / 166, 97 / 166, 11),
+          ("report", "every2"): (109 / 156, 62 / 156, 13), ("report", "every3"): (115 / 156, 74 / 156, 16),
+          ("report", "late"): (93 / 126, 64 / 126, 16), ("report", "stopped"): (94 / 139, 69 / 139, 15)}
 
 
 @pytest.mark.parametrize("half, variant", sorted(FLOORS))
@@ -230,15 +232,17 @@ def test_a_stopped_run_ends_soon_after_its_first_event(bench):
 #: return_collapse exact 119 -> 118, one injected fall placed off its step, while the real
 #: events gained: test_detection_benchmark.FLOORS); the sixtieth batch's healthy logs (2
 #: and 2: tune 664 -> 675 cases, 10 more found, 9 more at the step; report 574 -> 588, 14
-#: more found, 12 more at the step): the counts below.
-INJECTED = {"tune": {"return_collapse": (159, 152), "entropy_collapse": (69, 0), "kl_blowup": (16, 16),
-                     "grad_explosion": (40, 40), "loss_divergence": (115, 111), "nan": (113, 113),
-                     "reward_floor": (34, 32), "length_collapse": (22, 21), "length_explosion": (21, 18),
-                     "truncation": (16, 15), "zero_std": (9, 8), "clip_blowup": (45, 42)},
-            "report": {"return_collapse": (128, 120), "entropy_collapse": (57, 0), "kl_blowup": (12, 9),
-                       "grad_explosion": (33, 31), "loss_divergence": (103, 98), "nan": (101, 101),
-                       "reward_floor": (25, 25), "length_collapse": (20, 18), "length_explosion": (20, 19),
-                       "truncation": (15, 14), "zero_std": (7, 5), "clip_blowup": (51, 46)}}
+#: more found, 12 more at the step); the sixty-first batch's healthy logs (3 and 3: tune 675
+#: -> 696 cases, 21 more found, 18 more at the step; report 588 -> 603, 14 more found, 11
+#: more at the step): the counts below.
+INJECTED = {"tune": {"return_collapse": (162, 155), "entropy_collapse": (71, 0), "kl_blowup": (18, 17),
+                     "grad_explosion": (42, 42), "loss_divergence": (117, 113), "nan": (116, 116),
+                     "reward_floor": (36, 34), "length_collapse": (24, 23), "length_explosion": (23, 20),
+                     "truncation": (16, 15), "zero_std": (9, 8), "clip_blowup": (46, 43)},
+            "report": {"return_collapse": (131, 122), "entropy_collapse": (58, 0), "kl_blowup": (13, 10),
+                       "grad_explosion": (34, 32), "loss_divergence": (105, 100), "nan": (103, 103),
+                       "reward_floor": (26, 26), "length_collapse": (21, 18), "length_explosion": (21, 20),
+                       "truncation": (15, 14), "zero_std": (7, 5), "clip_blowup": (52, 47)}}
 
 
 @pytest.mark.parametrize("half", sorted(INJECTED))
