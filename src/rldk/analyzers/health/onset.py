@@ -103,11 +103,16 @@ NEEDS_SIGNAL = ("grad_norm", "loss", "clip_ratio")
 
 def _with_signal(run: RunData, quantity: str, steps, values):
     """``steps, values`` without the steps where ``zero_std_frac`` is 1 (no reward
-    variance in any group), for quantities in NEEDS_SIGNAL."""
+    variance in any group), for quantities in NEEDS_SIGNAL; not applicable when fewer than
+    MIN_POINTS are left."""
     zero = run.get("zero_std_frac")
     if quantity not in NEEDS_SIGNAL or zero is None:
         return steps, values
     keep = ~np.isin(steps, zero.steps[zero.values >= 1.0])
+    if keep.sum() < MIN_POINTS:
+        raise NotApplicable(f"{int(keep.sum())} step(s) with reward variance in some group "
+                            f"(zero_std_frac under 1), the rule needs {MIN_POINTS}: the other steps "
+                            f"had no learning signal to carry")
     return steps[keep], values[keep]
 
 
@@ -183,10 +188,6 @@ def onset_rule(quantity: str, run: RunData, params: Params) -> list[Finding]:
                             "entropy is a differential entropy, with no collapse to zero")
     metric = run.names.get(quantity, quantity)
     steps, values = _with_signal(run, quantity, series.steps[finite], series.values[finite])
-    if len(values) < MIN_POINTS:
-        raise NotApplicable(f"{len(values)} step(s) with reward variance in some group "
-                            f"(zero_std_frac under 1), the rule needs {MIN_POINTS}: the other steps "
-                            f"had no learning signal to carry")
     kind = quantity.removeprefix(EVAL)
     extra = {"partner": _partner(run, quantity)} if kind in rules.PAIRED else {}
     if kind == "ppo_approx_kl":
