@@ -45,6 +45,7 @@ import json
 import sys
 import tempfile
 import time
+from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -95,6 +96,7 @@ class LogResult:
     exit3: bool = False
     exit3_on_errors: bool = False     # under ``rldk analyze --fail-on error``
     found_by_error: int = 0           # events found by an error finding
+    problem_codes: list = field(default_factory=list)   # codes of its warning/error findings
     seconds: float = 0.0
     error: str | None = None
 
@@ -184,6 +186,7 @@ def score(name: str, entry: dict, analysis) -> LogResult:
         result.false_alarms.append({"code": f.code, "metric": f.metric, "steps": f.steps,
                                     "title": f.title})
     result.exit3 = bool(problems) and analysis.status == "problems"
+    result.problem_codes = sorted({f.code for f in problems})
     result.exit3_on_errors = result.exit3 and any(f.severity == "error" for f in problems)
     return result
 
@@ -277,6 +280,10 @@ def summary(results: dict, half: str) -> dict:
             "healthy_exit3_share": sum(r.exit3 for r in healthy) / len(healthy) if healthy else None,
             "found_by_error": sum(r.found_by_error for r in rs),
             "healthy_exit3_on_errors": sum(r.exit3_on_errors for r in healthy),
+            # which findings make healthy logs exit (a log counts once under each code it has):
+            # what a reader needs to know of the report half without its per-log lines
+            "healthy_exit3_by_code": dict(Counter(c for r in healthy if r.exit3 for c in r.problem_codes)
+                                          .most_common()),
             "errors": [r.name for r in rs if r.error]}
 
 
@@ -309,6 +316,9 @@ def print_table(summaries: list[dict]) -> None:
         print(f"{s['half']}, gated on errors only (`rldk analyze --fail-on error`): healthy logs exiting 3: "
               f"{s['healthy_exit3_on_errors']} of {s['healthy_logs']}; events found by an error finding: "
               f"{s['found_by_error']} of {s['events']}")
+        if s["healthy_exit3_by_code"]:
+            print(f"{s['half']}, healthy logs exiting 3 by finding code (a log under each code it has): "
+                  + ", ".join(f"{c} {n}" for c, n in s["healthy_exit3_by_code"].items()))
 
 
 def print_details(results: dict, prefix: str = "") -> None:

@@ -112,6 +112,21 @@ def test_a_nan_finding_reports_each_metric_it_names_at_that_metric_s_onset():
     assert [e["quantity"] for e in scored.missed] == ["reward"]
 
 
+def test_the_summary_says_which_findings_make_healthy_logs_exit():
+    """The report half's per-log lines are not printed (they are not put in front of whoever
+    tunes), so its summary counts the finding codes of the healthy logs that exit 3, a log
+    once under each code it has: what a reader needs to know of where its exits come from."""
+    bench = load_benchmark()
+    logs = [bench.LogResult("a", "report", True, exit3=True, problem_codes=["nan_onset", "spike"]),
+            bench.LogResult("b", "report", True, exit3=True, problem_codes=["spike"]),
+            bench.LogResult("c", "report", True, exit3=False, problem_codes=[]),
+            bench.LogResult("d", "report", False, events=1, exit3=True, problem_codes=["reward_collapse"]),
+            bench.LogResult("e", "tune", True, exit3=True, problem_codes=["entropy_collapse"])]
+    s = bench.summary({r.name: r for r in logs}, "report")
+    assert s["healthy_exit3"] == 2
+    assert s["healthy_exit3_by_code"] == {"spike": 2, "nan_onset": 1}
+
+
 #: measured shares (found, exact onset on the original label, onset within the protocol
 #: window) and healthy logs exiting 3, per half, when the detectors were last changed
 #: (tune: 3 healthy logs exit 3: four single-row KL spikes of 66-197 nats in
