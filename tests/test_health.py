@@ -108,8 +108,34 @@ def test_episode_statistics_before_the_first_episode_ends_are_not_yet_defined(tm
     (f,) = early.findings
     assert (f.code, f.severity, early.status) == ("undefined_nan", "info", "ok")
     assert "episode_reward_max NaN at 2 of 6 steps (first 0): not defined before its first value" in f.title
-    later = NAN_ONSET.run(write(tmp_path / "c", "r", {"episode_reward_max": [1.0, nan, 2.0, 3.0]}))
-    assert [(f.code, f.severity) for f in findings(later)] == [("nan_onset", "warning")]
+    later = NAN_ONSET.run(write(tmp_path / "c", "r", {"episode_reward_max": [1.0, nan, nan, nan]}))
+    assert [(f.code, f.severity) for f in findings(later)] == [("nan_onset", "error")]
+
+
+def test_a_diagnostic_nan_between_numbers_while_training_stays_finite_is_undefined(tmp_path):
+    """A metric the semantics table does not know that is NaN between numbers (0/0, a mean
+    over no samples: a custom attention diagnostic of a TRL GRPO run is NaN at some steps,
+    RLlib's per-iteration episode maximum where no episode ended), while every loss, grad
+    norm and reward stays finite, is undefined there: the weights did not go NaN. It stays
+    an onset when it stays NaN to the end, when it is an inf (an overflow), when it is a
+    table quantity (the reward), and when a loss goes NaN with it."""
+    nan, inf = math.nan, math.inf
+    diag = [0.3, nan, 0.4, nan, nan, 0.5, 0.6, nan, 0.2, 0.4]
+    quiet = NAN_ONSET.run(write(tmp_path / "a", "r", {"attention/early/mdi": diag, "loss": [1.0] * 10,
+                                                      "reward": [0.5] * 10})).report()
+    (f,) = quiet.findings
+    assert (f.code, f.severity, quiet.status, f.steps) == ("undefined_nan", "info", "ok", (1, 7))
+    assert f.title.startswith("attention/early/mdi NaN at 4 of 10 steps (first 1): not defined at those steps")
+    for name, values in (("attention/early/mdi", [0.3, nan, 0.4, nan, nan]),
+                         ("attention/early/mdi", [0.3, inf, 0.4, 0.5, 0.5]),
+                         ("reward", [0.3, nan, 0.4, 0.5, 0.5])):
+        run = NAN_ONSET.run(write(tmp_path / f"{name}{values}".replace("/", "_"), "r",
+                                  {name: values, "loss": [1.0] * 5}))
+        assert [g.code for g in findings(run)] == ["nan_onset"], (name, values)
+    cascade = NAN_ONSET.run(write(tmp_path / "b", "r", {"attention/early/mdi": diag,
+                                                        "loss": [1.0] * 7 + [nan, 1.0, 1.0]}))
+    (f,) = findings(cascade)
+    assert (f.code, f.evidence["order"]) == ("nan_onset", ["attention/early/mdi", "loss"])
 
 
 def test_a_loss_before_the_first_update_is_not_yet_defined(tmp_path):

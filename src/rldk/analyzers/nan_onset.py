@@ -23,7 +23,9 @@ all equal: SB3 logs NaN there; an episode statistic before any episode ended: RL
 NaN there), a statistic of the loss computation (a loss, a clip fraction: ``per_update`` in
 the table) that is NaN only before its first finite value (a mean over no updates yet: an
 off-policy learner's loss until learning starts; weights gone NaN would keep it NaN), and a
-metric that is no quantity of the table and is NaN only before its first finite value, are
+metric that is no quantity of the table and is NaN only before its first finite value, or
+between numbers (a diagnostic over no samples at some steps: a custom attention statistic,
+a per-iteration episode maximum where no episode ended), are
 listed as info (``undefined_nan``) when their non-finite values are all
 NaN (or -inf before the first finite value: OpenAI baselines' deepq writes -inf for the
 100-episode mean until an episode ends) and every other metric of the run stayed finite,
@@ -200,7 +202,10 @@ def undefined_by(o: Onset) -> str:
       would keep it NaN;
     * a metric that is no quantity of the table is NaN only before its first finite value:
       not yet defined (nothing went from a number to NaN), as a never-finite one
-      (``never_defined``) never was."""
+      (``never_defined``) never was; or NaN between numbers, and finite again at its last
+      value: a statistic over no samples at those steps (0/0), since weights gone NaN
+      would not come back. ``report`` still counts it in a failure when a loss, grad norm
+      or reward went non-finite while it was."""
     if o.inf > o.neg_inf or (o.neg_inf and not o.leading):
         return ""
     q = semantics.classify(o.metric)[0]
@@ -210,7 +215,10 @@ def undefined_by(o: Onset) -> str:
         return "undefined before the first update (a mean over no updates)"
     if q is not None:
         return ""
-    return "not defined before its first value" if o.leading else ""
+    if o.leading:
+        return "not defined before its first value"
+    return ("not defined at those steps (NaN between numbers: a statistic over no samples there)"
+            if not o.neg_inf and not o.persistent else "")
 
 
 def _kinds(o: Onset) -> str:
