@@ -115,8 +115,8 @@ def test_episode_statistics_before_the_first_episode_ends_are_not_yet_defined(tm
 def test_a_diagnostic_nan_between_numbers_while_training_stays_finite_is_undefined(tmp_path):
     """A metric the semantics table does not know that is NaN between numbers (0/0, a mean
     over no samples: a custom attention diagnostic of a TRL GRPO run is NaN at some steps,
-    RLlib's per-iteration episode maximum where no episode ended), while every loss, grad
-    norm and reward stays finite, is undefined there: the weights did not go NaN. It stays
+    RLlib's per-iteration episode maximum where no episode ended), while every other metric
+    stays finite, is undefined there: the weights did not go NaN. It stays
     an onset when it stays NaN to the end, when it is an inf (an overflow), when it is a
     table quantity (the reward), and when a loss goes NaN with it."""
     nan, inf = math.nan, math.inf

@@ -204,8 +204,8 @@ def undefined_by(o: Onset) -> str:
       not yet defined (nothing went from a number to NaN), as a never-finite one
       (``never_defined``) never was; or NaN between numbers, and finite again at its last
       value: a statistic over no samples at those steps (0/0), since weights gone NaN
-      would not come back. ``report`` still counts it in a failure when a loss, grad norm
-      or reward went non-finite while it was."""
+      would not come back. ``report`` still counts it in a failure when another metric
+      went non-finite while it was, or before."""
     if o.inf > o.neg_inf or (o.neg_inf and not o.leading):
         return ""
     q = semantics.classify(o.metric)[0]
