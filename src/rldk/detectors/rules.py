@@ -21,7 +21,7 @@ from dataclasses import replace
 import numpy as np
 
 from rldk.detectors.event import Event
-from rldk.detectors.moves import PRIOR_POINTS, PRIOR_SHARE, fall_start, moves_at_once, prior_exit
+from rldk.detectors.moves import PRIOR_POINTS, fall_start, moves_at_once, prior_exit
 from rldk.detectors.onsets import (
     LEVEL_WINDOW,
     MIN_REFERENCE,
@@ -144,6 +144,10 @@ MODERATE_SHARE = 0.25
 #: rows, 4 of 20 of 2000, none of 40 of 1000). Half the gain on points stays judged at any
 #: length. 1000, not 100: at 100 the tuning half's late and stopped variants lost an event.
 MODERATE_POINTS_ROWS = 1000
+#: ``_last_stage``: in a short run, a stage need hold only this share of its points (at least
+#: MIN_REFERENCE) where PRIOR_POINTS would be most of the run: an SB3 run of 15 updates whose
+#: entropy held 1.34 for 5 of them before it collapsed.
+SHORT_RUN_STAGE = 0.25
 #: ``_success_held``: a return decline is the task's only while the success rate falls by
 #: more than this (a tenth of all episodes) or ends under SUCCESS_HELD (most episodes fail).
 SUCCESS_DROP = 0.1
@@ -251,7 +255,7 @@ def _last_stage(r: Regimes, peak_at: int, crossed: int, line: float):
     """The level a fall into a state (crossing ``line`` at point ``crossed``) started from,
     when it is not the peak (point ``peak_at``): the last level the series held above the
     line after its peak (its regime), or None when it held none. A level held is a regime of
-    MIN_STRETCH of the run (and PRIOR_POINTS, or PRIOR_SHARE of a short run: an SB3 run of
+    MIN_STRETCH of the run (and PRIOR_POINTS, or SHORT_RUN_STAGE of a short run: an SB3 run of
     15 updates whose entropy left its first value 1.90 for 1.34, held that for 5 updates and
     collapsed in one) above the line that every later regime before the crossing lies
     under: the run sat there for a tenth of its length, so the move into the state began
@@ -261,7 +265,7 @@ def _last_stage(r: Regimes, peak_at: int, crossed: int, line: float):
     slide that wobbles back up (a length 5300 -> 4300 -> 4600 -> 3000) holds no level on
     its way down."""
     n = len(r.values)
-    held = min(PRIOR_POINTS, max(MIN_REFERENCE, int(np.ceil(PRIOR_SHARE * n))))
+    held = min(PRIOR_POINTS, max(MIN_REFERENCE, int(np.ceil(SHORT_RUN_STAGE * n))))
     need = max(held, int(np.ceil(MIN_STRETCH * n)))
     later = -np.inf                               # the highest regime after the one asked
     for p in reversed([p for p in r.parts[part_at(r, peak_at) + 1:] if p.end <= crossed]):
