@@ -25,13 +25,22 @@ class ChangePoint:
     min_ratio: float = 1.25
 
     @property
-    def explained(self) -> bool:
-        """The work per step changed by enough to account for the step time: the time
-        per unit of work changed less than ``min_ratio`` either way."""
+    def per_work(self) -> float | None:
+        """How many times the time per unit of work changed (None: work not logged)."""
         if not self.work_ratio or self.work_ratio <= 0:
+            return None
+        return self.ratio / self.work_ratio
+
+    @property
+    def explained(self) -> bool:
+        """The work per step changed by enough to account for the step time: the time per
+        unit of work did not move ``min_ratio`` the way the step time did. A step that
+        takes 2.5x as long for 3.7x the tokens (a verl DAPO run whose answers grew) got
+        slower by its work alone, and cheaper per token."""
+        per_work = self.per_work
+        if per_work is None:
             return False
-        per_work = self.ratio / self.work_ratio
-        return max(per_work, 1 / per_work) < self.min_ratio
+        return per_work < self.min_ratio if self.ratio > 1 else 1 / per_work < self.min_ratio
 
     @property
     def regression(self) -> bool:
@@ -39,7 +48,8 @@ class ChangePoint:
 
     def to_dict(self) -> dict:
         # the generic fields plus the derived ``regression`` flag, which readers of the JSON use
-        return {**self.__dict__, "regression": self.regression, "explained": self.explained}
+        return {**self.__dict__, "regression": self.regression, "explained": self.explained,
+                "per_work": self.per_work}
 
 
 def change_points(steps, seconds, params: Params = Params(), work=None) -> list[ChangePoint]:

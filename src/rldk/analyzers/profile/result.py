@@ -114,7 +114,10 @@ def _change_finding(run_id: str, c: ChangePoint) -> Finding:
     title = (f"step time {verb} {max(c.ratio, 1 / c.ratio):.2f}x at step {c.step} "
              f"({c.before:.3g} s -> {c.after:.3g} s median)")
     if c.explained:
-        title += f" with {c.work} {c.work_ratio:.2f}x: the time per unit of work held"
+        moved = max(c.per_work, 1 / c.per_work) >= c.min_ratio
+        title += (f" with {c.work} {c.work_ratio:.2f}x: the time per unit of work "
+                  + (f"{'fell' if c.per_work < 1 else 'rose'} {max(c.per_work, 1 / c.per_work):.2f}x"
+                     if moved else "held"))
     fix = ("compare the phases before and after this step (rldk profile --format json), and what "
            "changed then: sequence lengths, batch, a new eval or logging call, memory pressure")
     code = ("step_time_regression" if c.regression else "step_time_with_work" if c.ratio > 1
