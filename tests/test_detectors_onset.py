@@ -441,6 +441,27 @@ def test_a_rise_after_a_dip_starts_where_it_left_the_level_held():
     assert 0.03 < event.evidence["held"] < 0.04 and event.evidence["now"] > 1.5, event.title
 
 
+def test_a_loss_that_rises_from_zero_to_a_negligible_error_has_not_diverged():
+    """A real A2C critic on Breakout (tuning half) whose policy no longer moves: returns
+    at 3.7, value loss 0 to 1e-14 and then 4e-7 (a root of 6e-4 against returns of 3.7).
+    The rise is ten million times and no prediction notices it: no divergence. The
+    same shape at the size of the returns' square, or of 1 with normalised returns
+    (a loss at 0.3 while the returns are -600), still is one."""
+    steps, v = sb3("sb3_a2c_breakout_entropy_collapse", "train/value_loss")
+    partner = sb3("sb3_a2c_breakout_entropy_collapse", "rollout/ep_rew_mean")
+    assert 1e-7 < np.median(v[len(v) // 2:len(v) // 2 + 40]) < 1e-6    # the case: losses of 4e-7
+    assert rules.value_loss_divergence("train/value_loss", steps, v, partner) is None
+    assert rules.loss_divergence("loss", steps, v, partner) is None
+    rng = np.random.default_rng(3)
+    n = 300
+    t = np.arange(n)
+    loss = np.r_[1e-12 * np.exp(rng.standard_normal(150)), 0.5 * np.exp(0.3 * rng.standard_normal(150))]
+    for ret in (np.full(n, 3.7), np.full(n, -600.0)):
+        event = rules.value_loss_divergence("train/value_loss", t, loss, (t, ret + 0.01 * rng.standard_normal(n)))
+        assert event is not None and event.onset == 150, (ret[0], event)
+    assert rules.loss_divergence("loss", t, loss, (t, np.full(n, 3.7))) is not None
+
+
 def test_a_loss_that_climbs_straight_out_of_the_end_of_its_fall_rose_from_there():
     """A loss that falls 10 -> 0.01 from an untrained start and at once climbs to 100: the
     median before its lowest level (0.3) is no level it held just before it, so the rise

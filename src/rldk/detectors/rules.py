@@ -191,6 +191,15 @@ LOSS_JUMP = 100.0
 #: (biosearch 0.5 -> 37 as the return rises; flappy bursts to 4894 with the return's
 #: bursts), so the return, not the size, tells the two apart.
 VALUE_JUMP = 10.0
+#: A squared error of the returns whose root is under this share of their size is a fit
+#: to the precision of the numbers, whatever it rose from: an A2C critic on a Breakout
+#: policy that no longer moves (returns 3.7) logs value losses of 0 to 1e-14 and then
+#: 4e-7 (a root of 6e-4), a rise of ten million times that no prediction notices. The
+#: size is the return's (median absolute value) or 1, whichever is smaller: a critic
+#: trained on normalised returns (rl_games, VecNormalize) logs its loss in units of about
+#: 1 whatever the returns' size (an rl_games critic at 1.8e-6 then 0.33 with returns of
+#: -600 diverged). A run without returns has no such scale; its loss is judged on its own.
+NEGLIGIBLE_ERROR = 1e-3
 #: ``_rise``: a state found on the series' rolling level over the level of a dip (a few
 #: near-zero rows of a noisy loss) must also lie this many times over the level the series
 #: held before the dip, or it only came back: a real SB3 value loss at 0.042 that logged
@@ -1210,6 +1219,8 @@ def loss_divergence(metric: str, steps, values, partner=None) -> Event | None:
     event = _rise("loss_divergence", metric, steps, values, LOSS_JUMP, "diverged")
     if event is None:
         return _size_jump(metric, steps, values)      # e.g. from a level of exact zeros
+    if partner is not None and _negligible(event, partner):
+        return None
     if partner is not None:
         growth = _size_growth(partner, event.evidence["held_step"] + 1, int(np.asarray(steps)[-1]))
         if growth is not None and event.evidence["now"] / event.evidence["held"] <= _explained(growth):
@@ -1259,6 +1270,8 @@ def value_loss_divergence(metric: str, steps, values, partner=None) -> Event | N
     if np.min(values) < 0 or np.max(values) <= 0:
         return None
     rise = _rise("loss_divergence", metric, steps, values, VALUE_JUMP, "blew up", since_trough=True)
+    if rise is not None and _negligible(rise, partner):
+        return None
     fall = reward_degradation("episode return", *partner) if rise is not None else None
     if fall is None or fall.onset > rise.last or fall.last < rise.onset:
         return _unexplained_jump(metric, steps, values, partner) or _unexplained_climb(
@@ -1290,12 +1303,13 @@ def _unexplained_jump(metric: str, steps, values, partner) -> Event | None:
         jump = p.raw / prev.raw
         if growth is None or jump <= _explained(growth):
             continue
-        return _event("loss_divergence", metric, r, p.start, steps[-1], "error",
+        event = _event("loss_divergence", metric, r, p.start, steps[-1], "error",
                       f"{metric} jumped from {prev.raw:.4g} to {p.raw:.4g} at step {p.first} "
                       f"({jump:.0f}x) while the episode return's size changed {growth:.2g}x",
                       {"held": prev.raw, "held_step": prev.first, "highest_before": top.raw,
                        "now": p.raw, "factor": LOSS_JUMP, "return_growth": growth,
                        "allowed": _explained(growth)})
+        return None if _negligible(event, partner) else event
     return None
 
 
@@ -1306,7 +1320,7 @@ def _unexplained_climb(metric: str, steps, values, partner) -> Event | None:
     critic whose TD error climbs 22 -> 1.3e6 while the return stays at 1-5: its Q
     estimates diverged)."""
     rise = _rise("loss_divergence", metric, steps, values, LOSS_JUMP, "climbed", since_trough=True)
-    if rise is None:
+    if rise is None or _negligible(rise, partner):
         return None
     growth = _size_growth(partner, rise.evidence["held_step"] + 1, int(np.asarray(steps)[-1]))
     factor = rise.evidence["now"] / rise.evidence["held"]
@@ -1316,6 +1330,18 @@ def _unexplained_climb(metric: str, steps, values, partner) -> Event | None:
                    title=f"{rise.title} ({factor:.0f}x) while the episode return's size changed {growth:.2g}x",
                    evidence={**rise.evidence, "return_growth": growth,
                              "allowed": _explained(growth)})
+
+
+def _negligible(event: Event, partner) -> bool:
+    """Whether the level a loss rose to (``event``'s ``now``) is a squared error under
+    NEGLIGIBLE_ERROR of the size of the returns it fits (``partner``) over its stretch,
+    or of 1 when they are larger (the loss may be of normalised returns)."""
+    r_steps, r_size = np.asarray(partner[0]), np.abs(np.asarray(partner[1], float))
+    during = r_size[(r_steps >= event.onset) & (r_steps <= event.last)]
+    if not len(during):
+        return False
+    size = min(float(np.median(during)), 1.0)
+    return float(np.sqrt(max(event.evidence["now"], 0.0))) < NEGLIGIBLE_ERROR * size
 
 
 def _explained(growth: float) -> float:
