@@ -191,7 +191,27 @@ def test_a_grad_norm_that_explodes_in_stages_is_judged_against_the_level_it_held
     (run,) = ingest(str(next((REAL / name).glob("events.out.tfevents.*"))), adapter="tensorboard").runs()
     norm = run.metric("actor/grad_norm")
     event = rules.grad_norm_explosion("grad_norm", norm["step"].to_numpy(), norm["value"].to_numpy())
-    assert event is not None and event.onset > 92 and event.evidence["before_max"] < 0.1, event
+    assert event is not None and event.onset == 93 and event.evidence["before_max"] < 0.1, event
+
+
+def test_a_grad_norm_explosion_starts_where_the_norm_left_its_level_for_good():
+    """The soft-GRPO shape: 0.07 for 90 rows, a climb over five (0.15-0.5), one row at
+    10, a dozen at 0.8-8, seventeen at 0.35, then 1.5 to the end. The regime found 10x
+    over the level held is the last; the norm never came back from 3x over that level
+    after the climb, so the explosion began with it: between the first row of the move
+    (90) and the first past the geometric midpoint for good (92), the onset protocol's
+    window; the burst at 95, where it was once reported, lies after it."""
+    rng = np.random.default_rng(7)
+    shape = np.r_[0.07 * np.ones(90), [0.15, 0.23, 0.38, 0.33, 0.5],
+                  [10.0, 1.7, 0.8, 0.8, 1.0, 8.0, 6.0, 1.6, 2.0, 2.2], 0.35 * np.ones(17), 1.5 * np.ones(300)]
+    norm = shape * np.exp(0.15 * rng.standard_normal(len(shape)))
+    event = rules.grad_norm_explosion("grad_norm", np.arange(len(norm)), norm)
+    assert event is not None and 90 <= event.onset <= 92, event
+    # a norm that came back to its level between the burst and the rise: the rise alone
+    back = norm.copy()
+    back[105:122] = 0.07 * np.exp(0.15 * rng.standard_normal(17))
+    event = rules.grad_norm_explosion("grad_norm", np.arange(len(back)), back)
+    assert event is not None and event.onset == 122, event
 
 
 def test_a_grad_norm_leap_that_returns_at_once_is_a_spike_not_an_explosion():

@@ -1056,6 +1056,13 @@ def grad_norm_explosion(metric: str, steps, values, partner=None) -> Event | Non
             k = j                                 # the rows just before, already up there
             while r.parts[k - 1].size < MIN_REFERENCE and r.parts[k - 1].level - top.level >= np.log(GRAD_JUMP):
                 k -= 1
+            # and the regimes since the level held that the norm never came back from: the
+            # rise began where it left that level (sqrt(GRAD_JUMP) over it, the line
+            # ``_stays_above`` keeps), though a regime between was too short-lived or not
+            # high enough to be the explosion (a verl run: 0.07 for 92 steps, 0.15-0.5 over
+            # five, 10 at one, 0.2-2 for a dozen, 0.4 for seventeen, 1.5 from step 125 on)
+            while r.parts[k - 1].start > top.start and r.parts[k - 1].level - top.level >= 0.5 * np.log(GRAD_JUMP):
+                k -= 1
             event = _event("grad_norm_explosion", metric, r, r.parts[k].start, p.last, "warning",
                            f"{metric} rose to {p.raw:.3g} at step {r.parts[k].first}, {p.raw / top.raw:.0f}x "
                            f"anything before (at most {top.raw:.3g})",
