@@ -852,3 +852,60 @@ def test_a_decline_from_the_median_of_a_few_points_claims_no_lost_gain():
     event = rules.reward_degradation("eval/mean_reward", steps, values, points=False)
     assert event is not None and event.onset == 50000 and event.evidence["now"] < 11
     assert event.severity == "warning" and "gained is lost" not in event.title, event.title
+
+
+def _bursty_plateau(rng, n: int = 320):
+    """A return that learns 400 -> 1400 over 60 rows and holds it (row noise 150), with a
+    dozen single rows 1300 over it scattered through the plateau and five in a row at 250:
+    epochs with a few long episodes, as Spinning Up PPO on Hopper logs them."""
+    t = np.arange(n)
+    v = np.minimum(t / 60, 1.0) * 1000 + 400 + 150 * rng.standard_normal(n)
+    v[rng.choice(np.r_[80:250, 262:n], 12, replace=False)] += 1300
+    v[250:255] += 1400
+    return t * 2000, v
+
+
+def test_a_burst_of_rows_over_a_plateau_is_no_peak_the_run_lost():
+    """Five rows at 2750 over a plateau of 1400 that the run's single rows reach all along:
+    the rows after them are the plateau again, no decline to the end (the decline search
+    took the burst for a held peak: "fell from 2749 to 1394"). The same run falling to 600
+    after the burst lost what it held: an error, from the burst's end."""
+    steps, v = _bursty_plateau(np.random.default_rng(5))
+    assert trend.decline(steps, v, 0.5) is None and trend.decline(steps, v, 0.25) is None
+    fallen = v.copy()
+    fallen[262:] -= 800
+    (event,) = rules.reward_declines("AverageEpRet", steps, fallen)
+    assert (event.severity, event.onset) == ("error", 255 * 2000), event
+
+
+def test_bursty_returns_hold_fewer_false_peaks():
+    """Returns that learn and then hold a plateau, with one row in ten 600-1600 over it
+    (row noise 150), 300 rows, 60 seeds: a decline to the end (by half or a quarter of the
+    gain) from a peak held by a chance run of bursts in 20 of them, in 4 once a burst that
+    the plateau's rows reach anyway, back at the plateau, is no peak. (Dips the run comes
+    back from are judged as before: a burst there is the rarer case, and a run that
+    collapsed, relearned to a brief peak and collapsed again looks the same to this test.)"""
+    fired = 0
+    for seed in range(60):
+        rng = np.random.default_rng(seed)
+        t = np.arange(300)
+        base = 1000 * np.minimum(t / 120, 1.0) + 400
+        v = base + 150 * rng.standard_normal(300) + (rng.random(300) < 0.1) * rng.uniform(600, 1600, 300)
+        fired += trend.decline(t * 2000, v, 0.5) is not None or trend.decline(t * 2000, v, 0.25) is not None
+    assert fired <= 6
+
+
+def test_real_bursty_hopper_returns_stay_quiet_and_a_real_brief_peak_still_falls():
+    """Spinning Up PPO on Hopper (tuning half, healthy): AverageEpRet 1100-2000 with single
+    epochs at 2500-3300 and five in a row at 2185-3150 near the end, then 1627 (its plateau,
+    1438 before the burst): no degradation. An SB3 DQN CartPole return (tuning half) at 0.7
+    for 112 rows, climbing to 109 over 14 and back to 0, whose rows never reach its peak
+    outside that climb: still a decline from 27987."""
+    with open(REAL / "spinup_ppo_hopper_learning" / "progress.txt", encoding="utf-8") as fh:
+        rows = list(csv.DictReader(fh, delimiter="\t"))
+    steps = np.array([int(float(r["TotalEnvInteracts"])) for r in rows])
+    values = np.array([float(r["AverageEpRet"]) for r in rows])
+    assert np.sum(values[len(values) // 2:] > 2500) >= 5          # the bursts
+    assert rules.reward_declines("AverageEpRet", steps, values) == []
+    d = trend.decline(*sb3("sb3_dqn_reward_collapse_model2", "rollout/ep_rew_mean"), 0.5)
+    assert d is not None and int(d.r.steps[d.onset]) == 27987

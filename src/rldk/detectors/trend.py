@@ -333,8 +333,56 @@ def decline(steps, values, share: float, r: Regimes | None = None, below_zero: b
     if z < SIGNIFICANCE:
         return None
     onset = _move_start(r, a, t, peak, gain, se)
+    if _back_from_a_burst(r, a, peak, onset, r.parts[t].start, se):
+        return None
     return Decline(r, onset, r.parts[t].start, peak, int(r.steps[a]), start,
                    float(np.median(tail)), line, float(z))
+
+
+def _back_from_a_burst(r: Regimes, a: int, peak: float, onset: int, tail: int, se) -> bool:
+    """Whether the ``peak`` held from point ``a`` was a burst of the series' own outliers:
+    over the MIN_STRETCH of the run's points (and MIN_TAIL) just before the peak's regime
+    the run held one level (no regime of MIN_REFERENCE points there below their median by
+    SIGNIFICANCE standard errors: not a climb, nor stages; regimes above it are bursts
+    like the peak), it left that level for fewer points than that before the fall (from
+    ``onset``), the tail (from point ``tail`` to the end) is back at it (not below it by
+    SIGNIFICANCE standard errors), and single rows (or pairs) of that stretch and of the
+    tail reach halfway from it to the peak, at least MIN_REFERENCE of them: a peak of a
+    few rows that the run's rows reach anyway, which it did not hold. A return whose rows
+    are skewed up (epochs with a few long episodes: Spinning Up PPO on Hopper, 1100-2000
+    with single epochs at 2500-3300) holds a "level" wherever four such rows fall
+    together, and the rows after them are its plateau, not a decline. A run that climbed
+    to its peak, falls below the level it held, or whose rows reach near its peak only as
+    a level held (an SB3 DQN return at 0.7 for 112 rows, 13 -> 109 over 14, then back to
+    0) is judged as before. Only a decline to the end is asked: a dip the run comes back
+    from after a brief peak is also what a run that collapsed, relearned and collapsed
+    again looks like (an EPyMARL QMIX return, 1.0, 0.1, 1.7 for ten rows, 0.1 again)."""
+    n = len(r.values)
+    need = max(MIN_TAIL, int(np.ceil(MIN_STRETCH * n)))
+    x = r.parts[part_at(r, a)].start               # where the run left its level for the peak
+    if x < need or onset - x >= need:
+        return False
+    before = r.y[x - need:x]
+    level = float(np.median(before))
+    for p in r.parts[part_at(r, x - need):part_at(r, x - 1) + 1]:
+        size = min(p.end, x) - max(p.start, x - need)
+        if size >= MIN_REFERENCE and level - float(np.median(r.y[max(p.start, x - need):min(p.end, x)])) \
+                >= SIGNIFICANCE * se(size, need, 0):
+            return False                           # no one level held: a climb, or stages
+    after = r.y[tail:]
+    lag = (tail + len(after) // 2) - (x - need // 2)
+    if level - float(np.mean(after)) >= SIGNIFICANCE * se(need, len(after), lag):
+        return False
+    mid = (level + peak) / 2
+    return _lone_rows(before >= mid) + _lone_rows(after >= mid) >= MIN_REFERENCE
+
+
+def _lone_rows(high: np.ndarray) -> int:
+    """Rows of ``high`` in runs of fewer than MIN_REFERENCE: single rows and pairs, bursts
+    of a series' outliers, not a level it held there."""
+    edges = np.diff(np.r_[0, high.astype(np.int8), 0])
+    lengths = np.flatnonzero(edges == -1) - np.flatnonzero(edges == 1)
+    return int(lengths[lengths < MIN_REFERENCE].sum())
 
 
 #: ``recovered_decline``: a dip the run recovered from must lose at least this share of the
