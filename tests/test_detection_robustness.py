@@ -133,11 +133,15 @@ def bench(tmp_path_factory):
 #: every3 +1 found, exact and in window); the sixty-first batch (tune +1 event, found in each
 #: variant, in window when stopped; report exits every2, every3 and late +1: its healthy log
 #: that exits 3 in full). Session 40: the sixty-second batch (two healthy logs, one per
-#: half; no exit in any variant): the floors below.
-FLOORS = {("tune", "every2"): (155 / 188, 105 / 188, 5), ("tune", "every3"): (149 / 188, 105 / 188, 8),
-          ("tune", "late"): (122 / 142, 84 / 142, 7), ("tune", "stopped"): (126 / 166, 97 / 166, 11),
-          ("report", "every2"): (109 / 156, 62 / 156, 13), ("report", "every3"): (115 / 156, 74 / 156, 16),
-          ("report", "late"): (93 / 126, 64 / 126, 16), ("report", "stopped"): (94 / 139, 69 / 139, 15)}
+#: half; no exit in any variant). Session 41: a grad-norm explosion reported from where the
+#: norm left its level for good and a peak that was a burst of the series' outliers, no
+#: decline to the end (tune every2 and every3 105 -> 106 in window, late 7 -> 6 and stopped
+#: 11 -> 10 healthy exits; report every2 62 -> 64, every3 74 -> 75, late 64 -> 65 in
+#: window): the floors below.
+FLOORS = {("tune", "every2"): (155 / 188, 106 / 188, 5), ("tune", "every3"): (149 / 188, 106 / 188, 8),
+          ("tune", "late"): (122 / 142, 84 / 142, 6), ("tune", "stopped"): (126 / 166, 97 / 166, 10),
+          ("report", "every2"): (109 / 156, 64 / 156, 13), ("report", "every3"): (115 / 156, 75 / 156, 16),
+          ("report", "late"): (93 / 126, 65 / 126, 16), ("report", "stopped"): (94 / 139, 69 / 139, 15)}
 
 
 @pytest.mark.parametrize("half, variant", sorted(FLOORS))
