@@ -45,7 +45,9 @@ loss_divergence        loss, value_loss     100x a level it held and stays; a va
                                             squared error); a positive loss of a run
                                             that logs a return (a TD loss) 100x that
                                             the return's size does not explain, or
-                                            one jump past it
+                                            one jump past it; none when it rose to a
+                                            squared error under a thousandth of the
+                                            return's size (or of 1)
 =====================  ===================  ==========================================
 """
 from __future__ import annotations
