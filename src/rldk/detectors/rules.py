@@ -1311,11 +1311,11 @@ def _unexplained_jump(metric: str, steps, values, partner) -> Event | None:
         if growth is None or jump <= _explained(growth):
             continue
         event = _event("loss_divergence", metric, r, p.start, steps[-1], "error",
-                      f"{metric} jumped from {prev.raw:.4g} to {p.raw:.4g} at step {p.first} "
-                      f"({jump:.0f}x) while the episode return's size changed {growth:.2g}x",
-                      {"held": prev.raw, "held_step": prev.first, "highest_before": top.raw,
-                       "now": p.raw, "factor": LOSS_JUMP, "return_growth": growth,
-                       "allowed": _explained(growth)})
+                       f"{metric} jumped from {prev.raw:.4g} to {p.raw:.4g} at step {p.first} "
+                       f"({jump:.0f}x) while the episode return's size changed {growth:.2g}x",
+                       {"held": prev.raw, "held_step": prev.first, "highest_before": top.raw,
+                        "now": p.raw, "factor": LOSS_JUMP, "return_growth": growth,
+                        "allowed": _explained(growth)})
         return None if _negligible(event, partner) else event
     return None
 
