@@ -943,3 +943,29 @@ def test_the_real_soccer_ddpg_collapse_starts_after_its_warm_up_level():
     (fall,) = [f for r in analyze(store.files, plots=False).reports for f in r.findings
                if f.code == "reward_degradation"]
     assert 46311 <= fall.steps[0] <= 63410, fall        # the labelled window
+
+
+def test_a_truncated_share_that_rises_from_none_to_one_in_ten_is_an_onset():
+    """A share of truncated responses over 512 per step (steps of 1/512): at 0-0.004 for
+    45 steps, then rising to 0.1-0.15 and staying: one answer in seven now runs into the
+    cap, under the 0.5 line. Found from the first step of the rise (the row after the last
+    one at the level, within three binomial standard deviations of it); a share that
+    rises to 0.05, or falls back, or sat at 0.05 before, is not it. The tuning half's
+    verl rubric DAPO run: labelled window 51-55."""
+    from rldk.converters import ingest
+
+    rng = np.random.default_rng(4)
+    quiet = rng.choice([0.0, 0.0, 0.0, 1 / 512, 2 / 512], 45)
+    rise = np.r_[[6, 9, 12, 15, 24, 36, 45], np.full(16, 64)] / 512
+    share = np.r_[quiet, rise + rng.choice([-1, 0, 1], len(rise)) / 512]
+    steps = np.arange(1, len(share) + 1)
+    event = rules.truncation_onset("response_length/clip_ratio", steps, share)
+    assert event is not None and event.severity == "warning" and event.onset == 46, event
+    assert rules.truncation_onset("r", steps, np.r_[quiet, rise * 0.4]) is None         # to 0.05
+    assert rules.truncation_onset("r", steps, np.r_[quiet, rise[:12], np.full(11, 1 / 512)]) is None
+    assert rules.truncation_onset("r", steps, np.r_[quiet + 0.05, rise]) is None        # not from none
+    name = "verltb_dapo_qwen25_7b_rubric_medical_overlong_length_explosion_truncation"
+    (run,) = ingest(str(next((REAL / name).glob("events.out.tfevents.*"))), adapter="tensorboard").runs()
+    clip = run.metric("response_length/clip_ratio")
+    event = rules.truncation_onset("response_length/clip_ratio", clip["step"].to_numpy(), clip["value"].to_numpy())
+    assert event is not None and 51 <= event.onset <= 55, event

@@ -22,7 +22,7 @@ BAND = 3.0
 
 
 def fall_start(r: Regimes, a: int, k: int, up: bool = False, noisy: bool = True,
-               jumps: bool = False, until: int | None = None) -> int:
+               jumps: bool = False, until: int | None = None, floor: float = 0.0) -> int:
     """The first point of the sustained move that leads from the level held around point
     ``a`` (a peak, or a trough when ``up``) into the state the series is in from point
     ``k`` (``a < k``; indices into ``r.values``): the start of the first regime after ``a``
@@ -48,7 +48,9 @@ def fall_start(r: Regimes, a: int, k: int, up: bool = False, noisy: bool = True,
     slow drift started at its jump (the labelled entropy collapses in stages start at
     their first slide instead, so a fall walks back over a stage the run passed through;
     a level it held for a tenth of the run is where the caller starts the fall from:
-    ``rldk.detectors.rules._last_stage``)."""
+    ``rldk.detectors.rules._last_stage``). ``floor``: the least band, for a series whose
+    row-to-row noise reads smaller than its values' own (a share counted over a few hundred
+    responses moves by whole responses)."""
     sign = -1.0 if up else 1.0
     y = sign * r.y
     held = float(np.median(y[max(0, a - 2):a + 3]))
@@ -65,6 +67,7 @@ def fall_start(r: Regimes, a: int, k: int, up: bool = False, noisy: bool = True,
     else:
         lo, hi = (part.start, part.end) if part.size >= MIN_REFERENCE else (max(0, a - 2), min(a + 3, k))
         band = BAND * noise_sigma(r.y[lo:hi]) if hi - lo >= MIN_REFERENCE else PLATEAU * move
+        band = max(band, floor)
     if band < move / 2:
         # the move stands out of the noise: it started one point after the last point
         # still inside the band of the level held (or above it) before the series was

@@ -21,7 +21,7 @@ from dataclasses import replace
 import numpy as np
 
 from rldk.detectors.event import Event
-from rldk.detectors.moves import PRIOR_POINTS, fall_start, moves_at_once, prior_exit
+from rldk.detectors.moves import BAND, PRIOR_POINTS, fall_start, moves_at_once, prior_exit
 from rldk.detectors.onsets import (
     LEVEL_WINDOW,
     MIN_REFERENCE,
@@ -568,6 +568,51 @@ def length_change(metric: str, steps, values, partner=None, cap=None) -> Event |
         if later is not None and later.severity == "error":
             return later
     return fall
+
+
+#: ``truncation_onset``: a share of truncated responses that rises from at most
+#: TRUNCATION_LOW (nearly no answer cut) to a rolling level of TRUNCATION_RISE or more and
+#: stays there to the end: one answer in ten now runs into the generation cap, the reward
+#: of those is computed on a cut answer (a verl rubric DAPO run: 0 on 25 of its first 45
+#: steps, 0.1-0.15 from step 61 to the end as its answers grew eightfold). No healthy log of
+#: the tuning half leaves under 0.02 for a state at 0.1 (the highest ends at 0.05).
+TRUNCATION_LOW = 0.02
+TRUNCATION_RISE = 0.1
+
+
+def truncation_onset(metric: str, steps, values, partner=None) -> Event | None:
+    """The share of truncated responses enters a state at or above TRUNCATION_HIGH and
+    stays (``high_ratio``); failing that, it rises from a level at or under TRUNCATION_LOW
+    (the median of the points before, PRIOR_POINTS of them at least) to a rolling level at
+    or above TRUNCATION_RISE that lasts to the end (a warning). Onset: the first step of
+    the rise (``fall_start`` upwards)."""
+    event = ratio_rule("truncation_onset", TRUNCATION_HIGH, "share of truncated responses")(metric, steps, values)
+    if event is not None:
+        return event
+    steps, v = np.asarray(steps), np.clip(np.asarray(values, float), 0, 1)
+    found = state_run(level_of(v) >= TRUNCATION_RISE, PRIOR_POINTS, final=True)
+    if found is None:
+        return None
+    crossed, end = found
+    before = float(np.median(v[:crossed]))
+    if before > TRUNCATION_LOW:
+        return None
+    # a share over n responses moves by 1/n (its smallest step): its band is at least
+    # BAND binomial standard deviations at the level before, sqrt(p (1 - p) / n)
+    steps_up = np.diff(np.unique(v))
+    quantum = float(steps_up.min()) if len(steps_up) else 0.0
+    floor = BAND * float(np.sqrt(max(before, quantum) * quantum))
+    # on the share's own scale (a log scale would make 0 -> 1/n a move as large as the
+    # rise), from the last level held near zero (PRIOR_POINTS points), else its lowest point
+    r = regimes(steps, v, "signed")
+    low = [p for p in r.parts if p.end <= crossed and p.size >= PRIOR_POINTS and p.level <= TRUNCATION_LOW]
+    a = low[-1].end - 1 if low else crossed - 1 - int(np.argmin(v[crossed - 1::-1]))
+    k = fall_start(r, a, crossed, up=True, until=end, floor=floor)
+    now = float(np.median(v[crossed:end]))
+    return Event("truncation_onset", metric, int(steps[k]), int(steps[end - 1]), "warning",
+                 f"share of truncated responses rose to {now:.2f} from step {int(steps[k])} (was {before:.2g}): "
+                 f"about one answer in {max(1, round(1 / now))} now runs into the generation cap",
+                 {"level": now, "before": before, "threshold": TRUNCATION_RISE, "above_from": int(steps[crossed])})
 
 
 def length_at_cap(metric: str, steps, values, cap: float | None) -> Event | None:
@@ -1422,6 +1467,6 @@ RULES = {
     "value_loss": (value_loss_divergence,),
     "dpo_accuracy": (reward_collapse,),
     "zero_std_frac": (zero_std_onset,),
-    "truncation_ratio": (ratio_rule("truncation_onset", TRUNCATION_HIGH, "share of truncated responses"),),
+    "truncation_ratio": (truncation_onset,),
     "clip_ratio": (clip_ratio_blowup,),
 }

@@ -57,7 +57,8 @@ RULES: tuple[Rule, ...] = (
         ("entropy_collapse", "entropy", "entropy below 20% of a level it held, staying"),
         ("length_collapse_or_explosion", "response_length",
          "response length below 1/3 or above 3x a level it held, staying"),
-        ("truncation_onset", "truncation_ratio", "truncated share entering >= 50% and staying"),
+        ("truncation_onset", "truncation_ratio", "truncated share entering >= 50% and staying, "
+                                                  "or rising from <= 2% to >= 10% and staying"),
         ("zero_std_onset", "zero_std_frac", "zero-std groups entering >= 50% and staying"),
         ("kl_blowup", "kl_to_ref", "KL above 1 nat, 10x the level before (in one jump or a climb)"),
         ("grad_norm_explosion", "grad_norm", "grad norm 10x a level it held"),

@@ -20,7 +20,9 @@ length_explosion       response_length      stays above 3x a level it held, or (
                                             truncation share logged) rises from 80%
                                             or less of the generation cap to 95% of
                                             it and stays
-truncation_onset       truncation_ratio     enters and stays at >= 50% truncated
+truncation_onset       truncation_ratio     enters and stays at >= 50% truncated, or
+                                            rises from <= 2% to a rolling level of
+                                            >= 10% that stays to the end
 zero_std_onset         zero_std_frac        enters and stays at >= 50% zero-std groups
 reward_collapse        reward               sits at its floor from some step on
 reward_degradation     reward, episode_     falls back by half its gain and stays (to
