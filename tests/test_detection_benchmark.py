@@ -275,8 +275,9 @@ def test_the_summary_says_which_findings_make_healthy_logs_exit():
 #: fresh: no false alarm, neither exits 3; one to each half). Session 41: an explosion
 #: reported from where the grad norm left its level for good (tune and report +1 in
 #: window); a peak that was a burst of the series' outliers is none (tune exits 4 -> 3, the
-#: Spinning Up Hopper run; report unchanged): the floors below.
-FLOORS = [("tune", 166 / 188, 62 / 188, 134 / 188, 3, 0.0), ("report", 121 / 156, 50 / 156, 85 / 156, 16, 1 / 140)]
+#: Spinning Up Hopper run; report unchanged); a truncated share that rises from none to
+#: one in ten and stays (tune and report +1 found and in window): the floors below.
+FLOORS = [("tune", 167 / 188, 62 / 188, 135 / 188, 3, 0.0), ("report", 122 / 156, 50 / 156, 86 / 156, 16, 1 / 140)]
 
 
 #: The same, run as a user who passes no metric map (``--no-metric-maps``): what the
@@ -296,8 +297,9 @@ FLOORS = [("tune", 166 / 188, 62 / 188, 134 / 188, 3, 0.0), ("report", 121 / 156
 #: held for a quarter of a short run; the sixty-first batch (report exits +1). Session 40: the
 #: sixty-second batch (two healthy logs, neither exits 3). Session 41: the grad-norm onset
 #: and the burst peak (tune in window 117 -> 118, exits 4 -> 3; report in window 81 -> 82):
-#: the floors below.
-NO_MAP_FLOORS = [("tune", 148 / 188, 118 / 188, 3), ("report", 118 / 156, 82 / 156, 13)]
+#: and the truncated share that rises from none to one in ten (tune and report +1 found
+#: and in window): the floors below.
+NO_MAP_FLOORS = [("tune", 149 / 188, 119 / 188, 3), ("report", 119 / 156, 83 / 156, 13)]
 
 
 @pytest.fixture(scope="module")
