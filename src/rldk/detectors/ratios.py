@@ -293,10 +293,3 @@ def _just_before(steps, values, onset: int) -> float | None:
     0.3, whatever it was at the start."""
     k = int(np.searchsorted(np.asarray(steps), onset))
     return float(np.median(np.asarray(values, float)[max(0, k - PRIOR_POINTS):k])) if k else None
-
-
-def ratio_rule(code: str, high: float, what: str):
-    def rule(metric, steps, values):
-        return high_ratio(code, metric, steps, values, high, what)
-    rule.__name__ = code
-    return rule

@@ -40,7 +40,7 @@ from rldk.detectors.ratios import (
     SOLVED_SHARE,
     TRUNCATION_HIGH,
     clip_ratio_blowup,
-    ratio_rule,
+    high_ratio,
     zero_std_onset,
 )
 from rldk.detectors.regimes import Regimes, regimes
@@ -586,7 +586,7 @@ def truncation_onset(metric: str, steps, values, partner=None) -> Event | None:
     (the median of the points before, PRIOR_POINTS of them at least) to a rolling level at
     or above TRUNCATION_RISE that lasts to the end (a warning). Onset: the first step of
     the rise (``fall_start`` upwards)."""
-    event = ratio_rule("truncation_onset", TRUNCATION_HIGH, "share of truncated responses")(metric, steps, values)
+    event = high_ratio("truncation_onset", metric, steps, values, TRUNCATION_HIGH, "share of truncated responses")
     if event is not None:
         return event
     steps, v = np.asarray(steps), np.clip(np.asarray(values, float), 0, 1)
@@ -598,7 +598,8 @@ def truncation_onset(metric: str, steps, values, partner=None) -> Event | None:
     if before > TRUNCATION_LOW:
         return None
     # a share over n responses moves by 1/n (its smallest step): its band is at least
-    # BAND binomial standard deviations at the level before, sqrt(p (1 - p) / n)
+    # BAND binomial standard deviations at the level before, sqrt(p (1 - p) / n), about
+    # sqrt(p / n) at p of 0.02 or less
     steps_up = np.diff(np.unique(v))
     quantum = float(steps_up.min()) if len(steps_up) else 0.0
     floor = BAND * float(np.sqrt(max(before, quantum) * quantum))
@@ -1271,9 +1272,9 @@ def loss_divergence(metric: str, steps, values, partner=None) -> Event | None:
     event = _rise("loss_divergence", metric, steps, values, LOSS_JUMP, "diverged")
     if event is None:
         return _size_jump(metric, steps, values)      # e.g. from a level of exact zeros
-    if partner is not None and _negligible(event, partner):
-        return None
     if partner is not None:
+        if _negligible(event, partner):
+            return None
         growth = _size_growth(partner, event.evidence["held_step"] + 1, int(np.asarray(steps)[-1]))
         if growth is not None and event.evidence["now"] / event.evidence["held"] <= _explained(growth):
             return _unexplained_jump(metric, steps, values, partner)
