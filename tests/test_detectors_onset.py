@@ -969,3 +969,27 @@ def test_a_truncated_share_that_rises_from_none_to_one_in_ten_is_an_onset():
     clip = run.metric("response_length/clip_ratio")
     event = rules.truncation_onset("response_length/clip_ratio", clip["step"].to_numpy(), clip["value"].to_numpy())
     assert event is not None and 51 <= event.onset <= 55, event
+
+
+def test_a_collapse_that_jumps_out_of_a_drifted_level_starts_at_the_jump():
+    """An entropy narrows 2.7 -> 1.8 as its policy learns, comes back to 2.15 for a while,
+    drifts down to 1.9 over 15 updates, then falls to ~0.05 in one update and stays: the
+    drift is the level the policy sat at (the onset protocol's prior regime is the rows
+    just before the move), and the one step that carries the series past the midpoint of
+    the whole move is the onset, not the start of the drift from the level near the
+    peak. The tuning half's Procgen Jumper run (its second collapse, a step event at
+    5931008) was reported from 5783552, nine updates early."""
+    rng = np.random.default_rng(3)
+    v = np.r_[np.full(10, 2.7), np.linspace(2.6, 1.8, 30), np.full(210, 1.8), np.full(15, 2.15),
+              np.linspace(2.1, 1.9, 15), np.full(80, 0.05)]
+    v = np.abs(v + 0.03 * rng.normal(size=len(v)))
+    event = rules.entropy_collapse("entropy", np.arange(len(v)), v)
+    assert event is not None and event.onset == 280, event
+
+    name = "baselines_ppo2_procgen_jumper_kl_blowup_double_collapse"
+    rows = list(csv.DictReader((REAL / name / "progress.csv").open()))
+    steps = np.array([float(r["misc/total_timesteps"]) for r in rows])
+    entropy = np.array([float(r["loss/policy_entropy"]) for r in rows])
+    event = rules.entropy_collapse("loss/policy_entropy", steps, entropy)
+    assert event is not None and event.onset == 5931008, event
+

@@ -205,8 +205,13 @@ def prior_exit(r: Regimes, onset: int, tail: int, peak: float, stop: int | None 
     however far down the significance of a wandering series put ``onset`` (the first
     regime off the peak by SIGNIFICANCE standard errors), while a noise dip just before a
     jump is no part of it, nor is a wandering plateau's walk under a higher level held
-    long before. ``onset`` itself when the noise band of that level reaches the midpoint
-    (no point can be placed by it)."""
+    long before. Otherwise, when one logged step carries the series past the midpoint
+    covering JUMP_SHARE of the move, that step (after ``onset``): a drift off the level
+    before a jump is the level the run sat at, not the move (a Procgen entropy back at 2.15
+    after a first collapse, drifting to 1.9 over 15 updates, then 0.7 and ~0.03: the
+    onset protocol's prior regime is the rows just before the move, and the step past the
+    midpoint is in its window whichever level it names). ``onset`` itself when the noise
+    band of that level reaches the midpoint (no point can be placed by it)."""
     y = r.y
     if tail < onset:
         return onset
@@ -233,6 +238,8 @@ def prior_exit(r: Regimes, onset: int, tail: int, peak: float, stop: int | None 
     jump = past > 0 and y[past - 1] - y[past] > JUMP_SHARE * (part.level - low)
     if k < onset and _slides(r, k, past, band):
         return min(onset, past) if jump else k
+    if jump and part.level - float(np.median(y[max(0, past - MIN_REFERENCE):past])) < PRIOR_SHARE * (part.level - low):
+        return max(onset, past)
     return max(onset, _left_level(y, max(onset, part.start) - 1, end, part.level, mid, band, onset - 1))
 
 
