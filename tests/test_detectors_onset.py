@@ -993,3 +993,23 @@ def test_a_collapse_that_jumps_out_of_a_drifted_level_starts_at_the_jump():
     event = rules.entropy_collapse("loss/policy_entropy", steps, entropy)
     assert event is not None and event.onset == 5931008, event
 
+
+def test_a_level_cut_by_single_outliers_is_still_a_stage_the_fall_started_from():
+    """A return held at ~4.7, stepped down to ~3.8 and held that for a sixth of the run
+    with a single low row every twenty or so (PELT cuts the level at each one, into
+    pieces shorter than a tenth of the run), then fell to 0 in one step and stayed: the
+    3.8 level is a stage the run sat at, and the collapse starts at the fall from it. A
+    real MARLlib TRPO SMAC run of the tuning half (labelled window 10754637-10790628) was
+    reported from the step to the 3.8 level, 3M steps early. A slide cut into steps is
+    no such level."""
+    rng = np.random.default_rng(2)
+    stage = 3.8 + 0.07 * rng.normal(size=90)
+    stage[[8, 25, 57, 62]] = [3.2, 2.9, 2.2, 3.3]
+    v = np.r_[3.7 + 0.07 * rng.normal(size=40), np.linspace(4.0, 6.0, 10), [6.1, 6.1, 6.1],
+              4.7 + 0.07 * rng.normal(size=120), stage, np.zeros(250)]
+    event = rules.reward_degradation("reward", np.arange(len(v)), v)
+    assert event is not None and event.onset == 263, event
+    slide = np.r_[3.7 + 0.07 * rng.normal(size=40), np.linspace(4.0, 6.0, 10), [6.1, 6.1, 6.1],
+                  np.linspace(5.9, 1.0, 210) + 0.07 * rng.normal(size=210), np.zeros(250)]
+    event = rules.reward_degradation("reward", np.arange(len(slide)), slide)
+    assert event is not None and event.onset < 80, event

@@ -553,7 +553,11 @@ def _after_last_stage(r: Regimes, onset: int, peak: float, n_peak: int, stop: in
     run held that intermediate level (a regime above the midpoint between the peak and the
     bottom, of MIN_STRETCH of the run, MIN_TAIL points, and at least as many points as the
     peak's: it became the run's level) before the move into the bad state, which starts
-    after it (the onset protocol's prior regime is the level just before the move).
+    after it (the onset protocol's prior regime is the level just before the move). The
+    level may be cut into regimes at single outliers (``_flat_runs``: held regimes within
+    SIGNIFICANCE noise sigmas of each other, or PLATEAU of the move, with only shorter
+    ones between them): a MARLlib return held at 3.8 for a sixth of its run with a low
+    row every twenty is one level, not five pieces too short to be one.
     ``onset`` when there is no such stage. The bottom is the lowest level held after the
     peak, or the median of the run's last MIN_REFERENCE points when lower: a run stopped
     while it was still falling fast ends in regimes too short to be held. Only regimes
@@ -569,10 +573,38 @@ def _after_last_stage(r: Regimes, onset: int, peak: float, n_peak: int, stop: in
     if stop is None:
         bottom = min(bottom, float(np.median(r.values[-MIN_REFERENCE:])))
     mid = (peak + bottom) / 2
-    stages = [q for q, p in enumerate(parts[i:], i) if p.size >= need and p.level > mid]
-    if not stages or stages[-1] + 1 >= len(parts):
+    last = None
+    for first, end in _flat_runs(parts, i, min(PLATEAU * (peak - bottom), SIGNIFICANCE * r.sigma)):
+        size = sum(p.size for p in parts[first:end] if p.size >= MIN_REFERENCE)
+        if size >= need and float(np.median(r.y[parts[first].start:parts[end - 1].end])) > mid:
+            last = end
+    if last is None or last >= len(parts):
         return onset
-    return r.parts[stages[-1] + 1].start
+    return r.parts[last].start
+
+
+def _flat_runs(parts, i: int, width: float):
+    """``(first, end)`` index ranges of ``parts[i:]`` that hold one level: consecutive
+    regimes of MIN_REFERENCE points or more whose levels lie within ``width`` of the first
+    one's, with the single outliers between them (shorter regimes; PELT cuts a level at
+    each one). A stretch ends with its last held regime. Three or more regimes that step
+    the same way every time are a slide cut into steps, each its own range."""
+    held = [q for q in range(i, len(parts)) if parts[q].size >= MIN_REFERENCE]
+    runs, group = [], []
+    for q in held:
+        if group and abs(parts[q].level - parts[group[0]].level) > width:
+            runs.append(group)
+            group = []
+        group.append(q)
+    if group:
+        runs.append(group)
+    for group in runs:
+        levels = np.diff([parts[q].level for q in group])
+        if len(group) > 2 and (np.all(levels < 0) or np.all(levels > 0)):
+            for q in group:                     # a slide: each step is its own regime
+                yield q, q + 1
+        else:
+            yield group[0], group[-1] + 1
 
 
 def _walk_back(v: np.ndarray, k: int, plateau: float, lo: int) -> int:
