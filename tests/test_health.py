@@ -59,6 +59,36 @@ def test_nan_onset_intermittent_is_a_warning_and_clean_runs_pass(tmp_path):
     assert (clean.status, clean.summary) == ("ok", "no NaN or inf in any metric of 1 run(s)")
 
 
+def test_a_grad_norm_non_finite_now_and_then_is_a_loss_scalers_skipped_steps(tmp_path):
+    """fp16 dynamic loss scaling: an overflowing step's gradients are inf, the scaler skips
+    it and lowers its scale, and the run goes on. A grad norm non-finite on 2 of 200
+    values, while the loss stays finite, is info, and the run is ok; with the loss NaN at
+    one of those steps, with the norm non-finite again and again (a sixth of its values),
+    or from its first value (the shared fixtures' TRL DPO run: NaN at steps 1, 2, 18 and
+    74 of 75, a labelled event, and under every second step only its first), it is a
+    warning as before."""
+    nan, inf = math.nan, math.inf
+    norm = [1.0 + 0.01 * (s % 7) for s in range(200)]
+    norm[40], norm[120] = nan, inf
+    loss = [2.0 - 0.005 * s for s in range(200)]
+    result = NAN_ONSET.run(write(tmp_path / "a", "r", {"grad_norm": norm, "loss": loss})).report()
+    (f,) = result.findings
+    assert (f.code, f.severity, result.status) == ("nan_onset", "info", "ok"), f
+    assert "the scaler skipped those steps" in f.title and f.evidence["overflow_skips"] is True
+    broken = list(loss)
+    broken[120] = nan
+    (f,) = findings(NAN_ONSET.run(write(tmp_path / "b", "r", {"grad_norm": norm, "loss": broken})))
+    assert (f.severity, f.evidence["overflow_skips"]) == ("warning", False)
+    often = [inf if s % 6 == 0 else v for s, v in enumerate(norm)]
+    (f,) = findings(NAN_ONSET.run(write(tmp_path / "c", "r", {"grad_norm": often, "loss": loss})))
+    assert f.severity == "warning"
+    dpo = [nan if s in (1, 2, 18, 74) else 15.0 for s in range(1, 76)]
+    (f,) = findings(NAN_ONSET.run(write(tmp_path / "d", "r", {"grad_norm": dpo, "loss": [0.69] * 75})))
+    assert (f.severity, f.steps) == ("warning", (0, 73))
+    (f,) = findings(NAN_ONSET.run(write(tmp_path / "e", "r", {"grad_norm": dpo[::2], "loss": [0.69] * 38})))
+    assert (f.severity, f.steps) == ("warning", (0, 0))
+
+
 def test_a_metric_never_finite_is_no_onset_unless_it_is_a_training_quantity(tmp_path):
     """ML-Agents SAC with continuous actions logs ``Policy/Discrete Entropy Coeff`` as NaN
     on every row (a real run's 1182 of 1182 values): no metric went NaN, the branch is
