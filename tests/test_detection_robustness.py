@@ -138,12 +138,15 @@ def bench(tmp_path_factory):
 #: decline to the end (tune every2 and every3 105 -> 106 in window, late 7 -> 6 and stopped
 #: 11 -> 10 healthy exits; report every2 62 -> 64, every3 74 -> 75, late 64 -> 65 in
 #: window); a truncated share that rises from none to one in ten and stays (tune every2
-#: and late +1 found, late +1 in window; report +1 found and in window in every variant):
-#: the floors below.
-FLOORS = {("tune", "every2"): (156 / 188, 106 / 188, 5), ("tune", "every3"): (149 / 188, 106 / 188, 8),
-          ("tune", "late"): (123 / 142, 85 / 142, 6), ("tune", "stopped"): (126 / 166, 97 / 166, 10),
-          ("report", "every2"): (110 / 156, 65 / 156, 13), ("report", "every3"): (116 / 156, 76 / 156, 16),
-          ("report", "late"): (94 / 126, 66 / 126, 16), ("report", "stopped"): (95 / 139, 70 / 139, 15)}
+#: and late +1 found, late +1 in window; report +1 found and in window in every variant).
+#: Session 42: a jump past the midpoint from a point still near the level held is the onset,
+#: and a level cut at single outliers is one stage (tune every3 106 -> 107, late 85 -> 86,
+#: stopped 97 -> 98 in window; report every3 76 -> 77, late 66 -> 65 in window): the floors
+#: below.
+FLOORS = {("tune", "every2"): (156 / 188, 106 / 188, 5), ("tune", "every3"): (149 / 188, 107 / 188, 8),
+          ("tune", "late"): (123 / 142, 86 / 142, 6), ("tune", "stopped"): (126 / 166, 98 / 166, 10),
+          ("report", "every2"): (110 / 156, 65 / 156, 13), ("report", "every3"): (116 / 156, 77 / 156, 16),
+          ("report", "late"): (94 / 126, 65 / 126, 16), ("report", "stopped"): (95 / 139, 70 / 139, 15)}
 
 
 @pytest.mark.parametrize("half, variant", sorted(FLOORS))
@@ -243,14 +246,16 @@ def test_a_stopped_run_ends_soon_after_its_first_event(bench):
 #: -> 696 cases, 21 more found, 18 more at the step; report 588 -> 603, 14 more found, 11
 #: more at the step). Session 40: the sixty-second batch's healthy logs (1 and 1: tune 696 ->
 #: 701 cases, 5 more found, 4 more at the step; report 603 -> 608, 5 more found, 4 more at
-#: the step): the counts below.
-INJECTED = {"tune": {"return_collapse": (163, 156), "entropy_collapse": (72, 0), "kl_blowup": (18, 17),
+#: the step). Session 42: a jump past the midpoint from a point still near the level held
+#: is the onset (tune return collapses 156 -> 157 at the step; report return collapses 123 ->
+#: 126, length collapses 18 -> 20): the counts below.
+INJECTED = {"tune": {"return_collapse": (163, 157), "entropy_collapse": (72, 0), "kl_blowup": (18, 17),
                      "grad_explosion": (42, 42), "loss_divergence": (118, 114), "nan": (117, 117),
                      "reward_floor": (36, 34), "length_collapse": (24, 23), "length_explosion": (23, 20),
                      "truncation": (16, 15), "zero_std": (9, 8), "clip_blowup": (47, 44)},
-            "report": {"return_collapse": (132, 123), "entropy_collapse": (59, 0), "kl_blowup": (13, 10),
+            "report": {"return_collapse": (132, 126), "entropy_collapse": (59, 0), "kl_blowup": (13, 10),
                        "grad_explosion": (34, 32), "loss_divergence": (106, 101), "nan": (104, 104),
-                       "reward_floor": (26, 26), "length_collapse": (21, 18), "length_explosion": (21, 20),
+                       "reward_floor": (26, 26), "length_collapse": (21, 20), "length_explosion": (21, 20),
                        "truncation": (15, 14), "zero_std": (7, 5), "clip_blowup": (53, 48)}}
 
 
