@@ -247,7 +247,7 @@ def overflow_skips(onsets: list[Onset]) -> bool:
     of their values), finite at their last: a loss scaler's skipped overflow steps, not a
     numerical failure."""
     return bool(onsets) and all(
-        not o.persistent and o.later == o.nan + o.inf <= OVERFLOW_SHARE * o.rows
+        not o.persistent and o.later == o.nan + o.inf and o.later <= OVERFLOW_SHARE * o.rows
         and (q := semantics.classify(o.metric)[0]) is not None and q.name == "grad_norm"
         for o in onsets)
 

@@ -206,7 +206,8 @@ def prior_exit(r: Regimes, onset: int, tail: int, peak: float, stop: int | None 
     regime off the peak by SIGNIFICANCE standard errors), while a noise dip just before a
     jump is no part of it, nor is a wandering plateau's walk under a higher level held
     long before. Otherwise, when one logged step carries the series past the midpoint
-    covering JUMP_SHARE of the move, that step (after ``onset``): a drift off the level
+    covering JUMP_SHARE of the move from points (the MIN_REFERENCE before it) still within
+    PRIOR_SHARE of the move of that level, that step (after ``onset``): a drift off the level
     before a jump is the level the run sat at, not the move (a Procgen entropy back at 2.15
     after a first collapse, drifting to 1.9 over 15 updates, then 0.7 and ~0.03: the
     onset protocol's prior regime is the rows just before the move, and the step past the
@@ -238,7 +239,9 @@ def prior_exit(r: Regimes, onset: int, tail: int, peak: float, stop: int | None 
     jump = past > 0 and y[past - 1] - y[past] > JUMP_SHARE * (part.level - low)
     if k < onset and _slides(r, k, past, band):
         return min(onset, past) if jump else k
-    if jump and part.level - float(np.median(y[max(0, past - MIN_REFERENCE):past])) < PRIOR_SHARE * (part.level - low):
+    # the points before the jump still near the level held: the drift off it is no move
+    before_jump = float(np.median(y[max(0, past - MIN_REFERENCE):past]))
+    if jump and part.level - before_jump < PRIOR_SHARE * (part.level - low):
         return max(onset, past)
     return max(onset, _left_level(y, max(onset, part.start) - 1, end, part.level, mid, band, onset - 1))
 

@@ -555,8 +555,8 @@ def _after_last_stage(r: Regimes, onset: int, peak: float, n_peak: int, stop: in
     peak's: it became the run's level) before the move into the bad state, which starts
     after it (the onset protocol's prior regime is the level just before the move). The
     level may be cut into regimes at single outliers (``_flat_runs``: held regimes within
-    SIGNIFICANCE noise sigmas of each other, or PLATEAU of the move, with only shorter
-    ones between them): a MARLlib return held at 3.8 for a sixth of its run with a low
+    SIGNIFICANCE noise sigmas of each other, and within PLATEAU of the move, with only
+    shorter ones between them): a MARLlib return held at 3.8 for a sixth of its run with a low
     row every twenty is one level, not five pieces too short to be one.
     ``onset`` when there is no such stage. The bottom is the lowest level held after the
     peak, or the median of the run's last MIN_REFERENCE points when lower: a run stopped
