@@ -909,3 +909,22 @@ def test_real_bursty_hopper_returns_stay_quiet_and_a_real_brief_peak_still_falls
     assert rules.reward_declines("AverageEpRet", steps, values) == []
     d = trend.decline(*sb3("sb3_dqn_reward_collapse_model2", "rollout/ep_rew_mean"), 0.5)
     assert d is not None and int(d.r.steps[d.onset]) == 27987
+
+
+def test_a_decline_to_the_end_from_a_burst_is_no_decline_by_either_search():
+    """A flat, very noisy GRPO reward (the tuning half's Tinker Cree ledger: 1200 steps of
+    4 completions each, healthy) logged every second step: a few rows near 0.24 at step
+    370 read as a held peak, the rows after are the reward's level again (0.176, above the
+    0.159 it started from). ``decline`` calls it a burst the run's own rows reach; the
+    search for declines the run recovered from, which ends with the first decline that
+    lasts to the end, asked nothing and reported "fell from 0.2365 to 0.1762". Both
+    searches now ask the same question of a decline to the end."""
+    name = "tinker_rl_cree_qwen35_4b_dictionary_flat"
+    path = next((REAL / name).glob("*.csv"))
+    with open(path, encoding="utf-8") as fh:
+        rows = list(csv.DictReader(fh))
+    steps = np.array([int(r["step"]) for r in rows])[::2]
+    values = np.array([float(r["reward_scalar"]) for r in rows])[::2]
+    assert trend.decline(steps, values, 0.5) is None
+    assert trend.recovered_decline(steps, values, 0.5) is None
+    assert rules.reward_degradation("reward_scalar", steps, values) is None

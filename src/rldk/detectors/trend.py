@@ -154,7 +154,12 @@ def recovered_decline(steps, values, share: float, r: Regimes | None = None) -> 
     duration), when each level it held in between is below the peak by more than the
     white noise of the two levels (a dip inside a noisy plateau, then a level back at the
     plateau, then the collapse, is not one stretch). The onset is then the start of the
-    fall into the first level held past the deep line."""
+    fall into the first level held past the deep line.
+
+    A decline that lasts to the end (``end`` None: the search's last answer) is asked what
+    ``decline`` asks of one, whether its peak was a burst of the run's own outliers
+    (``_back_from_a_burst``); without it, a noisy flat reward thinned to every second row
+    "fell" from a burst that ``decline`` had already set aside."""
     return next(_recovered(r if r is not None else regimes(steps, values, "signed"), share), None)
 
 
@@ -245,6 +250,8 @@ def _recovered_at(r: Regimes, t: int, top, low, best, se, share, need, most) -> 
     if z < SIGNIFICANCE * (SHORT_SIGNIFICANCE if short else 1):
         return None
     onset = _move_start(r, a, fell, peak, gain, se, end)
+    if end >= len(r.values) and _back_from_a_burst(r, a, peak, onset, s, se):
+        return None           # a decline to the end from a burst of the run's outliers, as ``decline`` asks
     return Decline(r, onset, s, peak, int(r.steps[a]), start,
                    float(np.median(low_part)), line, float(z),
                    end if end < len(r.values) else None)
@@ -356,7 +363,8 @@ def _back_from_a_burst(r: Regimes, a: int, peak: float, onset: int, tail: int, s
     a level held (an SB3 DQN return at 0.7 for 112 rows, 13 -> 109 over 14, then back to
     0) is judged as before. Only a decline to the end is asked: a dip the run comes back
     from after a brief peak is also what a run that collapsed, relearned and collapsed
-    again looks like (an EPyMARL QMIX return, 1.0, 0.1, 1.7 for ten rows, 0.1 again)."""
+    again looks like (an EPyMARL QMIX return, 1.0, 0.1, 1.7 for ten rows, 0.1 again).
+    Asked by ``decline`` and by ``recovered_decline`` of a decline to the end alike."""
     n = len(r.values)
     need = max(MIN_TAIL, int(np.ceil(MIN_STRETCH * n)))
     x = r.parts[part_at(r, a)].start               # where the run left its level for the peak
