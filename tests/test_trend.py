@@ -928,3 +928,31 @@ def test_a_decline_to_the_end_from_a_burst_is_no_decline_by_either_search():
     assert trend.decline(steps, values, 0.5) is None
     assert trend.recovered_decline(steps, values, 0.5) is None
     assert rules.reward_degradation("reward_scalar", steps, values) is None
+
+
+def test_a_heavy_tailed_loss_ending_on_its_spikes_has_not_risen():
+    """A DQN's TD loss with a tenth of its rows ten to a thousand times over its median,
+    each back at once: a log cut where two spikes fall on its last three rows ends "above"
+    100x its lowest level, but the series reached that height as single rows dozens of
+    times and came back. The tuning half's CS285 DQN Ms. Pac-Man run (healthy) cut at
+    step 680000 read "critic_loss climbed from 3.114 to 626.4 (201x)". The same loss that
+    then stays at a height it never visited, or stays for a tenth of the run, rose."""
+    steps, values = tensorboard_tag("cs285_dqn_mspacman_doubleq_learning", "critic_loss")
+    cut = steps <= 680000
+    s, v = steps[cut], values[cut]
+    assert v[-1] > 10 * np.median(v) and v[-3] > 10 * np.median(v)           # the spikes at the end
+    assert rules.loss_divergence("critic_loss", s, v) is None
+    assert rules._rise("loss_divergence", "critic_loss", s, v, rules.LOSS_JUMP, "climbed",
+                       since_trough=True) is None
+    rng = np.random.default_rng(4)
+    t = np.arange(600)
+    loss = np.exp(rng.normal(0, 0.3, 600)) * np.minimum(1 + t / 100, 5.0)
+    loss[rng.choice(np.arange(50, 590), 50, replace=False)] *= rng.uniform(50, 1000, 50)
+    loss[-3:] = [300.0, 40.0, 500.0]
+    assert rules.loss_divergence("loss", t, loss) is None
+    higher = loss.copy()
+    higher[-3:] = 1e5 * np.array([3.0, 4.0, 5.0])       # a height no row reached before
+    assert rules.loss_divergence("loss", t, higher) is not None
+    held = loss.copy()
+    held[-70:] = 400.0 * np.exp(rng.normal(0, 0.3, 70))  # at the spikes' height for over a tenth
+    assert rules.loss_divergence("loss", t, held) is not None

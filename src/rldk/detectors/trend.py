@@ -382,10 +382,10 @@ def _back_from_a_burst(r: Regimes, a: int, peak: float, onset: int, tail: int, s
     if level - float(np.mean(after)) >= SIGNIFICANCE * se(need, len(after), lag):
         return False
     mid = (level + peak) / 2
-    return _lone_rows(before >= mid) + _lone_rows(after >= mid) >= MIN_REFERENCE
+    return lone_rows(before >= mid) + lone_rows(after >= mid) >= MIN_REFERENCE
 
 
-def _lone_rows(high: np.ndarray) -> int:
+def lone_rows(high: np.ndarray) -> int:
     """Rows of ``high`` in runs of fewer than MIN_REFERENCE: single rows and pairs, bursts
     of a series' outliers, not a level it held there."""
     edges = np.diff(np.r_[0, high.astype(np.int8), 0])
