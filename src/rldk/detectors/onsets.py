@@ -35,6 +35,12 @@ MAX_EXCURSION = 2
 STRAY_DEEP = 0.15
 
 
+def stretch_need(n: int, least: int = MIN_REFERENCE) -> int:
+    """Fewest points of a series of ``n`` that make a stretch of it: MIN_STRETCH of them,
+    and at least ``least``."""
+    return max(least, int(np.ceil(MIN_STRETCH * n)))
+
+
 def final_need(below, lo: int, start: int, least: int) -> int:
     """Fewest points a state that lasts to the end of the series (from point ``start``)
     must hold to count: MIN_STRETCH of the series, as a state that ends must; or fewer,
@@ -44,7 +50,7 @@ def final_need(below, lo: int, start: int, least: int) -> int:
     broken run) ends in a short final state; a bursty return that drops back from a burst
     to the plateau it left and returned to before has been there, for longer, and came
     back. The run that reaches ``start`` is part of the final state, not an earlier one."""
-    share = max(least, int(np.ceil(MIN_STRETCH * len(below))))
+    share = stretch_need(len(below), least)
     seg = np.asarray(below[lo:start], dtype=bool)
     if len(seg) and seg[-1]:
         seg = seg[:len(seg) - int(np.argmin(seg[::-1]))] if not seg.all() else seg[:0]
@@ -82,7 +88,7 @@ def stretch(r: Regimes, inside, start: int = 0) -> tuple[int, int] | None:
     """``(i, j)``: the first run of consecutive regimes ``parts[i:j]`` (from ``start``)
     that all satisfy ``inside`` and either reach the end of the series or hold at least
     MIN_STRETCH of its points."""
-    need = max(MIN_REFERENCE, int(np.ceil(MIN_STRETCH * len(r.values))))
+    need = stretch_need(len(r.values))
     i = start
     while i < len(r.parts):
         if not inside(r.parts[i]):
@@ -193,7 +199,7 @@ def state_run(bad: np.ndarray, lo: int = 0, final: bool = False,
     the midpoint too", benchmarks/data/real/README.md)."""
     bad = np.asarray(bad, dtype=bool)
     n = len(bad)
-    need = max(MIN_REFERENCE, int(np.ceil(MIN_STRETCH * n)))
+    need = stretch_need(n)
     for k, end in _runs(bad, lo):
         lasts = (end == n and end - k >= min_final) or (not final and end - k >= need)
         stray = STRAY_DEEP if deep is not None and np.mean(deep[k:end]) > 0.5 else STRAY

@@ -33,6 +33,7 @@ from rldk.detectors.onsets import (
     midpoint_onset,
     onset_in,
     state_run,
+    stretch_need,
 )
 from rldk.detectors.ratios import (
     SOLVED_LAG,
@@ -276,7 +277,7 @@ def _last_stage(r: Regimes, peak_at: int, crossed: int, line: float):
     its way down."""
     n = len(r.values)
     held = min(PRIOR_POINTS, max(MIN_REFERENCE, int(np.ceil(SHORT_RUN_STAGE * n))))
-    need = max(held, int(np.ceil(MIN_STRETCH * n)))
+    need = stretch_need(n, held)
     later = -np.inf                               # the highest regime after the one asked
     for p in reversed([p for p in r.parts[part_at(r, peak_at) + 1:] if p.end <= crossed]):
         if p.size >= need and p.raw > line and p.raw > later:
@@ -360,7 +361,7 @@ def _spike_seen_before(v: np.ndarray, crossed: int, end: int, high: float) -> bo
     diverges rose to a height it never visited; one that spiked there before and now stays
     for MIN_STRETCH of the run is still a state."""
     n = len(v)
-    if end < n or end - crossed >= max(MIN_REFERENCE, int(np.ceil(MIN_STRETCH * n))):
+    if end < n or end - crossed >= stretch_need(n):
         return False
     return lone_rows(v[:crossed] >= high) >= MIN_REFERENCE
 
@@ -1096,7 +1097,7 @@ def grad_norm_explosion(metric: str, steps, values, partner=None) -> Event | Non
     top = None                                    # the first of the highest held parts so far
     spikes = set()                                # leaps the norm came back from: no level held
     transient = None                              # a start-up transient: info, unless more follows
-    settle = max(MIN_REFERENCE, int(np.ceil(MIN_STRETCH * len(r.values))))
+    settle = stretch_need(len(r.values))
     base = None                                   # the highest part held for MIN_STRETCH of the run
     for j in range(1, len(r.parts)):
         q = r.parts[j - 1]

@@ -37,7 +37,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from rldk.detectors.onsets import LEVEL_WINDOW, MIN_REFERENCE, MIN_STRETCH, final_need, level_of
+from rldk.detectors.onsets import LEVEL_WINDOW, MIN_REFERENCE, final_need, level_of, stretch_need
 from rldk.detectors.regimes import Regimes, regimes
 from rldk.detectors.scale import MAD_TO_SIGMA, noise_sigma, spread
 
@@ -233,7 +233,7 @@ def _recovered_at(r: Regimes, t: int, top, low, best, se, share, need, most) -> 
         return None
 
     # a stretch of MIN_STRETCH of the run under either line first; failing that, a short one
-    found = low_stretch(max(MIN_TAIL, int(np.ceil(MIN_STRETCH * len(r.values)))))
+    found = low_stretch(stretch_need(len(r.values), MIN_TAIL))
     short = found is None
     found = found if found is not None else low_stretch(need)
     if found is None:
@@ -250,11 +250,11 @@ def _recovered_at(r: Regimes, t: int, top, low, best, se, share, need, most) -> 
     if z < SIGNIFICANCE * (SHORT_SIGNIFICANCE if short else 1):
         return None
     onset = _move_start(r, a, fell, peak, gain, se, end)
-    if end >= len(r.values) and _back_from_a_burst(r, a, peak, onset, s, se):
+    to_end = end >= len(r.values)
+    if to_end and _back_from_a_burst(r, a, peak, onset, s, se):
         return None           # a decline to the end from a burst of the run's outliers, as ``decline`` asks
     return Decline(r, onset, s, peak, int(r.steps[a]), start,
-                   float(np.median(low_part)), line, float(z),
-                   end if end < len(r.values) else None)
+                   float(np.median(low_part)), line, float(z), None if to_end else end)
 
 
 def _all_off(r: Regimes, t: int, end: int, peak: float, n_peak: int) -> bool:
@@ -366,7 +366,7 @@ def _back_from_a_burst(r: Regimes, a: int, peak: float, onset: int, tail: int, s
     again looks like (an EPyMARL QMIX return, 1.0, 0.1, 1.7 for ten rows, 0.1 again).
     Asked by ``decline`` and by ``recovered_decline`` of a decline to the end alike."""
     n = len(r.values)
-    need = max(MIN_TAIL, int(np.ceil(MIN_STRETCH * n)))
+    need = stretch_need(n, MIN_TAIL)
     x = r.parts[part_at(r, a)].start               # where the run left its level for the peak
     if x < need or onset - x >= need:
         return False
@@ -438,7 +438,7 @@ def settled_below(steps, values, r: Regimes | None = None, recovered: bool = Fal
     tenth of the run before it came back."""
     r = r if r is not None else regimes(steps, values, "signed")
     n = len(r.values)
-    need = max(MIN_TAIL, int(np.ceil(MIN_STRETCH * n)))
+    need = stretch_need(n, MIN_TAIL)
     if n < 2 * need or len(r.parts) < 2:
         return None
     level, se = level_of(r.values), level_se(r)
@@ -571,7 +571,7 @@ def _after_last_stage(r: Regimes, onset: int, peak: float, n_peak: int, stop: in
     while it was still falling fast ends in regimes too short to be held. Only regimes
     before ``stop`` (the end of a low stretch the run recovered from) belong to the fall,
     and then the run's end is not its bottom."""
-    need = max(MIN_TAIL, int(np.ceil(MIN_STRETCH * len(r.values))), n_peak)
+    need = max(stretch_need(len(r.values), MIN_TAIL), n_peak)
     i = part_at(r, onset)
     parts = r.parts if stop is None else r.parts[:part_at(r, stop - 1) + 1]
     held = [p for p in parts[i:] if p.size >= MIN_REFERENCE]
