@@ -956,3 +956,28 @@ def test_a_heavy_tailed_loss_ending_on_its_spikes_has_not_risen():
     held = loss.copy()
     held[-70:] = 400.0 * np.exp(rng.normal(0, 0.3, 70))  # at the spikes' height for over a tenth
     assert rules.loss_divergence("loss", t, held) is not None
+
+
+def test_a_dip_just_before_a_burst_is_no_climb_to_it():
+    """The evaluation return of a Procgen FruitBot run (tuning half, healthy: unseen levels,
+    flat at -1..-3 with single rows from -6.7 to 5.5) logged every third update: seven rows
+    at -3.7, three at 2.4, then the level of the run again (-1.9). The burst test read the
+    dip before the burst as a climb to it ("no one level held") and the rows after it as a
+    fall: "fell from 2.38 to -1.94". A dip is the last stretch before the burst; a climb or
+    stages end higher than they begin. The same run that falls 3 below its level after the
+    burst lost what it held: an error, and its fall starts after the peak it fell from (the
+    onset search had walked back to a level held long before the peak, "fell from 2.38 (step
+    20709376) from step 19628032")."""
+    with open(REAL / "baselines_ppo2_procgen_fruitbot_1level_learning" / "progress.csv", encoding="utf-8") as fh:
+        rows = list(csv.DictReader(fh))
+    steps = np.array([int(float(r["misc/total_timesteps"])) for r in rows])[::3]
+    values = np.array([float(r["eval_eprewmean"]) for r in rows])[::3]
+    burst = (steps >= 20709376) & (steps <= 20807680)
+    assert np.median(values[burst]) > 2 and np.median(values[(steps > 20807680) & (steps < 22e6)]) < -1
+    assert trend.decline(steps, values, 0.5) is None
+    assert rules.reward_degradation("eval_eprewmean", steps, values) is None
+    fallen = values.copy()
+    fallen[steps > 20807680] -= 3
+    event = rules.reward_degradation("eval_eprewmean", steps, fallen)
+    assert event is not None and event.severity == "error"
+    assert event.onset == 20856832 and event.onset >= event.evidence["peak_step"], event

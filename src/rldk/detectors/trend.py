@@ -350,8 +350,10 @@ def _back_from_a_burst(r: Regimes, a: int, peak: float, onset: int, tail: int, s
     """Whether the ``peak`` held from point ``a`` was a burst of the series' own outliers:
     over the MIN_STRETCH of the run's points (and MIN_TAIL) just before the peak's regime
     the run held one level (no regime of MIN_REFERENCE points there below their median by
-    SIGNIFICANCE standard errors: not a climb, nor stages; regimes above it are bursts
-    like the peak), it left that level for fewer points than that before the fall (from
+    SIGNIFICANCE standard errors with one back at it after: not a climb, nor stages;
+    regimes above it are bursts like the peak, and a dip that is the stretch's last, just
+    before the peak, is its noise as the peak is: a FruitBot evaluation return at -2.6, -3.7
+    for seven rows, 2.4 for three and -1.9 again), it left that level for fewer points than that before the fall (from
     ``onset``), the tail (from point ``tail`` to the end) is back at it (not below it by
     SIGNIFICANCE standard errors), and single rows (or pairs) of that stretch and of the
     tail reach halfway from it to the peak, at least MIN_REFERENCE of them: a peak of a
@@ -372,11 +374,15 @@ def _back_from_a_burst(r: Regimes, a: int, peak: float, onset: int, tail: int, s
         return False
     before = r.y[x - need:x]
     level = float(np.median(before))
+    low = False
     for p in r.parts[part_at(r, x - need):part_at(r, x - 1) + 1]:
         size = min(p.end, x) - max(p.start, x - need)
-        if size >= MIN_REFERENCE and level - float(np.median(r.y[max(p.start, x - need):min(p.end, x)])) \
-                >= SIGNIFICANCE * se(size, need, 0):
-            return False                           # no one level held: a climb, or stages
+        if size < MIN_REFERENCE:
+            continue
+        if level - float(np.median(r.y[max(p.start, x - need):min(p.end, x)])) >= SIGNIFICANCE * se(size, need, 0):
+            low = True                             # under the level held
+        elif low:
+            return False                           # and up again after it: a climb, or stages
     after = r.y[tail:]
     lag = (tail + len(after) // 2) - (x - need // 2)
     if level - float(np.mean(after)) >= SIGNIFICANCE * se(need, len(after), lag):
