@@ -968,7 +968,8 @@ def test_a_dip_just_before_a_burst_is_no_climb_to_it():
     burst lost what it held: an error, and its fall starts after the peak it fell from (the
     onset search had walked back to a level held long before the peak, "fell from 2.38 (step
     20709376) from step 19628032")."""
-    with open(REAL / "baselines_ppo2_procgen_fruitbot_1level_learning" / "progress.csv", encoding="utf-8") as fh:
+    path = REAL / "baselines_ppo2_procgen_fruitbot_1level_learning" / "progress.csv"
+    with open(path, encoding="utf-8") as fh:
         rows = list(csv.DictReader(fh))
     steps = np.array([int(float(r["misc/total_timesteps"])) for r in rows])[::3]
     values = np.array([float(r["eval_eprewmean"]) for r in rows])[::3]

@@ -352,11 +352,12 @@ def _back_from_a_burst(r: Regimes, a: int, peak: float, onset: int, tail: int, s
     the run held one level (no regime of MIN_REFERENCE points there below their median by
     SIGNIFICANCE standard errors with one back at it after: not a climb, nor stages;
     regimes above it are bursts like the peak, and a dip that is the stretch's last, just
-    before the peak, is its noise as the peak is: a FruitBot evaluation return at -2.6, -3.7
-    for seven rows, 2.4 for three and -1.9 again), it left that level for fewer points than that before the fall (from
-    ``onset``), the tail (from point ``tail`` to the end) is back at it (not below it by
-    SIGNIFICANCE standard errors), and single rows (or pairs) of that stretch and of the
-    tail reach halfway from it to the peak, at least MIN_REFERENCE of them: a peak of a
+    before the peak, is its noise as the peak is: a FruitBot evaluation return at -2.6,
+    -3.7 for seven rows, 2.4 for three and -1.9 again), it left that level for fewer
+    points than that before the fall (from ``onset``), the tail (from point ``tail`` to
+    the end) is back at it (not below it by SIGNIFICANCE standard errors), and single rows
+    (or pairs) of that stretch and of the tail reach halfway from it to the peak, at least
+    MIN_REFERENCE of them: a peak of a
     few rows that the run's rows reach anyway, which it did not hold. A return whose rows
     are skewed up (epochs with a few long episodes: Spinning Up PPO on Hopper, 1100-2000
     with single epochs at 2500-3300) holds a "level" wherever four such rows fall
@@ -379,7 +380,8 @@ def _back_from_a_burst(r: Regimes, a: int, peak: float, onset: int, tail: int, s
         size = min(p.end, x) - max(p.start, x - need)
         if size < MIN_REFERENCE:
             continue
-        if level - float(np.median(r.y[max(p.start, x - need):min(p.end, x)])) >= SIGNIFICANCE * se(size, need, 0):
+        median = float(np.median(r.y[max(p.start, x - need):min(p.end, x)]))
+        if level - median >= SIGNIFICANCE * se(size, need, 0):
             low = True                             # under the level held
         elif low:
             return False                           # and up again after it: a climb, or stages
