@@ -982,3 +982,23 @@ def test_a_dip_just_before_a_burst_is_no_climb_to_it():
     event = rules.reward_degradation("eval_eprewmean", steps, fallen)
     assert event is not None and event.severity == "error"
     assert event.onset == 20856832 and event.onset >= event.evidence["peak_step"], event
+
+
+def test_a_rise_over_more_decades_than_the_log_scale_keeps_starts_where_it_crossed():
+    """A Spinning Up SAC critic loss (HopperBullet with a gradient penalty, tuning half) at
+    3-9 that blows up from step 91999 (92.7, 1160, 7550 ...) to 1e8-1e11: the log scale's
+    floor, a thousandth of the series' high, sits at 6e7, and every level before the
+    divergence is flat under it. Logged every second epoch, a one-step jump from 7.5e7 to
+    9e8 at step 523999, inside the state, read as the move: "blew up ... from step 523999".
+    A jump inside the state is measured from the level held; under the floor there is none
+    to measure from, and the rise starts where it crossed, as on the full log."""
+    path = REAL / "spinup_sac_hopperbullet_gradpen_s6_critic_divergence_collapse" / "progress.txt"
+    with open(path, encoding="utf-8") as fh:
+        rows = list(csv.DictReader(fh, delimiter="\t"))
+    steps = np.array([int(float(r["TotalEnvInteracts"])) for r in rows])
+    values = np.array([float(r["LossQ"]) for r in rows])
+    for k in (1, 2):
+        event = rules._rise("loss_divergence", "LossQ", steps[::k], values[::k], rules.VALUE_JUMP, "blew up",
+                            since_trough=True)
+        assert event is not None and event.onset == 91999, (k, event)
+        assert event.evidence["now"] > 1e8 and event.evidence["held"] < 10

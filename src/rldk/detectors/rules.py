@@ -45,7 +45,7 @@ from rldk.detectors.ratios import (
     zero_std_onset,
 )
 from rldk.detectors.regimes import Regimes, regimes
-from rldk.detectors.scale import noise_sigma
+from rldk.detectors.scale import LOG_FLOOR, noise_sigma
 from rldk.detectors.trend import (
     PLATEAU,
     SHORT_SIGNIFICANCE,
@@ -296,7 +296,11 @@ def _rise(code, metric, steps, values, factor, what, since_trough: bool = False)
     in the evidence); when the lowest level is a dip under the level the series held
     before it, the rise starts after the last point back at or under that level (the
     climb out of the dip is no part of it), and a state found only on the rolling level
-    over the dip's must also lie RISE_OVER_HELD x over the level held."""
+    over the dip's must also lie RISE_OVER_HELD x over the level held. A jump inside the
+    state is the onset only when the level the rise left shows on the log scale (above its
+    floor, a thousandth of the series' high): a critic loss at 3-9 that blows up to 1e11
+    is flat under that floor before it diverges, and a late jump from 7.5e7 to 9e8 is no
+    measure of the move."""
     v = np.asarray(values, float)
     if len(v) < 2 * MIN_REFERENCE:
         return None
@@ -342,7 +346,11 @@ def _rise(code, metric, steps, values, factor, what, since_trough: bool = False)
         # last point at or under it
         back = np.flatnonzero(v[trough_at:crossed] <= ref)
         start = trough_at + int(back[-1]) if len(back) else trough_at
-    k = fall_start(r, start, crossed, up=True, jumps=True, until=end)
+    # a level under the log scale's floor (a thousandth of the series' high: a loss that
+    # diverges over eleven decades) is flat on it: no jump inside the state can be
+    # measured from it, only one into it
+    seen = ref >= LOG_FLOOR * float(np.quantile(v[v > 0], 0.95))
+    k = fall_start(r, start, crossed, up=True, jumps=True, until=end if seen else None)
     # the line the state was found over, when it is not ``factor`` x the level named
     judged = "" if low is None else f" (its rolling level over {factor:g}x the lowest level it held, {low:.4g})"
     return Event(code, metric, int(steps[k]), int(steps[end - 1]), "error",
