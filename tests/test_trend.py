@@ -990,8 +990,9 @@ def test_a_rise_over_more_decades_than_the_log_scale_keeps_starts_where_it_cross
     floor, a thousandth of the series' high, sits at 6e7, and every level before the
     divergence is flat under it. Logged every second epoch, a one-step jump from 7.5e7 to
     9e8 at step 523999, inside the state, read as the move: "blew up ... from step 523999".
-    A jump inside the state is measured from the level held; under the floor there is none
-    to measure from, and the rise starts where it crossed, as on the full log."""
+    On the series' own log scale that step is a seventh of the rise from 3.5 to 2.3e8: the
+    rise starts where it crossed, as on the full log. (A loss that drifts 100x and then
+    jumps 1000x in one row still diverged at the jump: test_detectors_onset.)"""
     path = REAL / "spinup_sac_hopperbullet_gradpen_s6_critic_divergence_collapse" / "progress.txt"
     with open(path, encoding="utf-8") as fh:
         rows = list(csv.DictReader(fh, delimiter="\t"))

@@ -21,7 +21,7 @@ from dataclasses import replace
 import numpy as np
 
 from rldk.detectors.event import Event
-from rldk.detectors.moves import BAND, PRIOR_POINTS, fall_start, moves_at_once, prior_exit
+from rldk.detectors.moves import BAND, JUMP_SHARE, PRIOR_POINTS, fall_start, moves_at_once, prior_exit
 from rldk.detectors.onsets import (
     LEVEL_WINDOW,
     MIN_REFERENCE,
@@ -45,7 +45,7 @@ from rldk.detectors.ratios import (
     zero_std_onset,
 )
 from rldk.detectors.regimes import Regimes, regimes
-from rldk.detectors.scale import LOG_FLOOR, noise_sigma
+from rldk.detectors.scale import noise_sigma
 from rldk.detectors.trend import (
     PLATEAU,
     SHORT_SIGNIFICANCE,
@@ -297,10 +297,11 @@ def _rise(code, metric, steps, values, factor, what, since_trough: bool = False)
     before it, the rise starts after the last point back at or under that level (the
     climb out of the dip is no part of it), and a state found only on the rolling level
     over the dip's must also lie RISE_OVER_HELD x over the level held. A jump inside the
-    state is the onset only when the level the rise left shows on the log scale (above its
-    floor, a thousandth of the series' high): a critic loss at 3-9 that blows up to 1e11
-    is flat under that floor before it diverges, and a late jump from 7.5e7 to 9e8 is no
-    measure of the move."""
+    state is the onset only when it covers JUMP_SHARE of the rise on the series' own log
+    scale, from the level held to the state's median (the regimes' scale is floored at a
+    thousandth of the series' high: a critic loss at 3-9 that blows up to 1e11 is flat
+    under that floor before it diverges, and a late jump from 7.5e7 to 9e8 looks like all
+    of the move there)."""
     v = np.asarray(values, float)
     if len(v) < 2 * MIN_REFERENCE:
         return None
@@ -346,11 +347,14 @@ def _rise(code, metric, steps, values, factor, what, since_trough: bool = False)
         # last point at or under it
         back = np.flatnonzero(v[trough_at:crossed] <= ref)
         start = trough_at + int(back[-1]) if len(back) else trough_at
-    # a level under the log scale's floor (a thousandth of the series' high: a loss that
-    # diverges over eleven decades) is flat on it: no jump inside the state can be
-    # measured from it, only one into it
-    seen = ref >= LOG_FLOOR * float(np.quantile(v[v > 0], 0.95))
-    k = fall_start(r, start, crossed, up=True, jumps=True, until=end if seen else None)
+    k = fall_start(r, start, crossed, up=True, jumps=True, until=end)
+    if k > crossed and ref > 0 and v[k - 1] > 0 \
+            and np.log(v[k] / v[k - 1]) <= JUMP_SHARE * np.log(high / ref):
+        # a jump inside the state measured on the log scale's floor (a thousandth of the
+        # series' high), under which the level the rise left lies flat: on its own scale the
+        # jump is a small part of the move (a critic loss at 3-9 diverging to 1e11, 7.5e7 ->
+        # 9e8 in one logged step), and the rise started where it crossed
+        k = fall_start(r, start, crossed, up=True, jumps=True)
     # the line the state was found over, when it is not ``factor`` x the level named
     judged = "" if low is None else f" (its rolling level over {factor:g}x the lowest level it held, {low:.4g})"
     return Event(code, metric, int(steps[k]), int(steps[end - 1]), "error",
