@@ -348,12 +348,11 @@ def _rise(code, metric, steps, values, factor, what, since_trough: bool = False)
         back = np.flatnonzero(v[trough_at:crossed] <= ref)
         start = trough_at + int(back[-1]) if len(back) else trough_at
     k = fall_start(r, start, crossed, up=True, jumps=True, until=end)
-    if k > crossed and ref > 0 and v[k - 1] > 0 \
-            and np.log(v[k] / v[k - 1]) <= JUMP_SHARE * np.log(high / ref):
-        # a jump inside the state measured on the log scale's floor (a thousandth of the
-        # series' high), under which the level the rise left lies flat: on its own scale the
-        # jump is a small part of the move (a critic loss at 3-9 diverging to 1e11, 7.5e7 ->
-        # 9e8 in one logged step), and the rise started where it crossed
+    if k > crossed and v[k - 1] > 0 and np.log(v[k] / v[k - 1]) <= JUMP_SHARE * np.log(high / ref):
+        # a jump inside the state that only the regimes' floored log scale makes half the
+        # move (the level the rise left lies flat under the floor there): on the series' own
+        # scale it is a small part of the rise (a critic loss at 3-9 diverging to 1e11, 7.5e7
+        # -> 9e8 in one logged step), and the rise started where it crossed
         k = fall_start(r, start, crossed, up=True, jumps=True)
     # the line the state was found over, when it is not ``factor`` x the level named
     judged = "" if low is None else f" (its rolling level over {factor:g}x the lowest level it held, {low:.4g})"

@@ -357,8 +357,8 @@ def _back_from_a_burst(r: Regimes, a: int, peak: float, onset: int, tail: int, s
     points than that before the fall (from ``onset``), the tail (from point ``tail`` to
     the end) is back at it (not below it by SIGNIFICANCE standard errors), and single rows
     (or pairs) of that stretch and of the tail reach halfway from it to the peak, at least
-    MIN_REFERENCE of them: a peak of a
-    few rows that the run's rows reach anyway, which it did not hold. A return whose rows
+    MIN_REFERENCE of them: a peak of a few rows that the run's rows reach anyway, which it
+    did not hold. A return whose rows
     are skewed up (epochs with a few long episodes: Spinning Up PPO on Hopper, 1100-2000
     with single epochs at 2500-3300) holds a "level" wherever four such rows fall
     together, and the rows after them are its plateau, not a decline. A run that climbed
@@ -377,11 +377,10 @@ def _back_from_a_burst(r: Regimes, a: int, peak: float, onset: int, tail: int, s
     level = float(np.median(before))
     low = False
     for p in r.parts[part_at(r, x - need):part_at(r, x - 1) + 1]:
-        size = min(p.end, x) - max(p.start, x - need)
-        if size < MIN_REFERENCE:
+        lo, hi = max(p.start, x - need), min(p.end, x)     # the part inside the stretch
+        if hi - lo < MIN_REFERENCE:
             continue
-        median = float(np.median(r.y[max(p.start, x - need):min(p.end, x)]))
-        if level - median >= SIGNIFICANCE * se(size, need, 0):
+        if level - float(np.median(r.y[lo:hi])) >= SIGNIFICANCE * se(hi - lo, need, 0):
             low = True                             # under the level held
         elif low:
             return False                           # and up again after it: a climb, or stages
