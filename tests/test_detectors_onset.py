@@ -121,6 +121,30 @@ def test_a_real_entropy_that_held_a_lower_level_collapsed_at_its_second_fall(tmp
     assert event is not None and 73 <= event.onset <= 77 and event.evidence["held"] > 0.8, event
 
 
+def test_a_length_that_wandered_on_a_level_for_160_steps_fell_from_it():
+    """A real verl GRPO run (tuning half, healthy): response_length/mean 6100-6500 tokens
+    over its first steps, 1500-1800 by step 18 as the model sheds its base's rambling while
+    the score rises, then 2200-2900 from step 23 to the end. Its change points cut that
+    level into pieces of 3-35 steps that wander, none a tenth of the run and higher than
+    every later one. With the length cut to a tenth from step 181 (injection.py's
+    length_collapse), the fall into it was read from the 6394 of the first rows, from step
+    7, and as that first fall came with the rising score it was "shorter and better"
+    (info): the collapse was missed. The run held 2200-2900 for 158 steps: the collapse
+    left that level, at step 181. The log itself has no length finding."""
+    name = "verl_grpo_r1distill15b_dapomath_sigfrac_lr_controller_learning"
+    path = next((REAL / name).glob("*.jsonl"))
+    rows = [json.loads(line)["data"] | {"step": json.loads(line)["step"]}
+            for line in path.read_text(encoding="utf-8").splitlines()]
+    length = np.array([(r["step"], r["response_length/mean"]) for r in rows if "response_length/mean" in r])
+    score = np.array([(r["step"], r["critic/score/mean"]) for r in rows if "critic/score/mean" in r])
+    steps, values, partner = length[:, 0], length[:, 1], (score[:, 0], score[:, 1])
+    assert rules.length_change("response_length/mean", steps, values, partner) is None
+    cut = np.where(steps >= 181, values / 10, values)
+    event = rules.length_change("response_length/mean", steps, cut, partner)
+    assert event is not None and event.severity == "error" and event.onset == 181, event
+    assert event.evidence["stage_steps"] == [23, 180], event
+
+
 @pytest.mark.parametrize("name, window, back", [
     ("sb3_a2c_cartpole_crash_recovery", (26000, 26500), 38500),    # 180 -> 10, back by 39500
     ("sb3_dqn_model1_collapse_recovery", (337070, 337070), 430369),  # 34 -> 0.5-5, back at 430369

@@ -90,11 +90,12 @@ def regimes(steps, values, kind: str = "signed", penalty: float = PENALTY,
     sigma = max(noise_sigma(y), SIGMA_FLOOR * (1.0 + float(np.median(np.abs(y)))) if len(y) else 1.0)
     starts = segment(y, penalty * sigma ** 2 * np.log(max(len(y), 2)), min_size) if len(y) else []
     bounds = list(starts) + [len(y)]
-    parts = tuple(_regime(steps, values, y, a, b) for a, b in zip(bounds, bounds[1:]) if b > a)
+    parts = tuple(regime_of(steps, values, y, a, b) for a, b in zip(bounds, bounds[1:]) if b > a)
     return Regimes(steps, values, y, sigma, parts)
 
 
-def _regime(steps, values, y, a: int, b: int) -> Regime:
+def regime_of(steps, values, y, a: int, b: int) -> Regime:
+    """Points ``a`` to ``b`` (exclusive) of a series as one regime (``y`` transformed)."""
     part = y[a:b]
     level = _median(part)
     return Regime(int(steps[a]), int(steps[b - 1]), a, b, level, _median(values[a:b]),

@@ -21,7 +21,9 @@ from dataclasses import replace
 import numpy as np
 
 from rldk.detectors.event import Event
-from rldk.detectors.moves import BAND, JUMP_SHARE, PRIOR_POINTS, fall_start, moves_at_once, prior_exit
+from rldk.detectors.moves import (
+    BAND, JUMP_SHARE, PRIOR_POINTS, PRIOR_SHARE, fall_start, moves_at_once, prior_exit,
+)
 from rldk.detectors.onsets import (
     LEVEL_WINDOW,
     MIN_REFERENCE,
@@ -44,7 +46,7 @@ from rldk.detectors.ratios import (
     high_ratio,
     zero_std_onset,
 )
-from rldk.detectors.regimes import Regimes, regimes
+from rldk.detectors.regimes import Regime, Regimes, regime_of, regimes
 from rldk.detectors.scale import noise_sigma
 from rldk.detectors.trend import (
     PLATEAU,
@@ -250,7 +252,7 @@ def _fall(code, metric, steps, values, share, severity_share, what) -> Event | N
     crossed, end = found
     low = float(np.median(v[crossed:end]))
     r = regimes(steps, v, "signed")
-    stage = _last_stage(r, peak_at, crossed, share * ref)
+    stage = _last_stage(r, peak_at, crossed, share * ref, low)
     a, top = (peak_at, ref) if stage is None else (stage.end - 1, stage.raw)
     k = prior_exit(r, fall_start(r, a, crossed), crossed, top, end if end < len(v) else None)
     severity = "error" if low < severity_share * ref else "warning"
@@ -262,28 +264,64 @@ def _fall(code, metric, steps, values, share, severity_share, what) -> Event | N
                   **({} if stage is None else {"stage": stage.raw, "stage_steps": [stage.first, stage.last]})})
 
 
-def _last_stage(r: Regimes, peak_at: int, crossed: int, line: float):
-    """The level a fall into a state (crossing ``line`` at point ``crossed``) started from,
-    when it is not the peak (point ``peak_at``): the last level the series held above the
-    line after its peak (its regime), or None when it held none. A level held is a regime of
-    MIN_STRETCH of the run (and PRIOR_POINTS, or SHORT_RUN_STAGE of a short run: an SB3 run of
-    15 updates whose entropy left its first value 1.90 for 1.34, held that for 5 updates and
-    collapsed in one) above the line that every later regime before the crossing lies
-    under: the run sat there for a tenth of its length, so the move into the state began
-    when it left it (the onset protocol's prior regime is the level just
-    before the move), not at the peak (a verl DAPO entropy 0.82 -> 0.25 over its first
-    30 steps, flat at 0.25 for 44 steps, then to 0.07: the collapse is the second fall). A
-    slide that wobbles back up (a length 5300 -> 4300 -> 4600 -> 3000) holds no level on
-    its way down."""
+def _last_stage(r: Regimes, peak_at: int, crossed: int, line: float, low: float) -> Regime | None:
+    """The level a fall into a state (crossing ``line`` at point ``crossed``; ``low``, the
+    state's median) started from, when it is not the peak (point ``peak_at``): the last
+    level the series held above the line after its peak, or None when it held none. A
+    level held is a regime of MIN_STRETCH of the run (and PRIOR_POINTS, or SHORT_RUN_STAGE
+    of a short run: an SB3 run of 15 updates whose entropy left its first value 1.90 for
+    1.34, held that for 5 updates and collapsed in one) above the line that every later
+    regime before the crossing lies under: the run sat there for a tenth of its length, so
+    the move into the state began when it left it (the onset protocol's prior regime is
+    the level just before the move), not at the peak (a verl DAPO entropy 0.82 -> 0.25 over
+    its first 30 steps, flat at 0.25 for 44 steps, then to 0.07: the collapse is the second
+    fall). Failing one regime, the regimes just before the crossing that wander within
+    PRIOR_SHARE of the fall around their common level (``_held_stretch``). A slide that
+    wobbles back up (a length 5300 -> 4300 -> 4600 -> 3000) holds no level on its way
+    down."""
     n = len(r.values)
     held = min(PRIOR_POINTS, max(MIN_REFERENCE, int(np.ceil(SHORT_RUN_STAGE * n))))
     need = stretch_need(n, held)
+    parts = [p for p in r.parts[part_at(r, peak_at) + 1:] if p.end <= crossed]
     later = -np.inf                               # the highest regime after the one asked
-    for p in reversed([p for p in r.parts[part_at(r, peak_at) + 1:] if p.end <= crossed]):
+    for p in reversed(parts):
         if p.size >= need and p.raw > line and p.raw > later:
             return p
         later = max(later, p.raw)
-    return None
+    return _held_stretch(r, parts, line, low, need)
+
+
+def _held_stretch(r: Regimes, parts: list[Regime], line: float, low: float, need: int) -> Regime | None:
+    """The regimes at the end of ``parts`` (those between a peak and a crossing of
+    ``line``) that lie above the line around one level (the median of their points): none
+    under it by more than PRIOR_SHARE of the fall from it to ``low``, none over it by more
+    than BAND sigma of the row-to-row noise of the points from that regime on (a regime
+    that high is the series still coming down: a slide, not a level it held). As one
+    regime when they cover ``need`` points and the median of their first half lies no
+    more than PRIOR_SHARE of the fall over that of their second, else None: a level the
+    run held that its change points cut into pieces as it wandered (a length that fell
+    from 6400 to 1500 tokens as the model shed its base's rambling, then held 2200-2900
+    for 160 steps before it fell to 270: the collapse left 2800, not the 6400 of the first
+    rows), not a noisy slow slide whose pieces each lie inside its noise (an agent's
+    trajectories, 2200 -> 1700 -> 900 tokens over 300 steps as it learned shorter
+    solutions, logged every third step)."""
+    first = len(parts)
+    for i in range(len(parts) - 1, -1, -1):
+        if parts[i].raw <= line:
+            break
+        if first < len(parts):
+            level = float(np.median(r.values[parts[first].start:parts[-1].end]))
+            band = BAND * noise_sigma(r.values[parts[i].start:parts[-1].end])
+            if not -PRIOR_SHARE * (level - low) <= parts[i].raw - level <= band:
+                break
+        first = i
+    if first == len(parts) or parts[-1].end - parts[first].start < need:
+        return None
+    held = r.values[parts[first].start:parts[-1].end]
+    level, half = float(np.median(held)), len(held) // 2
+    if np.median(held[:half]) - np.median(held[half:]) > PRIOR_SHARE * (level - low):
+        return None             # its first half that much over its second: a slow slide
+    return regime_of(r.steps, r.values, r.y, parts[first].start, parts[-1].end)
 
 
 def _rise(code, metric, steps, values, factor, what, since_trough: bool = False) -> Event | None:
