@@ -308,6 +308,23 @@ def test_a_kl_that_climbs_in_stages_is_a_blowup_from_the_first_stage():
     assert rules.kl_blowup("kl", np.arange(len(kl)), kl / 40) is None
 
 
+
+def test_a_kl_that_drifts_up_under_a_nat_and_then_jumps_blew_up_at_the_jump():
+    """A real verl GRPO ALFWorld run (tuning half, healthy): actor/kl_loss grows from 0.017
+    (step 3) to 0.18-0.22 over steps 61-90 and 0.3 by 150, never near a nat. Multiplied by
+    9 from step 91 (just under KL_JUMP over the level before, as injection.py's kl_blowup
+    comes out on this log), it sits at 2.5 nats: a blow-up. The climb over 10x its lowest
+    level was read from step 9, the healthy drift included; the run held 0.18 for 22 steps
+    (PRIOR_POINTS), ten times under the state, and left it at the jump, step 91."""
+    path = REAL / "verlcsv_grpo_qwen25_7b_alfworld_vanilla_seed1_learning" / "run_b_telemetry.csv"
+    with open(path, encoding="utf-8") as fh:
+        rows = [r for r in csv.DictReader(fh) if r["actor/kl_loss"]]
+    steps = np.array([int(r["step"]) for r in rows])
+    kl = np.array([float(r["actor/kl_loss"]) for r in rows])
+    assert rules.kl_blowup("actor/kl_loss", steps, kl) is None
+    event = rules.kl_blowup("actor/kl_loss", steps, np.where(steps >= 91, 9 * kl, kl))
+    assert event is not None and event.severity == "error" and event.onset == 91, event
+
 def test_a_reward_collapse_starts_where_the_slide_to_the_floor_began():
     """A reward that slides from its level to exactly -1 over ten rows collapsed when it
     left its level (the floor is reached later, kept in the evidence); a noisy flat reward

@@ -1082,7 +1082,8 @@ def kl_blowup(metric: str, steps, values) -> Event | None:
     there over several regimes (each step of the climb under KL_JUMP): it rises to
     KL_JUMP x the lowest level it held, above KL_HIGH, and stays (``_rise``); or it sits
     at KL_HIGH or more, KL_JUMP x a level it held before (``_over_held``: a ramp after a
-    drift from zero)."""
+    drift from zero), which is also where a climb starts when the series jumped from that
+    level after it (``_jumped_later``)."""
     v = np.maximum(np.asarray(values, float), 0)
     r = regimes(steps, v, "logscale")
     for j in range(1, len(r.parts)):
@@ -1093,9 +1094,24 @@ def kl_blowup(metric: str, steps, values) -> Event | None:
                           f"{metric} jumped from {before.raw:.3g} to {p.raw:.3g} at step {int(r.steps[k])}",
                           {"before": before.raw, "after": p.raw, "threshold": KL_HIGH})
     rise = _rise("kl_blowup", metric, steps, v, KL_JUMP, "climbed")
-    if rise is not None and rise.evidence["now"] >= KL_HIGH:
+    held = _over_held(metric, steps, v, r)
+    if rise is not None and rise.evidence["now"] >= KL_HIGH and not _jumped_later(held, rise, r):
         return replace(rise, evidence={**rise.evidence, "threshold": KL_HIGH})
-    return _over_held(metric, steps, v, r)
+    return held
+
+
+def _jumped_later(held: Event | None, rise: Event, r: Regimes) -> bool:
+    """Whether a KL blow-up found as a jump from a level it held (``held``, from
+    ``_over_held``) starts after the climb ``_rise`` read (``rise``) with one logged step
+    that covers JUMP_SHARE of the move on the log scale: the climb before it was the KL's
+    drift under a nat (a GRPO run's KL to its reference grows 0.017 -> 0.2 over 90 steps
+    as it learns), and the blow-up is the jump from there."""
+    if held is None or held.onset <= rise.onset:
+        return False
+    k = int(np.searchsorted(r.steps, held.onset))
+    before, after = held.evidence["before"], held.evidence["after"]
+    return k > 0 and r.values[k - 1] > 0 and before > 0 and \
+        np.log(r.values[k] / r.values[k - 1]) > JUMP_SHARE * np.log(after / before)
 
 
 def _over_held(metric: str, steps, v: np.ndarray, r) -> Event | None:
