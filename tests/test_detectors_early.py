@@ -69,6 +69,25 @@ def test_a_clip_fraction_that_drifts_over_the_line_is_no_blowup():
     assert ratios.clip_ratio_blowup("train/clip_fraction", steps, jump).severity == "warning"
 
 
+def test_a_clip_fraction_that_drifted_over_the_line_and_then_jumped_blew_up_at_the_jump():
+    """A real SB3 PPO Reacher run (tuning half, healthy): train/clip_fraction 0.18-0.25, then
+    0.28-0.34 from step 407552 to the end, hovering at the 0.3 line (a drift over it: info).
+    With 0.3 added from step 602112 (0.6, as injection.py's clip_blowup), the state at or
+    above the line still began at the drift, and the blow-up was reported from 407552; the
+    drift's level is the one the jump left: a warning from 602112."""
+    from rldk.converters import ingest
+
+    path = next((REAL / "sb3tb_ppo_reacher_learned_reward_learning").glob("events.out.tfevents.*"))
+    (run,) = ingest(str(path), adapter="tensorboard").runs()
+    clip = run.metric("train/clip_fraction")
+    steps, values = clip["step"].to_numpy(), clip["value"].to_numpy()
+    drift = ratios.clip_ratio_blowup("train/clip_fraction", steps, values)
+    assert drift.severity == "info" and drift.onset == 407552, drift
+    event = ratios.clip_ratio_blowup("train/clip_fraction", steps, np.where(steps >= 602112, values + 0.3, values))
+    assert event.severity == "warning" and event.onset == 602112, event
+    assert event.evidence["at_or_above_from"] == 407552 and 0.3 < event.evidence["before"] < 0.33, event
+
+
 def test_a_clip_fraction_high_from_the_start_while_the_run_learns_is_its_update_size():
     """A PPO run whose clip fraction sits at 0.38 from its first update (10 epochs, no
     target_kl) while its return climbs -100 -> 20: the size of its updates, with which it

@@ -51,9 +51,11 @@ def high_ratio(code: str, metric: str, steps, values, high: float, what: str, la
     the run leaves again is a transient of a rate, not a state it is stuck in. A ratio
     over a few groups moves by whole groups: when its points stray out of the state too
     often, its rolling level (``level_of``) is judged instead. A warning; an error when
-    the state's median is NEARLY_ALL or more. ``later``: the line a later, worse state of a
-    ratio at its state from the first step must pass, from the level P it held before
-    (``_worse_later``; default: the midpoint between P and 1)."""
+    the state's median is NEARLY_ALL or more. A later, worse state inside the state (a
+    ratio at its state from the first step, or one that drifted over the line and sat
+    there, that then jumps) is the state reported, from its jump: ``later``, the line it
+    must pass from the level P held in the state before it (``_worse_later``; default: the
+    midpoint between P and 1)."""
     v = np.clip(np.asarray(values, float), 0, 1)
     # the points, or (a ratio over few groups jumps by whole groups) its rolling level
     found = state_run(v >= high, 0, final=True)
@@ -64,19 +66,23 @@ def high_ratio(code: str, metric: str, steps, values, high: float, what: str, la
         # a centred level rises a point or two before the points do: the state's first
         # step is its first point that is itself at or above the line
         found = (found[0] + int(np.argmax(v[found[0]:found[1]] >= high)), found[1])
-    worse = _worse_later(v, later) if found[0] == 0 else None
-    k, end = worse or found
+    start = found[0]
+    worse = _worse_later(v[start:], later)
+    k, end = found if worse is None else (start + worse[0], start + worse[1])
     level = float(np.median(v[k:end]))
-    before = float(np.median(v[:k])) if k > 0 else None
+    before = float(np.median(v[start:k] if worse else v[:k])) if k > 0 else None
+    since = "the first step" if start == 0 else f"step {int(steps[start])}"
     title = (f"{what} at {level:.2f} from step {int(steps[k])}"
              + (" (from the first step)" if before is None else
-                f" (was {before:.2f}, at or above {high:g} from the first step)" if worse else
+                f" (was {before:.2f}, at or above {high:g} from {since})" if worse else
                 f" (was {before:.2f})"))
     evidence = {"level": level, "before": before, "threshold": high,
                 "share_at_or_above": float(np.mean(v[k:end] >= high))}
+    if worse:
+        evidence = {**evidence, "from_first_step": True} if start == 0 else \
+            {**evidence, "at_or_above_from": int(steps[start])}
     severity = "error" if level >= NEARLY_ALL else "warning"
-    return Event(code, metric, int(steps[k]), int(steps[end - 1]), severity, title,
-                 {**evidence, "from_first_step": True} if worse else evidence)
+    return Event(code, metric, int(steps[k]), int(steps[end - 1]), severity, title, evidence)
 
 
 def _worse_later(v: np.ndarray, later=None) -> tuple[int, int] | None:
