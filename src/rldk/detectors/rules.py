@@ -275,10 +275,9 @@ def _last_stage(r: Regimes, peak_at: int, crossed: int, line: float, low: float)
     the move into the state began when it left it (the onset protocol's prior regime is
     the level just before the move), not at the peak (a verl DAPO entropy 0.82 -> 0.25 over
     its first 30 steps, flat at 0.25 for 44 steps, then to 0.07: the collapse is the second
-    fall). Failing one regime, the regimes just before the crossing that wander within
-    PRIOR_SHARE of the fall around their common level (``_held_stretch``). A slide that
-    wobbles back up (a length 5300 -> 4300 -> 4600 -> 3000) holds no level on its way
-    down."""
+    fall). Failing one regime, the regimes just before the crossing that wander around
+    their common level for as long (``_held_stretch``). A slide that wobbles back up (a
+    length 5300 -> 4300 -> 4600 -> 3000) holds no level on its way down."""
     n = len(r.values)
     held = min(PRIOR_POINTS, max(MIN_REFERENCE, int(np.ceil(SHORT_RUN_STAGE * n))))
     need = stretch_need(n, held)
@@ -305,7 +304,7 @@ def _held_stretch(r: Regimes, parts: list[Regime], line: float, low: float, need
     rows), not a noisy slow slide whose pieces each lie inside its noise (an agent's
     trajectories, 2200 -> 1700 -> 900 tokens over 300 steps as it learned shorter
     solutions, logged every third step)."""
-    first = len(parts)
+    first = len(parts)                          # the stretch so far: parts[first:]
     for i in range(len(parts) - 1, -1, -1):
         if parts[i].raw <= line:
             break
