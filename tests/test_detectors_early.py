@@ -118,15 +118,41 @@ def test_a_clip_fraction_high_from_the_start_while_the_run_learns_is_its_update_
 
 
 def test_a_clip_fraction_that_rises_as_the_clip_range_is_decayed_is_the_schedule():
+    """The range halved at one update (a step schedule) and the fraction jumping there is
+    the schedule's doing: info. The same jump at a fixed range is a blow-up (an error: nearly
+    every sample clipped), and one early in a linear decay is a warning."""
     steps = np.arange(0, 2_000_000, 16384)
-    clip_range = 0.4 * (1 - steps / 2_000_000)                  # rl-zoo's lin_0.4
-    fraction = np.clip(0.2 + 0.35 * np.maximum(0, steps / 2_000_000 - 0.55) / 0.1, 0, 0.99)
-    schedule = ratios.clip_ratio_blowup("train/clip_fraction", steps, fraction, (steps, clip_range))
-    assert schedule is not None and schedule.severity == "info"
+    halved = np.where(steps >= 1_200_000, 0.1, 0.2)
+    fraction = np.where(steps >= 1_200_000, 0.95, 0.2)
+    schedule = ratios.clip_ratio_blowup("train/clip_fraction", steps, fraction, (steps, halved))
+    assert schedule is not None and schedule.severity == "info" and "a schedule" in schedule.title
     fixed = ratios.clip_ratio_blowup("train/clip_fraction", steps, fraction, (steps, np.full(len(steps), 0.2)))
     assert fixed.severity == "error" and fixed.onset == schedule.onset      # nearly every sample clipped
+    clip_range = 0.4 * (1 - steps / 2_000_000)                  # rl-zoo's lin_0.4
     early = np.where(steps >= 300_000, 0.6, 0.2)               # at 85% of the range: a blow-up
     assert ratios.clip_ratio_blowup("train/clip_fraction", steps, early, (steps, clip_range)).severity == "warning"
+
+
+def test_a_clip_fraction_that_jumps_late_in_a_linear_range_decay_blew_up():
+    """A real rl-zoo PPO HalfCheetah run (tuning half, healthy) whose clip range is decayed
+    linearly 0.398 -> 0.0002: its clip fraction drifts 0.2 -> 0.996 with it (info). Set to 0.6
+    from step 1212416 (injection.py's clip_blowup: 0.29 -> 0.6 in one update) the range was
+    already under half its start there, and the jump was put down to the schedule (info),
+    though the range moved 0.168 -> 0.159 over it: a warning from the jump."""
+    from rldk.converters import ingest
+    from rldk.detectors.onsets import level_of
+
+    path = next((REAL / "rlzoo_ppo_halfcheetah_clip_decay").glob("events.out.tfevents.*"))
+    (run,) = ingest(str(path), adapter="tensorboard").runs()
+    clip, rng = run.metric("train/clip_fraction"), run.metric("train/clip_range")
+    steps, values = clip["step"].to_numpy(), clip["value"].to_numpy()
+    partner = (rng["step"].to_numpy(), rng["value"].to_numpy())
+    drift = ratios.clip_ratio_blowup("train/clip_fraction", steps, values, partner)
+    assert drift.severity == "info", drift
+    jumped = np.where(steps >= 1212416, np.clip(0.6 + values - level_of(values), 0, 1), values)
+    event = ratios.clip_ratio_blowup("train/clip_fraction", steps, jumped, partner)
+    assert event.severity == "warning" and event.onset == 1212416, event
+    assert 0.15 < event.evidence["clip_range_just_before"] < 0.18, event
 
 
 def test_zero_std_groups_at_the_top_of_a_learned_reward_are_solved_prompts():

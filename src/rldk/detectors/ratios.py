@@ -254,7 +254,8 @@ def clip_ratio_blowup(metric: str, steps, values, partner=None, returns=None) ->
     The fraction counts the ratios outside 1 +- epsilon, the clip range: where the run
     logs a clip range (``partner``) that was, at the onset, decayed to CLIP_RANGE_SHRINK or
     less of the widest range before it (rl-zoo's ``lin_`` schedules), the rise is the
-    schedule's doing, reported as info. A fraction at its state from the first step, under
+    schedule's doing, reported as info; not a jump over points where the range shrank by
+    less than CLIP_RISE x (a linear decay moves it a few percent there). A fraction at its state from the first step, under
     NEARLY_ALL, while the run's reward or return (``returns``) rose through it
     (``learned_through``) is the size of the updates the run's settings make (epochs,
     learning rate), with which it learns: info, as tied groups from the first step are."""
@@ -285,6 +286,18 @@ def clip_ratio_blowup(metric: str, steps, values, partner=None, returns=None) ->
     now = float(c_values[at[0]])                          # the range the state began with
     if not was > 0 or now > CLIP_RANGE_SHRINK * was:
         return event
+    if before is not None:
+        # a jump (CLIP_RISE x the level just before) is the schedule's only where the range
+        # shrank as much over the same points; a linear decay moves it a few percent there
+        k = int(np.searchsorted(np.asarray(steps), event.onset))
+        lo = np.asarray(steps)[max(0, k - PRIOR_POINTS)]
+        prior = c_values[(c_steps >= lo) & (c_steps < event.onset)]
+        just = float(np.median(prior)) if len(prior) else was
+        if now > just / CLIP_RISE:
+            return replace(event, title=f"{event.title}, in one jump: the clip range, decayed from "
+                                        f"{was:.3g}, moved only from {just:.3g} to {now:.3g} over it",
+                           evidence={**event.evidence, "clip_range_before": was, "clip_range_at_onset": now,
+                                     "clip_range_just_before": just})
     return replace(event, severity="info",
                    title=f"{event.title}, as the clip range was decayed from {was:.3g} to {now:.3g} "
                          "(a schedule: a smaller range clips more ratios)",
