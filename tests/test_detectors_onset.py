@@ -145,6 +145,28 @@ def test_a_length_that_wandered_on_a_level_for_160_steps_fell_from_it():
     assert event.evidence["stage_steps"] == [23, 180], event
 
 
+def test_a_length_held_through_lone_rows_under_the_line_fell_from_its_level(tmp_path):
+    """A real TRL GRPO run (Qwen2.5-Omni on AVQA, tuning half, healthy): completion length
+    31 tokens at step 0, 9-10 from step 5 to the end (+-0.3). Cut to a tenth from step 75
+    (injection.py's length_collapse at 15% of the run), the rows after it are ten times
+    quieter than the level before, and the change points cut that level into rows and
+    pairs; three of them (8.4-8.7) lie under the collapse's line (a third of the first
+    rows' 26), which ended the level held there, and the fall was read from step 2. The
+    rows under the line lie within the level's own band: the collapse left 9.1, at 75."""
+    from rldk.converters import ingest
+
+    path = REAL / "wandb_grpo_qwen25omni_avqa_learning" / "run-asc2sncx.wandb"
+    (run,) = ingest(str(path), adapter="wandb", store_dir=tmp_path).runs()
+    length, reward = run.metric("train/completion_length"), run.metric("train/reward")
+    steps, values = length["step"].to_numpy(), length["value"].to_numpy()
+    partner = (reward["step"].to_numpy(), reward["value"].to_numpy())
+    assert rules.length_change("train/completion_length", steps, values, partner) is None
+    cut = np.where(steps >= 75, values / 10, values)
+    event = rules.length_change("train/completion_length", steps, cut, partner)
+    assert event is not None and event.severity == "error" and event.onset == 75, event
+    assert event.evidence["stage_steps"][1] == 74 and 9 < event.evidence["stage"] < 9.3, event
+
+
 @pytest.mark.parametrize("name, window, back", [
     ("sb3_a2c_cartpole_crash_recovery", (26000, 26500), 38500),    # 180 -> 10, back by 39500
     ("sb3_dqn_model1_collapse_recovery", (337070, 337070), 430369),  # 34 -> 0.5-5, back at 430369
