@@ -167,6 +167,26 @@ def test_a_length_held_through_lone_rows_under_the_line_fell_from_its_level(tmp_
     assert event.evidence["stage_steps"][1] == 74 and 9 < event.evidence["stage"] < 9.3, event
 
 
+def test_an_entropy_held_around_its_collapse_line_fell_from_that_level():
+    """A real ML-Agents PPO PushBlock run (tuning half, healthy): Policy/Entropy 2.71 at its
+    first summaries, 0.7 by step 320000 as the policy learns, then 0.32-0.71 from 360000
+    to the end: a level around its own collapse line (a fifth of 2.71: 0.54). Cut to 2% from
+    step 1210000 (injection.py's entropy_collapse), the walk back from the crossing stopped
+    at the first piece of that level under the line, a stretch too short to be a level,
+    and the collapse was read from the first fall, from step 140000. The pieces under the
+    line lie within the level's band: the collapse left 0.48, at 1210000."""
+    from rldk.converters import ingest
+
+    path = next((REAL / "mlagentstb_ppo_pushblock_custom_learning").glob("events.out.tfevents.*"))
+    (run,) = ingest(str(path), adapter="tensorboard").runs()
+    entropy = run.metric("Policy/Entropy")
+    steps, values = entropy["step"].to_numpy(), entropy["value"].to_numpy()
+    assert rules.entropy_collapse("Policy/Entropy", steps, values) is None
+    event = rules.entropy_collapse("Policy/Entropy", steps, np.where(steps >= 1210000, values * 0.02, values))
+    assert event is not None and event.severity == "error" and event.onset == 1210000, event
+    assert event.evidence["stage_steps"] == [360000, 1200000], event
+
+
 @pytest.mark.parametrize("name, window, back", [
     ("sb3_a2c_cartpole_crash_recovery", (26000, 26500), 38500),    # 180 -> 10, back by 39500
     ("sb3_dqn_model1_collapse_recovery", (337070, 337070), 430369),  # 34 -> 0.5-5, back at 430369

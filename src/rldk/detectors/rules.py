@@ -292,8 +292,8 @@ def _last_stage(r: Regimes, peak_at: int, crossed: int, line: float, low: float)
 
 def _held_stretch(r: Regimes, parts: list[Regime], line: float, low: float, need: int) -> Regime | None:
     """The regimes at the end of ``parts`` (those between a peak and a crossing of
-    ``line``) that lie around one level above the line (the median of their points), the
-    last of them above the line too: none under the level by more than PRIOR_SHARE of the
+    ``line``) that lie around one level (the median of their points), the last of them
+    above the line: none under the level by more than PRIOR_SHARE of the
     fall from it to ``low`` (a part there under the line is the level's noise), none over it by more
     than BAND sigma of the row-to-row noise of the points from that regime on (a regime
     that high is the series still coming down: a slide, not a level it held). As one
@@ -314,7 +314,7 @@ def _held_stretch(r: Regimes, parts: list[Regime], line: float, low: float, need
             # a part under the line but inside the band below is the level's noise (a
             # length held at 9.1 +- 0.3 tokens, its line 8.7: the change points cut lone
             # rows at 8.4-8.7 out of it when the collapse after it is quieter still); only
-            # the part just before the crossing must lie above the line, and the level
+            # the part just before the crossing must lie above the line
             level = float(np.median(r.values[parts[first].start:parts[-1].end]))
             band = BAND * noise_sigma(r.values[parts[i].start:parts[-1].end])
             if not -PRIOR_SHARE * (level - low) <= parts[i].raw - level <= band:
@@ -324,7 +324,7 @@ def _held_stretch(r: Regimes, parts: list[Regime], line: float, low: float, need
         return None
     held = r.values[parts[first].start:parts[-1].end]
     level, half = float(np.median(held)), len(held) // 2
-    if level <= line or np.median(held[:half]) - np.median(held[half:]) > PRIOR_SHARE * (level - low):
+    if np.median(held[:half]) - np.median(held[half:]) > PRIOR_SHARE * (level - low):
         return None             # its first half that much over its second: a slow slide
     return regime_of(r.steps, r.values, r.y, parts[first].start, parts[-1].end)
 
