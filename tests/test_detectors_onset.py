@@ -187,6 +187,28 @@ def test_an_entropy_held_around_its_collapse_line_fell_from_that_level():
     assert event.evidence["stage_steps"] == [360000, 1200000], event
 
 
+def test_a_level_held_in_the_tail_of_a_fall_is_not_where_the_collapse_began():
+    """A real SB3 PPO run (tuning half, healthy): entropy 2.48 -> 0.41 in a smooth decline
+    while the return rises and plateaus, 0.36-0.48 over 144384-182272, 0.30-0.33 on its
+    last rows. Read from step 22528 on (a log that starts late), the collapse line (a fifth
+    of 1.79) lies at 0.36 and the state under it begins at 183296; the level held just
+    before (0.41) was taken for the one the collapse left, and the last 0.1 nats were a
+    collapse "from step 183296" with the return flat there (a warning). That level lies
+    under the midpoint between 1.79 and 0.31: the fall past the midpoint came before it,
+    with the rising return (info)."""
+    from rldk.converters import ingest
+
+    path = next((REAL / "sb3tb_ppo_plateau").glob("events.out.tfevents.*"))
+    (run,) = ingest(str(path), adapter="tensorboard").runs()
+    entropy, ret = run.metric("train/entropy_loss"), run.metric("rollout/ep_rew_mean")
+    steps, values = entropy["step"].to_numpy(), -entropy["value"].to_numpy()
+    r_steps, r_values = ret["step"].to_numpy(), ret["value"].to_numpy()
+    late, r_late = steps >= 22528, r_steps >= 22528
+    event = rules.entropy_collapse("train/entropy_loss", steps[late], values[late], (r_steps[r_late], r_values[r_late]))
+    assert event is not None and event.severity == "info" and event.onset < 100000, event
+    assert "stage" not in event.evidence, event
+
+
 @pytest.mark.parametrize("name, window, back", [
     ("sb3_a2c_cartpole_crash_recovery", (26000, 26500), 38500),    # 180 -> 10, back by 39500
     ("sb3_dqn_model1_collapse_recovery", (337070, 337070), 430369),  # 34 -> 0.5-5, back at 430369

@@ -253,6 +253,12 @@ def _fall(code, metric, steps, values, share, severity_share, what) -> Event | N
     low = float(np.median(v[crossed:end]))
     r = regimes(steps, v, "signed")
     stage = _last_stage(r, peak_at, crossed, share * ref, low)
+    if stage is not None and stage.raw ** 2 <= ref * max(low, 0.0):
+        # a level held under the midpoint (geometric) between the peak and the state: the
+        # move past the midpoint came before it (the onset protocol's onset), and what is
+        # left is the tail of that fall (an entropy 2.45 -> 0.41 over half the run, held
+        # there, ending at 0.31: the collapse is the first fall, not the last 0.1 nats)
+        stage = None
     a, top = (peak_at, ref) if stage is None else (stage.end - 1, stage.raw)
     k = prior_exit(r, fall_start(r, a, crossed), crossed, top, end if end < len(v) else None)
     severity = "error" if low < severity_share * ref else "warning"
