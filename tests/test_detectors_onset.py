@@ -209,6 +209,29 @@ def test_a_level_held_in_the_tail_of_a_fall_is_not_where_the_collapse_began():
     assert "stage" not in event.evidence, event
 
 
+def test_a_value_loss_back_under_the_first_row_it_left_at_once_has_not_diverged():
+    """A real SB3 PPO racetrack run (tuning half): train/value_loss 0.18 and 0.29 at its
+    first updates, 1e-3 -> 2e-13 over the next nine while no episode has ended (the critic
+    fits zero returns), 0.1-1 once rewards arrive. Read at every other update the rows are
+    0.18, 9.6e-4, 5e-7, ..., 2e-13, 0.41: the rolling level of the first rows is already the
+    dip, and the loss "diverged from 0.0005 to 0.0475 from step 1792" (an error). It left its
+    first row at once by more than the factor and never rose back over it: no divergence."""
+    from rldk.converters import ingest
+
+    path = next((REAL / "sb3tb_ppo_racetrack_late_reward_degradation").glob("events.out.tfevents.*"))
+    (run,) = ingest(str(path), adapter="tensorboard").runs()
+    loss, ret = run.metric("train/value_loss"), run.metric("rollout/ep_rew_mean")
+    steps, values = loss["step"].to_numpy()[::2], loss["value"].to_numpy()[::2]
+    partner = (ret["step"].to_numpy(), ret["value"].to_numpy())
+    assert values[0] > 0.1 and values[1] < values[0] / 100
+    assert rules.value_loss_divergence("train/value_loss", steps, values, partner) is None
+    assert rules.loss_divergence("train/value_loss", steps, values) is None
+    # the same first rows under a loss that then climbs past the first row did diverge
+    climbed = np.where(steps >= 250000, values * 1000, values)
+    event = rules.loss_divergence("train/value_loss", steps, climbed)
+    assert event is not None and event.onset == 250112, event
+
+
 @pytest.mark.parametrize("name, window, back", [
     ("sb3_a2c_cartpole_crash_recovery", (26000, 26500), 38500),    # 180 -> 10, back by 39500
     ("sb3_dqn_model1_collapse_recovery", (337070, 337070), 430369),  # 34 -> 0.5-5, back at 430369

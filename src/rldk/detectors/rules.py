@@ -335,11 +335,24 @@ def _held_stretch(r: Regimes, parts: list[Regime], line: float, low: float, need
     return regime_of(r.steps, r.values, r.y, parts[first].start, parts[-1].end)
 
 
-def _rise(code, metric, steps, values, factor, what, since_trough: bool = False) -> Event | None:
+def _first_row_held(v: np.ndarray, factor: float) -> float:
+    """The first row of a series as a level it held, when it left it at once by ``factor``
+    or more at its second row (the rolling median of its first rows is then already the
+    level it fell to, as for ``_fall``'s first row); else 0. A value loss at 0.18 at its
+    first update, 1e-3 -> 2e-13 while no episode has ended (the critic fits zero returns),
+    0.1-1 once rewards arrive, read at every other update: back under its first row, it has
+    not diverged from the dip."""
+    return float(v[0]) if len(v) > 1 and v[1] < v[0] / factor else 0.0
+
+
+def _rise(code, metric, steps, values, factor, what, since_trough: bool = False,
+          first_row: bool = False) -> Event | None:
     """The series rises above ``factor`` x the lowest level it held (its first row or two,
     when it rises from them at once: ``moves_at_once``) and stays there, above every level
     it held before (``since_trough``: since that lowest level; a loss that starts high
-    while its model is untrained has not "risen" back to that start, it diverged).
+    while its model is untrained has not "risen" back to that start, it diverged), and,
+    with ``first_row`` (a loss: its first row is the untrained model's, not a noisy row
+    of a length), above its first row when it left that at once (``_first_row_held``).
     Onset: the first step of the rise that led there (``fall_start`` upwards, on the log
     scale; a jump after a drift, at the jump), not where it crossed the line (``above_from``
     in the evidence); when the lowest level is a dip under the level the series held
@@ -387,6 +400,8 @@ def _rise(code, metric, steps, values, factor, what, since_trough: bool = False)
     first = trough_at if since_trough else 0
     if high <= float(np.max(level[first:max(first + 1, crossed - LEVEL_WINDOW // 2)])):
         return None     # back to (or under) a level held before (windows wholly before it): no rise
+    if first_row and first == 0 and high <= _first_row_held(v, factor):
+        return None     # under its first row, a level it held (a loss: ``first_row``)
     r = r if r is not None else regimes(steps, v, "nonneg")
     start = trough_at
     if ref > level[trough_at] and np.max(level[max(0, trough_at - 2 * LEVEL_WINDOW):trough_at + 1],
@@ -1366,7 +1381,7 @@ def loss_divergence(metric: str, steps, values, partner=None) -> Event | None:
         return _size_jump(metric, steps, values)
     if np.max(values) <= 0:
         return None
-    event = _rise("loss_divergence", metric, steps, values, LOSS_JUMP, "diverged")
+    event = _rise("loss_divergence", metric, steps, values, LOSS_JUMP, "diverged", first_row=True)
     if event is None:
         return _size_jump(metric, steps, values)      # e.g. from a level of exact zeros
     if partner is not None:
@@ -1437,16 +1452,19 @@ def value_loss_divergence(metric: str, steps, values, partner=None) -> Event | N
 def _unexplained_jump(metric: str, steps, values, partner) -> Event | None:
     """A value loss that jumps to LOSS_JUMP x the level it held just before (a regime of
     MIN_REFERENCE points), to an order of magnitude (VALUE_JUMP) above every level it held
-    before, stays there (on its rolling level: a critic's loss is heavy-tailed), and grew
+    before (its first row among them when it left it at once: ``_first_row_held``), stays
+    there (on its rolling level: a critic's loss is heavy-tailed), and grew
     by far more than the returns it fits. A squared error scales with the square of the
     returns: the loss may grow VALUE_JUMP x (the noise of a critic's fit) times the square
     of the growth of the return's size; beyond that the critic, not the task, changed."""
     steps, values = np.asarray(steps), np.asarray(values, float)
     r, level = regimes(steps, values, "logscale"), level_of(values)
+    first = _first_row_held(values, LOSS_JUMP)
     for prev, top, p in held_before(r):
-        if p.raw < LOSS_JUMP * prev.raw or p.raw < VALUE_JUMP * top.raw:
+        highest = max(top.raw, first)
+        if p.raw < LOSS_JUMP * prev.raw or p.raw < VALUE_JUMP * highest:
             continue
-        stays = state_run(level > VALUE_JUMP * top.raw, p.start, final=True)
+        stays = state_run(level > VALUE_JUMP * highest, p.start, final=True)
         if stays is None or stays[0] >= p.end:
             continue
         growth = _size_growth(partner, p.first, int(steps[-1]))
@@ -1456,7 +1474,7 @@ def _unexplained_jump(metric: str, steps, values, partner) -> Event | None:
         event = _event("loss_divergence", metric, r, p.start, steps[-1], "error",
                        f"{metric} jumped from {prev.raw:.4g} to {p.raw:.4g} at step {p.first} "
                        f"({jump:.0f}x) while the episode return's size changed {growth:.2g}x",
-                       {"held": prev.raw, "held_step": prev.first, "highest_before": top.raw,
+                       {"held": prev.raw, "held_step": prev.first, "highest_before": highest,
                         "now": p.raw, "factor": LOSS_JUMP, "return_growth": growth,
                         "allowed": _explained(growth)})
         return None if _negligible(event, partner) else event
