@@ -255,10 +255,11 @@ def clip_ratio_blowup(metric: str, steps, values, partner=None, returns=None) ->
     logs a clip range (``partner``) that was, at the onset, decayed to CLIP_RANGE_SHRINK or
     less of the widest range before it (rl-zoo's ``lin_`` schedules), the rise is the
     schedule's doing, reported as info; not a jump over points where the range shrank by
-    less than CLIP_RISE x (a linear decay moves it a few percent there). A fraction at its state from the first step, under
-    NEARLY_ALL, while the run's reward or return (``returns``) rose through it
-    (``learned_through``) is the size of the updates the run's settings make (epochs,
-    learning rate), with which it learns: info, as tied groups from the first step are."""
+    less than CLIP_RISE x (a linear decay moves it a few percent there). A fraction at its
+    state from the first step, under NEARLY_ALL, while the run's reward or return
+    (``returns``) rose through it (``learned_through``) is the size of the updates the
+    run's settings make (epochs, learning rate), with which it learns: info, as tied groups
+    from the first step are."""
     # a fraction clipping from the start that later jumps CLIP_RISE x over that level (not
     # only past the midpoint to 1): the jump is the news
     event = high_ratio("clip_ratio_blowup", metric, steps, values, CLIP_HIGH, "PPO clip fraction",

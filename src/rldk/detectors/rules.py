@@ -299,8 +299,8 @@ def _last_stage(r: Regimes, peak_at: int, crossed: int, line: float, low: float)
 def _held_stretch(r: Regimes, parts: list[Regime], line: float, low: float, need: int) -> Regime | None:
     """The regimes at the end of ``parts`` (those between a peak and a crossing of
     ``line``) that lie around one level (the median of their points), the last of them
-    above the line: none under the level by more than PRIOR_SHARE of the
-    fall from it to ``low`` (a part there under the line is the level's noise), none over it by more
+    above the line: none under the level by more than PRIOR_SHARE of the fall from it to
+    ``low`` (a part there under the line is the level's noise), none over it by more
     than BAND sigma of the row-to-row noise of the points from that regime on (a regime
     that high is the series still coming down: a slide, not a level it held). As one
     regime when they cover ``need`` points and the median of their first half lies no
