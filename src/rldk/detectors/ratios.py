@@ -290,9 +290,8 @@ def clip_ratio_blowup(metric: str, steps, values, partner=None, returns=None) ->
     if before is not None:
         # a jump (CLIP_RISE x the level just before) is the schedule's only where the range
         # shrank as much over the same points; a linear decay moves it a few percent there
-        k = int(np.searchsorted(np.asarray(steps), event.onset))
-        lo = np.asarray(steps)[max(0, k - PRIOR_POINTS)]
-        prior = c_values[(c_steps >= lo) & (c_steps < event.onset)]
+        lo, _ = _prior_window(steps, event.onset)
+        prior = c_values[(c_steps >= np.asarray(steps)[lo]) & (c_steps < event.onset)]
         just = float(np.median(prior)) if len(prior) else was
         if now > just / CLIP_RISE:
             return replace(event, title=f"{event.title}, in one jump: the clip range, decayed from "
@@ -311,5 +310,12 @@ def _just_before(steps, values, onset: int) -> float | None:
     none). Not the median of everything before: a clip
     fraction that drifts 0.10 -> 0.41 over a third of the run sits at 0.29 when it crosses
     0.3, whatever it was at the start."""
+    lo, k = _prior_window(steps, onset)
+    return float(np.median(np.asarray(values, float)[lo:k])) if k else None
+
+
+def _prior_window(steps, onset: int) -> tuple[int, int]:
+    """``(lo, k)``: the indices of the PRIOR_POINTS points before ``onset`` (``k``, the
+    index of the onset; fewer points when fewer came before)."""
     k = int(np.searchsorted(np.asarray(steps), onset))
-    return float(np.median(np.asarray(values, float)[max(0, k - PRIOR_POINTS):k])) if k else None
+    return max(0, k - PRIOR_POINTS), k
