@@ -232,6 +232,53 @@ def test_a_value_loss_back_under_the_first_row_it_left_at_once_has_not_diverged(
     assert event is not None and event.onset == 250112, event
 
 
+def test_a_critic_loss_that_climbs_long_after_the_run_learned_diverged():
+    """A real SAC HalfCheetah run (cs285, tuning half, healthy): critic_loss 0.56 at its
+    start, 3-15 once the return grows from ~0 to ~4000. Written into it from 60% of its rows
+    on: a climb of three decades over a tenth of the run (3.5 -> 4000) while the return
+    holds. Measured from the untrained critic's 0.56, with the return's growth since then
+    (53x), any climb under 28000x was "explained" and the divergence went unreported; over
+    the climb itself the return did not grow, and the loss rose 1000x to 280x every level
+    it held before. The same log unchanged stays quiet."""
+    from rldk.converters import ingest
+
+    path = next((REAL / "cs285_sac_halfcheetah_reparam_learning").glob("events.out.tfevents.*"))
+    (run,) = ingest(str(path), adapter="tensorboard").runs()
+    loss, ret = run.metric("critic_loss"), run.metric("train_return")
+    steps, values = loss["step"].to_numpy(), loss["value"].to_numpy().astype(float)
+    partner = (ret["step"].to_numpy(), ret["value"].to_numpy())
+    assert rules.value_loss_divergence("critic_loss", steps, values, partner) is None
+    k, span = int(0.6 * len(values)), int(0.1 * len(values))
+    climbed = values.copy()
+    climbed[k:] *= 10 ** (3 * np.minimum(1.0, np.arange(1, len(values) - k + 1) / span))
+    event = rules.value_loss_divergence("critic_loss", steps, climbed, partner)
+    assert event is not None and event.severity == "error", event
+    assert int(steps[k]) <= event.onset <= int(steps[k + span // 2]), (event, steps[k])
+    assert event.evidence["return_growth"] < 2, event
+    # a return that held one value over the rows before the climb and varies from it on,
+    # at the same size, gives the critic new errors to fit: its loss may climb with them
+    r_steps, r_values = partner
+    k_r = int(np.searchsorted(r_steps, event.onset))
+    held = r_values.copy()
+    held[k_r - 20:k_r] = np.median(r_values[k_r - 20:k_r])
+    assert rules.value_loss_divergence("critic_loss", steps, climbed, (r_steps, held)) is None
+
+
+def test_a_noisy_value_loss_back_at_levels_it_held_has_not_diverged():
+    """A real SB3 PPO run (tuning half, healthy): train/value_loss 24 at its start, 5-70
+    while episodes end, 0.03-0.1 over the rows where none does, then 1-149 again as the
+    returns swing. Over the climb from that quiet stretch it rose 450x while the return's
+    size halved, but the loss held 20-70 before: back at its levels, not diverged."""
+    from rldk.converters import ingest
+
+    path = next((REAL / "sb3tb_ppo_pokemon_emerald_learning").glob("events.out.tfevents.*"))
+    (run,) = ingest(str(path), adapter="tensorboard").runs()
+    loss, ret = run.metric("train/value_loss"), run.metric("rollout/ep_rew_mean")
+    partner = (ret["step"].to_numpy(), ret["value"].to_numpy())
+    assert rules.value_loss_divergence("train/value_loss", loss["step"].to_numpy(),
+                                       loss["value"].to_numpy(), partner) is None
+
+
 @pytest.mark.parametrize("name, window, back", [
     ("sb3_a2c_cartpole_crash_recovery", (26000, 26500), 38500),    # 180 -> 10, back by 39500
     ("sb3_dqn_model1_collapse_recovery", (337070, 337070), 430369),  # 34 -> 0.5-5, back at 430369

@@ -1389,7 +1389,8 @@ def loss_divergence(metric: str, steps, values, partner=None) -> Event | None:
             return None
         growth = _size_growth(partner, event.evidence["held_step"] + 1, int(np.asarray(steps)[-1]))
         if growth is not None and event.evidence["now"] / event.evidence["held"] <= _explained(growth):
-            return _unexplained_jump(metric, steps, values, partner)
+            return _unexplained_jump(metric, steps, values, partner) or _over_the_rise(
+                event, steps, values, partner)
     return replace(event, severity="error")
 
 
@@ -1492,11 +1493,43 @@ def _unexplained_climb(metric: str, steps, values, partner) -> Event | None:
         return None
     growth = _size_growth(partner, rise.evidence["held_step"] + 1, int(np.asarray(steps)[-1]))
     factor = rise.evidence["now"] / rise.evidence["held"]
-    if growth is None or factor <= _explained(growth):
+    if growth is None:
         return None
+    if factor <= _explained(growth):
+        return _over_the_rise(rise, steps, values, partner)
     return replace(rise, severity="error",
                    title=f"{rise.title} ({factor:.0f}x) while the episode return's size changed {growth:.2g}x",
                    evidence={**rise.evidence, "return_growth": growth,
+                             "allowed": _explained(growth)})
+
+
+def _over_the_rise(rise: Event, steps, values, partner) -> Event | None:
+    """``rise`` (a loss's climb to LOSS_JUMP x the lowest level it held, which the growth
+    of the returns since that level explains) as an error when the climb itself, from
+    the loss's level over the PRIOR_POINTS rows before its onset (a level held, not
+    the dip of a few rows a noisy critic's loss takes now and then) to the state, is
+    LOSS_JUMP x or more, more than the returns' growth over the same rows explains
+    (``_explained``), and an order of magnitude (VALUE_JUMP) over every rolling level it
+    held before (a loss near 0 while no episode ends, at 5-100 when one does, has been
+    there before): the lowest level is the untrained critic's, from before the run
+    learned, and what the run learned then explains nothing of a later climb (a TD loss
+    at 3.5 that climbs to 4000 over a tenth of the run while the return holds). None
+    when the climb is explained."""
+    steps, values = np.asarray(steps), np.asarray(values, float)
+    k = int(np.searchsorted(steps, rise.onset))
+    before = values[max(0, k - PRIOR_POINTS):k]
+    level = float(np.median(before)) if len(before) >= MIN_REFERENCE else 0.0
+    growth = _size_growth(partner, rise.onset, int(steps[-1]), spread=True)
+    if level <= 0 or growth is None:
+        return None
+    factor = rise.evidence["now"] / level
+    highest = float(np.max(level_of(values)[:k])) if k else level
+    if factor < LOSS_JUMP or factor <= _explained(growth) or rise.evidence["now"] < VALUE_JUMP * highest:
+        return None
+    return replace(rise, severity="error",
+                   title=f"{rise.title}: {factor:.0f}x the {level:.4g} it held before the climb, "
+                         f"while the episode return's size changed {growth:.2g}x",
+                   evidence={**rise.evidence, "before_climb": level, "return_growth": growth,
                              "allowed": _explained(growth)})
 
 
@@ -1519,15 +1552,23 @@ def _explained(growth: float) -> float:
     return VALUE_JUMP * max(growth, 1.0) ** 2
 
 
-def _size_growth(partner, onset: int, last: int) -> float | None:
+def _size_growth(partner, onset: int, last: int, spread: bool = False) -> float | None:
     """How many times the return's size (median absolute value) grew from the
-    LEVEL_WINDOW values before step ``onset`` to those in ``[onset, last]``."""
-    r_steps, r_size = np.asarray(partner[0]), np.abs(np.asarray(partner[1], float))
-    before = r_size[r_steps < onset][-LEVEL_WINDOW:]
-    after = r_size[(r_steps >= onset) & (r_steps <= last)]
+    LEVEL_WINDOW values before step ``onset`` to those in ``[onset, last]``. With
+    ``spread``, the larger of that and the growth of the returns' row-to-row noise
+    (``noise_sigma`` of the PRIOR_POINTS values before and of those after): a squared
+    error scales with what the critic cannot predict, and a return that held one value
+    (a timeout's penalty every episode) and then varies at the same size asks more of it."""
+    r_steps, r = np.asarray(partner[0]), np.asarray(partner[1], float)
+    before, after = r[r_steps < onset], r[(r_steps >= onset) & (r_steps <= last)]
     if len(before) == 0 or len(after) == 0:
         return None
-    return float(np.median(after)) / max(float(np.median(before)), 1e-12)
+    size = float(np.median(np.abs(after)))
+    growth = size / max(float(np.median(np.abs(before[-LEVEL_WINDOW:]))), 1e-12)
+    if spread:
+        noise = max(noise_sigma(before[-PRIOR_POINTS:]), 1e-12 * (1.0 + size))
+        growth = max(growth, noise_sigma(after) / noise)
+    return growth
 
 
 def eval_degradation(metric: str, steps, values, partner=None) -> Event | None:
