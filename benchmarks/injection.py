@@ -33,9 +33,23 @@ length_explosion   response_length     5x the value
 truncation         truncation_ratio    0.9 with the series' own jitter (clipped to 0..1)
 zero_std           zero_std_frac       0.9 with the series' own jitter (clipped to 0..1)
 clip_blowup        clip_ratio          0.6 with the series' own jitter (clipped to 0..1)
+return_slide       episode_return,     return_collapse's level reached in a straight line
+                   reward              over a tenth of the rows (SLIDE_SHARE), the success
+                                       rate failed as for return_collapse
+loss_climb         value_loss, loss    x1000 reached log-linearly over a tenth of the rows
 =================  ==================  =====================================================
 
-Scored as ``detection.py`` scores a step event: **found** when a problem finding of the
+The last two are gradual: most real events slide into their bad state over several logged
+steps, and a detector that finds a jump at its step can still place a slide's onset late
+(past the midpoint) or explain a climb away. They are scored under the onset protocol of
+``benchmarks/data/real/README.md``, on the injected series itself (a loss on the log
+scale): "exact" means anywhere from the first injected step to where the series is
+clearly in the bad state (the first row past the midpoint between the level of the
+PRIOR_ROWS rows before and the median from the onset on, whose next row is past it too and
+from which 80% of the rows to the deepest point stay past it).
+
+Scored as ``detection.py`` scores a step event (a gradual one: as it scores a gradual
+event, above): **found** when a problem finding of the
 injection's event family names the quantity, **exact** when its first step is the onset
 (+-0). Not for entropy: every healthy log's entropy declines as the policy learns, and
 the onset protocol (``benchmarks/data/real/README.md``) starts a collapse at the first
@@ -96,6 +110,27 @@ def _ratio_at(level):
     return lambda v, k: np.clip(level + (v - level_of(v))[k:], 0.0, 1.0)
 
 
+#: Share of a metric's rows over which a gradual injection (``GRADUAL``) reaches its state.
+SLIDE_SHARE = 0.1
+
+
+def _ramp(v, k):
+    """0 -> 1 in a straight line over SLIDE_SHARE of the rows of ``v`` from row ``k`` on
+    (at least 2 rows; 1 from there), one weight per row from ``k``."""
+    return np.minimum(1.0, np.arange(1, len(v) - k + 1) / max(2, int(SLIDE_SHARE * len(v))))
+
+
+def _slide(v, k):
+    """From the values into return_collapse's level (``_collapse``) in a straight line."""
+    w = _ramp(v, k)
+    return (1.0 - w) * v[k:] + w * _collapse(v)[k:]
+
+
+def _climb(v, k):
+    """The values times 1 -> 1000, log-linearly (a critic's loss diverging over updates)."""
+    return v[k:] * 10.0 ** (3.0 * _ramp(v, k))
+
+
 #: injection -> (quantities, event code, rewrite of the values from the onset on)
 INJECTIONS = {
     "return_collapse": (("episode_return", "reward"), "reward_collapse", lambda v, k: _collapse(v)[k:]),
@@ -110,9 +145,18 @@ INJECTIONS = {
     "truncation": (("truncation_ratio",), "truncation_onset", _ratio_at(0.9)),
     "zero_std": (("zero_std_frac",), "zero_std_onset", _ratio_at(0.9)),
     "clip_blowup": (("clip_ratio",), "clip_ratio_blowup", _ratio_at(0.6)),
+    "return_slide": (("episode_return", "reward"), "reward_collapse", _slide),
+    "loss_climb": (("value_loss", "loss"), "loss_spike", _climb),
 }
+#: gradual injections -> the scale their onset window is read on (``_window_end``)
+GRADUAL = {"return_slide": "signed", "loss_climb": "log"}
+#: rows before the onset whose median is the prior level of a gradual injection's window
+PRIOR_ROWS = 10
+#: share of the rows from the window's end to the deepest point that stay past the midpoint
+PAST_SHARE = 0.8
 #: injections that only make sense on some series
 APPLIES = {"entropy_collapse": lambda v: np.min(v) > 0, "loss_divergence": lambda v: np.min(v) >= 0,
+           "loss_climb": lambda v: np.min(v) >= 0 and np.max(v) > 0,
            "grad_explosion": lambda v: np.max(v) > 0, "length_collapse": lambda v: np.min(v) > 0,
            "length_explosion": lambda v: np.min(v) > 0, "reward_floor": lambda v: np.ptp(v) > 0}
 EVENT_OF = {**detection.EVENT_CODES, "nan_onset": "nan_onset"}
@@ -126,6 +170,7 @@ class Case:
     injection: str
     metric: str
     onset: int
+    window_end: int | None = None
     found: bool = False
     exact: bool | None = False
     reported: int | None = None
@@ -156,8 +201,9 @@ def robustness_store(entry: dict):
 
 
 def inject(store, metric: str, injection: str, at: float = ONSET_SHARE):
-    """The store's events with ``injection`` written into ``metric`` (a pyarrow Table) and
-    the onset step, or None when the series does not take it."""
+    """The store's events with ``injection`` written into ``metric`` (a pyarrow Table), the
+    onset step and the last step of its onset window (the onset itself but for a gradual
+    injection), or None when the series does not take it."""
     import pyarrow as pa
     import pyarrow.compute as pc
 
@@ -176,14 +222,36 @@ def inject(store, metric: str, injection: str, at: float = ONSET_SHARE):
         return None
     k = max(1, int(at * len(values)))
     new = table["value"].to_numpy(zero_copy_only=False).astype(float).copy()
-    new[rows[k:]] = sign * INJECTIONS[injection][2](values, k)
-    if injection == "return_collapse":
+    written = INJECTIONS[injection][2](values, k)
+    new[rows[k:]] = sign * written
+    if injection in ("return_collapse", "return_slide"):
         _fail_the_task(table, new, int(steps[k]))
+    end = k
+    if injection in GRADUAL:
+        injected = np.concatenate([values[:k], written])
+        if GRADUAL[injection] == "log":       # exact zeros at the smallest positive value
+            injected = np.log10(np.maximum(injected, np.min(injected[injected > 0])))
+        end = _window_end(injected, k)
     # the rows that had no value (a text summary's, a non-numeric one) stay without one; a
     # NaN written by the injection, or logged, is a value
     empty = table["value"].is_null().to_numpy(zero_copy_only=False)
     column = table.schema.get_field_index("value")
-    return table.set_column(column, "value", pa.array(new, mask=empty)), int(steps[k])
+    return table.set_column(column, "value", pa.array(new, mask=empty)), int(steps[k]), int(steps[end])
+
+
+def _window_end(y: np.ndarray, k: int) -> int:
+    """Where series ``y``, which moves away from its level from row ``k`` on, is clearly in
+    its bad state (the onset protocol's window end): the first row from ``k`` past the
+    midpoint between the median of the PRIOR_ROWS rows before ``k`` and the median from
+    ``k`` on, whose next row is past it too, and from which PAST_SHARE of the rows up to
+    the deepest point stay past it; the last row when none is."""
+    prior, bad = float(np.median(y[max(0, k - PRIOR_ROWS):k])), float(np.median(y[k:]))
+    past = (y < (prior + bad) / 2) if bad < prior else (y > (prior + bad) / 2)
+    deepest = k + int(np.argmin(y[k:]) if bad < prior else np.argmax(y[k:]))
+    for i in range(k, len(y) - 1):
+        if past[i] and past[i + 1] and past[i:max(i, deepest) + 1].mean() >= PAST_SHARE:
+            return i
+    return len(y) - 1
 
 
 def _fail_the_task(table, new: np.ndarray, onset: int) -> None:
@@ -221,7 +289,7 @@ def score(case: Case, entry: dict, workdir: Path, store, at: float = ONSET_SHARE
     made = inject(store, case.metric, case.injection, at)
     if made is None:
         return None
-    table, case.onset = made
+    table, case.onset, case.window_end = made
     folder = workdir / "store"
     folder.mkdir(parents=True)
     pq.write_table(table.cast(robustness._schema_of(table)), folder / "events.parquet")
@@ -234,7 +302,8 @@ def score(case: Case, entry: dict, workdir: Path, store, at: float = ONSET_SHARE
     firsts = [f.steps[0] for f in hits if f.steps]
     case.found = bool(hits)
     case.reported = min(firsts) if firsts else None
-    case.exact = case.reported == case.onset if case.injection not in NO_EXACT else None
+    case.exact = (None if case.injection in NO_EXACT else
+                  case.reported is not None and case.onset <= case.reported <= case.window_end)
     case.other = tuple(sorted({f.code for f in problems} - {f.code for f in hits}))
     return case
 
@@ -264,7 +333,7 @@ def run(half: str, only_log: str | None = None, only_injection: str | None = Non
 
 
 def table(cases: list[Case], half: str) -> None:
-    print(f"| {half}: injection | cases | found | exact onset (+-0) |")
+    print(f"| {half}: injection | cases | found | exact onset (+-0; a slide or climb: in its window) |")
     print("|---|---|---|---|")
     for injection in [*INJECTIONS, "all"]:
         cs = [c for c in cases if injection in (c.injection, "all")]
@@ -293,7 +362,8 @@ def main(argv=None) -> int:
     if args.half == "tune" and args.verbose:
         for c in cases:
             mark = "exact" if c.exact else "found" if c.found and c.exact is None else "late " if c.found else "MISS "
-            print(f"{mark} {c.log}: {c.injection} on {c.metric} at {c.onset}, reported {c.reported}"
+            window = f"..{c.window_end}" if c.window_end != c.onset else ""
+            print(f"{mark} {c.log}: {c.injection} on {c.metric} at {c.onset}{window}, reported {c.reported}"
                   + (f"; also {', '.join(c.other)}" if c.other else "") + (f"; {c.error}" if c.error else ""))
     table(cases, args.half)
     print(f"({len(cases)} cases in {time.perf_counter() - start:.0f} s)")

@@ -266,15 +266,25 @@ def test_a_stopped_run_ends_soon_after_its_first_event(bench):
 #: asks ``_worse_later`` inside any state): clip_blowup at the step tune 44 -> 45, report 48
 #: -> 50. Session 46: a clip-fraction jump is a decayed range's doing only where the range
 #: shrank as much over the same points: clip_blowup tune 47 -> 48 found, 45 -> 46 at the
-#: step: the counts below.
+#: step. Session 47: two gradual injections (``return_slide``, ``loss_climb``: the state
+#: reached over a tenth of the rows, scored in the onset protocol's window); a loss climb
+#: the returns' growth since the untrained critic explained is judged over the climb itself
+#: (``rules._over_the_rise``) and a jump's onset is where the loss left its level when its
+#: own step is under half the move (``rules._unexplained_jump``): loss_climb tune 101 -> 111
+#: found, 74 -> 99 in the window, report 93 -> 99, 51 -> 83; loss_divergence at the step
+#: tune 114 -> 113 (a CS285 DQN critic loss whose own 76x spike one row before the x1000 is
+#: now read as the jump's first row), report 106 -> 107 found, 101 -> 102 at the step: the
+#: counts below.
 INJECTED = {"tune": {"return_collapse": (163, 157), "entropy_collapse": (73, 0), "kl_blowup": (18, 18),
-                     "grad_explosion": (42, 42), "loss_divergence": (118, 114), "nan": (117, 117),
+                     "grad_explosion": (42, 42), "loss_divergence": (118, 113), "nan": (117, 117),
                      "reward_floor": (36, 34), "length_collapse": (25, 25), "length_explosion": (23, 20),
-                     "truncation": (16, 15), "zero_std": (9, 8), "clip_blowup": (48, 46)},
+                     "truncation": (16, 15), "zero_std": (9, 8), "clip_blowup": (48, 46),
+                     "return_slide": (164, 148), "loss_climb": (111, 99)},
             "report": {"return_collapse": (132, 126), "entropy_collapse": (59, 0), "kl_blowup": (13, 11),
-                       "grad_explosion": (34, 32), "loss_divergence": (106, 101), "nan": (104, 104),
+                       "grad_explosion": (34, 32), "loss_divergence": (107, 102), "nan": (104, 104),
                        "reward_floor": (26, 26), "length_collapse": (21, 21), "length_explosion": (21, 20),
-                       "truncation": (15, 14), "zero_std": (7, 5), "clip_blowup": (53, 50)}}
+                       "truncation": (15, 14), "zero_std": (7, 5), "clip_blowup": (53, 50),
+                       "return_slide": (132, 121), "loss_climb": (99, 83)}}
 
 
 @pytest.mark.parametrize("half", sorted(INJECTED))
@@ -298,3 +308,23 @@ def test_an_injection_writes_the_failure_from_the_onset_on(bench):
     assert np.allclose(grown, 50 * v[k:]) and len(grown) == 20
     fallen = injection.INJECTIONS["return_collapse"][2](v, k)
     assert fallen.max() < v[:5].min() - 0.3                 # below the start, and stays there
+
+
+def test_a_gradual_injection_reaches_its_state_over_a_tenth_of_the_rows(bench):
+    injection = load_benchmark("injection")
+    v = np.full(100, 2.0) + 0.01 * np.sin(np.arange(100))
+    k = 60
+    climbed = injection.INJECTIONS["loss_climb"][2](v, k)
+    assert len(climbed) == 40
+    assert np.allclose(climbed[:10] / v[k:k + 10], 10 ** (0.3 * np.arange(1, 11)))   # 10 rows
+    assert np.allclose(climbed[10:], 1000 * v[k + 10:])
+    slid = injection.INJECTIONS["return_slide"][2](v, k)
+    fallen = injection.INJECTIONS["return_collapse"][2](v, k)
+    assert np.allclose(slid[9:], fallen[9:]) and slid[0] > fallen[0] + 0.5 * (v[k] - fallen[0])
+    # the onset protocol's window end, on the series as injected: the first row past the
+    # midpoint (with the next) from which 80% of the rows to the deepest point stay past it
+    y = np.r_[np.zeros(60), np.linspace(0.1, 1.0, 10), np.ones(30)]
+    assert injection._window_end(y, 60) == 65               # midpoint (0 + 1) / 2: 0.6 at row 65
+    assert injection._window_end(-y, 60) == 65              # the same fall
+    step = np.r_[np.zeros(60), np.ones(40)]
+    assert injection._window_end(step, 60) == 60             # a step: its own row

@@ -264,6 +264,33 @@ def test_a_critic_loss_that_climbs_long_after_the_run_learned_diverged():
     assert rules.value_loss_divergence("critic_loss", steps, climbed, (r_steps, held)) is None
 
 
+def test_a_value_loss_that_climbs_in_rows_too_short_to_be_levels_diverged_where_it_left_its_level():
+    """A real ML-Agents PPO run (Padel, tuning half, healthy): Losses/Value Loss at 8.5-10.6
+    for the middle of the run. Written into it from 60% of its rows (step 3575000) on: x1000
+    reached log-linearly over 23 rows (a tenth of them). The change points cut the climb
+    into single rows, none a level, so the first level after the one held was the climb's
+    17th row (x150, step 3975000), and the loss "jumped" there: past the midpoint, late. One
+    logged step there covers a sixth of the move: the climb started where the loss left its
+    level."""
+    from rldk.converters import ingest
+
+    path = next((REAL / "mlagentstb_ppo_padel_learning").glob("events.out.tfevents.*"))
+    (run,) = ingest(str(path), adapter="tensorboard").runs()
+    loss, ret = run.metric("Losses/Value Loss"), run.metric("Environment/Cumulative Reward")
+    steps, values = loss["step"].to_numpy(), loss["value"].to_numpy().astype(float)
+    partner = (ret["step"].to_numpy(), ret["value"].to_numpy())
+    k, span = int(0.6 * len(values)), int(0.1 * len(values))
+    climbed = values.copy()
+    climbed[k:] *= 10 ** (3 * np.minimum(1.0, np.arange(1, len(values) - k + 1) / span))
+    event = rules.value_loss_divergence("Losses/Value Loss", steps, climbed, partner)
+    assert event is not None and event.severity == "error", event
+    assert event.onset == int(steps[k]) == 3575000, event
+    # a jump of the same size in one logged step is reported at that step, as before
+    jumped = np.where(steps >= steps[k], values * 1000, values)
+    event = rules.value_loss_divergence("Losses/Value Loss", steps, jumped, partner)
+    assert event is not None and event.onset == 3575000, event
+
+
 def test_a_noisy_value_loss_back_at_levels_it_held_has_not_diverged():
     """A real SB3 PPO run (tuning half, healthy): train/value_loss 24 at its start, 5-70
     while episodes end, 0.03-0.1 over the rows where none does, then 1-149 again as the

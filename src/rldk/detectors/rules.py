@@ -1472,8 +1472,14 @@ def _unexplained_jump(metric: str, steps, values, partner) -> Event | None:
         jump = p.raw / prev.raw
         if growth is None or jump <= _explained(growth):
             continue
-        event = _event("loss_divergence", metric, r, p.start, steps[-1], "error",
-                       f"{metric} jumped from {prev.raw:.4g} to {p.raw:.4g} at step {p.first} "
+        # where the series left the level held: the jump's own row when its one logged
+        # step covers JUMP_SHARE of the move from that level (log scale), else the first
+        # row of a climb that the change points cut into pieces too short to be levels
+        k = p.start
+        if r.y[k] - r.y[k - 1] < JUMP_SHARE * (p.level - prev.level):
+            k = min(k, fall_start(r, max(prev.start, prev.end - MIN_REFERENCE), k, up=True))
+        event = _event("loss_divergence", metric, r, k, steps[-1], "error",
+                       f"{metric} jumped from {prev.raw:.4g} to {p.raw:.4g} at step {int(steps[k])} "
                        f"({jump:.0f}x) while the episode return's size changed {growth:.2g}x",
                        {"held": prev.raw, "held_step": prev.first, "highest_before": highest,
                         "now": p.raw, "factor": LOSS_JUMP, "return_growth": growth,
