@@ -1003,3 +1003,51 @@ def test_a_rise_over_more_decades_than_the_log_scale_keeps_starts_where_it_cross
                             since_trough=True)
         assert event is not None and event.onset == 91999, (k, event)
         assert event.evidence["now"] > 1e8 and event.evidence["held"] < 10
+
+
+def _slid(v: np.ndarray, k: int) -> np.ndarray:
+    """``v`` slid from row ``k`` in a straight line over a tenth of its rows to its early
+    level (median of its first tenth) minus half its range, its own row-to-row jitter kept
+    (as benchmarks/injection.py's return_slide writes it)."""
+    from rldk.detectors.onsets import level_of
+
+    low = np.median(v[:len(v) // 10]) - 0.5 * np.ptp(v) + (v - level_of(v))
+    w = np.minimum(1.0, np.arange(1, len(v) - k + 1) / max(2, len(v) // 10))
+    return np.r_[v[:k], (1 - w) * v[k:] + w * low[k:]]
+
+
+def test_a_noisy_reward_that_slides_below_every_level_it_held_started_where_it_crossed():
+    """A real TRL GRPO run (tuning half, healthy): a reward of penalties, -1.4..-6.3 row to
+    row around -2.7 with no gain in sight. Slid from step 121 over 20 steps to -6.8: the
+    row-to-row noise (3 sigma 5 against a move of 4) hides where the slide began, and the
+    rows back above the midpoint inside it made the onset the start of the level at the
+    bottom (134). The onset protocol's window for such a series ends where it is past the
+    midpoint for good (131): the onset is there at the latest."""
+    rows = [x for x in json.loads((REAL / "trl_grpo_unlearning_run6" / "trainer_state.json").read_text())[
+        "log_history"] if "reward" in x]
+    steps = np.array([x["step"] for x in rows])
+    values = np.array([x["reward"] for x in rows], float)
+    k = int(0.6 * len(values))
+    assert rules.reward_degradation("reward", steps, values) is None
+    event = rules.reward_degradation("reward", steps, _slid(values, k))
+    assert event is not None and steps[k] == 121 and 121 <= event.onset <= 131, event
+
+
+def test_a_return_that_slides_while_it_still_climbs_fell_from_its_climb():
+    """A real SB3 PPO run (tuning half, healthy): a rolling-mean return that climbs from
+    -0.03 to 10.3 for the whole run, held no level after its first 13 rows. Slid from step
+    61440 (5.6, still climbing) over 4 rows to -5.2: the only level held near the fall was
+    the untrained one, and the last row of the slide, half of the move from that level, was
+    taken for a jump (67584, past the window). A jump from a level held under the peak
+    must carry half of the fall from the peak."""
+    from rldk.converters import ingest
+
+    path = next((REAL / "sb3tb_ppo_zaiftrade_lr5e4_value_loss_growth_learning").glob("events.out.tfevents.*"))
+    (run,) = ingest(str(path), adapter="tensorboard").runs()
+    ret = run.metric("rollout/ep_rew_mean")
+    steps, values = ret["step"].to_numpy(), ret["value"].to_numpy().astype(float)
+    k = int(0.6 * len(values))
+    assert rules.reward_degradation("r", steps, values) is None
+    event = rules.reward_degradation("r", steps, _slid(values, k))
+    assert event is not None and steps[k] == 61440 and 61440 <= event.onset <= 65536, event
+

@@ -222,8 +222,12 @@ def prior_exit(r: Regimes, onset: int, tail: int, peak: float, stop: int | None 
     # failing a level near the peak, the peak was a short excursion over the plateau the
     # run held (a return at ~240 for 30 evaluations with a 9-row burst to 367 just before
     # the fall): the last level still on the peak's side of the whole move's midpoint
-    part = next((p for p in reversed(held) if p.level >= peak - PRIOR_SHARE * (peak - low)), None) \
-        or next((p for p in reversed(held) if p.level >= (peak + low) / 2), None)
+    part = next((p for p in reversed(held) if p.level >= peak - PRIOR_SHARE * (peak - low)), None)
+    # a jump from a level held under the peak must carry JUMP_SHARE of the fall from the peak
+    move = None if part is None else part.level - low
+    if part is None:
+        part = next((p for p in reversed(held) if p.level >= (peak + low) / 2), None)
+        move = peak - low
     if part is None:
         return onset
     band = BAND * noise_sigma(y[part.start:part.end])
@@ -236,7 +240,7 @@ def prior_exit(r: Regimes, onset: int, tail: int, peak: float, stop: int | None 
     # placed the fall, when the points from there to the midpoint slide down
     k = _left_level(y, part.start - 1, end, part.level, mid, band, part.start - 1)
     past = _past_midpoint(y, part.start - 1, end, mid)
-    jump = past > 0 and y[past - 1] - y[past] > JUMP_SHARE * (part.level - low)
+    jump = past > 0 and y[past - 1] - y[past] > JUMP_SHARE * move
     if k < onset and _slides(r, k, past, band):
         return min(onset, past) if jump else k
     # the points before the jump still near the level held: the drift off it is no move

@@ -492,8 +492,31 @@ def _stretch_below(r: Regimes, s: int, end: int, line: float, se) -> Decline | N
     held, low, sigma = float(np.median(before)), float(np.median(tail)), noise_sigma(before)
     noisy = SIGNIFICANCE * sigma >= (held - low) / 2
     onset = _walk_back(r.values, s, (held + low) / 2 if noisy else held - SIGNIFICANCE * sigma, 0)
+    if noisy:
+        onset = min(onset, _past_for_good(r, s, end, (held + low) / 2))
     return Decline(r, onset, s, held, int(r.steps[0]), None, low, line, float(z),
                    end if end < n else None)
+
+
+#: ``_past_for_good``: share of the points from a crossing to the deepest point that stay
+#: past the midpoint (the onset protocol's 80%).
+PAST_SHARE = 0.8
+
+
+def _past_for_good(r: Regimes, s: int, end: int, mid: float) -> int:
+    """Where a fall into the low stretch ``s:end`` went past ``mid`` for good: the first
+    point after the last held regime (MIN_REFERENCE points) above ``mid`` before ``s`` that
+    lies below ``mid`` with the next point, and from which PAST_SHARE of the points to the
+    stretch's deepest point do; ``s`` when none is (the onset protocol's window end: where a
+    slide out of a level too noisy to show its first step is clearly in its new state)."""
+    above = [p for p in r.parts if p.end <= s and p.size >= MIN_REFERENCE and p.level >= mid]
+    if not above:
+        return s
+    a, deepest = above[-1].end, s + int(np.argmin(r.values[s:end]))
+    below = r.values[a:deepest + 1] < mid
+    share = np.cumsum(below[::-1])[::-1] / np.arange(len(below), 0, -1)
+    ok = below[:-1] & below[1:] & (share[:-1] >= PAST_SHARE)
+    return min(s, a + int(np.argmax(ok))) if ok.any() else s
 
 
 def _sliding_below(r: Regimes, level, se, need: int) -> Decline | None:
