@@ -291,6 +291,24 @@ def test_a_value_loss_that_climbs_in_rows_too_short_to_be_levels_diverged_where_
     assert event is not None and event.onset == 3575000, event
 
 
+def test_a_value_loss_that_climbs_from_a_level_far_over_its_lowest_diverged():
+    """A real SB3 PPO run (racer, tuning half, healthy): train/value_loss in the hundreds
+    with early rows in the thousands. Written into it from 60% of its rows (step 602112): a
+    climb of three decades over a tenth of the rows while the return holds. Over its lowest
+    level it rose 10x and stayed, but not 100x (a level held high early), and no single
+    step carries it: no rule reported it. Over the climb itself it rose 1000x, to 10x every
+    level it held, with the return flat: it diverged, by the protocol's window end."""
+    steps, values = sb3("sb3_ppo_racer", "train/value_loss")
+    r_steps, r_values = sb3("sb3_ppo_racer", "rollout/ep_rew_mean")
+    k, span = int(0.6 * len(values)), int(0.1 * len(values))
+    climbed = values.copy()
+    climbed[k:] *= 10 ** (3 * np.minimum(1.0, np.arange(1, len(values) - k + 1) / span))
+    assert rules.value_loss_divergence("v", steps, values, (r_steps, r_values)) is None
+    event = rules.value_loss_divergence("v", steps, climbed, (r_steps, r_values))
+    assert event is not None and event.severity == "error", event
+    assert int(steps[k]) == 602112 and 602112 <= event.onset <= 628736, event
+
+
 def test_a_noisy_value_loss_back_at_levels_it_held_has_not_diverged():
     """A real SB3 PPO run (tuning half, healthy): train/value_loss 24 at its start, 5-70
     while episodes end, 0.03-0.1 over the rows where none does, then 1-149 again as the

@@ -1441,7 +1441,7 @@ def value_loss_divergence(metric: str, steps, values, partner=None) -> Event | N
     fall = reward_degradation("episode return", *partner) if rise is not None else None
     if fall is None or fall.onset > rise.last or fall.last < rise.onset:
         return _unexplained_jump(metric, steps, values, partner) or _unexplained_climb(
-            metric, steps, values, partner)
+            metric, steps, values, partner) or (rise and _over_the_rise(rise, steps, values, partner))
     peak, now = fall.evidence["peak"], fall.evidence["now"]
     return replace(rise, severity="error",
                    title=f"{rise.title} while the episode return fell from {peak:.4g} "
@@ -1511,7 +1511,8 @@ def _unexplained_climb(metric: str, steps, values, partner) -> Event | None:
 
 def _over_the_rise(rise: Event, steps, values, partner) -> Event | None:
     """``rise`` (a loss's climb to LOSS_JUMP x the lowest level it held, which the growth
-    of the returns since that level explains) as an error when the climb itself, from
+    of the returns since that level explains, or a value loss's to VALUE_JUMP x that no
+    other rule reports) as an error when the climb itself, from
     the loss's level over the PRIOR_POINTS rows before its onset (a level held, not
     the dip of a few rows a noisy critic's loss takes now and then) to the state, is
     LOSS_JUMP x or more, more than the returns' growth over the same rows explains
