@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from rldk.detectors.onsets import LEVEL_WINDOW, MIN_REFERENCE
+from rldk.detectors.onsets import LEVEL_WINDOW, MIN_REFERENCE, past_midpoint
 from rldk.detectors.regimes import Regimes, regimes
 from rldk.detectors.scale import noise_sigma
 from rldk.detectors.trend import PLATEAU, first_off, part_at
@@ -111,7 +111,7 @@ def jump_start(r: Regimes, a: int, k: int, up: bool = False, until: int | None =
     # past the midpoint for good up to the deepest point of the state (the onset
     # protocol's), not to its end: a long stretch pinned there would outweigh any share
     # of noisy points before it
-    c = _past_midpoint(y, a, k if until is None else k + int(np.argmin(y[k:until])), mid)
+    c = past_midpoint(y, a, k if until is None else k + int(np.argmin(y[k:until])), mid)
     if c > k and np.any(y[k:c] < mid):
         return None                     # inside the state, only its first pass of the midpoint
     return c if c > a + 1 and y[c - 1] - y[c] > JUMP_SHARE * move else None
@@ -143,27 +143,11 @@ def moves_at_once(r: Regimes, j: int, k: int) -> bool:
 #: row early on thinned logs whose second kept row is a wobble; the midpoint (0.5)
 #: puts slow entropy declines past their protocol window.
 FIRST_ROWS_BAND = 0.25
-#: Share of the points from a crossing to the deepest point that must stay past the
-#: midpoint for the series to be past it "for good" (the onset protocol's 80%).
-PAST_SHARE = 0.8
-
-
-def _past_midpoint(y: np.ndarray, a: int, k: int, mid: float) -> int:
-    """The first point after ``a`` (at most ``k``) below ``mid`` whose next point is below it
-    too and from which PAST_SHARE of the points to ``k`` stay below it."""
-    below = y[a + 1:k + 1] < mid
-    if len(below) < 2:
-        return k
-    share = np.cumsum(below[::-1])[::-1] / np.arange(len(below), 0, -1)
-    ok = below & np.r_[below[1:], True] & (share >= PAST_SHARE)
-    return a + 1 + int(np.argmax(ok)) if ok.any() else k
-
-
 def _left_level(y: np.ndarray, a: int, k: int, level: float, mid: float, band: float, lo: int) -> int:
     """One point after the last point still at ``level`` (inside ``band`` of it, or above
-    it) before the series is past ``mid`` for good (``_past_midpoint`` from point ``a`` to
+    it) before the series is past ``mid`` for good (``past_midpoint`` from point ``a`` to
     ``k``), walking back no further than point ``lo`` + 1: where the move started."""
-    i = _past_midpoint(y, a, k, mid) - 1
+    i = past_midpoint(y, a, k, mid) - 1
     while i > lo and y[i] < level - band:
         i -= 1
     return i + 1
@@ -239,7 +223,7 @@ def prior_exit(r: Regimes, onset: int, tail: int, peak: float, stop: int | None 
     # off the peak by its significance, which a wandering series' wander puts far down)
     # placed the fall, when the points from there to the midpoint slide down
     k = _left_level(y, part.start - 1, end, part.level, mid, band, part.start - 1)
-    past = _past_midpoint(y, part.start - 1, end, mid)
+    past = past_midpoint(y, part.start - 1, end, mid)
     jump = past > 0 and y[past - 1] - y[past] > JUMP_SHARE * move
     if k < onset and _slides(r, k, past, band):
         return min(onset, past) if jump else k

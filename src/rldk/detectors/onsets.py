@@ -208,6 +208,22 @@ def state_run(bad: np.ndarray, lo: int = 0, final: bool = False,
     return None
 
 
+#: Share of the points from a crossing to the deepest point that must stay past the
+#: midpoint for the series to be past it "for good" (the onset protocol's 80%).
+PAST_SHARE = 0.8
+
+
+def past_midpoint(y: np.ndarray, a: int, k: int, mid: float) -> int:
+    """The first point after ``a`` (at most ``k``) below ``mid`` whose next point is below it
+    too and from which PAST_SHARE of the points to ``k`` stay below it."""
+    below = y[a + 1:k + 1] < mid
+    if len(below) < 2:
+        return k
+    share = np.cumsum(below[::-1])[::-1] / np.arange(len(below), 0, -1)
+    ok = below & np.r_[below[1:], True] & (share >= PAST_SHARE)
+    return a + 1 + int(np.argmax(ok)) if ok.any() else k
+
+
 def midpoint_onset(v: np.ndarray, k: int, end: int) -> tuple[int, float | None]:
     """The first step of the regime a state found from point ``k`` (to ``end``) belongs to,
     for a positive quantity compared on the log scale: the first point of the run that

@@ -1441,7 +1441,8 @@ def value_loss_divergence(metric: str, steps, values, partner=None) -> Event | N
     fall = reward_degradation("episode return", *partner) if rise is not None else None
     if fall is None or fall.onset > rise.last or fall.last < rise.onset:
         return _unexplained_jump(metric, steps, values, partner) or _unexplained_climb(
-            metric, steps, values, partner) or (rise and _over_the_rise(rise, steps, values, partner))
+            metric, steps, values, partner) or (None if rise is None else _over_the_rise(
+            rise, steps, values, partner))
     peak, now = fall.evidence["peak"], fall.evidence["now"]
     return replace(rise, severity="error",
                    title=f"{rise.title} while the episode return fell from {peak:.4g} "
@@ -1512,16 +1513,15 @@ def _unexplained_climb(metric: str, steps, values, partner) -> Event | None:
 def _over_the_rise(rise: Event, steps, values, partner) -> Event | None:
     """``rise`` (a loss's climb to LOSS_JUMP x the lowest level it held, which the growth
     of the returns since that level explains, or a value loss's to VALUE_JUMP x that no
-    other rule reports) as an error when the climb itself, from
-    the loss's level over the PRIOR_POINTS rows before its onset (a level held, not
-    the dip of a few rows a noisy critic's loss takes now and then) to the state, is
-    LOSS_JUMP x or more, more than the returns' growth over the same rows explains
-    (``_explained``), and an order of magnitude (VALUE_JUMP) over every rolling level it
-    held before (a loss near 0 while no episode ends, at 5-100 when one does, has been
-    there before): the lowest level is the untrained critic's, from before the run
-    learned, and what the run learned then explains nothing of a later climb (a TD loss
-    at 3.5 that climbs to 4000 over a tenth of the run while the return holds). None
-    when the climb is explained."""
+    other rule reports) as an error when the climb itself, from the loss's level over the
+    PRIOR_POINTS rows before its onset (a level held, not the dip of a few rows a noisy
+    critic's loss takes now and then) to the state, is LOSS_JUMP x or more, more than the
+    returns' growth over the same rows explains (``_explained``), and an order of
+    magnitude (VALUE_JUMP) over every rolling level it held before (a loss near 0 while no
+    episode ends, at 5-100 when one does, has been there before): the lowest level is the
+    untrained critic's, from before the run learned, and what the run learned then
+    explains nothing of a later climb (a TD loss at 3.5 that climbs to 4000 over a tenth
+    of the run while the return holds). None when the climb is explained."""
     steps, values = np.asarray(steps), np.asarray(values, float)
     k = int(np.searchsorted(steps, rise.onset))
     before = values[max(0, k - PRIOR_POINTS):k]

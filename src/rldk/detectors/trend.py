@@ -37,7 +37,8 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from rldk.detectors.onsets import LEVEL_WINDOW, MIN_REFERENCE, final_need, level_of, stretch_need
+from rldk.detectors.onsets import (LEVEL_WINDOW, MIN_REFERENCE, final_need, level_of, past_midpoint,
+                                   stretch_need)
 from rldk.detectors.regimes import Regimes, regimes
 from rldk.detectors.scale import MAD_TO_SIGMA, noise_sigma, spread
 
@@ -498,25 +499,17 @@ def _stretch_below(r: Regimes, s: int, end: int, line: float, se) -> Decline | N
                    end if end < n else None)
 
 
-#: ``_past_for_good``: share of the points from a crossing to the deepest point that stay
-#: past the midpoint (the onset protocol's 80%).
-PAST_SHARE = 0.8
-
-
 def _past_for_good(r: Regimes, s: int, end: int, mid: float) -> int:
-    """Where a fall into the low stretch ``s:end`` went past ``mid`` for good: the first
-    point after the last held regime (MIN_REFERENCE points) above ``mid`` before ``s`` that
-    lies below ``mid`` with the next point, and from which PAST_SHARE of the points to the
-    stretch's deepest point do; ``s`` when none is (the onset protocol's window end: where a
-    slide out of a level too noisy to show its first step is clearly in its new state)."""
+    """Where a fall into the low stretch ``s:end`` went past ``mid`` for good
+    (``past_midpoint``, to the stretch's deepest point), searched from the end of the last
+    held regime (MIN_REFERENCE points) above ``mid`` before ``s``; ``s`` when that is later
+    or there is none (the onset protocol's window end: where a slide out of a level too
+    noisy to show its first step is clearly in its new state)."""
     above = [p for p in r.parts if p.end <= s and p.size >= MIN_REFERENCE and p.level >= mid]
     if not above:
         return s
-    a, deepest = above[-1].end, s + int(np.argmin(r.values[s:end]))
-    below = r.values[a:deepest + 1] < mid
-    share = np.cumsum(below[::-1])[::-1] / np.arange(len(below), 0, -1)
-    ok = below[:-1] & below[1:] & (share[:-1] >= PAST_SHARE)
-    return min(s, a + int(np.argmax(ok))) if ok.any() else s
+    deepest = s + int(np.argmin(r.values[s:end]))
+    return min(s, past_midpoint(r.values, above[-1].end - 1, deepest, mid))
 
 
 def _sliding_below(r: Regimes, level, se, need: int) -> Decline | None:
