@@ -206,14 +206,12 @@ def prior_exit(r: Regimes, onset: int, tail: int, peak: float, stop: int | None 
     # failing a level near the peak, the peak was a short excursion over the plateau the
     # run held (a return at ~240 for 30 evaluations with a 9-row burst to 367 just before
     # the fall): the last level still on the peak's side of the whole move's midpoint
-    part = next((p for p in reversed(held) if p.level >= peak - PRIOR_SHARE * (peak - low)), None)
-    # a jump from a level held under the peak must carry JUMP_SHARE of the fall from the peak
-    move = None if part is None else part.level - low
-    if part is None:
-        part = next((p for p in reversed(held) if p.level >= (peak + low) / 2), None)
-        move = peak - low
+    near = next((p for p in reversed(held) if p.level >= peak - PRIOR_SHARE * (peak - low)), None)
+    part = near or next((p for p in reversed(held) if p.level >= (peak + low) / 2), None)
     if part is None:
         return onset
+    # a jump from the plateau under a burst must carry JUMP_SHARE of the fall from the peak
+    move = (part.level if part is near else peak) - low
     band = BAND * noise_sigma(y[part.start:part.end])
     mid = (part.level + low) / 2
     if band >= part.level - mid:
