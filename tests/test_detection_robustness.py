@@ -279,17 +279,19 @@ def test_a_stopped_run_ends_soon_after_its_first_event(bench):
 #: half the fall from the peak (``moves.prior_exit``): return_slide tune 148 -> 151 in the
 #: window (report unchanged); a value loss 10x over its lowest level that no other rule
 #: reports is judged over its climb as well: loss_climb tune 111 -> 112 found, 99 -> 100 in
-#: the window (report unchanged): the counts below.
+#: the window (report unchanged). Session 48: a rise starts where it left the last level it
+#: held before its state (``moves.prior_exit`` upwards; a slow climb's stairs are no level):
+#: loss_climb in the window tune 100 -> 102, report 83 -> 84: the counts below.
 INJECTED = {"tune": {"return_collapse": (163, 157), "entropy_collapse": (73, 0), "kl_blowup": (18, 18),
                      "grad_explosion": (42, 42), "loss_divergence": (118, 113), "nan": (117, 117),
                      "reward_floor": (36, 34), "length_collapse": (25, 25), "length_explosion": (23, 20),
                      "truncation": (16, 15), "zero_std": (9, 8), "clip_blowup": (48, 46),
-                     "return_slide": (164, 151), "loss_climb": (112, 100)},
+                     "return_slide": (164, 151), "loss_climb": (112, 102)},
             "report": {"return_collapse": (132, 126), "entropy_collapse": (59, 0), "kl_blowup": (13, 11),
                        "grad_explosion": (34, 32), "loss_divergence": (107, 102), "nan": (104, 104),
                        "reward_floor": (26, 26), "length_collapse": (21, 21), "length_explosion": (21, 20),
                        "truncation": (15, 14), "zero_std": (7, 5), "clip_blowup": (53, 50),
-                       "return_slide": (132, 121), "loss_climb": (99, 83)}}
+                       "return_slide": (132, 121), "loss_climb": (99, 84)}}
 
 
 @pytest.mark.parametrize("half", sorted(INJECTED))

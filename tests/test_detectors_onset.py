@@ -264,6 +264,55 @@ def test_a_critic_loss_that_climbs_long_after_the_run_learned_diverged():
     assert rules.value_loss_divergence("critic_loss", steps, climbed, (r_steps, held)) is None
 
 
+def _spinup(name: str, column: str):
+    """``(steps, values)`` of one column of a tuning-half Spinning Up progress.txt."""
+    with open(REAL / name / "progress.txt", newline="", encoding="utf-8") as fh:
+        rows = [(int(r["TotalEnvInteracts"]), float(r[column])) for r in csv.DictReader(fh, delimiter="\t")]
+    steps, values = zip(*rows)
+    return np.array(steps), np.array(values)
+
+
+def test_a_critic_loss_that_drifts_to_a_plateau_before_it_blows_up_diverged_where_it_left_the_plateau():
+    """A real Spinning Up DDPG Ant run (tuning half): LossQ settles to 4.5-5 by step 670000,
+    drifts up to 9-11 and holds there for 200000 steps (883999-1077999) while the return
+    holds, then climbs to 100-260 as the return collapses (protocol window 1079999-1113999).
+    The climb was placed where the loss left its lowest level (673999): the drift to the
+    plateau is no part of the blow-up; the move began where it left the level it held
+    just before (``moves.prior_exit``, read upwards on the loss's own log scale). A slow
+    climb's stairs are no such level: x1000 over 150 rows out of the end of a fall still
+    rose from the trough (``test_a_loss_that_climbs_straight_out_of_the_end_of_its_fall_rose_from_there``)."""
+    steps, loss = _spinup("spinup_ddpg_ant_collapse_critic_divergence", "LossQ")
+    partner = _spinup("spinup_ddpg_ant_collapse_critic_divergence", "AverageEpRet")
+    event = rules.value_loss_divergence("LossQ", steps, loss, partner)
+    assert event is not None and event.severity == "error", event
+    assert 1071999 <= event.onset <= 1113999, event
+
+
+def test_a_noisy_td_loss_climb_read_late_is_still_measured_from_before_the_climb():
+    """A real CleanRL DQN Breakout run (tuning half, healthy): losses/td_loss noisy over
+    decades (0.003-2). Written into it from 85% of its rows on: x1000 reached log-linearly
+    over a tenth of them. The climb's first half lies inside the noise band of the level it
+    left, so its onset is read near where it is past the midpoint; the climb itself is still
+    measured from the rows before its earliest start, where it left its trough's band
+    (``_over_the_rise``): from the rows before the late onset, it was the climb measured
+    against its own middle (x30) and went unreported. The log unchanged stays quiet."""
+    from rldk.converters import ingest
+
+    path = next((REAL / "cleanrltb_dqn_breakout_learning").glob("events.out.tfevents.*"))
+    (run,) = ingest(str(path), adapter="tensorboard").runs()
+    loss, ret = run.metric("losses/td_loss"), run.metric("charts/episodic_return")
+    steps, values = loss["step"].to_numpy(), loss["value"].to_numpy().astype(float)
+    partner = (ret["step"].to_numpy(), ret["value"].to_numpy())
+    assert rules.value_loss_divergence("losses/td_loss", steps, values, partner) is None
+    k, span = int(0.85 * len(values)), int(0.1 * len(values))
+    climbed = values.copy()
+    climbed[k:] *= 10 ** (3 * np.minimum(1.0, np.arange(1, len(values) - k + 1) / span))
+    event = rules.value_loss_divergence("losses/td_loss", steps, climbed, partner)
+    assert event is not None and event.severity == "error", event
+    assert int(steps[k]) <= event.onset <= int(steps[k + span]), (event, steps[k])
+    assert event.evidence["left_trough"] <= event.onset, event
+
+
 def test_a_value_loss_that_climbs_in_rows_too_short_to_be_levels_diverged_where_it_left_its_level():
     """A real ML-Agents PPO run (Padel, tuning half, healthy): Losses/Value Loss at 8.5-10.6
     for the middle of the run. Written into it from 60% of its rows (step 3575000) on: x1000

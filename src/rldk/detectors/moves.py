@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from rldk.detectors.onsets import LEVEL_WINDOW, MIN_REFERENCE, past_midpoint
+from rldk.detectors.onsets import LEVEL_WINDOW, MIN_REFERENCE, past_midpoint, stretch_need
 from rldk.detectors.regimes import Regimes, regimes
 from rldk.detectors.scale import noise_sigma
 from rldk.detectors.trend import PLATEAU, first_off, part_at
@@ -164,7 +164,8 @@ PRIOR_SHARE = 0.25
 PRIOR_POINTS = 2 * LEVEL_WINDOW
 
 
-def prior_exit(r: Regimes, onset: int, tail: int, peak: float, stop: int | None = None) -> int:
+def prior_exit(r: Regimes, onset: int, tail: int, peak: float, stop: int | None = None,
+               up: bool = False) -> int:
     """The onset protocol's start of a fall first placed at point ``onset`` (where the
     series left its peak), into a low state that the series is in from point ``tail``
     (to ``stop``, exclusive, when the run recovered): one point after the last point,
@@ -196,13 +197,21 @@ def prior_exit(r: Regimes, onset: int, tail: int, peak: float, stop: int | None 
     after a first collapse, drifting to 1.9 over 15 updates, then 0.7 and ~0.03: the
     onset protocol's prior regime is the rows just before the move, and the step past the
     midpoint is in its window whichever level it names). ``onset`` itself when the noise
-    band of that level reaches the midpoint (no point can be placed by it)."""
-    y = r.y
+    band of that level reaches the midpoint (no point can be placed by it). ``up``: a rise
+    into a high state from a trough (``peak``, the trough's level, and the levels read
+    with their sign flipped, as ``fall_start`` reads a rise): a loss that drifts up from
+    its lowest level to a plateau it holds, then blows up, started where it left that
+    plateau; a stair of a slow climb (``_stair``) is no level held there. (A fall keeps
+    every regime of PRIOR_POINTS as a level: read as stairs, the stages of the tuning
+    half's reward and entropy declines moved five onsets out of their windows.)"""
+    sign = -1.0 if up else 1.0
+    y = sign * r.y
     if tail < onset:
         return onset
     low = float(np.median(y[tail:stop]))
     before = regimes(r.steps[:tail], y[:tail], "signed")
-    held = [p for p in before.parts if p.size >= PRIOR_POINTS]
+    held = [p for i, p in enumerate(before.parts)
+            if p.size >= PRIOR_POINTS and not (up and _stair(before, i, len(y)))]
     # failing a level near the peak, the peak was a short excursion over the plateau the
     # run held (a return at ~240 for 30 evaluations with a 9-row burst to 367 just before
     # the fall): the last level still on the peak's side of the whole move's midpoint
@@ -223,7 +232,7 @@ def prior_exit(r: Regimes, onset: int, tail: int, peak: float, stop: int | None 
     k = _left_level(y, part.start - 1, end, part.level, mid, band, part.start - 1)
     past = past_midpoint(y, part.start - 1, end, mid)
     jump = past > 0 and y[past - 1] - y[past] > JUMP_SHARE * move
-    if k < onset and _slides(r, k, past, band):
+    if k < onset and _slides(r, k, past, band, sign):
         return min(onset, past) if jump else k
     # the points before the jump still near the level held: the drift off it is no move
     before_jump = float(np.median(y[max(0, past - MIN_REFERENCE):past]))
@@ -232,14 +241,29 @@ def prior_exit(r: Regimes, onset: int, tail: int, peak: float, stop: int | None 
     return max(onset, _left_level(y, max(onset, part.start) - 1, end, part.level, mid, band, onset - 1))
 
 
-def _slides(r: Regimes, a: int, b: int, band: float) -> bool:
+def _stair(r: Regimes, i: int, n: int) -> bool:
+    """Whether regime ``i`` of ``r`` (the points before a fall's crossing, cut into regimes)
+    is a stair of the fall: shorter than MIN_STRETCH of the series (``n`` points), with the
+    regime before it above it and the one after it (or the fall itself, after the last)
+    below it. A slide or climb logged over hundreds of rows is cut by the change points
+    into stairs of 10-30 rows, each of PRIOR_POINTS or more (x1000 over 300 rows climbs a
+    quarter of a nat in 20): a level the run held before the move was not passed through
+    on the way, it was wandered around (a critic loss at 8.6, 9.8, 10.9, 9.8, 11 before it
+    blows up) or held for a tenth of the run."""
+    parts = r.parts
+    if i == 0 or parts[i].size >= stretch_need(n):
+        return False
+    return parts[i - 1].level > parts[i].level and (i + 1 == len(parts) or parts[i + 1].level < parts[i].level)
+
+
+def _slides(r: Regimes, a: int, b: int, band: float, sign: float = 1.0) -> bool:
     """Whether the regimes from the one holding point ``a`` to the one holding point ``b``
     step down, none of PRIOR_POINTS points or more back up by more than ``band`` over the
     one before: one sustained move (the onset protocol's), not a wandering level that went
     up and down under its band. A shorter regime back up is a bounce inside the move, not a
     level the run held again (a real rl_games return: 380 -> 74, back to ~220 in short
     steps with a 5-row bump to 344, then -> 50 at the end; it left its plateau at the
-    first fall and never came back to it)."""
+    first fall and never came back to it). ``sign`` -1: the regimes of a rise, read flipped."""
     parts = r.parts[part_at(r, a):part_at(r, b) + 1]
-    return all(later.level <= earlier.level + band or later.size < PRIOR_POINTS
+    return all(sign * later.level <= sign * earlier.level + band or later.size < PRIOR_POINTS
                for earlier, later in zip(parts, parts[1:]))

@@ -34,6 +34,7 @@ from rldk.detectors.onsets import (
     level_of,
     midpoint_onset,
     onset_in,
+    past_midpoint,
     state_run,
     stretch_need,
 )
@@ -418,12 +419,25 @@ def _rise(code, metric, steps, values, factor, what, since_trough: bool = False,
         # scale it is a small part of the rise (a critic loss at 3-9 diverging to 1e11, 7.5e7
         # -> 9e8 in one logged step), and the rise started where it crossed
         k = fall_start(r, start, crossed, up=True, jumps=True)
+    # a rise that drifted from the trough to a level it then held, and left that level for
+    # the state: the move started where it left it (``prior_exit``, as ``_fall`` places a
+    # fall), on the series' own log scale (under the regimes' floor, a loss that climbs for
+    # decades is flat until its last few); never earlier than the start read from the
+    # trough, nor later than where the series was past the midpoint of the whole rise for
+    # good (the onset protocol's "clearly in the bad state")
+    logs = regimes(steps, np.log(np.maximum(v, np.min(v[v > 0]))), "signed")
+    trough = float(np.median(logs.y[max(0, start - 2):start + 3]))
+    held, left = prior_exit(logs, k, crossed, -trough, end if end < len(v) else None, up=True), k
+    if held > k:
+        top = crossed + int(np.argmax(v[crossed:end]))
+        k = max(k, min(held, past_midpoint(-logs.y, start, top, -0.5 * (trough + float(np.log(high))))))
     # the line the state was found over, when it is not ``factor`` x the level named
     judged = "" if low is None else f" (its rolling level over {factor:g}x the lowest level it held, {low:.4g})"
     return Event(code, metric, int(steps[k]), int(steps[end - 1]), "error",
                  f"{metric} {what} from {ref:.4g} to {high:.4g} from step {int(steps[k])}{judged}",
                  {"held": ref, "held_step": int(steps[trough_at]), "now": high, "factor": factor,
-                  "above_from": int(steps[crossed]), **({} if low is None else {"judged_from": low})})
+                  "above_from": int(steps[crossed]), "left_trough": int(steps[left]),
+                  **({} if low is None else {"judged_from": low})})
 
 
 def _spike_seen_before(v: np.ndarray, crossed: int, end: int, high: float) -> bool:
@@ -1523,10 +1537,13 @@ def _over_the_rise(rise: Event, steps, values, partner) -> Event | None:
     explains nothing of a later climb (a TD loss at 3.5 that climbs to 4000 over a tenth
     of the run while the return holds). None when the climb is explained."""
     steps, values = np.asarray(steps), np.asarray(values, float)
-    k = int(np.searchsorted(steps, rise.onset))
+    # the climb from before its earliest start: where it left its trough's band (the onset
+    # may lie later, where it left a level it held on the way up, or inside a noisy climb)
+    start = min(rise.onset, rise.evidence.get("left_trough", rise.onset))
+    k = int(np.searchsorted(steps, start))
     before = values[max(0, k - PRIOR_POINTS):k]
     level = float(np.median(before)) if len(before) >= MIN_REFERENCE else 0.0
-    growth = _size_growth(partner, rise.onset, int(steps[-1]), spread=True)
+    growth = _size_growth(partner, start, int(steps[-1]), spread=True)
     if level <= 0 or growth is None:
         return None
     factor = rise.evidence["now"] / level
