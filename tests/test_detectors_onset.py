@@ -512,6 +512,30 @@ def test_a_burst_of_ppo_approx_kl_past_ten_nats_is_a_blowup_however_short():
     assert 60 <= event.onset <= 66, event
 
 
+def test_a_kl_burst_of_a_few_nats_from_the_level_it_held_is_a_blowup():
+    """The tuning half's Procgen Jumper run: loss/approxkl at 0.008-0.086 (median 0.015) for
+    80 updates, then 1.95 and 6.5 nats (4538368-4554752), back to 0.005: in the same two
+    updates its entropy falls 1.66 -> 0.29 and its return starts to collapse. Under the
+    run-wide burst line (10 nats) it went unreported; it is 130x the level the KL held just
+    before (``approx_kl_bursts``). The later 5e6-nat burst is still reported, once. A
+    healthy CleanRL PPO's 1.57 nats, 12x the 0.13 it held before, is no burst; nor are
+    the first updates of a run, with no level held before them."""
+    name = "baselines_ppo2_procgen_jumper_kl_blowup_double_collapse"
+    rows = list(csv.DictReader((REAL / name / "progress.csv").open()))
+    steps = np.array([float(r["misc/total_timesteps"]) for r in rows])
+    kl = np.array([float(r["loss/approxkl"]) if r["loss/approxkl"] else np.nan for r in rows])
+    keep = np.isfinite(kl)
+    bursts = rules.approx_kl_bursts("loss/approxkl", steps[keep], kl[keep])
+    assert [e.onset for e in bursts] == [4538368], bursts
+    assert bursts[0].severity == "warning" and bursts[0].evidence["low"] < 0.03, bursts
+    rng = np.random.default_rng(6)
+    healthy = np.r_[np.full(40, 0.13), 0.2, 0.3, 1.4, 1.2, 1.57, 0.6, np.full(40, 0.13)]
+    healthy = healthy * np.exp(0.1 * rng.standard_normal(len(healthy)))
+    assert rules.approx_kl_bursts("losses/approx_kl", np.arange(len(healthy)), healthy) == []
+    start = np.r_[1.5, 1.7, 1.2, 0.5, np.full(80, 0.005)]
+    assert rules.approx_kl_bursts("losses/approx_kl", np.arange(len(start)), start) == []
+
+
 def test_a_one_row_kl_jump_is_a_spike_not_a_blowup():
     """KL at ~0.45 with one row at 13.9 (a real GRPO log's): a spike; two rows or more
     above KL_HIGH and 10x the level before: a blow-up, from its first row."""

@@ -19,6 +19,7 @@ from __future__ import annotations
 from dataclasses import replace
 
 import numpy as np
+from numpy.lib.stride_tricks import sliding_window_view
 
 from rldk.detectors.event import Event
 from rldk.detectors.moves import (
@@ -1376,6 +1377,48 @@ def _burst(metric: str, steps, v: np.ndarray) -> Event | None:
                   "low": low, "over_line_from": int(steps[k])})
 
 
+def approx_kl_bursts(metric: str, steps, values, target_kl: float | None = None) -> list[Event]:
+    """Every run of two rows or more of PPO's approx KL at or above a nat per update (the
+    error line of a state, APPROX_KL_BROKEN x APPROX_KL_HIGH) and BURST_OVER x the level
+    the KL held just before it (the median of the PRIOR_POINTS rows before), outside the
+    stretch of ``approx_kl_blowup``'s event: warnings (a run can break, relearn and break
+    again). ``_burst``'s line is run-wide (KL_BURST nats, BURST_OVER x the run's median); a
+    Procgen PPO whose KL sat at 0.015 for 80 updates, then 1.95 and 6.5 nats, broke there
+    (its entropy fell 1.66 -> 0.29 and its return collapsed in the same two updates), under
+    that line. A healthy CleanRL PPO's 1.57 nats rose 12x from a level of 0.13 it held, and
+    a run's first PRIOR_POINTS updates hold no level to burst from. Onset: where the climb
+    into the burst passed the midpoint (log scale) between that level and the burst's
+    median."""
+    v = np.asarray(values, float)
+    first = approx_kl_blowup(metric, steps, v, target_kl)
+    w, steps = np.where(np.isfinite(v), v, 0.0), np.asarray(steps)
+    n, out = len(w), []
+    if n < PRIOR_POINTS + 2:
+        return out
+    before = np.full(n, np.inf)             # the level held over the PRIOR_POINTS rows before each
+    before[PRIOR_POINTS:] = np.median(sliding_window_view(w[:-1], PRIOR_POINTS), axis=1)
+    over = np.maximum(APPROX_KL_BROKEN * APPROX_KL_HIGH, BURST_OVER * before)
+    pair = np.r_[(w[:-1] >= over[:-1]) & (w[1:] >= over[:-1]), False]
+    if first is not None:
+        pair &= (steps < first.onset) | (steps > first.last)
+    k = 0
+    while (hits := np.flatnonzero(pair[k:])).size:
+        k += int(hits[0])
+        line, level = float(over[k]), float(before[k])
+        end = k + int(np.argmin(np.r_[w[k:] >= line, False]))
+        onset, mid = k, np.sqrt(level * float(np.median(w[k:end])))
+        while onset > 0 and w[onset - 1] >= mid:
+            onset -= 1
+        out.append(Event("kl_blowup", metric, int(steps[onset]), int(steps[end - 1]), "warning",
+                         f"{metric} burst to {np.max(w[k:end]):.3g} nats per update at step {int(steps[k])} "
+                         f"({end - k} updates at {line:.3g} or more, {BURST_OVER:g}x the {level:.3g} it held "
+                         "before)" + (f", climbing from step {int(steps[onset])}" if onset != k else ""),
+                         {"level": float(np.max(w[k:end])), "threshold": line, "rows": end - k, "burst": True,
+                          "low": level, "over_line_from": int(steps[k])}))
+        k = end
+    return out
+
+
 def loss_divergence(metric: str, steps, values, partner=None) -> Event | None:
     """A positive loss rises to LOSS_JUMP x the lowest level it held (never below its
     level up to there: a critic that fits trivial returns to ~0 and then to a small
@@ -1642,7 +1685,7 @@ RULES = {
     "reward": (reward_collapse, reward_declines),
     "episode_return": (reward_declines,),
     "kl_to_ref": (kl_blowup,),
-    "ppo_approx_kl": (approx_kl_blowup,),
+    "ppo_approx_kl": (approx_kl_blowup, approx_kl_bursts),
     "grad_norm": (grad_norm_explosion,),
     "loss": (loss_divergence,),
     "value_loss": (value_loss_divergence,),

@@ -63,7 +63,8 @@ RULES: tuple[Rule, ...] = (
         ("kl_blowup", "kl_to_ref", "KL above 1 nat, 10x the level before (in one jump or a climb)"),
         ("grad_norm_explosion", "grad_norm", "grad norm 10x a level it held"),
         ("clip_ratio_blowup", "clip_ratio", "clip fraction entering >= 30% and staying"),
-        ("approx_kl_blowup", "ppo_approx_kl", "PPO approx KL at >= 0.1 nats per update, staying"),
+        ("approx_kl_blowup", "ppo_approx_kl", "PPO approx KL at >= 0.1 nats per update, staying; "
+         "bursts of 2+ updates over 10 nats (100x the run's median) or 1 nat (100x the level before)"),
         ("loss_divergence", "loss", "a positive loss 100x a level it held, staying (beyond what "
          "the episode return's size explains, when the run logs one)"),
         ("value_loss_divergence", "value_loss",
