@@ -232,6 +232,23 @@ def test_a_value_loss_back_under_the_first_row_it_left_at_once_has_not_diverged(
     assert event is not None and event.onset == 250112, event
 
 
+def _critic_climb(name: str, loss_name: str, return_name: str, at: float):
+    """A tuning-half TensorBoard log's critic loss and return, and the loss with x1000
+    written into it log-linearly over a tenth of its rows from ``at`` of them on:
+    ``(steps, values, partner, climbed, k, span)``."""
+    from rldk.converters import ingest
+
+    path = next((REAL / name).glob("events.out.tfevents.*"))
+    (run,) = ingest(str(path), adapter="tensorboard").runs()
+    loss, ret = run.metric(loss_name), run.metric(return_name)
+    steps, values = loss["step"].to_numpy(), loss["value"].to_numpy().astype(float)
+    partner = (ret["step"].to_numpy(), ret["value"].to_numpy())
+    k, span = int(at * len(values)), int(0.1 * len(values))
+    climbed = values.copy()
+    climbed[k:] *= 10 ** (3 * np.minimum(1.0, np.arange(1, len(values) - k + 1) / span))
+    return steps, values, partner, climbed, k, span
+
+
 def test_a_critic_loss_that_climbs_long_after_the_run_learned_diverged():
     """A real SAC HalfCheetah run (cs285, tuning half, healthy): critic_loss 0.56 at its
     start, 3-15 once the return grows from ~0 to ~4000. Written into it from 60% of its rows
@@ -240,17 +257,9 @@ def test_a_critic_loss_that_climbs_long_after_the_run_learned_diverged():
     (53x), any climb under 28000x was "explained" and the divergence went unreported; over
     the climb itself the return did not grow, and the loss rose 1000x to 280x every level
     it held before. The same log unchanged stays quiet."""
-    from rldk.converters import ingest
-
-    path = next((REAL / "cs285_sac_halfcheetah_reparam_learning").glob("events.out.tfevents.*"))
-    (run,) = ingest(str(path), adapter="tensorboard").runs()
-    loss, ret = run.metric("critic_loss"), run.metric("train_return")
-    steps, values = loss["step"].to_numpy(), loss["value"].to_numpy().astype(float)
-    partner = (ret["step"].to_numpy(), ret["value"].to_numpy())
+    steps, values, partner, climbed, k, span = _critic_climb(
+        "cs285_sac_halfcheetah_reparam_learning", "critic_loss", "train_return", 0.6)
     assert rules.value_loss_divergence("critic_loss", steps, values, partner) is None
-    k, span = int(0.6 * len(values)), int(0.1 * len(values))
-    climbed = values.copy()
-    climbed[k:] *= 10 ** (3 * np.minimum(1.0, np.arange(1, len(values) - k + 1) / span))
     event = rules.value_loss_divergence("critic_loss", steps, climbed, partner)
     assert event is not None and event.severity == "error", event
     assert int(steps[k]) <= event.onset <= int(steps[k + span // 2]), (event, steps[k])
@@ -296,17 +305,9 @@ def test_a_noisy_td_loss_climb_read_late_is_still_measured_from_before_the_climb
     measured from the rows before its earliest start, where it left its trough's band
     (``_over_the_rise``): from the rows before the late onset, it was the climb measured
     against its own middle (x30) and went unreported. The log unchanged stays quiet."""
-    from rldk.converters import ingest
-
-    path = next((REAL / "cleanrltb_dqn_breakout_learning").glob("events.out.tfevents.*"))
-    (run,) = ingest(str(path), adapter="tensorboard").runs()
-    loss, ret = run.metric("losses/td_loss"), run.metric("charts/episodic_return")
-    steps, values = loss["step"].to_numpy(), loss["value"].to_numpy().astype(float)
-    partner = (ret["step"].to_numpy(), ret["value"].to_numpy())
+    steps, values, partner, climbed, k, span = _critic_climb(
+        "cleanrltb_dqn_breakout_learning", "losses/td_loss", "charts/episodic_return", 0.85)
     assert rules.value_loss_divergence("losses/td_loss", steps, values, partner) is None
-    k, span = int(0.85 * len(values)), int(0.1 * len(values))
-    climbed = values.copy()
-    climbed[k:] *= 10 ** (3 * np.minimum(1.0, np.arange(1, len(values) - k + 1) / span))
     event = rules.value_loss_divergence("losses/td_loss", steps, climbed, partner)
     assert event is not None and event.severity == "error", event
     assert int(steps[k]) <= event.onset <= int(steps[k + span]), (event, steps[k])

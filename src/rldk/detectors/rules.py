@@ -357,7 +357,9 @@ def _rise(code, metric, steps, values, factor, what, since_trough: bool = False,
     of a length), above its first row when it left that at once (``_first_row_held``).
     Onset: the first step of the rise that led there (``fall_start`` upwards, on the log
     scale; a jump after a drift, at the jump), not where it crossed the line (``above_from``
-    in the evidence); when the lowest level is a dip under the level the series held
+    in the evidence), and, when it drifted from the trough to a level it then held, where it
+    left that level (``prior_exit`` upwards; ``left_trough`` in the evidence is where it
+    left the trough's band); when the lowest level is a dip under the level the series held
     before it, the rise starts after the last point back at or under that level (the
     climb out of the dip is no part of it), and a state found only on the rolling level
     over the dip's must also lie RISE_OVER_HELD x over the level held. A jump inside the
@@ -426,9 +428,10 @@ def _rise(code, metric, steps, values, factor, what, since_trough: bool = False,
     # decades is flat until its last few); never earlier than the start read from the
     # trough, nor later than where the series was past the midpoint of the whole rise for
     # good (the onset protocol's "clearly in the bad state")
+    left = k
     logs = regimes(steps, np.log(np.maximum(v, np.min(v[v > 0]))), "signed")
     trough = float(np.median(logs.y[max(0, start - 2):start + 3]))
-    held, left = prior_exit(logs, k, crossed, -trough, end if end < len(v) else None, up=True), k
+    held = prior_exit(logs, k, crossed, -trough, end if end < len(v) else None, up=True)
     if held > k:
         top = crossed + int(np.argmax(v[crossed:end]))
         k = max(k, min(held, past_midpoint(-logs.y, start, top, -0.5 * (trough + float(np.log(high))))))
@@ -1582,7 +1585,7 @@ def _over_the_rise(rise: Event, steps, values, partner) -> Event | None:
     steps, values = np.asarray(steps), np.asarray(values, float)
     # the climb from before its earliest start: where it left its trough's band (the onset
     # may lie later, where it left a level it held on the way up, or inside a noisy climb)
-    start = min(rise.onset, rise.evidence.get("left_trough", rise.onset))
+    start = rise.evidence.get("left_trough", rise.onset)
     k = int(np.searchsorted(steps, start))
     before = values[max(0, k - PRIOR_POINTS):k]
     level = float(np.median(before)) if len(before) >= MIN_REFERENCE else 0.0
