@@ -1392,8 +1392,19 @@ def approx_kl_bursts(metric: str, steps, values, target_kl: float | None = None)
     a run's first PRIOR_POINTS updates hold no level to burst from. Onset: where the climb
     into the burst passed the midpoint (log scale) between that level and the burst's
     median."""
+    return _local_bursts(metric, steps, values, approx_kl_blowup(metric, steps, values, target_kl))
+
+
+def approx_kl_events(metric: str, steps, values, target_kl: float | None = None) -> list[Event]:
+    """``approx_kl_blowup``'s event, then ``approx_kl_bursts``' (the rule table's entry:
+    the first is found once)."""
+    first = approx_kl_blowup(metric, steps, values, target_kl)
+    return [e for e in (first,) if e is not None] + _local_bursts(metric, steps, values, first)
+
+
+def _local_bursts(metric: str, steps, values, first: Event | None) -> list[Event]:
+    """``approx_kl_bursts`` outside the stretch of ``first``."""
     v = np.asarray(values, float)
-    first = approx_kl_blowup(metric, steps, v, target_kl)
     w, steps = np.where(np.isfinite(v), v, 0.0), np.asarray(steps)
     n, out = len(w), []
     if n < PRIOR_POINTS + 2:
@@ -1688,7 +1699,7 @@ RULES = {
     "reward": (reward_collapse, reward_declines),
     "episode_return": (reward_declines,),
     "kl_to_ref": (kl_blowup,),
-    "ppo_approx_kl": (approx_kl_blowup, approx_kl_bursts),
+    "ppo_approx_kl": (approx_kl_events,),
     "grad_norm": (grad_norm_explosion,),
     "loss": (loss_divergence,),
     "value_loss": (value_loss_divergence,),
