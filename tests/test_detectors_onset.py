@@ -297,6 +297,33 @@ def test_a_critic_loss_that_drifts_to_a_plateau_before_it_blows_up_diverged_wher
     assert 1071999 <= event.onset <= 1113999, event
 
 
+def _tb_metrics(name: str, *metrics: str):
+    """``(steps, values)`` of each of ``metrics`` of a tuning-half TensorBoard log."""
+    from rldk.converters import ingest
+
+    (run,) = ingest(str(next((REAL / name).glob("events.out.tfevents.*"))), adapter="tensorboard").runs()
+    return [(run.metric(m)["step"].to_numpy(), run.metric(m)["value"].to_numpy()) for m in metrics]
+
+
+def test_a_critic_divergence_the_run_recovered_from_is_found_from_its_first_step(tmp_path, monkeypatch):
+    """A real SB3 SAC parking run (tuning half): train/critic_loss 0.016-0.088 over its first
+    7 rows, 1.48 at step 5410 (labelled the step), 2057 at 13295, ~100 for 100000 steps and
+    then decaying to 0.02-0.05 from ~430000 to the end. Every loss rule asks that the loss
+    stay diverged to the end of the log, so it went unreported; the same rules on the log up
+    to where the loss came back under 10x (what a run stopped there shows) find it at 5410,
+    a warning. A healthy SB3 DQN highway loss at 0.001-0.1 with stretches at 1.7 all through
+    its run stays quiet: the level it rose to is no higher than levels it held later."""
+    monkeypatch.setenv("RLDK_CACHE_DIR", str(tmp_path / "cache"))
+    loss, returns = _tb_metrics("sb3tb_sac_parking_lidar_critic_divergence", "train/critic_loss",
+                                "rollout/ep_rew_mean")
+    assert rules.value_loss_divergence("train/critic_loss", *loss, returns) is None
+    event = rules.value_loss_divergences("train/critic_loss", *loss, returns)
+    assert event is not None and event.severity == "warning" and event.onset == 5410, event
+    assert 400000 <= event.evidence["recovered_at"] <= 430000, event
+    loss, returns = _tb_metrics("sb3tb_dqn_highway_2lane_learning", "train/loss", "rollout/ep_rew_mean")
+    assert rules.loss_divergences("train/loss", *loss, returns) is None
+
+
 def test_a_noisy_td_loss_climb_read_late_is_still_measured_from_before_the_climb():
     """A real CleanRL DQN Breakout run (tuning half, healthy): losses/td_loss noisy over
     decades (0.003-2). Written into it from 85% of its rows on: x1000 reached log-linearly

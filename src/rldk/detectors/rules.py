@@ -1652,6 +1652,54 @@ def _size_growth(partner, onset: int, last: int, spread: bool = False) -> float 
     return growth
 
 
+def loss_divergences(metric: str, steps, values, partner=None) -> Event | None:
+    """``loss_divergence``, or failing it the divergence the run recovered from
+    (``recovered_divergence``)."""
+    return loss_divergence(metric, steps, values, partner) or recovered_divergence(
+        loss_divergence, metric, steps, values, partner)
+
+
+def value_loss_divergences(metric: str, steps, values, partner=None) -> Event | None:
+    """``value_loss_divergence``, or failing it the divergence the run recovered from
+    (``recovered_divergence``)."""
+    return value_loss_divergence(metric, steps, values, partner) or recovered_divergence(
+        value_loss_divergence, metric, steps, values, partner)
+
+
+def recovered_divergence(rule, metric: str, steps, values, partner=None) -> Event | None:
+    """A loss divergence the run came back from: ``rule`` (``loss_divergence`` or
+    ``value_loss_divergence``), which asks that a loss stay diverged to the end of the
+    log, run on the log up to the end of a stretch where the loss's rolling level sat
+    VALUE_JUMP x over the lowest level it had held, for MIN_STRETCH of the run or more
+    (what ``rldk watch`` would have seen had it stopped the run there). A critic that
+    diverged for a fifth of the run and then refit is an event even when training
+    repaired it, as a reward decline the run recovered from is (``recovered_decline``);
+    a warning. The level it rose to must also stand VALUE_JUMP x over every rolling
+    level the loss held after it came back: a heavy-tailed TD loss that keeps returning
+    to that size was never out of its range (a healthy SB3 DQN loss at 0.001-0.1 with
+    stretches at 1.7 throughout the run)."""
+    steps, values = np.asarray(steps), np.asarray(values, float)
+    if len(values) < 2 * LEVEL_WINDOW or np.min(values) < 0 or np.max(values) <= 0:
+        return None
+    level = level_of(values)
+    high = level > VALUE_JUMP * np.minimum.accumulate(np.maximum(level, 0.0))
+    need, i = stretch_need(len(values)), 0
+    while (found := state_run(high, i)) is not None and found[1] < len(values):
+        k, end = found
+        i = end
+        if end - k < need:
+            continue
+        cut = partner if partner is None else tuple(np.asarray(x)[np.asarray(partner[0]) < steps[end]]
+                                                    for x in partner)
+        event = rule(metric, steps[:end], values[:end], cut)
+        if event is None or event.evidence["now"] <= VALUE_JUMP * float(np.max(level[end:])):
+            continue
+        return replace(event, severity="warning",
+                       title=f"{event.title}; back under {VALUE_JUMP:g}x its level from step {int(steps[end])}",
+                       evidence={**event.evidence, "recovered_at": int(steps[end])})
+    return None
+
+
 def eval_degradation(metric: str, steps, values, partner=None) -> Event | None:
     """``reward_degradation`` of an evaluation series on levels only: evaluations are few
     (one every few thousand steps), noisy and often quantised (a few episodes, discrete
@@ -1701,8 +1749,8 @@ RULES = {
     "kl_to_ref": (kl_blowup,),
     "ppo_approx_kl": (approx_kl_events,),
     "grad_norm": (grad_norm_explosion,),
-    "loss": (loss_divergence,),
-    "value_loss": (value_loss_divergence,),
+    "loss": (loss_divergences,),
+    "value_loss": (value_loss_divergences,),
     "dpo_accuracy": (reward_collapse,),
     "zero_std_frac": (zero_std_onset,),
     "truncation_ratio": (truncation_onset,),

@@ -66,11 +66,12 @@ RULES: tuple[Rule, ...] = (
         ("approx_kl_blowup", "ppo_approx_kl", "PPO approx KL at >= 0.1 nats per update, staying; "
          "bursts of 2+ updates over 10 nats (100x the run's median) or 1 nat (100x the level before)"),
         ("loss_divergence", "loss", "a positive loss 100x a level it held, staying (beyond what "
-         "the episode return's size explains, when the run logs one)"),
+         "the episode return's size explains, when the run logs one), or for a tenth of the run "
+         "before it came back"),
         ("value_loss_divergence", "value_loss",
          "value loss 10x a level it held, staying, while the episode return declines, "
          "or 100x the level just before while the return's size does not explain it "
-         "(100x without a return)"),
+         "(100x without a return), or so for a tenth of the run before it came back"),
         ("dpo_accuracy_collapse", "dpo_accuracy", "preference accuracy stuck at one value"),
     ) if q.removeprefix(EVAL) in onset_rules.RULES),
 )

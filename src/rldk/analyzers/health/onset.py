@@ -49,7 +49,9 @@ loss_divergence        loss, value_loss     100x a level it held and stays; a va
                                             the return's size does not explain, or
                                             one jump past it; none when it rose to a
                                             squared error under a thousandth of the
-                                            return's size (or of 1)
+                                            return's size (or of 1); failing all, the
+                                            same on the log up to where it came back
+                                            after a tenth of the run (a warning)
 =====================  ===================  ==========================================
 """
 from __future__ import annotations
@@ -95,6 +97,11 @@ FIXES = {
                            "and check the onset step's batch and loss for overflow.",
     "loss_divergence": "The loss diverged and did not come back: lower the learning rate, clip "
                        "gradients, and (DQN) check the target-network update and reward scale.",
+    # a divergence the run came back from (``rules.recovered_divergence``)
+    "loss_divergence_recovered": "The loss diverged for a stretch of the run and came back: "
+                                 "whatever the policy learned over that stretch came from a broken "
+                                 "critic. Lower the learning rate, clip gradients, and (DQN, SAC) "
+                                 "check the target-network update and reward scale.",
     "clip_ratio_blowup": "Most PPO ratios are clipped: updates are too large; lower the learning "
                          "rate or the number of PPO epochs per batch.",
 }
@@ -210,5 +217,13 @@ def onset_rule(quantity: str, run: RunData, params: Params) -> list[Finding]:
             out.append(Finding(code=event.code, severity=event.severity, title=event.title,
                                run_id=run.run_id, metric=metric, steps=(event.onset, event.last),
                                evidence={"onset": event.onset, **event.evidence},
-                               fix=FIXES[event.code]))
+                               fix=_fix(event)))
     return out
+
+
+def _fix(event) -> str:
+    """What to do about ``event``: ``FIXES`` by its code, or, for a loss divergence the run
+    came back from, by ``loss_divergence_recovered``."""
+    if event.code == "loss_divergence" and event.evidence.get("recovered_at") is not None:
+        return FIXES["loss_divergence_recovered"]
+    return FIXES[event.code]
