@@ -105,7 +105,8 @@ def test_nested_timing_metrics_are_not_summed_as_phases(tmp_path):
 def test_a_step_counter_under_a_step_time_name_is_not_a_step_time(tmp_path):
     """ManiSkill's PPO logs the global step as ``time/step`` (12800, 25600, ...): a name the
     semantics table lists for seconds per step. Read as one, it "rose 5.37x" three times
-    on a real wandb run. A series that only counts up is no step time (nor a phase of one):
+    on a real wandb run, and, once the counter's test asked only for tenfold growth, "rose
+    1.46x" on the same run read from 20% of its steps on. A series that only counts up is no step time (nor a phase of one):
     the profile says why it has none; the same name holding seconds that jitter is read as
     before."""
     with EventWriter(tmp_path / "a", "counter", capture_env=False) as w:
@@ -115,6 +116,15 @@ def test_a_step_counter_under_a_step_time_name_is_not_a_step_time(tmp_path):
         prof.ProfileAnalyzer().run(open_store(tmp_path / "a"))
     assert prof.breakdown.counts_up([12800.0 * k for k in range(1, 13)])       # 12x: a counter
     assert not prof.breakdown.counts_up([1.0, 2.0, 3.0, 2.9, 20.0])       # steps back: a time
+    # read from a later step on (a resumed run, a window of one), the counter grows 2x, not
+    # 10x, and is still the step
+    late = [12800.0 * k for k in range(20, 41)]
+    assert not prof.breakdown.counts_up(late) and prof.breakdown.counts_up(late, late)
+    with EventWriter(tmp_path / "c", "resumed", capture_env=False) as w:
+        for step in range(20, 41):
+            w.log(step * 12800, {"time/step": float(step * 12800), "time/total_rollout_time": 1.04 * step})
+    with pytest.raises(MissingEvents, match=r"time/step only counts up: a step counter"):
+        prof.ProfileAnalyzer().run(open_store(tmp_path / "c"))
     jitter = [1.0, 1.02, 0.98, 1.01, 0.99]
     with EventWriter(tmp_path / "b", "seconds", capture_env=False) as w:
         for step in range(1, 41):

@@ -145,15 +145,20 @@ def step_totals(store, run_id: str, timings):
 COUNTS_UP = 10.0
 
 
-def counts_up(values) -> bool:
+def counts_up(values, steps=None) -> bool:
     """Whether a step-time metric is a running total instead: it never decreases over three
-    rows or more and ends at COUNTS_UP x its first value (ManiSkill's PPO logs the global
-    step counter as ``time/step`` beside ``time/total_rollout_time``). A time per step
+    rows or more and ends at COUNTS_UP x its first value, or equals the step on every row
+    (``steps``: ManiSkill's PPO logs the global step counter as ``time/step`` beside
+    ``time/total_rollout_time``; read from a later step on, a resumed run's or a window of
+    it, the counter does not grow tenfold, but it is still the step). A time per step
     jitters from step to step, and does not grow tenfold without a single step back."""
     import numpy as np
 
     v = np.asarray(values, float)
-    v = v[np.isfinite(v)]
+    finite = np.isfinite(v)
+    if steps is not None and finite.sum() >= 3 and np.array_equal(v[finite], np.asarray(steps, float)[finite]):
+        return True
+    v = v[finite]
     return len(v) >= 3 and bool(np.all(np.diff(v) >= 0)) and v[-1] > 0 and v[-1] >= COUNTS_UP * max(v[0], 0.0)
 
 
@@ -163,8 +168,12 @@ def step_counters(timings) -> list[str]:
     import polars as pl
 
     metrics = timings.filter(pl.col("source") == "metric")
-    return [m for m in STEP_TOTAL_METRICS
-            if counts_up(metrics.filter(pl.col("name") == m).sort("step")["seconds"])]
+    out = []
+    for m in STEP_TOTAL_METRICS:
+        series = metrics.filter(pl.col("name") == m).sort("step")
+        if counts_up(series["seconds"], series["step"]):
+            out.append(m)
+    return out
 
 
 def operators(store, run_id: str) -> tuple[dict, ...]:
