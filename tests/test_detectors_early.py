@@ -37,6 +37,30 @@ def test_a_zero_std_share_of_few_groups_starts_at_its_first_point_in_the_state()
     assert event.onset == 31
 
 
+def test_a_share_of_one_group_that_ends_on_a_burst_it_had_before_is_no_state():
+    """A real TRL GRPO run (tuning half, healthy): one group per step, so its zero-std share
+    is 0 or 1, at 1 on about a third of the steps all through the run, in runs of one to
+    three. Read up to step 85 (a run stopped there, or watched live), its last five steps
+    (1, 0, 1, 0, 1) were a state "at 1.00 from step 81": an error. A state at the end of
+    the log shorter than a tenth of it, at a height the series reached as single rows or
+    pairs three times or more before and came back from, is its noise (as a loss's last two
+    spikes are: ``trend.spike_seen_before``). The same share at 1 from step 81 to a log of
+    100 steps, or from a series that never had such bursts, is still a state."""
+    import json
+
+    state = json.loads((REAL / "trl_grpo_agentbench_dbbench_g4_learning" / "trainer_state.json").read_text())
+    rows = [(r["step"], r["frac_reward_zero_std"]) for r in state["log_history"] if "frac_reward_zero_std" in r]
+    steps, v = (np.array(x, dtype=float) for x in zip(*rows))
+    cut = steps <= 85
+    assert ratios.zero_std_onset("frac_reward_zero_std", steps[cut], v[cut]) is None
+    stuck = np.where(steps >= 81, 1.0, v)
+    event = ratios.zero_std_onset("frac_reward_zero_std", steps, stuck)
+    assert event is not None and event.severity == "error" and event.onset <= 81, event
+    quiet = np.where(steps >= 81, v, 0.0)
+    event = ratios.zero_std_onset("frac_reward_zero_std", steps[cut], quiet[cut])
+    assert event is not None and 81 <= event.onset <= 85, event
+
+
 def test_a_reward_that_touched_its_floor_once_collapses_where_it_stays_there():
     rng = np.random.default_rng(3)
     v = rng.uniform(0.1, 0.8, 150)

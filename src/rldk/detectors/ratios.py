@@ -17,7 +17,7 @@ from rldk.detectors.moves import PRIOR_POINTS
 from rldk.detectors.onsets import MIN_REFERENCE, level_of, state_run
 from rldk.detectors.regimes import regimes
 from rldk.detectors.scale import noise_sigma
-from rldk.detectors.trend import SIGNIFICANCE, level_se
+from rldk.detectors.trend import SIGNIFICANCE, level_se, spike_seen_before
 
 #: Ratios (zero-std groups, truncation, clip fraction): a stretch at or above this level.
 #: Half of the groups without reward variance, half of the responses cut, a third of the
@@ -48,7 +48,11 @@ CLIP_RISE = 1.5
 def high_ratio(code: str, metric: str, steps, values, high: float, what: str, later=None) -> Event | None:
     """A ratio quantity enters a state at or above ``high`` and stays to the end of the run
     (from the first step counts: no part of the run is assumed healthy). A stretch that
-    the run leaves again is a transient of a rate, not a state it is stuck in. A ratio
+    the run leaves again is a transient of a rate, not a state it is stuck in, and so is a
+    state at the end of the log shorter than a tenth of it at a height the ratio's rows
+    reached as single rows or pairs three times or more before (``spike_seen_before``: a
+    share over one GRPO group per step is 0 or 1, at 1 on a third of the steps, and a log
+    cut on 1, 0, 1, 0, 1 ends on its noise). A ratio
     over a few groups moves by whole groups: when its points stray out of the state too
     often, its rolling level (``level_of``) is judged instead. A warning; an error when
     the state's median is NEARLY_ALL or more. A later, worse state inside the state (a
@@ -66,6 +70,8 @@ def high_ratio(code: str, metric: str, steps, values, high: float, what: str, la
         # a centred level rises a point or two before the points do: the state's first
         # step is its first point that is itself at or above the line
         found = (found[0] + int(np.argmax(v[found[0]:found[1]] >= high)), found[1])
+    if spike_seen_before(v, found[0], found[1], float(np.median(v[found[0]:found[1]]))):
+        return None     # a short end state at a height the ratio's rows reached as bursts before
     start = found[0]
     worse = _worse_later(v[start:], later)
     k, end = found if worse is None else (start + worse[0], start + worse[1])

@@ -62,6 +62,7 @@ from rldk.detectors.trend import (
     recovered_decline,
     recovered_declines,
     settled_below,
+    spike_seen_before,
 )
 
 #: Entropy collapse: the entropy stays below this share of the highest level it held.
@@ -399,7 +400,7 @@ def _rise(code, metric, steps, values, factor, what, since_trough: bool = False,
     high = float(np.median(v[crossed:end]))
     if low is not None and high < RISE_OVER_HELD * ref:
         return None     # the rolling level rose over a dip's, not over the level the series held
-    if _spike_seen_before(v, crossed, end, high):
+    if spike_seen_before(v, crossed, end, high):
         return None     # a short end state as high as single rows the series came back from
     first = trough_at if since_trough else 0
     if high <= float(np.max(level[first:max(first + 1, crossed - LEVEL_WINDOW // 2)])):
@@ -442,21 +443,6 @@ def _rise(code, metric, steps, values, factor, what, since_trough: bool = False,
                  {"held": ref, "held_step": int(steps[trough_at]), "now": high, "factor": factor,
                   "above_from": int(steps[crossed]), "left_trough": int(steps[left]),
                   **({} if low is None else {"judged_from": low})})
-
-
-def _spike_seen_before(v: np.ndarray, crossed: int, end: int, high: float) -> bool:
-    """Whether a state that lasts to the end of the series from point ``crossed``, shorter
-    than MIN_STRETCH of it, sits at a height (``high``, its median) that the series' rows
-    reached before as single rows or pairs (``lone_rows``), MIN_REFERENCE times or more,
-    and came back from each time. A heavy-tailed loss (a DQN's TD loss, a tenth of its rows
-    over ten times its median) ends on two of its spikes now and then: on a log cut short
-    there, the last rows are the spikes it always had, not a level it rose to. A loss that
-    diverges rose to a height it never visited; one that spiked there before and now stays
-    for MIN_STRETCH of the run is still a state."""
-    n = len(v)
-    if end < n or end - crossed >= stretch_need(n):
-        return False
-    return lone_rows(v[:crossed] >= high) >= MIN_REFERENCE
 
 
 def entropy_collapse(metric: str, steps, values, partner=None) -> Event | None:

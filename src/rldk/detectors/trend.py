@@ -393,6 +393,23 @@ def _back_from_a_burst(r: Regimes, a: int, peak: float, onset: int, tail: int, s
     return lone_rows(before >= mid) + lone_rows(after >= mid) >= MIN_REFERENCE
 
 
+def spike_seen_before(v: np.ndarray, crossed: int, end: int, high: float) -> bool:
+    """Whether a state that lasts to the end of the series from point ``crossed``, shorter
+    than MIN_STRETCH of it, sits at a height (``high``, its median) that the series' rows
+    reached before as single rows or pairs (``lone_rows``), MIN_REFERENCE times or more,
+    and came back from each time. A heavy-tailed loss (a DQN's TD loss, a tenth of its rows
+    over ten times its median) ends on two of its spikes now and then: on a log cut short
+    there, the last rows are the spikes it always had, not a level it rose to. A loss that
+    diverges rose to a height it never visited; one that spiked there before and now stays
+    for MIN_STRETCH of the run is still a state. Asked of a loss's rise (``rules._rise``)
+    and of a ratio's state (``ratios.high_ratio``: a zero-std share over one group per
+    step, 0 or 1 on every row)."""
+    n = len(v)
+    if end < n or end - crossed >= stretch_need(n):
+        return False
+    return lone_rows(v[:crossed] >= high) >= MIN_REFERENCE
+
+
 def lone_rows(high: np.ndarray) -> int:
     """Rows of ``high`` in runs of fewer than MIN_REFERENCE: single rows and pairs, bursts
     of a series' outliers, not a level it held there."""
