@@ -23,6 +23,12 @@ truth carried over:
 
 Healthy logs must stay quiet under every variant. The report half prints its
 totals only (never per log): detectors are tuned on the tuning half.
+
+``--cuts`` reads every healthy log through five windows of its step span instead (a run
+stopped at half or 85% of its steps, a log kept from 20% or 35% of them on, the middle
+60%: ``CUTS``) and prints how many exit 3 under each, by finding code: what a user who
+watches a healthy run live, or analyses a resumed one, would be told. Problem logs are
+not read under a cut (their truth would have to be cut with them).
 """
 from __future__ import annotations
 
@@ -37,6 +43,9 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 import detection  # noqa: E402  (the benchmark beside this one: truth, scoring, tables)
 
 VARIANTS = ("every2", "every3", "late", "stopped")
+#: ``--cuts``: name -> (first, last) share of a healthy log's step span that it keeps
+CUTS = {"first50": (0.0, 0.5), "first85": (0.0, 0.85), "from20": (0.2, 1.0), "from35": (0.35, 1.0),
+        "middle60": (0.2, 0.8)}
 LATE_CUT = 0.10
 STOPPED_AFTER = 0.05
 STOPPED_HEALTHY = 0.70
@@ -86,6 +95,11 @@ def thinned(table, variant: str, entry: dict | None = None):
     elif variant == "stopped":
         logged = steps[metric_rows]
         keep[metric_rows] = logged <= stop_step(entry or {}, np.nanmin(logged), np.nanmax(logged))
+    elif variant in CUTS:
+        logged = steps[metric_rows]
+        lo, hi = np.nanmin(logged), np.nanmax(logged)
+        first, last = CUTS[variant]
+        keep[metric_rows] = (logged >= lo + first * (hi - lo)) & (logged <= lo + last * (hi - lo))
     else:
         k = int(variant.removeprefix("every"))
         by_name: dict[str, list[int]] = {}
@@ -106,7 +120,9 @@ def thinned(table, variant: str, entry: dict | None = None):
 
 def carried_truth(entry: dict, kept_steps: dict, variant: str) -> dict | None:
     """``entry`` with its events' onsets moved to the steps the variant kept; None when
-    no event is left to score on a problem log."""
+    no event is left to score on a problem log, and for every problem log under a cut."""
+    if variant in CUTS:
+        return {**entry, "events": []} if entry.get("healthy") else None
     events = []
     for event in entry.get("events", []):
         steps = _quantity_steps(event["quantity"], kept_steps)
@@ -181,7 +197,8 @@ def run(halves, variant: str, only: str | None = None) -> dict:
     out = {}
     with tempfile.TemporaryDirectory(prefix="rldk-robustness-") as tmp:
         for name, entry in sorted(detection.load_truth().items()):
-            if entry["split"] not in halves or (only and name != only):
+            if entry["split"] not in halves or (only and name != only) \
+                    or (variant in CUTS and not entry["healthy"]):
                 continue
             start = time.perf_counter()
             try:
@@ -200,16 +217,21 @@ def run(halves, variant: str, only: str | None = None) -> dict:
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--half", choices=["tune", "report"], default="tune")
-    parser.add_argument("--variant", choices=VARIANTS, action="append")
+    parser.add_argument("--variant", choices=VARIANTS + tuple(CUTS), action="append")
     parser.add_argument("--log", default=None, help="Only this log (short name; tuning half).")
     parser.add_argument("-v", "--verbose", action="store_true", help="Per-log lines (tuning half only).")
+    parser.add_argument("--cuts", action="store_true",
+                        help="Healthy logs only, each read through the windows of its span in CUTS.")
     args = parser.parse_args(argv)
     rows = []
-    for variant in args.variant or VARIANTS:
+    for variant in args.variant or (tuple(CUTS) if args.cuts else VARIANTS):
         results = run((args.half,), variant, args.log)
         rows.append({**detection.summary(results, args.half), "half": f"{args.half}, {variant}"})
         if args.half == "tune" and args.verbose:
             detection.print_details(results, prefix=f"{variant}: ")
+            for r in results.values():
+                if r.healthy and r.exit3:
+                    print(f"{variant}: exits 3      {r.name}: {', '.join(r.problem_codes)}")
     detection.print_table(rows)
     return 0
 
