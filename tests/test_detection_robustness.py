@@ -182,6 +182,23 @@ def test_thinning_keeps_every_kth_step_of_each_metric_and_carries_the_truth(benc
     assert bench.carried_truth(cut, {"rollout/ep_rew_mean": steps[1:]}, "late") is None
 
 
+def test_a_cut_keeps_its_window_of_a_healthy_log_and_reads_no_problem_log(bench):
+    """``--cuts``: a healthy log keeps the metric rows inside the window of its step span
+    (other events untouched); a problem log is not read under a cut (None)."""
+    import pyarrow as pa
+
+    table = pa.table({"kind": ["metric"] * 11 + ["text"], "name": ["r"] * 11 + [None],
+                      "step": list(range(0, 101, 10)) + [5]})
+    kept, steps = bench.thinned(table, "from35")
+    assert steps["r"].tolist() == [40, 50, 60, 70, 80, 90, 100] and kept["kind"].to_pylist()[-1] == "text"
+    kept, steps = bench.thinned(table, "middle60")
+    assert steps["r"].tolist() == [20, 30, 40, 50, 60, 70, 80]
+    assert bench.carried_truth({"healthy": True}, steps, "first50") == {"healthy": True, "events": []}
+    problem = {"healthy": False, "events": [{"code": "reward_collapse", "quantity": "episode_return",
+                                             "onset_step": 30, "onset_window": [30, 30]}]}
+    assert bench.carried_truth(problem, {"rollout/ep_rew_mean": np.arange(0, 51, 10)}, "first50") is None
+
+
 def test_a_stopped_run_ends_soon_after_its_first_event(bench):
     """``stopped``: a problem log ends 5% of its span after its first event's window, the
     events that start later are left out; a healthy log ends at 70% of its span."""
