@@ -281,8 +281,9 @@ def test_the_summary_says_which_findings_make_healthy_logs_exit():
 #: (tune exact 62 -> 63, in window 135 -> 136; report exact 50 -> 49, in window unchanged);
 #: a level PELT cut at single outliers is one stage (tune in window 136 -> 137); a grad norm
 #: that overflows rarely is a loss scaler's skipped steps (report exits 16 -> 15): the
-#: floors below.
-FLOORS = [("tune", 167 / 188, 63 / 188, 137 / 188, 3, 0.0), ("report", 122 / 156, 49 / 156, 86 / 156, 15, 1 / 140)]
+#: floors below. Session 49: a loss divergence the run came back from (tune found 168 -> 169,
+#: exact 65 -> 66, in window 138 -> 139; report found 123 -> 124).
+FLOORS = [("tune", 169 / 188, 66 / 188, 139 / 188, 3, 0.0), ("report", 124 / 156, 51 / 156, 89 / 156, 15, 1 / 140)]
 
 
 #: The same, run as a user who passes no metric map (``--no-metric-maps``): what the
@@ -306,7 +307,7 @@ FLOORS = [("tune", 167 / 188, 63 / 188, 137 / 188, 3, 0.0), ("report", 122 / 156
 #: and in window). Session 42: the jump out of a drifted level and the stage cut at outliers
 #: (tune in window 119 -> 120), the loss scaler's skipped steps (report exits 13 -> 12): the
 #: floors below.
-NO_MAP_FLOORS = [("tune", 149 / 188, 120 / 188, 3), ("report", 119 / 156, 83 / 156, 12)]
+NO_MAP_FLOORS = [("tune", 151 / 188, 122 / 188, 3), ("report", 121 / 156, 87 / 156, 12)]
 
 
 @pytest.fixture(scope="module")

@@ -151,11 +151,13 @@ def bench(tmp_path_factory):
 #: half the rise on the series' own log scale (tune every2 106 -> 107 in window). Session
 #: 46: a level held under the geometric midpoint between a fall's peak and its state is the
 #: tail of the fall, not its start (tune late exits 6 -> 5, 86 -> 87 in window; report late
-#: 66 -> 65 in window, the one figure of either half that went down): the floors below.
-FLOORS = {("tune", "every2"): (156 / 188, 107 / 188, 4), ("tune", "every3"): (149 / 188, 107 / 188, 7),
-          ("tune", "late"): (123 / 142, 87 / 142, 5), ("tune", "stopped"): (126 / 166, 98 / 166, 9),
-          ("report", "every2"): (110 / 156, 65 / 156, 13), ("report", "every3"): (116 / 156, 78 / 156, 16),
-          ("report", "late"): (94 / 126, 65 / 126, 16), ("report", "stopped"): (95 / 139, 70 / 139, 14)}
+#: 66 -> 65 in window, the one figure of either half that went down). Sessions 48-49 (a rise
+#: from the level it left, PPO-KL bursts, a loss divergence the run came back from): the
+#: floors below.
+FLOORS = {("tune", "every2"): (157 / 188, 109 / 188, 4), ("tune", "every3"): (150 / 188, 108 / 188, 7),
+          ("tune", "late"): (124 / 142, 88 / 142, 5), ("tune", "stopped"): (127 / 166, 100 / 166, 9),
+          ("report", "every2"): (112 / 156, 66 / 156, 13), ("report", "every3"): (117 / 156, 78 / 156, 16),
+          ("report", "late"): (96 / 126, 67 / 126, 16), ("report", "stopped"): (95 / 139, 70 / 139, 14)}
 
 
 @pytest.mark.parametrize("half, variant", sorted(FLOORS))
