@@ -57,7 +57,6 @@ from rldk.detectors.trend import (
     Decline,
     decline,
     level_se,
-    lone_rows,
     part_at,
     recovered_decline,
     recovered_declines,
