@@ -320,6 +320,7 @@ def test_a_critic_divergence_the_run_recovered_from_is_found_from_its_first_step
     event = rules.value_loss_divergences("train/critic_loss", *loss, returns)
     assert event is not None and event.severity == "warning" and event.onset == 5410, event
     assert 400000 <= event.evidence["recovered_at"] <= 430000, event
+    assert event.last < event.evidence["recovered_at"] and event.last > 400000, event   # the whole stretch
     loss, returns = _tb_metrics("sb3tb_dqn_highway_2lane_learning", "train/loss", "rollout/ep_rew_mean")
     assert rules.loss_divergences("train/loss", *loss, returns) is None
 

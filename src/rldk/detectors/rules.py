@@ -1679,7 +1679,8 @@ def recovered_divergence(rule, metric: str, steps, values, partner=None) -> Even
         event = rule(metric, steps[:end], values[:end], cut)
         if event is None or event.evidence["now"] <= VALUE_JUMP * float(np.max(level[end:])):
             continue
-        return replace(event, severity="warning",
+        # the stretch it came back from is the state: its last step is the stretch's last
+        return replace(event, last=int(steps[end - 1]), severity="warning",
                        title=f"{event.title}; back under {VALUE_JUMP:g}x its level from step {int(steps[end])}",
                        evidence={**event.evidence, "recovered_at": int(steps[end])})
     return None
