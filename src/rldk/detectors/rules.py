@@ -1674,9 +1674,10 @@ def recovered_divergence(rule, metric: str, steps, values, partner=None) -> Even
         i = end
         if end - k < need:
             continue
-        cut = partner if partner is None else tuple(np.asarray(x)[np.asarray(partner[0]) < steps[end]]
-                                                    for x in partner)
-        event = rule(metric, steps[:end], values[:end], cut)
+        if partner is not None:
+            kept = np.asarray(partner[0]) < steps[end]
+            cut = (np.asarray(partner[0])[kept], np.asarray(partner[1])[kept])
+        event = rule(metric, steps[:end], values[:end], None if partner is None else cut)
         if event is None or event.evidence["now"] <= VALUE_JUMP * float(np.max(level[end:])):
             continue
         # the stretch it came back from is the state: its last step is the stretch's last

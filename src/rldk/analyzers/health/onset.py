@@ -97,11 +97,6 @@ FIXES = {
                            "and check the onset step's batch and loss for overflow.",
     "loss_divergence": "The loss diverged and did not come back: lower the learning rate, clip "
                        "gradients, and (DQN) check the target-network update and reward scale.",
-    # a divergence the run came back from (``rules.recovered_divergence``)
-    "loss_divergence_recovered": "The loss diverged for a stretch of the run and came back: "
-                                 "whatever the policy learned over that stretch came from a broken "
-                                 "critic. Lower the learning rate, clip gradients, and (DQN, SAC) "
-                                 "check the target-network update and reward scale.",
     "clip_ratio_blowup": "Most PPO ratios are clipped: updates are too large; lower the learning "
                          "rate or the number of PPO epochs per batch.",
 }
@@ -221,9 +216,16 @@ def onset_rule(quantity: str, run: RunData, params: Params) -> list[Finding]:
     return out
 
 
+#: What to do about a loss divergence the run came back from (``rules.recovered_divergence``).
+RECOVERED_DIVERGENCE_FIX = ("The loss diverged for a stretch of the run and came back: whatever the "
+                            "policy learned over that stretch came from a broken critic. Lower the "
+                            "learning rate, clip gradients, and (DQN, SAC) check the target-network "
+                            "update and reward scale.")
+
+
 def _fix(event) -> str:
     """What to do about ``event``: ``FIXES`` by its code, or, for a loss divergence the run
-    came back from, by ``loss_divergence_recovered``."""
+    came back from, RECOVERED_DIVERGENCE_FIX."""
     if event.code == "loss_divergence" and event.evidence.get("recovered_at") is not None:
-        return FIXES["loss_divergence_recovered"]
+        return RECOVERED_DIVERGENCE_FIX
     return FIXES[event.code]
