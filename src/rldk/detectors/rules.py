@@ -158,6 +158,15 @@ SHORT_RUN_STAGE = 0.25
 #: more than this (a tenth of all episodes) or ends under SUCCESS_HELD (most episodes fail).
 SUCCESS_DROP = 0.1
 SUCCESS_HELD = 0.5
+#: Reward degradation: a decline whose gain and fall are both under this share of the
+#: reward's size (the largest of its start, peak and level after the fall, in absolute
+#: value) is no degradation, however many standard errors they span. A long, precise log
+#: measures a plateau's wander of a percent or two as significant; read from a third of
+#: its run on (a resumed run, or ``rldk watch`` on its late stretch) a healthy plateau's
+#: drift of 165.9 -> 171.5 -> 166.9 was "all it had gained is lost". A twentieth: the
+#: smallest real fall labelled in benchmarks/data/real gave back 4% of a validation
+#: accuracy's size (0.636 -> 0.609), after a gain of a fifth of it (0.51 -> 0.65).
+SLIGHT = 0.05
 #: Reward collapse: share of the values from the onset on that sit exactly at the floor.
 FLOOR_SHARE = 0.8
 #: KL to the reference: a regime above this many nats, at least KL_JUMP times the level
@@ -789,6 +798,7 @@ def _shorter_and_better(event: Event, partner) -> Event:
 def reward_degradation(metric: str, steps, values, points: bool = True) -> Event | None:
     """The reward (or episode return) falls back by DEGRADATION_SHARE of what it had gained
     (the highest level it held over the lowest it held before) and stays down to the end.
+    A gain and a fall both SLIGHT of the reward's size are a plateau's wander (``_sized``).
 
     Judged on levels first (``rldk.detectors.trend.decline``: regimes, the series' own
     noise and wander), so a noisy return that bounces above the line now and then still
@@ -816,21 +826,38 @@ def reward_degradation(metric: str, steps, values, points: bool = True) -> Event
         return None
     steps = np.asarray(steps)
     r = regimes(steps, v, "signed")
-    d = decline(steps, v, DEGRADATION_SHARE, r)
+    d = _sized(decline(steps, v, DEGRADATION_SHARE, r))
     if d is None and points:
-        found = _points_below(metric, steps, v, r)
+        found = _sized(_points_below(metric, steps, v, r))
         if found is not None:
             return found
-    d = d if d is not None else recovered_decline(steps, v, DEGRADATION_SHARE, r)
-    if d is None and (d := decline(steps, v, MODERATE_SHARE, r)) is not None:
+    d = d if d is not None else _sized(recovered_decline(steps, v, DEGRADATION_SHARE, r))
+    if d is None and (d := _sized(decline(steps, v, MODERATE_SHARE, r))) is not None:
         return _declined(metric, steps, d, MODERATE_SHARE)
     if d is None and points and len(v) <= MODERATE_POINTS_ROWS \
-            and (found := _points_below(metric, steps, v, r, MODERATE_SHARE)) is not None:
+            and (found := _sized(_points_below(metric, steps, v, r, MODERATE_SHARE))) is not None:
         return found
     d = d if d is not None else settled_below(steps, v, r)
     d = d if d is not None else settled_below(steps, v, r, recovered=True)
-    d = d if d is not None else decline(steps, v, DEGRADATION_SHARE, r, below_zero=True)
+    d = d if d is not None else _sized(decline(steps, v, DEGRADATION_SHARE, r, below_zero=True))
     return None if d is None else _declined(metric, steps, d)
+
+
+def _sized(found):
+    """``found`` (a ``Decline``, or a degradation ``Event`` with its ``peak``, ``now`` and
+    ``start`` evidence), or None when both its gain (peak over start) and its fall (peak
+    over now) are SLIGHT of the reward's size. A decline with no start in sight (a run at
+    its best from the first window) is judged by its own rule."""
+    if found is None:
+        return None
+    if isinstance(found, Decline):
+        peak, now, start = found.peak, found.now, found.start
+    else:
+        peak, now, start = found.evidence["peak"], found.evidence["now"], found.evidence.get("start")
+    if start is None:
+        return found
+    size = max(abs(peak), abs(now), abs(start))
+    return found if max(peak - start, peak - now) >= SLIGHT * size else None
 
 
 def reward_declines(metric: str, steps, values, points: bool = True, partner=None) -> list[Event]:
@@ -845,7 +872,7 @@ def reward_declines(metric: str, steps, values, points: bool = True, partner=Non
         return []
     steps = np.asarray(steps)
     others = [_declined(metric, steps, d) for d in recovered_declines(steps, np.asarray(values, float),
-                                                                      DEGRADATION_SHARE)]
+                                                                      DEGRADATION_SHARE) if _sized(d)]
     apart = [e for e in others if e.last < main.onset or e.onset > main.last]
     later = _later_stage(metric, steps, np.asarray(values, float), main)
     found = sorted([main, *apart, *([later] if later else [])], key=lambda e: e.onset)
