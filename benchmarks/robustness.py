@@ -24,11 +24,14 @@ truth carried over:
 Healthy logs must stay quiet under every variant. The report half prints its
 totals only (never per log): detectors are tuned on the tuning half.
 
-``--cuts`` reads every healthy log through five windows of its step span instead (a run
-stopped at half or 85% of its steps, a log kept from 20% or 35% of them on, the middle
-60%: ``CUTS``) and prints how many exit 3 under each, by finding code: what a user who
-watches a healthy run live, or analyses a resumed one, would be told. Problem logs are
-not read under a cut (their truth would have to be cut with them).
+``--cuts`` reads every log through five windows of its step span instead (a run stopped
+at half or 85% of its steps, a log kept from 20% or 35% of them on, the middle 60%:
+``CUTS``) and prints how many healthy logs exit 3 under each, by finding code: what a user
+who watches a healthy run live, or analyses a resumed one, would be told. A problem log's
+truth is cut with it, as ``late`` and ``stopped`` cut it: an event whose onset window ends
+before the window's first step of its quantity, or starts after its last, is left out
+(a problem log with none left is not scored), so the events found are those a user who
+analysed that stretch of the run could have been told of.
 """
 from __future__ import annotations
 
@@ -120,18 +123,20 @@ def thinned(table, variant: str, entry: dict | None = None):
 
 def carried_truth(entry: dict, kept_steps: dict, variant: str) -> dict | None:
     """``entry`` with its events' onsets moved to the steps the variant kept; None when
-    no event is left to score on a problem log, and for every problem log under a cut."""
-    if variant in CUTS:
-        return {**entry, "events": []} if entry.get("healthy") else None
+    no event is left to score on a problem log. A cut keeps the events whose onset window
+    overlaps its window (``late`` and ``stopped`` at once)."""
+    if variant in CUTS and entry.get("healthy"):
+        return {**entry, "events": []}
+    cut = variant in CUTS
     events = []
     for event in entry.get("events", []):
         steps = _quantity_steps(event["quantity"], kept_steps)
         if steps.size == 0:
             continue
         lo, hi = event.get("onset_window") or (event["onset_step"], event["onset_step"])
-        if variant == "late" and hi < steps[0]:
+        if (variant == "late" or cut) and hi < steps[0]:
             continue                                   # the onset was cut away
-        if variant == "stopped" and lo > steps[-1]:
+        if (variant == "stopped" or cut) and lo > steps[-1]:
             continue                                   # it starts after the run was stopped
         onset = _first_at_or_after(steps, event["onset_step"])
         start = _first_at_or_after(steps, lo)
@@ -197,8 +202,7 @@ def run(halves, variant: str, only: str | None = None) -> dict:
     out = {}
     with tempfile.TemporaryDirectory(prefix="rldk-robustness-") as tmp:
         for name, entry in sorted(detection.load_truth().items()):
-            if entry["split"] not in halves or (only and name != only) \
-                    or (variant in CUTS and not entry["healthy"]):
+            if entry["split"] not in halves or (only and name != only):
                 continue
             start = time.perf_counter()
             try:
@@ -221,7 +225,7 @@ def main(argv=None) -> int:
     parser.add_argument("--log", default=None, help="Only this log (short name; tuning half).")
     parser.add_argument("-v", "--verbose", action="store_true", help="Per-log lines (tuning half only).")
     parser.add_argument("--cuts", action="store_true",
-                        help="Healthy logs only, each read through the windows of its span in CUTS.")
+                        help="Every log read through the windows of its span in CUTS (problem logs with their truth cut).")
     args = parser.parse_args(argv)
     rows = []
     for variant in args.variant or (tuple(CUTS) if args.cuts else VARIANTS):

@@ -184,9 +184,10 @@ def test_thinning_keeps_every_kth_step_of_each_metric_and_carries_the_truth(benc
     assert bench.carried_truth(cut, {"rollout/ep_rew_mean": steps[1:]}, "late") is None
 
 
-def test_a_cut_keeps_its_window_of_a_healthy_log_and_reads_no_problem_log(bench):
-    """``--cuts``: a healthy log keeps the metric rows inside the window of its step span
-    (other events untouched); a problem log is not read under a cut (None)."""
+def test_a_cut_keeps_its_window_of_a_log_and_the_events_inside_it(bench):
+    """``--cuts``: a log keeps the metric rows inside the window of its step span (other
+    events untouched); a problem log keeps the events whose onset window overlaps the
+    window of its quantity's kept steps (None when none is left)."""
     import pyarrow as pa
 
     table = pa.table({"kind": ["metric"] * 11 + ["text"], "name": ["r"] * 11 + [None],
@@ -198,7 +199,15 @@ def test_a_cut_keeps_its_window_of_a_healthy_log_and_reads_no_problem_log(bench)
     assert bench.carried_truth({"healthy": True}, steps, "first50") == {"healthy": True, "events": []}
     problem = {"healthy": False, "events": [{"code": "reward_collapse", "quantity": "episode_return",
                                              "onset_step": 30, "onset_window": [30, 30]}]}
-    assert bench.carried_truth(problem, {"rollout/ep_rew_mean": np.arange(0, 51, 10)}, "first50") is None
+    kept = bench.carried_truth(problem, {"rollout/ep_rew_mean": np.arange(0, 51, 10)}, "first50")
+    assert [e["onset_step"] for e in kept["events"]] == [30]
+    assert bench.carried_truth(problem, {"rollout/ep_rew_mean": np.arange(40, 101, 10)}, "from35") is None
+    late = {**problem, "events": [*problem["events"], {**problem["events"][0], "onset_step": 75,
+                                                        "onset_kind": "gradual", "onset_window": [72, 78]}]}
+    kept = bench.carried_truth(late, {"rollout/ep_rew_mean": np.arange(40, 101, 10)}, "from35")
+    assert [(e["onset_step"], e["onset_window"]) for e in kept["events"]] == [(80, [80, 80])]
+    assert bench.carried_truth(late, {"rollout/ep_rew_mean": np.arange(0, 51, 10)}, "first50")["events"] \
+        == [{**problem["events"][0], "onset_step": 30, "onset_window": [30, 30]}]
 
 
 def test_a_stopped_run_ends_soon_after_its_first_event(bench):
