@@ -46,7 +46,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 import detection  # noqa: E402  (the benchmark beside this one: truth, scoring, tables)
 
 VARIANTS = ("every2", "every3", "late", "stopped")
-#: ``--cuts``: name -> (first, last) share of a healthy log's step span that it keeps
+#: ``--cuts``: name -> (first, last) share of a log's step span that it keeps
 CUTS = {"first50": (0.0, 0.5), "first85": (0.0, 0.85), "from20": (0.2, 1.0), "from35": (0.35, 1.0),
         "middle60": (0.2, 0.8)}
 LATE_CUT = 0.10
@@ -125,9 +125,9 @@ def carried_truth(entry: dict, kept_steps: dict, variant: str) -> dict | None:
     """``entry`` with its events' onsets moved to the steps the variant kept; None when
     no event is left to score on a problem log. A cut keeps the events whose onset window
     overlaps its window (``late`` and ``stopped`` at once)."""
-    if variant in CUTS and entry.get("healthy"):
-        return {**entry, "events": []}
     cut = variant in CUTS
+    if cut and entry.get("healthy"):
+        return {**entry, "events": []}
     events = []
     for event in entry.get("events", []):
         steps = _quantity_steps(event["quantity"], kept_steps)

@@ -1696,15 +1696,15 @@ def recovered_divergence(rule, metric: str, steps, values, partner=None) -> Even
     level = level_of(values)
     high = level > VALUE_JUMP * np.minimum.accumulate(np.maximum(level, 0.0))
     need, i = stretch_need(len(values)), 0
+    if partner is not None:
+        partner = (np.asarray(partner[0]), np.asarray(partner[1]))
     while (found := state_run(high, i)) is not None and found[1] < len(values):
         k, end = found
         i = end
         if end - k < need:
             continue
-        if partner is not None:
-            kept = np.asarray(partner[0]) < steps[end]
-            cut = (np.asarray(partner[0])[kept], np.asarray(partner[1])[kept])
-        event = rule(metric, steps[:end], values[:end], None if partner is None else cut)
+        cut = None if partner is None else tuple(x[partner[0] < steps[end]] for x in partner)
+        event = rule(metric, steps[:end], values[:end], cut)
         if event is None or event.evidence["now"] <= VALUE_JUMP * float(np.max(level[end:])):
             continue
         # the stretch it came back from is the state: its last step is the stretch's last
