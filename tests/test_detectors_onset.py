@@ -407,6 +407,29 @@ def test_a_value_loss_that_climbs_from_a_level_far_over_its_lowest_diverged():
     assert int(steps[k]) == 602112 and 602112 <= event.onset <= 628736, event
 
 
+def test_a_return_that_falls_far_below_zero_explains_no_loss_climb():
+    """A TD loss read against the episode return (``loss_divergence``: a Q-learner's, whose
+    squared error grows with the square of the returns' size) that climbs 10000x is
+    explained when the returns grew 100x in size as the run learned (-20 -> 2000); when
+    they grew 100x in size by falling (-20 -> -2000: a simulation that blew up), the
+    larger error is the run failing, not the critic fitting more: a divergence. A grad norm's allowance
+    (``_return_growth``) reads the returns the same way."""
+    rng = np.random.default_rng(7)
+    n = 300
+    steps = np.arange(n) * 1000
+    ramp = np.clip((np.arange(n) - 150) / 100, 0, 1)
+    base = -20 + rng.standard_normal(n)
+    loss = np.exp(0.2 * rng.standard_normal(n)) * (1 + 100 * ramp) ** 2     # the squared size
+    learned = (steps, base + 2020 * ramp)
+    blew_up = (steps, base - 1980 * ramp)
+    assert rules.loss_divergence("loss", steps, loss, learned) is None
+    event = rules.loss_divergence("loss", steps, loss, blew_up)
+    assert event is not None and event.severity == "error", event
+    assert 150000 <= event.onset <= 200000, event
+    assert rules._return_growth(learned, (0, 150000), 200000, 299000)[2] > 50
+    assert rules._return_growth(blew_up, (0, 150000), 200000, 299000)[2] == 1.0
+
+
 def test_a_noisy_value_loss_back_at_levels_it_held_has_not_diverged():
     """A real SB3 PPO run (tuning half, healthy): train/value_loss 24 at its start, 5-70
     while episodes end, 0.03-0.1 over the rows where none does, then 1-149 again as the

@@ -1315,12 +1315,14 @@ def _return_growth(partner, held: tuple, onset: int, last: int) -> tuple[float, 
     None when no return was logged in either stretch."""
     if partner is None:
         return None
-    r_steps, r_size = np.asarray(partner[0]), np.abs(np.asarray(partner[1], float))
-    then = r_size[(r_steps >= held[0]) & (r_steps <= held[1])]
-    now = r_size[(r_steps >= onset) & (r_steps <= last)]
+    r_steps, r = np.asarray(partner[0]), np.asarray(partner[1], float)
+    then = r[(r_steps >= held[0]) & (r_steps <= held[1])]
+    now = r[(r_steps >= onset) & (r_steps <= last)]
     if len(then) == 0 or len(now) == 0:
         return None
-    size_then, size_now = float(np.median(then)), float(np.median(now))
+    size_then, size_now = float(np.median(np.abs(then))), float(np.median(np.abs(now)))
+    if float(np.median(now)) < float(np.median(then)):
+        return size_then, size_now, 1.0     # a return that fell explains nothing (``_size_growth``)
     return size_then, size_now, size_now / max(size_then, 1e-12)
 
 
@@ -1651,11 +1653,16 @@ def _size_growth(partner, onset: int, last: int, spread: bool = False) -> float 
     ``spread``, the larger of that and the growth of the returns' row-to-row noise
     (``noise_sigma`` of the PRIOR_POINTS values before and of those after): a squared
     error scales with what the critic cannot predict, and a return that held one value
-    (a timeout's penalty every episode) and then varies at the same size asks more of it."""
+    (a timeout's penalty every episode) and then varies at the same size asks more of it.
+    Returns whose median fell grew no error the critic must fit (1.0): a return that blows
+    up to -1e6 from -600 (a simulation gone unstable) grows in size 1000x, and the critic's
+    loss with it, because the run is failing (a real rl_games AlienGo run)."""
     r_steps, r = np.asarray(partner[0]), np.asarray(partner[1], float)
     before, after = r[r_steps < onset], r[(r_steps >= onset) & (r_steps <= last)]
     if len(before) == 0 or len(after) == 0:
         return None
+    if float(np.median(after)) < float(np.median(before[-LEVEL_WINDOW:])):
+        return 1.0
     size = float(np.median(np.abs(after)))
     growth = size / max(float(np.median(np.abs(before[-LEVEL_WINDOW:]))), 1e-12)
     if spread:
