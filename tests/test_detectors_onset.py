@@ -412,8 +412,8 @@ def test_a_return_that_falls_far_below_zero_explains_no_loss_climb():
     squared error grows with the square of the returns' size) that climbs 10000x is
     explained when the returns grew 100x in size as the run learned (-20 -> 2000); when
     they grew 100x in size by falling (-20 -> -2000: a simulation that blew up), the
-    larger error is the run failing, not the critic fitting more: a divergence. A grad norm's allowance
-    (``_return_growth``) reads the returns the same way."""
+    larger error is the run failing, not the critic fitting more: a divergence. A grad
+    norm's allowance (``_return_growth``) reads the returns the same way."""
     rng = np.random.default_rng(7)
     n = 300
     steps = np.arange(n) * 1000

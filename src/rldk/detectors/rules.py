@@ -1311,8 +1311,9 @@ def _with_the_returns(event: Event, factor: float, held: tuple, last: int, partn
 
 def _return_growth(partner, held: tuple, onset: int, last: int) -> tuple[float, float, float] | None:
     """``(size_then, size_now, growth)``: the median absolute episode return (``partner``:
-    steps, values) over the steps ``held`` and over ``onset``..``last``, and their ratio;
-    None when no return was logged in either stretch."""
+    steps, values) over the steps ``held`` and over ``onset``..``last``, and their ratio
+    (1.0 when the return grew in size by falling: ``_grew_by_falling``); None when no
+    return was logged in either stretch."""
     if partner is None:
         return None
     r_steps, r = np.asarray(partner[0]), np.asarray(partner[1], float)
@@ -1321,9 +1322,19 @@ def _return_growth(partner, held: tuple, onset: int, last: int) -> tuple[float, 
     if len(then) == 0 or len(now) == 0:
         return None
     size_then, size_now = float(np.median(np.abs(then))), float(np.median(np.abs(now)))
-    if float(np.median(now)) < float(np.median(then)):
-        return size_then, size_now, 1.0     # a return that fell explains nothing (``_size_growth``)
+    if _grew_by_falling(then, now):
+        return size_then, size_now, 1.0
     return size_then, size_now, size_now / max(size_then, 1e-12)
+
+
+def _grew_by_falling(before: np.ndarray, after: np.ndarray) -> bool:
+    """Whether returns grew in size (median absolute value) from ``before`` to ``after`` by
+    falling (their median went down): a return blown up to -1e6 from -600 (a simulation
+    gone unstable, a real rl_games AlienGo run) is the run failing, and the errors of a
+    critic fitting it, or their gradients, grow because of that, not because the run
+    learned larger returns. Such growth explains no rise of a loss or a grad norm."""
+    return (float(np.median(after)) < float(np.median(before))
+            and float(np.median(np.abs(after))) > float(np.median(np.abs(before))))
 
 
 def _stays_above(values: np.ndarray, p, held: float) -> bool:
@@ -1654,14 +1665,12 @@ def _size_growth(partner, onset: int, last: int, spread: bool = False) -> float 
     (``noise_sigma`` of the PRIOR_POINTS values before and of those after): a squared
     error scales with what the critic cannot predict, and a return that held one value
     (a timeout's penalty every episode) and then varies at the same size asks more of it.
-    Returns whose median fell grew no error the critic must fit (1.0): a return that blows
-    up to -1e6 from -600 (a simulation gone unstable) grows in size 1000x, and the critic's
-    loss with it, because the run is failing (a real rl_games AlienGo run)."""
+    Returns that grew in size by falling explain nothing (1.0: ``_grew_by_falling``)."""
     r_steps, r = np.asarray(partner[0]), np.asarray(partner[1], float)
     before, after = r[r_steps < onset], r[(r_steps >= onset) & (r_steps <= last)]
     if len(before) == 0 or len(after) == 0:
         return None
-    if float(np.median(after)) < float(np.median(before[-LEVEL_WINDOW:])):
+    if _grew_by_falling(before[-LEVEL_WINDOW:], after):
         return 1.0
     size = float(np.median(np.abs(after)))
     growth = size / max(float(np.median(np.abs(before[-LEVEL_WINDOW:]))), 1e-12)
