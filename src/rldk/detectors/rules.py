@@ -1670,10 +1670,11 @@ def _size_growth(partner, onset: int, last: int, spread: bool = False) -> float 
     before, after = r[r_steps < onset], r[(r_steps >= onset) & (r_steps <= last)]
     if len(before) == 0 or len(after) == 0:
         return None
-    if _grew_by_falling(before[-LEVEL_WINDOW:], after):
+    recent = before[-LEVEL_WINDOW:]
+    if _grew_by_falling(recent, after):
         return 1.0
     size = float(np.median(np.abs(after)))
-    growth = size / max(float(np.median(np.abs(before[-LEVEL_WINDOW:]))), 1e-12)
+    growth = size / max(float(np.median(np.abs(recent))), 1e-12)
     if spread:
         noise = max(noise_sigma(before[-PRIOR_POINTS:]), 1e-12 * (1.0 + size))
         growth = max(growth, noise_sigma(after) / noise)
