@@ -456,6 +456,20 @@ def test_a_degradation_then_a_collapse_from_the_level_it_held_are_two_events():
     assert second.evidence["after_fall_from_step"] == 1522821 and second.evidence["now"] < values[0]
 
 
+def test_a_burst_before_a_collapse_is_no_first_stage_of_it():
+    """A PyMARL QMIX test return (CAMAS grid-small, tuning half; 32 test episodes a row)
+    at 10-20, three rows at 85 (2328425-2348576), 20-40 for 1.3M steps with single rows up
+    to 72, then -9 in one logged step (3672592) to the end. The fall from the three rows at
+    85 was read as a first stage ("fell from 85.57 from step 2358780") and the real
+    collapse as a second one after it, so the collapse's onset was scored 1.3M steps early.
+    The first stage is the burst coming back to the level the run held before it: one
+    decline, at the step to -9, from the level held there."""
+    steps, values = tensorboard_tag("pymarltb_qmix_camas_grid_small_reward_collapse", "test_return_mean")
+    found = rules.reward_declines("test_return_mean", steps, values)
+    assert [(e.onset, e.severity) for e in found] == [(3672592, "error")]
+    assert "after_fall_from_step" not in found[0].evidence and 10 < found[0].evidence["peak"] < 20
+
+
 def test_a_run_that_crashes_relearns_and_crashes_again_has_two_declines():
     t, v = crash_relearn_crash(0.3, np.random.default_rng(1))
     events = rules.reward_declines("return", t, v)

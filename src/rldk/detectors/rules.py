@@ -56,6 +56,7 @@ from rldk.detectors.trend import (
     SIGNIFICANCE,
     Decline,
     decline,
+    first_stage_a_burst,
     level_se,
     part_at,
     recovered_decline,
@@ -865,16 +866,25 @@ def reward_declines(metric: str, steps, values, points: bool = True, partner=Non
     (``rldk.detectors.trend.recovered_declines``) outside its steps: a run that crashes,
     relearns to a higher level and crashes again for good has two events, the first
     judged against what it had learned before it, not against the later, higher peak.
-    A decline of an episode return while the task's success rate (``partner``) held is
-    info (``_success_held``)."""
+    A decline that fell again from the level it held after the fall (``_later_stage``) is
+    reported in both stages, unless its first was a burst of the series' own outliers
+    coming back down to the level it held before (``first_stage_a_burst``): then its
+    decline is the second fall alone. A decline of an episode return while the task's
+    success rate (``partner``) held is info (``_success_held``)."""
     main = reward_degradation(metric, steps, values, points)
     if main is None:
         return []
-    steps = np.asarray(steps)
-    others = [_declined(metric, steps, d) for d in recovered_declines(steps, np.asarray(values, float),
-                                                                      DEGRADATION_SHARE) if _sized(d)]
+    steps, v = np.asarray(steps), np.asarray(values, float)
+    later = _later_stage(metric, steps, v, main)
+    if later is not None and first_stage_a_burst(steps, v, main.evidence["peak_step"], main.evidence["peak"],
+                                                 main.onset, later.onset):
+        main, later = later, None      # the first fall was a burst's end: the decline is the second
+    elif later is not None:
+        later = replace(later, title=f"{later.title}, after the fall from {main.evidence['peak']:.4g} "
+                                     f"from step {main.onset}",
+                        evidence={**later.evidence, "after_fall_from_step": main.onset})
+    others = [_declined(metric, steps, d) for d in recovered_declines(steps, v, DEGRADATION_SHARE) if _sized(d)]
     apart = [e for e in others if e.last < main.onset or e.onset > main.last]
-    later = _later_stage(metric, steps, np.asarray(values, float), main)
     found = sorted([main, *apart, *([later] if later else [])], key=lambda e: e.onset)
     return [_success_held(e, partner) for e in found]
 
@@ -921,11 +931,7 @@ def _later_stage(metric: str, steps, v, main: Event) -> Event | None:
                             for p in d.r.parts if p.end <= d.tail):
         return None
     event = _declined(metric, steps[k:], d)
-    if event.onset <= main.onset:
-        return None     # the second drop starts where the first did: the same fall, seen twice
-    return replace(event, title=f"{event.title}, after the fall from {main.evidence['peak']:.4g} "
-                                f"from step {main.onset}",
-                   evidence={**event.evidence, "after_fall_from_step": main.onset})
+    return None if event.onset <= main.onset else event   # (from where the first did: the same fall)
 
 
 def _declined(metric: str, steps, d: Decline, share: float = DEGRADATION_SHARE) -> Event:

@@ -347,7 +347,8 @@ def decline(steps, values, share: float, r: Regimes | None = None, below_zero: b
                    float(np.median(tail)), line, float(z))
 
 
-def _back_from_a_burst(r: Regimes, a: int, peak: float, onset: int, tail: int, se) -> bool:
+def _back_from_a_burst(r: Regimes, a: int, peak: float, onset: int, tail: int, se,
+                       stop: int | None = None) -> bool:
     """Whether the ``peak`` held from point ``a`` was a burst of the series' own outliers:
     over the MIN_STRETCH of the run's points (and MIN_TAIL) just before the peak's regime
     the run held one level (no regime of MIN_REFERENCE points there below their median by
@@ -356,7 +357,7 @@ def _back_from_a_burst(r: Regimes, a: int, peak: float, onset: int, tail: int, s
     before the peak, is its noise as the peak is: a FruitBot evaluation return at -2.6,
     -3.7 for seven rows, 2.4 for three and -1.9 again), it left that level for fewer
     points than that before the fall (from ``onset``), the tail (from point ``tail`` to
-    the end) is back at it (not below it by SIGNIFICANCE standard errors), and single rows
+    the end, or to ``stop``) is back at it (not below it by SIGNIFICANCE standard errors), and single rows
     (or pairs) of that stretch and of the tail reach halfway from it to the peak, at least
     MIN_REFERENCE of them: a peak of a few rows that the run's rows reach anyway, which it
     did not hold. A return whose rows
@@ -368,7 +369,8 @@ def _back_from_a_burst(r: Regimes, a: int, peak: float, onset: int, tail: int, s
     0) is judged as before. Only a decline to the end is asked: a dip the run comes back
     from after a brief peak is also what a run that collapsed, relearned and collapsed
     again looks like (an EPyMARL QMIX return, 1.0, 0.1, 1.7 for ten rows, 0.1 again).
-    Asked by ``decline`` and by ``recovered_decline`` of a decline to the end alike."""
+    Asked by ``decline`` and by ``recovered_decline`` of a decline to the end alike, and
+    by ``first_stage_a_burst`` of the stretch between the two falls of one in two stages."""
     n = len(r.values)
     need = stretch_need(n, MIN_TAIL)
     x = r.parts[part_at(r, a)].start               # where the run left its level for the peak
@@ -385,12 +387,28 @@ def _back_from_a_burst(r: Regimes, a: int, peak: float, onset: int, tail: int, s
             low = True                             # under the level held
         elif low:
             return False                           # and up again after it: a climb, or stages
-    after = r.y[tail:]
+    after = r.y[tail:stop]
     lag = (tail + len(after) // 2) - (x - need // 2)
     if level - float(np.mean(after)) >= SIGNIFICANCE * se(need, len(after), lag):
         return False
     mid = (level + peak) / 2
     return lone_rows(before >= mid) + lone_rows(after >= mid) >= MIN_REFERENCE
+
+
+def first_stage_a_burst(steps, values, peak_step: int, peak: float, onset: int, second: int) -> bool:
+    """Whether the first stage of a decline in two stages, from the ``peak`` held from
+    ``peak_step`` and falling from step ``onset``, up to the second fall (from step
+    ``second``), was a burst of the series' own outliers coming back down
+    (``_back_from_a_burst``, asked of the stretch between the two falls): the run left one
+    level for a few rows at the peak and came back to it, rows of that stretch reaching
+    halfway to the peak as they did before; its decline is the second fall, from the level
+    it held. A PyMARL QMIX test return at 10-20, three rows at 85 (32 test episodes), 20-40
+    for a million steps with single rows up to 72, then -9 in one logged step to the end:
+    the collapse is the step to -9, not the end of the burst."""
+    steps = np.asarray(steps)
+    r = regimes(steps, values, "signed")
+    a, k, stop = (int(np.searchsorted(steps, x)) for x in (peak_step, onset, second))
+    return _back_from_a_burst(r, a, peak, k, k, level_se(r), stop)
 
 
 def spike_seen_before(v: np.ndarray, crossed: int, end: int, high: float) -> bool:
