@@ -726,6 +726,36 @@ def test_a_jump_after_a_slow_drift_starts_at_the_jump():
     assert event is not None and event.code == "length_collapse" and event.onset == 100
 
 
+def test_an_entropy_that_collapsed_recovered_and_collapsed_again_has_two_events():
+    """A policy whose entropy falls from 2 nats to 0.1 for a sixth of the run, comes back to
+    2 and collapses to 0.02 for good has two collapses; one that wobbles from 0.1 up to 0.4
+    after its collapse (back by less than a collapse falls) and down to 0.02 has one."""
+    rng = np.random.default_rng(3)
+    t = np.arange(300)
+    twice = np.interp(t, [0, 100, 104, 150, 154, 200, 204, 299], [2, 2, 0.1, 0.1, 2, 2, 0.02, 0.02])
+    found = rules.entropy_collapses("entropy", t, twice * np.exp(0.05 * rng.normal(size=300)))
+    assert [(e.onset, e.severity) for e in found] == [(101, "warning"), (201, "error")]
+    wobble = np.interp(t, [0, 100, 104, 150, 154, 200, 204, 299], [2, 2, 0.1, 0.1, 0.4, 0.4, 0.02, 0.02])
+    found = rules.entropy_collapses("entropy", t, wobble * np.exp(0.05 * rng.normal(size=300)))
+    assert [e.onset for e in found] == [101]
+
+
+def test_a_real_entropy_that_collapsed_twice_read_from_a_fifth_of_its_run_has_both():
+    """A Procgen Jumper run (OpenAI baselines ppo2, tuning half): policy entropy 1.76 ->
+    0.15 at 4554752 for about 50 updates, back at 1.9, then 0.03 from 5931008 to the end.
+    Read from a fifth of its steps on (a resumed run), the first collapse lasts a tenth of
+    what is left and was the only one reported; the second, which the full log reports,
+    was lost behind it."""
+    name = "baselines_ppo2_procgen_jumper_kl_blowup_double_collapse"
+    rows = list(csv.DictReader((REAL / name / "progress.csv").open()))
+    steps = np.array([int(float(r["misc/total_timesteps"])) for r in rows])
+    values = np.array([float(r["loss/policy_entropy"]) for r in rows])
+    keep = steps >= steps[0] + 0.2 * (steps[-1] - steps[0])
+    found = rules.entropy_collapses("loss/policy_entropy", steps[keep], values[keep])
+    assert [e.onset for e in found] == [4554752, 5931008]
+    assert [e.onset for e in rules.entropy_collapses("loss/policy_entropy", steps, values)] == [5931008]
+
+
 def test_an_entropy_that_collapses_at_its_second_row_is_found_there():
     """Entropy 0.73 at the first logged row, 1e-3..1e-6 from the second on (a real A2C run
     logged every third update): the first row is the only level the run held, and the

@@ -497,6 +497,53 @@ def entropy_collapse(metric: str, steps, values, partner=None) -> Event | None:
     return _solved(later, partner, steps, values)
 
 
+def entropy_collapses(metric: str, steps, values, partner=None) -> list[Event]:
+    """Every collapse of the entropy (``entropy_collapse``) that the entropy came back from
+    before the next, in order: a run whose policy collapsed, recovered and collapsed again
+    has two events (a Procgen Jumper entropy 1.76 -> 0.15 for 50 updates, back at 1.9,
+    then 0.03 to the end). ``entropy_collapse`` finds the collapse from the highest level
+    the entropy held; the log before that level (before the highest level, when no
+    collapse follows it but the entropy dipped under ENTROPY_COLLAPSE x a level it held
+    before it) and the log after the collapse's state are searched the same way. The entropy came back from a collapse when the level the
+    next fall starts from is 1/ENTROPY_COLLAPSE x the level it fell to or more, the
+    collapse undone by the factor that makes one (a settled MiniGrid policy's wobble from
+    0.12 to 0.5 nats and down to 0.05 again is its noise, not a new collapse); a state the
+    entropy left again must hold MIN_STRETCH of the whole run (a short stretch of a log is
+    no run of its own)."""
+    steps, values = np.asarray(steps), np.asarray(values, float)
+    need = stretch_need(len(values))
+
+    def collapse_in(lo: int, hi: int) -> Event | None:
+        return entropy_collapse(metric, steps[lo:hi], values[lo:hi], partner) if hi - lo >= 2 * MIN_REFERENCE \
+            else None
+
+    def search(lo: int, hi: int, event: Event | None) -> list[Event]:
+        """``event`` (the collapse of points ``lo:hi``) and those around it."""
+        if event is None:
+            if hi - lo < 2 * MIN_REFERENCE:
+                return []
+            # none after the highest level: one before it, that the entropy came back from?
+            level = level_of(np.maximum(values[lo:hi], 0.0))
+            top = lo + int(np.argmax(level))
+            dipped = values[lo:top] < ENTROPY_COLLAPSE * np.maximum.accumulate(level[:top - lo])
+            return search(lo, top, collapse_in(lo, top)) if dipped.any() else []
+        end = int(np.searchsorted(steps, event.last, side="right"))
+        if end < len(values) and end - int(np.searchsorted(steps, event.onset)) < need:
+            return []
+        peak = int(np.searchsorted(steps, event.evidence["held_step"]))
+        before = [e for e in search(lo, peak, collapse_in(lo, peak))
+                  if ENTROPY_COLLAPSE * event.evidence["held"] > e.evidence["now"]]
+        after = [e for e in search(end, hi, collapse_in(end, hi))
+                 if ENTROPY_COLLAPSE * e.evidence["held"] > event.evidence["now"]]
+        return before + [event] + after
+
+    main = collapse_in(0, len(values))
+    # a collapse from a level a near-deterministic policy holds (ENTROPY_DEAD), found in a
+    # stretch of the log, is that policy's noise (a Tinker GRPO token entropy that jumps
+    # between 1e-4 and 1e-2 nats row to row)
+    return [e for e in search(0, len(values), main) if e is main or e.evidence["held"] >= ENTROPY_DEAD]
+
+
 def differential_entropy(values) -> bool:
     """Whether an entropy series is a differential entropy (of continuous actions): a
     value below -ENTROPY_ROUNDING nats. Zero, or a rounding error under it, is the
@@ -1779,7 +1826,7 @@ def partners() -> set:
 
 #: quantity -> the rules that read it, in order.
 RULES = {
-    "entropy": (entropy_collapse,),
+    "entropy": (entropy_collapses,),
     "response_length": (length_change,),
     "reward": (reward_collapse, reward_declines),
     "episode_return": (reward_declines,),
