@@ -969,7 +969,9 @@ def _later_stage(metric: str, steps, v, main: Event) -> Event | None:
     first fall's low stretch on, when the run held a level there first (a regime of
     PRIOR_POINTS points above the second drop's line: the rest of one slide is no level).
     None when the first decline recovered, or no such second drop is significant against
-    the noise and wander of that stretch."""
+    the noise and wander of that stretch, or it falls less than SLIGHT of the reward's size
+    (the larger of the level it fell from and the level it fell to, in absolute value: a
+    wander of that level, as a decline's gain and fall both that slight are)."""
     if main.evidence.get("recovered_at") is not None or "below_line_from" not in main.evidence:
         return None
     k = int(np.searchsorted(steps, main.evidence["below_line_from"]))
@@ -978,6 +980,8 @@ def _later_stage(metric: str, steps, v, main: Event) -> Event | None:
                             for p in d.r.parts if p.end <= d.tail):
         return None
     event = _declined(metric, steps[k:], d)
+    if d.peak - d.now < SLIGHT * max(abs(d.peak), abs(d.now)):
+        return None     # a fall SLIGHT of the reward's size: the wander of the level it held
     return None if event.onset <= main.onset else event   # (from where the first did: the same fall)
 
 
