@@ -502,14 +502,18 @@ def entropy_collapses(metric: str, steps, values, partner=None) -> list[Event]:
     before the next, in order: a run whose policy collapsed, recovered and collapsed again
     has two events (a Procgen Jumper entropy 1.76 -> 0.15 for 50 updates, back at 1.9,
     then 0.03 to the end). ``entropy_collapse`` finds the collapse from the highest level
-    the entropy held; the log before that level (before the highest level, when no
-    collapse follows it but the entropy dipped under ENTROPY_COLLAPSE x a level it held
-    before it) and the log after the collapse's state are searched the same way. The entropy came back from a collapse when the level the
-    next fall starts from is 1/ENTROPY_COLLAPSE x the level it fell to or more, the
-    collapse undone by the factor that makes one (a settled MiniGrid policy's wobble from
-    0.12 to 0.5 nats and down to 0.05 again is its noise, not a new collapse); a state the
-    entropy left again must hold MIN_STRETCH of the whole run (a short stretch of a log is
-    no run of its own)."""
+    the entropy held; the log before that level, and the log after the collapse's state,
+    are searched the same way (when no collapse follows the highest level, the log before
+    it is searched if the entropy dipped there under ENTROPY_COLLAPSE x a level it held).
+    The entropy came back from a collapse when the level the next fall starts from is
+    1/ENTROPY_COLLAPSE x the level it fell to or more: the collapse undone by the factor
+    that makes one (a settled MiniGrid policy's wobble from 0.12 to 0.5 nats and down to
+    0.05 again is its noise, not a new collapse). A collapse found in a stretch of the log
+    must hold MIN_STRETCH of the whole run, or last to its end (a short stretch of a log is
+    no run of its own), and start from ENTROPY_DEAD or more (a policy already
+    near-deterministic: a Tinker GRPO token entropy that jumps between 1e-4 and 1e-2 nats
+    row to row). The collapse ``entropy_collapse`` finds on the whole log is reported as
+    it does."""
     steps, values = np.asarray(steps), np.asarray(values, float)
     need = stretch_need(len(values))
 
@@ -518,7 +522,7 @@ def entropy_collapses(metric: str, steps, values, partner=None) -> list[Event]:
             else None
 
     def search(lo: int, hi: int, event: Event | None) -> list[Event]:
-        """``event`` (the collapse of points ``lo:hi``) and those around it."""
+        """``event`` (the collapse of points ``lo:hi``) and those before and after it."""
         if event is None:
             if hi - lo < 2 * MIN_REFERENCE:
                 return []
@@ -528,7 +532,8 @@ def entropy_collapses(metric: str, steps, values, partner=None) -> list[Event]:
             dipped = values[lo:top] < ENTROPY_COLLAPSE * np.maximum.accumulate(level[:top - lo])
             return search(lo, top, collapse_in(lo, top)) if dipped.any() else []
         end = int(np.searchsorted(steps, event.last, side="right"))
-        if end < len(values) and end - int(np.searchsorted(steps, event.onset)) < need:
+        if event is not main and (event.evidence["held"] < ENTROPY_DEAD or end < len(values)
+                                  and end - int(np.searchsorted(steps, event.onset)) < need):
             return []
         peak = int(np.searchsorted(steps, event.evidence["held_step"]))
         before = [e for e in search(lo, peak, collapse_in(lo, peak))
@@ -538,10 +543,7 @@ def entropy_collapses(metric: str, steps, values, partner=None) -> list[Event]:
         return before + [event] + after
 
     main = collapse_in(0, len(values))
-    # a collapse from a level a near-deterministic policy holds (ENTROPY_DEAD), found in a
-    # stretch of the log, is that policy's noise (a Tinker GRPO token entropy that jumps
-    # between 1e-4 and 1e-2 nats row to row)
-    return [e for e in search(0, len(values), main) if e is main or e.evidence["held"] >= ENTROPY_DEAD]
+    return search(0, len(values), main)
 
 
 def differential_entropy(values) -> bool:
@@ -979,9 +981,9 @@ def _later_stage(metric: str, steps, v, main: Event) -> Event | None:
     if d is None or not any(p.size >= PRIOR_POINTS and p.level >= d.line
                             for p in d.r.parts if p.end <= d.tail):
         return None
-    event = _declined(metric, steps[k:], d)
     if d.peak - d.now < SLIGHT * max(abs(d.peak), abs(d.now)):
         return None     # a fall SLIGHT of the reward's size: the wander of the level it held
+    event = _declined(metric, steps[k:], d)
     return None if event.onset <= main.onset else event   # (from where the first did: the same fall)
 
 

@@ -357,10 +357,10 @@ def _back_from_a_burst(r: Regimes, a: int, peak: float, onset: int, tail: int, s
     before the peak, is its noise as the peak is: a FruitBot evaluation return at -2.6,
     -3.7 for seven rows, 2.4 for three and -1.9 again), it left that level for fewer
     points than that before the fall (from ``onset``), the tail (from point ``tail`` to
-    the end, or to ``stop``) is back at it (not below it by SIGNIFICANCE standard errors), and single rows
-    (or pairs) of that stretch and of the tail reach halfway from it to the peak, at least
-    MIN_REFERENCE of them: a peak of a few rows that the run's rows reach anyway, which it
-    did not hold. A return whose rows
+    the end, or to ``stop``) is back at it (not below it by SIGNIFICANCE standard errors),
+    and single rows (or pairs) of that stretch and of the tail reach halfway from it to the
+    peak, at least MIN_REFERENCE of them: a peak of a few rows that the run's rows reach
+    anyway, which it did not hold. A return whose rows
     are skewed up (epochs with a few long episodes: Spinning Up PPO on Hopper, 1100-2000
     with single epochs at 2500-3300) holds a "level" wherever four such rows fall
     together, and the rows after them are its plateau, not a decline. A run that climbed
