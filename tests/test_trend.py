@@ -472,6 +472,24 @@ def test_a_later_stage_that_falls_a_slight_share_of_the_reward_is_no_second_even
     assert [(e.onset, e.severity) for e in rules.reward_declines("r", t, fall)] == [(151, "warning"), (251, "error")]
 
 
+def test_a_decline_past_its_midpoint_only_at_its_last_row_starts_where_it_fell():
+    """A PPO BipedalWalker per-episode reward (tuning half, healthy: solved, 290 on an
+    episode that finishes, ~150 or less on one that falls), read over the middle 60% of its
+    steps: its last ten rows mix the two and end on 190, so the move from its level was
+    past the midpoint for good only at the last row, and the decline was reported "from
+    step 2396800" with a state of that one row. A move that passed its midpoint for good
+    only at the state's last point showed no state there: the onset is where the fall
+    started, and the state keeps its rows."""
+    rows = list(csv.DictReader((REAL / "ppopytorch_gae_bipedalwalker_solved" / "PPO_BipedalWalker-v3_log_0.csv")
+                               .open(encoding="utf-8")))
+    steps = np.array([int(float(r["timestep"])) for r in rows])
+    values = np.array([float(r["reward"]) for r in rows])
+    lo, hi = steps.min(), steps.max()
+    keep = (steps >= lo + 0.2 * (hi - lo)) & (steps <= lo + 0.8 * (hi - lo))
+    (event,) = rules.reward_declines("reward", steps[keep], values[keep])
+    assert event.onset < event.last == steps[keep][-1] and event.onset <= event.evidence["below_line_from"]
+
+
 def test_a_burst_before_a_collapse_is_no_first_stage_of_it():
     """A PyMARL QMIX test return (CAMAS grid-small, tuning half; 32 test episodes a row)
     at 10-20, three rows at 85 (2328425-2348576), 20-40 for 1.3M steps with single rows up

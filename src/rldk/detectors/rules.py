@@ -995,8 +995,10 @@ def _declined(metric: str, steps, d: Decline, share: float = DEGRADATION_SHARE) 
     before, or under it: a collapse, as the truth's labellers call a fall to the start
     level, not a partial loss)."""
     k, last = prior_exit(d.r, d.onset, d.tail, d.peak, d.end), len(steps) - 1 if d.end is None else d.end - 1
-    if int(steps[k]) < d.peak_step:
-        k = d.onset          # a level held before the peak is where the run climbed from, not fell from
+    if int(steps[k]) < d.peak_step or k > d.tail and k >= last:
+        # a level held before the peak is where the run climbed from, not fell from; a move
+        # past its midpoint for good only at the state's last point showed no state there
+        k = d.onset
     back = "" if d.end is None else f", back above {d.line:.4g} from step {int(steps[d.end])}"
     lowest = _lowest_before(d) if d.end is None else None
     # (a level "held before" over fewer points than a rolling window is their median, which
