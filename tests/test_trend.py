@@ -1099,3 +1099,33 @@ def test_a_return_that_slides_while_it_still_climbs_fell_from_its_climb():
     event = rules.reward_degradation("r", steps, _slid(values, k))
     assert event is not None and steps[k] == 61440 and 61440 <= event.onset <= 65536, event
 
+
+
+def test_a_critic_loss_that_climbs_while_the_returns_grow_under_it_is_no_divergence():
+    """An ML-Agents Walker PPO (tuning half, healthy), read over the first half of its
+    steps: the return climbs -0.99 -> 34 and the critic's loss with it, 0.001 -> 1.04. The
+    climb was an error, "663x while the episode return's size changed 1.6x": the return's
+    size was measured over the whole climb, whose middle crosses zero. The loss's state is
+    measured over the rows past its line; the returns it fits there are the ones to
+    compare (there they are 10-34, not 0.8)."""
+    steps, loss = tensorboard_tag("mlagentstb_ppo_walker_running_learning", "Losses/Value Loss")
+    r_steps, returns = tensorboard_tag("mlagentstb_ppo_walker_running_learning", "Environment/Cumulative Reward")
+    half = steps[0] + (steps[-1] - steps[0]) / 2
+    assert rules.value_loss_divergence("Losses/Value Loss", steps[steps <= half], loss[steps <= half],
+                                       (r_steps[r_steps <= half], returns[r_steps <= half])) is None
+
+
+def test_a_critic_loss_climbing_a_thousandfold_late_is_not_hidden_by_its_untrained_start():
+    """A Cassie PPO (tuning half, healthy): the critic's loss decays from 4.7 to 0.01 over
+    its first ten updates of 1200 and stays at 0.002-0.1 while the return climbs -5 -> 31.
+    Written x1000 over a tenth of the run from its 720th update on, the climb is a
+    divergence: the level the loss held before it (0.0075) is its measure, and the
+    untrained start is no level it held (a tenth of the run at least), so reaching 3.6 is
+    no return to it."""
+    steps, loss = tensorboard_tag("lgtb_ppo_cassie_baseline_learning", "Loss/value_function")
+    r_steps, returns = tensorboard_tag("lgtb_ppo_cassie_baseline_learning", "Train/mean_reward")
+    k, n = 720, len(loss) // 10
+    climbed = loss.astype(float).copy()
+    climbed[k:] *= 10 ** (3 * np.minimum(np.arange(len(loss) - k) / n, 1.0))
+    event = rules.value_loss_divergence("Loss/value_function", steps, climbed, (r_steps, returns))
+    assert event is not None and event.severity == "error" and steps[k] <= event.onset <= steps[k + n]

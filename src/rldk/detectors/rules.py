@@ -1651,11 +1651,15 @@ def _unexplained_climb(metric: str, steps, values, partner) -> Event | None:
     it held and stays, by far more than the returns it fits grew: VALUE_JUMP x the square
     of the growth of the return's size, as ``_unexplained_jump`` allows one jump (a DDPG
     critic whose TD error climbs 22 -> 1.3e6 while the return stays at 1-5: its Q
-    estimates diverged)."""
+    estimates diverged). The growth is that of the returns over the loss's state (from
+    where it crossed its line), which its level there fits: over the whole climb, a return
+    that crossed zero on its way from -1 to 34 (an ML-Agents Walker) would have "grown"
+    1.6x."""
     rise = _rise("loss_divergence", metric, steps, values, LOSS_JUMP, "climbed", since_trough=True)
     if rise is None or _negligible(rise, partner):
         return None
-    growth = _size_growth(partner, rise.evidence["held_step"] + 1, int(np.asarray(steps)[-1]))
+    growth = _size_growth(partner, rise.evidence["held_step"] + 1, int(np.asarray(steps)[-1]),
+                          since=rise.evidence["above_from"])
     factor = rise.evidence["now"] / rise.evidence["held"]
     if growth is None:
         return None
@@ -1674,11 +1678,12 @@ def _over_the_rise(rise: Event, steps, values, partner) -> Event | None:
     PRIOR_POINTS rows before its onset (a level held, not the dip of a few rows a noisy
     critic's loss takes now and then) to the state, is LOSS_JUMP x or more, more than the
     returns' growth over the same rows explains (``_explained``), and an order of
-    magnitude (VALUE_JUMP) over every rolling level it held before (a loss near 0 while no
-    episode ends, at 5-100 when one does, has been there before): the lowest level is the
-    untrained critic's, from before the run learned, and what the run learned then
-    explains nothing of a later climb (a TD loss at 3.5 that climbs to 4000 over a tenth
-    of the run while the return holds). None when the climb is explained."""
+    magnitude (VALUE_JUMP) over every level it held before over a stretch of the run
+    (``_highest_held``: a loss near 0 while no episode ends, at 5-100 when one does, has
+    been there before; an untrained critic's first few updates have not): the lowest
+    level is the untrained critic's, from before the run learned, and what the run
+    learned then explains nothing of a later climb (a TD loss at 3.5 that climbs to 4000
+    over a tenth of the run while the return holds). None when the climb is explained."""
     steps, values = np.asarray(steps), np.asarray(values, float)
     # the climb from before its earliest start: where it left its trough's band (the onset
     # may lie later, where it left a level it held on the way up, or inside a noisy climb)
@@ -1690,7 +1695,7 @@ def _over_the_rise(rise: Event, steps, values, partner) -> Event | None:
     if level <= 0 or growth is None:
         return None
     factor = rise.evidence["now"] / level
-    highest = float(np.max(level_of(values)[:k])) if k else level
+    highest = _highest_held(values[:k], len(values)) if k else level
     if factor < LOSS_JUMP or factor <= _explained(growth) or rise.evidence["now"] < VALUE_JUMP * highest:
         return None
     return replace(rise, severity="error",
@@ -1698,6 +1703,21 @@ def _over_the_rise(rise: Event, steps, values, partner) -> Event | None:
                          f"while the episode return's size changed {growth:.2g}x",
                    evidence={**rise.evidence, "before_climb": level, "return_growth": growth,
                              "allowed": _explained(growth)})
+
+
+def _highest_held(values: np.ndarray, n: int) -> float:
+    """The highest level a series held over a stretch (``stretch_need``: MIN_STRETCH of
+    the run's ``n`` points, as a state must last): the largest median of that many
+    consecutive ``values``. An untrained critic's loss that decays from 4.7 to 0.01 over
+    its first ten updates of 1200 held none of those levels; one at 10-24 for its first
+    thirty updates of 137 did (a critic that never fits its returns, back at that size
+    later)."""
+    need = stretch_need(n)
+    if len(values) <= need:
+        return float(np.median(values))
+    import polars as pl
+
+    return float(pl.Series(values).rolling_median(window_size=need).max())
 
 
 def _negligible(event: Event, partner) -> bool:
@@ -1719,16 +1739,19 @@ def _explained(growth: float) -> float:
     return VALUE_JUMP * max(growth, 1.0) ** 2
 
 
-def _size_growth(partner, onset: int, last: int, spread: bool = False) -> float | None:
+def _size_growth(partner, onset: int, last: int, spread: bool = False,
+                 since: int | None = None) -> float | None:
     """How many times the return's size (median absolute value) grew from the
-    LEVEL_WINDOW values before step ``onset`` to those in ``[onset, last]``. With
+    LEVEL_WINDOW values before step ``onset`` to those in ``[onset, last]`` (``[since,
+    last]`` when given: the stretch a loss's state covers). With
     ``spread``, the larger of that and the growth of the returns' row-to-row noise
     (``noise_sigma`` of the PRIOR_POINTS values before and of those after): a squared
     error scales with what the critic cannot predict, and a return that held one value
     (a timeout's penalty every episode) and then varies at the same size asks more of it.
     Returns that grew in size by falling explain nothing (1.0: ``_grew_by_falling``)."""
     r_steps, r = np.asarray(partner[0]), np.asarray(partner[1], float)
-    before, after = r[r_steps < onset], r[(r_steps >= onset) & (r_steps <= last)]
+    before = r[r_steps < onset]
+    after = r[(r_steps >= (onset if since is None else since)) & (r_steps <= last)]
     if len(before) == 0 or len(after) == 0:
         return None
     recent = before[-LEVEL_WINDOW:]
