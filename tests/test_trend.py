@@ -1146,3 +1146,27 @@ def test_a_fall_of_a_twentieth_of_the_reward_after_a_small_gain_is_its_wander(na
     steps, values = tensorboard_tag(name, "rollout/ep_rew_mean")
     keep = steps >= steps.min() + share * (steps.max() - steps.min())
     assert rules.reward_declines("rollout/ep_rew_mean", steps[keep], values[keep]) == []
+
+
+def test_an_entropy_collapse_at_a_ceiling_held_from_the_first_row_of_a_late_log_is_a_solved_task():
+    """A MAPPO SMAC 3m run (tuning half, healthy: the evaluation return is 20, its maximum,
+    on 96-100% of the rows once it learned), read from a fifth of its run on: its entropy
+    falls 0.36 -> 0.04 while the return sits at 20 from the log's first row. The ceiling
+    had to be risen to inside the log, so the collapse was a warning; a log whose first
+    step lies hundreds of its step spacings past 0 starts mid-run, and the rise lies before
+    it. From the run's first step, a reward at its ceiling from the start still shows no
+    rise (the same rows, renumbered from step 0)."""
+    from rldk.converters import ingest
+
+    (run,) = ingest(str(REAL / "mappowb_rmappo_smac3m_solved_entropy_decline" / "run-1ot8et32.wandb"),
+                    adapter="wandb").runs()
+    entropy, reward = run.metric("dist_entropy"), run.metric("eval_average_episode_rewards")
+    steps, values = entropy["step"].to_numpy(), entropy["value"].to_numpy()
+    r_steps, r_values = reward["step"].to_numpy(), reward["value"].to_numpy()
+    cut = steps.min() + 0.2 * (steps.max() - steps.min())
+    keep, r_keep = steps >= cut, r_steps >= cut
+    event = rules.entropy_collapse("dist_entropy", steps[keep], values[keep], (r_steps[r_keep], r_values[r_keep]))
+    assert event.severity == "info" and event.evidence.get("before_log") is True
+    first = r_steps[r_keep][0]
+    assert rules.reward_ceiling(r_steps[r_keep] - first, r_values[r_keep], int(event.evidence["below_from"] - first)) \
+        is None

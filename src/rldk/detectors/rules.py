@@ -109,6 +109,11 @@ ENTROPY_ROUNDING = 1e-4
 #: of 98 summaries, each between rows just under it).
 CEILING_VISITS = 3
 CEILING_SHARE = 0.1
+#: ``reward_ceiling``: a log whose first step lies this many of its own step spacings
+#: (the median gap between logged steps) past 0 starts mid-run (a resumed run, a log kept
+#: from late on): what the run learned before it is not in view. A log from the start of
+#: its run begins at step 0 or one logging interval in.
+STARTS_MID_RUN = 10
 #: Length collapse / explosion: the mean response length falls below a third of, or rises
 #: above three times, a level it held.
 LENGTH_FACTOR = 3.0
@@ -563,10 +568,12 @@ def _solved(event: Event, partner, steps, values) -> Event:
     ceiling = reward_ceiling(*partner, event.evidence["below_from"])
     if ceiling is None:
         return _converged_while_learning(event, partner, steps, values)
+    how = ("sat at its ceiling {:.4g} from the first step of a log that starts mid-run"
+           if ceiling.get("before_log") else "reached its ceiling {:.4g}").format(ceiling["ceiling"])
     return replace(event, severity="info",
-                   title=f"{event.title}, as the reward reached its ceiling {ceiling['ceiling']:.4g} (hit "
-                         f"exactly on {ceiling['share']:.0%} of the steps since, in {ceiling['visits']} "
-                         "separate stretches): a deterministic policy on a solved task",
+                   title=f"{event.title}, as the reward {how} (hit exactly on {ceiling['share']:.0%} of "
+                         f"the steps since, in {ceiling['visits']} separate stretches): a deterministic "
+                         "policy on a solved task",
                    evidence={**event.evidence, **ceiling})
 
 
@@ -674,9 +681,13 @@ def reward_ceiling(steps, values, at_step: int) -> dict | None:
     the values under it). The reward must have risen to it (a range of SOLVED_RANGE noise sigma, the
     first level in the lower half: one that pays everything from step 1 learned nothing),
     reached the upper half of that range by ``at_step`` or within SOLVED_LAG of the run
-    after it (the two came together), and be there at the end. A return that levels
-    off below a value it never repeats has no ceiling the log can show: premature
-    convergence and a solved task then look alike, and the collapse is reported."""
+    after it (the two came together), and be there at the end; or, in a log that starts
+    mid-run (its first step STARTS_MID_RUN of its step spacings past 0: a resumed run, a
+    log kept from late on), be at it from the first row to the end (``before_log`` in the
+    evidence): the rise lies before the log (a MAPPO SMAC run whose evaluation return is
+    20, its maximum, on 99% of the rows of the log kept from a fifth of its run on). A
+    return that levels off below a value it never repeats has no ceiling the log can show:
+    premature convergence and a solved task then look alike, and the collapse is reported."""
     steps = np.asarray(steps)
     v = np.asarray(values, float)
     keep = np.isfinite(v)
@@ -695,7 +706,14 @@ def reward_ceiling(steps, values, at_step: int) -> dict | None:
     low = float(np.min(level))
     mid = low + SOLVED_SHARE * (top - low)
     if top - low < SOLVED_RANGE * noise_sigma(v) or level[0] >= mid:
-        return None                     # no rise to the ceiling: at it (or nowhere) from the start
+        # no rise to the ceiling: at it (or nowhere) from the start. At it from the first
+        # row of a log that starts mid-run, and still there at the end, the rise lies before
+        # the log; from the start of a run, the reward paid everything and nothing was learned
+        if not (at_top[0] and level[-1] >= mid and len(steps) > 1
+                and steps[0] >= STARTS_MID_RUN * float(np.median(np.diff(steps)))):
+            return None
+        return {"ceiling": top, "visits": visits, "share": share, "reward_reached": int(steps[0]),
+                "before_log": True}
     reached = float(steps[int(np.argmax(level >= mid))])
     if reached > at_step + SOLVED_LAG * float(steps[-1] - steps[0]) or level[-1] < mid:
         return None                     # the policy set long before the reward got there, or lost it
