@@ -1170,3 +1170,13 @@ def test_an_entropy_collapse_at_a_ceiling_held_from_the_first_row_of_a_late_log_
     first = r_steps[r_keep][0]
     assert rules.reward_ceiling(r_steps[r_keep] - first, r_values[r_keep], int(event.evidence["below_from"] - first)) \
         is None
+
+
+def test_a_reward_at_its_ceiling_from_step_zero_learned_nothing_even_logged_twice_a_step():
+    """A reward at its ceiling from the first row of a log that starts at step 0 shows no
+    rise, so no solved task, however its rows are spaced: logged twice at every step (two
+    ranks), the median gap between rows is 0, which makes no spacing for "starts mid-run"."""
+    steps = np.repeat(np.arange(0, 200), 2)
+    values = np.where(np.arange(400) % 7 == 3, 0.5, 1.0)
+    assert rules.reward_ceiling(steps, values, 100) is None
+    assert rules.reward_ceiling(steps + 5000, values, 5100)["before_log"] is True

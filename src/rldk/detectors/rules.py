@@ -709,8 +709,10 @@ def reward_ceiling(steps, values, at_step: int) -> dict | None:
         # no rise to the ceiling: at it (or nowhere) from the start. At it from the first
         # row of a log that starts mid-run, and still there at the end, the rise lies before
         # the log; from the start of a run, the reward paid everything and nothing was learned
-        if not (at_top[0] and level[-1] >= mid and len(steps) > 1
-                and steps[0] >= STARTS_MID_RUN * float(np.median(np.diff(steps)))):
+        gaps = np.diff(steps)
+        gaps = gaps[gaps > 0]           # rows logged at one step (ranks, repeats) are no spacing
+        if not (at_top[0] and level[-1] >= mid and len(gaps)
+                and steps[0] >= STARTS_MID_RUN * float(np.median(gaps))):
             return None
         return {"ceiling": top, "visits": visits, "share": share, "reward_reached": int(steps[0]),
                 "before_log": True}
