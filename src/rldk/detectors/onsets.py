@@ -150,7 +150,7 @@ def level_of(values: np.ndarray) -> np.ndarray:
     if n < LEVEL_WINDOW:
         return np.full(n, float(np.median(values))) if n else values
     if n < 2 * LEVEL_WINDOW or not np.isfinite(values).all() or np.signbit(values[values == 0]).any():
-        return _rolling_median(values)
+        return rolling_median(values)
     # inside, each window's median is one of its values, its third smallest: a sorting
     # network of minima and maxima over the five shifted copies picks it (Polars' rolling
     # median gives the same value, at a third of the cost); the two points at either end
@@ -179,11 +179,13 @@ def _median(values: np.ndarray) -> float:
 _SORT_5 = ((0, 1), (3, 4), (2, 4), (2, 3), (1, 4), (0, 3), (0, 2), (1, 3), (1, 2))
 
 
-def _rolling_median(values: np.ndarray) -> np.ndarray:
+def rolling_median(values: np.ndarray, window: int = LEVEL_WINDOW, min_samples: int = 1) -> np.ndarray:
+    """A centred rolling median of ``window`` points (NaN where fewer than ``min_samples``
+    of them lie inside the series)."""
     import polars as pl
 
     return (pl.Series(values)
-            .rolling_median(window_size=LEVEL_WINDOW, center=True, min_samples=1).to_numpy())
+            .rolling_median(window_size=window, center=True, min_samples=min_samples).to_numpy())
 
 
 def state_run(bad: np.ndarray, lo: int = 0, final: bool = False,

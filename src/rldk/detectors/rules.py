@@ -36,6 +36,7 @@ from rldk.detectors.onsets import (
     midpoint_onset,
     onset_in,
     past_midpoint,
+    rolling_median,
     state_run,
     stretch_need,
 )
@@ -568,8 +569,9 @@ def _solved(event: Event, partner, steps, values) -> Event:
     ceiling = reward_ceiling(*partner, event.evidence["below_from"])
     if ceiling is None:
         return _converged_while_learning(event, partner, steps, values)
-    how = ("sat at its ceiling {:.4g} from the first step of a log that starts mid-run"
-           if ceiling.get("before_log") else "reached its ceiling {:.4g}").format(ceiling["ceiling"])
+    top = ceiling["ceiling"]
+    how = (f"sat at its ceiling {top:.4g} from the first step of a log that starts mid-run"
+           if ceiling.get("before_log") else f"reached its ceiling {top:.4g}")
     return replace(event, severity="info",
                    title=f"{event.title}, as the reward {how} (hit exactly on {ceiling['share']:.0%} of "
                          f"the steps since, in {ceiling['visits']} separate stretches): a deterministic "
@@ -1739,9 +1741,7 @@ def _highest_held(values: np.ndarray, n: int) -> float:
     need = stretch_need(n)
     if len(values) <= need:
         return float(np.median(values))
-    import polars as pl
-
-    return float(pl.Series(values).rolling_median(window_size=need).max())
+    return float(np.nanmax(rolling_median(values, need, min_samples=need)))
 
 
 def _negligible(event: Event, partner) -> bool:
