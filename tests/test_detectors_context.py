@@ -107,6 +107,30 @@ def test_the_real_maniskill_run_that_solved_pushcube_is_quiet():
     assert all("success rate held" in f.title for f in findings if f.code == "reward_degradation")
 
 
+def test_a_clip_fraction_high_from_the_first_row_of_a_log_that_starts_mid_run(tmp_path):
+    """The same ManiSkill run read from a third of its steps on (a resumed run, a log kept
+    from late on): its clip fraction is 0.42 from the first row kept, the per-step reward
+    flat at 0.35 under it. The updates were that large before the log and the reward did
+    not fall: info. The same rows from step 0 (a run's own start, that learned nothing
+    through them), or with a reward that falls under them, stay a warning."""
+    from rldk.converters import ingest
+
+    store = ingest(str(REAL / "maniskillwb_ppo_pushcube_solved" / "run-pckhcu5b.wandb"), adapter="wandb",
+                   store_dir=tmp_path / "store")
+    (run,) = store.runs()
+    clip, reward = run.metric("losses/clipfrac"), run.metric("train/reward")
+    cs, cv = clip["step"].to_numpy(), clip["value"].to_numpy()
+    rs, rv = reward["step"].to_numpy(), reward["value"].to_numpy()
+    cut = cs[0] + 0.35 * (cs[-1] - cs[0])
+    (cs, cv), (rs, rv) = (cs[cs >= cut], cv[cs >= cut]), (rs[rs >= cut], rv[rs >= cut])
+    event = ratios.clip_ratio_blowup("losses/clipfrac", cs, cv, returns=(rs, rv))
+    assert (event.severity, event.onset, event.evidence.get("before_log")) == ("info", cs[0], True), event
+    event = ratios.clip_ratio_blowup("losses/clipfrac", cs - cs[0], cv, returns=(rs - cs[0], rv))
+    assert event.severity == "warning", event
+    falling = rv - 0.2 * np.linspace(0, 1, len(rv))
+    assert ratios.clip_ratio_blowup("losses/clipfrac", cs, cv, returns=(rs, falling)).severity == "warning"
+
+
 def test_a_grad_norm_that_grows_with_the_returns_is_info_a_jump_on_a_plateau_is_not():
     """The tuning half's PyMARL2 RODE run on SMAC 3m logs its gradient norm before
     clipping: 0.2-0.4 while the test return is 0, 10-90 from the step it starts winning,

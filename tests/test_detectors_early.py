@@ -264,6 +264,42 @@ def test_a_real_roll_grpo_run_with_ties_from_its_first_step_learns_through_them(
     assert event.severity == "info" and event.onset == 1, event
 
 
+def test_ties_from_the_first_row_of_a_log_that_starts_mid_run_began_before_it():
+    """The same ROLL run read from a third of its steps on (a resumed run, a log kept from
+    late on): its ties sit at 0.71 from the first row kept, and its pass rate, which rose
+    before, is flat. The ties began before the log and the run did not get worse through
+    them: info, and so is the reward-health analyzer's window finding. From step 1 the same
+    ties with a flat reward are a warning (the run learned nothing through them); with a
+    reward that falls through them, or nearly every group tied, the mid-run log is no
+    different."""
+    import json
+    from pathlib import Path
+
+    from rldk.detectors import onsets
+
+    path = (Path(__file__).resolve().parents[1] / "benchmarks" / "data" / "real"
+            / "roll_grpo_rdan_ifollow_flat" / "metrics.jsonl")
+    rows = [json.loads(line) for line in path.read_text(encoding="utf-8").splitlines() if line.strip()]
+
+    def series(key, since=150):
+        kept = sorted((r["system/step"], r[key]) for r in rows
+                      if isinstance(r.get(key), (int, float)) and r["system/step"] >= since)
+        return np.array([s for s, _ in kept]), np.array([v for _, v in kept], float)
+
+    rule = rules.RULES["zero_std_frac"][0]
+    (t_steps, ties), (r_steps, reward) = series("advantage/zero_rate"), series("reward/selected_mean")
+    assert onsets.starts_mid_run(t_steps) and not onsets.starts_mid_run(t_steps - 149)
+    event = rule("advantage/zero_rate", t_steps, ties, partner=(r_steps, reward))
+    assert (event.severity, event.onset, event.evidence.get("before_log")) == ("info", 150, True), event
+    # from the start of a run the same rows learned nothing through the ties: a warning
+    event = rule("advantage/zero_rate", t_steps - 149, ties, partner=(r_steps - 149, reward))
+    assert event.severity == "warning", event
+    falling = reward - 0.3 * (r_steps - r_steps[0]) / (r_steps[-1] - r_steps[0])
+    assert rule("advantage/zero_rate", t_steps, ties, partner=(r_steps, falling)).severity == "warning"
+    nearly_all = np.clip(ties + 0.25, 0, 1)
+    assert rule("advantage/zero_rate", t_steps, nearly_all, partner=(r_steps, reward)).severity == "error"
+
+
 def test_a_ratio_over_its_line_from_the_first_step_that_gets_worse_starts_at_the_step():
     """Truncated at 0.8 from the first step, at 0.95 from point 14 on: the onset is the
     step up, with the level before it. A share at 0.98 that reaches 1.0 later moved less

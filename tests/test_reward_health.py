@@ -136,6 +136,25 @@ def test_zero_std_at_the_top_of_a_learned_reward_is_info(tmp_path):
     assert next(f for f in paid.findings if f.code == "zero_std_groups").severity == "warning"
 
 
+def test_ties_from_the_first_row_of_a_log_that_starts_mid_run_are_info(tmp_path):
+    """Seven groups in ten tied from the first row with a flat reward: from step 0 the run
+    learned nothing through them (a warning); in a log kept from step 500 on (a resumed
+    run), they began before it and the reward did not fall through them (info)."""
+    rng = np.random.default_rng(3)
+    ties = np.clip(0.7 + 0.05 * rng.normal(size=100), 0, 1)
+    reward = 0.45 + 0.05 * rng.normal(size=100)
+
+    def finding(root, first):
+        with EventWriter(root, "run", capture_env=False) as w:
+            for i in range(100):
+                w.log(first + i, {"reward": float(reward[i]), "frac_reward_zero_std": float(ties[i])})
+        return next(f for f in reward_health(str(root)).findings if f.code == "zero_std_groups")
+
+    assert finding(tmp_path / "a", 0).severity == "warning"
+    f = finding(tmp_path / "b", 500)
+    assert f.severity == "info" and f.evidence["before_log"] and "starts mid-run" in f.title, f
+
+
 def test_a_window_of_ties_is_flagged_only_beyond_its_noise(tmp_path):
     """One GRPO group per step: the share is 0 or 1 on every row. A run that ties a third of
     its groups at random has windows that average 0.5 by chance (a real TRL run on AgentBench

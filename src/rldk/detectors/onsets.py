@@ -35,6 +35,24 @@ MAX_EXCURSION = 2
 STRAY_DEEP = 0.15
 
 
+#: ``starts_mid_run``: a log whose first step lies this many of its own step spacings (the
+#: median gap between logged steps) past 0 starts mid-run (a resumed run, a log kept from
+#: late on): what the run did before it is not in view. A log from the start of its run
+#: begins at step 0 or one logging interval in.
+STARTS_MID_RUN = 10
+
+
+def starts_mid_run(steps) -> bool:
+    """Whether a series logged at ``steps`` (ascending) starts mid-run: its first step is
+    STARTS_MID_RUN of its step spacings past 0 (rows logged at one step, by two ranks or
+    as repeats, are no spacing). A state it is in from its first row began before the log:
+    where, and what the run did through it, is not in view."""
+    steps = np.asarray(steps)
+    gaps = np.diff(steps)
+    gaps = gaps[gaps > 0]
+    return bool(len(gaps)) and float(steps[0]) >= STARTS_MID_RUN * float(np.median(gaps))
+
+
 def stretch_need(n: int, least: int = MIN_REFERENCE) -> int:
     """Fewest points of a series of ``n`` that make a stretch of it: MIN_STRETCH of them,
     and at least ``least``."""

@@ -14,7 +14,7 @@ import numpy as np
 
 from rldk.detectors.event import Event
 from rldk.detectors.moves import PRIOR_POINTS
-from rldk.detectors.onsets import MIN_REFERENCE, level_of, state_run
+from rldk.detectors.onsets import MIN_REFERENCE, level_of, starts_mid_run, state_run
 from rldk.detectors.regimes import regimes
 from rldk.detectors.scale import noise_sigma
 from rldk.detectors.trend import SIGNIFICANCE, level_se, spike_seen_before
@@ -207,7 +207,15 @@ def solved_title(title: str, evidence: dict) -> str:
 def zero_std_onset(metric: str, steps, values, partner=None) -> Event | None:
     """The share of zero-std groups enters a state at or above ZERO_STD_HIGH and stays
     (``high_ratio``); info when the reward (``partner``) shows the tied groups are mostly
-    solved ones (``solved_ties``)."""
+    solved ones (``solved_ties``), or that the run learned through ties under
+    TIED_NO_SIGNAL from its first step (``learned_through``). Ties under TIED_NO_SIGNAL from
+    the first row of a log that starts mid-run (``onsets.starts_mid_run``: a resumed run, a
+    log kept from late on) are info too while the reward did not fall through them
+    (``reward_fell``): they began before the log, whatever the run learned then is not in
+    view, and the other groups carry the signal (a ROLL GRPO run tied on 71% of its
+    responses from its first row, its pass rate 0.35 -> 0.45, read from a third of its run
+    on, where the rate is flat; a verl GSM8K run whose solved prompts tie 84% of its groups).
+    A share of NEARLY_ALL or more stays an error wherever the log starts."""
     event = high_ratio("zero_std_onset", metric, steps, values, ZERO_STD_HIGH, "share of zero-std reward groups")
     if event is None or partner is None:
         return event
@@ -217,12 +225,42 @@ def zero_std_onset(metric: str, steps, values, partner=None) -> Event | None:
     if solved is not None:
         return replace(event, severity="info", title=solved_title(event.title, solved),
                        evidence={**event.evidence, **solved})
-    learned = (learned_through(*partner, event.onset, event.last)
-               if event.evidence["before"] is None and event.evidence["level"] < TIED_NO_SIGNAL else None)
-    if learned is None:
-        return event
-    return replace(event, severity="info", title=learned_title(event.title, learned),
-                   evidence={**event.evidence, **learned})
+    some_tie = event.evidence["before"] is None and event.evidence["level"] < TIED_NO_SIGNAL
+    learned = learned_through(*partner, event.onset, event.last) if some_tie else None
+    if learned is not None:
+        return replace(event, severity="info", title=learned_title(event.title, learned),
+                       evidence={**event.evidence, **learned})
+    if some_tie and starts_mid_run(steps) and not reward_fell(*partner, event.onset, event.last):
+        return replace(event, severity="info", title=before_log_title(event.title, event.evidence["level"]),
+                       evidence={**event.evidence, "before_log": True})
+    return event
+
+
+def _early_late(reward_steps, reward_values, first: int, last: int) -> tuple[float, float, float] | None:
+    """``(early, late, se)``: the mean of the reward's first and last LEARNED_SHARE of its
+    points over steps ``first``..``last`` (at least MIN_REFERENCE each) and the standard
+    error of their difference (``trend.level_se``: the reward's own noise and wander);
+    None when there are too few points or no noise to judge by."""
+    steps, values = np.asarray(reward_steps), np.asarray(reward_values, float)
+    keep = np.isfinite(values) & (steps >= first) & (steps <= last)
+    steps, values = steps[keep], values[keep]
+    n = max(MIN_REFERENCE, int(np.ceil(LEARNED_SHARE * len(values))))
+    if len(values) < 2 * n:
+        return None
+    se = level_se(regimes(steps, values, "signed"))(n, n, len(values) - n)
+    return (float(np.mean(values[:n])), float(np.mean(values[-n:])), se) if se > 0 else None
+
+
+def reward_fell(reward_steps, reward_values, first: int, last: int) -> bool:
+    """Whether the reward's level at the end of steps ``first``..``last`` lies below its
+    level at their start by SIGNIFICANCE standard errors (``_early_late``)."""
+    found = _early_late(reward_steps, reward_values, first, last)
+    return found is not None and found[0] - found[1] >= SIGNIFICANCE * found[2]
+
+
+def before_log_title(title: str, share: float) -> str:
+    return (f"{title}, in a log that starts mid-run: the ties began before it, the reward did "
+            f"not fall through them, and the other {1 - share:.0%} of the groups carry the signal")
 
 
 def learned_through(reward_steps, reward_values, first: int, last: int) -> dict | None:
@@ -235,16 +273,10 @@ def learned_through(reward_steps, reward_values, first: int, last: int) -> dict 
     row, the pass rate 0.35 -> 0.45), unless nearly all tie (TIED_NO_SIGNAL, the callers'
     test); with a flat or falling reward they are the run getting nothing (TRL GRPO runs
     tied on 75-100% of their groups, reward 0.02 -> 0.003 and 0.87 -> 0.88)."""
-    steps, values = np.asarray(reward_steps), np.asarray(reward_values, float)
-    keep = np.isfinite(values) & (steps >= first) & (steps <= last)
-    steps, values = steps[keep], values[keep]
-    n = max(MIN_REFERENCE, int(np.ceil(LEARNED_SHARE * len(values))))
-    if len(values) < 2 * n:
+    found = _early_late(reward_steps, reward_values, first, last)
+    if found is None or found[1] - found[0] < SIGNIFICANCE * found[2]:
         return None
-    early, late = float(np.mean(values[:n])), float(np.mean(values[-n:]))
-    se = level_se(regimes(steps, values, "signed"))(n, n, len(values) - n)
-    if not se > 0 or late - early < SIGNIFICANCE * se:
-        return None
+    early, late, se = found
     return {"reward_early": early, "reward_late": late, "reward_rise_z": round((late - early) / se, 2)}
 
 
@@ -265,7 +297,10 @@ def clip_ratio_blowup(metric: str, steps, values, partner=None, returns=None) ->
     state from the first step, under NEARLY_ALL, while the run's reward or return
     (``returns``) rose through it (``learned_through``) is the size of the updates the
     run's settings make (epochs, learning rate), with which it learns: info, as tied groups
-    from the first step are."""
+    from the first step are; so is one at its state from the first row of a log that starts
+    mid-run (``onsets.starts_mid_run``) while the reward did not fall through it
+    (``reward_fell``): the updates were that large before the log (a ManiSkill PushCube PPO
+    at 0.42 from a third of its run on, its success held at 1.0)."""
     # a fraction clipping from the start that later jumps CLIP_RISE x over that level (not
     # only past the midpoint to 1): the jump is the news
     event = high_ratio("clip_ratio_blowup", metric, steps, values, CLIP_HIGH, "PPO clip fraction",
@@ -276,13 +311,18 @@ def clip_ratio_blowup(metric: str, steps, values, partner=None, returns=None) ->
                        title=f"{event.title}: a drift over {CLIP_HIGH:g}, not a jump (under "
                              f"{CLIP_RISE:g}x the level just before, {before:.2f})",
                        evidence={**event.evidence, "just_before": before})
-    if event is not None and before is None and returns is not None and event.evidence["level"] < NEARLY_ALL \
-            and (learned := learned_through(*returns, event.onset, event.last)) is not None:
+    from_start = event is not None and before is None and returns is not None and event.evidence["level"] < NEARLY_ALL
+    if from_start and (learned := learned_through(*returns, event.onset, event.last)) is not None:
         return replace(event, severity="info",
                        title=f"{event.title}, while the reward rose from {learned['reward_early']:.4g} to "
                              f"{learned['reward_late']:.4g}: large updates from the start, with which "
                              "the run learns, not a blow-up",
                        evidence={**event.evidence, **learned})
+    if from_start and starts_mid_run(steps) and not reward_fell(*returns, event.onset, event.last):
+        return replace(event, severity="info",
+                       title=f"{event.title}, in a log that starts mid-run: the updates were that large "
+                             "before it, and the reward did not fall under them",
+                       evidence={**event.evidence, "before_log": True})
     if event is None or partner is None:
         return event
     c_steps, c_values = np.asarray(partner[0]), np.asarray(partner[1], float)

@@ -38,6 +38,7 @@ from rldk.detectors.onsets import (
     past_midpoint,
     rolling_median,
     state_run,
+    starts_mid_run,
     stretch_need,
 )
 from rldk.detectors.ratios import (
@@ -110,11 +111,6 @@ ENTROPY_ROUNDING = 1e-4
 #: of 98 summaries, each between rows just under it).
 CEILING_VISITS = 3
 CEILING_SHARE = 0.1
-#: ``reward_ceiling``: a log whose first step lies this many of its own step spacings
-#: (the median gap between logged steps) past 0 starts mid-run (a resumed run, a log kept
-#: from late on): what the run learned before it is not in view. A log from the start of
-#: its run begins at step 0 or one logging interval in.
-STARTS_MID_RUN = 10
 #: Length collapse / explosion: the mean response length falls below a third of, or rises
 #: above three times, a level it held.
 LENGTH_FACTOR = 3.0
@@ -684,8 +680,8 @@ def reward_ceiling(steps, values, at_step: int) -> dict | None:
     first level in the lower half: one that pays everything from step 1 learned nothing),
     reached the upper half of that range by ``at_step`` or within SOLVED_LAG of the run
     after it (the two came together), and be there at the end; or, in a log that starts
-    mid-run (its first step STARTS_MID_RUN of its step spacings past 0: a resumed run, a
-    log kept from late on), be at it from the first row to the end (``before_log`` in the
+    mid-run (``onsets.starts_mid_run``: its first step STARTS_MID_RUN of its step spacings
+    past 0; a resumed run, a log kept from late on), be at it from the first row to the end (``before_log`` in the
     evidence): the rise lies before the log (a MAPPO SMAC run whose evaluation return is
     20, its maximum, on 99% of the rows of the log kept from a fifth of its run on). A
     return that levels off below a value it never repeats has no ceiling the log can show:
@@ -711,10 +707,7 @@ def reward_ceiling(steps, values, at_step: int) -> dict | None:
         # no rise to the ceiling: at it (or nowhere) from the start. At it from the first
         # row of a log that starts mid-run, and still there at the end, the rise lies before
         # the log; from the start of a run, the reward paid everything and nothing was learned
-        gaps = np.diff(steps)
-        gaps = gaps[gaps > 0]           # rows logged at one step (ranks, repeats) are no spacing
-        if not (at_top[0] and level[-1] >= mid and len(gaps)
-                and steps[0] >= STARTS_MID_RUN * float(np.median(gaps))):
+        if not (at_top[0] and level[-1] >= mid and starts_mid_run(steps)):
             return None
         return {"ceiling": top, "visits": visits, "share": share, "reward_reached": int(steps[0]),
                 "before_log": True}
