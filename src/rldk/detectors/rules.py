@@ -681,9 +681,10 @@ def reward_ceiling(steps, values, at_step: int) -> dict | None:
     reached the upper half of that range by ``at_step`` or within SOLVED_LAG of the run
     after it (the two came together), and be there at the end; or, in a log that starts
     mid-run (``onsets.starts_mid_run``: its first step STARTS_MID_RUN of its step spacings
-    past 0; a resumed run, a log kept from late on), be at it from the first row to the end (``before_log`` in the
-    evidence): the rise lies before the log (a MAPPO SMAC run whose evaluation return is
-    20, its maximum, on 99% of the rows of the log kept from a fifth of its run on). A
+    past 0; a resumed run, a log kept from late on), be at it from the first row to the
+    end (``before_log`` in the evidence): the rise lies before the log (a MAPPO SMAC run
+    whose evaluation return is 20, its maximum, on 99% of the rows of the log kept from a
+    fifth of its run on). A
     return that levels off below a value it never repeats has no ceiling the log can show:
     premature convergence and a solved task then look alike, and the collapse is reported."""
     steps = np.asarray(steps)
@@ -902,8 +903,8 @@ def reward_degradation(metric: str, steps, values, points: bool = True) -> Event
     if d is None and points and len(v) <= MODERATE_POINTS_ROWS \
             and (found := _sized(_points_below(metric, steps, v, r, MODERATE_SHARE))) is not None:
         return found
-    d = d if d is not None else settled_below(steps, v, r)
-    d = d if d is not None else settled_below(steps, v, r, recovered=True)
+    d = d if d is not None else _sized(settled_below(steps, v, r))
+    d = d if d is not None else _sized(settled_below(steps, v, r, recovered=True))
     d = d if d is not None else _sized(decline(steps, v, DEGRADATION_SHARE, r, below_zero=True))
     return None if d is None else _declined(metric, steps, d)
 
@@ -916,16 +917,16 @@ def _sized(found):
     late in their runs, 36.1 -> 38.7 -> 37.1, 4181 -> 4472 -> 4275: half of a gain of
     6-7% of the return given back; the smallest labelled real degradation, a validation
     accuracy 0.6475 -> 0.6061, falls 6.4% of its size). A decline with no start in sight
-    (a run at its best from the first window) is judged by its own rule."""
+    (a run at its best from the first window, ``settled_below``) is sized by its peak and
+    its level after the fall (a healthy SB3 CubeBot return read from a third of its run
+    on, 4399 -> 4234 for a tenth of it and back)."""
     if found is None:
         return None
     if isinstance(found, Decline):
         peak, now, start = found.peak, found.now, found.start
     else:
         peak, now, start = found.evidence["peak"], found.evidence["now"], found.evidence.get("start")
-    if start is None:
-        return found
-    size = max(abs(peak), abs(now), abs(start))
+    size = max(abs(peak), abs(now), abs(start or 0.0))
     return found if peak - now >= SLIGHT * size else None
 
 
