@@ -268,7 +268,7 @@ def test_ties_from_the_first_row_of_a_log_that_starts_mid_run_began_before_it():
     """The same ROLL run read from a third of its steps on (a resumed run, a log kept from
     late on): its ties sit at 0.71 from the first row kept, and its pass rate, which rose
     before, is flat. The ties began before the log and the run did not get worse through
-    them: info, and so is the reward-health analyzer's window finding. From step 1 the same
+    them: info (reward health's ``zero_std_groups`` alike: test_reward_health). From step 1 the same
     ties with a flat reward are a warning (the run learned nothing through them); with a
     reward that falls through them, or nearly every group tied, the mid-run log is no
     different."""

@@ -1199,8 +1199,8 @@ def test_a_smoothed_return_is_judged_at_either_cadence_alike(every):
     """SB3 RecurrentPPO on LunarLander (a real run of the tuning half): the 100-episode
     rolling return learns -300 -> 200 and falls to ~45 over the last fifth of the run
     (protocol window 226944-252032). Logged at every rollout, half of its rows repeat the
-    last value (no episode ended); thinned to every 2nd or 3rd row, they do not, and its
-    wander measured at long lags grew with the square of the lag (4578 at 96 rows against
+    last value (no episode ended); thinned to every 2nd row, they do not, and its wander
+    measured at long lags grew with the square of the lag (4578 at 96 rows against
     3.6 at 3): the learning curve and the fall themselves, which hid the fall (``level_se``
     lets a wander grow no faster than WANDER_GROWTH from one lag to the next). The decline
     is found in its window at both cadences."""
