@@ -226,14 +226,25 @@ def zero_std_onset(metric: str, steps, values, partner=None) -> Event | None:
         return replace(event, severity="info", title=solved_title(event.title, solved),
                        evidence={**event.evidence, **solved})
     some_tie = event.evidence["before"] is None and event.evidence["level"] < TIED_NO_SIGNAL
-    learned = learned_through(*partner, event.onset, event.last) if some_tie else None
+    why = from_start_explained(steps, *partner, event.onset, event.last) if some_tie else None
+    if why is None:
+        return event
+    return replace(event, severity="info", title=ties_title(event.title, why, event.evidence["level"]),
+                   evidence={**event.evidence, **why})
+
+
+def from_start_explained(steps, reward_steps, reward_values, first: int, last: int) -> dict | None:
+    """Why a ratio's state from the first row of its log (``steps``), over steps
+    ``first``..``last``, is no alarm, as evidence: the reward rose through it
+    (``learned_through``), or the log starts mid-run (``onsets.starts_mid_run``) and the
+    reward did not fall through it (``reward_fell``: ``{"before_log": True}``, the state
+    began before the log); None when neither."""
+    learned = learned_through(reward_steps, reward_values, first, last)
     if learned is not None:
-        return replace(event, severity="info", title=learned_title(event.title, learned),
-                       evidence={**event.evidence, **learned})
-    if some_tie and starts_mid_run(steps) and not reward_fell(*partner, event.onset, event.last):
-        return replace(event, severity="info", title=before_log_title(event.title, event.evidence["level"]),
-                       evidence={**event.evidence, "before_log": True})
-    return event
+        return learned
+    if starts_mid_run(steps) and not reward_fell(reward_steps, reward_values, first, last):
+        return {"before_log": True}
+    return None
 
 
 def _early_late(reward_steps, reward_values, first: int, last: int) -> tuple[float, float, float] | None:
@@ -258,9 +269,12 @@ def reward_fell(reward_steps, reward_values, first: int, last: int) -> bool:
     return found is not None and found[0] - found[1] >= SIGNIFICANCE * found[2]
 
 
-def before_log_title(title: str, share: float) -> str:
-    return (f"{title}, in a log that starts mid-run: the ties began before it, the reward did "
-            f"not fall through them, and the other {1 - share:.0%} of the groups carry the signal")
+def ties_title(title: str, why: dict, share: float) -> str:
+    """``title`` of tied groups from the first row, with ``why`` (``from_start_explained``)."""
+    if why.get("before_log"):
+        return (f"{title}, in a log that starts mid-run: the ties began before it, the reward did "
+                f"not fall through them, and the other {1 - share:.0%} of the groups carry the signal")
+    return learned_title(title, why)
 
 
 def learned_through(reward_steps, reward_values, first: int, last: int) -> dict | None:
@@ -311,18 +325,13 @@ def clip_ratio_blowup(metric: str, steps, values, partner=None, returns=None) ->
                        title=f"{event.title}: a drift over {CLIP_HIGH:g}, not a jump (under "
                              f"{CLIP_RISE:g}x the level just before, {before:.2f})",
                        evidence={**event.evidence, "just_before": before})
-    from_start = event is not None and before is None and returns is not None and event.evidence["level"] < NEARLY_ALL
-    if from_start and (learned := learned_through(*returns, event.onset, event.last)) is not None:
-        return replace(event, severity="info",
-                       title=f"{event.title}, while the reward rose from {learned['reward_early']:.4g} to "
-                             f"{learned['reward_late']:.4g}: large updates from the start, with which "
-                             "the run learns, not a blow-up",
-                       evidence={**event.evidence, **learned})
-    if from_start and starts_mid_run(steps) and not reward_fell(*returns, event.onset, event.last):
-        return replace(event, severity="info",
-                       title=f"{event.title}, in a log that starts mid-run: the updates were that large "
-                             "before it, and the reward did not fall under them",
-                       evidence={**event.evidence, "before_log": True})
+    if event is not None and before is None and returns is not None and event.evidence["level"] < NEARLY_ALL \
+            and (why := from_start_explained(steps, *returns, event.onset, event.last)) is not None:
+        how = ("in a log that starts mid-run: the updates were that large before it, and the reward did "
+               "not fall under them" if why.get("before_log") else
+               f"while the reward rose from {why['reward_early']:.4g} to {why['reward_late']:.4g}: large "
+               "updates from the start, with which the run learns, not a blow-up")
+        return replace(event, severity="info", title=f"{event.title}, {how}", evidence={**event.evidence, **why})
     if event is None or partner is None:
         return event
     c_steps, c_values = np.asarray(partner[0]), np.asarray(partner[1], float)

@@ -6,9 +6,7 @@ import numpy as np
 from rldk.analyzers.reward_health.context import Context
 from rldk.analyzers.reward_health.data import REWARD_STD, ZERO_STD, Samples
 from rldk.analyzers.reward_health.stats import in_window
-from rldk.detectors.onsets import starts_mid_run
-from rldk.detectors.ratios import (TIED_NO_SIGNAL, before_log_title, learned_through, learned_title, reward_fell,
-                                   solved_ties, solved_title)
+from rldk.detectors.ratios import TIED_NO_SIGNAL, from_start_explained, solved_ties, solved_title, ties_title
 from rldk.detectors.scale import noise_sigma
 from rldk.detectors.trend import SIGNIFICANCE
 
@@ -56,23 +54,17 @@ def _zero_std_finding(ctx: Context, steps, shares, source, flagged, overall) -> 
     # ties at the top of a reward the run learned its way up to are spent prompts (info)
     inside = (steps >= first) & (steps <= last)
     solved = None if reward is None else solved_ties(reward.steps, reward.values, steps[inside], shares[inside])
-    # ties from the first step on while the reward still climbed: part of the prompts give
-    # no signal, the run learns from the rest (info)
-    learned = before_log = None
-    some_tie = not solved and reward is not None and first == int(steps[0]) and overall < TIED_NO_SIGNAL
-    if some_tie:
-        learned = learned_through(reward.steps, reward.values, first, last)
-    # ties from the first row of a log that starts mid-run began before it: what the run
-    # learned through them is not in view; while the reward did not fall, info
-    if some_tie and not learned and starts_mid_run(steps):
-        before_log = not reward_fell(reward.steps, reward.values, first, last)
-    severity = "info" if solved or learned or before_log else "error" if overall >= TIED_NO_SIGNAL else "warning"
+    # ties from the first step on while the reward still climbed (part of the prompts give
+    # no signal, the run learns from the rest), or from the first row of a log that starts
+    # mid-run while the reward did not fall (they began before it): info
+    why = None
+    if not solved and reward is not None and first == int(steps[0]) and overall < TIED_NO_SIGNAL:
+        why = from_start_explained(steps, reward.steps, reward.values, first, last)
+    severity = "info" if solved or why else "error" if overall >= TIED_NO_SIGNAL else "warning"
     if solved:
         title, evidence = solved_title(title, solved), {**evidence, **solved}
-    elif learned:
-        title, evidence = learned_title(title, learned), {**evidence, **learned}
-    elif before_log:
-        title, evidence = before_log_title(title, overall), {**evidence, "before_log": True}
+    elif why:
+        title, evidence = ties_title(title, why, overall), {**evidence, **why}
     ctx.find("zero_std_groups", severity, title, source, (first, last), evidence,
              "Groups with one reward value give zero advantage and no gradient: make the "
              "reward graded (partial credit), raise num_generations or the sampling "
