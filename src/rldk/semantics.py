@@ -286,7 +286,7 @@ QUANTITIES: tuple[Quantity, ...] = (
         "reward/episode_len_mean", "episode_len", "train_ep_len", "EpisodeLen", "Metrics/EpLen",
         "Game/ep_len_avg", "lens_stat/mean", "environment/episode_length", "charts/avg_episodic_length",
         "avg_episode_length", "Train/mean_episode_length/time"],
-       "mean length of finished episodes",
+       "mean length of finished episodes", rules=["episode_length_collapse"],
        undefined="where no episode ended (a mean over no episodes: RLlib logs NaN until the first one does)"),
     _q("success_rate", "ratio", "down",
        ["success_rate", "rollout/success_rate", "success_at_end", "success_once", "charts/success_rate",

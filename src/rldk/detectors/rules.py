@@ -838,6 +838,36 @@ def _halved_with_the_reward(metric: str, steps, values, partner) -> Event | None
                    evidence={**fall.evidence, "reward_fall_step": worse.onset})
 
 
+def episode_length_collapse(metric: str, steps, values, partner=None, success=None) -> Event | None:
+    """The mean length of finished episodes falls below 1/LENGTH_FACTOR of the highest level
+    it held and stays (``_fall``), over a stretch where the episode return (``partner``)
+    collapses (``reward_degradation`` at error: back to the lowest level it held before,
+    all it had gained lost; its onset before the length's state ends, its own state after
+    the length's onset): episodes that end sooner because the policy fails
+    sooner (falls over, crashes: a real rl-zoo PPO on InvertedDoublePendulum whose episodes
+    went from 700-1000 steps to 4 as its return fell 6600 -> 26). A warning: the return's
+    own finding is the failure, this says how it fails. Alone, a shorter episode means
+    nothing either way (a reach task ends sooner at success, a penalty per step rewards
+    ending early), so a run that logs no return, or whose return did not collapse with it
+    (a shaped return gives back part of its gain as successful episodes shorten), has no
+    finding; nor has one whose return fell while its success rate (``success``) held
+    (``_success_held``: a shaped return of a task whose episodes end at success)."""
+    if partner is None:
+        return None
+    fall = _fall("episode_length_collapse", metric, steps, values, 1 / LENGTH_FACTOR, 0.0, "fell")
+    if fall is None:
+        return None
+    worse = reward_degradation("episode_return", *partner)
+    worse = None if worse is None else _success_held(worse, success)
+    if worse is None or worse.severity != "error" or worse.onset > fall.last or worse.last < fall.onset:
+        return None
+    return replace(fall, severity="warning",
+                   title=f"{fall.title} while the episode return fell from {worse.evidence['peak']:.4g} to "
+                         f"{worse.evidence['now']:.4g} (from step {worse.onset}): episodes end sooner, "
+                         "the policy fails early",
+                   evidence={**fall.evidence, "return_fall_step": worse.onset})
+
+
 def _shorter_and_better(event: Event, partner) -> Event:
     """``event`` (a length collapse) as info when the reward (``partner``: steps, values)
     rose with it, gradually (``_rose_with``: over 2 x MIN_REFERENCE reward points or more,
@@ -1854,7 +1884,7 @@ EVAL_RULES = {"episode_return": (eval_degradation,)}
 PAIRED = {"value_loss": "episode_return", "loss": "episode_return", "grad_norm": "episode_return",
           "clip_ratio": "clip_range", "zero_std_frac": "reward",
           "entropy": ("reward", "episode_return"), "episode_return": "success_rate",
-          "response_length": "reward"}
+          "response_length": "reward", "episode_length": "episode_return"}
 
 
 #: What a run learns, for rules that ask whether it kept learning through a state (the
@@ -1877,6 +1907,7 @@ def partners() -> set:
 RULES = {
     "entropy": (entropy_collapses,),
     "response_length": (length_change,),
+    "episode_length": (episode_length_collapse,),
     "reward": (reward_collapse, reward_declines),
     "episode_return": (reward_declines,),
     "kl_to_ref": (kl_blowup,),

@@ -57,6 +57,8 @@ RULES: tuple[Rule, ...] = (
         ("entropy_collapse", "entropy", "entropy below 20% of a level it held, staying"),
         ("length_collapse_or_explosion", "response_length",
          "response length below 1/3 or above 3x a level it held, staying"),
+        ("episode_length_collapse", "episode_length",
+         "episode length below 1/3 of a level it held, staying, while the episode return collapses"),
         ("truncation_onset", "truncation_ratio", "truncated share entering >= 50% and staying, "
                                                   "or rising from <= 2% to >= 10% and staying"),
         ("zero_std_onset", "zero_std_frac", "zero-std groups entering >= 50% and staying"),

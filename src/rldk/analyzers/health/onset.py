@@ -16,6 +16,12 @@ entropy_collapse       entropy              stays below 20% of a level it held (
 length_collapse        response_length      stays below 1/3 of a level it held (info
                                             while the reward rose with it: shorter
                                             answers that score better)
+episode_length_        episode_length       stays below 1/3 of a level it held while
+collapse                                    the episode return collapses over the same
+                                            stretch, back to the lowest level it held
+                                            (a warning: episodes end sooner, the
+                                            policy fails early; alone, or with a
+                                            return that did not collapse, nothing)
 length_explosion       response_length      stays above 3x a level it held, or (no
                                             truncation share logged) rises from 80%
                                             or less of the generation cap to 95% of
@@ -73,6 +79,10 @@ FIXES = {
                         "a narrow behaviour the reward over-pays.",
     "length_collapse": "Short answers are being rewarded: check the reward for a length bias or an "
                        "exploit (empty or truncated answers scoring well) and the EOS handling.",
+    "episode_length_collapse": "Episodes now end within a few steps: the policy fails early (it falls, "
+                               "crashes or reaches a terminal state at once). Compare its actions "
+                               "before and after the onset step, and treat it as the return's "
+                               "failure: lower the learning rate and keep the checkpoint from before.",
     "length_explosion": "Long answers are being rewarded: add a length penalty or normalise the "
                         "reward by length, and check that truncated answers are not reinforced.",
     "truncation_onset": "Raise max_completion_length, reward concise answers, or mask truncated "
@@ -202,6 +212,8 @@ def onset_rule(quantity: str, run: RunData, params: Params) -> list[Finding]:
         extra["returns"] = _partner(run, quantity, rules.RETURNS)
     if quantity == "response_length":
         extra["cap"] = _length_cap(run)
+    if kind == "episode_length":
+        extra["success"] = _partner(run, quantity, ("success_rate",))
     out = []
     table = rules.EVAL_RULES if quantity != kind and kind in rules.EVAL_RULES else rules.RULES
     for rule in table[kind]:
