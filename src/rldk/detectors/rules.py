@@ -830,12 +830,18 @@ def _halved_with_the_reward(metric: str, steps, values, partner) -> Event | None
     if fall is None:
         return None
     worse = reward_degradation("reward", *partner)
-    if worse is None or worse.onset > fall.last or worse.last < fall.onset:
+    if worse is None or not _overlap(worse, fall):
         return None
     return replace(fall, severity="warning",
                    title=f"{fall.title} while the reward fell from {worse.evidence['peak']:.4g} to "
                          f"{worse.evidence['now']:.4g} (from step {worse.onset})",
                    evidence={**fall.evidence, "reward_fall_step": worse.onset})
+
+
+def _overlap(a: Event, b: Event) -> bool:
+    """Whether events ``a`` and ``b`` share a stretch of steps (each one's onset before the
+    other's last step): a fall of one quantity over the same stretch as another's."""
+    return a.onset <= b.last and a.last >= b.onset
 
 
 def episode_length_collapse(metric: str, steps, values, partner=None, success=None) -> Event | None:
@@ -859,7 +865,7 @@ def episode_length_collapse(metric: str, steps, values, partner=None, success=No
         return None
     worse = reward_degradation("episode_return", *partner)
     worse = None if worse is None else _success_held(worse, success)
-    if worse is None or worse.severity != "error" or worse.onset > fall.last or worse.last < fall.onset:
+    if worse is None or worse.severity != "error" or not _overlap(worse, fall):
         return None
     return replace(fall, severity="warning",
                    title=f"{fall.title} while the episode return fell from {worse.evidence['peak']:.4g} to "
@@ -1646,7 +1652,7 @@ def value_loss_divergence(metric: str, steps, values, partner=None) -> Event | N
     if rise is not None and _negligible(rise, partner):
         return None
     fall = reward_degradation("episode return", *partner) if rise is not None else None
-    if fall is None or fall.onset > rise.last or fall.last < rise.onset:
+    if fall is None or not _overlap(fall, rise):
         return _unexplained_jump(metric, steps, values, partner) or _unexplained_climb(
             metric, steps, values, partner) or (None if rise is None else _over_the_rise(
             rise, steps, values, partner))
