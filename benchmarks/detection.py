@@ -75,7 +75,7 @@ EVENT_CODES = {
 #: level, or to half the gain), so a finding of either matches an event of either.
 FAMILIES = {"reward_collapse": "reward_lost", "reward_degradation": "reward_lost"}
 TARGETS = {"found": 0.95, "exact": 0.85, "false_alarms_per_healthy": 0.05, "healthy_exit3_share": 1 / 20}
-FORMATS = {"trl": "trl", "sb3": "sb3", "sb3_monitor": "sb3", "cleanrl": "csv", "verl": "verl",
+FORMATS = {"trl": "trl", "sb3": "sb3", "sb3_monitor": "sb3", "cleanrl": "csv", "verl": "verl", "hf_console": "hf_console",
            "llamafactory": "jsonl", "jsonl": "jsonl", "csv": "csv", "tensorboard": "tensorboard",
            "wandb": "wandb", "scalars_json": "scalars_json"}
 

@@ -589,7 +589,7 @@ def test_directory_with_no_logs(tmp_path):
     with pytest.raises(ConvertError) as info:
         detect_format(tmp_path)
     assert str(info.value) == (f"{tmp_path}: no known logs in this directory (looked for trl, trl_completions, "
-                               "mlflow, trackio, sb3, verl, wandb, openrlhf, tensorboard, scalars_json, jsonl, csv); name the "
+                               "mlflow, trackio, sb3, verl, hf_console, wandb, openrlhf, tensorboard, scalars_json, jsonl, csv); name the "
                                "format: rldk import FORMAT PATH")
 
 
@@ -622,7 +622,7 @@ def test_cli_strict_and_usage_errors(tmp_path):
     result = CliRunner().invoke(main, ["import", "comet", str(f)])
     assert result.exit_code == 2
     assert result.output.strip() == ("Error: unknown format 'comet': one of auto, trl, trl_completions, "
-                                     "mlflow, trackio, sb3, verl, wandb, openrlhf, tensorboard, scalars_json, jsonl, csv")
+                                     "mlflow, trackio, sb3, verl, hf_console, wandb, openrlhf, tensorboard, scalars_json, jsonl, csv")
     result = CliRunner().invoke(main, ["import", "jsonl", str(f), "--field-map", "step"])
     assert result.exit_code == 2
     assert result.output.strip() == ("Error: bad --field-map entry 'step': use target=source, "

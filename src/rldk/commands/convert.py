@@ -20,7 +20,7 @@ _LARGE_BYTES = 16 << 20        # show a progress display above this much input
 def import_cmd(format_name, path, run_id, strict, field_map, no_crc, fmt, output, out_dir):
     """Import the logs at PATH into the event store --out-dir.
 
-    FORMAT: auto, trl, trl_completions, mlflow, trackio, sb3, verl, wandb, openrlhf, tensorboard, scalars_json, jsonl, csv.
+    FORMAT: auto, trl, trl_completions, mlflow, trackio, sb3, verl, hf_console, wandb, openrlhf, tensorboard, scalars_json, jsonl, csv.
     Skipped lines or records are reported (file and line/record); --strict makes
     them an error. Ends with a summary: rows, metrics, steps, skips per run.
     """

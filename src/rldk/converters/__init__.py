@@ -49,6 +49,7 @@ FORMATS = {
     "trackio": "rldk.converters.trackio",
     "sb3": "rldk.converters.sb3",
     "verl": "rldk.converters.verl",
+    "hf_console": "rldk.converters.hf_console",
     "wandb": "rldk.converters.wandb_offline",
     "openrlhf": "rldk.converters.openrlhf",
     "tensorboard": "rldk.converters.tensorboard",
@@ -56,7 +57,7 @@ FORMATS = {
     "jsonl": "rldk.converters.jsonl",
     "csv": "rldk.converters.csvlog",
 }
-ALIASES = {"tb": "tensorboard", "csvlog": "csv", "stable-baselines3": "sb3", "ndjson": "jsonl"}
+ALIASES = {"console": "hf_console", "tb": "tensorboard", "csvlog": "csv", "stable-baselines3": "sb3", "ndjson": "jsonl"}
 _MARKER = ".rldk-import.json"
 log = logging.getLogger("rldk.converters")
 
