@@ -1408,3 +1408,18 @@ def test_a_level_cut_by_single_outliers_is_still_a_stage_the_fall_started_from()
                   np.linspace(5.9, 1.0, 210) + 0.07 * rng.normal(size=210), np.zeros(250)]
     event = rules.reward_degradation("reward", np.arange(len(slide)), slide)
     assert event is not None and event.onset < 80, event
+
+
+def test_a_plateau_cut_in_two_is_one_level_the_fall_left():
+    """A real OfflineRL-Kit COMBO evaluation return (tuning half): 102.5-108.7 over
+    12000-23000, 103.8-117.9 over 24000-34000, 105.6 at 35000, then 86.6, 61.6 and ~44 to
+    the end (protocol window 36000-37000). The change points cut the plateau into a level
+    at 106.8 and one at 112.5; read against the later one alone, the row at 105.6 was off
+    its level and the fall "started" at 35000, a row early. Both halves are the level the
+    run held (``moves._held_floor``): the fall starts at 36000."""
+    with open(REAL / "offlinerlkit_combo_pointmaze_s3_reward_degradation_critic_rise"
+              / "policy_training_progress.csv", newline="", encoding="utf-8") as fh:
+        rows = [(int(r["timestep"]), float(r["eval/episode_reward"])) for r in csv.DictReader(fh)]
+    steps, values = (np.array(c) for c in zip(*rows))
+    event = rules.reward_degradation("eval/episode_reward", steps, values)
+    assert event is not None and event.onset == 36000, event

@@ -226,10 +226,11 @@ def prior_exit(r: Regimes, onset: int, tail: int, peak: float, stop: int | None 
     if band >= part.level - mid:
         return onset
     end = (len(y) if stop is None else stop) - 1
+    at = _held_floor(y, before, held, part)
     # where the series left that level, however late ``onset`` (the first regime that is
     # off the peak by its significance, which a wandering series' wander puts far down)
     # placed the fall, when the points from there to the midpoint slide down
-    k = _left_level(y, part.start - 1, end, part.level, mid, band, part.start - 1)
+    k = _left_level(y, part.start - 1, end, at, mid, 0.0, part.start - 1)
     past = past_midpoint(y, part.start - 1, end, mid)
     jump = past > 0 and y[past - 1] - y[past] > JUMP_SHARE * move
     if k < onset and _slides(r, k, past, band, sign):
@@ -238,7 +239,26 @@ def prior_exit(r: Regimes, onset: int, tail: int, peak: float, stop: int | None 
     before_jump = float(np.median(y[max(0, past - MIN_REFERENCE):past]))
     if jump and part.level - before_jump < PRIOR_SHARE * (part.level - low):
         return max(onset, past)
-    return max(onset, _left_level(y, max(onset, part.start) - 1, end, part.level, mid, band, onset - 1))
+    return max(onset, _left_level(y, max(onset, part.start) - 1, end, at, mid, 0.0, onset - 1))
+
+
+def _held_floor(y: np.ndarray, before: Regimes, held: list, part) -> float:
+    """The lowest value still at the level held before a move (``prior_exit``): BAND sigma
+    under ``part``, or under the level of ``part`` and the held regimes just before it
+    whose levels lie within that band of it (their median and noise together, as the
+    onset protocol reads a prior regime). A plateau that PELT cut in two (a return at 107
+    for 13 evaluations, then 112.5 for 12, then 105.6 before the fall: 5.7 apart, inside
+    3 sigma of 2.0) is one level the run held: a point back at its lower half is at it,
+    not the move; a plateau that stepped up by more than its noise is not."""
+    band = BAND * noise_sigma(y[part.start:part.end])
+    i = next(i for i, p in enumerate(before.parts) if p is part)
+    first = i
+    while first > 0 and before.parts[first - 1] in held and abs(before.parts[first - 1].level - part.level) <= band:
+        first -= 1
+    if first == i:
+        return part.level - band
+    span = y[before.parts[first].start:part.end]
+    return min(part.level - band, float(np.median(span)) - BAND * noise_sigma(span))
 
 
 def _stair(r: Regimes, i: int, n: int) -> bool:
