@@ -106,3 +106,21 @@ def _line_of(f, text: str) -> int:
 def _imported(run) -> dict:
     events = run.events("run")
     return json.loads(events.filter(events["name"] == "import")["attrs"][0])
+
+
+def test_a_buffered_console_numbers_its_metric_lines_and_loses_none(tmp_path):
+    """stdout flushed in blocks (a real TRL DPO console: 16 metric dicts come out at two
+    redraws of the bar, the first on the same line as the bar): the bar's counter is no
+    step for them, so they are numbered 1, 2, ... (no row lost to another at one step),
+    the dict written after a bar on its line is read, and the import event says why."""
+    rows = [f"{{'loss': {0.69 - i / 100}, 'rewards/margins': {i / 10}, 'epoch': {i / 8}}}" for i in range(1, 6)]
+    f = tmp_path / "dpo.log"
+    f.write_text(START_UP + _bar(2, 10) + _bar(4, 10) + rows[0] + "\n" + rows[1] + "\n" + rows[2] + "\n"
+                 + _bar(8, 10) + "\n" + rows[3] + "\n" + rows[4] + "\n"
+                 + "{'eval_loss': 0.5, 'epoch': 0.63}\n")
+    summary = convert_path(f, "auto", tmp_path / "s")
+    assert summary.format == "hf_console" and not summary.skipped
+    (run,) = open_store(tmp_path / "s").runs()
+    assert run.metric("loss").rows() == [(i, 0.69 - i / 100) for i in range(1, 6)]
+    assert run.metric("eval_loss").rows() == [(5, 0.5)]
+    assert "stdout was buffered" in _imported(run)["meta"]["step"]

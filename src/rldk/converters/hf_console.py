@@ -45,7 +45,9 @@ NAME = "hf_console"
 _ANSI = re.compile(r"\x1b\[[0-9;?]*[A-Za-z]")
 #: a tqdm bar's counter: ``| 12/4129 [`` (the text before it is the bar's description)
 _BAR = re.compile(r"^(.*?)\|[^|]*\|\s*(\d+)/(\d+)\s*\[")
-_DICT = re.compile(r"^\{'[^']+':.*'epoch':.*\}$")
+_DICT = re.compile(r"\{'[^']+':[^{}]*'epoch':[^{}]*\}")
+#: a metric dict anywhere in a piece of a line (flat: the Trainer's logs hold numbers)
+_FLAT_DICT = re.compile(r"\{'[^'{}]+':[^{}]*\}")
 #: bare names Python prints for floats, and tensors/NumPy scalars, quoted for ``literal_eval``
 _BARE = re.compile(r"(:\s*)(-?nan|-?inf|(?:np|numpy|torch)\.\w+\([^()]*\)|tensor\([^()]*\))(?=\s*[,}])")
 _TEXT_SUFFIXES = (".log", ".txt", ".out", ".err")
@@ -74,7 +76,7 @@ def _has_metric_line(path: Path) -> bool:
     try:
         with open(path, "rb") as f:
             for raw in f:
-                if b"'epoch'" in raw and any(_DICT.match(t) for t in _pieces(raw.decode("utf-8", "replace"))):
+                if b"'epoch'" in raw and any(_DICT.search(t) for t in _pieces(raw.decode("utf-8", "replace"))):
                     return True
                 seen += len(raw)
                 if seen >= CONSOLE_SCAN:
@@ -103,11 +105,11 @@ def read(path, **_options) -> list[RunData]:
 
 
 def _read_file(file: Path, key: str) -> RunData:
-    steps, names, values, skipped = [], [], [], []
+    skipped = []
     bars: dict[int, int] = {}          # total -> last counter of each bar drawn so far
     latest = None                      # the total of the bar drawn last
     train_total = None                 # the training bar's total, fixed at the first metric line
-    rows = 0
+    records = []                       # (line number, evaluation?, bar counter or None, dict)
     summary = {}
     with open(file, "rb") as f:
         for lineno, raw in enumerate(f, 1):
@@ -115,40 +117,78 @@ def _read_file(file: Path, key: str) -> RunData:
             if "|" not in text and "'epoch'" not in text:
                 continue
             for piece in _pieces(text):
-                bar = _BAR.match(piece)
-                if bar is not None:
-                    bars[int(bar.group(3))] = int(bar.group(2))
-                    latest = int(bar.group(3))
-                    continue
-                if not _DICT.match(piece):
-                    continue
-                row = _literal(piece)
-                if row is None:
-                    skipped.append(Skip(str(file), f"line {lineno}", f"not a dict of numbers: {piece[:60]!r}"))
-                    continue
-                if any(k in row for k in SUMMARY_KEYS[:3]):
-                    summary = row
-                    continue
-                evaluation = all(k.startswith("eval_") or k == "epoch" for k in row)
-                if not evaluation:
-                    rows += 1
-                    if train_total is None and latest is not None:
-                        train_total = latest
-                step = bars.get(train_total, 0) if train_total is not None else max(rows, 1)
-                for name, raw_value in row.items():
-                    value = _number(raw_value)
-                    if value is None:
-                        skipped.append(Skip(str(file), f"line {lineno}",
-                                            f"{name}: not a number: {str(raw_value)[:60]!r}"))
+                for kind, part in _segments(piece):
+                    if kind == "bar":
+                        bars[int(part.group(3))] = int(part.group(2))
+                        latest = int(part.group(3))
                         continue
-                    steps.append(step), names.append(name), values.append(value)
+                    row = _literal(part)
+                    if row is None:
+                        skipped.append(Skip(str(file), f"line {lineno}", f"not a dict of numbers: {part[:60]!r}"))
+                        continue
+                    if any(k in row for k in SUMMARY_KEYS[:3]):
+                        summary = row
+                        continue
+                    evaluation = all(k.startswith("eval_") or k == "epoch" for k in row)
+                    if not evaluation and train_total is None and latest is not None:
+                        train_total = latest
+                    records.append((lineno, evaluation, bars.get(train_total) if train_total is not None else None, row))
+    numbered, why = _numbered(records)
+    steps, names, values = [], [], []
+    for (lineno, _, _, row), step in zip(records, numbered):
+        for name, raw_value in row.items():
+            value = _number(raw_value)
+            if value is None:
+                skipped.append(Skip(str(file), f"line {lineno}", f"{name}: not a number: {str(raw_value)[:60]!r}"))
+                continue
+            steps.append(step), names.append(name), values.append(value)
     stem = key.rsplit(".", 1)[0] if "." in Path(key).name else key
-    meta = {"log": "hf_console", "step": "progress bar" if train_total is not None else "metric line number",
+    meta = {"log": "hf_console", "step": "progress bar" if why is None else f"metric line number ({why})",
             **({"summary": {k: v for k, v in summary.items() if _number(v) is not None}} if summary else {}),
             **run_facts(bars.get(train_total) if train_total is not None else None, train_total,
                         _number(summary.get("train_runtime")))}
     return RunData(key=stem, source=str(file), tables=[metric_table(steps, names, values)],
                    skipped=skipped, meta=meta)
+
+
+def _segments(piece: str):
+    """``("bar", match)`` and ``("dict", text)`` in the order a piece shows them: a metric
+    dict printed on the same line as a bar's redraw (stdout and stderr interleaved, or
+    stdout flushed in blocks) is read as well as the bar."""
+    at = 0
+    for m in _FLAT_DICT.finditer(piece):
+        if "'epoch':" not in m.group(0):
+            continue            # a printed config (DeepSpeed's, the script's own), no metric line
+        head = piece[at:m.start()].strip()
+        if head and (bar := _BAR.match(head)) is not None:
+            yield "bar", bar
+        yield "dict", m.group(0)
+        at = m.end()
+    tail = piece[at:].strip()
+    if tail and (bar := _BAR.match(tail)) is not None:
+        yield "bar", bar
+
+
+def _numbered(records) -> tuple[list[int], str | None]:
+    """The step of each record, and why the bar's counter was not used (None when it was).
+    The counter is the step when every training dict has one and it rises from dict to
+    dict; otherwise (no bar; stdout flushed in blocks, so several dicts come out at one
+    redraw; a capture that kept only the bar's first states) the training dicts are
+    numbered 1, 2, ... and an evaluation dict takes the number of the training dict
+    before it: a step the console cannot give is never guessed, and no row is lost to
+    another at the same step."""
+    train = [counter for _, evaluation, counter, _ in records if not evaluation]
+    if train and all(c is not None for c in train) and all(b > a for a, b in zip(train, train[1:])):
+        return [counter if counter is not None else 0 for _, _, counter, _ in records], None
+    if not any(c is not None for c in train):
+        why = "no progress bar"
+    else:
+        why = "the progress bar's counter did not rise from one metric line to the next: stdout was buffered"
+    out, n = [], 0
+    for _, evaluation, _, _ in records:
+        n += 0 if evaluation else 1
+        out.append(n)
+    return out, why
 
 
 def _literal(text: str) -> dict | None:
