@@ -82,6 +82,20 @@ def test_a_clip_fraction_that_crosses_its_line_from_just_under_it_drifted():
     assert ratios.clip_ratio_blowup("losses/clipfrac", steps, jump).severity == "warning"
 
 
+def test_a_clip_fraction_over_its_line_early_that_drifts_higher_later_blew_up_early():
+    """A real SB3 PPO facility-layout run's shape (tuning half): 0.18-0.27 over its first
+    updates, 0.3-0.5 from the ninth, ~0.8 from a tenth of the run on, and 0.86 over its
+    last third. The later, worse state (0.86 after 0.81) is a drift, not a jump; the
+    state from the ninth update, four times the level before it, is the blow-up: a
+    warning from there, not info from the later drift."""
+    rng = np.random.default_rng(7)
+    v = np.r_[[0.18, 0.22, 0.23, 0.26, 0.24, 0.27, 0.25, 0.26], np.linspace(0.31, 0.8, 40),
+              0.81 + 0.01 * rng.normal(size=160), 0.86 + 0.01 * rng.normal(size=290)]
+    steps = np.arange(len(v)) * 2048
+    event = ratios.clip_ratio_blowup("train/clip_fraction", steps, v)
+    assert event.severity == "warning" and event.onset == steps[8], event
+
+
 def test_the_real_maniskill_run_that_solved_pushcube_is_quiet():
     """The tuning half's ManiSkill3 PPO PushCube run (a wandb run file): success_once 0 ->
     1.0, episodes 50 -> 11 steps, return 7.5 -> 4.0, approx KL at its target_kl 0.1,

@@ -279,9 +279,13 @@ def test_spikes_found_at_their_steps(tmp_path):
 
 def test_only_a_severe_spike_is_a_warning(tmp_path):
     grad = [1.0 + 0.01 * (i % 3) for i in range(100)]
-    grad[60] = 500.0                                    # 500x its level: severe even if recovered
+    grad[60] = 500.0                                    # 500x its level, and back at once: transient
     (f,) = findings(SPIKES.run(write(tmp_path / "a", "r", {"grad_norm": grad})))
-    assert (f.code, f.severity, f.steps) == ("spike", "warning", (60, 60))
+    assert (f.code, f.severity, f.steps) == ("spike_transient", "info", (60, 60))
+    grad = [1.0 + 0.01 * (i % 3) for i in range(100)]
+    grad[98] = 500.0                                    # 500x with nothing after to show it came back
+    (f,) = findings(SPIKES.run(write(tmp_path / "c", "r", {"grad_norm": grad})))
+    assert (f.code, f.severity, f.steps) == ("spike", "warning", (98, 98))
     grad = [1.0 + 0.01 * (i % 3) for i in range(100)]
     grad[99] = 9.0                                      # the last value: nothing to judge it by yet
     (f,) = findings(SPIKES.run(write(tmp_path / "b", "r", {"grad_norm": grad})))
@@ -299,13 +303,18 @@ def test_trends_and_value_loss_jumps_are_not_spikes(tmp_path):
 
 
 def test_spikes_at_the_only_steps_with_reward_variance_are_explained(tmp_path):
+    """Most steps tie every group (no signal): a KL that jumps only at the steps with a
+    signal is explained by them (info); the grad norm, whose tied steps hold only the KL
+    term's share (0.001), is judged on the steps with a signal, where 0.08 is its level,
+    not a spike."""
     zero_std = [1.0] * 60
     grad = [0.001] * 60
+    kl = [0.2 + 0.01 * (i % 3) for i in range(60)]
     for step in (30, 45):
-        zero_std[step], grad[step] = 0.75, 0.08
-    store = write(tmp_path, "r", {"grad_norm": grad, "frac_reward_zero_std": zero_std})
+        zero_std[step], grad[step], kl[step] = 0.75, 0.08, 30.0
+    store = write(tmp_path, "r", {"grad_norm": grad, "kl": kl, "frac_reward_zero_std": zero_std})
     (f,) = findings(SPIKES.run(store))
-    assert (f.code, f.severity, f.steps) == ("spike_explained", "info", (30, 45))
+    assert (f.code, f.severity, f.metric, f.steps) == ("spike_explained", "info", "kl", (30, 45))
 
 
 def test_a_grad_norm_logged_only_at_steps_without_reward_variance_is_not_judged(tmp_path):

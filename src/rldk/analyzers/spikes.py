@@ -16,7 +16,8 @@ In a GRPO run where most groups have equal rewards (``frac_reward_zero_std``
 averaging 0.5 or more), the loss and grad norm are near zero at the steps without
 a learning signal and normal at the others; spikes that all fall on steps with
 ``frac_reward_zero_std < 1`` are reported as info, explained by that (the health
-card's ``zero_std`` finding is the problem to fix).
+card's ``zero_std`` finding is the problem to fix). A run that logs only the reward's
+spread (``reward_std``) has every group tied where it is exactly 0 (``ratios.TIED``).
 """
 from __future__ import annotations
 
@@ -28,6 +29,7 @@ from rldk import semantics
 from rldk.analyzers import _series
 from rldk.analyzers.base import Analyzer, has_events
 from rldk.core.errors import MissingEvents
+from rldk.detectors import ratios
 from rldk.core.report import Check, Finding, Report, ReportTable, verdict
 from rldk.core.result import Result, as_dict
 
@@ -38,6 +40,8 @@ SPIKY = ("loss", "value_loss", "grad_norm", "kl_to_ref", "ppo_approx_kl")
 INFO_ONLY = ("value_loss",)
 #: Quantities that start near zero and grow: never a spike below ``Params.kl_floor``.
 KL_QUANTITIES = ("kl_to_ref", "ppo_approx_kl")
+#: Quantities whose spikes that all came back are transient whatever their size (``_severe``).
+TRANSIENT_WHEN_BACK = (*KL_QUANTITIES, "grad_norm")
 
 
 #: Values after a spike needed to say whether the series came back from it.
@@ -160,9 +164,12 @@ class SpikesAnalyzer(Analyzer):
         found = []
         for name, series in _series.load_series(source, names).items():
             floor = params.kl_floor if _quantity(name) in KL_QUANTITIES else None
+            explain = gate
+            if gate is not None and _quantity(name) in NEEDS_SIGNAL:
+                series, explain = _with_signal(series, gate), None
             spikes = find_spikes(series, params, floor)
             if spikes is not None:
-                found.append(_spikes(source.run_id, name, series, *spikes, gate, params))
+                found.append(_spikes(source.run_id, name, series, *spikes, explain, params))
         return found
 
 
@@ -224,17 +231,43 @@ def find_spikes(series, params: Params, floor: float | None = None):
     return idx, med[idx], bool(np.isfinite(after[idx]).all())
 
 
+#: Quantities that hold nothing but the KL term's share at steps where every group's rewards
+#: tie (no advantage): their spikes are judged on the steps with a signal (``_zero_std``).
+NEEDS_SIGNAL = frozenset(("grad_norm", "loss"))
+#: ``_with_signal``: a value under this share of the level at steps with a signal is the
+#: KL term's alone (the health rules leave out rows 10x under the held level likewise).
+SIGNAL_SHARE = 0.1
+
+
+def _with_signal(series, gate: set):
+    """``series`` without the steps that had no learning signal (not in ``gate``) where its
+    value is under SIGNAL_SHARE of its median at the steps that had one: there the loss and
+    grad norm hold only what the KL term gives (a GRPO grad norm of ~1e-9 at tied steps is
+    no level a KL-driven 0.005 spikes from), while a tied step at the run's usual level is
+    one of its values (a norm that blows up there blows up)."""
+    signal = np.isin(series.steps, np.fromiter(gate, np.int64, len(gate)))
+    finite = np.isfinite(series.values)
+    if not (signal & finite).any():
+        return series
+    level = float(np.median(series.values[signal & finite]))
+    keep = signal | ~finite | (series.values >= SIGNAL_SHARE * level)
+    return _series.Series(series.name, series.steps[keep], series.values[keep])
+
+
 def _zero_std(source):
     """Steps with a learning signal (frac_reward_zero_std < 1) when most groups have
     none (mean >= 0.5); else None."""
-    name = semantics.resolve_name("zero_std_frac", _series.metric_counts(source))
-    if name is None:
+    available = _series.metric_counts(source)
+    name = semantics.resolve_name("zero_std_frac", available)
+    spread = semantics.resolve_name("reward_std", available) if name is None else None
+    if name is None and spread is None:
         return None
-    s = _series.load_series(source, [name])[name]
-    finite = np.isfinite(s.values)
-    if not finite.any() or s.values[finite].mean() < 0.5:
+    s = _series.load_series(source, [name or spread])[name or spread]
+    share = s.values if name is not None else ratios.tied(s.values)     # (``ratios.TIED``)
+    finite = np.isfinite(share)
+    if not finite.any() or share[finite].mean() < 0.5:
         return None
-    return set(s.steps[finite & (s.values < 1.0)].tolist())
+    return set(s.steps[finite & (share < 1.0)].tolist())
 
 
 def _spikes(run_id, name, series, idx, medians, recovered, gate, params) -> Spikes:
@@ -267,7 +300,7 @@ def _severe(name: str, ratio: float, recovered: bool, params: Params) -> bool:
     went on learning."""
     if ratio < params.severe or not _ratio_scale(name):
         return False
-    return not (recovered and _quantity(name) in KL_QUANTITIES)
+    return not (recovered and _quantity(name) in TRANSIENT_WHEN_BACK)
 
 
 def _finding(s: Spikes) -> Finding:

@@ -204,6 +204,21 @@ def solved_title(title: str, evidence: dict) -> str:
             "not a lost signal")
 
 
+#: How the share of tied groups is read off a run that logs only the reward's spread
+#: (TRL GRPO before ``frac_reward_zero_std``: ``reward_std``, the mean of the groups' stds;
+#: verl's ``critic/score/std``): a spread of exactly 0 is every group tied, a share of 1; a
+#: positive spread says some group varied, a share under 1, read as 0 (a state of ties is
+#: then found only where whole steps tie: never more than the log says).
+TIED = "steps whose {metric} is exactly 0 (every group's rewards tied)"
+
+
+def tied(spread) -> np.ndarray:
+    """The share of tied groups as ``TIED`` reads it off the reward's ``spread``: 1 where
+    it is exactly 0, 0 where it is positive, NaN where unknown."""
+    spread = np.asarray(spread, float)
+    return np.where(np.isfinite(spread), (spread == 0).astype(float), np.nan)
+
+
 def zero_std_onset(metric: str, steps, values, partner=None) -> Event | None:
     """The share of zero-std groups enters a state at or above ZERO_STD_HIGH and stays
     (``high_ratio``); info when the reward (``partner``) shows the tied groups are mostly
@@ -212,7 +227,8 @@ def zero_std_onset(metric: str, steps, values, partner=None) -> Event | None:
     the first row of a log that starts mid-run (``onsets.starts_mid_run``: a resumed run, a
     log kept from late on) are info too while the reward did not fall through them
     (``reward_fell``): they began before the log, whatever the run learned then is not in
-    view, and the other groups carry the signal (a ROLL GRPO run tied on 71% of its
+    view, and the other groups carry the signal. Solved ties at TIED_NO_SIGNAL or more are
+    a warning: no group is left to carry one (a ROLL GRPO run tied on 71% of its
     responses from its first row, its pass rate 0.35 -> 0.45, read from a third of its run
     on, where the rate is flat; a verl GSM8K run whose solved prompts tie 84% of its groups).
     A share of NEARLY_ALL or more stays an error wherever the log starts."""
@@ -222,6 +238,14 @@ def zero_std_onset(metric: str, steps, values, partner=None) -> Event | None:
     steps, values = np.asarray(steps), np.asarray(values, float)
     inside = (steps >= event.onset) & (steps <= event.last)
     solved = solved_ties(*partner, steps[inside], values[inside])
+    if solved is not None and event.evidence["level"] >= TIED_NO_SIGNAL:
+        # solved, but (nearly) every group ties: nothing is left to learn from, whatever
+        # the reward did (a real GRPO run of a VLM, every group tied at a reward of 1.0 on
+        # 4124 of its 4129 steps, its gradient norm ~1e-9)
+        return replace(event, severity="warning",
+                       title=f"{event.title}: the run solved its prompts and has had no learning signal "
+                             "since (no group's rewards differ); stop it, or train on harder prompts",
+                       evidence={**event.evidence, **solved})
     if solved is not None:
         return replace(event, severity="info", title=solved_title(event.title, solved),
                        evidence={**event.evidence, **solved})
@@ -320,6 +344,23 @@ def clip_ratio_blowup(metric: str, steps, values, partner=None, returns=None) ->
     event = high_ratio("clip_ratio_blowup", metric, steps, values, CLIP_HIGH, "PPO clip fraction",
                        later=lambda held: min((held + 1) / 2, CLIP_RISE * held))
     before = None if event is None else _just_before(steps, values, event.onset)
+    if before is not None and event.evidence["level"] < CLIP_RISE * before and "at_or_above_from" in event.evidence \
+            and not _range_shrank(partner, event.evidence["at_or_above_from"]):
+        # the later, worse state was a drift over the state's own level, not a jump: the
+        # news is the state itself, from where the fraction crossed the line, judged against
+        # the level just before it, when no clip-range schedule shrank the range over it (a real SB3 PPO clipping 0.18-0.27 over its first
+        # updates, over 0.3 from its ninth, ~0.8 from a tenth of the run on and 0.86 from two
+        # thirds: a blow-up from the ninth, not a drift at the end)
+        first = event.evidence["at_or_above_from"]
+        v = np.clip(np.asarray(values, float), 0, 1)
+        level = float(np.median(v[np.asarray(steps) >= first]))
+        was = _just_before(steps, values, first)
+        if was is not None and level >= CLIP_RISE * was:
+            event = replace(event, onset=first, severity="error" if level >= NEARLY_ALL else "warning",
+                            title=f"PPO clip fraction at {level:.2f} from step {first} (was {was:.2f})",
+                            evidence={"level": level, "before": was, "threshold": CLIP_HIGH,
+                                      "share_at_or_above": float(np.mean(v[np.asarray(steps) >= first] >= CLIP_HIGH))})
+            before = was
     if before is not None and event.evidence["level"] < CLIP_RISE * before:
         return replace(event, severity="info",
                        title=f"{event.title}: a drift over {CLIP_HIGH:g}, not a jump (under "
@@ -357,6 +398,18 @@ def clip_ratio_blowup(metric: str, steps, values, partner=None, returns=None) ->
                    title=f"{event.title}, as the clip range was decayed from {was:.3g} to {now:.3g} "
                          "(a schedule: a smaller range clips more ratios)",
                    evidence={**event.evidence, "clip_range_before": was, "clip_range_at_onset": now})
+
+
+def _range_shrank(partner, since: int) -> bool:
+    """Whether the run's clip range (``partner``: steps, values) shrank to CLIP_RANGE_SHRINK
+    or less of its widest from step ``since`` on (a schedule such as rl-zoo's ``lin_``,
+    under which a clip fraction rises on its own)."""
+    if partner is None:
+        return False
+    c_steps, c_values = np.asarray(partner[0]), np.asarray(partner[1], float)
+    widest = float(np.max(c_values)) if len(c_values) else 0.0
+    later = c_values[c_steps >= since]
+    return widest > 0 and len(later) > 0 and float(np.min(later)) <= CLIP_RANGE_SHRINK * widest
 
 
 def _just_before(steps, values, onset: int) -> float | None:

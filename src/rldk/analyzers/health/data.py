@@ -10,6 +10,7 @@ import numpy as np
 
 from rldk import semantics
 from rldk.analyzers import _series
+from rldk.detectors import ratios
 
 
 @dataclass(frozen=True)
@@ -24,6 +25,8 @@ class RunData:
     #: canonical -> the run's names the table does not know that look like it
     #: (``semantics.looks_like``): what a "not logged" line suggests mapping
     lookalikes: dict = field(default_factory=dict)
+    #: canonical -> how a series the run does not log was read off one it does (``TIED``)
+    derived: dict = field(default_factory=dict)
 
     def get(self, canonical):
         return self.series.get(canonical)
@@ -80,8 +83,19 @@ def load_run(source, wanted) -> RunData:
                                                           s.non_numeric, s.first_non_numeric)
     names = {c: r.metric for c, r in found.items()}
     signs = {c: r.sign for c, r in found.items()}
+    derived = {}
+    if "zero_std_frac" in wanted and "zero_std_frac" not in found \
+            and (spread := _resolve("reward_std", available)) is not None:
+        s = _series.load_series(source, [spread.metric])[spread.metric]
+        series["zero_std_frac"] = _series.Series(s.name, s.steps, ratios.tied(s.values), s.duplicates,
+                                                 s.non_numeric, s.first_non_numeric)
+        names["zero_std_frac"] = spread.metric
+        derived["zero_std_frac"] = ratios.TIED.format(metric=spread.metric)
     return RunData(source.run_id, series, names, _series.run_facts(source).meta.get("config") or {},
-                   signs, {c: alike for c, alike in lookalikes(available).items() if c not in found})
+                   signs, {c: alike for c, alike in lookalikes(available).items() if c not in found},
+                   derived)
+
+
 
 
 def _resolve(canonical: str, available):

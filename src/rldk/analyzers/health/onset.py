@@ -177,8 +177,9 @@ CAP_KEYS = ("max_response_length", "max_completion_length", "generate_max_len", 
 def _length_cap(run: RunData) -> float | None:
     """The generation cap of ``run``'s responses, for ``rules.length_at_cap``: its config's
     (CAP_KEYS), else the longest response it logged (``response_length_max``: the cap once
-    a response reached it). None when the run logs its truncation share, which the
-    truncation rule reads directly, or when neither is known."""
+    a response reached it), else a mean length pinned at its top (``_pinned_cap``). None
+    when the run logs its truncation share, which the truncation rule reads directly, or
+    when none is known."""
     if run.get("truncation_ratio") is not None:
         return None
     try:
@@ -186,8 +187,28 @@ def _length_cap(run: RunData) -> float | None:
     except (TypeError, ValueError):
         longest = run.get("response_length_max")
         finite = longest.values[np.isfinite(longest.values)] if longest is not None else ()
-        cap = float(np.max(finite)) if len(finite) else None
+        cap = float(np.max(finite)) if len(finite) else _pinned_cap(run.get("response_length"))
     return cap if cap is not None and np.isfinite(cap) and cap > 0 else None
+
+
+def _pinned_cap(length) -> float | None:
+    """The generation cap as the mean response length itself shows it, or None: a whole
+    number of tokens that is the series' highest value and that it takes exactly on half
+    or more of its rows from the first time it reached it (at least MIN_POINTS of them). A
+    batch's mean length repeats to the last digit only when every response has the same
+    length, which only the cap imposes (a real TRL GRPO console with no config beside it:
+    192 and 201 tokens, then exactly 256.0 on 3738 of its next 4126 steps)."""
+    if length is None:
+        return None
+    v = length.values[np.isfinite(length.values)]
+    if not len(v):
+        return None
+    top = float(np.max(v))
+    first = int(np.argmax(v == top))
+    pinned = int(np.count_nonzero(v[first:] == top))
+    if top != round(top) or pinned < MIN_POINTS or pinned < 0.5 * (len(v) - first):
+        return None
+    return top
 
 
 def onset_rule(quantity: str, run: RunData, params: Params) -> list[Finding]:
@@ -221,7 +242,10 @@ def onset_rule(quantity: str, run: RunData, params: Params) -> list[Finding]:
         for event in found if isinstance(found, list) else [e for e in (found,) if e is not None]:
             if event.code == "reward_degradation" and any(f.code == "reward_collapse" for f in out):
                 continue
-            out.append(Finding(code=event.code, severity=event.severity, title=event.title,
+            title = event.title
+            if quantity in run.derived:        # a share read off another series: say which
+                title = title.replace("share of zero-std reward groups", f"share of {run.derived[quantity]}")
+            out.append(Finding(code=event.code, severity=event.severity, title=title,
                                run_id=run.run_id, metric=metric, steps=(event.onset, event.last),
                                evidence={"onset": event.onset, **event.evidence},
                                fix=_fix(event)))
