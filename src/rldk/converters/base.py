@@ -456,6 +456,25 @@ def to_json(summary: ConvertSummary) -> str:
     return json.dumps(summary.to_dict(), sort_keys=True)
 
 
+def any_line(path: Path, test, limit: int) -> bool:
+    """Whether ``test`` (a decoded line -> bool) holds for a line that starts within the
+    first ``limit`` bytes of ``path`` (read a line at a time: a line cut at the scan's edge
+    is read whole; an unreadable file has none). Console logs open with start-up output
+    and printed configs of unknown length, so a fixed head of the file is not enough."""
+    seen = 0
+    try:
+        with open(path, "rb") as f:
+            for raw in f:
+                if test(raw.decode("utf-8", errors="replace")):
+                    return True
+                seen += len(raw)
+                if seen >= limit:
+                    return False
+    except OSError:
+        return False
+    return False
+
+
 def relative_key(path: Path, base: Path) -> str:
     """``path`` relative to ``base`` (posix), or its name when it is ``base`` itself."""
     path, base = Path(path), Path(base)

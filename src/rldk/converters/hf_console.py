@@ -33,16 +33,16 @@ from rldk.converters.base import (
     ConvertError,
     RunData,
     Skip,
+    any_line,
     facts,
     metric_table,
     relative_key,
     walk_files,
     write_runs,
 )
-from rldk.converters.verl import _number
+from rldk.converters.verl import _ANSI, _TEXT_SUFFIXES, _number
 
 NAME = "hf_console"
-_ANSI = re.compile(r"\x1b\[[0-9;?]*[A-Za-z]")
 #: a tqdm bar's counter: ``| 12/4129 [`` (the text before it is the bar's description)
 _BAR = re.compile(r"^(.*?)\|[^|]*\|\s*(\d+)/(\d+)\s*\[")
 _DICT = re.compile(r"\{'[^']+':[^{}]*'epoch':[^{}]*\}")
@@ -50,7 +50,6 @@ _DICT = re.compile(r"\{'[^']+':[^{}]*'epoch':[^{}]*\}")
 _FLAT_DICT = re.compile(r"\{'[^'{}]+':[^{}]*\}")
 #: bare names Python prints for floats, and tensors/NumPy scalars, quoted for ``literal_eval``
 _BARE = re.compile(r"(:\s*)(-?nan|-?inf|(?:np|numpy|torch)\.\w+\([^()]*\)|tensor\([^()]*\))(?=\s*[,}])")
-_TEXT_SUFFIXES = (".log", ".txt", ".out", ".err")
 #: how far into a file ``detect`` looks for the first metric line: a console log opens with
 #: the launcher's, DeepSpeed's and vLLM's start-up output (0.3 MiB in a real TRL GRPO log)
 CONSOLE_SCAN = 4 << 20
@@ -72,18 +71,9 @@ def log_files(path, limit: int | None = None) -> list[Path]:
 
 
 def _has_metric_line(path: Path) -> bool:
-    seen = 0
-    try:
-        with open(path, "rb") as f:
-            for raw in f:
-                if b"'epoch'" in raw and any(_DICT.search(t) for t in _pieces(raw.decode("utf-8", "replace"))):
-                    return True
-                seen += len(raw)
-                if seen >= CONSOLE_SCAN:
-                    return False
-    except OSError:
-        return False
-    return False
+    """Whether a metric dict starts within the first CONSOLE_SCAN bytes of ``path``."""
+    return any_line(path, lambda line: "'epoch'" in line and any(_DICT.search(t) for t in _pieces(line)),
+                    CONSOLE_SCAN)
 
 
 def _pieces(line: str):

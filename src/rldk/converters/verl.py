@@ -28,6 +28,7 @@ from rldk.converters.base import (
     ConvertError,
     RunData,
     Skip,
+    any_line,
     facts,
     metric_table,
     relative_key,
@@ -88,19 +89,8 @@ def _kind(path: Path) -> str | None:
 
 def _has_step_line(path: Path) -> bool:
     """Whether a console ``step:N - key:value`` line starts within the first CONSOLE_SCAN
-    bytes of ``path`` (read a line at a time: a line cut at the scan's edge is read whole)."""
-    seen = 0
-    try:
-        with open(path, "rb") as f:
-            for raw in f:
-                if _CONSOLE_STEP.search(_ANSI.sub("", raw.decode("utf-8", errors="replace"))):
-                    return True
-                seen += len(raw)
-                if seen >= CONSOLE_SCAN:
-                    return False
-    except OSError:
-        return False
-    return False
+    bytes of ``path``."""
+    return any_line(path, lambda line: bool(_CONSOLE_STEP.search(_ANSI.sub("", line))), CONSOLE_SCAN)
 
 
 def read(path, **_options) -> list[RunData]:
