@@ -167,11 +167,17 @@ def bench(tmp_path_factory):
 #: stopped 99 (74) of 142, exits as before. The report half's new events are not all found
 #: thinned or stopped: its every2 in-window share 68/156 -> 69/159, every3 118/156 -> 120/159
 #: found and 78/156 -> 79/159 in window, stopped 97/139 -> 99/142 found, each 0.001-0.003
-#: lower: the floors below.
-FLOORS = {("tune", "every2"): (167 / 196, 116 / 196, 5), ("tune", "every3"): (161 / 196, 117 / 196, 7),
-          ("tune", "late"): (129 / 148, 93 / 148, 5), ("tune", "stopped"): (134 / 173, 107 / 173, 9),
-          ("report", "every2"): (118 / 159, 69 / 159, 12), ("report", "every3"): (120 / 159, 79 / 159, 15),
-          ("report", "late"): (101 / 129, 71 / 129, 14), ("report", "stopped"): (99 / 142, 74 / 142, 15)}
+#: lower. Session 56: the sixty-seventh to seventieth batches (tune +12 events, report +4;
+#: harder than the corpus so far: every share lower, e.g. tune every2 found 167/196 -> 173/208
+#: with them alone) and the session's rules (the share of tied groups read off a reward_std
+#: of exactly 0, a cap a mean length is pinned at, grad-norm spikes that came back transient,
+#: a clip-fraction state judged from its crossing): tune every2 173 (119) -> 175 (120), every3
+#: 168 (122) -> 170 (124), stopped 137 (110) -> 139 (111), healthy exits -1 in every2, every3,
+#: late and stopped; report late and stopped exits -1: the floors below.
+FLOORS = {("tune", "every2"): (175 / 208, 120 / 208, 5), ("tune", "every3"): (170 / 208, 124 / 208, 7),
+          ("tune", "late"): (136 / 156, 98 / 156, 5), ("tune", "stopped"): (139 / 181, 111 / 181, 9),
+          ("report", "every2"): (121 / 163, 72 / 163, 12), ("report", "every3"): (123 / 163, 80 / 163, 15),
+          ("report", "late"): (103 / 133, 72 / 133, 13), ("report", "stopped"): (101 / 146, 76 / 146, 14)}
 
 
 @pytest.mark.parametrize("half, variant", sorted(FLOORS))
