@@ -29,9 +29,9 @@ from rldk import semantics
 from rldk.analyzers import _series
 from rldk.analyzers.base import Analyzer, has_events
 from rldk.core.errors import MissingEvents
-from rldk.detectors import ratios
 from rldk.core.report import Check, Finding, Report, ReportTable, verdict
 from rldk.core.result import Result, as_dict
+from rldk.detectors import ratios
 
 #: Quantities (``rldk.semantics``) watched for spikes: losses, the gradient norm, KLs.
 SPIKY = ("loss", "value_loss", "grad_norm", "kl_to_ref", "ppo_approx_kl")

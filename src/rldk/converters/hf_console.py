@@ -122,7 +122,8 @@ def _read_file(file: Path, key: str) -> RunData:
                     evaluation = all(k.startswith("eval_") or k == "epoch" for k in row)
                     if not evaluation and train_total is None and latest is not None:
                         train_total = latest
-                    records.append((lineno, evaluation, bars.get(train_total) if train_total is not None else None, row))
+                    counter = bars.get(train_total) if train_total is not None else None
+                    records.append((lineno, evaluation, counter, row))
     numbered, why = _numbered(records)
     steps, names, values = [], [], []
     for (lineno, _, _, row), step in zip(records, numbered):

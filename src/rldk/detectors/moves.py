@@ -253,7 +253,8 @@ def _held_floor(y: np.ndarray, before: Regimes, held: list, part) -> float:
     band = BAND * noise_sigma(y[part.start:part.end])
     i = next(i for i, p in enumerate(before.parts) if p is part)
     first = i
-    while first > 0 and before.parts[first - 1] in held and abs(before.parts[first - 1].level - part.level) <= band:
+    while first > 0 and before.parts[first - 1] in held \
+            and abs(before.parts[first - 1].level - part.level) <= band:
         first -= 1
     if first == i:
         return part.level - band

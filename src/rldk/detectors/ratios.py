@@ -227,11 +227,11 @@ def zero_std_onset(metric: str, steps, values, partner=None) -> Event | None:
     the first row of a log that starts mid-run (``onsets.starts_mid_run``: a resumed run, a
     log kept from late on) are info too while the reward did not fall through them
     (``reward_fell``): they began before the log, whatever the run learned then is not in
-    view, and the other groups carry the signal. Solved ties at TIED_NO_SIGNAL or more are
-    a warning: no group is left to carry one (a ROLL GRPO run tied on 71% of its
+    view, and the other groups carry the signal (a ROLL GRPO run tied on 71% of its
     responses from its first row, its pass rate 0.35 -> 0.45, read from a third of its run
     on, where the rate is flat; a verl GSM8K run whose solved prompts tie 84% of its groups).
-    A share of NEARLY_ALL or more stays an error wherever the log starts."""
+    A share of NEARLY_ALL or more stays an error wherever the log starts; solved ties at
+    TIED_NO_SIGNAL or more are a warning: no group is left to carry a signal."""
     event = high_ratio("zero_std_onset", metric, steps, values, ZERO_STD_HIGH, "share of zero-std reward groups")
     if event is None or partner is None:
         return event
@@ -338,28 +338,30 @@ def clip_ratio_blowup(metric: str, steps, values, partner=None, returns=None) ->
     from the first step are; so is one at its state from the first row of a log that starts
     mid-run (``onsets.starts_mid_run``) while the reward did not fall through it
     (``reward_fell``): the updates were that large before the log (a ManiSkill PushCube PPO
-    at 0.42 from a third of its run on, its success held at 1.0)."""
+    at 0.42 from a third of its run on, its success held at 1.0). A fraction over the line
+    whose later, worse state only drifted there is judged from where it crossed the line,
+    against the level just before, unless a clip-range schedule shrank the range over it
+    (a real SB3 PPO clipping 0.18-0.27 over its first updates, over 0.3 from its ninth, ~0.8
+    from a tenth of the run on, 0.86 from two thirds: a blow-up from the ninth)."""
     # a fraction clipping from the start that later jumps CLIP_RISE x over that level (not
     # only past the midpoint to 1): the jump is the news
     event = high_ratio("clip_ratio_blowup", metric, steps, values, CLIP_HIGH, "PPO clip fraction",
                        later=lambda held: min((held + 1) / 2, CLIP_RISE * held))
     before = None if event is None else _just_before(steps, values, event.onset)
-    if before is not None and event.evidence["level"] < CLIP_RISE * before and "at_or_above_from" in event.evidence \
+    drifted = before is not None and event.evidence["level"] < CLIP_RISE * before
+    if drifted and "at_or_above_from" in event.evidence \
             and not _range_shrank(partner, event.evidence["at_or_above_from"]):
         # the later, worse state was a drift over the state's own level, not a jump: the
         # news is the state itself, from where the fraction crossed the line, judged against
-        # the level just before it, when no clip-range schedule shrank the range over it (a real SB3 PPO clipping 0.18-0.27 over its first
-        # updates, over 0.3 from its ninth, ~0.8 from a tenth of the run on and 0.86 from two
-        # thirds: a blow-up from the ninth, not a drift at the end)
+        # the level just before it, when no clip-range schedule shrank the range over it
         first = event.evidence["at_or_above_from"]
-        v = np.clip(np.asarray(values, float), 0, 1)
-        level = float(np.median(v[np.asarray(steps) >= first]))
-        was = _just_before(steps, values, first)
+        state = np.clip(np.asarray(values, float), 0, 1)[np.asarray(steps) >= first]
+        level, was = float(np.median(state)), _just_before(steps, values, first)
         if was is not None and level >= CLIP_RISE * was:
             event = replace(event, onset=first, severity="error" if level >= NEARLY_ALL else "warning",
                             title=f"PPO clip fraction at {level:.2f} from step {first} (was {was:.2f})",
                             evidence={"level": level, "before": was, "threshold": CLIP_HIGH,
-                                      "share_at_or_above": float(np.mean(v[np.asarray(steps) >= first] >= CLIP_HIGH))})
+                                      "share_at_or_above": float(np.mean(state >= CLIP_HIGH))})
             before = was
     if before is not None and event.evidence["level"] < CLIP_RISE * before:
         return replace(event, severity="info",

@@ -795,7 +795,10 @@ def length_at_cap(metric: str, steps, values, cap: float | None) -> Event | None
     at the cap, an explosion that the LENGTH_FACTOR line misses when the cap lies under
     that factor over the level before (a real NeMo-RL GRPO run: 551 tokens at step 1,
     997-1024 of a 1024-token cap from step 2 on). A warning. A run at the cap from its
-    first row was set up so (a caption model's 10-token cap), not a rise. The caller
+    first row was set up so (a caption model's 10-token cap), not a rise. A long run whose
+    batches dip under the line for a few steps now and then is at the cap from its first
+    point at the line whose next point is too, when PAST_SHARE of the points from there to
+    the end are (the onset protocol's reading). The caller
     passes a cap only when the run logs no truncation share, which says this directly
     (``truncation_onset``). Onset: the first step of the rise (``fall_start`` upwards)."""
     if cap is None or not cap > 0:

@@ -96,8 +96,6 @@ def load_run(source, wanted) -> RunData:
                    derived)
 
 
-
-
 def _resolve(canonical: str, available):
     if canonical.startswith(EVAL):
         return semantics.resolve(canonical[len(EVAL):], available, split="eval")
