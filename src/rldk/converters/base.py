@@ -456,6 +456,20 @@ def to_json(summary: ConvertSummary) -> str:
     return json.dumps(summary.to_dict(), sort_keys=True)
 
 
+def files_where(path, test, limit: int | None = None, depth: int = 2) -> list[Path]:
+    """``path`` itself when it is a file, else the files ``depth`` folders under it (sorted),
+    that pass ``test``; the first ``limit`` of them (detection asks for one and stops there,
+    without reading every other file of a large folder)."""
+    path = Path(path)
+    out = []
+    for p in [path] if path.is_file() else sorted(walk_files(path, depth)):
+        if test(p):
+            out.append(p)
+            if limit and len(out) >= limit:
+                break
+    return out
+
+
 def any_line(path: Path, test, limit: int) -> bool:
     """Whether ``test`` (a decoded line -> bool) holds for a line that starts within the
     first ``limit`` bytes of ``path`` (read a line at a time: a line cut at the scan's edge

@@ -35,9 +35,9 @@ from rldk.converters.base import (
     Skip,
     any_line,
     facts,
+    files_where,
     metric_table,
     relative_key,
-    walk_files,
     write_runs,
 )
 from rldk.converters.verl import _ANSI, _TEXT_SUFFIXES, _number
@@ -64,10 +64,7 @@ def detect(path) -> bool:
 
 
 def log_files(path, limit: int | None = None) -> list[Path]:
-    path = Path(path)
-    candidates = [path] if path.is_file() else sorted(walk_files(path, 2))
-    out = [p for p in candidates if (p.suffix in _TEXT_SUFFIXES or not p.suffix) and _has_metric_line(p)]
-    return out[:limit] if limit else out
+    return files_where(path, lambda p: (p.suffix in _TEXT_SUFFIXES or not p.suffix) and _has_metric_line(p), limit)
 
 
 def _has_metric_line(path: Path) -> bool:

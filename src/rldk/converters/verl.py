@@ -30,9 +30,9 @@ from rldk.converters.base import (
     Skip,
     any_line,
     facts,
+    files_where,
     metric_table,
     relative_key,
-    walk_files,
     write_runs,
 )
 
@@ -54,10 +54,7 @@ def detect(path) -> bool:
 
 
 def log_files(path, limit: int | None = None) -> list[Path]:
-    path = Path(path)
-    candidates = [path] if path.is_file() else sorted(walk_files(path, 2))
-    out = [p for p in candidates if _kind(p) is not None]
-    return out[:limit] if limit else out
+    return files_where(path, lambda p: _kind(p) is not None, limit)
 
 
 #: How far into a text file ``_kind`` looks for the first ``step:N - key:value`` line: a
