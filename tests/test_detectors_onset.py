@@ -40,7 +40,8 @@ def test_a_collapse_that_recovers_is_found_from_its_first_step():
 
 
 @pytest.mark.parametrize("length, depth", [
-    (9, 1.0),      # all of the gain lost, for 4.5% of the run: shorter than SHORT_STRETCH, a dip
+    (4, 1.0),      # all of the gain lost, for 2% of the run: shorter than CRASH_STRETCH, a dip
+    (9, 0.6),      # 60% of the gain lost for 4.5%: shorter than SHORT_STRETCH and no crash (CRASH_SHARE)
     (60, 0.3),     # 30% of the gain lost for 30% of the run: not half of it
 ])
 def test_dips_stay_quiet(length, depth):

@@ -793,7 +793,11 @@ def test_short_recovered_declines_need_twice_the_evidence():
     comes back: an event when the drop is far outside the noise (a REINFORCE evaluation at
     the CartPole cap, 500 -> 141-321 for 6 of 100 evaluations; an rl_games FrankaCabinet
     return 9400 -> 900 for 35 of 500 epochs), not when it is barely significant (the
-    grid-treasure dip of test_real_healthy_returns_stay_quiet, z 3.5); shorter than 5%, never."""
+    grid-treasure dip of test_real_healthy_returns_stay_quiet, z 3.5); shorter than 5%, down
+    to 2.5% (CRASH_STRETCH), only a crash past CRASH_SHARE of all it had gained, in a log
+    that starts with the run (a Spinning Up DDPG Ant return, 612 -> -339 for 20 of 586
+    epochs, under its untrained -122: ``test_a_crash_past_all_it_gained_is_an_event``);
+    shorter, never."""
     steps, v = tensorboard_tag("reinforce_cartpole_eval_dip_recovery", "step_rewards_CartPole-v1")
     (d,) = trend.recovered_declines(steps, v, rules.DEGRADATION_SHARE)
     assert (int(steps[d.onset]), int(steps[d.end])) == (13999, 18999) and d.z >= 2 * trend.SIGNIFICANCE
@@ -803,7 +807,8 @@ def test_short_recovered_declines_need_twice_the_evidence():
     rng = np.random.default_rng(5)
     t = np.arange(400)
     rise = np.minimum(t / 100, 1) * 10
-    for length, depth, found in ((28, 8.0, True), (16, 9.0, False)):   # 7% and 4% of the run
+    # 7%, 4% (a crash to the untrained level; one that keeps 40% of the gain) and 2% of the run
+    for length, depth, found in ((28, 8.0, True), (16, 9.0, True), (16, 6.0, False), (8, 9.5, False)):
         dip = rise - depth * ((t >= 250) & (t < 250 + length)) + 0.6 * rng.normal(size=400)
         assert bool(trend.recovered_declines(t, dip, 0.5)) == found, (length, depth)
     # an untrained policy's early level of 1 that dips to 0.2 for 7% of the run, before the
@@ -818,6 +823,27 @@ def test_short_recovered_declines_need_twice_the_evidence():
     assert trend.recovered_declines(t, longer + 0.05 * rng.normal(size=400), 0.5) == []
     deeper = np.where(t < 20, 0.0, 4.0) - 3.5 * ((t >= 40) & (t < 90)) + np.clip((t - 100) / 100, 0, 1) * 6
     assert trend.recovered_declines(t, deeper + 0.05 * rng.normal(size=400), 0.5)
+
+
+def test_a_crash_past_all_it_gained_is_an_event():
+    """A Spinning Up DDPG Ant return (tuning half) at a plateau of ~612 that crashes to a
+    median of -339 for 20 of its 586 epochs (3.4% of the run, under the untrained -122) and
+    comes back: the labelled event at its first epoch, 499999. Read from 35% of its steps on
+    (a log that starts mid-run), the gain is not in view, so no crash is measured against
+    it: a DQN highway return's 2.5% dip under the first level of such a log is its noise."""
+    path = REAL / "spinup_ddpg_ant_collapse_critic_divergence" / "progress.txt"
+    with open(path, newline="", encoding="utf-8") as fh:
+        rows = [(int(float(r["TotalEnvInteracts"])), float(r["AverageEpRet"]))
+                for r in csv.DictReader(fh, delimiter="\t")]
+    steps, v = (np.array(x) for x in zip(*rows))
+    found = trend.recovered_declines(steps, v, rules.DEGRADATION_SHARE)
+    assert any(int(steps[d.onset]) == 499999 and int(steps[d.end]) == 547999 for d in found)
+    t = np.arange(400)
+    crash = np.minimum(t / 100, 1) * 10 - 9.0 * ((t >= 250) & (t < 266))
+    crash = crash + 0.6 * np.random.default_rng(5).normal(size=400)
+    assert trend.recovered_declines(t, crash, 0.5)
+    late = t >= 60                     # read from a step the run had passed: 6 of its gain of 10 before it
+    assert trend.recovered_declines(t[late] + 1000, crash[late], 0.5) == []
 
 
 def test_a_fall_is_reported_once_not_again_as_its_own_later_stage():

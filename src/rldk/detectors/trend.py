@@ -38,7 +38,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from rldk.detectors.onsets import (LEVEL_WINDOW, MIN_REFERENCE, final_need, level_of, past_midpoint,
-                                   stretch_need)
+                                   starts_mid_run, stretch_need)
 from rldk.detectors.regimes import Regimes, regimes
 from rldk.detectors.scale import MAD_TO_SIGMA, noise_sigma, spread
 
@@ -59,6 +59,16 @@ SIGNIFICANCE = 3.0
 #: noisy return as long, barely significant (z 3.5), is one they list as benign.
 SHORT_STRETCH = 0.05
 SHORT_SIGNIFICANCE = 2.0
+#: A decline the run recovers from may be shorter than SHORT_STRETCH of the run, down to
+#: this share of it, when it crashed past CRASH_SHARE of the gain to its peak (with
+#: SHORT_SIGNIFICANCE x SIGNIFICANCE standard errors): a policy that broke outright. A
+#: labelled Spinning Up DDPG Ant return fell from a plateau of 612 to a median of -339 (its
+#: untrained level -122) for 20 of 586 epochs, 3.4% of the run, and came back.
+CRASH_STRETCH = 0.025
+#: ``CRASH_STRETCH``: the share of the gain to the peak that a crash that short must lose
+#: (the gain read from the lowest level held before, which for a noisy start lies under the
+#: untrained median: that Ant run lost 114% of the gain over its median, 89% over its lowest).
+CRASH_SHARE = 0.75
 #: Fewest logged values a tail below the line must hold (with MIN_STRETCH of the run): a
 #: noisy series sitting at the line has all of 3 values in a row below it 1 time in 8, all
 #: of 5 1 time in 32; an evaluation logged every few thousand steps bounces like that.
@@ -146,9 +156,13 @@ def recovered_decline(steps, values, share: float, r: Regimes | None = None) -> 
     of the run is a transient; a policy that stays broken for longer is the event the user
     must see), and its drop must pass the same SIGNIFICANCE against the series' own noise
     and wander as a final decline's; or hold SHORT_STRETCH of the run with a drop of
-    SHORT_SIGNIFICANCE times that. The stretch opens with MIN_REFERENCE values below the
-    line (a lone low value is an outlier), not with a regime of as many: a smooth crash and
-    recovery logged at a coarse cadence is cut into regimes of a point or two.
+    SHORT_SIGNIFICANCE times that; or, in a log that starts with its run (not
+    ``onsets.starts_mid_run``: read from later on, the gain is not all in view), hold
+    CRASH_STRETCH of it with such a drop past CRASH_SHARE of the gain (a policy that broke
+    outright, back to where it started, and was repaired). The stretch opens with
+    MIN_REFERENCE values below the line (a lone low value is an outlier), not with a regime
+    of as many: a smooth crash and recovery logged at a coarse cadence is cut into regimes
+    of a point or two.
 
     A stretch that went past the line and held a level there, but came back over it
     within a tenth of the run, may be measured under the shallower line of SHALLOW x
@@ -238,6 +252,9 @@ def _recovered_at(r: Regimes, t: int, top, low, best, se, share, need, most) -> 
     found = low_stretch(stretch_need(len(r.values), MIN_TAIL))
     short = found is None
     found = found if found is not None else low_stretch(need)
+    crash = found is None
+    crash_need = max(MIN_TAIL, int(np.ceil(CRASH_STRETCH * len(r.values))))
+    found = found if found is not None else low_stretch(crash_need)
     if found is None:
         return None
     line, end, fell = found
@@ -245,6 +262,8 @@ def _recovered_at(r: Regimes, t: int, top, low, best, se, share, need, most) -> 
     z = (peak - float(np.mean(low_part))) / max(se(n_peak, len(low_part), s + len(low_part) // 2 - a),
                                                 1e-300)
     drop = peak - float(np.median(low_part))
+    if crash and (end >= len(r.values) or drop < CRASH_SHARE * gain or starts_mid_run(r.steps)):
+        return None           # shorter than a short stretch: only a crash past all it had gained
     if short and (end >= len(r.values) or drop < share * most):
         return None           # a state that lasts to the end holds MIN_STRETCH; a short one is deep
     if end < len(r.values) and drop < LEARNED_SHARE * most:
