@@ -846,6 +846,25 @@ def test_a_crash_past_all_it_gained_is_an_event():
     assert trend.recovered_declines(t[late] + 1000, crash[late], 0.5) == []
 
 
+def test_a_return_at_one_level_over_its_whole_run_has_none_to_lose():
+    """A pixel SAC return (tuning half, a wandb run file) flat at 4.2 over 642 episodes,
+    0.9-9.6 each, that never learned: the change points read one level from its first row
+    to its last (``rules.ONE_LEVEL_ROWS``), so the 5-episode median's peak of 7.1 near the
+    end is its noise's extreme, not a level it lost a quarter of. A 30-row GAIL return,
+    too short to cut, is still judged on points."""
+    from rldk.converters import ingest
+
+    (run,) = ingest(str(REAL / "maniskillwb_sac_curl_pushcube_plateau" / "run-50h5nas7.wandb"),
+                    adapter="wandb").runs()
+    series = run.metric("charts/episodic_return")
+    steps, v = series["step"].to_numpy(), series["value"].to_numpy()
+    assert len(trend.regimes(steps, v, "signed").parts) == 1 and len(v) == 642
+    assert rules.reward_degradation("charts/episodic_return", steps, v) is None
+    with open(REAL / "gail_ppo_discriminator_collapse" / "progress.csv", newline="", encoding="utf-8") as fh:
+        short = [float(r["mean 100 episode reward"]) for r in csv.DictReader(fh)]
+    assert rules.reward_degradation("r", np.arange(len(short)), np.array(short)) is not None
+
+
 def test_a_fall_is_reported_once_not_again_as_its_own_later_stage():
     """A PyMARL DCG test return (tuning half) that fell for good from step 1124116: the
     stretch after the fall's line, judged again for a second drop (``_later_stage``), began

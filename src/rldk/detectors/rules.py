@@ -154,6 +154,14 @@ MODERATE_SHARE = 0.25
 #: rows, 4 of 20 of 2000, none of 40 of 1000). Half the gain on points stays judged at any
 #: length. 1000, not 100: at 100 the tuning half's late and stopped variants lost an event.
 MODERATE_POINTS_ROWS = 1000
+#: Reward degradation on points (``_points_below``): a series of at least this many rows
+#: that the change points read as one level over the whole run held no level it could
+#: lose; its highest window is an extreme of its own noise. The test on points is for
+#: short series the change points cannot cut (30 rows); a pixel SAC return flat at 4.2
+#: over 642 episodes (0.9-9.6 each), whose 5-episode median peaks at 7.1 near the end,
+#: "fell by a quarter" from that peak. A hundred: ten times the shortest level
+#: (``moves.PRIOR_POINTS``), so a tenth of the run can be a level of its own.
+ONE_LEVEL_ROWS = 100
 #: ``_last_stage``: in a short run, a stage need hold only this share of its points (at least
 #: MIN_REFERENCE) where PRIOR_POINTS would be most of the run: an SB3 run of 15 updates whose
 #: entropy held 1.34 for 5 of them before it collapsed.
@@ -1115,7 +1123,10 @@ def _points_below(metric: str, steps, v, r: Regimes, share: float = DEGRADATION_
 
     This is the rule the level test (``decline``) was added to: on the real logs it finds
     declines of short, noisy returns (30 rows, no regime in them) that the level test
-    cannot cut into levels."""
+    cannot cut into levels. A series of ONE_LEVEL_ROWS or more that the change points read
+    as one level from its first row to its last has none to lose."""
+    if len(r.parts) == 1 and len(v) >= ONE_LEVEL_ROWS:
+        return None                 # one level held over the whole run: no level to lose
     level = level_of(v)
     peak_at = int(np.argmax(level))
     peak, start = float(level[peak_at]), float(level[0])
