@@ -253,8 +253,8 @@ def _recovered_at(r: Regimes, t: int, top, low, best, se, share, need, most) -> 
     short = found is None
     found = found if found is not None else low_stretch(need)
     crash = found is None
-    crash_need = max(MIN_TAIL, int(np.ceil(CRASH_STRETCH * len(r.values))))
-    found = found if found is not None else low_stretch(crash_need)
+    if crash and not starts_mid_run(r.steps):     # from later on, the gain is not all in view
+        found = low_stretch(max(MIN_TAIL, int(np.ceil(CRASH_STRETCH * len(r.values)))))
     if found is None:
         return None
     line, end, fell = found
@@ -262,8 +262,8 @@ def _recovered_at(r: Regimes, t: int, top, low, best, se, share, need, most) -> 
     z = (peak - float(np.mean(low_part))) / max(se(n_peak, len(low_part), s + len(low_part) // 2 - a),
                                                 1e-300)
     drop = peak - float(np.median(low_part))
-    if crash and (end >= len(r.values) or drop < CRASH_SHARE * gain or starts_mid_run(r.steps)):
-        return None           # shorter than a short stretch: only a crash past all it had gained
+    if crash and (end >= len(r.values) or drop < CRASH_SHARE * gain):
+        return None           # shorter than a short stretch: only a crash past most of its gain
     if short and (end >= len(r.values) or drop < share * most):
         return None           # a state that lasts to the end holds MIN_STRETCH; a short one is deep
     if end < len(r.values) and drop < LEARNED_SHARE * most:
