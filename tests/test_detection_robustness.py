@@ -174,10 +174,21 @@ def bench(tmp_path_factory):
 #: a clip-fraction state judged from its crossing): tune every2 173 (119) -> 175 (120), every3
 #: 168 (122) -> 170 (124), stopped 137 (110) -> 139 (111), healthy exits -1 in every2, every3,
 #: late and stopped; report late and stopped exits -1: the floors below.
-FLOORS = {("tune", "every2"): (175 / 208, 120 / 208, 5), ("tune", "every3"): (170 / 208, 124 / 208, 7),
-          ("tune", "late"): (136 / 156, 98 / 156, 5), ("tune", "stopped"): (139 / 181, 111 / 181, 9),
-          ("report", "every2"): (121 / 163, 72 / 163, 12), ("report", "every3"): (123 / 163, 80 / 163, 15),
-          ("report", "late"): (103 / 133, 72 / 133, 13), ("report", "stopped"): (101 / 146, 76 / 146, 14)}
+#: Session 57: a crash the run recovered from past 75% of its gain for 2.5-5% of the run (tune
+#: every2 and every3 +1 found and in window) and a return at one level over its whole run,
+#: then the seventy-first to seventy-ninth batches (tune +9 events and 14 healthy logs, report
+#: +4 events and 11 healthy logs): tune every2 183 (126) of 217, every3 179 (130), late 141
+#: (102) of 162, stopped 143 (114) of 189; report every2 125 (74) of 167, every3 126 (83),
+#: late 103 (72) of 135, stopped 104 (79) of 150. Healthy exits: tune every3 7 -> 8, late 5
+#: -> 6, stopped 9 -> 10 (the new batches' logs; none was added by a rule); report every2
+#: 12 -> 15, every3 15 -> 17, late 13 -> 14, stopped 14 -> 18. Shares lower than before
+#: (the new events, not a rule: the BRUCE episode-length collapse is missed in every view):
+#: tune late found 0.872 -> 0.870, stopped found 0.768 -> 0.757 and in window 0.613 -> 0.603;
+#: report every3 found 0.7546 -> 0.7545, late found 0.774 -> 0.763 and in window 0.541 -> 0.533.
+FLOORS = {("tune", "every2"): (183 / 217, 126 / 217, 5), ("tune", "every3"): (179 / 217, 130 / 217, 8),
+          ("tune", "late"): (141 / 162, 102 / 162, 6), ("tune", "stopped"): (143 / 189, 114 / 189, 10),
+          ("report", "every2"): (125 / 167, 74 / 167, 15), ("report", "every3"): (126 / 167, 83 / 167, 17),
+          ("report", "late"): (103 / 135, 72 / 135, 14), ("report", "stopped"): (104 / 150, 79 / 150, 18)}
 
 
 @pytest.mark.parametrize("half, variant", sorted(FLOORS))
