@@ -552,6 +552,28 @@ def test_tensorboard_csv_download_is_the_scalar_its_file_names(tmp_path):
     assert run.metric_names() == ["my_custom_thing"]
 
 
+def test_a_pandas_index_column_is_no_metric(tmp_path):
+    """``DataFrame.to_csv`` writes its index as a first column with no header (a traffic-
+    signal paper's training curves): it is no metric named "", it is counted with the
+    fields left out, and the step column still gives the steps."""
+    f = tmp_path / "train_reward.csv"
+    f.write_text(",step,avg_reward,agent\n0,720,-121.5,iqld\n1,1440,-118.0,iqld\n")
+    convert_path(f, "csv", tmp_path / "s")
+    (run,) = open_store(tmp_path / "s").runs()
+    assert run.metric_names() == ["avg_reward"]
+    assert run.metric("avg_reward").rows() == [(720, -121.5), (1440, -118.0)]
+    meta = json.loads(run.events("run").filter(pl.col("name") == "import")["attrs"][0])["meta"]
+    assert meta["ignored_fields"] == {"(no header)": 2, "agent": 2} and meta["step_field"] == "step"
+    # a large all-number file, read a block at a time through Polars: the same
+    f = tmp_path / "big.csv"
+    f.write_text(",step,avg_reward\n" + "".join(f"{i},{720 * (i + 1)},{i % 7}\n" for i in range(30000)))
+    convert_path(f, "csv", tmp_path / "big")
+    (run,) = open_store(tmp_path / "big").runs()
+    assert run.metric_names() == ["avg_reward"] and run.metric("avg_reward").rows()[-1] == (21600000, 4.0)
+    meta = json.loads(run.events("run").filter(pl.col("name") == "import")["attrs"][0])["meta"]
+    assert meta["ignored_fields"] == {"(no header)": 30000}
+
+
 def test_csv_ragged_rows_are_skipped_and_reported(tmp_path):
     f = tmp_path / "log.csv"
     f.write_text("step,loss,kl\n1,0.5,0.1\n2,0.4\n3,0.3,0.2,9\n4,,0.3\n")

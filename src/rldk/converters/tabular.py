@@ -37,6 +37,8 @@ STEP_FIELDS = ("step", "global_step", "iteration", "_step", "timestep", "time/to
                "frames", "Step", "steps")
 TIME_FIELDS = ("wall_time", "timestamp", "_timestamp", "Wall time")
 TEXT_FIELDS = ("response", "completion")
+#: How the fields left out (``meta()["ignored_fields"]``) name a column with no header.
+UNNAMED = "(no header)"
 CHUNK_ROWS = 16_384
 MAX_DEPTH = 32
 _INT64 = 2 ** 63
@@ -99,6 +101,12 @@ class RowCollector:
         self.rows += 1
         for name, raw in row.items():
             if name == self.step_field or name in TIME_FIELDS:
+                continue
+            if not name.strip():
+                # a column with no header (pandas' ``to_csv`` writes its index there): no
+                # metric anyone can name; its values counted with the fields left out
+                if raw not in (None, ""):
+                    self.ignored[UNNAMED] = self.ignored.get(UNNAMED, 0) + 1
                 continue
             value = number(raw)
             if value is not None:
@@ -288,7 +296,9 @@ def frame_tables(rows: RowCollector, frame) -> list | None:
     numeric, ignored = {}, {}
     for name, series in columns.items():
         dtype = series.dtype
-        if dtype.is_numeric() or dtype == pl.Boolean:
+        if not name.strip():                                # no header: as the row path
+            ignored[UNNAMED] = series.len() - series.null_count()
+        elif dtype.is_numeric() or dtype == pl.Boolean:
             numeric[name] = series.cast(pl.Float64)
         elif dtype == pl.Null:
             continue
