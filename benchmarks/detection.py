@@ -37,11 +37,15 @@ steps for step events)": scored under the onset protocol (a ``step`` event at +-
 ``gradual`` one in its window; the original labels of gradual events are threshold
 crossings inside the slide, printed beside it), <= 0.05 false alarms per healthy log,
 <= 1 healthy log in 20 exiting 3.
+
+The logs are analysed in parallel, one process per CPU (``RLDK_BENCH_WORKERS=1``: all in
+this process); the results do not depend on how many.
 """
 from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
 import tempfile
 import time
@@ -109,6 +113,44 @@ def load_truth() -> dict:
         if "split" in entry:                       # labelled (an unlabelled one is not scored)
             logs[name] = {**entry, "root": str(ROOT)}   # their paths are relative to the checkout
     return logs
+
+
+#: the worker pools ``each_log`` started, by size (kept for the life of the process)
+_POOL = {}
+
+
+def workers() -> int:
+    """Processes the benchmarks spread their logs over: RLDK_BENCH_WORKERS, or one per CPU."""
+    return max(1, int(os.environ.get("RLDK_BENCH_WORKERS") or os.cpu_count() or 1))
+
+
+def each_log(task, jobs: list) -> list:
+    """``[task(*job) for job in jobs]``, in order, spread over ``workers()`` processes: one
+    log's analysis shares nothing with another's. The processes are started once (spawned:
+    a fork would copy DuckDB's and Polars' thread pools mid-flight) and kept, so what they
+    imported and read stays with them; each job runs with this process's RLDK_CACHE_DIR
+    (where the import cache is) as it is when the job is given."""
+    n = min(workers(), len(jobs))
+    if n <= 1:
+        return [task(*job) for job in jobs]
+    if n not in _POOL:
+        import multiprocessing
+        from concurrent.futures import ProcessPoolExecutor
+
+        here = str(Path(__file__).resolve().parent)   # the workers import the benchmarks by name
+        if here not in sys.path:
+            sys.path.insert(0, here)
+        _POOL[n] = ProcessPoolExecutor(n, mp_context=multiprocessing.get_context("spawn"))
+    cache = os.environ.get("RLDK_CACHE_DIR")
+    return list(_POOL[n].map(_with_cache, [cache] * len(jobs), [task] * len(jobs), jobs))
+
+
+def _with_cache(cache: str | None, task, job: tuple):
+    if cache is None:
+        os.environ.pop("RLDK_CACHE_DIR", None)
+    else:
+        os.environ["RLDK_CACHE_DIR"] = cache
+    return task(*job)
 
 
 def analyse(entry: dict, workdir: Path, name: str, maps: bool = True) -> LogResult:
@@ -243,24 +285,28 @@ def _benign(finding, benign: list) -> bool:
 
 
 def run(halves, only: str | None = None, verbose: bool = False, maps: bool = True) -> dict:
-    logs = load_truth()
-    out = {}
+    logs = [(name, entry) for name, entry in sorted(load_truth().items())
+            if entry["split"] in halves and not (only and name != only)]
     with tempfile.TemporaryDirectory(prefix="rldk-detection-") as tmp:
-        for name, entry in sorted(logs.items()):
-            if entry["split"] not in halves or (only and name != only):
-                continue
-            start = time.perf_counter()
-            try:
-                r = analyse(entry, Path(tmp) / name, name, maps)
-            except Exception as exc:                  # a log we cannot read counts as missed
-                r = LogResult(name, entry["split"], entry["healthy"],
-                              events=len(entry.get("events", [])), error=f"{type(exc).__name__}: {exc}")
-                r.missed = entry.get("events", [])
-            r.seconds = time.perf_counter() - start
-            out[name] = r
-            if verbose:
-                print(json.dumps(r.__dict__, default=str, indent=1))
+        results = each_log(_analyse_one, [(name, entry, str(Path(tmp) / name), maps) for name, entry in logs])
+    out = {r.name: r for r in results}
+    if verbose:
+        for r in out.values():
+            print(json.dumps(r.__dict__, default=str, indent=1))
     return out
+
+
+def _analyse_one(name: str, entry: dict, workdir: str, maps: bool) -> LogResult:
+    """``analyse`` of log ``name``, timed; a log that cannot be read counts as missed."""
+    start = time.perf_counter()
+    try:
+        r = analyse(entry, Path(workdir), name, maps)
+    except Exception as exc:
+        r = LogResult(name, entry["split"], entry["healthy"],
+                      events=len(entry.get("events", [])), error=f"{type(exc).__name__}: {exc}")
+        r.missed = entry.get("events", [])
+    r.seconds = time.perf_counter() - start
+    return r
 
 
 def summary(results: dict, half: str) -> dict:

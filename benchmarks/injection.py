@@ -310,25 +310,32 @@ def score(case: Case, entry: dict, workdir: Path, store, at: float = ONSET_SHARE
 
 def run(half: str, only_log: str | None = None, only_injection: str | None = None,
         at: float = ONSET_SHARE) -> list[Case]:
+    logs = [(name, entry) for name, entry in sorted(detection.load_truth().items())
+            if entry["split"] == half and entry["healthy"] and not (only_log and name != only_log)]
+    with tempfile.TemporaryDirectory(prefix="rldk-injection-") as tmp:
+        cases = detection.each_log(_cases_of_one, [(name, entry, str(Path(tmp) / name), only_injection, at)
+                                                   for name, entry in logs])
+    return [case for one in cases for case in one]
+
+
+def _cases_of_one(name: str, entry: dict, workdir: str, only_injection: str | None, at: float) -> list[Case]:
+    """Every injection healthy log ``name`` takes, scored; one that fails counts as not
+    found, with why."""
     from rldk import semantics
 
     out = []
-    with tempfile.TemporaryDirectory(prefix="rldk-injection-") as tmp:
-        for name, entry in sorted(detection.load_truth().items()):
-            if entry["split"] != half or not entry["healthy"] or (only_log and name != only_log):
-                continue
-            semantics.use_metric_map(entry.get("metric_map"))
+    semantics.use_metric_map(entry.get("metric_map"))
+    try:
+        for injection, metric, store in cases_of(name, entry, only_injection):
+            case = Case(name, injection, metric, -1)
             try:
-                for injection, metric, store in cases_of(name, entry, only_injection):
-                    case = Case(name, injection, metric, -1)
-                    try:
-                        case = score(case, entry, Path(tmp) / name / injection, store, at)
-                    except Exception as exc:              # counted as not found, with why
-                        case.error = f"{type(exc).__name__}: {exc}"
-                    if case is not None:
-                        out.append(case)
-            finally:
-                semantics.use_metric_map(None)
+                case = score(case, entry, Path(workdir) / injection, store, at)
+            except Exception as exc:
+                case.error = f"{type(exc).__name__}: {exc}"
+            if case is not None:
+                out.append(case)
+    finally:
+        semantics.use_metric_map(None)
     return out
 
 

@@ -199,23 +199,27 @@ def _schema_of(table):
 
 
 def run(halves, variant: str, only: str | None = None) -> dict:
-    out = {}
+    logs = [(name, entry) for name, entry in sorted(detection.load_truth().items())
+            if entry["split"] in halves and not (only and name != only)]
     with tempfile.TemporaryDirectory(prefix="rldk-robustness-") as tmp:
-        for name, entry in sorted(detection.load_truth().items()):
-            if entry["split"] not in halves or (only and name != only):
-                continue
-            start = time.perf_counter()
-            try:
-                r = analyse(entry, Path(tmp) / variant / name, name, variant)
-            except Exception as exc:                    # a log we cannot read counts as missed
-                r = detection.LogResult(name, entry["split"], entry["healthy"],
-                                        events=len(entry.get("events", [])),
-                                        error=f"{type(exc).__name__}: {exc}")
-                r.missed = entry.get("events", [])
-            if r is not None:
-                r.seconds = time.perf_counter() - start
-                out[name] = r
-    return out
+        results = detection.each_log(_analyse_one, [(name, entry, str(Path(tmp) / variant / name), variant)
+                                                    for name, entry in logs])
+    return {r.name: r for r in results if r is not None}
+
+
+def _analyse_one(name: str, entry: dict, workdir: str, variant: str):
+    """``analyse`` of log ``name`` under ``variant``, timed; a log that cannot be read
+    counts as missed."""
+    start = time.perf_counter()
+    try:
+        r = analyse(entry, Path(workdir), name, variant)
+    except Exception as exc:
+        r = detection.LogResult(name, entry["split"], entry["healthy"],
+                                events=len(entry.get("events", [])), error=f"{type(exc).__name__}: {exc}")
+        r.missed = entry.get("events", [])
+    if r is not None:
+        r.seconds = time.perf_counter() - start
+    return r
 
 
 def main(argv=None) -> int:

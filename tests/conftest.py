@@ -11,6 +11,9 @@ tests that check its verdicts, its recorded outputs and that it leaves the check
 
 ``wait_for_wandb_exit``: waits until a wandb offline file is completely written.
 
+``real_imports``: one import cache (``RLDK_CACHE_DIR``) for the session's detection
+benchmarks on the real logs, so each log is converted once, not once per module.
+
 Under ``CI=true`` a test skipped because something is missing (a library, a fixture,
 a program: the skip reason says "not installed", "missing", "not present", "could not
 import"...) fails instead: CI promises every check runs.
@@ -78,6 +81,13 @@ def smoke_run(tmp_path_factory):
                           capture_output=True, text=True, timeout=900)
     return SimpleNamespace(out=out, returncode=done.returncode, stdout=done.stdout, stderr=done.stderr,
                            status_before=before, status_after=git_status())
+
+
+@pytest.fixture(scope="session")
+def real_imports(tmp_path_factory):
+    """A fresh import cache for the real logs of benchmarks/data/real, shared by the
+    session's benchmark runs that import them with their metric maps."""
+    return tmp_path_factory.mktemp("real-imports")
 
 
 @pytest.fixture(scope="session")

@@ -34,9 +34,9 @@ def load_benchmark(name: str = "detection"):
 
 
 @pytest.fixture(scope="module")
-def results(tmp_path_factory):
+def results(real_imports):
     mp = pytest.MonkeyPatch()
-    mp.setenv("RLDK_CACHE_DIR", str(tmp_path_factory.mktemp("cache")))
+    mp.setenv("RLDK_CACHE_DIR", str(real_imports))
     bench = load_benchmark()
     yield bench, bench.run(("tune", "report"))
     mp.undo()
@@ -357,6 +357,8 @@ NO_MAP_FLOORS = [("tune", 175 / 217, 142 / 217, 4), ("report", 131 / 167, 98 / 1
 
 @pytest.fixture(scope="module")
 def results_without_maps(tmp_path_factory):
+    # its own import cache: these imports run with no metric map active (a TensorBoard CSV
+    # export names its value through the table alone)
     mp = pytest.MonkeyPatch()
     mp.setenv("RLDK_CACHE_DIR", str(tmp_path_factory.mktemp("cache")))
     bench = load_benchmark()

@@ -10,9 +10,9 @@ from test_detection_benchmark import load_benchmark
 
 
 @pytest.fixture(scope="module")
-def bench(tmp_path_factory):
+def bench(real_imports):
     mp = pytest.MonkeyPatch()
-    mp.setenv("RLDK_CACHE_DIR", str(tmp_path_factory.mktemp("cache")))
+    mp.setenv("RLDK_CACHE_DIR", str(real_imports))
     yield load_benchmark("robustness")
     mp.undo()
 
