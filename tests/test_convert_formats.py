@@ -574,6 +574,24 @@ def test_a_pandas_index_column_is_no_metric(tmp_path):
     assert meta["ignored_fields"] == {"(no header)": 30000}
 
 
+def test_a_torchbeast_log_reads_without_its_comment_mark(tmp_path):
+    """TorchBeast's ``FileWriter`` (DouZero, RLCard's DMC) writes its header as
+    ``# _tick,_time,frames,...``: the first column is ``_tick``, not ``# _tick``; ``_time``
+    (``time.time()``) is the wall time, no metric; ``frames`` is the step. Both paths:
+    the row path, and the Polars block path a large file takes."""
+    header = "# _tick,_time,frames,mean_episode_return_landlord\n"
+    for rows in (2, 30000):
+        f = tmp_path / f"logs{rows}.csv"
+        f.write_text(header + "".join(f"{i},{1777702414.25 + i},{1600 * i},{-(5 + i % 3) / 100}\n"
+                                      for i in range(rows)))
+        convert_path(f, "csv", tmp_path / f"s{rows}")
+        (run,) = open_store(tmp_path / f"s{rows}").runs()
+        assert run.metric_names() == ["_tick", "mean_episode_return_landlord"], rows
+        assert run.metric("mean_episode_return_landlord").rows()[1] == (1600, -0.06)
+        walls = run.events("metric").filter(pl.col("name") == "_tick")["wall_time"]
+        assert walls.dt.epoch("ms").to_list()[:2] == [1777702414250, 1777702415250], rows
+
+
 def test_csv_ragged_rows_are_skipped_and_reported(tmp_path):
     f = tmp_path / "log.csv"
     f.write_text("step,loss,kl\n1,0.5,0.1\n2,0.4\n3,0.3,0.2,9\n4,,0.3\n")

@@ -38,7 +38,7 @@ ENCODE_WORKERS = 2
 _IMPORT_SEGMENT_ROWS = 1 << 19
 
 #: Bumped when a converter's output for the same input changes (invalidates import caches).
-CONVERTER_VERSION = 6
+CONVERTER_VERSION = 7
 
 
 class ConvertError(RldkError):

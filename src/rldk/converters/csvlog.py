@@ -217,7 +217,7 @@ class _State:
 def _add_row(rows: RowCollector, state: _State, file: Path, lineno: int, cells: list, run: RunData) -> None:
     """One row through the row path: a (repeated) header, a ragged row, or data."""
     if state.header is None or _is_header(cells, state.header):
-        state.header = cells
+        state.header = _uncommented(cells) if state.header is None else cells
         state.columnar = state.columnar and not any(_is_number(c) for c in cells)
         return
     if len(cells) != len(state.header):
@@ -398,6 +398,15 @@ def csv_lines(file: Path, comment: str | None = None, offset: int = 0, lineno: i
                                "file?") from None
         except csv.Error as exc:
             raise ConvertError(f"{file}:line {lineno + reader.line_num}: malformed CSV ({exc})") from None
+
+
+def _uncommented(header: list) -> list:
+    """The first header without the comment mark a logger put before it: TorchBeast's
+    ``FileWriter`` (DouZero, RLCard's DMC, the NetHack baselines) writes
+    ``# _tick,_time,frames,...``, whose first column is ``_tick``, not ``# _tick``."""
+    if header and header[0].startswith("#") and header[0].lstrip("#").strip():
+        return [header[0].lstrip("#").strip(), *header[1:]]
+    return header
 
 
 def _is_header(cells: list, header: list) -> bool:

@@ -9,7 +9,7 @@ Then, per row: the step is the ``step`` field (else ``global_step``, ``iteration
 garage / RLlib (``timesteps_total``, else its iteration) / torch-ac (``frames``) / OpenAI
 Baselines (``steps``) step columns, or ``Step`` (TensorBoard's and wandb's CSV downloads)
 (:data:`STEP_FIELDS`); else the row number, said in the summary); ``wall_time``
-(else ``timestamp``, ``_timestamp``, ``Wall time``) in seconds is the event time; every other
+(else ``timestamp``, ``_timestamp``, ``Wall time``, TorchBeast's ``_time``) in seconds is the event time; every other
 numeric field is a ``metric``; ``response``/``completion`` text makes a ``sample``
 event (``prompt`` and ``reward`` go with it). Other non-numeric fields are not
 metrics: they are counted per field in the run's import event.
@@ -35,7 +35,7 @@ STEP_FIELDS = ("step", "global_step", "iteration", "_step", "timestep", "time/to
                "total_timesteps", "misc/total_timesteps", "system/step", "TotalEnvInteracts", "TotalEnvSteps",
                "timesteps_total", "num_env_steps_sampled_lifetime", "num_env_steps_sampled", "training_iteration",
                "frames", "Step", "steps")
-TIME_FIELDS = ("wall_time", "timestamp", "_timestamp", "Wall time")
+TIME_FIELDS = ("wall_time", "timestamp", "_timestamp", "Wall time", "_time")
 TEXT_FIELDS = ("response", "completion")
 #: How the fields left out (``meta()["ignored_fields"]``) name a column with no header.
 UNNAMED = "(no header)"
