@@ -119,6 +119,55 @@ def test_settled_below_stays_quiet_on_flat_noise(kind):
         assert fired == 0
 
 
+#: a verl PPO run's score (critic/score/mean, 57 steps; benchmarks/data/real, batch 80):
+#: 0.57 at its start, a 0.69 plateau over steps 12-35, 0.54 from 36, under 0.49 from 45
+VERL_SCORE = [0.539, 0.54, 0.565, 0.57, 0.578, 0.625, 0.623, 0.52, 0.514, 0.559, 0.605, 0.685, 0.686,
+              0.679, 0.718, 0.717, 0.761, 0.66, 0.629, 0.665, 0.719, 0.721, 0.748, 0.699, 0.755, 0.676,
+              0.736, 0.711, 0.731, 0.675, 0.687, 0.661, 0.625, 0.603, 0.676, 0.504, 0.544, 0.522, 0.549,
+              0.576, 0.556, 0.537, 0.557, 0.588, 0.478, 0.485, 0.488, 0.391, 0.328, 0.394, 0.376, 0.329,
+              0.419, 0.477, 0.408, 0.452, 0.398]
+
+
+def test_a_short_score_that_ends_below_all_it_held_is_a_degradation():
+    """On 57 rows the wander estimate takes in the very moves under test (7x the white
+    noise at lag 3), so neither the gain of the plateau nor the fall from it passes its
+    significance; but the last ten rows all lie below every row before them, a new low
+    held to the end: found, from step 36, where the score left its plateau. With one of
+    them back at the run's lowest earlier row, no such low: nothing."""
+    steps, v = np.arange(1, 58), np.array(VERL_SCORE)
+    event = rules.reward_degradation("critic/score/mean", steps, v)
+    assert event is not None and event.onset == 36 and event.severity == "error"
+    lifted = v.copy()
+    lifted[53] = 0.479                      # over 0.478, the lowest row before the last ten
+    assert rules.reward_degradation("critic/score/mean", steps, lifted) is None
+
+
+def test_a_new_low_held_to_the_end_is_rare_in_short_correlated_noise():
+    """Seeded flat AR(1) noise (rho 0.9) of 30 and 57 points, 200 series each: a final
+    stretch below every earlier point is a settled decline, so some fire; measured: 44 and
+    21 (36 and 19 with the significance test alone). 300 points: none (above)."""
+    rng = np.random.default_rng(11)
+    for n, most in ((30, 44), (57, 21)):
+        series = [noise(rng, n, "ar1") for _ in range(200)]
+        assert sum(trend.settled_below(np.arange(n), v) is not None for v in series) <= most
+
+
+def test_a_dip_under_the_untrained_level_before_learning_is_no_degradation():
+    """A SAC drone's return: -305 untrained, under it (-385) for a seventh of the run as
+    its episodes lengthen before each crash, back at -305, then learning to +450. In a
+    log that starts with its run the plateau is the untrained policy, and a dip under it
+    that the run comes back from loses nothing learned; read from a later step on (a
+    resumed run), the plateau may be a learned level, and the dip is reported."""
+    rng = np.random.default_rng(3)
+    y = -305 + 3 * rng.normal(size=700)
+    y[150:250] = -385 + 3 * rng.normal(size=100)
+    y[500:] = np.linspace(-300, 450, 200) + 5 * rng.normal(size=200)
+    steps = np.arange(700) * 340 + 512
+    assert rules.reward_degradation("rollout/ep_rew_mean", steps, y) is None
+    event = rules.reward_degradation("rollout/ep_rew_mean", steps + 200 * 340, y)
+    assert event is not None and event.evidence["recovered_at"] is not None
+
+
 def test_a_flat_return_still_sliding_when_the_log_ends_is_a_degradation():
     """A run stopped while its return was still falling (a TD3 drone return, flat at -82 for
     140 rows, then -86, -97, -106 ... -250 over its last 15 rows): each point of the slide
@@ -182,13 +231,16 @@ def test_a_plateau_that_breaks_for_a_stretch_and_recovers_is_an_event_without_a_
     -2.7: a log cut from late on, as a real ML-Agents run's with its first tenth cut) that
     falls to -40 for 21 of 150 rows and comes back: no gain in sight to lose half of, yet
     far under every level it held for a seventh of the run (``trend.settled_below`` with
-    ``recovered``; seeded AR(1) noise stays quiet in test_false_alarm_rate_on_flat_noise)."""
+    ``recovered``; seeded AR(1) noise stays quiet in test_false_alarm_rate_on_flat_noise).
+    Its steps start at 17 (a log kept from a later step on): the same dip in a log that
+    starts with its run is under an untrained plateau, which no run had learned
+    (test_a_dip_under_the_untrained_level_before_learning_is_no_degradation)."""
     rng = np.random.default_rng(9)
     plateau = 0.75 + 0.1 * rng.normal(size=100)
     plateau[[10, 35, 60, 80]] = [-2.7, -11.0, -1.35, -0.97]
     broken = np.r_[plateau, -40 + 3 * rng.normal(size=21), 0.8 + 0.1 * rng.normal(size=29)]
-    event = rules.reward_degradation("episode_return", np.arange(150), broken)
-    assert event is not None and event.onset == 100 and event.evidence["recovered_at"] == 121
+    event = rules.reward_degradation("episode_return", np.arange(150) + 17, broken)
+    assert event is not None and event.onset == 117 and event.evidence["recovered_at"] == 138
 
 
 def noise(rng, n: int, kind: str) -> np.ndarray:
