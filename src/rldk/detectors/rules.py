@@ -942,8 +942,7 @@ def reward_degradation(metric: str, steps, values, points: bool = True) -> Event
     level). Failing
     all (a run with no gain to lose: flat, or no significant rise), a reward that settles below every
     level it held before and stays there to the end (``rldk.detectors.trend.settled_below``),
-    or, in a log kept from late on (``onsets.starts_mid_run``), falls far under them for a
-    tenth of the run and comes back (its ``recovered``); last,
+    or falls far under them for a tenth of the run and comes back (its ``recovered``); last,
     a negative return at its best from the start that ends twice as far below zero
     (``decline``'s ``below_zero``: a penalty-shaped return whose noise grows tenfold as it
     falls, so that no level of the fall is below every level held before it).
@@ -965,14 +964,7 @@ def reward_degradation(metric: str, steps, values, points: bool = True) -> Event
             and (found := _sized(_points_below(metric, steps, v, r, MODERATE_SHARE))) is not None:
         return found
     d = d if d is not None else _sized(settled_below(steps, v, r))
-    if d is None and starts_mid_run(steps):
-        # a dip far under a plateau it came back from, in a log kept from late on, where
-        # the plateau may be what the run had learned; in a log that starts with its run,
-        # a plateau with no gain before it is the untrained policy, and a dip under it that
-        # the run comes back from loses nothing it had learned (a SAC drone's return, -305
-        # untrained, under -380 for a seventh of the run as its episodes lengthen before
-        # each crash, back, then learning to +466)
-        d = _sized(settled_below(steps, v, r, recovered=True))
+    d = d if d is not None else _sized(settled_below(steps, v, r, recovered=True))
     d = d if d is not None else _sized(decline(steps, v, DEGRADATION_SHARE, r, below_zero=True))
     return None if d is None else _declined(metric, steps, d)
 
