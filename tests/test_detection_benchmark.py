@@ -317,7 +317,14 @@ def test_the_summary_says_which_findings_make_healthy_logs_exit():
 #: 163 in window, 5 of 194 healthy logs exiting 3; report 136 of 167, 55, 101, 16 of 157
 #: (its found share 132/163 -> 136/167 and in-window share 97/163 -> 101/167 are higher;
 #: its exact share 54/163 -> 55/167 is 0.002 lower).
-FLOORS = [("tune", 196 / 217, 77 / 217, 163 / 217, 5, 0.0), ("report", 136 / 167, 55 / 167, 101 / 167, 16, 1 / 157)]
+#: Session 58: the eightieth to eighty-fifth batches (13 logs measured fresh: 2 of their 3
+#: events found, 2 in their windows, 10 of their 11 healthy logs quiet; tune +10 logs and
+#: 3 events, report +3 healthy logs, all quiet) and a final stretch below every earlier
+#: point as a settled decline (``trend._stretch_below``: tune found +1, exact +1, in window
+#: +1): tune 199 of 220 found, 79 exact, 166 in window, 6 of 202 healthy logs exiting 3 (the
+#: new one: a SAC drone return that dips under its untrained level before it learns,
+#: labelled benign); report 136 of 167, 55, 101, 16 of 160.
+FLOORS = [("tune", 199 / 220, 79 / 220, 166 / 220, 6, 0.0), ("report", 136 / 167, 55 / 167, 101 / 167, 16, 1 / 160)]
 
 
 #: The same, run as a user who passes no metric map (``--no-metric-maps``): what the
@@ -352,7 +359,12 @@ FLOORS = [("tune", 196 / 217, 77 / 217, 163 / 217, 5, 0.0), ("report", 136 / 167
 #: of 208, 4 exits; report 127 (94) of 163, 10 exits.
 #: Session 57: the session's rules and the seventy-first to seventy-ninth batches: tune 175
 #: (142) of 217, 4 exits; report 131 (98) of 167, 13 exits.
-NO_MAP_FLOORS = [("tune", 175 / 217, 142 / 217, 4), ("report", 131 / 167, 98 / 167, 13)]
+#: Session 58: the eightieth to eighty-fifth batches: tune 177 (144) of 220, 6 exits: its
+#: found share 175/217 -> 177/220 is 0.002 lower, as the new jaxrl degradation is found only
+#: through its map (its evaluation return's name is in no framework's table); the new drone
+#: dip exits as it does with maps, and a flat TRL PPO CSV whose ``kl_divergence`` column (the
+#: KL to the reference, 12-18 nats) reads as PPO's per-update approx KL without its map.
+NO_MAP_FLOORS = [("tune", 177 / 220, 144 / 220, 6), ("report", 131 / 167, 98 / 167, 13)]
 
 
 @pytest.fixture(scope="module")

@@ -185,8 +185,18 @@ def bench(real_imports):
 #: (the new events, not a rule: the BRUCE episode-length collapse is missed in every view):
 #: tune late found 0.872 -> 0.870, stopped found 0.768 -> 0.757 and in window 0.613 -> 0.603;
 #: report every3 found 0.7546 -> 0.7545, late found 0.774 -> 0.763 and in window 0.541 -> 0.533.
-FLOORS = {("tune", "every2"): (183 / 217, 126 / 217, 5), ("tune", "every3"): (179 / 217, 130 / 217, 8),
-          ("tune", "late"): (141 / 162, 102 / 162, 6), ("tune", "stopped"): (143 / 189, 114 / 189, 10),
+#: Session 58 (the eightieth to eighty-fifth batches, tune +10 logs and 3 events, report +3
+#: healthy logs; a final stretch below every earlier point as a settled decline): tune every2
+#: 186 (128) of 220, every3 182 (131), late 144 (104) of 165, stopped 144 (115) of 191;
+#: report unchanged. Healthy exits tune every2 5 -> 7, every3 8 -> 10, stopped 10 -> 13: the
+#: two new SB3 SAC drone runs of one repository, whose returns dip under their untrained
+#: level before they learn (labelled benign), and a new ElegantRL D3QN CARLA learner when
+#: stopped. Shares lower than before (the new events: the verl calculator run's collapse and
+#: length explosion are off their windows thinned to every 3rd step, its collapse missed when
+#: stopped 5% after it): tune every3 in window 0.599 -> 0.595, stopped found 0.757 -> 0.754
+#: and in window 0.603 -> 0.602.
+FLOORS = {("tune", "every2"): (186 / 220, 128 / 220, 7), ("tune", "every3"): (182 / 220, 131 / 220, 10),
+          ("tune", "late"): (144 / 165, 104 / 165, 6), ("tune", "stopped"): (144 / 191, 115 / 191, 13),
           ("report", "every2"): (125 / 167, 74 / 167, 15), ("report", "every3"): (126 / 167, 83 / 167, 17),
           ("report", "late"): (103 / 135, 72 / 135, 14), ("report", "stopped"): (104 / 150, 79 / 150, 18)}
 
@@ -347,17 +357,19 @@ def test_a_stopped_run_ends_soon_after_its_first_event(bench):
 #: a Pong return at -20.5, falls less): return_collapse tune 163 -> 161 found, 157 -> 154
 #: at the step, report 126 -> 127 at the step; return_slide tune 164 -> 162 found, 151 ->
 #: 149 in the window, report 132 -> 131 found; loss_climb tune 102 -> 101 in the window,
-#: report 99 -> 100 found, 84 -> 85 in the window: the counts below.
-INJECTED = {"tune": {"return_collapse": (161, 154), "entropy_collapse": (73, 0), "kl_blowup": (18, 18),
-                     "grad_explosion": (42, 42), "loss_divergence": (118, 113), "nan": (117, 117),
-                     "reward_floor": (36, 34), "length_collapse": (25, 25), "length_explosion": (23, 20),
-                     "truncation": (16, 15), "zero_std": (9, 8), "clip_blowup": (48, 46),
-                     "return_slide": (162, 149), "loss_climb": (112, 101)},
-            "report": {"return_collapse": (132, 127), "entropy_collapse": (59, 0), "kl_blowup": (13, 11),
-                       "grad_explosion": (34, 32), "loss_divergence": (107, 102), "nan": (104, 104),
-                       "reward_floor": (26, 26), "length_collapse": (21, 21), "length_explosion": (21, 20),
-                       "truncation": (15, 14), "zero_std": (7, 5), "clip_blowup": (53, 50),
-                       "return_slide": (131, 121), "loss_climb": (100, 85)}}
+#: report 99 -> 100 found, 84 -> 85 in the window. Session 58: the counts below, measured
+#: on the corpus after its eighty-fifth batch (the floors had stayed at session 54's while
+#: the healthy logs that take injections grew: tune 1163 cases, 1132 found; report 946, 914).
+INJECTED = {"tune": {"return_collapse": (194, 185), "entropy_collapse": (82, 0), "kl_blowup": (21, 21),
+                     "grad_explosion": (46, 45), "loss_divergence": (140, 134), "nan": (134, 134),
+                     "reward_floor": (46, 44), "length_collapse": (31, 31), "length_explosion": (29, 26),
+                     "truncation": (19, 18), "zero_std": (10, 9), "clip_blowup": (54, 52),
+                     "return_slide": (194, 176), "loss_climb": (132, 120)},
+            "report": {"return_collapse": (152, 146), "entropy_collapse": (63, 0), "kl_blowup": (15, 13),
+                       "grad_explosion": (36, 34), "loss_divergence": (119, 113), "nan": (113, 113),
+                       "reward_floor": (29, 29), "length_collapse": (23, 22), "length_explosion": (22, 21),
+                       "truncation": (17, 16), "zero_std": (7, 5), "clip_blowup": (57, 54),
+                       "return_slide": (151, 138), "loss_climb": (110, 94)}}
 
 
 @pytest.mark.parametrize("half", sorted(INJECTED))
