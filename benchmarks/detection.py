@@ -302,10 +302,16 @@ def _analyse_one(name: str, entry: dict, workdir: str, maps: bool) -> LogResult:
     try:
         r = analyse(entry, Path(workdir), name, maps)
     except Exception as exc:
-        r = LogResult(name, entry["split"], entry["healthy"],
-                      events=len(entry.get("events", [])), error=f"{type(exc).__name__}: {exc}")
-        r.missed = entry.get("events", [])
+        r = unreadable(name, entry, exc)
     r.seconds = time.perf_counter() - start
+    return r
+
+
+def unreadable(name: str, entry: dict, exc: Exception) -> LogResult:
+    """The result of a log that could not be read or analysed: every event missed, and why."""
+    r = LogResult(name, entry["split"], entry["healthy"], events=len(entry.get("events", [])),
+                  error=f"{type(exc).__name__}: {exc}")
+    r.missed = entry.get("events", [])
     return r
 
 

@@ -214,9 +214,7 @@ def _analyse_one(name: str, entry: dict, workdir: str, variant: str):
     try:
         r = analyse(entry, Path(workdir), name, variant)
     except Exception as exc:
-        r = detection.LogResult(name, entry["split"], entry["healthy"],
-                                events=len(entry.get("events", [])), error=f"{type(exc).__name__}: {exc}")
-        r.missed = entry.get("events", [])
+        r = detection.unreadable(name, entry, exc)
     if r is not None:
         r.seconds = time.perf_counter() - start
     return r

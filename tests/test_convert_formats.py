@@ -24,6 +24,11 @@ def _metrics(store, run_id=None):
     return {(s, n): v for s, n, v in rows.iter_rows()}
 
 
+def import_meta(run) -> dict:
+    """The ``meta`` a converter wrote into ``run``'s import event."""
+    return json.loads(run.events("run").filter(pl.col("name") == "import")["attrs"][0])["meta"]
+
+
 def _same(a: dict, b: dict, rel=0.0) -> bool:
     if a.keys() != b.keys():
         return False
@@ -107,7 +112,7 @@ def test_trl_train_and_eval_rows_mixed(tmp_path):
     assert run.metric("loss").rows() == [(1, 1.0), (4, 0.25)]
     assert run.metric("eval_loss").rows() == [(1, 3.0), (3, 2.5)]
     assert run.metric("epoch").rows() == [(1, 0.15), (2, 0.2), (3, 0.35), (4, 1.0)]
-    meta = json.loads(run.events("run").filter(pl.col("name") == "import")["attrs"][0])["meta"]
+    meta = import_meta(run)
     assert meta["null_values"] == {"loss": 1}
 
 
@@ -427,7 +432,7 @@ def test_jsonl_field_map_and_samples(tmp_path):
     samples = run.events("sample").select("step", "text", "value").rows()
     assert samples[0] == (10, "4", 0.5) and samples[1][:2] == (20, "7")
     assert summary.runs[0].samples == 2
-    meta = json.loads(run.events("run").filter(pl.col("name") == "import")["attrs"][0])["meta"]
+    meta = import_meta(run)
     assert meta["ignored_fields"] == {"tag": 2} and meta["step_field"] == "step"
 
 
@@ -449,7 +454,7 @@ def test_llama_factory_trainer_log_steps_from_current_steps(tmp_path):
     assert run.metric("loss").rows() == [(5, 2.3011), (10, 1.9874), (15, 1.7602)]
     assert run.metric("lr").rows() == [(5, 4.8e-05), (10, 3.5e-05), (15, 1.5e-05)]
     assert run.metric("eval_loss").rows() == [(10, 2.0412)]
-    meta = json.loads(run.events("run").filter(pl.col("name") == "import")["attrs"][0])["meta"]
+    meta = import_meta(run)
     assert meta["step_field"] == "current_steps"
     assert meta["ignored_fields"] == {"elapsed_time": 4, "remaining_time": 4}
 
@@ -464,7 +469,7 @@ def test_roll_metrics_jsonl_steps_from_system_step(tmp_path):
     (run,) = open_store(tmp_path / "s").runs()
     assert run.metric("grad_norm").rows() == [(1, 0.41), (2, 0.38)]
     assert run.metric("entropy").rows() == [(2, 0.66)]
-    meta = json.loads(run.events("run").filter(pl.col("name") == "import")["attrs"][0])["meta"]
+    meta = import_meta(run)
     assert meta["step_field"] == "system/step"
 
 
@@ -488,7 +493,7 @@ def test_rllib_result_json_is_json_lines_stepped_by_env_steps(tmp_path):
     assert run.metric("episode_return").rows() == [(4000, 10.0), (8000, 20.0), (12000, 30.0)]
     assert run.metric("entropy").rows()[-1] == (12000, 0.7)
     assert run.metric("ppo_approx_kl").rows()[0] == (4000, 0.01)
-    meta = json.loads(run.events("run").filter(pl.col("name") == "import")["attrs"][0])["meta"]
+    meta = import_meta(run)
     assert meta["step_field"] == "timesteps_total"
     from rldk.converters import jsonl
     assert jsonl.files(trial) == [trial / "result.json"]
@@ -562,7 +567,7 @@ def test_a_pandas_index_column_is_no_metric(tmp_path):
     (run,) = open_store(tmp_path / "s").runs()
     assert run.metric_names() == ["avg_reward"]
     assert run.metric("avg_reward").rows() == [(720, -121.5), (1440, -118.0)]
-    meta = json.loads(run.events("run").filter(pl.col("name") == "import")["attrs"][0])["meta"]
+    meta = import_meta(run)
     assert meta["ignored_fields"] == {"(no header)": 2, "agent": 2} and meta["step_field"] == "step"
     # a large all-number file, read a block at a time through Polars: the same
     f = tmp_path / "big.csv"
@@ -570,7 +575,7 @@ def test_a_pandas_index_column_is_no_metric(tmp_path):
     convert_path(f, "csv", tmp_path / "big")
     (run,) = open_store(tmp_path / "big").runs()
     assert run.metric_names() == ["avg_reward"] and run.metric("avg_reward").rows()[-1] == (21600000, 4.0)
-    meta = json.loads(run.events("run").filter(pl.col("name") == "import")["attrs"][0])["meta"]
+    meta = import_meta(run)
     assert meta["ignored_fields"] == {"(no header)": 30000}
 
 

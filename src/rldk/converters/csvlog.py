@@ -404,9 +404,8 @@ def _uncommented(header: list) -> list:
     """The first header without the comment mark a logger put before it: TorchBeast's
     ``FileWriter`` (DouZero, RLCard's DMC, the NetHack baselines) writes
     ``# _tick,_time,frames,...``, whose first column is ``_tick``, not ``# _tick``."""
-    if header and header[0].startswith("#") and header[0].lstrip("#").strip():
-        return [header[0].lstrip("#").strip(), *header[1:]]
-    return header
+    name = header[0].lstrip("#").strip() if header and header[0].startswith("#") else ""
+    return [name, *header[1:]] if name else header
 
 
 def _is_header(cells: list, header: list) -> bool:
